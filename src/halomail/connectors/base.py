@@ -1,0 +1,121 @@
+"""The two contracts every mail backend implements: reading a mailbox, sending mail.
+
+A connector reads one mailbox and disposes of what it read; a transport sends one
+composed email. Both are deliberately small, like httpx's ``BaseTransport``: a
+backend is one module beside this one.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+__all__ = [
+    "Disposition",
+    "FetchedMessage",
+    "MailTransport",
+    "MailboxConnector",
+    "OutgoingEmail",
+]
+
+
+class Disposition(enum.StrEnum):
+    """What becomes of a fetched email once its outcome is committed."""
+
+    PROCESSED = "processed"  # handled: move to the processed folder, or delete
+    QUARANTINED = "quarantined"  # kept aside: move to the quarantine folder, or leave it
+    RETRY = "retry"  # not handled yet: leave it exactly as it is
+
+
+@attrs.frozen
+class FetchedMessage:
+    """One email read from a mailbox.
+
+    Args:
+        ref: A stable id for the email in its mailbox (IMAP ``UIDVALIDITY:UID``,
+            POP3 UIDL, a Maildir key, a Graph immutable id …). Passed back to
+            :meth:`MailboxConnector.ack`.
+        raw: The email's bytes exactly as stored. Empty when the email was too large
+            to read (``too_large`` is then True).
+        size: The email's size in bytes as the server reports it.
+        too_large: True when the connector refused to read the body because ``size``
+            is over the limit; the processor quarantines it from this metadata.
+    """
+
+    ref: str
+    raw: bytes = attrs.field(repr=False)
+    size: int
+    too_large: bool = False
+
+
+@runtime_checkable
+class MailboxConnector(Protocol):
+    """**Protocol:** reads one mailbox and disposes of what was read.
+
+    The processor calls :meth:`fetch`, commits each email's outcome, and only then
+    calls :meth:`ack`. A connector must therefore never remove an email during
+    :meth:`fetch`, and :meth:`ack` must be safe to call for an email that is
+    already gone (a crash between the commit and the ack means the same email is
+    fetched again; its dedupe key then makes it a no-op).
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+
+    def fetch(self) -> Iterator[FetchedMessage]:
+        """Yield the mailbox's emails, oldest first, without changing the mailbox.
+
+        Raises:
+            AuthenticationError: Credentials were refused.
+            TransientConnectorError: The connection failed; try again later.
+        """
+
+    def ack(self, ref: str, disposition: Disposition) -> None:
+        """Dispose of one fetched email per its outcome.
+
+        ``PROCESSED`` moves it to the processed folder or deletes it, as configured;
+        ``QUARANTINED`` moves it to the quarantine folder (or leaves it, when the
+        backend has none); ``RETRY`` leaves it untouched.
+        """
+
+    def close(self) -> None:
+        """Finish the session (for POP3 this is when deletions take effect)."""
+
+
+@attrs.frozen
+class OutgoingEmail:
+    """A composed email ready to hand to a transport.
+
+    Args:
+        message_id: Our Message-ID, without angle brackets.
+        envelope_from: The SMTP envelope sender (``MAIL FROM``).
+        recipients: The envelope recipients.
+        data: The whole message, CRLF line endings, ready for ``DATA``.
+    """
+
+    message_id: str
+    envelope_from: str
+    recipients: tuple[str, ...]
+    data: bytes = attrs.field(repr=False)
+
+
+@runtime_checkable
+class MailTransport(Protocol):
+    """**Protocol:** sends composed email.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def send(self, email: OutgoingEmail) -> None:
+        """Send one email.
+
+        Raises:
+            TransientTransportError: It may succeed later; the outbox retries with backoff.
+            PermanentTransportError: It will never succeed; the outbox records the failure.
+        """

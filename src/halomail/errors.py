@@ -1,0 +1,114 @@
+"""Every error halomail raises, rooted at one class.
+
+The tree::
+
+    HalomailError
+    ├── ConfigError                 halomail.toml is invalid (carries the key path)
+    ├── RepositoryError             the ticket repository failed
+    │   └── TransientRepositoryError    …in a way worth retrying (locked, disk full)
+    ├── ConnectorError              a mailbox could not be read or changed
+    │   ├── AuthenticationError         credentials refused or token expired
+    │   └── TransientConnectorError     dropped connection, timeout: retry later
+    ├── TransportError              outgoing mail could not be sent
+    │   ├── TransientTransportError     try again later (4xx, connection lost)
+    │   └── PermanentTransportError     never retry (5xx, recipient refused)
+    └── TemplateError               an administrator's template is invalid or failed
+
+Library exceptions are translated at the boundary with ``raise … from exc`` so
+the original cause stays in the traceback.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "ConnectorError",
+    "HalomailError",
+    "PermanentTransportError",
+    "RepositoryError",
+    "TemplateError",
+    "TransientConnectorError",
+    "TransientRepositoryError",
+    "TransientTransportError",
+    "TransportError",
+]
+
+
+class HalomailError(Exception):
+    """The root of every error halomail raises."""
+
+
+class ConfigError(HalomailError, ValueError):
+    """The configuration is invalid.
+
+    Args:
+        key_path: Where in ``halomail.toml`` the problem is, e.g. ``mailboxes[0].port``.
+        message: What is wrong, in words an administrator understands.
+    """
+
+    def __init__(self, key_path: str, message: str) -> None:
+        self.key_path = key_path
+        self.message = message
+        super().__init__(f"{key_path}: {message}" if key_path else message)
+
+
+class RepositoryError(HalomailError):
+    """The ticket repository failed to read or write."""
+
+
+class TransientRepositoryError(RepositoryError):
+    """The repository failed in a way that may succeed later (locked, disk full)."""
+
+
+class ConnectorError(HalomailError):
+    """A mailbox could not be read or changed.
+
+    Args:
+        message: What went wrong (never containing a secret).
+        mailbox: The mailbox's configured name, when known.
+    """
+
+    def __init__(self, message: str, *, mailbox: str | None = None) -> None:
+        self.mailbox = mailbox
+        super().__init__(f"{mailbox}: {message}" if mailbox else message)
+
+
+class AuthenticationError(ConnectorError):
+    """The server refused our credentials, or an OAuth2 token could not be had."""
+
+
+class TransientConnectorError(ConnectorError):
+    """A dropped connection or a timeout: the mailbox should be tried again later."""
+
+
+class TransportError(HalomailError):
+    """Outgoing mail could not be sent."""
+
+
+class TransientTransportError(TransportError):
+    """Sending failed for now (a 4xx reply, a dropped connection): retry with backoff."""
+
+
+class PermanentTransportError(TransportError):
+    """Sending failed for good (a 5xx reply, a refused recipient): do not retry."""
+
+
+class TemplateError(HalomailError):
+    """An administrator's template is invalid, unsafe, or failed to render.
+
+    Args:
+        message: What is wrong.
+        template: The template's name, when known.
+        line: The line in the template, when known.
+    """
+
+    def __init__(self, message: str, *, template: str | None = None, line: int | None = None):
+        self.template = template
+        self.line = line
+        where = template or ""
+        if line is not None:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)

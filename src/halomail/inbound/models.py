@@ -1,0 +1,200 @@
+"""The shape of a parsed email: what every later stage reads.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import attrs
+
+__all__ = [
+    "Address",
+    "Attachment",
+    "Classification",
+    "InboundEmail",
+    "ParseLimits",
+]
+
+
+@attrs.frozen
+class ParseLimits:
+    """Bounds past which an email is quarantined instead of parsed (design §4).
+
+    Args:
+        max_message_bytes: Largest raw message accepted (default 25 MB).
+        max_depth: Deepest MIME nesting accepted.
+        max_parts: Most MIME parts accepted.
+        max_header_bytes: Largest header block accepted, top level or in any part.
+    """
+
+    max_message_bytes: int = 25 * 1024 * 1024
+    max_depth: int = 32
+    max_parts: int = 500
+    max_header_bytes: int = 256 * 1024
+
+
+@attrs.frozen
+class Address:
+    """One mailbox address, its addr-spec kept apart from the display name.
+
+    Args:
+        addr_spec: ``local@domain`` exactly as the sender wrote it (no angle brackets).
+        display_name: The decoded display name, or ``""``.
+    """
+
+    addr_spec: str
+    display_name: str = ""
+
+    @property
+    def normalized(self) -> str:
+        """The addr-spec lower-cased, the form every comparison uses."""
+        return self.addr_spec.lower()
+
+    def __str__(self) -> str:
+        return f"{self.display_name} <{self.addr_spec}>" if self.display_name else self.addr_spec
+
+
+@attrs.frozen
+class Attachment:
+    """A file carried by the email (inline images and attached messages included).
+
+    Args:
+        filename: The decoded name for display, with control and bidi characters removed;
+            ``""`` when the sender gave none.
+        original_filename: The decoded name exactly as sent, kept as metadata only.
+        storage_name: A generated name that is safe on every filesystem and keeps the
+            real extension; storage uses this, never ``filename``.
+        content_type: The lower-cased MIME type, e.g. ``image/png``.
+        size: The decoded size in bytes.
+        content_id: The ``Content-ID`` without angle brackets, or ``None``.
+        inline: True for parts meant to be shown inside the body (``cid:`` images).
+        payload: The decoded bytes. Never decompressed or interpreted.
+        flags: Warnings about the file, e.g. ``"active-content"`` for SVG with script.
+    """
+
+    filename: str
+    original_filename: str
+    storage_name: str
+    content_type: str
+    size: int
+    content_id: str | None = None
+    inline: bool = False
+    payload: bytes = attrs.field(default=b"", repr=False)
+    flags: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class InboundEmail:
+    """An email parsed from raw bytes, safe to store and show.
+
+    Built only by :func:`halomail.parse_email`, which never raises: problems land in
+    ``defects`` and, when the email must not be processed, in ``quarantine_reason``.
+
+    Args:
+        message_id: The Message-ID without angle brackets, normalized and bounded
+            (at most 255 characters, no whitespace, quotes or control characters), or ``None``.
+        sender: The first From address, or ``None`` when there is none or it cannot be parsed.
+        sender_unparseable: True when a From header exists but holds no valid address.
+        reply_to: Reply-To addresses.
+        to: To addresses.
+        cc: Cc addresses.
+        return_path: The Return-Path addr-spec; ``""`` for the null path ``<>``; ``None`` if absent.
+        subject: The decoded subject, on one line, with no control characters.
+        date: The Date header as an aware datetime, or ``None``.
+        text: The whole plain-text body (derived from the HTML when there is no text part).
+        html: The HTML body sanitized with nh3, or ``None``.
+        new_text: The new part of a reply: ``text`` without quoted history and signature.
+        attachments: Files, in the order they appear.
+        in_reply_to: Message-IDs named by In-Reply-To (valid ones only).
+        references: Message-IDs named by References (valid ones only).
+        embedded_message_ids: Message-IDs of messages carried inside this one
+            (``message/rfc822`` or ``text/rfc822-headers`` parts). They never drive
+            threading; bounce handling uses them to find the returned message.
+        headers: The top-level headers, decoded to one line each, in order, with our own
+            internal headers (``X-Halomail-*``) removed.
+        loop_markers: Values of our loop header (``X-Halomail-Loop``) as received, kept
+            apart so that only classification, which knows our token, reads them.
+        size: The raw size in bytes.
+        sha256: Hex SHA-256 of the raw bytes.
+        defects: Short names of what was wrong and repaired, e.g. ``"missing-boundary"``.
+        quarantine_reason: Why the email must not be processed (``"too-large"``,
+            ``"mime-too-deep"``, ``"too-many-parts"``, ``"headers-too-large"``), or ``None``.
+    """
+
+    message_id: str | None
+    sender: Address | None
+    subject: str
+    text: str
+    size: int
+    sha256: str
+    sender_unparseable: bool = False
+    reply_to: tuple[Address, ...] = ()
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    return_path: str | None = None
+    date: dt.datetime | None = None
+    html: str | None = None
+    new_text: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    embedded_message_ids: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    loop_markers: tuple[str, ...] = ()
+    defects: tuple[str, ...] = ()
+    quarantine_reason: str | None = None
+
+    def header(self, name: str) -> str | None:
+        """The first top-level header called ``name`` (case-insensitive), or ``None``."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        """Every top-level header called ``name`` (case-insensitive), in order."""
+        wanted = name.lower()
+        return [value for key, value in self.headers if key.lower() == wanted]
+
+    @property
+    def thread_ids(self) -> tuple[str, ...]:
+        """In-Reply-To then References, without repeats: the ids threading looks up."""
+        seen: dict[str, None] = {}
+        for mid in (*self.in_reply_to, *reversed(self.references)):
+            seen.setdefault(mid, None)
+        return tuple(seen)
+
+
+@attrs.frozen
+class Classification:
+    """What kind of email this is, as far as loops and replies are concerned.
+
+    Args:
+        auto_reply: An automatic reply (RFC 3834 ``Auto-Submitted`` other than ``no``,
+            ``X-Autoreply``, out-of-office shapes).
+        bounce: A delivery status notification or another bounce.
+        bounced_message_id: For a bounce, the Message-ID of the returned message, if found.
+        bulk: Bulk or list mail (``Precedence: bulk/junk/list``, ``List-*``).
+        own_message: Our own mail fetched back (our Message-ID token or loop header).
+        no_reply_sender: The sender must never be answered (``<>`` return path,
+            ``mailer-daemon``, ``postmaster``, ``noreply`` …).
+        reasons: Human-readable reasons behind each flag, for logs and ``simulate``.
+    """
+
+    auto_reply: bool = False
+    bounce: bool = False
+    bounced_message_id: str | None = None
+    bulk: bool = False
+    own_message: bool = False
+    no_reply_sender: bool = False
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def may_acknowledge(self) -> bool:
+        """True when an automatic acknowledgement may be sent to the sender."""
+        return not (
+            self.auto_reply or self.bounce or self.bulk or self.own_message or self.no_reply_sender
+        )

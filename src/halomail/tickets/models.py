@@ -1,0 +1,381 @@
+"""Domain models: tickets, their actions, and what the processor records beside them.
+
+Every model is frozen; change one with :func:`attrs.evolve`. Inputs to the repository
+(``New…``) are separate from what it returns, which carries ids and timestamps.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping
+
+import attrs
+
+__all__ = [
+    "Action",
+    "ActionKind",
+    "Asset",
+    "Customer",
+    "DedupeRecord",
+    "NewAction",
+    "NewOutgoing",
+    "NewQuarantine",
+    "NewTicket",
+    "OutboxMail",
+    "OutboxStatus",
+    "QuarantineEntry",
+    "RecordKind",
+    "StoredAttachment",
+    "Ticket",
+    "TicketStatus",
+    "User",
+    "utcnow",
+]
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware in UTC (the only kind of time halomail stores)."""
+    return dt.datetime.now(dt.UTC)
+
+
+def _frozen_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    return dict(value or {})
+
+
+class RecordKind(enum.StrEnum):
+    """What a mailbox turns new email into."""
+
+    TICKET = "ticket"
+    OPPORTUNITY = "opportunity"
+
+
+class TicketStatus(enum.StrEnum):
+    """The life of a ticket as halomail sees it; hosts may map these to their own."""
+
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class ActionKind(enum.StrEnum):
+    """What an action on a ticket records."""
+
+    EMAIL_IN = "email_in"  # an email from the user (the first one, or a follow-up)
+    EMAIL_OUT = "email_out"  # an email we sent (acknowledgement, update)
+    NOTE = "note"  # a note, public or private
+    STATUS = "status"  # a status change (closed, reopened)
+    BOUNCE = "bounce"  # a delivery failure of one of our emails
+    SEND_FAILED = "send_failed"  # an outgoing email failed for good
+
+
+class OutboxStatus(enum.StrEnum):
+    """Where an outgoing email is in its life."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class StoredAttachment:
+    """An attachment as the repository keeps it.
+
+    Args:
+        filename: The display name (already cleaned by the parser).
+        storage_name: The safe generated name to store the bytes under.
+        content_type: The MIME type.
+        size: The size in bytes.
+        content_id: The Content-ID for inline images, or ``None``.
+        inline: True for inline parts.
+        payload: The bytes (not shown in repr).
+    """
+
+    filename: str
+    storage_name: str
+    content_type: str
+    size: int
+    content_id: str | None = None
+    inline: bool = False
+    payload: bytes = attrs.field(default=b"", repr=False)
+
+
+@attrs.frozen
+class NewTicket:
+    """What the processor asks the repository to create.
+
+    Args:
+        summary: One line, the email's subject.
+        details: The body text.
+        ticket_type: The ticket type's name, e.g. ``"Incident"``.
+        user_email: The requester's address (lower-cased addr-spec).
+        user_name: The requester's display name.
+        mailbox: The mailbox the email arrived in.
+        record: Ticket or opportunity.
+        customer: The customer's name, when the sender is known.
+        cc: Addresses copied on the email, lower-cased.
+        priority: Priority name, if a rule set one.
+        category: Category name, if a rule set one.
+        team: Team name, if a rule set one.
+        agent: The assigned agent's address, if any.
+        asset_id: The linked asset, if any.
+        custom_fields: Custom field values by field name.
+    """
+
+    summary: str
+    details: str
+    ticket_type: str
+    user_email: str
+    user_name: str = ""
+    mailbox: str = ""
+    record: RecordKind = RecordKind.TICKET
+    customer: str | None = None
+    cc: tuple[str, ...] = ()
+    priority: str | None = None
+    category: str | None = None
+    team: str | None = None
+    agent: str | None = None
+    asset_id: int | None = None
+    custom_fields: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+@attrs.frozen
+class Ticket:
+    """A ticket (or opportunity) as stored.
+
+    The fields are those of :class:`NewTicket`, plus ``id``, ``status`` and timestamps.
+    """
+
+    id: int
+    summary: str
+    details: str
+    ticket_type: str
+    user_email: str
+    status: TicketStatus
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    user_name: str = ""
+    mailbox: str = ""
+    record: RecordKind = RecordKind.TICKET
+    customer: str | None = None
+    cc: tuple[str, ...] = ()
+    priority: str | None = None
+    category: str | None = None
+    team: str | None = None
+    agent: str | None = None
+    asset_id: int | None = None
+    custom_fields: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    closed_at: dt.datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """True until the ticket is closed."""
+        return self.status is not TicketStatus.CLOSED
+
+
+@attrs.frozen
+class NewAction:
+    """An action to add to a ticket.
+
+    Args:
+        ticket_id: The ticket.
+        kind: What the action records.
+        body: The text of the action.
+        from_address: Who it is from (an address, or ``""`` for the system).
+        public: Whether the end user may see it.
+        message_id: The Message-ID of the email behind it, if any; the repository
+            indexes it so that replies naming it thread onto this ticket.
+        attachments: Files kept with the action.
+    """
+
+    ticket_id: int
+    kind: ActionKind
+    body: str
+    from_address: str = ""
+    public: bool = True
+    message_id: str | None = None
+    attachments: tuple[StoredAttachment, ...] = ()
+
+
+@attrs.frozen
+class Action:
+    """An action as stored: a :class:`NewAction` with ``id`` and ``created_at``."""
+
+    id: int
+    ticket_id: int
+    kind: ActionKind
+    body: str
+    created_at: dt.datetime
+    from_address: str = ""
+    public: bool = True
+    message_id: str | None = None
+    attachments: tuple[StoredAttachment, ...] = ()
+
+
+@attrs.frozen
+class Customer:
+    """A customer (client) of the helpdesk.
+
+    Args:
+        id: The host's id.
+        name: The customer's name.
+        domains: Email domains that belong to the customer (lower-case).
+        from_address: Overrides the outgoing From address for this customer, if set.
+    """
+
+    id: int
+    name: str
+    domains: tuple[str, ...] = ()
+    from_address: str | None = None
+
+
+@attrs.frozen
+class User:
+    """An end user (requester) known to the helpdesk.
+
+    Args:
+        id: The host's id.
+        email: The user's address, lower-case.
+        name: The user's name.
+        customer_id: The customer the user belongs to, if any.
+        phone: Phone number, if known.
+        mobile: Mobile number, if known.
+    """
+
+    id: int
+    email: str
+    name: str = ""
+    customer_id: int | None = None
+    phone: str | None = None
+    mobile: str | None = None
+
+
+@attrs.frozen
+class Asset:
+    """A configuration item that tickets may be linked to.
+
+    Args:
+        id: The host's id.
+        tag: The asset tag.
+        fields: Other field values by name (serial number, host name, …).
+        customer_id: The owning customer, if any.
+    """
+
+    id: int
+    tag: str
+    fields: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    customer_id: int | None = None
+
+
+@attrs.frozen
+class DedupeRecord:
+    """Proof that an email was handled: written in the same transaction as its effect.
+
+    Args:
+        key: ``mailbox + Message-ID``, or ``mailbox + sha256`` when there is no Message-ID.
+        sha256: SHA-256 of the raw bytes, to tell a re-fetch from a Message-ID collision.
+        outcome: The outcome recorded (``created``, ``updated``, …).
+        ticket_id: The ticket affected, if any.
+        created_at: When it was recorded.
+    """
+
+    key: str
+    sha256: str
+    outcome: str
+    ticket_id: int | None = None
+    created_at: dt.datetime = attrs.field(factory=utcnow)
+
+
+@attrs.frozen
+class NewOutgoing:
+    """An email to send after the transaction commits.
+
+    The MIME message is composed when it is sent, not here: composing is costly
+    and the ingest path should stay cheap.
+
+    Args:
+        message_id: Our Message-ID for it (without angle brackets), unique.
+        to: Recipient addresses.
+        subject: The subject (one line; the sender strips CR/LF again).
+        text: The plain-text body.
+        mailbox: The mailbox whose outgoing settings apply.
+        kind: Why it is sent (``acknowledgement``, ``update``, ``test`` …).
+        ticket_id: The ticket it belongs to, if any.
+        html: An HTML body, if any.
+        in_reply_to: The Message-ID it answers, if any.
+        references: The thread's Message-IDs, oldest first.
+        auto_submitted: True for automatic replies (adds ``Auto-Submitted: auto-replied``).
+    """
+
+    message_id: str
+    to: tuple[str, ...]
+    subject: str
+    text: str
+    mailbox: str = ""
+    kind: str = "acknowledgement"
+    ticket_id: int | None = None
+    html: str | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    auto_submitted: bool = True
+
+
+@attrs.frozen
+class OutboxMail:
+    """An outgoing email as stored, with its delivery state."""
+
+    id: int
+    message_id: str
+    to: tuple[str, ...]
+    subject: str
+    text: str
+    status: OutboxStatus
+    created_at: dt.datetime
+    mailbox: str = ""
+    kind: str = "acknowledgement"
+    ticket_id: int | None = None
+    html: str | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    auto_submitted: bool = True
+    attempts: int = 0
+    next_attempt_at: dt.datetime | None = None
+    last_error: str | None = None
+    sent_at: dt.datetime | None = None
+
+
+@attrs.frozen
+class NewQuarantine:
+    """An email that could not be processed, kept whole with the reason.
+
+    Args:
+        mailbox: The mailbox it came from.
+        reason: A machine-readable reason, e.g. ``"mime-too-deep"``.
+        raw: The original bytes, unchanged.
+        detail: A human-readable explanation.
+        message_id: Its Message-ID, if one could be read.
+        dedupe_key: The dedupe key, so a re-fetch is not quarantined twice.
+    """
+
+    mailbox: str
+    reason: str
+    raw: bytes = attrs.field(repr=False)
+    detail: str = ""
+    message_id: str | None = None
+    dedupe_key: str | None = None
+
+
+@attrs.frozen
+class QuarantineEntry:
+    """A quarantined email as stored."""
+
+    id: int
+    mailbox: str
+    reason: str
+    raw: bytes = attrs.field(repr=False)
+    created_at: dt.datetime = attrs.field(factory=utcnow)
+    detail: str = ""
+    message_id: str | None = None
+    dedupe_key: str | None = None

@@ -1,0 +1,161 @@
+"""The ticket repository: the one thing a host application implements.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol, runtime_checkable
+
+from halomail.tickets.models import (
+    Action,
+    Asset,
+    Customer,
+    DedupeRecord,
+    NewAction,
+    NewOutgoing,
+    NewQuarantine,
+    NewTicket,
+    OutboxMail,
+    OutboxStatus,
+    QuarantineEntry,
+    Ticket,
+    TicketStatus,
+    User,
+)
+
+__all__ = ["TicketRepository"]
+
+
+@runtime_checkable
+class TicketRepository(Protocol):
+    """**Protocol:** where halomail reads and writes tickets.
+
+    A host application (a helpdesk, PSA or CRM) implements this over its own
+    database; halomail ships :class:`~halomail.InMemoryTicketRepository` and
+    :class:`~halomail.SQLiteTicketRepository`. Run the contract suite in
+    :mod:`halomail.testing` against your implementation to know it is right.
+
+    The one hard rule: every write the processor makes for one email happens inside
+    one :meth:`transaction`, and either all of it is committed or none of it is.
+    That is what makes "nothing lost, nothing doubled" possible: the dedupe key, the
+    ticket or action, and the outbox rows land together, and only then is the source
+    email disposed of.
+
+    Reads outside a transaction see committed data. Methods raise
+    :class:`~halomail.errors.TransientRepositoryError` for failures worth retrying
+    (a locked database, a full disk) and :class:`~halomail.errors.RepositoryError`
+    otherwise.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group writes: committed when the block exits normally, rolled back on an exception.
+
+        Transactions do not nest.
+        """
+
+    # -- tickets ---------------------------------------------------------------
+
+    def get_ticket(self, ticket_id: int) -> Ticket | None:
+        """The ticket with this id, or ``None``."""
+
+    def find_ticket_by_message_ids(self, message_ids: Sequence[str]) -> Ticket | None:
+        """The ticket that one of these Message-IDs belongs to, or ``None``.
+
+        A Message-ID belongs to a ticket when an action of the ticket or an outgoing
+        email of the ticket carries it. The first id that matches wins.
+        """
+
+    def create_ticket(self, new: NewTicket) -> Ticket:
+        """Create a ticket with status ``new`` and return it with its id."""
+
+    def add_action(self, new: NewAction) -> Action:
+        """Add an action to a ticket, and touch the ticket's ``updated_at``.
+
+        Raises:
+            RepositoryError: When the ticket does not exist.
+        """
+
+    def set_status(self, ticket_id: int, status: TicketStatus) -> Ticket:
+        """Change a ticket's status (``closed`` sets ``closed_at``; reopening clears it).
+
+        Raises:
+            RepositoryError: When the ticket does not exist.
+        """
+
+    def list_tickets(self, *, limit: int = 100, offset: int = 0) -> Sequence[Ticket]:
+        """Tickets, newest first."""
+
+    def list_actions(self, ticket_id: int) -> Sequence[Action]:
+        """A ticket's actions, oldest first."""
+
+    # -- people and things -----------------------------------------------------
+
+    def find_user(self, email: str) -> User | None:
+        """The user with this address (compared case-insensitively), or ``None``."""
+
+    def find_customer(self, email: str) -> Customer | None:
+        """The customer of the user with this address, else the customer owning its domain."""
+
+    def find_asset(self, field: str, value: str) -> Asset | None:
+        """The asset whose ``field`` (``"tag"`` or a field name) equals ``value``
+        (case-insensitively), or ``None``."""
+
+    # -- exactly once ----------------------------------------------------------
+
+    def get_dedupe(self, key: str) -> DedupeRecord | None:
+        """The record for a dedupe key, or ``None`` if the email was never handled."""
+
+    def record_dedupe(self, record: DedupeRecord) -> None:
+        """Record that an email was handled.
+
+        Raises:
+            RepositoryError: When the key is already recorded (the caller checks first,
+                inside the same transaction).
+        """
+
+    def quarantine(self, new: NewQuarantine) -> QuarantineEntry:
+        """Keep an email that could not be processed, with its reason and bytes."""
+
+    def list_quarantine(self, *, limit: int = 100, offset: int = 0) -> Sequence[QuarantineEntry]:
+        """Quarantined emails, newest first."""
+
+    # -- the outbox ------------------------------------------------------------
+
+    def enqueue_outgoing(self, new: NewOutgoing) -> OutboxMail:
+        """Queue an email to send after the transaction commits (status ``pending``)."""
+
+    def due_outgoing(self, now: dt.datetime, *, limit: int = 100) -> Sequence[OutboxMail]:
+        """Pending emails whose next attempt is due (or never tried), oldest first."""
+
+    def mark_outgoing(
+        self,
+        outbox_id: int,
+        status: OutboxStatus,
+        *,
+        error: str | None = None,
+        next_attempt_at: dt.datetime | None = None,
+    ) -> OutboxMail:
+        """Record a delivery attempt: ``sent``, ``failed`` for good, or still ``pending``
+        with the time of the next attempt. Each call counts one attempt."""
+
+    def count_outgoing(
+        self, *, to: str, since: dt.datetime, ticket_id: int | None = None
+    ) -> int:
+        """How many emails were queued to ``to`` since ``since`` (for one ticket when given).
+
+        The acknowledgement throttle reads this.
+        """
+
+    # -- small persistent state --------------------------------------------------
+
+    def get_state(self, key: str) -> str | None:
+        """A value the processor keeps between runs (a mailbox's onboarding mark, …)."""
+
+    def set_state(self, key: str, value: str) -> None:
+        """Keep a value between runs; written inside or outside a transaction."""
