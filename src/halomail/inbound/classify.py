@@ -1,0 +1,282 @@
+"""Classifying an email for loop safety: auto-replies, bounces, bulk mail, our own mail.
+
+Each test reads only what the parser put on :class:`~halomail.inbound.models.InboundEmail`
+(top-level headers, addresses, Message-IDs of embedded messages, attachment types and the
+text), so classification is cheap, deterministic and never touches the network.
+
+The flags answer one question for the processor: may this sender be answered
+automatically (design §4 "Loops")? Every flag set comes with a reason for logs and
+``halomail simulate``.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable
+
+from halomail.inbound.models import Classification, InboundEmail
+
+__all__ = ["classify"]
+
+# Subject prefixes only automatic responders use. A human rarely starts a subject with
+# "Automatic reply:", so these count on their own (Exchange, Outlook, Gmail vacation
+# responders in several languages all use one of them).
+_AUTO_SUBJECT = re.compile(
+    r"""^\s*(?:
+        automatic\ reply | auto(?:matic)?[\s-]?(?:reply|response|responder) | autoreply
+      | out\ of\ (?:the\ )?office(?:\ (?:auto\s?reply|reply|notification))?
+      | abwesenheitsnotiz | automatische\ antwort | abwesend
+      | r[ée]ponse\ automatique | absence\ du\ bureau | message\ d'absence
+      | respuesta\ autom[áa]tica | fuera\ de\ la\ oficina
+      | automatisch\ antwoord | afwezig
+      | risposta\ automatica | fuori\ sede | resposta\ autom[áa]tica
+      | autosvar | automaattinen\ vastaus | automatick[áa]\ odpov[ěe][ďd]
+      | 自动回复 | 自動回覆 | 自動応答 | 不在通知
+    )\s*[:\uff1a]""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+# Words that make a subject look like an out-of-office notice. Weaker than the prefixes
+# above, so they count only together with an auto-reply header such as Exchange's
+# X-Auto-Response-Suppress, which Outlook also puts on ordinary mail.
+_OOF_SHAPE = re.compile(
+    r"out of (?:the )?office|automatic reply|auto[\s-]?reply|autoreply|vacation|on leave"
+    r"|away from (?:the )?office|abwesen|urlaub|absence|absent|cong[ée]s|vacaciones"
+    r"|ausente|afwezig|vakantie",
+    re.IGNORECASE,
+)
+
+_BOUNCE_SUBJECT = re.compile(
+    r"""^\s*(?:
+        undeliver(?:ed|able)\ mail\ returned\ to\ sender
+      | undeliverable\b | undelivered\ mail | undeliverable\ mail
+      | delivery\ status\ notification\ \((?:failure|delay)\)
+      | delivery\ status\ notification
+      | delivery\ (?:has\ )?fail(?:ed|ure)
+      | mail\ delivery\ (?:failed|failure|subsystem)
+      | failure\ notice | returned\ mail | returned\ to\ sender
+      | message\ not\ delivered | delivery\ notification:\ delivery\ has\ failed
+      | unzustellbar | nicht\ zustellbar | non\ remis | non\ distribuable
+      | no\ se\ puede\ entregar | onbestelbaar
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+_NO_REPLY_LOCALS = frozenset(
+    {
+        "mailer-daemon",
+        "mailerdaemon",
+        "postmaster",
+        "noreply",
+        "no-reply",
+        "no_reply",
+        "donotreply",
+        "do-not-reply",
+        "do_not_reply",
+        "bounce",
+        "bounces",
+    }
+)
+# Prefixes that name the same kind of sender with a suffix ("no-reply-alerts@",
+# VERP "bounces-1234@"): a '+' sub-address is removed before these are checked.
+_NO_REPLY_PREFIXES = (
+    "noreply",
+    "no-reply",
+    "no_reply",
+    "donotreply",
+    "do-not-reply",
+    "do_not_reply",
+    "bounce-",
+    "bounces-",
+    "mailer-daemon",
+)
+_DAEMON_LOCALS = frozenset({"mailer-daemon", "mailerdaemon", "postmaster"})
+
+_LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post")
+_BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
+_DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+# A "Message-ID: <...>" line quoted in a non-standard bounce (O3).
+_QUOTED_MESSAGE_ID = re.compile(r"^[ \t>]*message-id:[ \t]*<([^<>\s]{1,255})>", re.I | re.M)
+
+
+def classify(
+    email: InboundEmail,
+    *,
+    loop_token: str | None = None,
+    is_own_message_id: Callable[[str], bool] | None = None,
+) -> Classification:
+    """Decide whether ``email`` is an auto-reply, a bounce, bulk mail or our own mail.
+
+    Args:
+        email: The parsed email.
+        loop_token: Our loop header's value; an email carrying it in ``loop_markers``
+            is our own mail fetched back (O5). ``None`` turns that test off.
+        is_own_message_id: Tells whether a Message-ID is one we generated; the
+            email's own Message-ID is checked with it (O5).
+
+    Returns:
+        The flags, with a reason for each flag that is set. ``may_acknowledge`` on the
+        result says whether an automatic acknowledgement may be sent.
+
+    .. versionadded:: 0.1.0
+    """
+    reasons: list[str] = []
+    own = _own_message(email, loop_token, is_own_message_id, reasons)
+    auto = _auto_reply(email, reasons)
+    bounce = _bounce(email, reasons)
+    bounced_id = _bounced_message_id(email) if bounce else None
+    bulk = _bulk(email, reasons)
+    no_reply = _no_reply_sender(email, reasons)
+    return Classification(
+        auto_reply=auto,
+        bounce=bounce,
+        bounced_message_id=bounced_id,
+        bulk=bulk,
+        own_message=own,
+        no_reply_sender=no_reply,
+        reasons=tuple(reasons),
+    )
+
+
+def _token(value: str | None) -> str:
+    """The first ``;``-separated token of a header value, trimmed and lower-cased."""
+    if not value:
+        return ""
+    return value.split(";", 1)[0].strip().lower()
+
+
+def _own_message(
+    email: InboundEmail,
+    loop_token: str | None,
+    is_own_message_id: Callable[[str], bool] | None,
+    reasons: list[str],
+) -> bool:
+    if loop_token:
+        wanted = loop_token.encode("utf-8")
+        for marker in email.loop_markers:
+            # The token is a shared secret of the instance: compare in constant time.
+            if hmac.compare_digest(marker.strip().encode("utf-8"), wanted):
+                reasons.append("own-message: loop header carries our token")
+                return True
+    if is_own_message_id is not None and email.message_id and is_own_message_id(email.message_id):
+        reasons.append("own-message: Message-ID is one we generated")
+        return True
+    return False
+
+
+def _auto_reply(email: InboundEmail, reasons: list[str]) -> bool:
+    found = False
+    auto_submitted = _token(email.header("Auto-Submitted"))
+    # RFC 3834: any value other than "no" marks automatic mail; "no" is a human (O7).
+    if auto_submitted and auto_submitted != "no":
+        reasons.append(f"auto-submitted: {auto_submitted}")
+        found = True
+    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"):
+        value = email.header(name)
+        if value is not None and _token(value) not in {"no", "false", "0"}:
+            reasons.append(f"auto-reply header: {name}")
+            found = True
+    precedence = _token(email.header("Precedence")) or _token(email.header("X-Precedence"))
+    if precedence == "auto_reply":
+        reasons.append("precedence: auto_reply")
+        found = True
+    if email.header("X-MS-Exchange-Generated-Message-Source") is not None:
+        reasons.append("exchange generated message")
+        found = True
+    if _AUTO_SUBJECT.search(email.subject):
+        reasons.append("subject: automatic reply")
+        found = True
+    elif (
+        email.header("X-Auto-Response-Suppress") is not None
+        and _OOF_SHAPE.search(email.subject)
+        and not _is_reply_subject(email.subject)
+    ):
+        # Outlook sets X-Auto-Response-Suppress on ordinary mail too, so it counts
+        # only with an out-of-office subject that is not a person's "RE:" to one.
+        reasons.append("x-auto-response-suppress with an out-of-office subject")
+        found = True
+    content_type = (email.header("Content-Type") or "").lower()
+    if "multipart/report" in content_type and "disposition-notification" in content_type:
+        reasons.append("read receipt (disposition notification)")
+        found = True
+    return found
+
+
+def _is_reply_subject(subject: str) -> bool:
+    return re.match(r"\s*(?:re|aw|sv|antw|r|rif|wg|fw|fwd|tr)\s*:", subject, re.I) is not None
+
+
+def _sender_local(email: InboundEmail) -> str:
+    if email.sender is None:
+        return ""
+    local = email.sender.normalized.rsplit("@", 1)[0]
+    return local.split("+", 1)[0]
+
+
+def _bounce(email: InboundEmail, reasons: list[str]) -> bool:
+    content_type = (email.header("Content-Type") or "").lower()
+    if "multipart/report" in content_type and "delivery-status" in content_type:
+        reasons.append("bounce: multipart/report; report-type=delivery-status")
+        return True
+    if any(att.content_type in _DSN_TYPES for att in email.attachments):
+        reasons.append("bounce: message/delivery-status part")
+        return True
+    if email.header("X-Failed-Recipients") is not None:
+        reasons.append("bounce: X-Failed-Recipients")
+        return True
+    if email.header("X-MS-Exchange-Message-Is-Ndr") is not None:
+        reasons.append("bounce: Exchange non-delivery report")
+        return True
+    daemon = _sender_local(email) in _DAEMON_LOCALS
+    automatic = email.return_path == "" or _token(email.header("Auto-Submitted")) not in {"", "no"}
+    if _BOUNCE_SUBJECT.search(email.subject) and (daemon or automatic):
+        # A bounce-like subject alone could be a person forwarding a bounce to ask for
+        # help; it counts only from a mail daemon or with a null/automatic envelope.
+        reasons.append("bounce: delivery failure subject from a mail system")
+        return True
+    if daemon and email.return_path == "":
+        reasons.append("bounce: mail daemon sender with a null return path")
+        return True
+    return False
+
+
+def _bounced_message_id(email: InboundEmail) -> str | None:
+    if email.embedded_message_ids:
+        return email.embedded_message_ids[0]
+    if email.thread_ids:
+        return email.thread_ids[0]
+    # O3: a non-standard bounce quotes the returned headers in its text.
+    for match in _QUOTED_MESSAGE_ID.finditer(email.text):
+        found = match.group(1)
+        if found != email.message_id:
+            return found
+    return None
+
+
+def _bulk(email: InboundEmail, reasons: list[str]) -> bool:
+    found = False
+    precedence = _token(email.header("Precedence"))
+    if precedence in _BULK_PRECEDENCE:
+        reasons.append(f"precedence: {precedence}")
+        found = True
+    for name in _LIST_HEADERS:
+        if email.header(name) is not None:
+            reasons.append(f"list mail: {name}")
+            found = True
+            break
+    return found
+
+
+def _no_reply_sender(email: InboundEmail, reasons: list[str]) -> bool:
+    found = False
+    if email.return_path == "":
+        reasons.append("null return path <>")
+        found = True
+    local = _sender_local(email)
+    if local and (local in _NO_REPLY_LOCALS or local.startswith(_NO_REPLY_PREFIXES)):
+        reasons.append(f"no-reply sender: {local}@")
+        found = True
+    return found

@@ -1,0 +1,304 @@
+"""strip_reply: one test per client shape of quoted history and signature."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from halomail.inbound.html import html_to_text
+from halomail.inbound.reply import strip_reply
+
+
+def test_gmail_attribution_and_quotes_are_removed() -> None:
+    """Gmail's "On <date>, <name> <addr> wrote:" and the quoted lines below it go."""
+    text = (
+        "Thanks, that fixed it.\n\n"
+        "On Mon, 3 Jun 2024 at 10:00, Support <support@example.com> wrote:\n"
+        "> Please restart the router.\n>\n> Regards\n"
+    )
+    assert strip_reply(text) == "Thanks, that fixed it."
+
+
+def test_gmail_us_date_format_is_recognised() -> None:
+    """Gmail's US form "On Mon, Jun 3, 2024 at 10:00 AM Name <addr> wrote:" is cut."""
+    text = (
+        "Yes, tomorrow works.\n\n"
+        "On Mon, Jun 3, 2024 at 10:00 AM Alice Martin <alice@example.com> wrote:\n\n"
+        "> Can we meet tomorrow?\n"
+    )
+    assert strip_reply(text) == "Yes, tomorrow works."
+
+
+def test_gmail_attribution_wrapped_over_two_lines_is_recognised() -> None:
+    """An attribution that Gmail wrapped inside the address is still found."""
+    text = (
+        "Still broken after the restart.\n\n"
+        "On Mon, Jun 3, 2024 at 10:00 AM Support Team <\n"
+        "support@example.com> wrote:\n\n"
+        "> Please restart.\n"
+    )
+    assert strip_reply(text) == "Still broken after the restart."
+
+
+@pytest.mark.parametrize(
+    ("reply", "attribution", "quote"),
+    [
+        (
+            "Danke, jetzt geht es.",
+            "Am Mo., 3. Juni 2024 um 10:00 Uhr schrieb Support <support@example.com>:",
+            "Bitte starten Sie neu.",
+        ),
+        (
+            "Merci, c'est réglé.",
+            "Le lun. 3 juin 2024 à 10:00, Support <support@example.com> a écrit :",
+            "Veuillez redémarrer.",
+        ),
+        (
+            "Gracias, ya funciona.",
+            "El lun, 3 jun 2024 a las 10:00, Support (<support@example.com>) escribió:",
+            "Reinicie el equipo.",
+        ),
+        (
+            "Bedankt, het werkt weer.",
+            "Op ma 3 jun 2024 om 10:00 schreef Support <support@example.com>:",
+            "Start de computer opnieuw op.",
+        ),
+    ],
+    ids=["german", "french", "spanish", "dutch"],
+)
+def test_gmail_localized_attributions_are_recognised(
+    reply: str, attribution: str, quote: str
+) -> None:
+    """Gmail's German, French, Spanish and Dutch attribution lines start the history."""
+    text = f"{reply}\n\n{attribution}\n\n> {quote}\n"
+    assert strip_reply(text) == reply
+
+
+def test_outlook_original_message_separator() -> None:
+    """Outlook's "-----Original Message-----" and everything after it go."""
+    text = (
+        "Works now, thank you.\n\n"
+        "-----Original Message-----\n"
+        "From: Support <support@example.com>\n"
+        "Sent: Monday, June 3, 2024 10:00 AM\n"
+        "To: John Smith <john@example.org>\n"
+        "Subject: RE: Printer [ID:123]\n\n"
+        "Please restart the printer.\n"
+    )
+    assert strip_reply(text) == "Works now, thank you."
+
+
+def test_outlook_localized_original_message_separator() -> None:
+    """German Outlook's "-----Ursprüngliche Nachricht-----" is a separator too."""
+    text = "Erledigt.\n\n-----Ursprüngliche Nachricht-----\nVon: Support\nBitte neu starten.\n"
+    assert strip_reply(text) == "Erledigt."
+
+
+def test_outlook_underscore_rule_followed_by_from() -> None:
+    """Outlook's "________________________________" rule before From: starts the history."""
+    text = (
+        "Works now.\n\nJohn Smith\nIT Manager\n\n"
+        "________________________________\n"
+        "From: Support <support@example.com>\n"
+        "Sent: Monday, June 3, 2024 10:00 AM\n"
+        "To: John Smith <john@example.org>\n"
+        "Subject: RE: Printer\n\n"
+        "Please restart the printer.\n"
+    )
+    assert strip_reply(text) == "Works now.\n\nJohn Smith\nIT Manager"
+
+
+def test_an_underscore_rule_without_headers_is_content() -> None:
+    """A rule of underscores not followed by From: is kept (it is part of the text)."""
+    text = "Name: ________________________________\nPlease fill in."
+    assert strip_reply(text) == text
+
+
+def test_outlook_header_block_without_separator() -> None:
+    """A bare "From: / Sent: / To: / Subject:" block (Outlook HTML as text) is cut."""
+    text = (
+        "Works now.\r\n\r\n"
+        "From: Support <support@example.com>\r\n"
+        "Sent: Monday, June 3, 2024 10:00 AM\r\n"
+        "To: John Smith <john@example.org>\r\n"
+        "Subject: RE: Printer\r\n\r\n"
+        "Please restart the printer.\r\n"
+    )
+    assert strip_reply(text) == "Works now."
+
+
+def test_outlook_bold_header_block_from_html() -> None:
+    """Outlook's "*From:* ... *Sent:* ..." rendering of its HTML header block is cut."""
+    text = (
+        "Thanks!\n\n*From:* Support <support@example.com>\n*Sent:* Monday, June 3, 2024\n"
+        "*To:* John\n*Subject:* RE: Printer\n\nOld text\n"
+    )
+    assert strip_reply(text) == "Thanks!"
+
+
+@pytest.mark.parametrize(
+    ("reply", "block"),
+    [
+        (
+            "Jetzt geht es.",
+            "Von: Support <support@example.com>\nGesendet: Montag, 3. Juni 2024 10:00\n"
+            "An: John Smith <john@example.org>\nBetreff: AW: Drucker",
+        ),
+        (
+            "C'est bon.",
+            "De : Support <support@example.com>\nEnvoyé : lundi 3 juin 2024 10:00\n"
+            "À : John Smith <john@example.org>\nObjet : RE: Imprimante",
+        ),
+    ],
+    ids=["german", "french"],
+)
+def test_outlook_localized_header_blocks(reply: str, block: str) -> None:
+    """German (Von:/Gesendet:) and French (De :/Envoyé :) header blocks are cut."""
+    assert strip_reply(f"{reply}\n\n{block}\n\nOld message text\n") == reply
+
+
+def test_a_single_from_line_in_the_text_is_content() -> None:
+    """A lone "From:" line that is not a header block stays in the text."""
+    text = "From: the second floor, the printer makes a noise.\nPlease check."
+    assert strip_reply(text) == text
+
+
+def test_apple_mail_attribution() -> None:
+    """Apple Mail's "On 3 Jun 2024, at 10:00, Name <addr> wrote:" starts the history."""
+    text = (
+        "Yes please, go ahead.\n\n"
+        "On 3 Jun 2024, at 10:00, Support <support@example.com> wrote:\n\n"
+        "> Shall we replace the toner?\n"
+    )
+    assert strip_reply(text) == "Yes please, go ahead."
+
+
+def test_apple_mail_us_attribution() -> None:
+    """Apple Mail's US form "On Jun 3, 2024, at 10:00 AM, Name wrote:" is cut."""
+    text = "Approved.\n\nOn Jun 3, 2024, at 10:00 AM, Support <support@example.com> wrote:\n\n> ?\n"
+    assert strip_reply(text) == "Approved."
+
+
+def test_thunderbird_attribution() -> None:
+    """Thunderbird's "On 6/3/24 10:00 AM, Name wrote:" starts the history."""
+    text = "Done.\n\nOn 6/3/24 10:00 AM, Support Team wrote:\n> Try again please.\n"
+    assert strip_reply(text) == "Done."
+
+
+def test_thunderbird_name_only_attribution_before_quotes() -> None:
+    """An undated "Name wrote:" counts when quoted lines follow it."""
+    text = "Done.\n\nSupport Team wrote:\n> Try again please.\n"
+    assert strip_reply(text) == "Done."
+
+
+def test_name_wrote_without_quotes_is_content() -> None:
+    """An ordinary sentence ending in "wrote:" with no quote after it stays."""
+    text = "This is what my manager wrote:\nWe need three more licences."
+    assert strip_reply(text) == text
+
+
+def test_quoted_lines_are_removed_and_inline_answers_kept() -> None:
+    """Lines starting with ">" go; answers written between them stay."""
+    text = "> Which printer?\nThe one on floor 3.\n\n> Since when?\nSince Monday.\n"
+    assert strip_reply(text) == "The one on floor 3.\n\nSince Monday."
+
+
+def test_bottom_posted_reply_keeps_the_answer_below_the_quote() -> None:
+    """A reply written under the attribution and quote gives the text below."""
+    text = (
+        "On Mon, 3 Jun 2024 at 10:00, Support <support@example.com> wrote:\n"
+        "> Please restart.\n\nDid that, still broken.\n"
+    )
+    assert strip_reply(text) == "Did that, still broken."
+
+
+def test_signature_separator_removes_the_signature() -> None:
+    """Everything from the "-- " separator on is the signature."""
+    text = "Hello,\nmy printer is broken.\n\n-- \nJohn Smith\nACME Ltd\n+1 555 0100\n"
+    assert strip_reply(text) == "Hello,\nmy printer is broken."
+
+
+@pytest.mark.parametrize(
+    "footer",
+    [
+        "Sent from my iPhone",
+        "Sent from my iPad",
+        "Get Outlook for iOS",
+        "Get Outlook for Android",
+        "Von meinem iPhone gesendet",
+        "Envoyé de mon iPhone",
+        "Sent from Mail for Windows",
+    ],
+)
+def test_mobile_footers_are_removed(footer: str) -> None:
+    """Mobile client footers ("Sent from my iPhone", "Get Outlook for iOS") are cut."""
+    text = f"Ok, thanks.\n\n{footer}\n\n> On 3 Jun 2024, at 10:00, Support wrote:\n> Hi\n"
+    assert strip_reply(text) == "Ok, thanks."
+
+
+def test_forwarded_message_is_kept() -> None:
+    """A forwarded message is the content the helpdesk needs, so it is not stripped."""
+    text = (
+        "FYI, see below.\n\n"
+        "---------- Forwarded message ---------\n"
+        "From: Bob Jones <bob@example.org>\n"
+        "Date: Mon, Jun 3, 2024 at 10:00 AM\n"
+        "Subject: Broken laptop\n"
+        "To: Alice Martin <alice@example.com>\n\n"
+        "My laptop does not boot.\n"
+    )
+    result = strip_reply(text)
+    assert result.startswith("FYI, see below.")
+    assert result.endswith("My laptop does not boot.")
+
+
+def test_text_that_is_all_quote_is_returned_trimmed() -> None:
+    """When stripping would leave nothing, the text comes back trimmed instead."""
+    assert strip_reply("\n> only a quote\n> here\n\n") == "> only a quote\n> here"
+    assert strip_reply("-- \nJohn Smith\n") == "-- \nJohn Smith"
+
+
+def test_plain_text_without_history_is_unchanged() -> None:
+    """A mail with no history, even one starting with "On Monday", is kept whole."""
+    text = "On Monday the printer broke.\nPlease help."
+    assert strip_reply(text) == text
+
+
+def test_long_lines_are_handled_in_linear_time() -> None:
+    """A 2 MB single line and 100,000 short lines are stripped quickly."""
+    started = time.perf_counter()
+    assert strip_reply("On " + "x" * 2_000_000) == "On " + "x" * 2_000_000
+    assert strip_reply("On Monday wrote\n" * 100_000).startswith("On Monday wrote")
+    assert time.perf_counter() - started < 5
+
+
+def test_thunderbird_original_message_header() -> None:
+    """Thunderbird's "-------- Original Message --------" header starts the history."""
+    text = (
+        "Fixed, thanks.\n\n-------- Original Message --------\n"
+        "Subject: Printer\nDate: Mon, 3 Jun 2024 10:00:00 +0200\nFrom: Support\n\nOld text\n"
+    )
+    assert strip_reply(text) == "Fixed, thanks."
+
+
+def test_gmail_html_reply_read_as_text_is_stripped() -> None:
+    """A Gmail HTML-only reply, turned into text, loses its gmail_quote history."""
+    html = (
+        '<div dir="ltr">Works now, thanks!</div><br><div class="gmail_quote">'
+        '<div dir="ltr" class="gmail_attr">On Mon, 3 Jun 2024 at 10:00, Support &lt;'
+        '<a href="mailto:support@example.net">support@example.net</a>&gt; wrote:<br></div>'
+        '<blockquote class="gmail_quote">Please restart the router.</blockquote></div>'
+    )
+    assert strip_reply(html_to_text(html)) == "Works now, thanks!"
+
+
+def test_outlook_html_reply_read_as_text_is_stripped() -> None:
+    """An Outlook HTML reply (divRplyFwdMsg with bold From:/Sent:) read as text is cut."""
+    html = (
+        '<div><p class="MsoNormal">Works now.</p></div><hr><div id="divRplyFwdMsg">'
+        "<b>From:</b> Support &lt;support@example.net&gt;<br><b>Sent:</b> Monday, June 3,"
+        " 2024 10:00 AM<br><b>To:</b> Bob<br><b>Subject:</b> Printer</div>"
+        "<div>Please restart the printer.</div>"
+    )
+    assert strip_reply(html_to_text(html)) == "Works now."
