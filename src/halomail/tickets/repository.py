@@ -144,9 +144,7 @@ class TicketRepository(Protocol):
         """Record a delivery attempt: ``sent``, ``failed`` for good, or still ``pending``
         with the time of the next attempt. Each call counts one attempt."""
 
-    def count_outgoing(
-        self, *, to: str, since: dt.datetime, ticket_id: int | None = None
-    ) -> int:
+    def count_outgoing(self, *, to: str, since: dt.datetime, ticket_id: int | None = None) -> int:
         """How many emails were queued to ``to`` since ``since`` (for one ticket when given).
 
         The acknowledgement throttle reads this.

@@ -1,0 +1,76 @@
+"""Helpers both bundled repositories share, so that they normalise values identically.
+
+The contract suite compares what the two implementations return field by field;
+keeping the normalisation (times, addresses, case folding, paging) in one place
+is what keeps them from drifting apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+__all__ = [
+    "address_key",
+    "check_page",
+    "domain_key",
+    "domain_of",
+    "fold",
+    "to_utc",
+]
+
+
+def to_utc(value: dt.datetime) -> dt.datetime:
+    """The same instant as an aware datetime in UTC.
+
+    Args:
+        value: An aware datetime in any zone.
+
+    Returns:
+        ``value`` converted to UTC (microseconds kept).
+
+    Raises:
+        ValueError: When ``value`` is naive: guessing its zone would silently shift
+            throttle windows and retry times by hours.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"naive datetime {value.isoformat()}: halomail stores aware UTC times only"
+        )
+    return value.astimezone(dt.UTC)
+
+
+def address_key(address: str) -> str:
+    """An email address as it is compared: surrounding space removed, lower-cased."""
+    return address.strip().lower()
+
+
+def domain_of(address: str) -> str | None:
+    """The lower-cased domain of an address (after the last ``@``), or ``None`` if it has none."""
+    local, at, domain = address_key(address).rpartition("@")
+    if not at or not local or not domain:
+        return None
+    # A fully qualified "example.com." names the same domain as "example.com".
+    return domain.rstrip(".") or None
+
+
+def domain_key(domain: str) -> str:
+    """A customer's domain as stored and compared: lower-cased, without ``@`` or a final dot."""
+    return domain.strip().lower().lstrip("@").rstrip(".")
+
+
+def fold(value: str) -> str:
+    """A value as compared case-insensitively (Unicode case folding, so "Straße" == "STRASSE")."""
+    return value.casefold()
+
+
+def check_page(limit: int, offset: int) -> None:
+    """Refuse a negative ``limit`` or ``offset``.
+
+    SQLite reads ``LIMIT -1`` as "no limit" while a Python slice reads it as "all but
+    the last"; refusing both keeps the implementations in agreement.
+
+    Raises:
+        ValueError: When either is negative.
+    """
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must not be negative (got {limit}, {offset})")

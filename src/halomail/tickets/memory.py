@@ -1,0 +1,562 @@
+"""The in-memory ticket repository: for tests, examples and hosts that keep nothing.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import itertools
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import attrs
+
+from halomail.errors import RepositoryError
+from halomail.tickets._common import address_key, check_page, domain_key, domain_of, fold, to_utc
+from halomail.tickets.models import (
+    Action,
+    Asset,
+    Customer,
+    DedupeRecord,
+    NewAction,
+    NewOutgoing,
+    NewQuarantine,
+    NewTicket,
+    OutboxMail,
+    OutboxStatus,
+    QuarantineEntry,
+    Ticket,
+    TicketStatus,
+    User,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from halomail.tickets.repository import TicketRepository
+
+__all__ = ["InMemoryTicketRepository"]
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Missing(enum.Enum):
+    """Marks, in the undo log, a key that did not exist before the change."""
+
+    MISSING = enum.auto()
+
+
+_MISSING = _Missing.MISSING
+
+# One undo entry: the dict changed, the key, and the value it had before (or _MISSING).
+_UndoEntry = tuple[dict[Any, Any], Any, Any]
+
+
+class InMemoryTicketRepository:
+    """A :class:`~halomail.TicketRepository` that keeps everything in dicts, until the process ends.
+
+    Transactions keep an undo log of the entries they change and replay it backwards
+    on an exception, so a rollback costs as much as the transaction changed, never a
+    copy of the whole store. A write method called outside :meth:`transaction` runs
+    in a transaction of its own: it is applied whole or not at all.
+
+    The repository is thread-safe: one re-entrant lock guards every method, and a
+    transaction holds it from start to end, so another thread's reads and writes
+    wait for the commit or rollback (they never see, or join, uncommitted changes).
+
+    Beyond the Protocol it offers :meth:`add_customer`, :meth:`add_user` and
+    :meth:`add_asset` to seed the people and things a stand-alone install knows.
+
+    Args:
+        clock: Returns the current time (aware); tests pass a fixed clock.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, *, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._in_transaction = False
+        self._undo: list[_UndoEntry] | None = None
+        self._sequences: dict[str, int] = {}
+        self._tickets: dict[int, Ticket] = {}
+        self._actions: dict[int, tuple[Action, ...]] = {}  # by ticket id, oldest first
+        self._action_message_ids: dict[str, int] = {}  # Message-ID -> ticket id (first action)
+        self._outbox: dict[int, OutboxMail] = {}
+        self._outbox_message_ids: dict[str, int] = {}  # Message-ID -> outbox id
+        self._pending: dict[int, None] = {}  # ids of pending outbox mail
+        self._recipients: dict[str, tuple[int, ...]] = {}  # address key -> outbox ids
+        self._dedupe: dict[str, DedupeRecord] = {}
+        self._quarantine: dict[int, QuarantineEntry] = {}
+        self._state: dict[str, str] = {}
+        self._customers: dict[int, Customer] = {}
+        self._domains: dict[str, int] = {}  # domain -> customer id (the first one seeded)
+        self._users: dict[str, User] = {}  # by address key
+        self._assets: dict[int, Asset] = {}
+        # (field name, folded value) -> asset id, the first one seeded; the tag is
+        # keyed under None so that a field called "tag" cannot shadow it.
+        self._asset_index: dict[tuple[str | None, str], int] = {}
+
+    # -- life cycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release nothing: the data stays readable until the object is dropped."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<InMemoryTicketRepository: {len(self._tickets)} tickets>"
+
+    # -- transactions ----------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes: committed when the block exits normally, rolled back on an exception.
+
+        Raises:
+            RepositoryError: When a transaction is already open on this repository
+                (transactions do not nest).
+        """
+        with self._lock:
+            if self._in_transaction:
+                raise RepositoryError("transactions do not nest: one is already open")
+            self._in_transaction = True
+            self._undo = []
+            try:
+                yield
+            except BaseException:
+                self._rollback()
+                raise
+            finally:
+                self._undo = None
+                self._in_transaction = False
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the lock; outside a transaction, make this one write all-or-nothing."""
+        with self._lock:
+            if self._in_transaction:
+                yield
+                return
+            self._undo = []
+            try:
+                yield
+            except BaseException:
+                self._rollback()
+                raise
+            finally:
+                self._undo = None
+
+    def _rollback(self) -> None:
+        undo = self._undo or []
+        for table, key, old in reversed(undo):
+            if old is _MISSING:
+                table.pop(key, None)
+            else:
+                table[key] = old
+        undo.clear()
+
+    def _put(self, table: dict[_K, _V], key: _K, value: _V) -> None:
+        if self._undo is not None:
+            self._undo.append((table, key, table.get(key, _MISSING)))
+        table[key] = value
+
+    def _pop(self, table: dict[_K, _V], key: _K) -> None:
+        if key in table:
+            if self._undo is not None:
+                self._undo.append((table, key, table[key]))
+            del table[key]
+
+    def _next_id(self, name: str) -> int:
+        value = self._sequences.get(name, 0) + 1
+        self._put(self._sequences, name, value)
+        return value
+
+    def _now(self) -> dt.datetime:
+        return to_utc(self._clock())
+
+    # -- tickets ---------------------------------------------------------------
+
+    def get_ticket(self, ticket_id: int) -> Ticket | None:
+        """The ticket with this id, or ``None``."""
+        with self._lock:
+            return self._tickets.get(ticket_id)
+
+    def find_ticket_by_message_ids(self, message_ids: Sequence[str]) -> Ticket | None:
+        """The ticket that one of these Message-IDs belongs to (through an action or
+        an outgoing email), or ``None``; the first id that matches wins."""
+        with self._lock:
+            for message_id in message_ids:
+                ticket_id = self._action_message_ids.get(message_id)
+                if ticket_id is None:
+                    outbox_id = self._outbox_message_ids.get(message_id)
+                    if outbox_id is not None:
+                        ticket_id = self._outbox[outbox_id].ticket_id
+                if ticket_id is not None and ticket_id in self._tickets:
+                    return self._tickets[ticket_id]
+            return None
+
+    def create_ticket(self, new: NewTicket) -> Ticket:
+        """Create a ticket with status ``new`` and return it with its id."""
+        with self._writing():
+            now = self._now()
+            ticket = Ticket(
+                id=self._next_id("tickets"),
+                summary=new.summary,
+                details=new.details,
+                ticket_type=new.ticket_type,
+                user_email=new.user_email,
+                status=TicketStatus.NEW,
+                created_at=now,
+                updated_at=now,
+                user_name=new.user_name,
+                mailbox=new.mailbox,
+                record=new.record,
+                customer=new.customer,
+                cc=tuple(new.cc),
+                priority=new.priority,
+                category=new.category,
+                team=new.team,
+                agent=new.agent,
+                asset_id=new.asset_id,
+                custom_fields=new.custom_fields,
+            )
+            self._put(self._tickets, ticket.id, ticket)
+            return ticket
+
+    def add_action(self, new: NewAction) -> Action:
+        """Add an action to a ticket, and touch the ticket's ``updated_at``.
+
+        Raises:
+            RepositoryError: When the ticket does not exist.
+        """
+        with self._writing():
+            ticket = self._require_ticket(new.ticket_id)
+            now = self._now()
+            action = Action(
+                id=self._next_id("actions"),
+                ticket_id=new.ticket_id,
+                kind=new.kind,
+                body=new.body,
+                created_at=now,
+                from_address=new.from_address,
+                public=new.public,
+                message_id=new.message_id,
+                attachments=tuple(new.attachments),
+            )
+            self._put(self._actions, ticket.id, (*self._actions.get(ticket.id, ()), action))
+            if new.message_id is not None and new.message_id not in self._action_message_ids:
+                self._put(self._action_message_ids, new.message_id, ticket.id)
+            self._put(self._tickets, ticket.id, attrs.evolve(ticket, updated_at=now))
+            return action
+
+    def set_status(self, ticket_id: int, status: TicketStatus) -> Ticket:
+        """Change a ticket's status (``closed`` sets ``closed_at``; reopening clears it).
+
+        Closing a ticket that is already closed keeps its first ``closed_at``.
+
+        Raises:
+            RepositoryError: When the ticket does not exist.
+        """
+        with self._writing():
+            ticket = self._require_ticket(ticket_id)
+            now = self._now()
+            closed_at = None
+            if status is TicketStatus.CLOSED:
+                closed_at = ticket.closed_at or now
+            updated = attrs.evolve(ticket, status=status, updated_at=now, closed_at=closed_at)
+            self._put(self._tickets, ticket_id, updated)
+            return updated
+
+    def list_tickets(self, *, limit: int = 100, offset: int = 0) -> Sequence[Ticket]:
+        """Tickets, newest first."""
+        check_page(limit, offset)
+        with self._lock:
+            # Ids are handed out in increasing order and dicts keep insertion order,
+            # so walking the dict backwards is newest first without a sort.
+            return list(itertools.islice(reversed(self._tickets.values()), offset, offset + limit))
+
+    def list_actions(self, ticket_id: int) -> Sequence[Action]:
+        """A ticket's actions, oldest first (empty for an unknown ticket)."""
+        with self._lock:
+            return list(self._actions.get(ticket_id, ()))
+
+    def _require_ticket(self, ticket_id: int) -> Ticket:
+        ticket = self._tickets.get(ticket_id)
+        if ticket is None:
+            raise RepositoryError(f"ticket {ticket_id} does not exist")
+        return ticket
+
+    # -- people and things -----------------------------------------------------
+
+    def add_customer(
+        self, name: str, domains: Sequence[str] = (), from_address: str | None = None
+    ) -> Customer:
+        """Add a customer.
+
+        Args:
+            name: The customer's name.
+            domains: Email domains that belong to the customer (stored lower-cased).
+                When two customers claim a domain, the first one added owns it.
+            from_address: Overrides the outgoing From address for this customer.
+
+        Returns:
+            The customer with its id.
+        """
+        keys = tuple(dict.fromkeys(key for key in map(domain_key, domains) if key))
+        with self._writing():
+            customer = Customer(self._next_id("customers"), name, keys, from_address)
+            self._put(self._customers, customer.id, customer)
+            for key in keys:
+                if key not in self._domains:
+                    self._put(self._domains, key, customer.id)
+            return customer
+
+    def add_user(
+        self,
+        email: str,
+        name: str = "",
+        customer_id: int | None = None,
+        phone: str | None = None,
+        mobile: str | None = None,
+    ) -> User:
+        """Add an end user.
+
+        Args:
+            email: The user's address (stored lower-cased; unique).
+            name: The user's name.
+            customer_id: The customer the user belongs to.
+            phone: Phone number.
+            mobile: Mobile number.
+
+        Returns:
+            The user with its id.
+
+        Raises:
+            RepositoryError: When a user with this address exists, or the customer does not.
+        """
+        key = address_key(email)
+        with self._writing():
+            if key in self._users:
+                raise RepositoryError(f"a user with the address {key!r} already exists")
+            self._require_customer(customer_id)
+            user = User(self._next_id("users"), key, name, customer_id, phone, mobile)
+            self._put(self._users, key, user)
+            return user
+
+    def add_asset(
+        self, tag: str, fields: Mapping[str, str] | None = None, customer_id: int | None = None
+    ) -> Asset:
+        """Add an asset.
+
+        Args:
+            tag: The asset tag.
+            fields: Other field values by name (serial number, host name, …).
+            customer_id: The owning customer.
+
+        Returns:
+            The asset with its id.
+
+        Raises:
+            RepositoryError: When the customer does not exist.
+        """
+        with self._writing():
+            self._require_customer(customer_id)
+            asset = Asset(self._next_id("assets"), tag, dict(fields or {}), customer_id)
+            self._put(self._assets, asset.id, asset)
+            index_keys: list[tuple[str | None, str]] = [(None, fold(tag))]
+            index_keys += [(name, fold(value)) for name, value in asset.fields.items()]
+            for index_key in index_keys:
+                if index_key not in self._asset_index:
+                    self._put(self._asset_index, index_key, asset.id)
+            return asset
+
+    def _require_customer(self, customer_id: int | None) -> None:
+        if customer_id is not None and customer_id not in self._customers:
+            raise RepositoryError(f"customer {customer_id} does not exist")
+
+    def find_user(self, email: str) -> User | None:
+        """The user with this address (compared case-insensitively), or ``None``."""
+        with self._lock:
+            return self._users.get(address_key(email))
+
+    def find_customer(self, email: str) -> Customer | None:
+        """The customer of the user with this address, else the customer owning its domain."""
+        with self._lock:
+            user = self._users.get(address_key(email))
+            if user is not None and user.customer_id is not None:
+                return self._customers[user.customer_id]
+            domain = domain_of(email)
+            customer_id = self._domains.get(domain) if domain else None
+            return self._customers[customer_id] if customer_id is not None else None
+
+    def find_asset(self, field: str, value: str) -> Asset | None:
+        """The asset whose ``field`` (``"tag"`` or a field name) equals ``value``
+        (case-insensitively), or ``None``; the first one added wins."""
+        with self._lock:
+            asset_id = self._asset_index.get((None if field == "tag" else field, fold(value)))
+            return self._assets[asset_id] if asset_id is not None else None
+
+    # -- exactly once ----------------------------------------------------------
+
+    def get_dedupe(self, key: str) -> DedupeRecord | None:
+        """The record for a dedupe key, or ``None`` if the email was never handled."""
+        with self._lock:
+            return self._dedupe.get(key)
+
+    def record_dedupe(self, record: DedupeRecord) -> None:
+        """Record that an email was handled.
+
+        Raises:
+            RepositoryError: When the key is already recorded.
+        """
+        with self._writing():
+            if record.key in self._dedupe:
+                raise RepositoryError(f"dedupe key already recorded: {record.key[:200]!r}")
+            stored = attrs.evolve(record, created_at=to_utc(record.created_at))
+            self._put(self._dedupe, record.key, stored)
+
+    def quarantine(self, new: NewQuarantine) -> QuarantineEntry:
+        """Keep an email that could not be processed, with its reason and bytes."""
+        with self._writing():
+            entry = QuarantineEntry(
+                id=self._next_id("quarantine"),
+                mailbox=new.mailbox,
+                reason=new.reason,
+                raw=new.raw,
+                created_at=self._now(),
+                detail=new.detail,
+                message_id=new.message_id,
+                dedupe_key=new.dedupe_key,
+            )
+            self._put(self._quarantine, entry.id, entry)
+            return entry
+
+    def list_quarantine(self, *, limit: int = 100, offset: int = 0) -> Sequence[QuarantineEntry]:
+        """Quarantined emails, newest first."""
+        check_page(limit, offset)
+        with self._lock:
+            entries = reversed(self._quarantine.values())
+            return list(itertools.islice(entries, offset, offset + limit))
+
+    # -- the outbox ------------------------------------------------------------
+
+    def enqueue_outgoing(self, new: NewOutgoing) -> OutboxMail:
+        """Queue an email to send after the transaction commits (status ``pending``).
+
+        Raises:
+            RepositoryError: When an email with this Message-ID is already queued.
+        """
+        with self._writing():
+            if new.message_id in self._outbox_message_ids:
+                raise RepositoryError(f"outgoing Message-ID already queued: {new.message_id!r}")
+            mail = OutboxMail(
+                id=self._next_id("outbox"),
+                message_id=new.message_id,
+                to=tuple(new.to),
+                subject=new.subject,
+                text=new.text,
+                status=OutboxStatus.PENDING,
+                created_at=self._now(),
+                mailbox=new.mailbox,
+                kind=new.kind,
+                ticket_id=new.ticket_id,
+                html=new.html,
+                in_reply_to=new.in_reply_to,
+                references=tuple(new.references),
+                auto_submitted=new.auto_submitted,
+            )
+            self._put(self._outbox, mail.id, mail)
+            self._put(self._outbox_message_ids, mail.message_id, mail.id)
+            self._put(self._pending, mail.id, None)
+            for key in dict.fromkeys(map(address_key, mail.to)):
+                self._put(self._recipients, key, (*self._recipients.get(key, ()), mail.id))
+            return mail
+
+    def due_outgoing(self, now: dt.datetime, *, limit: int = 100) -> Sequence[OutboxMail]:
+        """Pending emails whose next attempt is due (or never tried), oldest first."""
+        check_page(limit, 0)
+        now = to_utc(now)
+        with self._lock:
+            due = (
+                mail
+                for mail in map(self._outbox.__getitem__, sorted(self._pending))
+                if mail.next_attempt_at is None or mail.next_attempt_at <= now
+            )
+            return list(itertools.islice(due, limit))
+
+    def mark_outgoing(
+        self,
+        outbox_id: int,
+        status: OutboxStatus,
+        *,
+        error: str | None = None,
+        next_attempt_at: dt.datetime | None = None,
+    ) -> OutboxMail:
+        """Record a delivery attempt: ``sent``, ``failed`` for good, or still ``pending``
+        with the time of the next attempt. Each call counts one attempt.
+
+        Raises:
+            RepositoryError: When there is no outgoing email with this id.
+        """
+        retry_at = to_utc(next_attempt_at) if next_attempt_at is not None else None
+        with self._writing():
+            mail = self._outbox.get(outbox_id)
+            if mail is None:
+                raise RepositoryError(f"outgoing email {outbox_id} does not exist")
+            updated = attrs.evolve(
+                mail,
+                status=status,
+                attempts=mail.attempts + 1,
+                last_error=error,
+                next_attempt_at=retry_at,
+                sent_at=self._now() if status is OutboxStatus.SENT else mail.sent_at,
+            )
+            self._put(self._outbox, outbox_id, updated)
+            if status is OutboxStatus.PENDING:
+                self._put(self._pending, outbox_id, None)
+            else:
+                self._pop(self._pending, outbox_id)
+            return updated
+
+    def count_outgoing(self, *, to: str, since: dt.datetime, ticket_id: int | None = None) -> int:
+        """How many emails (any status) were queued to ``to`` (one of their recipients,
+        compared case-insensitively) at or after ``since``, for one ticket when given."""
+        since = to_utc(since)
+        with self._lock:
+            return sum(
+                1
+                for mail in map(self._outbox.__getitem__, self._recipients.get(address_key(to), ()))
+                if mail.created_at >= since and (ticket_id is None or mail.ticket_id == ticket_id)
+            )
+
+    # -- small persistent state --------------------------------------------------
+
+    def get_state(self, key: str) -> str | None:
+        """A value the processor keeps between runs, or ``None``."""
+        with self._lock:
+            return self._state.get(key)
+
+    def set_state(self, key: str, value: str) -> None:
+        """Keep a value between runs; written inside or outside a transaction."""
+        with self._writing():
+            self._put(self._state, key, value)
+
+
+if TYPE_CHECKING:
+    # mypy proves the class satisfies the Protocol, signature by signature.
+    _: type[TicketRepository] = InMemoryTicketRepository

@@ -1,0 +1,186 @@
+"""The shipped contract suite (halomail.testing) run against every repository halomail offers.
+
+A third run goes through a host-style adapter that exposes only the Protocol and seeds
+people through its own ``seed`` override: the suite must need nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from halomail.tickets.memory import InMemoryTicketRepository
+from halomail.tickets.models import (
+    Action,
+    Asset,
+    Customer,
+    DedupeRecord,
+    NewAction,
+    NewOutgoing,
+    NewQuarantine,
+    NewTicket,
+    OutboxMail,
+    OutboxStatus,
+    QuarantineEntry,
+    Ticket,
+    TicketStatus,
+    User,
+)
+from halomail.tickets.repository import TicketRepository
+from halomail.tickets.sqlite import SQLiteTicketRepository
+
+# Detailed assertion messages from the shipped suite, as its docstring advises hosts.
+pytest.register_assert_rewrite("halomail.testing")
+from halomail.testing import SeedableRepository, TicketRepositoryContract  # noqa: E402
+
+
+class TestInMemoryRepository(TicketRepositoryContract):
+    """The in-memory repository keeps the whole contract."""
+
+    @pytest.fixture
+    def repository(self) -> TicketRepository:
+        """A fresh in-memory repository."""
+        return InMemoryTicketRepository()
+
+
+class TestSQLiteRepository(TicketRepositoryContract):
+    """The SQLite repository keeps the whole contract, on a file."""
+
+    @pytest.fixture
+    def repository(self, tmp_path: Path) -> Iterator[TicketRepository]:
+        """A fresh SQLite database file in the test's own folder."""
+        with SQLiteTicketRepository(tmp_path / "contract.db") as repository:
+            yield repository
+
+
+class TestSQLiteMemoryDatabase(TicketRepositoryContract):
+    """The SQLite repository keeps the whole contract on a ``:memory:`` database too."""
+
+    @pytest.fixture
+    def repository(self) -> Iterator[TicketRepository]:
+        """A fresh SQLite database in memory."""
+        with SQLiteTicketRepository(":memory:") as repository:
+            yield repository
+
+
+class HostRepository:
+    """What a host writes: the Protocol's methods only, delegated to its own store."""
+
+    def __init__(self) -> None:
+        self.store = InMemoryTicketRepository()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self.store.transaction()
+
+    def get_ticket(self, ticket_id: int) -> Ticket | None:
+        return self.store.get_ticket(ticket_id)
+
+    def find_ticket_by_message_ids(self, message_ids: Sequence[str]) -> Ticket | None:
+        return self.store.find_ticket_by_message_ids(message_ids)
+
+    def create_ticket(self, new: NewTicket) -> Ticket:
+        return self.store.create_ticket(new)
+
+    def add_action(self, new: NewAction) -> Action:
+        return self.store.add_action(new)
+
+    def set_status(self, ticket_id: int, status: TicketStatus) -> Ticket:
+        return self.store.set_status(ticket_id, status)
+
+    def list_tickets(self, *, limit: int = 100, offset: int = 0) -> Sequence[Ticket]:
+        return self.store.list_tickets(limit=limit, offset=offset)
+
+    def list_actions(self, ticket_id: int) -> Sequence[Action]:
+        return self.store.list_actions(ticket_id)
+
+    def find_user(self, email: str) -> User | None:
+        return self.store.find_user(email)
+
+    def find_customer(self, email: str) -> Customer | None:
+        return self.store.find_customer(email)
+
+    def find_asset(self, field: str, value: str) -> Asset | None:
+        return self.store.find_asset(field, value)
+
+    def get_dedupe(self, key: str) -> DedupeRecord | None:
+        return self.store.get_dedupe(key)
+
+    def record_dedupe(self, record: DedupeRecord) -> None:
+        self.store.record_dedupe(record)
+
+    def quarantine(self, new: NewQuarantine) -> QuarantineEntry:
+        return self.store.quarantine(new)
+
+    def list_quarantine(self, *, limit: int = 100, offset: int = 0) -> Sequence[QuarantineEntry]:
+        return self.store.list_quarantine(limit=limit, offset=offset)
+
+    def enqueue_outgoing(self, new: NewOutgoing) -> OutboxMail:
+        return self.store.enqueue_outgoing(new)
+
+    def due_outgoing(self, now: dt.datetime, *, limit: int = 100) -> Sequence[OutboxMail]:
+        return self.store.due_outgoing(now, limit=limit)
+
+    def mark_outgoing(
+        self,
+        outbox_id: int,
+        status: OutboxStatus,
+        *,
+        error: str | None = None,
+        next_attempt_at: dt.datetime | None = None,
+    ) -> OutboxMail:
+        return self.store.mark_outgoing(
+            outbox_id, status, error=error, next_attempt_at=next_attempt_at
+        )
+
+    def count_outgoing(self, *, to: str, since: dt.datetime, ticket_id: int | None = None) -> int:
+        return self.store.count_outgoing(to=to, since=since, ticket_id=ticket_id)
+
+    def get_state(self, key: str) -> str | None:
+        return self.store.get_state(key)
+
+    def set_state(self, key: str, value: str) -> None:
+        self.store.set_state(key, value)
+
+
+class TestHostStyleRepository(TicketRepositoryContract):
+    """A repository with only the Protocol's methods passes once it overrides ``seed``."""
+
+    @pytest.fixture
+    def repository(self) -> TicketRepository:
+        """A host-style repository without any seeding methods."""
+        return HostRepository()
+
+    def seed(
+        self,
+        repository: TicketRepository,
+        *,
+        users: Sequence[User] = (),
+        customers: Sequence[Customer] = (),
+        assets: Sequence[Asset] = (),
+    ) -> None:
+        """Seed through the host's own store, as a host would through its own tables."""
+        assert isinstance(repository, HostRepository)
+        super().seed(repository.store, users=users, customers=customers, assets=assets)
+
+
+def test_the_default_seed_asks_a_host_without_add_methods_to_override_it() -> None:
+    """The default seed hook names the hook to override when the repository cannot seed."""
+    host = HostRepository()
+    assert isinstance(host, TicketRepository)
+    assert not isinstance(host, SeedableRepository)
+    with pytest.raises(NotImplementedError, match=r"override TicketRepositoryContract\.seed"):
+        TicketRepositoryContract().seed(host, customers=[Customer(1, "Customer Ltd")])
+
+
+def test_the_bundled_repositories_satisfy_the_protocol_and_can_seed(tmp_path: Path) -> None:
+    """Both bundled repositories are TicketRepository and SeedableRepository instances."""
+    memory: TicketRepository = InMemoryTicketRepository()
+    with SQLiteTicketRepository(tmp_path / "p.db") as sqlite:
+        on_disk: TicketRepository = sqlite
+        for repository in (memory, on_disk):
+            assert isinstance(repository, TicketRepository)
+            assert isinstance(repository, SeedableRepository)

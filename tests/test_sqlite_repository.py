@@ -1,0 +1,588 @@
+"""What only the SQLite repository has: the file, WAL, migrations, locks, crashes, read-only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from halomail.errors import RepositoryError, TransientRepositoryError
+from halomail.tickets import sqlite as sqlite_module
+from halomail.tickets._schema import MIGRATIONS, Migration, migrate
+from halomail.tickets.models import (
+    ActionKind,
+    DedupeRecord,
+    NewAction,
+    NewOutgoing,
+    NewTicket,
+    StoredAttachment,
+    TicketStatus,
+)
+from halomail.tickets.sqlite import SQLiteTicketRepository, translate_error
+
+# The digest of each released migration. A released migration must never change,
+# because databases in the field were built by it: add a new migration instead.
+RELEASED_MIGRATION_DIGESTS = [
+    "a7a290e7437cc9d2f64d66452bab5a882a75d30927dc516f41698d58a1c1129b",
+]
+
+
+def new_ticket(summary: str = "Printer is jammed") -> NewTicket:
+    """A minimal valid ticket."""
+    return NewTicket(summary, "details", "Incident", "alice@customer.example")
+
+
+def run_child(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a Python script in a fresh interpreter that imports this halomail."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection to the file, in autocommit mode."""
+    return sqlite3.connect(path, isolation_level=None)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """Where the test's database file goes."""
+    return tmp_path / "halomail.db"
+
+
+@pytest.fixture
+def repo(db: Path) -> Iterator[SQLiteTicketRepository]:
+    """A fresh repository on a file."""
+    with SQLiteTicketRepository(db) as repository:
+        yield repository
+
+
+class TestTheFile:
+    def test_the_database_runs_in_wal_mode(self, repo: SQLiteTicketRepository, db: Path) -> None:
+        """A new database is in WAL journal mode, which other connections see too."""
+        repo.create_ticket(new_ticket())
+        with raw(db) as other:
+            assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.with_name(db.name + "-wal").exists()
+
+    def test_data_persists_across_reopening(self, db: Path) -> None:
+        """A ticket, action, attachment, outbox mail, dedupe key and state survive a reopen."""
+        payload = bytes(range(256)) * 100
+        with SQLiteTicketRepository(db) as first:
+            ticket = first.create_ticket(new_ticket())
+            action = first.add_action(
+                NewAction(
+                    ticket.id,
+                    ActionKind.EMAIL_IN,
+                    "body",
+                    message_id="in@x",
+                    attachments=(
+                        StoredAttachment(
+                            "f.bin", "s.bin", "x/y", len(payload), None, False, payload
+                        ),
+                    ),
+                )
+            )
+            mail = first.enqueue_outgoing(
+                NewOutgoing("ack@h", ("alice@customer.example",), "s", "t", ticket_id=ticket.id)
+            )
+            first.record_dedupe(DedupeRecord("k", "s", "created", ticket.id))
+            first.set_state("cursor", "42")
+            first_ticket = first.get_ticket(ticket.id)
+        assert first_ticket is not None
+        assert first_ticket.updated_at == action.created_at
+        with SQLiteTicketRepository(db) as second:
+            assert second.get_ticket(ticket.id) == first_ticket
+            assert list(second.list_actions(ticket.id)) == [action]
+            assert list(second.due_outgoing(mail.created_at)) == [mail]
+            assert second.get_dedupe("k") is not None
+            assert second.get_state("cursor") == "42"
+
+    def test_a_memory_database_works_and_is_private_to_its_repository(self) -> None:
+        """':memory:' gives a working repository whose data no other repository sees."""
+        with SQLiteTicketRepository(":memory:") as one, SQLiteTicketRepository(":memory:") as two:
+            ticket = one.create_ticket(new_ticket())
+            assert one.get_ticket(ticket.id) == ticket
+            assert list(two.list_tickets()) == []
+
+    def test_a_file_that_is_not_a_database_is_refused(self, db: Path) -> None:
+        """Opening a file of something else raises RepositoryError and leaves the file alone."""
+        db.write_bytes(b"this is a text file, not SQLite\n" * 200)
+        with pytest.raises(RepositoryError, match="not a database"):
+            SQLiteTicketRepository(db)
+        assert db.read_bytes() == b"this is a text file, not SQLite\n" * 200
+
+    def test_a_missing_folder_is_refused(self, tmp_path: Path) -> None:
+        """A path in a folder that does not exist raises RepositoryError naming the path."""
+        path = tmp_path / "no-such-folder" / "halomail.db"
+        with pytest.raises(RepositoryError, match="no-such-folder"):
+            SQLiteTicketRepository(path)
+
+    def test_attachments_are_blobs_in_their_own_table(
+        self, repo: SQLiteTicketRepository, db: Path
+    ) -> None:
+        """Attachment bytes are stored as BLOBs of their exact length, one row each, in order."""
+        ticket = repo.create_ticket(new_ticket())
+        files = tuple(
+            StoredAttachment(
+                f"f{n}", f"s{n}", "application/octet-stream", n * 10, payload=b"\x00" * (n * 10)
+            )
+            for n in range(3)
+        )
+        repo.add_action(NewAction(ticket.id, ActionKind.EMAIL_IN, "x", attachments=files))
+        with raw(db) as other:
+            rows = other.execute(
+                "SELECT position, typeof(payload), length(payload) FROM attachments "
+                "ORDER BY position"
+            ).fetchall()
+        assert rows == [(0, "blob", 0), (1, "blob", 10), (2, "blob", 20)]
+
+    def test_times_are_stored_as_iso_utc_text_and_read_back_exactly(self, db: Path) -> None:
+        """A time from a clock in another zone is stored as ISO-8601 UTC text, read back equal."""
+        paris = dt.timezone(dt.timedelta(hours=2))
+        moment = dt.datetime(2024, 5, 1, 14, 30, 15, 1, tzinfo=paris)
+        with SQLiteTicketRepository(db, clock=lambda: moment) as repository:
+            ticket = repository.create_ticket(new_ticket())
+            fetched = repository.get_ticket(ticket.id)
+        assert fetched is not None
+        assert fetched.created_at == moment
+        assert fetched.created_at.utcoffset() == dt.timedelta(0)
+        assert fetched.created_at.microsecond == 1
+        with raw(db) as other:
+            stored = other.execute("SELECT created_at, updated_at FROM tickets").fetchone()
+        assert stored == ("2024-05-01T12:30:15.000001+00:00", "2024-05-01T12:30:15.000001+00:00")
+
+    def test_text_that_is_not_unicode_is_refused_whole(self, repo: SQLiteTicketRepository) -> None:
+        """A summary with a lone surrogate raises RepositoryError and stores nothing."""
+        with pytest.raises(RepositoryError, match="not valid Unicode"):
+            repo.create_ticket(new_ticket(summary="broken \udcff header"))
+        assert list(repo.list_tickets()) == []
+
+
+class TestLifeCycle:
+    def test_a_closed_repository_refuses_to_work(self, db: Path) -> None:
+        """After close() every call raises RepositoryError, and closing again is harmless."""
+        repository = SQLiteTicketRepository(db)
+        repository.close()
+        repository.close()
+        with pytest.raises(RepositoryError, match="closed"):
+            repository.get_ticket(1)
+        with pytest.raises(RepositoryError, match="closed"):
+            repository.create_ticket(new_ticket())
+
+    def test_closing_inside_a_transaction_rolls_it_back(self, db: Path) -> None:
+        """Closing the repository in the middle of a transaction keeps none of its writes."""
+        repository = SQLiteTicketRepository(db)
+        transaction = repository.transaction()
+        transaction.__enter__()
+        repository.create_ticket(new_ticket())
+        repository.close()
+        with SQLiteTicketRepository(db) as reopened:
+            assert list(reopened.list_tickets()) == []
+
+    def test_the_context_manager_closes_the_repository(self, db: Path) -> None:
+        """Leaving the with block closes the connection."""
+        with SQLiteTicketRepository(db) as repository:
+            repository.create_ticket(new_ticket())
+        with pytest.raises(RepositoryError, match="closed"):
+            repository.list_tickets()
+
+    def test_negative_paging_is_refused(self, repo: SQLiteTicketRepository) -> None:
+        """A negative limit or offset raises ValueError instead of meaning "everything"."""
+        with pytest.raises(ValueError, match="negative"):
+            repo.list_tickets(limit=-1)
+        with pytest.raises(ValueError, match="negative"):
+            repo.list_quarantine(offset=-1)
+
+
+class TestMigrations:
+    def test_a_new_database_is_at_the_latest_schema_version(
+        self, repo: SQLiteTicketRepository, db: Path
+    ) -> None:
+        """Opening a new file applies every migration and records the version in user_version."""
+        with raw(db) as other:
+            assert other.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+            tables = {
+                r[0] for r in other.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        assert {
+            "tickets",
+            "actions",
+            "attachments",
+            "dedupe",
+            "outbox",
+            "quarantine",
+            "state",
+        } <= tables
+
+    def test_released_migrations_are_never_edited(self) -> None:
+        """Each released migration still has the digest it was released with."""
+        digests = [m.digest for m in MIGRATIONS[: len(RELEASED_MIGRATION_DIGESTS)]]
+        assert digests == RELEASED_MIGRATION_DIGESTS
+
+    def test_a_version_1_database_opens_with_its_data(self, db: Path) -> None:
+        """A database built by migration 1 and filled by plain SQL opens with its ticket."""
+        with raw(db) as old:
+            assert migrate(old, MIGRATIONS[:1]) == 1
+            old.execute(
+                "INSERT INTO tickets (summary, details, ticket_type, user_email, record, cc, "
+                "custom_fields, status, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    "Old ticket",
+                    "kept since version 1",
+                    "Incident",
+                    "alice@customer.example",
+                    "ticket",
+                    '["bob@customer.example"]',
+                    '{"Order": "A-1"}',
+                    "open",
+                    "2023-01-02T03:04:05.000006+00:00",
+                    "2023-01-02T03:04:05.000006+00:00",
+                ),
+            )
+        with SQLiteTicketRepository(db) as repository:
+            (ticket,) = repository.list_tickets()
+        assert (ticket.summary, ticket.status, ticket.cc) == (
+            "Old ticket",
+            TicketStatus.OPEN,
+            ("bob@customer.example",),
+        )
+        assert dict(ticket.custom_fields) == {"Order": "A-1"}
+        assert ticket.created_at == dt.datetime(2023, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
+
+    def test_a_later_migration_upgrades_an_existing_database_and_keeps_its_data(
+        self, db: Path
+    ) -> None:
+        """A version-2 migration added to the list runs once on a version-1 database, data kept."""
+        with SQLiteTicketRepository(db) as repository:
+            ticket = repository.create_ticket(new_ticket())
+        v2 = Migration("add an SLA column", ("ALTER TABLE tickets ADD COLUMN sla TEXT",))
+        with raw(db) as connection:
+            assert migrate(connection, (*MIGRATIONS, v2)) == len(MIGRATIONS) + 1
+            assert migrate(connection, (*MIGRATIONS, v2)) == len(MIGRATIONS) + 1  # a no-op now
+            columns = [r[1] for r in connection.execute("PRAGMA table_info(tickets)")]
+            assert columns.count("sla") == 1
+            assert connection.execute("SELECT summary FROM tickets").fetchall() == [
+                (ticket.summary,)
+            ]
+            assert connection.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS) + 1,)
+
+    def test_a_failing_migration_leaves_the_previous_version_whole(self, db: Path) -> None:
+        """A migration that fails half-way is rolled back: no new table, version unchanged."""
+        SQLiteTicketRepository(db).close()
+        broken = Migration(
+            "half-way failure", ("CREATE TABLE sla (id INTEGER)", "ALTER TABLE nowhere ADD x")
+        )
+        with raw(db) as connection:
+            with pytest.raises(sqlite3.OperationalError, match="nowhere"):
+                migrate(connection, (*MIGRATIONS, broken))
+            assert connection.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+            assert (
+                connection.execute("SELECT name FROM sqlite_master WHERE name = 'sla'").fetchall()
+                == []
+            )
+            assert not connection.in_transaction
+
+    def test_a_database_from_a_newer_halomail_is_refused_untouched(self, db: Path) -> None:
+        """A file at an unknown newer version is refused with a clear RepositoryError, untouched."""
+        SQLiteTicketRepository(db).close()
+        with raw(db) as connection:
+            connection.execute("PRAGMA user_version = 99")
+        latest = len(MIGRATIONS)
+        expected = rf"schema version 99, newer than this version of halomail supports \({latest}\)"
+        with pytest.raises(RepositoryError, match=expected):
+            SQLiteTicketRepository(db)
+        with pytest.raises(RepositoryError, match="upgrade halomail"):
+            SQLiteTicketRepository(db, read_only=True)
+        with raw(db) as connection:
+            assert connection.execute("PRAGMA user_version").fetchone() == (99,)
+
+
+class TestConcurrency:
+    def test_another_connection_sees_writes_only_after_commit(self, db: Path) -> None:
+        """A second repository sees nothing of an open transaction, and all of it after commit."""
+        with SQLiteTicketRepository(db) as writer, SQLiteTicketRepository(db) as reader:
+            with writer.transaction():
+                ticket = writer.create_ticket(new_ticket())
+                writer.set_state("k", "v")
+                assert reader.get_ticket(ticket.id) is None
+                assert reader.get_state("k") is None
+                assert list(reader.list_tickets()) == []
+            assert reader.get_ticket(ticket.id) == ticket
+            assert reader.get_state("k") == "v"
+
+    def test_a_lock_held_elsewhere_raises_transient_after_the_busy_timeout(self, db: Path) -> None:
+        """While another connection holds the write lock, a write waits, then raises transient."""
+        with SQLiteTicketRepository(db, busy_timeout=0.1) as repository:
+            holder = raw(db)
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                started = time.monotonic()
+                with pytest.raises(TransientRepositoryError, match="locked") as raised:
+                    repository.create_ticket(new_ticket())
+                waited = time.monotonic() - started
+                assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+                assert 0.09 <= waited < 3
+                with pytest.raises(TransientRepositoryError):
+                    repository.transaction().__enter__()
+                assert repository.list_tickets() == []  # reading still works meanwhile
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            ticket = repository.create_ticket(new_ticket())
+            assert [t.id for t in repository.list_tickets()] == [ticket.id]
+
+    def test_a_repository_can_be_used_from_a_worker_thread(
+        self, repo: SQLiteTicketRepository
+    ) -> None:
+        """A repository opened in one thread works in another (one connection, one lock)."""
+        results: list[object] = []
+
+        def work() -> None:
+            try:
+                results.append(repo.create_ticket(new_ticket("from a worker")).summary)
+            except Exception as exc:  # noqa: BLE001 - reported below, in the test's thread
+                results.append(exc)
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join(10)
+        assert results == ["from a worker"]
+        assert [t.summary for t in repo.list_tickets()] == ["from a worker"]
+
+
+CRASH_CHILD = """
+    import os, signal, sys
+    from halomail.tickets.models import NewTicket, NewAction, ActionKind
+    from halomail.tickets.sqlite import SQLiteTicketRepository
+
+    repository = SQLiteTicketRepository(sys.argv[1])
+    repository.create_ticket(NewTicket("committed", "d", "Incident", "a@x.example"))
+    with repository.transaction():
+        ticket = repository.create_ticket(NewTicket("in flight", "d", "Incident", "a@x.example"))
+        repository.add_action(NewAction(ticket.id, ActionKind.NOTE, "x" * 100_000))
+        repository.set_state("cursor", "in flight")
+        print("written", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+DISK_FULL_CHILD = """
+    import json, os, resource, signal, sys
+    from halomail.errors import RepositoryError
+    from halomail.tickets.models import NewTicket, NewAction, ActionKind, StoredAttachment
+    from halomail.tickets.sqlite import SQLiteTicketRepository
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG, not death, past the limit
+    repository = SQLiteTicketRepository(sys.argv[1])
+    repository.create_ticket(NewTicket("kept", "d", "Incident", "a@x.example"))
+    limit = 256 * 1024
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    big = os.urandom(2 << 20)
+    seen = {}
+    try:
+        with repository.transaction():
+            ticket = repository.create_ticket(NewTicket("lost", "d", "Incident", "a@x.example"))
+            try:
+                repository.add_action(NewAction(ticket.id, ActionKind.NOTE, "big", attachments=(
+                    StoredAttachment("big.bin", "big.bin", "x/y", len(big), payload=big),)))
+            except RepositoryError as exc:
+                seen["first"] = type(exc).__name__
+            try:
+                repository.set_state("after", "written in autocommit?")
+            except RepositoryError as exc:
+                seen["second"] = type(exc).__name__
+    except RepositoryError as exc:
+        seen["commit"] = type(exc).__name__
+    seen["tickets"] = [t.summary for t in repository.list_tickets()]
+    print(json.dumps(seen))
+"""
+
+
+class TestFailures:
+    def test_a_process_killed_mid_transaction_leaves_no_trace(self, db: Path) -> None:
+        """SIGKILL inside a transaction after its writes: reopened, only earlier commits remain."""
+        result = run_child(CRASH_CHILD, str(db))
+        assert result.returncode == -signal.SIGKILL, result.stderr
+        assert result.stdout == "written\n"
+        with SQLiteTicketRepository(db) as reopened:
+            assert [t.summary for t in reopened.list_tickets()] == ["committed"]
+            assert reopened.get_state("cursor") is None
+        with raw(db) as other:
+            assert other.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert other.execute("SELECT COUNT(*) FROM actions").fetchone() == (0,)
+
+    def test_a_full_disk_mid_transaction_is_transient_and_keeps_nothing(self, db: Path) -> None:
+        """A write failing for want of space is transient, and its transaction keeps nothing."""
+        result = run_child(DISK_FULL_CHILD, str(db))
+        assert result.returncode == 0, result.stderr
+        seen = json.loads(result.stdout)
+        assert seen == {
+            "first": "TransientRepositoryError",
+            # SQLite rolled the transaction back itself: later writes must not
+            # slip through in autocommit mode, and the commit must say so.
+            "second": "RepositoryError",
+            "commit": "RepositoryError",
+            "tickets": ["kept"],
+        }
+        with SQLiteTicketRepository(db) as reopened:
+            assert [t.summary for t in reopened.list_tickets()] == ["kept"]
+            assert reopened.get_state("after") is None
+
+    def test_a_read_only_database_refuses_writes_and_stays_intact(self, db: Path) -> None:
+        """Read-only, reads work, every write raises RepositoryError, and the file is unharmed."""
+        with SQLiteTicketRepository(db) as writer:
+            ticket = writer.create_ticket(new_ticket())
+        with SQLiteTicketRepository(db, read_only=True) as reader:
+            assert reader.get_ticket(ticket.id) == ticket
+            with pytest.raises(RepositoryError, match="readonly") as raised:
+                reader.create_ticket(new_ticket("refused"))
+            assert not isinstance(raised.value, TransientRepositoryError)
+            with pytest.raises(RepositoryError, match="readonly"):
+                reader.set_status(ticket.id, TicketStatus.CLOSED)
+            with pytest.raises(RepositoryError, match="readonly"):
+                reader.transaction().__enter__()
+            assert [t.id for t in reader.list_tickets()] == [ticket.id]
+        with SQLiteTicketRepository(db) as reopened:
+            assert reopened.get_ticket(ticket.id) == ticket
+            assert len(reopened.list_tickets()) == 1
+        with raw(db) as other:
+            assert other.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+    def test_a_memory_database_cannot_be_read_only(self) -> None:
+        """Asking for a read-only ':memory:' database is a ValueError: there is nothing to read."""
+        with pytest.raises(ValueError, match="memory"):
+            SQLiteTicketRepository(":memory:", read_only=True)
+
+
+class TestErrorTranslation:
+    """Real sqlite3 errors, raised by a real connection, map to our two error classes."""
+
+    def test_a_locked_database_is_transient(self, db: Path) -> None:
+        """SQLITE_BUSY ("database is locked") becomes TransientRepositoryError."""
+        SQLiteTicketRepository(db).close()
+        holder, waiter = raw(db), sqlite3.connect(db, isolation_level=None, timeout=0)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(sqlite3.OperationalError) as raised:
+                waiter.execute("BEGIN IMMEDIATE")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+            waiter.close()
+        error = translate_error(raised.value, "x.db")
+        assert type(error) is TransientRepositoryError
+        assert str(error) == "x.db: database is locked"
+
+    def test_a_full_database_is_transient(self) -> None:
+        """SQLITE_FULL ("database or disk is full") becomes TransientRepositoryError."""
+        connection = sqlite3.connect(":memory:", isolation_level=None)
+        connection.execute("CREATE TABLE t (x BLOB)")
+        connection.execute("PRAGMA max_page_count = 3")
+        with pytest.raises(sqlite3.OperationalError) as raised:
+            connection.execute("INSERT INTO t VALUES (?)", (b"\x00" * 100_000,))
+        connection.close()
+        error = translate_error(raised.value, "x.db")
+        assert type(error) is TransientRepositoryError
+        assert "database or disk is full" in str(error)
+
+    def test_a_disk_io_error_is_transient_by_its_message(self) -> None:
+        """An OperationalError reading "disk I/O error" is transient even without an error code."""
+        error = translate_error(sqlite3.OperationalError("disk I/O error"), "x.db")
+        assert type(error) is TransientRepositoryError
+
+    def test_other_errors_are_permanent(self, db: Path) -> None:
+        """A read-only write, a constraint and a syntax error become plain RepositoryError."""
+        connection = sqlite3.connect(":memory:", isolation_level=None)
+        connection.execute("CREATE TABLE t (x UNIQUE)")
+        connection.execute("INSERT INTO t VALUES (1)")
+        errors: list[sqlite3.Error] = []
+        for statement in ("INSERT INTO t VALUES (1)", "SELEKT 1"):
+            with pytest.raises(sqlite3.Error) as raised:
+                connection.execute(statement)
+            errors.append(raised.value)
+        connection.execute("PRAGMA query_only = ON")
+        with pytest.raises(sqlite3.OperationalError) as readonly:
+            connection.execute("INSERT INTO t VALUES (2)")
+        errors.append(readonly.value)
+        connection.close()
+        kinds = [type(translate_error(error, "x.db")) for error in errors]
+        assert kinds == [RepositoryError, RepositoryError, RepositoryError]
+
+
+class TestQueryPlans:
+    """Every lookup the processor makes for each email goes through an index."""
+
+    EXPECTED: ClassVar[dict[str, list[str]]] = {
+        "_SQL_GET_TICKET": ["SEARCH tickets USING INTEGER PRIMARY KEY (rowid=?)"],
+        "_SQL_TICKET_BY_MESSAGE_ID": [
+            "SEARCH tickets USING INTEGER PRIMARY KEY (rowid=?)",
+            "SEARCH actions USING INDEX actions_by_message_id (message_id=?)",
+            "SEARCH outbox USING INDEX sqlite_autoindex_outbox_1 (message_id=?)",
+        ],
+        "_SQL_GET_DEDUPE": ["SEARCH dedupe USING INDEX sqlite_autoindex_dedupe_1 (key=?)"],
+        "_SQL_DUE_OUTBOX": ["SCAN outbox USING INDEX outbox_pending"],
+        "_SQL_COUNT_OUTGOING": [
+            "SEARCH outbox_recipients USING PRIMARY KEY (address=? AND created_at>?)"
+        ],
+        "_SQL_COUNT_OUTGOING_FOR_TICKET": [
+            "SEARCH outbox_recipients USING PRIMARY KEY (address=? AND created_at>?)"
+        ],
+        "_SQL_FIND_USER": ["SEARCH users USING INDEX sqlite_autoindex_users_1 (email=?)"],
+        "_SQL_CUSTOMER_OF_USER": [
+            "SEARCH u USING INDEX sqlite_autoindex_users_1 (email=?)",
+            "SEARCH c USING INTEGER PRIMARY KEY (rowid=?)",
+        ],
+        "_SQL_CUSTOMER_OF_DOMAIN": [
+            "SEARCH d USING PRIMARY KEY (domain=?)",
+            "SEARCH c USING INTEGER PRIMARY KEY (rowid=?)",
+        ],
+        "_SQL_ASSET_BY_TAG": ["SEARCH assets USING INDEX assets_by_tag (tag_key=?)"],
+        "_SQL_ASSET_BY_FIELD": [
+            "SEARCH f USING PRIMARY KEY (name=? AND value_key=?)",
+            "SEARCH a USING INTEGER PRIMARY KEY (rowid=?)",
+        ],
+        "_SQL_LIST_ACTIONS": ["SEARCH actions USING INDEX actions_by_ticket (ticket_id=?)"],
+        "_SQL_LIST_ATTACHMENTS": [
+            "SEARCH a USING COVERING INDEX actions_by_ticket (ticket_id=?)",
+            "SEARCH t USING INDEX sqlite_autoindex_attachments_1 (action_id=?)",
+        ],
+        "_SQL_GET_STATE": ["SEARCH state USING INDEX sqlite_autoindex_state_1 (key=?)"],
+        "_SQL_LIST_TICKETS": ["SCAN tickets"],
+        "_SQL_LIST_QUARANTINE": ["SCAN quarantine"],
+    }
+
+    @pytest.mark.parametrize("name", sorted(EXPECTED))
+    def test_the_query_uses_its_index(
+        self, name: str, repo: SQLiteTicketRepository, db: Path
+    ) -> None:
+        """The statement's plan searches the expected indexes and never sorts in a temp b-tree."""
+        sql = getattr(sqlite_module, name)
+        count = len(re.findall(r"\?(?!\d)", sql)) or max(map(int, re.findall(r"\?(\d)", sql)))
+        with raw(db) as connection:
+            plan = [
+                row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", ("x",) * count)
+            ]
+        for step in self.EXPECTED[name]:
+            assert step in plan, plan
+        assert not any("TEMP B-TREE" in step for step in plan), plan
+        scans = [step for step in plan if step.startswith("SCAN")]
+        assert scans == [s for s in self.EXPECTED[name] if s.startswith("SCAN")], plan
