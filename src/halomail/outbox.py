@@ -1,0 +1,279 @@
+"""Outgoing mail: our Message-IDs, composing the MIME message, and sending the outbox.
+
+The processor writes outgoing mail to the repository's outbox inside the same
+transaction as the ticket it belongs to. :class:`Outbox` sends it afterwards: it
+composes the MIME message only then (composing is costly and has no place on the
+ingest path), hands it to a :class:`~halomail.connectors.base.MailTransport`, and
+records the result. A transient failure is retried with backoff under the same
+Message-ID; a permanent one is recorded on the ticket.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import random
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from email.header import Header
+from email.mime.text import MIMEText
+from email.policy import compat32
+from email.utils import format_datetime, formataddr
+
+import attrs
+
+from halomail.connectors.base import MailTransport, OutgoingEmail
+from halomail.errors import PermanentTransportError, TransientTransportError
+from halomail.tickets.models import ActionKind, NewAction, OutboxMail, OutboxStatus, utcnow
+from halomail.tickets.repository import TicketRepository
+
+__all__ = [
+    "LOOP_HEADER",
+    "Backoff",
+    "MessageIdFactory",
+    "Outbox",
+    "SendReport",
+    "SenderIdentity",
+    "compose",
+    "header_safe",
+]
+
+log = logging.getLogger(__name__)
+
+#: The header that marks mail we sent, so that we recognise it if it comes back.
+LOOP_HEADER = "X-Halomail-Loop"
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
+
+
+def header_safe(value: str, *, limit: int = 900) -> str:
+    """Make ``value`` safe for a header: one line, no control characters, bounded.
+
+    The stdlib on Python 3.11 folds a value holding CR/LF into a new header
+    (CVE-2024-6923), so every value we put in a header goes through here first.
+    """
+    return _CONTROL.sub(" ", value).strip()[:limit]
+
+
+@attrs.frozen
+class SenderIdentity:
+    """Who our mail is from.
+
+    Args:
+        from_address: The From addr-spec (also the envelope sender).
+        display_name: The From display name.
+        reply_address: A Reply-To address, when replies should go elsewhere.
+    """
+
+    from_address: str
+    display_name: str = ""
+    reply_address: str | None = None
+
+
+@attrs.frozen
+class MessageIdFactory:
+    """Makes our Message-IDs and recognises them when they come back.
+
+    An id looks like ``halomail.42.1f2e3d4c5b6a7988.9a8b7c6d5e4f@example.com``: the
+    ticket, a random part, and a signature keyed by the loop token, so a forged
+    id that merely looks like ours is not mistaken for ours.
+
+    Args:
+        loop_token: The instance's token (``[processing] loop_token``).
+        domain: The right-hand side of our ids.
+    """
+
+    loop_token: str = attrs.field(repr=False)
+    domain: str = "halomail.invalid"
+
+    def _sign(self, local: str) -> str:
+        return hmac.new(self.loop_token.encode(), local.encode(), hashlib.sha256).hexdigest()[:12]
+
+    def new(self, ticket_id: int | None) -> str:
+        """A fresh Message-ID (without angle brackets) for mail about ``ticket_id``."""
+        local = f"halomail.{ticket_id or 0}.{secrets.token_hex(8)}"
+        return f"{local}.{self._sign(local)}@{self.domain}"
+
+    def is_ours(self, message_id: str) -> bool:
+        """True when ``message_id`` was made by this factory (any domain)."""
+        local, _, _domain = message_id.partition("@")
+        head, _, signature = local.rpartition(".")
+        if not head.startswith("halomail.") or len(signature) != 12:
+            return False
+        return hmac.compare_digest(signature, self._sign(head))
+
+
+def compose(
+    mail: OutboxMail, sender: SenderIdentity, *, loop_token: str, now: dt.datetime | None = None
+) -> OutgoingEmail:
+    """Compose ``mail`` as a MIME message ready for a transport.
+
+    Every header value is made single-line first (:func:`header_safe`); non-ASCII
+    values are RFC 2047-encoded. Automatic replies carry ``Auto-Submitted:
+    auto-replied`` (RFC 3834) and ``X-Auto-Response-Suppress: All`` so that
+    well-behaved autoresponders do not answer them, and every mail carries our
+    loop header.
+    """
+    if mail.html is not None:
+        # Plain text only for now; an HTML alternative comes with the template issue.
+        log.debug("outbox %s: html body ignored by the plain composer", mail.id)
+    body = MIMEText(mail.text, "plain", "utf-8")
+
+    def put(name: str, value: str) -> None:
+        value = header_safe(value)
+        body[name] = Header(value, "utf-8").encode() if not value.isascii() else value
+
+    display = header_safe(sender.display_name)
+    from_address = header_safe(sender.from_address)
+    body["From"] = formataddr((str(Header(display, "utf-8")) if display else "", from_address))
+    body["To"] = ", ".join(header_safe(address) for address in mail.to)
+    put("Subject", mail.subject)
+    body["Date"] = format_datetime(now or utcnow())
+    body["Message-ID"] = f"<{header_safe(mail.message_id)}>"
+    if sender.reply_address:
+        body["Reply-To"] = header_safe(sender.reply_address)
+    if mail.in_reply_to:
+        body["In-Reply-To"] = f"<{header_safe(mail.in_reply_to)}>"
+    if mail.references:
+        body["References"] = " ".join(f"<{header_safe(ref)}>" for ref in mail.references[-20:])
+    if mail.auto_submitted:
+        body["Auto-Submitted"] = "auto-replied"
+        body["X-Auto-Response-Suppress"] = "All"
+    body[LOOP_HEADER] = header_safe(loop_token)
+    data = body.as_bytes(policy=compat32.clone(linesep="\r\n"))
+    return OutgoingEmail(
+        message_id=mail.message_id,
+        envelope_from=from_address,
+        recipients=tuple(header_safe(address) for address in mail.to),
+        data=data,
+    )
+
+
+@attrs.frozen
+class Backoff:
+    """When to try a failed send again: exponential, capped, with jitter.
+
+    Args:
+        base_seconds: The first delay.
+        cap_seconds: The longest delay.
+        max_attempts: Attempts after which a transient failure counts as permanent.
+    """
+
+    base_seconds: float = 60.0
+    cap_seconds: float = 3600.0
+    max_attempts: int = 8
+
+    def delay(self, attempt: int) -> dt.timedelta:
+        """The delay after the ``attempt``-th failed attempt (1-based)."""
+        seconds = min(self.cap_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        # Jitter spreads retries of many mails that failed together (a server outage).
+        return dt.timedelta(seconds=seconds * random.uniform(0.8, 1.2))
+
+
+@attrs.frozen
+class SendReport:
+    """What one pass over the outbox did."""
+
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+class Outbox:
+    """Sends the repository's pending outgoing mail through a transport.
+
+    Args:
+        repository: Where the outbox rows live.
+        transport: How mail leaves.
+        sender_for: The identity to send a row's mail as (per mailbox, per customer).
+        loop_token: Our loop header's value.
+        backoff: The retry strategy.
+        clock: The current time (replaceable in tests).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        repository: TicketRepository,
+        transport: MailTransport,
+        sender_for: Callable[[OutboxMail], SenderIdentity],
+        *,
+        loop_token: str,
+        backoff: Backoff | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self._repository = repository
+        self._transport = transport
+        self._sender_for = sender_for
+        self._loop_token = loop_token
+        self._backoff = backoff or Backoff()
+        self._clock = clock
+
+    def send_due(self, *, limit: int = 1000) -> SendReport:
+        """Send every pending mail that is due; return what happened."""
+        sent = retrying = failed = 0
+        due: Sequence[OutboxMail] = self._repository.due_outgoing(self._clock(), limit=limit)
+        for mail in due:
+            result = self._send_one(mail)
+            if result is OutboxStatus.SENT:
+                sent += 1
+            elif result is OutboxStatus.PENDING:
+                retrying += 1
+            else:
+                failed += 1
+        return SendReport(sent=sent, retrying=retrying, failed=failed)
+
+    def _send_one(self, mail: OutboxMail) -> OutboxStatus:
+        try:
+            outgoing = compose(mail, self._sender_for(mail), loop_token=self._loop_token)
+        except Exception as exc:  # noqa: BLE001 - a mail we cannot compose must not stop the others
+            self._fail(mail, f"could not compose: {type(exc).__name__}: {exc}")
+            return OutboxStatus.FAILED
+        try:
+            self._transport.send(outgoing)
+        except TransientTransportError as exc:
+            attempt = mail.attempts + 1
+            if attempt < self._backoff.max_attempts:
+                # A 4xx or a dropped connection: the server asked us to come back later.
+                retry_at = self._clock() + self._backoff.delay(attempt)
+                self._repository.mark_outgoing(
+                    mail.id, OutboxStatus.PENDING, error=str(exc), next_attempt_at=retry_at
+                )
+                log.warning(
+                    "outbox %s to %s: transient failure (attempt %d), retry at %s: %s",
+                    mail.message_id,
+                    ",".join(mail.to),
+                    attempt,
+                    retry_at.isoformat(),
+                    exc,
+                )
+                return OutboxStatus.PENDING
+            self._fail(mail, f"gave up after {attempt} attempts: {exc}")
+            return OutboxStatus.FAILED
+        except PermanentTransportError as exc:
+            self._fail(mail, str(exc))
+            return OutboxStatus.FAILED
+        self._repository.mark_outgoing(mail.id, OutboxStatus.SENT)
+        log.info("outbox %s sent to %s", mail.message_id, ",".join(mail.to))
+        return OutboxStatus.SENT
+
+    def _fail(self, mail: OutboxMail, reason: str) -> None:
+        log.error("outbox %s to %s failed: %s", mail.message_id, ",".join(mail.to), reason)
+        with self._repository.transaction():
+            self._repository.mark_outgoing(mail.id, OutboxStatus.FAILED, error=reason)
+            if mail.ticket_id is not None:
+                self._repository.add_action(
+                    NewAction(
+                        ticket_id=mail.ticket_id,
+                        kind=ActionKind.SEND_FAILED,
+                        body=f"The {mail.kind} to {', '.join(mail.to)} could not be sent: {reason}",
+                        public=False,
+                        message_id=None,
+                    )
+                )

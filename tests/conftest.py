@@ -1,0 +1,93 @@
+"""Shared fixtures: repositories, processors, and a small email builder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+
+from halomail.connectors.memory import MemoryConnector, MemoryTransport
+from halomail.outbox import SenderIdentity
+from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+from halomail.tickets.memory import InMemoryTicketRepository
+from halomail.tickets.models import utcnow
+from halomail.tickets.repository import TicketRepository
+from halomail.tickets.sqlite import SQLiteTicketRepository
+
+LOOP_TOKEN = "test-loop-token"
+HELPDESK = "support@helpdesk.example"
+
+
+def make_email(
+    *,
+    subject: str = "Printer is jammed",
+    sender: str = "Alice Martin <alice@customer.example>",
+    to: str = HELPDESK,
+    body: str = "The printer on floor 3 jams on every page.\n",
+    message_id: str | None = "<msg-1@customer.example>",
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """A small, well-formed plain-text email as raw bytes (CRLF line endings)."""
+    lines = [
+        f"From: {sender}",
+        f"To: {to}",
+        f"Subject: {subject}",
+        f"Date: {format_datetime(utcnow())}",
+    ]
+    if message_id is not None:
+        lines.append(f"Message-ID: {message_id}")
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    lines += ["MIME-Version: 1.0", 'Content-Type: text/plain; charset="utf-8"', ""]
+    return ("\r\n".join(lines) + "\r\n" + body.replace("\n", "\r\n")).encode("utf-8")
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TicketRepository]:
+    """Each implementation the processor must work with, fresh and empty."""
+    if request.param == "memory":
+        yield InMemoryTicketRepository()
+        return
+    repo = SQLiteTicketRepository(tmp_path / "halomail.db")
+    yield repo
+    repo.close()
+
+
+@pytest.fixture
+def settings() -> ProcessorSettings:
+    """Processor settings with a known loop token and sender."""
+    return ProcessorSettings(
+        loop_token=LOOP_TOKEN,
+        domain="helpdesk.example",
+        default_sender=SenderIdentity(HELPDESK, "Support"),
+    )
+
+
+@pytest.fixture
+def connector() -> MemoryConnector:
+    """An empty in-memory mailbox called Support."""
+    return MemoryConnector("Support")
+
+
+@pytest.fixture
+def transport() -> MemoryTransport:
+    """An in-memory transport that records what is sent."""
+    return MemoryTransport()
+
+
+@pytest.fixture
+def make_processor(
+    repository: TicketRepository,
+    settings: ProcessorSettings,
+    connector: MemoryConnector,
+    transport: MemoryTransport,
+) -> Callable[..., MailProcessor]:
+    """Build a processor over the Support mailbox, with per-test mailbox settings."""
+
+    def build(**mailbox_settings: object) -> MailProcessor:
+        mailbox = Mailbox(connector, **mailbox_settings)  # type: ignore[arg-type]
+        return MailProcessor(repository, [mailbox], settings, transport=transport)
+
+    return build
