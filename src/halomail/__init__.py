@@ -1,5 +1,120 @@
-"""halomail: turn mailboxes into helpdesk tickets, exactly once."""
+"""halomail: turn mailboxes into helpdesk tickets, exactly once.
+
+The names a host application imports live here; everything else is an
+implementation detail. Start with :class:`MailProcessor`, a repository
+(:class:`SQLiteTicketRepository`, :class:`InMemoryTicketRepository`, or your own
+:class:`TicketRepository`) and a connector per mailbox.
+"""
 
 from halomail._version import __version__
+from halomail.config import Config, MailboxSettings, OutgoingSettings, load_config, parse_config
+from halomail.connectors.base import (
+    Disposition,
+    FetchedMessage,
+    MailboxConnector,
+    MailTransport,
+    OutgoingEmail,
+)
+from halomail.connectors.files import EmlFileTransport
+from halomail.connectors.local import EmlDirConnector, MaildirConnector, MboxConnector
+from halomail.connectors.memory import MemoryConnector, MemoryTransport
+from halomail.errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectorError,
+    HalomailError,
+    PermanentTransportError,
+    RepositoryError,
+    TemplateError,
+    TransientConnectorError,
+    TransientRepositoryError,
+    TransientTransportError,
+    TransportError,
+)
+from halomail.inbound.classify import classify
+from halomail.inbound.models import Address, Attachment, Classification, InboundEmail, ParseLimits
+from halomail.inbound.parse import parse_email
+from halomail.outbox import SenderIdentity
+from halomail.processor import (
+    Mailbox,
+    MailboxHealth,
+    MailProcessor,
+    Outcome,
+    ProcessingOutcome,
+    ProcessorSettings,
+    RunReport,
+)
+from halomail.tickets.memory import InMemoryTicketRepository
+from halomail.tickets.models import (
+    Action,
+    ActionKind,
+    Asset,
+    Customer,
+    NewAction,
+    NewTicket,
+    RecordKind,
+    Ticket,
+    TicketStatus,
+    User,
+)
+from halomail.tickets.repository import TicketRepository
+from halomail.tickets.sqlite import SQLiteTicketRepository
 
-__all__ = ["__version__"]
+__all__ = [
+    "Action",
+    "ActionKind",
+    "Address",
+    "Asset",
+    "Attachment",
+    "AuthenticationError",
+    "Classification",
+    "Config",
+    "ConfigError",
+    "ConnectorError",
+    "Customer",
+    "Disposition",
+    "EmlDirConnector",
+    "EmlFileTransport",
+    "FetchedMessage",
+    "HalomailError",
+    "InMemoryTicketRepository",
+    "InboundEmail",
+    "MailProcessor",
+    "MailTransport",
+    "Mailbox",
+    "MailboxConnector",
+    "MailboxHealth",
+    "MailboxSettings",
+    "MaildirConnector",
+    "MboxConnector",
+    "MemoryConnector",
+    "MemoryTransport",
+    "NewAction",
+    "NewTicket",
+    "Outcome",
+    "OutgoingEmail",
+    "OutgoingSettings",
+    "ParseLimits",
+    "PermanentTransportError",
+    "ProcessingOutcome",
+    "ProcessorSettings",
+    "RecordKind",
+    "RepositoryError",
+    "RunReport",
+    "SQLiteTicketRepository",
+    "SenderIdentity",
+    "TemplateError",
+    "Ticket",
+    "TicketRepository",
+    "TicketStatus",
+    "TransientConnectorError",
+    "TransientRepositoryError",
+    "TransientTransportError",
+    "TransportError",
+    "User",
+    "__version__",
+    "classify",
+    "load_config",
+    "parse_config",
+    "parse_email",
+]

@@ -1,0 +1,127 @@
+"""From a :class:`~halomail.config.Config` to running objects: repository, mailboxes, processor.
+
+The command line uses this; a host application usually builds its own
+:class:`~halomail.MailProcessor` with its own repository instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator
+
+import attrs
+
+from halomail.config import Config, MailboxSettings, OutgoingSettings
+from halomail.connectors.base import Disposition, FetchedMessage, MailTransport
+from halomail.connectors.files import EmlFileTransport
+from halomail.connectors.local import open_local_connector
+from halomail.connectors.memory import MemoryTransport
+from halomail.errors import ConfigError, ConnectorError
+from halomail.outbox import Backoff, SenderIdentity
+from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+from halomail.tickets.memory import InMemoryTicketRepository
+from halomail.tickets.models import RecordKind
+from halomail.tickets.repository import TicketRepository
+from halomail.tickets.sqlite import SQLiteTicketRepository
+
+log = logging.getLogger(__name__)
+
+_LOCAL = frozenset({"maildir", "mbox", "eml-dir"})
+
+
+def open_repository(config: Config) -> TicketRepository:
+    """The repository named by ``[storage] url``."""
+    path = config.storage.sqlite_path
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SQLiteTicketRepository(path)
+    return InMemoryTicketRepository()
+
+
+def open_transport(outgoing: OutgoingSettings) -> MailTransport | None:
+    """The transport named by ``[outgoing] transport``, or ``None`` when not available here."""
+    if outgoing.transport == "maildir":
+        if outgoing.path is None:
+            raise ConfigError("outgoing.path", "the maildir transport needs a folder to write to")
+        return EmlFileTransport(outgoing.path)
+    if outgoing.transport == "memory":
+        return MemoryTransport()
+    log.warning("outgoing transport %r is not available yet; mail stays queued", outgoing.transport)
+    return None
+
+
+def sender_identity(outgoing: OutgoingSettings) -> SenderIdentity:
+    """Who mail sent with these settings is from."""
+    return SenderIdentity(
+        from_address=outgoing.from_address or "helpdesk@halomail.invalid",
+        display_name=outgoing.display_name or "",
+        reply_address=outgoing.reply_address,
+    )
+
+
+@attrs.define
+class _UnavailableConnector:
+    """Stands in for a mailbox whose connection type this build cannot read yet.
+
+    Reading it fails with a clear error, so the mailbox shows as failed while the
+    others are processed.
+    """
+
+    name: str
+    connection: str
+
+    def fetch(self) -> Iterator[FetchedMessage]:
+        raise ConnectorError(
+            f"connection type {self.connection!r} is not supported by this version of halomail",
+            mailbox=self.name,
+        )
+
+    def ack(self, ref: str, disposition: Disposition) -> None:
+        """Nothing was fetched, so there is nothing to dispose of."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def build_mailbox(config: Config, settings: MailboxSettings) -> Mailbox:
+    """A processor :class:`Mailbox` for one ``[[mailboxes]]`` entry."""
+    if settings.connection in _LOCAL:
+        connector = open_local_connector(
+            settings, max_message_bytes=config.limits.max_message_bytes
+        )
+    else:
+        connector = _UnavailableConnector(settings.name, settings.connection)
+    return Mailbox(
+        connector=connector,
+        name=settings.name,
+        ticket_type=settings.ticket_type,
+        record=RecordKind(settings.record),
+        send_acknowledgement=settings.send_acknowledgement,
+        subject_tag=settings.subject_tag,
+        start_from=settings.start_from,
+        hijack=settings.hijack,
+        sender=sender_identity(settings.effective_outgoing(config.outgoing)),
+        enabled=settings.enabled,
+    )
+
+
+def build_processor(
+    config: Config, repository: TicketRepository, *, transport: MailTransport | None = None
+) -> MailProcessor:
+    """A :class:`MailProcessor` for every mailbox of ``config``."""
+    mailboxes = [build_mailbox(config, m) for m in config.mailboxes if m.enabled]
+    processing = config.processing
+    settings = ProcessorSettings(
+        loop_token=processing.loop_token,
+        domain=processing.domain,
+        default_sender=sender_identity(config.outgoing),
+        limits=config.limits,
+        bulk=processing.bulk,
+        ack_throttle_count=processing.ack_throttle_count,
+        ack_throttle_window=dt.timedelta(minutes=processing.ack_throttle_window_minutes),
+        backoff=Backoff(max_attempts=processing.max_send_attempts),
+    )
+    if transport is None:
+        transport = open_transport(config.outgoing)
+    return MailProcessor(repository, mailboxes, settings, transport=transport)

@@ -1,0 +1,462 @@
+"""The ``halomail`` command.
+
+Exit codes: 0 success; 1 some emails failed or were quarantined; 2 a usage or
+configuration error (the message names the key path). A bad configuration never
+ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+from halomail import _runtime
+from halomail._version import __version__
+from halomail.config import load_config
+from halomail.errors import ConfigError, HalomailError
+from halomail.processor import MailProcessor, Outcome, ProcessingOutcome, RunReport
+from halomail.tickets.models import Ticket
+from halomail.tickets.repository import TicketRepository
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+_QUICKSTART_TOML = """\
+# halomail quickstart: one local mailbox, tickets in SQLite, replies written as .eml files.
+[storage]
+url = "sqlite:///halomail.db"
+
+[outgoing]
+transport = "maildir"          # writes each outgoing email as an .eml file
+path = "outbox"
+from_address = "support@helpdesk.example"
+display_name = "Support"
+
+[[mailboxes]]
+name = "Support"
+connection = "maildir"
+path = "inbox"
+processed = "move:Deleted Items"
+ticket_type = "Incident"
+send_acknowledgement = true
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``halomail`` command and return its exit code."""
+    parser = _parser()
+    args = parser.parse_args(_config_first(list(sys.argv[1:] if argv is None else argv)))
+    logging.basicConfig(
+        level=logging.DEBUG
+        if args.verbose > 1
+        else logging.INFO
+        if args.verbose
+        else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"halomail: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except HalomailError as exc:
+        print(f"halomail: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except KeyboardInterrupt:
+        print("halomail: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+def _config_first(argv: list[str]) -> list[str]:
+    """Move ``-c/--config`` to the front so it is accepted after the subcommand too."""
+    moved: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in ("-c", "--config") and index + 1 < len(argv):
+            moved += [arg, argv[index + 1]]
+            index += 2
+            continue
+        if arg.startswith("--config="):
+            moved.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return moved + rest
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="halomail", description="Turn mailboxes into helpdesk tickets, exactly once."
+    )
+    parser.add_argument("-c", "--config", default="halomail.toml", help="the configuration file")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    parser.add_argument("--version", action="version", version=f"halomail {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    quick = commands.add_parser("quickstart", help="make and run a working example in DIR")
+    quick.add_argument("dir", nargs="?", default="halomail-quickstart")
+    quick.set_defaults(handler=_cmd_quickstart)
+
+    run = commands.add_parser("run", help="process every mailbox, then send the outbox")
+    run.add_argument("--once", action="store_true", help="one cycle, then exit")
+    run.add_argument("--json", action="store_true", help="one JSON object per email on stdout")
+    run.add_argument("--interval", type=float, default=60.0, help="seconds between cycles")
+    run.set_defaults(handler=_cmd_run)
+
+    simulate = commands.add_parser("simulate", help="what would happen to these emails, and why")
+    simulate.add_argument("files", nargs="+", type=Path, metavar="FILE.eml")
+    simulate.add_argument("--mailbox", help="process as if it arrived in this mailbox")
+    simulate.add_argument("--json", action="store_true")
+    simulate.set_defaults(handler=_cmd_simulate)
+
+    tickets = commands.add_parser("tickets", help="list tickets, newest first")
+    tickets.add_argument("--json", action="store_true")
+    tickets.add_argument("--limit", type=int, default=50)
+    tickets.set_defaults(handler=_cmd_tickets)
+
+    ticket = commands.add_parser("ticket", help="show one ticket and its actions")
+    ticket.add_argument("id", type=int)
+    ticket.add_argument("--json", action="store_true")
+    ticket.set_defaults(handler=_cmd_ticket)
+
+    quarantine = commands.add_parser("quarantine", help="list quarantined emails and why")
+    quarantine.add_argument("--json", action="store_true")
+    quarantine.add_argument("--limit", type=int, default=100)
+    quarantine.set_defaults(handler=_cmd_quarantine)
+
+    check = commands.add_parser("check-config", help="validate the configuration")
+    check.set_defaults(handler=_cmd_check_config)
+    return parser
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    enabled = [m.name for m in config.mailboxes if m.enabled]
+    print(
+        f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(enabled)} enabled, "
+        f"{len(config.rules)} rules, outgoing via {config.outgoing.transport})"
+    )
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    repository = _runtime.open_repository(config)
+    processor = _runtime.build_processor(config, repository)
+    ok = True
+    while True:
+        report = _run_cycle(processor, json_output=args.json)
+        ok = ok and report.ok
+        if args.once:
+            break
+        time.sleep(max(1.0, args.interval))
+    return EXIT_OK if ok else EXIT_PROBLEMS
+
+
+def _run_cycle(
+    processor: MailProcessor, *, json_output: bool, out: TextIO | None = None
+) -> RunReport:
+    out = out or sys.stdout
+    progress = _Progress(sys.stderr)
+    reports = []
+    for mailbox in processor.mailboxes:
+        if not mailbox.enabled:
+            continue
+
+        def show(outcome: ProcessingOutcome) -> None:
+            if json_output:
+                print(json.dumps(outcome.as_dict()), file=out, flush=True)
+            progress.tick(outcome)
+
+        report = processor.process_mailbox(mailbox, on_outcome=show)
+        progress.done()
+        if report.error:
+            print(f"halomail: mailbox {report.name}: {report.error}", file=sys.stderr)
+        reports.append(report)
+    sent = processor.send_outbox()
+    result = RunReport(mailboxes=tuple(reports), sent=sent)
+    if not json_output:
+        _print_summary(result, out)
+    return result
+
+
+def _print_summary(report: RunReport, out: TextIO) -> None:
+    counts: dict[str, int] = {}
+    for outcome in report.outcomes:
+        counts[outcome.outcome.value] = counts.get(outcome.outcome.value, 0) + 1
+    summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) or "no new email"
+    print(
+        f"{len(report.outcomes)} emails: {summary}; "
+        f"{report.sent.sent} sent, {report.sent.retrying} to retry, {report.sent.failed} failed",
+        file=out,
+    )
+    for outcome in report.outcomes:
+        if outcome.outcome in (Outcome.QUARANTINED, Outcome.RETRY):
+            print(
+                f"  {outcome.mailbox}: {outcome.message_id or outcome.ref}: "
+                f"{outcome.outcome.value} ({outcome.reason})",
+                file=out,
+            )
+
+
+class _Progress:
+    """A one-line counter on a terminal; silent when stderr is not a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._active = stream.isatty()
+        self._count = 0
+        self._last = 0.0
+
+    def tick(self, outcome: ProcessingOutcome) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if self._active and now - self._last > 0.1:
+            self._last = now
+            self._stream.write(f"\r{outcome.mailbox}: {self._count} emails")
+            self._stream.flush()
+
+    def done(self) -> None:
+        if self._active and self._count:
+            self._stream.write(f"\r{' ' * 60}\r")
+            self._stream.flush()
+        self._count = 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    # A throwaway copy would be safer still, but simulate only reads: the decision
+    # is computed without any write, and no transport is given.
+    repository = _runtime.open_repository(config)
+    processor = _runtime.build_processor(config, repository, transport=None)
+    mailbox = processor.mailboxes[0] if processor.mailboxes else None
+    if args.mailbox:
+        matches = [m for m in processor.mailboxes if m.name == args.mailbox]
+        if not matches:
+            raise ConfigError("mailboxes", f"no enabled mailbox named {args.mailbox!r}")
+        mailbox = matches[0]
+    if mailbox is None:
+        raise ConfigError("mailboxes", "no enabled mailbox to simulate with")
+    code = EXIT_OK
+    for path in args.files:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            print(f"halomail: {path}: {exc.strerror}", file=sys.stderr)
+            code = EXIT_PROBLEMS
+            continue
+        outcome = processor.simulate(raw, mailbox)
+        if args.json:
+            print(
+                json.dumps(
+                    {"file": str(path), **outcome.as_dict(), "acknowledge": outcome.acknowledged}
+                )
+            )
+        else:
+            ticket = f" ticket {outcome.ticket_id}" if outcome.ticket_id else ""
+            why = f" ({outcome.reason})" if outcome.reason else ""
+            ack = ", acknowledgement" if outcome.acknowledged else ""
+            print(f"{path}: {outcome.outcome.value}{ticket}{why}{ack} — {outcome.subject!r}")
+        if outcome.outcome in (Outcome.QUARANTINED, Outcome.RETRY):
+            code = EXIT_PROBLEMS
+    return code
+
+
+def _cmd_tickets(args: argparse.Namespace) -> int:
+    repository = _runtime.open_repository(load_config(args.config))
+    tickets = repository.list_tickets(limit=args.limit)
+    if args.json:
+        print(json.dumps([_ticket_json(t) for t in tickets], indent=2))
+    else:
+        _print_tickets(tickets, sys.stdout)
+    return EXIT_OK
+
+
+def _print_tickets(tickets: Sequence[Ticket], out: TextIO) -> None:
+    if not tickets:
+        print("no tickets", file=out)
+        return
+    print(f"{'ID':>5}  {'STATUS':<7} {'TYPE':<10} {'FROM':<28} SUMMARY", file=out)
+    for t in tickets:
+        print(
+            f"{t.id:>5}  {t.status.value:<7} {t.ticket_type[:10]:<10} {t.user_email[:28]:<28} "
+            f"{t.summary[:60]}",
+            file=out,
+        )
+
+
+def _cmd_ticket(args: argparse.Namespace) -> int:
+    repository = _runtime.open_repository(load_config(args.config))
+    ticket = repository.get_ticket(args.id)
+    if ticket is None:
+        print(f"halomail: no ticket {args.id}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    actions = repository.list_actions(ticket.id)
+    if args.json:
+        data = _ticket_json(ticket)
+        data["actions"] = [
+            {
+                "id": a.id,
+                "kind": a.kind.value,
+                "from": a.from_address,
+                "public": a.public,
+                "created_at": a.created_at.isoformat(),
+                "message_id": a.message_id,
+                "body": a.body,
+                "attachments": [
+                    {"filename": f.filename, "content_type": f.content_type, "size": f.size}
+                    for f in a.attachments
+                ],
+            }
+            for a in actions
+        ]
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    print(f"Ticket {ticket.id}: {ticket.summary}")
+    print(
+        f"  status {ticket.status.value}, type {ticket.ticket_type}, {ticket.record.value}, "
+        f"mailbox {ticket.mailbox}"
+    )
+    print(
+        f"  from {ticket.user_name} <{ticket.user_email}>"
+        + (f", customer {ticket.customer}" if ticket.customer else "")
+    )
+    if ticket.cc:
+        print(f"  cc {', '.join(ticket.cc)}")
+    for a in actions:
+        files = (
+            f" [{', '.join(f.filename or f.storage_name for f in a.attachments)}]"
+            if a.attachments
+            else ""
+        )
+        print(
+            f"\n--- {a.created_at:%Y-%m-%d %H:%M} {a.kind.value} from {a.from_address or 'system'}"
+            f"{'' if a.public else ' (private)'}{files}"
+        )
+        print(a.body.strip())
+    return EXIT_OK
+
+
+def _ticket_json(ticket: Ticket) -> dict[str, Any]:
+    return {
+        "id": ticket.id,
+        "summary": ticket.summary,
+        "status": ticket.status.value,
+        "ticket_type": ticket.ticket_type,
+        "record": ticket.record.value,
+        "user_email": ticket.user_email,
+        "user_name": ticket.user_name,
+        "customer": ticket.customer,
+        "mailbox": ticket.mailbox,
+        "cc": list(ticket.cc),
+        "created_at": ticket.created_at.isoformat(),
+        "updated_at": ticket.updated_at.isoformat(),
+        "custom_fields": dict(ticket.custom_fields),
+    }
+
+
+def _cmd_quarantine(args: argparse.Namespace) -> int:
+    repository = _runtime.open_repository(load_config(args.config))
+    entries = repository.list_quarantine(limit=args.limit)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": e.id,
+                        "mailbox": e.mailbox,
+                        "reason": e.reason,
+                        "detail": e.detail,
+                        "message_id": e.message_id,
+                        "size": len(e.raw),
+                        "created_at": e.created_at.isoformat(),
+                    }
+                    for e in entries
+                ],
+                indent=2,
+            )
+        )
+    elif not entries:
+        print("the quarantine is empty")
+    else:
+        for e in entries:
+            print(
+                f"{e.id:>5}  {e.created_at:%Y-%m-%d %H:%M}  {e.mailbox}  {e.reason}  "
+                f"{e.message_id or '-'}  {e.detail}"
+            )
+    return EXIT_OK
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    root = Path(args.dir).resolve()
+    started = time.monotonic()
+    if (root / "halomail.toml").exists():
+        print(
+            f"halomail: {root} already holds a quickstart; run it again with "
+            f"`halomail -c {root / 'halomail.toml'} run --once`",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    inbox = root / "inbox"
+    for sub in ("cur", "new", "tmp"):
+        (inbox / sub).mkdir(parents=True, exist_ok=True)
+    (root / "halomail.toml").write_text(_QUICKSTART_TOML, encoding="utf-8")
+    samples = sorted(
+        (p for p in resources.files("halomail._quickstart").iterdir() if p.name.endswith(".eml")),
+        key=lambda p: p.name,
+    )
+    base = time.time() - len(samples)
+    for index, sample in enumerate(samples):
+        target = inbox / "new" / f"{int(base) + index}.{index:04d}.quickstart"
+        with resources.as_file(sample) as source:
+            shutil.copyfile(source, target)
+        # Maildir order is arrival order: give each sample its own arrival time.
+        os.utime(target, (base + index, base + index))
+    print(f"Created {root}: halomail.toml, a Maildir inbox with {len(samples)} emails.\n")
+    config = load_config(root / "halomail.toml")
+    repository = _runtime.open_repository(config)
+    processor = _runtime.build_processor(config, repository)
+    report = _run_cycle(processor, json_output=False)
+    print()
+    _print_tickets(repository.list_tickets(), sys.stdout)
+    outbox = sorted((root / "outbox").glob("*.eml")) if (root / "outbox").exists() else []
+    print(f"\n{len(outbox)} acknowledgements written to {root / 'outbox'}:")
+    for path in outbox:
+        print(f"  {path.name}")
+    print(
+        f"\nDone in {time.monotonic() - started:.2f}s. Next:\n"
+        f"  halomail -c {root / 'halomail.toml'} ticket 1\n"
+        f"  halomail -c {root / 'halomail.toml'} run --once   # nothing new: each email once"
+    )
+    _close(repository)
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def _close(repository: TicketRepository) -> None:
+    close = getattr(repository, "close", None)
+    if callable(close):
+        close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
