@@ -1,0 +1,482 @@
+"""Raw email bytes to :class:`~halomail.inbound.models.InboundEmail`, bounded and never raising.
+
+The steps, each linear in the input:
+
+1. the cheap limits, on bytes, before any parsing: the size (``too-large``) and the
+   top-level header block (``headers-too-large``); bare CRs in that block become
+   spaces so they cannot start a smuggled header (M12);
+2. the stdlib parser (``compat32``), bounded from inside (:mod:`._mime`): per-header
+   caps (``headers-too-large``), nesting (``mime-too-deep``) and part count
+   (``too-many-parts``) stop it the moment they are crossed;
+3. our own decoding of what it found: headers (RFC 2047, 8-bit, one line each),
+   addresses (strict, CVE-2023-27043-proof), Message-IDs, the date, the body parts
+   (charset alias table, lenient transfer decoding) and the attachments (safe names).
+
+Whatever goes wrong is recorded in ``defects``; a crossed limit sets
+``quarantine_reason``; and a last-resort handler turns any exception into a result
+quarantined as ``unparseable``, so one hostile email never stops a mailbox.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from halomail.inbound import _addresses, _charsets, _headers, _mime
+from halomail.inbound.attachments import make_attachment
+from halomail.inbound.html import html_to_text, sanitize_html
+from halomail.inbound.models import Address, Attachment, InboundEmail, ParseLimits
+from halomail.inbound.reply import strip_reply
+
+__all__ = ["parse_email"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_LIMITS = ParseLimits()
+#: Most defects kept on one email; a hostile one could otherwise produce thousands.
+MAX_DEFECTS = 50
+#: Headers with this prefix are ours; a received copy is spoofed and never stored (L8).
+INTERNAL_HEADER_PREFIX = "x-halomail-"
+#: Our loop header; its values go to ``loop_markers`` for classification only.
+LOOP_HEADER = "x-halomail-loop"
+
+_PART_FIELDS = frozenset(
+    {"content-type", "content-disposition", "content-transfer-encoding", "content-id"}
+)
+_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global", "message/news"})
+_HEADERS_TYPES = frozenset({"text/rfc822-headers", "message/global-headers"})
+_CID_REFERENCE = re.compile(r"""cid:([^\s"'<>)]+)""", re.IGNORECASE)
+_ANGLE = re.compile(r"<([^<>]*)>")
+_CONTENT_ID_JUNK = re.compile(r"[\s<>\"\x00-\x1f\x7f]")
+_FILENAME_JUNK = re.compile(r"[\\/:*?\"<>|\x00-\x1f\x7f]+")
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+_DEFECT_NAMES = {"NoBoundaryInMultipartDefect": "missing-boundary"}
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_T = TypeVar("_T")
+
+
+def parse_email(raw: bytes, *, limits: ParseLimits = _DEFAULT_LIMITS) -> InboundEmail:
+    """Parse raw email bytes into an :class:`~halomail.inbound.models.InboundEmail`.
+
+    Never raises. Problems that were repaired are listed in ``defects``; an email
+    that crosses a limit, or that could not be parsed at all, comes back with a
+    ``quarantine_reason`` (``too-large``, ``headers-too-large``, ``mime-too-deep``,
+    ``too-many-parts``, ``unparseable``) and whatever was cheap to read: Message-ID,
+    sender, subject, size and SHA-256.
+
+    Args:
+        raw: The message exactly as fetched (``bytearray``/``memoryview`` are copied
+            to bytes; anything else is ``unparseable``).
+        limits: The bounds past which the email is quarantined instead of parsed.
+
+    Returns:
+        The parsed email.
+
+    .. versionadded:: 0.1.0
+    """
+    try:
+        return _parse(raw, limits)
+    except Exception as exc:  # the contract: never raise, quarantine instead
+        log.exception("could not parse a message; quarantined as unparseable")
+        return _unparseable(raw, exc)
+
+
+def _parse(raw: object, limits: ParseLimits) -> InboundEmail:
+    if isinstance(raw, bytearray | memoryview):
+        raw = bytes(raw)
+    if not isinstance(raw, bytes):
+        log.warning("parse_email needs bytes, got %s; quarantined", type(raw).__name__)
+        return InboundEmail(
+            message_id=None,
+            sender=None,
+            subject="",
+            text="",
+            size=0,
+            sha256=_EMPTY_SHA256,
+            defects=(f"not-bytes:{type(raw).__name__}",),
+            quarantine_reason="unparseable",
+        )
+    size = len(raw)
+    sha256 = hashlib.sha256(raw).hexdigest()
+    defects: list[str] = []
+    if size > limits.max_message_bytes:
+        return _quarantined(raw, size, sha256, "too-large", defects)
+    data = raw
+    if b"\n" not in data and b"\r" in data:
+        # Old Mac line endings: with no LF anywhere, CR is the line terminator.
+        data = data.replace(b"\r", b"\n")
+        defects.append("cr-line-endings")
+    head_end = _mime.find_head_end(data, limits.max_header_bytes)
+    if head_end > limits.max_header_bytes:
+        return _quarantined(data, size, sha256, "headers-too-large", defects)
+    data, repaired = _mime.repair_head(data, head_end)
+    if repaired:
+        defects.append("bare-cr-in-header")
+    try:
+        root = _mime.parse(data, limits, head_end)
+    except _mime.LimitExceeded as exc:
+        return _quarantined(data, size, sha256, exc.reason, defects)
+    return _Builder(root, defects).build(size, sha256)
+
+
+class _File:
+    """An attachment found by the walk, before names and flags are worked out."""
+
+    __slots__ = ("content_id", "content_type", "disposition", "name", "payload")
+
+    def __init__(
+        self, name: str, content_type: str, payload: bytes, content_id: str | None, disposition: str
+    ) -> None:
+        self.name = name
+        self.content_type = content_type
+        self.payload = payload
+        self.content_id = content_id
+        self.disposition = disposition
+
+
+class _Builder:
+    """Turns one parsed tree into an InboundEmail; each part is visited once."""
+
+    def __init__(self, root: _mime.BoundedMessage, defects: list[str]) -> None:
+        self.root = root
+        self.defects = defects
+        self.text: str | None = None
+        self.html: str | None = None
+        self.files: list[_File] = []
+        self.embedded: dict[str, None] = {}
+
+    def build(self, size: int, sha256: str) -> InboundEmail:
+        top = _TopHeaders(self.root, self.defects)
+        self._walk()
+        html = None
+        text = self.text or ""
+        if self.html is not None:
+            html = _guarded(sanitize_html, self.html, None, "html-sanitize-failed", self.defects)
+            if not text.strip():
+                # No text part, or an empty one beside the HTML: read the HTML instead.
+                text = _guarded(html_to_text, self.html, "", "html-to-text-failed", self.defects)
+        text = text.replace("\x00", "")
+        new_text = _guarded(strip_reply, text, text, "strip-reply-failed", self.defects)
+        return InboundEmail(
+            message_id=top.message_id,
+            sender=top.sender,
+            subject=top.subject,
+            text=text,
+            size=size,
+            sha256=sha256,
+            sender_unparseable=top.sender_unparseable,
+            reply_to=top.reply_to,
+            to=top.to,
+            cc=top.cc,
+            return_path=top.return_path,
+            date=top.date,
+            html=html.replace("\x00", "") if html is not None else None,
+            new_text=new_text.replace("\x00", ""),
+            attachments=self._attachments(),
+            in_reply_to=top.in_reply_to,
+            references=top.references,
+            embedded_message_ids=tuple(self.embedded),
+            headers=top.headers,
+            loop_markers=top.loop_markers,
+            defects=_unique(self.defects),
+        )
+
+    def _walk(self) -> None:
+        # Iterative and in document order: depth is already bounded by the parser,
+        # but no recursion here means no RecursionError whatever the limits are.
+        stack: list[_mime.BoundedMessage] = [self.root]
+        while stack:
+            part = stack.pop()
+            self.defects.extend(_defect_name(defect) for defect in part.defects)
+            payload = part._payload
+            if isinstance(payload, list):
+                stack.extend(p for p in reversed(payload) if isinstance(p, _mime.BoundedMessage))
+                continue
+            try:
+                self._leaf(part)
+            except Exception as exc:  # one broken part must not cost the email
+                log.warning("skipped a MIME part that could not be read", exc_info=True)
+                self.defects.append(f"part-error:{type(exc).__name__}")
+
+    def _leaf(self, part: _mime.BoundedMessage) -> None:
+        fields = _mime.first_headers(part, _PART_FIELDS)
+        content_type, params = _content_type(part, fields.get("content-type"))
+        disposition, disposition_params = _headers.parse_params(fields.get("content-disposition"))
+        name = disposition_params.get("filename") or params.get("name") or ""
+        payload = _mime.decode_transfer(
+            _mime.raw_payload(part), fields.get("content-transfer-encoding"), self.defects
+        )
+        if content_type.startswith("multipart/"):
+            # Declared multipart, but the parser found no parts: no boundary (M1),
+            # or a boundary that never appears (M4). The body is all there is.
+            content_type = "text/plain"
+        is_file = disposition == "attachment" or bool(name.strip())
+        if not is_file and content_type == "text/plain" and self.text is None:
+            self.text = self._decode_text(payload, params.get("charset"))
+            return
+        if not is_file and content_type == "text/html" and self.html is None:
+            self.html = self._decode_text(payload, params.get("charset"))
+            return
+        if content_type in _MESSAGE_TYPES or content_type in _HEADERS_TYPES:
+            # Only the carried message's Message-ID (for bounce handling) and subject
+            # (for a file name) are read; none of its headers reach ours (A7).
+            inner = _headers.scan_head(payload.lstrip(b"\r\n"))
+            if "message-id" in inner:
+                embedded = _headers.message_id(inner["message-id"])
+                if embedded:
+                    self.embedded.setdefault(embedded, None)
+            if not name and content_type in _MESSAGE_TYPES:
+                name = _eml_name(_headers.decode_value(inner.get("subject", "")))
+        content_id = _content_id(fields["content-id"]) if "content-id" in fields else None
+        self.files.append(_File(name, content_type, payload, content_id, disposition))
+
+    def _decode_text(self, payload: bytes, charset: str | None) -> str:
+        text, unknown = _charsets.decode(payload, charset)
+        if unknown:
+            self.defects.append("unknown-charset")
+        if "\x00" in text:
+            text = text.replace("\x00", "")
+            self.defects.append("nul-in-body")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return text
+
+    def _attachments(self) -> tuple[Attachment, ...]:
+        referenced: set[str] = set()
+        if self.html is not None and "cid:" in self.html.lower():
+            referenced = {
+                urllib.parse.unquote(m.group(1)).lower() for m in _CID_REFERENCE.finditer(self.html)
+            }
+        attachments = []
+        for index, file in enumerate(self.files, start=1):
+            cid = file.content_id
+            inline = cid is not None and (
+                file.disposition == "inline"
+                or (file.content_type.startswith("image/") and cid.lower() in referenced)
+            )
+            attachments.append(
+                make_attachment(
+                    index=index,
+                    original_filename=file.name,
+                    content_type=file.content_type,
+                    payload=file.payload,
+                    content_id=cid,
+                    inline=inline,
+                )
+            )
+        return tuple(attachments)
+
+
+class _TopHeaders:
+    """The top-level headers, decoded once, and the fields read from them."""
+
+    def __init__(self, root: _mime.BoundedMessage, defects: list[str]) -> None:
+        headers: list[tuple[str, str]] = []
+        wanted: dict[str, list[str]] = {}
+        subject: str | None = None
+        limit = _headers.MAX_DECODED_CHARS
+        for name, raw in root._headers:
+            lower = name.lower()
+            internal = lower.startswith(INTERNAL_HEADER_PREFIX)
+            if internal or lower in _WANTED_FIELDS:
+                wanted.setdefault(lower, []).append(raw)
+                if internal:
+                    continue
+            if raw.isascii() and raw.isprintable() and "=?" not in raw:
+                # Inlined fast path of decode_value: most values are plain ASCII.
+                value = raw.strip()
+                if len(value) > limit:
+                    value = value[:limit].rstrip()
+            else:
+                value = _headers.decode_value(raw)
+            if subject is None and lower == "subject":
+                subject = value
+            headers.append((name, value))
+        first = {name: raws[0] for name, raws in wanted.items()}
+        loop_markers = [_headers.decode_value(raw) for raw in wanted.get(LOOP_HEADER, ())]
+        self.headers = tuple(headers)
+        self.loop_markers = tuple(loop_markers)
+        self.subject = subject or ""
+
+        self.sender: Address | None = None
+        self.sender_unparseable = False
+        if "from" in first:
+            senders, _rejected = _addresses.parse_addresses(first["from"])
+            self.sender = senders[0] if senders else None
+            self.sender_unparseable = not senders
+            if not senders:
+                defects.append("unparseable-sender")
+        self.to = _address_list(wanted.get("to", ()), defects)
+        self.cc = _address_list(wanted.get("cc", ()), defects)
+        self.reply_to = _address_list(wanted.get("reply-to", ()), defects)
+
+        self.return_path: str | None = None
+        if "return-path" in first:
+            self.return_path = _addresses.parse_path(first["return-path"])
+            if self.return_path is None:
+                defects.append("invalid-return-path")
+
+        self.message_id: str | None = None
+        if "message-id" in first:
+            self.message_id = _headers.message_id(first["message-id"])
+            if self.message_id is None:
+                defects.append("invalid-message-id")
+        self.in_reply_to = _id_list(wanted.get("in-reply-to", ()))
+        self.references = _id_list(wanted.get("references", ()))
+
+        self.date = None
+        if "date" in first:
+            self.date = _headers.parse_date(first["date"])
+            if self.date is None:
+                defects.append("invalid-date")
+
+
+_WANTED_FIELDS = frozenset(
+    {
+        "from",
+        "message-id",
+        "date",
+        "return-path",
+        "to",
+        "cc",
+        "reply-to",
+        "in-reply-to",
+        "references",
+    }
+)
+
+
+def _address_list(raws: Iterable[str], defects: list[str]) -> tuple[Address, ...]:
+    found: dict[str, Address] = {}
+    for raw in raws:
+        addresses, rejected = _addresses.parse_addresses(raw)
+        if rejected:
+            defects.append("invalid-address")
+        for address in addresses:
+            found.setdefault(address.normalized, address)
+    return tuple(found.values())
+
+
+def _id_list(raws: Iterable[str]) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for raw in raws:
+        for mid in _headers.message_ids(raw):
+            found.setdefault(mid, None)
+    return tuple(found)
+
+
+def _content_type(part: _mime.BoundedMessage, raw: str | None) -> tuple[str, dict[str, str]]:
+    """The lower-cased content type and parameters, decided as the stdlib parser did."""
+    if raw is None:
+        return part.get_default_type(), {}
+    content_type, params = _headers.parse_params(raw)
+    # RFC 2045 §5.2, as email.message.Message.get_content_type: invalid means text/plain.
+    if content_type.count("/") != 1:
+        return "text/plain", params
+    return content_type, params
+
+
+def _content_id(raw: str) -> str | None:
+    text = _headers.prepare(raw).strip()
+    match = _ANGLE.search(text)
+    if match is not None:
+        text = match.group(1)
+    cleaned = _CONTENT_ID_JUNK.sub("", text)[:255]
+    return cleaned or None
+
+
+def _eml_name(subject: str) -> str:
+    """A file name for an attached email, from its subject."""
+    stem = " ".join(_FILENAME_JUNK.sub(" ", subject).split()).strip(" .")[:100].strip()
+    return f"{stem or 'message'}.eml"
+
+
+def _defect_name(defect: object) -> str:
+    """``StartBoundaryNotFoundDefect`` → ``start-boundary-not-found``."""
+    name = type(defect).__name__.lstrip("_")
+    if name in _DEFECT_NAMES:
+        return _DEFECT_NAMES[name]
+    return _CAMEL.sub("-", name.removesuffix("Defect")).lower()
+
+
+def _unique(defects: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(defects))[:MAX_DEFECTS]
+
+
+def _guarded(
+    function: Callable[[str], str],
+    argument: str,
+    fallback: _T,
+    defect: str,
+    defects: list[str],
+) -> str | _T:
+    """Call a body helper (HTML sanitizing, HTML to text, reply stripping) safely.
+
+    These live in their own modules; a failure in one must cost only its own
+    field, never the email.
+    """
+    try:
+        return function(argument)
+    except Exception:  # see the docstring
+        log.warning("%s failed; using a fallback", function.__name__, exc_info=True)
+        defects.append(defect)
+        return fallback
+
+
+def _identity(data: bytes) -> tuple[str | None, Address | None, bool, str]:
+    """Message-ID, sender, sender-unparseable and subject, read cheaply from the head."""
+    fields = _headers.scan_head(data)
+    message_id = _headers.message_id(fields["message-id"]) if "message-id" in fields else None
+    sender: Address | None = None
+    unparseable = False
+    if "from" in fields:
+        senders, _rejected = _addresses.parse_addresses(fields["from"])
+        sender = senders[0] if senders else None
+        unparseable = not senders
+    subject = _headers.decode_value(fields.get("subject", ""))
+    return message_id, sender, unparseable, subject
+
+
+def _quarantined(
+    data: bytes, size: int, sha256: str, reason: str, defects: list[str]
+) -> InboundEmail:
+    log.debug("message of %d bytes quarantined: %s", size, reason)
+    message_id, sender, unparseable, subject = _identity(data)
+    return InboundEmail(
+        message_id=message_id,
+        sender=sender,
+        subject=subject,
+        text="",
+        size=size,
+        sha256=sha256,
+        sender_unparseable=unparseable,
+        defects=_unique(defects),
+        quarantine_reason=reason,
+    )
+
+
+def _unparseable(raw: object, exc: Exception) -> InboundEmail:
+    """The last-resort result: as much identity as can still be read, never raising."""
+    data = bytes(raw) if isinstance(raw, bytes | bytearray | memoryview) else b""
+    defects = (f"exception:{type(exc).__name__}",)
+    try:
+        message_id, sender, unparseable, subject = _identity(data)
+    except Exception:  # noqa: BLE001 - the head itself may be what broke the parse
+        message_id, sender, unparseable, subject = None, None, False, ""
+    return InboundEmail(
+        message_id=message_id,
+        sender=sender,
+        subject=subject,
+        text="",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        sender_unparseable=unparseable,
+        defects=defects,
+        quarantine_reason="unparseable",
+    )
