@@ -116,3 +116,13 @@ def test_backoff_grows_and_is_capped() -> None:
     assert 48 <= backoff.delay(1).total_seconds() <= 72
     assert 96 <= backoff.delay(2).total_seconds() <= 144
     assert backoff.delay(20).total_seconds() <= 720
+
+
+def test_the_body_is_readable_quoted_printable_utf8() -> None:
+    """The text body is UTF-8 in quoted-printable and decodes back to the exact text."""
+    text = "Hello Zoë,\n\nyour ticket is logged.\n"
+    out = compose(_mail(text=text), SENDER, loop_token="tok")
+    message = email.message_from_bytes(out.data)
+    assert message["Content-Transfer-Encoding"] == "quoted-printable"
+    assert message.get_content_charset() == "utf-8"
+    assert message.get_payload(decode=True).decode("utf-8").replace("\r\n", "\n") == text

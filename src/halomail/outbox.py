@@ -20,6 +20,7 @@ import random
 import re
 import secrets
 from collections.abc import Callable, Sequence
+from email.charset import QP, Charset
 from email.header import Header
 from email.mime.text import MIMEText
 from email.policy import compat32
@@ -122,7 +123,10 @@ def compose(
     if mail.html is not None:
         # Plain text only for now; an HTML alternative comes with the template issue.
         log.debug("outbox %s: html body ignored by the plain composer", mail.id)
-    body = MIMEText(mail.text, "plain", "utf-8")
+    # Quoted-printable keeps the text readable in the raw message, unlike base64.
+    charset = Charset("utf-8")
+    charset.body_encoding = QP
+    body = MIMEText(mail.text, "plain", charset)  # type: ignore[arg-type]
 
     def put(name: str, value: str) -> None:
         value = header_safe(value)
