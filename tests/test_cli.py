@@ -223,3 +223,38 @@ def test_the_installed_command_runs(tmp_path: Path) -> None:
     result = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert result.stdout.startswith("halomail ")
+
+
+def test_a_run_on_a_terminal_shows_progress(tmp_path: Path) -> None:
+    """On a terminal, `run --once` counts emails on stderr as it goes; piped output stays clean."""
+    import os
+    import pty
+
+    config = _setup(tmp_path)
+    for i in range(40):
+        _deliver(tmp_path, f"{i}.a", make_email(subject=f"n{i}", message_id=f"<n{i}@c.example>"))
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "halomail.cli", "-c", str(config), "run", "--once"],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+        )
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    assert result.returncode == 0
+    assert b"Support: " in seen
+    assert b" emails" in seen
+    assert b"Support: " not in result.stdout
+    assert b"40 emails: 40 created" in result.stdout

@@ -173,31 +173,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_PROBLEMS
 
 
-def _run_cycle(
-    processor: MailProcessor, *, json_output: bool, out: TextIO | None = None
-) -> RunReport:
-    out = out or sys.stdout
+def _run_cycle(processor: MailProcessor, *, json_output: bool) -> RunReport:
     progress = _Progress(sys.stderr)
-    reports = []
-    for mailbox in processor.mailboxes:
-        if not mailbox.enabled:
-            continue
 
-        def show(outcome: ProcessingOutcome) -> None:
-            if json_output:
-                print(json.dumps(outcome.as_dict()), file=out, flush=True)
-            progress.tick(outcome)
+    def show(outcome: ProcessingOutcome) -> None:
+        if json_output:
+            print(json.dumps(outcome.as_dict()), flush=True)
+        progress.tick(outcome)
 
-        report = processor.process_mailbox(mailbox, on_outcome=show)
-        progress.done()
-        if report.error:
-            print(f"halomail: mailbox {report.name}: {report.error}", file=sys.stderr)
-        reports.append(report)
-    sent = processor.send_outbox()
-    result = RunReport(mailboxes=tuple(reports), sent=sent)
+    report = processor.run_once(on_outcome=show)
+    progress.done()
+    for mailbox in report.mailboxes:
+        if mailbox.error:
+            print(f"halomail: mailbox {mailbox.name}: {mailbox.error}", file=sys.stderr)
     if not json_output:
-        _print_summary(result, out)
-    return result
+        _print_summary(report, sys.stdout)
+    return report
 
 
 def _print_summary(report: RunReport, out: TextIO) -> None:

@@ -313,13 +313,20 @@ class MailProcessor:
 
     # -- running ---------------------------------------------------------------
 
-    def run_once(self) -> RunReport:
+    def run_once(
+        self, *, on_outcome: Callable[[ProcessingOutcome], None] | None = None
+    ) -> RunReport:
         """Read every enabled mailbox once, then send the outbox.
 
         One broken mailbox never stops the others: its error lands in its report
         and in :meth:`health`.
+
+        Args:
+            on_outcome: Called with each email's outcome as soon as it is known.
         """
-        reports = tuple(self.process_mailbox(m) for m in self.mailboxes if m.enabled)
+        reports = tuple(
+            self.process_mailbox(m, on_outcome=on_outcome) for m in self.mailboxes if m.enabled
+        )
         sent = self.send_outbox()
         return RunReport(mailboxes=reports, sent=sent)
 
