@@ -24,8 +24,13 @@ from halomail.tickets.models import (
     NewAction,
     NewOutgoing,
     NewQuarantine,
+    NewServiceStatus,
     NewTicket,
     OutboxStatus,
+    ServiceStatus,
+    ServiceStatusEntry,
+    StoredAttachment,
+    StoredFile,
     TicketStatus,
     utcnow,
 )
@@ -186,8 +191,11 @@ class TestTimes:
             repo.mark_outgoing(mail.id, OutboxStatus.PENDING, next_attempt_at=naive)
         with pytest.raises(ValueError, match="naive"):
             repo.record_dedupe(DedupeRecord("k", "s", "created", None, naive))
+        with pytest.raises(ValueError, match="naive"):
+            repo.record_service_status(NewServiceStatus("Nightly backup", "ok", naive))
         assert repo.get_dedupe("k") is None
         assert repo.due_outgoing(utcnow()) == [mail]
+        assert repo.service_history("Nightly backup") == []
 
     def test_times_in_other_zones_come_back_in_utc(self, repo: Bundled) -> None:
         """A time given in +02:00 reads back as the same instant, in UTC."""
@@ -212,11 +220,20 @@ class TestTimes:
         mail = repo.enqueue_outgoing(outgoing("m@h"))
         sent = repo.mark_outgoing(mail.id, OutboxStatus.SENT)
         entry = repo.quarantine(NewQuarantine("Support", "r", b""))
+        assigned = repo.assign(ticket.id, agent="eve@helpdesk.example", team=None)
+        asset, _ = repo.save_asset("SRV-01", {})
+        (stored,) = repo.store_files(
+            owner="asset",
+            owner_id=asset.id,
+            attachments=(StoredAttachment("a", "a", "text/plain", 0),),
+        )
         stamps = [ticket.created_at, action.created_at, closed.closed_at, closed.updated_at]
-        stamps += [mail.created_at, sent.sent_at, entry.created_at]
-        assert stamps == [NOON] * 7
-        assert repo.get_ticket(ticket.id) == closed
+        stamps += [mail.created_at, sent.sent_at, entry.created_at, assigned.updated_at]
+        stamps += [stored.created_at]
+        assert stamps == [NOON] * 9
+        assert repo.get_ticket(ticket.id) == assigned
         assert list(repo.list_quarantine()) == [entry]
+        assert list(repo.list_files(owner="asset", owner_id=asset.id)) == [stored]
 
     def test_closing_a_closed_ticket_keeps_its_first_closed_at(
         self, make: Callable[..., Bundled]
@@ -237,6 +254,65 @@ class TestTimes:
             repo.list_tickets(offset=-1)
         with pytest.raises(ValueError, match="negative"):
             repo.due_outgoing(utcnow(), limit=-1)
+        with pytest.raises(ValueError, match="negative"):
+            repo.service_history("Nightly backup", limit=-1)
+
+    def test_a_service_status_keeps_the_time_it_was_given_not_the_clock(
+        self, make: Callable[..., Bundled]
+    ) -> None:
+        """A status's time is the one passed in (an injected check time), not the repository's."""
+        repo = make(clock=lambda: NOON)
+        earlier = NOON - dt.timedelta(days=3)
+        entry = repo.record_service_status(NewServiceStatus("UPS", ServiceStatus.UNKNOWN, earlier))
+        assert entry.at == earlier
+        assert repo.last_service_status("UPS") == entry
+
+
+class TestNewModels:
+    def test_a_service_status_accepts_the_enum_or_its_value(self) -> None:
+        """ "failed" and ServiceStatus.FAILED make equal statuses; the field holds the enum."""
+        by_value = NewServiceStatus("UPS", "failed", NOON)
+        by_enum = NewServiceStatus("UPS", ServiceStatus.FAILED, NOON)
+        assert by_value == by_enum
+        assert by_value.status is ServiceStatus.FAILED
+        assert ServiceStatusEntry(1, "UPS", "unknown", NOON).status is ServiceStatus.UNKNOWN
+
+    def test_an_unknown_service_status_is_refused(self) -> None:
+        """A status other than ok, failed or unknown raises ValueError when the model is made."""
+        with pytest.raises(ValueError, match="'warning'"):
+            NewServiceStatus("UPS", "warning", NOON)
+        with pytest.raises(ValueError, match="'OK'"):
+            NewServiceStatus("UPS", "OK", NOON)
+
+    def test_a_stored_file_belongs_to_a_customer_or_an_asset(self) -> None:
+        """A StoredFile with any other owner raises ValueError naming it."""
+        stored = StoredFile(1, "asset", 7, "a.txt", "s.bin", "text/plain", 2, payload=b"hi")
+        assert stored.owner == "asset"
+        assert stored.attachment == StoredAttachment(
+            "a.txt", "s.bin", "text/plain", 2, payload=b"hi"
+        )
+        with pytest.raises(ValueError, match="'ticket'"):
+            StoredFile(1, "ticket", 7, "a.txt", "s.bin", "text/plain", 2)
+
+
+class TestSavedAssets:
+    def test_save_asset_matches_a_seeded_tag_by_unicode_case_folding(self, repo: Bundled) -> None:
+        """An asset seeded by add_asset is updated by save_asset with its tag case-folded."""
+        seeded = repo.add_asset("STRASSE-1", {"Ort": "Köln"})
+        updated, created = repo.save_asset("straße-1", {"Ort": "KÖLN", "Etage": "2"})
+        assert created is False
+        assert (updated.id, updated.tag) == (seeded.id, "STRASSE-1")
+        assert dict(updated.fields) == {"Ort": "KÖLN", "Etage": "2"}
+        assert repo.find_asset("Ort", "köln") == updated
+
+    def test_the_first_of_two_assets_with_one_tag_is_the_one_updated(self, repo: Bundled) -> None:
+        """Of two assets seeded under one tag, save_asset updates the first (the one found)."""
+        first = repo.add_asset("DUP-1", {"n": "1"})
+        second = repo.add_asset("dup-1", {"n": "2"})
+        updated, created = repo.save_asset("Dup-1", {"n": "3"})
+        assert (updated.id, created) == (first.id, False)
+        assert repo.find_asset("n", "2") == second
+        assert repo.find_asset("tag", "DUP-1") == updated
 
 
 class TestThreads:

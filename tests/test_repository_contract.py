@@ -7,7 +7,7 @@ people through its own ``seed`` override: the suite must need nothing else.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -19,13 +19,18 @@ from halomail.tickets.models import (
     Asset,
     Customer,
     DedupeRecord,
+    FileOwner,
     NewAction,
     NewOutgoing,
     NewQuarantine,
+    NewServiceStatus,
     NewTicket,
     OutboxMail,
     OutboxStatus,
     QuarantineEntry,
+    ServiceStatusEntry,
+    StoredAttachment,
+    StoredFile,
     Ticket,
     TicketStatus,
     User,
@@ -97,6 +102,12 @@ class HostRepository:
     def list_actions(self, ticket_id: int) -> Sequence[Action]:
         return self.store.list_actions(ticket_id)
 
+    def find_open_ticket(self, *, alert_key: str) -> Ticket | None:
+        return self.store.find_open_ticket(alert_key=alert_key)
+
+    def assign(self, ticket_id: int, *, agent: str | None, team: str | None) -> Ticket:
+        return self.store.assign(ticket_id, agent=agent, team=team)
+
     def find_user(self, email: str) -> User | None:
         return self.store.find_user(email)
 
@@ -105,6 +116,35 @@ class HostRepository:
 
     def find_asset(self, field: str, value: str) -> Asset | None:
         return self.store.find_asset(field, value)
+
+    def save_asset(
+        self, tag: str, fields: Mapping[str, str], *, customer_id: int | None = None
+    ) -> tuple[Asset, bool]:
+        return self.store.save_asset(tag, fields, customer_id=customer_id)
+
+    def store_files(
+        self,
+        *,
+        owner: FileOwner,
+        owner_id: int,
+        attachments: Sequence[StoredAttachment],
+        note: str = "",
+    ) -> Sequence[StoredFile]:
+        return self.store.store_files(
+            owner=owner, owner_id=owner_id, attachments=attachments, note=note
+        )
+
+    def list_files(self, *, owner: FileOwner, owner_id: int) -> Sequence[StoredFile]:
+        return self.store.list_files(owner=owner, owner_id=owner_id)
+
+    def record_service_status(self, new: NewServiceStatus) -> ServiceStatusEntry:
+        return self.store.record_service_status(new)
+
+    def service_history(self, service: str, *, limit: int = 100) -> Sequence[ServiceStatusEntry]:
+        return self.store.service_history(service, limit=limit)
+
+    def last_service_status(self, service: str) -> ServiceStatusEntry | None:
+        return self.store.last_service_status(service)
 
     def get_dedupe(self, key: str) -> DedupeRecord | None:
         return self.store.get_dedupe(key)

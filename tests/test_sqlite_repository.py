@@ -27,7 +27,9 @@ from halomail.tickets.models import (
     DedupeRecord,
     NewAction,
     NewOutgoing,
+    NewServiceStatus,
     NewTicket,
+    ServiceStatus,
     StoredAttachment,
     TicketStatus,
 )
@@ -37,6 +39,7 @@ from halomail.tickets.sqlite import SQLiteTicketRepository, translate_error
 # because databases in the field were built by it: add a new migration instead.
 RELEASED_MIGRATION_DIGESTS = [
     "a7a290e7437cc9d2f64d66452bab5a882a75d30927dc516f41698d58a1c1129b",
+    "37ed8fb1af5b40f6696253c844cff436d262df8950a240546be1799da1c36b15",
 ]
 
 
@@ -155,6 +158,52 @@ class TestTheFile:
             ).fetchall()
         assert rows == [(0, "blob", 0), (1, "blob", 10), (2, "blob", 20)]
 
+    def test_stored_files_are_blob_rows_of_their_own(
+        self, repo: SQLiteTicketRepository, db: Path
+    ) -> None:
+        """Each file kept without a ticket is one stored_files row with its bytes as a BLOB."""
+        asset, _ = repo.save_asset("NAS-01", {})
+        files = tuple(
+            StoredAttachment(
+                f"f{n}.bin", f"s{n}", "application/octet-stream", n * 7, payload=b"\xff" * (n * 7)
+            )
+            for n in range(3)
+        )
+        repo.store_files(owner="asset", owner_id=asset.id, attachments=files, note="export")
+        with raw(db) as other:
+            rows = other.execute(
+                "SELECT owner, owner_id, filename, typeof(payload), length(payload), note "
+                "FROM stored_files ORDER BY id"
+            ).fetchall()
+        assert rows == [
+            ("asset", asset.id, "f0.bin", "blob", 0, "export"),
+            ("asset", asset.id, "f1.bin", "blob", 7, "export"),
+            ("asset", asset.id, "f2.bin", "blob", 14, "export"),
+        ]
+
+    def test_rule_data_persists_across_reopening(self, db: Path) -> None:
+        """Alert keys, assignments, saved assets, files and service history survive a reopen."""
+        when = dt.datetime(2024, 5, 1, 2, 30, tzinfo=dt.UTC)
+        with SQLiteTicketRepository(db) as first:
+            ticket = first.create_ticket(
+                NewTicket("Backup failed", "d", "Incident", "backup@x", alert_key="service:Backup")
+            )
+            assigned = first.assign(ticket.id, agent="eve@helpdesk.example", team="Ops")
+            asset, _ = first.save_asset("NAS-01", {"Model": "DS920+"})
+            files = first.store_files(
+                owner="asset",
+                owner_id=asset.id,
+                attachments=(StoredAttachment("log.txt", "l", "text/plain", 2, payload=b"ok"),),
+            )
+            status = first.record_service_status(
+                NewServiceStatus("Backup", "failed", when, "3 errors", ticket.id, "job@x")
+            )
+        with SQLiteTicketRepository(db) as second:
+            assert second.find_open_ticket(alert_key="service:Backup") == assigned
+            assert second.find_asset("Model", "ds920+") == asset
+            assert list(second.list_files(owner="asset", owner_id=asset.id)) == list(files)
+            assert list(second.service_history("Backup")) == [status]
+
     def test_times_are_stored_as_iso_utc_text_and_read_back_exactly(self, db: Path) -> None:
         """A time from a clock in another zone is stored as ISO-8601 UTC text, read back equal."""
         paris = dt.timezone(dt.timedelta(hours=2))
@@ -268,6 +317,68 @@ class TestMigrations:
         )
         assert dict(ticket.custom_fields) == {"Order": "A-1"}
         assert ticket.created_at == dt.datetime(2023, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
+
+    def test_a_version_1_database_with_data_upgrades_and_stays_usable(self, db: Path) -> None:
+        """A v1 file with a ticket and an asset migrates on open; both work in the new API."""
+        with raw(db) as old:
+            assert migrate(old, MIGRATIONS[:1]) == 1
+            old.execute(
+                "INSERT INTO tickets (summary, details, ticket_type, user_email, record, "
+                "status, created_at, updated_at, agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    "Old ticket",
+                    "from version 1",
+                    "Incident",
+                    "alice@customer.example",
+                    "ticket",
+                    "open",
+                    "2023-01-02T03:04:05.000006+00:00",
+                    "2023-01-02T03:04:05.000006+00:00",
+                    "eve@helpdesk.example",
+                ),
+            )
+            old.execute(
+                "INSERT INTO assets (tag, tag_key, fields) VALUES (?, ?, ?)",
+                ("SRV-01", "srv-01", '{"Role": "File server"}'),
+            )
+            old.execute(
+                "INSERT INTO asset_fields (name, value_key, asset_id) VALUES (?, ?, ?)",
+                ("Role", "file server", 1),
+            )
+        with SQLiteTicketRepository(db) as repository:
+            (ticket,) = repository.list_tickets()
+            assert (ticket.summary, ticket.agent, ticket.alert_key) == (
+                "Old ticket",
+                "eve@helpdesk.example",
+                None,
+            )
+            assert ticket.created_at == dt.datetime(2023, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
+            assigned = repository.assign(ticket.id, agent=None, team="Ops")
+            assert (assigned.agent, assigned.team, assigned.summary) == (None, "Ops", "Old ticket")
+            asset, created = repository.save_asset("srv-01", {"Role": "Print server"})
+            assert (asset.id, asset.tag, created) == (1, "SRV-01", False)
+            assert repository.find_asset("Role", "file server") is None
+            assert repository.find_asset("Role", "print server") == asset
+            repository.store_files(
+                owner="asset",
+                owner_id=asset.id,
+                attachments=(StoredAttachment("a.txt", "a", "text/plain", 1, payload=b"a"),),
+            )
+            assert len(repository.list_files(owner="asset", owner_id=asset.id)) == 1
+            keyed = repository.create_ticket(
+                NewTicket("New alert", "d", "Alert", "nagios@x", alert_key="alert:n:disk")
+            )
+            assert repository.find_open_ticket(alert_key="alert:n:disk") == keyed
+            when = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+            repository.record_service_status(NewServiceStatus("Backup", "ok", when))
+            last = repository.last_service_status("Backup")
+            assert last is not None
+            assert last.status is ServiceStatus.OK
+        with raw(db) as connection:
+            assert connection.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+            columns = [r[1] for r in connection.execute("PRAGMA table_info(tickets)")]
+            assert columns[-1] == "alert_key"
+            assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
     def test_a_later_migration_upgrades_an_existing_database_and_keeps_its_data(
         self, db: Path
@@ -566,6 +677,21 @@ class TestQueryPlans:
             "SEARCH t USING INDEX sqlite_autoindex_attachments_1 (action_id=?)",
         ],
         "_SQL_GET_STATE": ["SEARCH state USING INDEX sqlite_autoindex_state_1 (key=?)"],
+        "_SQL_OPEN_TICKET_BY_ALERT_KEY": [
+            "SEARCH tickets USING INDEX tickets_open_by_alert_key (alert_key=?)"
+        ],
+        "_SQL_ASSIGN": ["SEARCH tickets USING INTEGER PRIMARY KEY (rowid=?)"],
+        "_SQL_ASSET_EXISTS": ["SEARCH assets USING INTEGER PRIMARY KEY (rowid=?)"],
+        "_SQL_UPDATE_ASSET": ["SEARCH assets USING INTEGER PRIMARY KEY (rowid=?)"],
+        "_SQL_DELETE_ASSET_FIELD": [
+            "SEARCH asset_fields USING PRIMARY KEY (name=? AND value_key=? AND asset_id=?)"
+        ],
+        "_SQL_LIST_FILES": [
+            "SEARCH stored_files USING INDEX stored_files_by_owner (owner=? AND owner_id=?)"
+        ],
+        "_SQL_SERVICE_HISTORY": [
+            "SEARCH service_status USING INDEX service_status_by_service (service=?)"
+        ],
         "_SQL_LIST_TICKETS": ["SCAN tickets"],
         "_SQL_LIST_QUARANTINE": ["SCAN quarantine"],
     }

@@ -42,9 +42,11 @@ from halomail.tickets.models import (
     NewAction,
     NewOutgoing,
     NewQuarantine,
+    NewServiceStatus,
     NewTicket,
     OutboxStatus,
     RecordKind,
+    ServiceStatus,
     StoredAttachment,
     TicketStatus,
     User,
@@ -1028,3 +1030,481 @@ class TicketRepositoryContract:
         assert repository.find_asset("Serial Number", "SN-ABC") is None
         assert repository.find_asset("Host name", "SN-ABC-123") is None
         assert repository.find_asset("tag", "SN-ABC-123") is None
+
+    # -- alert keys and assignment ---------------------------------------------
+
+    def test_alert_key_round_trips_and_defaults_to_none(self, repository: TicketRepository) -> None:
+        """A ticket's alert key reads back as given; a ticket created without one has None."""
+        keyed = repository.create_ticket(self.new_ticket(alert_key="alert:nagios:srv01/disk"))
+        plain = repository.create_ticket(self.new_ticket())
+        assert keyed.alert_key == "alert:nagios:srv01/disk"
+        assert repository.get_ticket(keyed.id) == keyed
+        assert plain.alert_key is None
+        stored = repository.get_ticket(plain.id)
+        assert stored is not None
+        assert stored.alert_key is None
+        assert [t.alert_key for t in repository.list_tickets()] == [None, "alert:nagios:srv01/disk"]
+
+    def test_find_open_ticket_picks_the_newest_open_ticket_with_the_key(
+        self, repository: TicketRepository
+    ) -> None:
+        """Of several tickets with one key, the newest not closed is found; others never are."""
+        key = "service:Nightly backup"
+        repository.create_ticket(self.new_ticket(summary="older", alert_key=key))
+        newer = repository.create_ticket(self.new_ticket(summary="newer", alert_key=key))
+        repository.create_ticket(self.new_ticket(summary="other", alert_key="service:Replication"))
+        repository.create_ticket(self.new_ticket(summary="no key"))
+        found = repository.find_open_ticket(alert_key=key)
+        assert found is not None
+        assert (found.id, found.summary) == (newer.id, "newer")
+        assert found == repository.get_ticket(newer.id)
+        other = repository.find_open_ticket(alert_key="service:Replication")
+        assert other is not None
+        assert other.summary == "other"
+        assert repository.find_open_ticket(alert_key="service:Mail relay") is None
+
+    def test_find_open_ticket_passes_over_closed_tickets(
+        self, repository: TicketRepository
+    ) -> None:
+        """Closed tickets are skipped for an older open one; none open: None; reopened: found."""
+        key = "alert:prtg:core-switch ping"
+        older = repository.create_ticket(self.new_ticket(alert_key=key))
+        newer = repository.create_ticket(self.new_ticket(alert_key=key))
+        repository.set_status(newer.id, TicketStatus.CLOSED)
+        found = repository.find_open_ticket(alert_key=key)
+        assert found is not None
+        assert found.id == older.id
+        repository.set_status(older.id, TicketStatus.CLOSED)
+        assert repository.find_open_ticket(alert_key=key) is None
+        repository.set_status(older.id, TicketStatus.OPEN)
+        reopened = repository.find_open_ticket(alert_key=key)
+        assert reopened is not None
+        assert (reopened.id, reopened.status) == (older.id, TicketStatus.OPEN)
+
+    def test_find_open_ticket_compares_keys_exactly(self, repository: TicketRepository) -> None:
+        """Another case, a prefix or an extension of the key finds nothing."""
+        repository.create_ticket(self.new_ticket(alert_key="alert:nagios:srv01/disk"))
+        assert repository.find_open_ticket(alert_key="ALERT:NAGIOS:SRV01/DISK") is None
+        assert repository.find_open_ticket(alert_key="alert:nagios:srv01") is None
+        assert repository.find_open_ticket(alert_key="alert:nagios:srv01/disk2") is None
+        assert repository.find_open_ticket(alert_key="") is None
+
+    def test_assign_sets_agent_and_team_and_touches_updated_at(
+        self, repository: TicketRepository
+    ) -> None:
+        """Assigning writes agent and team, moves updated_at on, and keeps status and created_at."""
+        ticket = repository.create_ticket(self.new_ticket(alert_key="alert:x:y"))
+        self.wait_for_the_clock()
+        assigned = repository.assign(ticket.id, agent="eve@helpdesk.example", team="Second line")
+        assert (assigned.agent, assigned.team) == ("eve@helpdesk.example", "Second line")
+        assert assigned.status is TicketStatus.NEW
+        assert assigned.created_at == ticket.created_at
+        assert assigned.updated_at > ticket.updated_at
+        assert assigned.alert_key == "alert:x:y"
+        assert repository.get_ticket(ticket.id) == assigned
+
+    def test_assign_with_none_clears_a_value(self, repository: TicketRepository) -> None:
+        """None for the agent removes the agent while the team given is set."""
+        ticket = repository.create_ticket(
+            self.new_ticket(agent="eve@helpdesk.example", team="First line")
+        )
+        assigned = repository.assign(ticket.id, agent=None, team="Second line")
+        assert (assigned.agent, assigned.team) == (None, "Second line")
+        cleared = repository.assign(ticket.id, agent=None, team=None)
+        assert (cleared.agent, cleared.team) == (None, None)
+        assert repository.get_ticket(ticket.id) == cleared
+
+    def test_assign_a_missing_ticket_raises(self, repository: TicketRepository) -> None:
+        """Assigning a ticket that does not exist raises RepositoryError."""
+        ticket = repository.create_ticket(self.new_ticket())
+        with pytest.raises(RepositoryError):
+            repository.assign(ticket.id + 1000, agent="eve@helpdesk.example", team=None)
+        assert repository.get_ticket(ticket.id) == ticket
+
+    # -- saving assets -------------------------------------------------------------
+
+    def test_save_asset_creates_an_asset_that_find_asset_finds(
+        self, repository: TicketRepository
+    ) -> None:
+        """A new tag creates an asset (created=True) found by its tag and by its fields."""
+        asset, created = repository.save_asset(
+            "WS-0107", {"Serial Number": "CZC1234XYZ", "Host name": "ws-0107"}
+        )
+        assert created is True
+        assert (asset.tag, asset.customer_id) == ("WS-0107", None)
+        assert dict(asset.fields) == {"Serial Number": "CZC1234XYZ", "Host name": "ws-0107"}
+        assert repository.find_asset("tag", "ws-0107") == asset
+        assert repository.find_asset("Serial Number", "czc1234xyz") == asset
+        assert repository.find_asset("Host name", "WS-0107") == asset
+
+    def test_save_asset_updates_by_tag_in_any_case_merging_fields(
+        self, repository: TicketRepository
+    ) -> None:
+        """A known tag in another case updates that asset: fields merged, id and tag kept."""
+        first, _ = repository.save_asset(
+            "LAPTOP-0042", {"Serial Number": "SN-ABC-123", "RAM": "8 GB", "OS": "Windows 10"}
+        )
+        updated, created = repository.save_asset(
+            "laptop-0042", {"RAM": "16 GB", "OS": "Windows 11", "Disk": "512 GB"}
+        )
+        assert created is False
+        assert (updated.id, updated.tag) == (first.id, "LAPTOP-0042")
+        assert dict(updated.fields) == {
+            "Serial Number": "SN-ABC-123",
+            "RAM": "16 GB",
+            "OS": "Windows 11",
+            "Disk": "512 GB",
+        }
+        assert repository.find_asset("tag", "LAPTOP-0042") == updated
+        assert repository.find_asset("RAM", "16 gb") == updated
+        assert repository.find_asset("Disk", "512 GB") == updated
+        assert repository.find_asset("Serial Number", "SN-ABC-123") == updated
+        assert repository.find_asset("RAM", "8 GB") is None
+        assert repository.find_asset("OS", "Windows 10") is None
+
+    def test_save_asset_with_the_same_values_changes_nothing(
+        self, repository: TicketRepository
+    ) -> None:
+        """Saving no fields, or the same values in another case, keeps the asset findable."""
+        first, _ = repository.save_asset("PRN-7", {"Serial Number": "SN-XYZ-9"})
+        same, created = repository.save_asset("PRN-7", {})
+        assert (same, created) == (first, False)
+        recased, _ = repository.save_asset("prn-7", {"Serial Number": "sn-xyz-9"})
+        assert dict(recased.fields) == {"Serial Number": "sn-xyz-9"}
+        assert repository.find_asset("Serial Number", "SN-XYZ-9") == recased
+
+    def test_save_asset_keeps_or_changes_the_owner(self, repository: TicketRepository) -> None:
+        """Without a customer an update keeps the owner; with one it moves the asset to it."""
+        self._people(repository)
+        customer = repository.find_customer("someone@customer.example")
+        partner = repository.find_customer("someone@partner.example")
+        assert customer is not None
+        assert partner is not None
+        self.seed(repository, assets=[Asset(1, "SRV-01", {"Role": "File server"})])
+        created, _ = repository.save_asset("SRV-02", {}, customer_id=customer.id)
+        assert created.customer_id == customer.id
+        kept, _ = repository.save_asset("srv-02", {"Role": "Backup"})
+        assert kept.customer_id == customer.id
+        moved, _ = repository.save_asset("SRV-02", {}, customer_id=partner.id)
+        assert moved.customer_id == partner.id
+        assert repository.find_asset("tag", "srv-02") == moved
+        seeded, was_created = repository.save_asset("srv-01", {"Role": "Print server"})
+        assert was_created is False
+        assert (seeded.tag, dict(seeded.fields)) == ("SRV-01", {"Role": "Print server"})
+
+    def test_save_asset_with_an_unknown_customer_raises_and_changes_nothing(
+        self, repository: TicketRepository
+    ) -> None:
+        """A customer id of no customer raises RepositoryError; nothing is created or changed."""
+        existing, _ = repository.save_asset("SRV-01", {"Role": "File server"})
+        with pytest.raises(RepositoryError):
+            repository.save_asset("SRV-01", {"Role": "Other"}, customer_id=existing.id + 1000)
+        with pytest.raises(RepositoryError):
+            repository.save_asset("SRV-99", {"Role": "New"}, customer_id=existing.id + 1000)
+        assert repository.find_asset("tag", "SRV-01") == existing
+        assert repository.find_asset("tag", "SRV-99") is None
+        assert repository.find_asset("Role", "Other") is None
+
+    def test_a_value_an_asset_drops_finds_the_next_asset_with_it(
+        self, repository: TicketRepository
+    ) -> None:
+        """When the first asset with a value changes it, find_asset finds the next one with it."""
+        first, _ = repository.save_asset("DOCK-1", {"Location": "Room 101"})
+        second, _ = repository.save_asset("DOCK-2", {"Location": "Room 101"})
+        found = repository.find_asset("Location", "room 101")
+        assert found is not None
+        assert found.id == first.id
+        repository.save_asset("DOCK-1", {"Location": "Room 202"})
+        after = repository.find_asset("Location", "Room 101")
+        assert after is not None
+        assert after.id == second.id
+        moved = repository.find_asset("Location", "Room 202")
+        assert moved is not None
+        assert moved.id == first.id
+
+    # -- files without a ticket ------------------------------------------------------
+
+    def _owners(self, repository: TicketRepository) -> tuple[int, int]:
+        """A customer id and an asset id to store files against."""
+        self._people(repository)
+        customer = repository.find_customer("someone@customer.example")
+        assert customer is not None
+        asset, _ = repository.save_asset("NAS-01", {"Serial Number": "NAS-SN-1"})
+        return customer.id, asset.id
+
+    def test_store_files_round_trips_byte_exact(self, repository: TicketRepository) -> None:
+        """Files kept against a customer read back byte for byte, in order, with owner and note."""
+        customer_id, _ = self._owners(repository)
+        noise = random.Random(20240502).randbytes(1 << 20)
+        files = (
+            StoredAttachment("empty.txt", "f0.bin", "text/plain", 0, payload=b""),
+            StoredAttachment(
+                "bytes.bin",
+                "f1.bin",
+                "application/octet-stream",
+                1024,
+                payload=bytes(range(256)) * 4,
+            ),
+            StoredAttachment(
+                "report — März.pdf", "f2.pdf", "application/pdf", len(noise), payload=noise
+            ),
+            StoredAttachment(
+                "logo.png", "f3.png", "image/png", 8, "<logo@x.example>", True, b"\x89PNG\r\n\x1a\n"
+            ),
+        )
+        stored = repository.store_files(
+            owner="customer", owner_id=customer_id, attachments=files, note="Monthly export"
+        )
+        assert [f.attachment for f in stored] == list(files)
+        assert len({f.id for f in stored}) == 4
+        assert all(
+            (f.owner, f.owner_id, f.note) == ("customer", customer_id, "Monthly export")
+            for f in stored
+        )
+        assert all(f.created_at.utcoffset() == dt.timedelta(0) for f in stored)
+        listed = list(repository.list_files(owner="customer", owner_id=customer_id))
+        assert listed == list(stored)
+        assert [f.payload for f in listed] == [
+            b"",
+            bytes(range(256)) * 4,
+            noise,
+            b"\x89PNG\r\n\x1a\n",
+        ]
+        assert [(f.filename, f.content_type, f.size) for f in listed] == [
+            ("empty.txt", "text/plain", 0),
+            ("bytes.bin", "application/octet-stream", 1024),
+            ("report — März.pdf", "application/pdf", len(noise)),
+            ("logo.png", "image/png", 8),
+        ]
+        assert (listed[3].inline, listed[3].content_id, listed[3].storage_name) == (
+            True,
+            "<logo@x.example>",
+            "f3.png",
+        )
+
+    def test_list_files_is_per_owner_and_oldest_first(self, repository: TicketRepository) -> None:
+        """Each owner lists only its own files, across calls oldest first; others list none."""
+        customer_id, asset_id = self._owners(repository)
+
+        def one(name: str) -> tuple[StoredAttachment, ...]:
+            return (StoredAttachment(name, name + ".bin", "text/csv", 3, payload=b"a,b"),)
+
+        repository.store_files(owner="asset", owner_id=asset_id, attachments=one("first"))
+        repository.store_files(owner="customer", owner_id=customer_id, attachments=one("theirs"))
+        repository.store_files(
+            owner="asset", owner_id=asset_id, attachments=one("second"), note="later"
+        )
+        on_asset = list(repository.list_files(owner="asset", owner_id=asset_id))
+        assert [(f.filename, f.note) for f in on_asset] == [
+            ("first", ""),
+            ("second", "later"),
+        ]
+        assert all((f.owner, f.owner_id) == ("asset", asset_id) for f in on_asset)
+        on_customer = list(repository.list_files(owner="customer", owner_id=customer_id))
+        assert [f.filename for f in on_customer] == ["theirs"]
+        assert list(repository.list_files(owner="customer", owner_id=customer_id + 1000)) == []
+        assert list(repository.list_files(owner="asset", owner_id=asset_id + 1000)) == []
+
+    def test_store_files_without_attachments_stores_nothing(
+        self, repository: TicketRepository
+    ) -> None:
+        """An empty list of attachments stores no file and returns none."""
+        customer_id, _ = self._owners(repository)
+        assert (
+            list(repository.store_files(owner="customer", owner_id=customer_id, attachments=()))
+            == []
+        )
+        assert list(repository.list_files(owner="customer", owner_id=customer_id)) == []
+
+    def test_store_files_for_a_missing_owner_raises_and_keeps_nothing(
+        self, repository: TicketRepository
+    ) -> None:
+        """Files for a customer or asset that does not exist raise RepositoryError, none kept."""
+        customer_id, asset_id = self._owners(repository)
+        files = (StoredAttachment("a.txt", "a.bin", "text/plain", 1, payload=b"a"),)
+        missing_customer = customer_id + 1000
+        missing_asset = asset_id + 1000
+        with pytest.raises(RepositoryError):
+            repository.store_files(owner="customer", owner_id=missing_customer, attachments=files)
+        with pytest.raises(RepositoryError):
+            repository.store_files(owner="asset", owner_id=missing_asset, attachments=files)
+        assert list(repository.list_files(owner="customer", owner_id=missing_customer)) == []
+        assert list(repository.list_files(owner="asset", owner_id=missing_asset)) == []
+
+    def test_store_files_for_an_unknown_kind_of_owner_raises_value_error(
+        self, repository: TicketRepository
+    ) -> None:
+        """An owner that is neither "customer" nor "asset" raises ValueError."""
+        customer_id, _ = self._owners(repository)
+        files = (StoredAttachment("a.txt", "a.bin", "text/plain", 1, payload=b"a"),)
+        owner: Any = "ticket"
+        with pytest.raises(ValueError, match="ticket"):
+            repository.store_files(owner=owner, owner_id=customer_id, attachments=files)
+
+    # -- monitored services -----------------------------------------------------------
+
+    _T0 = dt.datetime(2024, 5, 1, 2, 0, 0, 123456, tzinfo=dt.UTC)
+
+    def test_record_service_status_round_trips_every_field(
+        self, repository: TicketRepository
+    ) -> None:
+        """A status reads back with service, status, UTC time, detail, ticket and Message-ID."""
+        ticket = repository.create_ticket(self.new_ticket(alert_key="service:Nightly backup"))
+        sydney = dt.timezone(dt.timedelta(hours=10))
+        at = dt.datetime(2024, 5, 1, 12, 0, 0, 1, tzinfo=sydney)
+        entry = repository.record_service_status(
+            NewServiceStatus(
+                service="Nightly backup",
+                status=ServiceStatus.FAILED,
+                at=at,
+                detail="Backup job FAILED: 3 errors",
+                ticket_id=ticket.id,
+                message_id="job-17@backup.example",
+            )
+        )
+        assert entry.status is ServiceStatus.FAILED
+        assert entry.at == at
+        assert entry.at.utcoffset() == dt.timedelta(0)
+        assert (entry.service, entry.detail, entry.ticket_id, entry.message_id) == (
+            "Nightly backup",
+            "Backup job FAILED: 3 errors",
+            ticket.id,
+            "job-17@backup.example",
+        )
+        assert list(repository.service_history("Nightly backup")) == [entry]
+        assert repository.last_service_status("Nightly backup") == entry
+        plain = repository.record_service_status(
+            NewServiceStatus("Nightly backup", "ok", at + _HOUR)
+        )
+        assert (plain.status, plain.detail, plain.ticket_id, plain.message_id) == (
+            ServiceStatus.OK,
+            "",
+            None,
+            None,
+        )
+        assert repository.last_service_status("Nightly backup") == plain
+
+    def test_service_history_is_newest_first_by_time_with_a_limit(
+        self, repository: TicketRepository
+    ) -> None:
+        """History lists by time, newest first, whatever the order of recording, up to the limit."""
+        statuses = ["ok", "failed", "ok", "unknown", "ok"]
+        for hour in (2, 0, 4, 1, 3):
+            repository.record_service_status(
+                NewServiceStatus("Replication", statuses[hour], self._T0 + hour * _HOUR, f"h{hour}")
+            )
+        history = list(repository.service_history("Replication"))
+        assert [e.detail for e in history] == ["h4", "h3", "h2", "h1", "h0"]
+        assert [e.status for e in history] == [
+            ServiceStatus.OK,
+            ServiceStatus.UNKNOWN,
+            ServiceStatus.OK,
+            ServiceStatus.FAILED,
+            ServiceStatus.OK,
+        ]
+        assert [e.detail for e in repository.service_history("Replication", limit=2)] == [
+            "h4",
+            "h3",
+        ]
+        assert list(repository.service_history("Replication", limit=0)) == []
+        last = repository.last_service_status("Replication")
+        assert last is not None
+        assert (last.detail, last.at) == ("h4", self._T0 + 4 * _HOUR)
+
+    def test_statuses_at_the_same_time_list_the_last_recorded_first(
+        self, repository: TicketRepository
+    ) -> None:
+        """Two statuses with one time list in reverse order of recording."""
+        first = repository.record_service_status(NewServiceStatus("UPS", "ok", self._T0, "first"))
+        second = repository.record_service_status(
+            NewServiceStatus("UPS", "failed", self._T0, "second")
+        )
+        assert list(repository.service_history("UPS")) == [second, first]
+        assert repository.last_service_status("UPS") == second
+
+    def test_service_history_is_per_service_with_exact_names(
+        self, repository: TicketRepository
+    ) -> None:
+        """Each service sees only its own statuses; a name in another case is another service."""
+        backup = repository.record_service_status(
+            NewServiceStatus("Nightly backup", "ok", self._T0)
+        )
+        repository.record_service_status(
+            NewServiceStatus("Replication", "failed", self._T0 + _HOUR)
+        )
+        assert list(repository.service_history("Nightly backup")) == [backup]
+        assert list(repository.service_history("nightly backup")) == []
+        assert repository.last_service_status("nightly backup") is None
+        assert list(repository.service_history("Mail relay")) == []
+        assert repository.last_service_status("Mail relay") is None
+
+    # -- the new writes and transactions ------------------------------------------------
+
+    def test_rule_writes_commit_together_and_are_read_inside_the_transaction(
+        self, repository: TicketRepository
+    ) -> None:
+        """Alert tickets, assignment, assets, files and statuses commit together (seen inside)."""
+        customer_id, _ = self._owners(repository)
+        files = (StoredAttachment("x.csv", "x.bin", "text/csv", 3, payload=b"1,2"),)
+        with repository.transaction():
+            ticket = repository.create_ticket(self.new_ticket(alert_key="alert:a:b"))
+            repository.assign(ticket.id, agent="eve@helpdesk.example", team=None)
+            asset, created = repository.save_asset("NEW-1", {"OS": "Linux"})
+            repository.store_files(owner="asset", owner_id=asset.id, attachments=files)
+            repository.record_service_status(NewServiceStatus("UPS", "ok", self._T0))
+            inside = repository.find_open_ticket(alert_key="alert:a:b")
+            assert inside is not None
+            assert inside.agent == "eve@helpdesk.example"
+            assert repository.find_asset("OS", "linux") == asset
+            assert len(repository.list_files(owner="asset", owner_id=asset.id)) == 1
+            assert repository.last_service_status("UPS") is not None
+        assert created is True
+        found = repository.find_open_ticket(alert_key="alert:a:b")
+        assert found is not None
+        assert (found.id, found.agent) == (ticket.id, "eve@helpdesk.example")
+        assert repository.find_asset("tag", "new-1") == asset
+        assert [
+            f.attachment for f in repository.list_files(owner="asset", owner_id=asset.id)
+        ] == list(files)
+        assert [e.status for e in repository.service_history("UPS")] == [ServiceStatus.OK]
+        assert list(repository.list_files(owner="customer", owner_id=customer_id)) == []
+
+    def test_an_exception_rolls_back_every_rule_write(self, repository: TicketRepository) -> None:
+        """An exception in a transaction undoes every alert, asset, file and status write."""
+        customer_id, asset_id = self._owners(repository)
+        kept = repository.create_ticket(self.new_ticket(alert_key="alert:a:kept"))
+        existing = repository.find_asset("tag", "NAS-01")
+        first_status = repository.record_service_status(NewServiceStatus("UPS", "ok", self._T0))
+        files = (StoredAttachment("x.csv", "x.bin", "text/csv", 3, payload=b"1,2"),)
+        boom = RuntimeError("the host failed half-way")
+        raised: BaseException | None = None
+        try:
+            with repository.transaction():
+                repository.create_ticket(self.new_ticket(alert_key="alert:a:lost"))
+                repository.assign(kept.id, agent="eve@helpdesk.example", team="Second line")
+                repository.set_status(kept.id, TicketStatus.CLOSED)
+                repository.save_asset("LOST-1", {"OS": "Linux"})
+                repository.save_asset("nas-01", {"Serial Number": "CHANGED", "Extra": "x"})
+                repository.store_files(owner="customer", owner_id=customer_id, attachments=files)
+                repository.store_files(owner="asset", owner_id=asset_id, attachments=files)
+                repository.record_service_status(
+                    NewServiceStatus("UPS", "failed", self._T0 + _HOUR)
+                )
+                repository.record_service_status(NewServiceStatus("New service", "ok", self._T0))
+                raise boom
+        except RuntimeError as exc:
+            raised = exc
+        assert raised is boom
+        assert repository.find_open_ticket(alert_key="alert:a:lost") is None
+        assert repository.find_open_ticket(alert_key="alert:a:kept") == kept
+        assert repository.get_ticket(kept.id) == kept
+        assert repository.find_asset("tag", "LOST-1") is None
+        assert repository.find_asset("OS", "Linux") is None
+        assert repository.find_asset("tag", "NAS-01") == existing
+        assert repository.find_asset("Serial Number", "NAS-SN-1") == existing
+        assert repository.find_asset("Serial Number", "CHANGED") is None
+        assert repository.find_asset("Extra", "x") is None
+        assert list(repository.list_files(owner="customer", owner_id=customer_id)) == []
+        assert list(repository.list_files(owner="asset", owner_id=asset_id)) == []
+        assert list(repository.service_history("UPS")) == [first_status]
+        assert repository.last_service_status("New service") is None

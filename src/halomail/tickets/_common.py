@@ -8,12 +8,14 @@ is what keeps them from drifting apart.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 __all__ = [
     "address_key",
     "check_page",
     "domain_key",
     "domain_of",
+    "file_owner",
     "fold",
     "to_utc",
 ]
@@ -74,3 +76,17 @@ def check_page(limit: int, offset: int) -> None:
     """
     if limit < 0 or offset < 0:
         raise ValueError(f"limit and offset must not be negative (got {limit}, {offset})")
+
+
+def file_owner(value: str) -> Literal["customer", "asset"]:
+    """The owner kind of a stored file, checked (``models.FileOwner``).
+
+    Raises:
+        ValueError: When ``value`` is neither ``"customer"`` nor ``"asset"``; a typo
+            would otherwise store files nobody can list again.
+    """
+    if value == "customer":
+        return "customer"
+    if value == "asset":
+        return "asset"
+    raise ValueError(f"a file belongs to a 'customer' or an 'asset', not {value!r}")

@@ -17,7 +17,11 @@ Layout notes (why the tables look the way they do):
 - Lookups the processor makes for every email have an index: the dedupe key
   (primary key), Message-ID → ticket through actions and the outbox, the pending
   outbox in id order, recipients by address and time (the acknowledgement
-  throttle), users by address, customers by domain, assets by tag and by field.
+  throttle), users by address, customers by domain, assets by tag and by field,
+  open tickets by alert key, stored files by owner, service statuses by service
+  and time.
+- Files kept without a ticket hold their bytes in their own rows of
+  ``stored_files`` (one row per file, the BLOB beside its name and type).
 """
 
 from __future__ import annotations
@@ -191,7 +195,46 @@ _V1 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_V2 = Migration(
+    "alert keys on tickets, files kept without a ticket, monitored services' history",
+    (
+        "ALTER TABLE tickets ADD COLUMN alert_key TEXT",
+        # Only open tickets that have a key are in this index: the lookup every alert
+        # email makes stays as small as the problems open now, however many tickets
+        # the same alert opened and closed over the years.
+        "CREATE INDEX tickets_open_by_alert_key ON tickets (alert_key, id) "
+        "WHERE alert_key IS NOT NULL AND status <> 'closed'",
+        """CREATE TABLE stored_files (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            owner TEXT NOT NULL CHECK (owner IN ('customer', 'asset')),
+            owner_id INTEGER NOT NULL,
+            filename TEXT NOT NULL,
+            storage_name TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            content_id TEXT,
+            inline INTEGER NOT NULL,
+            note TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            payload BLOB NOT NULL
+        )""",
+        "CREATE INDEX stored_files_by_owner ON stored_files (owner, owner_id, id)",
+        """CREATE TABLE service_status (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            service TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'unknown')),
+            at TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            ticket_id INTEGER,
+            message_id TEXT
+        )""",
+        # The index also holds the rowid, so "newest first, ties in the order
+        # recorded" (ORDER BY at DESC, id DESC) reads it backwards without a sort.
+        "CREATE INDEX service_status_by_service ON service_status (service, at)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 """Every step of the schema, oldest first; the schema's version is the number applied."""
 
 

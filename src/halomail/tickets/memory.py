@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import enum
 import itertools
@@ -17,19 +18,32 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import attrs
 
 from halomail.errors import RepositoryError
-from halomail.tickets._common import address_key, check_page, domain_key, domain_of, fold, to_utc
+from halomail.tickets._common import (
+    address_key,
+    check_page,
+    domain_key,
+    domain_of,
+    file_owner,
+    fold,
+    to_utc,
+)
 from halomail.tickets.models import (
     Action,
     Asset,
     Customer,
     DedupeRecord,
+    FileOwner,
     NewAction,
     NewOutgoing,
     NewQuarantine,
+    NewServiceStatus,
     NewTicket,
     OutboxMail,
     OutboxStatus,
     QuarantineEntry,
+    ServiceStatusEntry,
+    StoredAttachment,
+    StoredFile,
     Ticket,
     TicketStatus,
     User,
@@ -85,6 +99,7 @@ class InMemoryTicketRepository:
         self._undo: list[_UndoEntry] | None = None
         self._sequences: dict[str, int] = {}
         self._tickets: dict[int, Ticket] = {}
+        self._alert_tickets: dict[str, tuple[int, ...]] = {}  # alert key -> ids, oldest first
         self._actions: dict[int, tuple[Action, ...]] = {}  # by ticket id, oldest first
         self._action_message_ids: dict[str, int] = {}  # Message-ID -> ticket id (first action)
         self._outbox: dict[int, OutboxMail] = {}
@@ -98,9 +113,14 @@ class InMemoryTicketRepository:
         self._domains: dict[str, int] = {}  # domain -> customer id (the first one seeded)
         self._users: dict[str, User] = {}  # by address key
         self._assets: dict[int, Asset] = {}
-        # (field name, folded value) -> asset id, the first one seeded; the tag is
-        # keyed under None so that a field called "tag" cannot shadow it.
-        self._asset_index: dict[tuple[str | None, str], int] = {}
+        # (field name, folded value) -> ids of the assets with it, ascending (the
+        # first is the one found); the tag is keyed under None so that a field called
+        # "tag" cannot shadow it. All ids are kept, not just the first, so that when
+        # save_asset moves an asset off a value the next asset with it takes over.
+        self._asset_index: dict[tuple[str | None, str], tuple[int, ...]] = {}
+        self._files: dict[tuple[str, int], tuple[StoredFile, ...]] = {}  # by owner, oldest first
+        # Service name -> its statuses in (at, id) order, oldest first.
+        self._service_history: dict[str, tuple[ServiceStatusEntry, ...]] = {}
 
     # -- life cycle ------------------------------------------------------------
 
@@ -234,8 +254,12 @@ class InMemoryTicketRepository:
                 agent=new.agent,
                 asset_id=new.asset_id,
                 custom_fields=new.custom_fields,
+                alert_key=new.alert_key,
             )
             self._put(self._tickets, ticket.id, ticket)
+            if new.alert_key is not None:
+                ids = self._alert_tickets.get(new.alert_key, ())
+                self._put(self._alert_tickets, new.alert_key, (*ids, ticket.id))
             return ticket
 
     def add_action(self, new: NewAction) -> Action:
@@ -294,6 +318,29 @@ class InMemoryTicketRepository:
         """A ticket's actions, oldest first (empty for an unknown ticket)."""
         with self._lock:
             return list(self._actions.get(ticket_id, ()))
+
+    def find_open_ticket(self, *, alert_key: str) -> Ticket | None:
+        """The newest ticket with this alert key that is not closed, or ``None``."""
+        with self._lock:
+            for ticket_id in reversed(self._alert_tickets.get(alert_key, ())):
+                ticket = self._tickets[ticket_id]
+                if ticket.is_open:
+                    return ticket
+            return None
+
+    def assign(self, ticket_id: int, *, agent: str | None, team: str | None) -> Ticket:
+        """Set who works on a ticket: both values are written (``None`` clears one).
+
+        Touches ``updated_at``; the status is left as it is.
+
+        Raises:
+            RepositoryError: When the ticket does not exist.
+        """
+        with self._writing():
+            ticket = self._require_ticket(ticket_id)
+            updated = attrs.evolve(ticket, agent=agent, team=team, updated_at=self._now())
+            self._put(self._tickets, ticket_id, updated)
+            return updated
 
     def _require_ticket(self, ticket_id: int) -> Ticket:
         ticket = self._tickets.get(ticket_id)
@@ -376,18 +423,71 @@ class InMemoryTicketRepository:
         """
         with self._writing():
             self._require_customer(customer_id)
-            asset = Asset(self._next_id("assets"), tag, dict(fields or {}), customer_id)
+            return self._insert_asset(tag, fields or {}, customer_id)
+
+    def _insert_asset(self, tag: str, fields: Mapping[str, str], customer_id: int | None) -> Asset:
+        asset = Asset(self._next_id("assets"), tag, dict(fields), customer_id)
+        self._put(self._assets, asset.id, asset)
+        self._index_asset(asset.id, (None, fold(tag)))
+        for name, value in asset.fields.items():
+            self._index_asset(asset.id, (name, fold(value)))
+        return asset
+
+    def _index_asset(self, asset_id: int, key: tuple[str | None, str]) -> None:
+        ids = list(self._asset_index.get(key, ()))
+        bisect.insort(ids, asset_id)
+        self._put(self._asset_index, key, tuple(ids))
+
+    def _unindex_asset(self, asset_id: int, key: tuple[str | None, str]) -> None:
+        ids = tuple(i for i in self._asset_index.get(key, ()) if i != asset_id)
+        if ids:
+            self._put(self._asset_index, key, ids)
+        else:
+            self._pop(self._asset_index, key)
+
+    def save_asset(
+        self, tag: str, fields: Mapping[str, str], *, customer_id: int | None = None
+    ) -> tuple[Asset, bool]:
+        """Create the asset with this tag, or update the one that has it.
+
+        The existing asset is the first one added with this tag (compared
+        case-insensitively); it keeps its id and its tag's spelling, and ``fields``
+        are merged over its own. ``customer_id`` ``None`` keeps its owner.
+
+        Returns:
+            The asset as stored now, and True when it was created.
+
+        Raises:
+            RepositoryError: When ``customer_id`` names no customer.
+        """
+        with self._writing():
+            self._require_customer(customer_id)
+            ids = self._asset_index.get((None, fold(tag)))
+            if not ids:
+                return self._insert_asset(tag, fields, customer_id), True
+            old = self._assets[ids[0]]
+            merged = {**old.fields, **fields}
+            owner = old.customer_id if customer_id is None else customer_id
+            asset = attrs.evolve(old, fields=merged, customer_id=owner)
             self._put(self._assets, asset.id, asset)
-            index_keys: list[tuple[str | None, str]] = [(None, fold(tag))]
-            index_keys += [(name, fold(value)) for name, value in asset.fields.items()]
-            for index_key in index_keys:
-                if index_key not in self._asset_index:
-                    self._put(self._asset_index, index_key, asset.id)
-            return asset
+            for name, value in fields.items():
+                before = old.fields.get(name)
+                if before is not None and fold(before) == fold(value):
+                    continue
+                if before is not None:
+                    self._unindex_asset(asset.id, (name, fold(before)))
+                self._index_asset(asset.id, (name, fold(value)))
+            return asset, False
 
     def _require_customer(self, customer_id: int | None) -> None:
         if customer_id is not None and customer_id not in self._customers:
             raise RepositoryError(f"customer {customer_id} does not exist")
+
+    def _require_owner(self, owner: str, owner_id: int) -> None:
+        if owner == "customer":
+            self._require_customer(owner_id)
+        elif owner_id not in self._assets:
+            raise RepositoryError(f"asset {owner_id} does not exist")
 
     def find_user(self, email: str) -> User | None:
         """The user with this address (compared case-insensitively), or ``None``."""
@@ -408,8 +508,51 @@ class InMemoryTicketRepository:
         """The asset whose ``field`` (``"tag"`` or a field name) equals ``value``
         (case-insensitively), or ``None``; the first one added wins."""
         with self._lock:
-            asset_id = self._asset_index.get((None if field == "tag" else field, fold(value)))
-            return self._assets[asset_id] if asset_id is not None else None
+            ids = self._asset_index.get((None if field == "tag" else field, fold(value)))
+            return self._assets[ids[0]] if ids else None
+
+    def store_files(
+        self,
+        *,
+        owner: FileOwner,
+        owner_id: int,
+        attachments: Sequence[StoredAttachment],
+        note: str = "",
+    ) -> Sequence[StoredFile]:
+        """Keep files against a customer or an asset, with no ticket.
+
+        Returns:
+            The files as stored, one per attachment, in order.
+
+        Raises:
+            RepositoryError: When the customer or asset does not exist.
+            ValueError: When ``owner`` is neither ``"customer"`` nor ``"asset"``.
+        """
+        kind = file_owner(owner)
+        with self._writing():
+            self._require_owner(kind, owner_id)
+            now = self._now()
+            stored = tuple(
+                StoredFile(
+                    id=self._next_id("files"),
+                    owner=kind,
+                    owner_id=owner_id,
+                    note=note,
+                    created_at=now,
+                    **attrs.asdict(attachment, recurse=False),
+                )
+                for attachment in attachments
+            )
+            if stored:
+                key = (kind, owner_id)
+                self._put(self._files, key, (*self._files.get(key, ()), *stored))
+            return stored
+
+    def list_files(self, *, owner: FileOwner, owner_id: int) -> Sequence[StoredFile]:
+        """The files kept against a customer or an asset, oldest first (empty for none)."""
+        kind = file_owner(owner)
+        with self._lock:
+            return list(self._files.get((kind, owner_id), ()))
 
     # -- exactly once ----------------------------------------------------------
 
@@ -544,6 +687,49 @@ class InMemoryTicketRepository:
                 if mail.created_at >= since and (ticket_id is None or mail.ticket_id == ticket_id)
             )
 
+    # -- monitored services ------------------------------------------------------
+
+    def record_service_status(self, new: NewServiceStatus) -> ServiceStatusEntry:
+        """Add a status to a monitored service's history.
+
+        Raises:
+            ValueError: When ``new.at`` is naive.
+        """
+        at = to_utc(new.at)
+        with self._writing():
+            entry = ServiceStatusEntry(
+                id=self._next_id("service_status"),
+                service=new.service,
+                status=new.status,
+                at=at,
+                detail=new.detail,
+                ticket_id=new.ticket_id,
+                message_id=new.message_id,
+            )
+            history = self._service_history.get(new.service, ())
+            if history and history[-1].at > at:
+                # Recorded out of order (an injected clock, a late email): keep the
+                # history sorted so that reads stay a slice.
+                ordered = list(history)
+                bisect.insort(ordered, entry, key=_history_order)
+                self._put(self._service_history, new.service, tuple(ordered))
+            else:
+                self._put(self._service_history, new.service, (*history, entry))
+            return entry
+
+    def service_history(self, service: str, *, limit: int = 100) -> Sequence[ServiceStatusEntry]:
+        """A service's statuses, newest first (by ``at``, then the order recorded)."""
+        check_page(limit, 0)
+        with self._lock:
+            history = self._service_history.get(service, ())
+            return list(itertools.islice(reversed(history), limit))
+
+    def last_service_status(self, service: str) -> ServiceStatusEntry | None:
+        """The newest status of a service, or ``None``."""
+        with self._lock:
+            history = self._service_history.get(service, ())
+            return history[-1] if history else None
+
     # -- small persistent state --------------------------------------------------
 
     def get_state(self, key: str) -> str | None:
@@ -555,6 +741,10 @@ class InMemoryTicketRepository:
         """Keep a value between runs; written inside or outside a transaction."""
         with self._writing():
             self._put(self._state, key, value)
+
+
+def _history_order(entry: ServiceStatusEntry) -> tuple[dt.datetime, int]:
+    return entry.at, entry.id
 
 
 if TYPE_CHECKING:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Mapping
+from typing import Literal, TypeAlias
 
 import attrs
+
+from halomail.tickets._common import file_owner
 
 __all__ = [
     "Action",
@@ -20,15 +23,20 @@ __all__ = [
     "Asset",
     "Customer",
     "DedupeRecord",
+    "FileOwner",
     "NewAction",
     "NewOutgoing",
     "NewQuarantine",
+    "NewServiceStatus",
     "NewTicket",
     "OutboxMail",
     "OutboxStatus",
     "QuarantineEntry",
     "RecordKind",
+    "ServiceStatus",
+    "ServiceStatusEntry",
     "StoredAttachment",
+    "StoredFile",
     "Ticket",
     "TicketStatus",
     "User",
@@ -69,6 +77,23 @@ class ActionKind(enum.StrEnum):
     STATUS = "status"  # a status change (closed, reopened)
     BOUNCE = "bounce"  # a delivery failure of one of our emails
     SEND_FAILED = "send_failed"  # an outgoing email failed for good
+
+
+class ServiceStatus(enum.StrEnum):
+    """The status of a monitored service, as its emails (or its silence) tell it.
+
+    Also importable as :class:`halomail.services.ServiceStatus`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    OK = "ok"  # the last email met the success criteria
+    FAILED = "failed"  # the last email met the failure criteria
+    UNKNOWN = "unknown"  # no email within the checking interval, or one that said neither
+
+
+FileOwner: TypeAlias = Literal["customer", "asset"]
+"""What a file stored without a ticket belongs to (see :class:`StoredFile`)."""
 
 
 class OutboxStatus(enum.StrEnum):
@@ -122,6 +147,12 @@ class NewTicket:
         agent: The assigned agent's address, if any.
         asset_id: The linked asset, if any.
         custom_fields: Custom field values by field name.
+        alert_key: Ties the ticket to the problem that raised it, so that a repeat of
+            the problem updates this ticket and its clearing closes it (see
+            :meth:`~halomail.TicketRepository.find_open_ticket`). The processor uses
+            ``alert:<rule>:<key>`` for alerts, ``virus:<rule>:<asset>`` for antivirus
+            alerts and ``service:<name>`` for a monitored service's failure tickets;
+            there is no separate "service" field. ``None`` for ordinary tickets.
     """
 
     summary: str
@@ -139,6 +170,7 @@ class NewTicket:
     agent: str | None = None
     asset_id: int | None = None
     custom_fields: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    alert_key: str | None = None
 
 
 @attrs.frozen
@@ -168,6 +200,7 @@ class Ticket:
     asset_id: int | None = None
     custom_fields: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     closed_at: dt.datetime | None = None
+    alert_key: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -286,6 +319,108 @@ class DedupeRecord:
     outcome: str
     ticket_id: int | None = None
     created_at: dt.datetime = attrs.field(factory=utcnow)
+
+
+@attrs.frozen
+class StoredFile:
+    """A file kept against a customer or an asset, with no ticket (a ``file_transfer`` rule).
+
+    The file's own fields are those of :class:`StoredAttachment`; :attr:`attachment`
+    gives them back as one (to attach the file to a ticket's action, say).
+
+    Args:
+        id: The repository's id for the file.
+        owner: ``"customer"`` or ``"asset"``.
+        owner_id: The id of the customer or asset.
+        filename: The display name.
+        storage_name: The safe generated name.
+        content_type: The MIME type.
+        size: The size in bytes.
+        content_id: The Content-ID it came with, or ``None``.
+        inline: True when it came as an inline part.
+        payload: The bytes, exactly as stored (not shown in repr).
+        note: What came with it (the processor writes the email's subject).
+        created_at: When it was stored.
+
+    Raises:
+        ValueError: When ``owner`` is neither ``"customer"`` nor ``"asset"``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    id: int
+    owner: FileOwner = attrs.field(converter=file_owner)
+    owner_id: int
+    filename: str
+    storage_name: str
+    content_type: str
+    size: int
+    content_id: str | None = None
+    inline: bool = False
+    payload: bytes = attrs.field(default=b"", repr=False)
+    note: str = ""
+    created_at: dt.datetime = attrs.field(factory=utcnow)
+
+    @property
+    def attachment(self) -> StoredAttachment:
+        """The file as a :class:`StoredAttachment` (the same name, type, size and bytes)."""
+        return StoredAttachment(
+            filename=self.filename,
+            storage_name=self.storage_name,
+            content_type=self.content_type,
+            size=self.size,
+            content_id=self.content_id,
+            inline=self.inline,
+            payload=self.payload,
+        )
+
+
+def _service_status(value: str) -> ServiceStatus:
+    # Accepts the enum or its value ("ok"), so that hosts may pass either; anything
+    # else raises ValueError here rather than being stored and misread later.
+    return ServiceStatus(value)
+
+
+@attrs.frozen
+class NewServiceStatus:
+    """A status of a monitored service to add to its history.
+
+    Args:
+        service: The service's name (compared exactly).
+        status: ``ok``, ``failed`` or ``unknown`` (a :class:`ServiceStatus` or its value).
+        at: When the status was observed (aware; stored in UTC).
+        detail: Why, in a few words (the email's subject, "no email within 1 day, 0:00:00").
+        ticket_id: The ticket the status created, updated or closed, if any.
+        message_id: The Message-ID of the email that told it, if any.
+
+    Raises:
+        ValueError: When ``status`` is not one of the three.
+
+    .. versionadded:: 0.1.0
+    """
+
+    service: str
+    status: ServiceStatus = attrs.field(converter=_service_status)
+    at: dt.datetime
+    detail: str = ""
+    ticket_id: int | None = None
+    message_id: str | None = None
+
+
+@attrs.frozen
+class ServiceStatusEntry:
+    """A status in a monitored service's history: a :class:`NewServiceStatus` with its id.
+
+    .. versionadded:: 0.1.0
+    """
+
+    id: int
+    service: str
+    status: ServiceStatus = attrs.field(converter=_service_status)
+    at: dt.datetime
+    detail: str = ""
+    ticket_id: int | None = None
+    message_id: str | None = None
 
 
 @attrs.frozen

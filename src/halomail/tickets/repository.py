@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
@@ -15,13 +15,18 @@ from halomail.tickets.models import (
     Asset,
     Customer,
     DedupeRecord,
+    FileOwner,
     NewAction,
     NewOutgoing,
     NewQuarantine,
+    NewServiceStatus,
     NewTicket,
     OutboxMail,
     OutboxStatus,
     QuarantineEntry,
+    ServiceStatusEntry,
+    StoredAttachment,
+    StoredFile,
     Ticket,
     TicketStatus,
     User,
@@ -45,7 +50,9 @@ class TicketRepository(Protocol):
     ticket or action, and the outbox rows land together, and only then is the source
     email disposed of.
 
-    Reads outside a transaction see committed data. Methods raise
+    Every write (monitored services' history and files kept without a ticket
+    included) takes part in the transaction. Reads outside a transaction see
+    committed data. Methods raise
     :class:`~halomail.errors.TransientRepositoryError` for failures worth retrying
     (a locked database, a full disk) and :class:`~halomail.errors.RepositoryError`
     otherwise.
@@ -94,6 +101,27 @@ class TicketRepository(Protocol):
     def list_actions(self, ticket_id: int) -> Sequence[Action]:
         """A ticket's actions, oldest first."""
 
+    def find_open_ticket(self, *, alert_key: str) -> Ticket | None:
+        """The newest ticket with this alert key that is not closed, or ``None``.
+
+        "Newest" is the one created last. Closed tickets with the key are passed
+        over, so a problem that returns after its ticket was closed opens a new one.
+        Keys compare exactly.
+
+        .. versionadded:: 0.1.0
+        """
+
+    def assign(self, ticket_id: int, *, agent: str | None, team: str | None) -> Ticket:
+        """Set who works on a ticket: both values are written (``None`` clears one).
+
+        Touches ``updated_at``; the status is left as it is.
+
+        Raises:
+            RepositoryError: When the ticket does not exist.
+
+        .. versionadded:: 0.1.0
+        """
+
     # -- people and things -----------------------------------------------------
 
     def find_user(self, email: str) -> User | None:
@@ -105,6 +133,64 @@ class TicketRepository(Protocol):
     def find_asset(self, field: str, value: str) -> Asset | None:
         """The asset whose ``field`` (``"tag"`` or a field name) equals ``value``
         (case-insensitively), or ``None``."""
+
+    def save_asset(
+        self, tag: str, fields: Mapping[str, str], *, customer_id: int | None = None
+    ) -> tuple[Asset, bool]:
+        """Create the asset with this tag, or update the one that has it.
+
+        The existing asset is the one :meth:`find_asset` finds by ``"tag"`` (compared
+        case-insensitively); it keeps its id and the tag's spelling, and ``fields``
+        are merged over its fields (a name given replaces its value, the others stay).
+        Afterwards :meth:`find_asset` finds it by its new field values, and no longer
+        by values it dropped.
+
+        Args:
+            tag: The asset tag.
+            fields: Field values by name.
+            customer_id: The owning customer; ``None`` leaves an existing asset's
+                owner as it was (and creates an asset without one).
+
+        Returns:
+            The asset as stored now, and True when it was created.
+
+        Raises:
+            RepositoryError: When ``customer_id`` names no customer.
+
+        .. versionadded:: 0.1.0
+        """
+
+    def store_files(
+        self,
+        *,
+        owner: FileOwner,
+        owner_id: int,
+        attachments: Sequence[StoredAttachment],
+        note: str = "",
+    ) -> Sequence[StoredFile]:
+        """Keep files against a customer or an asset, with no ticket.
+
+        Args:
+            owner: ``"customer"`` or ``"asset"``.
+            owner_id: The customer's or asset's id.
+            attachments: The files, bytes included; stored byte for byte, in order.
+            note: Kept with each file (the processor writes the email's subject).
+
+        Returns:
+            The files as stored, one per attachment, in order.
+
+        Raises:
+            RepositoryError: When the customer or asset does not exist.
+            ValueError: When ``owner`` is neither ``"customer"`` nor ``"asset"``.
+
+        .. versionadded:: 0.1.0
+        """
+
+    def list_files(self, *, owner: FileOwner, owner_id: int) -> Sequence[StoredFile]:
+        """The files kept against a customer or an asset, oldest first (empty for none).
+
+        .. versionadded:: 0.1.0
+        """
 
     # -- exactly once ----------------------------------------------------------
 
@@ -148,6 +234,31 @@ class TicketRepository(Protocol):
         """How many emails were queued to ``to`` since ``since`` (for one ticket when given).
 
         The acknowledgement throttle reads this.
+        """
+
+    # -- monitored services ------------------------------------------------------
+
+    def record_service_status(self, new: NewServiceStatus) -> ServiceStatusEntry:
+        """Add a status to a monitored service's history.
+
+        Raises:
+            ValueError: When ``new.at`` is naive.
+
+        .. versionadded:: 0.1.0
+        """
+
+    def service_history(self, service: str, *, limit: int = 100) -> Sequence[ServiceStatusEntry]:
+        """A service's statuses, newest first (by ``at``, then the order recorded).
+
+        The name compares exactly; an unknown service has an empty history.
+
+        .. versionadded:: 0.1.0
+        """
+
+    def last_service_status(self, service: str) -> ServiceStatusEntry | None:
+        """The newest status of a service (the first of :meth:`service_history`), or ``None``.
+
+        .. versionadded:: 0.1.0
         """
 
     # -- small persistent state --------------------------------------------------

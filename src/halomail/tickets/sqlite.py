@@ -17,8 +17,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
+import attrs
+
 from halomail.errors import RepositoryError, TransientRepositoryError
-from halomail.tickets._common import address_key, check_page, domain_key, domain_of, fold, to_utc
+from halomail.tickets._common import (
+    address_key,
+    check_page,
+    domain_key,
+    domain_of,
+    file_owner,
+    fold,
+    to_utc,
+)
 from halomail.tickets._schema import MIGRATIONS, migrate, refuse_newer, schema_version
 from halomail.tickets.models import (
     Action,
@@ -26,15 +36,20 @@ from halomail.tickets.models import (
     Asset,
     Customer,
     DedupeRecord,
+    FileOwner,
     NewAction,
     NewOutgoing,
     NewQuarantine,
+    NewServiceStatus,
     NewTicket,
     OutboxMail,
     OutboxStatus,
     QuarantineEntry,
     RecordKind,
+    ServiceStatus,
+    ServiceStatusEntry,
     StoredAttachment,
+    StoredFile,
     Ticket,
     TicketStatus,
     User,
@@ -60,7 +75,7 @@ DEFAULT_BUSY_TIMEOUT: Final = 5.0
 _TICKET_COLUMNS = (
     "id, summary, details, ticket_type, user_email, status, created_at, updated_at, user_name, "
     "mailbox, record, customer, cc, priority, category, team, agent, asset_id, custom_fields, "
-    "closed_at"
+    "closed_at, alert_key"
 )
 _QUARANTINE_COLUMNS = "id, mailbox, reason, raw, created_at, detail, message_id, dedupe_key"
 _OUTBOX_COLUMNS = (
@@ -78,8 +93,16 @@ _SQL_TICKET_BY_MESSAGE_ID = (
 _SQL_INSERT_TICKET = (
     "INSERT INTO tickets (summary, details, ticket_type, user_email, status, created_at, "
     "updated_at, user_name, mailbox, record, customer, cc, priority, category, team, agent, "
-    "asset_id, custom_fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "asset_id, custom_fields, alert_key) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# The literal 'closed' (not a parameter) lets SQLite use the partial index of open
+# tickets with a key.
+_SQL_OPEN_TICKET_BY_ALERT_KEY = (
+    f"SELECT {_TICKET_COLUMNS} FROM tickets "  # noqa: S608
+    "WHERE alert_key = ? AND status <> 'closed' ORDER BY id DESC LIMIT 1"
+)
+_SQL_ASSIGN = "UPDATE tickets SET agent = ?, team = ?, updated_at = ? WHERE id = ?"
 _SQL_TOUCH_TICKET = "UPDATE tickets SET updated_at = ? WHERE id = ?"
 _SQL_SET_STATUS = (
     "UPDATE tickets SET status = ?1, updated_at = ?2, "
@@ -133,10 +156,38 @@ _SQL_INSERT_ASSET_FIELD = (
 _SQL_ASSET_BY_TAG = (
     "SELECT id, tag, fields, customer_id FROM assets WHERE tag_key = ? ORDER BY id LIMIT 1"
 )
+_SQL_ASSET_EXISTS = "SELECT 1 FROM assets WHERE id = ?"
+_SQL_UPDATE_ASSET = "UPDATE assets SET fields = ?, customer_id = ? WHERE id = ?"
+_SQL_DELETE_ASSET_FIELD = (
+    "DELETE FROM asset_fields WHERE name = ? AND value_key = ? AND asset_id = ?"
+)
 _SQL_ASSET_BY_FIELD = (
     "SELECT a.id, a.tag, a.fields, a.customer_id FROM asset_fields f "
     "JOIN assets a ON a.id = f.asset_id WHERE f.name = ? AND f.value_key = ? "
     "ORDER BY f.asset_id LIMIT 1"
+)
+
+_FILE_COLUMNS = (
+    "id, owner, owner_id, filename, storage_name, content_type, size, content_id, inline, "
+    "note, created_at, payload"
+)
+_SQL_INSERT_FILE = (
+    "INSERT INTO stored_files (owner, owner_id, filename, storage_name, content_type, size, "
+    "content_id, inline, note, created_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_LIST_FILES = (
+    f"SELECT {_FILE_COLUMNS} FROM stored_files "  # noqa: S608
+    "WHERE owner = ? AND owner_id = ? ORDER BY id"
+)
+
+_SERVICE_STATUS_COLUMNS = "id, service, status, at, detail, ticket_id, message_id"
+_SQL_INSERT_SERVICE_STATUS = (
+    "INSERT INTO service_status (service, status, at, detail, ticket_id, message_id) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SQL_SERVICE_HISTORY = (
+    f"SELECT {_SERVICE_STATUS_COLUMNS} FROM service_status "  # noqa: S608
+    "WHERE service = ? ORDER BY at DESC, id DESC LIMIT ?"
 )
 
 _SQL_GET_DEDUPE = "SELECT key, sha256, outcome, ticket_id, created_at FROM dedupe WHERE key = ?"
@@ -289,6 +340,7 @@ def _ticket(row: Sequence[Any]) -> Ticket:
         asset_id=row[17],
         custom_fields=_mapping(row[18]),
         closed_at=_parse_opt_time(row[19]),
+        alert_key=row[20],
     )
 
 
@@ -298,6 +350,35 @@ def _customer(row: Sequence[Any]) -> Customer:
 
 def _asset(row: Sequence[Any]) -> Asset:
     return Asset(id=row[0], tag=row[1], fields=_mapping(row[2]), customer_id=row[3])
+
+
+def _stored_file(row: Sequence[Any]) -> StoredFile:
+    return StoredFile(
+        id=row[0],
+        owner=row[1],
+        owner_id=row[2],
+        filename=row[3],
+        storage_name=row[4],
+        content_type=row[5],
+        size=row[6],
+        content_id=row[7],
+        inline=bool(row[8]),
+        payload=row[11],
+        note=row[9],
+        created_at=_parse_time(row[10]),
+    )
+
+
+def _service_status_entry(row: Sequence[Any]) -> ServiceStatusEntry:
+    return ServiceStatusEntry(
+        id=row[0],
+        service=row[1],
+        status=ServiceStatus(row[2]),
+        at=_parse_time(row[3]),
+        detail=row[4],
+        ticket_id=row[5],
+        message_id=row[6],
+    )
 
 
 def _quarantine_entry(row: Sequence[Any]) -> QuarantineEntry:
@@ -647,6 +728,7 @@ class SQLiteTicketRepository:
                     new.agent,
                     new.asset_id,
                     _json_map(custom_fields),
+                    new.alert_key,
                 ),
             )
             ticket_id = _row_id(cursor)
@@ -670,6 +752,7 @@ class SQLiteTicketRepository:
             agent=new.agent,
             asset_id=new.asset_id,
             custom_fields=custom_fields,
+            alert_key=new.alert_key,
         )
 
     def add_action(self, new: NewAction) -> Action:
@@ -786,6 +869,27 @@ class SQLiteTicketRepository:
             for row in rows
         ]
 
+    def find_open_ticket(self, *, alert_key: str) -> Ticket | None:
+        """The newest ticket with this alert key that is not closed, or ``None``."""
+        with self._reading() as connection:
+            row = connection.execute(_SQL_OPEN_TICKET_BY_ALERT_KEY, (alert_key,)).fetchone()
+        return None if row is None else _ticket(row)
+
+    def assign(self, ticket_id: int, *, agent: str | None, team: str | None) -> Ticket:
+        """Set who works on a ticket: both values are written (``None`` clears one).
+
+        Touches ``updated_at``; the status is left as it is.
+
+        Raises:
+            RepositoryError: When the ticket does not exist.
+        """
+        stamp = _time(self._now())
+        with self._writing() as connection:
+            if connection.execute(_SQL_ASSIGN, (agent, team, stamp, ticket_id)).rowcount == 0:
+                raise RepositoryError(f"ticket {ticket_id} does not exist")
+            row = connection.execute(_SQL_GET_TICKET, (ticket_id,)).fetchone()
+        return _ticket(row)
+
     # -- people and things -----------------------------------------------------
 
     def add_customer(
@@ -865,15 +969,55 @@ class SQLiteTicketRepository:
         values = dict(fields or {})
         with self._writing() as connection:
             self._require_customer(connection, customer_id)
-            cursor = connection.execute(
-                _SQL_INSERT_ASSET, (tag, fold(tag), _json_map(values), customer_id)
-            )
-            asset_id = _row_id(cursor)
-            connection.executemany(
-                _SQL_INSERT_ASSET_FIELD,
-                ((name, fold(value), asset_id) for name, value in values.items()),
-            )
+            return self._insert_asset(connection, tag, values, customer_id)
+
+    @staticmethod
+    def _insert_asset(
+        connection: sqlite3.Connection, tag: str, values: dict[str, str], customer_id: int | None
+    ) -> Asset:
+        cursor = connection.execute(
+            _SQL_INSERT_ASSET, (tag, fold(tag), _json_map(values), customer_id)
+        )
+        asset_id = _row_id(cursor)
+        connection.executemany(
+            _SQL_INSERT_ASSET_FIELD,
+            ((name, fold(value), asset_id) for name, value in values.items()),
+        )
         return Asset(asset_id, tag, values, customer_id)
+
+    def save_asset(
+        self, tag: str, fields: Mapping[str, str], *, customer_id: int | None = None
+    ) -> tuple[Asset, bool]:
+        """Create the asset with this tag, or update the one that has it.
+
+        The existing asset is the first one added with this tag (compared
+        case-insensitively); it keeps its id and its tag's spelling, and ``fields``
+        are merged over its own. ``customer_id`` ``None`` keeps its owner.
+
+        Returns:
+            The asset as stored now, and True when it was created.
+
+        Raises:
+            RepositoryError: When ``customer_id`` names no customer.
+        """
+        values = dict(fields)
+        with self._writing() as connection:
+            self._require_customer(connection, customer_id)
+            row = connection.execute(_SQL_ASSET_BY_TAG, (fold(tag),)).fetchone()
+            if row is None:
+                return self._insert_asset(connection, tag, values, customer_id), True
+            old = _asset(row)
+            merged = {**old.fields, **values}
+            owner = old.customer_id if customer_id is None else customer_id
+            connection.execute(_SQL_UPDATE_ASSET, (_json_map(merged), owner, old.id))
+            for name, value in values.items():
+                before = old.fields.get(name)
+                if before is not None and fold(before) == fold(value):
+                    continue
+                if before is not None:
+                    connection.execute(_SQL_DELETE_ASSET_FIELD, (name, fold(before), old.id))
+                connection.execute(_SQL_INSERT_ASSET_FIELD, (name, fold(value), old.id))
+        return Asset(old.id, old.tag, merged, owner), False
 
     @staticmethod
     def _require_customer(connection: sqlite3.Connection, customer_id: int | None) -> None:
@@ -881,6 +1025,13 @@ class SQLiteTicketRepository:
             return
         if connection.execute(_SQL_CUSTOMER_EXISTS, (customer_id,)).fetchone() is None:
             raise RepositoryError(f"customer {customer_id} does not exist")
+
+    @staticmethod
+    def _require_owner(connection: sqlite3.Connection, owner: str, owner_id: int) -> None:
+        if owner == "customer":
+            SQLiteTicketRepository._require_customer(connection, owner_id)
+        elif connection.execute(_SQL_ASSET_EXISTS, (owner_id,)).fetchone() is None:
+            raise RepositoryError(f"asset {owner_id} does not exist")
 
     def find_user(self, email: str) -> User | None:
         """The user with this address (compared case-insensitively), or ``None``."""
@@ -907,6 +1058,68 @@ class SQLiteTicketRepository:
             else:
                 row = connection.execute(_SQL_ASSET_BY_FIELD, (field, fold(value))).fetchone()
         return None if row is None else _asset(row)
+
+    def store_files(
+        self,
+        *,
+        owner: FileOwner,
+        owner_id: int,
+        attachments: Sequence[StoredAttachment],
+        note: str = "",
+    ) -> Sequence[StoredFile]:
+        """Keep files against a customer or an asset, with no ticket.
+
+        Each file is a row of its own with its bytes as a BLOB, written in one
+        transaction.
+
+        Returns:
+            The files as stored, one per attachment, in order.
+
+        Raises:
+            RepositoryError: When the customer or asset does not exist.
+            ValueError: When ``owner`` is neither ``"customer"`` nor ``"asset"``.
+        """
+        kind = file_owner(owner)
+        now = self._now()
+        stamp = _time(now)
+        stored: list[StoredFile] = []
+        with self._writing() as connection:
+            self._require_owner(connection, kind, owner_id)
+            for item in attachments:
+                cursor = connection.execute(
+                    _SQL_INSERT_FILE,
+                    (
+                        kind,
+                        owner_id,
+                        item.filename,
+                        item.storage_name,
+                        item.content_type,
+                        item.size,
+                        item.content_id,
+                        int(item.inline),
+                        note,
+                        stamp,
+                        item.payload,
+                    ),
+                )
+                stored.append(
+                    StoredFile(
+                        id=_row_id(cursor),
+                        owner=kind,
+                        owner_id=owner_id,
+                        note=note,
+                        created_at=now,
+                        **attrs.asdict(item, recurse=False),
+                    )
+                )
+        return tuple(stored)
+
+    def list_files(self, *, owner: FileOwner, owner_id: int) -> Sequence[StoredFile]:
+        """The files kept against a customer or an asset, oldest first (empty for none)."""
+        kind = file_owner(owner)
+        with self._reading() as connection:
+            rows = connection.execute(_SQL_LIST_FILES, (kind, owner_id)).fetchall()
+        return [_stored_file(row) for row in rows]
 
     # -- exactly once ----------------------------------------------------------
 
@@ -1071,6 +1284,48 @@ class SQLiteTicketRepository:
                     _SQL_COUNT_OUTGOING_FOR_TICKET, (address, start, ticket_id)
                 ).fetchone()
         return int(row[0])
+
+    # -- monitored services ------------------------------------------------------
+
+    def record_service_status(self, new: NewServiceStatus) -> ServiceStatusEntry:
+        """Add a status to a monitored service's history.
+
+        Raises:
+            ValueError: When ``new.at`` is naive.
+        """
+        at = to_utc(new.at)
+        values = (
+            new.service,
+            new.status.value,
+            _time(at),
+            new.detail,
+            new.ticket_id,
+            new.message_id,
+        )
+        with self._writing() as connection:
+            entry_id = _row_id(connection.execute(_SQL_INSERT_SERVICE_STATUS, values))
+        return ServiceStatusEntry(
+            id=entry_id,
+            service=new.service,
+            status=new.status,
+            at=at,
+            detail=new.detail,
+            ticket_id=new.ticket_id,
+            message_id=new.message_id,
+        )
+
+    def service_history(self, service: str, *, limit: int = 100) -> Sequence[ServiceStatusEntry]:
+        """A service's statuses, newest first (by ``at``, then the order recorded)."""
+        check_page(limit, 0)
+        with self._reading() as connection:
+            rows = connection.execute(_SQL_SERVICE_HISTORY, (service, limit)).fetchall()
+        return [_service_status_entry(row) for row in rows]
+
+    def last_service_status(self, service: str) -> ServiceStatusEntry | None:
+        """The newest status of a service, or ``None``."""
+        with self._reading() as connection:
+            row = connection.execute(_SQL_SERVICE_HISTORY, (service, 1)).fetchone()
+        return None if row is None else _service_status_entry(row)
 
     # -- small persistent state --------------------------------------------------
 

@@ -1,0 +1,481 @@
+"""Monitored services: what a status email says, and when silence means Unknown.
+
+A monitored service is something that reports by email (a nightly backup job, a
+replication check, a UPS self-test). A ``service_status`` rule routes its emails here;
+:func:`judge` reads each one as OK, FAILED or UNKNOWN, and :func:`is_overdue` tells
+when the service has been silent for longer than its checking interval (HaloPSA's
+"Status Checking Interval"). This module only decides; the processor writes the
+status history (:meth:`~halomail.TicketRepository.record_service_status`) and the
+failure tickets, which it finds again by the alert key ``service:<name>``.
+
+How an email is judged, in this order:
+
+1. It meets the **failure** criteria → ``FAILED``. Failure is checked first, so a
+   report saying "completed with errors" is a failure even when "completed" is
+   also a success phrase.
+2. The service has **no success criteria** → ``OK``: any email that is not a
+   failure counts as a success.
+3. It meets the **success** criteria → ``OK``.
+4. Otherwise → ``UNKNOWN``: an email arrived but said neither.
+
+Criteria (:class:`ServiceCriteria`) compare case-insensitively (Unicode case
+folding). Within one list, any phrase will do; every list given must hold (a
+subject phrase *and* a body phrase, when both are given). Criteria with no lists
+never match, so a service without failure criteria never fails by email.
+
+Every key a ``[[services]]`` table may hold (:func:`services_from_config`)::
+
+    [[services]]
+    name = "Nightly backup"           # required, unique (case-insensitively)
+    check_interval_minutes = 1440     # silent longer → Unknown (> 0, max 366 days; default 1 day)
+    success = { subject = "Backup completed", body = ["Result: Success", "0 errors"] }
+    failure = { subject = ["failed", "error"] }
+    failure_ticket_type = "Incident"  # the ticket a failure opens (or updates); false: record only
+    close_on_success = true           # a success closes the open failure ticket
+    unknown_ticket = false            # true: turning Unknown opens a ticket too
+    subscribers = ["ops@example.com", "+44 7700 900123"]   # told of changes (later)
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import attrs
+
+from halomail.errors import ConfigError
+from halomail.inbound.models import InboundEmail
+from halomail.tickets.models import ServiceStatus, ServiceStatusEntry
+
+__all__ = [
+    "DEFAULT_CHECK_INTERVAL",
+    "ServiceCriteria",
+    "ServiceDefinition",
+    "ServiceStatus",
+    "is_overdue",
+    "judge",
+    "services_from_config",
+]
+
+DEFAULT_CHECK_INTERVAL: Final = dt.timedelta(days=1)
+"""How long a service may stay silent before it turns Unknown, unless configured."""
+
+_MAX_INTERVAL_MINUTES: Final = 366 * 24 * 60  # a yearly job still fits; larger is a typo
+_SERVICE_KEYS: Final = (
+    "name",
+    "check_interval_minutes",
+    "success",
+    "failure",
+    "failure_ticket_type",
+    "close_on_success",
+    "unknown_ticket",
+    "subscribers",
+)
+_CRITERIA_KEYS: Final = ("subject", "body")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_PHONE = re.compile(r"\+?[0-9][0-9 ().-]*[0-9]")
+_MIN_PHONE_DIGITS: Final = 5
+
+
+def _phrases(values: Sequence[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+def _no_blank_phrase(_: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    # An empty phrase is contained in every text: it would make the criterion a
+    # catch-all, which is never what was meant.
+    for phrase in value:
+        if not isinstance(phrase, str) or not phrase.strip():
+            raise ValueError(f"{attribute.name}: phrases must be non-blank strings, got {phrase!r}")
+
+
+@attrs.frozen
+class ServiceCriteria:
+    """What an email must say to count as a success (or a failure).
+
+    Any phrase of a list will do; every list given must hold. Comparison is
+    case-insensitive. Criteria with no phrases at all never match.
+
+    Args:
+        subject_contains: Phrases, one of which the subject must contain.
+        body_contains: Phrases, one of which the body text (``InboundEmail.text``,
+            quoted history included) must contain.
+
+    Raises:
+        ValueError: When a phrase is blank.
+
+    .. versionadded:: 0.1.0
+    """
+
+    subject_contains: tuple[str, ...] = attrs.field(
+        default=(), converter=_phrases, validator=_no_blank_phrase
+    )
+    body_contains: tuple[str, ...] = attrs.field(
+        default=(), converter=_phrases, validator=_no_blank_phrase
+    )
+
+    @property
+    def defined(self) -> bool:
+        """True when there is at least one phrase to look for."""
+        return bool(self.subject_contains or self.body_contains)
+
+    def matches(self, email: InboundEmail) -> bool:
+        """Whether the email meets these criteria.
+
+        Args:
+            email: The parsed email.
+
+        Returns:
+            True when every list given has a phrase the email contains; False for
+            criteria without phrases.
+        """
+        if not self.defined:
+            return False
+        # The body is folded only when a body phrase needs it: reports can be long.
+        if self.subject_contains and not _contains_any(email.subject, self.subject_contains):
+            return False
+        return not self.body_contains or _contains_any(email.text, self.body_contains)
+
+
+def _contains_any(text: str, phrases: Sequence[str]) -> bool:
+    folded = text.casefold()
+    return any(phrase.casefold() in folded for phrase in phrases)
+
+
+def _positive_interval(_: object, attribute: attrs.Attribute[Any], value: dt.timedelta) -> None:
+    if value <= dt.timedelta(0):
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+def _non_blank(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value.strip():
+        raise ValueError(f"{attribute.name} must not be blank")
+
+
+@attrs.frozen
+class ServiceDefinition:
+    """A monitored service: how to read its emails and what to do about them.
+
+    Args:
+        name: The service's name; ``service_status`` rules name it, and its history
+            and failure tickets (alert key ``service:<name>``) are kept under it.
+        check_interval: How long the service may stay silent before it turns
+            Unknown (HaloPSA's "Status Checking Interval").
+        success: What a success email says; with no phrases, every email that is
+            not a failure is a success.
+        failure: What a failure email says; checked before ``success``.
+        failure_ticket_type: The type of the ticket a failure opens (or updates,
+            while one is open); ``None`` records the status without a ticket.
+        close_on_success: A success closes the open failure ticket.
+        unknown_ticket: Turning Unknown opens a ticket too (of
+            ``failure_ticket_type``, else ``"Incident"``).
+        subscribers: Addresses or phone numbers to tell of status changes (kept for
+            the notifications of a later release).
+
+    Raises:
+        ValueError: When ``name`` is blank or ``check_interval`` is not positive.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str = attrs.field(validator=_non_blank)
+    check_interval: dt.timedelta = attrs.field(
+        default=DEFAULT_CHECK_INTERVAL, validator=_positive_interval
+    )
+    success: ServiceCriteria = attrs.field(factory=ServiceCriteria)
+    failure: ServiceCriteria = attrs.field(factory=ServiceCriteria)
+    failure_ticket_type: str | None = "Incident"
+    close_on_success: bool = True
+    unknown_ticket: bool = False
+    subscribers: tuple[str, ...] = attrs.field(default=(), converter=_phrases)
+
+
+def judge(service: ServiceDefinition, email: InboundEmail) -> ServiceStatus:
+    """What a status email says about its service.
+
+    Failure criteria first, then success (see the module's docstring for the order).
+
+    Args:
+        service: The service the email belongs to.
+        email: The parsed email.
+
+    Returns:
+        ``FAILED`` when it meets the failure criteria; else ``OK`` when the service
+        has no success criteria or the email meets them; else ``UNKNOWN``.
+    """
+    if service.failure.matches(email):
+        return ServiceStatus.FAILED
+    if not service.success.defined or service.success.matches(email):
+        return ServiceStatus.OK
+    return ServiceStatus.UNKNOWN
+
+
+def is_overdue(
+    service: ServiceDefinition,
+    last: ServiceStatusEntry | None,
+    now: dt.datetime,
+    *,
+    watching_since: dt.datetime,
+) -> bool:
+    """Whether a silent service should now turn Unknown.
+
+    The silence is measured from the later of the last status recorded (of any
+    kind) and ``watching_since``, so a service gets a whole interval of grace when
+    halomail starts watching it, even with history from an earlier watch. It is
+    overdue once *more* than ``check_interval`` has passed: an email arriving at
+    exactly the interval is on time.
+
+    Args:
+        service: The service.
+        last: Its newest status entry, or ``None`` when it has no history.
+        now: The current time (aware).
+        watching_since: When halomail began watching the service (aware).
+
+    Returns:
+        True when the silence is longer than the interval and the last status is
+        not already ``UNKNOWN`` (a service turns Unknown once, not at every check).
+
+    Raises:
+        ValueError: When ``now`` or ``watching_since`` is naive.
+    """
+    for name, value in (("now", now), ("watching_since", watching_since)):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{name} must be an aware datetime, got {value.isoformat()}")
+    if last is not None and last.status is ServiceStatus.UNKNOWN:
+        return False
+    since = watching_since if last is None else max(last.at, watching_since)
+    return now - since > service.check_interval
+
+
+# -- configuration ------------------------------------------------------------------
+
+
+def services_from_config(
+    tables: Sequence[Mapping[str, Any]], *, key_path: str = "services"
+) -> tuple[ServiceDefinition, ...]:
+    """Validate ``[[services]]`` tables from ``halomail.toml`` into definitions.
+
+    The keys are listed in this module's docstring.
+
+    Args:
+        tables: The array of tables, as :mod:`tomllib` read it.
+        key_path: Where the array is in the file, for error messages.
+
+    Returns:
+        One definition per table, in the file's order.
+
+    Raises:
+        ConfigError: For the first problem found, with its key path, e.g.
+            ``services[1].failure.subject: must not be empty``; an unknown key
+            suggests the closest known one.
+    """
+    services: list[ServiceDefinition] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(tables):
+        kp = f"{key_path}[{index}]"
+        service = _parse_service(table, kp)
+        folded = service.name.casefold()
+        if folded in seen:
+            first = f"{key_path}[{seen[folded]}]"
+            raise ConfigError(
+                _join(kp, "name"), f"duplicate service name {service.name!r} (also in {first})"
+            )
+        seen[folded] = index
+        services.append(service)
+    return tuple(services)
+
+
+def _parse_service(table: Any, kp: str) -> ServiceDefinition:
+    table = _table(table, kp)
+    _check_keys(table, kp, _SERVICE_KEYS)
+    if "name" not in table:
+        raise ConfigError(_join(kp, "name"), "required (a string)")
+    name = _text(table["name"], _join(kp, "name"))
+    return ServiceDefinition(
+        name=name,
+        check_interval=_interval(table, kp),
+        success=_criteria(table, "success", kp),
+        failure=_criteria(table, "failure", kp),
+        failure_ticket_type=_ticket_type(table, kp),
+        close_on_success=_bool(table, "close_on_success", kp, default=True),
+        unknown_ticket=_bool(table, "unknown_ticket", kp, default=False),
+        subscribers=_subscribers(table, kp),
+    )
+
+
+def _interval(table: Mapping[str, Any], kp: str) -> dt.timedelta:
+    key = "check_interval_minutes"
+    if key not in table:
+        return DEFAULT_CHECK_INTERVAL
+    value = table[key]
+    where = _join(kp, key)
+    # bool is an int in Python; `check_interval_minutes = true` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(where, f"expected a number of minutes, got {_describe(value)}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(where, f"expected a positive number of minutes, got {value!r}")
+    if value > _MAX_INTERVAL_MINUTES:
+        raise ConfigError(
+            where, f"expected at most {_MAX_INTERVAL_MINUTES} minutes (366 days), got {value!r}"
+        )
+    return dt.timedelta(minutes=value)
+
+
+def _criteria(table: Mapping[str, Any], key: str, kp: str) -> ServiceCriteria:
+    if key not in table:
+        return ServiceCriteria()
+    where = _join(kp, key)
+    criteria = _table(table[key], where)
+    _check_keys(criteria, where, _CRITERIA_KEYS)
+    if not criteria:
+        raise ConfigError(where, "no criteria: give subject and/or body, or leave the table out")
+    return ServiceCriteria(
+        subject_contains=_phrase_list(criteria, "subject", where, one_line=True),
+        body_contains=_phrase_list(criteria, "body", where, one_line=False),
+    )
+
+
+def _phrase_list(table: Mapping[str, Any], key: str, kp: str, *, one_line: bool) -> tuple[str, ...]:
+    if key not in table:
+        return ()
+    value = table[key]
+    where = _join(kp, key)
+    if isinstance(value, str):
+        return (_phrase(value, where, one_line=one_line),)
+    if not isinstance(value, list | tuple):
+        raise ConfigError(
+            where, f"expected a string or an array of strings, got {_describe(value)}"
+        )
+    if not value:
+        raise ConfigError(where, "must not be empty (leave the key out instead)")
+    return tuple(_phrase(item, f"{where}[{n}]", one_line=one_line) for n, item in enumerate(value))
+
+
+def _phrase(value: Any, where: str, *, one_line: bool) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(where, f"expected a string, got {_describe(value)}")
+    if not value.strip():
+        # "" is contained in every text: the criterion would match every email.
+        raise ConfigError(where, "must not be empty (an empty phrase matches every email)")
+    if one_line and _CONTROL.search(value):
+        # Subjects are decoded to one line without control characters, so such a
+        # phrase could never match.
+        raise ConfigError(where, "must not contain control characters (a subject is one line)")
+    return value
+
+
+def _ticket_type(table: Mapping[str, Any], kp: str) -> str | None:
+    key = "failure_ticket_type"
+    if key not in table:
+        return "Incident"
+    value = table[key]
+    where = _join(kp, key)
+    if value is False:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(
+            where, f"expected a ticket type or false (record only), got {_describe(value)}"
+        )
+    if not value.strip():
+        raise ConfigError(
+            where, "must not be empty (use false to record failures without a ticket)"
+        )
+    return _text(value, where)
+
+
+def _subscribers(table: Mapping[str, Any], kp: str) -> tuple[str, ...]:
+    key = "subscribers"
+    if key not in table:
+        return ()
+    value = table[key]
+    where = _join(kp, key)
+    if not isinstance(value, list | tuple):
+        raise ConfigError(
+            where, f"expected an array of addresses or phone numbers, got {_describe(value)}"
+        )
+    subscribers: list[str] = []
+    for n, item in enumerate(value):
+        item_where = f"{where}[{n}]"
+        text = _text(item, item_where).strip()
+        if not (_ADDRESS.fullmatch(text) or _is_phone(text)):
+            raise ConfigError(
+                item_where, f"expected an email address or a phone number, got {_describe(text)}"
+            )
+        if text.casefold() in (s.casefold() for s in subscribers):
+            raise ConfigError(item_where, f"{text!r} is listed twice")
+        subscribers.append(text)
+    return tuple(subscribers)
+
+
+def _is_phone(text: str) -> bool:
+    return bool(_PHONE.fullmatch(text)) and sum(c.isdigit() for c in text) >= _MIN_PHONE_DIGITS
+
+
+# -- value readers (the same messages as halomail.config's) ---------------------------
+
+
+def _join(kp: str, key: str) -> str:
+    shown = key if _BARE_KEY.fullmatch(key) else '"' + key.encode("unicode_escape").decode() + '"'
+    return f"{kp}.{shown}" if kp else shown
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return "a date/time"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, int | float):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+def _table(value: Any, kp: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(kp, f"expected a table, got {_describe(value)}")
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(kp, f"keys must be strings, got {_describe(key)}")
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], kp: str, known: Sequence[str]) -> None:
+    for key in table:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, list(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(known)}"
+        raise ConfigError(_join(kp, key), f"unknown key {key!r}{hint}")
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(where, f"expected a string, got {_describe(value)}")
+    if not value.strip():
+        raise ConfigError(where, "must not be empty")
+    # Names and types end up in subjects, logs and alert keys: no line breaks.
+    if _CONTROL.search(value):
+        raise ConfigError(where, "must not contain control characters (line breaks, NUL …)")
+    return value
+
+
+def _bool(table: Mapping[str, Any], key: str, kp: str, *, default: bool) -> bool:
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, bool):
+        raise ConfigError(_join(kp, key), f"expected true or false, got {_describe(value)}")
+    return value
