@@ -21,6 +21,7 @@ from halomail.config import (
 )
 from halomail.errors import ConfigError
 from halomail.inbound.models import ParseLimits
+from halomail.rules import RuleType
 
 # The example of design.md §3, verbatim but for one comment shortened to fit the line.
 DESIGN_EXAMPLE = """\
@@ -67,6 +68,9 @@ mailbox = "*"
 from = "backups@example.com"
 from_exact = true
 service = "Nightly backup"
+
+[[services]]
+name = "Nightly backup"
 """
 
 ENV = {"SMTP_PASSWORD": "smtp-Secret-42", "IMAP_PASSWORD": "imap-Secret-43"}
@@ -140,15 +144,18 @@ class TestHappyPath:
         # An empty [mailboxes.outgoing] overrides nothing.
         assert mailbox.effective_outgoing(config.outgoing) == config.outgoing
         (rule,) = config.rules
-        assert dict(rule) == {
-            "name": "Backups",
-            "type": "service_status",
-            "sequence": 20,
-            "mailbox": "*",
-            "from": "backups@example.com",
-            "from_exact": True,
-            "service": "Nightly backup",
-        }
+        assert (rule.name, rule.type, rule.sequence, rule.mailbox) == (
+            "Backups",
+            RuleType.SERVICE_STATUS,
+            20,
+            "*",
+        )
+        assert (rule.from_, rule.from_exact, rule.service) == (
+            ("backups@example.com",),
+            True,
+            "Nightly backup",
+        )
+        assert [service.name for service in config.services] == ["Nightly backup"]
         assert config.processing.domain == "example.com"
         assert config.limits == ParseLimits()
 
@@ -824,9 +831,9 @@ IMAP = '[[mailboxes]]\nname = "A"\nconnection = "imap"\nhost = "imap.example.com
         pytest.param(
             '[[rules]]\nname = "R"\ntype = "delete_all"\nsequence = 1\n',
             "rules[0].type",
-            "expected one of 'ignore', 'help_request', 'service_status', 'alert', "
-            "'apply_template', 'formatted_email', 'file_transfer', 'inventory', 'virus', "
-            "'off_alert', got 'delete_all'",
+            "expected one of ignore, help_request, service_status, alert, "
+            "apply_template, formatted_email, file_transfer, inventory, virus, "
+            "off_alert, got 'delete_all'",
             id="rule-type",
         ),
         pytest.param(

@@ -124,4 +124,12 @@ def build_processor(
     )
     if transport is None:
         transport = open_transport(config.outgoing)
-    return MailProcessor(repository, mailboxes, settings, transport=transport)
+    return MailProcessor(
+        repository,
+        mailboxes,
+        settings,
+        transport=transport,
+        rules=config.rules,
+        services=config.services,
+        ticket_templates=config.ticket_templates,
+    )

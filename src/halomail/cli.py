@@ -256,18 +256,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             print(f"halomail: {path}: {exc.strerror}", file=sys.stderr)
             code = EXIT_PROBLEMS
             continue
-        outcome = processor.simulate(raw, mailbox)
+        simulation = processor.explain(raw, mailbox)
+        outcome = simulation.outcome
         if args.json:
-            print(
-                json.dumps(
-                    {"file": str(path), **outcome.as_dict(), "acknowledge": outcome.acknowledged}
-                )
-            )
+            data: dict[str, Any] = {"file": str(path), **outcome.as_dict()}
+            data["acknowledge"] = outcome.acknowledged
+            data["rules"] = simulation.rules.as_dict() if simulation.rules else None
+            print(json.dumps(data))
         else:
             ticket = f" ticket {outcome.ticket_id}" if outcome.ticket_id else ""
             why = f" ({outcome.reason})" if outcome.reason else ""
+            rule = f" by rule {outcome.rule!r}" if outcome.rule else ""
             ack = ", acknowledgement" if outcome.acknowledged else ""
-            print(f"{path}: {outcome.outcome.value}{ticket}{why}{ack} — {outcome.subject!r}")
+            print(f"{path}: {outcome.outcome.value}{ticket}{rule}{why}{ack} — {outcome.subject!r}")
+            if simulation.rules is not None:
+                print("\n".join(f"    {line}" for line in simulation.rules.format().splitlines()))
         if outcome.outcome in (Outcome.QUARANTINED, Outcome.RETRY):
             code = EXIT_PROBLEMS
     return code

@@ -10,7 +10,9 @@ The tables::
     [storage]        url: "sqlite:///path.db" (relative to this file's folder) or "memory://"
     [outgoing]       how mail is sent by default (OutgoingSettings)
     [[mailboxes]]    one per mailbox read (MailboxSettings); may hold [mailboxes.outgoing]
-    [[rules]]        email rules, kept as tables here and validated by the rules engine
+    [[rules]]        email rules (validated by :func:`halomail.rules.rules_from_config`)
+    [[services]]     monitored services (:func:`halomail.services.services_from_config`)
+    [[ticket_templates]]  what apply_template rules start tickets from
     [processing]     loop token, bulk mail, acknowledgement throttle, send attempts, domain
     [limits]         parsing bounds (ParseLimits)
 
@@ -45,13 +47,15 @@ import re
 import tomllib
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import attrs
 
 from halomail.errors import ConfigError
 from halomail.inbound.models import ParseLimits
+from halomail.rules import EmailRule, rules_from_config
+from halomail.services import ServiceDefinition, services_from_config
+from halomail.ticket_templates import TicketTemplate, ticket_templates_from_config
 
 __all__ = [
     "Config",
@@ -91,7 +95,16 @@ RULE_TYPES = (
     "off_alert",
 )
 
-_TOP_KEYS = ("storage", "outgoing", "mailboxes", "rules", "processing", "limits")
+_TOP_KEYS = (
+    "storage",
+    "outgoing",
+    "mailboxes",
+    "rules",
+    "services",
+    "ticket_templates",
+    "processing",
+    "limits",
+)
 _STORAGE_KEYS = ("url",)
 _OUTGOING_FIELDS = (
     "transport",
@@ -464,20 +477,23 @@ class Config:
         storage: ``[storage]``.
         outgoing: ``[outgoing]``, the default for every mailbox.
         mailboxes: ``[[mailboxes]]`` in file order.
-        rules: ``[[rules]]`` as read-only tables; each has a string ``name``, an integer
-            ``sequence`` and a known ``type``. The rules engine validates the rest.
+        rules: ``[[rules]]``, validated, in file order (the engine sorts by sequence).
         processing: ``[processing]``.
         limits: ``[limits]``.
         path: The file read, or ``None`` when built by :func:`parse_config`.
+        services: ``[[services]]``: the monitored services.
+        ticket_templates: ``[[ticket_templates]]``: starting points for apply_template rules.
     """
 
     storage: StorageSettings
     outgoing: OutgoingSettings
     mailboxes: tuple[MailboxSettings, ...]
-    rules: tuple[Mapping[str, Any], ...] = attrs.field(hash=False)
+    rules: tuple[EmailRule, ...] = attrs.field(hash=False)
     processing: ProcessingSettings
     limits: ParseLimits = attrs.field(factory=ParseLimits)
     path: Path | None = None
+    services: tuple[ServiceDefinition, ...] = ()
+    ticket_templates: tuple[TicketTemplate, ...] = ()
 
     def mailbox(self, name: str) -> MailboxSettings:
         """The mailbox called ``name`` (case-insensitive).
@@ -567,7 +583,16 @@ def parse_config(
         # (simulate, dry runs); a table that is present must be complete.
         _check_outgoing_complete(outgoing, "outgoing")
     mailboxes = _parse_mailboxes(root, outgoing, ctx)
-    rules = _parse_rules(root)
+    services = services_from_config(_array(root, "services"), key_path="services")
+    ticket_templates = ticket_templates_from_config(
+        _array(root, "ticket_templates"), key_path="ticket_templates"
+    )
+    rules = rules_from_config(
+        _array(root, "rules"),
+        key_path="rules",
+        services=[service.name for service in services],
+        templates=[template.name for template in ticket_templates],
+    )
     processing = _parse_processing(_sub_table(root, "processing", ""), outgoing, storage)
     limits = _parse_limits(_sub_table(root, "limits", ""))
     return Config(
@@ -575,6 +600,8 @@ def parse_config(
         outgoing=outgoing,
         mailboxes=mailboxes,
         rules=rules,
+        services=services,
+        ticket_templates=ticket_templates,
         processing=processing,
         limits=limits,
     )
@@ -800,21 +827,12 @@ def _check_local_folder(folder: str, key: str) -> None:
         )
 
 
-def _parse_rules(root: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
-    raw = root.get("rules", [])
+def _array(root: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    """An array of tables (``[[key]]``), each checked to be a table."""
+    raw = root.get(key, [])
     if not isinstance(raw, list):
-        raise ConfigError("rules", f"expected an array of tables ([[rules]]), got {_describe(raw)}")
-    rules: list[Mapping[str, Any]] = []
-    for index, item in enumerate(raw):
-        kp = f"rules[{index}]"
-        table = _table(item, kp)
-        _required_str(table, "name", kp)
-        if "sequence" not in table:
-            raise ConfigError(f"{kp}.sequence", "required (an integer; lower runs first)")
-        _int(table, "sequence", kp, default=0, minimum=None)
-        _required_choice(table, "type", kp, RULE_TYPES)
-        rules.append(MappingProxyType(dict(table)))
-    return tuple(rules)
+        raise ConfigError(key, f"expected an array of tables ([[{key}]]), got {_describe(raw)}")
+    return [_table(item, f"{key}[{index}]") for index, item in enumerate(raw)]
 
 
 def _parse_processing(

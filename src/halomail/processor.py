@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import hashlib
 import json
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import attrs
 
@@ -36,12 +38,25 @@ from halomail.inbound.classify import classify
 from halomail.inbound.models import Classification, InboundEmail, ParseLimits
 from halomail.inbound.parse import parse_email
 from halomail.outbox import Backoff, MessageIdFactory, Outbox, SenderIdentity, SendReport
+from halomail.rules import (
+    EmailRule,
+    Explanation,
+    Extraction,
+    RuleEngine,
+    RuleMatch,
+    RuleType,
+    alert_key_from_subject,
+)
+from halomail.services import ServiceDefinition, ServiceStatus, is_overdue, judge
+from halomail.ticket_templates import TicketTemplate
 from halomail.tickets.models import (
     ActionKind,
     DedupeRecord,
+    FileOwner,
     NewAction,
     NewOutgoing,
     NewQuarantine,
+    NewServiceStatus,
     NewTicket,
     OutboxMail,
     RecordKind,
@@ -61,6 +76,8 @@ __all__ = [
     "ProcessingOutcome",
     "ProcessorSettings",
     "RunReport",
+    "ServiceCheck",
+    "Simulation",
 ]
 
 log = logging.getLogger(__name__)
@@ -238,11 +255,29 @@ class MailboxReport:
 
 
 @attrs.frozen
+class ServiceCheck:
+    """One monitored service as a cycle found it.
+
+    Args:
+        service: The service's name.
+        status: Its latest status (``ok``, ``failed``, ``unknown``), or ``None`` before any.
+        turned_unknown: True when this check turned it Unknown.
+        ticket_id: The ticket raised for it, if any.
+    """
+
+    service: str
+    status: str | None
+    turned_unknown: bool = False
+    ticket_id: int | None = None
+
+
+@attrs.frozen
 class RunReport:
     """What one cycle over every mailbox did."""
 
     mailboxes: tuple[MailboxReport, ...]
     sent: SendReport = attrs.field(factory=SendReport)
+    services: tuple[ServiceCheck, ...] = ()
 
     @property
     def outcomes(self) -> tuple[ProcessingOutcome, ...]:
@@ -258,6 +293,19 @@ class RunReport:
 
 
 @attrs.frozen
+class Simulation:
+    """What processing an email would do, and why (nothing written).
+
+    Args:
+        outcome: The outcome it would get.
+        rules: Each rule in order with why it matched or not; ``None`` without rules.
+    """
+
+    outcome: ProcessingOutcome
+    rules: Explanation | None = None
+
+
+@attrs.frozen
 class _Decision:
     """What the processor will do with one email; nothing is written yet."""
 
@@ -267,9 +315,15 @@ class _Decision:
     reopen: bool = False
     acknowledge: bool = False
     rule: str | None = None
+    match: RuleMatch | None = None  # the rule that decided, with what it read
+    service_status: ServiceStatus | None = None
 
 
 _UNDELIVERABLE = "undeliverable:"
+# Rule types whose emails people wrote: they may be acknowledged.
+_HUMAN_RULES = frozenset({RuleType.HELP_REQUEST, RuleType.APPLY_TEMPLATE, RuleType.FORMATTED_EMAIL})
+# Ticket fields a rule's field mappings may set on a new ticket.
+_TICKET_FIELDS = ("summary", "details", "priority", "category", "team", "agent", "user_email")
 
 
 class MailProcessor:
@@ -280,7 +334,13 @@ class MailProcessor:
         mailboxes: The mailboxes to read.
         settings: Settings for every mailbox.
         transport: How outgoing mail leaves; without one, mail stays queued.
+        rules: Email rules, evaluated for each new email (see :mod:`halomail.rules`).
+        services: Monitored services that ``service_status`` rules report on.
+        ticket_templates: Templates that ``apply_template`` rules start tickets from.
         clock: The current time (replaceable in tests).
+
+    Raises:
+        ValueError: Mailbox names repeat, or a rule names an unknown service or template.
 
     Example::
 
@@ -298,11 +358,22 @@ class MailProcessor:
         settings: ProcessorSettings,
         *,
         transport: MailTransport | None = None,
+        rules: Sequence[EmailRule] = (),
+        services: Sequence[ServiceDefinition] = (),
+        ticket_templates: Sequence[TicketTemplate] = (),
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         names = [m.name for m in mailboxes]
         if len(set(names)) != len(names):
             raise ValueError(f"mailbox names must be unique: {names}")
+        self._services = {s.name: s for s in services}
+        self._templates = {t.name: t for t in ticket_templates}
+        for rule in rules:
+            if rule.service is not None and rule.service not in self._services:
+                raise ValueError(f"rule {rule.name!r}: no monitored service {rule.service!r}")
+            if rule.template is not None and rule.template not in self._templates:
+                raise ValueError(f"rule {rule.name!r}: no ticket template {rule.template!r}")
+        self._engine = RuleEngine(rules) if rules else None
         self.repository = repository
         self.mailboxes = tuple(mailboxes)
         self.settings = settings
@@ -327,8 +398,65 @@ class MailProcessor:
         reports = tuple(
             self.process_mailbox(m, on_outcome=on_outcome) for m in self.mailboxes if m.enabled
         )
+        services = self.check_services()
         sent = self.send_outbox()
-        return RunReport(mailboxes=reports, sent=sent)
+        return RunReport(mailboxes=reports, sent=sent, services=services)
+
+    def check_services(self) -> tuple[ServiceCheck, ...]:
+        """Turn monitored services that stayed silent past their interval Unknown.
+
+        A service is watched from the first check on; one whose last email (of any
+        status) is older than its Status Checking Interval gets an ``unknown`` entry
+        in its history, once, and a ticket when the service asks for one. Called by
+        :meth:`run_once` after the mailboxes are read.
+        """
+        now = self._clock()
+        checks: list[ServiceCheck] = []
+        for service in self._services.values():
+            since_key = f"service:{service.name}:watching-since"
+            with self.repository.transaction():
+                since_text = self.repository.get_state(since_key)
+                if since_text is None:
+                    self.repository.set_state(since_key, now.isoformat())
+                    since = now
+                else:
+                    since = dt.datetime.fromisoformat(since_text)
+                last = self.repository.last_service_status(service.name)
+                if not is_overdue(service, last, now, watching_since=since):
+                    checks.append(ServiceCheck(service.name, last.status if last else None))
+                    continue
+                ticket_id = self._open_unknown_ticket(service) if service.unknown_ticket else None
+                self.repository.record_service_status(
+                    NewServiceStatus(
+                        service=service.name,
+                        status=ServiceStatus.UNKNOWN.value,
+                        at=now,
+                        detail=f"no email within {service.check_interval}",
+                        ticket_id=ticket_id,
+                    )
+                )
+            log.warning(
+                "service %s is unknown: no email within %s", service.name, service.check_interval
+            )
+            checks.append(ServiceCheck(service.name, ServiceStatus.UNKNOWN.value, True, ticket_id))
+        return tuple(checks)
+
+    def _open_unknown_ticket(self, service: ServiceDefinition) -> int:
+        key = _service_key(service.name)
+        existing = self.repository.find_open_ticket(alert_key=key)
+        if existing is not None:
+            return existing.id
+        ticket = self.repository.create_ticket(
+            NewTicket(
+                summary=f"{service.name}: no status email within {service.check_interval}",
+                details=f"The monitored service {service.name!r} has not reported within its "
+                f"checking interval ({service.check_interval}); its status is now Unknown.",
+                ticket_type=service.failure_ticket_type or "Incident",
+                user_email="",
+                alert_key=key,
+            )
+        )
+        return ticket.id
 
     def process_mailbox(
         self, mailbox: Mailbox, *, on_outcome: Callable[[ProcessingOutcome], None] | None = None
@@ -435,6 +563,17 @@ class MailProcessor:
             subject=email.subject,
         )
 
+    def explain(self, raw: bytes, mailbox: Mailbox | None = None) -> Simulation:
+        """:meth:`simulate`, plus each rule in order: matched, or the first failed criterion."""
+        mailbox = mailbox or self.mailboxes[0]
+        outcome = self.simulate(raw, mailbox)
+        rules = None
+        if self._engine is not None:
+            rules = self._engine.explain(
+                parse_email(raw, limits=self.settings.limits), mailbox.name
+            )
+        return Simulation(outcome, rules)
+
     def _process(self, mailbox: Mailbox, fetched: FetchedMessage) -> ProcessingOutcome:
         if fetched.too_large:
             return self._quarantine_too_large(mailbox, fetched)
@@ -495,6 +634,11 @@ class MailProcessor:
         if classification.bounce:
             return self._decide_bounce(email, classification)
 
+        match = self._engine.evaluate(email, mailbox.name) if self._engine else None
+        if match is not None and match.rule.type is RuleType.IGNORE:
+            return _Decision(Outcome.IGNORED, "rule", rule=match.rule.name, match=match)
+
+        reason: str | None = None
         ticket = self._correlate(mailbox, email)
         if ticket is not None:
             if self._related(ticket, email):
@@ -509,10 +653,75 @@ class MailProcessor:
                 email.sender.normalized,
                 ticket.id,
             )
-            return self._decide_new(mailbox, email, classification, "unrelated-sender")
+            reason = "unrelated-sender"
+        if match is not None:
+            return self._decide_rule(mailbox, email, classification, match, reason)
         if classification.bulk and self.settings.bulk == "ignore":
             return _Decision(Outcome.IGNORED, "bulk")
-        return self._decide_new(mailbox, email, classification, None)
+        return self._decide_new(mailbox, email, classification, reason)
+
+    def _decide_rule(
+        self,
+        mailbox: Mailbox,
+        email: InboundEmail,
+        classification: Classification,
+        match: RuleMatch,
+        reason: str | None,
+    ) -> _Decision:
+        """What a matching rule makes of a new email; reads, never writes."""
+        rule, extraction = match.rule, match.extraction
+        decided = functools.partial(_Decision, rule=rule.name, match=match)
+        if rule.type in _HUMAN_RULES:
+            # People wrote these: a ticket like any other, acknowledged unless the rule says not.
+            decision = self._decide_new(
+                mailbox, email, classification, reason, acknowledge=rule.send_acknowledgement
+            )
+            return attrs.evolve(decision, rule=rule.name, match=match)
+        if rule.type is RuleType.SERVICE_STATUS:
+            return self._decide_service(email, match)
+        if rule.type is RuleType.FILE_TRANSFER:
+            if self._file_owner(email, match) is None:
+                return decided(Outcome.QUARANTINED, "file-transfer-without-owner")
+            return decided(Outcome.UPDATED, "files-stored")
+        if rule.type is RuleType.INVENTORY:
+            tag = _inventory_tag(extraction)
+            if tag is None:
+                return decided(Outcome.QUARANTINED, "inventory-without-asset-tag")
+            exists = self.repository.find_asset("tag", tag) is not None
+            return decided(
+                Outcome.UPDATED if exists else Outcome.CREATED,
+                "asset-updated" if exists else "asset-created",
+            )
+        existing = None
+        for key in self._alert_keys(email, match):
+            existing = self.repository.find_open_ticket(alert_key=key)
+            if existing is not None:
+                break
+        if rule.type is RuleType.OFF_ALERT or (rule.type is RuleType.ALERT and extraction.closing):
+            if existing is None:
+                return decided(Outcome.IGNORED, "nothing-open-to-close")
+            if existing.agent:
+                # Someone is working on it: tell them, don't pull it from under them.
+                return decided(Outcome.UPDATED, "cleared-while-assigned", ticket=existing)
+            return decided(Outcome.CLOSED, "alert-cleared", ticket=existing)
+        if existing is not None:
+            return decided(Outcome.UPDATED, "repeated-alert", ticket=existing)
+        return decided(Outcome.CREATED, reason)
+
+    def _decide_service(self, email: InboundEmail, match: RuleMatch) -> _Decision:
+        service = self._services[match.rule.service or ""]
+        status = judge(service, email)
+        decided = functools.partial(
+            _Decision, rule=match.rule.name, match=match, service_status=status
+        )
+        existing = self.repository.find_open_ticket(alert_key=_service_key(service.name))
+        if status is ServiceStatus.FAILED and service.failure_ticket_type:
+            if existing is not None:
+                return decided(Outcome.UPDATED, "service-failed", ticket=existing)
+            return decided(Outcome.CREATED, "service-failed")
+        if status is ServiceStatus.OK and service.close_on_success and existing is not None:
+            return decided(Outcome.CLOSED, "service-recovered", ticket=existing)
+        return decided(Outcome.STATUS, f"service-{status.value}")
 
     def _decide_new(
         self,
@@ -520,13 +729,15 @@ class MailProcessor:
         email: InboundEmail,
         classification: Classification,
         reason: str | None,
+        *,
+        acknowledge: bool = True,
     ) -> _Decision:
-        acknowledge = False
-        if mailbox.send_acknowledgement and email.sender is not None:
-            acknowledge, why_not = self._may_acknowledge(email, classification)
-            if not acknowledge and why_not:
+        may = False
+        if acknowledge and mailbox.send_acknowledgement and email.sender is not None:
+            may, why_not = self._may_acknowledge(email, classification)
+            if not may and why_not:
                 reason = reason or why_not
-        return _Decision(Outcome.CREATED, reason, acknowledge=acknowledge)
+        return _Decision(Outcome.CREATED, reason, acknowledge=may)
 
     def _may_acknowledge(
         self, email: InboundEmail, classification: Classification
@@ -604,6 +815,20 @@ class MailProcessor:
                 reason="duplicate",
                 subject=email.subject,
             )
+        if decision.match is not None and decision.outcome is not Outcome.QUARANTINED:
+            ticket_id, acknowledged = self._apply_rule(mailbox, email, decision, decision.match)
+            repo.record_dedupe(DedupeRecord(key, fingerprint, decision.outcome.value, ticket_id))
+            return ProcessingOutcome(
+                mailbox.name,
+                fetched.ref,
+                decision.outcome,
+                email.message_id,
+                ticket_id,
+                decision.rule,
+                decision.reason,
+                acknowledged=acknowledged,
+                subject=email.subject,
+            )
         if decision.outcome is Outcome.QUARANTINED:
             dedupe_key = key
             if decision.reason == "message-id-collision":
@@ -650,6 +875,122 @@ class MailProcessor:
             subject=email.subject,
         )
 
+    def _apply_rule(
+        self, mailbox: Mailbox, email: InboundEmail, decision: _Decision, match: RuleMatch
+    ) -> tuple[int | None, bool]:
+        """Write what a rule decided; returns the ticket affected and whether we replied."""
+        repo = self.repository
+        rule, extraction = match.rule, match.extraction
+        ticket_id = decision.ticket.id if decision.ticket else None
+        acknowledged = False
+        if rule.type is RuleType.FILE_TRANSFER:
+            owner = self._file_owner(email, match)
+            if owner is not None:
+                repo.store_files(
+                    owner=owner[0],
+                    owner_id=owner[1],
+                    attachments=_stored(email),
+                    note=email.subject,
+                )
+        elif rule.type is RuleType.INVENTORY:
+            tag = _inventory_tag(extraction)
+            if tag is not None:
+                customer = repo.find_customer(email.sender.normalized) if email.sender else None
+                repo.save_asset(
+                    tag, dict(extraction.inventory), customer_id=customer.id if customer else None
+                )
+        elif decision.outcome is Outcome.CREATED:
+            ticket = repo.create_ticket(self._rule_ticket(mailbox, email, match))
+            ticket_id = ticket.id
+            repo.add_action(self._inbound_action(ticket_id, email, public=rule.public))
+            if decision.acknowledge:
+                repo.enqueue_outgoing(self._acknowledgement(mailbox, ticket, email))
+                acknowledged = True
+        elif decision.ticket is not None and decision.outcome in (Outcome.UPDATED, Outcome.CLOSED):
+            repo.add_action(
+                self._inbound_action(decision.ticket.id, email, public=False, new_text_only=True)
+            )
+            if decision.outcome is Outcome.CLOSED:
+                repo.set_status(decision.ticket.id, TicketStatus.CLOSED)
+        if decision.service_status is not None:
+            repo.record_service_status(
+                NewServiceStatus(
+                    service=rule.service or "",
+                    status=decision.service_status.value,
+                    at=self._clock(),
+                    detail=email.subject,
+                    ticket_id=ticket_id,
+                    message_id=email.message_id,
+                )
+            )
+        return ticket_id, acknowledged
+
+    def _rule_ticket(self, mailbox: Mailbox, email: InboundEmail, match: RuleMatch) -> NewTicket:
+        """The new ticket a rule opens: the email's, with the rule's type, fields and asset."""
+        rule, extraction = match.rule, match.extraction
+        new = self._new_ticket(mailbox, email)
+        changes: dict[str, Any] = {
+            name: str(extraction.fields[name])
+            for name in _TICKET_FIELDS
+            if name in extraction.fields
+        }
+        if "user_email" in changes:
+            changes["user_email"] = changes["user_email"].lower()
+        changes["custom_fields"] = {**new.custom_fields, **extraction.custom_fields}
+        if rule.ticket_type:
+            changes["ticket_type"] = rule.ticket_type
+        if extraction.priority:
+            changes["priority"] = extraction.priority
+        if rule.type is RuleType.SERVICE_STATUS:
+            service = self._services[rule.service or ""]
+            changes["ticket_type"] = service.failure_ticket_type or new.ticket_type
+            changes["summary"] = f"{service.name}: {email.subject or 'failed'}"
+            changes["alert_key"] = _service_key(service.name)
+        elif rule.type in (RuleType.ALERT, RuleType.VIRUS):
+            changes["alert_key"] = self._alert_key(email, match)
+        if extraction.asset_tag and rule.asset is not None:
+            asset = self.repository.find_asset(rule.asset.field, extraction.asset_tag)
+            if asset is not None:
+                changes["asset_id"] = asset.id
+        new = attrs.evolve(new, **changes)
+        if rule.type is RuleType.APPLY_TEMPLATE and rule.template:
+            new = self._templates[rule.template].apply(new)
+        return new
+
+    def _alert_key(self, email: InboundEmail, match: RuleMatch) -> str:
+        """The key that ties an alert (or a virus detection) to its open ticket."""
+        return self._alert_keys(email, match)[0]
+
+    def _alert_keys(self, email: InboundEmail, match: RuleMatch) -> list[str]:
+        """The keys an alert may be filed under, the one new tickets get first.
+
+        Keys are kept apart per alert rule, so two monitoring systems that report the
+        same host never close each other's tickets; an off_alert looks under its alert
+        rule's keys. A clearance email's own marker ("CLEARED: …") is what its rule
+        matches on, so it is also tried with those words taken out of the subject.
+        """
+        rule, extraction = match.rule, match.extraction
+        if rule.type is RuleType.VIRUS:
+            subject = extraction.asset_tag or (email.sender.normalized if email.sender else "")
+            return [f"virus:{rule.name.lower()}:{subject.lower()}"]
+        owner = (
+            rule.alert_rule if rule.type is RuleType.OFF_ALERT and rule.alert_rule else rule.name
+        )
+        keys = [extraction.alert_key or email.subject.strip().lower()]
+        if rule.type is RuleType.OFF_ALERT:
+            keys += [alert_key_from_subject(email.subject, marker) or "" for marker in rule.subject]
+        return [f"alert:{owner.lower()}:{key}" for key in dict.fromkeys(keys) if key]
+
+    def _file_owner(self, email: InboundEmail, match: RuleMatch) -> tuple[FileOwner, int] | None:
+        """Where a file transfer's attachments go: the named asset, else the sender's customer."""
+        rule, extraction = match.rule, match.extraction
+        if extraction.asset_tag and rule.asset is not None:
+            asset = self.repository.find_asset(rule.asset.field, extraction.asset_tag)
+            if asset is not None:
+                return "asset", asset.id
+        customer = self.repository.find_customer(email.sender.normalized) if email.sender else None
+        return ("customer", customer.id) if customer is not None else None
+
     def _apply_bounce(self, email: InboundEmail, ticket_id: int) -> None:
         repo = self.repository
         # Which of our recipients bounced: the ticket's outbox mail named in the bounce.
@@ -689,7 +1030,12 @@ class MailProcessor:
         )
 
     def _inbound_action(
-        self, ticket_id: int, email: InboundEmail, *, new_text_only: bool
+        self,
+        ticket_id: int,
+        email: InboundEmail,
+        *,
+        new_text_only: bool = False,
+        public: bool = True,
     ) -> NewAction:
         body = (email.new_text or email.text) if new_text_only else email.text
         return NewAction(
@@ -697,7 +1043,7 @@ class MailProcessor:
             kind=ActionKind.EMAIL_IN,
             body=body,
             from_address=email.sender.normalized if email.sender else "",
-            public=True,
+            public=public,
             message_id=email.message_id,
             attachments=_stored(email),
         )
@@ -717,7 +1063,7 @@ class MailProcessor:
         references = (*email.references, email.message_id) if email.message_id else email.references
         return NewOutgoing(
             message_id=self._ids.new(ticket.id),
-            to=(email.sender.normalized,),
+            to=(ticket.user_email or email.sender.normalized,),
             subject=f"{tag} {ticket.summary}",
             text=text,
             mailbox=mailbox.name,
@@ -833,6 +1179,19 @@ class MailProcessor:
             len(refs),
         )
         return set(refs)
+
+
+def _service_key(name: str) -> str:
+    return f"service:{name.lower()}"
+
+
+def _inventory_tag(extraction: Extraction) -> str | None:
+    """The asset an inventory report is about: a reported tag, else its host name."""
+    for key in ("asset_tag", "assettag", "tag", "hostname", "computer_name", "computername"):
+        value = extraction.inventory.get(key)
+        if value and value.strip():
+            return value.strip()
+    return extraction.asset_tag
 
 
 def _collision_key(key: str, fingerprint: str) -> str:
