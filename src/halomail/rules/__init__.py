@@ -1,1 +1,52 @@
-"""rules."""
+"""Email rules: criteria, field extraction, and the engine that picks the first match.
+
+Rules come from ``[[rules]]`` in ``halomail.toml`` (:func:`rules_from_config`, whose
+module documents every key) or are built in Python (:class:`EmailRule`). A
+:class:`RuleEngine` evaluates them for each email: by ``sequence`` (ties by name), the
+first rule whose criteria all hold decides; :meth:`RuleEngine.explain` shows why.
+Nothing here reads or writes anything: the processor applies the decision.
+
+.. versionadded:: 0.1.0
+"""
+
+from halomail.rules.engine import Explanation, RuleEngine, RuleMatch, RuleStep, ScanMode
+from halomail.rules.extract import (
+    MAX_SCAN_CHARS,
+    Extraction,
+    FieldValue,
+    alert_key_from_subject,
+    extract,
+)
+from halomail.rules.loading import rules_from_config
+from halomail.rules.models import (
+    TICKET_FIELDS,
+    AssetMatch,
+    EmailRule,
+    FieldMapping,
+    FieldSource,
+    FieldType,
+    MatchType,
+    RuleType,
+)
+
+__all__ = [
+    "MAX_SCAN_CHARS",
+    "TICKET_FIELDS",
+    "AssetMatch",
+    "EmailRule",
+    "Explanation",
+    "Extraction",
+    "FieldMapping",
+    "FieldSource",
+    "FieldType",
+    "FieldValue",
+    "MatchType",
+    "RuleEngine",
+    "RuleMatch",
+    "RuleStep",
+    "RuleType",
+    "ScanMode",
+    "alert_key_from_subject",
+    "extract",
+    "rules_from_config",
+]
