@@ -317,6 +317,8 @@ class _Decision:
     rule: str | None = None
     match: RuleMatch | None = None  # the rule that decided, with what it read
     service_status: ServiceStatus | None = None
+    previous_ticket_id: int | None = None  # a duplicate: the ticket the first copy affected
+    file_owner: tuple[FileOwner, int] | None = None  # a file transfer: where the files go
 
 
 _UNDELIVERABLE = "undeliverable:"
@@ -547,7 +549,16 @@ class MailProcessor:
     def simulate(self, raw: bytes, mailbox: Mailbox | None = None) -> ProcessingOutcome:
         """What processing ``raw`` would do, and why; nothing is written or sent."""
         mailbox = mailbox or self.mailboxes[0]
+        return self._simulate(raw, parse_email(raw, limits=self.settings.limits), mailbox)
+
+    def explain(self, raw: bytes, mailbox: Mailbox | None = None) -> Simulation:
+        """:meth:`simulate`, plus each rule in order: matched, or the first failed criterion."""
+        mailbox = mailbox or self.mailboxes[0]
         email = parse_email(raw, limits=self.settings.limits)
+        rules = self._engine.explain(email, mailbox.name) if self._engine is not None else None
+        return Simulation(self._simulate(raw, email, mailbox), rules)
+
+    def _simulate(self, raw: bytes, email: InboundEmail, mailbox: Mailbox) -> ProcessingOutcome:
         fetched = FetchedMessage(ref="simulate", raw=raw, size=len(raw))
         key, fingerprint = self._dedupe_key(mailbox, email, raw)
         decision = self._decide(mailbox, fetched, email, key, fingerprint)
@@ -562,17 +573,6 @@ class MailProcessor:
             acknowledged=decision.acknowledge,
             subject=email.subject,
         )
-
-    def explain(self, raw: bytes, mailbox: Mailbox | None = None) -> Simulation:
-        """:meth:`simulate`, plus each rule in order: matched, or the first failed criterion."""
-        mailbox = mailbox or self.mailboxes[0]
-        outcome = self.simulate(raw, mailbox)
-        rules = None
-        if self._engine is not None:
-            rules = self._engine.explain(
-                parse_email(raw, limits=self.settings.limits), mailbox.name
-            )
-        return Simulation(outcome, rules)
 
     def _process(self, mailbox: Mailbox, fetched: FetchedMessage) -> ProcessingOutcome:
         if fetched.too_large:
@@ -616,10 +616,14 @@ class MailProcessor:
         previous = repo.get_dedupe(key)
         if previous is not None:
             if previous.sha256 == fingerprint:
-                return _Decision(Outcome.SKIPPED, "duplicate")
+                return _Decision(
+                    Outcome.SKIPPED, "duplicate", previous_ticket_id=previous.ticket_id
+                )
             # Same Message-ID, different content: never drop it silently (L7).
             if repo.get_dedupe(_collision_key(key, fingerprint)) is not None:
-                return _Decision(Outcome.SKIPPED, "duplicate")
+                return _Decision(
+                    Outcome.SKIPPED, "duplicate", previous_ticket_id=previous.ticket_id
+                )
             return _Decision(Outcome.QUARANTINED, "message-id-collision")
         if email.quarantine_reason:
             return _Decision(Outcome.QUARANTINED, email.quarantine_reason)
@@ -680,9 +684,10 @@ class MailProcessor:
         if rule.type is RuleType.SERVICE_STATUS:
             return self._decide_service(email, match)
         if rule.type is RuleType.FILE_TRANSFER:
-            if self._file_owner(email, match) is None:
+            owner = self._file_owner(email, match)
+            if owner is None:
                 return decided(Outcome.QUARANTINED, "file-transfer-without-owner")
-            return decided(Outcome.UPDATED, "files-stored")
+            return decided(Outcome.UPDATED, "files-stored", file_owner=owner)
         if rule.type is RuleType.INVENTORY:
             tag = _inventory_tag(extraction)
             if tag is None:
@@ -802,35 +807,22 @@ class MailProcessor:
         decision: _Decision,
     ) -> ProcessingOutcome:
         repo = self.repository
-        ticket_id: int | None = decision.ticket.id if decision.ticket else None
-        acknowledged = False
         if decision.outcome is Outcome.SKIPPED and decision.reason == "duplicate":
-            previous = repo.get_dedupe(key)
             return ProcessingOutcome(
                 mailbox.name,
                 fetched.ref,
                 Outcome.SKIPPED,
                 email.message_id,
-                previous.ticket_id if previous else None,
+                decision.previous_ticket_id,
                 reason="duplicate",
                 subject=email.subject,
             )
+        ticket_id: int | None = decision.ticket.id if decision.ticket else None
+        acknowledged = False
+        dedupe_key = key
         if decision.match is not None and decision.outcome is not Outcome.QUARANTINED:
             ticket_id, acknowledged = self._apply_rule(mailbox, email, decision, decision.match)
-            repo.record_dedupe(DedupeRecord(key, fingerprint, decision.outcome.value, ticket_id))
-            return ProcessingOutcome(
-                mailbox.name,
-                fetched.ref,
-                decision.outcome,
-                email.message_id,
-                ticket_id,
-                decision.rule,
-                decision.reason,
-                acknowledged=acknowledged,
-                subject=email.subject,
-            )
-        if decision.outcome is Outcome.QUARANTINED:
-            dedupe_key = key
+        elif decision.outcome is Outcome.QUARANTINED:
             if decision.reason == "message-id-collision":
                 dedupe_key = _collision_key(key, fingerprint)
             repo.quarantine(
@@ -843,26 +835,19 @@ class MailProcessor:
                     dedupe_key=dedupe_key,
                 )
             )
-            repo.record_dedupe(DedupeRecord(dedupe_key, fingerprint, Outcome.QUARANTINED.value))
         elif decision.outcome is Outcome.UPDATED and decision.ticket is not None:
-            ticket_id = decision.ticket.id
             if decision.reason == "bounce":
-                self._apply_bounce(email, ticket_id)
+                self._apply_bounce(email, decision.ticket.id)
             else:
-                repo.add_action(self._inbound_action(ticket_id, email, new_text_only=True))
+                repo.add_action(self._inbound_action(decision.ticket.id, email, new_text_only=True))
                 if decision.reopen:
-                    repo.set_status(ticket_id, TicketStatus.OPEN)
-            repo.record_dedupe(DedupeRecord(key, fingerprint, Outcome.UPDATED.value, ticket_id))
+                    repo.set_status(decision.ticket.id, TicketStatus.OPEN)
         elif decision.outcome is Outcome.CREATED:
-            ticket = repo.create_ticket(self._new_ticket(mailbox, email))
-            ticket_id = ticket.id
-            repo.add_action(self._inbound_action(ticket_id, email, new_text_only=False))
-            if decision.acknowledge:
-                repo.enqueue_outgoing(self._acknowledgement(mailbox, ticket, email))
-                acknowledged = True
-            repo.record_dedupe(DedupeRecord(key, fingerprint, Outcome.CREATED.value, ticket_id))
-        else:  # ignored, or skipped as our own mail
-            repo.record_dedupe(DedupeRecord(key, fingerprint, decision.outcome.value))
+            new = self._new_ticket(mailbox, email)
+            ticket_id = self._open_ticket(mailbox, email, new, decision, public=True)
+            acknowledged = decision.acknowledge
+        # Ignored, or skipped as our own mail: only the dedupe record is written.
+        repo.record_dedupe(DedupeRecord(dedupe_key, fingerprint, decision.outcome.value, ticket_id))
         return ProcessingOutcome(
             mailbox.name,
             fetched.ref,
@@ -875,6 +860,22 @@ class MailProcessor:
             subject=email.subject,
         )
 
+    def _open_ticket(
+        self,
+        mailbox: Mailbox,
+        email: InboundEmail,
+        new: NewTicket,
+        decision: _Decision,
+        *,
+        public: bool,
+    ) -> int:
+        """Create the ticket with the email as its first action, and queue the acknowledgement."""
+        ticket = self.repository.create_ticket(new)
+        self.repository.add_action(self._inbound_action(ticket.id, email, public=public))
+        if decision.acknowledge:
+            self.repository.enqueue_outgoing(self._acknowledgement(mailbox, ticket, email))
+        return ticket.id
+
     def _apply_rule(
         self, mailbox: Mailbox, email: InboundEmail, decision: _Decision, match: RuleMatch
     ) -> tuple[int | None, bool]:
@@ -884,11 +885,10 @@ class MailProcessor:
         ticket_id = decision.ticket.id if decision.ticket else None
         acknowledged = False
         if rule.type is RuleType.FILE_TRANSFER:
-            owner = self._file_owner(email, match)
-            if owner is not None:
+            if decision.file_owner is not None:
                 repo.store_files(
-                    owner=owner[0],
-                    owner_id=owner[1],
+                    owner=decision.file_owner[0],
+                    owner_id=decision.file_owner[1],
                     attachments=_stored(email),
                     note=email.subject,
                 )
@@ -900,12 +900,9 @@ class MailProcessor:
                     tag, dict(extraction.inventory), customer_id=customer.id if customer else None
                 )
         elif decision.outcome is Outcome.CREATED:
-            ticket = repo.create_ticket(self._rule_ticket(mailbox, email, match))
-            ticket_id = ticket.id
-            repo.add_action(self._inbound_action(ticket_id, email, public=rule.public))
-            if decision.acknowledge:
-                repo.enqueue_outgoing(self._acknowledgement(mailbox, ticket, email))
-                acknowledged = True
+            new = self._rule_ticket(mailbox, email, match)
+            ticket_id = self._open_ticket(mailbox, email, new, decision, public=rule.public)
+            acknowledged = decision.acknowledge
         elif decision.ticket is not None and decision.outcome in (Outcome.UPDATED, Outcome.CLOSED):
             repo.add_action(
                 self._inbound_action(decision.ticket.id, email, public=False, new_text_only=True)
