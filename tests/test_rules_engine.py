@@ -376,9 +376,25 @@ class TestAutomaton:
         with pytest.raises(ValueError, match="must not be empty"):
             Automaton(["a", ""])
 
+    def test_repeated_needle_is_refused(self) -> None:
+        """A needle listed twice would report only one of its ids: refused."""
+        with pytest.raises(ValueError, match="must not be repeated"):
+            Automaton(["a", "b", "a"])
+
+    def test_ids_are_reported_instead_of_positions(self) -> None:
+        """Given ids, matches report them, so several automata can share one numbering."""
+        automaton = Automaton(["disk", "full"], ids=[40, 7])
+        assert automaton.find("disk full on nas02") == {40, 7}
+        assert automaton.find_split("disk full", 4) == ({40}, {40, 7})
+
+    def test_no_needles_finds_nothing(self) -> None:
+        """An automaton without needles is valid and finds nothing."""
+        assert Automaton([]).find("anything") == set()
+        assert Automaton([]).find_split("anything", 3) == (set(), set())
+
     @settings(max_examples=300, deadline=None)
     @given(
-        needles=st.lists(st.text(alphabet="abc", min_size=1, max_size=4), max_size=12),
+        needles=st.lists(st.text(alphabet="abc", min_size=1, max_size=4), max_size=12, unique=True),
         text=st.text(alphabet="abcd", max_size=40),
         split=st.integers(0, 40),
     )

@@ -8,11 +8,11 @@ answers, without looking at every rule:
    and Cc addr-specs, the subject, the new text and the whole text (both bounded by
    :data:`~halomail.rules.extract.MAX_SCAN_CHARS`), and the attachment names.
 2. Exact address criteria are looked up in one ``dict`` per header (From, To, Cc).
-3. Every "contains" needle of every rule is in one Aho-Corasick automaton
-   (:mod:`halomail.rules._automaton`), walked once over each field that some rule
-   tests. When a field has few needles and is long, testing each needle with ``in``
-   is cheaper than the walk; ``scan="auto"`` (the default) picks per field from a
-   cost estimate, and both give the same set of needles.
+3. The "contains" needles of each field are in an Aho-Corasick automaton
+   (:mod:`halomail.rules._automaton`; the new text and the whole text share one),
+   walked once over the field. When a field has few needles, testing each needle with
+   ``in`` is cheaper than the walk; ``scan="auto"`` (the default) picks per field from
+   a cost estimate, and both give the same set of needles.
 4. A criterion holds when one of its needles was found in its field; a rule is a
    candidate when all its criteria hold (counted per rule). Rules without criteria are
    always candidates.
@@ -55,9 +55,11 @@ _FROM, _TO, _CC, _SUBJECT, _BODY_NEW, _BODY_FULL, _ATTACHMENT = range(7)
 _ADDRESS_FIELDS: Final = (_FROM, _TO, _CC)
 
 # Cost model for scan="auto", in units of roughly 1 ns, measured on CPython 3.11: the
-# automaton walk costs ~130 per character; `needle in text` ~100 per call plus ~0.5 per
-# character of text. Ties go to the automaton. Only speed depends on this choice.
-_WALK_PER_CHAR: Final = 130
+# automaton walk costs ~350 per call plus ~3.5 per character; `needle in text` ~100 per
+# call plus ~0.5 per character of text. Ties go to the automaton. Only speed depends on
+# this choice.
+_WALK_PER_CALL: Final = 350
+_WALK_PER_CHAR: Final = 3.5
 _IN_PER_CALL: Final = 100
 _IN_PER_CHAR: Final = 0.5
 
@@ -357,7 +359,23 @@ class RuleEngine:
         self._need = tuple(need)
         self._catch_all = tuple(catch_all)
         self._used = frozenset(used)
-        self._automaton = Automaton(needles) if needles and self._scan != "direct" else None
+        # One automaton per field, so a long body is not searched for sender domains;
+        # the two body fields share one, walked once for both (see _scan_bodies).
+        self._automata: list[Automaton | None] = [None] * 7
+        if self._scan != "direct":
+            for fields in (
+                (_FROM,),
+                (_TO,),
+                (_CC,),
+                (_SUBJECT,),
+                (_BODY_NEW, _BODY_FULL),
+                (_ATTACHMENT,),
+            ):
+                ids = sorted({needle_id for field in fields for needle_id in contains[field]})
+                if ids:
+                    automaton = Automaton([needles[i] for i in ids], ids)
+                    for field in fields:
+                        self._automata[field] = automaton
 
     def __repr__(self) -> str:
         disabled = sum(1 for compiled in self._ordered if not compiled.rule.enabled)
@@ -498,25 +516,29 @@ class RuleEngine:
                 _post(self._find(field, text), postings, satisfied)
         return satisfied
 
-    def _use_automaton(self, field: int, length: int) -> bool:
-        if self._automaton is None:
+    def _use_automaton(self, field: int, length: int, needles: int) -> bool:
+        if self._automata[field] is None:
             return False
         if self._scan == "automaton":
             return True
-        count = len(self._field_needles[field])
-        return count * (_IN_PER_CALL + _IN_PER_CHAR * length) >= _WALK_PER_CHAR * length
+        by_in = needles * (_IN_PER_CALL + _IN_PER_CHAR * length)
+        return by_in >= _WALK_PER_CALL + _WALK_PER_CHAR * length
 
     def _find(self, field: int, text: str) -> Iterable[int]:
-        if self._automaton is not None and self._use_automaton(field, len(text)):
-            return self._automaton.find(text)
+        automaton = self._automata[field]
+        if automaton is not None and self._use_automaton(
+            field, len(text), len(self._field_needles[field])
+        ):
+            return automaton.find(text)
         return [needle_id for needle_id, needle in self._field_needles[field] if needle in text]
 
     def _scan_bodies(self, new: str, full: str) -> tuple[Iterable[int], Iterable[int]]:
-        automaton = self._automaton
+        automaton = self._automata[_BODY_FULL]
+        both = len(self._field_needles[_BODY_NEW]) + len(self._field_needles[_BODY_FULL])
         if (
             automaton is not None
             and full.startswith(new)
-            and self._use_automaton(_BODY_FULL, len(full))
+            and self._use_automaton(_BODY_FULL, len(full), both)
         ):
             # Usually the new text opens the whole text: one walk answers both.
             return automaton.find_split(full, len(new))
