@@ -89,6 +89,23 @@ def test_l1_crlf_in_an_echoed_subject_cannot_add_a_header(subject: str) -> None:
     assert "Bcc: victim@evil.example" in decoded  # kept as text, on the one Subject line
 
 
+def test_a_mail_with_html_is_multipart_alternative_text_first() -> None:
+    """With an HTML body the mail is multipart/alternative: text part, then HTML, both UTF-8."""
+    out = compose(
+        _mail(text="Hello Zoë,\n", html="<p>Hello Zo&euml;,</p><table><tr><td>7</td></tr></table>"),
+        SENDER,
+        loop_token="tok",
+    )
+    message = email.message_from_bytes(out.data)
+    assert message.get_content_type() == "multipart/alternative"
+    parts = message.get_payload()
+    assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
+    assert parts[0].get_payload(decode=True).decode("utf-8") == "Hello Zoë,\r\n"
+    assert parts[1].get_payload(decode=True).decode("utf-8").startswith("<p>Hello Zo&euml;,</p>")
+    assert message["Auto-Submitted"] == "auto-replied"
+    assert "Content-Transfer-Encoding" not in _header_names(out.data)
+
+
 def test_crlf_in_a_display_name_cannot_add_a_header() -> None:
     """A sender display name with CR/LF stays inside the From header."""
     sender = SenderIdentity("support@helpdesk.example", "Support\r\nBcc: x@evil.example")
