@@ -40,6 +40,7 @@ from halomail.tickets.sqlite import SQLiteTicketRepository, translate_error
 RELEASED_MIGRATION_DIGESTS = [
     "a7a290e7437cc9d2f64d66452bab5a882a75d30927dc516f41698d58a1c1129b",
     "37ed8fb1af5b40f6696253c844cff436d262df8950a240546be1799da1c36b15",
+    "68853cd7fbb35be49172d2b259f264a825c87f8f706d4292bd99b0fc8d4dffcc",
 ]
 
 

@@ -92,6 +92,9 @@ def build_mailbox(config: Config, settings: MailboxSettings) -> Mailbox:
         )
     else:
         connector = _UnavailableConnector(settings.name, settings.connection)
+    outgoing = settings.effective_outgoing(config.outgoing)
+    # Only a mailbox that overrides [outgoing] gets a transport of its own.
+    transport = open_transport(outgoing) if settings.outgoing is not None else None
     return Mailbox(
         connector=connector,
         name=settings.name,
@@ -101,8 +104,9 @@ def build_mailbox(config: Config, settings: MailboxSettings) -> Mailbox:
         subject_tag=settings.subject_tag,
         start_from=settings.start_from,
         hijack=settings.hijack,
-        sender=sender_identity(settings.effective_outgoing(config.outgoing)),
+        sender=sender_identity(outgoing),
         enabled=settings.enabled,
+        transport=transport,
     )
 
 

@@ -202,7 +202,8 @@ class Outbox:
 
     Args:
         repository: Where the outbox rows live.
-        transport: How mail leaves.
+        transport: How mail leaves: one transport, or a function giving each mail's
+            (``None`` leaves that mail queued, untouched).
         sender_for: The identity to send a row's mail as (per mailbox, per customer).
         loop_token: Our loop header's value.
         backoff: The retry strategy.
@@ -214,7 +215,7 @@ class Outbox:
     def __init__(
         self,
         repository: TicketRepository,
-        transport: MailTransport,
+        transport: MailTransport | Callable[[OutboxMail], MailTransport | None],
         sender_for: Callable[[OutboxMail], SenderIdentity],
         *,
         loop_token: str,
@@ -222,7 +223,9 @@ class Outbox:
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self._repository = repository
-        self._transport = transport
+        self._transport_for: Callable[[OutboxMail], MailTransport | None] = (
+            transport if not isinstance(transport, MailTransport) else lambda _mail: transport
+        )
         self._sender_for = sender_for
         self._loop_token = loop_token
         self._backoff = backoff or Backoff()
@@ -233,7 +236,10 @@ class Outbox:
         sent = retrying = failed = 0
         due: Sequence[OutboxMail] = self._repository.due_outgoing(self._clock(), limit=limit)
         for mail in due:
-            result = self._send_one(mail)
+            transport = self._transport_for(mail)
+            if transport is None:
+                continue  # this mailbox sends nothing here (yet); the mail waits
+            result = self._send_one(mail, transport)
             if result is OutboxStatus.SENT:
                 sent += 1
             elif result is OutboxStatus.PENDING:
@@ -242,14 +248,14 @@ class Outbox:
                 failed += 1
         return SendReport(sent=sent, retrying=retrying, failed=failed)
 
-    def _send_one(self, mail: OutboxMail) -> OutboxStatus:
+    def _send_one(self, mail: OutboxMail, transport: MailTransport) -> OutboxStatus:
         try:
             outgoing = compose(mail, self._sender_for(mail), loop_token=self._loop_token)
         except Exception as exc:  # noqa: BLE001 - a mail we cannot compose must not stop the others
             self._fail(mail, f"could not compose: {type(exc).__name__}: {exc}")
             return OutboxStatus.FAILED
         try:
-            self._transport.send(outgoing)
+            transport.send(outgoing)
         except TransientTransportError as exc:
             attempt = mail.attempts + 1
             if attempt < self._backoff.max_attempts:

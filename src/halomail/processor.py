@@ -152,6 +152,8 @@ class Mailbox:
             ``"new-ticket"`` or ``"quarantine"``.
         sender: Who acknowledgements from this mailbox are from.
         enabled: Disabled mailboxes are not read.
+        transport: How this mailbox's mail is sent, when it overrides the processor's
+            transport (``[mailboxes.outgoing]``).
     """
 
     connector: MailboxConnector
@@ -164,6 +166,7 @@ class Mailbox:
     hijack: str = "new-ticket"
     sender: SenderIdentity | None = None
     enabled: bool = True
+    transport: MailTransport | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.name:
@@ -500,12 +503,16 @@ class MailProcessor:
         return MailboxReport(mailbox.name, tuple(outcomes), error=error, left_alone=left_alone)
 
     def send_outbox(self) -> SendReport:
-        """Send the queued outgoing mail that is due (nothing without a transport)."""
-        if self.transport is None:
+        """Send the queued outgoing mail that is due.
+
+        Each mail leaves through its mailbox's transport, or the processor's; mail
+        with neither stays queued.
+        """
+        if self.transport is None and all(m.transport is None for m in self.mailboxes):
             return SendReport()
         outbox = Outbox(
             self.repository,
-            self.transport,
+            self._transport_for,
             self._sender_for,
             loop_token=self.settings.loop_token,
             backoff=self.settings.backoff,
@@ -1136,11 +1143,31 @@ class MailProcessor:
 
     # -- small helpers ----------------------------------------------------------
 
-    def _sender_for(self, mail: OutboxMail) -> SenderIdentity:
+    def _mailbox_named(self, name: str) -> Mailbox | None:
         for mailbox in self.mailboxes:
-            if mailbox.name == mail.mailbox and mailbox.sender is not None:
-                return mailbox.sender
-        return self.settings.default_sender
+            if mailbox.name == name:
+                return mailbox
+        return None
+
+    def _transport_for(self, mail: OutboxMail) -> MailTransport | None:
+        mailbox = self._mailbox_named(mail.mailbox)
+        if mailbox is not None and mailbox.transport is not None:
+            return mailbox.transport
+        return self.transport
+
+    def _sender_for(self, mail: OutboxMail) -> SenderIdentity:
+        """The mailbox's identity, with the From and Reply-To its customer overrides."""
+        mailbox = self._mailbox_named(mail.mailbox)
+        sender = mailbox.sender if mailbox and mailbox.sender else self.settings.default_sender
+        ticket = self.repository.get_ticket(mail.ticket_id) if mail.ticket_id else None
+        customer = self.repository.find_customer(ticket.user_email) if ticket else None
+        if customer is not None and (customer.from_address or customer.reply_address):
+            sender = attrs.evolve(
+                sender,
+                from_address=customer.from_address or sender.from_address,
+                reply_address=customer.reply_address or sender.reply_address,
+            )
+        return sender
 
     def _own_addresses(self, mailbox: Mailbox) -> set[str]:
         sender = mailbox.sender or self.settings.default_sender

@@ -71,7 +71,11 @@ class SeedableRepository(Protocol):
     """
 
     def add_customer(
-        self, name: str, domains: Sequence[str] = (), from_address: str | None = None
+        self,
+        name: str,
+        domains: Sequence[str] = (),
+        from_address: str | None = None,
+        reply_address: str | None = None,
     ) -> Customer:
         """Add a customer owning ``domains``; return it with its id."""
 
@@ -160,7 +164,9 @@ class TicketRepositoryContract:
             )
         ids: dict[int, int] = {}
         for customer in customers:
-            added = repository.add_customer(customer.name, customer.domains, customer.from_address)
+            added = repository.add_customer(
+                customer.name, customer.domains, customer.from_address, customer.reply_address
+            )
             ids[customer.id] = added.id
         for user in users:
             customer_id = None if user.customer_id is None else ids[user.customer_id]
@@ -919,7 +925,13 @@ class TicketRepositoryContract:
         self.seed(
             repository,
             customers=[
-                Customer(1, "Customer Ltd", ("customer.example",), "support@customer.example"),
+                Customer(
+                    1,
+                    "Customer Ltd",
+                    ("customer.example",),
+                    "support@customer.example",
+                    "replies@customer.example",
+                ),
                 Customer(2, "Partner plc", ("partner.example", "partner.test")),
             ],
             users=[
@@ -962,6 +974,7 @@ class TicketRepositoryContract:
         assert customer.name == "Customer Ltd"
         assert customer.domains == ("customer.example",)
         assert customer.from_address == "support@customer.example"
+        assert customer.reply_address == "replies@customer.example"
 
     def test_find_customer_by_domain(self, repository: TicketRepository) -> None:
         """An unknown address, or a user with no customer, finds the customer of its domain."""
@@ -973,6 +986,7 @@ class TicketRepositoryContract:
             ("partner.example", "partner.test"),
         )
         assert unknown.from_address is None
+        assert unknown.reply_address is None
         carol = repository.find_customer("carol@partner.test")
         assert carol is not None
         assert carol.name == "Partner plc"

@@ -234,7 +234,12 @@ _V2 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+_V3 = Migration(
+    "a Reply-To address per customer",
+    ("ALTER TABLE customers ADD COLUMN reply_address TEXT",),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 """Every step of the schema, oldest first; the schema's version is the number applied."""
 
 

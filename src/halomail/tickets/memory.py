@@ -351,7 +351,11 @@ class InMemoryTicketRepository:
     # -- people and things -----------------------------------------------------
 
     def add_customer(
-        self, name: str, domains: Sequence[str] = (), from_address: str | None = None
+        self,
+        name: str,
+        domains: Sequence[str] = (),
+        from_address: str | None = None,
+        reply_address: str | None = None,
     ) -> Customer:
         """Add a customer.
 
@@ -360,13 +364,16 @@ class InMemoryTicketRepository:
             domains: Email domains that belong to the customer (stored lower-cased).
                 When two customers claim a domain, the first one added owns it.
             from_address: Overrides the outgoing From address for this customer.
+            reply_address: Overrides the Reply-To address for this customer.
 
         Returns:
             The customer with its id.
         """
         keys = tuple(dict.fromkeys(key for key in map(domain_key, domains) if key))
         with self._writing():
-            customer = Customer(self._next_id("customers"), name, keys, from_address)
+            customer = Customer(
+                self._next_id("customers"), name, keys, from_address, reply_address
+            )
             self._put(self._customers, customer.id, customer)
             for key in keys:
                 if key not in self._domains:

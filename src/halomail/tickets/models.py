@@ -256,12 +256,14 @@ class Customer:
         name: The customer's name.
         domains: Email domains that belong to the customer (lower-case).
         from_address: Overrides the outgoing From address for this customer, if set.
+        reply_address: Overrides the Reply-To address for this customer, if set.
     """
 
     id: int
     name: str
     domains: tuple[str, ...] = ()
     from_address: str | None = None
+    reply_address: str | None = None
 
 
 @attrs.frozen

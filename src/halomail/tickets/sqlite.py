@@ -135,18 +135,20 @@ _SQL_LIST_ATTACHMENTS = (
 )
 
 _SQL_CUSTOMER_EXISTS = "SELECT 1 FROM customers WHERE id = ?"
-_SQL_INSERT_CUSTOMER = "INSERT INTO customers (name, domains, from_address) VALUES (?, ?, ?)"
+_SQL_INSERT_CUSTOMER = (
+    "INSERT INTO customers (name, domains, from_address, reply_address) VALUES (?, ?, ?, ?)"
+)
 _SQL_INSERT_CUSTOMER_DOMAIN = "INSERT INTO customer_domains (domain, customer_id) VALUES (?, ?)"
 _SQL_INSERT_USER = (
     "INSERT INTO users (email, name, customer_id, phone, mobile) VALUES (?, ?, ?, ?, ?)"
 )
 _SQL_FIND_USER = "SELECT id, email, name, customer_id, phone, mobile FROM users WHERE email = ?"
 _SQL_CUSTOMER_OF_USER = (
-    "SELECT c.id, c.name, c.domains, c.from_address FROM users u "
+    "SELECT c.id, c.name, c.domains, c.from_address, c.reply_address FROM users u "
     "JOIN customers c ON c.id = u.customer_id WHERE u.email = ?"
 )
 _SQL_CUSTOMER_OF_DOMAIN = (
-    "SELECT c.id, c.name, c.domains, c.from_address FROM customer_domains d "
+    "SELECT c.id, c.name, c.domains, c.from_address, c.reply_address FROM customer_domains d "
     "JOIN customers c ON c.id = d.customer_id WHERE d.domain = ? ORDER BY d.customer_id LIMIT 1"
 )
 _SQL_INSERT_ASSET = "INSERT INTO assets (tag, tag_key, fields, customer_id) VALUES (?, ?, ?, ?)"
@@ -345,7 +347,9 @@ def _ticket(row: Sequence[Any]) -> Ticket:
 
 
 def _customer(row: Sequence[Any]) -> Customer:
-    return Customer(id=row[0], name=row[1], domains=_tuple(row[2]), from_address=row[3])
+    return Customer(
+        id=row[0], name=row[1], domains=_tuple(row[2]), from_address=row[3], reply_address=row[4]
+    )
 
 
 def _asset(row: Sequence[Any]) -> Asset:
@@ -893,7 +897,11 @@ class SQLiteTicketRepository:
     # -- people and things -----------------------------------------------------
 
     def add_customer(
-        self, name: str, domains: Sequence[str] = (), from_address: str | None = None
+        self,
+        name: str,
+        domains: Sequence[str] = (),
+        from_address: str | None = None,
+        reply_address: str | None = None,
     ) -> Customer:
         """Add a customer.
 
@@ -902,6 +910,7 @@ class SQLiteTicketRepository:
             domains: Email domains that belong to the customer (stored lower-cased).
                 When two customers claim a domain, the first one added owns it.
             from_address: Overrides the outgoing From address for this customer.
+            reply_address: Overrides the Reply-To address for this customer.
 
         Returns:
             The customer with its id.
@@ -909,11 +918,11 @@ class SQLiteTicketRepository:
         keys = tuple(dict.fromkeys(key for key in map(domain_key, domains) if key))
         with self._writing() as connection:
             cursor = connection.execute(
-                _SQL_INSERT_CUSTOMER, (name, _json_list(keys), from_address)
+                _SQL_INSERT_CUSTOMER, (name, _json_list(keys), from_address, reply_address)
             )
             customer_id = _row_id(cursor)
             connection.executemany(_SQL_INSERT_CUSTOMER_DOMAIN, ((k, customer_id) for k in keys))
-        return Customer(customer_id, name, keys, from_address)
+        return Customer(customer_id, name, keys, from_address, reply_address)
 
     def add_user(
         self,
