@@ -53,9 +53,27 @@ def _deliver(tmp_path: Path, name: str, raw: bytes) -> None:
 def _run_json(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, list[dict[str, object]]]:
+    """Run once with --json; return the exit code and the per-email objects."""
     code = main(["-c", str(config), "run", "--once", "--json"])
-    lines = capsys.readouterr().out.splitlines()
-    return code, [json.loads(line) for line in lines]
+    objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return code, [o for o in objects if "event" not in o]
+
+
+def test_run_json_ends_with_each_mailbox_health(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --json` prints one object per email, then one "mailbox" object per mailbox."""
+    config = _setup(tmp_path)
+    code = main(["-c", str(config), "run", "--once", "--json"])
+    objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    health = [o for o in objects if o.get("event") == "mailbox"]
+    assert objects[-len(health) :] == health
+    assert [(h["mailbox"], h["last_error"], h["consecutive_failures"]) for h in health] == [
+        ("Support", None, 0)
+    ]
+    assert health[0]["last_success"] is not None
+    assert health[0]["next_attempt_at"] is None
 
 
 def test_quickstart_makes_tickets_and_acknowledgements_on_disk(

@@ -169,7 +169,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         ok = ok and report.ok
         if args.once:
             break
-        time.sleep(max(1.0, args.interval))
+        # Mailboxes that can push (IMAP IDLE) end the wait early when mail arrives.
+        processor.wait_for_mail(max(1.0, args.interval))
     return EXIT_OK if ok else EXIT_PROBLEMS
 
 
@@ -186,6 +187,10 @@ def _run_cycle(processor: MailProcessor, *, json_output: bool) -> RunReport:
     for mailbox in report.mailboxes:
         if mailbox.error:
             print(f"halomail: mailbox {mailbox.name}: {mailbox.error}", file=sys.stderr)
+    if json_output:
+        # After the emails, one line per mailbox with its health ("event": "mailbox").
+        for health in processor.health():
+            print(json.dumps({"event": "mailbox", **health.as_dict()}), flush=True)
     if not json_output:
         _print_summary(report, sys.stdout)
     return report

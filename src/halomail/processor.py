@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -204,6 +205,8 @@ class ProcessorSettings:
         ack_throttle_count: At most this many acknowledgements …
         ack_throttle_window: … to one address (and per ticket) in this window.
         backoff: The outbox's retry strategy.
+        mailbox_backoff: How long a mailbox that keeps failing is left alone before the
+            next attempt (its ``max_attempts`` is not used: a mailbox is never given up).
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -216,6 +219,9 @@ class ProcessorSettings:
     ack_throttle_count: int = 10
     ack_throttle_window: dt.timedelta = dt.timedelta(minutes=10)
     backoff: Backoff = attrs.field(factory=Backoff)
+    mailbox_backoff: Backoff = attrs.field(
+        factory=lambda: Backoff(base_seconds=30.0, cap_seconds=900.0)
+    )
 
 
 @attrs.frozen
@@ -228,6 +234,8 @@ class MailboxHealth:
         last_error: The last error (secret-free), or ``None``.
         last_error_at: When that error happened.
         consecutive_failures: Failed reads since the last success.
+        next_attempt_at: After repeated failures, the mailbox is not read again before
+            this time (``None``: read it on the next cycle).
     """
 
     name: str
@@ -235,6 +243,7 @@ class MailboxHealth:
     last_error: str | None = None
     last_error_at: dt.datetime | None = None
     consecutive_failures: int = 0
+    next_attempt_at: dt.datetime | None = None
 
     def as_dict(self) -> dict[str, object]:
         """The JSON shape used by ``halomail run --json``."""
@@ -244,17 +253,19 @@ class MailboxHealth:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
             "consecutive_failures": self.consecutive_failures,
+            "next_attempt_at": self.next_attempt_at.isoformat() if self.next_attempt_at else None,
         }
 
 
 @attrs.frozen
 class MailboxReport:
-    """What one pass over one mailbox did."""
+    """What one pass over one mailbox did (``error`` says why it failed or was skipped)."""
 
     name: str
     outcomes: tuple[ProcessingOutcome, ...]
     error: str | None = None
     left_alone: int = 0
+    skipped: bool = False  # not read this cycle: backing off after repeated failures
 
 
 @attrs.frozen
@@ -475,6 +486,14 @@ class MailProcessor:
         outcomes: list[ProcessingOutcome] = []
         left_alone = 0
         error: str | None = None
+        health = self._health.get(mailbox.name)
+        retry_at = health.next_attempt_at if health is not None else None
+        if health is not None and retry_at is not None and self._clock() < retry_at:
+            waiting = (
+                f"not read: {health.consecutive_failures} failures in a row, next attempt "
+                f"at {retry_at.isoformat()} (last error: {health.last_error})"
+            )
+            return MailboxReport(mailbox.name, (), error=waiting, skipped=True)
         try:
             baseline = self._onboarding_baseline(mailbox)
             messages: Iterator[FetchedMessage] = iter(mailbox.connector.fetch())
@@ -519,6 +538,47 @@ class MailProcessor:
             clock=self._clock,
         )
         return outbox.send_due()
+
+    def wait_for_mail(self, timeout: float) -> bool:
+        """Wait until a mailbox that can push reports new mail, or ``timeout`` passes.
+
+        Mailboxes whose connector has ``wait_for_mail(timeout) -> bool`` (IMAP IDLE)
+        are watched, each in its own thread; the others are simply read again on the
+        next cycle. ``halomail run`` calls this between cycles, so pushed mail is
+        processed within seconds while the poll interval stays long.
+
+        Args:
+            timeout: The longest wait, in seconds (the poll interval).
+
+        Returns:
+            True when a mailbox reported new mail before the timeout.
+        """
+        now = self._clock()
+        waiters = [
+            (mailbox.name, wait)
+            for mailbox in self.mailboxes
+            if mailbox.enabled
+            and callable(wait := getattr(mailbox.connector, "wait_for_mail", None))
+            and (self._health[mailbox.name].next_attempt_at or now) <= now
+        ]
+        arrived = threading.Event()
+        if not waiters:
+            arrived.wait(timeout)
+            return False
+
+        def watch(name: str, wait: Callable[[float], bool]) -> None:
+            try:
+                if wait(timeout):
+                    log.debug("mailbox %s: new mail pushed", name)
+                    arrived.set()
+            except Exception as exc:  # noqa: BLE001 - a failed watch only means polling
+                log.warning("mailbox %s: waiting for new mail failed: %s", name, exc)
+
+        for name, wait in waiters:
+            threading.Thread(
+                target=watch, args=(name, wait), name=f"halomail-idle-{name}", daemon=True
+            ).start()
+        return arrived.wait(timeout)
 
     def health(self) -> tuple[MailboxHealth, ...]:
         """Each mailbox's last success, last error and consecutive failures."""
@@ -1177,13 +1237,27 @@ class MailProcessor:
         previous = self._health.get(name, MailboxHealth(name))
         now = self._clock()
         if error is None:
-            self._health[name] = attrs.evolve(previous, last_success=now, consecutive_failures=0)
-        else:
             self._health[name] = attrs.evolve(
-                previous,
-                last_error=error,
-                last_error_at=now,
-                consecutive_failures=previous.consecutive_failures + 1,
+                previous, last_success=now, consecutive_failures=0, next_attempt_at=None
+            )
+            return
+        failures = previous.consecutive_failures + 1
+        # One failure is retried on the next cycle (a blip); from the second on, the
+        # mailbox waits longer each time, so a dead server is not hammered every cycle.
+        retry_at = now + self.settings.mailbox_backoff.delay(failures - 1) if failures > 1 else None
+        self._health[name] = attrs.evolve(
+            previous,
+            last_error=error,
+            last_error_at=now,
+            consecutive_failures=failures,
+            next_attempt_at=retry_at,
+        )
+        if retry_at is not None:
+            log.warning(
+                "mailbox %s failed %d times in a row; next attempt at %s",
+                name,
+                failures,
+                retry_at.isoformat(),
             )
 
     def _onboarding_baseline(self, mailbox: Mailbox) -> set[str] | None:
@@ -1194,8 +1268,11 @@ class MailProcessor:
         stored = self.repository.get_state(state_key)
         if stored is not None:
             return set(json.loads(stored))
-        # First read: remember what is there now, and leave all of it alone.
-        refs = sorted(fetched.ref for fetched in mailbox.connector.fetch())
+        # First read: remember what is there now, and leave all of it alone. A connector
+        # that can list its refs without reading the emails (IMAP, POP3) is asked to.
+        list_refs = getattr(mailbox.connector, "list_refs", None)
+        found = list_refs() if callable(list_refs) else (m.ref for m in mailbox.connector.fetch())
+        refs = sorted(found)
         self.repository.set_state(state_key, json.dumps(refs))
         log.info(
             "mailbox %s: onboarding mark set; %d existing emails left alone",

@@ -1,0 +1,156 @@
+"""Mailbox health: last success and error, backoff after repeated failures, push waits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from halomail.connectors.base import Disposition, FetchedMessage
+from halomail.connectors.memory import MemoryConnector
+from halomail.errors import AuthenticationError
+from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+from halomail.tickets.memory import InMemoryTicketRepository
+from tests.conftest import make_email
+
+
+class BrokenConnector:
+    """A mailbox whose server refuses the login until it is repaired."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.broken = True
+        self.fetches = 0
+        self.inner = MemoryConnector(name)
+
+    def fetch(self) -> Iterator[FetchedMessage]:
+        """Refuse while broken, then read like a memory mailbox."""
+        self.fetches += 1
+        if self.broken:
+            raise AuthenticationError("login refused: check the mailbox's password")
+        return self.inner.fetch()
+
+    def ack(self, ref: str, disposition: Disposition) -> None:
+        """Dispose through the memory mailbox."""
+        self.inner.ack(ref, disposition)
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def test_a_failing_mailbox_backs_off_and_recovers(settings: ProcessorSettings) -> None:
+    """Repeated failures space out the attempts; the other mailbox is read every cycle."""
+    clock = Clock()
+    broken, healthy = BrokenConnector("Broken"), MemoryConnector("Healthy")
+    processor = MailProcessor(
+        InMemoryTicketRepository(), [Mailbox(broken), Mailbox(healthy)], settings, clock=clock
+    )
+    processor.run_once()
+    processor.run_once()  # the second failure in a row starts the backoff
+    assert broken.fetches == 2
+    state = {h.name: h for h in processor.health()}["Broken"]
+    assert state.consecutive_failures == 2
+    assert state.last_error == "AuthenticationError: login refused: check the mailbox's password"
+    assert state.next_attempt_at is not None
+    # The second failure waits the 30 s base (±20% jitter); each further one doubles it.
+    assert 24 <= (state.next_attempt_at - clock.now).total_seconds() <= 36
+
+    healthy.add(make_email())
+    report = processor.run_once()  # within the backoff: Broken is not touched, Healthy is read
+    assert broken.fetches == 2
+    by_name = {r.name: r for r in report.mailboxes}
+    assert by_name["Broken"].skipped
+    assert "2 failures in a row" in (by_name["Broken"].error or "")
+    assert [o.outcome.value for o in by_name["Healthy"].outcomes] == ["created"]
+    assert not report.ok
+
+    broken.broken = False
+    broken.inner.add(make_email(message_id="<after-repair@customer.example>"))
+    clock.now += dt.timedelta(minutes=5)
+    report = processor.run_once()
+    assert broken.fetches == 3
+    assert [o.outcome.value for o in report.mailboxes[0].outcomes] == ["created"]
+    state = {h.name: h for h in processor.health()}["Broken"]
+    assert (state.consecutive_failures, state.next_attempt_at) == (0, None)
+    assert state.last_success == clock.now
+
+
+def test_start_from_now_lists_refs_without_reading_the_emails(
+    settings: ProcessorSettings,
+) -> None:
+    """Onboarding asks a connector that can list refs for them and never fetches old mail."""
+
+    class Listing(MemoryConnector):
+        """A memory mailbox that counts fetches and lists its refs."""
+
+        fetches = 0
+
+        def fetch(self) -> Iterator[FetchedMessage]:
+            self.fetches += 1
+            return super().fetch()
+
+        def list_refs(self) -> list[str]:
+            """The refs of the emails there now."""
+            return [m.ref for m in super().fetch()]
+
+    connector = Listing("Support")
+    connector.add(make_email(message_id="<old-1@customer.example>"))
+    connector.add(make_email(message_id="<old-2@customer.example>"))
+    processor = MailProcessor(
+        InMemoryTicketRepository(), [Mailbox(connector, start_from="now")], settings
+    )
+    report = processor.run_once()
+    assert report.mailboxes[0].left_alone == 2
+    assert connector.fetches == 1  # the run's own fetch; the baseline came from list_refs
+    connector.add(make_email(message_id="<new-1@customer.example>"))
+    report = processor.run_once()
+    assert [o.message_id for o in report.outcomes] == ["new-1@customer.example"]
+
+
+class Pushing(MemoryConnector):
+    """A memory mailbox that can wait for new mail, like IMAP IDLE."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.arrived = threading.Event()
+
+    def wait_for_mail(self, timeout: float) -> bool:
+        """True as soon as mail arrives, False after ``timeout``."""
+        return self.arrived.wait(timeout)
+
+
+def test_wait_for_mail_returns_as_soon_as_a_mailbox_pushes(settings: ProcessorSettings) -> None:
+    """A push from one mailbox ends the wait long before the poll interval."""
+    pushing = Pushing("Support")
+    processor = MailProcessor(
+        InMemoryTicketRepository(), [Mailbox(MemoryConnector("Other")), Mailbox(pushing)], settings
+    )
+    threading.Timer(0.2, pushing.arrived.set).start()
+    started = time.monotonic()
+    assert processor.wait_for_mail(30.0) is True
+    assert time.monotonic() - started < 10.0  # a generous bound: the interval is 30 s
+
+
+@pytest.mark.parametrize("pushing", [True, False], ids=["can-push", "cannot-push"])
+def test_wait_for_mail_without_news_waits_the_interval(
+    settings: ProcessorSettings, pushing: bool
+) -> None:
+    """With nothing pushed the wait lasts the interval and reports no mail."""
+    connector = Pushing("Support") if pushing else MemoryConnector("Support")
+    processor = MailProcessor(InMemoryTicketRepository(), [Mailbox(connector)], settings)
+    started = time.monotonic()
+    assert processor.wait_for_mail(0.3) is False
+    assert time.monotonic() - started >= 0.29
