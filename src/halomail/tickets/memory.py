@@ -371,9 +371,7 @@ class InMemoryTicketRepository:
         """
         keys = tuple(dict.fromkeys(key for key in map(domain_key, domains) if key))
         with self._writing():
-            customer = Customer(
-                self._next_id("customers"), name, keys, from_address, reply_address
-            )
+            customer = Customer(self._next_id("customers"), name, keys, from_address, reply_address)
             self._put(self._customers, customer.id, customer)
             for key in keys:
                 if key not in self._domains:
