@@ -1,1 +1,4 @@
-"""connectors."""
+"""Mail backends: connectors that read mailboxes and transports that send mail.
+
+The contracts are in :mod:`halomail.connectors.base`; each backend is one module beside it.
+"""
