@@ -125,6 +125,7 @@ def build_processor(
         ack_throttle_count=processing.ack_throttle_count,
         ack_throttle_window=dt.timedelta(minutes=processing.ack_throttle_window_minutes),
         backoff=Backoff(max_attempts=processing.max_send_attempts),
+        concurrent_mailboxes=processing.concurrent_mailboxes,
     )
     if transport is None:
         transport = open_transport(config.outgoing)

@@ -165,6 +165,7 @@ _PROCESSING_KEYS = (
     "ack_throttle_window_minutes",
     "max_send_attempts",
     "domain",
+    "concurrent_mailboxes",
 )
 _LIMITS_KEYS = ("max_message_bytes", "max_depth", "max_parts", "max_header_bytes")
 
@@ -459,6 +460,8 @@ class ProcessingSettings:
         ack_throttle_window_minutes: … in this many minutes.
         max_send_attempts: Attempts before an outgoing email is given up.
         domain: The right-hand side of our Message-IDs.
+        concurrent_mailboxes: At most this many mailboxes are read at once (each holds
+            one connection to its server while it is read).
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -467,6 +470,7 @@ class ProcessingSettings:
     ack_throttle_window_minutes: float = 10.0
     max_send_attempts: int = 8
     domain: str = "halomail.invalid"
+    concurrent_mailboxes: int = 4
 
 
 @attrs.frozen
@@ -865,6 +869,7 @@ def _parse_processing(
         ),
         max_send_attempts=_int(table, "max_send_attempts", kp, default=8, minimum=1),
         domain=domain.lower(),
+        concurrent_mailboxes=_int(table, "concurrent_mailboxes", kp, default=4, minimum=1),
     )
 
 

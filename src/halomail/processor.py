@@ -29,6 +29,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -207,6 +208,8 @@ class ProcessorSettings:
         backoff: The outbox's retry strategy.
         mailbox_backoff: How long a mailbox that keeps failing is left alone before the
             next attempt (its ``max_attempts`` is not used: a mailbox is never given up).
+        concurrent_mailboxes: At most this many mailboxes are read at once, each in its
+            own thread with its own connection; the repository serializes the writes.
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -222,6 +225,7 @@ class ProcessorSettings:
     mailbox_backoff: Backoff = attrs.field(
         factory=lambda: Backoff(base_seconds=30.0, cap_seconds=900.0)
     )
+    concurrent_mailboxes: int = attrs.field(default=4, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen
@@ -403,17 +407,37 @@ class MailProcessor:
     def run_once(
         self, *, on_outcome: Callable[[ProcessingOutcome], None] | None = None
     ) -> RunReport:
-        """Read every enabled mailbox once, then send the outbox.
+        """Read every enabled mailbox once, then check services and send the outbox.
 
-        One broken mailbox never stops the others: its error lands in its report
-        and in :meth:`health`.
+        Mailboxes are read concurrently, at most
+        :attr:`ProcessorSettings.concurrent_mailboxes` at a time, so a slow server
+        delays only its own mailbox. One broken mailbox never stops the others: its
+        error lands in its report and in :meth:`health`.
 
         Args:
-            on_outcome: Called with each email's outcome as soon as it is known.
+            on_outcome: Called with each email's outcome as soon as it is known (from
+                one thread at a time).
+
+        Returns:
+            The reports, in the order of the mailboxes.
         """
-        reports = tuple(
-            self.process_mailbox(m, on_outcome=on_outcome) for m in self.mailboxes if m.enabled
-        )
+        enabled = [m for m in self.mailboxes if m.enabled]
+        workers = min(self.settings.concurrent_mailboxes, len(enabled))
+        if workers <= 1:
+            reports = tuple(self.process_mailbox(m, on_outcome=on_outcome) for m in enabled)
+        else:
+            report_one = on_outcome
+            if on_outcome is not None:
+                callback, lock = on_outcome, threading.Lock()
+
+                def report_one(outcome: ProcessingOutcome) -> None:
+                    with lock:
+                        callback(outcome)
+
+            with ThreadPoolExecutor(workers, thread_name_prefix="halomail-mailbox") as pool:
+                reports = tuple(
+                    pool.map(lambda m: self.process_mailbox(m, on_outcome=report_one), enabled)
+                )
         services = self.check_services()
         sent = self.send_outbox()
         return RunReport(mailboxes=reports, sent=sent, services=services)
