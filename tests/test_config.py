@@ -993,3 +993,83 @@ def test_arbitrary_tables_raise_only_config_error(data: dict[str, Any]) -> None:
         error = None
     if error is not None:
         assert error.message
+
+
+AGENTS_AND_TEAMS = """
+[processing]
+ticket_url = "https://desk.example.com/tickets/{id}"
+
+[[teams]]
+name = "Service Desk"
+
+[[teams]]
+name = "Sales"
+message_group = "Friendly"
+
+[[agents]]
+name = "Amy Pond"
+email = "Amy@Helpdesk.example"
+team = "Service Desk"
+signature = \"\"\"
+Amy Pond
+Service Desk, Example Ltd
+\"\"\"
+
+[[mailboxes]]
+name = "Sales"
+connection = "maildir"
+path = "sales"
+allowed_teams = ["Sales"]
+signature = "The Sales Team"
+[mailboxes.agent_signatures]
+"amy@helpdesk.example" = "Amy, on behalf of Sales"
+"""
+
+
+class TestAgentsTeamsAndSignatures:
+    def test_agents_teams_signatures_and_the_ticket_url_load(self, tmp_path: Path) -> None:
+        """[[agents]], [[teams]], a mailbox's restriction and signatures load as written."""
+        config = _load(tmp_path, AGENTS_AND_TEAMS)
+        assert [(t.name, t.message_group) for t in config.teams] == [
+            ("Service Desk", None),
+            ("Sales", "Friendly"),
+        ]
+        (amy,) = config.agents
+        assert (amy.name, amy.email, amy.team) == (
+            "Amy Pond",
+            "amy@helpdesk.example",
+            "Service Desk",
+        )
+        assert amy.signature == "Amy Pond\nService Desk, Example Ltd"
+        sales = config.mailbox("Sales")
+        assert sales.allowed_teams == ("Sales",)
+        assert sales.signature == "The Sales Team"
+        assert dict(sales.agent_signatures) == {"amy@helpdesk.example": "Amy, on behalf of Sales"}
+        assert config.processing.ticket_url == "https://desk.example.com/tickets/{id}"
+
+    @pytest.mark.parametrize(
+        ("change", "key_path", "message"),
+        [
+            (('team = "Service Desk"', 'team = "Nobody"'), "agents[0].team", "no [[teams]] named"),
+            (('allowed_teams = ["Sales"]', 'allowed_teams = ["Sails"]'),
+             "mailboxes[0].allowed_teams[0]", "no [[teams]] named 'Sails'"),
+            (('allowed_teams = ["Sales"]', "allowed_teams = [3]"),
+             "mailboxes[0].allowed_teams[0]", "expected a name"),
+            (('"amy@helpdesk.example" =', '"amy" ='),
+             'mailboxes[0].agent_signatures.amy', "agent's email address"),
+            (('signature = "The Sales Team"', 'signature = "The\\u0000Team"'),
+             "mailboxes[0].signature", "control characters"),
+            (("tickets/{id}", "tickets/"), "processing.ticket_url", "{id}"),
+            (('name = "Sales"\nmessage_group', 'name = "service desk"\nmessage_group'),
+             "teams[1].name", "duplicate team"),
+        ],
+    )  # fmt: skip
+    def test_mistakes_name_their_key_path(
+        self, tmp_path: Path, change: tuple[str, str], key_path: str, message: str
+    ) -> None:
+        """Each mistake in agents, teams, restrictions or signatures names its key path."""
+        old, new = change
+        assert old in AGENTS_AND_TEAMS
+        error = _error(tmp_path, AGENTS_AND_TEAMS.replace(old, new, 1))
+        assert error.key_path == key_path
+        assert message in str(error)

@@ -104,6 +104,8 @@ _TOP_KEYS = (
     "ticket_templates",
     "processing",
     "limits",
+    "agents",
+    "teams",
 )
 _STORAGE_KEYS = ("url",)
 _OUTGOING_FIELDS = (
@@ -156,6 +158,9 @@ _MAILBOX_FIELDS = (
     "start_from",
     "hijack",
     "outgoing",
+    "allowed_teams",
+    "signature",
+    "agent_signatures",
 )
 _MAILBOX_EXTRA = (*_OUTGOING_EXTRA, "leave_on_server", "poll_interval", "batch_size", "timeout")
 _PROCESSING_KEYS = (
@@ -166,6 +171,7 @@ _PROCESSING_KEYS = (
     "max_send_attempts",
     "domain",
     "concurrent_mailboxes",
+    "ticket_url",
 )
 _LIMITS_KEYS = ("max_message_bytes", "max_depth", "max_parts", "max_header_bytes")
 
@@ -373,6 +379,11 @@ class MailboxSettings:
         hijack: A follow-up from an unrelated address: ``new-ticket`` or ``quarantine``.
         outgoing: The ``[mailboxes.outgoing]`` override, or ``None``; see
             :meth:`effective_outgoing`.
+        allowed_teams: Sending restriction: only agents of these teams may send from
+            this mailbox (empty: everyone may).
+        signature: The signature of mail sent from this mailbox.
+        agent_signatures: Per-agent signatures (by the agent's email, lower-case) that
+            replace the agent's own and the mailbox's on mail from this mailbox.
         extra: Connector-specific keys (``tenant_id``, ``client_id``, ``client_secret``,
             ``user_id``, ``credentials_file``, ``token``, ``auth``, ``leave_on_server``,
             ``poll_interval``, ``batch_size``, ``timeout``); secrets masked in ``repr``.
@@ -402,6 +413,11 @@ class MailboxSettings:
     start_from: str = "all"
     hijack: str = "new-ticket"
     outgoing: OutgoingSettings | None = None
+    allowed_teams: tuple[str, ...] = ()
+    signature: str = ""
+    agent_signatures: Mapping[str, str] = attrs.field(
+        factory=dict, converter=_frozen_mapping, hash=False
+    )
     extra: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False)
     key_path: str = attrs.field(default="mailboxes", repr=False, eq=False)
 
@@ -462,6 +478,8 @@ class ProcessingSettings:
         domain: The right-hand side of our Message-IDs.
         concurrent_mailboxes: At most this many mailboxes are read at once (each holds
             one connection to its server while it is read).
+        ticket_url: The address of a ticket in the helpdesk, with ``{id}`` where the
+            ticket's number goes (``$ticketurl`` in templates); empty when there is none.
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -471,6 +489,38 @@ class ProcessingSettings:
     max_send_attempts: int = 8
     domain: str = "halomail.invalid"
     concurrent_mailboxes: int = 4
+    ticket_url: str = ""
+
+
+@attrs.frozen
+class AgentSettings:
+    """An agent who sends mail (``[[agents]]``).
+
+    Args:
+        name: Shown as ``$agentname``.
+        email: The agent's address (lower-case); how the host names the agent.
+        team: The agent's team, for sending restrictions and message groups.
+        signature: The agent's own signature (a mailbox may override it).
+    """
+
+    name: str
+    email: str
+    team: str | None = None
+    signature: str = ""
+
+
+@attrs.frozen
+class TeamSettings:
+    """A team (``[[teams]]``).
+
+    Args:
+        name: The team's name.
+        message_group: The message group of mail about the team's tickets, when it
+            differs from the mailbox's.
+    """
+
+    name: str
+    message_group: str | None = None
 
 
 @attrs.frozen
@@ -487,6 +537,8 @@ class Config:
         path: The file read, or ``None`` when built by :func:`parse_config`.
         services: ``[[services]]``: the monitored services.
         ticket_templates: ``[[ticket_templates]]``: starting points for apply_template rules.
+        agents: ``[[agents]]``: who sends mail, with their teams and signatures.
+        teams: ``[[teams]]``.
     """
 
     storage: StorageSettings
@@ -498,6 +550,8 @@ class Config:
     path: Path | None = None
     services: tuple[ServiceDefinition, ...] = ()
     ticket_templates: tuple[TicketTemplate, ...] = ()
+    agents: tuple[AgentSettings, ...] = ()
+    teams: tuple[TeamSettings, ...] = ()
 
     def mailbox(self, name: str) -> MailboxSettings:
         """The mailbox called ``name`` (case-insensitive).
@@ -599,7 +653,20 @@ def parse_config(
     )
     processing = _parse_processing(_sub_table(root, "processing", ""), outgoing, storage)
     limits = _parse_limits(_sub_table(root, "limits", ""))
+    teams = _parse_teams(root)
+    team_names = {team.name.casefold() for team in teams}
+    agents = _parse_agents(root, team_names)
+    if teams:
+        for mailbox in mailboxes:
+            for index, team in enumerate(mailbox.allowed_teams):
+                if team.casefold() not in team_names:
+                    raise ConfigError(
+                        f"{mailbox.key_path}.allowed_teams[{index}]",
+                        f"no [[teams]] named {team!r}",
+                    )
     return Config(
+        agents=agents,
+        teams=teams,
         storage=storage,
         outgoing=outgoing,
         mailboxes=mailboxes,
@@ -798,6 +865,9 @@ def _parse_mailbox(
         start_from=_choice(table, "start_from", kp, START_FROM, default="all"),
         hijack=_choice(table, "hijack", kp, HIJACK, default="new-ticket"),
         outgoing=mailbox_outgoing,
+        allowed_teams=_str_list(table, "allowed_teams", kp),
+        signature=_multiline(table, "signature", kp),
+        agent_signatures=_agent_signatures(table, kp),
         extra=_parse_extra(table, kp, _MAILBOX_EXTRA, ctx, lenient=lenient),
         key_path=kp,
     )
@@ -870,7 +940,18 @@ def _parse_processing(
         max_send_attempts=_int(table, "max_send_attempts", kp, default=8, minimum=1),
         domain=domain.lower(),
         concurrent_mailboxes=_int(table, "concurrent_mailboxes", kp, default=4, minimum=1),
+        ticket_url=_ticket_url(table, kp),
     )
+
+
+def _ticket_url(table: Mapping[str, Any], kp: str) -> str:
+    url = _str(table, "ticket_url", kp, default="")
+    if url and (not url.startswith(("https://", "http://")) or "{id}" not in url):
+        raise ConfigError(
+            _join(kp, "ticket_url"),
+            f"expected an http(s) address with {{id}} for the ticket number, got {url!r}",
+        )
+    return url
 
 
 def _parse_limits(table: Mapping[str, Any]) -> ParseLimits:
@@ -885,7 +966,91 @@ def _parse_limits(table: Mapping[str, Any]) -> ParseLimits:
     )
 
 
+def _agent_signatures(table: Mapping[str, Any], kp: str) -> dict[str, str]:
+    signatures = _sub_table(table, "agent_signatures", kp)
+    where = _join(kp, "agent_signatures")
+    result: dict[str, str] = {}
+    for agent in signatures:
+        if not _ADDRESS.fullmatch(agent):
+            raise ConfigError(_join(where, agent), "expected an agent's email address as the key")
+        result[agent.lower()] = _multiline(signatures, agent, where)
+    return result
+
+
+def _parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[AgentSettings, ...]:
+    agents: list[AgentSettings] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(_array(root, "agents")):
+        kp = f"agents[{index}]"
+        _check_keys(table, kp, ("name", "email", "team", "signature"))
+        email = _required_str(table, "email", kp).strip().lower()
+        if not _ADDRESS.fullmatch(email):
+            raise ConfigError(_join(kp, "email"), f"expected an email address, got {email!r}")
+        if email in seen:
+            raise ConfigError(
+                _join(kp, "email"), f"duplicate agent {email!r} (also agents[{seen[email]}])"
+            )
+        seen[email] = index
+        team = _opt_str(table, "team", kp)
+        if team is not None and team.casefold() not in teams:
+            known = ", ".join(sorted(teams)) or "none"
+            raise ConfigError(_join(kp, "team"), f"no [[teams]] named {team!r} (known: {known})")
+        agents.append(
+            AgentSettings(
+                name=_str(table, "name", kp, default=email),
+                email=email,
+                team=team,
+                signature=_multiline(table, "signature", kp),
+            )
+        )
+    return tuple(agents)
+
+
+def _parse_teams(root: Mapping[str, Any]) -> tuple[TeamSettings, ...]:
+    teams: list[TeamSettings] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(_array(root, "teams")):
+        kp = f"teams[{index}]"
+        _check_keys(table, kp, ("name", "message_group"))
+        name = _required_str(table, "name", kp)
+        if name.casefold() in seen:
+            raise ConfigError(
+                _join(kp, "name"), f"duplicate team {name!r} (also teams[{seen[name.casefold()]}])"
+            )
+        seen[name.casefold()] = index
+        teams.append(TeamSettings(name, _opt_str(table, "message_group", kp)))
+    return tuple(teams)
+
+
 # -- value readers ----------------------------------------------------------------
+
+
+def _multiline(table: Mapping[str, Any], key: str, kp: str) -> str:
+    """Text that may span lines (a signature): line breaks allowed, other controls not."""
+    if key not in table:
+        return ""
+    value = table[key]
+    where = _join(kp, key)
+    if not isinstance(value, str):
+        raise ConfigError(where, f"expected a string, got {_describe(value)}")
+    if _CONTROL.search(value.replace("\r\n", "\n").replace("\n", "").replace("\t", "")):
+        raise ConfigError(where, "must not contain control characters other than line breaks")
+    return value.replace("\r\n", "\n").strip("\n")
+
+
+def _str_list(table: Mapping[str, Any], key: str, kp: str) -> tuple[str, ...]:
+    if key not in table:
+        return ()
+    value = table[key]
+    where = _join(kp, key)
+    if not isinstance(value, list):
+        raise ConfigError(where, f"expected an array of strings, got {_describe(value)}")
+    items: list[str] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip() or _CONTROL.search(item):
+            raise ConfigError(f"{where}[{index}]", f"expected a name, got {_describe(item)}")
+        items.append(item)
+    return tuple(items)
 
 
 def _join(kp: str, key: str) -> str:
