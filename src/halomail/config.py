@@ -38,7 +38,6 @@ either table, the port is 465. A password and its ``password_env`` count as one 
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import hashlib
 import logging
@@ -51,6 +50,7 @@ from typing import Any
 
 import attrs
 
+from halomail._validate import CONTROL, as_table, check_keys, describe, join_key
 from halomail.errors import ConfigError
 from halomail.inbound.models import ParseLimits
 from halomail.rules import EmailRule, rules_from_config
@@ -184,8 +184,6 @@ _SECRET_GROUPS = (
 )
 _SECRET_EXTRA = frozenset({"client_secret", "token"})
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"\\]+@[^@\s<>()\[\],;:\"\\]+")
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -631,8 +629,8 @@ def parse_config(
         ConfigError: Anything is invalid; the error names the key path.
     """
     ctx = _Context(Path(base_dir), os.environ if env is None else env)
-    root = _table(data, "")
-    _check_keys(root, "", _TOP_KEYS)
+    root = as_table(data, "")
+    check_keys(root, "", _TOP_KEYS)
     storage = _parse_storage(_sub_table(root, "storage", ""), ctx)
     outgoing_table = _sub_table(root, "outgoing", "")
     outgoing = _parse_outgoing(outgoing_table, "outgoing", ctx, lenient=False)
@@ -688,7 +686,7 @@ class _Context:
 
 
 def _parse_storage(table: Mapping[str, Any], ctx: _Context) -> StorageSettings:
-    _check_keys(table, "storage", _STORAGE_KEYS)
+    check_keys(table, "storage", _STORAGE_KEYS)
     url = _str(table, "url", "storage", default="sqlite:///halomail.db")
     return StorageSettings(url=url, sqlite_path=_sqlite_path(url, ctx.base_dir))
 
@@ -696,7 +694,7 @@ def _parse_storage(table: Mapping[str, Any], ctx: _Context) -> StorageSettings:
 def _parse_outgoing(
     table: Mapping[str, Any], kp: str, ctx: _Context, *, lenient: bool
 ) -> OutgoingSettings:
-    _check_keys(table, kp, (*_OUTGOING_FIELDS, *_OUTGOING_EXTRA))
+    check_keys(table, kp, (*_OUTGOING_FIELDS, *_OUTGOING_EXTRA))
     values: dict[str, Any] = {}
     if "transport" in table:
         values["transport"] = _choice(table, "transport", kp, TRANSPORTS, default="smtp")
@@ -763,7 +761,7 @@ def _parse_extra(
         # connector may read it again when the token rotates.
         env_name = _env_name(table, "token_env", kp)
         extra["token_env"] = env_name
-        extra["token"] = _from_env(env_name, f"{_join(kp, 'token_env')}", ctx, lenient=lenient)
+        extra["token"] = _from_env(env_name, f"{join_key(kp, 'token_env')}", ctx, lenient=lenient)
     if "leave_on_server" in table:
         extra["leave_on_server"] = _bool(table, "leave_on_server", kp, default=False)
     if "poll_interval" in table:
@@ -781,13 +779,13 @@ def _parse_mailboxes(
     raw = root.get("mailboxes", [])
     if not isinstance(raw, list):
         raise ConfigError(
-            "mailboxes", f"expected an array of tables ([[mailboxes]]), got {_describe(raw)}"
+            "mailboxes", f"expected an array of tables ([[mailboxes]]), got {describe(raw)}"
         )
     mailboxes: list[MailboxSettings] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(raw):
         kp = f"mailboxes[{index}]"
-        mailbox = _parse_mailbox(_table(item, kp), kp, outgoing, ctx)
+        mailbox = _parse_mailbox(as_table(item, kp), kp, outgoing, ctx)
         folded = mailbox.name.casefold()
         if folded in seen:
             raise ConfigError(
@@ -803,7 +801,7 @@ def _parse_mailboxes(
 def _parse_mailbox(
     table: Mapping[str, Any], kp: str, top_outgoing: OutgoingSettings, ctx: _Context
 ) -> MailboxSettings:
-    _check_keys(table, kp, (*_MAILBOX_FIELDS, *_MAILBOX_EXTRA))
+    check_keys(table, kp, (*_MAILBOX_FIELDS, *_MAILBOX_EXTRA))
     enabled = _bool(table, "enabled", kp, default=True)
     # A disabled mailbox is often one whose credentials are gone: its unset secret
     # variables are tolerated (the secret stays None) so the rest of the file loads.
@@ -839,7 +837,7 @@ def _parse_mailbox(
     if "outgoing" in table:
         okp = f"{kp}.outgoing"
         mailbox_outgoing = _parse_outgoing(
-            _table(table["outgoing"], okp), okp, ctx, lenient=lenient
+            as_table(table["outgoing"], okp), okp, ctx, lenient=lenient
         )
         merged = _merge_outgoing(top_outgoing, mailbox_outgoing)
         _check_outgoing_complete(merged, okp)
@@ -905,15 +903,15 @@ def _array(root: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     """An array of tables (``[[key]]``), each checked to be a table."""
     raw = root.get(key, [])
     if not isinstance(raw, list):
-        raise ConfigError(key, f"expected an array of tables ([[{key}]]), got {_describe(raw)}")
-    return [_table(item, f"{key}[{index}]") for index, item in enumerate(raw)]
+        raise ConfigError(key, f"expected an array of tables ([[{key}]]), got {describe(raw)}")
+    return [as_table(item, f"{key}[{index}]") for index, item in enumerate(raw)]
 
 
 def _parse_processing(
     table: Mapping[str, Any], outgoing: OutgoingSettings, storage: StorageSettings
 ) -> ProcessingSettings:
     kp = "processing"
-    _check_keys(table, kp, _PROCESSING_KEYS)
+    check_keys(table, kp, _PROCESSING_KEYS)
     from_address = outgoing.from_address or ""
     if "loop_token" in table:
         loop_token = _str(table, "loop_token", kp, default="", secret=True)
@@ -948,7 +946,7 @@ def _ticket_url(table: Mapping[str, Any], kp: str) -> str:
     url = _str(table, "ticket_url", kp, default="")
     if url and (not url.startswith(("https://", "http://")) or "{id}" not in url):
         raise ConfigError(
-            _join(kp, "ticket_url"),
+            join_key(kp, "ticket_url"),
             f"expected an http(s) address with {{id}} for the ticket number, got {url!r}",
         )
     return url
@@ -956,7 +954,7 @@ def _ticket_url(table: Mapping[str, Any], kp: str) -> str:
 
 def _parse_limits(table: Mapping[str, Any]) -> ParseLimits:
     kp = "limits"
-    _check_keys(table, kp, _LIMITS_KEYS)
+    check_keys(table, kp, _LIMITS_KEYS)
     defaults = ParseLimits()
     return ParseLimits(
         **{
@@ -968,11 +966,13 @@ def _parse_limits(table: Mapping[str, Any]) -> ParseLimits:
 
 def _agent_signatures(table: Mapping[str, Any], kp: str) -> dict[str, str]:
     signatures = _sub_table(table, "agent_signatures", kp)
-    where = _join(kp, "agent_signatures")
+    where = join_key(kp, "agent_signatures")
     result: dict[str, str] = {}
     for agent in signatures:
         if not _ADDRESS.fullmatch(agent):
-            raise ConfigError(_join(where, agent), "expected an agent's email address as the key")
+            raise ConfigError(
+                join_key(where, agent), "expected an agent's email address as the key"
+            )
         result[agent.lower()] = _multiline(signatures, agent, where)
     return result
 
@@ -982,19 +982,19 @@ def _parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[Agen
     seen: dict[str, int] = {}
     for index, table in enumerate(_array(root, "agents")):
         kp = f"agents[{index}]"
-        _check_keys(table, kp, ("name", "email", "team", "signature"))
+        check_keys(table, kp, ("name", "email", "team", "signature"))
         email = _required_str(table, "email", kp).strip().lower()
         if not _ADDRESS.fullmatch(email):
-            raise ConfigError(_join(kp, "email"), f"expected an email address, got {email!r}")
+            raise ConfigError(join_key(kp, "email"), f"expected an email address, got {email!r}")
         if email in seen:
             raise ConfigError(
-                _join(kp, "email"), f"duplicate agent {email!r} (also agents[{seen[email]}])"
+                join_key(kp, "email"), f"duplicate agent {email!r} (also agents[{seen[email]}])"
             )
         seen[email] = index
         team = _opt_str(table, "team", kp)
         if team is not None and team.casefold() not in teams:
             known = ", ".join(sorted(teams)) or "none"
-            raise ConfigError(_join(kp, "team"), f"no [[teams]] named {team!r} (known: {known})")
+            raise ConfigError(join_key(kp, "team"), f"no [[teams]] named {team!r} (known: {known})")
         agents.append(
             AgentSettings(
                 name=_str(table, "name", kp, default=email),
@@ -1011,11 +1011,12 @@ def _parse_teams(root: Mapping[str, Any]) -> tuple[TeamSettings, ...]:
     seen: dict[str, int] = {}
     for index, table in enumerate(_array(root, "teams")):
         kp = f"teams[{index}]"
-        _check_keys(table, kp, ("name", "message_group"))
+        check_keys(table, kp, ("name", "message_group"))
         name = _required_str(table, "name", kp)
         if name.casefold() in seen:
             raise ConfigError(
-                _join(kp, "name"), f"duplicate team {name!r} (also teams[{seen[name.casefold()]}])"
+                join_key(kp, "name"),
+                f"duplicate team {name!r} (also teams[{seen[name.casefold()]}])",
             )
         seen[name.casefold()] = index
         teams.append(TeamSettings(name, _opt_str(table, "message_group", kp)))
@@ -1030,10 +1031,10 @@ def _multiline(table: Mapping[str, Any], key: str, kp: str) -> str:
     if key not in table:
         return ""
     value = table[key]
-    where = _join(kp, key)
+    where = join_key(kp, key)
     if not isinstance(value, str):
-        raise ConfigError(where, f"expected a string, got {_describe(value)}")
-    if _CONTROL.search(value.replace("\r\n", "\n").replace("\n", "").replace("\t", "")):
+        raise ConfigError(where, f"expected a string, got {describe(value)}")
+    if CONTROL.search(value.replace("\r\n", "\n").replace("\n", "").replace("\t", "")):
         raise ConfigError(where, "must not contain control characters other than line breaks")
     return value.replace("\r\n", "\n").strip("\n")
 
@@ -1042,65 +1043,21 @@ def _str_list(table: Mapping[str, Any], key: str, kp: str) -> tuple[str, ...]:
     if key not in table:
         return ()
     value = table[key]
-    where = _join(kp, key)
+    where = join_key(kp, key)
     if not isinstance(value, list):
-        raise ConfigError(where, f"expected an array of strings, got {_describe(value)}")
+        raise ConfigError(where, f"expected an array of strings, got {describe(value)}")
     items: list[str] = []
     for index, item in enumerate(value):
-        if not isinstance(item, str) or not item.strip() or _CONTROL.search(item):
-            raise ConfigError(f"{where}[{index}]", f"expected a name, got {_describe(item)}")
+        if not isinstance(item, str) or not item.strip() or CONTROL.search(item):
+            raise ConfigError(f"{where}[{index}]", f"expected a name, got {describe(item)}")
         items.append(item)
     return tuple(items)
-
-
-def _join(kp: str, key: str) -> str:
-    shown = key if _BARE_KEY.fullmatch(key) else '"' + key.encode("unicode_escape").decode() + '"'
-    return f"{kp}.{shown}" if kp else shown
-
-
-def _describe(value: Any, *, secret: bool = False) -> str:
-    """How a wrong value is shown in an error: its type, and its value unless secret."""
-    if isinstance(value, bool):
-        return "a boolean" if secret else f"{str(value).lower()}"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return "a date/time"
-    if secret:
-        kinds = {str: "a string", int: "an integer", float: "a number"}
-        return kinds.get(type(value), f"a {type(value).__name__}")
-    if isinstance(value, str):
-        shown = value if len(value) <= 60 else value[:57] + "..."
-        return repr(shown)
-    if isinstance(value, int | float):
-        return repr(value)
-    return f"a {type(value).__name__}"
-
-
-def _table(value: Any, kp: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(kp, f"expected a table, got {_describe(value)}")
-    for key in value:
-        if not isinstance(key, str):
-            raise ConfigError(kp, f"keys must be strings, got {_describe(key)}")
-    return value
 
 
 def _sub_table(table: Mapping[str, Any], key: str, kp: str) -> Mapping[str, Any]:
     if key not in table:
         return {}
-    return _table(table[key], _join(kp, key))
-
-
-def _check_keys(table: Mapping[str, Any], kp: str, known: Collection[str]) -> None:
-    for key in table:
-        if key in known:
-            continue
-        close = difflib.get_close_matches(key, list(known), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(known)}"
-        raise ConfigError(_join(kp, key), f"unknown key {key!r}{hint}")
+    return as_table(table[key], join_key(kp, key))
 
 
 def _str(
@@ -1115,14 +1072,14 @@ def _str(
     if key not in table:
         return default
     value = table[key]
-    where = _join(kp, key)
+    where = join_key(kp, key)
     if not isinstance(value, str):
-        raise ConfigError(where, f"expected a string, got {_describe(value, secret=secret)}")
+        raise ConfigError(where, f"expected a string, got {describe(value, secret=secret)}")
     if not allow_empty and not value.strip():
         raise ConfigError(where, "must not be empty")
     # Control characters (CR/LF above all) in a name or an address would end up in
     # headers or logs; a secret may hold anything and is never echoed.
-    if not secret and _CONTROL.search(value):
+    if not secret and CONTROL.search(value):
         raise ConfigError(where, "must not contain control characters (line breaks, NUL …)")
     return value
 
@@ -1135,7 +1092,7 @@ def _opt_str(table: Mapping[str, Any], key: str, kp: str) -> str | None:
 
 def _required_str(table: Mapping[str, Any], key: str, kp: str) -> str:
     if key not in table:
-        raise ConfigError(_join(kp, key), "required (a string)")
+        raise ConfigError(join_key(kp, key), "required (a string)")
     return _str(table, key, kp, default="")
 
 
@@ -1152,7 +1109,7 @@ def _choice(
             close = difflib.get_close_matches(value, list(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(
-            _join(kp, key), f"expected one of {options}, got {_describe(value)}{hint}"
+            join_key(kp, key), f"expected one of {options}, got {describe(value)}{hint}"
         )
     return value
 
@@ -1160,7 +1117,7 @@ def _choice(
 def _required_choice(table: Mapping[str, Any], key: str, kp: str, allowed: Collection[str]) -> str:
     if key not in table:
         options = ", ".join(repr(a) for a in allowed)
-        raise ConfigError(_join(kp, key), f"required (one of {options})")
+        raise ConfigError(join_key(kp, key), f"required (one of {options})")
     return _choice(table, key, kp, allowed, default="")
 
 
@@ -1169,7 +1126,7 @@ def _bool(table: Mapping[str, Any], key: str, kp: str, *, default: bool) -> bool
         return default
     value = table[key]
     if not isinstance(value, bool):
-        raise ConfigError(_join(kp, key), f"expected true or false, got {_describe(value)}")
+        raise ConfigError(join_key(kp, key), f"expected true or false, got {describe(value)}")
     return value
 
 
@@ -1179,9 +1136,9 @@ def _int(table: Mapping[str, Any], key: str, kp: str, *, default: int, minimum: 
     value = table[key]
     # bool is an int in Python; `port = true` is a mistake, not port 1.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(_join(kp, key), f"expected an integer, got {_describe(value)}")
+        raise ConfigError(join_key(kp, key), f"expected an integer, got {describe(value)}")
     if minimum is not None and value < minimum:
-        raise ConfigError(_join(kp, key), f"must be at least {minimum}, got {value}")
+        raise ConfigError(join_key(kp, key), f"must be at least {minimum}, got {value}")
     return value
 
 
@@ -1190,7 +1147,7 @@ def _opt_port(table: Mapping[str, Any], key: str, kp: str) -> int | None:
         return None
     port = _int(table, key, kp, default=0, minimum=None)
     if not 1 <= port <= 65535:
-        raise ConfigError(_join(kp, key), f"expected a port from 1 to 65535, got {port}")
+        raise ConfigError(join_key(kp, key), f"expected a port from 1 to 65535, got {port}")
     return port
 
 
@@ -1199,9 +1156,9 @@ def _positive_number(table: Mapping[str, Any], key: str, kp: str, *, default: fl
         return float(default)
     value = table[key]
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ConfigError(_join(kp, key), f"expected a number, got {_describe(value)}")
+        raise ConfigError(join_key(kp, key), f"expected a number, got {describe(value)}")
     if not value > 0 or value == float("inf"):
-        raise ConfigError(_join(kp, key), f"expected a positive number, got {value!r}")
+        raise ConfigError(join_key(kp, key), f"expected a positive number, got {value!r}")
     return float(value)
 
 
@@ -1209,7 +1166,8 @@ def _opt_address(table: Mapping[str, Any], key: str, kp: str) -> str | None:
     value = _opt_str(table, key, kp)
     if value is not None and not _ADDRESS.fullmatch(value):
         raise ConfigError(
-            _join(kp, key), f"expected an email address like 'support@example.com', got {value!r}"
+            join_key(kp, key),
+            f"expected an email address like 'support@example.com', got {value!r}",
         )
     return value
 
@@ -1227,9 +1185,11 @@ def _opt_file(
         try:
             found = path.is_file()
         except OSError as exc:  # e.g. a folder on the way that we may not enter
-            raise ConfigError(_join(kp, key), f"cannot read {path}: {exc.strerror or exc}") from exc
+            raise ConfigError(
+                join_key(kp, key), f"cannot read {path}: {exc.strerror or exc}"
+            ) from exc
         if not found:
-            raise ConfigError(_join(kp, key), f"no such file: {path}")
+            raise ConfigError(join_key(kp, key), f"no such file: {path}")
     return path
 
 
@@ -1237,7 +1197,7 @@ def _env_name(table: Mapping[str, Any], key: str, kp: str) -> str:
     name = _str(table, key, kp, default="")
     if not _ENV_NAME.fullmatch(name):
         raise ConfigError(
-            _join(kp, key),
+            join_key(kp, key),
             f"expected an environment variable name like 'IMAP_PASSWORD', got {name!r}",
         )
     return name
@@ -1259,8 +1219,8 @@ def _secret(
     """A secret given inline (``key``) or through ``key_env``: (value, variable name)."""
     env_key = f"{key}_env"
     if key in table and env_key in table:
-        raise ConfigError(_join(kp, env_key), f"give either {key!r} or {env_key!r}, not both")
+        raise ConfigError(join_key(kp, env_key), f"give either {key!r} or {env_key!r}, not both")
     if key in table:
         return _str(table, key, kp, default="", allow_empty=True, secret=True), None
     name = _env_name(table, env_key, kp)
-    return _from_env(name, _join(kp, env_key), ctx, lenient=lenient), name
+    return _from_env(name, join_key(kp, env_key), ctx, lenient=lenient), name

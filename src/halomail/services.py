@@ -41,7 +41,6 @@ Every key a ``[[services]]`` table may hold (:func:`services_from_config`)::
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -49,6 +48,7 @@ from typing import Any, Final
 
 import attrs
 
+from halomail._validate import as_table, check_keys, describe, join_key
 from halomail.errors import ConfigError
 from halomail.inbound.models import InboundEmail
 from halomail.tickets.models import ServiceStatus, ServiceStatusEntry
@@ -79,7 +79,6 @@ _SERVICE_KEYS: Final = (
 )
 _CRITERIA_KEYS: Final = ("subject", "body")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _PHONE = re.compile(r"\+?[0-9][0-9 ().-]*[0-9]")
 _MIN_PHONE_DIGITS: Final = 5
@@ -286,7 +285,7 @@ def services_from_config(
         if folded in seen:
             first = f"{key_path}[{seen[folded]}]"
             raise ConfigError(
-                _join(kp, "name"), f"duplicate service name {service.name!r} (also in {first})"
+                join_key(kp, "name"), f"duplicate service name {service.name!r} (also in {first})"
             )
         seen[folded] = index
         services.append(service)
@@ -294,11 +293,11 @@ def services_from_config(
 
 
 def _parse_service(table: Any, kp: str) -> ServiceDefinition:
-    table = _table(table, kp)
-    _check_keys(table, kp, _SERVICE_KEYS)
+    table = as_table(table, kp)
+    check_keys(table, kp, _SERVICE_KEYS)
     if "name" not in table:
-        raise ConfigError(_join(kp, "name"), "required (a string)")
-    name = _text(table["name"], _join(kp, "name"))
+        raise ConfigError(join_key(kp, "name"), "required (a string)")
+    name = _text(table["name"], join_key(kp, "name"))
     return ServiceDefinition(
         name=name,
         check_interval=_interval(table, kp),
@@ -316,10 +315,10 @@ def _interval(table: Mapping[str, Any], kp: str) -> dt.timedelta:
     if key not in table:
         return DEFAULT_CHECK_INTERVAL
     value = table[key]
-    where = _join(kp, key)
+    where = join_key(kp, key)
     # bool is an int in Python; `check_interval_minutes = true` is a mistake, not 1.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(where, f"expected a number of minutes, got {_describe(value)}")
+        raise ConfigError(where, f"expected a number of minutes, got {describe(value)}")
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(where, f"expected a positive number of minutes, got {value!r}")
     if value > _MAX_INTERVAL_MINUTES:
@@ -332,9 +331,9 @@ def _interval(table: Mapping[str, Any], kp: str) -> dt.timedelta:
 def _criteria(table: Mapping[str, Any], key: str, kp: str) -> ServiceCriteria:
     if key not in table:
         return ServiceCriteria()
-    where = _join(kp, key)
-    criteria = _table(table[key], where)
-    _check_keys(criteria, where, _CRITERIA_KEYS)
+    where = join_key(kp, key)
+    criteria = as_table(table[key], where)
+    check_keys(criteria, where, _CRITERIA_KEYS)
     if not criteria:
         raise ConfigError(where, "no criteria: give subject and/or body, or leave the table out")
     return ServiceCriteria(
@@ -347,13 +346,11 @@ def _phrase_list(table: Mapping[str, Any], key: str, kp: str, *, one_line: bool)
     if key not in table:
         return ()
     value = table[key]
-    where = _join(kp, key)
+    where = join_key(kp, key)
     if isinstance(value, str):
         return (_phrase(value, where, one_line=one_line),)
     if not isinstance(value, list | tuple):
-        raise ConfigError(
-            where, f"expected a string or an array of strings, got {_describe(value)}"
-        )
+        raise ConfigError(where, f"expected a string or an array of strings, got {describe(value)}")
     if not value:
         raise ConfigError(where, "must not be empty (leave the key out instead)")
     return tuple(_phrase(item, f"{where}[{n}]", one_line=one_line) for n, item in enumerate(value))
@@ -361,7 +358,7 @@ def _phrase_list(table: Mapping[str, Any], key: str, kp: str, *, one_line: bool)
 
 def _phrase(value: Any, where: str, *, one_line: bool) -> str:
     if not isinstance(value, str):
-        raise ConfigError(where, f"expected a string, got {_describe(value)}")
+        raise ConfigError(where, f"expected a string, got {describe(value)}")
     if not value.strip():
         # "" is contained in every text: the criterion would match every email.
         raise ConfigError(where, "must not be empty (an empty phrase matches every email)")
@@ -377,12 +374,12 @@ def _ticket_type(table: Mapping[str, Any], kp: str) -> str | None:
     if key not in table:
         return "Incident"
     value = table[key]
-    where = _join(kp, key)
+    where = join_key(kp, key)
     if value is False:
         return None
     if not isinstance(value, str):
         raise ConfigError(
-            where, f"expected a ticket type or false (record only), got {_describe(value)}"
+            where, f"expected a ticket type or false (record only), got {describe(value)}"
         )
     if not value.strip():
         raise ConfigError(
@@ -396,10 +393,10 @@ def _subscribers(table: Mapping[str, Any], kp: str) -> tuple[str, ...]:
     if key not in table:
         return ()
     value = table[key]
-    where = _join(kp, key)
+    where = join_key(kp, key)
     if not isinstance(value, list | tuple):
         raise ConfigError(
-            where, f"expected an array of addresses or phone numbers, got {_describe(value)}"
+            where, f"expected an array of addresses or phone numbers, got {describe(value)}"
         )
     subscribers: list[str] = []
     for n, item in enumerate(value):
@@ -407,7 +404,7 @@ def _subscribers(table: Mapping[str, Any], kp: str) -> tuple[str, ...]:
         text = _text(item, item_where).strip()
         if not (_ADDRESS.fullmatch(text) or _is_phone(text)):
             raise ConfigError(
-                item_where, f"expected an email address or a phone number, got {_describe(text)}"
+                item_where, f"expected an email address or a phone number, got {describe(text)}"
             )
         if text.casefold() in (s.casefold() for s in subscribers):
             raise ConfigError(item_where, f"{text!r} is listed twice")
@@ -422,48 +419,9 @@ def _is_phone(text: str) -> bool:
 # -- value readers (the same messages as halomail.config's) ---------------------------
 
 
-def _join(kp: str, key: str) -> str:
-    shown = key if _BARE_KEY.fullmatch(key) else '"' + key.encode("unicode_escape").decode() + '"'
-    return f"{kp}.{shown}" if kp else shown
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return "a date/time"
-    if isinstance(value, str):
-        return repr(value if len(value) <= 60 else value[:57] + "...")
-    if isinstance(value, int | float):
-        return repr(value)
-    return f"a {type(value).__name__}"
-
-
-def _table(value: Any, kp: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(kp, f"expected a table, got {_describe(value)}")
-    for key in value:
-        if not isinstance(key, str):
-            raise ConfigError(kp, f"keys must be strings, got {_describe(key)}")
-    return value
-
-
-def _check_keys(table: Mapping[str, Any], kp: str, known: Sequence[str]) -> None:
-    for key in table:
-        if key in known:
-            continue
-        close = difflib.get_close_matches(key, list(known), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(known)}"
-        raise ConfigError(_join(kp, key), f"unknown key {key!r}{hint}")
-
-
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise ConfigError(where, f"expected a string, got {_describe(value)}")
+        raise ConfigError(where, f"expected a string, got {describe(value)}")
     if not value.strip():
         raise ConfigError(where, "must not be empty")
     # Names and types end up in subjects, logs and alert keys: no line breaks.
@@ -477,5 +435,5 @@ def _bool(table: Mapping[str, Any], key: str, kp: str, *, default: bool) -> bool
         return default
     value = table[key]
     if not isinstance(value, bool):
-        raise ConfigError(_join(kp, key), f"expected true or false, got {_describe(value)}")
+        raise ConfigError(join_key(kp, key), f"expected true or false, got {describe(value)}")
     return value

@@ -64,11 +64,10 @@ How values are found and converted is described in :mod:`halomail.rules.extract`
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
+from halomail._validate import CONTROL, as_table, check_keys, describe, hint
 from halomail.errors import ConfigError
 from halomail.rules.models import (
     OPTION_TYPES,
@@ -127,7 +126,6 @@ _FIELD_KEYS: Final = (
     "required",
 )
 _OPTIONAL_TEXT: Final = ("ticket_type", "template", "service", "closure_string", "alert_rule")
-_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def rules_from_config(
@@ -183,8 +181,8 @@ def rules_from_config(
 def _rule(
     table: Any, kp: str, *, services: Collection[str], templates: Collection[str]
 ) -> EmailRule:
-    table = _table(table, kp)
-    _check_keys(table, kp, _RULE_KEYS)
+    table = as_table(table, kp)
+    check_keys(table, kp, _RULE_KEYS)
     name = _text(table, "name", kp, required=True)
     type_name = _text(table, "type", kp, required=True)
     known_types = [t.value for t in RuleType]
@@ -192,14 +190,14 @@ def _rule(
         raise ConfigError(
             f"{kp}.type",
             f"expected one of {', '.join(known_types)}, got {type_name!r}"
-            f"{_hint(type_name, known_types)}",
+            f"{hint(type_name, known_types)}",
         )
     rule_type = RuleType(type_name)
     if "sequence" not in table:
         raise ConfigError(f"{kp}.sequence", "required (an integer; lower runs first)")
     sequence = table["sequence"]
     if isinstance(sequence, bool) or not isinstance(sequence, int):
-        raise ConfigError(f"{kp}.sequence", f"expected an integer, got {_describe(sequence)}")
+        raise ConfigError(f"{kp}.sequence", f"expected an integer, got {describe(sequence)}")
     for key, types in OPTION_TYPES.items():
         if key in table and rule_type not in types:
             raise ConfigError(f"{kp}.{key}", not_for_type(key, rule_type, types))
@@ -244,8 +242,8 @@ def _rule(
 
 
 def _asset(value: Any, kp: str) -> AssetMatch:
-    table = _table(value, kp)
-    _check_keys(table, kp, _ASSET_KEYS)
+    table = as_table(value, kp)
+    check_keys(table, kp, _ASSET_KEYS)
     # "\n" is a meaningful end tag; control characters are allowed in tags.
     start = _text(table, "start", kp, required=True, allow_control=True)
     end = _text(table, "end", kp, allow_empty=True, allow_control=True)
@@ -259,14 +257,14 @@ def _asset(value: Any, kp: str) -> AssetMatch:
 def _fields(value: Any, kp: str) -> tuple[FieldMapping, ...]:
     if not isinstance(value, list | tuple):
         raise ConfigError(
-            kp, f"expected an array of tables ([[rules.fields]]), got {_describe(value)}"
+            kp, f"expected an array of tables ([[rules.fields]]), got {describe(value)}"
         )
     return tuple(_field(item, f"{kp}[{index}]") for index, item in enumerate(value))
 
 
 def _field(value: Any, kp: str) -> FieldMapping:
-    table = _table(value, kp)
-    _check_keys(table, kp, _FIELD_KEYS)
+    table = as_table(value, kp)
+    check_keys(table, kp, _FIELD_KEYS)
     values: dict[str, Any] = {
         "target": _text(table, "target", kp, required=True),
         "match": _choice(table, "match", kp, MatchType, required=True),
@@ -290,7 +288,7 @@ def _field(value: Any, kp: str) -> FieldMapping:
 
 
 def _severity(value: Any, kp: str) -> dict[str, str]:
-    table = _table(value, kp)
+    table = as_table(value, kp)
     if not table:
         raise ConfigError(kp, 'expected at least one severity word, e.g. { high = "P1" }')
     severity: dict[str, str] = {}
@@ -299,7 +297,7 @@ def _severity(value: Any, kp: str) -> dict[str, str]:
         if not str(word).strip():
             raise ConfigError(where, "a severity word must not be empty")
         if not isinstance(priority, str) or not priority.strip():
-            raise ConfigError(where, f"expected a priority name, got {_describe(priority)}")
+            raise ConfigError(where, f"expected a priority name, got {describe(priority)}")
         severity[word] = priority
     return severity
 
@@ -307,51 +305,13 @@ def _severity(value: Any, kp: str) -> dict[str, str]:
 # -- value readers ----------------------------------------------------------------
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, str):
-        return repr(value if len(value) <= 60 else value[:57] + "...")
-    if isinstance(value, int | float):
-        return repr(value)
-    return f"a {type(value).__name__}"
-
-
-def _hint(value: str, known: Collection[str]) -> str:
-    close = difflib.get_close_matches(value, list(known), n=1)
-    if not close:
-        folded = {name.casefold(): name for name in known}
-        close = [folded[value.casefold()]] if value.casefold() in folded else []
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _unknown(what: str, value: str, known: Collection[str], when_none: str) -> str:
     if not known:
         return f"unknown {what} {value!r}: {when_none}"
-    hint = _hint(value, known)
-    if hint:
-        return f"unknown {what} {value!r}{hint}"
+    suggestion = hint(value, known)
+    if suggestion:
+        return f"unknown {what} {value!r}{suggestion}"
     return f"unknown {what} {value!r}; known: {', '.join(repr(k) for k in sorted(known))}"
-
-
-def _table(value: Any, kp: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(kp, f"expected a table, got {_describe(value)}")
-    for key in value:
-        if not isinstance(key, str):
-            raise ConfigError(kp, f"keys must be strings, got {_describe(key)}")
-    return value
-
-
-def _check_keys(table: Mapping[str, Any], kp: str, known: Sequence[str]) -> None:
-    for key in table:
-        if key not in known:
-            hint = _hint(key, known) or f"; known keys: {', '.join(known)}"
-            raise ConfigError(f"{kp}.{key}", f"unknown key {key!r}{hint}")
 
 
 def _text(
@@ -370,10 +330,10 @@ def _text(
         return ""
     value = table[key]
     if not isinstance(value, str):
-        raise ConfigError(where, f"expected a string, got {_describe(value)}")
+        raise ConfigError(where, f"expected a string, got {describe(value)}")
     if not allow_empty and not value.strip():
         raise ConfigError(where, "must not be empty")
-    if not allow_control and _CONTROL.search(value):
+    if not allow_control and CONTROL.search(value):
         raise ConfigError(where, "must not contain control characters (line breaks, NUL …)")
     return value
 
@@ -381,7 +341,7 @@ def _text(
 def _bool(table: Mapping[str, Any], key: str, kp: str) -> bool:
     value = table[key]
     if not isinstance(value, bool):
-        raise ConfigError(f"{kp}.{key}", f"expected true or false, got {_describe(value)}")
+        raise ConfigError(f"{kp}.{key}", f"expected true or false, got {describe(value)}")
     return value
 
 
@@ -398,7 +358,7 @@ def _choice(
     if value not in allowed:
         options = ", ".join(repr(choice) for choice in allowed)
         raise ConfigError(
-            f"{kp}.{key}", f"expected one of {options}, got {value!r}{_hint(value, allowed)}"
+            f"{kp}.{key}", f"expected one of {options}, got {value!r}{hint(value, allowed)}"
         )
     return value
 
@@ -407,17 +367,17 @@ def _needles(value: Any, kp: str, *, lower: bool = True) -> tuple[str, ...]:
     """A string or a non-empty array of non-empty strings (control characters refused)."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list | tuple):
-        raise ConfigError(kp, f"expected a string or an array of strings, got {_describe(value)}")
+        raise ConfigError(kp, f"expected a string or an array of strings, got {describe(value)}")
     if not items:
         raise ConfigError(kp, "must not be an empty array")
     found: list[str] = []
     for index, item in enumerate(items):
         where = kp if isinstance(value, str) else f"{kp}[{index}]"
         if not isinstance(item, str):
-            raise ConfigError(where, f"expected a string, got {_describe(item)}")
+            raise ConfigError(where, f"expected a string, got {describe(item)}")
         if not item.strip():
             raise ConfigError(where, "must not be empty")
-        if _CONTROL.search(item):
+        if CONTROL.search(item):
             raise ConfigError(where, "must not contain control characters (line breaks, NUL …)")
         found.append(item.lower() if lower else item)
     return tuple(found)
