@@ -55,6 +55,7 @@ from halomail.errors import ConfigError
 from halomail.inbound.models import ParseLimits
 from halomail.rules import EmailRule, rules_from_config
 from halomail.services import ServiceDefinition, services_from_config
+from halomail.staff import Agent, Team
 from halomail.ticket_templates import TicketTemplate, ticket_templates_from_config
 
 __all__ = [
@@ -491,37 +492,6 @@ class ProcessingSettings:
 
 
 @attrs.frozen
-class AgentSettings:
-    """An agent who sends mail (``[[agents]]``).
-
-    Args:
-        name: Shown as ``$agentname``.
-        email: The agent's address (lower-case); how the host names the agent.
-        team: The agent's team, for sending restrictions and message groups.
-        signature: The agent's own signature (a mailbox may override it).
-    """
-
-    name: str
-    email: str
-    team: str | None = None
-    signature: str = ""
-
-
-@attrs.frozen
-class TeamSettings:
-    """A team (``[[teams]]``).
-
-    Args:
-        name: The team's name.
-        message_group: The message group of mail about the team's tickets, when it
-            differs from the mailbox's.
-    """
-
-    name: str
-    message_group: str | None = None
-
-
-@attrs.frozen
 class Config:
     """A whole, validated ``halomail.toml``.
 
@@ -548,8 +518,8 @@ class Config:
     path: Path | None = None
     services: tuple[ServiceDefinition, ...] = ()
     ticket_templates: tuple[TicketTemplate, ...] = ()
-    agents: tuple[AgentSettings, ...] = ()
-    teams: tuple[TeamSettings, ...] = ()
+    agents: tuple[Agent, ...] = ()
+    teams: tuple[Team, ...] = ()
 
     def mailbox(self, name: str) -> MailboxSettings:
         """The mailbox called ``name`` (case-insensitive).
@@ -977,8 +947,8 @@ def _agent_signatures(table: Mapping[str, Any], kp: str) -> dict[str, str]:
     return result
 
 
-def _parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[AgentSettings, ...]:
-    agents: list[AgentSettings] = []
+def _parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[Agent, ...]:
+    agents: list[Agent] = []
     seen: dict[str, int] = {}
     for index, table in enumerate(_array(root, "agents")):
         kp = f"agents[{index}]"
@@ -996,7 +966,7 @@ def _parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[Agen
             known = ", ".join(sorted(teams)) or "none"
             raise ConfigError(join_key(kp, "team"), f"no [[teams]] named {team!r} (known: {known})")
         agents.append(
-            AgentSettings(
+            Agent(
                 name=_str(table, "name", kp, default=email),
                 email=email,
                 team=team,
@@ -1006,8 +976,8 @@ def _parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[Agen
     return tuple(agents)
 
 
-def _parse_teams(root: Mapping[str, Any]) -> tuple[TeamSettings, ...]:
-    teams: list[TeamSettings] = []
+def _parse_teams(root: Mapping[str, Any]) -> tuple[Team, ...]:
+    teams: list[Team] = []
     seen: dict[str, int] = {}
     for index, table in enumerate(_array(root, "teams")):
         kp = f"teams[{index}]"
@@ -1019,7 +989,7 @@ def _parse_teams(root: Mapping[str, Any]) -> tuple[TeamSettings, ...]:
                 f"duplicate team {name!r} (also teams[{seen[name.casefold()]}])",
             )
         seen[name.casefold()] = index
-        teams.append(TeamSettings(name, _opt_str(table, "message_group", kp)))
+        teams.append(Team(name, _opt_str(table, "message_group", kp)))
     return tuple(teams)
 
 

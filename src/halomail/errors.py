@@ -12,7 +12,8 @@ The tree::
     ├── TransportError              outgoing mail could not be sent
     │   ├── TransientTransportError     try again later (4xx, connection lost)
     │   └── PermanentTransportError     never retry (5xx, recipient refused)
-    └── TemplateError               an administrator's template is invalid or failed
+    ├── TemplateError               an administrator's template is invalid or failed
+    └── SendingRestrictedError      an agent's team may not send from that mailbox
 
 Library exceptions are translated at the boundary with ``raise … from exc`` so
 the original cause stays in the traceback.
@@ -29,6 +30,7 @@ __all__ = [
     "HalomailError",
     "PermanentTransportError",
     "RepositoryError",
+    "SendingRestrictedError",
     "TemplateError",
     "TransientConnectorError",
     "TransientRepositoryError",
@@ -112,3 +114,7 @@ class TemplateError(HalomailError):
         if line is not None:
             where = f"{where}:{line}"
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class SendingRestrictedError(HalomailError):
+    """An agent asked to send from a mailbox that their team may not send from."""
