@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from halomail.inbound.html import html_to_text
-from halomail.inbound.reply import strip_reply
+from halomail.inbound.reply import _candidates, _cut, _new_text, strip_reply
 
 
 def test_gmail_attribution_and_quotes_are_removed() -> None:
@@ -302,3 +304,74 @@ def test_outlook_html_reply_read_as_text_is_stripped() -> None:
         "<div>Please restart the printer.</div>"
     )
     assert strip_reply(html_to_text(html)) == "Works now."
+
+
+# Lines from every kind of marker, and ordinary text, to shuffle into bodies.
+_LINES = st.sampled_from(
+    [
+        "",
+        "Hello team,",
+        "The printer jams again: see below.",
+        "Note:",
+        "On Thu, 30 May 2024 at 16:00, Support <support@corp.example>",
+        "wrote:",
+        "On Thu, 30 May 2024 at 16:00, Support <support@corp.example> wrote:",
+        "Alice Martin wrote:",
+        "> quoted",
+        "  > indented quote",
+        "-- ",
+        "--",
+        "-----Original Message-----",
+        "________________________________",
+        "From: Alice <alice@customer.example>",
+        "*From:* Alice",
+        "\u00a0From: Alice",
+        "Sent: Thursday, 30 May 2024 16:00",
+        "To: Support",
+        "Subject: Printer",
+        "---------- Forwarded message ---------",
+        "Sent from my iPhone",
+        "\u00a0Sent from my iPhone",
+        "Get Outlook for iOS",
+        "Von meinem iPhone gesendet",
+        "Envoyé de mon iPhone",
+        "Le jeu. 30 mai 2024 à 16:00, Support a écrit :",
+        "Regards,",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(lines=st.lists(_LINES, max_size=14), newline=st.sampled_from(["\n", "\r\n"]))
+def test_testing_only_candidate_lines_cuts_where_testing_every_line_does(
+    lines: list[str], newline: str
+) -> None:
+    """The one-pass candidate filter never changes where the history starts."""
+    text = newline.join(lines)
+    normalized = text.replace("\r\n", "\n")
+    split = normalized.split("\n")
+    assert _cut(split, _candidates(normalized)) == _cut(split)
+
+
+def _new_text_line_by_line(lines: list[str]) -> str:
+    """The plain definition of the new text: unquoted lines, right-trimmed, trimmed."""
+    kept = [line.rstrip() for line in lines if not line.lstrip().startswith(">")]
+    text = "\n".join(kept).strip()
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lines=st.lists(
+        st.one_of(
+            _LINES,
+            st.text(alphabet=" \t>x\u00a0\u2028\x0b:", max_size=8),
+        ),
+        max_size=14,
+    )
+)
+def test_the_new_text_is_what_the_line_by_line_definition_gives(lines: list[str]) -> None:
+    """Whole-text substitutions keep exactly the unquoted, right-trimmed lines."""
+    assert _new_text(lines) == _new_text_line_by_line(lines)

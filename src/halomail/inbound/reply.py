@@ -126,13 +126,47 @@ def _header_block(lines: list[str], i: int) -> bool:
     return not (before and _FORWARD.match(before[-1]))
 
 
-def _cut(lines: list[str]) -> tuple[int, int]:
+# Every marker above (quoted lines aside, which _cut skips) begins its line with one of
+# these, or ends it (or the next line, for a two-line attribution) with a colon. Both
+# patterns open with a literal, so the regex engine skips ahead in C to the few lines
+# worth the full tests: on a 4 KB body without markers that is several times faster
+# than testing every line.
+_STARTS_MARKER = re.compile(
+    r"\n[^\S\n]*(?:[-_*]|(?:from|von|de|van|da|från|fra|od|lähettäjä)\s?:"
+    r"|sent\s|get\s|von\s|gesendet\s|envoy|enviado\s|verzonden\s|inviato\s)",
+    re.IGNORECASE,
+)
+_ENDS_WITH_COLON = re.compile(r":[^\S\n]*(?=\n|\Z)")
+
+
+def _candidates(text: str) -> list[int]:
+    """The indexes of the lines of ``text`` where :func:`_cut` may find something."""
+    found: set[int] = set()
+    line, position = 0, 0
+    # A newline in front makes the first line start like every other.
+    for match in _STARTS_MARKER.finditer("\n" + text):
+        line += text.count("\n", position, match.start())
+        position = match.start()
+        found.add(line)
+    line, position = 0, 0
+    for match in _ENDS_WITH_COLON.finditer(text):
+        line += text.count("\n", position, match.start())
+        position = match.start()
+        found.add(line)
+        if line:
+            found.add(line - 1)  # the first half of a two-line attribution
+    return sorted(found)
+
+
+def _cut(lines: list[str], candidates: list[int] | None = None) -> tuple[int, int]:
     """Where quoted history or the signature starts, and the attribution's span.
 
-    Returns ``(len(lines), 0)`` when there is nothing to cut; the span is 0 unless the
-    cut is an attribution line.
+    Only the lines in ``candidates`` (all lines when ``None``) are tested. Returns
+    ``(len(lines), 0)`` when there is nothing to cut; the span is 0 unless the cut is
+    an attribution line.
     """
-    for i, line in enumerate(lines):
+    for i in range(len(lines)) if candidates is None else candidates:
+        line = lines[i]
         stripped = line.strip()
         if not stripped or _QUOTED.match(line):
             continue
@@ -153,10 +187,18 @@ def _cut(lines: list[str]) -> tuple[int, int]:
     return len(lines), 0
 
 
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
 def _new_text(lines: list[str]) -> str:
-    kept = [line.rstrip() for line in lines if not _QUOTED.match(line)]
+    """The lines without quoted ones, each right-trimmed, as one trimmed text."""
+    # The quote test runs only when some line may be quoted, and the blank-run
+    # substitution only when there is a run: both are rare outside replies.
+    if ">" in "\n".join(lines):
+        lines = [line for line in lines if not _QUOTED.match(line)]
+    text = "\n".join([line.rstrip() for line in lines]).strip()
     # Interleaved quotes leave runs of blank lines behind; keep at most one.
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept).strip())
+    return _BLANK_RUNS.sub("\n\n", text) if "\n\n\n" in text else text
 
 
 def strip_reply(text: str) -> str:
@@ -173,8 +215,9 @@ def strip_reply(text: str) -> str:
 
     .. versionadded:: 0.1.0
     """
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    cut, span = _cut(lines)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    cut, span = _cut(lines, _candidates(text))
     result = _new_text(lines[:cut])
     if not result and span:
         # Bottom-posting: what follows the quoted block is the answer.
