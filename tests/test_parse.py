@@ -142,6 +142,24 @@ def test_multipart_alternative_gives_text_and_sanitized_html() -> None:
     assert email.attachments == ()
 
 
+def test_the_html_is_kept_as_sent_and_sanitized_once_when_asked_for() -> None:
+    """html_source is the HTML as sent; html is its sanitized form, computed once."""
+    source = '<p onclick="x()">Rich <b>body</b></p><script>alert(1)</script>'
+    raw = multipart(
+        "alternative",
+        "alt-2",
+        part("Content-Type: text/plain; charset=utf-8", body="Plain body"),
+        part("Content-Type: text/html; charset=utf-8", body=source),
+        headers=(*BASIC, "Subject: Both"),
+    )
+    email = parse_email(raw)
+    assert email.html_source == source
+    first = email.html
+    assert first == '<p>Rich <b>body</b></p>'
+    assert email.html is first
+    assert "html_source" not in repr(email)  # unsafe markup stays out of logs
+
+
 def test_html_only_email_gets_text_from_the_html() -> None:
     """An HTML-only email (no <html> tag) keeps its body as text derived from the HTML."""
     raw = message(

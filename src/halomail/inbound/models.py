@@ -9,6 +9,8 @@ import datetime as dt
 
 import attrs
 
+from halomail.inbound.html import sanitize_html
+
 __all__ = [
     "Address",
     "Attachment",
@@ -104,7 +106,8 @@ class InboundEmail:
         subject: The decoded subject, on one line, with no control characters.
         date: The Date header as an aware datetime, or ``None``.
         text: The whole plain-text body (derived from the HTML when there is no text part).
-        html: The HTML body sanitized with nh3, or ``None``.
+        html_source: The HTML body as sent (decoded, **not** sanitized), or ``None``.
+            Never show it: :attr:`html` is the safe version.
         new_text: The new part of a reply: ``text`` without quoted history and signature.
         attachments: Files, in the order they appear.
         in_reply_to: Message-IDs named by In-Reply-To (valid ones only).
@@ -135,7 +138,7 @@ class InboundEmail:
     cc: tuple[Address, ...] = ()
     return_path: str | None = None
     date: dt.datetime | None = None
-    html: str | None = None
+    html_source: str | None = attrs.field(default=None, repr=False)
     new_text: str = ""
     attachments: tuple[Attachment, ...] = ()
     in_reply_to: tuple[str, ...] = ()
@@ -145,6 +148,22 @@ class InboundEmail:
     loop_markers: tuple[str, ...] = ()
     defects: tuple[str, ...] = ()
     quarantine_reason: str | None = None
+    # One slot for the sanitized HTML once asked for (sanitizing costs about as much as
+    # parsing the whole email ten times, and processing never needs it).
+    _html_cache: list[str | None] = attrs.field(factory=list, init=False, eq=False, repr=False)
+
+    @property
+    def html(self) -> str | None:
+        """The HTML body sanitized for display (nh3), or ``None`` when there is none.
+
+        Sanitized on first access, then kept: the ingest path never pays for it.
+        See :func:`halomail.inbound.html.sanitize_html` for what is removed.
+        """
+        if self.html_source is None:
+            return None
+        if not self._html_cache:
+            self._html_cache.append(sanitize_html(self.html_source))
+        return self._html_cache[0]
 
     def header(self, name: str) -> str | None:
         """The first top-level header called ``name`` (case-insensitive), or ``None``."""

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from halomail.inbound import _addresses, _charsets, _headers, _mime
 from halomail.inbound.attachments import make_attachment
-from halomail.inbound.html import html_to_text, sanitize_html
+from halomail.inbound.html import html_to_text
 from halomail.inbound.models import Address, Attachment, InboundEmail, ParseLimits
 from halomail.inbound.reply import strip_reply
 
@@ -154,13 +154,11 @@ class _Builder:
     def build(self, size: int, sha256: str) -> InboundEmail:
         top = _TopHeaders(self.root, self.defects)
         self._walk()
-        html = None
         text = self.text or ""
-        if self.html is not None:
-            html = _guarded(sanitize_html, self.html, None, "html-sanitize-failed", self.defects)
-            if not text.strip():
-                # No text part, or an empty one beside the HTML: read the HTML instead.
-                text = _guarded(html_to_text, self.html, "", "html-to-text-failed", self.defects)
+        # The HTML is kept as sent; InboundEmail.html sanitizes it when asked for.
+        if self.html is not None and not text.strip():
+            # No text part, or an empty one beside the HTML: read the HTML instead.
+            text = _guarded(html_to_text, self.html, "", "html-to-text-failed", self.defects)
         text = text.replace("\x00", "")
         new_text = _guarded(strip_reply, text, text, "strip-reply-failed", self.defects)
         return InboundEmail(
@@ -176,7 +174,7 @@ class _Builder:
             cc=top.cc,
             return_path=top.return_path,
             date=top.date,
-            html=html.replace("\x00", "") if html is not None else None,
+            html_source=self.html.replace("\x00", "") if self.html is not None else None,
             new_text=new_text.replace("\x00", ""),
             attachments=self._attachments(),
             in_reply_to=top.in_reply_to,
