@@ -807,7 +807,8 @@ IMAP = '[[mailboxes]]\nname = "A"\nconnection = "imap"\nhost = "imap.example.com
         pytest.param(
             IMAP + 'auth = "kerberos"\n',
             "mailboxes[0].auth",
-            "expected one of 'password', 'xoauth2', 'oauthbearer', got 'kerberos'",
+            "expected one of 'password', 'xoauth2', 'oauthbearer', 'oauth2-microsoft', "
+            "'oauth2-google', 'oauth2-static', got 'kerberos'",
             id="auth",
         ),
         pytest.param(
@@ -1073,3 +1074,66 @@ class TestAgentsTeamsAndSignatures:
         error = _error(tmp_path, AGENTS_AND_TEAMS.replace(old, new, 1))
         assert error.key_path == key_path
         assert message in str(error)
+
+
+OAUTH_MAILBOX = """
+[[mailboxes]]
+name = "Exchange"
+connection = "ews"
+host = "mail.example.com"
+username = "EXAMPLE\\\\helpdesk"
+password = "pw"
+user_id = "helpdesk@example.com"
+access_type = "impersonation"
+delete_type = "MoveToDeletedItems"
+
+[[mailboxes]]
+name = "Office"
+connection = "office365"
+auth = "oauth2-microsoft"
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "11111111-2222-3333-4444-555555555555"
+refresh_token_env = "REFRESH"
+authority = "https://login.microsoftonline.us/contoso.onmicrosoft.com"
+scopes = ["https://graph.microsoft.com/Mail.ReadWrite", "offline_access"]
+token_cache = "tokens/office.json"
+user_id = "support@contoso.com"
+"""
+
+
+class TestConnectorKeys:
+    def test_oauth_and_exchange_keys_reach_the_connectors(self, tmp_path: Path) -> None:
+        """OAuth2 and EWS keys are validated and handed to the connectors in extra."""
+        config = _load(tmp_path, OAUTH_MAILBOX, env={"REFRESH": "rt-secret"})
+        exchange, office = config.mailboxes
+        assert exchange.extra["access_type"] == "impersonation"
+        assert exchange.extra["delete_type"] == "MoveToDeletedItems"
+        assert office.extra["auth"] == "oauth2-microsoft"
+        assert office.extra["refresh_token"] == "rt-secret"
+        assert office.extra["refresh_token_env"] == "REFRESH"
+        assert office.extra["scopes"] == (
+            "https://graph.microsoft.com/Mail.ReadWrite",
+            "offline_access",
+        )
+        assert office.extra["token_cache"] == tmp_path / "tokens" / "office.json"
+        assert "rt-secret" not in repr(office)
+
+    @pytest.mark.parametrize(
+        ("change", "key_path"),
+        [
+            (('authority = "https://', 'authority = "http://'), "mailboxes[1].authority"),
+            (('access_type = "impersonation"', 'access_type = "admin"'),
+             "mailboxes[0].access_type"),
+            (('delete_type = "MoveToDeletedItems"', 'delete_type = "Shred"'),
+             "mailboxes[0].delete_type"),
+            (('scopes = ["https', 'scopes = [1, "https'), "mailboxes[1].scopes[0]"),
+        ],
+    )  # fmt: skip
+    def test_bad_connector_keys_name_their_key_path(
+        self, tmp_path: Path, change: tuple[str, str], key_path: str
+    ) -> None:
+        """A wrong OAuth2 or EWS value is refused at its key path."""
+        old, new = change
+        assert old in OAUTH_MAILBOX
+        error = _error(tmp_path, OAUTH_MAILBOX.replace(old, new, 1), env={"REFRESH": "x"})
+        assert error.key_path == key_path

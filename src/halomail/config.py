@@ -82,7 +82,7 @@ RECORDS = ("ticket", "opportunity")
 START_FROM = ("all", "now")
 HIJACK = ("new-ticket", "quarantine")
 BULK = ("ticket", "ignore")
-AUTH = ("password", "xoauth2", "oauthbearer")
+AUTH = ("password", "xoauth2", "oauthbearer", "oauth2-microsoft", "oauth2-google", "oauth2-static")
 RULE_TYPES = (
     "ignore",
     "help_request",
@@ -136,6 +136,18 @@ _OUTGOING_EXTRA = (
     "credentials_file",
     "token_env",
     "auth",
+    # OAuth2 (halomail.connectors.oauth): Microsoft identity platform and Google.
+    "authority",
+    "scopes",
+    "refresh_token",
+    "refresh_token_env",
+    "certificate_file",
+    "token_cache",
+    "subject",
+    "token_uri",
+    # Exchange (EWS).
+    "access_type",
+    "save_copy",
 )
 _MAILBOX_FIELDS = (
     "name",
@@ -163,7 +175,14 @@ _MAILBOX_FIELDS = (
     "signature",
     "agent_signatures",
 )
-_MAILBOX_EXTRA = (*_OUTGOING_EXTRA, "leave_on_server", "poll_interval", "batch_size", "timeout")
+_MAILBOX_EXTRA = (
+    *_OUTGOING_EXTRA,
+    "leave_on_server",
+    "poll_interval",
+    "batch_size",
+    "timeout",
+    "delete_type",
+)
 _PROCESSING_KEYS = (
     "loop_token",
     "bulk",
@@ -182,8 +201,9 @@ _SECRET_GROUPS = (
     frozenset({"password", "password_env"}),
     frozenset({"client_secret", "client_secret_env"}),
     frozenset({"token", "token_env"}),
+    frozenset({"refresh_token", "refresh_token_env"}),
 )
-_SECRET_EXTRA = frozenset({"client_secret", "token"})
+_SECRET_EXTRA = frozenset({"client_secret", "token", "refresh_token"})
 
 _ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"\\]+@[^@\s<>()\[\],;:\"\\]+")
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -732,6 +752,38 @@ def _parse_extra(
         env_name = _env_name(table, "token_env", kp)
         extra["token_env"] = env_name
         extra["token"] = _from_env(env_name, f"{join_key(kp, 'token_env')}", ctx, lenient=lenient)
+    if "refresh_token" in table or "refresh_token_env" in table:
+        secret, env_name = _secret(table, "refresh_token", kp, ctx, lenient=lenient)
+        extra["refresh_token"] = secret
+        if env_name is not None:
+            extra["refresh_token_env"] = env_name
+    for key in ("authority", "token_uri"):
+        if key in table:
+            url = _str(table, key, kp, default="")
+            if not url.startswith("https://"):
+                raise ConfigError(join_key(kp, key), f"expected an https:// address, got {url!r}")
+            extra[key] = url
+    if "subject" in table:
+        extra["subject"] = _required_address(table, "subject", kp)
+    if "scopes" in table:
+        extra["scopes"] = _str_list(table, "scopes", kp)
+    for key in ("certificate_file", "token_cache"):
+        if key in table:
+            extra[key] = _opt_file(table, key, kp, ctx, must_exist=key == "certificate_file")
+    if "access_type" in table:
+        extra["access_type"] = _choice(
+            table, "access_type", kp, ("delegate", "impersonation"), default="delegate"
+        )
+    if "save_copy" in table:
+        extra["save_copy"] = _bool(table, "save_copy", kp, default=False)
+    if "delete_type" in table and "delete_type" in allowed:
+        extra["delete_type"] = _choice(
+            table,
+            "delete_type",
+            kp,
+            ("HardDelete", "SoftDelete", "MoveToDeletedItems"),
+            default="HardDelete",
+        )
     if "leave_on_server" in table:
         extra["leave_on_server"] = _bool(table, "leave_on_server", kp, default=False)
     if "poll_interval" in table:
@@ -1130,6 +1182,13 @@ def _positive_number(table: Mapping[str, Any], key: str, kp: str, *, default: fl
     if not value > 0 or value == float("inf"):
         raise ConfigError(join_key(kp, key), f"expected a positive number, got {value!r}")
     return float(value)
+
+
+def _required_address(table: Mapping[str, Any], key: str, kp: str) -> str:
+    value = _opt_address(table, key, kp)
+    if value is None:
+        raise ConfigError(join_key(kp, key), "required (an email address)")
+    return value
 
 
 def _opt_address(table: Mapping[str, Any], key: str, kp: str) -> str | None:
