@@ -1,0 +1,1099 @@
+"""Exchange Server mailboxes through Exchange Web Services (EWS), with exchangelib.
+
+:class:`EwsConnector` reads one mailbox folder and :class:`EwsTransport` sends mail
+from a mailbox, both over the SOAP endpoint ``https://<server>/EWS/Exchange.asmx``
+(never autodiscover: the endpoint is configured). Logins are Basic or NTLM with a
+password (the kind the server offers is detected, or fixed with ``auth``), or an
+OAuth2 bearer token from a token provider (:mod:`halomail.connectors.oauth`).
+
+Reading lists the folder with FindItem (paged, ``item:Size`` only, oldest first),
+then reads each email's MIME with GetItem, in batches bounded by count and bytes.
+An email whose size is over the limit is yielded as ``too_large`` without its MIME
+ever being requested. The ref is the EWS ItemId alone: its ChangeKey changes with
+every edit of the item (a flag, a category), so it is never part of the ref and
+never sent back.
+
+Disposal moves the email with MoveItem to Deleted Items (the well-known folder
+``deleteditems``) or to a named folder under the top of the information store
+(created with CreateFolder when missing), or deletes it with DeleteItem
+(``HardDelete``, ``SoftDelete`` or ``MoveToDeletedItems``). An email already gone
+(``ErrorItemNotFound``: another client moved it, or our earlier ack did) counts as
+handled.
+
+Throttling: Exchange answers ``ErrorServerBusy`` with the ``BackOffMilliseconds`` to
+wait (and a proxy may answer HTTP 429/503 with ``Retry-After``). exchangelib runs with
+its fail-fast policy, so nothing sleeps inside the library; :class:`EwsRetry` waits as
+told (with an injectable sleep) and tries again, a few times, and otherwise gives up
+with :class:`~halomail.errors.TransientConnectorError`: nothing was disposed of, so
+nothing is lost, and the next run starts over.
+
+Secrets: exchangelib logs each request's headers at DEBUG (``exchangelib.util``),
+which would include ``Authorization``. The HTTP adapter every session here uses shows
+exchangelib a copy of each request with that header's value replaced by
+``[redacted]``, so no password, Basic login or token reaches any log, whatever the
+host's logging configuration. (With NTLM, pyspnego logs each handshake message, never
+the password, on its own ``spnego`` logger at DEBUG.)
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import email.parser
+import email.utils
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import requests
+import requests.adapters
+import requests.auth
+
+try:
+    from exchangelib import (  # type: ignore[import-untyped]
+        DELEGATE,
+        IMPERSONATION,
+        UTC,
+        Account,
+        Configuration,
+        Credentials,
+        Folder,
+        Message,
+        Version,
+    )
+    from exchangelib import errors as ews_errors
+    from exchangelib.items import (  # type: ignore[import-untyped]
+        HARD_DELETE,
+        MOVE_TO_DELETED_ITEMS,
+        SEND_AND_SAVE_COPY,
+        SEND_ONLY,
+        SOFT_DELETE,
+    )
+    from exchangelib.properties import ItemId  # type: ignore[import-untyped]
+    from exchangelib.properties import Mailbox as EwsAddress
+    from exchangelib.protocol import (  # type: ignore[import-untyped]
+        CachingProtocol,
+        FailFast,
+    )
+    from exchangelib.protocol import Protocol as EwsProtocol
+    from exchangelib.services import CreateFolder  # type: ignore[import-untyped]
+    from exchangelib.transport import (  # type: ignore[import-untyped]
+        BASIC,
+        DEFAULT_HEADERS,
+        NOAUTH,
+        NTLM,
+    )
+    from exchangelib.version import EXCHANGE_2016  # type: ignore[import-untyped]
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "halomail.connectors.ews needs exchangelib: pip install 'halomail[ews]'"
+    ) from exc
+
+from halomail.config import MailboxSettings, OutgoingSettings
+from halomail.connectors.base import Disposition, FetchedMessage, OutgoingEmail
+from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
+from halomail.errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectorError,
+    HalomailError,
+    PermanentTransportError,
+    TransientConnectorError,
+    TransientTransportError,
+)
+
+__all__ = ["EwsConnector", "EwsRetry", "EwsTransport"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+_USER_AGENT = "halomail (exchangelib)"
+# GetItem batches stop at this many bytes of MIME (by item:Size), so a batch of large
+# emails never holds more than this in memory at once, whatever ``batch_size`` says.
+_BATCH_BYTES = 8 * 1024 * 1024
+_AUTHS = ("basic", "ntlm", "oauth")
+_ACCESS_TYPES = (DELEGATE, IMPERSONATION)
+_DELETE_TYPES = (HARD_DELETE, SOFT_DELETE, MOVE_TO_DELETED_ITEMS)
+# Folder names that mean a well-known folder, mapped to exchangelib's Account property
+# for it (so "Deleted Items" is the distinguished folder "deleteditems" whatever the
+# mailbox's language calls it).
+_WELL_KNOWN = {
+    "inbox": "inbox",
+    "deleted items": "trash",
+    "deleteditems": "trash",
+    "junk email": "junk",
+    "junkemail": "junk",
+    "sent items": "sent",
+    "sentitems": "sent",
+}
+# Answers that say "not now" rather than "never": the mailbox is tried again next run.
+_TRANSIENT_ANSWERS: tuple[type[Exception], ...] = (
+    ews_errors.ErrorInternalServerTransientError,
+    ews_errors.ErrorTimeoutExpired,
+    ews_errors.ErrorTooManyObjectsOpened,
+    ews_errors.ErrorExceededConnectionCount,
+    ews_errors.ErrorMailboxStoreUnavailable,
+    ews_errors.ErrorMailboxMoveInProgress,
+    ews_errors.ErrorMailboxFailover,
+    ews_errors.ErrorConnectionFailed,
+    ews_errors.ErrorInternalServerError,
+    ews_errors.ErrorNoRespondingCASInDestinationSite,
+    ews_errors.ErrorProxyRequestProcessingFailed,
+    ews_errors.CASError,
+    ews_errors.RateLimitError,
+)
+# Answers to CreateItem that sending the same message again can never change.
+_PERMANENT_SEND_ANSWERS: tuple[type[Exception], ...] = (
+    ews_errors.ErrorInvalidRecipients,
+    ews_errors.ErrorMailRecipientNotFound,
+    ews_errors.ErrorMessageSizeExceeded,
+    ews_errors.ErrorMimeContentConversionFailed,
+    ews_errors.ErrorSendAsDenied,
+)
+
+
+@attrs.frozen
+class EwsRetry:
+    """How the server's requests to back off are honoured within one run.
+
+    Exchange throttles with ``ErrorServerBusy`` carrying ``BackOffMilliseconds``; a
+    proxy in front of it may answer 429 or 503 with ``Retry-After``. Each is waited
+    out, up to ``max_attempts`` tries of one call; a wait longer than ``max_wait``, or
+    one more refusal, ends the run for this mailbox with a transient error (nothing
+    is lost: the emails not yet disposed of are read again next run).
+
+    Args:
+        max_attempts: Tries of one call, the first included.
+        max_wait: The longest single wait accepted, in seconds.
+        default_wait: The wait when the server names none, in seconds.
+        sleep: How to wait (replaceable in tests).
+    """
+
+    max_attempts: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    max_wait: float = 120.0
+    default_wait: float = 5.0
+    sleep: Callable[[float], None] = attrs.field(default=time.sleep, eq=False, repr=False)
+
+
+# -- HTTP plumbing ---------------------------------------------------------------------
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """Puts the current OAuth2 access token on each request."""
+
+    def __init__(self) -> None:
+        self.token = ""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(token=<hidden>)"
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """One keep-alive connection (NTLM authenticates a connection, not a request),
+    an optional extra CA, and requests shown to exchangelib with ``Authorization``
+    redacted (it logs the headers of every request it sends)."""
+
+    def __init__(self, ca_file: Path | None) -> None:
+        self._ca_file = ca_file  # read by init_poolmanager, which __init__ calls
+        super().__init__(pool_connections=1, pool_maxsize=1, max_retries=0, pool_block=True)
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        """Trust the configured CA besides the system's ones."""
+        if self._ca_file is not None:
+            context = ssl.create_default_context()
+            context.load_verify_locations(cafile=str(self._ca_file))
+            pool_kwargs["ssl_context"] = context
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        """Send ``request``; the response refers to a copy without the credentials."""
+        response = super().send(request, **kwargs)
+        if "Authorization" in request.headers:
+            shown = request.copy()
+            # The key stays: requests-ntlm checks for it to avoid re-authenticating.
+            shown.headers["Authorization"] = "[redacted]"
+            response.request = shown
+        return response
+
+
+class _Uncached(CachingProtocol):  # type: ignore[misc]
+    """exchangelib shares one Protocol per (endpoint, credentials) process-wide; ours
+    carry a mailbox's own CA, timeout and token, so each connector builds its own."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return type.__call__(cls, *args, **kwargs)
+
+
+class _Protocol(EwsProtocol, metaclass=_Uncached):  # type: ignore[misc]
+    """An exchangelib Protocol whose sessions use :class:`_Adapter` and our auth."""
+
+    def __init__(
+        self,
+        *,
+        config: Any,
+        ca_file: Path | None,
+        timeout: float,
+        default_wait: float,
+        bearer: _BearerAuth | None,
+    ) -> None:
+        super().__init__(config=config)
+        # Per instance, not exchangelib's class-wide settings: the HTTP timeout, and the
+        # back-off it assigns to a busy answer that names none.
+        self.TIMEOUT = timeout
+        self.RETRY_WAIT = default_wait
+        self._ca_file = ca_file
+        self._bearer = bearer
+
+    def raw_session(self, prefix: str, *_: Any, **__: Any) -> requests.Session:
+        """A plain session (never requests-oauthlib's, which logs the token)."""
+        session = requests.Session()
+        session.headers.update(DEFAULT_HEADERS)
+        session.headers["User-Agent"] = _USER_AGENT
+        session.mount(prefix, _Adapter(self._ca_file))
+        return session
+
+    def create_session(self) -> Any:
+        """exchangelib's session, with the bearer token when this is an OAuth2 login."""
+        session = super().create_session()
+        if self._bearer is not None:
+            session.auth = self._bearer
+        return session
+
+
+class _Policy(FailFast):  # type: ignore[misc]
+    """Fail fast (no sleeping inside exchangelib: :class:`EwsRetry` decides), but turn
+    an HTTP 429/503 into ``ErrorServerBusy`` carrying the server's ``Retry-After``."""
+
+    def raise_response_errors(self, response: requests.Response) -> None:
+        """Raise for a response that is not a SOAP answer."""
+        if response.status_code in (429, 503):
+            raise ews_errors.ErrorServerBusy(
+                f"HTTP {response.status_code}", back_off=_retry_after(response)
+            )
+        super().raise_response_errors(response)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return float(value)
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+# -- the client both the connector and the transport use ---------------------------------
+
+
+class _Client:
+    """One EWS account: its exchangelib objects, and every call through :meth:`call`."""
+
+    def __init__(
+        self,
+        label: str,
+        *,
+        endpoint: str,
+        address: str,
+        username: str | None,
+        password: str | None,
+        auth: str | None,
+        token_provider: TokenProvider | None,
+        access_type: str,
+        timeout: float,
+        ca_file: str | os.PathLike[str] | None,
+        retry: EwsRetry | None,
+    ) -> None:
+        if "@" not in address:
+            raise ConfigError("user_id", f"the mailbox's SMTP address is needed, got {address!r}")
+        if auth is None and token_provider is not None:
+            auth = "oauth"
+        if auth is not None and auth not in _AUTHS:
+            raise ConfigError("auth", f"expected one of {', '.join(_AUTHS)}, got {auth!r}")
+        if auth == "oauth" and token_provider is None:
+            raise ConfigError("auth", "an OAuth2 login needs a token provider")
+        if auth != "oauth" and (not username or password is None):
+            raise ConfigError("password", "a Basic or NTLM login needs a username and a password")
+        if access_type not in _ACCESS_TYPES:
+            raise ConfigError(
+                "access_type", f"expected 'delegate' or 'impersonation', got {access_type!r}"
+            )
+        if not endpoint.lower().startswith(("https://", "http://")):
+            raise ConfigError("host", f"expected an http(s) URL, got {endpoint!r}")
+        self.label = label
+        self.endpoint = endpoint
+        self.address = address
+        self.username = username
+        self._password = password
+        self.auth = auth
+        self._provider = token_provider
+        self.access_type = access_type
+        self.timeout = timeout
+        self.ca_file = Path(ca_file) if ca_file is not None else None
+        self.retry = retry or EwsRetry()
+        self._bearer = _BearerAuth() if auth == "oauth" else None
+        self._account: Any = None
+
+    @property
+    def account(self) -> Any:
+        """The exchangelib Account (built on first use; building it sends nothing)."""
+        if self._account is None:
+            if self._bearer is not None:
+                credentials, auth_type = None, NOAUTH  # the session's auth adds the token
+            else:
+                credentials = Credentials(self.username, self._password)
+                # None: exchangelib asks the server which of Basic/NTLM it offers.
+                auth_type = {"basic": BASIC, "ntlm": NTLM}.get(self.auth or "")
+            config = Configuration(
+                service_endpoint=self.endpoint,
+                credentials=credentials,
+                auth_type=auth_type,
+                # A known version: no version guessing round trips. Newer servers
+                # accept it; an older one makes exchangelib fall back by itself.
+                version=Version(build=EXCHANGE_2016),
+                retry_policy=_Policy(),
+            )
+            account = Account(
+                primary_smtp_address=self.address,
+                config=config,
+                autodiscover=False,
+                access_type=self.access_type,
+                default_timezone=UTC,
+            )
+            # Account() registered a shared Protocol for this config; ours replaces it,
+            # and the shared one (which holds the password) leaves the cache again.
+            with contextlib.suppress(KeyError):
+                del EwsProtocol[config]
+            account.protocol = _Protocol(
+                config=config,
+                ca_file=self.ca_file,
+                timeout=self.timeout,
+                default_wait=self.retry.default_wait,
+                bearer=self._bearer,
+            )
+            self._account = account
+        return self._account
+
+    def close(self) -> None:
+        """Close the HTTP connections (they reopen on the next call)."""
+        if self._account is not None:
+            self._account.protocol.close()
+
+    def call(self, what: str, operation: Callable[[], _T]) -> _T:
+        """Run one EWS operation: token, back-off and error translation around it.
+
+        Raises:
+            AuthenticationError: The login or token was refused (a token twice).
+            TransientConnectorError: Busy, throttled past the retry budget, or the
+                connection failed.
+            ConnectorError: Any other refusal, with what the administrator can do.
+        """
+        attempt = 0
+        refreshed = False
+        while True:
+            attempt += 1
+            self._set_token()
+            try:
+                return operation()
+            except ews_errors.UnauthorizedError as exc:
+                if self._provider is not None and not refreshed:
+                    # A token may be revoked or expire early: one fresh token, one retry.
+                    refreshed = True
+                    log.info("%s: %s: the token was refused; getting a fresh one", self.label, what)
+                    self._provider.invalidate()
+                    continue
+                raise AuthenticationError(self._refused_advice(), mailbox=self.label) from exc
+            except ews_errors.ErrorServerBusy as exc:
+                wait = float(exc.back_off) if exc.back_off else self.retry.default_wait
+                if attempt >= self.retry.max_attempts or wait > self.retry.max_wait:
+                    raise TransientConnectorError(
+                        f"{what}: the server is busy and asked to wait {wait:g} s; "
+                        "the mailbox is read again on the next run",
+                        mailbox=self.label,
+                    ) from exc
+                # Throttling is the server protecting itself: waiting exactly as long as
+                # it asks is what keeps the budget of this account from running dry.
+                log.warning(
+                    "%s: %s: server busy, waiting %.1f s as asked (attempt %d of %d)",
+                    self.label,
+                    what,
+                    wait,
+                    attempt,
+                    self.retry.max_attempts,
+                )
+                self.retry.sleep(wait)
+            except (
+                ews_errors.ErrorImpersonateUserDenied,
+                ews_errors.ErrorInvalidExchangeImpersonationHeaderData,
+            ) as exc:
+                raise ConnectorError(
+                    f"{what}: {self.username or 'the application'} may not impersonate "
+                    f"{self.address}: grant it the ApplicationImpersonation role "
+                    "(New-ManagementRoleAssignment -Role ApplicationImpersonation)",
+                    mailbox=self.label,
+                ) from exc
+            except ews_errors.ErrorNonExistentMailbox as exc:
+                raise ConnectorError(
+                    f"{what}: the server has no mailbox {self.address}: check user_id",
+                    mailbox=self.label,
+                ) from exc
+            except ews_errors.ErrorAccessDenied as exc:
+                raise ConnectorError(
+                    f"{what}: access to {self.address} was denied: grant "
+                    f"{self.username or 'the application'} Full Access to the mailbox "
+                    "(delegate) or the ApplicationImpersonation role (impersonation)",
+                    mailbox=self.label,
+                ) from exc
+            except ews_errors.RedirectError as exc:
+                raise ConnectorError(
+                    f"{what}: the server redirected to {exc.url}: check host (the EWS "
+                    "endpoint is usually https://<server>/EWS/Exchange.asmx)",
+                    mailbox=self.label,
+                ) from exc
+            except _TRANSIENT_ANSWERS as exc:
+                raise TransientConnectorError(f"{what}: {_short(exc)}", mailbox=self.label) from exc
+            except ews_errors.ResponseMessageError as exc:
+                raise ConnectorError(f"{what}: {_short(exc)}", mailbox=self.label) from exc
+            except ews_errors.TransportError as exc:
+                # Connection refused or dropped, TLS failure, an unreadable answer.
+                raise TransientConnectorError(f"{what}: {_short(exc)}", mailbox=self.label) from exc
+            except ews_errors.EWSError as exc:
+                raise ConnectorError(f"{what}: {_short(exc)}", mailbox=self.label) from exc
+            except requests.RequestException as exc:
+                raise TransientConnectorError(f"{what}: {_short(exc)}", mailbox=self.label) from exc
+            except OSError as exc:
+                raise ConnectorError(f"{what}: {_short(exc)}", mailbox=self.label) from exc
+
+    def _set_token(self) -> None:
+        if self._provider is None or self._bearer is None:
+            return
+        try:
+            self._bearer.token = self._provider.token()
+        except HalomailError as exc:
+            if isinstance(exc, ConnectorError) and exc.mailbox is None:
+                raise type(exc)(str(exc), mailbox=self.label) from exc
+            raise
+
+    def _refused_advice(self) -> str:
+        if self._provider is not None:
+            return (
+                f"Exchange refused the OAuth2 token for {self.address}, also a fresh one. "
+                "The administrator must check the app registration: the EWS permission "
+                "(full_access_as_app, used with access_type = 'impersonation', or the "
+                "delegated EWS.AccessAsUser.All) with admin consent, a token issued for "
+                "the EWS resource, and that the grant was not revoked"
+            )
+        how = {"basic": "Basic", "ntlm": "NTLM"}.get(self.auth or "", "password")
+        return (
+            f"Exchange refused the {how} login of {self.username!r} for {self.address}. "
+            "Check the username (DOMAIN\\user or user@domain) and the password, that the "
+            "account is not locked out, and that this authentication is enabled on the "
+            "EWS virtual directory"
+        )
+
+
+def _missing_folder(exc: BaseException) -> bool:
+    return isinstance(exc.__cause__, ews_errors.ErrorFolderNotFound)
+
+
+def _parse_processed(value: str) -> tuple[str, str]:
+    if value == "delete":
+        return "delete", ""
+    action, sep, folder = value.partition(":")
+    if action == "move" and sep and folder.strip():
+        return "move", folder.strip()
+    raise ConfigError("processed", f"expected 'move:<folder>' or 'delete', got {value!r}")
+
+
+def _split_path(path: str, key: str) -> list[str]:
+    parts = [p.strip() for p in path.replace("\\", "/").split("/") if p.strip()]
+    if not parts:
+        raise ConfigError(key, f"a folder name is needed, got {path!r}")
+    return parts
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+class EwsConnector:
+    """An Exchange mailbox folder read through EWS.
+
+    See the module documentation for how reading and disposal work. Nothing is sent
+    to the server before the first :meth:`fetch` or :meth:`ack`.
+
+    Args:
+        name: The mailbox's name.
+        endpoint: The EWS URL, e.g. ``https://mail.example.com/EWS/Exchange.asmx``.
+        address: The mailbox's primary SMTP address.
+        username: The login for Basic/NTLM (``DOMAIN\\user`` or ``user@domain``).
+        password: Its password; never logged nor shown.
+        auth: ``"basic"``, ``"ntlm"``, ``"oauth"``, or ``None``: OAuth2 with a token
+            provider, else whichever of NTLM and Basic the server offers.
+        token_provider: Gives OAuth2 access tokens (``token()``, ``invalidate()``).
+        access_type: ``"delegate"`` (the login has Full Access to the mailbox, or is
+            it) or ``"impersonation"`` (a service account, or an app-only token, acting
+            as the mailbox's user through the ApplicationImpersonation role).
+        folder: The folder read: ``Inbox`` (the well-known folder), or a path of
+            folders under the top of the information store, e.g. ``Support/New``.
+        processed: ``"move:<folder>"`` (``move:Deleted Items`` is the well-known
+            Deleted Items folder) or ``"delete"``.
+        quarantine_folder: Where quarantined emails move (created when missing).
+        delete_type: For ``processed="delete"``: ``HardDelete`` (gone),
+            ``SoftDelete`` (recoverable by the administrator) or ``MoveToDeletedItems``.
+        max_message_bytes: Larger emails (by ``item:Size``) are yielded as
+            ``too_large`` with an empty ``raw``; their MIME is never requested.
+        batch_size: At most this many emails per GetItem (fewer when large).
+        page_size: Items per FindItem page while listing the folder.
+        timeout: Seconds each HTTP request may take.
+        ca_file: A CA bundle to trust besides the system's (a private CA).
+        retry: How server back-off requests are honoured.
+
+    Raises:
+        ConfigError: An argument is invalid (its key path says which).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        endpoint: str,
+        address: str,
+        username: str | None = None,
+        password: str | None = None,
+        auth: str | None = None,
+        token_provider: TokenProvider | None = None,
+        access_type: str = DELEGATE,
+        folder: str = "Inbox",
+        processed: str = "move:Deleted Items",
+        quarantine_folder: str = "Quarantine",
+        delete_type: str = HARD_DELETE,
+        max_message_bytes: int | None = None,
+        batch_size: int = 50,
+        page_size: int = 200,
+        timeout: float = 30.0,
+        ca_file: str | os.PathLike[str] | None = None,
+        retry: EwsRetry | None = None,
+    ) -> None:
+        self.name = name
+        self._client = _Client(
+            name,
+            endpoint=endpoint,
+            address=address,
+            username=username,
+            password=password,
+            auth=auth,
+            token_provider=token_provider,
+            access_type=access_type,
+            timeout=timeout,
+            ca_file=ca_file,
+            retry=retry,
+        )
+        self._action, self._processed_folder = _parse_processed(processed)
+        self._folder_path = _split_path(folder, "folder")
+        self.folder = folder
+        _split_path(quarantine_folder, "quarantine_folder")
+        self.quarantine_folder = quarantine_folder
+        if delete_type not in _DELETE_TYPES:
+            raise ConfigError(
+                "delete_type", f"expected one of {', '.join(_DELETE_TYPES)}, got {delete_type!r}"
+            )
+        self.delete_type = delete_type
+        if batch_size < 1 or page_size < 1:
+            raise ConfigError("batch_size", "batch_size and page_size must be at least 1")
+        self.max_message_bytes = max_message_bytes
+        self.batch_size = batch_size
+        self.page_size = page_size
+        self._folders: dict[str, Any] = {}  # folder path (case-folded) → exchangelib Folder
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: MailboxSettings,
+        *,
+        max_message_bytes: int | None,
+        token_provider: TokenProvider | None = None,
+    ) -> EwsConnector:
+        """The connector for an ``[[mailboxes]]`` entry with ``connection = "ews"``.
+
+        ``host`` is the server name (or the full EWS URL); ``security = "none"`` means
+        plain HTTP. The mailbox is ``user_id`` when given, else ``username``. With
+        ``auth = "xoauth2"`` or ``"oauthbearer"`` the login is OAuth2 with
+        ``token_provider`` (or the static ``token``/``token_env``); otherwise
+        ``username`` and ``password`` log in with NTLM or Basic, as the server offers.
+
+        Args:
+            settings: The mailbox's settings.
+            max_message_bytes: Larger emails are fetched as ``too_large``.
+            token_provider: The OAuth2 token provider built for this mailbox.
+
+        Returns:
+            The connector (nothing is sent to the server yet).
+
+        Raises:
+            ConfigError: A setting is missing or invalid, with its key path.
+        """
+        kp = settings.key_path
+        extra = settings.extra
+        if token_provider is None:
+            # None for auth = "password" (the default): NTLM or Basic with the password.
+            token_provider = token_provider_from_settings(
+                extra, kp, mailbox=settings.name, verify=_verify(settings.tls_ca_file)
+            )
+        try:
+            options = _login_options(
+                host=settings.host,
+                port=settings.port,
+                security=settings.security,
+                username=settings.username,
+                password=settings.password,
+                extra=extra,
+                token_provider=token_provider,
+            )
+            return cls(
+                settings.name,
+                folder=settings.folder,
+                processed=settings.processed,
+                quarantine_folder=settings.quarantine_folder,
+                delete_type=str(extra.get("delete_type", HARD_DELETE)),
+                max_message_bytes=max_message_bytes,
+                batch_size=int(extra.get("batch_size", 50)),
+                timeout=float(extra.get("timeout", 30.0)),
+                ca_file=settings.tls_ca_file,
+                **options,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{kp}.{exc.key_path}", exc.message) from exc
+
+    def __repr__(self) -> str:
+        return f"EwsConnector({self.name!r}, {self._client.endpoint!r}, {self.folder!r})"
+
+    @property
+    def address(self) -> str:
+        """The mailbox's SMTP address."""
+        return self._client.address
+
+    def fetch(self) -> Iterator[FetchedMessage]:
+        """Yield the folder's emails, oldest first, changing nothing.
+
+        The folder is listed whole first (ids and sizes only), so emails disposed of
+        while this iterator runs do not shift the pages of the listing.
+
+        Raises:
+            AuthenticationError: The login or token was refused.
+            TransientConnectorError: The server is busy or unreachable; try again later.
+            ConnectorError: The folder does not exist, or access was denied.
+        """
+        listing = self._list()
+        log.debug("mailbox %s: %d emails in %s", self.name, len(listing), self.folder)
+        batch: list[tuple[str, int]] = []
+        batch_bytes = 0
+        for ref, size in listing:
+            if self.max_message_bytes is not None and size > self.max_message_bytes:
+                yield from self._read(batch)
+                batch, batch_bytes = [], 0
+                log.info(
+                    "mailbox %s: %s is %d bytes, over the limit; not read", self.name, ref, size
+                )
+                yield FetchedMessage(ref=ref, raw=b"", size=size, too_large=True)
+                continue
+            batch.append((ref, size))
+            batch_bytes += size
+            if len(batch) >= self.batch_size or batch_bytes >= _BATCH_BYTES:
+                yield from self._read(batch)
+                batch, batch_bytes = [], 0
+        yield from self._read(batch)
+
+    def list_refs(self) -> list[str]:
+        """The refs of the folder's emails, without reading them (for ``start_from = "now"``).
+
+        Raises:
+            ConnectorError: As :meth:`fetch`.
+        """
+        return [ref for ref, _ in self._list()]
+
+    def ack(self, ref: str, disposition: Disposition) -> None:
+        """Move or delete the email per ``disposition``; a no-op when it is gone.
+
+        Raises:
+            AuthenticationError: The login or token was refused.
+            TransientConnectorError: The server is busy or unreachable.
+            ConnectorError: The email exists but could not be moved or deleted.
+        """
+        if disposition is Disposition.RETRY:
+            return
+        client = self._client
+        item = ItemId(id=ref)  # the Id alone: a ChangeKey from the fetch may be stale
+        if disposition is Disposition.PROCESSED and self._action == "delete":
+            results = client.call(
+                "delete",
+                lambda: client.account.bulk_delete(ids=[item], delete_type=self.delete_type),
+            )
+            done = f"deleted ({self.delete_type})"
+        else:
+            quarantine = disposition is Disposition.QUARANTINED
+            path = self.quarantine_folder if quarantine else self._processed_folder
+            results = self._move(item, path)
+            done = f"moved to {path}"
+        for result in results:
+            if isinstance(result, ews_errors.ErrorItemNotFound):
+                log.debug("mailbox %s: %s already gone; nothing to do", self.name, ref)
+                return
+            if isinstance(result, Exception):
+                raise ConnectorError(
+                    f"cannot dispose of {ref} ({disposition.value}): {_short(result)}",
+                    mailbox=self.name,
+                ) from result
+        log.debug("mailbox %s: %s %s", self.name, ref, done)
+
+    def close(self) -> None:
+        """Close the HTTP connections; folder ids stay known for the next run."""
+        self._client.close()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _move(self, item: Any, path: str) -> list[Any]:
+        client = self._client
+        for attempt in (1, 2):
+            target = self._folder(path, create=True)
+
+            def move(target: Any = target) -> list[Any]:
+                moved: list[Any] = client.account.bulk_move(ids=[item], to_folder=target)
+                return moved
+
+            try:
+                return client.call("move", move)
+            except ConnectorError as exc:
+                # The folder id we remembered is gone (someone deleted the folder):
+                # find or create it again, once.
+                if attempt == 2 or not _missing_folder(exc):
+                    raise
+                self._folders.pop(path.casefold(), None)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _list(self) -> list[tuple[str, int]]:
+        source = self._folder(self.folder, create=False)
+
+        def listing() -> list[tuple[str, int]]:
+            query = source.all().order_by("datetime_received").only("size")
+            query.page_size = self.page_size
+            found: list[tuple[str, int]] = []
+            for item in query:
+                if isinstance(item, Exception):
+                    raise item
+                found.append((item.id, int(item.size or 0)))
+            return found
+
+        # Listed whole: a failure on any page loses nothing (nothing was yielded yet)
+        # and doubles nothing (the next run lists again from the first page).
+        try:
+            return self._client.call("list", listing)
+        except ConnectorError as exc:
+            if _missing_folder(exc):  # deleted or renamed: look it up again next run
+                self._folders.pop(self.folder.casefold(), None)
+            raise
+
+    def _read(self, batch: Sequence[tuple[str, int]]) -> Iterator[FetchedMessage]:
+        if not batch:
+            return
+        client = self._client
+        source = self._folder(self.folder, create=False)
+        ids = [ItemId(id=ref) for ref, _ in batch]
+        items = client.call(
+            "read",
+            lambda: list(
+                client.account.fetch(
+                    ids=ids, folder=source, only_fields=["mime_content"], chunk_size=len(ids)
+                )
+            ),
+        )
+        for (ref, _), item in zip(batch, items, strict=True):
+            if isinstance(item, ews_errors.ErrorItemNotFound):
+                log.debug("mailbox %s: %s vanished before it was read", self.name, ref)
+                continue
+            if isinstance(item, Exception):
+                # It stays where it is, reported each run, for someone to look at.
+                log.error("mailbox %s: cannot read %s: %s", self.name, ref, _short(item))
+                continue
+            raw = item.mime_content
+            if isinstance(raw, str):
+                raw = raw.encode("utf-8")
+            if not raw:
+                log.error("mailbox %s: %s has no MIME content; left in place", self.name, ref)
+                continue
+            if self.max_message_bytes is not None and len(raw) > self.max_message_bytes:
+                yield FetchedMessage(ref=ref, raw=b"", size=len(raw), too_large=True)
+                continue
+            yield FetchedMessage(ref=ref, raw=bytes(raw), size=len(raw))
+
+    def _folder(self, path: str, *, create: bool) -> Any:
+        """The exchangelib Folder for ``path``, resolved once and remembered."""
+        key = path.casefold()
+        found = self._folders.get(key)
+        if found is None:
+            found = self._client.call("open folder", lambda: self._resolve(path, create=create))
+            self._folders[key] = found
+        return found
+
+    def _resolve(self, path: str, *, create: bool) -> Any:
+        account = self._client.account
+        parts = _split_path(path, "folder")
+        well_known = _WELL_KNOWN.get(parts[0].casefold())
+        folder = getattr(account, well_known) if well_known else account.msg_folder_root
+        walked = parts[1:] if well_known else parts
+        for part in walked:
+            try:
+                folder = folder // part
+            except ews_errors.ErrorFolderNotFound:
+                if not create:
+                    raise ConnectorError(
+                        f"there is no folder {path!r} in {self.address}", mailbox=self.name
+                    ) from None
+                folder = self._create_folder(folder, part)
+        return folder
+
+    def _create_folder(self, parent: Any, name: str) -> Any:
+        # CreateFolder directly: Folder.save() would first walk the mailbox's whole
+        # folder tree to fill exchangelib's folder cache.
+        blank = Folder(parent=parent, name=name, folder_class="IPF.Note")
+        try:
+            created = CreateFolder(account=self._client.account).get(
+                parent_folder=parent, folders=[blank]
+            )
+        except ews_errors.ErrorFolderExists:
+            return parent // name  # created by someone else meanwhile
+        log.info("mailbox %s: created the folder %r", self.name, name)
+        return created
+
+
+# -- sending ----------------------------------------------------------------------------
+
+
+class EwsTransport:
+    """Sends mail from an Exchange mailbox with EWS CreateItem.
+
+    The composed message goes as MIME content (every header we wrote, Message-ID,
+    ``Auto-Submitted`` and the loop header among them, is kept), with
+    ``MessageDisposition`` ``SendOnly``, or ``SendAndSaveCopy`` to keep a copy in Sent
+    Items. Envelope recipients missing from the To and Cc headers are added as Bcc.
+    The From address must be the mailbox's, or one it has Send As rights for.
+
+    Args:
+        endpoint: The EWS URL.
+        address: The sending mailbox's primary SMTP address.
+        username: The login for Basic/NTLM.
+        password: Its password.
+        auth: As for :class:`EwsConnector`.
+        token_provider: Gives OAuth2 access tokens.
+        access_type: ``"delegate"`` or ``"impersonation"``.
+        save_copy: Keep a copy in Sent Items.
+        timeout: Seconds each HTTP request may take.
+        ca_file: A CA bundle to trust besides the system's.
+        retry: How server back-off requests are honoured.
+        name: A label for logs and errors.
+
+    Raises:
+        ConfigError: An argument is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        address: str,
+        username: str | None = None,
+        password: str | None = None,
+        auth: str | None = None,
+        token_provider: TokenProvider | None = None,
+        access_type: str = DELEGATE,
+        save_copy: bool = False,
+        timeout: float = 30.0,
+        ca_file: str | os.PathLike[str] | None = None,
+        retry: EwsRetry | None = None,
+        name: str = "ews-outgoing",
+    ) -> None:
+        self.name = name
+        self.save_copy = save_copy
+        self._client = _Client(
+            name,
+            endpoint=endpoint,
+            address=address,
+            username=username,
+            password=password,
+            auth=auth,
+            token_provider=token_provider,
+            access_type=access_type,
+            timeout=timeout,
+            ca_file=ca_file,
+            retry=retry,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, outgoing: OutgoingSettings, token_provider: TokenProvider | None = None
+    ) -> EwsTransport:
+        """The transport for ``[outgoing]`` (or a mailbox's) with ``transport = "ews"``.
+
+        The sending mailbox is ``user_id``, else ``from_address``, else ``username``;
+        the other keys are read as for :meth:`EwsConnector.from_settings`.
+
+        Args:
+            outgoing: The outgoing settings.
+            token_provider: The OAuth2 token provider built for them.
+
+        Returns:
+            The transport (nothing is sent to the server yet).
+
+        Raises:
+            ConfigError: A setting is missing or invalid, with its key path.
+        """
+        extra = outgoing.extra
+        if token_provider is None:
+            token_provider = token_provider_from_settings(
+                extra, "outgoing", verify=_verify(outgoing.tls_ca_file)
+            )
+        try:
+            options = _login_options(
+                host=outgoing.host,
+                port=None,
+                security=outgoing.security,
+                username=outgoing.username,
+                password=outgoing.password,
+                extra=extra,
+                token_provider=token_provider,
+                fallback_address=outgoing.from_address,
+            )
+            return cls(
+                save_copy=bool(extra.get("save_copy", False)),
+                timeout=outgoing.timeout,
+                ca_file=outgoing.tls_ca_file,
+                **options,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"outgoing.{exc.key_path}", exc.message) from exc
+
+    def __repr__(self) -> str:
+        return f"EwsTransport({self._client.endpoint!r}, {self._client.address!r})"
+
+    def send(self, email: OutgoingEmail) -> None:
+        """Send one composed email.
+
+        Raises:
+            TransientTransportError: Busy, unreachable, or the login was refused (the
+                outbox tries again with backoff).
+            PermanentTransportError: Exchange refused this message for good (a bad
+                recipient, too large, no Send As right).
+        """
+        client = self._client
+        message = Message(account=client.account, mime_content=email.data)
+        missing = _not_in_headers(email.data, email.recipients)
+        if missing:
+            message.bcc_recipients = [EwsAddress(email_address=a) for a in missing]
+        disposition = SEND_AND_SAVE_COPY if self.save_copy else SEND_ONLY
+
+        def create() -> list[Any]:
+            account = client.account
+            folder = account.sent if self.save_copy else None
+            result: list[Any] = account.bulk_create(
+                folder=folder, items=[message], message_disposition=disposition
+            )
+            return result
+
+        try:
+            results = client.call("send", create)
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+        except TransientConnectorError as exc:
+            raise TransientTransportError(str(exc)) from exc
+        except AuthenticationError as exc:
+            raise TransientTransportError(str(exc)) from exc
+        except ConnectorError as exc:
+            if isinstance(exc.__cause__, _PERMANENT_SEND_ANSWERS):
+                raise PermanentTransportError(str(exc)) from exc
+            raise TransientTransportError(str(exc)) from exc
+        except _PERMANENT_SEND_ANSWERS as exc:
+            raise PermanentTransportError(f"{self.name}: send: {_short(exc)}") from exc
+        except ews_errors.EWSError as exc:
+            raise TransientTransportError(f"{self.name}: send: {_short(exc)}") from exc
+        log.debug("%s: sent %s (%s)", self.name, email.message_id, disposition)
+
+    def close(self) -> None:
+        """Close the HTTP connections (they reopen on the next send)."""
+        self._client.close()
+
+
+def _not_in_headers(data: bytes, recipients: Sequence[str]) -> list[str]:
+    """The envelope recipients the message's To and Cc headers do not name."""
+    headers = email.parser.BytesHeaderParser().parsebytes(data)
+    named = {
+        address.lower()
+        for _, address in email.utils.getaddresses(
+            [str(v) for key in ("To", "Cc") for v in headers.get_all(key, [])]
+        )
+    }
+    return [r for r in recipients if r.lower() not in named]
+
+
+def _verify(ca_file: Path | None) -> bool | str:
+    return str(ca_file) if ca_file is not None else True
+
+
+def _login_options(
+    *,
+    host: str | None,
+    port: int | None,
+    security: str,
+    username: str | None,
+    password: str | None,
+    extra: Any,
+    token_provider: TokenProvider | None,
+    fallback_address: str | None = None,
+) -> dict[str, Any]:
+    """The endpoint, mailbox and login arguments shared by both ``from_settings``."""
+    if not host:
+        raise ConfigError("host", "required when connection = 'ews' (the Exchange server)")
+    if "://" in host:
+        endpoint = host
+    else:
+        scheme = "http" if security == "none" else "https"
+        netloc = f"{host}:{port}" if port else host
+        endpoint = f"{scheme}://{netloc}/EWS/Exchange.asmx"
+    address = str(extra.get("user_id") or fallback_address or username or "")
+    if "@" not in address:
+        raise ConfigError(
+            "user_id",
+            "the mailbox's SMTP address is needed (user_id, or a username like user@domain)",
+        )
+    auth = "oauth" if token_provider is not None else None  # else NTLM or Basic
+    return {
+        "endpoint": endpoint,
+        "address": address,
+        "username": username,
+        "password": password,
+        "auth": auth,
+        "token_provider": token_provider,
+        "access_type": str(extra.get("access_type", DELEGATE)),
+    }
