@@ -7,13 +7,15 @@ The command line uses this; a host application usually builds its own
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 
 from halomail.config import Config, MailboxSettings, OutgoingSettings
-from halomail.connectors.base import Disposition, FetchedMessage, MailTransport
+from halomail.connectors.base import Disposition, FetchedMessage, MailboxConnector, MailTransport
 from halomail.connectors.files import EmlFileTransport
 from halomail.connectors.local import open_local_connector
 from halomail.connectors.memory import MemoryTransport
@@ -39,15 +41,75 @@ def open_repository(config: Config) -> TicketRepository:
     return InMemoryTicketRepository()
 
 
-def open_transport(outgoing: OutgoingSettings) -> MailTransport | None:
-    """The transport named by ``[outgoing] transport``, or ``None`` when not available here."""
-    if outgoing.transport == "maildir":
+# The extra that installs each cloud backend's client library.
+_EXTRAS = {"office365": "office365", "graph": "office365", "ews": "ews", "google": "google"}
+
+
+def _backend(module: str, kind: str) -> Any:
+    """Import ``halomail.connectors.<module>``, saying which extra to install if it fails."""
+    try:
+        return importlib.import_module(f"halomail.connectors.{module}")
+    except ImportError as exc:
+        extra = _EXTRAS.get(kind, kind)
+        raise ConfigError(
+            kind,
+            f"{kind!r} needs the {extra!r} extra: pip install 'halomail[{extra}]' ({exc})",
+        ) from exc
+
+
+def open_transport(
+    outgoing: OutgoingSettings, *, key_path: str = "outgoing"
+) -> MailTransport | None:
+    """The transport named by ``transport`` in these settings.
+
+    Args:
+        outgoing: ``[outgoing]``, or a mailbox's merged override.
+        key_path: Where the settings are in the file, for errors.
+
+    Returns:
+        The transport, or ``None`` for one this build cannot send through yet (the mail
+        then stays queued, and a warning says so).
+
+    Raises:
+        ConfigError: The settings are incomplete, or the backend's extra is missing.
+    """
+    kind = outgoing.transport
+    if kind == "maildir":
         if outgoing.path is None:
-            raise ConfigError("outgoing.path", "the maildir transport needs a folder to write to")
+            raise ConfigError(f"{key_path}.path", "the maildir transport needs a folder")
         return EmlFileTransport(outgoing.path)
-    if outgoing.transport == "memory":
+    if kind == "memory":
         return MemoryTransport()
-    log.warning("outgoing transport %r is not available yet; mail stays queued", outgoing.transport)
+    if kind == "smtp":
+        transport: MailTransport = _backend("smtp", kind).SmtpTransport.from_settings(
+            outgoing, key_path=key_path
+        )
+        return transport
+    if kind == "graph":
+        transport = _backend("graph", kind).GraphTransport.from_settings(outgoing)
+        return transport
+    if kind == "ews":
+        transport = _backend("ews", kind).EwsTransport.from_settings(outgoing)
+        return transport
+    log.warning("outgoing transport %r is not available yet; mail stays queued", kind)
+    return None
+
+
+def _open_remote_connector(config: Config, settings: MailboxSettings) -> MailboxConnector | None:
+    """The connector of a mailbox on a server, or ``None`` for a type not supported yet."""
+    limit = config.limits.max_message_bytes
+    kind = settings.connection
+    connector: MailboxConnector
+    if kind == "office365":
+        connector = _backend("graph", kind).GraphConnector.from_settings(
+            settings, max_message_bytes=limit
+        )
+        return connector
+    if kind == "ews":
+        connector = _backend("ews", kind).EwsConnector.from_settings(
+            settings, max_message_bytes=limit
+        )
+        return connector
     return None
 
 
@@ -91,10 +153,15 @@ def build_mailbox(config: Config, settings: MailboxSettings) -> Mailbox:
             settings, max_message_bytes=config.limits.max_message_bytes
         )
     else:
-        connector = _UnavailableConnector(settings.name, settings.connection)
+        remote = _open_remote_connector(config, settings)
+        connector = remote or _UnavailableConnector(settings.name, settings.connection)
     outgoing = settings.effective_outgoing(config.outgoing)
     # Only a mailbox that overrides [outgoing] gets a transport of its own.
-    transport = open_transport(outgoing) if settings.outgoing is not None else None
+    transport = (
+        open_transport(outgoing, key_path=f"{settings.key_path}.outgoing")
+        if settings.outgoing is not None
+        else None
+    )
     return Mailbox(
         connector=connector,
         name=settings.name,

@@ -1,0 +1,63 @@
+"""From halomail.toml to running objects: every mailbox type and transport is wired."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from halomail._runtime import build_processor
+from halomail.config import parse_config
+from halomail.connectors.ews import EwsConnector, EwsTransport
+from halomail.connectors.graph import GraphConnector
+from halomail.connectors.smtp import SmtpTransport
+from halomail.tickets.memory import InMemoryTicketRepository
+
+CONFIG = """
+[outgoing]
+transport = "smtp"
+host = "smtp.example.com"
+security = "starttls"
+username = "support@example.com"
+password = "smtp-secret"
+from_address = "support@example.com"
+
+[[mailboxes]]
+name = "Office"
+connection = "office365"
+user_id = "support@contoso.com"
+auth = "oauth2-static"
+token_env = "GRAPH_TOKEN"
+[mailboxes.outgoing]
+transport = "graph"
+user_id = "support@contoso.com"
+auth = "oauth2-static"
+token_env = "GRAPH_TOKEN"
+
+[[mailboxes]]
+name = "Exchange"
+connection = "ews"
+host = "mail.example.com"
+username = "helpdesk@example.com"
+password = "ews-secret"
+[mailboxes.outgoing]
+transport = "ews"
+host = "mail.example.com"
+username = "helpdesk@example.com"
+password = "ews-secret"
+"""
+
+
+def test_each_connection_and_transport_type_gets_its_backend(tmp_path: Path) -> None:
+    """office365 and ews mailboxes read through Graph and EWS; [outgoing] smtp sends by SMTP."""
+    config = parse_config(
+        tomllib.loads(CONFIG), base_dir=tmp_path, env={"GRAPH_TOKEN": "graph-token"}
+    )
+    processor = build_processor(config, InMemoryTicketRepository())
+    office, exchange = processor.mailboxes
+    assert isinstance(processor.transport, SmtpTransport)
+    assert isinstance(office.connector, GraphConnector)
+    assert type(office.transport).__name__ == "GraphTransport"
+    assert isinstance(exchange.connector, EwsConnector)
+    assert isinstance(exchange.transport, EwsTransport)
+    assert "secret" not in repr(processor.transport)
+    assert "graph-token" not in repr(office.connector)
