@@ -16,6 +16,10 @@ from halomail.tickets.models import utcnow
 from halomail.tickets.repository import TicketRepository
 from halomail.tickets.sqlite import SQLiteTicketRepository
 
+# The real servers the tests start on loopback, and their fixtures (smtp_server,
+# smtp_server_factory, smtp_tls, token_endpoint, token_tls).
+pytest_plugins = ("tests.servers.smtp", "tests.servers.token_endpoint")
+
 LOOP_TOKEN = "test-loop-token"
 HELPDESK = "support@helpdesk.example"
 

@@ -28,9 +28,7 @@ from halomail.tickets.models import OutboxMail, OutboxStatus, utcnow
 from halomail.tickets.repository import TicketRepository
 from tests.conftest import LOOP_TOKEN, make_email
 from tests.servers.ews import EwsServer, EwsState, running_ews_server
-from tests.servers.token_endpoint import TokenEndpoint, token_endpoint, token_tls
-
-__all__ = ["token_endpoint", "token_tls"]  # fixtures, imported to be found by pytest
+from tests.servers.token_endpoint import TokenEndpoint
 
 SUPPORT = "support@example.com"
 SALES = "sales@example.com"

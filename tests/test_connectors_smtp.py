@@ -26,11 +26,7 @@ from tests.servers.smtp import (
     SmtpServer,
     SmtpTls,
     silent_server,
-    smtp_server_factory,
-    smtp_tls,
 )
-
-__all__ = ["smtp_server_factory", "smtp_tls"]  # fixtures, imported to be found by pytest
 
 Factory = Callable[..., SmtpServer]
 SENDER = SenderIdentity("support@helpdesk.example", "Support Desk")

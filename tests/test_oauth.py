@@ -24,9 +24,7 @@ from halomail.connectors.oauth import (
     token_provider_from_settings,
 )
 from halomail.errors import AuthenticationError, ConfigError, TransientConnectorError
-from tests.servers.token_endpoint import JWT_BEARER, TokenEndpoint, token_endpoint, token_tls
-
-__all__ = ["token_endpoint", "token_tls"]  # fixtures, imported to be found by pytest
+from tests.servers.token_endpoint import JWT_BEARER, TokenEndpoint
 
 CLIENT_ID = "6f1c2b8e-0000-4000-8000-00000000c11e"
 CLIENT_SECRET = "cs~VerySecretValue-DoNotLog-123"

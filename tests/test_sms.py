@@ -23,11 +23,7 @@ from halomail.outbox import compose
 from halomail.tickets.models import OutboxMail, OutboxStatus
 from tests.servers.smtp import (
     SmtpServer,
-    smtp_server_factory,
-    smtp_tls,
 )
-
-__all__ = ["smtp_server_factory", "smtp_tls"]  # fixtures, imported to be found by pytest
 
 UK = SmsSettings(
     provider_domain="sms.example",

@@ -12,6 +12,7 @@ Message-ID; a permanent one is recorded on the ticket.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -235,17 +236,26 @@ class Outbox:
         """Send every pending mail that is due; return what happened."""
         sent = retrying = failed = 0
         due: Sequence[OutboxMail] = self._repository.due_outgoing(self._clock(), limit=limit)
-        for mail in due:
-            transport = self._transport_for(mail)
-            if transport is None:
-                continue  # this mailbox sends nothing here (yet); the mail waits
-            result = self._send_one(mail, transport)
-            if result is OutboxStatus.SENT:
-                sent += 1
-            elif result is OutboxStatus.PENDING:
-                retrying += 1
-            else:
-                failed += 1
+        with contextlib.ExitStack() as sessions:
+            opened: set[int] = set()
+            for mail in due:
+                transport = self._transport_for(mail)
+                if transport is None:
+                    continue  # this mailbox sends nothing here (yet); the mail waits
+                if id(transport) not in opened and isinstance(
+                    transport, contextlib.AbstractContextManager
+                ):
+                    # A transport that can keep its connection open (SMTP) does so
+                    # for the whole pass instead of reconnecting for every mail.
+                    sessions.enter_context(transport)
+                    opened.add(id(transport))
+                result = self._send_one(mail, transport)
+                if result is OutboxStatus.SENT:
+                    sent += 1
+                elif result is OutboxStatus.PENDING:
+                    retrying += 1
+                else:
+                    failed += 1
         return SendReport(sent=sent, retrying=retrying, failed=failed)
 
     def _send_one(self, mail: OutboxMail, transport: MailTransport) -> OutboxStatus:
