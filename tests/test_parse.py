@@ -155,7 +155,7 @@ def test_the_html_is_kept_as_sent_and_sanitized_once_when_asked_for() -> None:
     email = parse_email(raw)
     assert email.html_source == source
     first = email.html
-    assert first == '<p>Rich <b>body</b></p>'
+    assert first == "<p>Rich <b>body</b></p>"
     assert email.html is first
     assert "html_source" not in repr(email)  # unsafe markup stays out of logs
 
