@@ -1000,6 +1000,12 @@ AGENTS_AND_TEAMS = """
 [processing]
 ticket_url = "https://desk.example.com/tickets/{id}"
 
+[[message_groups]]
+name = "Friendly"
+[message_groups.templates.ticket_closed]
+subject = "$tag All done: $summary"
+text = "Hi $username, we closed $ticketid."
+
 [[teams]]
 name = "Service Desk"
 
@@ -1047,6 +1053,7 @@ class TestAgentsTeamsAndSignatures:
         assert sales.signature == "The Sales Team"
         assert dict(sales.agent_signatures) == {"amy@helpdesk.example": "Amy, on behalf of Sales"}
         assert config.processing.ticket_url == "https://desk.example.com/tickets/{id}"
+        assert [group.name for group in config.message_groups] == ["Friendly"]
 
     @pytest.mark.parametrize(
         ("change", "key_path", "message"),
@@ -1063,6 +1070,10 @@ class TestAgentsTeamsAndSignatures:
             (("tickets/{id}", "tickets/"), "processing.ticket_url", "{id}"),
             (('name = "Sales"\nmessage_group', 'name = "service desk"\nmessage_group'),
              "teams[1].name", "duplicate team"),
+            (('message_group = "Friendly"', 'message_group = "Frendly"'),
+             "teams[1].message_group", "no message group 'Frendly' (known: Default, Friendly)"),
+            (("$ticketid.", "$ticktid."), "message_groups[0].templates.ticket_closed.text",
+             "unknown variable"),
         ],
     )  # fmt: skip
     def test_mistakes_name_their_key_path(

@@ -73,7 +73,7 @@ class TestNewTickets:
         message = email.message_from_bytes(sent.data)
         ticket_id = report.outcomes[0].ticket_id
         assert sent.recipients == ("alice@customer.example",)
-        assert message["Subject"] == f"[ID:{ticket_id}] Printer is jammed"
+        assert message["Subject"] == f"[ID:{ticket_id}] Received: Printer is jammed"
         assert message["In-Reply-To"] == "<msg-1@customer.example>"
         assert message["Auto-Submitted"] == "auto-replied"
         assert message["X-Halomail-Loop"] == LOOP_TOKEN

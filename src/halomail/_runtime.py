@@ -22,6 +22,7 @@ from halomail.connectors.memory import MemoryTransport
 from halomail.errors import ConfigError, ConnectorError
 from halomail.outbox import Backoff, SenderIdentity
 from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+from halomail.templates import TemplateRenderer
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import RecordKind
 from halomail.tickets.repository import TicketRepository
@@ -174,6 +175,10 @@ def build_mailbox(config: Config, settings: MailboxSettings) -> Mailbox:
         sender=sender_identity(outgoing),
         enabled=settings.enabled,
         transport=transport,
+        message_group=outgoing.message_group,
+        signature=settings.signature,
+        agent_signatures=settings.agent_signatures,
+        allowed_teams=settings.allowed_teams,
     )
 
 
@@ -194,7 +199,8 @@ def build_processor(
         backoff=Backoff(max_attempts=processing.max_send_attempts),
         concurrent_mailboxes=processing.concurrent_mailboxes,
     )
-    if transport is None:
+    if transport is None and config.outgoing.explicit_keys:
+        # Without an [outgoing] table nothing is configured to send with: mail waits.
         transport = open_transport(config.outgoing)
     return MailProcessor(
         repository,
@@ -204,4 +210,8 @@ def build_processor(
         rules=config.rules,
         services=config.services,
         ticket_templates=config.ticket_templates,
+        renderer=TemplateRenderer(config.message_groups),
+        agents=config.agents,
+        teams=config.teams,
+        ticket_url=config.processing.ticket_url,
     )

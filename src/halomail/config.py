@@ -44,7 +44,7 @@ import logging
 import os
 import re
 import tomllib
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ from halomail.inbound.models import ParseLimits
 from halomail.rules import EmailRule, rules_from_config
 from halomail.services import ServiceDefinition, services_from_config
 from halomail.staff import Agent, Team
+from halomail.templates import MessageGroup, message_groups_from_config
 from halomail.ticket_templates import TicketTemplate, ticket_templates_from_config
 
 __all__ = [
@@ -107,6 +108,7 @@ _TOP_KEYS = (
     "limits",
     "agents",
     "teams",
+    "message_groups",
 )
 _STORAGE_KEYS = ("url",)
 _OUTGOING_FIELDS = (
@@ -527,6 +529,8 @@ class Config:
         ticket_templates: ``[[ticket_templates]]``: starting points for apply_template rules.
         agents: ``[[agents]]``: who sends mail, with their teams and signatures.
         teams: ``[[teams]]``.
+        message_groups: ``[[message_groups]]``: the administrators' templates of
+            outgoing mail (the built-in ``Default`` group fills in what they leave out).
     """
 
     storage: StorageSettings
@@ -540,6 +544,7 @@ class Config:
     ticket_templates: tuple[TicketTemplate, ...] = ()
     agents: tuple[Agent, ...] = ()
     teams: tuple[Team, ...] = ()
+    message_groups: tuple[MessageGroup, ...] = ()
 
     def mailbox(self, name: str) -> MailboxSettings:
         """The mailbox called ``name`` (case-insensitive).
@@ -641,6 +646,10 @@ def parse_config(
     )
     processing = _parse_processing(_sub_table(root, "processing", ""), outgoing, storage)
     limits = _parse_limits(_sub_table(root, "limits", ""))
+    message_groups = message_groups_from_config(
+        _array(root, "message_groups"), key_path="message_groups"
+    )
+    _check_message_groups(message_groups, outgoing, mailboxes, root)
     teams = _parse_teams(root)
     team_names = {team.name.casefold() for team in teams}
     agents = _parse_agents(root, team_names)
@@ -653,6 +662,7 @@ def parse_config(
                         f"no [[teams]] named {team!r}",
                     )
     return Config(
+        message_groups=message_groups,
         agents=agents,
         teams=teams,
         storage=storage,
@@ -984,6 +994,28 @@ def _parse_limits(table: Mapping[str, Any]) -> ParseLimits:
             for key in _LIMITS_KEYS
         }
     )
+
+
+def _check_message_groups(
+    groups: Sequence[MessageGroup],
+    outgoing: OutgoingSettings,
+    mailboxes: Sequence[MailboxSettings],
+    root: Mapping[str, Any],
+) -> None:
+    """Every message group named by [outgoing], a mailbox or a team must exist."""
+    known = {"default"} | {group.name.casefold() for group in groups}
+    names = ", ".join(["Default", *(group.name for group in groups)])
+    wanted: list[tuple[str, str]] = [("outgoing.message_group", outgoing.message_group)]
+    for mailbox in mailboxes:
+        if mailbox.outgoing is not None:
+            where = f"{mailbox.key_path}.outgoing.message_group"
+            wanted.append((where, mailbox.effective_outgoing(outgoing).message_group))
+    for index, team in enumerate(_array(root, "teams")):
+        if isinstance(team.get("message_group"), str):
+            wanted.append((f"teams[{index}].message_group", team["message_group"]))
+    for where, name in wanted:
+        if name.casefold() not in known:
+            raise ConfigError(where, f"no message group {name!r} (known: {names})")
 
 
 def _agent_signatures(table: Mapping[str, Any], kp: str) -> dict[str, str]:

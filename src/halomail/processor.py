@@ -28,7 +28,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,6 +39,7 @@ from halomail.errors import RepositoryError, TransientRepositoryError
 from halomail.inbound.classify import classify
 from halomail.inbound.models import Classification, InboundEmail, ParseLimits
 from halomail.inbound.parse import parse_email
+from halomail.notifications import MailboxProfile, Notifier
 from halomail.outbox import Backoff, MessageIdFactory, Outbox, SenderIdentity, SendReport
 from halomail.rules import (
     EmailRule,
@@ -50,6 +51,8 @@ from halomail.rules import (
     alert_key_from_subject,
 )
 from halomail.services import ServiceDefinition, ServiceStatus, is_overdue, judge
+from halomail.staff import Agent, Team
+from halomail.templates import TemplateRenderer
 from halomail.ticket_templates import TicketTemplate
 from halomail.tickets.models import (
     ActionKind,
@@ -156,6 +159,11 @@ class Mailbox:
         enabled: Disabled mailboxes are not read.
         transport: How this mailbox's mail is sent, when it overrides the processor's
             transport (``[mailboxes.outgoing]``).
+        message_group: The message group its mail is rendered from.
+        signature: The signature of mail sent from it (``$signature``).
+        agent_signatures: Per agent (by email), a signature replacing theirs and the
+            mailbox's on mail from this mailbox.
+        allowed_teams: Only agents of these teams may send from it (empty: anyone).
     """
 
     connector: MailboxConnector
@@ -169,6 +177,10 @@ class Mailbox:
     sender: SenderIdentity | None = None
     enabled: bool = True
     transport: MailTransport | None = None
+    message_group: str = "Default"
+    signature: str = ""
+    agent_signatures: Mapping[str, str] = attrs.field(factory=dict)
+    allowed_teams: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not self.name:
@@ -186,6 +198,18 @@ class Mailbox:
     def tag(self, ticket_id: int) -> str:
         """The tag for ``ticket_id``, e.g. ``[ID:123]``."""
         return f"{self.subject_tag}{ticket_id}]"
+
+    @property
+    def profile(self) -> MailboxProfile:
+        """What this mailbox's outgoing mail looks like, for the :class:`Notifier`."""
+        return MailboxProfile(
+            name=self.name,
+            message_group=self.message_group,
+            signature=self.signature,
+            agent_signatures={k.lower(): v for k, v in self.agent_signatures.items()},
+            allowed_teams=self.allowed_teams,
+            subject_tag=self.subject_tag,
+        )
 
 
 def _tag_pattern(subject_tag: str) -> re.Pattern[str]:
@@ -357,6 +381,11 @@ class MailProcessor:
         rules: Email rules, evaluated for each new email (see :mod:`halomail.rules`).
         services: Monitored services that ``service_status`` rules report on.
         ticket_templates: Templates that ``apply_template`` rules start tickets from.
+        renderer: The message groups outgoing mail is rendered from (the built-in
+            ``Default`` group when not given).
+        agents: The agents (names, teams, signatures) mail may be sent as.
+        teams: The teams, for their message groups.
+        ticket_url: The address of a ticket, with ``{id}`` for its number.
         clock: The current time (replaceable in tests).
 
     Raises:
@@ -381,6 +410,10 @@ class MailProcessor:
         rules: Sequence[EmailRule] = (),
         services: Sequence[ServiceDefinition] = (),
         ticket_templates: Sequence[TicketTemplate] = (),
+        renderer: TemplateRenderer | None = None,
+        agents: Sequence[Agent] = (),
+        teams: Sequence[Team] = (),
+        ticket_url: str = "",
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         names = [m.name for m in mailboxes]
@@ -400,6 +433,19 @@ class MailProcessor:
         self.transport = transport
         self._clock = clock
         self._ids = MessageIdFactory(settings.loop_token, settings.domain)
+        #: Queues the mail that goes with ticket events; hosts call it when agents act.
+        self.notifier = Notifier(
+            repository,
+            renderer or TemplateRenderer(),
+            [m.profile for m in mailboxes],
+            ids=self._ids,
+            agents=agents,
+            teams=teams,
+            ticket_url=ticket_url,
+            throttle_count=settings.ack_throttle_count,
+            throttle_window=settings.ack_throttle_window,
+            clock=clock,
+        )
         self._health: dict[str, MailboxHealth] = {m.name: MailboxHealth(m.name) for m in mailboxes}
 
     # -- running ---------------------------------------------------------------
@@ -935,8 +981,7 @@ class MailProcessor:
                     repo.set_status(decision.ticket.id, TicketStatus.OPEN)
         elif decision.outcome is Outcome.CREATED:
             new = self._new_ticket(mailbox, email)
-            ticket_id = self._open_ticket(mailbox, email, new, decision, public=True)
-            acknowledged = decision.acknowledge
+            ticket_id, acknowledged = self._open_ticket(mailbox, email, new, decision, public=True)
         # Ignored, or skipped as our own mail: only the dedupe record is written.
         repo.record_dedupe(DedupeRecord(dedupe_key, fingerprint, decision.outcome.value, ticket_id))
         return ProcessingOutcome(
@@ -959,13 +1004,21 @@ class MailProcessor:
         decision: _Decision,
         *,
         public: bool,
-    ) -> int:
-        """Create the ticket with the email as its first action, and queue the acknowledgement."""
+    ) -> tuple[int, bool]:
+        """Create the ticket with the email as its first action, and queue the acknowledgement.
+
+        Returns:
+            The ticket's id, and whether an acknowledgement was queued (a template that
+            fails to render sends nothing; the ticket is created all the same).
+        """
         ticket = self.repository.create_ticket(new)
         self.repository.add_action(self._inbound_action(ticket.id, email, public=public))
-        if decision.acknowledge:
-            self.repository.enqueue_outgoing(self._acknowledgement(mailbox, ticket, email))
-        return ticket.id
+        if not decision.acknowledge:
+            return ticket.id, False
+        acknowledgement = self._acknowledgement(mailbox, ticket, email)
+        if acknowledgement is not None:
+            self.repository.enqueue_outgoing(acknowledgement)
+        return ticket.id, acknowledgement is not None
 
     def _apply_rule(
         self, mailbox: Mailbox, email: InboundEmail, decision: _Decision, match: RuleMatch
@@ -992,8 +1045,9 @@ class MailProcessor:
                 )
         elif decision.outcome is Outcome.CREATED:
             new = self._rule_ticket(mailbox, email, match)
-            ticket_id = self._open_ticket(mailbox, email, new, decision, public=rule.public)
-            acknowledged = decision.acknowledge
+            ticket_id, acknowledged = self._open_ticket(
+                mailbox, email, new, decision, public=rule.public
+            )
         elif decision.ticket is not None and decision.outcome in (Outcome.UPDATED, Outcome.CLOSED):
             repo.add_action(
                 self._inbound_action(decision.ticket.id, email, public=False, new_text_only=True)
@@ -1138,28 +1192,16 @@ class MailProcessor:
 
     def _acknowledgement(
         self, mailbox: Mailbox, ticket: Ticket, email: InboundEmail
-    ) -> NewOutgoing:
+    ) -> NewOutgoing | None:
+        """The New Ticket Logged mail, rendered from the mailbox's message group."""
         assert email.sender is not None
-        name = email.sender.display_name or email.sender.addr_spec
-        tag = mailbox.tag(ticket.id)
-        text = (
-            f"Hello {name},\n\n"
-            f"Thank you for your email. We have logged it as ticket {ticket.id}:\n\n"
-            f"    {ticket.summary}\n\n"
-            f"We will be in touch. When you reply, please keep {tag} in the subject.\n"
-        )
         references = (*email.references, email.message_id) if email.message_id else email.references
-        return NewOutgoing(
-            message_id=self._ids.new(ticket.id),
-            to=(ticket.user_email or email.sender.normalized,),
-            subject=f"{tag} {ticket.summary}",
-            text=text,
-            mailbox=mailbox.name,
-            kind="acknowledgement",
-            ticket_id=ticket.id,
+        return self.notifier.acknowledgement(
+            ticket,
+            mailbox.profile,
+            to=ticket.user_email or email.sender.normalized,
             in_reply_to=email.message_id,
-            references=tuple(references),
-            auto_submitted=True,
+            references=references,
         )
 
     def _quarantine_too_large(self, mailbox: Mailbox, fetched: FetchedMessage) -> ProcessingOutcome:

@@ -1,0 +1,367 @@
+"""The machinery behind :mod:`halomail.templates`: ``$`` translation, the sandbox, checks.
+
+An administrator's template is compiled once, here, in three steps:
+
+1. ``$name`` in the template's *data* (outside ``{{ }}``, ``{% %}``, ``{# #}`` and
+   ``{% raw %}``) becomes a Jinja2 variable lookup, ``$-name`` the literal ``$name``;
+   newlines are never added, so Jinja2's line numbers are the template's own.
+2. The Jinja2 syntax tree is checked: only known variables, no attribute or item
+   whose name starts with ``_`` (nor ``format``/``format_map``), no ``attr`` filter,
+   no ``safe`` filter or ``autoescape`` block in HTML, no include/import/extends.
+3. It is compiled in an :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`
+   subclass that also refuses the obvious memory bombs (``'x' * 10**9``, ``2 ** 10**9``,
+   ``'%0999999999d' % 1``, ``'x'.center(10**9)``) and caps the output of templates
+   that loop.
+
+Values are never template source: they reach Jinja2 only as context variables.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import unicodedata
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+import attrs
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import Template as JinjaTemplate
+from jinja2.exceptions import SecurityError
+from jinja2.filters import do_center, do_format, do_indent
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
+from markupsafe import Markup, escape
+
+__all__: list[str] = []
+
+#: The longest output a template that loops may produce (templates without loops are
+#: bounded by their values and need no count).
+MAX_OUTPUT: Final = 5_000_000
+#: The largest width, repeat count or exponent a template may ask for.
+MAX_WIDTH: Final = 1_000
+MAX_REPEAT: Final = 100_000
+MAX_EXPONENT: Final = 100
+
+# `$name`, `$-name`: a name starts with a letter and runs over letters, digits and `_`.
+_DOLLAR: Final = re.compile(r"\$(-?)([^\W\d_]\w*)")
+# The parts of a template that are Jinja2 markup, not data: raw blocks first (their
+# content is literal), then expressions, statements and comments.
+_MARKUP: Final = re.compile(
+    r"\{%[-+]?\s*raw\s*[-+]?%\}.*?\{%[-+]?\s*endraw\s*[-+]?%\}"
+    r"|\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}",
+    re.DOTALL,
+)
+_FIELD_JUNK: Final = re.compile(r"\W+")
+_UNSAFE_NAMES: Final = frozenset({"format", "format_map", "mro"})
+_PADDING: Final = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+_FORMAT_WIDTH: Final = re.compile(r"%[^a-zA-Z%]*?(\*|\d{4,})")
+
+
+class Problem(Exception):
+    """Why a template part does not compile, at which line (turned into a public error).
+
+    Args:
+        message: What is wrong, for an administrator.
+        line: The line in the part, when known.
+    """
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        self.message = message
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line is not None else message)
+
+
+def field_key(field: str) -> str:
+    """The ``cf_`` variable a custom field is known by: ``Serial Number`` → ``cf_serial_number``."""
+    folded = unicodedata.normalize("NFKC", field).lower()
+    return "cf_" + _FIELD_JUNK.sub("_", folded).strip("_")
+
+
+# -- names ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Names:
+    """The variables a template may use: canonical names and the aliases leading to them."""
+
+    canonical: frozenset[str]
+    aliases: Mapping[str, str]  # alias → canonical, both lower-case
+
+    def resolve(self, name: str) -> str | None:
+        """The canonical variable for ``name`` (any case, alias or ``CF_…``), or ``None``."""
+        lowered = name.lower()
+        if lowered in self.canonical:
+            return lowered
+        if lowered in self.aliases:
+            return self.aliases[lowered]
+        if lowered.startswith("cf_"):
+            key = field_key(name[3:])
+            return key if len(key) > 3 else None
+        return None
+
+
+# -- the environment -------------------------------------------------------------------
+
+
+class _Context(Context):
+    """Resolves aliases, any case, and absent catalogue or custom-field variables as ``""``.
+
+    Only reached for names the template was allowed to use (checked at load), so a
+    miss here is an absent value, never a typo.
+    """
+
+    names: Names  # set on the subclass made per environment
+
+    def resolve_or_missing(self, key: str) -> Any:
+        # The first two lookups are Jinja2's own; the rest only runs on a miss.
+        if key in self.vars:
+            return self.vars[key]
+        if key in self.parent:
+            return self.parent[key]
+        canonical = self.names.resolve(key)
+        if canonical is None:
+            return missing
+        return self.parent.get(canonical, "")
+
+
+def _check_format(value: Any) -> None:
+    if isinstance(value, str) and _FORMAT_WIDTH.search(value):
+        raise SecurityError(f"format widths over {MAX_WIDTH - 1} or '*' are not allowed")
+
+
+def _check_width(width: Any) -> None:
+    if isinstance(width, int) and width > MAX_WIDTH:
+        raise SecurityError(f"a width of {width} is over the limit of {MAX_WIDTH}")
+
+
+def _center(value: str, width: int = 80) -> str:
+    _check_width(width)
+    return do_center(value, width)
+
+
+def _indent(value: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    _check_width(width)
+    if isinstance(width, str) and len(width) > MAX_WIDTH:
+        raise SecurityError(f"an indent of {len(width)} characters is over the limit")
+    return do_indent(value, width, first, blank)
+
+
+def _format(value: str, *args: Any, **kwargs: Any) -> str:
+    _check_format(value)
+    return do_format(value, *args, **kwargs)
+
+
+class Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, with the memory bombs it lets through refused.
+
+    Args:
+        html: Autoescape every value (and turn line breaks in values into ``<br>``).
+        names: The variables templates may use.
+    """
+
+    # Intercepting these also stops Jinja2 folding `10**10**10` at compile time.
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, *, html: bool, names: Names) -> None:
+        super().__init__(
+            autoescape=html,
+            undefined=StrictUndefined,
+            # Friendly to text templates: a block tag's own line leaves no blank line.
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            finalize=_html_value if html else None,
+            auto_reload=False,
+            cache_size=0,
+        )
+        self.html = html
+        self.names = names
+        self.context_class = type("_BoundContext", (_Context,), {"names": names})
+        # lipsum(10**9) builds gigabytes of text; nothing in an email needs it.
+        self.globals.pop("lipsum", None)
+        self.filters.update(center=_center, indent=_indent, format=_format)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        """Refuse the operations whose result would be huge, then apply ``operator``."""
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(count, int)
+                    and len(seq) * count > MAX_REPEAT
+                ):
+                    raise SecurityError(f"a repeat over {MAX_REPEAT} items is not allowed")
+        elif operator == "**":
+            if isinstance(right, int) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"an exponent over {MAX_EXPONENT} is not allowed")
+        elif operator == "%":
+            _check_format(left)
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Refuse padding a string to a huge width, then call ``__obj`` as the sandbox does."""
+        if (
+            isinstance(__obj, types.BuiltinMethodType)
+            and isinstance(getattr(__obj, "__self__", None), str)
+            and __obj.__name__ in _PADDING
+        ):
+            for arg in (*args, *kwargs.values()):
+                _check_width(arg)
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _html_value(value: Any) -> Any:
+    """A value's line breaks as ``<br>`` in HTML (escaped first; others escape as usual)."""
+    if type(value) is str and "\n" in value:
+        lines = value.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        return Markup("<br>\n").join(escape(line) for line in lines)
+    return value
+
+
+# -- compiling ---------------------------------------------------------------------------
+
+
+def translate(source: str, names: Names) -> str:
+    """``source`` with every ``$name`` in its data made a Jinja2 variable lookup.
+
+    Raises:
+        Problem: An unknown ``$name``, with its line.
+    """
+    out: list[str] = []
+    position = 0
+    for markup in _MARKUP.finditer(source):
+        out.append(_translate_data(source, position, markup.start(), names))
+        out.append(markup.group())
+        position = markup.end()
+    out.append(_translate_data(source, position, len(source), names))
+    return "".join(out)
+
+
+def _translate_data(source: str, start: int, end: int, names: Names) -> str:
+    def replace(match: re.Match[str]) -> str:
+        dash, name = match.groups()
+        if dash:
+            return "$" + name
+        canonical = names.resolve(name)
+        if canonical is None:
+            line = source.count("\n", 0, start + match.start()) + 1
+            raise Problem(f"unknown variable ${name}{_suggest(name, names)}", line)
+        return "{{ " + canonical + " }}"
+
+    return _DOLLAR.sub(replace, source[start:end])
+
+
+def _suggest(name: str, names: Names) -> str:
+    known = sorted(names.canonical | set(names.aliases))
+    close = difflib.get_close_matches(name.lower(), known, n=1)
+    return f" (did you mean ${close[0]}?)" if close else ""
+
+
+def check(tree: nodes.Template, env: Sandbox) -> None:
+    """Refuse what the sandbox would only catch at send time, or not at all.
+
+    Raises:
+        Problem: The first unknown variable or unsafe construct, with its line.
+    """
+    known = set(env.globals)
+    for name in sorted(meta.find_undeclared_variables(tree)):
+        if name not in known and env.names.resolve(name) is None:
+            line = next(n.lineno for n in tree.find_all(nodes.Name) if n.name == name)
+            raise Problem(f"unknown variable {name}{_suggest(name, env.names)}", line)
+    for node in tree.find_all(nodes.Node):
+        reason = _unsafe(node, env.html)
+        if reason is not None:
+            raise Problem(reason, node.lineno)
+
+
+def _unsafe_name(name: Any) -> bool:
+    return isinstance(name, str) and any(
+        part.startswith("_") or part in _UNSAFE_NAMES for part in name.split(".")
+    )
+
+
+def _unsafe(node: nodes.Node, html: bool) -> str | None:
+    if isinstance(node, nodes.Getattr) and _unsafe_name(node.attr):
+        return f"sandbox: access to attribute {node.attr!r} is not allowed"
+    if (
+        isinstance(node, nodes.Getitem)
+        and isinstance(node.arg, nodes.Const)
+        and _unsafe_name(node.arg.value)
+    ):
+        return f"sandbox: access to item {node.arg.value!r} is not allowed"
+    if isinstance(node, nodes.Filter | nodes.Test):
+        if node.name == "attr":
+            return "sandbox: the attr filter is not allowed"
+        if html and node.name == "safe":
+            return "the safe filter is not allowed in HTML: every value is escaped"
+        for keyword in node.kwargs:
+            if isinstance(keyword.value, nodes.Const) and _unsafe_name(keyword.value.value):
+                return f"sandbox: attribute {keyword.value.value!r} is not allowed"
+    if isinstance(node, nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport):
+        return "templates cannot extend, include or import other templates"
+    if isinstance(node, nodes.EvalContextModifier):
+        return "autoescape cannot be changed: every value in HTML is escaped"
+    return None
+
+
+@attrs.frozen
+class Compiled:
+    """One compiled template part, rendered against a prepared variables dict.
+
+    Args:
+        template: The Jinja2 template.
+        bounded: False when the template loops or calls macros: its output is counted.
+    """
+
+    template: JinjaTemplate
+    bounded: bool
+
+    def render(self, variables: dict[str, Any]) -> str:
+        """The rendered text (any exception from the template propagates)."""
+        # shared=True: `variables` already holds the globals; no copy per render.
+        context = self.template.new_context(variables, shared=True)
+        chunks = self.template.root_render_func(context)
+        if self.bounded:
+            return "".join(chunks)
+        return _capped(chunks)
+
+    def line_of(self, exc: BaseException) -> int | None:
+        """The template line ``exc`` was raised at, from its traceback."""
+        line = None
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_globals.get("__jinja_template__") is self.template:
+                line = self.template.get_corresponding_lineno(tb.tb_lineno)
+            tb = tb.tb_next
+        return line
+
+
+def _capped(chunks: Iterator[str]) -> str:
+    out: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise SecurityError(f"the output is over the limit of {MAX_OUTPUT} characters")
+        out.append(chunk)
+    return "".join(out)
+
+
+def compile_part(source: str, env: Sandbox) -> Compiled:
+    """Translate, check and compile one part (subject, text or HTML).
+
+    Raises:
+        Problem: The part is invalid or unsafe, with its line.
+    """
+    translated = translate(source, env.names)
+    try:
+        tree = env.parse(translated)
+        check(tree, env)
+        template = env.from_string(tree)
+    except TemplateSyntaxError as exc:
+        raise Problem(f"syntax error: {exc.message}", exc.lineno) from exc
+    loops = any(True for _ in tree.find_all((nodes.For, nodes.Macro, nodes.CallBlock)))
+    return Compiled(template, bounded=not loops)

@@ -1,0 +1,326 @@
+"""Mail about tickets: acknowledgements, updates, closures, notes, assignments, SMS.
+
+The processor queues the acknowledgement of each new ticket itself. Everything else
+happens in the host application (an agent adds a note, closes a ticket, assigns it), so
+the host asks the :class:`Notifier` for the mail that goes with it::
+
+    notice = processor.notifier.ticket_email(42, MessageKind.TICKET_UPDATE,
+                                             note="The part arrives on Monday.",
+                                             agent="amy@helpdesk.example")
+
+Every mail is rendered from the message group of the ticket's team, else its
+mailbox's, else ``Default``; it carries the agent's signature for that mailbox; it is
+queued in the repository's outbox in one transaction and sent by the next
+:meth:`~halomail.processor.MailProcessor.send_outbox`. What stops a mail is never an
+exception but a :class:`Notice` with the reason (throttled, no recipient, the template
+failed), except a sending restriction, which is the caller's mistake and raises
+:class:`~halomail.errors.SendingRestrictedError`.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+import attrs
+
+from halomail.errors import SendingRestrictedError, TemplateError
+from halomail.outbox import MessageIdFactory
+from halomail.staff import Agent, Team
+from halomail.templates import MessageKind, RenderedMessage, TemplateRenderer, TemplateValues
+from halomail.tickets.models import NewOutgoing, OutboxMail, Ticket, utcnow
+from halomail.tickets.repository import TicketRepository
+
+__all__ = ["MailboxProfile", "Notice", "Notifier"]
+
+log = logging.getLogger(__name__)
+
+# Kinds that answer the customer's own mail automatically; the others are written by
+# agents (no Auto-Submitted header: a person's reply may be answered).
+_AUTOMATIC: frozenset[str] = frozenset(
+    {MessageKind.NEW_TICKET_LOGGED, MessageKind.SERVICE_STATUS_CHANGED}
+)
+
+
+@attrs.frozen
+class MailboxProfile:
+    """What a mailbox's outgoing mail looks like, and who may send it.
+
+    Args:
+        name: The mailbox.
+        message_group: Its message group.
+        signature: The signature of mail sent from it.
+        agent_signatures: Per agent (by email, lower-case), a signature replacing the
+            agent's own and the mailbox's.
+        allowed_teams: Only agents of these teams may send from it (empty: anyone).
+        subject_tag: Its threading tag's opening (``[ID:``).
+    """
+
+    name: str
+    message_group: str = "Default"
+    signature: str = ""
+    agent_signatures: Mapping[str, str] = attrs.field(factory=dict)
+    allowed_teams: tuple[str, ...] = ()
+    subject_tag: str = "[ID:"
+
+    def tag(self, ticket_id: int) -> str:
+        """The threading tag of ``ticket_id``, e.g. ``[ID:42]``."""
+        return f"{self.subject_tag}{ticket_id}]"
+
+    def signature_for(self, agent: Agent | None) -> str:
+        """The mailbox's override for ``agent``, else the agent's own, else the mailbox's."""
+        if agent is None:
+            return self.signature
+        return self.agent_signatures.get(agent.email) or agent.signature or self.signature
+
+    def check_may_send(self, agent: Agent | None) -> None:
+        """Refuse an agent whose team may not send from this mailbox.
+
+        Raises:
+            SendingRestrictedError: The mailbox is restricted and the agent is in no
+                allowed team.
+        """
+        if not self.allowed_teams or agent is None:
+            return
+        allowed = {team.casefold() for team in self.allowed_teams}
+        if agent.team is None or agent.team.casefold() not in allowed:
+            raise SendingRestrictedError(
+                f"{agent.email} ({agent.team or 'no team'}) may not send from mailbox "
+                f"{self.name!r}: only {', '.join(self.allowed_teams)} may"
+            )
+
+
+@attrs.frozen
+class Notice:
+    """What became of a requested email.
+
+    Args:
+        queued: The queued mail, or ``None`` when nothing was queued.
+        reason: Why nothing was queued (``throttled``, ``no-recipient``,
+            ``undeliverable``, ``template-failed: …``), or ``None``.
+    """
+
+    queued: OutboxMail | None
+    reason: str | None = None
+
+    @property
+    def sent(self) -> bool:
+        """True when the mail was queued for sending."""
+        return self.queued is not None
+
+
+class Notifier:
+    """Renders and queues the mail that goes with a ticket event.
+
+    Args:
+        repository: Where tickets live and the outbox is.
+        renderer: The message groups and their templates.
+        mailboxes: The outgoing profile of each mailbox.
+        ids: Makes our Message-IDs.
+        agents: The agents, for names, teams and signatures.
+        teams: The teams, for their message groups.
+        ticket_url: The address of a ticket with ``{id}`` for its number, or empty.
+        throttle_count: At most this many mails to one address about one ticket …
+        throttle_window: … in this window.
+        clock: The current time (replaceable in tests).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        repository: TicketRepository,
+        renderer: TemplateRenderer,
+        mailboxes: Sequence[MailboxProfile],
+        *,
+        ids: MessageIdFactory,
+        agents: Sequence[Agent] = (),
+        teams: Sequence[Team] = (),
+        ticket_url: str = "",
+        throttle_count: int = 10,
+        throttle_window: dt.timedelta = dt.timedelta(minutes=10),
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.repository = repository
+        self.renderer = renderer
+        self._mailboxes = {m.name.casefold(): m for m in mailboxes}
+        self._ids = ids
+        self._agents = {a.email: a for a in agents}
+        self._teams = {t.name.casefold(): t for t in teams}
+        self._ticket_url = ticket_url
+        self._throttle_count = throttle_count
+        self._throttle_window = throttle_window
+        self._clock = clock
+
+    # -- what hosts call -------------------------------------------------------------
+
+    def ticket_email(
+        self,
+        ticket_id: int,
+        kind: MessageKind | str,
+        *,
+        note: str = "",
+        agent: str | None = None,
+        mailbox: str | None = None,
+        to: Sequence[str] | None = None,
+    ) -> Notice:
+        """Queue the email for a ticket event (update, closure, note, assignment …).
+
+        Args:
+            ticket_id: The ticket.
+            kind: Which template of the message group (:class:`MessageKind`).
+            note: The action's text (``$actionnote``), shown as written: customer or
+                agent text is a value, never template source.
+            agent: The acting agent's email: their name, signature and team (for the
+                sending restriction); ``None`` for mail the system sends.
+            mailbox: The mailbox it is sent from; by default the ticket's.
+            to: The recipients; by default the ticket's user.
+
+        Returns:
+            The queued mail, or why nothing was queued.
+
+        Raises:
+            KeyError: No such ticket or mailbox.
+            SendingRestrictedError: The agent's team may not send from the mailbox.
+        """
+        kind = MessageKind(kind)
+        ticket = self.repository.get_ticket(ticket_id)
+        if ticket is None:
+            raise KeyError(f"no ticket {ticket_id}")
+        profile = self._profile(mailbox or ticket.mailbox)
+        acting = self._agent(agent)
+        profile.check_may_send(acting)
+        recipients = tuple(dict.fromkeys(a.strip().lower() for a in (to or (ticket.user_email,))))
+        recipients = tuple(a for a in recipients if a)
+        if not recipients:
+            return Notice(None, "no-recipient")
+        with self.repository.transaction():
+            for address in recipients:
+                if self._throttled(address, ticket.id):
+                    log.warning("ticket %s: mail to %s throttled", ticket.id, address)
+                    return Notice(None, "throttled")
+            new = self._compose(kind, ticket, profile, recipients, note=note, agent=acting)
+            if isinstance(new, str):
+                return Notice(None, new)
+            queued = self.repository.enqueue_outgoing(new)
+        log.info("ticket %s: %s queued to %s", ticket.id, kind.value, ",".join(recipients))
+        return Notice(queued)
+
+    # -- what the processor calls ---------------------------------------------------------
+
+    def acknowledgement(
+        self,
+        ticket: Ticket,
+        profile: MailboxProfile,
+        *,
+        to: str,
+        in_reply_to: str | None,
+        references: Sequence[str],
+    ) -> NewOutgoing | None:
+        """The acknowledgement of a new ticket, or ``None`` when its template fails.
+
+        Called inside the processor's transaction; a failed render is logged and the
+        ticket is still created.
+        """
+        new = self._compose(
+            MessageKind.NEW_TICKET_LOGGED,
+            ticket,
+            profile,
+            (to,),
+            in_reply_to=in_reply_to,
+            references=tuple(references),
+        )
+        return None if isinstance(new, str) else new
+
+    def profile(self, mailbox: str) -> MailboxProfile:
+        """The outgoing profile of ``mailbox`` (a default one for an unknown name)."""
+        return self._mailboxes.get(mailbox.casefold()) or MailboxProfile(mailbox)
+
+    # -- inside ------------------------------------------------------------------------
+
+    def _profile(self, name: str) -> MailboxProfile:
+        profile = self._mailboxes.get(name.casefold())
+        if profile is None:
+            raise KeyError(f"no mailbox {name!r}")
+        return profile
+
+    def _agent(self, email: str | None) -> Agent | None:
+        if email is None:
+            return None
+        return self._agents.get(email.strip().lower()) or Agent(name=email, email=email)
+
+    def _throttled(self, address: str, ticket_id: int) -> bool:
+        since = self._clock() - self._throttle_window
+        sent = self.repository.count_outgoing(to=address, since=since, ticket_id=ticket_id)
+        return sent >= self._throttle_count
+
+    def _group(self, ticket: Ticket, profile: MailboxProfile) -> str:
+        team = self._teams.get(ticket.team.casefold()) if ticket.team else None
+        return (team.message_group if team else None) or profile.message_group
+
+    def _compose(
+        self,
+        kind: MessageKind,
+        ticket: Ticket,
+        profile: MailboxProfile,
+        recipients: tuple[str, ...],
+        *,
+        note: str = "",
+        agent: Agent | None = None,
+        in_reply_to: str | None = None,
+        references: tuple[str, ...] | None = None,
+    ) -> NewOutgoing | str:
+        """The mail to queue, or the reason there is none."""
+        user = self.repository.find_user(ticket.user_email) if ticket.user_email else None
+        customer = self.repository.find_customer(ticket.user_email) if ticket.user_email else None
+        assigned = self._agents.get((ticket.agent or "").lower())
+        shown = agent or assigned
+        values = TemplateValues.for_ticket(
+            ticket,
+            note=note,
+            user=user,
+            customer=customer,
+            agent_name=shown.name if shown else (ticket.agent or ""),
+            agent_email=shown.email if shown else "",
+            team_name=ticket.team or "",
+            mailbox_name=profile.name,
+            ticket_url=self._ticket_url.replace("{id}", str(ticket.id)),
+            tag=profile.tag(ticket.id),
+            signature=profile.signature_for(agent),
+        )
+        group = self._group(ticket, profile)
+        try:
+            rendered: RenderedMessage = self.renderer.render(kind, values, group=group)
+        except TemplateError as exc:
+            log.error(
+                "ticket %s: the %s template of group %r failed, nothing sent: %s",
+                ticket.id,
+                kind.value,
+                group,
+                exc,
+            )
+            return f"template-failed: {exc}"
+        if references is None:
+            in_reply_to, references = self._thread(ticket.id)
+        return NewOutgoing(
+            message_id=self._ids.new(ticket.id),
+            to=recipients,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            mailbox=profile.name,
+            kind=kind.value,
+            ticket_id=ticket.id,
+            in_reply_to=in_reply_to,
+            references=references,
+            auto_submitted=kind in _AUTOMATIC,
+        )
+
+    def _thread(self, ticket_id: int) -> tuple[str | None, tuple[str, ...]]:
+        """In-Reply-To and References for mail about a ticket: its known Message-IDs."""
+        ids = [a.message_id for a in self.repository.list_actions(ticket_id) if a.message_id]
+        ids = list(dict.fromkeys(ids))[-20:]
+        return (ids[-1] if ids else None), tuple(ids)
