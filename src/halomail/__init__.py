@@ -25,6 +25,7 @@ from halomail.errors import (
     HalomailError,
     PermanentTransportError,
     RepositoryError,
+    SendingRestrictedError,
     TemplateError,
     TransientConnectorError,
     TransientRepositoryError,
@@ -34,6 +35,7 @@ from halomail.errors import (
 from halomail.inbound.classify import classify
 from halomail.inbound.models import Address, Attachment, Classification, InboundEmail, ParseLimits
 from halomail.inbound.parse import parse_email
+from halomail.notifications import MailboxProfile, Notice, Notifier
 from halomail.outbox import SenderIdentity
 from halomail.processor import (
     Mailbox,
@@ -55,6 +57,16 @@ from halomail.rules import (
     rules_from_config,
 )
 from halomail.services import ServiceCriteria, ServiceDefinition, services_from_config
+from halomail.staff import Agent, Team
+from halomail.templates import (
+    MessageGroup,
+    MessageKind,
+    RenderedMessage,
+    Template,
+    TemplateRenderer,
+    TemplateValues,
+    message_groups_from_config,
+)
 from halomail.ticket_templates import TicketTemplate
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import (
@@ -79,6 +91,7 @@ __all__ = [
     "Action",
     "ActionKind",
     "Address",
+    "Agent",
     "Asset",
     "Attachment",
     "AuthenticationError",
@@ -101,13 +114,18 @@ __all__ = [
     "Mailbox",
     "MailboxConnector",
     "MailboxHealth",
+    "MailboxProfile",
     "MailboxSettings",
     "MaildirConnector",
     "MboxConnector",
     "MemoryConnector",
     "MemoryTransport",
+    "MessageGroup",
+    "MessageKind",
     "NewAction",
     "NewTicket",
+    "Notice",
+    "Notifier",
     "Outcome",
     "OutgoingEmail",
     "OutgoingSettings",
@@ -116,6 +134,7 @@ __all__ = [
     "ProcessingOutcome",
     "ProcessorSettings",
     "RecordKind",
+    "RenderedMessage",
     "RepositoryError",
     "RuleEngine",
     "RuleMatch",
@@ -123,6 +142,7 @@ __all__ = [
     "RunReport",
     "SQLiteTicketRepository",
     "SenderIdentity",
+    "SendingRestrictedError",
     "ServiceCheck",
     "ServiceCriteria",
     "ServiceDefinition",
@@ -130,7 +150,11 @@ __all__ = [
     "ServiceStatusEntry",
     "Simulation",
     "StoredFile",
+    "Team",
+    "Template",
     "TemplateError",
+    "TemplateRenderer",
+    "TemplateValues",
     "Ticket",
     "TicketRepository",
     "TicketStatus",
@@ -143,6 +167,7 @@ __all__ = [
     "__version__",
     "classify",
     "load_config",
+    "message_groups_from_config",
     "parse_config",
     "parse_email",
     "rules_from_config",
