@@ -15,16 +15,22 @@ from typing import Any
 import attrs
 
 from halomail.config import Config, MailboxSettings, OutgoingSettings
-from halomail.connectors.base import Disposition, FetchedMessage, MailboxConnector, MailTransport
+from halomail.connectors.base import (
+    Disposition,
+    FetchedMessage,
+    MailboxConnector,
+    MailTransport,
+    OutgoingEmail,
+)
 from halomail.connectors.files import EmlFileTransport
 from halomail.connectors.local import open_local_connector
 from halomail.connectors.memory import MemoryTransport
 from halomail.errors import ConfigError, ConnectorError
-from halomail.outbox import Backoff, SenderIdentity
+from halomail.outbox import Backoff, MessageIdFactory, SenderIdentity, compose, header_safe
 from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
-from halomail.templates import TemplateRenderer
+from halomail.templates import MessageKind, TemplateRenderer, TemplateValues
 from halomail.tickets.memory import InMemoryTicketRepository
-from halomail.tickets.models import RecordKind
+from halomail.tickets.models import OutboxMail, OutboxStatus, RecordKind
 from halomail.tickets.repository import TicketRepository
 from halomail.tickets.sqlite import SQLiteTicketRepository
 
@@ -215,3 +221,56 @@ def build_processor(
         teams=config.teams,
         ticket_url=config.processing.ticket_url,
     )
+
+
+def send_test_email(config: Config, mailbox_name: str, to: str) -> tuple[OutgoingEmail, str]:
+    """Send the Test Email template from ``mailbox_name``'s outgoing settings to ``to``, now.
+
+    Nothing is queued: the mail goes straight through the mailbox's transport (its
+    ``[mailboxes.outgoing]``, else ``[outgoing]``) so that the administrator sees at once
+    whether sending works.
+
+    Returns:
+        The mail as sent, and a description of the route (``smtp to host:port``).
+
+    Raises:
+        ConfigError: No such mailbox, the address is not one, or the settings name no
+            transport that can send.
+        TransportError: The server refused or could not be reached.
+    """
+    settings = config.mailbox(mailbox_name)
+    address = to.strip()
+    if not address or "@" not in address or header_safe(address) != address or " " in address:
+        raise ConfigError("--to", f"expected one email address, got {to!r}")
+    outgoing = settings.effective_outgoing(config.outgoing)
+    where = f"{settings.key_path}.outgoing" if settings.outgoing is not None else "outgoing"
+    transport = open_transport(outgoing, key_path=where)
+    if transport is None:
+        raise ConfigError(f"{where}.transport", f"cannot send with {outgoing.transport!r} here")
+    renderer = TemplateRenderer(config.message_groups)
+    values = TemplateValues({"mailboxname": settings.name, "useremail": address})
+    rendered = renderer.render(MessageKind.TEST_EMAIL, values, group=outgoing.message_group)
+    ids = MessageIdFactory(config.processing.loop_token, config.processing.domain)
+    mail = OutboxMail(
+        id=0,
+        message_id=ids.new(None),
+        to=(address,),
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        status=OutboxStatus.PENDING,
+        created_at=dt.datetime.now(dt.UTC),
+        mailbox=settings.name,
+        kind="test",
+        auto_submitted=True,
+    )
+    outgoing_email = compose(
+        mail, sender_identity(outgoing), loop_token=config.processing.loop_token
+    )
+    transport.send(outgoing_email)
+    route = outgoing.transport
+    if outgoing.host:
+        route += f" to {outgoing.host}:{outgoing.port}"
+    elif outgoing.path is not None:
+        route += f" to {outgoing.path}"
+    return outgoing_email, route

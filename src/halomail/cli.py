@@ -143,6 +143,13 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate the configuration")
     check.set_defaults(handler=_cmd_check_config)
+
+    test = commands.add_parser(
+        "send-test-email", help="send a test email from a mailbox's outgoing settings, now"
+    )
+    test.add_argument("--mailbox", required=True, help="the mailbox whose settings to use")
+    test.add_argument("--to", required=True, help="the address to send it to")
+    test.set_defaults(handler=_cmd_send_test_email)
     return parser
 
 
@@ -156,6 +163,13 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(enabled)} enabled, "
         f"{len(config.rules)} rules, outgoing via {config.outgoing.transport})"
     )
+    return EXIT_OK
+
+
+def _cmd_send_test_email(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    sent, route = _runtime.send_test_email(config, args.mailbox, args.to)
+    print(f"sent a test email to {args.to} via {route} (Message-ID <{sent.message_id}>)")
     return EXIT_OK
 
 
