@@ -220,6 +220,7 @@ def build_processor(
         agents=config.agents,
         teams=config.teams,
         ticket_url=config.processing.ticket_url,
+        sms=config.sms,
     )
 
 

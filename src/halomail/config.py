@@ -51,6 +51,7 @@ from typing import Any
 import attrs
 
 from halomail._validate import CONTROL, as_table, check_keys, describe, join_key
+from halomail.connectors.sms import SmsSettings
 from halomail.errors import ConfigError
 from halomail.inbound.models import ParseLimits
 from halomail.rules import EmailRule, rules_from_config
@@ -109,6 +110,19 @@ _TOP_KEYS = (
     "agents",
     "teams",
     "message_groups",
+    "sms",
+)
+_SMS_KEYS = (
+    "provider_domain",
+    "from_address",
+    "password",
+    "password_env",
+    "pin_placement",
+    "display_name",
+    "max_length",
+    "default_country_code",
+    "address_format",
+    "ellipsis",
 )
 _STORAGE_KEYS = ("url",)
 _OUTGOING_FIELDS = (
@@ -531,6 +545,7 @@ class Config:
         teams: ``[[teams]]``.
         message_groups: ``[[message_groups]]``: the administrators' templates of
             outgoing mail (the built-in ``Default`` group fills in what they leave out).
+        sms: ``[sms]``: the email-to-SMS provider, or ``None``.
     """
 
     storage: StorageSettings
@@ -545,6 +560,7 @@ class Config:
     agents: tuple[Agent, ...] = ()
     teams: tuple[Team, ...] = ()
     message_groups: tuple[MessageGroup, ...] = ()
+    sms: SmsSettings | None = None
 
     def mailbox(self, name: str) -> MailboxSettings:
         """The mailbox called ``name`` (case-insensitive).
@@ -662,6 +678,7 @@ def parse_config(
                         f"no [[teams]] named {team!r}",
                     )
     return Config(
+        sms=_parse_sms(root, ctx),
         message_groups=message_groups,
         agents=agents,
         teams=teams,
@@ -994,6 +1011,36 @@ def _parse_limits(table: Mapping[str, Any]) -> ParseLimits:
             for key in _LIMITS_KEYS
         }
     )
+
+
+def _parse_sms(root: Mapping[str, Any], ctx: _Context) -> SmsSettings | None:
+    if "sms" not in root:
+        return None
+    kp = "sms"
+    table = _sub_table(root, "sms", "")
+    check_keys(table, kp, _SMS_KEYS)
+    password: str | None = None
+    if "password" in table or "password_env" in table:
+        password, _env = _secret(table, "password", kp, ctx, lenient=False)
+    from_address = _opt_address(table, "from_address", kp)
+    if from_address is None:
+        raise ConfigError(join_key(kp, "from_address"), "required (the address the provider knows)")
+    try:
+        return SmsSettings(
+            provider_domain=_required_str(table, "provider_domain", kp),
+            from_address=from_address,
+            password=password,
+            pin_placement=_choice(
+                table, "pin_placement", kp, ("none", "subject", "body-prefix"), default="none"
+            ),
+            display_name=_str(table, "display_name", kp, default=""),
+            max_length=_int(table, "max_length", kp, default=160, minimum=20),
+            default_country_code=_str(table, "default_country_code", kp, default=""),
+            address_format=_str(table, "address_format", kp, default="{phone}@{domain}"),
+            ellipsis=_str(table, "ellipsis", kp, default="…"),
+        )
+    except ValueError as exc:
+        raise ConfigError(kp, str(exc)) from exc
 
 
 def _check_message_groups(

@@ -27,8 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
+from halomail.connectors.sms import SmsSettings, compose_sms, sms_address
 from halomail.errors import SendingRestrictedError, TemplateError
 from halomail.outbox import MessageIdFactory
+from halomail.services import ServiceDefinition
 from halomail.staff import Agent, Team
 from halomail.templates import MessageKind, RenderedMessage, TemplateRenderer, TemplateValues
 from halomail.tickets.models import NewOutgoing, OutboxMail, Ticket, utcnow
@@ -123,6 +125,7 @@ class Notifier:
         agents: The agents, for names, teams and signatures.
         teams: The teams, for their message groups.
         ticket_url: The address of a ticket with ``{id}`` for its number, or empty.
+        sms: The email-to-SMS provider, or ``None`` when SMS is not set up.
         throttle_count: At most this many mails to one address about one ticket …
         throttle_window: … in this window.
         clock: The current time (replaceable in tests).
@@ -140,6 +143,7 @@ class Notifier:
         agents: Sequence[Agent] = (),
         teams: Sequence[Team] = (),
         ticket_url: str = "",
+        sms: SmsSettings | None = None,
         throttle_count: int = 10,
         throttle_window: dt.timedelta = dt.timedelta(minutes=10),
         clock: Callable[[], dt.datetime] = utcnow,
@@ -151,6 +155,7 @@ class Notifier:
         self._agents = {a.email: a for a in agents}
         self._teams = {t.name.casefold(): t for t in teams}
         self._ticket_url = ticket_url
+        self.sms_settings = sms
         self._throttle_count = throttle_count
         self._throttle_window = throttle_window
         self._clock = clock
@@ -208,6 +213,122 @@ class Notifier:
             queued = self.repository.enqueue_outgoing(new)
         log.info("ticket %s: %s queued to %s", ticket.id, kind.value, ",".join(recipients))
         return Notice(queued)
+
+    def sms(
+        self,
+        ticket_id: int,
+        *,
+        text: str | None = None,
+        phone: str | None = None,
+        agent: str | None = None,
+        mailbox: str | None = None,
+    ) -> Notice:
+        """Queue an SMS about a ticket (an action's "send SMS").
+
+        Args:
+            ticket_id: The ticket.
+            text: What to say (``$actionnote`` of the SMS template); by default the
+                template's own text about the ticket.
+            phone: The number; by default the user's mobile, then their phone.
+            agent: The acting agent's email (sending restrictions, ``$agentname``).
+            mailbox: The mailbox it is sent for; by default the ticket's.
+
+        Returns:
+            The queued mail, or why nothing was queued (``sms-not-configured``,
+            ``no-phone``, ``invalid-phone: …``, ``throttled``, ``template-failed: …``).
+
+        Raises:
+            KeyError: No such ticket or mailbox.
+            SendingRestrictedError: The agent's team may not send from the mailbox.
+        """
+        ticket = self.repository.get_ticket(ticket_id)
+        if ticket is None:
+            raise KeyError(f"no ticket {ticket_id}")
+        profile = self._profile(mailbox or ticket.mailbox)
+        acting = self._agent(agent)
+        profile.check_may_send(acting)
+        settings = self.sms_settings
+        if settings is None:
+            return Notice(None, "sms-not-configured")
+        if phone is None:
+            user = self.repository.find_user(ticket.user_email) if ticket.user_email else None
+            phone = (user.mobile or user.phone) if user else None
+        if not phone:
+            return Notice(None, "no-phone")
+        try:
+            address = sms_address(phone, settings)
+        except ValueError as exc:
+            return Notice(None, f"invalid-phone: {exc}")
+        with self.repository.transaction():
+            if self._throttled(address, ticket.id):
+                return Notice(None, "throttled")
+            new = self._compose(
+                MessageKind.SMS, ticket, profile, (address,), note=text or "", agent=acting
+            )
+            if isinstance(new, str):
+                return Notice(None, new)
+            queued = self.repository.enqueue_outgoing(self._as_sms(new, phone, settings))
+        log.info("ticket %s: SMS queued to %s", ticket.id, address)
+        return Notice(queued)
+
+    def service_changed(
+        self, service: ServiceDefinition, status: str, detail: str, ticket_id: int | None
+    ) -> tuple[Notice, ...]:
+        """Tell a service's subscribers that its status changed.
+
+        Subscribers with an ``@`` get the Service Status Changed email; the others are
+        phone numbers and get the SMS template (when SMS is set up).
+
+        Args:
+            service: The service.
+            status: Its new status (``ok``, ``failed``, ``unknown``).
+            detail: What the status email said (its subject).
+            ticket_id: The ticket tracking it, if any.
+
+        Returns:
+            One notice per subscriber.
+        """
+        ticket = self.repository.get_ticket(ticket_id) if ticket_id else None
+        shown = {"ok": "OK", "failed": "Failed", "unknown": "Unknown"}.get(status, status)
+        extra = {"servicename": service.name, "servicestatus": shown, "actionnote": detail}
+        values = (
+            TemplateValues.for_ticket(ticket, extra=extra, tag=f"[ID:{ticket.id}]")
+            if ticket is not None
+            else TemplateValues(extra)
+        )
+        notices: list[Notice] = []
+        for subscriber in service.subscribers:
+            if "@" in subscriber:
+                kind, to, phone = MessageKind.SERVICE_STATUS_CHANGED, subscriber, None
+            elif self.sms_settings is None:
+                notices.append(Notice(None, "sms-not-configured"))
+                continue
+            else:
+                try:
+                    to = sms_address(subscriber, self.sms_settings)
+                except ValueError as exc:
+                    notices.append(Notice(None, f"invalid-phone: {exc}"))
+                    continue
+                kind, phone = MessageKind.SMS, subscriber
+            try:
+                rendered = self.renderer.render(kind, values)
+            except TemplateError as exc:
+                log.error("service %s: the %s template failed: %s", service.name, kind.value, exc)
+                notices.append(Notice(None, f"template-failed: {exc}"))
+                continue
+            new = NewOutgoing(
+                message_id=self._ids.new(ticket_id),
+                to=(to,),
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+                kind=kind.value,
+                ticket_id=ticket_id,
+            )
+            if phone is not None and self.sms_settings is not None:
+                new = self._as_sms(new, phone, self.sms_settings)
+            notices.append(Notice(self.repository.enqueue_outgoing(new)))
+        return tuple(notices)
 
     # -- what the processor calls ---------------------------------------------------------
 
@@ -317,6 +438,22 @@ class Notifier:
             in_reply_to=in_reply_to,
             references=references,
             auto_submitted=kind in _AUTOMATIC,
+        )
+
+    @staticmethod
+    def _as_sms(new: NewOutgoing, phone: str, settings: SmsSettings) -> NewOutgoing:
+        """The mail as the provider wants it: one short line, its PIN where it goes."""
+        message = compose_sms(new.text, phone, settings, subject=new.subject)
+        return attrs.evolve(
+            new,
+            to=(message.to_address,),
+            subject=message.subject,
+            text=message.body,
+            html=None,
+            kind="sms",
+            in_reply_to=None,
+            references=(),
+            auto_submitted=False,
         )
 
     def _thread(self, ticket_id: int) -> tuple[str | None, tuple[str, ...]]:

@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 
 from halomail.connectors.base import Disposition, FetchedMessage, MailboxConnector, MailTransport
+from halomail.connectors.sms import SmsSettings
 from halomail.errors import RepositoryError, TransientRepositoryError
 from halomail.inbound.classify import classify
 from halomail.inbound.models import Classification, InboundEmail, ParseLimits
@@ -386,6 +387,7 @@ class MailProcessor:
         agents: The agents (names, teams, signatures) mail may be sent as.
         teams: The teams, for their message groups.
         ticket_url: The address of a ticket, with ``{id}`` for its number.
+        sms: The email-to-SMS provider (``[sms]``), or ``None``.
         clock: The current time (replaceable in tests).
 
     Raises:
@@ -414,6 +416,7 @@ class MailProcessor:
         agents: Sequence[Agent] = (),
         teams: Sequence[Team] = (),
         ticket_url: str = "",
+        sms: SmsSettings | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         names = [m.name for m in mailboxes]
@@ -442,6 +445,7 @@ class MailProcessor:
             agents=agents,
             teams=teams,
             ticket_url=ticket_url,
+            sms=sms,
             throttle_count=settings.ack_throttle_count,
             throttle_window=settings.ack_throttle_window,
             clock=clock,
@@ -512,14 +516,18 @@ class MailProcessor:
                     checks.append(ServiceCheck(service.name, last.status if last else None))
                     continue
                 ticket_id = self._open_unknown_ticket(service) if service.unknown_ticket else None
+                detail = f"no email within {service.check_interval}"
                 self.repository.record_service_status(
                     NewServiceStatus(
                         service=service.name,
                         status=ServiceStatus.UNKNOWN.value,
                         at=now,
-                        detail=f"no email within {service.check_interval}",
+                        detail=detail,
                         ticket_id=ticket_id,
                     )
+                )
+                self.notifier.service_changed(
+                    service, ServiceStatus.UNKNOWN.value, detail, ticket_id
                 )
             log.warning(
                 "service %s is unknown: no email within %s", service.name, service.check_interval
@@ -1055,9 +1063,11 @@ class MailProcessor:
             if decision.outcome is Outcome.CLOSED:
                 repo.set_status(decision.ticket.id, TicketStatus.CLOSED)
         if decision.service_status is not None:
+            service = self._services[rule.service or ""]
+            previous = repo.last_service_status(service.name)
             repo.record_service_status(
                 NewServiceStatus(
-                    service=rule.service or "",
+                    service=service.name,
                     status=decision.service_status.value,
                     at=self._clock(),
                     detail=email.subject,
@@ -1065,6 +1075,10 @@ class MailProcessor:
                     message_id=email.message_id,
                 )
             )
+            if previous is None or previous.status != decision.service_status.value:
+                self.notifier.service_changed(
+                    service, decision.service_status.value, email.subject, ticket_id
+                )
         return ticket_id, acknowledged
 
     def _rule_ticket(self, mailbox: Mailbox, email: InboundEmail, match: RuleMatch) -> NewTicket:
@@ -1282,7 +1296,12 @@ class MailProcessor:
         return self.transport
 
     def _sender_for(self, mail: OutboxMail) -> SenderIdentity:
-        """The mailbox's identity, with the From and Reply-To its customer overrides."""
+        """The mailbox's identity, with the From and Reply-To its customer overrides.
+
+        An SMS goes out as the SMS provider wants it sent (its registered address).
+        """
+        if mail.kind == "sms" and self.notifier.sms_settings is not None:
+            return self.notifier.sms_settings.sender
         mailbox = self._mailbox_named(mail.mailbox)
         sender = mailbox.sender if mailbox and mailbox.sender else self.settings.default_sender
         ticket = self.repository.get_ticket(mail.ticket_id) if mail.ticket_id else None

@@ -33,7 +33,7 @@ Every key a ``[[services]]`` table may hold (:func:`services_from_config`)::
     failure_ticket_type = "Incident"  # the ticket a failure opens (or updates); false: record only
     close_on_success = true           # a success closes the open failure ticket
     unknown_ticket = false            # true: turning Unknown opens a ticket too
-    subscribers = ["ops@example.com", "+44 7700 900123"]   # told of changes (later)
+    subscribers = ["ops@example.com", "+44 7700 900123"]   # told of status changes (email or SMS)
 
 .. versionadded:: 0.1.0
 """
@@ -176,8 +176,8 @@ class ServiceDefinition:
         close_on_success: A success closes the open failure ticket.
         unknown_ticket: Turning Unknown opens a ticket too (of
             ``failure_ticket_type``, else ``"Incident"``).
-        subscribers: Addresses or phone numbers to tell of status changes (kept for
-            the notifications of a later release).
+        subscribers: Who is told when the status changes: addresses get the Service
+            Status Changed email, phone numbers an SMS (with ``[sms]`` set up).
 
     Raises:
         ValueError: When ``name`` is blank or ``check_interval`` is not positive.
