@@ -9,6 +9,7 @@ from halomail._runtime import build_processor
 from halomail.config import parse_config
 from halomail.connectors.ews import EwsConnector, EwsTransport
 from halomail.connectors.graph import GraphConnector
+from halomail.connectors.pop3 import Pop3Connector
 from halomail.connectors.smtp import SmtpTransport
 from halomail.tickets.memory import InMemoryTicketRepository
 
@@ -44,20 +45,29 @@ transport = "ews"
 host = "mail.example.com"
 username = "helpdesk@example.com"
 password = "ews-secret"
+
+[[mailboxes]]
+name = "Legacy"
+connection = "pop3"
+host = "pop.example.com"
+username = "legacy@example.com"
+password = "pop-secret"
 """
 
 
 def test_each_connection_and_transport_type_gets_its_backend(tmp_path: Path) -> None:
-    """office365 and ews mailboxes read through Graph and EWS; [outgoing] smtp sends by SMTP."""
+    """office365, ews and pop3 mailboxes get their connectors; [outgoing] smtp sends by SMTP."""
     config = parse_config(
         tomllib.loads(CONFIG), base_dir=tmp_path, env={"GRAPH_TOKEN": "graph-token"}
     )
     processor = build_processor(config, InMemoryTicketRepository())
-    office, exchange = processor.mailboxes
+    office, exchange, legacy = processor.mailboxes
     assert isinstance(processor.transport, SmtpTransport)
     assert isinstance(office.connector, GraphConnector)
     assert type(office.transport).__name__ == "GraphTransport"
     assert isinstance(exchange.connector, EwsConnector)
     assert isinstance(exchange.transport, EwsTransport)
+    assert isinstance(legacy.connector, Pop3Connector)
+    assert legacy.transport is None  # no override: it sends through [outgoing]
     assert "secret" not in repr(processor.transport)
     assert "graph-token" not in repr(office.connector)
