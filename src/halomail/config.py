@@ -198,6 +198,7 @@ _MAILBOX_EXTRA = (
     "batch_size",
     "timeout",
     "delete_type",
+    "seen_file",
 )
 _PROCESSING_KEYS = (
     "loop_token",
@@ -794,7 +795,7 @@ def _parse_extra(
         extra["subject"] = _required_address(table, "subject", kp)
     if "scopes" in table:
         extra["scopes"] = _str_list(table, "scopes", kp)
-    for key in ("certificate_file", "token_cache"):
+    for key in ("certificate_file", "token_cache", "seen_file"):
         if key in table:
             extra[key] = _opt_file(table, key, kp, ctx, must_exist=key == "certificate_file")
     if "access_type" in table:
