@@ -1,0 +1,279 @@
+"""Peak memory growth while halomail processes one 50 MB email with one large attachment.
+
+Run it from the checkout::
+
+    python benchmarks/bench_memory.py                # 50 MiB, about 15 seconds
+    python benchmarks/bench_memory.py --mib 25       # another size
+
+The email (a short text part and one base64 PDF-like attachment, deterministic bytes)
+is written to a temporary file; each measurement runs in a fresh subprocess that reads
+it, sets up ``MailProcessor`` with a ``MemoryConnector`` holding it and a
+``SQLiteTicketRepository`` in a temporary directory (parse limit raised above the
+email's size: the default 25 MB limit would quarantine it), processes one small
+email first (imports, caches), and then measures ``run_once()`` over the big one:
+
+- **tracemalloc**: the peak of Python's traced allocations during the run, over the
+  traced memory just before it (in its own subprocess: tracing slows the run);
+- **RSS**: ``ru_maxrss`` after the run minus the resident set just before it (and the
+  plain ``ru_maxrss`` delta), which also sees SQLite's and the C libraries' memory.
+
+Each is printed against the message size (goal: growth < 3x). The email's bytes held
+by the connector before the run are the baseline, not growth. Exit status 1 when the
+email is not stored as one ticket whose attachment has the expected size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gc
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+_CRLF = b"\r\n"
+
+
+def build_message(target: int, seed: int = 7) -> tuple[bytes, int]:
+    """An email of about ``target`` bytes: a text part and one base64 attachment.
+
+    Returns:
+        The raw email and the attachment's decoded size.
+    """
+    rng = random.Random(seed)
+    head = _CRLF.join(
+        [
+            b"Return-Path: <amy.smith@acme.example>",
+            b"Received: from mail1.acme.example (mail1.acme.example [203.0.113.7]) by",
+            b"\tmx1.msp.example (Postfix) with ESMTPS id 4F2A1C0B9D for <support@msp.example>;",
+            b"\tMon, 06 May 2024 09:12:00 +0000",
+            b'From: "Amy Smith" <amy.smith@acme.example>',
+            b"To: Support <support@msp.example>",
+            b"Subject: Full disk image of the failing laptop",
+            b"Date: Mon, 06 May 2024 09:11:58 +0000",
+            b"Message-ID: <big-attachment.1@acme.example>",
+            b"MIME-Version: 1.0",
+            b'Content-Type: multipart/mixed; boundary="==big=="',
+        ]
+    )
+    text = (
+        b"--==big==\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"Hi, here is the export the vendor asked for. Thanks, Amy\r\n"
+    )
+    overhead = len(head) + len(text) + 300
+    # base64 in 76-column lines: 78 bytes on the wire per 57 bytes of data.
+    payload_size = (target - overhead) // 78 * 57
+    payload = b"%PDF-1.7\n" + rng.randbytes(payload_size - 9)
+    encoded = base64.encodebytes(payload).replace(b"\n", _CRLF)
+    attachment = (
+        b'--==big==\r\nContent-Type: application/pdf; name="disk-export.pdf"\r\n'
+        b'Content-Disposition: attachment; filename="disk-export.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+    )
+    raw = head + _CRLF + _CRLF + text + attachment + encoded + b"--==big==--\r\n"
+    return raw, len(payload)
+
+
+def _num(value: object) -> float:
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+def _mib(value: object) -> float:
+    return _num(value) / 2**20
+
+
+def _rss_now() -> int:
+    """The resident set size now, in bytes (Linux /proc)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _max_rss() -> int:
+    """``ru_maxrss`` in bytes (it is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# The steps whose peak the "steps" mode reports: none of them calls another, so
+# each one's peak is its own (plus what was already held when it started).
+_STEPS = (
+    ("halomail.inbound._mime", "_feed", "MIME parse (stdlib FeedParser)"),
+    ("halomail.inbound._mime", "raw_payload", "part body str -> bytes"),
+    ("halomail.inbound._mime", "decode_transfer", "base64 decoding"),
+    ("halomail.inbound.parse:_Builder", "_attachments", "attachment names, hashes"),
+    ("halomail.processor:MailProcessor", "_dedupe_key", "dedupe key (body SHA-256)"),
+    ("halomail.processor:MailProcessor", "_decide", "decide (classify, rules, correlate)"),
+    ("halomail.tickets.sqlite:SQLiteTicketRepository", "add_action", "repository add_action"),
+    ("halomail.tickets.sqlite:SQLiteTicketRepository", "_commit", "repository commit"),
+)
+
+
+def _wrap_steps(base: int, peaks: dict[str, list[int]]) -> None:
+    """Record, per step, the memory held at its start and the peak inside it."""
+    import functools
+    import importlib
+
+    for target, name, label in _STEPS:
+        module_name, _, class_name = target.partition(":")
+        owner: object = importlib.import_module(module_name)
+        if class_name:
+            owner = getattr(owner, class_name)
+        original = getattr(owner, name)
+
+        def measured(
+            *args: object, _original: object = original, _label: str = label, **kwargs: object
+        ) -> object:
+            held = tracemalloc.get_traced_memory()[0] - base
+            tracemalloc.reset_peak()
+            try:
+                return _original(*args, **kwargs)  # type: ignore[operator]
+            finally:
+                peak = tracemalloc.get_traced_memory()[1] - base
+                tracemalloc.reset_peak()
+                entry = peaks.setdefault(_label, [0, 0])
+                entry[0], entry[1] = max(entry[0], held), max(entry[1], peak)
+
+        setattr(owner, name, functools.wraps(original)(measured))
+
+
+def child(path: Path, mode: str) -> int:
+    """Measure one run in this (fresh) process; prints one JSON line."""
+    import corpus
+    from bench_pipeline import make_processor
+
+    from halomail import ParseLimits, SQLiteTicketRepository
+
+    raw = path.read_bytes()
+    limits = ParseLimits(max_message_bytes=len(raw) + 1024 * 1024)
+    with tempfile.TemporaryDirectory(prefix="halomail-mem-") as tmp:
+        # Warm-up: the code paths, regexes and SQLite statements, on a small email.
+        warm = SQLiteTicketRepository(Path(tmp) / "warm.db")
+        processor, _ = make_processor(warm, corpus.generate(5), limits=limits)
+        processor.run_once()
+        warm.close()
+
+        repository = SQLiteTicketRepository(Path(tmp) / "memory.db")
+        processor, connector = make_processor(repository, [raw], limits=limits)
+        del raw  # the connector holds it: the baseline
+        gc.collect()
+        result: dict[str, object] = {}
+        if mode in ("tracemalloc", "steps"):
+            tracemalloc.start()
+            before, _peak = tracemalloc.get_traced_memory()
+            peaks: dict[str, list[int]] = {}
+            if mode == "steps":
+                _wrap_steps(before, peaks)
+            tracemalloc.reset_peak()
+            start = time.perf_counter()
+            report = processor.run_once()
+            result["seconds"] = time.perf_counter() - start
+            _current, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            result["growth"] = peak - before
+            result["steps"] = peaks
+        else:
+            rss_before, max_before = _rss_now(), _max_rss()
+            start = time.perf_counter()
+            report = processor.run_once()
+            result["seconds"] = time.perf_counter() - start
+            max_after = _max_rss()
+            result["growth"] = max_after - rss_before
+            result["maxrss_delta"] = max_after - max_before
+        outcomes = report.outcomes
+        result["outcomes"] = [o.outcome.value for o in outcomes]
+        ticket_id = outcomes[0].ticket_id if outcomes else None
+        del report, outcomes, processor, connector
+        sizes: list[int] = []
+        if ticket_id is not None:
+            actions = repository.list_actions(ticket_id)
+            sizes = [a.size for action in actions for a in action.attachments]
+        result["attachment_sizes"] = sizes
+        repository.close()
+    print(json.dumps(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the email, measure in subprocesses, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--mib", type=float, default=50.0, help="message size in MiB (50)")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("tracemalloc", "rss", "steps"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        return child(args.child, args.mode)
+
+    raw, payload_size = build_message(int(args.mib * 1024 * 1024))
+    size = len(raw)
+    print(
+        f"one email of {size / 2**20:.1f} MiB ({size:,} bytes) with one attachment of "
+        f"{payload_size / 2**20:.1f} MiB; MailProcessor, MemoryConnector -> SQLite; "
+        f"Python {sys.version.split()[0]}"
+    )
+    results: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory(prefix="halomail-mem-") as tmp:
+        path = Path(tmp) / "big.eml"
+        path.write_bytes(raw)
+        del raw
+        script = Path(__file__).resolve()
+        for mode in ("rss", "tracemalloc", "steps"):
+            completed = subprocess.run(
+                [sys.executable, str(script), "--child", str(path), "--mode", mode],
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=script.parent,
+            )
+            if completed.returncode != 0:
+                print(completed.stdout + completed.stderr, file=sys.stderr)
+                return 1
+            results[mode] = json.loads(completed.stdout.strip().splitlines()[-1])
+
+    print()
+    print(f"{'measure':<36} {'growth MiB':>11} {'x message':>10} {'run s':>7}")
+    rss, traced = results["rss"], results["tracemalloc"]
+    rows = [
+        ("peak RSS - RSS before the run", rss["growth"], rss["seconds"]),
+        ("ru_maxrss after - ru_maxrss before", rss["maxrss_delta"], rss["seconds"]),
+        ("tracemalloc peak - traced before", traced["growth"], traced["seconds"]),
+    ]
+    for name, growth, seconds in rows:
+        print(
+            f"{name:<36} {_mib(growth):>11.1f} {_num(growth) / size:>9.2f}x {_num(seconds):>7.2f}"
+        )
+    worst = max(_num(rss["growth"]), _num(traced["growth"]))
+    print()
+    print(f"peak growth / message size: {worst / size:.2f}x (goal < 3x; the larger of the two)")
+    print()
+    print("where the peak is (tracemalloc, Python allocations over the baseline, per step):")
+    print(f"{'step':<36} {'held at start MiB':>18} {'peak inside MiB':>16} {'x message':>10}")
+    steps = results["steps"]["steps"]
+    assert isinstance(steps, dict)
+    for _target, _name, label in _STEPS:
+        if label in steps:
+            held, peak = steps[label]
+            print(f"{label:<36} {_mib(held):>18.1f} {_mib(peak):>16.1f} {peak / size:>9.2f}x")
+
+    problems = []
+    for mode, result in results.items():
+        if result["outcomes"] != ["created"]:
+            problems.append(f"{mode}: outcomes {result['outcomes']}, expected ['created']")
+        if result["attachment_sizes"] != [payload_size]:
+            problems.append(
+                f"{mode}: stored attachment sizes {result['attachment_sizes']}, "
+                f"expected [{payload_size}]"
+            )
+    for problem in problems:
+        print(f"DISAGREEMENT: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
