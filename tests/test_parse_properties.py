@@ -10,6 +10,7 @@ import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from halomail.inbound._headers import _decode_base64_damaged, decode_base64
 from halomail.inbound.models import InboundEmail, ParseLimits
 from halomail.inbound.parse import parse_email
 
@@ -262,3 +263,18 @@ def test_header_limit_gives_headers_too_large(sizes: list[int], limit: int) -> N
     email = parse_email(raw, limits=ParseLimits(max_header_bytes=limit))
     check(email, raw)
     assert (email.quarantine_reason == "headers-too-large") == (len(head) > limit)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"QUJD", b"ZGVm", b"Zw==", b"aGk=", b"\r\n", b"\n", b"=", b" ", b"*", b"x"]
+        ),
+        max_size=30,
+    )
+)
+def test_the_base64_fast_path_decodes_as_the_careful_one(pieces: list[bytes]) -> None:
+    """Clean base64 takes a shortcut; its result is exactly what the careful decoder gives."""
+    data = b"".join(pieces)
+    assert decode_base64(data) == _decode_base64_damaged(data)
