@@ -740,7 +740,8 @@ class MailProcessor:
         separator = raw.find(b"\r\n\r\n")
         if separator < 0:
             separator = raw.find(b"\n\n")
-        body = raw[separator:] if separator >= 0 else raw
+        # A view, not a slice: a 50 MB email is not copied to be hashed.
+        body = memoryview(raw)[separator:] if separator >= 0 else raw
         digest = hashlib.sha256(body)
         for part in (email.subject, str(email.sender or ""), email.message_id or ""):
             digest.update(b"\x00" + part.encode("utf-8", "replace"))
