@@ -8,6 +8,7 @@ from pathlib import Path
 from halomail._runtime import build_processor
 from halomail.config import parse_config
 from halomail.connectors.ews import EwsConnector, EwsTransport
+from halomail.connectors.gmail import GmailConnector, GmailTransport
 from halomail.connectors.graph import GraphConnector
 from halomail.connectors.pop3 import Pop3Connector
 from halomail.connectors.smtp import SmtpTransport
@@ -47,6 +48,18 @@ username = "helpdesk@example.com"
 password = "ews-secret"
 
 [[mailboxes]]
+name = "Workspace"
+connection = "google"
+user_id = "support@example.org"
+auth = "oauth2-static"
+token_env = "GRAPH_TOKEN"
+[mailboxes.outgoing]
+transport = "gmail"
+user_id = "support@example.org"
+auth = "oauth2-static"
+token_env = "GRAPH_TOKEN"
+
+[[mailboxes]]
 name = "Legacy"
 connection = "pop3"
 host = "pop.example.com"
@@ -56,17 +69,19 @@ password = "pop-secret"
 
 
 def test_each_connection_and_transport_type_gets_its_backend(tmp_path: Path) -> None:
-    """office365, ews and pop3 mailboxes get their connectors; [outgoing] smtp sends by SMTP."""
+    """office365, ews, google and pop3 mailboxes get their connectors and transports."""
     config = parse_config(
         tomllib.loads(CONFIG), base_dir=tmp_path, env={"GRAPH_TOKEN": "graph-token"}
     )
     processor = build_processor(config, InMemoryTicketRepository())
-    office, exchange, legacy = processor.mailboxes
+    office, exchange, workspace, legacy = processor.mailboxes
     assert isinstance(processor.transport, SmtpTransport)
     assert isinstance(office.connector, GraphConnector)
     assert type(office.transport).__name__ == "GraphTransport"
     assert isinstance(exchange.connector, EwsConnector)
     assert isinstance(exchange.transport, EwsTransport)
+    assert isinstance(workspace.connector, GmailConnector)
+    assert isinstance(workspace.transport, GmailTransport)
     assert isinstance(legacy.connector, Pop3Connector)
     assert legacy.transport is None  # no override: it sends through [outgoing]
     assert "secret" not in repr(processor.transport)

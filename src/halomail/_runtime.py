@@ -49,7 +49,13 @@ def open_repository(config: Config) -> TicketRepository:
 
 
 # The extra that installs each cloud backend's client library.
-_EXTRAS = {"office365": "office365", "graph": "office365", "ews": "ews", "google": "google"}
+_EXTRAS = {
+    "office365": "office365",
+    "graph": "office365",
+    "ews": "ews",
+    "google": "google",
+    "gmail": "google",
+}
 
 
 def _backend(module: str, kind: str) -> Any:
@@ -98,6 +104,9 @@ def open_transport(
     if kind == "ews":
         transport = _backend("ews", kind).EwsTransport.from_settings(outgoing)
         return transport
+    if kind == "gmail":
+        transport = _backend("gmail", kind).GmailTransport.from_settings(outgoing)
+        return transport
     log.warning("outgoing transport %r is not available yet; mail stays queued", kind)
     return None
 
@@ -114,6 +123,11 @@ def _open_remote_connector(config: Config, settings: MailboxSettings) -> Mailbox
         return connector
     if kind == "office365":
         connector = _backend("graph", kind).GraphConnector.from_settings(
+            settings, max_message_bytes=limit
+        )
+        return connector
+    if kind == "google":
+        connector = _backend("gmail", kind).GmailConnector.from_settings(
             settings, max_message_bytes=limit
         )
         return connector

@@ -1,0 +1,1088 @@
+"""Google Workspace and Gmail mailboxes through the Gmail API (the ``google`` extra).
+
+:class:`GmailConnector` reads one label of a mailbox (``INBOX`` by default) and
+:class:`GmailTransport` sends mail as a mailbox, both through google-api-python-client
+(``googleapiclient.discovery.build("gmail", "v1")`` with the discovery document the
+library ships, so building the client makes no request). Every request carries a
+bearer token from a token provider (:mod:`halomail.connectors.oauth`: google-auth with
+a service account and domain-wide delegation, or a user's refresh token). The provider
+owns caching and refreshing the token; this module asks it for a token before each
+request and handles the answers in one place, so a 401, throttling and the retry
+budget are decided together.
+
+**Reading.** The first run lists the label whole (``users.messages.list``, page by
+page), after noting the mailbox's ``historyId`` (``users.getProfile``) *before* the
+listing, so that whatever changes while the listing runs is seen on the next run.
+Each listed message's ``sizeEstimate``, ``internalDate`` and labels come from
+``users.messages.get(format="minimal")``; messages are yielded oldest first. Later runs
+ask only for what changed since (``users.history.list(startHistoryId=…)``): messages
+added to the label, labels added or removed, messages deleted. The connector keeps the
+set of messages in the label not yet disposed of, and yields all of them each run, so
+a message whose processing was interrupted or left for retry is read again. The
+history id and that set are taken over only when a round completed: a failure
+mid-listing leaves the previous state untouched. Correctness never rests on this
+in-memory state: a restarted process starts with a full listing, a history id Gmail
+no longer knows (404) falls back to one, and the processor's dedupe keys make a
+second read of a handled message a no-op.
+
+Each message's MIME comes from ``users.messages.get(format="raw")`` (URL-safe base64).
+A message whose ``sizeEstimate`` is over the limit is yielded as ``too_large`` without
+being downloaded.
+
+**Disposal.** ``processed = "move:Deleted Items"`` (or ``move:Trash``, or ``delete``)
+trashes the message (``users.messages.trash``; Gmail empties the trash after 30 days,
+and halomail never deletes for good, so the ``gmail.modify`` scope is enough);
+``move:Archive`` (or ``move:All Mail``) archives it (removes the label read, e.g.
+``INBOX``); ``move:<label>`` adds that label, created when missing, and removes the
+label read. Quarantine moves to its label the same way. A 404 for the message
+(another client deleted it, or an earlier ack already did) counts as handled.
+
+**Failures.** 429, 403 ``rateLimitExceeded``/``userRateLimitExceeded`` and 5xx are
+waited out as ``Retry-After`` says, or with exponential backoff when it says nothing
+(:class:`GmailRetry`); past its patience the run for that mailbox ends with
+:class:`~halomail.errors.TransientConnectorError`, nothing disposed of and so nothing
+lost. A 401 makes the connector drop the token and try once more with a fresh one; a
+second 401 is an :class:`~halomail.errors.AuthenticationError` telling the
+administrator what to check. Tokens never appear in logs: only URLs are logged, by
+googleapiclient, and the Gmail API's URLs carry no secret.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import email.parser
+import email.utils
+import http.client
+import ipaddress
+import json
+import logging
+import os
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httplib2  # type: ignore[import-untyped]
+from googleapiclient.discovery import build  # type: ignore[import-untyped]
+from googleapiclient.errors import HttpError  # type: ignore[import-untyped]
+
+from halomail.config import MailboxSettings, OutgoingSettings
+from halomail.connectors.base import Disposition, FetchedMessage, OutgoingEmail
+from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
+from halomail.errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectorError,
+    PermanentTransportError,
+    TransientConnectorError,
+    TransientTransportError,
+)
+
+__all__ = [
+    "DEFAULT_API_ENDPOINT",
+    "GMAIL_SCOPES",
+    "GmailApiError",
+    "GmailConnector",
+    "GmailRetry",
+    "GmailTransport",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_ENDPOINT = "https://gmail.googleapis.com/"
+#: Reading, labelling, trashing and sending: everything halomail does, and no more (it
+#: never deletes for good, which alone would need ``https://mail.google.com/``).
+GMAIL_SCOPES = ("https://www.googleapis.com/auth/gmail.modify",)
+
+# Labels every mailbox has; their ids are their names.
+_SYSTEM_LABELS = frozenset(
+    {
+        "INBOX",
+        "SPAM",
+        "TRASH",
+        "UNREAD",
+        "STARRED",
+        "IMPORTANT",
+        "SENT",
+        "DRAFT",
+        "CHAT",
+        "CATEGORY_PERSONAL",
+        "CATEGORY_SOCIAL",
+        "CATEGORY_PROMOTIONS",
+        "CATEGORY_UPDATES",
+        "CATEGORY_FORUMS",
+    }
+)
+# Labels that take a message out of every listing of another label.
+_HIDING_LABELS = frozenset({"TRASH", "SPAM"})
+_TRASH_NAMES = frozenset({"deleted items", "deleted", "trash", "bin"})
+_ARCHIVE_NAMES = frozenset({"archive", "all mail"})
+# Throttling answers (Gmail's "Usage limits" and "Resolve errors" pages): the same request
+# succeeds once the rate has dropped.
+_RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+_HISTORY_TYPES = ["messageAdded", "messageDeleted", "labelAdded", "labelRemoved"]
+_MAX_PAGE = 500  # messages.list and history.list accept at most 500 per page
+
+
+@attrs.frozen
+class GmailRetry:
+    """How throttling and server errors (429, 403 rate limits, 5xx) are waited out.
+
+    The wait is what ``Retry-After`` says, else ``base_wait`` doubled on each try, as
+    Google asks of clients ("exponential backoff").
+
+    Args:
+        max_attempts: Tries per request, the first included, before giving up for this run.
+        max_wait: A longer wait is not slept: the run gives up at once instead of blocking.
+        base_wait: The first backoff when the server names no wait, in seconds.
+        sleep: How to wait (replaceable in tests).
+
+    .. versionadded:: 0.1.0
+    """
+
+    max_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    max_wait: float = 120.0
+    base_wait: float = 1.0
+    sleep: Callable[[float], None] = attrs.field(default=time.sleep, eq=False, repr=False)
+
+
+class GmailApiError(ConnectorError):
+    """The Gmail API refused a request with a 4xx answer other than 401 and throttling.
+
+    Args:
+        message: What went wrong, with Google's error reason.
+        status: The HTTP status.
+        reason: Google's ``errors[0].reason`` (``notFound``, ``insufficientPermissions``
+            …), or ``""``.
+        mailbox: The mailbox's name.
+    """
+
+    def __init__(self, message: str, *, status: int, reason: str, mailbox: str | None = None):
+        self.status = status
+        self.reason = reason
+        super().__init__(message, mailbox=mailbox)
+
+
+@attrs.frozen
+class _Entry:
+    """One message of the label: its id, when it arrived, its size, its labels."""
+
+    ref: str
+    internal_date: int
+    size: int
+    labels: frozenset[str]
+
+
+@attrs.frozen
+class _Target:
+    """Where a disposed-of message goes: ``trash``, ``archive`` or ``label`` ``name``."""
+
+    kind: str
+    name: str = ""
+
+
+class _GmailClient:
+    """The Gmail API service object, with authentication, retries and error translation.
+
+    Args:
+        name: The mailbox's (or transport's) name, for logs and errors.
+        api_endpoint: The API's root, e.g. ``https://gmail.googleapis.com/``.
+        token_provider: Hands out access tokens.
+        timeout: Seconds each request may take.
+        ca_file: A CA bundle to trust instead of httplib2's default bundle.
+        retry: How throttling is honoured.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_endpoint: str,
+        token_provider: TokenProvider,
+        timeout: float,
+        ca_file: Path | None,
+        retry: GmailRetry,
+    ) -> None:
+        self.name = name
+        self.api_endpoint = _check_endpoint(api_endpoint)
+        self._host = urllib.parse.urlsplit(self.api_endpoint).netloc
+        self._token_provider = token_provider
+        self._timeout = timeout
+        self._ca_file = ca_file
+        self.retry = retry
+        self._http: Any = None
+        self._users: Any = None
+
+    def users(self) -> Any:
+        """The ``users`` resource of the service, built on first use (no request is made)."""
+        if self._users is None:
+            http = httplib2.Http(
+                timeout=self._timeout, ca_certs=str(self._ca_file) if self._ca_file else None
+            )
+            # A redirect would carry the bearer token to wherever it points.
+            http.follow_redirects = False
+            self._http = http
+            # static_discovery: the discovery document shipped with the library, so
+            # building the client never fetches one; the endpoint is ours to choose.
+            service = build(
+                "gmail",
+                "v1",
+                http=http,
+                static_discovery=True,
+                cache_discovery=False,
+                client_options={"api_endpoint": self.api_endpoint},
+            )
+            self._users = service.users()
+        return self._users
+
+    def close(self) -> None:
+        """Close the connections; the next request opens new ones."""
+        if self._http is not None:
+            self._http.close()
+
+    def execute(self, make: Callable[[Any], Any], *, what: str) -> dict[str, Any]:
+        """Build a request with ``make(users)``, send it, and return its JSON answer.
+
+        Raises:
+            AuthenticationError: The token was refused twice, or none could be had.
+            TransientConnectorError: Unreachable, timed out, throttled beyond patience,
+                a server error beyond patience, or an answer that is not JSON.
+            GmailApiError: Any other 4xx answer (the caller decides what 404 means).
+        """
+        request = make(self.users())
+        renewed = False
+        tries = 0
+        while True:
+            tries += 1
+            # The provider caches its token and refreshes it before expiry: asking it
+            # each time costs nothing and never sends a token that is about to die.
+            request.headers["authorization"] = f"Bearer {self._token_provider.token()}"
+            try:
+                # num_retries=0: the library's own retries ignore Retry-After and sleep
+                # where tests cannot see; the loop below decides instead.
+                answer = request.execute(num_retries=0)
+            except HttpError as exc:
+                status = int(exc.resp.status)
+                reason, message = _error_of(exc)
+                retry_after = exc.resp.get("retry-after")
+            except TimeoutError as exc:
+                raise TransientConnectorError(
+                    f"{what}: the Gmail API did not answer within {self._timeout:g} s",
+                    mailbox=self.name,
+                ) from exc
+            except (OSError, httplib2.HttpLib2Error, http.client.HTTPException) as exc:
+                raise TransientConnectorError(
+                    f"{what}: cannot reach {self._host} ({type(exc).__name__})",
+                    mailbox=self.name,
+                ) from exc
+            except ValueError as exc:
+                # A 2xx answer that is not JSON: a proxy or captive portal answered.
+                raise TransientConnectorError(
+                    f"{what}: {self._host} answered something that is not the Gmail API's JSON",
+                    mailbox=self.name,
+                ) from exc
+            else:
+                return answer if isinstance(answer, dict) else {}
+            if status == 401 and not renewed:
+                # Tokens can be revoked or rotated before their expiry: one fresh token
+                # is worth a try before the administrator is bothered.
+                log.info(
+                    "mailbox %s: the Gmail API refused the access token (%s); renewing it",
+                    self.name,
+                    reason,
+                )
+                self._token_provider.invalidate()
+                renewed = True
+                continue
+            if status == 401:
+                raise AuthenticationError(_refused_advice(reason), mailbox=self.name)
+            if _throttled(status, reason):
+                wait = _retry_after(retry_after, self.retry.base_wait * 2 ** (tries - 1))
+                if tries >= self.retry.max_attempts or wait > self.retry.max_wait:
+                    raise TransientConnectorError(
+                        f"{what}: the Gmail API is throttling or failing ({status} {reason}, "
+                        f"retry after {wait:g} s) after {tries} tries; the next run tries again",
+                        mailbox=self.name,
+                    )
+                log.warning(
+                    "mailbox %s: %s: the Gmail API answered %d %s; waiting %g s",
+                    self.name,
+                    what,
+                    status,
+                    reason,
+                    wait,
+                )
+                self.retry.sleep(wait)
+                continue
+            raise self._status_error(status, reason, message, what)
+
+    def _status_error(self, status: int, reason: str, message: str, what: str) -> Exception:
+        detail = f"{reason}: {message}" if message else reason
+        if status == 403 and reason == "dailyLimitExceeded":
+            # The project's daily quota: it comes back tomorrow, nothing is wrong with us.
+            return TransientConnectorError(
+                f"{what}: the Gmail API daily quota is used up ({detail})", mailbox=self.name
+            )
+        if status == 403 and reason == "accessNotConfigured":
+            return GmailApiError(
+                f"{what}: the Gmail API answered 403 ({detail}). Enable the Gmail API in "
+                "the Google Cloud project of the service account or OAuth client",
+                status=status,
+                reason=reason,
+                mailbox=self.name,
+            )
+        if status == 403:
+            return GmailApiError(
+                f"{what}: the Gmail API denied access ({detail}). Grant "
+                f"{' '.join(GMAIL_SCOPES)}: for a service account, to its client id under "
+                "domain-wide delegation in the Google Admin console, impersonating this "
+                "mailbox (subject); for a user, in the consent given when signing in",
+                status=status,
+                reason=reason,
+                mailbox=self.name,
+            )
+        return GmailApiError(
+            f"{what}: the Gmail API answered {status} ({detail})",
+            status=status,
+            reason=reason,
+            mailbox=self.name,
+        )
+
+
+class GmailConnector:
+    """A label of a Gmail or Google Workspace mailbox, read through the Gmail API.
+
+    See the module documentation for how reading and disposal work. Nothing is sent
+    to Google before the first :meth:`fetch` or :meth:`ack`.
+
+    Args:
+        name: The mailbox's name.
+        token_provider: Hands out access tokens (``token()``, ``invalidate()``) for a
+            scope that allows ``gmail.modify``.
+        user_id: The mailbox: ``me`` (the user the token is for, the default) or that
+            user's address.
+        folder: The label read: ``INBOX`` (the default), another system label, or a
+            user label by name (``Support/New``).
+        processed: ``"move:Deleted Items"`` (trash, the default), ``"move:Archive"``,
+            ``"move:<label>"`` or ``"delete"`` (trash too).
+        quarantine_folder: The label quarantined messages move to (created when missing).
+        max_message_bytes: Larger messages are yielded as ``too_large`` with an empty
+            ``raw``.
+        page_size: Messages (or history records) per listing page, at most 500.
+        api_endpoint: The API's root (tests, or a private endpoint).
+        timeout: Seconds each HTTP request may take.
+        ca_file: A CA bundle to trust instead of the default bundle.
+        retry: How throttling is honoured.
+
+    Raises:
+        ConfigError: An argument is invalid (its key path says which).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        token_provider: TokenProvider,
+        user_id: str = "me",
+        folder: str = "INBOX",
+        processed: str = "move:Deleted Items",
+        quarantine_folder: str = "Quarantine",
+        max_message_bytes: int | None = None,
+        page_size: int = 100,
+        api_endpoint: str = DEFAULT_API_ENDPOINT,
+        timeout: float = 30.0,
+        ca_file: str | os.PathLike[str] | None = None,
+        retry: GmailRetry | None = None,
+    ) -> None:
+        if not user_id.strip():
+            raise ConfigError("user_id", "the mailbox ('me' or an address) is required")
+        if not folder.strip():
+            raise ConfigError("folder", "the label to read is required, e.g. 'INBOX'")
+        if not 1 <= page_size <= _MAX_PAGE:
+            raise ConfigError("batch_size", f"the page size must be between 1 and {_MAX_PAGE}")
+        self.name = name
+        self.user_id = user_id.strip()
+        self.folder = folder.strip()
+        self._processed = _target(processed, "processed", self.folder)
+        self._quarantine = _target(f"move:{quarantine_folder}", "quarantine_folder", self.folder)
+        self.quarantine_folder = quarantine_folder
+        self.max_message_bytes = max_message_bytes
+        self.page_size = page_size
+        self._client = _GmailClient(
+            name,
+            api_endpoint=api_endpoint,
+            token_provider=token_provider,
+            timeout=timeout,
+            ca_file=Path(ca_file) if ca_file is not None else None,
+            retry=retry or GmailRetry(),
+        )
+        self._labels: dict[str, str] | None = None  # label name (case-folded) → label id
+        self._history_id: str | None = None
+        # The messages of the label not yet disposed of, as the last complete round left
+        # them: each run yields all of them, so nothing listed once is ever skipped.
+        self._pending: dict[str, _Entry] = {}
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: MailboxSettings,
+        *,
+        max_message_bytes: int | None,
+        token_provider: TokenProvider | None = None,
+    ) -> GmailConnector:
+        """The connector for an ``[[mailboxes]]`` entry with ``connection = "google"``.
+
+        The mailbox is ``user_id``, else ``subject``, else ``username``, else ``me``.
+        Without ``token_provider``, one is built from the settings: ``credentials_file``
+        (a service-account key, impersonating ``subject``, or an authorized-user file),
+        or ``client_id``, ``client_secret`` and ``refresh_token``, with the scope
+        ``gmail.modify`` unless ``scopes`` says otherwise; or a fixed ``token``/
+        ``token_env``. ``host`` replaces the API's root URL; ``batch_size`` is the
+        listing page size.
+
+        Args:
+            settings: The mailbox's settings.
+            max_message_bytes: Larger messages are fetched as ``too_large``.
+            token_provider: The OAuth2 token provider built for this mailbox.
+
+        Returns:
+            The connector (nothing is sent to Google yet).
+
+        Raises:
+            ConfigError: A setting is missing or invalid, with its key path.
+        """
+        kp = settings.key_path
+        extra = settings.extra
+        try:
+            endpoint = _api_endpoint(settings.host)
+            if token_provider is None:
+                token_provider = _provider(extra, kp, settings.name, settings.tls_ca_file)
+            user_id = str(extra.get("user_id") or extra.get("subject") or settings.username or "me")
+            return cls(
+                settings.name,
+                token_provider=token_provider,
+                user_id=user_id,
+                folder=settings.folder,
+                processed=settings.processed,
+                quarantine_folder=settings.quarantine_folder,
+                max_message_bytes=max_message_bytes,
+                page_size=int(extra.get("batch_size", 100)),
+                api_endpoint=endpoint,
+                timeout=float(extra.get("timeout", 30.0)),
+                ca_file=settings.tls_ca_file,
+            )
+        except ConfigError as exc:
+            if exc.key_path.startswith(kp):
+                raise
+            raise ConfigError(f"{kp}.{exc.key_path}", exc.message) from exc
+
+    def __repr__(self) -> str:
+        return f"GmailConnector({self.name!r}, {self.user_id!r}, {self.folder!r})"
+
+    def fetch(self) -> Iterator[FetchedMessage]:
+        """Yield the label's messages, oldest first, changing nothing.
+
+        The label is listed whole first (ids, dates and sizes only), so messages
+        disposed of while this iterator runs do not shift the pages of the listing.
+
+        Raises:
+            AuthenticationError: The token was refused, or none could be had.
+            TransientConnectorError: The Gmail API is throttling, failing or unreachable.
+            ConnectorError: The label does not exist, or access was denied.
+        """
+        entries = self._listing()
+        log.debug("mailbox %s: %d messages in %s", self.name, len(entries), self.folder)
+        for entry in entries:
+            if entry.ref not in self._pending:
+                continue  # disposed of while this iteration ran
+            message = self._read(entry)
+            if message is not None:
+                yield message
+
+    def list_refs(self) -> list[str]:
+        """The refs of the label's messages, without reading them (``start_from = "now"``).
+
+        Raises:
+            ConnectorError: As :meth:`fetch`.
+        """
+        return self._list_refs(self._label_id(self.folder, create=False))
+
+    def ack(self, ref: str, disposition: Disposition) -> None:
+        """Trash, archive or relabel the message per ``disposition``; a no-op when it is gone.
+
+        Raises:
+            AuthenticationError: The token was refused.
+            TransientConnectorError: The Gmail API is throttling, failing or unreachable.
+            ConnectorError: The message exists but could not be changed.
+        """
+        if disposition is Disposition.RETRY:
+            return
+        target = self._quarantine if disposition is Disposition.QUARANTINED else self._processed
+        users = self.user_id
+        try:
+            if target.kind == "trash":
+                self._client.execute(
+                    lambda u: u.messages().trash(userId=users, id=ref), what=f"trash {ref}"
+                )
+            elif target.kind == "archive":
+                source = self._label_id(self.folder, create=False)
+                body = {"removeLabelIds": [source]}
+                self._client.execute(
+                    lambda u: u.messages().modify(userId=users, id=ref, body=body),
+                    what=f"archive {ref}",
+                )
+            else:
+                self._relabel(ref, target.name)
+        except GmailApiError as exc:
+            if exc.status != 404:
+                raise
+            log.debug("mailbox %s: %s already gone; nothing to do", self.name, ref)
+        else:
+            log.debug("mailbox %s: %s %s %s", self.name, target.kind, ref, target.name)
+        self._pending.pop(ref, None)
+
+    def close(self) -> None:
+        """Close the HTTP connections; the history id and label ids are kept."""
+        self._client.close()
+
+    # -- listing ---------------------------------------------------------------------
+
+    def _listing(self) -> list[_Entry]:
+        if self._history_id is not None:
+            try:
+                return self._incremental(self._history_id)
+            except GmailApiError as exc:
+                if exc.status != 404:
+                    raise
+                # Gmail keeps history for about a week (less at times): past that, a
+                # full listing; dedupe keeps the messages handled already from doubling.
+                log.info(
+                    "mailbox %s: Gmail no longer has the history since %s; listing %s in full",
+                    self.name,
+                    self._history_id,
+                    self.folder,
+                )
+                self._history_id, self._pending = None, {}
+        return self._full()
+
+    def _full(self) -> list[_Entry]:
+        label = self._label_id(self.folder, create=False)
+        users = self.user_id
+        # Noted before the listing: whatever changes while it runs is in the next round.
+        profile = self._client.execute(
+            lambda u: u.getProfile(userId=users), what="read the mailbox profile"
+        )
+        history_id = str(profile.get("historyId") or "") or None
+        entries: dict[str, _Entry] = {}
+        for ref in self._list_refs(label):
+            entry = self._metadata(ref)
+            if entry is not None and _in_label(entry.labels, label):
+                entries[ref] = entry
+        # Taken over only now that the round is complete.
+        self._pending, self._history_id = entries, history_id
+        return _oldest_first(entries.values())
+
+    def _list_refs(self, label: str) -> list[str]:
+        users, size = self.user_id, self.page_size
+        refs: dict[str, None] = {}  # ordered, and a message seen on two pages counts once
+        token: str | None = None
+        page = 0
+        while True:
+            page += 1
+
+            def request(u: Any, t: str | None = token) -> Any:
+                return u.messages().list(
+                    userId=users, labelIds=[label], maxResults=size, pageToken=t
+                )
+
+            data = self._client.execute(request, what=f"list {self.folder} (page {page})")
+            for item in data.get("messages") or ():
+                ref = item.get("id") if isinstance(item, dict) else None
+                if isinstance(ref, str) and ref:
+                    refs[ref] = None
+            token = _text(data.get("nextPageToken"))
+            if token is None:
+                return list(refs)
+
+    def _incremental(self, start: str) -> list[_Entry]:
+        label = self._label_id(self.folder, create=False)
+        users, size = self.user_id, self.page_size
+        # ref → True (may be in the label now), False (left it); the last record wins.
+        changes: dict[str, bool] = {}
+        new_history = start
+        token: str | None = None
+        page = 0
+        while True:
+            page += 1
+
+            def request(u: Any, t: str | None = token) -> Any:
+                return u.history().list(
+                    userId=users,
+                    startHistoryId=start,
+                    historyTypes=_HISTORY_TYPES,
+                    maxResults=size,
+                    pageToken=t,
+                )
+
+            data = self._client.execute(request, what=f"history since {start} (page {page})")
+            for record in data.get("history") or ():
+                if isinstance(record, dict):
+                    _note_changes(record, label, changes)
+            new_history = _text(data.get("historyId")) or new_history
+            token = _text(data.get("nextPageToken"))
+            if token is None:
+                break
+        pending = dict(self._pending)
+        for ref, maybe_in in changes.items():
+            if not maybe_in:
+                pending.pop(ref, None)
+            elif ref not in pending:
+                entry = self._metadata(ref)
+                if entry is not None and _in_label(entry.labels, label):
+                    pending[ref] = entry
+        # Only a complete round is taken over: a failure above left the previous history
+        # id and set untouched, so the next run asks for the same changes again.
+        self._pending, self._history_id = pending, new_history
+        return _oldest_first(pending.values())
+
+    def _metadata(self, ref: str) -> _Entry | None:
+        users = self.user_id
+        try:
+            data = self._client.execute(
+                lambda u: u.messages().get(userId=users, id=ref, format="minimal"),
+                what=f"look up {ref}",
+            )
+        except GmailApiError as exc:
+            if exc.status != 404:
+                raise
+            return None  # deleted since it was listed
+        labels = data.get("labelIds") or ()
+        return _Entry(
+            ref,
+            _number(data.get("internalDate")),
+            _number(data.get("sizeEstimate")),
+            frozenset(label for label in labels if isinstance(label, str)),
+        )
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _read(self, entry: _Entry) -> FetchedMessage | None:
+        limit = self.max_message_bytes
+        if limit is not None and entry.size > limit:
+            log.info(
+                "mailbox %s: %s is about %d bytes, over the limit; not downloaded",
+                self.name,
+                entry.ref,
+                entry.size,
+            )
+            return FetchedMessage(ref=entry.ref, raw=b"", size=entry.size, too_large=True)
+        users = self.user_id
+        try:
+            data = self._client.execute(
+                lambda u: u.messages().get(userId=users, id=entry.ref, format="raw"),
+                what=f"read {entry.ref}",
+            )
+        except GmailApiError as exc:
+            if exc.status != 404:
+                raise
+            log.info("mailbox %s: %s is gone; another client took it", self.name, entry.ref)
+            self._pending.pop(entry.ref, None)
+            return None
+        raw = _decode_raw(data.get("raw"))
+        if raw is None:
+            # A broken answer for this one message must not block the ones behind it.
+            log.warning(
+                "mailbox %s: %s came without valid base64url MIME; left in the mailbox",
+                self.name,
+                entry.ref,
+            )
+            return None
+        if limit is not None and len(raw) > limit:
+            return FetchedMessage(ref=entry.ref, raw=b"", size=len(raw), too_large=True)
+        return FetchedMessage(ref=entry.ref, raw=raw, size=len(raw))
+
+    # -- disposal and labels ---------------------------------------------------------
+
+    def _relabel(self, ref: str, name: str) -> None:
+        users = self.user_id
+        source = self._label_id(self.folder, create=False)
+        for attempt in (1, 2):
+            body = {"addLabelIds": [self._label_id(name, create=True)], "removeLabelIds": [source]}
+
+            def request(u: Any, b: dict[str, list[str]] = body) -> Any:
+                return u.messages().modify(userId=users, id=ref, body=b)
+
+            try:
+                self._client.execute(request, what=f"label {ref} {name!r}")
+                return
+            except GmailApiError as exc:
+                # "Invalid label": a label we looked up was deleted since; look again once.
+                if attempt == 2 or exc.status != 400 or "label" not in str(exc).lower():
+                    raise
+                log.info("mailbox %s: label %r vanished; looking it up again", self.name, name)
+                self._labels = None
+
+    def _label_id(self, name: str, *, create: bool) -> str:
+        upper = name.upper()
+        if upper in _SYSTEM_LABELS:
+            return upper
+        known = self._load_labels().get(name.casefold())
+        if known is not None:
+            return known
+        if not create:
+            raise ConnectorError(
+                f"the label {name!r} does not exist in {self.user_id}", mailbox=self.name
+            )
+        users = self.user_id
+        body = {"name": name, "labelListVisibility": "labelShow", "messageListVisibility": "show"}
+        try:
+            created = self._client.execute(
+                lambda u: u.labels().create(userId=users, body=body),
+                what=f"create label {name!r}",
+            )
+        except GmailApiError as exc:
+            if exc.status != 409:
+                raise
+            # The name is taken: another client created it since we looked.
+            self._labels = None
+            found = self._load_labels().get(name.casefold())
+            if found is None:
+                raise
+            return found
+        label_id = _text(created.get("id"))
+        if label_id is None:
+            raise ConnectorError(
+                f"create label {name!r}: the Gmail API sent no label id", mailbox=self.name
+            )
+        log.info("mailbox %s: created the label %r", self.name, name)
+        self._load_labels()[name.casefold()] = label_id
+        return label_id
+
+    def _load_labels(self) -> dict[str, str]:
+        if self._labels is None:
+            users = self.user_id
+            data = self._client.execute(lambda u: u.labels().list(userId=users), what="list labels")
+            labels: dict[str, str] = {}
+            for label in data.get("labels") or ():
+                if not isinstance(label, dict):
+                    continue
+                label_id, label_name = _text(label.get("id")), _text(label.get("name"))
+                if label_id and label_name:
+                    labels[label_name.casefold()] = label_id
+            self._labels = labels
+        return self._labels
+
+
+class GmailTransport:
+    """Sends mail as a Gmail or Google Workspace mailbox with ``users.messages.send``.
+
+    The composed message goes as it is, URL-safe base64 in ``raw``, so every header we
+    wrote, Message-ID, ``Auto-Submitted`` and the loop header among them, is kept.
+    Gmail takes the recipients from the To, Cc and Bcc headers: envelope recipients
+    those do not name are added as a Bcc header, which Gmail removes from the copies
+    it delivers. Gmail sends from the mailbox's address or one of its verified
+    "send mail as" aliases; another From is replaced by the mailbox's address.
+
+    429, 403 rate limits and 5xx are waited out as for the connector, then raised as
+    :class:`~halomail.errors.TransientTransportError`, like a timeout and an
+    unreachable server. A refused token or a 403 (missing scope or delegation) is
+    transient too: the message is not at fault, and it goes once an administrator has
+    fixed the grant. Any other 4xx (an invalid message, one over Gmail's size limit)
+    is a :class:`~halomail.errors.PermanentTransportError`.
+
+    Args:
+        token_provider: Hands out access tokens for a scope that allows sending.
+        user_id: The mailbox mail is sent as: ``me`` (the token's user) or its address.
+        api_endpoint: The API's root.
+        timeout: Seconds each HTTP request may take.
+        ca_file: A CA bundle to trust instead of the default bundle.
+        retry: How throttling is honoured.
+        name: A label for logs and errors.
+
+    Raises:
+        ConfigError: An argument is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        *,
+        token_provider: TokenProvider,
+        user_id: str = "me",
+        api_endpoint: str = DEFAULT_API_ENDPOINT,
+        timeout: float = 30.0,
+        ca_file: str | os.PathLike[str] | None = None,
+        retry: GmailRetry | None = None,
+        name: str = "gmail-outgoing",
+    ) -> None:
+        if not user_id.strip():
+            raise ConfigError("user_id", "the sending mailbox ('me' or an address) is required")
+        self.name = name
+        self.user_id = user_id.strip()
+        self._client = _GmailClient(
+            name,
+            api_endpoint=api_endpoint,
+            token_provider=token_provider,
+            timeout=timeout,
+            ca_file=Path(ca_file) if ca_file is not None else None,
+            retry=retry or GmailRetry(),
+        )
+
+    @classmethod
+    def from_settings(
+        cls, outgoing: OutgoingSettings, token_provider: TokenProvider | None = None
+    ) -> GmailTransport:
+        """The transport for ``[outgoing]`` (or a mailbox's) with ``transport = "gmail"``.
+
+        The sending mailbox is ``user_id``, else ``subject``, else ``me``; the token
+        provider and ``host`` are read as for :meth:`GmailConnector.from_settings`.
+
+        Args:
+            outgoing: The outgoing settings.
+            token_provider: The OAuth2 token provider built for them.
+
+        Returns:
+            The transport (nothing is sent to Google yet).
+
+        Raises:
+            ConfigError: A setting is missing or invalid, with its key path.
+        """
+        extra = outgoing.extra
+        try:
+            endpoint = _api_endpoint(outgoing.host)
+            if token_provider is None:
+                token_provider = _provider(extra, "", "outgoing", outgoing.tls_ca_file)
+            return cls(
+                token_provider=token_provider,
+                user_id=str(extra.get("user_id") or extra.get("subject") or "me"),
+                api_endpoint=endpoint,
+                timeout=outgoing.timeout,
+                ca_file=outgoing.tls_ca_file,
+            )
+        except ConfigError as exc:
+            key = exc.key_path.removeprefix(".")
+            raise ConfigError(f"outgoing.{key}", exc.message) from exc
+
+    def __repr__(self) -> str:
+        return f"GmailTransport({self.user_id!r})"
+
+    def send(self, email: OutgoingEmail) -> None:
+        """Send one composed email.
+
+        Raises:
+            TransientTransportError: Throttled, failing, unreachable, or the grant was
+                refused (the outbox tries again with backoff).
+            PermanentTransportError: Gmail refused this message for good.
+        """
+        data = _with_bcc(email.data, email.recipients)
+        body = {"raw": base64.urlsafe_b64encode(data).decode("ascii")}
+        users = self.user_id
+        try:
+            self._client.execute(lambda u: u.messages().send(userId=users, body=body), what="send")
+        except GmailApiError as exc:
+            if exc.status == 403:
+                raise TransientTransportError(str(exc)) from exc
+            raise PermanentTransportError(str(exc)) from exc
+        except ConnectorError as exc:  # refused token, throttling, outage, odd answer
+            raise TransientTransportError(str(exc)) from exc
+        log.debug("%s: sent %s as %s", self.name, email.message_id, self.user_id)
+
+    def close(self) -> None:
+        """Close the HTTP connections (they reopen on the next send)."""
+        self._client.close()
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _target(value: str, key: str, folder: str) -> _Target:
+    """What ``processed`` (or the quarantine folder, as ``move:<name>``) asks for."""
+    if value == "delete":
+        # Gmail's own "Delete" moves to the trash; halomail never deletes for good.
+        return _Target("trash")
+    action, sep, name = value.partition(":")
+    name = name.strip()
+    if action != "move" or not sep or not name:
+        raise ConfigError(key, f"expected 'move:<label>' or 'delete', got {value!r}")
+    if name.casefold() in _TRASH_NAMES or name.upper() == "TRASH":
+        return _Target("trash")
+    if name.casefold() in _ARCHIVE_NAMES:
+        return _Target("archive")
+    if name.casefold() == folder.casefold():
+        raise ConfigError(key, f"{name!r} is the label being read; choose another label")
+    return _Target("label", name)
+
+
+def _note_changes(record: Mapping[str, Any], label: str, changes: dict[str, bool]) -> None:
+    """Fold one history record into ``changes`` (ref → may be in ``label`` now)."""
+    for kind in ("messagesAdded", "labelsAdded", "labelsRemoved", "messagesDeleted"):
+        for item in record.get(kind) or ():
+            message = item.get("message") if isinstance(item, Mapping) else None
+            if not isinstance(message, Mapping):
+                continue
+            ref = _text(message.get("id"))
+            if ref is None:
+                continue
+            labels = message.get("labelIds")
+            if kind == "messagesDeleted":
+                changes[ref] = False
+            elif isinstance(labels, list):
+                # The record carries the message's labels right after the change.
+                changes[ref] = _in_label(frozenset(str(x) for x in labels), label)
+            else:
+                changes[ref] = True  # unknown: the metadata lookup decides
+
+
+def _in_label(labels: frozenset[str], label: str) -> bool:
+    return label in labels and (label in _HIDING_LABELS or not labels & _HIDING_LABELS)
+
+
+def _oldest_first(entries: Iterable[_Entry]) -> list[_Entry]:
+    return sorted(entries, key=lambda e: (e.internal_date, e.ref))
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _number(value: object) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        return 0
+    return max(number, 0)
+
+
+def _decode_raw(value: object) -> bytes | None:
+    """The bytes of Gmail's URL-safe base64 ``raw`` (padded or not), or ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _error_of(exc: HttpError) -> tuple[str, str]:
+    """Google's error reason and message of a failed answer, bounded to one line."""
+    reason, message = "", ""
+    try:
+        error = json.loads(exc.content).get("error") or {}
+        message = str(error.get("message") or "")
+        details = error.get("errors") or [{}]
+        reason = str(details[0].get("reason") or error.get("status") or "")
+    except (ValueError, AttributeError, TypeError, IndexError):
+        pass
+    # One line, bounded: this text ends up in logs and in mailbox health.
+    message = " ".join(message.split())[:300]
+    return reason or str(exc.resp.reason or exc.resp.status), message
+
+
+def _throttled(status: int, reason: str) -> bool:
+    # 429 and the 403 rate limits: too fast for now. 5xx: Google's backend failed, and
+    # its documentation asks for the same request again with backoff.
+    return status == 429 or (status == 403 and reason in _RATE_REASONS) or status >= 500
+
+
+def _retry_after(value: str | None, default: float) -> float:
+    """Seconds to wait per ``Retry-After``: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return default
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def _refused_advice(reason: str) -> str:
+    return (
+        f"the Gmail API refused the access token twice ({reason}). Check that the Gmail "
+        "API is enabled in the Google Cloud project, that the grant is still valid (the "
+        "service account key is active and its client id has domain-wide delegation for "
+        f"{' '.join(GMAIL_SCOPES)} in the Google Admin console; or the user has not "
+        "revoked halomail's access), and that tokens are issued for that scope"
+    )
+
+
+def _with_bcc(data: bytes, recipients: Sequence[str]) -> bytes:
+    """``data`` with a Bcc header for envelope recipients its To and Cc do not name."""
+    headers = email.parser.BytesHeaderParser().parsebytes(data)
+    named = {
+        address.lower()
+        for _, address in email.utils.getaddresses(
+            [str(v) for key in ("To", "Cc", "Bcc") for v in headers.get_all(key, [])]
+        )
+    }
+    missing = [r for r in recipients if r.lower() not in named]
+    if not missing:
+        return data
+    return b"Bcc: " + ", ".join(missing).encode("ascii", "replace") + b"\r\n" + data
+
+
+def _api_endpoint(host: str | None) -> str:
+    if not host:
+        return DEFAULT_API_ENDPOINT
+    return host if "://" in host else f"https://{host}/"
+
+
+def _check_endpoint(endpoint: str) -> str:
+    url = urllib.parse.urlsplit(endpoint)
+    if url.scheme not in ("https", "http") or not url.hostname:
+        raise ConfigError("host", f"{endpoint!r} is not an https:// URL")
+    if url.scheme == "http" and not _is_loopback(url.hostname):
+        raise ConfigError(
+            "host", f"{endpoint!r}: plain http is refused (it would send the token in clear)"
+        )
+    # The method paths ("gmail/v1/…") are joined onto the endpoint: it must end in "/".
+    return endpoint if endpoint.endswith("/") else endpoint + "/"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _provider(
+    extra: Mapping[str, Any], key_path: str, name: str, ca_file: Path | None
+) -> TokenProvider:
+    """The token provider the settings describe: a fixed token, or google-auth's."""
+    values = dict(extra)
+    if values.get("token"):
+        values["auth"] = "oauth2-static"
+    elif values.get("credentials_file") or values.get("refresh_token"):
+        values["auth"] = "oauth2-google"
+        # The Gmail API needs a Gmail scope; gmail.modify covers all halomail does.
+        values["scopes"] = values.get("scopes") or list(GMAIL_SCOPES)
+    else:
+        raise ConfigError(
+            "credentials_file",
+            "the Gmail API needs credentials_file (a service-account key with subject, or "
+            "an authorized-user file), or client_id, client_secret and refresh_token, or an "
+            "access token through token_env",
+        )
+    provider = token_provider_from_settings(
+        values, key_path, mailbox=name, verify=str(ca_file) if ca_file else True
+    )
+    if provider is None:  # pragma: no cover - "auth" was set above
+        raise ConfigError("auth", "no token provider")
+    return provider
