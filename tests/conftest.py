@@ -17,8 +17,13 @@ from halomail.tickets.repository import TicketRepository
 from halomail.tickets.sqlite import SQLiteTicketRepository
 
 # The real servers the tests start on loopback, and their fixtures (smtp_server,
-# smtp_server_factory, smtp_tls, token_endpoint, token_tls, dovecot).
-pytest_plugins = ("tests.servers.dovecot", "tests.servers.smtp", "tests.servers.token_endpoint")
+# smtp_server_factory, smtp_tls, token_endpoint, token_tls, dovecot, fault_proxy_factory).
+pytest_plugins = (
+    "tests.servers.dovecot",
+    "tests.servers.fault_proxy",
+    "tests.servers.smtp",
+    "tests.servers.token_endpoint",
+)
 
 LOOP_TOKEN = "test-loop-token"
 HELPDESK = "support@helpdesk.example"

@@ -154,3 +154,45 @@ def test_wait_for_mail_without_news_waits_the_interval(
     started = time.monotonic()
     assert processor.wait_for_mail(0.3) is False
     assert time.monotonic() - started >= 0.29
+
+
+class SlowPush(MemoryConnector):
+    """A pushing mailbox whose waits last their whole timeout unless mail arrives."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.arrived = threading.Event()
+        self.waits = 0
+
+    def wait_for_mail(self, timeout: float) -> bool:
+        """Count the waits (each would hold a server connection), then wait."""
+        self.waits += 1
+        return self.arrived.wait(timeout)
+
+
+def test_a_watcher_still_waiting_is_not_doubled_and_its_news_is_kept(
+    settings: ProcessorSettings,
+) -> None:
+    """Short waits in a row start one watcher only; mail it reports later ends the next wait."""
+    connector = SlowPush("Support")
+    processor = MailProcessor(InMemoryTicketRepository(), [Mailbox(connector)], settings)
+    assert processor.wait_for_mail(0.05) is False  # the watcher was started with 0.05 s …
+    # … but the connector's own wait is what the watcher holds: one, not three.
+    connector.waits = 0
+    processor._watchers["Support"].join(1)
+    slow = threading.Event()
+
+    def long_wait(timeout: float) -> bool:
+        connector.waits += 1
+        return slow.wait(5)
+
+    connector.wait_for_mail = long_wait  # type: ignore[method-assign]
+    assert processor.wait_for_mail(0.05) is False
+    assert processor.wait_for_mail(0.05) is False
+    assert processor.wait_for_mail(0.05) is False
+    assert connector.waits == 1
+    slow.set()  # the one watcher now reports mail, between two waits
+    processor._watchers["Support"].join(1)
+    started = time.monotonic()
+    assert processor.wait_for_mail(30.0) is True
+    assert time.monotonic() - started < 10.0

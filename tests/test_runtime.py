@@ -10,6 +10,7 @@ from halomail.config import parse_config
 from halomail.connectors.ews import EwsConnector, EwsTransport
 from halomail.connectors.gmail import GmailConnector, GmailTransport
 from halomail.connectors.graph import GraphConnector
+from halomail.connectors.imap import ImapConnector
 from halomail.connectors.pop3 import Pop3Connector
 from halomail.connectors.smtp import SmtpTransport
 from halomail.tickets.memory import InMemoryTicketRepository
@@ -60,6 +61,13 @@ auth = "oauth2-static"
 token_env = "GRAPH_TOKEN"
 
 [[mailboxes]]
+name = "Imap"
+connection = "imap"
+host = "imap.example.com"
+username = "imap@example.com"
+password = "imap-secret"
+
+[[mailboxes]]
 name = "Legacy"
 connection = "pop3"
 host = "pop.example.com"
@@ -69,12 +77,12 @@ password = "pop-secret"
 
 
 def test_each_connection_and_transport_type_gets_its_backend(tmp_path: Path) -> None:
-    """office365, ews, google and pop3 mailboxes get their connectors and transports."""
+    """Every connection type gets its connector, and overrides their transports."""
     config = parse_config(
         tomllib.loads(CONFIG), base_dir=tmp_path, env={"GRAPH_TOKEN": "graph-token"}
     )
     processor = build_processor(config, InMemoryTicketRepository())
-    office, exchange, workspace, legacy = processor.mailboxes
+    office, exchange, workspace, imap, legacy = processor.mailboxes
     assert isinstance(processor.transport, SmtpTransport)
     assert isinstance(office.connector, GraphConnector)
     assert type(office.transport).__name__ == "GraphTransport"
@@ -82,6 +90,7 @@ def test_each_connection_and_transport_type_gets_its_backend(tmp_path: Path) -> 
     assert isinstance(exchange.transport, EwsTransport)
     assert isinstance(workspace.connector, GmailConnector)
     assert isinstance(workspace.transport, GmailTransport)
+    assert isinstance(imap.connector, ImapConnector)
     assert isinstance(legacy.connector, Pop3Connector)
     assert legacy.transport is None  # no override: it sends through [outgoing]
     assert "secret" not in repr(processor.transport)

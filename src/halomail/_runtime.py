@@ -116,6 +116,11 @@ def _open_remote_connector(config: Config, settings: MailboxSettings) -> Mailbox
     limit = config.limits.max_message_bytes
     kind = settings.connection
     connector: MailboxConnector
+    if kind == "imap":
+        connector = _backend("imap", kind).ImapConnector.from_settings(
+            settings, max_message_bytes=limit
+        )
+        return connector
     if kind == "pop3":
         connector = _backend("pop3", kind).Pop3Connector.from_settings(
             settings, max_message_bytes=limit

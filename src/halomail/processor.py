@@ -451,6 +451,8 @@ class MailProcessor:
             clock=clock,
         )
         self._health: dict[str, MailboxHealth] = {m.name: MailboxHealth(m.name) for m in mailboxes}
+        self._arrived = threading.Event()  # set by a mailbox's watcher when mail is pushed
+        self._watchers: dict[str, threading.Thread] = {}
 
     # -- running ---------------------------------------------------------------
 
@@ -621,9 +623,11 @@ class MailProcessor:
         """Wait until a mailbox that can push reports new mail, or ``timeout`` passes.
 
         Mailboxes whose connector has ``wait_for_mail(timeout) -> bool`` (IMAP IDLE)
-        are watched, each in its own thread; the others are simply read again on the
-        next cycle. ``halomail run`` calls this between cycles, so pushed mail is
-        processed within seconds while the poll interval stays long.
+        are watched, each by one thread of its own; the others are simply read again
+        on the next cycle. ``halomail run`` calls this between cycles, so pushed mail is
+        processed within seconds while the poll interval stays long. A watcher still
+        waiting from an earlier call is not doubled (each holds a connection), and news
+        it brings in later ends the next wait at once.
 
         Args:
             timeout: The longest wait, in seconds (the poll interval).
@@ -631,32 +635,38 @@ class MailProcessor:
         Returns:
             True when a mailbox reported new mail before the timeout.
         """
+        if self._arrived.is_set():
+            self._arrived.clear()
+            return True
         now = self._clock()
-        waiters = [
-            (mailbox.name, wait)
-            for mailbox in self.mailboxes
-            if mailbox.enabled
-            and callable(wait := getattr(mailbox.connector, "wait_for_mail", None))
-            and (self._health[mailbox.name].next_attempt_at or now) <= now
-        ]
-        arrived = threading.Event()
-        if not waiters:
-            arrived.wait(timeout)
-            return False
+        for mailbox in self.mailboxes:
+            wait = getattr(mailbox.connector, "wait_for_mail", None)
+            if not mailbox.enabled or not callable(wait):
+                continue
+            if (self._health[mailbox.name].next_attempt_at or now) > now:
+                continue  # backing off after failures: not watched either
+            watcher = self._watchers.get(mailbox.name)
+            if watcher is not None and watcher.is_alive():
+                continue
+            watcher = threading.Thread(
+                target=self._watch,
+                args=(mailbox.name, wait, timeout),
+                name=f"halomail-idle-{mailbox.name}",
+                daemon=True,
+            )
+            self._watchers[mailbox.name] = watcher
+            watcher.start()
+        arrived = self._arrived.wait(timeout)
+        self._arrived.clear()
+        return arrived
 
-        def watch(name: str, wait: Callable[[float], bool]) -> None:
-            try:
-                if wait(timeout):
-                    log.debug("mailbox %s: new mail pushed", name)
-                    arrived.set()
-            except Exception as exc:  # noqa: BLE001 - a failed watch only means polling
-                log.warning("mailbox %s: waiting for new mail failed: %s", name, exc)
-
-        for name, wait in waiters:
-            threading.Thread(
-                target=watch, args=(name, wait), name=f"halomail-idle-{name}", daemon=True
-            ).start()
-        return arrived.wait(timeout)
+    def _watch(self, name: str, wait: Callable[[float], bool], timeout: float) -> None:
+        try:
+            if wait(timeout):
+                log.debug("mailbox %s: new mail pushed", name)
+                self._arrived.set()
+        except Exception as exc:  # noqa: BLE001 - a failed watch only means polling
+            log.warning("mailbox %s: waiting for new mail failed: %s", name, exc)
 
     def health(self) -> tuple[MailboxHealth, ...]:
         """Each mailbox's last success, last error and consecutive failures."""
