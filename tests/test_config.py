@@ -1148,3 +1148,22 @@ class TestConnectorKeys:
         assert old in OAUTH_MAILBOX
         error = _error(tmp_path, OAUTH_MAILBOX.replace(old, new, 1), env={"REFRESH": "x"})
         assert error.key_path == key_path
+
+
+def test_the_example_in_docs_configuration_loads(tmp_path: Path) -> None:
+    """The annotated halomail.toml in docs/configuration.md is a valid configuration."""
+    import re
+    import tomllib
+
+    text = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", text, re.DOTALL)
+    assert block is not None
+    config = parse_config(
+        tomllib.loads(block.group(1)),
+        base_dir=tmp_path,
+        env={"SMTP_PASSWORD": "x", "SMS_PIN": "1234"},
+    )
+    assert [m.name for m in config.mailboxes] == ["Support"]
+    assert [g.name for g in config.message_groups] == ["Friendly"]
+    assert config.sms is not None
+    assert config.agents[0].team == "Service Desk"
