@@ -113,7 +113,7 @@ def test_service_subscribers_hear_of_each_change_by_email_and_sms(
     assert len(transport.sent) == 2  # the second failure is no change: nobody told again
     assert set(told) == {"ops@customer.example", "447700900456@sms.example.net"}
     mail = email.message_from_bytes(told["ops@customer.example"].data, policy=compat32)
-    assert "Nightly backup: Failed" in mail["Subject"]
+    assert mail["Subject"] == "[ID:1] Nightly backup: Failed"
 
 
 def test_the_sms_table_loads_from_the_configuration(tmp_path: Path) -> None:

@@ -292,7 +292,9 @@ class Notifier:
         shown = {"ok": "OK", "failed": "Failed", "unknown": "Unknown"}.get(status, status)
         extra = {"servicename": service.name, "servicestatus": shown, "actionnote": detail}
         values = (
-            TemplateValues.for_ticket(ticket, extra=extra, tag=f"[ID:{ticket.id}]")
+            TemplateValues.for_ticket(
+                ticket, extra=extra, tag=self.profile(ticket.mailbox).tag(ticket.id)
+            )
             if ticket is not None
             else TemplateValues(extra)
         )
