@@ -9,8 +9,6 @@ about mailboxes or folders; :mod:`halomail.connectors.graph` does.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import email.utils
 import ipaddress
 import json
 import logging
@@ -24,6 +22,7 @@ from typing import Any
 import attrs
 import httpx
 
+from halomail.connectors._common import retry_after_seconds, tls_context
 from halomail.connectors.oauth import TokenProvider
 from halomail.errors import (
     AuthenticationError,
@@ -313,11 +312,10 @@ class GraphClient:
 
     def _client(self) -> httpx.Client:
         if self._http is None:
-            verify: ssl.SSLContext | bool = True
-            if self._ca_file is not None:
-                # The system's CAs stay trusted; the configured one is added to them.
-                verify = ssl.create_default_context(cafile=None)
-                verify.load_verify_locations(cafile=str(self._ca_file))
+            # The system's CAs stay trusted; a configured one is added to them.
+            verify: ssl.SSLContext | bool = (
+                tls_context(self._ca_file) if self._ca_file is not None else True
+            )
             self._http = httpx.Client(
                 timeout=httpx.Timeout(self._timeout),
                 verify=verify,
@@ -397,19 +395,9 @@ def _refused_advice(code: str) -> str:
 
 
 def _retry_after(value: str | None, default: float) -> float:
-    """Seconds to wait per ``Retry-After``: delta-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return default
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+    """Seconds to wait per ``Retry-After``, or ``default`` when it names none."""
+    seconds = retry_after_seconds(value)
+    return default if seconds is None else seconds
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

@@ -40,12 +40,10 @@ the password, on its own ``spnego`` logger at DEBUG.)
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import email.parser
 import email.utils
 import logging
 import os
-import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -97,6 +95,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from halomail.config import MailboxSettings, OutgoingSettings
+from halomail.connectors._common import retry_after_seconds, tls_context
 from halomail.connectors.base import Disposition, FetchedMessage, OutgoingEmail
 from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
 from halomail.errors import (
@@ -214,9 +213,7 @@ class _Adapter(requests.adapters.HTTPAdapter):
     ) -> None:
         """Trust the configured CA besides the system's ones."""
         if self._ca_file is not None:
-            context = ssl.create_default_context()
-            context.load_verify_locations(cafile=str(self._ca_file))
-            pool_kwargs["ssl_context"] = context
+            pool_kwargs["ssl_context"] = tls_context(self._ca_file)
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
@@ -282,19 +279,10 @@ class _Policy(FailFast):  # type: ignore[misc]
         """Raise for a response that is not a SOAP answer."""
         if response.status_code in (429, 503):
             raise ews_errors.ErrorServerBusy(
-                f"HTTP {response.status_code}", back_off=_retry_after(response)
+                f"HTTP {response.status_code}",
+                back_off=retry_after_seconds(response.headers.get("Retry-After")),
             )
         super().raise_response_errors(response)
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    if value.isdigit():
-        return float(value)
-    with contextlib.suppress(TypeError, ValueError):
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
-    return None
 
 
 def _short(exc: BaseException) -> str:

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import email.parser
 import email.utils
 import http.client
@@ -73,6 +72,7 @@ from googleapiclient.discovery import build  # type: ignore[import-untyped]
 from googleapiclient.errors import HttpError  # type: ignore[import-untyped]
 
 from halomail.config import MailboxSettings, OutgoingSettings
+from halomail.connectors._common import retry_after_seconds
 from halomail.connectors.base import Disposition, FetchedMessage, OutgoingEmail
 from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
 from halomail.errors import (
@@ -995,19 +995,9 @@ def _throttled(status: int, reason: str) -> bool:
 
 
 def _retry_after(value: str | None, default: float) -> float:
-    """Seconds to wait per ``Retry-After``: delta-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return default
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+    """Seconds to wait per ``Retry-After``, or ``default`` when it names none."""
+    seconds = retry_after_seconds(value)
+    return default if seconds is None else seconds
 
 
 def _refused_advice(reason: str) -> str:

@@ -54,6 +54,7 @@ from typing import Any
 import attrs
 
 from halomail.config import MailboxSettings
+from halomail.connectors._common import login_from_settings, tls_context
 from halomail.connectors._imap_client import (
     BoundedIMAP4,
     BoundedIMAP4_SSL,
@@ -65,7 +66,7 @@ from halomail.connectors._imap_client import (
     uid_set,
 )
 from halomail.connectors.base import Disposition, FetchedMessage
-from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
+from halomail.connectors.oauth import TokenProvider
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -272,31 +273,18 @@ class ImapConnector:
                 an OAuth2 key or ``processed`` is missing or invalid.
         """
         kp = settings.key_path
-        if settings.connection != "imap":
-            raise ConfigError(f"{kp}.connection", f"{settings.connection!r} is not 'imap'")
-        if not settings.host:
-            raise ConfigError(f"{kp}.host", "required when connection = 'imap'")
-        if not settings.username:
-            raise ConfigError(f"{kp}.username", "required when connection = 'imap'")
+        login = login_from_settings(settings, "imap", token_provider, what="an IMAP login")
         extra: Mapping[str, Any] = settings.extra
-        if token_provider is None:
-            token_provider = token_provider_from_settings(extra, kp, mailbox=settings.name)
-        if token_provider is None and settings.password is None:
-            raise ConfigError(f"{kp}.password", "required (or password_env) for an IMAP login")
-        mechanism = None
-        if token_provider is not None:
-            auth = str(extra.get("auth", "")).lower()
-            mechanism = "OAUTHBEARER" if auth == "oauthbearer" else "XOAUTH2"
         try:
             return cls(
                 settings.name,
-                settings.host,
+                login.host,
                 settings.port,
                 security=settings.security,
-                username=settings.username,
-                password=None if token_provider is not None else settings.password,
-                token_provider=token_provider,
-                auth_mechanism=mechanism,
+                username=login.username,
+                password=login.password,
+                token_provider=login.token_provider,
+                auth_mechanism=login.mechanism,
                 folder=settings.folder,
                 processed=settings.processed,
                 quarantine_folder=settings.quarantine_folder,
@@ -493,13 +481,7 @@ class ImapConnector:
         return self._selected
 
     def _context(self) -> ssl.SSLContext:
-        if self._ssl_context is not None:
-            return self._ssl_context
-        context = ssl.create_default_context()
-        if self._tls_ca_file is not None:
-            # In addition to the system's CAs: a private CA for an internal server.
-            context.load_verify_locations(cafile=os.fspath(self._tls_ca_file))
-        return context
+        return self._ssl_context or tls_context(self._tls_ca_file)
 
     def _connect(self) -> tuple[imaplib.IMAP4, frozenset[str]]:
         """A logged-in connection and its capabilities (no folder selected yet)."""

@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from halomail.config import MailboxSettings
+from halomail.connectors._common import login_from_settings, tls_context
 from halomail.connectors.base import Disposition, FetchedMessage
-from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
+from halomail.connectors.oauth import TokenProvider
 from halomail.errors import (
     AuthenticationError,
-    ConfigError,
     ConnectorError,
     TransientConnectorError,
 )
@@ -183,30 +183,17 @@ class Pop3Connector:
             ConfigError: Not a POP3 mailbox, or ``host``, ``username``, the password or
                 an OAuth2 key is missing.
         """
-        kp = settings.key_path
-        if settings.connection != "pop3":
-            raise ConfigError(f"{kp}.connection", f"{settings.connection!r} is not 'pop3'")
-        if not settings.host:
-            raise ConfigError(f"{kp}.host", "required when connection = 'pop3'")
-        if not settings.username:
-            raise ConfigError(f"{kp}.username", "required when connection = 'pop3'")
+        login = login_from_settings(settings, "pop3", token_provider, what="POP3 USER/PASS")
         extra: Mapping[str, Any] = settings.extra
-        if token_provider is None:
-            token_provider = token_provider_from_settings(extra, kp, mailbox=settings.name)
-        if token_provider is None and settings.password is None:
-            raise ConfigError(f"{kp}.password", "required (or password_env) for POP3 USER/PASS")
-        mechanism = (
-            "OAUTHBEARER" if str(extra.get("auth", "")).lower() == "oauthbearer" else "XOAUTH2"
-        )
         return cls(
             settings.name,
-            settings.host,
+            login.host,
             settings.port,
             security=settings.security,
-            username=settings.username,
-            password=None if token_provider is not None else settings.password,
-            token_provider=token_provider,
-            sasl_mechanism=mechanism,
+            username=login.username,
+            password=login.password,
+            token_provider=login.token_provider,
+            sasl_mechanism=login.mechanism or "XOAUTH2",
             tls_ca_file=settings.tls_ca_file,
             max_message_bytes=max_message_bytes,
             leave_on_server=bool(extra.get("leave_on_server", False)),
@@ -366,13 +353,7 @@ class Pop3Connector:
         return self._session
 
     def _context(self) -> ssl.SSLContext:
-        if self._ssl_context is not None:
-            return self._ssl_context
-        context = ssl.create_default_context()
-        if self._tls_ca_file is not None:
-            # In addition to the system's CAs: a private CA for an internal server.
-            context.load_verify_locations(cafile=os.fspath(self._tls_ca_file))
-        return context
+        return self._ssl_context or tls_context(self._tls_ca_file)
 
     def _connect(self) -> poplib.POP3:
         where = f"{self.host}:{self.port}"

@@ -44,6 +44,7 @@ from typing import Any
 import attrs
 
 from halomail.config import OutgoingSettings
+from halomail.connectors._common import tls_context
 from halomail.connectors.base import OutgoingEmail
 from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
 from halomail.errors import (
@@ -402,10 +403,7 @@ class SmtpTransport:
         if self._ssl_context is not None:
             return self._ssl_context
         try:
-            context = ssl.create_default_context()
-            if self._tls_ca_file is not None:
-                # In addition to the system's CAs: a private CA for an internal server.
-                context.load_verify_locations(cafile=os.fspath(self._tls_ca_file))
+            context = tls_context(self._tls_ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise PermanentTransportError(
                 f"smtp {self._where}: cannot read tls_ca_file "

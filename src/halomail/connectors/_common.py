@@ -1,0 +1,115 @@
+"""What the network connectors share: TLS trust, ``Retry-After``, logins from settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import os
+import ssl
+from collections.abc import Callable
+
+import attrs
+
+from halomail.config import MailboxSettings
+from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
+from halomail.errors import ConfigError
+
+__all__ = ["ServerLogin", "login_from_settings", "retry_after_seconds", "tls_context"]
+
+
+def tls_context(ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext:
+    """A verifying client context: the system's CAs, plus ``ca_file`` when given.
+
+    A private CA for an internal server is trusted in addition to the system's, never
+    instead of them, and certificates and host names are always checked.
+
+    Raises:
+        OSError, ssl.SSLError: ``ca_file`` cannot be read.
+    """
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=os.fspath(ca_file))
+    return context
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds to wait per a ``Retry-After`` value (delta-seconds or an HTTP date).
+
+    Returns:
+        The wait (0 for a date already past), or ``None`` when the value is absent or
+        unreadable.
+    """
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+@attrs.frozen
+class ServerLogin:
+    """How a server mailbox logs in, as its settings say.
+
+    Args:
+        host: The server.
+        username: The login.
+        password: The password, or ``None`` for an OAuth2 login.
+        token_provider: The OAuth2 token source, or ``None`` for a password login.
+        mechanism: ``XOAUTH2`` or ``OAUTHBEARER`` for an OAuth2 login, else ``None``.
+    """
+
+    host: str
+    username: str
+    password: str | None = attrs.field(repr=False)
+    token_provider: TokenProvider | Callable[[], str] | None
+    mechanism: str | None
+
+
+def login_from_settings(
+    settings: MailboxSettings,
+    connection: str,
+    token_provider: TokenProvider | Callable[[], str] | None,
+    *,
+    what: str,
+) -> ServerLogin:
+    """Check a server mailbox's settings and choose how it logs in.
+
+    Args:
+        settings: The mailbox's settings.
+        connection: The connection type the caller reads (``imap``, ``pop3``).
+        token_provider: A provider given by the caller, which wins over the settings.
+        what: The kind of login, for the error when the password is missing
+            (``an IMAP login``).
+
+    Returns:
+        The login: OAuth2 when a token provider is given or configured (``OAUTHBEARER``
+        when ``auth`` says so, else ``XOAUTH2``), else the password.
+
+    Raises:
+        ConfigError: Another connection type, or ``host``, ``username``, the password or
+            an OAuth2 key missing, at its key path.
+    """
+    kp = settings.key_path
+    if settings.connection != connection:
+        raise ConfigError(f"{kp}.connection", f"{settings.connection!r} is not {connection!r}")
+    host, username = settings.host, settings.username
+    if not host:
+        raise ConfigError(f"{kp}.host", f"required when connection = {connection!r}")
+    if not username:
+        raise ConfigError(f"{kp}.username", f"required when connection = {connection!r}")
+    if token_provider is None:
+        token_provider = token_provider_from_settings(settings.extra, kp, mailbox=settings.name)
+    if token_provider is None:
+        if settings.password is None:
+            raise ConfigError(f"{kp}.password", f"required (or password_env) for {what}")
+        return ServerLogin(host, username, settings.password, None, None)
+    auth = str(settings.extra.get("auth", "")).lower()
+    mechanism = "OAUTHBEARER" if auth == "oauthbearer" else "XOAUTH2"
+    return ServerLogin(host, username, None, token_provider, mechanism)
