@@ -666,8 +666,8 @@ def parse_config(
     message_groups = message_groups_from_config(
         _array(root, "message_groups"), key_path="message_groups"
     )
-    _check_message_groups(message_groups, outgoing, mailboxes, root)
     teams = _parse_teams(root)
+    _check_message_groups(message_groups, outgoing, mailboxes, teams)
     team_names = {team.name.casefold() for team in teams}
     agents = _parse_agents(root, team_names)
     if teams:
@@ -1048,7 +1048,7 @@ def _check_message_groups(
     groups: Sequence[MessageGroup],
     outgoing: OutgoingSettings,
     mailboxes: Sequence[MailboxSettings],
-    root: Mapping[str, Any],
+    teams: Sequence[Team],
 ) -> None:
     """Every message group named by [outgoing], a mailbox or a team must exist."""
     known = {"default"} | {group.name.casefold() for group in groups}
@@ -1058,9 +1058,9 @@ def _check_message_groups(
         if mailbox.outgoing is not None:
             where = f"{mailbox.key_path}.outgoing.message_group"
             wanted.append((where, mailbox.effective_outgoing(outgoing).message_group))
-    for index, team in enumerate(_array(root, "teams")):
-        if isinstance(team.get("message_group"), str):
-            wanted.append((f"teams[{index}].message_group", team["message_group"]))
+    for index, team in enumerate(teams):
+        if team.message_group is not None:
+            wanted.append((f"teams[{index}].message_group", team.message_group))
     for where, name in wanted:
         if name.casefold() not in known:
             raise ConfigError(where, f"no message group {name!r} (known: {names})")

@@ -1223,7 +1223,7 @@ class MailProcessor:
         references = (*email.references, email.message_id) if email.message_id else email.references
         return self.notifier.acknowledgement(
             ticket,
-            mailbox.profile,
+            self.notifier.profile(mailbox.name),
             to=ticket.user_email or email.sender.normalized,
             in_reply_to=email.message_id,
             references=references,
