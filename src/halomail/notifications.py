@@ -192,12 +192,7 @@ class Notifier:
             SendingRestrictedError: The agent's team may not send from the mailbox.
         """
         kind = MessageKind(kind)
-        ticket = self.repository.get_ticket(ticket_id)
-        if ticket is None:
-            raise KeyError(f"no ticket {ticket_id}")
-        profile = self._profile(mailbox or ticket.mailbox)
-        acting = self._agent(agent)
-        profile.check_may_send(acting)
+        ticket, profile, acting = self._sending(ticket_id, mailbox, agent)
         recipients = tuple(dict.fromkeys(a.strip().lower() for a in (to or (ticket.user_email,))))
         recipients = tuple(a for a in recipients if a)
         if not recipients:
@@ -241,12 +236,7 @@ class Notifier:
             KeyError: No such ticket or mailbox.
             SendingRestrictedError: The agent's team may not send from the mailbox.
         """
-        ticket = self.repository.get_ticket(ticket_id)
-        if ticket is None:
-            raise KeyError(f"no ticket {ticket_id}")
-        profile = self._profile(mailbox or ticket.mailbox)
-        acting = self._agent(agent)
-        profile.check_may_send(acting)
+        ticket, profile, acting = self._sending(ticket_id, mailbox, agent)
         settings = self.sms_settings
         if settings is None:
             return Notice(None, "sms-not-configured")
@@ -363,6 +353,23 @@ class Notifier:
         return self._mailboxes.get(mailbox.casefold()) or MailboxProfile(mailbox)
 
     # -- inside ------------------------------------------------------------------------
+
+    def _sending(
+        self, ticket_id: int, mailbox: str | None, agent: str | None
+    ) -> tuple[Ticket, MailboxProfile, Agent | None]:
+        """The ticket, the mailbox it is sent from and the acting agent, who may send so.
+
+        Raises:
+            KeyError: No such ticket or mailbox.
+            SendingRestrictedError: The agent's team may not send from the mailbox.
+        """
+        ticket = self.repository.get_ticket(ticket_id)
+        if ticket is None:
+            raise KeyError(f"no ticket {ticket_id}")
+        profile = self._profile(mailbox or ticket.mailbox)
+        acting = self._agent(agent)
+        profile.check_may_send(acting)
+        return ticket, profile, acting
 
     def _profile(self, name: str) -> MailboxProfile:
         profile = self._mailboxes.get(name.casefold())
