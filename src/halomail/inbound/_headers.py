@@ -208,7 +208,7 @@ def _decode_word(encoding: str, encoded: str) -> bytes:
     return decode_base64(data)[0]
 
 
-def decode_base64(data: bytes) -> tuple[bytes, bool]:
+def decode_base64(data: bytes | memoryview) -> tuple[bytes, bool]:
     """Decode base64 leniently: junk characters skipped, padding repaired.
 
     Python's decoder stops at the first padding, so text made of separately encoded
@@ -216,19 +216,42 @@ def decode_base64(data: bytes) -> tuple[bytes, bool]:
     looks like base64 is decoded in turn instead.
 
     Args:
-        data: Base64 text, possibly with line breaks, junk or bad padding.
+        data: Base64 text, possibly with line breaks, junk or bad padding. A view of
+            a large body is decoded without being copied.
 
     Returns:
         The decoded bytes and whether the input was damaged.
     """
-    # The usual body (alphabet and line breaks, padding only at the end) is recognised
-    # by one C-level pass of bytes.translate, far cheaper than the two regex scans below.
-    if not data.rstrip(b"=\r\n").translate(None, _BASE64_LINES):
+    if _is_clean_base64(memoryview(data)):
         try:
             return binascii.a2b_base64(data), False
         except binascii.Error:
-            return _lenient_base64(data), True
-    return _decode_base64_damaged(data)
+            return _lenient_base64(bytes(data)), True
+    return _decode_base64_damaged(bytes(data))
+
+
+# Clean base64 is checked this many bytes at a time, so a view is never copied whole.
+_CHECK_CHUNK = 1 << 20
+
+
+def _is_clean_base64(view: memoryview) -> bool:
+    """Only the alphabet and line breaks, padding only at the end (the usual body).
+
+    One C-level pass of ``bytes.translate`` per chunk, far cheaper than the two regex
+    scans of the damaged path.
+    """
+    size = len(view)
+    tail_start = max(size - _CHECK_CHUNK, 0)
+    tail = bytes(view[tail_start:]).rstrip(b"=\r\n")
+    if not tail and tail_start:
+        # A megabyte of padding and line breaks at the end: junk, checked in one go.
+        return not bytes(view).rstrip(b"=\r\n").translate(None, _BASE64_LINES)
+    if tail.translate(None, _BASE64_LINES):
+        return False
+    return not any(
+        bytes(view[start : min(start + _CHECK_CHUNK, tail_start)]).translate(None, _BASE64_LINES)
+        for start in range(0, tail_start, _CHECK_CHUNK)
+    )
 
 
 def _decode_base64_damaged(data: bytes) -> tuple[bytes, bool]:

@@ -119,7 +119,7 @@ def _parse(raw: object, limits: ParseLimits) -> InboundEmail:
     if repaired:
         defects.append("bare-cr-in-header")
     try:
-        root = _mime.parse(data, limits, head_end)
+        root = _mime.parse(data, limits)
     except _mime.LimitExceeded as exc:
         return _quarantined(data, size, sha256, exc.reason, defects)
     return _Builder(root, defects).build(size, sha256)
