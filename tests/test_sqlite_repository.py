@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import random
 import re
 import signal
 import sqlite3
@@ -143,21 +144,31 @@ class TestTheFile:
     def test_attachments_are_blobs_in_their_own_table(
         self, repo: SQLiteTicketRepository, db: Path
     ) -> None:
-        """Attachment bytes are stored as BLOBs of their exact length, one row each, in order."""
+        """Attachment bytes are stored as BLOBs of their exact length, one row each, in order.
+
+        The last one is large enough to be written in chunks; its bytes read back exactly.
+        """
         ticket = repo.create_ticket(new_ticket())
-        files = tuple(
+        large = random.Random(5).randbytes((5 << 20) + 17)
+        small = [
             StoredAttachment(
                 f"f{n}", f"s{n}", "application/octet-stream", n * 10, payload=b"\x00" * (n * 10)
             )
             for n in range(3)
+        ]
+        big = StoredAttachment(
+            "disk.img", "s3", "application/octet-stream", len(large), payload=large
         )
+        files = (*small, big)
         repo.add_action(NewAction(ticket.id, ActionKind.EMAIL_IN, "x", attachments=files))
         with raw(db) as other:
             rows = other.execute(
                 "SELECT position, typeof(payload), length(payload) FROM attachments "
                 "ORDER BY position"
             ).fetchall()
-        assert rows == [(0, "blob", 0), (1, "blob", 10), (2, "blob", 20)]
+            stored = other.execute("SELECT payload FROM attachments WHERE position = 3").fetchone()
+        assert rows == [(0, "blob", 0), (1, "blob", 10), (2, "blob", 20), (3, "blob", len(large))]
+        assert stored[0] == large
 
     def test_stored_files_are_blob_rows_of_their_own(
         self, repo: SQLiteTicketRepository, db: Path

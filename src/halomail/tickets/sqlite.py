@@ -320,6 +320,36 @@ def _row_id(cursor: sqlite3.Cursor) -> int:
     return cursor.lastrowid
 
 
+# A payload larger than this is streamed in through incremental BLOB I/O, a chunk at a
+# time: bound as a parameter, SQLite would copy it twice (the bound value, then the row
+# record), tripling a 40 MB attachment's memory.
+_STREAMED_PAYLOAD_BYTES = 1 << 20
+
+
+def _insert_with_payload(
+    connection: sqlite3.Connection,
+    sql: str,
+    table: str,
+    values: tuple[object, ...],
+    payload: bytes,
+) -> int:
+    """INSERT a row whose last column is ``payload``; return its rowid.
+
+    A large payload is inserted as a ``zeroblob`` of its size (the payload column is the
+    table's last, so SQLite does not materialize the zeros) and then written into the
+    row in place, inside the same transaction.
+    """
+    if len(payload) <= _STREAMED_PAYLOAD_BYTES:
+        return _row_id(connection.execute(sql, (*values, payload)))
+    # Every insert statement ends with the payload's "?)": it becomes "zeroblob(?))".
+    row_id = _row_id(connection.execute(sql[:-2] + "zeroblob(?))", (*values, len(payload))))
+    view = memoryview(payload)
+    with connection.blobopen(table, "payload", row_id) as blob:
+        for start in range(0, len(view), _STREAMED_PAYLOAD_BYTES):
+            blob.write(view[start : start + _STREAMED_PAYLOAD_BYTES])
+    return row_id
+
+
 def _ticket(row: Sequence[Any]) -> Ticket:
     return Ticket(
         id=row[0],
@@ -786,24 +816,22 @@ class SQLiteTicketRepository:
                 ),
             )
             action_id = _row_id(cursor)
-            if new.attachments:
-                # The payload bytes are bound as they are: no copy is made here.
-                connection.executemany(
+            for position, item in enumerate(new.attachments):
+                _insert_with_payload(
+                    connection,
                     _SQL_INSERT_ATTACHMENT,
+                    "attachments",
                     (
-                        (
-                            action_id,
-                            position,
-                            item.filename,
-                            item.storage_name,
-                            item.content_type,
-                            item.size,
-                            item.content_id,
-                            int(item.inline),
-                            item.payload,
-                        )
-                        for position, item in enumerate(new.attachments)
+                        action_id,
+                        position,
+                        item.filename,
+                        item.storage_name,
+                        item.content_type,
+                        item.size,
+                        item.content_id,
+                        int(item.inline),
                     ),
+                    item.payload,
                 )
         return Action(
             id=action_id,
@@ -1095,8 +1123,10 @@ class SQLiteTicketRepository:
         with self._writing() as connection:
             self._require_owner(connection, kind, owner_id)
             for item in attachments:
-                cursor = connection.execute(
+                file_id = _insert_with_payload(
+                    connection,
                     _SQL_INSERT_FILE,
+                    "stored_files",
                     (
                         kind,
                         owner_id,
@@ -1108,12 +1138,12 @@ class SQLiteTicketRepository:
                         int(item.inline),
                         note,
                         stamp,
-                        item.payload,
                     ),
+                    item.payload,
                 )
                 stored.append(
                     StoredFile(
-                        id=_row_id(cursor),
+                        id=file_id,
                         owner=kind,
                         owner_id=owner_id,
                         note=note,
