@@ -176,6 +176,7 @@ class TestHappyPath:
         assert (processing.bulk, processing.ack_throttle_count) == ("ticket", 10)
         assert (processing.ack_throttle_window_minutes, processing.max_send_attempts) == (10.0, 8)
         assert processing.domain == "halomail.invalid"
+        assert processing.concurrent_mailboxes == 16
 
     def test_the_default_loop_token_is_stable_and_differs_between_installations(
         self, tmp_path: Path

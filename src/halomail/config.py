@@ -524,7 +524,7 @@ class ProcessingSettings:
     ack_throttle_window_minutes: float = 10.0
     max_send_attempts: int = 8
     domain: str = "halomail.invalid"
-    concurrent_mailboxes: int = 4
+    concurrent_mailboxes: int = 16
     ticket_url: str = ""
 
 
@@ -987,7 +987,7 @@ def _parse_processing(
         ),
         max_send_attempts=_int(table, "max_send_attempts", kp, default=8, minimum=1),
         domain=domain.lower(),
-        concurrent_mailboxes=_int(table, "concurrent_mailboxes", kp, default=4, minimum=1),
+        concurrent_mailboxes=_int(table, "concurrent_mailboxes", kp, default=16, minimum=1),
         ticket_url=_ticket_url(table, kp),
     )
 
