@@ -111,6 +111,18 @@ class TestPlainEmail:
         assert email.header_all("X-Missing") == []
 
 
+def test_repeated_headers_read_by_name_in_order_whatever_the_case() -> None:
+    """header() gives the first of a repeated header, header_all() every one, in order."""
+    email = parse_email(
+        b"Received: from a\r\nFrom: amy@example.com\r\nreceived: from b\r\n"
+        b"RECEIVED: from c\r\nSubject: hi\r\n\r\nbody\r\n"
+    )
+    assert email.header("RECEIVED") == "from a"
+    assert email.header_all("Received") == ["from a", "from b", "from c"]
+    email.header_all("received").clear()  # the caller's list, not the email's
+    assert email.header_all("received") == ["from a", "from b", "from c"]
+
+
 def test_bare_lf_email_parses_like_crlf() -> None:
     """An email with bare LF line endings parses exactly like its CRLF twin."""
     crlf = message(*BASIC, "Subject: Hello there", "Message-ID: <lf@x.example>", body="a\r\nb\r\n")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import attrs
 
@@ -148,9 +149,11 @@ class InboundEmail:
     loop_markers: tuple[str, ...] = ()
     defects: tuple[str, ...] = ()
     quarantine_reason: str | None = None
-    # One slot for the sanitized HTML once asked for (sanitizing costs about as much as
-    # parsing the whole email ten times, and processing never needs it).
-    _html_cache: list[str | None] = attrs.field(factory=list, init=False, eq=False, repr=False)
+    # What is worked out on first use and then kept: the sanitized HTML (sanitizing
+    # costs about as much as parsing the whole email ten times, and processing never
+    # needs it) and the headers indexed by lower-cased name (classification and rules
+    # ask for a dozen headers per email).
+    _lazy: dict[str, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     @property
     def html(self) -> str | None:
@@ -161,22 +164,28 @@ class InboundEmail:
         """
         if self.html_source is None:
             return None
-        if not self._html_cache:
-            self._html_cache.append(sanitize_html(self.html_source))
-        return self._html_cache[0]
+        if "html" not in self._lazy:
+            self._lazy["html"] = sanitize_html(self.html_source)
+        html: str = self._lazy["html"]
+        return html
 
     def header(self, name: str) -> str | None:
         """The first top-level header called ``name`` (case-insensitive), or ``None``."""
-        wanted = name.lower()
-        for key, value in self.headers:
-            if key.lower() == wanted:
-                return value
-        return None
+        values = self._headers_by_name().get(name.lower())
+        return values[0] if values else None
 
     def header_all(self, name: str) -> list[str]:
         """Every top-level header called ``name`` (case-insensitive), in order."""
-        wanted = name.lower()
-        return [value for key, value in self.headers if key.lower() == wanted]
+        return list(self._headers_by_name().get(name.lower(), ()))
+
+    def _headers_by_name(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] | None = self._lazy.get("headers")
+        if index is None:
+            index = {}
+            for key, value in self.headers:
+                index.setdefault(key.lower(), []).append(value)
+            self._lazy["headers"] = index
+        return index
 
     @property
     def thread_ids(self) -> tuple[str, ...]:
