@@ -670,13 +670,10 @@ class TestQueryPlans:
             "SEARCH outbox_recipients USING PRIMARY KEY (address=? AND created_at>?)"
         ],
         "_SQL_FIND_USER": ["SEARCH users USING INDEX sqlite_autoindex_users_1 (email=?)"],
-        "_SQL_CUSTOMER_OF_USER": [
-            "SEARCH u USING INDEX sqlite_autoindex_users_1 (email=?)",
-            "SEARCH c USING INTEGER PRIMARY KEY (rowid=?)",
-        ],
-        "_SQL_CUSTOMER_OF_DOMAIN": [
-            "SEARCH d USING PRIMARY KEY (domain=?)",
-            "SEARCH c USING INTEGER PRIMARY KEY (rowid=?)",
+        "_SQL_FIND_CUSTOMER": [
+            "SEARCH customers USING INTEGER PRIMARY KEY (rowid=?)",
+            "SEARCH users USING INDEX sqlite_autoindex_users_1 (email=?)",
+            "SEARCH customer_domains USING PRIMARY KEY (domain=?)",
         ],
         "_SQL_ASSET_BY_TAG": ["SEARCH assets USING INDEX assets_by_tag (tag_key=?)"],
         "_SQL_ASSET_BY_FIELD": [

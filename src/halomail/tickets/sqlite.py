@@ -143,13 +143,12 @@ _SQL_INSERT_USER = (
     "INSERT INTO users (email, name, customer_id, phone, mobile) VALUES (?, ?, ?, ?, ?)"
 )
 _SQL_FIND_USER = "SELECT id, email, name, customer_id, phone, mobile FROM users WHERE email = ?"
-_SQL_CUSTOMER_OF_USER = (
-    "SELECT c.id, c.name, c.domains, c.from_address, c.reply_address FROM users u "
-    "JOIN customers c ON c.id = u.customer_id WHERE u.email = ?"
-)
-_SQL_CUSTOMER_OF_DOMAIN = (
-    "SELECT c.id, c.name, c.domains, c.from_address, c.reply_address FROM customer_domains d "
-    "JOIN customers c ON c.id = d.customer_id WHERE d.domain = ? ORDER BY d.customer_id LIMIT 1"
+# The customer of the user with this address, else the first customer owning its
+# domain: one statement, each lookup through its index.
+_SQL_FIND_CUSTOMER = (
+    "SELECT id, name, domains, from_address, reply_address FROM customers WHERE id = COALESCE("
+    "(SELECT customer_id FROM users WHERE email = ?), "
+    "(SELECT customer_id FROM customer_domains WHERE domain = ? ORDER BY customer_id LIMIT 1))"
 )
 _SQL_INSERT_ASSET = "INSERT INTO assets (tag, tag_key, fields, customer_id) VALUES (?, ?, ?, ?)"
 _SQL_INSERT_ASSET_FIELD = (
@@ -1078,12 +1077,10 @@ class SQLiteTicketRepository:
 
     def find_customer(self, email: str) -> Customer | None:
         """The customer of the user with this address, else the customer owning its domain."""
-        with self._reading(snapshot=True) as connection:
-            row = connection.execute(_SQL_CUSTOMER_OF_USER, (address_key(email),)).fetchone()
-            if row is None:
-                domain = domain_of(email)
-                if domain is not None:
-                    row = connection.execute(_SQL_CUSTOMER_OF_DOMAIN, (domain,)).fetchone()
+        with self._reading() as connection:
+            row = connection.execute(
+                _SQL_FIND_CUSTOMER, (address_key(email), domain_of(email))
+            ).fetchone()
         return None if row is None else _customer(row)
 
     def find_asset(self, field: str, value: str) -> Asset | None:
