@@ -35,6 +35,7 @@ import corpus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.servers
 
+import attrs
 from tests.servers.dovecot import Account, Dovecot, make_root, start_dovecot
 
 from halomail.connectors.imap import ImapConnector
@@ -177,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"slowest single mailbox: {slowest_single:.3f} s")
         print(f"{'concurrent_mailboxes':>20}  {'cycle s':>8}  {'cycle / slowest':>15}")
+        default = attrs.fields(ProcessorSettings).concurrent_mailboxes.default
         for bound in bounds:
             cycle = statistics.median(cycles[bound])
-            print(f"{bound:>20}  {cycle:>8.3f}  {cycle / slowest_single:>14.1f}x")
+            label = f"{bound} (default)" if bound == default else str(bound)
+            print(f"{label:>20}  {cycle:>8.3f}  {cycle / slowest_single:>14.1f}x")
         print("(goal: cycle / slowest under 3x)")
     finally:
         proxy.close()
