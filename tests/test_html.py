@@ -412,3 +412,55 @@ class TestHtmlToText:
         """An empty document has empty text."""
         assert html_to_text("") == ""
         assert html_to_text("<html><body></body></html>") == ""
+
+    def test_hidden_styles_match_in_any_letter_case_and_entity_spelling(self) -> None:
+        """display:none hides an element however it is cased or entity-encoded."""
+        text = html_to_text(
+            '<p>one</p><div style="DISPLAY : NONE">a</div><span style="display:&#110;one">b</span>'
+            '<table><tr><td style="Display:None">c</td><td>two</td></tr></table>'
+            '<a href="https://x.example/" style="display:none">d</a>'
+            '<p style="border:none">three</p>'
+        )
+        assert text == "one\n\ntwo\n\nthree"
+
+    def test_display_none_hides_only_blocks_cells_spans_and_links(self) -> None:
+        """A <b> or <font> with display:none keeps its text; only div/span/p/table/tr/td/a hide."""
+        text = html_to_text(
+            '<b style="display:none">kept</b> <font style="display:none">too</font>'
+        )
+        assert text == "kept too"
+
+    def test_a_link_around_table_cells_is_labelled_by_their_text_alone(self) -> None:
+        """Cell tabs are not part of a link's label, so a label equal to the URL adds no URL."""
+        same = (
+            '<a href="https://xy.example/"><table><tr><td>xy.</td><td>example</td></tr></table></a>'
+        )
+        other = '<a href="https://portal.example/"><table><tr><td>Open</td><td>ticket</td></tr></table></a>'
+        assert html_to_text(same) == "xy.\texample"
+        assert html_to_text(other) == "Open\tticket\n\n(https://portal.example/)"
+
+    def test_cells_inside_pre_keep_their_spacing(self) -> None:
+        """In <pre>, cell text keeps its spaces and tabs, and an empty first cell adds no tab."""
+        text = html_to_text("<pre><table><tr><td></td><td>a  b</td><td>\tc</td></tr></table></pre>")
+        assert text == "a  b\t\tc"
+
+    def test_whitespace_and_empty_cells_add_no_tabs_at_line_ends(self) -> None:
+        """Newlines, &nbsp; and zero-width spaces in cells collapse; empty edge cells vanish."""
+        text = html_to_text(
+            "<table>\n<tr>\n<td> a </td>\n<td>&nbsp;</td><td>b\u200b</td><td></td></tr>\n"
+            "<tr><td></td><td>\n</td><td>c</td></tr>\n</table>"
+        )
+        assert text == "a\tb\nc"
+
+    def test_a_bullet_goes_before_the_first_text_of_its_item(self) -> None:
+        """A list item starting with an empty cell or a blank span still reads "- text"."""
+        text = html_to_text(
+            "<ul><li><table><tr><td></td><td>x</td></tr></table></li>"
+            "<li><span> </span>y <b>z</b></li></ul>"
+        )
+        assert text == "- x\n\n- y z"
+
+    def test_unknown_tags_and_comments_are_transparent(self) -> None:
+        """Office <o:p>, custom elements and comments neither break lines nor drop text."""
+        text = html_to_text("<div>x<o:p></o:p>y<custom-tag>z</custom-tag></div><p>a<!-- c -->b</p>")
+        assert text == "xyz\n\nab"

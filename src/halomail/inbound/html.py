@@ -407,14 +407,83 @@ _PARAGRAPH = frozenset(
 )
 _LISTS = frozenset({"ul", "ol", "menu", "dir"})
 _SPACES = re.compile(r"[ \t\n\r\f\v\xa0\u200b\ufeff]+")
+_SPACE_CHARS = " \t\n\r\f\v\xa0\u200b\ufeff"  # the characters _SPACES matches
 _HIDDEN = re.compile(r"display\s*:\s*none", re.I)
+
+
+# Elements whose ``style`` can hide them: display:none preheaders and tracking blocks.
+_STYLED = frozenset({"div", "span", "td", "table", "p", "tr", "a"})
+# Every style _HIDDEN matches contains "none" in some ASCII letter case (no other
+# character matches n, o or e under re.I), so one lexbor query over the decoded
+# attribute values finds every candidate; _HIDDEN then decides, as before.
+_MAY_HIDE = '[style*="none" i]'
+_CELL_GAP = re.compile(r" *\t[ \t]*")
+_SPACE_RUN = re.compile(r" {2,}")
+
+# What a node does to the layout. The walk classifies each node by one dict lookup on
+# its lexbor tag id, instead of testing its name against the sets above on the way in
+# and again on the way out. Codes from _PARA to _LINK also act when the element ends;
+# _STYLED_CODE is added to the code of an element in _STYLED.
+_SKIPPED = -1  # neither it nor anything inside it is text
+_INLINE = 0
+_BREAK = 1
+_CELL = 2
+_PARA = 3
+_QUOTE = 4
+_PRE = 5
+_LIST = 6
+_ITEM = 7
+_LINE = 8
+_LINK = 9
+_TEXT = 10
+_STYLED_CODE = 16
+
+
+def _action(tag: str) -> int:
+    """The layout code of a node named ``tag``; the order of the tests decides overlaps."""
+    if tag == "-text":
+        return _TEXT
+    if tag in _SKIP or tag in {"-comment", "-doctype", "-document"}:
+        return _SKIPPED
+    if tag == "br":
+        code = _BREAK
+    elif tag in _PARAGRAPH:
+        code = _QUOTE if tag == "blockquote" else _PRE if tag == "pre" else _PARA
+    elif tag in _LISTS:
+        code = _LIST
+    elif tag == "li":
+        code = _ITEM
+    elif tag in _BLOCK:
+        code = _LINE
+    elif tag in {"td", "th"}:
+        code = _CELL
+    elif tag == "a":
+        code = _LINK
+    else:
+        code = _INLINE
+    return code + _STYLED_CODE if tag in _STYLED else code
+
+
+# Every name with a code other than plain _INLINE; any other name is inline.
+_CODES: dict[str, int] = {
+    tag: _action(tag)
+    for tag in _SKIP
+    | _BLOCK
+    | _PARAGRAPH
+    | _LISTS
+    | _STYLED
+    | {"-text", "-comment", "-doctype", "-document", "br", "td", "th", "a"}
+}
 
 
 class _TextWriter:
     """Collects lines of text, with quote prefixes, bullets and blank-line control."""
 
+    __slots__ = ("bullet", "has_text", "indent", "lines", "links", "parts", "pre", "quote")
+
     def __init__(self) -> None:
         self.lines: list[str] = []
+        # Invariant: ``parts`` is empty exactly when ``has_text`` is false.
         self.parts: list[str] = []
         self.has_text = False
         self.quote = 0
@@ -437,17 +506,39 @@ class _TextWriter:
         first = True
         for piece in value.split("\n"):
             if not first:
-                self.hard_break()
+                self._finish()
             first = False
             if piece:
                 self._add(piece)
 
+    def write(self, run: list[str]) -> None:
+        """Add the text the walk collected since the last layout event.
+
+        Adding the pieces one by one with :meth:`text` and :meth:`cell` gives the same
+        parts as adding them joined: outside ``<pre>`` the walk has already collapsed
+        each piece's whitespace, so no piece holds a tab, and it puts a tab for each
+        cell only while no link is open (a link's label must not see it); leading
+        spaces and tabs are what text() and cell() would drop before the first text.
+        In ``<pre>`` the pieces are as parsed, cells are not in the run, and a joined
+        text breaks at the same newlines.
+        """
+        if self.pre:
+            self.text("".join(run))
+            return
+        value = "".join(run)
+        if not self.has_text:
+            value = value.lstrip(" \t")
+            if not value:
+                return
+        self._add(value)
+
     def _add(self, value: str) -> None:
-        if not self.has_text and self.bullet:
-            self.parts.append(self.bullet)
-            self.bullet = ""
+        if not self.has_text:
+            if self.bullet:
+                self.parts.append(self.bullet)
+                self.bullet = ""
+            self.has_text = True
         self.parts.append(value)
-        self.has_text = True
         for _, buffer in self.links:
             buffer.append(value)
 
@@ -460,28 +551,84 @@ class _TextWriter:
         if self.pre:
             line = line.rstrip()
         else:
-            line = re.sub(r" *\t[ \t]*", "\t", line).strip(" \t")
-            line = re.sub(r" {2,}", " ", line)
-        self.lines.append(self._prefix() + line if line else self._prefix().rstrip())
+            # The membership tests skip regex calls that would change nothing.
+            if "\t" in line and (" \t" in line or "\t " in line or "\t\t" in line):
+                line = _CELL_GAP.sub("\t", line)
+            line = line.strip(" \t")
+            if "  " in line:
+                line = _SPACE_RUN.sub(" ", line)
+        prefix = self._prefix()
+        self.lines.append(prefix + line if line else prefix.rstrip())
         self.parts = []
         self.has_text = False
 
     def _prefix(self) -> str:
-        return "> " * self.quote + "  " * max(0, self.indent - 1)
+        if not self.quote and self.indent < 2:
+            return ""
+        return "> " * self.quote + "  " * (self.indent - 1 if self.indent > 1 else 0)
 
     def soft_break(self) -> None:
         if self.has_text:
             self._finish()
-        else:
-            self.parts = []
-
-    def hard_break(self) -> None:
-        self._finish()
 
     def paragraph(self) -> None:
-        self.soft_break()
+        if self.has_text:
+            self._finish()
         if self.lines and self.lines[-1].strip("> "):
             self.lines.append(self._prefix().rstrip())
+
+    def start(self, action: int) -> None:
+        """Apply the start of a block, break or list element (layout code ``action``)."""
+        if action == _LINE:
+            self.soft_break()
+        elif action == _PARA:
+            self.paragraph()
+        elif action == _BREAK:
+            self._finish()  # a line even when empty: <br><br> leaves a blank line
+        elif action == _ITEM:
+            self.soft_break()
+            self.bullet = "- "
+        elif action == _LIST:
+            if self.indent == 0 and not self.bullet:
+                self.paragraph()
+            else:
+                self.soft_break()
+            self.indent += 1
+        elif action == _QUOTE:
+            self.paragraph()
+            self.quote += 1
+        elif action == _PRE:
+            self.paragraph()
+            self.pre += 1
+
+    def end(self, action: int) -> None:
+        """Apply the end of an element whose layout code is ``action`` (``_PARA`` up)."""
+        if action == _LINE:
+            self.soft_break()
+        elif action == _PARA:
+            self.paragraph()
+        elif action == _ITEM:
+            self.soft_break()
+            self.bullet = ""
+        elif action == _LINK:
+            if self.links:
+                href, buffer = self.links.pop()
+                suffix = _link_suffix(href, "".join(buffer))
+                if suffix:
+                    self.text(suffix)
+        elif action == _LIST:
+            self.soft_break()
+            self.indent = max(0, self.indent - 1)
+            if self.indent == 0:
+                self.paragraph()
+        elif action == _QUOTE:
+            self.soft_break()
+            self.quote = max(0, self.quote - 1)
+            self.paragraph()
+        elif action == _PRE:
+            self.soft_break()
+            self.pre = max(0, self.pre - 1)
+            self.paragraph()
 
     def result(self) -> str:
         self.soft_break()
@@ -513,63 +660,109 @@ def _link_suffix(href: str, label: str) -> str:
     return "" if norm(url) == norm(label) else f" ({url})"
 
 
-def _enter(node: LexborNode, tag: str, out: _TextWriter) -> bool:
-    """Handle an element's start; False when its content must be skipped."""
-    if tag in _SKIP:
-        return False
-    attrs = node.attributes if tag in {"div", "span", "td", "table", "p", "tr", "a"} else {}
-    style = attrs.get("style")
-    if style and _HIDDEN.search(style):
-        return False
-    if tag == "br":
-        out.hard_break()
-    elif tag in _PARAGRAPH:
-        out.paragraph()
-        if tag == "blockquote":
-            out.quote += 1
-        elif tag == "pre":
-            out.pre += 1
-    elif tag in _LISTS:
-        if out.indent == 0 and not out.bullet:
-            out.paragraph()
-        else:
-            out.soft_break()
-        out.indent += 1
-    elif tag == "li":
-        out.soft_break()
-        out.bullet = "- "
-    elif tag in _BLOCK:
-        out.soft_break()
-    elif tag in {"td", "th"}:
-        out.cell()
-    elif tag == "a":
-        out.links.append((attrs.get("href") or "", []))
-    return True
+def _hidden_elements(root: LexborNode) -> set[int]:
+    """The ``mem_id`` of every element under ``root`` that its style hides."""
+    hidden: set[int] = set()
+    for node in root.css(_MAY_HIDE):
+        if node.tag in _STYLED:
+            style = node.attributes.get("style")
+            if style and _HIDDEN.search(style):
+                hidden.add(node.mem_id)
+    return hidden
 
 
-def _exit(tag: str, out: _TextWriter) -> None:
-    if tag in _PARAGRAPH:
-        if tag == "blockquote":
-            out.soft_break()
-            out.quote = max(0, out.quote - 1)
-        elif tag == "pre":
-            out.soft_break()
-            out.pre = max(0, out.pre - 1)
-        out.paragraph()
-    elif tag in _LISTS:
-        out.soft_break()
-        out.indent = max(0, out.indent - 1)
-        if out.indent == 0:
-            out.paragraph()
-    elif tag in _BLOCK:
-        out.soft_break()
-        if tag == "li":
-            out.bullet = ""
-    elif tag == "a" and out.links:
-        href, buffer = out.links.pop()
-        suffix = _link_suffix(href, "".join(buffer))
-        if suffix:
-            out.text(suffix)
+def _collapse(value: str) -> str:
+    """What :meth:`_TextWriter.text` does to a piece outside ``<pre>``, done early.
+
+    A printable piece without a double space has nothing to collapse; most other
+    pieces are the newline between two tags, which collapses to one space.
+    """
+    if value.isprintable() and "  " not in value:
+        return value
+    return _SPACES.sub(" ", value) if value.strip(_SPACE_CHARS) else " "
+
+
+def _walk(root: LexborNode, out: _TextWriter) -> None:
+    """Write the text of ``root``'s subtree to ``out``, in document order.
+
+    Iterative, with an explicit stack: the tree can be hundreds of levels deep, deeper
+    than the recursion limit would allow. This loop runs once per node (about 700 in a
+    20 KB email), so it keeps the Python work per node small: a node is classified by
+    one lookup of its tag id, hidden elements are found beforehand by one lexbor query
+    rather than by reading every element's attributes, the text (and cell tabs)
+    between two layout events goes to ``out`` in one call (see
+    :meth:`_TextWriter.write`), and an element holding just one text reads it without
+    a trip down and up the stack.
+    """
+    hidden = _hidden_elements(root)
+    # Tag id -> code, for this document: ids of unknown tags are per document.
+    codes: dict[int, int] = {}
+    stack: list[tuple[LexborNode, int]] = []
+    pending: list[str] = []  # text since the last layout event
+    node = root
+    while True:
+        tag_id = node.tag_id
+        action = codes.get(tag_id)
+        if action is None:
+            tag = node.tag
+            if tag is None:  # an element without a name, or a node of another kind
+                action = _INLINE if node.is_element_node else _SKIPPED
+            else:
+                action = codes[tag_id] = _CODES.get(tag, _INLINE)
+        if action == _TEXT:
+            value = node.text_content
+            if value:
+                pending.append(value if out.pre else _collapse(value))
+        elif action != _SKIPPED:
+            if action >= _STYLED_CODE:
+                action -= _STYLED_CODE
+                if hidden and node.mem_id in hidden:
+                    action = _SKIPPED
+            if action > _INLINE:
+                if action == _CELL and not out.pre and not out.links:
+                    pending.append("\t")  # see _TextWriter.write
+                else:
+                    if pending:
+                        out.write(pending)
+                        pending.clear()
+                    if action == _CELL:
+                        out.cell()
+                    elif action == _LINK:
+                        out.links.append((node.attributes.get("href") or "", []))
+                    else:
+                        out.start(action)
+            if action != _SKIPPED:
+                child = node.first_child
+                if child is not None:
+                    if child.next is not None or not child.is_text_node:
+                        stack.append((node, action))
+                        node = child
+                        continue
+                    # The usual table cell or paragraph: one text inside.
+                    value = child.text_content
+                    if value:
+                        pending.append(value if out.pre else _collapse(value))
+                if action >= _PARA:
+                    if pending:
+                        out.write(pending)
+                        pending.clear()
+                    out.end(action)
+        # On to the next node in document order, ending the elements left behind.
+        while True:
+            if not stack:
+                if pending:
+                    out.write(pending)
+                return
+            following = node.next
+            if following is not None:
+                node = following
+                break
+            node, action = stack.pop()
+            if action >= _PARA:
+                if pending:
+                    out.write(pending)
+                    pending.clear()
+                out.end(action)
 
 
 def html_to_text(html: str) -> str:
@@ -591,7 +784,11 @@ def html_to_text(html: str) -> str:
 
     .. versionadded:: 0.1.0
     """
-    source = _bounded(html.replace("\x00", ""))
+    # The same source as sanitize_html's, without its two full scans when they would
+    # change nothing: no NUL to remove, and too few "<" for _bounded to rewrite.
+    source = html.replace("\x00", "") if "\x00" in html else html
+    if source.count("<") > _FAST_START_TAGS:
+        source = _bounded(source)
     try:
         root = LexborHTMLParser(source).root
     except Exception:  # an unreadable document still has text
@@ -600,27 +797,5 @@ def html_to_text(html: str) -> str:
     if root is None:
         return ""
     out = _TextWriter()
-    # Iterative walk: the tree can be hundreds of levels deep, deeper than the
-    # recursion limit would allow.
-    stack: list[tuple[LexborNode, str | None]] = [(root, None)]
-    while stack:
-        node, leaving = stack.pop()
-        if leaving is not None:
-            _exit(leaving, out)
-            continue
-        if node.is_text_node:
-            out.text(node.text_content or "")
-            continue
-        if not node.is_element_node:
-            continue
-        tag = node.tag or ""
-        if not _enter(node, tag, out):
-            continue
-        stack.append((node, tag))
-        children: list[LexborNode] = []
-        child = node.child
-        while child is not None:
-            children.append(child)
-            child = child.next
-        stack.extend((c, None) for c in reversed(children))
+    _walk(root, out)
     return out.result()
