@@ -85,8 +85,10 @@ def assert_no_nul(value: object) -> None:
         for item in value:
             assert_no_nul(item)
     elif attrs.has(type(value)):
+        # Fields set at construction; the others are caches of what they derive from.
         for field in attrs.fields(type(value)):
-            assert_no_nul(getattr(value, field.name))
+            if field.init:
+                assert_no_nul(getattr(value, field.name))
     else:
         assert value is None or isinstance(value, bool | int | bytes | dt.datetime), type(value)
 

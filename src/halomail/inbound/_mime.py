@@ -1,20 +1,24 @@
-"""The stdlib MIME parser, bounded, plus the byte-level checks that run before it.
+"""halomail's MIME parser: the stdlib's tree, bounded, found in the bytes.
 
-We parse with :class:`email.feedparser.FeedParser` under ``policy.compat32`` (the
-fast policy; ``policy.default`` is about 15x slower on headers) and bound it from
-the inside, through the message factory it calls for every part:
+:func:`parse` builds the tree the stdlib's ``FeedParser`` builds under ``compat32`` (the
+fast policy; ``policy.default`` is about 15x slower on headers), with the same header,
+boundary and defect rules, but finds part boundaries in the raw bytes and keeps every
+body as a view of them: no line-by-line reading, no copy of a large attachment.
+tests/test_mime_tree.py holds it to FeedParser's tree on generated and real mail.
 
-* :class:`BoundedMessage` counts parts and nesting depth as the parser attaches each
-  part, and stops it with :class:`LimitExceeded` past ``max_parts``/``max_depth``,
-  so a 100,000-part or 10,000-deep message costs only the first few hundred parts
-  and never comes near the recursion limit (the feedparser recurses per level);
-* it checks every header field as the parser stores it (size, count, parameters,
-  encoded words, addresses, see :mod:`halomail.inbound._headers`), before the
-  stdlib or we read a parameter or a word: that is where the super-linear paths are;
-* it makes every ``message/*`` part opaque to the parser, which then keeps its
-  body as is: an attached email stays one attachment with its exact bytes, its
-  headers are never parsed as ours (A7), and nesting through attached emails
-  cannot recurse at all.
+The parts are :class:`BoundedMessage` objects (stdlib messages), which bound the parse
+from the inside:
+
+* a part counts parts and nesting depth as it is attached, and stops the parse with
+  :class:`LimitExceeded` past ``max_parts``/``max_depth``, so a 100,000-part or
+  10,000-deep message costs only the first few hundred parts (and the parse is
+  iterative: no depth meets the recursion limit);
+* it checks every header field as it is stored (size, count, parameters, encoded
+  words, addresses, see :mod:`halomail.inbound._headers`), before the stdlib or we read
+  a parameter or a word: that is where the super-linear paths are;
+* every ``message/*`` part is opaque: its body is kept as is, so an attached email
+  stays one attachment with its exact bytes, its headers are never parsed as ours
+  (A7), and nesting through attached emails cannot recurse at all.
 
 Before the parser runs, :func:`find_head_end` and :func:`repair_head` measure the
 top-level header block and turn each bare CR inside it into a space: the stdlib
@@ -219,7 +223,7 @@ def parse(data: bytes, limits: ParseLimits) -> BoundedMessage:
     root = BoundedMessage(budget)
     # Depth first and in document order, as the stdlib attaches parts, without
     # recursion: the depth limit is configurable and must never meet the stack's.
-    pending: list[_Pending] = [_Pending(None, data, 0, len(data), top=True)]
+    pending: list[_Pending] = [_Pending(None, data, 0, len(data))]
     try:
         while pending:
             job = pending.pop()
@@ -232,7 +236,7 @@ def parse(data: bytes, limits: ParseLimits) -> BoundedMessage:
                 job.parent.attach(part)
             buffer, body, end = _read_head(part, job.buffer, job.start, job.end, limits)
             if part.get_content_maintype() != "multipart":
-                if not job.top:
+                if job.parent is not None:
                     # RFC 2046: the line break before a boundary belongs to the boundary.
                     end = _strip_eol(buffer, body, end)
                 part._payload = memoryview(buffer)[body:end]
@@ -249,16 +253,13 @@ def parse(data: bytes, limits: ParseLimits) -> BoundedMessage:
 class _Pending:
     """A part still to be read: its parent and where its bytes are."""
 
-    __slots__ = ("buffer", "end", "parent", "start", "top")
+    __slots__ = ("buffer", "end", "parent", "start")
 
-    def __init__(
-        self, parent: BoundedMessage | None, buffer: bytes, start: int, end: int, top: bool = False
-    ) -> None:
+    def __init__(self, parent: BoundedMessage | None, buffer: bytes, start: int, end: int) -> None:
         self.parent = parent
         self.buffer = buffer
         self.start = start
         self.end = end
-        self.top = top
 
 
 # One line, with its line break (CRLF, lone CR or LF, as the stdlib splits lines).
