@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import tracemalloc
 from email.feedparser import FeedParser
 from email.policy import compat32
 from pathlib import Path
@@ -205,6 +206,26 @@ def test_a_large_attachment_body_is_a_view_of_the_message_not_a_copy() -> None:
     parsed = parse_email(raw)
     assert [a.size for a in parsed.attachments] == [3 * 1024 * 1024]
     assert parsed.text == "see attached"
+
+
+def test_a_flood_of_tiny_parts_is_stopped_at_the_limit_without_listing_them_all() -> None:
+    """200,000 one-line parts are quarantined as too-many-parts; parsing holds far less
+    memory than the email (listing every part's position would take about 15x its size)."""
+    raw = (
+        b"From: a@example.com\r\nSubject: flood\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        + b"--b\r\nx\r\n" * 200_000
+        + b"--b--\r\n"
+    )
+    tracemalloc.start()
+    try:
+        parsed = parse_email(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert parsed.quarantine_reason == "too-many-parts"
+    assert parsed.subject == "flood"
+    assert peak < len(raw) / 2
 
 
 def test_limits_still_stop_the_splitter_where_they_stopped_the_stdlib() -> None:

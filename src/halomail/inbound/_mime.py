@@ -385,6 +385,7 @@ def _split_multipart(
         part._payload = memoryview(buffer)[start : end if first is None else first[0]]
         return []
     children: list[tuple[int, int]] = []
+    limit = part._budget.limits.max_parts
     line_end = first[1]
     while True:
         following = next(lines, None)
@@ -400,6 +401,10 @@ def _split_multipart(
         children.append((line_end, following[0]))
         if following[2]:
             return children  # the close boundary; the epilogue is not kept
+        if len(children) > limit:
+            # Attaching this many parts must cross max_parts (or another limit first):
+            # the parse stops before it reads any part past these, so none is listed.
+            return children
         line_end = following[1]
 
 
@@ -409,21 +414,31 @@ def _boundary_lines(
     """Each boundary line in ``buffer[start:end]``: its start, its end, and whether it closes.
 
     A boundary line is the separator at the start of a line, then ``--`` for the close
-    boundary, then spaces or tabs only (the stdlib's ``boundaryre``).
+    boundary, then spaces or tabs only (the stdlib's ``boundaryre``). Only line starts
+    are searched (the separator after a LF or a lone CR), so a body full of the
+    separator in mid-line costs one C-level search, not a Python step per occurrence.
     """
     size = len(separator)
-    position = start
-    while (found := buffer.find(separator, position, end)) >= 0:
-        position = found + 1
-        if found != start and buffer[found - 1] not in _EOL_BYTES:
-            continue
+    after_lf, after_cr = b"\n" + separator, b"\r" + separator
+    next_lf = buffer.find(after_lf, start, end)
+    next_cr = buffer.find(after_cr, start, end)
+    candidate = start if buffer.startswith(separator, start, end) else -1
+    while True:
+        if candidate < 0:
+            if next_lf < 0 and next_cr < 0:
+                return
+            if next_cr < 0 or 0 <= next_lf < next_cr:
+                candidate = next_lf + 1
+                next_lf = buffer.find(after_lf, candidate, end)
+            else:
+                candidate = next_cr + 1
+                next_cr = buffer.find(after_cr, candidate, end)
+        found, candidate = candidate, -1
         after = found + size
         closing = buffer.startswith(b"--", after, end)
         match = _BOUNDARY_TAIL.match(buffer, after + 2 if closing else after, end)
-        if match is None:
-            continue
-        yield found, match.end(), closing
-        position = match.end()
+        if match is not None:
+            yield found, match.end(), closing
 
 
 _EOL_BYTES = b"\r\n"

@@ -40,13 +40,14 @@ _NAME_ATTRIBUTION = re.compile(r"^\s*.{1,200}?\s" + _WROTE + r"\s?:\s*$", re.I)
 # merely starts with "On" and ends with "wrote:" from counting.
 _HAS_DIGIT = re.compile(r"\d")
 
-_ORIGINAL_MESSAGE = re.compile(
-    r"""^\s*-{2,}\s*(?:original\ message|ursprüngliche\ nachricht|originalnachricht
+# What Outlook and others write between the dashes of "-----Original Message-----".
+_ORIGINAL_WORDS = r"""(?:original\ message|ursprüngliche\ nachricht|originalnachricht
       |message\ d'origine|message\ original|mensaje\ original|oorspronkelijk\ bericht
       |messaggio\ originale|mensagem\ original|ursprungligt\ meddelande|opprinnelig\ melding
       |original\ meddelelse|alkuperäinen\ viesti|původní\ zpráva|wiadomość\ oryginalna
-      |reply\ message|original-nachricht)\s*-{2,}\s*$""",
-    re.IGNORECASE | re.VERBOSE,
+      |reply\ message|original-nachricht)"""
+_ORIGINAL_MESSAGE = re.compile(
+    r"^\s*-{2,}\s*" + _ORIGINAL_WORDS + r"\s*-{2,}\s*$", re.IGNORECASE | re.VERBOSE
 )
 _RULE = re.compile(r"^\s*_{20,}\s*$")
 _FORWARD = re.compile(
@@ -130,11 +131,15 @@ def _header_block(lines: list[str], i: int) -> bool:
 # these, or ends it (or the next line, for a two-line attribution) with a colon. Both
 # patterns open with a literal, so the regex engine skips ahead in C to the few lines
 # worth the full tests: on a 4 KB body without markers that is several times faster
-# than testing every line.
+# than testing every line. Dashes count only as a signature separator or before the
+# words of an original-message line, so a body of dashed lines (ASCII art, MIME-like
+# junk) is not half a million candidates; the possessive quantifiers keep a long run of
+# dashes from being backtracked through.
 _STARTS_MARKER = re.compile(
-    r"\n[^\S\n]*(?:[-_*]|(?:from|von|de|van|da|från|fra|od|lähettäjä)\s?:"
+    r"\n[^\S\n]*(?:--\ ?(?=\n|\Z)|-{2,}+[^\S\n]*+" + _ORIGINAL_WORDS + r"|_|\*"
+    r"|(?:from|von|de|van|da|från|fra|od|lähettäjä)\s?:"
     r"|sent\s|get\s|von\s|gesendet\s|envoy|enviado\s|verzonden\s|inviato\s)",
-    re.IGNORECASE,
+    re.IGNORECASE | re.VERBOSE,
 )
 _ENDS_WITH_COLON = re.compile(r":[^\S\n]*(?=\n|\Z)")
 
