@@ -2,8 +2,8 @@
 
 Run it from the checkout::
 
-    python benchmarks/run_all.py           # default sizes, about 6 minutes
-    python benchmarks/run_all.py --full    # bench_pipeline at 2,000 emails, about 8 minutes
+    python benchmarks/run_all.py           # default sizes, about 7 minutes
+    python benchmarks/run_all.py --full    # bench_pipeline at 2,000 emails, about 9 minutes
     python benchmarks/run_all.py pipeline growth   # only these (names without bench_)
 
 The pipeline, memory and growth benchmarks run first, then every other
