@@ -442,7 +442,7 @@ class _TimedConnection:
         return getattr(self._connection, name)
 
 
-# "parse" is the MIME parser (the stdlib FeedParser, bounded, with the header checks);
+# "parse" is the MIME parser (_mime.parse: header blocks, boundaries, the header checks);
 # "parse, rest" is what else parse_email does itself: the SHA-256 of the raw bytes,
 # the limits, the walk over the parts and building the InboundEmail. "decode" is the
 # headers (RFC 2047, addresses, dates), the transfer encodings, the charsets and the
