@@ -224,6 +224,23 @@ def test_inline_image_referenced_by_cid_is_an_inline_attachment() -> None:
     assert (unused.content_id, unused.inline) == ("unused@x", False)
 
 
+def test_a_cid_reference_matches_whatever_its_case_and_percent_encoding() -> None:
+    """``CID:Logo%40X`` in the HTML refers to the image whose Content-ID is ``<logo@x>``."""
+    raw = multipart(
+        "related",
+        "rel",
+        part("Content-Type: text/html", body='<img SRC="CID:Logo%40X"><img src="cid:other">'),
+        part("Content-Type: image/png", "Content-ID: <logo@x>", body="png"),
+        part("Content-Type: image/png", "Content-ID: <logo@y>", body="png"),
+        headers=(*BASIC, "Subject: Logo"),
+    )
+    email = parse_email(raw)
+    assert [(a.content_id, a.inline) for a in email.attachments] == [
+        ("logo@x", True),
+        ("logo@y", False),
+    ]
+
+
 def test_inline_disposition_with_content_id_is_inline() -> None:
     """Content-Disposition: inline with a Content-ID marks an attachment inline."""
     raw = multipart(

@@ -51,7 +51,7 @@ _PART_FIELDS = frozenset(
 )
 _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global", "message/news"})
 _HEADERS_TYPES = frozenset({"text/rfc822-headers", "message/global-headers"})
-_CID_REFERENCE = re.compile(r"""cid:([^\s"'<>)]+)""", re.IGNORECASE)
+_CID_REFERENCE = re.compile(r"""cid:([^\s"'<>)]+)""")  # in lower-cased HTML
 _ANGLE = re.compile(r"<([^<>]*)>")
 _CONTENT_ID_JUNK = re.compile(r"[\s<>\"\x00-\x1f\x7f]")
 _FILENAME_JUNK = re.compile(r"[\\/:*?\"<>|\x00-\x1f\x7f]+")
@@ -246,18 +246,15 @@ class _Builder:
         return text
 
     def _attachments(self) -> tuple[Attachment, ...]:
-        referenced: set[str] = set()
-        if self.html is not None and "cid:" in self.html.lower():
-            referenced = {
-                urllib.parse.unquote(m.group(1)).lower() for m in _CID_REFERENCE.finditer(self.html)
-            }
+        referenced: set[str] | None = None  # read from the HTML only when a file needs it
         attachments = []
         for index, file in enumerate(self.files, start=1):
             cid = file.content_id
-            inline = cid is not None and (
-                file.disposition == "inline"
-                or (file.content_type.startswith("image/") and cid.lower() in referenced)
-            )
+            inline = cid is not None and file.disposition == "inline"
+            if cid is not None and not inline and file.content_type.startswith("image/"):
+                if referenced is None:
+                    referenced = self._cid_references()
+                inline = cid.lower() in referenced
             attachments.append(
                 make_attachment(
                     index=index,
@@ -269,6 +266,15 @@ class _Builder:
                 )
             )
         return tuple(attachments)
+
+    def _cid_references(self) -> set[str]:
+        """The content ids the HTML shows as images (its ``cid:`` URLs), lower-cased."""
+        if self.html is None:
+            return set()
+        # Searched in the lower-cased text: a case-insensitive pattern cannot skip ahead
+        # to its literal prefix, which made this scan cost 0.25 ms on a 40 KB email.
+        lowered = self.html.lower()
+        return {urllib.parse.unquote(m.group(1)).lower() for m in _CID_REFERENCE.finditer(lowered)}
 
 
 class _TopHeaders:
