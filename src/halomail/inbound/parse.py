@@ -5,7 +5,8 @@ The steps, each linear in the input:
 1. the cheap limits, on bytes, before any parsing: the size (``too-large``) and the
    top-level header block (``headers-too-large``); bare CRs in that block become
    spaces so they cannot start a smuggled header (M12);
-2. the stdlib parser (``compat32``), bounded from inside (:mod:`._mime`): per-header
+2. our MIME parser (:mod:`._mime`), which builds the stdlib's ``compat32`` tree but finds
+   boundaries in the bytes and keeps bodies as views, bounded from inside: per-header
    caps (``headers-too-large``), nesting (``mime-too-deep``) and part count
    (``too-many-parts``) stop it the moment they are crossed;
 3. our own decoding of what it found: headers (RFC 2047, 8-bit, one line each),
