@@ -228,6 +228,18 @@ def test_a_flood_of_tiny_parts_is_stopped_at_the_limit_without_listing_them_all(
     assert peak < len(raw) / 2
 
 
+def test_a_part_header_block_of_junk_lines_counts_against_the_header_limit() -> None:
+    """300 KB of nameless header lines in a part (never stored as fields) is still too large."""
+    raw = (
+        b"From: a@example.com\r\nSubject: junk\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\n" + b":junk\r\n" * 50_000 + b"\r\nbody\r\n--b--\r\n"
+    )
+    parsed = parse_email(raw)
+    assert parsed.quarantine_reason == "headers-too-large"
+    assert parsed.subject == "junk"
+
+
 def test_limits_still_stop_the_splitter_where_they_stopped_the_stdlib() -> None:
     """Parts past max_parts and nesting past max_depth raise the same reasons as before."""
     parts = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(20))

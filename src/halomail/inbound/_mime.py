@@ -264,6 +264,10 @@ class _Pending:
 
 # One line, with its line break (CRLF, lone CR or LF, as the stdlib splits lines).
 _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)?")
+_TEXT_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+# As many complete header lines as follow one another: the stdlib's test for a header
+# line (headerRE), run by the regex engine over the whole block instead of per line.
+_HEADER_LINES = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[\t ])[^\r\n]*(?:\r\n|\r|\n))*")
 
 
 def _read_head(
@@ -282,25 +286,23 @@ def _read_head(
     Raises:
         LimitExceeded: ``headers-too-large`` for a block over ``max_header_bytes``.
     """
-    lines: list[str] = []
-    position = start
+    # _HEADER_LINES and _LINE match everywhere (even the empty string).
+    block_end = _HEADER_LINES.match(buffer, start, end).end()  # type: ignore[union-attr]
     body = end
-    cap = start + limits.max_header_bytes
-    while position < end:
-        # _LINE matches everywhere (even the empty string), so there is always a match.
-        line_end = _LINE.match(buffer, position, end).end()  # type: ignore[union-attr]
-        if _HEADER_LINE.match(buffer, position, line_end) is None:
-            if buffer[position] in _EOL_BYTES:
-                body = line_end  # the empty line that ends the headers
-            else:
-                part.defects.append(email.errors.MissingHeaderBodySeparatorDefect())
-                body = position
-            break
-        if line_end > cap:
-            raise LimitExceeded("headers-too-large")
-        lines.append(buffer[position:line_end].decode("ascii", "surrogateescape"))
-        position = line_end
-    pushed_back = _store_headers(part, lines) if lines else None
+    if block_end < end:
+        if buffer[block_end] in _EOL_BYTES:
+            body = _LINE.match(buffer, block_end, end).end()  # type: ignore[union-attr]
+        elif _HEADER_LINE.match(buffer, block_end, end) is not None:
+            block_end = end  # a last header line that ends the part without a line break
+        else:
+            part.defects.append(email.errors.MissingHeaderBodySeparatorDefect())
+            body = block_end
+    if block_end - start > limits.max_header_bytes:
+        raise LimitExceeded("headers-too-large")
+    if block_end == start:
+        return buffer, body, end
+    lines = _TEXT_LINE.findall(buffer[start:block_end].decode("ascii", "surrogateescape"))
+    pushed_back = _store_headers(part, lines)
     if pushed_back is not None:
         # The stdlib reads a "From " line that ends the headers as the body's first.
         return (
@@ -312,24 +314,26 @@ def _read_head(
 
 
 def _store_headers(part: BoundedMessage, lines: list[str]) -> str | None:
-    """Turn header lines into stored fields, exactly as the stdlib's ``_parse_headers``.
+    """Turn header lines into stored fields, exactly as the stdlib's ``_parse_headers``
+    with ``compat32.header_source_parse``: the name as is, the value unfolded.
 
     Returns:
         A ``From `` line that ends the block, which belongs to the body, or ``None``.
     """
     name = ""
-    value: list[str] = []
+    first = ""  # the field's first line, after the colon
+    more: list[str] = []  # its continuation lines
     last = len(lines) - 1
     for number, line in enumerate(lines):
         if line[0] in " \t":
             if not name:
                 part.defects.append(email.errors.FirstHeaderLineIsContinuationDefect(line))
             else:
-                value.append(line)
+                more.append(line)
             continue
         if name:
-            part.set_raw(*_source_parse(value))
-            name, value = "", []
+            part.set_raw(name, _unfold(first, more))
+            name, more = "", []
         if line.startswith("From "):
             if number == 0:
                 part.set_unixfrom(line.rstrip("\r\n"))
@@ -342,16 +346,15 @@ def _store_headers(part: BoundedMessage, lines: list[str]) -> str | None:
         if colon == 0:
             part.defects.append(email.errors.InvalidHeaderDefect("Missing header name."))
             continue
-        name, value = line[:colon], [line]
+        name, first = line[:colon], line[colon + 1 :]
     if name:
-        part.set_raw(*_source_parse(value))
+        part.set_raw(name, _unfold(first, more))
     return None
 
 
-def _source_parse(lines: list[str]) -> tuple[str, str]:
-    """``compat32.header_source_parse``: the name as is, the value joined and unfolded."""
-    name, value = lines[0].split(":", 1)
-    return name, (value.lstrip(" \t") + "".join(lines[1:])).rstrip("\r\n")
+def _unfold(first: str, more: list[str]) -> str:
+    """A field's value as ``compat32`` stores it: leading blanks and the last break gone."""
+    return (first.lstrip(" \t") + "".join(more)).rstrip("\r\n")
 
 
 def _split_multipart(
