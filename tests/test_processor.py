@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import email
+import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from halomail.processor import Mailbox, MailProcessor, Outcome, ProcessorSetting
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import ActionKind, OutboxStatus, TicketStatus, utcnow
 from halomail.tickets.repository import TicketRepository
+from halomail.tickets.sqlite import SQLiteTicketRepository
 from tests.conftest import LOOP_TOKEN, make_email
 
 Build = Callable[..., MailProcessor]
@@ -577,6 +580,61 @@ class TestLoops:
             processor.run_once()
         assert len(transport.sent) == limit
         assert len(repository.list_tickets()) == 30
+
+    @pytest.mark.parametrize("kind", ["memory", "sqlite"])
+    def test_a_storm_from_one_sender_warns_of_the_throttle_once_per_window(
+        self,
+        kind: str,
+        tmp_path: Path,
+        settings: ProcessorSettings,
+        connector: MemoryConnector,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """30 alerts from one sender: 25 throttled, one WARNING; past the window, one more."""
+        import attrs
+
+        now = [utcnow()]
+        repository: TicketRepository = (
+            InMemoryTicketRepository(clock=lambda: now[0])
+            if kind == "memory"
+            else SQLiteTicketRepository(tmp_path / "storm.db", clock=lambda: now[0])
+        )
+        processor = MailProcessor(
+            repository,
+            [Mailbox(connector)],
+            attrs.evolve(settings, ack_throttle_count=5),
+            clock=lambda: now[0],
+        )
+
+        def storm(count: int, start: int) -> list[str | None]:
+            for n in range(start, start + count):
+                connector.add(
+                    make_email(
+                        sender="alerts@monitor.example",
+                        subject=f"CPU high on host {n}",
+                        message_id=f"<alert-{n}@monitor.example>",
+                    )
+                )
+            return [o.reason for o in processor.run_once().outcomes]
+
+        def warnings() -> list[str]:
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if r.levelno == logging.WARNING and "throttled" in r.getMessage()
+            ]
+
+        with caplog.at_level(logging.DEBUG, logger="halomail"):
+            reasons = storm(30, 0)
+            assert reasons.count("acknowledgement-throttled") == 25
+            assert len(warnings()) == 1
+            assert "alerts@monitor.example" in warnings()[0]
+            now[0] += settings.ack_throttle_window + dt.timedelta(minutes=1)
+            reasons = storm(6, 30)
+        assert reasons.count("acknowledgement-throttled") == 1
+        assert len(warnings()) == 2
+        if isinstance(repository, SQLiteTicketRepository):
+            repository.close()
 
 
 class TestQuarantineAndLimits:

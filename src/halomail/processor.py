@@ -87,6 +87,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# Throttled senders remembered for the warn-once rule before the stale ones are dropped.
+_THROTTLE_WARNINGS_KEPT = 10_000
 
 
 class Outcome(enum.StrEnum):
@@ -456,6 +458,9 @@ class MailProcessor:
         self._health: dict[str, MailboxHealth] = {m.name: MailboxHealth(m.name) for m in mailboxes}
         self._arrived = threading.Event()  # set by a mailbox's watcher when mail is pushed
         self._watchers: dict[str, threading.Thread] = {}
+        # When each throttled sender was last warned about: a storm from one address
+        # logs one WARNING per throttle window, not one per email.
+        self._throttle_warned: dict[str, dt.datetime] = {}
 
     # -- running ---------------------------------------------------------------
 
@@ -912,14 +917,33 @@ class MailProcessor:
         address = email.sender.normalized
         if self.repository.get_state(_UNDELIVERABLE + address) is not None:
             return False, "undeliverable-sender"
-        since = self._clock() - self.settings.ack_throttle_window
+        now = self._clock()
+        since = now - self.settings.ack_throttle_window
         if (
             self.repository.count_outgoing(to=address, since=since)
             >= self.settings.ack_throttle_count
         ):
-            log.warning("acknowledgements to %s throttled", address)
+            self._warn_throttled(address, now, since)
             return False, "acknowledgement-throttled"
         return True, None
+
+    def _warn_throttled(self, address: str, now: dt.datetime, since: dt.datetime) -> None:
+        """One WARNING per sender and throttle window; DEBUG for the rest of the window."""
+        warned = self._throttle_warned.get(address)
+        if warned is not None and warned > since:
+            log.debug("acknowledgements to %s still throttled", address)
+            return
+        log.warning(
+            "acknowledgements to %s throttled: %d per %g minutes reached; the next ones are"
+            " logged at DEBUG until the window has passed",
+            address,
+            self.settings.ack_throttle_count,
+            self.settings.ack_throttle_window.total_seconds() / 60,
+        )
+        if len(self._throttle_warned) >= _THROTTLE_WARNINGS_KEPT:
+            # Forget the senders whose window has passed: they would be warned again anyway.
+            self._throttle_warned = {a: t for a, t in self._throttle_warned.items() if t > since}
+        self._throttle_warned[address] = now
 
     def _decide_bounce(self, email: InboundEmail, classification: Classification) -> _Decision:
         candidates = [mid for mid in (classification.bounced_message_id, *email.thread_ids) if mid]
