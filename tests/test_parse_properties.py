@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import re
@@ -10,6 +11,7 @@ import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from halomail.inbound import _headers
 from halomail.inbound._headers import _decode_base64_damaged, decode_base64
 from halomail.inbound.models import InboundEmail, ParseLimits
 from halomail.inbound.parse import parse_email
@@ -280,3 +282,36 @@ def test_the_base64_fast_path_decodes_as_the_careful_one(pieces: list[bytes]) ->
     """Clean base64 takes a shortcut; its result is exactly what the careful decoder gives."""
     data = b"".join(pieces)
     assert decode_base64(data) == _decode_base64_damaged(data)
+
+
+_PIECES = st.lists(
+    st.sampled_from([b"QUJD", b"ZGVm", b"Zw==", b"aGk=", b"\r\n", b"\n", b"=", b" ", b"*", b"x"]),
+    max_size=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_PIECES, st.integers(1, 9))
+def test_a_view_checked_in_chunks_is_judged_as_the_whole_bytes_are(
+    pieces: list[bytes], chunk: int
+) -> None:
+    """The chunked check of a view says clean exactly when the whole-bytes test does."""
+    data = b"".join(pieces)
+    whole = not data.rstrip(b"=\r\n").translate(None, _headers._BASE64_LINES)
+    original = _headers._CHECK_CHUNK
+    _headers._CHECK_CHUNK = chunk  # small chunks, so every boundary case is met
+    try:
+        assert _headers._is_clean_base64(memoryview(data)) is whole
+    finally:
+        _headers._CHECK_CHUNK = original
+    assert decode_base64(memoryview(data)) == decode_base64(data)
+
+
+def test_a_large_base64_view_decodes_exactly_and_junk_past_the_first_megabyte_counts() -> None:
+    """A 4 MB base64 view decodes to its bytes; one junk byte in its third megabyte is damage."""
+    payload = bytes(range(256)) * (3 * 4096)
+    encoded = base64.encodebytes(payload)
+    assert decode_base64(memoryview(encoded)) == (payload, False)
+    broken = encoded[:2_500_000] + b"!" + encoded[2_500_000:]
+    decoded, damaged = decode_base64(memoryview(broken))
+    assert (decoded, damaged) == (payload, True)
