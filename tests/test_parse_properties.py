@@ -315,3 +315,11 @@ def test_a_large_base64_view_decodes_exactly_and_junk_past_the_first_megabyte_co
     broken = encoded[:2_500_000] + b"!" + encoded[2_500_000:]
     decoded, damaged = decode_base64(memoryview(broken))
     assert (decoded, damaged) == (payload, True)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet="ab \t\n\r\x0b\x00\x7f\x85\xa0\u200b\u2028é", max_size=40))
+def test_one_line_shortcut_for_tabs_gives_what_the_substitutions_give(text: str) -> None:
+    """Replacing tabs alone, when that leaves the text printable, equals the two regexes."""
+    reference = _headers._CONTROLS.sub("", _headers._LINE_BREAKS.sub(" ", text)).strip()
+    assert _headers.one_line(text) == reference
