@@ -11,12 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Final
 
 from halomail.errors import ConfigError
 
-__all__ = ["CONTROL", "as_table", "check_keys", "describe", "hint", "join_key"]
+__all__ = ["CONTROL", "as_table", "check_keys", "describe", "hint", "join_key", "under_key_path"]
 
 #: Control characters that must not appear in a one-line value (CR/LF above all: they
 #: would end up in headers or logs). Tab is allowed.
@@ -29,6 +30,18 @@ def join_key(key_path: str, key: str) -> str:
     """``key`` appended to ``key_path``, quoted the TOML way when it is not a bare key."""
     shown = key if _BARE_KEY.fullmatch(key) else '"' + key.encode("unicode_escape").decode() + '"'
     return f"{key_path}.{shown}" if key_path else shown
+
+
+@contextmanager
+def under_key_path(key_path: str) -> Iterator[None]:
+    """Name ``key_path`` in front of a :class:`ConfigError` raised inside, unless it
+    already starts there (helpers that know the mailbox's path use it themselves)."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.key_path == key_path or exc.key_path.startswith(f"{key_path}."):
+            raise
+        raise ConfigError(f"{key_path}.{exc.key_path}", exc.message) from exc
 
 
 def describe(value: Any, *, secret: bool = False) -> str:

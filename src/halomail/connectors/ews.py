@@ -94,6 +94,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "halomail.connectors.ews needs exchangelib: pip install 'halomail[ews]'"
     ) from exc
 
+from halomail._validate import under_key_path
 from halomail.config import MailboxSettings, OutgoingSettings
 from halomail.connectors._common import retry_after_seconds, tls_context
 from halomail.connectors.base import Disposition, FetchedMessage, OutgoingEmail
@@ -648,7 +649,7 @@ class EwsConnector:
             token_provider = token_provider_from_settings(
                 extra, kp, mailbox=settings.name, verify=_verify(settings.tls_ca_file)
             )
-        try:
+        with under_key_path(kp):
             options = _login_options(
                 host=settings.host,
                 port=settings.port,
@@ -670,8 +671,6 @@ class EwsConnector:
                 ca_file=settings.tls_ca_file,
                 **options,
             )
-        except ConfigError as exc:
-            raise ConfigError(f"{kp}.{exc.key_path}", exc.message) from exc
 
     def __repr__(self) -> str:
         return f"EwsConnector({self.name!r}, {self._client.endpoint!r}, {self.folder!r})"

@@ -71,6 +71,7 @@ import httplib2  # type: ignore[import-untyped]
 from googleapiclient.discovery import build  # type: ignore[import-untyped]
 from googleapiclient.errors import HttpError  # type: ignore[import-untyped]
 
+from halomail._validate import under_key_path
 from halomail.config import MailboxSettings, OutgoingSettings
 from halomail.connectors._common import retry_after_seconds
 from halomail.connectors.base import Disposition, FetchedMessage, OutgoingEmail
@@ -461,7 +462,7 @@ class GmailConnector:
         """
         kp = settings.key_path
         extra = settings.extra
-        try:
+        with under_key_path(kp):
             endpoint = _api_endpoint(settings.host)
             if token_provider is None:
                 token_provider = _provider(extra, kp, settings.name, settings.tls_ca_file)
@@ -479,10 +480,6 @@ class GmailConnector:
                 timeout=float(extra.get("timeout", 30.0)),
                 ca_file=settings.tls_ca_file,
             )
-        except ConfigError as exc:
-            if exc.key_path.startswith(kp):
-                raise
-            raise ConfigError(f"{kp}.{exc.key_path}", exc.message) from exc
 
     def __repr__(self) -> str:
         return f"GmailConnector({self.name!r}, {self.user_id!r}, {self.folder!r})"

@@ -58,6 +58,7 @@ from typing import Any
 
 import attrs
 
+from halomail._validate import under_key_path
 from halomail.config import MailboxSettings, OutgoingSettings
 from halomail.connectors._graph_http import (
     DEFAULT_BASE_URL,
@@ -219,7 +220,7 @@ class GraphConnector:
         """
         kp = settings.key_path
         extra = settings.extra
-        try:
+        with under_key_path(kp):
             user_id = str(extra.get("user_id") or settings.username or "")
             if not user_id:
                 raise ConfigError(
@@ -241,10 +242,6 @@ class GraphConnector:
                 timeout=float(extra.get("timeout", 30.0)),
                 ca_file=settings.tls_ca_file,
             )
-        except ConfigError as exc:
-            if exc.key_path.startswith(kp):
-                raise
-            raise ConfigError(f"{kp}.{exc.key_path}", exc.message) from exc
 
     def __repr__(self) -> str:
         return f"GraphConnector({self.name!r}, {self.user_id!r}, {self.folder!r})"

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from halomail._validate import under_key_path
 from halomail.config import LOCAL_CONNECTIONS, MailboxSettings
 from halomail.connectors.base import Disposition, FetchedMessage, MailboxConnector
 from halomail.errors import ConfigError, ConnectorError, TransientConnectorError
@@ -622,7 +623,7 @@ def open_local_connector(
         )
     if settings.path is None:
         raise ConfigError(f"{kp}.path", f"required when connection = {settings.connection!r}")
-    try:
+    with under_key_path(kp):
         if settings.connection == "maildir":
             return MaildirConnector(
                 settings.name,
@@ -646,5 +647,3 @@ def open_local_connector(
             quarantine_folder=settings.quarantine_folder,
             max_message_bytes=max_message_bytes,
         )
-    except ConfigError as exc:
-        raise ConfigError(f"{kp}.{exc.key_path}", exc.message) from exc

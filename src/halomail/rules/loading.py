@@ -67,7 +67,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
-from halomail._validate import CONTROL, as_table, check_keys, describe, hint
+from halomail._validate import CONTROL, as_table, check_keys, describe, hint, under_key_path
 from halomail.errors import ConfigError
 from halomail.rules.models import (
     OPTION_TYPES,
@@ -235,10 +235,8 @@ def _rule(
         values["asset"] = _asset(table["asset"], f"{kp}.asset")
     if "fields" in table:
         values["fields"] = _fields(table["fields"], f"{kp}.fields")
-    try:
+    with under_key_path(kp):
         return EmailRule(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"{kp}.{exc.key_path}", exc.message) from exc
 
 
 def _asset(value: Any, kp: str) -> AssetMatch:
@@ -248,10 +246,8 @@ def _asset(value: Any, kp: str) -> AssetMatch:
     start = _text(table, "start", kp, required=True, allow_control=True)
     end = _text(table, "end", kp, allow_empty=True, allow_control=True)
     field = _text(table, "field", kp, required=True) if "field" in table else "tag"
-    try:
+    with under_key_path(kp):
         return AssetMatch(start=start, end=end, field=field)
-    except ConfigError as exc:
-        raise ConfigError(f"{kp}.{exc.key_path}", exc.message) from exc
 
 
 def _fields(value: Any, kp: str) -> tuple[FieldMapping, ...]:
@@ -281,10 +277,8 @@ def _field(value: Any, kp: str) -> FieldMapping:
         values["choices"] = _needles(table["choices"], f"{kp}.choices", lower=False)
     if "required" in table:
         values["required"] = _bool(table, "required", kp)
-    try:
+    with under_key_path(kp):
         return FieldMapping(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"{kp}.{exc.key_path}", exc.message) from exc
 
 
 def _severity(value: Any, kp: str) -> dict[str, str]:
