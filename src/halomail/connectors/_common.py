@@ -6,7 +6,8 @@ import datetime as dt
 import email.utils
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 
@@ -14,7 +15,13 @@ from halomail.config import MailboxSettings
 from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
 from halomail.errors import ConfigError
 
-__all__ = ["ServerLogin", "login_from_settings", "retry_after_seconds", "tls_context"]
+__all__ = [
+    "ServerLogin",
+    "chosen_token_provider",
+    "login_from_settings",
+    "retry_after_seconds",
+    "tls_context",
+]
 
 
 def tls_context(ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext:
@@ -113,3 +120,19 @@ def login_from_settings(
     auth = str(settings.extra.get("auth", "")).lower()
     mechanism = "OAUTHBEARER" if auth == "oauthbearer" else "XOAUTH2"
     return ServerLogin(host, username, None, token_provider, mechanism)
+
+
+def chosen_token_provider(
+    values: Mapping[str, Any], key_path: str, name: str, ca_file: str | os.PathLike[str] | None
+) -> TokenProvider:
+    """The provider of ``values``, whose ``auth`` the connector has set to an OAuth2 kind.
+
+    Raises:
+        ConfigError: A key the chosen provider needs is missing.
+    """
+    provider = token_provider_from_settings(
+        values, key_path, mailbox=name, verify=str(ca_file) if ca_file else True
+    )
+    if provider is None:  # pragma: no cover - the caller set an OAuth2 "auth"
+        raise ConfigError("auth", "no token provider")
+    return provider

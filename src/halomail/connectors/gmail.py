@@ -73,9 +73,9 @@ from googleapiclient.errors import HttpError  # type: ignore[import-untyped]
 
 from halomail._validate import under_key_path
 from halomail.config import MailboxSettings, OutgoingSettings
-from halomail.connectors._common import retry_after_seconds
+from halomail.connectors._common import chosen_token_provider, retry_after_seconds
 from halomail.connectors.base import Disposition, FetchedMessage, OutgoingEmail
-from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
+from halomail.connectors.oauth import TokenProvider
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -1067,9 +1067,4 @@ def _provider(
             "an authorized-user file), or client_id, client_secret and refresh_token, or an "
             "access token through token_env",
         )
-    provider = token_provider_from_settings(
-        values, key_path, mailbox=name, verify=str(ca_file) if ca_file else True
-    )
-    if provider is None:  # pragma: no cover - "auth" was set above
-        raise ConfigError("auth", "no token provider")
-    return provider
+    return chosen_token_provider(values, key_path, name, ca_file)

@@ -60,6 +60,7 @@ import attrs
 
 from halomail._validate import under_key_path
 from halomail.config import MailboxSettings, OutgoingSettings
+from halomail.connectors._common import chosen_token_provider
 from halomail.connectors._graph_http import (
     DEFAULT_BASE_URL,
     GraphApiError,
@@ -67,11 +68,7 @@ from halomail.connectors._graph_http import (
     GraphRetry,
 )
 from halomail.connectors.base import Disposition, FetchedMessage, OutgoingEmail
-from halomail.connectors.oauth import (
-    MICROSOFT_GRAPH_SCOPES,
-    TokenProvider,
-    token_provider_from_settings,
-)
+from halomail.connectors.oauth import MICROSOFT_GRAPH_SCOPES, TokenProvider
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -774,9 +771,4 @@ def _provider(
             "Microsoft Graph needs tenant_id, client_id and client_secret (or client_secret_env)"
             ", or an access token through token_env",
         )
-    provider = token_provider_from_settings(
-        values, key_path, mailbox=name, verify=str(ca_file) if ca_file else True
-    )
-    if provider is None:  # pragma: no cover - "auth" was set above
-        raise ConfigError("auth", "no token provider")
-    return provider
+    return chosen_token_provider(values, key_path, name, ca_file)
