@@ -461,6 +461,7 @@ class MailProcessor:
         # When each throttled sender was last warned about: a storm from one address
         # logs one WARNING per throttle window, not one per email.
         self._throttle_warned: dict[str, dt.datetime] = {}
+        self._throttle_warned_lock = threading.Lock()  # mailboxes run in threads
 
     # -- running ---------------------------------------------------------------
 
@@ -929,10 +930,17 @@ class MailProcessor:
 
     def _warn_throttled(self, address: str, now: dt.datetime, since: dt.datetime) -> None:
         """One WARNING per sender and throttle window; DEBUG for the rest of the window."""
-        warned = self._throttle_warned.get(address)
-        if warned is not None and warned > since:
-            log.debug("acknowledgements to %s still throttled", address)
-            return
+        with self._throttle_warned_lock:
+            warned = self._throttle_warned.get(address)
+            if warned is not None and warned > since:
+                log.debug("acknowledgements to %s still throttled", address)
+                return
+            if len(self._throttle_warned) >= _THROTTLE_WARNINGS_KEPT:
+                # Forget the senders whose window has passed: they would be warned anyway.
+                self._throttle_warned = {
+                    a: t for a, t in self._throttle_warned.items() if t > since
+                }
+            self._throttle_warned[address] = now
         log.warning(
             "acknowledgements to %s throttled: %d per %g minutes reached; the next ones are"
             " logged at DEBUG until the window has passed",
@@ -940,10 +948,6 @@ class MailProcessor:
             self.settings.ack_throttle_count,
             self.settings.ack_throttle_window.total_seconds() / 60,
         )
-        if len(self._throttle_warned) >= _THROTTLE_WARNINGS_KEPT:
-            # Forget the senders whose window has passed: they would be warned again anyway.
-            self._throttle_warned = {a: t for a, t in self._throttle_warned.items() if t > since}
-        self._throttle_warned[address] = now
 
     def _decide_bounce(self, email: InboundEmail, classification: Classification) -> _Decision:
         candidates = [mid for mid in (classification.bounced_message_id, *email.thread_ids) if mid]
