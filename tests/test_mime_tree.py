@@ -143,6 +143,13 @@ def test_generated_messages_split_exactly_as_the_stdlib_splits_them(raw: bytes) 
     assert_same_tree(raw)
 
 
+def test_a_boundary_folded_over_two_lines_matches_no_line() -> None:
+    """A boundary parameter holding a line break can equal no line: the start is not found."""
+    raw = b"Content-Type: multipart/mixed; boundary=b\r\n folded\r\n--b\r\n folded\r\n"
+    assert_same_tree(raw)
+    assert isinstance(_mime.parse(raw, WIDE)._payload, memoryview)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=2048))
 def test_random_bytes_split_exactly_as_the_stdlib_splits_them(raw: bytes) -> None:

@@ -231,7 +231,7 @@ def parse(data: bytes, limits: ParseLimits) -> BoundedMessage:
                 part = root
             else:
                 part = BoundedMessage(budget)
-                if job.parent.get_content_type() == "multipart/digest":
+                if job.in_digest:
                     part.set_default_type("message/rfc822")
                 job.parent.attach(part)
             buffer, body, end = _read_head(part, job.buffer, job.start, job.end, limits)
@@ -242,7 +242,8 @@ def parse(data: bytes, limits: ParseLimits) -> BoundedMessage:
                 part._payload = memoryview(buffer)[body:end]
                 continue
             children = _split_multipart(part, buffer, body, end)
-            pending.extend(reversed([_Pending(part, buffer, s, e) for s, e in children]))
+            digest = part.get_content_type() == "multipart/digest"
+            pending.extend(reversed([_Pending(part, buffer, s, e, digest) for s, e in children]))
         if root.get_content_maintype() == "multipart" and not root.is_multipart():
             root.defects.append(email.errors.MultipartInvariantViolationDefect())
         return root
@@ -251,15 +252,24 @@ def parse(data: bytes, limits: ParseLimits) -> BoundedMessage:
 
 
 class _Pending:
-    """A part still to be read: its parent and where its bytes are."""
+    """A part still to be read: its parent, where its bytes are, and whether the parent
+    is a ``multipart/digest`` (whose parts default to ``message/rfc822``)."""
 
-    __slots__ = ("buffer", "end", "parent", "start")
+    __slots__ = ("buffer", "end", "in_digest", "parent", "start")
 
-    def __init__(self, parent: BoundedMessage | None, buffer: bytes, start: int, end: int) -> None:
+    def __init__(
+        self,
+        parent: BoundedMessage | None,
+        buffer: bytes,
+        start: int,
+        end: int,
+        in_digest: bool = False,
+    ) -> None:
         self.parent = parent
         self.buffer = buffer
         self.start = start
         self.end = end
+        self.in_digest = in_digest
 
 
 # One line, with its line break (CRLF, lone CR or LF, as the stdlib splits lines).
@@ -380,6 +390,8 @@ def _split_multipart(
         separator = b"--" + boundary.encode("ascii", "surrogateescape")
     except UnicodeEncodeError:
         separator = b""  # a decoded RFC 2231 boundary that no line of bytes can equal
+    if b"\r" in separator or b"\n" in separator:
+        separator = b""  # from a folded parameter: no single line can hold it
     lines = _boundary_lines(buffer, start, end, separator) if separator else iter(())
     first = next(lines, None)
     if first is None or first[2]:
