@@ -47,10 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.ser
 
 from tests.servers.dovecot import Account, Dovecot, make_root, start_dovecot
 
-from halomail.connectors.imap import ImapConnector
-from halomail.connectors.memory import MemoryConnector
-from halomail.outbox import SenderIdentity
-from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+from halomail.backends.imap import ImapConnector
+from halomail.backends.memory import MemoryConnector
+from halomail.outbound.outbox import SenderIdentity
+from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.sqlite import SQLiteTicketRepository
 
 LOOP_TOKEN = "bench-loop-token"  # noqa: S105 - a marker in our headers, not a secret

@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.ser
 import attrs
 from tests.servers.dovecot import Account, Dovecot, make_root, start_dovecot
 
-from halomail.connectors.imap import ImapConnector
-from halomail.outbox import SenderIdentity
-from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+from halomail.backends.imap import ImapConnector
+from halomail.outbound.outbox import SenderIdentity
+from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.sqlite import SQLiteTicketRepository
 
 

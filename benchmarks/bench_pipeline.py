@@ -63,8 +63,8 @@ import corpus
 import halomail.inbound._mime
 import halomail.inbound.models
 import halomail.inbound.parse
-import halomail.notifications
-import halomail.processor
+import halomail.outbound.notifier
+import halomail.runner
 from halomail import (
     EmailRule,
     Mailbox,
@@ -469,7 +469,7 @@ class _TimedConnection:
 # Where each stage's functions are looked up at call time (module globals and
 # methods), so that replacing them there times every call.
 _STAGE_FUNCTIONS: tuple[tuple[object, str, str], ...] = (
-    (halomail.processor, "parse_email", "parse, rest"),
+    (halomail.runner, "parse_email", "parse, rest"),
     (halomail.inbound._mime, "parse", "parse"),
     (halomail.inbound.parse._TopHeaders, "__init__", "decode"),
     (halomail.inbound.parse._Builder, "_leaf", "decode"),
@@ -477,13 +477,13 @@ _STAGE_FUNCTIONS: tuple[tuple[object, str, str], ...] = (
     (halomail.inbound.models, "sanitize_html", "sanitize"),
     (halomail.inbound.parse, "html_to_text", "html to text"),
     (halomail.inbound.parse, "strip_reply", "quote stripping"),
-    (halomail.processor, "classify", "classify"),
+    (halomail.runner, "classify", "classify"),
     (MailProcessor, "_correlate", "correlate"),
     (MailProcessor, "_related", "correlate"),
-    (halomail.processor.RuleEngine, "evaluate", "rules"),
+    (halomail.runner.RuleEngine, "evaluate", "rules"),
     (MailProcessor, "_acknowledgement", "render"),
     (MailProcessor, "_may_acknowledge", "outbox"),
-    (halomail.notifications.Notifier, "_throttled", "outbox"),
+    (halomail.outbound.notifier.Notifier, "_throttled", "outbox"),
     (_SQLiteClass, "enqueue_outgoing", "outbox"),
     (MailProcessor, "_dedupe_key", "dedupe key"),
     (MailProcessor, "run_once", "other"),

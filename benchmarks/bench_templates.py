@@ -32,14 +32,14 @@ from collections.abc import Callable
 
 import jinja2
 
-from halomail._templates_defaults import BUILT_IN
-from halomail._templates_sandbox import translate
-from halomail.templates import (
+from halomail.templates.defaults import BUILT_IN
+from halomail.templates.render import (
     _NAMES,
     MessageKind,
     TemplateRenderer,
     TemplateValues,
 )
+from halomail.templates.sandbox import translate
 from halomail.tickets.models import Ticket, TicketStatus
 
 ROUNDS = 9

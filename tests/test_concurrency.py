@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import attrs
 
-from halomail.connectors.base import FetchedMessage
-from halomail.connectors.memory import MemoryConnector
-from halomail.processor import Mailbox, MailProcessor, ProcessingOutcome, ProcessorSettings
+from halomail.backends.base import FetchedMessage
+from halomail.backends.memory import MemoryConnector
+from halomail.runner import Mailbox, MailProcessor, ProcessingOutcome, ProcessorSettings
 from halomail.tickets.repository import TicketRepository
 from tests.conftest import make_email
 

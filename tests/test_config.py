@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from halomail.config import (
+from halomail.config.loader import (
     Config,
     MailboxSettings,
     OutgoingSettings,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from halomail.config import MailboxSettings, parse_config
-from halomail.connectors.base import Disposition
-from halomail.connectors.ews import EwsConnector, EwsRetry, EwsTransport
-from halomail.connectors.oauth import StaticTokenProvider
+from halomail.backends.auth.oauth import StaticTokenProvider
+from halomail.backends.base import Disposition
+from halomail.backends.ews import EwsConnector, EwsRetry, EwsTransport
+from halomail.config.loader import MailboxSettings, parse_config
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -21,8 +21,8 @@ from halomail.errors import (
     TransientConnectorError,
     TransientTransportError,
 )
-from halomail.outbox import SenderIdentity, compose
-from halomail.processor import Mailbox, MailProcessor, Outcome, ProcessorSettings
+from halomail.outbound.outbox import SenderIdentity, compose
+from halomail.runner import Mailbox, MailProcessor, Outcome, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import OutboxMail, OutboxStatus, utcnow
 from halomail.tickets.repository import TicketRepository

@@ -16,10 +16,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from halomail.config import MailboxSettings, OutgoingSettings, load_config
-from halomail.connectors.base import Disposition, MailTransport
-from halomail.connectors.gmail import GmailConnector, GmailRetry, GmailTransport
-from halomail.connectors.oauth import GoogleTokenProvider, StaticTokenProvider
+from halomail.backends.auth.oauth import GoogleTokenProvider, StaticTokenProvider
+from halomail.backends.base import Disposition, MailTransport
+from halomail.backends.gmail import GmailConnector, GmailRetry, GmailTransport
+from halomail.config.loader import MailboxSettings, OutgoingSettings, load_config
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -28,8 +28,8 @@ from halomail.errors import (
     TransientConnectorError,
     TransientTransportError,
 )
-from halomail.outbox import SenderIdentity, compose
-from halomail.processor import Mailbox, MailProcessor, Outcome, ProcessorSettings
+from halomail.outbound.outbox import SenderIdentity, compose
+from halomail.runner import Mailbox, MailProcessor, Outcome, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import OutboxMail, OutboxStatus, utcnow
 from halomail.tickets.repository import TicketRepository

@@ -12,14 +12,14 @@ from pathlib import Path
 import attrs
 import pytest
 
-from halomail.config import MailboxSettings, OutgoingSettings, load_config
-from halomail.connectors.base import Disposition, MailTransport
-from halomail.connectors.graph import GraphConnector, GraphRetry, GraphTransport
-from halomail.connectors.oauth import (
+from halomail.backends.auth.oauth import (
     MICROSOFT_GRAPH_SCOPES,
     MicrosoftTokenProvider,
     StaticTokenProvider,
 )
+from halomail.backends.base import Disposition, MailTransport
+from halomail.backends.graph import GraphConnector, GraphRetry, GraphTransport
+from halomail.config.loader import MailboxSettings, OutgoingSettings, load_config
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -28,8 +28,8 @@ from halomail.errors import (
     TransientConnectorError,
     TransientTransportError,
 )
-from halomail.outbox import SenderIdentity, compose
-from halomail.processor import Mailbox, MailProcessor, Outcome, ProcessorSettings
+from halomail.outbound.outbox import SenderIdentity, compose
+from halomail.runner import Mailbox, MailProcessor, Outcome, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import OutboxMail, OutboxStatus, utcnow
 from halomail.tickets.repository import TicketRepository

@@ -8,20 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from halomail.config import MailboxSettings, parse_config
-from halomail.connectors.base import (
+from halomail.backends.base import (
     Disposition,
     MailboxConnector,
     MailTransport,
     OutgoingEmail,
 )
-from halomail.connectors.files import EmlFileTransport
-from halomail.connectors.local import (
+from halomail.backends.files import EmlFileTransport
+from halomail.backends.local import (
     EmlDirConnector,
     MaildirConnector,
     MboxConnector,
     open_local_connector,
 )
+from halomail.config.loader import MailboxSettings, parse_config
 from halomail.errors import (
     ConfigError,
     ConnectorError,

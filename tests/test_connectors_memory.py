@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from halomail.connectors.base import (
+from halomail.backends.base import (
     Disposition,
     FetchedMessage,
     MailboxConnector,
     MailTransport,
     OutgoingEmail,
 )
-from halomail.connectors.memory import MemoryConnector, MemoryTransport
+from halomail.backends.memory import MemoryConnector, MemoryTransport
 from halomail.errors import (
     ConnectorError,
     PermanentTransportError,

@@ -15,19 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from halomail.config import MailboxSettings
-from halomail.connectors.base import Disposition
-from halomail.connectors.memory import MemoryTransport
-from halomail.connectors.oauth import MicrosoftTokenProvider, StaticTokenProvider
-from halomail.connectors.pop3 import Pop3Connector
+from halomail.backends.auth.oauth import MicrosoftTokenProvider, StaticTokenProvider
+from halomail.backends.base import Disposition
+from halomail.backends.memory import MemoryTransport
+from halomail.backends.pop3 import Pop3Connector
+from halomail.config.loader import MailboxSettings
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
     ConnectorError,
     TransientConnectorError,
 )
-from halomail.outbox import SenderIdentity
-from halomail.processor import Mailbox, MailProcessor, Outcome, ProcessorSettings
+from halomail.outbound.outbox import SenderIdentity
+from halomail.runner import Mailbox, MailProcessor, Outcome, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
 from tests.conftest import HELPDESK, LOOP_TOKEN, make_email
 from tests.servers.dovecot import Account, Dovecot

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from halomail.config import OutgoingSettings
-from halomail.connectors.base import MailTransport, OutgoingEmail
-from halomail.connectors.smtp import RecipientsRefusedError, SmtpTransport
+from halomail.backends.base import MailTransport, OutgoingEmail
+from halomail.backends.smtp import RecipientsRefusedError, SmtpTransport
+from halomail.config.loader import OutgoingSettings
 from halomail.errors import ConfigError, PermanentTransportError, TransientTransportError
-from halomail.outbox import SenderIdentity, compose
+from halomail.outbound.outbox import SenderIdentity, compose
 from halomail.tickets.models import OutboxMail, OutboxStatus
 from tests.servers.smtp import (
     PASSWORD,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from halomail.connectors.memory import MemoryConnector
+from halomail.backends.memory import MemoryConnector
 from halomail.inbound.parse import parse_email
-from halomail.outbox import SenderIdentity
-from halomail.processor import Mailbox, MailProcessor, Outcome, ProcessorSettings
+from halomail.outbound.outbox import SenderIdentity
+from halomail.runner import Mailbox, MailProcessor, Outcome, ProcessorSettings
 from halomail.tickets.sqlite import SQLiteTicketRepository
 
 pytestmark = pytest.mark.slow

@@ -37,10 +37,10 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from halomail.connectors.files import EmlFileTransport
-    from halomail.connectors.local import MaildirConnector
-    from halomail.outbox import SenderIdentity
-    from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+    from halomail.backends.files import EmlFileTransport
+    from halomail.backends.local import MaildirConnector
+    from halomail.outbound.outbox import SenderIdentity
+    from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
     from halomail.tickets.sqlite import SQLiteTicketRepository
 
     root, step = Path(sys.argv[1]), sys.argv[2]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from halomail.connectors.memory import MemoryConnector, MemoryTransport
-from halomail.outbox import SenderIdentity
-from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+from halomail.backends.memory import MemoryConnector, MemoryTransport
+from halomail.outbound.outbox import SenderIdentity
+from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
 
 EMAILS = Path(__file__).parent / "emails"

@@ -14,8 +14,8 @@ from email.policy import compat32
 
 import pytest
 
-from halomail.connectors.memory import MemoryConnector, MemoryTransport
-from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+from halomail.backends.memory import MemoryConnector, MemoryTransport
+from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.repository import TicketRepository
 from tests.conftest import make_email
 

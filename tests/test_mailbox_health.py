@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from halomail.connectors.base import Disposition, FetchedMessage
-from halomail.connectors.memory import MemoryConnector
+from halomail.backends.base import Disposition, FetchedMessage
+from halomail.backends.memory import MemoryConnector
 from halomail.errors import AuthenticationError
-from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
 from tests.conftest import make_email
 

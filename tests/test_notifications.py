@@ -7,12 +7,12 @@ from email.policy import compat32
 
 import pytest
 
-from halomail.connectors.memory import MemoryConnector, MemoryTransport
+from halomail.backends.memory import MemoryConnector, MemoryTransport
 from halomail.errors import SendingRestrictedError
-from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
-from halomail.staff import Agent, Team
-from halomail.templates import MessageGroup, MessageKind, Template, TemplateRenderer
+from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
+from halomail.templates.render import MessageGroup, MessageKind, Template, TemplateRenderer
 from halomail.tickets.repository import TicketRepository
+from halomail.tickets.staff import Agent, Team
 from tests.conftest import make_email
 
 FRIENDLY = MessageGroup(

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from halomail.connectors.oauth import (
+from halomail.backends.auth.oauth import (
     GoogleTokenProvider,
     MicrosoftTokenProvider,
     StaticTokenProvider,

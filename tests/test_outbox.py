@@ -6,7 +6,7 @@ import email
 
 import pytest
 
-from halomail.outbox import LOOP_HEADER, Backoff, MessageIdFactory, SenderIdentity, compose
+from halomail.outbound.outbox import LOOP_HEADER, Backoff, MessageIdFactory, SenderIdentity, compose
 from halomail.tickets.models import OutboxMail, OutboxStatus, utcnow
 
 SENDER = SenderIdentity("support@helpdesk.example", "Support Desk", "replies@helpdesk.example")

@@ -8,10 +8,10 @@ from email.policy import compat32
 
 import attrs
 
-from halomail.connectors.memory import MemoryConnector
-from halomail.connectors.smtp import SmtpTransport
-from halomail.outbox import Backoff
-from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+from halomail.backends.memory import MemoryConnector
+from halomail.backends.smtp import SmtpTransport
+from halomail.outbound.outbox import Backoff
+from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.sqlite import SQLiteTicketRepository
 from tests.conftest import HELPDESK, make_email
 from tests.servers.smtp import SmtpServer

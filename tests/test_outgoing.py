@@ -7,11 +7,11 @@ import tomllib
 from email.policy import compat32
 from pathlib import Path
 
-from halomail._runtime import build_processor
-from halomail.config import parse_config
-from halomail.connectors.memory import MemoryConnector, MemoryTransport
-from halomail.outbox import SenderIdentity
-from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+from halomail.app import build_processor
+from halomail.backends.memory import MemoryConnector, MemoryTransport
+from halomail.config.loader import parse_config
+from halomail.outbound.outbox import SenderIdentity
+from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.sqlite import SQLiteTicketRepository
 from tests.conftest import make_email

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from halomail.connectors.base import Disposition, FetchedMessage
-from halomail.connectors.memory import MemoryConnector, MemoryTransport
+from halomail.backends.base import Disposition, FetchedMessage
+from halomail.backends.memory import MemoryConnector, MemoryTransport
 from halomail.errors import ConnectorError, TransientRepositoryError
-from halomail.processor import Mailbox, MailProcessor, Outcome, ProcessorSettings
+from halomail.runner import Mailbox, MailProcessor, Outcome, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import ActionKind, OutboxStatus, TicketStatus, utcnow
 from halomail.tickets.repository import TicketRepository

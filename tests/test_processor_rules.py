@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
+from halomail.backends.memory import MemoryConnector, MemoryTransport
 from halomail.cli import main
-from halomail.connectors.memory import MemoryConnector, MemoryTransport
-from halomail.processor import Mailbox, MailProcessor, Outcome, ProcessorSettings
 from halomail.rules import rules_from_config
+from halomail.runner import Mailbox, MailProcessor, Outcome, ProcessorSettings
 from halomail.services import services_from_config
-from halomail.ticket_templates import ticket_templates_from_config
 from halomail.tickets.models import TicketStatus
 from halomail.tickets.repository import TicketRepository
+from halomail.tickets.templates import ticket_templates_from_config
 from tests.conftest import make_email
 
 SERVICES = [
@@ -553,7 +553,7 @@ def test_simulate_explains_every_rule_and_writes_nothing(
 
 def test_check_config_names_the_key_path_of_a_bad_rule(tmp_path: Path) -> None:
     """A rule naming an unknown service is a configuration error at rules[0].service."""
-    from halomail.config import load_config
+    from halomail.config.loader import load_config
     from halomail.errors import ConfigError
 
     config = tmp_path / "halomail.toml"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+
+import pytest
+
 import halomail
+from halomail._moved import MOVED
 
 
 def test_all_lists_every_public_name_and_is_sorted() -> None:
@@ -26,3 +32,12 @@ def test_every_public_name_has_a_docstring() -> None:
         and not (getattr(halomail, name).__doc__ or "").strip()
     ]
     assert undocumented == []
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(MOVED.items()))
+def test_a_moved_module_still_imports_by_its_old_name_with_a_warning(old: str, new: str) -> None:
+    """Code written for 0.1 imports the module from its new place and is told it moved."""
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from halomail._runtime import build_processor
-from halomail.config import parse_config
-from halomail.connectors.ews import EwsConnector, EwsTransport
-from halomail.connectors.gmail import GmailConnector, GmailTransport
-from halomail.connectors.graph import GraphConnector
-from halomail.connectors.imap import ImapConnector
-from halomail.connectors.pop3 import Pop3Connector
-from halomail.connectors.smtp import SmtpTransport
+from halomail.app import build_processor
+from halomail.backends.ews import EwsConnector, EwsTransport
+from halomail.backends.gmail import GmailConnector, GmailTransport
+from halomail.backends.graph import GraphConnector
+from halomail.backends.imap import ImapConnector
+from halomail.backends.pop3 import Pop3Connector
+from halomail.backends.smtp import SmtpTransport
+from halomail.config.loader import parse_config
 from halomail.tickets.memory import InMemoryTicketRepository
 
 CONFIG = """

@@ -9,7 +9,9 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from halomail.connectors.sms import (
+from halomail.backends.smtp import SmtpTransport
+from halomail.outbound.outbox import compose
+from halomail.outbound.sms import (
     SmsMessage,
     SmsSettings,
     compose_sms,
@@ -18,8 +20,6 @@ from halomail.connectors.sms import (
     sms_address,
     subscriber_addresses,
 )
-from halomail.connectors.smtp import SmtpTransport
-from halomail.outbox import compose
 from halomail.tickets.models import OutboxMail, OutboxStatus
 from tests.servers.smtp import (
     SmtpServer,

@@ -6,11 +6,11 @@ import email
 from email.policy import compat32
 from pathlib import Path
 
-from halomail.config import load_config
-from halomail.connectors.memory import MemoryConnector, MemoryTransport
-from halomail.connectors.sms import SmsSettings
-from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
+from halomail.backends.memory import MemoryConnector, MemoryTransport
+from halomail.config.loader import load_config
+from halomail.outbound.sms import SmsSettings
 from halomail.rules import rules_from_config
+from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.services import ServiceCriteria, ServiceDefinition
 from halomail.tickets.memory import InMemoryTicketRepository
 from tests.conftest import make_email

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from halomail.errors import ConfigError, TemplateError
-from halomail.templates import (
+from halomail.templates.render import (
     VARIABLES,
     MessageGroup,
     MessageKind,
@@ -380,7 +380,7 @@ def test_an_unknown_group_falls_back_to_default_with_a_warning(
     """Rendering for an unknown group uses Default and logs a warning naming the group."""
     renderer = TemplateRenderer()
     values = TemplateValues({"summary": "Jam", "tag": "[ID:1]"})
-    with caplog.at_level(logging.WARNING, logger="halomail.templates"):
+    with caplog.at_level(logging.WARNING, logger="halomail.templates.render"):
         rendered = renderer.render(MessageKind.TICKET_UPDATE, values, group="Missing")
     assert rendered.subject == "[ID:1] Update: Jam"
     assert "no message group 'Missing'" in caplog.text

@@ -18,8 +18,8 @@ import pytest
 from jinja2.exceptions import SecurityError
 
 from halomail.errors import TemplateError
-from halomail.outbox import LOOP_HEADER, SenderIdentity, compose
-from halomail.templates import (
+from halomail.outbound.outbox import LOOP_HEADER, SenderIdentity, compose
+from halomail.templates.render import (
     MessageGroup,
     MessageKind,
     Template,

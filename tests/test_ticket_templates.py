@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from halomail.errors import ConfigError
-from halomail.ticket_templates import TicketTemplate, ticket_templates_from_config
 from halomail.tickets.models import NewTicket
+from halomail.tickets.templates import TicketTemplate, ticket_templates_from_config
 
 
 def test_a_template_fills_what_the_email_left_open_and_prefixes_the_summary() -> None:

@@ -6,18 +6,25 @@ implementation detail. Start with :class:`MailProcessor`, a repository
 :class:`TicketRepository`) and a connector per mailbox.
 """
 
+from halomail import _moved
 from halomail._version import __version__
-from halomail.config import Config, MailboxSettings, OutgoingSettings, load_config, parse_config
-from halomail.connectors.base import (
+from halomail.backends.base import (
     Disposition,
     FetchedMessage,
     MailboxConnector,
     MailTransport,
     OutgoingEmail,
 )
-from halomail.connectors.files import EmlFileTransport
-from halomail.connectors.local import EmlDirConnector, MaildirConnector, MboxConnector
-from halomail.connectors.memory import MemoryConnector, MemoryTransport
+from halomail.backends.files import EmlFileTransport
+from halomail.backends.local import EmlDirConnector, MaildirConnector, MboxConnector
+from halomail.backends.memory import MemoryConnector, MemoryTransport
+from halomail.config.loader import (
+    Config,
+    MailboxSettings,
+    OutgoingSettings,
+    load_config,
+    parse_config,
+)
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -35,9 +42,17 @@ from halomail.errors import (
 from halomail.inbound.classify import classify
 from halomail.inbound.models import Address, Attachment, Classification, InboundEmail, ParseLimits
 from halomail.inbound.parse import parse_email
-from halomail.notifications import MailboxProfile, Notice, Notifier
-from halomail.outbox import SenderIdentity
-from halomail.processor import (
+from halomail.outbound.notifier import MailboxProfile, Notice, Notifier
+from halomail.outbound.outbox import SenderIdentity
+from halomail.rules import (
+    EmailRule,
+    Explanation,
+    RuleEngine,
+    RuleMatch,
+    RuleType,
+    rules_from_config,
+)
+from halomail.runner import (
     Mailbox,
     MailboxHealth,
     MailProcessor,
@@ -48,17 +63,8 @@ from halomail.processor import (
     ServiceCheck,
     Simulation,
 )
-from halomail.rules import (
-    EmailRule,
-    Explanation,
-    RuleEngine,
-    RuleMatch,
-    RuleType,
-    rules_from_config,
-)
 from halomail.services import ServiceCriteria, ServiceDefinition, services_from_config
-from halomail.staff import Agent, Team
-from halomail.templates import (
+from halomail.templates.render import (
     MessageGroup,
     MessageKind,
     RenderedMessage,
@@ -67,7 +73,6 @@ from halomail.templates import (
     TemplateValues,
     message_groups_from_config,
 )
-from halomail.ticket_templates import TicketTemplate
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import (
     Action,
@@ -86,6 +91,8 @@ from halomail.tickets.models import (
 )
 from halomail.tickets.repository import TicketRepository
 from halomail.tickets.sqlite import SQLiteTicketRepository
+from halomail.tickets.staff import Agent, Team
+from halomail.tickets.templates import TicketTemplate
 
 __all__ = [
     "Action",
@@ -173,3 +180,5 @@ __all__ = [
     "rules_from_config",
     "services_from_config",
 ]
+
+_moved.install()

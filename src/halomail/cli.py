@@ -19,11 +19,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from halomail import _runtime
+from halomail import app
 from halomail._version import __version__
-from halomail.config import load_config
+from halomail.config.loader import load_config
 from halomail.errors import ConfigError, HalomailError
-from halomail.processor import MailProcessor, Outcome, ProcessingOutcome, RunReport
+from halomail.runner import MailProcessor, Outcome, ProcessingOutcome, RunReport
 from halomail.tickets.models import Ticket
 from halomail.tickets.repository import TicketRepository
 
@@ -168,15 +168,15 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_send_test_email(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    sent, route = _runtime.send_test_email(config, args.mailbox, args.to)
+    sent, route = app.send_test_email(config, args.mailbox, args.to)
     print(f"sent a test email to {args.to} via {route} (Message-ID <{sent.message_id}>)")
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    repository = _runtime.open_repository(config)
-    processor = _runtime.build_processor(config, repository)
+    repository = app.open_repository(config)
+    processor = app.build_processor(config, repository)
     ok = True
     while True:
         report = _run_cycle(processor, json_output=args.json)
@@ -257,8 +257,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     # A throwaway copy would be safer still, but simulate only reads: the decision
     # is computed without any write, and no transport is given.
-    repository = _runtime.open_repository(config)
-    processor = _runtime.build_processor(config, repository, transport=None)
+    repository = app.open_repository(config)
+    processor = app.build_processor(config, repository, transport=None)
     mailbox = processor.mailboxes[0] if processor.mailboxes else None
     if args.mailbox:
         matches = [m for m in processor.mailboxes if m.name == args.mailbox]
@@ -296,7 +296,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_tickets(args: argparse.Namespace) -> int:
-    repository = _runtime.open_repository(load_config(args.config))
+    repository = app.open_repository(load_config(args.config))
     tickets = repository.list_tickets(limit=args.limit)
     if args.json:
         print(json.dumps([_ticket_json(t) for t in tickets], indent=2))
@@ -319,7 +319,7 @@ def _print_tickets(tickets: Sequence[Ticket], out: TextIO) -> None:
 
 
 def _cmd_ticket(args: argparse.Namespace) -> int:
-    repository = _runtime.open_repository(load_config(args.config))
+    repository = app.open_repository(load_config(args.config))
     ticket = repository.get_ticket(args.id)
     if ticket is None:
         print(f"halomail: no ticket {args.id}", file=sys.stderr)
@@ -389,7 +389,7 @@ def _ticket_json(ticket: Ticket) -> dict[str, Any]:
 
 
 def _cmd_quarantine(args: argparse.Namespace) -> int:
-    repository = _runtime.open_repository(load_config(args.config))
+    repository = app.open_repository(load_config(args.config))
     entries = repository.list_quarantine(limit=args.limit)
     if args.json:
         print(
@@ -447,8 +447,8 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         os.utime(target, (base + index, base + index))
     print(f"Created {root}: halomail.toml, a Maildir inbox with {len(samples)} emails.\n")
     config = load_config(root / "halomail.toml")
-    repository = _runtime.open_repository(config)
-    processor = _runtime.build_processor(config, repository)
+    repository = app.open_repository(config)
+    processor = app.build_processor(config, repository)
     report = _run_cycle(processor, json_output=False)
     print()
     _print_tickets(repository.list_tickets(), sys.stdout)

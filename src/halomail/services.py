@@ -416,7 +416,7 @@ def _is_phone(text: str) -> bool:
     return bool(_PHONE.fullmatch(text)) and sum(c.isdigit() for c in text) >= _MIN_PHONE_DIGITS
 
 
-# -- value readers (the same messages as halomail.config's) ---------------------------
+# -- value readers (the same messages as halomail.config.loader's) ---------------------------
 
 
 def _text(value: Any, where: str) -> str:

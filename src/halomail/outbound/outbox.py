@@ -3,7 +3,7 @@
 The processor writes outgoing mail to the repository's outbox inside the same
 transaction as the ticket it belongs to. :class:`Outbox` sends it afterwards: it
 composes the MIME message only then (composing is costly and has no place on the
-ingest path), hands it to a :class:`~halomail.connectors.base.MailTransport`, and
+ingest path), hands it to a :class:`~halomail.backends.base.MailTransport`, and
 records the result. A transient failure is retried with backoff under the same
 Message-ID; a permanent one is recorded on the ticket.
 
@@ -31,7 +31,7 @@ from email.utils import format_datetime, formataddr
 
 import attrs
 
-from halomail.connectors.base import MailTransport, OutgoingEmail
+from halomail.backends.base import MailTransport, OutgoingEmail
 from halomail.errors import PermanentTransportError, TransientTransportError
 from halomail.tickets.models import ActionKind, NewAction, OutboxMail, OutboxStatus, utcnow
 from halomail.tickets.repository import TicketRepository

@@ -11,8 +11,8 @@ from typing import Any
 
 import attrs
 
-from halomail.config import MailboxSettings
-from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
+from halomail.backends.auth.oauth import TokenProvider, token_provider_from_settings
+from halomail.config.loader import MailboxSettings
 from halomail.errors import ConfigError
 
 __all__ = [

@@ -22,7 +22,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from halomail.connectors.base import OutgoingEmail
+from halomail.backends.base import OutgoingEmail
 from halomail.errors import TransientTransportError
 
 __all__ = ["EmlFileTransport"]
@@ -46,7 +46,7 @@ def _file_key(message_id: str) -> str:
 class EmlFileTransport:
     """Writes each email to ``<path>/<UTC timestamp>-<safe Message-ID>.eml``.
 
-    Satisfies :class:`~halomail.connectors.base.MailTransport`. Each file appears
+    Satisfies :class:`~halomail.backends.base.MailTransport`. Each file appears
     whole or not at all: the email is written to a temporary file in the same folder,
     flushed to disk (``fsync``), then renamed into place. Sending the same
     ``message_id`` again (the outbox retries after a crash between writing and

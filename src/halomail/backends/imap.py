@@ -1,6 +1,6 @@
 """An IMAP mailbox: TLS, UIDs checked against UIDVALIDITY, size before body, IDLE.
 
-:class:`ImapConnector` satisfies :class:`~halomail.connectors.base.MailboxConnector`
+:class:`ImapConnector` satisfies :class:`~halomail.backends.base.MailboxConnector`
 over imaplib, with the habits a helpdesk needs:
 
 * **Security is explicit.** ``security="tls"`` (implicit TLS, port 993),
@@ -33,7 +33,7 @@ over imaplib, with the habits a helpdesk needs:
   without reading a body (``start_from = "now"``).
 * **Bounded**: every socket call has ``timeout``; lines are capped by imaplib, and a
   literal larger than the message limit is refused before it is read (see
-  :mod:`halomail.connectors._imap_client`).
+  :mod:`halomail.backends._imap_client`).
 
 .. versionadded:: 0.1.0
 """
@@ -53,9 +53,8 @@ from typing import Any
 
 import attrs
 
-from halomail.config import MailboxSettings
-from halomail.connectors._common import login_from_settings, tls_context
-from halomail.connectors._imap_client import (
+from halomail.backends._common import login_from_settings, tls_context
+from halomail.backends._imap_client import (
     BoundedIMAP4,
     BoundedIMAP4_SSL,
     encode_mailbox_name,
@@ -65,8 +64,9 @@ from halomail.connectors._imap_client import (
     quote,
     uid_set,
 )
-from halomail.connectors.base import Disposition, FetchedMessage
-from halomail.connectors.oauth import TokenProvider
+from halomail.backends.auth.oauth import TokenProvider
+from halomail.backends.base import Disposition, FetchedMessage
+from halomail.config.loader import MailboxSettings
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -117,7 +117,7 @@ class ImapConnector:
         security: ``tls``, ``starttls`` or ``none``.
         username: The login.
         password: The password (LOGIN or AUTHENTICATE PLAIN); never shown.
-        token_provider: For OAuth2: a :class:`~halomail.connectors.oauth.TokenProvider`
+        token_provider: For OAuth2: a :class:`~halomail.backends.auth.oauth.TokenProvider`
             or any callable returning a bearer token; asked before every login.
         auth_mechanism: ``LOGIN`` or ``PLAIN`` with a password (default: PLAIN when the
             server offers it, else LOGIN); ``XOAUTH2`` (default) or ``OAUTHBEARER`` with
@@ -256,7 +256,7 @@ class ImapConnector:
         """The connector a ``connection = "imap"`` mailbox describes.
 
         ``extra`` keys read: ``auth`` and the OAuth2 keys of
-        :func:`~halomail.connectors.oauth.token_provider_from_settings` (``oauthbearer``
+        :func:`~halomail.backends.auth.oauth.token_provider_from_settings` (``oauthbearer``
         picks that mechanism, any other OAuth2 value XOAUTH2), ``batch_size``,
         ``timeout`` and ``poll_interval``.
 

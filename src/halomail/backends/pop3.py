@@ -35,10 +35,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from halomail.config import MailboxSettings
-from halomail.connectors._common import login_from_settings, tls_context
-from halomail.connectors.base import Disposition, FetchedMessage
-from halomail.connectors.oauth import TokenProvider
+from halomail.backends._common import login_from_settings, tls_context
+from halomail.backends.auth.oauth import TokenProvider
+from halomail.backends.base import Disposition, FetchedMessage
+from halomail.config.loader import MailboxSettings
 from halomail.errors import (
     AuthenticationError,
     ConnectorError,
@@ -62,7 +62,7 @@ _UIDL = re.compile(rb"[\x21-\x7e]{1,70}")
 
 
 class Pop3Connector:
-    """A POP3 mailbox, satisfying :class:`~halomail.connectors.base.MailboxConnector`.
+    """A POP3 mailbox, satisfying :class:`~halomail.backends.base.MailboxConnector`.
 
     One session lasts from the first :meth:`fetch` (or :meth:`list_refs`) to
     :meth:`close`; the processor calls them in that order once per run.
@@ -86,7 +86,7 @@ class Pop3Connector:
             or a failed handshake, raises instead of continuing in clear) or ``none``.
         username: The login.
         password: The password, for ``USER``/``PASS``; never shown.
-        token_provider: For OAuth2: a :class:`~halomail.connectors.oauth.TokenProvider`,
+        token_provider: For OAuth2: a :class:`~halomail.backends.auth.oauth.TokenProvider`,
             or any callable returning a bearer token.
         sasl_mechanism: ``XOAUTH2`` (default) or ``OAUTHBEARER``, with a token provider.
         tls_ca_file: A CA bundle to trust besides the system's. Certificates and host
@@ -167,7 +167,7 @@ class Pop3Connector:
         """The connector a ``connection = "pop3"`` mailbox describes.
 
         ``extra`` keys read: ``auth`` and the OAuth2 keys of
-        :func:`~halomail.connectors.oauth.token_provider_from_settings` (``oauthbearer``
+        :func:`~halomail.backends.auth.oauth.token_provider_from_settings` (``oauthbearer``
         picks that mechanism, anything else XOAUTH2), ``leave_on_server``, ``seen_file``
         and ``timeout``.
 

@@ -4,7 +4,7 @@
 :class:`GmailTransport` sends mail as a mailbox, both through google-api-python-client
 (``googleapiclient.discovery.build("gmail", "v1")`` with the discovery document the
 library ships, so building the client makes no request). Every request carries a
-bearer token from a token provider (:mod:`halomail.connectors.oauth`: google-auth with
+bearer token from a token provider (:mod:`halomail.backends.auth.oauth`: google-auth with
 a service account and domain-wide delegation, or a user's refresh token). The provider
 owns caching and refreshing the token; this module asks it for a token before each
 request and handles the answers in one place, so a 401, throttling and the retry
@@ -72,10 +72,10 @@ from googleapiclient.discovery import build  # type: ignore[import-untyped]
 from googleapiclient.errors import HttpError  # type: ignore[import-untyped]
 
 from halomail._validate import under_key_path
-from halomail.config import MailboxSettings, OutgoingSettings
-from halomail.connectors._common import chosen_token_provider, retry_after_seconds
-from halomail.connectors.base import Disposition, FetchedMessage, OutgoingEmail
-from halomail.connectors.oauth import TokenProvider
+from halomail.backends._common import chosen_token_provider, retry_after_seconds
+from halomail.backends.auth.oauth import TokenProvider
+from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail
+from halomail.config.loader import MailboxSettings, OutgoingSettings
 from halomail.errors import (
     AuthenticationError,
     ConfigError,

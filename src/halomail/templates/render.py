@@ -41,10 +41,10 @@ from typing import Any, Final
 import attrs
 from jinja2.exceptions import SecurityError
 
-from halomail._templates_defaults import BUILT_IN, SAMPLE
-from halomail._templates_sandbox import Compiled, Names, Problem, Sandbox, compile_part, field_key
 from halomail._validate import as_table, check_keys, describe, hint, join_key
 from halomail.errors import ConfigError, TemplateError
+from halomail.templates.defaults import BUILT_IN, SAMPLE
+from halomail.templates.sandbox import Compiled, Names, Problem, Sandbox, compile_part, field_key
 from halomail.tickets.models import Action, Customer, Ticket, User
 
 __all__ = [

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 
-from halomail.connectors.base import Disposition, FetchedMessage, OutgoingEmail
+from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail
 
 __all__ = ["MemoryConnector", "MemoryTransport"]
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class MemoryConnector:
-    """A mailbox held in a dict, satisfying :class:`~halomail.connectors.base.MailboxConnector`.
+    """A mailbox held in a dict, satisfying :class:`~halomail.backends.base.MailboxConnector`.
 
     Refs are ``"1"``, ``"2"`` … in the order emails were added, and are never reused,
     so they stay stable for the connector's lifetime.
@@ -129,7 +129,7 @@ class MemoryConnector:
 
 
 class MemoryTransport:
-    """Records sent email, satisfying :class:`~halomail.connectors.base.MailTransport`.
+    """Records sent email, satisfying :class:`~halomail.backends.base.MailTransport`.
 
     Args:
         handler: Called with each email before it counts as sent. Raise

@@ -43,10 +43,10 @@ from typing import Any
 
 import attrs
 
-from halomail.config import OutgoingSettings
-from halomail.connectors._common import tls_context
-from halomail.connectors.base import OutgoingEmail
-from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
+from halomail.backends._common import tls_context
+from halomail.backends.auth.oauth import TokenProvider, token_provider_from_settings
+from halomail.backends.base import OutgoingEmail
+from halomail.config.loader import OutgoingSettings
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -154,7 +154,7 @@ class _Client(smtplib.SMTP):
 
 
 class SmtpTransport:
-    """Sends mail through an SMTP server (a :class:`~halomail.connectors.base.MailTransport`).
+    """Sends mail through an SMTP server (a :class:`~halomail.backends.base.MailTransport`).
 
     Args:
         host: The SMTP server.
@@ -164,7 +164,7 @@ class SmtpTransport:
         username: The login, for AUTH; without it no AUTH is attempted.
         password: The password, for AUTH PLAIN (preferred) or LOGIN; never shown.
         token_provider: For XOAUTH2 instead of a password: a
-            :class:`~halomail.connectors.oauth.TokenProvider` or any callable returning
+            :class:`~halomail.backends.auth.oauth.TokenProvider` or any callable returning
             a bearer token.
         tls_ca_file: A CA bundle to trust besides the system's.
         ssl_context: A ready TLS context instead (overrides ``tls_ca_file``).
@@ -250,7 +250,7 @@ class SmtpTransport:
         """The transport an ``[outgoing]`` table with ``transport = "smtp"`` describes.
 
         OAuth2 (XOAUTH2) is used when ``extra`` names it (``auth = "xoauth2"`` and the
-        keys of :func:`~halomail.connectors.oauth.token_provider_from_settings`), or
+        keys of :func:`~halomail.backends.auth.oauth.token_provider_from_settings`), or
         when ``token_provider`` is given; otherwise the password, when there is one.
         ``extra["local_hostname"]`` sets the EHLO name.
 

@@ -4,7 +4,7 @@
 from a mailbox, both over the SOAP endpoint ``https://<server>/EWS/Exchange.asmx``
 (never autodiscover: the endpoint is configured). Logins are Basic or NTLM with a
 password (the kind the server offers is detected, or fixed with ``auth``), or an
-OAuth2 bearer token from a token provider (:mod:`halomail.connectors.oauth`).
+OAuth2 bearer token from a token provider (:mod:`halomail.backends.auth.oauth`).
 
 Reading lists the folder with FindItem (paged, ``item:Size`` only, oldest first),
 then reads each email's MIME with GetItem, in batches bounded by count and bytes.
@@ -91,14 +91,14 @@ try:
     from exchangelib.version import EXCHANGE_2016  # type: ignore[import-untyped]
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "halomail.connectors.ews needs exchangelib: pip install 'halomail[ews]'"
+        "halomail.backends.ews needs exchangelib: pip install 'halomail[ews]'"
     ) from exc
 
 from halomail._validate import under_key_path
-from halomail.config import MailboxSettings, OutgoingSettings
-from halomail.connectors._common import retry_after_seconds, tls_context
-from halomail.connectors.base import Disposition, FetchedMessage, OutgoingEmail
-from halomail.connectors.oauth import TokenProvider, token_provider_from_settings
+from halomail.backends._common import retry_after_seconds, tls_context
+from halomail.backends.auth.oauth import TokenProvider, token_provider_from_settings
+from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail
+from halomail.config.loader import MailboxSettings, OutgoingSettings
 from halomail.errors import (
     AuthenticationError,
     ConfigError,

@@ -3,7 +3,7 @@
 :class:`GraphConnector` reads one folder of a user or shared mailbox
 (``/users/{user_id}/mailFolders/{folder}/messages``) and :class:`GraphTransport` sends
 mail as a mailbox (``/users/{user_id}/sendMail``). Both speak Graph's REST API with
-httpx and a bearer token from a token provider (:mod:`halomail.connectors.oauth`;
+httpx and a bearer token from a token provider (:mod:`halomail.backends.auth.oauth`;
 msal's client-credentials grant for application permissions, or a delegated refresh
 token); no Graph SDK is involved.
 
@@ -59,16 +59,16 @@ from typing import Any
 import attrs
 
 from halomail._validate import under_key_path
-from halomail.config import MailboxSettings, OutgoingSettings
-from halomail.connectors._common import chosen_token_provider
-from halomail.connectors._graph_http import (
+from halomail.backends._common import chosen_token_provider
+from halomail.backends._graph_http import (
     DEFAULT_BASE_URL,
     GraphApiError,
     GraphClient,
     GraphRetry,
 )
-from halomail.connectors.base import Disposition, FetchedMessage, OutgoingEmail
-from halomail.connectors.oauth import MICROSOFT_GRAPH_SCOPES, TokenProvider
+from halomail.backends.auth.oauth import MICROSOFT_GRAPH_SCOPES, TokenProvider
+from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail
+from halomail.config.loader import MailboxSettings, OutgoingSettings
 from halomail.errors import (
     AuthenticationError,
     ConfigError,

@@ -11,7 +11,7 @@ the host asks the :class:`Notifier` for the mail that goes with it::
 Every mail is rendered from the message group of the ticket's team, else its
 mailbox's, else ``Default``; it carries the agent's signature for that mailbox; it is
 queued in the repository's outbox in one transaction and sent by the next
-:meth:`~halomail.processor.MailProcessor.send_outbox`. What stops a mail is never an
+:meth:`~halomail.runner.MailProcessor.send_outbox`. What stops a mail is never an
 exception but a :class:`Notice` with the reason (throttled, no recipient, the template
 failed), except a sending restriction, which is the caller's mistake and raises
 :class:`~halomail.errors.SendingRestrictedError`.
@@ -27,14 +27,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from halomail.connectors.sms import SmsSettings, compose_sms, sms_address
 from halomail.errors import SendingRestrictedError, TemplateError
-from halomail.outbox import MessageIdFactory
+from halomail.outbound.outbox import MessageIdFactory
+from halomail.outbound.sms import SmsSettings, compose_sms, sms_address
 from halomail.services import ServiceDefinition
-from halomail.staff import Agent, Team
-from halomail.templates import MessageKind, RenderedMessage, TemplateRenderer, TemplateValues
+from halomail.templates.render import MessageKind, RenderedMessage, TemplateRenderer, TemplateValues
 from halomail.tickets.models import NewOutgoing, OutboxMail, Ticket, utcnow
 from halomail.tickets.repository import TicketRepository
+from halomail.tickets.staff import Agent, Team
 
 __all__ = ["MailboxProfile", "Notice", "Notifier"]
 

@@ -34,14 +34,14 @@ from typing import Any
 
 import attrs
 
-from halomail.connectors.base import Disposition, FetchedMessage, MailboxConnector, MailTransport
-from halomail.connectors.sms import SmsSettings
+from halomail.backends.base import Disposition, FetchedMessage, MailboxConnector, MailTransport
 from halomail.errors import RepositoryError, TransientRepositoryError
 from halomail.inbound.classify import classify
 from halomail.inbound.models import Classification, InboundEmail, ParseLimits
 from halomail.inbound.parse import parse_email
-from halomail.notifications import MailboxProfile, Notifier
-from halomail.outbox import Backoff, MessageIdFactory, Outbox, SenderIdentity, SendReport
+from halomail.outbound.notifier import MailboxProfile, Notifier
+from halomail.outbound.outbox import Backoff, MessageIdFactory, Outbox, SenderIdentity, SendReport
+from halomail.outbound.sms import SmsSettings
 from halomail.rules import (
     EmailRule,
     Explanation,
@@ -52,9 +52,7 @@ from halomail.rules import (
     alert_key_from_subject,
 )
 from halomail.services import ServiceDefinition, ServiceStatus, is_overdue, judge
-from halomail.staff import Agent, Team
-from halomail.templates import TemplateRenderer
-from halomail.ticket_templates import TicketTemplate
+from halomail.templates.render import TemplateRenderer
 from halomail.tickets.models import (
     ActionKind,
     DedupeRecord,
@@ -72,6 +70,8 @@ from halomail.tickets.models import (
     utcnow,
 )
 from halomail.tickets.repository import TicketRepository
+from halomail.tickets.staff import Agent, Team
+from halomail.tickets.templates import TicketTemplate
 
 __all__ = [
     "MailProcessor",

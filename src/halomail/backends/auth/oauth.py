@@ -636,7 +636,7 @@ def token_provider_from_settings(
     """Build the token provider a mailbox's settings describe (keys in the module docstring).
 
     Args:
-        extra: The mailbox's ``extra`` mapping (:attr:`halomail.config.MailboxSettings.extra`).
+        extra: The mailbox's ``extra`` mapping (:attr:`halomail.MailboxSettings.extra`).
         key_path: Where the mailbox is in ``halomail.toml`` (``mailboxes[2]``), for errors.
         mailbox: The mailbox's name, for later error messages.
         verify: TLS verification for the identity provider: True, or a CA bundle path.

@@ -1,4 +1,4 @@
-"""The machinery behind :mod:`halomail.templates`: ``$`` translation, the sandbox, checks.
+"""The machinery behind :mod:`halomail.templates.render`: ``$`` translation, the sandbox, checks.
 
 An administrator's template is compiled once, here, in three steps:
 

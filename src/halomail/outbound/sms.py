@@ -32,7 +32,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from halomail.outbox import SenderIdentity, header_safe
+from halomail.outbound.outbox import SenderIdentity, header_safe
 
 __all__ = [
     "ADDRESS_FIELDS",
@@ -138,7 +138,7 @@ class SmsSettings:
 
     @property
     def sender(self) -> SenderIdentity:
-        """Who SMS mail is sent as (for :func:`halomail.outbox.compose`)."""
+        """Who SMS mail is sent as (for :func:`halomail.outbound.outbox.compose`)."""
         return SenderIdentity(from_address=self.from_address, display_name=self.display_name)
 
 

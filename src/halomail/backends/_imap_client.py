@@ -1,4 +1,4 @@
-"""imaplib, bounded: the client classes and wire helpers behind :mod:`halomail.connectors.imap`.
+"""imaplib, bounded: the client classes and wire helpers behind :mod:`halomail.backends.imap`.
 
 imaplib protects lines (``_MAXLINE``, 1 MB) but reads a literal of whatever size the
 server announces: ``{2000000000}`` makes it allocate 2 GB before reading a byte. The

@@ -51,14 +51,14 @@ from typing import Any
 import attrs
 
 from halomail._validate import CONTROL, as_table, check_keys, describe, join_key
-from halomail.connectors.sms import SmsSettings
 from halomail.errors import ConfigError
 from halomail.inbound.models import ParseLimits
+from halomail.outbound.sms import SmsSettings
 from halomail.rules import EmailRule, rules_from_config
 from halomail.services import ServiceDefinition, services_from_config
-from halomail.staff import Agent, Team
-from halomail.templates import MessageGroup, message_groups_from_config
-from halomail.ticket_templates import TicketTemplate, ticket_templates_from_config
+from halomail.templates.render import MessageGroup, message_groups_from_config
+from halomail.tickets.staff import Agent, Team
+from halomail.tickets.templates import TicketTemplate, ticket_templates_from_config
 
 __all__ = [
     "Config",
@@ -152,7 +152,7 @@ _OUTGOING_EXTRA = (
     "credentials_file",
     "token_env",
     "auth",
-    # OAuth2 (halomail.connectors.oauth): Microsoft identity platform and Google.
+    # OAuth2 (halomail.backends.auth.oauth): Microsoft identity platform and Google.
     "authority",
     "scopes",
     "refresh_token",

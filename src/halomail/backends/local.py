@@ -1,6 +1,6 @@
 """Mailboxes on the local filesystem: a Maildir, an mbox file, a folder of ``.eml`` files.
 
-Each satisfies :class:`~halomail.connectors.base.MailboxConnector`: :meth:`fetch` reads
+Each satisfies :class:`~halomail.backends.base.MailboxConnector`: :meth:`fetch` reads
 bytes and changes nothing, :meth:`ack` is safe to repeat, and refs are stable across
 runs (the Maildir key, the file name, a content hash for mbox).
 
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Protocol
 
 from halomail._validate import under_key_path
-from halomail.config import LOCAL_CONNECTIONS, MailboxSettings
-from halomail.connectors.base import Disposition, FetchedMessage, MailboxConnector
+from halomail.backends.base import Disposition, FetchedMessage, MailboxConnector
+from halomail.config.loader import LOCAL_CONNECTIONS, MailboxSettings
 from halomail.errors import ConfigError, ConnectorError, TransientConnectorError
 
 __all__ = ["EmlDirConnector", "MaildirConnector", "MboxConnector", "open_local_connector"]

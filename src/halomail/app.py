@@ -1,4 +1,4 @@
-"""From a :class:`~halomail.config.Config` to running objects: repository, mailboxes, processor.
+"""From a :class:`~halomail.Config` to running objects: repository, mailboxes, processor.
 
 The command line uses this; a host application usually builds its own
 :class:`~halomail.MailProcessor` with its own repository instead.
@@ -14,21 +14,21 @@ from typing import Any
 
 import attrs
 
-from halomail.config import Config, MailboxSettings, OutgoingSettings
-from halomail.connectors.base import (
+from halomail.backends.base import (
     Disposition,
     FetchedMessage,
     MailboxConnector,
     MailTransport,
     OutgoingEmail,
 )
-from halomail.connectors.files import EmlFileTransport
-from halomail.connectors.local import open_local_connector
-from halomail.connectors.memory import MemoryTransport
+from halomail.backends.files import EmlFileTransport
+from halomail.backends.local import open_local_connector
+from halomail.backends.memory import MemoryTransport
+from halomail.config.loader import Config, MailboxSettings, OutgoingSettings
 from halomail.errors import ConfigError, ConnectorError
-from halomail.outbox import Backoff, MessageIdFactory, SenderIdentity, compose, header_safe
-from halomail.processor import Mailbox, MailProcessor, ProcessorSettings
-from halomail.templates import MessageKind, TemplateRenderer, TemplateValues
+from halomail.outbound.outbox import Backoff, MessageIdFactory, SenderIdentity, compose, header_safe
+from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
+from halomail.templates.render import MessageKind, TemplateRenderer, TemplateValues
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import OutboxMail, OutboxStatus, RecordKind
 from halomail.tickets.repository import TicketRepository
@@ -59,9 +59,9 @@ _EXTRAS = {
 
 
 def _backend(module: str, kind: str) -> Any:
-    """Import ``halomail.connectors.<module>``, saying which extra to install if it fails."""
+    """Import ``halomail.backends.<module>``, saying which extra to install if it fails."""
     try:
-        return importlib.import_module(f"halomail.connectors.{module}")
+        return importlib.import_module(f"halomail.backends.{module}")
     except ImportError as exc:
         extra = _EXTRAS.get(kind, kind)
         raise ConfigError(

@@ -3,7 +3,7 @@
 One :class:`GraphClient` wraps an ``httpx.Client``: it adds the bearer token and the
 ``Prefer`` header to every request, renews a refused token once, waits out throttling
 as the server asks, and turns every failure into a halomail error. Nothing here knows
-about mailboxes or folders; :mod:`halomail.connectors.graph` does.
+about mailboxes or folders; :mod:`halomail.backends.graph` does.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 import attrs
 import httpx
 
-from halomail.connectors._common import retry_after_seconds, tls_context
-from halomail.connectors.oauth import TokenProvider
+from halomail.backends._common import retry_after_seconds, tls_context
+from halomail.backends.auth.oauth import TokenProvider
 from halomail.errors import (
     AuthenticationError,
     ConfigError,

@@ -1,4 +1,0 @@
-"""Mail backends: connectors that read mailboxes and transports that send mail.
-
-The contracts are in :mod:`halomail.connectors.base`; each backend is one module beside it.
-"""

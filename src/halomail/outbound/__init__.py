@@ -1,0 +1,1 @@
+"""Mail that leaves: composing it, the outbox that sends each mail once, the notifier, SMS."""
