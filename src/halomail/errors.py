@@ -27,6 +27,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "ConnectorError",
+    "DuplicateKeyError",
     "HalomailError",
     "PermanentTransportError",
     "RepositoryError",
@@ -59,6 +60,16 @@ class ConfigError(HalomailError, ValueError):
 
 class RepositoryError(HalomailError):
     """The ticket repository failed to read or write."""
+
+
+class DuplicateKeyError(RepositoryError):
+    """A dedupe key was recorded already: another runner handled the same email first.
+
+    :meth:`~halomail.TicketRepository.record_dedupe` raises it (and the transaction is
+    rolled back); the processor treats the email as a duplicate, never as a failure.
+
+    .. versionadded:: 0.2.0
+    """
 
 
 class TransientRepositoryError(RepositoryError):
