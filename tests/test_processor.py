@@ -12,7 +12,7 @@ import pytest
 
 from halomail.backends.base import Disposition, FetchedMessage
 from halomail.backends.memory import MemoryConnector, MemoryTransport
-from halomail.errors import ConnectorError, TransientRepositoryError
+from halomail.errors import ConnectorError, RepositoryError, TransientRepositoryError
 from halomail.runner import Mailbox, MailProcessor, Outcome, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import ActionKind, OutboxStatus, TicketStatus, utcnow
@@ -817,3 +817,30 @@ class TestOutbox:
         processor.run_once()
         (queued,) = repository.due_outgoing(utcnow())
         assert queued.status is OutboxStatus.PENDING
+
+
+def test_close_releases_connectors_and_the_repository_it_owns(tmp_path: Path) -> None:
+    """close() closes every connector and an owned repository, once, however often called."""
+    repository = SQLiteTicketRepository(tmp_path / "halomail.db")
+    connector = MemoryConnector("Support")
+    processor = MailProcessor(
+        repository,
+        [Mailbox(connector)],
+        ProcessorSettings(loop_token=LOOP_TOKEN),
+        owns_repository=True,
+    )
+    with processor:
+        pass
+    processor.close()
+    assert connector.closes == 1
+    with pytest.raises(RepositoryError, match="closed"):
+        repository.list_tickets()
+
+
+def test_close_leaves_a_host_repository_open(tmp_path: Path) -> None:
+    """A repository the host passed in stays open after close(): the host owns it."""
+    with SQLiteTicketRepository(tmp_path / "halomail.db") as repository:
+        MailProcessor(
+            repository, [Mailbox(MemoryConnector("Support"))], ProcessorSettings(LOOP_TOKEN)
+        ).close()
+        assert list(repository.list_tickets()) == []

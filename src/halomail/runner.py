@@ -394,6 +394,7 @@ class MailProcessor:
         ticket_url: The address of a ticket, with ``{id}`` for its number.
         sms: The email-to-SMS provider (``[sms]``), or ``None``.
         clock: The current time (replaceable in tests).
+        owns_repository: Close ``repository`` in :meth:`close` (the processor opened it).
 
     Raises:
         ValueError: Mailbox names repeat, or a rule names an unknown service or template.
@@ -423,6 +424,7 @@ class MailProcessor:
         ticket_url: str = "",
         sms: SmsSettings | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        owns_repository: bool = False,
     ) -> None:
         names = [m.name for m in mailboxes]
         if len(set(names)) != len(names):
@@ -440,6 +442,8 @@ class MailProcessor:
         self.settings = settings
         self.transport = transport
         self._clock = clock
+        self._owns_repository = owns_repository
+        self._closed = False
         self._ids = MessageIdFactory(settings.loop_token, settings.domain)
         #: Queues the mail that goes with ticket events; hosts call it when agents act.
         self.notifier = Notifier(
@@ -462,6 +466,42 @@ class MailProcessor:
         # logs one WARNING per throttle window, not one per email.
         self._throttle_warned: dict[str, dt.datetime] = {}
         self._throttle_warned_lock = threading.Lock()  # mailboxes run in threads
+
+    # -- lifetime --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release what the processor holds: connections, watchers, transports, and the
+        repository when the processor opened it. Calling it again does nothing.
+
+        .. versionadded:: 0.2.0
+        """
+        if self._closed:
+            return
+        self._closed = True
+        closers: list[tuple[str, Callable[[], object]]] = [
+            (f"mailbox {m.name}", m.connector.close) for m in self.mailboxes
+        ]
+        transports = {id(t): t for t in (self.transport, *(m.transport for m in self.mailboxes))}
+        closers += [
+            ("transport", close)
+            for t in transports.values()
+            if callable(close := getattr(t, "close", None))
+        ]
+        if self._owns_repository and callable(close := getattr(self.repository, "close", None)):
+            closers.append(("repository", close))
+        for what, close in closers:
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - closing the rest matters more
+                log.warning("closing %s failed: %s", what, exc)
+        for watcher in self._watchers.values():
+            watcher.join(timeout=5)
+
+    def __enter__(self) -> MailProcessor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- running ---------------------------------------------------------------
 
