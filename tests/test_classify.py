@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from halomail.inbound.classify import classify
+from halomail.inbound.classify import classify, loop_signature
 from halomail.inbound.models import Address, Attachment, Classification, InboundEmail
 
 TOKEN = "test-loop-token"
@@ -245,20 +245,61 @@ class TestBounces:
 class TestOwnMessages:
     """O5: our own mail fetched back."""
 
-    def test_o5_loop_header_with_our_token_is_own_message(self) -> None:
-        """A loop marker equal to our token marks our own message."""
-        result = classify(make(loop_markers=(TOKEN,)), loop_token=TOKEN)
+    def test_o5_loop_header_signing_its_own_message_id_is_own_message(self) -> None:
+        """A loop marker that signs the email's own Message-ID with our token marks it ours."""
+        marker = loop_signature(TOKEN, "msg-1@example.com")
+        result = classify(make(loop_markers=(marker,)), loop_token=TOKEN)
         assert result.own_message
-        assert "own-message: loop header carries our token" in result.reasons
+        assert "own-message: loop header signs its Message-ID" in result.reasons
+
+    def test_o5_the_signature_is_not_the_token(self) -> None:
+        """The loop header's value reveals nothing of the token: it is a 128-bit HMAC."""
+        marker = loop_signature(TOKEN, "msg-1@example.com")
+        assert TOKEN not in marker
+        assert len(marker) == 32
+        assert marker != loop_signature(TOKEN, "msg-2@example.com")
+        assert marker != loop_signature("another-token", "msg-1@example.com")
+
+    def test_o5_a_copied_loop_header_on_another_message_id_is_not_ours(self) -> None:
+        """Our loop header copied from one of our mails onto a new Message-ID proves nothing."""
+        copied = loop_signature(TOKEN, "halomail.1.abc.def@helpdesk.example")
+        result = classify(
+            make(message_id="forged-1@stranger.example", loop_markers=(copied,)),
+            loop_token=TOKEN,
+        )
+        assert not result.own_message
+        assert result.may_acknowledge
+
+    def test_o5_the_raw_token_in_the_loop_header_is_not_ours(self) -> None:
+        """A header holding the token itself (the old format, or a leak) does not mark our mail."""
+        result = classify(make(loop_markers=(TOKEN,)), loop_token=TOKEN)
+        assert not result.own_message
 
     def test_o5_a_foreign_loop_token_is_not_ours(self) -> None:
-        """Another instance's token (or a guessed one) does not mark our message."""
-        result = classify(make(loop_markers=("other-token",)), loop_token=TOKEN)
+        """Another instance's signature (or a guessed one) does not mark our message."""
+        marker = loop_signature("other-token", "msg-1@example.com")
+        result = classify(make(loop_markers=(marker,)), loop_token=TOKEN)
         assert not result.own_message
+
+    def test_o5_a_previous_token_still_marks_our_mail_after_rotation(self) -> None:
+        """Mail signed before a rotation is ours while the old token is a previous token."""
+        marker = loop_signature("old-token", "msg-1@example.com")
+        email = make(loop_markers=(marker,))
+        assert not classify(email, loop_token=TOKEN).own_message
+        assert classify(email, loop_token=TOKEN, previous_loop_tokens=("old-token",)).own_message
 
     def test_o5_loop_marker_is_ignored_without_a_token(self) -> None:
         """With no loop token configured, no loop marker can match."""
-        assert not classify(make(loop_markers=("",)), loop_token=None).own_message
+        marker = loop_signature("", "msg-1@example.com")
+        assert not classify(make(loop_markers=(marker,)), loop_token=None).own_message
+        assert not classify(make(loop_markers=(marker,)), loop_token="").own_message
+
+    def test_o5_loop_marker_without_a_message_id_is_not_ours(self) -> None:
+        """An email without a Message-ID has nothing our loop header could sign."""
+        marker = loop_signature(TOKEN, "")
+        assert not classify(
+            make(message_id=None, loop_markers=(marker,)), loop_token=TOKEN
+        ).own_message
 
     def test_o5_our_message_id_marks_own_message(self) -> None:
         """A Message-ID that is_own_message_id recognises marks our own message."""

@@ -21,6 +21,7 @@ from halomail.errors import (
     TransientConnectorError,
     TransientTransportError,
 )
+from halomail.inbound.classify import loop_signature
 from halomail.outbound.outbox import SenderIdentity, compose
 from halomail.runner import Mailbox, MailProcessor, Outcome, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
@@ -632,7 +633,9 @@ def test_sending_keeps_our_headers_and_sends_only(state: EwsState, ews: EwsServe
     message = email.message_from_bytes(sent.mime)
     assert message["Message-ID"] == "<halomail.7.abc@helpdesk.example>"
     assert message["Auto-Submitted"] == "auto-replied"
-    assert message["X-Halomail-Loop"] == LOOP_TOKEN
+    assert message["X-Halomail-Loop"] == loop_signature(
+        LOOP_TOKEN, "halomail.7.abc@helpdesk.example"
+    )
     assert message["In-Reply-To"] == "<jam-0@customer.example>"
     assert sent.bcc == []
     assert state.messages(SUPPORT, "sentitems") == []

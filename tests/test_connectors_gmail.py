@@ -28,6 +28,7 @@ from halomail.errors import (
     TransientConnectorError,
     TransientTransportError,
 )
+from halomail.inbound.classify import loop_signature
 from halomail.outbound.outbox import SenderIdentity, compose
 from halomail.runner import Mailbox, MailProcessor, Outcome, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
@@ -872,7 +873,9 @@ def test_sending_posts_our_mime_as_base64url_raw_with_our_headers(
     message = email.message_from_bytes(sent.mime)
     assert message["Message-ID"] == "<halomail.7.abc@helpdesk.example>"
     assert message["Auto-Submitted"] == "auto-replied"
-    assert message["X-Halomail-Loop"] == LOOP_TOKEN
+    assert message["X-Halomail-Loop"] == loop_signature(
+        LOOP_TOKEN, "halomail.7.abc@helpdesk.example"
+    )
     assert message["In-Reply-To"] == "<jam-0@customer.example>"
     assert message["Bcc"] is None
 

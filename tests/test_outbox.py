@@ -6,6 +6,7 @@ import email
 
 import pytest
 
+from halomail.inbound.classify import loop_signature
 from halomail.outbound.outbox import LOOP_HEADER, Backoff, MessageIdFactory, SenderIdentity, compose
 from halomail.tickets.models import OutboxMail, OutboxStatus, utcnow
 
@@ -61,7 +62,7 @@ def test_an_acknowledgement_carries_thread_loop_and_auto_submitted_headers() -> 
     assert message["In-Reply-To"] == "<msg-1@customer.example>"
     assert message["References"] == "<msg-0@customer.example> <msg-1@customer.example>"
     assert message["Auto-Submitted"] == "auto-replied"
-    assert message[LOOP_HEADER] == "tok"
+    assert message[LOOP_HEADER] == loop_signature("tok", "halomail.7.abc.def@helpdesk.example")
     assert message["From"] == "Support Desk <support@helpdesk.example>"
     assert out.envelope_from == "support@helpdesk.example"
     assert out.recipients == ("alice@customer.example",)

@@ -13,6 +13,7 @@ import pytest
 from halomail.backends.base import Disposition, FetchedMessage
 from halomail.backends.memory import MemoryConnector, MemoryTransport
 from halomail.errors import ConnectorError, RepositoryError, TransientRepositoryError
+from halomail.inbound.classify import loop_signature
 from halomail.runner import Mailbox, MailProcessor, Outcome, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import ActionKind, OutboxStatus, TicketStatus, utcnow
@@ -79,7 +80,7 @@ class TestNewTickets:
         assert message["Subject"] == f"[ID:{ticket_id}] Received: Printer is jammed"
         assert message["In-Reply-To"] == "<msg-1@customer.example>"
         assert message["Auto-Submitted"] == "auto-replied"
-        assert message["X-Halomail-Loop"] == LOOP_TOKEN
+        assert message["X-Halomail-Loop"] == loop_signature(LOOP_TOKEN, sent.message_id)
         assert message["Message-ID"] == f"<{sent.message_id}>"
 
     def test_acknowledgements_can_be_turned_off_per_mailbox(

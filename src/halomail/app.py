@@ -220,6 +220,7 @@ def build_processor(
     processing = config.processing
     settings = ProcessorSettings(
         loop_token=processing.loop_token,
+        previous_loop_tokens=processing.previous_loop_tokens,
         domain=processing.domain,
         default_sender=sender_identity(config.outgoing),
         limits=config.limits,

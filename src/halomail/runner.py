@@ -226,6 +226,7 @@ class ProcessorSettings:
 
     Args:
         loop_token: Marks our own mail (loop header and Message-ID signature).
+        previous_loop_tokens: Tokens used before a rotation; mail they marked is ours too.
         domain: The domain of our Message-IDs.
         default_sender: Who acknowledgements are from when a mailbox names nobody.
         limits: Parsing limits (design §4).
@@ -243,6 +244,7 @@ class ProcessorSettings:
     """
 
     loop_token: str = attrs.field(repr=False)
+    previous_loop_tokens: tuple[str, ...] = attrs.field(default=(), repr=False, kw_only=True)
     domain: str = "halomail.invalid"
     default_sender: SenderIdentity = attrs.field(
         factory=lambda: SenderIdentity("helpdesk@halomail.invalid", "Helpdesk")
@@ -444,7 +446,9 @@ class MailProcessor:
         self._clock = clock
         self._owns_repository = owns_repository
         self._closed = False
-        self._ids = MessageIdFactory(settings.loop_token, settings.domain)
+        self._ids = MessageIdFactory(
+            settings.loop_token, settings.domain, previous_tokens=settings.previous_loop_tokens
+        )
         #: Queues the mail that goes with ticket events; hosts call it when agents act.
         self.notifier = Notifier(
             repository,
@@ -834,7 +838,10 @@ class MailProcessor:
             return _Decision(Outcome.QUARANTINED, email.quarantine_reason)
 
         classification = classify(
-            email, loop_token=self.settings.loop_token, is_own_message_id=self._ids.is_ours
+            email,
+            loop_token=self.settings.loop_token,
+            previous_loop_tokens=self.settings.previous_loop_tokens,
+            is_own_message_id=self._ids.is_ours,
         )
         if classification.own_message:
             return _Decision(Outcome.SKIPPED, "own-message")

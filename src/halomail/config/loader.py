@@ -202,6 +202,7 @@ _MAILBOX_EXTRA = (
 )
 _PROCESSING_KEYS = (
     "loop_token",
+    "previous_loop_tokens",
     "bulk",
     "ack_throttle_count",
     "ack_throttle_window_minutes",
@@ -507,6 +508,8 @@ class ProcessingSettings:
         loop_token: Marks our own mail so it is recognised when fetched back; never
             shown. Defaults to a value derived from the outgoing from-address and the
             storage url, stable across runs.
+        previous_loop_tokens: Tokens used before the last rotation: mail they signed is
+            still recognised as ours; never shown.
         bulk: What list and bulk mail becomes: ``ticket`` or ``ignore``.
         ack_throttle_count: At most this many acknowledgements to one address …
         ack_throttle_window_minutes: … in this many minutes.
@@ -519,6 +522,7 @@ class ProcessingSettings:
     """
 
     loop_token: str = attrs.field(repr=False)
+    previous_loop_tokens: tuple[str, ...] = attrs.field(default=(), repr=False, kw_only=True)
     bulk: str = "ticket"
     ack_throttle_count: int = 10
     ack_throttle_window_minutes: float = 10.0
@@ -970,6 +974,10 @@ def _parse_processing(
         # mail is recognised when fetched back without anyone choosing a token.
         seed = f"halomail-loop\n{from_address.lower()}\n{storage.url}".encode()
         loop_token = hashlib.sha256(seed).hexdigest()[:32]
+    previous = table.get("previous_loop_tokens", [])
+    if not isinstance(previous, list) or not all(isinstance(t, str) and t for t in previous):
+        # The values are secrets: the message names the key, never the value.
+        raise ConfigError(f"{kp}.previous_loop_tokens", "expected an array of non-empty strings")
     derived_domain = from_address.rpartition("@")[2].lower()
     if not _DOMAIN.fullmatch(derived_domain):
         derived_domain = "halomail.invalid"
@@ -980,6 +988,7 @@ def _parse_processing(
         )
     return ProcessingSettings(
         loop_token=loop_token,
+        previous_loop_tokens=tuple(previous),
         bulk=_choice(table, "bulk", kp, BULK, default="ticket"),
         ack_throttle_count=_int(table, "ack_throttle_count", kp, default=10, minimum=1),
         ack_throttle_window_minutes=_positive_number(

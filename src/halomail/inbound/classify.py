@@ -13,13 +13,18 @@ automatically (design §4 "Loops")? Every flag set comes with a reason for logs 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from halomail.inbound.models import Classification, InboundEmail
 
-__all__ = ["classify"]
+__all__ = ["classify", "loop_signature"]
+
+# Keeps the loop header's HMAC apart from the Message-ID signatures made with the same
+# token (outbound.outbox.MessageIdFactory): one can never stand in for the other.
+_LOOP_CONTEXT = b"halomail-loop-header\x00"
 
 # Subject prefixes only automatic responders use. A human rarely starts a subject with
 # "Automatic reply:", so these count on their own (Exchange, Outlook, Gmail vacation
@@ -102,18 +107,42 @@ _DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-stat
 _QUOTED_MESSAGE_ID = re.compile(r"^[ \t>]*message-id:[ \t]*<([^<>\s]{1,255})>", re.I | re.M)
 
 
+def loop_signature(loop_token: str, message_id: str) -> str:
+    """The loop header's value for our mail with ``message_id``.
+
+    An HMAC-SHA256 of the Message-ID keyed by the loop token, truncated to 128 bits
+    (32 hex digits): the header proves the mail is ours without revealing the token,
+    and a header copied onto another Message-ID proves nothing.
+
+    Args:
+        loop_token: The instance's secret (``[processing] loop_token``).
+        message_id: The mail's Message-ID, without angle brackets.
+
+    Returns:
+        32 lower-case hex digits.
+
+    .. versionadded:: 0.2.0
+    """
+    payload = _LOOP_CONTEXT + message_id.encode("utf-8", "surrogatepass")
+    return hmac.new(loop_token.encode("utf-8"), payload, hashlib.sha256).hexdigest()[:32]
+
+
 def classify(
     email: InboundEmail,
     *,
     loop_token: str | None = None,
+    previous_loop_tokens: Sequence[str] = (),
     is_own_message_id: Callable[[str], bool] | None = None,
 ) -> Classification:
     """Decide whether ``email`` is an auto-reply, a bounce, bulk mail or our own mail.
 
     Args:
         email: The parsed email.
-        loop_token: Our loop header's value; an email carrying it in ``loop_markers``
-            is our own mail fetched back (O5). ``None`` turns that test off.
+        loop_token: Our secret loop token; an email whose loop header holds
+            :func:`loop_signature` of the token and of **its own** Message-ID is our own
+            mail fetched back (O5). ``None`` turns that test off.
+        previous_loop_tokens: Tokens used before the last rotation; mail signed with
+            one of them is ours too.
         is_own_message_id: Tells whether a Message-ID is one we generated; the
             email's own Message-ID is checked with it (O5).
 
@@ -124,7 +153,8 @@ def classify(
     .. versionadded:: 0.1.0
     """
     reasons: list[str] = []
-    own = _own_message(email, loop_token, is_own_message_id, reasons)
+    tokens = tuple(t for t in (loop_token, *previous_loop_tokens) if t)
+    own = _own_message(email, tokens, is_own_message_id, reasons)
     auto = _auto_reply(email, reasons)
     bounce = _bounce(email, reasons)
     bounced_id = _bounced_message_id(email) if bounce else None
@@ -150,20 +180,29 @@ def _token(value: str | None) -> str:
 
 def _own_message(
     email: InboundEmail,
-    loop_token: str | None,
+    tokens: Sequence[str],
     is_own_message_id: Callable[[str], bool] | None,
     reasons: list[str],
 ) -> bool:
-    if loop_token:
-        wanted = loop_token.encode("utf-8")
-        for marker in email.loop_markers:
-            # The token is a shared secret of the instance: compare in constant time.
-            if hmac.compare_digest(marker.strip().encode("utf-8"), wanted):
-                reasons.append("own-message: loop header carries our token")
-                return True
+    if _signed_loop_header(email, tokens):
+        reasons.append("own-message: loop header signs its Message-ID")
+        return True
     if is_own_message_id is not None and email.message_id and is_own_message_id(email.message_id):
         reasons.append("own-message: Message-ID is one we generated")
         return True
+    return False
+
+
+def _signed_loop_header(email: InboundEmail, tokens: Sequence[str]) -> bool:
+    """True when a loop marker is our signature of this email's own Message-ID."""
+    if not tokens or not email.message_id or not email.loop_markers:
+        return False
+    expected = [loop_signature(token, email.message_id).encode() for token in tokens]
+    for marker in email.loop_markers:
+        given = marker.strip().lower().encode("utf-8", "surrogatepass")
+        # A signature is as good as a password: compare in constant time.
+        if any(hmac.compare_digest(given, wanted) for wanted in expected):
+            return True
     return False
 
 

@@ -33,6 +33,7 @@ import attrs
 
 from halomail.backends.base import MailTransport, OutgoingEmail
 from halomail.errors import PermanentTransportError, TransientTransportError
+from halomail.inbound.classify import loop_signature
 from halomail.tickets.models import ActionKind, NewAction, OutboxMail, OutboxStatus, utcnow
 from halomail.tickets.repository import TicketRepository
 
@@ -84,32 +85,39 @@ class MessageIdFactory:
     """Makes our Message-IDs and recognises them when they come back.
 
     An id looks like ``halomail.42.1f2e3d4c5b6a7988.9a8b7c6d5e4f@example.com``: the
-    ticket, a random part, and a signature keyed by the loop token, so a forged
-    id that merely looks like ours is not mistaken for ours.
+    ticket, a random part, and an HMAC of both keyed by the loop token (never the
+    token itself), so a forged id that merely looks like ours is not mistaken for ours.
 
     Args:
-        loop_token: The instance's token (``[processing] loop_token``).
+        loop_token: The instance's token (``[processing] loop_token``); new ids are
+            signed with it.
         domain: The right-hand side of our ids.
+        previous_tokens: Tokens used before a rotation (``[processing]
+            previous_loop_tokens``): ids they signed are still recognised, so replies
+            to mail sent before the rotation still find their ticket.
     """
 
     loop_token: str = attrs.field(repr=False)
     domain: str = "halomail.invalid"
+    previous_tokens: tuple[str, ...] = attrs.field(default=(), repr=False)
 
-    def _sign(self, local: str) -> str:
-        return hmac.new(self.loop_token.encode(), local.encode(), hashlib.sha256).hexdigest()[:12]
+    @staticmethod
+    def _sign(token: str, local: str) -> str:
+        return hmac.new(token.encode(), local.encode(), hashlib.sha256).hexdigest()[:12]
 
     def new(self, ticket_id: int | None) -> str:
         """A fresh Message-ID (without angle brackets) for mail about ``ticket_id``."""
         local = f"halomail.{ticket_id or 0}.{secrets.token_hex(8)}"
-        return f"{local}.{self._sign(local)}@{self.domain}"
+        return f"{local}.{self._sign(self.loop_token, local)}@{self.domain}"
 
     def is_ours(self, message_id: str) -> bool:
-        """True when ``message_id`` was made by this factory (any domain)."""
+        """True when ``message_id`` was made with our token or a previous one (any domain)."""
         local, _, _domain = message_id.partition("@")
         head, _, signature = local.rpartition(".")
         if not head.startswith("halomail.") or len(signature) != 12:
             return False
-        return hmac.compare_digest(signature, self._sign(head))
+        tokens = (self.loop_token, *self.previous_tokens)
+        return any(hmac.compare_digest(signature, self._sign(t, head)) for t in tokens if t)
 
 
 def compose(
@@ -122,7 +130,8 @@ def compose(
     non-ASCII values are RFC 2047-encoded. Automatic replies carry ``Auto-Submitted:
     auto-replied`` (RFC 3834) and ``X-Auto-Response-Suppress: All`` so that
     well-behaved autoresponders do not answer them, and every mail carries our
-    loop header.
+    loop header: :func:`~halomail.inbound.classify.loop_signature` of the token and
+    the mail's Message-ID, never the token itself.
     """
     # Quoted-printable keeps the text readable in the raw message, unlike base64. The
     # legacy email.mime classes are used on purpose: measured, they compose 2.5x faster
@@ -158,7 +167,7 @@ def compose(
     if mail.auto_submitted:
         body["Auto-Submitted"] = "auto-replied"
         body["X-Auto-Response-Suppress"] = "All"
-    body[LOOP_HEADER] = header_safe(loop_token)
+    body[LOOP_HEADER] = loop_signature(loop_token, mail.message_id)
     data = body.as_bytes(policy=compat32.clone(linesep="\r\n"))
     return OutgoingEmail(
         message_id=mail.message_id,
