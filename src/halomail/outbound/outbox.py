@@ -93,8 +93,8 @@ class MessageIdFactory:
             signed with it.
         domain: The right-hand side of our ids.
         previous_tokens: Tokens used before a rotation (``[processing]
-            previous_loop_tokens``): ids they signed are still recognised, so replies
-            to mail sent before the rotation still find their ticket.
+            previous_loop_tokens``): ids they signed are still recognised, so our
+            mail sent before the rotation is still ours when it comes back.
     """
 
     loop_token: str = attrs.field(repr=False)
