@@ -53,17 +53,9 @@ from halomail.rules import (
     RuleType,
     rules_from_config,
 )
-from halomail.runner import (
-    Mailbox,
-    MailboxHealth,
-    MailProcessor,
-    Outcome,
-    ProcessingOutcome,
-    ProcessorSettings,
-    RunReport,
-    ServiceCheck,
-    Simulation,
-)
+from halomail.pipeline.results import Outcome, ProcessingOutcome, Reason, Simulation
+from halomail.pipeline.settings import Mailbox, ProcessorSettings
+from halomail.runner import MailboxHealth, MailProcessor, RunReport, ServiceCheck
 from halomail.services import ServiceCriteria, ServiceDefinition, services_from_config
 from halomail.templates.render import (
     MessageGroup,
@@ -142,6 +134,7 @@ __all__ = [
     "PermanentTransportError",
     "ProcessingOutcome",
     "ProcessorSettings",
+    "Reason",
     "RecordKind",
     "RenderedMessage",
     "RepositoryError",
