@@ -45,6 +45,8 @@ from halomail.inbound.models import Address, Attachment, Classification, Inbound
 from halomail.inbound.parse import parse_email
 from halomail.outbound.notifier import MailboxProfile, Notice, Notifier
 from halomail.outbound.outbox import SenderIdentity
+from halomail.pipeline.results import Outcome, ProcessingOutcome, Reason, Simulation
+from halomail.pipeline.settings import Mailbox, ProcessorSettings
 from halomail.rules import (
     EmailRule,
     Explanation,
@@ -53,8 +55,6 @@ from halomail.rules import (
     RuleType,
     rules_from_config,
 )
-from halomail.pipeline.results import Outcome, ProcessingOutcome, Reason, Simulation
-from halomail.pipeline.settings import Mailbox, ProcessorSettings
 from halomail.runner import MailboxHealth, MailProcessor, RunReport, ServiceCheck
 from halomail.services import ServiceCriteria, ServiceDefinition, services_from_config
 from halomail.templates.render import (

@@ -353,6 +353,7 @@ class MailProcessor:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._arrived.set()  # a wait_for_mail in progress returns (False) at once
         closers: list[tuple[str, Callable[[], object]]] = [
             (f"mailbox {m.name}", m.connector.close) for m in self.mailboxes
         ]
