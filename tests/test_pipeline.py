@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +56,11 @@ def test_the_reasons_a_run_reports_are_reason_members(settings: ProcessorSetting
     (again,) = processor.run_once().outcomes
     assert again.reason is Reason.DUPLICATE
     assert again.as_dict()["reason"] == "duplicate"
+
+
+def test_docs_list_every_reason_on_a_line_of_its_own() -> None:
+    """docs/processing.md has one table row per Reason value, and no row for anything else."""
+    text = (Path(__file__).parent.parent / "docs" / "processing.md").read_text()
+    section = text.split("### Reasons", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z-]+)` \|", section, flags=re.MULTILINE)
+    assert sorted(rows) == sorted(reason.value for reason in Reason)
