@@ -185,7 +185,7 @@ class _MailboxLease:
 
     def __init__(
         self,
-        repository: Any,
+        repository: Any,  # has acquire_lease and release_lease (not yet in the Protocol)
         mailbox: str,
         owner: str,
         clock: Callable[[], dt.datetime],
@@ -318,7 +318,6 @@ class MailProcessor:
             Context(
                 repository=repository,
                 settings=settings,
-                mailboxes=self.mailboxes,
                 engine=self._engine,
                 services=self._services,
                 templates=templates,

@@ -14,7 +14,7 @@ import attrs
 
 from halomail.outbound.notifier import Notifier
 from halomail.outbound.outbox import MessageIdFactory
-from halomail.pipeline.settings import Mailbox, ProcessorSettings
+from halomail.pipeline.settings import ProcessorSettings
 from halomail.rules import RuleEngine
 from halomail.services import ServiceDefinition
 from halomail.tickets.repository import TicketRepository
@@ -65,7 +65,6 @@ class Context:
     Args:
         repository: Where tickets live.
         settings: Settings for every mailbox.
-        mailboxes: The processor's mailboxes.
         engine: The email rules, or ``None`` without rules.
         services: Monitored services by name.
         templates: Ticket templates by name.
@@ -77,7 +76,6 @@ class Context:
 
     repository: TicketRepository
     settings: ProcessorSettings
-    mailboxes: tuple[Mailbox, ...]
     engine: RuleEngine | None
     services: Mapping[str, ServiceDefinition]
     templates: Mapping[str, TicketTemplate]
