@@ -173,9 +173,7 @@ def test_a_lock_free_host_with_forty_emails_leaves_none_for_retry_and_quarantine
 
 
 @pytest.mark.parametrize("declared", [False, True])
-def test_the_outbox_and_service_checks_take_their_turn_as_the_one_writer(
-    tmp_path: Path, declared: bool
-) -> None:
+def test_the_outbox_takes_its_turn_as_the_one_writer(tmp_path: Path, declared: bool) -> None:
     """Acknowledgements sent while 16 mailboxes are read: one thread inside unless declared."""
     config = sixteen_maildirs(tmp_path, emails_per_mailbox=2)
     text = config.read_text().replace("send_acknowledgement = false", "send_acknowledgement = true")

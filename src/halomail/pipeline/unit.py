@@ -23,7 +23,7 @@ from halomail.inbound.parse import parse_email
 from halomail.pipeline.apply import apply, recorded_key
 from halomail.pipeline.context import Context
 from halomail.pipeline.decide import decide, dedupe_key, recorded_duplicate
-from halomail.pipeline.results import Outcome, ProcessingOutcome, Reason
+from halomail.pipeline.results import Decision, Outcome, ProcessingOutcome, Reason
 from halomail.pipeline.settings import Mailbox
 from halomail.tickets.models import DedupeRecord, NewQuarantine
 
@@ -114,20 +114,45 @@ class UnitOfWork:
         it first anyway, our transaction is rolled back and the email is a duplicate.
         """
         repo = self.ctx.repository
+        decision: Decision | None = None
         try:
             with repo.transaction():
                 decision = decide(self.ctx, mailbox, email, key, fingerprint)
                 return apply(self.ctx, mailbox, fetched, email, key, fingerprint, decision)
         except DuplicateKeyError:
-            log.info(
-                "mailbox %s ref %s: another runner recorded it first; a duplicate",
-                mailbox.name,
-                fetched.ref,
+            contested = recorded_key(decision, key, fingerprint) if decision else key
+            return self._lost_race(mailbox, fetched, email, key, fingerprint, contested)
+
+    def _lost_race(
+        self,
+        mailbox: Mailbox,
+        fetched: FetchedMessage,
+        email: InboundEmail,
+        key: str,
+        fingerprint: str,
+        contested: str,
+    ) -> ProcessingOutcome:
+        """Another runner recorded ``contested`` first: a duplicate, disposed of as its
+        record says."""
+        repo = self.ctx.repository
+        with repo.transaction():
+            winner = repo.get_dedupe(contested)
+        if winner is None:
+            # The conflict names a record we cannot read yet: leave the email for later.
+            log.warning(
+                "mailbox %s ref %s: dedupe key conflict; will retry", mailbox.name, fetched.ref
             )
-            with repo.transaction():
-                winner = repo.get_dedupe(recorded_key(decision, key, fingerprint))
-            duplicate = recorded_duplicate(winner or DedupeRecord(key, fingerprint, ""))
-            return apply(self.ctx, mailbox, fetched, email, key, fingerprint, duplicate)
+            return ProcessingOutcome(
+                mailbox.name, fetched.ref, Outcome.RETRY, reason=Reason.TRANSIENT_ERROR
+            )
+        log.info(
+            "mailbox %s ref %s: another runner recorded it first (%s); a duplicate",
+            mailbox.name,
+            fetched.ref,
+            winner.outcome,
+        )
+        duplicate = recorded_duplicate(winner)
+        return apply(self.ctx, mailbox, fetched, email, key, fingerprint, duplicate)
 
     def _quarantine_too_large(self, mailbox: Mailbox, fetched: FetchedMessage) -> ProcessingOutcome:
         key = f"{mailbox.name}\x1fref:{fetched.ref}:{fetched.size}"
