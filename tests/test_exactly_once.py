@@ -120,3 +120,25 @@ def test_a_dedupe_key_conflict_at_commit_is_a_duplicate_never_a_processing_error
     assert repository.list_tickets() == []  # ours was rolled back
     assert repository.list_quarantine() == []
     assert connector.acks == [("1", disposition)]
+
+
+class ConflictWithoutWinner(InMemoryTicketRepository):
+    """A repository that reports a dedupe-key conflict whose winning record it cannot show."""
+
+    def record_dedupe(self, record: DedupeRecord) -> None:
+        """Always conflict."""
+        raise DuplicateKeyError(f"dedupe key already recorded: {record.key!r}")
+
+
+def test_a_conflict_whose_winner_cannot_be_read_leaves_the_email_for_retry(
+    settings: ProcessorSettings,
+) -> None:
+    """No record to dispose by: retry, the source email untouched, nothing kept."""
+    repository = ConflictWithoutWinner()
+    connector = MemoryConnector("Support", [make_email()])
+    processor = MailProcessor(repository, [Mailbox(connector)], settings)
+    (outcome,) = processor.run_once().outcomes
+    assert (outcome.outcome, outcome.reason) == (Outcome.RETRY, Reason.TRANSIENT_ERROR)
+    assert connector.acks == []
+    assert len(connector.remaining) == 1
+    assert repository.list_tickets() == []
