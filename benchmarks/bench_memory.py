@@ -127,8 +127,8 @@ _STEPS = (
     ("halomail.inbound._mime", "parse", "MIME parse (bodies kept as views)"),
     ("halomail.inbound._mime", "decode_transfer", "base64 decoding"),
     ("halomail.inbound.parse:_Builder", "_attachments", "attachment names, hashes"),
-    ("halomail.runner:MailProcessor", "_dedupe_key", "dedupe key (body SHA-256)"),
-    ("halomail.runner:MailProcessor", "_decide", "decide (classify, rules, correlate)"),
+    ("halomail.pipeline.unit", "dedupe_key", "dedupe key (body SHA-256)"),
+    ("halomail.pipeline.unit", "decide", "decide (classify, rules, correlate)"),
     ("halomail.tickets.sqlite:SQLiteTicketRepository", "add_action", "repository add_action"),
     ("halomail.tickets.sqlite:SQLiteTicketRepository", "_commit", "repository commit"),
 )

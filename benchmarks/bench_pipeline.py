@@ -64,7 +64,11 @@ import halomail.inbound._mime
 import halomail.inbound.models
 import halomail.inbound.parse
 import halomail.outbound.notifier
-import halomail.runner
+import halomail.pipeline.acknowledge
+import halomail.pipeline.decide
+import halomail.pipeline.records
+import halomail.pipeline.unit
+import halomail.rules
 from halomail import (
     EmailRule,
     Mailbox,
@@ -469,7 +473,7 @@ class _TimedConnection:
 # Where each stage's functions are looked up at call time (module globals and
 # methods), so that replacing them there times every call.
 _STAGE_FUNCTIONS: tuple[tuple[object, str, str], ...] = (
-    (halomail.runner, "parse_email", "parse, rest"),
+    (halomail.pipeline.unit, "parse_email", "parse, rest"),
     (halomail.inbound._mime, "parse", "parse"),
     (halomail.inbound.parse._TopHeaders, "__init__", "decode"),
     (halomail.inbound.parse._Builder, "_leaf", "decode"),
@@ -477,15 +481,15 @@ _STAGE_FUNCTIONS: tuple[tuple[object, str, str], ...] = (
     (halomail.inbound.models, "sanitize_html", "sanitize"),
     (halomail.inbound.parse, "html_to_text", "html to text"),
     (halomail.inbound.parse, "strip_reply", "quote stripping"),
-    (halomail.runner, "classify", "classify"),
-    (MailProcessor, "_correlate", "correlate"),
-    (MailProcessor, "_related", "correlate"),
-    (halomail.runner.RuleEngine, "evaluate", "rules"),
-    (MailProcessor, "_acknowledgement", "render"),
-    (MailProcessor, "_may_acknowledge", "outbox"),
+    (halomail.pipeline.decide, "classify", "classify"),
+    (halomail.pipeline.decide, "_correlate", "correlate"),
+    (halomail.pipeline.decide, "_related", "correlate"),
+    (halomail.rules.RuleEngine, "evaluate", "rules"),
+    (halomail.pipeline.records, "_acknowledgement", "render"),
+    (halomail.pipeline.acknowledge, "_may_acknowledge", "outbox"),
     (halomail.outbound.notifier.Notifier, "_throttled", "outbox"),
     (_SQLiteClass, "enqueue_outgoing", "outbox"),
-    (MailProcessor, "_dedupe_key", "dedupe key"),
+    (halomail.pipeline.unit, "dedupe_key", "dedupe key"),
     (MailProcessor, "run_once", "other"),
 )
 _REPOSITORY_METHODS = (

@@ -185,3 +185,47 @@ def test_a_watcher_still_waiting_is_not_doubled_and_its_news_is_kept(
     assert processor.wait_for_mail(30.0) is True
     assert time.monotonic() - started < 10.0
     assert connector.waits == 1
+
+
+class BlockingIdle(MemoryConnector):
+    """A pushing mailbox whose wait blocks until the connector is closed (from any thread)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.waiting = threading.Event()
+        self.interrupted = threading.Event()
+
+    def wait_for_mail(self, timeout: float) -> bool:
+        """Block until :meth:`close` interrupts the wait; no mail ever arrives."""
+        self.waiting.set()
+        self.interrupted.wait()
+        return False
+
+    def close(self) -> None:
+        """Interrupt a blocked wait, as an IMAP connection closed under its IDLE does."""
+        super().close()
+        self.interrupted.set()
+
+
+def _watchers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("halomail-idle-")]
+
+
+def test_close_stops_the_watchers_and_ends_a_wait_in_progress(
+    settings: ProcessorSettings,
+) -> None:
+    """A watcher blocked in wait_for_mail does not outlive close(); the waiting caller returns."""
+    connector = BlockingIdle("Support")
+    processor = MailProcessor(InMemoryTicketRepository(), [Mailbox(connector)], settings)
+    answers: list[bool] = []
+    caller = threading.Thread(target=lambda: answers.append(processor.wait_for_mail(600.0)))
+    caller.start()
+    assert connector.waiting.wait(10)
+    assert [t.name for t in _watchers()] == ["halomail-idle-Support"]
+    processor.close()
+    assert _watchers() == []
+    caller.join(10)
+    assert not caller.is_alive()
+    assert answers == [False]
+    assert processor.wait_for_mail(600.0) is False  # closed: no watcher starts again
+    assert _watchers() == []

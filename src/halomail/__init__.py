@@ -45,6 +45,8 @@ from halomail.inbound.models import Address, Attachment, Classification, Inbound
 from halomail.inbound.parse import parse_email
 from halomail.outbound.notifier import MailboxProfile, Notice, Notifier
 from halomail.outbound.outbox import SenderIdentity
+from halomail.pipeline.results import Outcome, ProcessingOutcome, Reason, Simulation
+from halomail.pipeline.settings import Mailbox, ProcessorSettings
 from halomail.rules import (
     EmailRule,
     Explanation,
@@ -53,17 +55,7 @@ from halomail.rules import (
     RuleType,
     rules_from_config,
 )
-from halomail.runner import (
-    Mailbox,
-    MailboxHealth,
-    MailProcessor,
-    Outcome,
-    ProcessingOutcome,
-    ProcessorSettings,
-    RunReport,
-    ServiceCheck,
-    Simulation,
-)
+from halomail.runner import MailboxHealth, MailProcessor, RunReport, ServiceCheck
 from halomail.services import ServiceCriteria, ServiceDefinition, services_from_config
 from halomail.templates.render import (
     MessageGroup,
@@ -142,6 +134,7 @@ __all__ = [
     "PermanentTransportError",
     "ProcessingOutcome",
     "ProcessorSettings",
+    "Reason",
     "RecordKind",
     "RenderedMessage",
     "RepositoryError",

@@ -199,8 +199,11 @@ def _run_cycle(processor: MailProcessor, *, json_output: bool) -> RunReport:
     report = processor.run_once(on_outcome=show)
     progress.done()
     for mailbox in report.mailboxes:
-        if mailbox.error:
-            print(f"halomail: mailbox {mailbox.name}: {mailbox.error}", file=sys.stderr)
+        if mailbox.error or mailbox.note:
+            print(
+                f"halomail: mailbox {mailbox.name}: {mailbox.error or mailbox.note}",
+                file=sys.stderr,
+            )
     if json_output:
         # After the emails, one line per mailbox with its health ("event": "mailbox").
         for health in processor.health():

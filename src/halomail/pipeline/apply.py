@@ -1,0 +1,166 @@
+"""The apply step: write a :class:`Decision`, with the email's dedupe record.
+
+Called inside the unit's one transaction, so the ticket, its actions, the
+acknowledgement in the outbox and the dedupe record are committed together or
+not at all.
+
+.. versionadded:: 0.2.0
+"""
+
+from __future__ import annotations
+
+from halomail.backends.base import FetchedMessage
+from halomail.inbound.models import InboundEmail
+from halomail.pipeline.acknowledge import UNDELIVERABLE
+from halomail.pipeline.context import Context
+from halomail.pipeline.decide import collision_key
+from halomail.pipeline.handlers import handler_for
+from halomail.pipeline.records import inbound_action, new_ticket, open_ticket, stored
+from halomail.pipeline.results import (
+    QUARANTINE_DETAILS,
+    Decision,
+    Outcome,
+    ProcessingOutcome,
+    Reason,
+)
+from halomail.pipeline.settings import Mailbox
+from halomail.tickets.models import (
+    ActionKind,
+    DedupeRecord,
+    NewAction,
+    NewQuarantine,
+    TicketStatus,
+)
+
+__all__ = ["apply", "recorded_key"]
+
+
+def recorded_key(decision: Decision, key: str, fingerprint: str) -> str:
+    """The dedupe key ``decision`` is recorded under (a collision gets its own)."""
+    if decision.reason is Reason.MESSAGE_ID_COLLISION:
+        return collision_key(key, fingerprint)
+    return key
+
+
+def apply(
+    ctx: Context,
+    mailbox: Mailbox,
+    fetched: FetchedMessage,
+    email: InboundEmail,
+    key: str,
+    fingerprint: str,
+    decision: Decision,
+) -> ProcessingOutcome:
+    """Write ``decision`` and the email's dedupe record; the caller holds the transaction.
+
+    Raises:
+        DuplicateKeyError: Another runner recorded the same email first (the caller
+            rolls back and reports a duplicate).
+    """
+    if decision.is_duplicate:
+        # Handled before: nothing is written, and the source goes where the first copy went.
+        return ProcessingOutcome(
+            mailbox.name,
+            fetched.ref,
+            Outcome.SKIPPED,
+            email.message_id,
+            decision.previous_ticket_id,
+            reason=Reason.DUPLICATE,
+            subject=email.subject,
+            recorded=decision.recorded,
+        )
+    ticket_id, acknowledged = _write(ctx, mailbox, fetched, email, decision, key, fingerprint)
+    ctx.repository.record_dedupe(
+        DedupeRecord(
+            recorded_key(decision, key, fingerprint),
+            fingerprint,
+            decision.outcome.value,
+            ticket_id,
+        )
+    )
+    return ProcessingOutcome(
+        mailbox.name,
+        fetched.ref,
+        decision.outcome,
+        email.message_id,
+        ticket_id,
+        decision.rule,
+        decision.reason,
+        acknowledged=acknowledged,
+        subject=email.subject,
+    )
+
+
+def _write(
+    ctx: Context,
+    mailbox: Mailbox,
+    fetched: FetchedMessage,
+    email: InboundEmail,
+    decision: Decision,
+    key: str,
+    fingerprint: str,
+) -> tuple[int | None, bool]:
+    """Everything but the dedupe record; returns the ticket affected and whether we replied."""
+    if decision.outcome is Outcome.QUARANTINED:
+        _quarantine(
+            ctx, mailbox, fetched, email, decision, recorded_key(decision, key, fingerprint)
+        )
+        return None, False
+    if decision.match is not None:
+        handler = handler_for(decision.match.rule.type)
+        return handler.apply(ctx, mailbox, email, decision, decision.match)
+    ticket = decision.ticket
+    if decision.outcome is Outcome.UPDATED and ticket is not None:
+        if decision.reason is Reason.BOUNCE:
+            _note_bounce(ctx, email, ticket.id)
+        else:
+            ctx.repository.add_action(inbound_action(ticket.id, email, new_text_only=True))
+            if decision.reopen:
+                ctx.repository.set_status(ticket.id, TicketStatus.OPEN)
+        return ticket.id, False
+    if decision.outcome is Outcome.CREATED:
+        new = new_ticket(ctx, mailbox, email)
+        return open_ticket(ctx, mailbox, email, new, decision, public=True)
+    # Ignored, or skipped as our own mail: only the dedupe record is written.
+    return (ticket.id if ticket else None), False
+
+
+def _quarantine(
+    ctx: Context,
+    mailbox: Mailbox,
+    fetched: FetchedMessage,
+    email: InboundEmail,
+    decision: Decision,
+    key: str,
+) -> None:
+    reason = decision.reason
+    ctx.repository.quarantine(
+        NewQuarantine(
+            mailbox=mailbox.name,
+            reason=reason.value if reason is not None else "unknown",
+            raw=fetched.raw,
+            detail=QUARANTINE_DETAILS.get(reason, "") if reason is not None else "",
+            message_id=email.message_id,
+            dedupe_key=key,
+        )
+    )
+
+
+def _note_bounce(ctx: Context, email: InboundEmail, ticket_id: int) -> None:
+    """Attach a delivery failure to its ticket, and stop acknowledging the address."""
+    repo = ctx.repository
+    # Which of our recipients bounced: the ticket's user, who is not mailed again.
+    ticket = repo.get_ticket(ticket_id)
+    if ticket is not None:
+        repo.set_state(UNDELIVERABLE + ticket.user_email.lower(), ctx.clock().isoformat())
+    repo.add_action(
+        NewAction(
+            ticket_id=ticket_id,
+            kind=ActionKind.BOUNCE,
+            body=f"Delivery failed: {email.subject}\n\n{email.text}",
+            from_address=email.sender.normalized if email.sender else "",
+            public=False,
+            message_id=None,
+            attachments=stored(email),
+        )
+    )

@@ -1,0 +1,187 @@
+"""The decide step: one parsed email and the repository's answers → a :class:`Decision`.
+
+Pure in the sense that matters: it reads the repository and writes nothing, so
+``simulate`` and ``explain`` use it as it is. In order, an email is
+
+1. a duplicate (its dedupe key is known) or a Message-ID collision,
+2. quarantined by the parser's limits,
+3. our own mail fetched back, or from no parseable sender,
+4. a bounce, attached to the ticket whose mail bounced,
+5. ignored by an ``ignore`` rule (which wins even over a follow-up),
+6. a follow-up of an existing ticket (subject tag or Message-ID) from someone related
+   to it, or a suspected hijack,
+7. what the first matching rule's handler makes of it, or
+8. a new ticket.
+
+.. versionadded:: 0.2.0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from halomail.inbound.classify import classify
+from halomail.inbound.models import Classification, InboundEmail
+from halomail.pipeline.acknowledge import decide_new
+from halomail.pipeline.context import Context
+from halomail.pipeline.handlers import handler_for
+from halomail.pipeline.results import Decision, Outcome, Reason
+from halomail.pipeline.settings import Mailbox
+from halomail.tickets.models import DedupeRecord, Ticket
+
+__all__ = ["collision_key", "decide", "dedupe_key", "recorded_duplicate"]
+
+log = logging.getLogger(__name__)
+
+
+def dedupe_key(mailbox: Mailbox, email: InboundEmail, raw: bytes) -> tuple[str, str]:
+    """The dedupe key and the content fingerprint of an email.
+
+    The fingerprint leaves out the header block, so the same email delivered
+    twice with different trace headers (Received, Delivered-To) is still a
+    duplicate, while a different email that reuses a Message-ID is not.
+    """
+    separator = raw.find(b"\r\n\r\n")
+    if separator < 0:
+        separator = raw.find(b"\n\n")
+    # A view, not a slice: a 50 MB email is not copied to be hashed.
+    body = memoryview(raw)[separator:] if separator >= 0 else raw
+    digest = hashlib.sha256(body)
+    for part in (email.subject, str(email.sender or ""), email.message_id or ""):
+        digest.update(b"\x00" + part.encode("utf-8", "replace"))
+    fingerprint = digest.hexdigest()
+    if email.message_id:
+        return f"{mailbox.name}\x1fid:{email.message_id}", fingerprint
+    return f"{mailbox.name}\x1fsha256:{email.sha256}", fingerprint
+
+
+def collision_key(key: str, fingerprint: str) -> str:
+    """The dedupe key of an email that reuses another's Message-ID with other content."""
+    return f"{key}\x1fcollision:{fingerprint}"
+
+
+def recorded_duplicate(record: DedupeRecord) -> Decision:
+    """A duplicate of the email ``record`` was written for: disposed of as it says."""
+    return Decision(
+        Outcome.SKIPPED,
+        Reason.DUPLICATE,
+        previous_ticket_id=record.ticket_id,
+        recorded=_recorded_outcome(record.outcome),
+    )
+
+
+def _recorded_outcome(value: str) -> Outcome | None:
+    try:
+        return Outcome(value)
+    except ValueError:  # a host's repository may store something else: dispose as processed
+        return None
+
+
+def decide(
+    ctx: Context, mailbox: Mailbox, email: InboundEmail, key: str, fingerprint: str
+) -> Decision:
+    """What will happen to ``email``, and why; reads the repository, writes nothing.
+
+    Args:
+        ctx: The processor's parts.
+        mailbox: The mailbox the email came from.
+        email: The parsed email.
+        key: Its dedupe key (:func:`dedupe_key`).
+        fingerprint: Its content fingerprint (:func:`dedupe_key`).
+    """
+    seen = _seen_before(ctx, key, fingerprint)
+    if seen is not None:
+        return seen
+    if email.quarantine_reason:
+        return Decision(Outcome.QUARANTINED, Reason(email.quarantine_reason))
+
+    classification = classify(
+        email,
+        loop_token=ctx.settings.loop_token,
+        previous_loop_tokens=ctx.settings.previous_loop_tokens,
+        is_own_message_id=ctx.ids.is_ours,
+    )
+    if classification.own_message:
+        return Decision(Outcome.SKIPPED, Reason.OWN_MESSAGE)
+    if email.sender is None:
+        return Decision(Outcome.QUARANTINED, Reason.UNPARSEABLE_SENDER)
+    if classification.bounce:
+        return _decide_bounce(ctx, email, classification)
+
+    match = ctx.engine.evaluate(email, mailbox.name) if ctx.engine else None
+    handler = handler_for(match.rule.type) if match is not None else None
+    if match is not None and handler is not None and handler.before_threading:
+        return handler.decide(ctx, mailbox, email, classification, match, None)
+
+    reason: Reason | None = None
+    ticket = _correlate(ctx, mailbox, email)
+    if ticket is not None:
+        if _related(ctx, ticket, email):
+            # An auto-reply on the thread is recorded but changes nothing (O1).
+            reopen = not ticket.is_open and classification.may_acknowledge
+            return Decision(Outcome.UPDATED, None, ticket=ticket, reopen=reopen)
+        if mailbox.hijack == "quarantine":
+            return Decision(Outcome.QUARANTINED, Reason.THREAD_HIJACK_SUSPECTED)
+        log.warning(
+            "mailbox %s: %s is unrelated to ticket %d; opening a new ticket",
+            mailbox.name,
+            email.sender.normalized,
+            ticket.id,
+        )
+        reason = Reason.UNRELATED_SENDER
+    if match is not None and handler is not None:
+        return handler.decide(ctx, mailbox, email, classification, match, reason)
+    if classification.bulk and ctx.settings.bulk == "ignore":
+        return Decision(Outcome.IGNORED, Reason.BULK)
+    return decide_new(ctx, mailbox, email, classification, reason)
+
+
+def _seen_before(ctx: Context, key: str, fingerprint: str) -> Decision | None:
+    """A duplicate, a Message-ID collision, or ``None`` for an email never seen."""
+    previous = ctx.repository.get_dedupe(key)
+    if previous is None:
+        return None
+    if previous.sha256 == fingerprint:
+        return recorded_duplicate(previous)
+    # Same Message-ID, different content: never drop it silently (L7).
+    collided = ctx.repository.get_dedupe(collision_key(key, fingerprint))
+    if collided is not None:
+        return recorded_duplicate(collided)
+    return Decision(Outcome.QUARANTINED, Reason.MESSAGE_ID_COLLISION)
+
+
+def _decide_bounce(ctx: Context, email: InboundEmail, classification: Classification) -> Decision:
+    candidates = [mid for mid in (classification.bounced_message_id, *email.thread_ids) if mid]
+    ticket = ctx.repository.find_ticket_by_message_ids(candidates) if candidates else None
+    if ticket is None:
+        return Decision(Outcome.QUARANTINED, Reason.BOUNCE_UNMATCHED)
+    return Decision(Outcome.UPDATED, Reason.BOUNCE, ticket=ticket)
+
+
+def _correlate(ctx: Context, mailbox: Mailbox, email: InboundEmail) -> Ticket | None:
+    """The existing ticket this email follows up, by subject tag or Message-ID."""
+    tagged = mailbox.tag_pattern.search(email.subject)
+    if tagged:
+        ticket = ctx.repository.get_ticket(int(tagged.group(1)))
+        if ticket is not None:
+            return ticket
+    if email.thread_ids:
+        return ctx.repository.find_ticket_by_message_ids(email.thread_ids)
+    return None
+
+
+def _related(ctx: Context, ticket: Ticket, email: InboundEmail) -> bool:
+    """True when the sender may update ``ticket``: its user, a CC, its agent, or a
+    contact of its customer."""
+    assert email.sender is not None
+    sender = email.sender.normalized
+    people = {ticket.user_email.lower(), *(c.lower() for c in ticket.cc)}
+    if ticket.agent:
+        people.add(ticket.agent.lower())
+    if sender in people:
+        return True
+    if ticket.customer:
+        customer = ctx.repository.find_customer(sender)
+        return customer is not None and customer.name == ticket.customer
+    return False

@@ -1,0 +1,197 @@
+"""One fetched email, one unit of work: parse → dedupe → decide → apply → outcome.
+
+No threads here. The caller passes a *guard* (a context manager) that is held
+around every use of the repository, and only then: parsing happens outside it, so
+mailboxes read in threads parse at once while their writes go one at a time.
+Disposing of the source email is the caller's, after :meth:`UnitOfWork.run`
+returns, because only then is the outcome committed.
+
+.. versionadded:: 0.2.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from contextlib import AbstractContextManager
+
+from halomail.backends.base import FetchedMessage
+from halomail.errors import DuplicateKeyError, RepositoryError, TransientRepositoryError
+from halomail.inbound.models import InboundEmail
+from halomail.inbound.parse import parse_email
+from halomail.pipeline.apply import apply, recorded_key
+from halomail.pipeline.context import Context
+from halomail.pipeline.decide import decide, dedupe_key, recorded_duplicate
+from halomail.pipeline.results import Decision, Outcome, ProcessingOutcome, Reason
+from halomail.pipeline.settings import Mailbox
+from halomail.tickets.models import DedupeRecord, NewQuarantine
+
+__all__ = ["Guard", "UnitOfWork"]
+
+log = logging.getLogger(__name__)
+
+Guard = AbstractContextManager[object]
+"""Held around each use of the repository (the runner's one-writer lock)."""
+
+
+class UnitOfWork:
+    """Turns one fetched email into its committed outcome.
+
+    Args:
+        ctx: The processor's parts.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def run(
+        self, mailbox: Mailbox, fetched: FetchedMessage, guard: Guard | None = None
+    ) -> ProcessingOutcome:
+        """Process ``fetched`` and commit its outcome; never raises.
+
+        A transient repository failure gives ``retry`` (the source is to be left
+        untouched); anything unexpected quarantines the email with its reason.
+
+        Args:
+            mailbox: The mailbox it came from.
+            fetched: The email as the connector read it.
+            guard: Held around each use of the repository (none by default).
+        """
+        guard = guard if guard is not None else contextlib.nullcontext()
+        try:
+            return self._run(mailbox, fetched, guard)
+        except TransientRepositoryError as exc:
+            log.warning("mailbox %s ref %s: will retry: %s", mailbox.name, fetched.ref, exc)
+            return ProcessingOutcome(
+                mailbox.name, fetched.ref, Outcome.RETRY, reason=Reason.TRANSIENT_ERROR
+            )
+        except Exception as exc:
+            log.exception("mailbox %s ref %s: processing failed", mailbox.name, fetched.ref)
+            with guard:
+                return self._quarantine_after_error(mailbox, fetched, exc)
+
+    def simulate(self, mailbox: Mailbox, raw: bytes, email: InboundEmail) -> ProcessingOutcome:
+        """What processing ``email`` would do, and why; nothing is written.
+
+        The caller holds the guard: deciding reads the repository.
+        """
+        key, fingerprint = dedupe_key(mailbox, email, raw)
+        decision = decide(self.ctx, mailbox, email, key, fingerprint)
+        return ProcessingOutcome(
+            mailbox.name,
+            "simulate",
+            decision.outcome,
+            email.message_id,
+            decision.ticket.id if decision.ticket else None,
+            decision.rule,
+            decision.reason,
+            acknowledged=decision.acknowledge,
+            subject=email.subject,
+        )
+
+    def _run(self, mailbox: Mailbox, fetched: FetchedMessage, guard: Guard) -> ProcessingOutcome:
+        if fetched.too_large:
+            with guard:
+                return self._quarantine_too_large(mailbox, fetched)
+        email = parse_email(fetched.raw, limits=self.ctx.settings.limits)
+        key, fingerprint = dedupe_key(mailbox, email, fetched.raw)
+        with guard:
+            return self._commit(mailbox, fetched, email, key, fingerprint)
+
+    def _commit(
+        self,
+        mailbox: Mailbox,
+        fetched: FetchedMessage,
+        email: InboundEmail,
+        key: str,
+        fingerprint: str,
+    ) -> ProcessingOutcome:
+        """Decide and apply in one transaction.
+
+        Deciding inside the transaction means two processors racing on one mailbox
+        cannot both create a ticket for the same email; when another runner commits
+        it first anyway, our transaction is rolled back and the email is a duplicate.
+        """
+        repo = self.ctx.repository
+        decision: Decision | None = None
+        try:
+            with repo.transaction():
+                decision = decide(self.ctx, mailbox, email, key, fingerprint)
+                return apply(self.ctx, mailbox, fetched, email, key, fingerprint, decision)
+        except DuplicateKeyError:
+            contested = recorded_key(decision, key, fingerprint) if decision else key
+            return self._lost_race(mailbox, fetched, email, key, fingerprint, contested)
+
+    def _lost_race(
+        self,
+        mailbox: Mailbox,
+        fetched: FetchedMessage,
+        email: InboundEmail,
+        key: str,
+        fingerprint: str,
+        contested: str,
+    ) -> ProcessingOutcome:
+        """Another runner recorded ``contested`` first: a duplicate, disposed of as its
+        record says."""
+        repo = self.ctx.repository
+        with repo.transaction():
+            winner = repo.get_dedupe(contested)
+        if winner is None:
+            # The conflict names a record we cannot read yet: leave the email for later.
+            log.warning(
+                "mailbox %s ref %s: dedupe key conflict; will retry", mailbox.name, fetched.ref
+            )
+            return ProcessingOutcome(
+                mailbox.name, fetched.ref, Outcome.RETRY, reason=Reason.TRANSIENT_ERROR
+            )
+        log.info(
+            "mailbox %s ref %s: another runner recorded it first (%s); a duplicate",
+            mailbox.name,
+            fetched.ref,
+            winner.outcome,
+        )
+        duplicate = recorded_duplicate(winner)
+        return apply(self.ctx, mailbox, fetched, email, key, fingerprint, duplicate)
+
+    def _quarantine_too_large(self, mailbox: Mailbox, fetched: FetchedMessage) -> ProcessingOutcome:
+        key = f"{mailbox.name}\x1fref:{fetched.ref}:{fetched.size}"
+        detail = f"{fetched.size} bytes: over the limit; left in the mailbox unread"
+        self._quarantine_once(
+            key, NewQuarantine(mailbox.name, Reason.TOO_LARGE.value, b"", detail, dedupe_key=key)
+        )
+        return ProcessingOutcome(
+            mailbox.name, fetched.ref, Outcome.QUARANTINED, reason=Reason.TOO_LARGE
+        )
+
+    def _quarantine_after_error(
+        self, mailbox: Mailbox, fetched: FetchedMessage, exc: Exception
+    ) -> ProcessingOutcome:
+        detail = f"{type(exc).__name__}: {exc}"[:500]
+        # Keyed by the bytes, so that the same email failing again on a re-fetch
+        # (a backend that cannot move it aside) is not quarantined twice.
+        key = f"{mailbox.name}\x1ferror:{hashlib.sha256(fetched.raw).hexdigest()}"
+        entry = NewQuarantine(
+            mailbox.name, Reason.PROCESSING_ERROR.value, fetched.raw, detail, dedupe_key=key
+        )
+        try:
+            self._quarantine_once(key, entry)
+        except RepositoryError:
+            log.exception("mailbox %s ref %s: could not quarantine", mailbox.name, fetched.ref)
+            return ProcessingOutcome(
+                mailbox.name, fetched.ref, Outcome.RETRY, reason=Reason.PROCESSING_ERROR
+            )
+        return ProcessingOutcome(
+            mailbox.name, fetched.ref, Outcome.QUARANTINED, reason=Reason.PROCESSING_ERROR
+        )
+
+    def _quarantine_once(self, key: str, entry: NewQuarantine) -> None:
+        """Quarantine ``entry`` under ``key`` unless that key is known already."""
+        repo = self.ctx.repository
+        try:
+            with repo.transaction():
+                if repo.get_dedupe(key) is None:
+                    repo.quarantine(entry)
+                    repo.record_dedupe(DedupeRecord(key, "", Outcome.QUARANTINED.value))
+        except DuplicateKeyError:
+            pass  # another runner quarantined the same email first: the outcome stands
