@@ -179,6 +179,17 @@ class HostRepository:
     def count_outgoing(self, *, to: str, since: dt.datetime, ticket_id: int | None = None) -> int:
         return self.store.count_outgoing(to=to, since=since, ticket_id=ticket_id)
 
+    def claim_outgoing(
+        self, now: dt.datetime, *, owner: str, lease: dt.timedelta, limit: int = 100
+    ) -> Sequence[OutboxMail]:
+        return self.store.claim_outgoing(now, owner=owner, lease=lease, limit=limit)
+
+    def acquire_lease(self, name: str, owner: str, *, now: dt.datetime, ttl: dt.timedelta) -> bool:
+        return self.store.acquire_lease(name, owner, now=now, ttl=ttl)
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self.store.release_lease(name, owner)
+
     def get_state(self, key: str) -> str | None:
         return self.store.get_state(key)
 

@@ -17,9 +17,12 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import os
 import random
 import re
 import secrets
+import socket
+import uuid
 from collections.abc import Callable, Sequence
 from email.charset import QP, Charset
 from email.header import Header
@@ -198,8 +201,22 @@ class SendReport:
     failed: int = 0
 
 
+DEFAULT_CLAIM_LEASE = dt.timedelta(minutes=5)
+"""How long a claim on outgoing mail holds before another runner may take it over."""
+
+
+def _claim_owner() -> str:
+    """A name unique to one Outbox: host, process, and a random part for this object."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class Outbox:
     """Sends the repository's pending outgoing mail through a transport.
+
+    Each pass claims the due mail first (:meth:`~halomail.TicketRepository.claim_outgoing`)
+    under a name unique to this object, sends it, and marks it; so two runners on one
+    repository, or a host sending while the daemon runs, send each email once. A claim
+    left by a runner that died is taken over once its lease runs out.
 
     Args:
         repository: Where the outbox rows live.
@@ -209,8 +226,10 @@ class Outbox:
         loop_token: Our loop header's value.
         backoff: The retry strategy.
         clock: The current time (replaceable in tests).
+        lease: How long a claim holds; longer than one pass takes to send.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 claims mail before sending it (``lease``).
     """
 
     def __init__(
@@ -222,6 +241,7 @@ class Outbox:
         loop_token: str,
         backoff: Backoff | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        lease: dt.timedelta = DEFAULT_CLAIM_LEASE,
     ) -> None:
         self._repository = repository
         self._transport_for: Callable[[OutboxMail], MailTransport | None] = (
@@ -231,11 +251,24 @@ class Outbox:
         self._loop_token = loop_token
         self._backoff = backoff or Backoff()
         self._clock = clock
+        self._lease = lease
+        self._owner = _claim_owner()
+
+    @property
+    def owner(self) -> str:
+        """The name this outbox claims mail under."""
+        return self._owner
 
     def send_due(self, *, limit: int = 1000) -> SendReport:
-        """Send every pending mail that is due; return what happened."""
+        """Claim every pending mail that is due, send it, and mark it; return what happened.
+
+        Mail whose transport is ``None`` stays claimed by this outbox until the lease
+        runs out (this outbox claims it again on its next pass).
+        """
         sent = retrying = failed = 0
-        due: Sequence[OutboxMail] = self._repository.due_outgoing(self._clock(), limit=limit)
+        due: Sequence[OutboxMail] = self._repository.claim_outgoing(
+            self._clock(), owner=self._owner, lease=self._lease, limit=limit
+        )
         with contextlib.ExitStack() as sessions:
             opened: set[int] = set()
             for mail in due:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import attrs
 
-from halomail.errors import RepositoryError
+from halomail.errors import DuplicateKeyError, RepositoryError
 from halomail.tickets._common import (
     address_key,
     check_page,
@@ -92,6 +92,9 @@ class InMemoryTicketRepository:
     .. versionadded:: 0.1.0
     """
 
+    thread_safe: bool = True
+    """Concurrent calls from several threads are safe: one lock guards every method."""
+
     def __init__(self, *, clock: Callable[[], dt.datetime] = utcnow) -> None:
         self._clock = clock
         self._lock = threading.RLock()
@@ -106,6 +109,8 @@ class InMemoryTicketRepository:
         self._outbox_message_ids: dict[str, int] = {}  # Message-ID -> outbox id
         self._pending: dict[int, None] = {}  # ids of pending outbox mail
         self._recipients: dict[str, tuple[int, ...]] = {}  # address key -> outbox ids
+        self._claims: dict[int, tuple[str, dt.datetime]] = {}  # outbox id -> (owner, until)
+        self._leases: dict[str, tuple[str, dt.datetime]] = {}  # name -> (owner, until)
         self._dedupe: dict[str, DedupeRecord] = {}
         self._quarantine: dict[int, QuarantineEntry] = {}
         self._state: dict[str, str] = {}
@@ -570,11 +575,11 @@ class InMemoryTicketRepository:
         """Record that an email was handled.
 
         Raises:
-            RepositoryError: When the key is already recorded.
+            DuplicateKeyError: When the key is already recorded.
         """
         with self._writing():
             if record.key in self._dedupe:
-                raise RepositoryError(f"dedupe key already recorded: {record.key[:200]!r}")
+                raise DuplicateKeyError(f"dedupe key already recorded: {record.key[:200]!r}")
             stored = attrs.evolve(record, created_at=to_utc(record.created_at))
             self._put(self._dedupe, record.key, stored)
 
@@ -647,6 +652,31 @@ class InMemoryTicketRepository:
             )
             return list(itertools.islice(due, limit))
 
+    def claim_outgoing(
+        self, now: dt.datetime, *, owner: str, lease: dt.timedelta, limit: int = 100
+    ) -> Sequence[OutboxMail]:
+        """Claim due pending emails for ``owner`` until ``now + lease``; return them, oldest first.
+
+        Mail another owner claimed until after ``now`` is passed over. The lock makes
+        the read and the claim one step, so two callers never receive the same email.
+        """
+        check_page(limit, 0)
+        now = to_utc(now)
+        until = now + lease
+        with self._writing():
+            claimed = list(itertools.islice(self._claimable(now, owner), limit))
+            for mail in claimed:
+                self._put(self._claims, mail.id, (owner, until))
+            return claimed
+
+    def _claimable(self, now: dt.datetime, owner: str) -> Iterator[OutboxMail]:
+        for mail in map(self._outbox.__getitem__, sorted(self._pending)):
+            if mail.next_attempt_at is not None and mail.next_attempt_at > now:
+                continue
+            holder, until = self._claims.get(mail.id, (owner, now))
+            if holder == owner or until <= now:
+                yield mail
+
     def mark_outgoing(
         self,
         outbox_id: int,
@@ -675,6 +705,7 @@ class InMemoryTicketRepository:
                 sent_at=self._now() if status is OutboxStatus.SENT else mail.sent_at,
             )
             self._put(self._outbox, outbox_id, updated)
+            self._pop(self._claims, outbox_id)
             if status is OutboxStatus.PENDING:
                 self._put(self._pending, outbox_id, None)
             else:
@@ -746,6 +777,30 @@ class InMemoryTicketRepository:
         """Keep a value between runs; written inside or outside a transaction."""
         with self._writing():
             self._put(self._state, key, value)
+
+    # -- leases ------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, owner: str, *, now: dt.datetime, ttl: dt.timedelta) -> bool:
+        """Take (or renew) the named lease for ``owner`` until ``now + ttl``.
+
+        Returns:
+            True when ``owner`` holds it now; False when another owner holds it until
+            after ``now``.
+        """
+        now = to_utc(now)
+        with self._writing():
+            holder, until = self._leases.get(name, (owner, now))
+            if holder != owner and until > now:
+                return False
+            self._put(self._leases, name, (owner, now + ttl))
+            return True
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Free the named lease if ``owner`` holds it; otherwise change nothing."""
+        with self._writing():
+            held = self._leases.get(name)
+            if held is not None and held[0] == owner:
+                self._pop(self._leases, name)
 
 
 def _history_order(entry: ServiceStatusEntry) -> tuple[dt.datetime, int]:

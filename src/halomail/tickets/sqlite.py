@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import attrs
 
-from halomail.errors import RepositoryError, TransientRepositoryError
+from halomail.errors import DuplicateKeyError, RepositoryError, TransientRepositoryError
 from halomail.tickets._common import (
     address_key,
     check_page,
@@ -217,10 +217,22 @@ _SQL_DUE_OUTBOX = (
     f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' "  # noqa: S608
     "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?"
 )
+# Claims the due mail nobody else holds, in one statement run under the write lock
+# (BEGIN IMMEDIATE), so two claimers, in two processes too, never share an email. The
+# subquery walks the partial index of pending mail in id order; RETURNING has no
+# defined order, so the caller sorts.
+_SQL_CLAIM_OUTBOX = (
+    "UPDATE outbox SET claimed_by = ?1, claimed_until = ?2 WHERE id IN ("  # noqa: S608
+    "SELECT id FROM outbox WHERE status = 'pending' "
+    "AND (next_attempt_at IS NULL OR next_attempt_at <= ?3) "
+    "AND (claimed_by IS NULL OR claimed_by = ?1 OR claimed_until <= ?3) "
+    f"ORDER BY id LIMIT ?4) RETURNING {_OUTBOX_COLUMNS}"
+)
 _SQL_GET_OUTBOX = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?"  # noqa: S608
 _SQL_MARK_OUTBOX = (
     "UPDATE outbox SET status = ?1, attempts = attempts + 1, last_error = ?2, "
-    "next_attempt_at = ?3, sent_at = CASE WHEN ?1 = 'sent' THEN ?4 ELSE sent_at END "
+    "next_attempt_at = ?3, sent_at = CASE WHEN ?1 = 'sent' THEN ?4 ELSE sent_at END, "
+    "claimed_by = NULL, claimed_until = NULL "
     "WHERE id = ?5"
 )
 _SQL_COUNT_OUTGOING = "SELECT COUNT(*) FROM outbox_recipients WHERE address = ? AND created_at >= ?"
@@ -233,6 +245,15 @@ _SQL_SET_STATE = (
     "INSERT INTO state (key, value) VALUES (?, ?) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
+
+# Takes a lease that is free, expired, or already ours; RETURNING yields a row only
+# when the INSERT or the conditional UPDATE happened.
+_SQL_ACQUIRE_LEASE = (
+    "INSERT INTO leases (name, owner, held_until) VALUES (?1, ?2, ?3) "
+    "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, held_until = excluded.held_until "
+    "WHERE leases.owner = excluded.owner OR leases.held_until <= ?4 RETURNING owner"
+)
+_SQL_RELEASE_LEASE = "DELETE FROM leases WHERE name = ? AND owner = ?"
 
 # -- errors --------------------------------------------------------------------
 
@@ -490,6 +511,10 @@ class SQLiteTicketRepository:
 
     .. versionadded:: 0.1.0
     """
+
+    thread_safe: bool = True
+    """Concurrent calls from several threads are safe: one lock guards the connection,
+    and a transaction holds it until it ends."""
 
     def __init__(
         self,
@@ -1171,7 +1196,7 @@ class SQLiteTicketRepository:
         """Record that an email was handled.
 
         Raises:
-            RepositoryError: When the key is already recorded.
+            DuplicateKeyError: When the key is already recorded.
         """
         values = (
             record.key,
@@ -1184,7 +1209,11 @@ class SQLiteTicketRepository:
             try:
                 connection.execute(_SQL_INSERT_DEDUPE, values)
             except sqlite3.IntegrityError as exc:
-                raise RepositoryError(f"dedupe key already recorded: {record.key[:200]!r}") from exc
+                # A constraint failure undoes the statement only: the transaction stays
+                # usable, and the caller decides to roll it back.
+                raise DuplicateKeyError(
+                    f"dedupe key already recorded: {record.key[:200]!r}"
+                ) from exc
 
     def quarantine(self, new: NewQuarantine) -> QuarantineEntry:
         """Keep an email that could not be processed, with its reason and bytes."""
@@ -1287,6 +1316,22 @@ class SQLiteTicketRepository:
             rows = connection.execute(_SQL_DUE_OUTBOX, (_time(now), limit)).fetchall()
         return [_outbox_mail(row) for row in rows]
 
+    def claim_outgoing(
+        self, now: dt.datetime, *, owner: str, lease: dt.timedelta, limit: int = 100
+    ) -> Sequence[OutboxMail]:
+        """Claim due pending emails for ``owner`` until ``now + lease``; return them, oldest first.
+
+        One conditional UPDATE under the write lock: mail another owner claimed until
+        after ``now`` is passed over, so two claimers never receive the same email.
+        """
+        check_page(limit, 0)
+        start = to_utc(now)
+        with self._writing() as connection:
+            rows = connection.execute(
+                _SQL_CLAIM_OUTBOX, (owner, _time(start + lease), _time(start), limit)
+            ).fetchall()
+        return sorted((_outbox_mail(row) for row in rows), key=lambda mail: mail.id)
+
     def mark_outgoing(
         self,
         outbox_id: int,
@@ -1375,6 +1420,28 @@ class SQLiteTicketRepository:
         """Keep a value between runs; written inside or outside a transaction."""
         with self._writing() as connection:
             connection.execute(_SQL_SET_STATE, (key, value))
+
+    # -- leases ------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, owner: str, *, now: dt.datetime, ttl: dt.timedelta) -> bool:
+        """Take (or renew) the named lease for ``owner`` until ``now + ttl``.
+
+        Returns:
+            True when ``owner`` holds it now; False when another owner holds it until
+            after ``now``.
+        """
+        start = to_utc(now)
+        with self._writing() as connection:
+            # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
+            rows = connection.execute(
+                _SQL_ACQUIRE_LEASE, (name, owner, _time(start + ttl), _time(start))
+            ).fetchall()
+        return bool(rows)
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Free the named lease if ``owner`` holds it; otherwise change nothing."""
+        with self._writing() as connection:
+            connection.execute(_SQL_RELEASE_LEASE, (name, owner))
 
 
 if TYPE_CHECKING:
