@@ -40,6 +40,7 @@ from halomail.tickets.models import ActionKind, NewAction, OutboxMail, OutboxSta
 from halomail.tickets.repository import TicketRepository
 
 __all__ = [
+    "DEFAULT_CLAIM_LEASE",
     "LOOP_HEADER",
     "Backoff",
     "MessageIdFactory",
@@ -227,6 +228,9 @@ class Outbox:
         backoff: The retry strategy.
         clock: The current time (replaceable in tests).
         lease: How long a claim holds; longer than one pass takes to send.
+        owner: The name to claim mail under; by default one unique to this object
+            (host, process id, random part). Pass the same name to the outboxes
+            one runner makes, never to two runners.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0 claims mail before sending it (``lease``).
@@ -242,6 +246,7 @@ class Outbox:
         backoff: Backoff | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         lease: dt.timedelta = DEFAULT_CLAIM_LEASE,
+        owner: str | None = None,
     ) -> None:
         self._repository = repository
         self._transport_for: Callable[[OutboxMail], MailTransport | None] = (
@@ -252,7 +257,7 @@ class Outbox:
         self._backoff = backoff or Backoff()
         self._clock = clock
         self._lease = lease
-        self._owner = _claim_owner()
+        self._owner = owner or _claim_owner()
 
     @property
     def owner(self) -> str:
