@@ -21,7 +21,12 @@ from typing import ClassVar
 import pytest
 
 from halomail.errors import RepositoryError, TransientRepositoryError
-from halomail.tickets import sqlite as sqlite_module
+from halomail.tickets import (
+    _sqlite_directory,
+    _sqlite_ledger,
+    _sqlite_outbox,
+    _sqlite_tickets,
+)
 from halomail.tickets._schema import MIGRATIONS, Migration, migrate
 from halomail.tickets.models import (
     ActionKind,
@@ -755,7 +760,11 @@ class TestQueryPlans:
         self, name: str, repo: SQLiteTicketRepository, db: Path
     ) -> None:
         """The statement's plan searches the expected indexes and never sorts in a temp b-tree."""
-        sql = getattr(sqlite_module, name)
+        (sql,) = {
+            getattr(part, name)
+            for part in (_sqlite_tickets, _sqlite_directory, _sqlite_ledger, _sqlite_outbox)
+            if hasattr(part, name)
+        }
         count = len(re.findall(r"\?(?!\d)", sql)) or max(map(int, re.findall(r"\?(\d)", sql)))
         with raw(db) as connection:
             plan = [

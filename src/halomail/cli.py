@@ -471,7 +471,7 @@ def _browsing(repository: TicketRepository) -> Browsing:
         raise ConfigError(
             "storage",
             f"{type(repository).__name__} does not implement halomail.Browsing "
-            "(list_tickets, list_quarantine, ...), which this command needs"
+            "(list_tickets, list_quarantine, ...), which this command needs",
         )
     return repository
 

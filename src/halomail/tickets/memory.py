@@ -51,7 +51,7 @@ from halomail.tickets.models import (
 )
 
 if TYPE_CHECKING:
-    from halomail.tickets.repository import TicketRepository
+    from halomail.tickets.repository import Browsing, TicketRepository
 
 __all__ = ["InMemoryTicketRepository"]
 
@@ -810,3 +810,4 @@ def _history_order(entry: ServiceStatusEntry) -> tuple[dt.datetime, int]:
 if TYPE_CHECKING:
     # mypy proves the class satisfies the Protocol, signature by signature.
     _: type[TicketRepository] = InMemoryTicketRepository
+    _browsing: type[Browsing] = InMemoryTicketRepository

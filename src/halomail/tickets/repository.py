@@ -371,8 +371,9 @@ class TicketRepository(TicketStore, Directory, IngestLedger, OutboxStore, Servic
 
     A host application (a helpdesk, PSA or CRM) implements it over its own
     database; halomail ships :class:`~halomail.InMemoryTicketRepository` and
-    :class:`~halomail.SQLiteTicketRepository` (both also implement :class:`Browsing`). Run the contract suite in :mod:`halomail.testing` against your
-    implementation to know it is right; ``docs/repository.md`` states every rule.
+    :class:`~halomail.SQLiteTicketRepository` (both also implement :class:`Browsing`).
+    Run the contract suite in :mod:`halomail.testing` against your implementation to
+    know it is right; ``docs/repository.md`` states every rule.
 
     Every write takes part in the open transaction. Reads outside a transaction see
     committed data. Methods raise :class:`~halomail.errors.TransientRepositoryError`
