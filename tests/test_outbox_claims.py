@@ -20,8 +20,9 @@ import pytest
 from halomail.backends.base import OutgoingEmail
 from halomail.backends.memory import MemoryTransport
 from halomail.backends.smtp import SmtpTransport
-from halomail.outbound.outbox import Outbox, SenderIdentity, SendReport
-from halomail.tickets.models import NewOutgoing, OutboxMail, OutboxStatus
+from halomail.errors import TransientTransportError
+from halomail.outbound.outbox import CLAIM_BATCH, Backoff, Outbox, SenderIdentity, SendReport
+from halomail.tickets.models import NewOutgoing, OutboxMail, OutboxStatus, utcnow
 from halomail.tickets.sqlite import SQLiteTicketRepository
 from tests.conftest import HELPDESK, LOOP_TOKEN
 from tests.servers.smtp import SmtpServer
@@ -189,3 +190,47 @@ def test_a_mail_without_a_transport_waits_claimed_by_its_own_outbox(tmp_path: Pa
             T0 + dt.timedelta(days=3650), owner="x", lease=dt.timedelta(1)
         )
     assert (mail.message_id, mail.status, mail.attempts) == (message_id, OutboxStatus.PENDING, 0)
+
+
+def test_a_pass_claims_a_batch_at_a_time_so_others_share_a_long_queue(tmp_path: Path) -> None:
+    """While the first batch is sent, the mail behind it is free for another sender."""
+    with SQLiteTicketRepository(tmp_path / "halomail.db") as repository:
+        queued = _queue(repository, CLAIM_BATCH + 20)
+        taken_by_other: list[OutboxMail] = []
+
+        def other_sender_claims_meanwhile(_email: OutgoingEmail) -> None:
+            if not taken_by_other:
+                taken_by_other.extend(
+                    repository.claim_outgoing(utcnow(), owner="other", lease=dt.timedelta(1))
+                )
+
+        transport = MemoryTransport(other_sender_claims_meanwhile)
+        outbox = Outbox(repository, transport, _sender, loop_token=LOOP_TOKEN)
+        assert outbox.send_due() == SendReport(sent=CLAIM_BATCH)
+    sent = [mail.message_id for mail in transport.sent]
+    assert sent == queued[:CLAIM_BATCH]
+    assert [mail.message_id for mail in taken_by_other] == queued[CLAIM_BATCH:]
+
+
+def test_immediate_retries_do_not_crowd_out_the_mail_behind_them(tmp_path: Path) -> None:
+    """A batch of mail retried at once is tried once per pass; the mail after it still goes."""
+    with SQLiteTicketRepository(tmp_path / "halomail.db") as repository:
+        queued = _queue(repository, CLAIM_BATCH + 5)
+        failing = set(queued[:CLAIM_BATCH])
+
+        def refuse_the_first_batch(mail: OutgoingEmail) -> None:
+            if mail.message_id in failing:
+                raise TransientTransportError("421 try again")
+
+        transport = MemoryTransport(refuse_the_first_batch)
+        outbox = Outbox(
+            repository,
+            transport,
+            _sender,
+            loop_token=LOOP_TOKEN,
+            backoff=Backoff(base_seconds=0, cap_seconds=0),
+        )
+        report = outbox.send_due()
+    assert report == SendReport(sent=5, retrying=CLAIM_BATCH)
+    assert [m.message_id for m in transport.sent] == queued[CLAIM_BATCH:]
+    assert Counter(m.message_id for m in transport.attempts) == Counter(queued)

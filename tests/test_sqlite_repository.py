@@ -28,6 +28,7 @@ from halomail.tickets import (
     _sqlite_tickets,
 )
 from halomail.tickets._schema import MIGRATIONS, Migration, migrate
+from halomail.tickets._sqlite_base import require_sqlite_version
 from halomail.tickets.models import (
     ActionKind,
     DedupeRecord,
@@ -483,6 +484,14 @@ class TestMigrations:
             SQLiteTicketRepository(db, read_only=True)
         with raw(db) as connection:
             assert connection.execute("PRAGMA user_version").fetchone() == (99,)
+
+
+def test_an_sqlite_library_without_returning_is_refused_by_name() -> None:
+    """SQLite before 3.35 (no RETURNING) is refused naming both versions; 3.35 and this pass."""
+    with pytest.raises(RepositoryError, match=r"version 3\.34\.1; halomail needs 3\.35\.0"):
+        require_sqlite_version((3, 34, 1))
+    require_sqlite_version((3, 35, 0))
+    require_sqlite_version(sqlite3.sqlite_version_info)
 
 
 class TestConcurrency:

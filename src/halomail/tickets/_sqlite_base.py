@@ -28,7 +28,13 @@ from halomail.tickets.models import (
     utcnow,
 )
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteBase", "translate_error"]
+__all__ = [
+    "DEFAULT_BUSY_TIMEOUT",
+    "MINIMUM_SQLITE",
+    "SQLiteBase",
+    "require_sqlite_version",
+    "translate_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +156,24 @@ def _insert_with_payload(
     return row_id
 
 
+MINIMUM_SQLITE: Final = (3, 35, 0)
+"""The oldest SQLite library that runs our statements (claims and leases use RETURNING)."""
+
+
+def require_sqlite_version(version: tuple[int, int, int]) -> None:
+    """Refuse an SQLite library older than :data:`MINIMUM_SQLITE`, saying which it is.
+
+    Raises:
+        RepositoryError: When ``version`` is older.
+    """
+    if version < MINIMUM_SQLITE:
+        found, needed = ".".join(map(str, version)), ".".join(map(str, MINIMUM_SQLITE))
+        raise RepositoryError(
+            f"the SQLite library is version {found}; halomail needs {needed} or newer "
+            "(a Python built against a newer SQLite)"
+        )
+
+
 class SQLiteBase:
     """One SQLite connection behind a lock, its transactions, and the error translation.
 
@@ -164,6 +188,7 @@ class SQLiteBase:
         read_only: bool = False,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
+        require_sqlite_version(sqlite3.sqlite_version_info)
         self._path = os.fspath(path)
         self._clock = clock
         self._lock = threading.RLock()
