@@ -35,7 +35,7 @@ STEPS = [
 
 CHILD = textwrap.dedent(
     """
-    import os, signal, sys
+    import datetime as dt, os, signal, sys
     from pathlib import Path
     from halomail.backends.files import EmlFileTransport
     from halomail.backends.local import MaildirConnector
@@ -43,7 +43,7 @@ CHILD = textwrap.dedent(
     from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
     from halomail.tickets.sqlite import SQLiteTicketRepository
 
-    root, step = Path(sys.argv[1]), sys.argv[2]
+    root, step, minutes_later = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     seen = {"fetched": 0, "dedupe": 0, "ack": 0, "send": 0}
 
     def die(counter, target=2):
@@ -86,6 +86,7 @@ CHILD = textwrap.dedent(
         ProcessorSettings(loop_token="crash-token", domain="helpdesk.example",
                           default_sender=SenderIdentity("support@helpdesk.example")),
         transport=Outbox(root / "outbox"),
+        clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes_later),
     )
     processor.run_once()
     repo.close()
@@ -104,10 +105,13 @@ def _maildir(root: Path, count: int) -> None:
         os.utime(path, (1_700_000_000 + index, 1_700_000_000 + index))
 
 
-def _run(root: Path, step: str) -> int:
+def _run(root: Path, step: str, *, minutes_later: int = 0) -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(root), step], env=env, capture_output=True, timeout=60
+        [sys.executable, "-c", CHILD, str(root), step, str(minutes_later)],
+        env=env,
+        capture_output=True,
+        timeout=60,
     )
     return result.returncode
 
@@ -120,6 +124,9 @@ def test_f5_killed_at_each_step_then_restarted_gives_exactly_one_of_everything(
     _maildir(tmp_path, 3)
     assert _run(tmp_path, step) == -signal.SIGKILL
     assert _run(tmp_path, "none") == 0
+    # Outgoing mail the killed run had claimed is sent once its claim's lease (5 minutes)
+    # has run out; a run then sends it, and doubles nothing else.
+    assert _run(tmp_path, "none", minutes_later=6) == 0
 
     repo = SQLiteTicketRepository(tmp_path / "halomail.db")
     subjects = Counter(t.summary for t in repo.list_tickets())

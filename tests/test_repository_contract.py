@@ -6,7 +6,10 @@ people through its own ``seed`` override: the suite must need nothing else.
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import importlib.metadata
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -35,11 +38,20 @@ from halomail.tickets.models import (
     TicketStatus,
     User,
 )
-from halomail.tickets.repository import TicketRepository
+from halomail.tickets.repository import (
+    Browsing,
+    Directory,
+    IngestLedger,
+    OutboxStore,
+    ServiceLog,
+    TicketRepository,
+    TicketStore,
+)
 from halomail.tickets.sqlite import SQLiteTicketRepository
 
 # Detailed assertion messages from the shipped suite, as its docstring advises hosts.
 pytest.register_assert_rewrite("halomail.testing")
+import halomail.testing as halomail_testing  # noqa: E402
 from halomail.testing import SeedableRepository, TicketRepositoryContract  # noqa: E402
 
 
@@ -73,7 +85,7 @@ class TestSQLiteMemoryDatabase(TicketRepositoryContract):
 
 
 class HostRepository:
-    """What a host writes: the Protocol's methods only, delegated to its own store."""
+    """What an embedding host writes: the five roles' methods only, delegated to its own store."""
 
     def __init__(self) -> None:
         self.store = InMemoryTicketRepository()
@@ -96,17 +108,11 @@ class HostRepository:
     def set_status(self, ticket_id: int, status: TicketStatus) -> Ticket:
         return self.store.set_status(ticket_id, status)
 
-    def list_tickets(self, *, limit: int = 100, offset: int = 0) -> Sequence[Ticket]:
-        return self.store.list_tickets(limit=limit, offset=offset)
-
     def list_actions(self, ticket_id: int) -> Sequence[Action]:
         return self.store.list_actions(ticket_id)
 
     def find_open_ticket(self, *, alert_key: str) -> Ticket | None:
         return self.store.find_open_ticket(alert_key=alert_key)
-
-    def assign(self, ticket_id: int, *, agent: str | None, team: str | None) -> Ticket:
-        return self.store.assign(ticket_id, agent=agent, team=team)
 
     def find_user(self, email: str) -> User | None:
         return self.store.find_user(email)
@@ -134,14 +140,8 @@ class HostRepository:
             owner=owner, owner_id=owner_id, attachments=attachments, note=note
         )
 
-    def list_files(self, *, owner: FileOwner, owner_id: int) -> Sequence[StoredFile]:
-        return self.store.list_files(owner=owner, owner_id=owner_id)
-
     def record_service_status(self, new: NewServiceStatus) -> ServiceStatusEntry:
         return self.store.record_service_status(new)
-
-    def service_history(self, service: str, *, limit: int = 100) -> Sequence[ServiceStatusEntry]:
-        return self.store.service_history(service, limit=limit)
 
     def last_service_status(self, service: str) -> ServiceStatusEntry | None:
         return self.store.last_service_status(service)
@@ -155,14 +155,8 @@ class HostRepository:
     def quarantine(self, new: NewQuarantine) -> QuarantineEntry:
         return self.store.quarantine(new)
 
-    def list_quarantine(self, *, limit: int = 100, offset: int = 0) -> Sequence[QuarantineEntry]:
-        return self.store.list_quarantine(limit=limit, offset=offset)
-
     def enqueue_outgoing(self, new: NewOutgoing) -> OutboxMail:
         return self.store.enqueue_outgoing(new)
-
-    def due_outgoing(self, now: dt.datetime, *, limit: int = 100) -> Sequence[OutboxMail]:
-        return self.store.due_outgoing(now, limit=limit)
 
     def mark_outgoing(
         self,
@@ -179,11 +173,44 @@ class HostRepository:
     def count_outgoing(self, *, to: str, since: dt.datetime, ticket_id: int | None = None) -> int:
         return self.store.count_outgoing(to=to, since=since, ticket_id=ticket_id)
 
+    def claim_outgoing(
+        self, now: dt.datetime, *, owner: str, lease: dt.timedelta, limit: int = 100
+    ) -> Sequence[OutboxMail]:
+        return self.store.claim_outgoing(now, owner=owner, lease=lease, limit=limit)
+
+    def acquire_lease(self, name: str, owner: str, *, now: dt.datetime, ttl: dt.timedelta) -> bool:
+        return self.store.acquire_lease(name, owner, now=now, ttl=ttl)
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self.store.release_lease(name, owner)
+
     def get_state(self, key: str) -> str | None:
         return self.store.get_state(key)
 
     def set_state(self, key: str, value: str) -> None:
         self.store.set_state(key, value)
+
+
+class BrowsableHostRepository(HostRepository):
+    """The host repository with the optional Browsing role too, as the command needs."""
+
+    def list_tickets(self, *, limit: int = 100, offset: int = 0) -> Sequence[Ticket]:
+        return self.store.list_tickets(limit=limit, offset=offset)
+
+    def assign(self, ticket_id: int, *, agent: str | None, team: str | None) -> Ticket:
+        return self.store.assign(ticket_id, agent=agent, team=team)
+
+    def list_files(self, *, owner: FileOwner, owner_id: int) -> Sequence[StoredFile]:
+        return self.store.list_files(owner=owner, owner_id=owner_id)
+
+    def service_history(self, service: str, *, limit: int = 100) -> Sequence[ServiceStatusEntry]:
+        return self.store.service_history(service, limit=limit)
+
+    def list_quarantine(self, *, limit: int = 100, offset: int = 0) -> Sequence[QuarantineEntry]:
+        return self.store.list_quarantine(limit=limit, offset=offset)
+
+    def due_outgoing(self, now: dt.datetime, *, limit: int = 100) -> Sequence[OutboxMail]:
+        return self.store.due_outgoing(now, limit=limit)
 
 
 class TestHostStyleRepository(TicketRepositoryContract):
@@ -192,7 +219,7 @@ class TestHostStyleRepository(TicketRepositoryContract):
     @pytest.fixture
     def repository(self) -> TicketRepository:
         """A host-style repository without any seeding methods."""
-        return HostRepository()
+        return BrowsableHostRepository()
 
     def seed(
         self,
@@ -224,3 +251,38 @@ def test_the_bundled_repositories_satisfy_the_protocol_and_can_seed(tmp_path: Pa
         for repository in (memory, on_disk):
             assert isinstance(repository, TicketRepository)
             assert isinstance(repository, SeedableRepository)
+            assert isinstance(repository, Browsing)
+            # Declared, and shown by ThreadingContract's eight-thread cases above.
+            assert getattr(repository, "thread_safe", False) is True
+
+
+def test_the_testing_extra_brings_everything_the_contract_suite_imports() -> None:
+    """halomail.testing imports only the stdlib, halomail, its dependencies, and the extra."""
+    package = Path(halomail_testing.__file__).parent
+    imported: set[str] = set()
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__", "halomail", "attrs"}
+    extra = {
+        requirement.split(">")[0].split(";")[0].strip()
+        for requirement in importlib.metadata.requires("halomail") or []
+        if "extra == 'testing'" in requirement
+    }
+    assert extra == {"pytest", "hypothesis"}
+    assert third_party <= extra
+    assert "pytest" in third_party
+
+
+def test_a_host_with_the_five_roles_only_is_a_ticket_repository_but_not_browsable() -> None:
+    """The required set is the five roles; Browsing is a role of its own, not required."""
+    roles_only = HostRepository()
+    for role in (TicketStore, Directory, IngestLedger, OutboxStore, ServiceLog, TicketRepository):
+        assert isinstance(roles_only, role)
+    assert not isinstance(roles_only, Browsing)
+    assert isinstance(BrowsableHostRepository(), Browsing)
+    assert not hasattr(roles_only, "list_tickets")
+    assert getattr(roles_only, "thread_safe", False) is False

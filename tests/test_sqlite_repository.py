@@ -21,8 +21,14 @@ from typing import ClassVar
 import pytest
 
 from halomail.errors import RepositoryError, TransientRepositoryError
-from halomail.tickets import sqlite as sqlite_module
+from halomail.tickets import (
+    _sqlite_directory,
+    _sqlite_ledger,
+    _sqlite_outbox,
+    _sqlite_tickets,
+)
 from halomail.tickets._schema import MIGRATIONS, Migration, migrate
+from halomail.tickets._sqlite_base import require_sqlite_version
 from halomail.tickets.models import (
     ActionKind,
     DedupeRecord,
@@ -425,6 +431,46 @@ class TestMigrations:
             )
             assert not connection.in_transaction
 
+    def test_a_version_3_database_gains_claims_and_leases_and_keeps_its_mail(
+        self, db: Path
+    ) -> None:
+        """A v3 file with pending mail and a dedupe key migrates to v4: kept, claimable once."""
+        with raw(db) as old:
+            assert migrate(old, MIGRATIONS[:3]) == 3
+            old.execute(
+                "INSERT INTO outbox (message_id, recipients, subject, text, kind, status, "
+                "auto_submitted, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    "ack-1@helpdesk.example",
+                    '["alice@customer.example"]',
+                    "We received your request",
+                    "Thank you.",
+                    "acknowledgement",
+                    "pending",
+                    1,
+                    "2024-05-01T02:00:00.000000+00:00",
+                ),
+            )
+            old.execute(
+                "INSERT INTO dedupe (key, sha256, outcome, created_at) VALUES (?, ?, ?, ?)",
+                ("Support\x1fid:a@x", "ab", "created", "2024-05-01T02:00:00.000000+00:00"),
+            )
+        now = dt.datetime(2024, 5, 1, 3, tzinfo=dt.UTC)
+        with SQLiteTicketRepository(db) as repository:
+            assert repository.get_dedupe("Support\x1fid:a@x") is not None
+            (mail,) = repository.claim_outgoing(now, owner="a", lease=dt.timedelta(minutes=5))
+            assert (
+                list(repository.claim_outgoing(now, owner="b", lease=dt.timedelta(hours=1))) == []
+            )
+            assert repository.acquire_lease("mailbox:Support", "a", now=now, ttl=dt.timedelta(1))
+        assert (mail.message_id, mail.to, mail.auto_submitted) == (
+            "ack-1@helpdesk.example",
+            ("alice@customer.example",),
+            True,
+        )
+        with raw(db) as connection:
+            assert connection.execute("PRAGMA user_version").fetchone() == (4,)
+
     def test_a_database_from_a_newer_halomail_is_refused_untouched(self, db: Path) -> None:
         """A file at an unknown newer version is refused with a clear RepositoryError, untouched."""
         SQLiteTicketRepository(db).close()
@@ -438,6 +484,14 @@ class TestMigrations:
             SQLiteTicketRepository(db, read_only=True)
         with raw(db) as connection:
             assert connection.execute("PRAGMA user_version").fetchone() == (99,)
+
+
+def test_an_sqlite_library_without_returning_is_refused_by_name() -> None:
+    """SQLite before 3.35 (no RETURNING) is refused naming both versions; 3.35 and this pass."""
+    with pytest.raises(RepositoryError, match=r"version 3\.34\.1; halomail needs 3\.35\.0"):
+        require_sqlite_version((3, 34, 1))
+    require_sqlite_version((3, 35, 0))
+    require_sqlite_version(sqlite3.sqlite_version_info)
 
 
 class TestConcurrency:
@@ -701,6 +755,11 @@ class TestQueryPlans:
         "_SQL_SERVICE_HISTORY": [
             "SEARCH service_status USING INDEX service_status_by_service (service=?)"
         ],
+        "_SQL_CLAIM_OUTBOX": [
+            "SCAN outbox USING INDEX outbox_pending",
+            "SEARCH outbox USING INTEGER PRIMARY KEY (rowid=?)",
+        ],
+        "_SQL_RELEASE_LEASE": ["SEARCH leases USING INDEX sqlite_autoindex_leases_1 (name=?)"],
         "_SQL_LIST_TICKETS": ["SCAN tickets"],
         "_SQL_LIST_QUARANTINE": ["SCAN quarantine"],
     }
@@ -710,7 +769,11 @@ class TestQueryPlans:
         self, name: str, repo: SQLiteTicketRepository, db: Path
     ) -> None:
         """The statement's plan searches the expected indexes and never sorts in a temp b-tree."""
-        sql = getattr(sqlite_module, name)
+        (sql,) = {
+            getattr(part, name)
+            for part in (_sqlite_tickets, _sqlite_directory, _sqlite_ledger, _sqlite_outbox)
+            if hasattr(part, name)
+        }
         count = len(re.findall(r"\?(?!\d)", sql)) or max(map(int, re.findall(r"\?(\d)", sql)))
         with raw(db) as connection:
             plan = [

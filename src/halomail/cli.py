@@ -25,7 +25,7 @@ from halomail.config.loader import load_config
 from halomail.errors import ConfigError, HalomailError
 from halomail.runner import MailProcessor, Outcome, ProcessingOutcome, RunReport
 from halomail.tickets.models import Ticket
-from halomail.tickets.repository import TicketRepository
+from halomail.tickets.repository import Browsing, TicketRepository
 
 __all__ = ["main"]
 
@@ -300,7 +300,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_tickets(args: argparse.Namespace) -> int:
     repository = app.open_repository(load_config(args.config))
-    tickets = repository.list_tickets(limit=args.limit)
+    tickets = _browsing(repository).list_tickets(limit=args.limit)
     if args.json:
         print(json.dumps([_ticket_json(t) for t in tickets], indent=2))
     else:
@@ -393,7 +393,7 @@ def _ticket_json(ticket: Ticket) -> dict[str, Any]:
 
 def _cmd_quarantine(args: argparse.Namespace) -> int:
     repository = app.open_repository(load_config(args.config))
-    entries = repository.list_quarantine(limit=args.limit)
+    entries = _browsing(repository).list_quarantine(limit=args.limit)
     if args.json:
         print(
             json.dumps(
@@ -454,7 +454,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     processor = app.build_processor(config, repository)
     report = _run_cycle(processor, json_output=False)
     print()
-    _print_tickets(repository.list_tickets(), sys.stdout)
+    _print_tickets(_browsing(repository).list_tickets(), sys.stdout)
     outbox = sorted((root / "outbox").glob("*.eml")) if (root / "outbox").exists() else []
     print(f"\n{len(outbox)} acknowledgements written to {root / 'outbox'}:")
     for path in outbox:
@@ -466,6 +466,17 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     )
     _close(repository)
     return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def _browsing(repository: TicketRepository) -> Browsing:
+    """The repository's listings, which the listing commands need (an optional role)."""
+    if not isinstance(repository, Browsing):
+        raise ConfigError(
+            "storage",
+            f"{type(repository).__name__} does not implement halomail.Browsing "
+            "(list_tickets, list_quarantine, ...), which this command needs",
+        )
+    return repository
 
 
 def _close(repository: TicketRepository) -> None:

@@ -334,6 +334,7 @@ class MailProcessor:
         # One writer: a host repository written the obvious way (one connection, no
         # locks) is never entered by two threads, unless it says it may be.
         self._writer = _OneWriter(exclusive=not getattr(repository, "thread_safe", False))
+        self._outbox: Outbox | None = None  # made on first send_outbox()
         # Who holds this processor's mailbox leases: unique per process and processor.
         self._lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._health: dict[str, MailboxHealth] = {m.name: MailboxHealth(m.name) for m in mailboxes}
@@ -574,16 +575,19 @@ class MailProcessor:
         """
         if self.transport is None and all(m.transport is None for m in self.mailboxes):
             return SendReport()
-        outbox = Outbox(
-            self.repository,
-            self._transport_for,
-            self._sender_for,
-            loop_token=self.settings.loop_token,
-            backoff=self.settings.backoff,
-            clock=self._clock,
-        )
+        if self._outbox is None:
+            # One outbox, so one claimant name, for the processor's life: mail it claimed
+            # and could not send yet is its own to try again, not another runner's.
+            self._outbox = Outbox(
+                self.repository,
+                self._transport_for,
+                self._sender_for,
+                loop_token=self.settings.loop_token,
+                backoff=self.settings.backoff,
+                clock=self._clock,
+            )
         with self._writer:
-            return outbox.send_due()
+            return self._outbox.send_due()
 
     def wait_for_mail(self, timeout: float) -> bool:
         """Wait until a mailbox that can push reports new mail, or ``timeout`` passes.

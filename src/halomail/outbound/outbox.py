@@ -12,15 +12,19 @@ Message-ID; a permanent one is recorded on the ticket.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import logging
+import os
 import random
 import re
 import secrets
-from collections.abc import Callable, Sequence
+import socket
+import uuid
+from collections.abc import Callable
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
@@ -38,6 +42,8 @@ from halomail.tickets.models import ActionKind, NewAction, OutboxMail, OutboxSta
 from halomail.tickets.repository import TicketRepository
 
 __all__ = [
+    "CLAIM_BATCH",
+    "DEFAULT_CLAIM_LEASE",
     "LOOP_HEADER",
     "Backoff",
     "MessageIdFactory",
@@ -207,8 +213,25 @@ class SendReport:
     failed: int = 0
 
 
+DEFAULT_CLAIM_LEASE = dt.timedelta(minutes=5)
+"""How long a claim on outgoing mail holds before another runner may take it over."""
+
+CLAIM_BATCH = 50
+"""How many mails :meth:`Outbox.send_due` claims at a time."""
+
+
+def _claim_owner() -> str:
+    """A name unique to one Outbox: host, process, and a random part for this object."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class Outbox:
     """Sends the repository's pending outgoing mail through a transport.
+
+    Each pass claims the due mail first (:meth:`~halomail.TicketRepository.claim_outgoing`)
+    under a name unique to this object, sends it, and marks it; so two runners on one
+    repository, or a host sending while the daemon runs, send each email once. A claim
+    left by a runner that died is taken over once its lease runs out.
 
     Args:
         repository: Where the outbox rows live.
@@ -218,8 +241,13 @@ class Outbox:
         loop_token: Our loop header's value.
         backoff: The retry strategy.
         clock: The current time (replaceable in tests).
+        lease: How long a claim holds; longer than one pass takes to send.
+        owner: The name to claim mail under; by default one unique to this object
+            (host, process id, random part). Pass the same name to the outboxes
+            one runner makes, never to two runners.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 claims mail before sending it (``lease``).
     """
 
     def __init__(
@@ -231,6 +259,8 @@ class Outbox:
         loop_token: str,
         backoff: Backoff | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        lease: dt.timedelta = DEFAULT_CLAIM_LEASE,
+        owner: str | None = None,
     ) -> None:
         self._repository = repository
         self._transport_for: Callable[[OutboxMail], MailTransport | None] = (
@@ -240,32 +270,63 @@ class Outbox:
         self._loop_token = loop_token
         self._backoff = backoff or Backoff()
         self._clock = clock
+        self._lease = lease
+        self._owner = owner or _claim_owner()
+
+    @property
+    def owner(self) -> str:
+        """The name this outbox claims mail under."""
+        return self._owner
 
     def send_due(self, *, limit: int = 1000) -> SendReport:
-        """Send every pending mail that is due; return what happened."""
-        sent = retrying = failed = 0
-        due: Sequence[OutboxMail] = self._repository.due_outgoing(self._clock(), limit=limit)
+        """Claim the pending mail that is due, send it, and mark it; return what happened.
+
+        Mail is claimed :data:`CLAIM_BATCH` at a time, so a claim's lease has to outlast
+        the sending of one batch, not of the whole queue. Mail whose transport is
+        ``None`` stays claimed by this outbox until the lease runs out (this outbox
+        claims it again on its next pass).
+
+        Args:
+            limit: The most mail one pass handles.
+        """
+        results: collections.Counter[OutboxStatus] = collections.Counter()
+        seen: set[int] = set()
         with contextlib.ExitStack() as sessions:
             opened: set[int] = set()
-            for mail in due:
-                transport = self._transport_for(mail)
-                if transport is None:
-                    continue  # this mailbox sends nothing here (yet); the mail waits
-                if id(transport) not in opened and isinstance(
-                    transport, contextlib.AbstractContextManager
-                ):
-                    # A transport that can keep its connection open (SMTP) does so
-                    # for the whole pass instead of reconnecting for every mail.
-                    sessions.enter_context(transport)
-                    opened.add(id(transport))
-                result = self._send_one(mail, transport)
-                if result is OutboxStatus.SENT:
-                    sent += 1
-                elif result is OutboxStatus.PENDING:
-                    retrying += 1
-                else:
-                    failed += 1
-        return SendReport(sent=sent, retrying=retrying, failed=failed)
+            while len(seen) < limit:
+                fresh = self._claim_fresh(seen, min(CLAIM_BATCH, limit - len(seen)))
+                if not fresh:
+                    break
+                for mail in fresh:
+                    seen.add(mail.id)
+                    transport = self._transport_for(mail)
+                    if transport is None:
+                        continue  # this mailbox sends nothing here (yet); the mail waits
+                    if id(transport) not in opened and isinstance(
+                        transport, contextlib.AbstractContextManager
+                    ):
+                        # A transport that can keep its connection open (SMTP) does so
+                        # for the whole pass instead of reconnecting for every mail.
+                        sessions.enter_context(transport)
+                        opened.add(id(transport))
+                    results[self._send_one(mail, transport)] += 1
+        return SendReport(
+            sent=results[OutboxStatus.SENT],
+            retrying=results[OutboxStatus.PENDING],
+            failed=results[OutboxStatus.FAILED],
+        )
+
+    def _claim_fresh(self, seen: set[int], batch: int) -> list[OutboxMail]:
+        """Claim up to ``batch`` due mails this pass has not handled yet.
+
+        Mail this pass saw and left due (no transport, an immediate retry) comes back
+        in the claim, still ours; asking for that many more keeps it from crowding
+        out the mail behind it.
+        """
+        claimed = self._repository.claim_outgoing(
+            self._clock(), owner=self._owner, lease=self._lease, limit=len(seen) + batch
+        )
+        return [mail for mail in claimed if mail.id not in seen][:batch]
 
     def _send_one(self, mail: OutboxMail, transport: MailTransport) -> OutboxStatus:
         try:

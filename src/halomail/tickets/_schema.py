@@ -20,6 +20,8 @@ Layout notes (why the tables look the way they do):
   throttle), users by address, customers by domain, assets by tag and by field,
   open tickets by alert key, stored files by owner, service statuses by service
   and time.
+- A pending outgoing email carries its claim (``claimed_by``, ``claimed_until``);
+  leases are rows of their own (``leases``), taken with a conditional upsert.
 - Files kept without a ticket hold their bytes in their own rows of
   ``stored_files`` (one row per file, the BLOB beside its name and type).
 """
@@ -239,7 +241,22 @@ _V3 = Migration(
     ("ALTER TABLE customers ADD COLUMN reply_address TEXT",),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+_V4 = Migration(
+    "claims on outgoing mail, and leases",
+    (
+        # Who is sending a pending email and until when: a second runner passes over
+        # mail claimed until after its "now", and takes over a claim whose runner died.
+        "ALTER TABLE outbox ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE outbox ADD COLUMN claimed_until TEXT",
+        """CREATE TABLE leases (
+            name TEXT NOT NULL PRIMARY KEY,
+            owner TEXT NOT NULL,
+            held_until TEXT NOT NULL
+        )""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 """Every step of the schema, oldest first; the schema's version is the number applied."""
 
 

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import enum
 import itertools
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Self
 
 import attrs
 
-from halomail.errors import RepositoryError
+from halomail.errors import DuplicateKeyError, RepositoryError
 from halomail.tickets._common import (
     address_key,
     check_page,
@@ -27,6 +24,7 @@ from halomail.tickets._common import (
     fold,
     to_utc,
 )
+from halomail.tickets._memory_base import UndoLogStore
 from halomail.tickets.models import (
     Action,
     Asset,
@@ -51,27 +49,12 @@ from halomail.tickets.models import (
 )
 
 if TYPE_CHECKING:
-    from halomail.tickets.repository import TicketRepository
+    from halomail.tickets.repository import Browsing, TicketRepository
 
 __all__ = ["InMemoryTicketRepository"]
 
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
-
-class _Missing(enum.Enum):
-    """Marks, in the undo log, a key that did not exist before the change."""
-
-    MISSING = enum.auto()
-
-
-_MISSING = _Missing.MISSING
-
-# One undo entry: the dict changed, the key, and the value it had before (or _MISSING).
-_UndoEntry = tuple[dict[Any, Any], Any, Any]
-
-
-class InMemoryTicketRepository:
+class InMemoryTicketRepository(UndoLogStore):
     """A :class:`~halomail.TicketRepository` that keeps everything in dicts, until the process ends.
 
     Transactions keep an undo log of the entries they change and replay it backwards
@@ -92,12 +75,12 @@ class InMemoryTicketRepository:
     .. versionadded:: 0.1.0
     """
 
+    thread_safe: bool = True
+    """Concurrent calls from several threads are safe: one lock guards every method."""
+
     def __init__(self, *, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        super().__init__()
         self._clock = clock
-        self._lock = threading.RLock()
-        self._in_transaction = False
-        self._undo: list[_UndoEntry] | None = None
-        self._sequences: dict[str, int] = {}
         self._tickets: dict[int, Ticket] = {}
         self._alert_tickets: dict[str, tuple[int, ...]] = {}  # alert key -> ids, oldest first
         self._actions: dict[int, tuple[Action, ...]] = {}  # by ticket id, oldest first
@@ -106,6 +89,8 @@ class InMemoryTicketRepository:
         self._outbox_message_ids: dict[str, int] = {}  # Message-ID -> outbox id
         self._pending: dict[int, None] = {}  # ids of pending outbox mail
         self._recipients: dict[str, tuple[int, ...]] = {}  # address key -> outbox ids
+        self._claims: dict[int, tuple[str, dt.datetime]] = {}  # outbox id -> (owner, until)
+        self._leases: dict[str, tuple[str, dt.datetime]] = {}  # name -> (owner, until)
         self._dedupe: dict[str, DedupeRecord] = {}
         self._quarantine: dict[int, QuarantineEntry] = {}
         self._state: dict[str, str] = {}
@@ -140,71 +125,6 @@ class InMemoryTicketRepository:
 
     def __repr__(self) -> str:
         return f"<InMemoryTicketRepository: {len(self._tickets)} tickets>"
-
-    # -- transactions ----------------------------------------------------------
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Group writes: committed when the block exits normally, rolled back on an exception.
-
-        Raises:
-            RepositoryError: When a transaction is already open on this repository
-                (transactions do not nest).
-        """
-        with self._lock:
-            if self._in_transaction:
-                raise RepositoryError("transactions do not nest: one is already open")
-            self._in_transaction = True
-            self._undo = []
-            try:
-                yield
-            except BaseException:
-                self._rollback()
-                raise
-            finally:
-                self._undo = None
-                self._in_transaction = False
-
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Hold the lock; outside a transaction, make this one write all-or-nothing."""
-        with self._lock:
-            if self._in_transaction:
-                yield
-                return
-            self._undo = []
-            try:
-                yield
-            except BaseException:
-                self._rollback()
-                raise
-            finally:
-                self._undo = None
-
-    def _rollback(self) -> None:
-        undo = self._undo or []
-        for table, key, old in reversed(undo):
-            if old is _MISSING:
-                table.pop(key, None)
-            else:
-                table[key] = old
-        undo.clear()
-
-    def _put(self, table: dict[_K, _V], key: _K, value: _V) -> None:
-        if self._undo is not None:
-            self._undo.append((table, key, table.get(key, _MISSING)))
-        table[key] = value
-
-    def _pop(self, table: dict[_K, _V], key: _K) -> None:
-        if key in table:
-            if self._undo is not None:
-                self._undo.append((table, key, table[key]))
-            del table[key]
-
-    def _next_id(self, name: str) -> int:
-        value = self._sequences.get(name, 0) + 1
-        self._put(self._sequences, name, value)
-        return value
 
     def _now(self) -> dt.datetime:
         return to_utc(self._clock())
@@ -570,11 +490,11 @@ class InMemoryTicketRepository:
         """Record that an email was handled.
 
         Raises:
-            RepositoryError: When the key is already recorded.
+            DuplicateKeyError: When the key is already recorded.
         """
         with self._writing():
             if record.key in self._dedupe:
-                raise RepositoryError(f"dedupe key already recorded: {record.key[:200]!r}")
+                raise DuplicateKeyError(f"dedupe key already recorded: {record.key[:200]!r}")
             stored = attrs.evolve(record, created_at=to_utc(record.created_at))
             self._put(self._dedupe, record.key, stored)
 
@@ -647,6 +567,31 @@ class InMemoryTicketRepository:
             )
             return list(itertools.islice(due, limit))
 
+    def claim_outgoing(
+        self, now: dt.datetime, *, owner: str, lease: dt.timedelta, limit: int = 100
+    ) -> Sequence[OutboxMail]:
+        """Claim due pending emails for ``owner`` until ``now + lease``; return them, oldest first.
+
+        Mail another owner claimed until after ``now`` is passed over. The lock makes
+        the read and the claim one step, so two callers never receive the same email.
+        """
+        check_page(limit, 0)
+        now = to_utc(now)
+        until = now + lease
+        with self._writing():
+            claimed = list(itertools.islice(self._claimable(now, owner), limit))
+            for mail in claimed:
+                self._put(self._claims, mail.id, (owner, until))
+            return claimed
+
+    def _claimable(self, now: dt.datetime, owner: str) -> Iterator[OutboxMail]:
+        for mail in map(self._outbox.__getitem__, sorted(self._pending)):
+            if mail.next_attempt_at is not None and mail.next_attempt_at > now:
+                continue
+            holder, until = self._claims.get(mail.id, (owner, now))
+            if holder == owner or until <= now:
+                yield mail
+
     def mark_outgoing(
         self,
         outbox_id: int,
@@ -675,6 +620,7 @@ class InMemoryTicketRepository:
                 sent_at=self._now() if status is OutboxStatus.SENT else mail.sent_at,
             )
             self._put(self._outbox, outbox_id, updated)
+            self._pop(self._claims, outbox_id)
             if status is OutboxStatus.PENDING:
                 self._put(self._pending, outbox_id, None)
             else:
@@ -747,6 +693,30 @@ class InMemoryTicketRepository:
         with self._writing():
             self._put(self._state, key, value)
 
+    # -- leases ------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, owner: str, *, now: dt.datetime, ttl: dt.timedelta) -> bool:
+        """Take (or renew) the named lease for ``owner`` until ``now + ttl``.
+
+        Returns:
+            True when ``owner`` holds it now; False when another owner holds it until
+            after ``now``.
+        """
+        now = to_utc(now)
+        with self._writing():
+            holder, until = self._leases.get(name, (owner, now))
+            if holder != owner and until > now:
+                return False
+            self._put(self._leases, name, (owner, now + ttl))
+            return True
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Free the named lease if ``owner`` holds it; otherwise change nothing."""
+        with self._writing():
+            held = self._leases.get(name)
+            if held is not None and held[0] == owner:
+                self._pop(self._leases, name)
+
 
 def _history_order(entry: ServiceStatusEntry) -> tuple[dt.datetime, int]:
     return entry.at, entry.id
@@ -755,3 +725,4 @@ def _history_order(entry: ServiceStatusEntry) -> tuple[dt.datetime, int]:
 if TYPE_CHECKING:
     # mypy proves the class satisfies the Protocol, signature by signature.
     _: type[TicketRepository] = InMemoryTicketRepository
+    _browsing: type[Browsing] = InMemoryTicketRepository

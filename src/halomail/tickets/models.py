@@ -94,6 +94,8 @@ class ServiceStatus(enum.StrEnum):
 
 FileOwner: TypeAlias = Literal["customer", "asset"]
 """What a file stored without a ticket belongs to (see :class:`StoredFile`)."""
+# The alias is exported from ``halomail``; give it the docstring help() shows there.
+FileOwner.__doc__ = "What a file stored without a ticket belongs to: 'customer' or 'asset'."
 
 
 class OutboxStatus(enum.StrEnum):

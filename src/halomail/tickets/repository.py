@@ -1,4 +1,18 @@
-"""The ticket repository: the one thing a host application implements.
+"""The repository a host application implements, as small role protocols.
+
+halomail reads and writes through five roles; :class:`TicketRepository` is their
+union, and what :class:`~halomail.MailProcessor` takes:
+
+- :class:`TicketStore`: tickets and their actions (the host's domain).
+- :class:`Directory`: users, customers, assets, and files kept against them.
+- :class:`IngestLedger`: halomail's bookkeeping of inbound mail: dedupe keys,
+  quarantine, small persistent state, and leases (one runner per mailbox).
+- :class:`OutboxStore`: outgoing mail, queued in the email's transaction and
+  claimed before it is sent.
+- :class:`ServiceLog`: the history of monitored services.
+
+:class:`Browsing` is optional: the ``halomail`` command's listing commands
+(``tickets``, ``quarantine``) need it; halomail's processing never calls it.
 
 .. versionadded:: 0.1.0
 """
@@ -32,41 +46,45 @@ from halomail.tickets.models import (
     User,
 )
 
-__all__ = ["TicketRepository"]
+__all__ = [
+    "Browsing",
+    "Directory",
+    "IngestLedger",
+    "OutboxStore",
+    "ServiceLog",
+    "TicketRepository",
+    "TicketStore",
+    "Transactional",
+]
 
 
 @runtime_checkable
-class TicketRepository(Protocol):
-    """**Protocol:** where halomail reads and writes tickets.
+class Transactional(Protocol):
+    """**Protocol:** the transaction every role writes in.
 
-    A host application (a helpdesk, PSA or CRM) implements this over its own
-    database; halomail ships :class:`~halomail.InMemoryTicketRepository` and
-    :class:`~halomail.SQLiteTicketRepository`. Run the contract suite in
-    :mod:`halomail.testing` against your implementation to know it is right.
+    Every write the processor makes for one email happens inside one
+    :meth:`transaction`, and either all of it is committed or none of it is: the
+    dedupe key, the ticket or action and the outbox rows land together, and only
+    then is the source email disposed of.
 
-    The one hard rule: every write the processor makes for one email happens inside
-    one :meth:`transaction`, and either all of it is committed or none of it is.
-    That is what makes "nothing lost, nothing doubled" possible: the dedupe key, the
-    ticket or action, and the outbox rows land together, and only then is the source
-    email disposed of.
-
-    Every write (monitored services' history and files kept without a ticket
-    included) takes part in the transaction. Reads outside a transaction see
-    committed data. Methods raise
-    :class:`~halomail.errors.TransientRepositoryError` for failures worth retrying
-    (a locked database, a full disk) and :class:`~halomail.errors.RepositoryError`
-    otherwise.
-
-    .. versionadded:: 0.1.0
+    .. versionadded:: 0.2.0
     """
 
     def transaction(self) -> AbstractContextManager[None]:
         """Group writes: committed when the block exits normally, rolled back on an exception.
 
-        Transactions do not nest.
+        Transactions do not nest: opening one while one is open on the same repository
+        raises :class:`~halomail.errors.RepositoryError`. A write method called outside
+        a transaction is committed on its own when it returns.
         """
 
-    # -- tickets ---------------------------------------------------------------
+
+@runtime_checkable
+class TicketStore(Transactional, Protocol):
+    """**Protocol:** tickets and their actions.
+
+    .. versionadded:: 0.2.0
+    """
 
     def get_ticket(self, ticket_id: int) -> Ticket | None:
         """The ticket with this id, or ``None``."""
@@ -95,9 +113,6 @@ class TicketRepository(Protocol):
             RepositoryError: When the ticket does not exist.
         """
 
-    def list_tickets(self, *, limit: int = 100, offset: int = 0) -> Sequence[Ticket]:
-        """Tickets, newest first."""
-
     def list_actions(self, ticket_id: int) -> Sequence[Action]:
         """A ticket's actions, oldest first."""
 
@@ -111,18 +126,13 @@ class TicketRepository(Protocol):
         .. versionadded:: 0.1.0
         """
 
-    def assign(self, ticket_id: int, *, agent: str | None, team: str | None) -> Ticket:
-        """Set who works on a ticket: both values are written (``None`` clears one).
 
-        Touches ``updated_at``; the status is left as it is.
+@runtime_checkable
+class Directory(Transactional, Protocol):
+    """**Protocol:** the people and things mail is matched to, and files kept against them.
 
-        Raises:
-            RepositoryError: When the ticket does not exist.
-
-        .. versionadded:: 0.1.0
-        """
-
-    # -- people and things -----------------------------------------------------
+    .. versionadded:: 0.2.0
+    """
 
     def find_user(self, email: str) -> User | None:
         """The user with this address (compared case-insensitively), or ``None``."""
@@ -186,13 +196,17 @@ class TicketRepository(Protocol):
         .. versionadded:: 0.1.0
         """
 
-    def list_files(self, *, owner: FileOwner, owner_id: int) -> Sequence[StoredFile]:
-        """The files kept against a customer or an asset, oldest first (empty for none).
 
-        .. versionadded:: 0.1.0
-        """
+@runtime_checkable
+class IngestLedger(Transactional, Protocol):
+    """**Protocol:** halomail's bookkeeping of inbound mail.
 
-    # -- exactly once ----------------------------------------------------------
+    Dedupe keys make every email count once, the quarantine keeps what could not be
+    processed, state keeps small values between runs, and leases let one runner at
+    a time read a mailbox.
+
+    .. versionadded:: 0.2.0
+    """
 
     def get_dedupe(self, key: str) -> DedupeRecord | None:
         """The record for a dedupe key, or ``None`` if the email was never handled."""
@@ -201,23 +215,64 @@ class TicketRepository(Protocol):
         """Record that an email was handled.
 
         Raises:
-            RepositoryError: When the key is already recorded (the caller checks first,
-                inside the same transaction).
+            DuplicateKeyError: When the key is already recorded (another runner handled
+                the email first). The record already there is kept; the caller rolls
+                its transaction back and treats the email as a duplicate.
         """
 
     def quarantine(self, new: NewQuarantine) -> QuarantineEntry:
         """Keep an email that could not be processed, with its reason and bytes."""
 
-    def list_quarantine(self, *, limit: int = 100, offset: int = 0) -> Sequence[QuarantineEntry]:
-        """Quarantined emails, newest first."""
+    def get_state(self, key: str) -> str | None:
+        """A value the processor keeps between runs (a mailbox's onboarding mark, …)."""
 
-    # -- the outbox ------------------------------------------------------------
+    def set_state(self, key: str, value: str) -> None:
+        """Keep a value between runs; written inside or outside a transaction."""
+
+    def acquire_lease(self, name: str, owner: str, *, now: dt.datetime, ttl: dt.timedelta) -> bool:
+        """Take the named lease (``"mailbox:Support"``) for ``owner`` until ``now + ttl``.
+
+        The lease is taken when it is free, expired (held until ``now`` or earlier), or
+        already held by ``owner`` (then it is renewed until ``now + ttl``). Works inside
+        a transaction and outside one (committed on its own).
+
+        Returns:
+            True when ``owner`` holds the lease now; False when another owner holds
+            it until after ``now``.
+
+        .. versionadded:: 0.2.0
+        """
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Free the named lease if ``owner`` holds it; otherwise change nothing.
+
+        .. versionadded:: 0.2.0
+        """
+
+
+@runtime_checkable
+class OutboxStore(Transactional, Protocol):
+    """**Protocol:** outgoing mail, queued with its ticket and claimed before it is sent.
+
+    .. versionadded:: 0.2.0
+    """
 
     def enqueue_outgoing(self, new: NewOutgoing) -> OutboxMail:
         """Queue an email to send after the transaction commits (status ``pending``)."""
 
-    def due_outgoing(self, now: dt.datetime, *, limit: int = 100) -> Sequence[OutboxMail]:
-        """Pending emails whose next attempt is due (or never tried), oldest first."""
+    def claim_outgoing(
+        self, now: dt.datetime, *, owner: str, lease: dt.timedelta, limit: int = 100
+    ) -> Sequence[OutboxMail]:
+        """Claim due pending emails for ``owner`` until ``now + lease``; return them, oldest first.
+
+        Due means pending and never tried, or with ``next_attempt_at <= now``. Mail
+        another owner claimed until after ``now`` is passed over; a claim whose lease
+        ran out (its runner died) is taken over, and ``owner``'s own claims are
+        renewed. Atomic: two callers at once never receive the same email.
+        :meth:`mark_outgoing` clears the claim.
+
+        .. versionadded:: 0.2.0
+        """
 
     def mark_outgoing(
         self,
@@ -228,7 +283,8 @@ class TicketRepository(Protocol):
         next_attempt_at: dt.datetime | None = None,
     ) -> OutboxMail:
         """Record a delivery attempt: ``sent``, ``failed`` for good, or still ``pending``
-        with the time of the next attempt. Each call counts one attempt."""
+        with the time of the next attempt. Each call counts one attempt
+        and clears the email's claim (:meth:`claim_outgoing`)."""
 
     def count_outgoing(self, *, to: str, since: dt.datetime, ticket_id: int | None = None) -> int:
         """How many emails were queued to ``to`` since ``since`` (for one ticket when given).
@@ -236,13 +292,49 @@ class TicketRepository(Protocol):
         The acknowledgement throttle reads this.
         """
 
-    # -- monitored services ------------------------------------------------------
+
+@runtime_checkable
+class ServiceLog(Transactional, Protocol):
+    """**Protocol:** the history of monitored services' statuses.
+
+    .. versionadded:: 0.2.0
+    """
 
     def record_service_status(self, new: NewServiceStatus) -> ServiceStatusEntry:
         """Add a status to a monitored service's history.
 
         Raises:
             ValueError: When ``new.at`` is naive.
+
+        .. versionadded:: 0.1.0
+        """
+
+    def last_service_status(self, service: str) -> ServiceStatusEntry | None:
+        """The newest status of a service (the first of :meth:`service_history`), or ``None``.
+
+        .. versionadded:: 0.1.0
+        """
+
+
+@runtime_checkable
+class Browsing(Protocol):
+    """**Protocol (optional):** what tools for people use; processing mail never calls it.
+
+    Listings, and :meth:`assign`. The ``halomail`` command's ``tickets`` and
+    ``quarantine`` commands need it; a host that embeds halomail and never runs
+    those commands need not implement it. The shipped repositories implement it.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def list_tickets(self, *, limit: int = 100, offset: int = 0) -> Sequence[Ticket]:
+        """Tickets, newest first."""
+
+    def list_quarantine(self, *, limit: int = 100, offset: int = 0) -> Sequence[QuarantineEntry]:
+        """Quarantined emails, newest first."""
+
+    def list_files(self, *, owner: FileOwner, owner_id: int) -> Sequence[StoredFile]:
+        """The files kept against a customer or an asset, oldest first (empty for none).
 
         .. versionadded:: 0.1.0
         """
@@ -255,16 +347,44 @@ class TicketRepository(Protocol):
         .. versionadded:: 0.1.0
         """
 
-    def last_service_status(self, service: str) -> ServiceStatusEntry | None:
-        """The newest status of a service (the first of :meth:`service_history`), or ``None``.
+    def due_outgoing(self, now: dt.datetime, *, limit: int = 100) -> Sequence[OutboxMail]:
+        """Pending emails whose next attempt is due (or never tried), oldest first, claimed or not.
+
+        Read-only; halomail itself sends what :meth:`OutboxStore.claim_outgoing` returns.
+        """
+
+    def assign(self, ticket_id: int, *, agent: str | None, team: str | None) -> Ticket:
+        """Set who works on a ticket: both values are written (``None`` clears one).
+
+        Touches ``updated_at``; the status is left as it is.
+
+        Raises:
+            RepositoryError: When the ticket does not exist.
 
         .. versionadded:: 0.1.0
         """
 
-    # -- small persistent state --------------------------------------------------
 
-    def get_state(self, key: str) -> str | None:
-        """A value the processor keeps between runs (a mailbox's onboarding mark, …)."""
+@runtime_checkable
+class TicketRepository(TicketStore, Directory, IngestLedger, OutboxStore, ServiceLog, Protocol):
+    """**Protocol:** where halomail reads and writes: the union of the five roles.
 
-    def set_state(self, key: str, value: str) -> None:
-        """Keep a value between runs; written inside or outside a transaction."""
+    A host application (a helpdesk, PSA or CRM) implements it over its own
+    database; halomail ships :class:`~halomail.InMemoryTicketRepository` and
+    :class:`~halomail.SQLiteTicketRepository` (both also implement :class:`Browsing`).
+    Run the contract suite in :mod:`halomail.testing` against your implementation to
+    know it is right; ``docs/repository.md`` states every rule.
+
+    Every write takes part in the open transaction. Reads outside a transaction see
+    committed data. Methods raise :class:`~halomail.errors.TransientRepositoryError`
+    for failures worth retrying (a locked database, a full disk) and
+    :class:`~halomail.errors.RepositoryError` otherwise. All datetimes are
+    timezone-aware, in UTC.
+
+    By default halomail never calls a repository from two threads at once, though it
+    may call it from a thread other than the one that created it. A class that sets
+    ``thread_safe = True`` (a class attribute) declares that concurrent calls are
+    safe, and may be called from several threads at once.
+
+    .. versionadded:: 0.1.0
+    """

@@ -1,0 +1,405 @@
+"""The SQLite repository's foundation: the connection, transactions, errors and value codecs.
+
+The role parts (:mod:`._sqlite_tickets`, :mod:`._sqlite_directory`,
+:mod:`._sqlite_ledger`, :mod:`._sqlite_outbox`) build on :class:`SQLiteBase`;
+:class:`~halomail.tickets.sqlite.SQLiteTicketRepository` combines them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from halomail.errors import RepositoryError, TransientRepositoryError
+from halomail.tickets._common import (
+    to_utc,
+)
+from halomail.tickets._schema import MIGRATIONS, migrate, refuse_newer, schema_version
+from halomail.tickets.models import (
+    utcnow,
+)
+
+__all__ = [
+    "DEFAULT_BUSY_TIMEOUT",
+    "MINIMUM_SQLITE",
+    "SQLiteBase",
+    "require_sqlite_version",
+    "translate_error",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUSY_TIMEOUT: Final = 5.0
+"""Seconds a write waits for another connection's lock before failing as transient."""
+
+# -- errors --------------------------------------------------------------------
+
+# Primary result codes worth a retry: another connection holds a lock, or the
+# disk failed or filled up (an administrator can free space and the mail waits).
+_TRANSIENT_CODES: Final = frozenset(
+    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL}
+)
+_TRANSIENT_MESSAGES: Final = (
+    "database is locked",
+    "database table is locked",
+    "database schema is locked",
+    "database is busy",
+    "disk i/o error",
+    "database or disk is full",
+)
+
+
+def translate_error(exc: sqlite3.Error, where: str) -> RepositoryError:
+    """The halomail error for an sqlite3 error: transient when a retry may succeed.
+
+    Args:
+        exc: The error sqlite3 raised.
+        where: Which database, for the message.
+
+    Returns:
+        A :class:`~halomail.errors.TransientRepositoryError` for a locked or busy
+        database, a disk I/O error or a full disk; a
+        :class:`~halomail.errors.RepositoryError` otherwise. The caller raises it
+        ``from exc``.
+    """
+    message = f"{where}: {exc}"
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        # Extended codes (SQLITE_IOERR_WRITE, SQLITE_BUSY_SNAPSHOT, …) keep the
+        # primary code in their low byte.
+        if isinstance(code, int) and code & 0xFF in _TRANSIENT_CODES:
+            return TransientRepositoryError(message)
+        if any(text in str(exc).lower() for text in _TRANSIENT_MESSAGES):
+            return TransientRepositoryError(message)
+    return RepositoryError(message)
+
+
+# -- values --------------------------------------------------------------------
+
+
+def _time(value: dt.datetime) -> str:
+    # Fixed width (microseconds, "+00:00") so that text order is time order.
+    return to_utc(value).isoformat(timespec="microseconds")
+
+
+def _opt_time(value: dt.datetime | None) -> str | None:
+    return None if value is None else _time(value)
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def _parse_opt_time(text: str | None) -> dt.datetime | None:
+    return None if text is None else dt.datetime.fromisoformat(text)
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return json.dumps(list(values))
+
+
+def _json_map(values: Mapping[str, str]) -> str:
+    return json.dumps(dict(values))
+
+
+def _tuple(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+def _mapping(text: str) -> dict[str, str]:
+    loaded: dict[str, str] = json.loads(text)
+    return loaded
+
+
+def _row_id(cursor: sqlite3.Cursor) -> int:
+    if cursor.lastrowid is None:  # pragma: no cover - an INSERT always sets it
+        raise RepositoryError("the database did not report the new row's id")
+    return cursor.lastrowid
+
+
+# A payload larger than this is streamed in through incremental BLOB I/O, a chunk at a
+# time: bound as a parameter, SQLite would copy it twice (the bound value, then the row
+# record), tripling a 40 MB attachment's memory.
+_STREAMED_PAYLOAD_BYTES = 1 << 20
+
+
+def _insert_with_payload(
+    connection: sqlite3.Connection,
+    sql: str,
+    table: str,
+    values: tuple[object, ...],
+    payload: bytes,
+) -> int:
+    """INSERT a row whose last column is ``payload``; return its rowid.
+
+    A large payload is inserted as a ``zeroblob`` of its size (the payload column is the
+    table's last, so SQLite does not materialize the zeros) and then written into the
+    row in place, inside the same transaction.
+    """
+    if len(payload) <= _STREAMED_PAYLOAD_BYTES:
+        return _row_id(connection.execute(sql, (*values, payload)))
+    # Every insert statement ends with the payload's "?)": it becomes "zeroblob(?))".
+    row_id = _row_id(connection.execute(sql[:-2] + "zeroblob(?))", (*values, len(payload))))
+    view = memoryview(payload)
+    with connection.blobopen(table, "payload", row_id) as blob:
+        for start in range(0, len(view), _STREAMED_PAYLOAD_BYTES):
+            blob.write(view[start : start + _STREAMED_PAYLOAD_BYTES])
+    return row_id
+
+
+MINIMUM_SQLITE: Final = (3, 35, 0)
+"""The oldest SQLite library that runs our statements (claims and leases use RETURNING)."""
+
+
+def require_sqlite_version(version: tuple[int, int, int]) -> None:
+    """Refuse an SQLite library older than :data:`MINIMUM_SQLITE`, saying which it is.
+
+    Raises:
+        RepositoryError: When ``version`` is older.
+    """
+    if version < MINIMUM_SQLITE:
+        found, needed = ".".join(map(str, version)), ".".join(map(str, MINIMUM_SQLITE))
+        raise RepositoryError(
+            f"the SQLite library is version {found}; halomail needs {needed} or newer "
+            "(a Python built against a newer SQLite)"
+        )
+
+
+class SQLiteBase:
+    """One SQLite connection behind a lock, its transactions, and the error translation.
+
+    See :class:`~halomail.tickets.sqlite.SQLiteTicketRepository` for the arguments.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        read_only: bool = False,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        require_sqlite_version(sqlite3.sqlite_version_info)
+        self._path = os.fspath(path)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._in_transaction = False
+        self._aborted = False
+        self._connection: sqlite3.Connection | None = None
+        memory = self._path == ":memory:"
+        if read_only and memory:
+            raise ValueError("a read-only repository needs a database file, not ':memory:'")
+        target, uri = self._path, False
+        if read_only:
+            # mode=ro is enforced by SQLite itself, so it holds for root too,
+            # where file permissions would not.
+            target, uri = Path(self._path).absolute().as_uri() + "?mode=ro", True
+        try:
+            connection = sqlite3.connect(
+                target,
+                timeout=busy_timeout,
+                # Autocommit mode: we issue BEGIN IMMEDIATE / COMMIT ourselves
+                # instead of the sqlite3 module's implicit, deferred BEGIN.
+                isolation_level=None,
+                check_same_thread=False,
+                uri=uri,
+            )
+        except sqlite3.Error as exc:
+            raise translate_error(exc, self._path) from exc
+        try:
+            connection.execute("PRAGMA foreign_keys = ON")
+            if read_only:
+                connection.execute("PRAGMA query_only = ON")
+                self._check_version(connection)
+            else:
+                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal" and not memory:
+                    log.warning("%s: WAL mode unavailable, journal mode is %s", self._path, mode)
+                connection.execute("PRAGMA synchronous = NORMAL")
+                migrate(connection)
+        except sqlite3.Error as exc:
+            connection.close()
+            raise translate_error(exc, self._path) from exc
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+
+    def _check_version(self, connection: sqlite3.Connection) -> None:
+        version = schema_version(connection)
+        refuse_newer(version)
+        if version < len(MIGRATIONS):
+            raise RepositoryError(
+                f"{self._path}: the database is at schema version {version}, older than "
+                f"{len(MIGRATIONS)}; open it once for writing to migrate it"
+            )
+
+    # -- life cycle ------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The database file, as given."""
+        return self._path
+
+    def close(self) -> None:
+        """Close the connection (rolling back an unfinished transaction); safe to call twice."""
+        with self._lock:
+            connection, self._connection = self._connection, None
+            if connection is None:
+                return
+            self._in_transaction = False
+            self._rollback_quietly(connection)
+            try:
+                # Keeps the query planner's statistics fresh; cheap when nothing changed.
+                connection.execute("PRAGMA optimize")
+            except sqlite3.Error:
+                log.debug("%s: PRAGMA optimize failed", self._path, exc_info=True)
+            connection.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SQLiteTicketRepository {self._path!r}>"
+
+    # -- transactions ----------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes: committed when the block exits normally, rolled back on an exception.
+
+        Raises:
+            RepositoryError: When a transaction is already open on this repository
+                (transactions do not nest), or the commit failed.
+            TransientRepositoryError: When the write lock could not be had within
+                ``busy_timeout``, or the disk failed or is full.
+        """
+        with self._lock:
+            connection = self._open()
+            if self._in_transaction:
+                raise RepositoryError("transactions do not nest: one is already open")
+            with self._translated():
+                connection.execute("BEGIN IMMEDIATE")
+            self._in_transaction, self._aborted = True, False
+            try:
+                yield
+            except BaseException:
+                self._in_transaction = False
+                self._rollback_quietly(connection)
+                raise
+            self._in_transaction = False
+            if self._aborted:
+                self._rollback_quietly(connection)
+                raise RepositoryError(
+                    f"{self._path}: the database rolled the transaction back after an "
+                    "error inside it; nothing was committed"
+                )
+            self._commit(connection)
+
+    def _open(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise RepositoryError(f"{self._path}: the repository is closed")
+        return self._connection
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Turn sqlite3's errors into ours, noting when SQLite aborted our transaction."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            connection = self._connection
+            # Some errors (a full disk, an I/O error) make SQLite roll back the
+            # whole transaction; later writes must not run in autocommit mode.
+            if self._in_transaction and connection is not None and not connection.in_transaction:
+                self._aborted = True
+            raise translate_error(exc, self._path) from exc
+        except UnicodeEncodeError as exc:
+            raise RepositoryError(
+                f"{self._path}: text that is not valid Unicode cannot be stored ({exc.reason})"
+            ) from exc
+
+    @contextmanager
+    def _reading(self, *, snapshot: bool = False) -> Iterator[sqlite3.Connection]:
+        """Hold the lock for a read; ``snapshot`` makes several statements see one state."""
+        with self._lock:
+            connection = self._open()
+            self._check_not_aborted()
+            with self._translated():
+                if not snapshot or self._in_transaction:
+                    yield connection
+                    return
+                connection.execute("BEGIN")
+                try:
+                    yield connection
+                finally:
+                    # A read transaction has nothing to keep; ending it frees the snapshot.
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock for a write; outside a transaction, run it in one of its own."""
+        with self._lock:
+            connection = self._open()
+            if self._in_transaction:
+                self._check_not_aborted()
+                with self._translated():
+                    yield connection
+                return
+            with self._translated():
+                connection.execute("BEGIN IMMEDIATE")
+            try:
+                with self._translated():
+                    yield connection
+            except BaseException:
+                self._rollback_quietly(connection)
+                raise
+            self._commit(connection)
+
+    def _check_not_aborted(self) -> None:
+        if self._in_transaction and self._aborted:
+            raise RepositoryError(
+                f"{self._path}: the transaction was rolled back by the database after an "
+                "error; end it and start again"
+            )
+
+    def _commit(self, connection: sqlite3.Connection) -> None:
+        try:
+            with self._translated():
+                connection.execute("COMMIT")
+        except BaseException:
+            self._rollback_quietly(connection)
+            raise
+
+    def _rollback_quietly(self, connection: sqlite3.Connection) -> None:
+        try:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+        except sqlite3.ProgrammingError:
+            # Closed already (close() inside the transaction): SQLite discarded the
+            # uncommitted changes when the connection closed.
+            return
+        except sqlite3.Error:
+            # The original error is the one worth reporting; SQLite discards the
+            # uncommitted changes in any case when the connection closes.
+            log.warning("%s: rollback failed", self._path, exc_info=True)
+
+    def _now(self) -> dt.datetime:
+        return to_utc(self._clock())

@@ -1,0 +1,353 @@
+"""The SQLite repository's users, customers, assets and files (the ``Directory`` role)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from halomail.errors import RepositoryError
+from halomail.tickets._common import (
+    address_key,
+    domain_key,
+    domain_of,
+    file_owner,
+    fold,
+)
+from halomail.tickets._sqlite_base import (
+    SQLiteBase,
+    _insert_with_payload,
+    _json_list,
+    _json_map,
+    _mapping,
+    _parse_time,
+    _row_id,
+    _time,
+    _tuple,
+)
+from halomail.tickets.models import (
+    Asset,
+    Customer,
+    FileOwner,
+    StoredAttachment,
+    StoredFile,
+    User,
+)
+
+__all__ = ["DirectoryPart"]
+
+_SQL_CUSTOMER_EXISTS = "SELECT 1 FROM customers WHERE id = ?"
+_SQL_INSERT_CUSTOMER = (
+    "INSERT INTO customers (name, domains, from_address, reply_address) VALUES (?, ?, ?, ?)"
+)
+_SQL_INSERT_CUSTOMER_DOMAIN = "INSERT INTO customer_domains (domain, customer_id) VALUES (?, ?)"
+_SQL_INSERT_USER = (
+    "INSERT INTO users (email, name, customer_id, phone, mobile) VALUES (?, ?, ?, ?, ?)"
+)
+_SQL_FIND_USER = "SELECT id, email, name, customer_id, phone, mobile FROM users WHERE email = ?"
+# The customer of the user with this address, else the first customer owning its
+# domain: one statement, each lookup through its index.
+_SQL_FIND_CUSTOMER = (
+    "SELECT id, name, domains, from_address, reply_address FROM customers WHERE id = COALESCE("
+    "(SELECT customer_id FROM users WHERE email = ?), "
+    "(SELECT customer_id FROM customer_domains WHERE domain = ? ORDER BY customer_id LIMIT 1))"
+)
+_SQL_INSERT_ASSET = "INSERT INTO assets (tag, tag_key, fields, customer_id) VALUES (?, ?, ?, ?)"
+_SQL_INSERT_ASSET_FIELD = (
+    "INSERT OR IGNORE INTO asset_fields (name, value_key, asset_id) VALUES (?, ?, ?)"
+)
+_SQL_ASSET_BY_TAG = (
+    "SELECT id, tag, fields, customer_id FROM assets WHERE tag_key = ? ORDER BY id LIMIT 1"
+)
+_SQL_ASSET_EXISTS = "SELECT 1 FROM assets WHERE id = ?"
+_SQL_UPDATE_ASSET = "UPDATE assets SET fields = ?, customer_id = ? WHERE id = ?"
+_SQL_DELETE_ASSET_FIELD = (
+    "DELETE FROM asset_fields WHERE name = ? AND value_key = ? AND asset_id = ?"
+)
+_SQL_ASSET_BY_FIELD = (
+    "SELECT a.id, a.tag, a.fields, a.customer_id FROM asset_fields f "
+    "JOIN assets a ON a.id = f.asset_id WHERE f.name = ? AND f.value_key = ? "
+    "ORDER BY f.asset_id LIMIT 1"
+)
+
+_FILE_COLUMNS = (
+    "id, owner, owner_id, filename, storage_name, content_type, size, content_id, inline, "
+    "note, created_at, payload"
+)
+_SQL_INSERT_FILE = (
+    "INSERT INTO stored_files (owner, owner_id, filename, storage_name, content_type, size, "
+    "content_id, inline, note, created_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_LIST_FILES = (
+    f"SELECT {_FILE_COLUMNS} FROM stored_files "  # noqa: S608
+    "WHERE owner = ? AND owner_id = ? ORDER BY id"
+)
+
+
+def _customer(row: Sequence[Any]) -> Customer:
+    return Customer(
+        id=row[0], name=row[1], domains=_tuple(row[2]), from_address=row[3], reply_address=row[4]
+    )
+
+
+def _asset(row: Sequence[Any]) -> Asset:
+    return Asset(id=row[0], tag=row[1], fields=_mapping(row[2]), customer_id=row[3])
+
+
+def _stored_file(row: Sequence[Any]) -> StoredFile:
+    return StoredFile(
+        id=row[0],
+        owner=row[1],
+        owner_id=row[2],
+        filename=row[3],
+        storage_name=row[4],
+        content_type=row[5],
+        size=row[6],
+        content_id=row[7],
+        inline=bool(row[8]),
+        payload=row[11],
+        note=row[9],
+        created_at=_parse_time(row[10]),
+    )
+
+
+class DirectoryPart(SQLiteBase):
+    """Users, customers and assets, their seeding, and files kept without a ticket."""
+
+    # -- people and things -----------------------------------------------------
+
+    def add_customer(
+        self,
+        name: str,
+        domains: Sequence[str] = (),
+        from_address: str | None = None,
+        reply_address: str | None = None,
+    ) -> Customer:
+        """Add a customer.
+
+        Args:
+            name: The customer's name.
+            domains: Email domains that belong to the customer (stored lower-cased).
+                When two customers claim a domain, the first one added owns it.
+            from_address: Overrides the outgoing From address for this customer.
+            reply_address: Overrides the Reply-To address for this customer.
+
+        Returns:
+            The customer with its id.
+        """
+        keys = tuple(dict.fromkeys(key for key in map(domain_key, domains) if key))
+        with self._writing() as connection:
+            cursor = connection.execute(
+                _SQL_INSERT_CUSTOMER, (name, _json_list(keys), from_address, reply_address)
+            )
+            customer_id = _row_id(cursor)
+            connection.executemany(_SQL_INSERT_CUSTOMER_DOMAIN, ((k, customer_id) for k in keys))
+        return Customer(customer_id, name, keys, from_address, reply_address)
+
+    def add_user(
+        self,
+        email: str,
+        name: str = "",
+        customer_id: int | None = None,
+        phone: str | None = None,
+        mobile: str | None = None,
+    ) -> User:
+        """Add an end user.
+
+        Args:
+            email: The user's address (stored lower-cased; unique).
+            name: The user's name.
+            customer_id: The customer the user belongs to.
+            phone: Phone number.
+            mobile: Mobile number.
+
+        Returns:
+            The user with its id.
+
+        Raises:
+            RepositoryError: When a user with this address exists, or the customer does not.
+        """
+        key = address_key(email)
+        with self._writing() as connection:
+            self._require_customer(connection, customer_id)
+            try:
+                cursor = connection.execute(
+                    _SQL_INSERT_USER, (key, name, customer_id, phone, mobile)
+                )
+            except sqlite3.IntegrityError as exc:
+                raise RepositoryError(f"a user with the address {key!r} already exists") from exc
+            user_id = _row_id(cursor)
+        return User(user_id, key, name, customer_id, phone, mobile)
+
+    def add_asset(
+        self, tag: str, fields: Mapping[str, str] | None = None, customer_id: int | None = None
+    ) -> Asset:
+        """Add an asset.
+
+        Args:
+            tag: The asset tag.
+            fields: Other field values by name (serial number, host name, …).
+            customer_id: The owning customer.
+
+        Returns:
+            The asset with its id.
+
+        Raises:
+            RepositoryError: When the customer does not exist.
+        """
+        values = dict(fields or {})
+        with self._writing() as connection:
+            self._require_customer(connection, customer_id)
+            return self._insert_asset(connection, tag, values, customer_id)
+
+    @staticmethod
+    def _insert_asset(
+        connection: sqlite3.Connection, tag: str, values: dict[str, str], customer_id: int | None
+    ) -> Asset:
+        cursor = connection.execute(
+            _SQL_INSERT_ASSET, (tag, fold(tag), _json_map(values), customer_id)
+        )
+        asset_id = _row_id(cursor)
+        connection.executemany(
+            _SQL_INSERT_ASSET_FIELD,
+            ((name, fold(value), asset_id) for name, value in values.items()),
+        )
+        return Asset(asset_id, tag, values, customer_id)
+
+    def save_asset(
+        self, tag: str, fields: Mapping[str, str], *, customer_id: int | None = None
+    ) -> tuple[Asset, bool]:
+        """Create the asset with this tag, or update the one that has it.
+
+        The existing asset is the first one added with this tag (compared
+        case-insensitively); it keeps its id and its tag's spelling, and ``fields``
+        are merged over its own. ``customer_id`` ``None`` keeps its owner.
+
+        Returns:
+            The asset as stored now, and True when it was created.
+
+        Raises:
+            RepositoryError: When ``customer_id`` names no customer.
+        """
+        values = dict(fields)
+        with self._writing() as connection:
+            self._require_customer(connection, customer_id)
+            row = connection.execute(_SQL_ASSET_BY_TAG, (fold(tag),)).fetchone()
+            if row is None:
+                return self._insert_asset(connection, tag, values, customer_id), True
+            old = _asset(row)
+            merged = {**old.fields, **values}
+            owner = old.customer_id if customer_id is None else customer_id
+            connection.execute(_SQL_UPDATE_ASSET, (_json_map(merged), owner, old.id))
+            for name, value in values.items():
+                before = old.fields.get(name)
+                if before is not None and fold(before) == fold(value):
+                    continue
+                if before is not None:
+                    connection.execute(_SQL_DELETE_ASSET_FIELD, (name, fold(before), old.id))
+                connection.execute(_SQL_INSERT_ASSET_FIELD, (name, fold(value), old.id))
+        return Asset(old.id, old.tag, merged, owner), False
+
+    @staticmethod
+    def _require_customer(connection: sqlite3.Connection, customer_id: int | None) -> None:
+        if customer_id is None:
+            return
+        if connection.execute(_SQL_CUSTOMER_EXISTS, (customer_id,)).fetchone() is None:
+            raise RepositoryError(f"customer {customer_id} does not exist")
+
+    @staticmethod
+    def _require_owner(connection: sqlite3.Connection, owner: str, owner_id: int) -> None:
+        if owner == "customer":
+            DirectoryPart._require_customer(connection, owner_id)
+        elif connection.execute(_SQL_ASSET_EXISTS, (owner_id,)).fetchone() is None:
+            raise RepositoryError(f"asset {owner_id} does not exist")
+
+    def find_user(self, email: str) -> User | None:
+        """The user with this address (compared case-insensitively), or ``None``."""
+        with self._reading() as connection:
+            row = connection.execute(_SQL_FIND_USER, (address_key(email),)).fetchone()
+        return None if row is None else User(*row)
+
+    def find_customer(self, email: str) -> Customer | None:
+        """The customer of the user with this address, else the customer owning its domain."""
+        with self._reading() as connection:
+            row = connection.execute(
+                _SQL_FIND_CUSTOMER, (address_key(email), domain_of(email))
+            ).fetchone()
+        return None if row is None else _customer(row)
+
+    def find_asset(self, field: str, value: str) -> Asset | None:
+        """The asset whose ``field`` (``"tag"`` or a field name) equals ``value``
+        (case-insensitively), or ``None``; the first one added wins."""
+        with self._reading() as connection:
+            if field == "tag":
+                row = connection.execute(_SQL_ASSET_BY_TAG, (fold(value),)).fetchone()
+            else:
+                row = connection.execute(_SQL_ASSET_BY_FIELD, (field, fold(value))).fetchone()
+        return None if row is None else _asset(row)
+
+    def store_files(
+        self,
+        *,
+        owner: FileOwner,
+        owner_id: int,
+        attachments: Sequence[StoredAttachment],
+        note: str = "",
+    ) -> Sequence[StoredFile]:
+        """Keep files against a customer or an asset, with no ticket.
+
+        Each file is a row of its own with its bytes as a BLOB, written in one
+        transaction.
+
+        Returns:
+            The files as stored, one per attachment, in order.
+
+        Raises:
+            RepositoryError: When the customer or asset does not exist.
+            ValueError: When ``owner`` is neither ``"customer"`` nor ``"asset"``.
+        """
+        kind = file_owner(owner)
+        now = self._now()
+        stamp = _time(now)
+        stored: list[StoredFile] = []
+        with self._writing() as connection:
+            self._require_owner(connection, kind, owner_id)
+            for item in attachments:
+                file_id = _insert_with_payload(
+                    connection,
+                    _SQL_INSERT_FILE,
+                    "stored_files",
+                    (
+                        kind,
+                        owner_id,
+                        item.filename,
+                        item.storage_name,
+                        item.content_type,
+                        item.size,
+                        item.content_id,
+                        int(item.inline),
+                        note,
+                        stamp,
+                    ),
+                    item.payload,
+                )
+                stored.append(
+                    StoredFile(
+                        id=file_id,
+                        owner=kind,
+                        owner_id=owner_id,
+                        note=note,
+                        created_at=now,
+                        **attrs.asdict(item, recurse=False),
+                    )
+                )
+        return tuple(stored)
+
+    def list_files(self, *, owner: FileOwner, owner_id: int) -> Sequence[StoredFile]:
+        """The files kept against a customer or an asset, oldest first (empty for none)."""
+        kind = file_owner(owner)
+        with self._reading() as connection:
+            rows = connection.execute(_SQL_LIST_FILES, (kind, owner_id)).fetchall()
+        return [_stored_file(row) for row in rows]

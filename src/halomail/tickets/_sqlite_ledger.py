@@ -1,0 +1,244 @@
+"""The SQLite repository's ledger (dedupe keys, quarantine, state, leases) and service log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from halomail.errors import DuplicateKeyError
+from halomail.tickets._common import (
+    check_page,
+    to_utc,
+)
+from halomail.tickets._sqlite_base import (
+    SQLiteBase,
+    _parse_time,
+    _row_id,
+    _time,
+)
+from halomail.tickets.models import (
+    DedupeRecord,
+    NewQuarantine,
+    NewServiceStatus,
+    QuarantineEntry,
+    ServiceStatus,
+    ServiceStatusEntry,
+)
+
+__all__ = ["LedgerPart"]
+
+_QUARANTINE_COLUMNS = "id, mailbox, reason, raw, created_at, detail, message_id, dedupe_key"
+
+_SERVICE_STATUS_COLUMNS = "id, service, status, at, detail, ticket_id, message_id"
+_SQL_INSERT_SERVICE_STATUS = (
+    "INSERT INTO service_status (service, status, at, detail, ticket_id, message_id) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SQL_SERVICE_HISTORY = (
+    f"SELECT {_SERVICE_STATUS_COLUMNS} FROM service_status "  # noqa: S608
+    "WHERE service = ? ORDER BY at DESC, id DESC LIMIT ?"
+)
+
+_SQL_GET_DEDUPE = "SELECT key, sha256, outcome, ticket_id, created_at FROM dedupe WHERE key = ?"
+_SQL_INSERT_DEDUPE = (
+    "INSERT INTO dedupe (key, sha256, outcome, ticket_id, created_at) VALUES (?, ?, ?, ?, ?)"
+)
+
+_SQL_INSERT_QUARANTINE = (
+    "INSERT INTO quarantine (mailbox, reason, raw, created_at, detail, message_id, dedupe_key) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_LIST_QUARANTINE = (
+    f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine ORDER BY id DESC LIMIT ? OFFSET ?"  # noqa: S608
+)
+
+_SQL_GET_STATE = "SELECT value FROM state WHERE key = ?"
+_SQL_SET_STATE = (
+    "INSERT INTO state (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+# Takes a lease that is free, expired, or already ours; RETURNING yields a row only
+# when the INSERT or the conditional UPDATE happened.
+_SQL_ACQUIRE_LEASE = (
+    "INSERT INTO leases (name, owner, held_until) VALUES (?1, ?2, ?3) "
+    "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, held_until = excluded.held_until "
+    "WHERE leases.owner = excluded.owner OR leases.held_until <= ?4 RETURNING owner"
+)
+_SQL_RELEASE_LEASE = "DELETE FROM leases WHERE name = ? AND owner = ?"
+
+
+def _service_status_entry(row: Sequence[Any]) -> ServiceStatusEntry:
+    return ServiceStatusEntry(
+        id=row[0],
+        service=row[1],
+        status=ServiceStatus(row[2]),
+        at=_parse_time(row[3]),
+        detail=row[4],
+        ticket_id=row[5],
+        message_id=row[6],
+    )
+
+
+def _quarantine_entry(row: Sequence[Any]) -> QuarantineEntry:
+    return QuarantineEntry(
+        id=row[0],
+        mailbox=row[1],
+        reason=row[2],
+        raw=row[3],
+        created_at=_parse_time(row[4]),
+        detail=row[5],
+        message_id=row[6],
+        dedupe_key=row[7],
+    )
+
+
+class LedgerPart(SQLiteBase):
+    """Dedupe keys, quarantine, state, leases and the service log."""
+
+    # -- exactly once ----------------------------------------------------------
+
+    def get_dedupe(self, key: str) -> DedupeRecord | None:
+        """The record for a dedupe key, or ``None`` if the email was never handled."""
+        with self._reading() as connection:
+            row = connection.execute(_SQL_GET_DEDUPE, (key,)).fetchone()
+        if row is None:
+            return None
+        return DedupeRecord(row[0], row[1], row[2], row[3], _parse_time(row[4]))
+
+    def record_dedupe(self, record: DedupeRecord) -> None:
+        """Record that an email was handled.
+
+        Raises:
+            DuplicateKeyError: When the key is already recorded.
+        """
+        values = (
+            record.key,
+            record.sha256,
+            record.outcome,
+            record.ticket_id,
+            _time(record.created_at),
+        )
+        with self._writing() as connection:
+            try:
+                connection.execute(_SQL_INSERT_DEDUPE, values)
+            except sqlite3.IntegrityError as exc:
+                # A constraint failure undoes the statement only: the transaction stays
+                # usable, and the caller decides to roll it back.
+                raise DuplicateKeyError(
+                    f"dedupe key already recorded: {record.key[:200]!r}"
+                ) from exc
+
+    def quarantine(self, new: NewQuarantine) -> QuarantineEntry:
+        """Keep an email that could not be processed, with its reason and bytes."""
+        now = self._now()
+        with self._writing() as connection:
+            cursor = connection.execute(
+                _SQL_INSERT_QUARANTINE,
+                (
+                    new.mailbox,
+                    new.reason,
+                    new.raw,
+                    _time(now),
+                    new.detail,
+                    new.message_id,
+                    new.dedupe_key,
+                ),
+            )
+            entry_id = _row_id(cursor)
+        return QuarantineEntry(
+            id=entry_id,
+            mailbox=new.mailbox,
+            reason=new.reason,
+            raw=new.raw,
+            created_at=now,
+            detail=new.detail,
+            message_id=new.message_id,
+            dedupe_key=new.dedupe_key,
+        )
+
+    def list_quarantine(self, *, limit: int = 100, offset: int = 0) -> Sequence[QuarantineEntry]:
+        """Quarantined emails, newest first."""
+        check_page(limit, offset)
+        with self._reading() as connection:
+            rows = connection.execute(_SQL_LIST_QUARANTINE, (limit, offset)).fetchall()
+        return [_quarantine_entry(row) for row in rows]
+
+    # -- monitored services ------------------------------------------------------
+
+    def record_service_status(self, new: NewServiceStatus) -> ServiceStatusEntry:
+        """Add a status to a monitored service's history.
+
+        Raises:
+            ValueError: When ``new.at`` is naive.
+        """
+        at = to_utc(new.at)
+        values = (
+            new.service,
+            new.status.value,
+            _time(at),
+            new.detail,
+            new.ticket_id,
+            new.message_id,
+        )
+        with self._writing() as connection:
+            entry_id = _row_id(connection.execute(_SQL_INSERT_SERVICE_STATUS, values))
+        return ServiceStatusEntry(
+            id=entry_id,
+            service=new.service,
+            status=new.status,
+            at=at,
+            detail=new.detail,
+            ticket_id=new.ticket_id,
+            message_id=new.message_id,
+        )
+
+    def service_history(self, service: str, *, limit: int = 100) -> Sequence[ServiceStatusEntry]:
+        """A service's statuses, newest first (by ``at``, then the order recorded)."""
+        check_page(limit, 0)
+        with self._reading() as connection:
+            rows = connection.execute(_SQL_SERVICE_HISTORY, (service, limit)).fetchall()
+        return [_service_status_entry(row) for row in rows]
+
+    def last_service_status(self, service: str) -> ServiceStatusEntry | None:
+        """The newest status of a service, or ``None``."""
+        with self._reading() as connection:
+            row = connection.execute(_SQL_SERVICE_HISTORY, (service, 1)).fetchone()
+        return None if row is None else _service_status_entry(row)
+
+    # -- small persistent state --------------------------------------------------
+
+    def get_state(self, key: str) -> str | None:
+        """A value the processor keeps between runs, or ``None``."""
+        with self._reading() as connection:
+            row = connection.execute(_SQL_GET_STATE, (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_state(self, key: str, value: str) -> None:
+        """Keep a value between runs; written inside or outside a transaction."""
+        with self._writing() as connection:
+            connection.execute(_SQL_SET_STATE, (key, value))
+
+    # -- leases ------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, owner: str, *, now: dt.datetime, ttl: dt.timedelta) -> bool:
+        """Take (or renew) the named lease for ``owner`` until ``now + ttl``.
+
+        Returns:
+            True when ``owner`` holds it now; False when another owner holds it until
+            after ``now``.
+        """
+        start = to_utc(now)
+        with self._writing() as connection:
+            # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
+            rows = connection.execute(
+                _SQL_ACQUIRE_LEASE, (name, owner, _time(start + ttl), _time(start))
+            ).fetchall()
+        return bool(rows)
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Free the named lease if ``owner`` holds it; otherwise change nothing."""
+        with self._writing() as connection:
+            connection.execute(_SQL_RELEASE_LEASE, (name, owner))

@@ -1,0 +1,216 @@
+"""The SQLite repository's outbox: queueing, claiming and marking outgoing mail."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from halomail.errors import RepositoryError
+from halomail.tickets._common import (
+    address_key,
+    check_page,
+    to_utc,
+)
+from halomail.tickets._sqlite_base import (
+    SQLiteBase,
+    _json_list,
+    _opt_time,
+    _parse_opt_time,
+    _parse_time,
+    _row_id,
+    _time,
+    _tuple,
+)
+from halomail.tickets.models import (
+    NewOutgoing,
+    OutboxMail,
+    OutboxStatus,
+)
+
+__all__ = ["OutboxPart"]
+
+_OUTBOX_COLUMNS = (
+    "id, message_id, recipients, subject, text, status, created_at, mailbox, kind, ticket_id, "
+    "html, in_reply_to, thread_references, auto_submitted, attempts, next_attempt_at, "
+    "last_error, sent_at"
+)
+_SQL_INSERT_OUTBOX = (
+    "INSERT INTO outbox (message_id, recipients, subject, text, status, created_at, mailbox, "
+    "kind, ticket_id, html, in_reply_to, thread_references, auto_submitted) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_INSERT_RECIPIENT = (
+    "INSERT INTO outbox_recipients (address, created_at, outbox_id, ticket_id) VALUES (?, ?, ?, ?)"
+)
+# The literal 'pending' (not a parameter) lets SQLite use the partial index.
+_SQL_DUE_OUTBOX = (
+    f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' "  # noqa: S608
+    "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?"
+)
+# Claims the due mail nobody else holds, in one statement run under the write lock
+# (BEGIN IMMEDIATE), so two claimers, in two processes too, never share an email. The
+# subquery walks the partial index of pending mail in id order; RETURNING has no
+# defined order, so the caller sorts.
+_SQL_CLAIM_OUTBOX = (
+    "UPDATE outbox SET claimed_by = ?1, claimed_until = ?2 WHERE id IN ("  # noqa: S608
+    "SELECT id FROM outbox WHERE status = 'pending' "
+    "AND (next_attempt_at IS NULL OR next_attempt_at <= ?3) "
+    "AND (claimed_by IS NULL OR claimed_by = ?1 OR claimed_until <= ?3) "
+    f"ORDER BY id LIMIT ?4) RETURNING {_OUTBOX_COLUMNS}"
+)
+_SQL_GET_OUTBOX = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?"  # noqa: S608
+_SQL_MARK_OUTBOX = (
+    "UPDATE outbox SET status = ?1, attempts = attempts + 1, last_error = ?2, "
+    "next_attempt_at = ?3, sent_at = CASE WHEN ?1 = 'sent' THEN ?4 ELSE sent_at END, "
+    "claimed_by = NULL, claimed_until = NULL "
+    "WHERE id = ?5"
+)
+_SQL_COUNT_OUTGOING = "SELECT COUNT(*) FROM outbox_recipients WHERE address = ? AND created_at >= ?"
+_SQL_COUNT_OUTGOING_FOR_TICKET = (
+    "SELECT COUNT(*) FROM outbox_recipients WHERE address = ? AND created_at >= ? AND ticket_id = ?"
+)
+
+
+def _outbox_mail(row: Sequence[Any]) -> OutboxMail:
+    return OutboxMail(
+        id=row[0],
+        message_id=row[1],
+        to=_tuple(row[2]),
+        subject=row[3],
+        text=row[4],
+        status=OutboxStatus(row[5]),
+        created_at=_parse_time(row[6]),
+        mailbox=row[7],
+        kind=row[8],
+        ticket_id=row[9],
+        html=row[10],
+        in_reply_to=row[11],
+        references=_tuple(row[12]),
+        auto_submitted=bool(row[13]),
+        attempts=row[14],
+        next_attempt_at=_parse_opt_time(row[15]),
+        last_error=row[16],
+        sent_at=_parse_opt_time(row[17]),
+    )
+
+
+class OutboxPart(SQLiteBase):
+    """Outgoing mail, its recipients (for the throttle), and claims."""
+
+    # -- the outbox ------------------------------------------------------------
+
+    def enqueue_outgoing(self, new: NewOutgoing) -> OutboxMail:
+        """Queue an email to send after the transaction commits (status ``pending``).
+
+        Raises:
+            RepositoryError: When an email with this Message-ID is already queued.
+        """
+        now = self._now()
+        stamp = _time(now)
+        with self._writing() as connection:
+            try:
+                cursor = connection.execute(
+                    _SQL_INSERT_OUTBOX,
+                    (
+                        new.message_id,
+                        _json_list(new.to),
+                        new.subject,
+                        new.text,
+                        OutboxStatus.PENDING.value,
+                        stamp,
+                        new.mailbox,
+                        new.kind,
+                        new.ticket_id,
+                        new.html,
+                        new.in_reply_to,
+                        _json_list(new.references),
+                        int(new.auto_submitted),
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise RepositoryError(
+                    f"outgoing Message-ID already queued: {new.message_id!r}"
+                ) from exc
+            outbox_id = _row_id(cursor)
+            connection.executemany(
+                _SQL_INSERT_RECIPIENT,
+                (
+                    (address, stamp, outbox_id, new.ticket_id)
+                    for address in dict.fromkeys(map(address_key, new.to))
+                ),
+            )
+        return OutboxMail(
+            id=outbox_id,
+            message_id=new.message_id,
+            to=tuple(new.to),
+            subject=new.subject,
+            text=new.text,
+            status=OutboxStatus.PENDING,
+            created_at=now,
+            mailbox=new.mailbox,
+            kind=new.kind,
+            ticket_id=new.ticket_id,
+            html=new.html,
+            in_reply_to=new.in_reply_to,
+            references=tuple(new.references),
+            auto_submitted=new.auto_submitted,
+        )
+
+    def due_outgoing(self, now: dt.datetime, *, limit: int = 100) -> Sequence[OutboxMail]:
+        """Pending emails whose next attempt is due (or never tried), oldest first."""
+        check_page(limit, 0)
+        with self._reading() as connection:
+            rows = connection.execute(_SQL_DUE_OUTBOX, (_time(now), limit)).fetchall()
+        return [_outbox_mail(row) for row in rows]
+
+    def claim_outgoing(
+        self, now: dt.datetime, *, owner: str, lease: dt.timedelta, limit: int = 100
+    ) -> Sequence[OutboxMail]:
+        """Claim due pending emails for ``owner`` until ``now + lease``; return them, oldest first.
+
+        One conditional UPDATE under the write lock: mail another owner claimed until
+        after ``now`` is passed over, so two claimers never receive the same email.
+        """
+        check_page(limit, 0)
+        start = to_utc(now)
+        with self._writing() as connection:
+            rows = connection.execute(
+                _SQL_CLAIM_OUTBOX, (owner, _time(start + lease), _time(start), limit)
+            ).fetchall()
+        return sorted((_outbox_mail(row) for row in rows), key=lambda mail: mail.id)
+
+    def mark_outgoing(
+        self,
+        outbox_id: int,
+        status: OutboxStatus,
+        *,
+        error: str | None = None,
+        next_attempt_at: dt.datetime | None = None,
+    ) -> OutboxMail:
+        """Record a delivery attempt: ``sent``, ``failed`` for good, or still ``pending``
+        with the time of the next attempt. Each call counts one attempt.
+
+        Raises:
+            RepositoryError: When there is no outgoing email with this id.
+        """
+        values = (status.value, error, _opt_time(next_attempt_at), _time(self._now()), outbox_id)
+        with self._writing() as connection:
+            if connection.execute(_SQL_MARK_OUTBOX, values).rowcount == 0:
+                raise RepositoryError(f"outgoing email {outbox_id} does not exist")
+            row = connection.execute(_SQL_GET_OUTBOX, (outbox_id,)).fetchone()
+        return _outbox_mail(row)
+
+    def count_outgoing(self, *, to: str, since: dt.datetime, ticket_id: int | None = None) -> int:
+        """How many emails (any status) were queued to ``to`` (one of their recipients,
+        compared case-insensitively) at or after ``since``, for one ticket when given."""
+        address, start = address_key(to), _time(since)
+        with self._reading() as connection:
+            if ticket_id is None:
+                row = connection.execute(_SQL_COUNT_OUTGOING, (address, start)).fetchone()
+            else:
+                row = connection.execute(
+                    _SQL_COUNT_OUTGOING_FOR_TICKET, (address, start, ticket_id)
+                ).fetchone()
+        return int(row[0])

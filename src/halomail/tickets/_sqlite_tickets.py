@@ -1,0 +1,330 @@
+"""The SQLite repository's tickets and actions (the ``TicketStore`` role, and ``Browsing``'s)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from halomail.errors import RepositoryError
+from halomail.tickets._common import (
+    check_page,
+)
+from halomail.tickets._sqlite_base import (
+    SQLiteBase,
+    _insert_with_payload,
+    _json_list,
+    _json_map,
+    _mapping,
+    _parse_opt_time,
+    _parse_time,
+    _row_id,
+    _time,
+    _tuple,
+)
+from halomail.tickets.models import (
+    Action,
+    ActionKind,
+    NewAction,
+    NewTicket,
+    RecordKind,
+    StoredAttachment,
+    Ticket,
+    TicketStatus,
+)
+
+__all__ = ["TicketsPart"]
+
+# Column lists in the order the row readers below expect. Only these constants are
+# formatted into statements (hence the S608 waivers), never a value.
+_TICKET_COLUMNS = (
+    "id, summary, details, ticket_type, user_email, status, created_at, updated_at, user_name, "
+    "mailbox, record, customer, cc, priority, category, team, agent, asset_id, custom_fields, "
+    "closed_at, alert_key"
+)
+_SQL_GET_TICKET = f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE id = ?"  # noqa: S608
+# One Message-ID: an action's first, else the outbox's; both through an index.
+_SQL_TICKET_BY_MESSAGE_ID = (
+    f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE id = COALESCE("  # noqa: S608
+    "(SELECT ticket_id FROM actions WHERE message_id = ?1 ORDER BY id LIMIT 1), "
+    "(SELECT ticket_id FROM outbox WHERE message_id = ?1))"
+)
+_SQL_INSERT_TICKET = (
+    "INSERT INTO tickets (summary, details, ticket_type, user_email, status, created_at, "
+    "updated_at, user_name, mailbox, record, customer, cc, priority, category, team, agent, "
+    "asset_id, custom_fields, alert_key) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The literal 'closed' (not a parameter) lets SQLite use the partial index of open
+# tickets with a key.
+_SQL_OPEN_TICKET_BY_ALERT_KEY = (
+    f"SELECT {_TICKET_COLUMNS} FROM tickets "  # noqa: S608
+    "WHERE alert_key = ? AND status <> 'closed' ORDER BY id DESC LIMIT 1"
+)
+_SQL_ASSIGN = "UPDATE tickets SET agent = ?, team = ?, updated_at = ? WHERE id = ?"
+_SQL_TOUCH_TICKET = "UPDATE tickets SET updated_at = ? WHERE id = ?"
+_SQL_SET_STATUS = (
+    "UPDATE tickets SET status = ?1, updated_at = ?2, "
+    "closed_at = CASE WHEN ?1 = 'closed' THEN COALESCE(closed_at, ?2) ELSE NULL END "
+    "WHERE id = ?3"
+)
+_SQL_LIST_TICKETS = (
+    f"SELECT {_TICKET_COLUMNS} FROM tickets "  # noqa: S608
+    "ORDER BY id DESC LIMIT ? OFFSET ?"
+)
+
+_SQL_INSERT_ACTION = (
+    "INSERT INTO actions (ticket_id, kind, body, from_address, public, message_id, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_INSERT_ATTACHMENT = (
+    "INSERT INTO attachments (action_id, position, filename, storage_name, content_type, size, "
+    "content_id, inline, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_LIST_ACTIONS = (
+    "SELECT id, ticket_id, kind, body, created_at, from_address, public, message_id "
+    "FROM actions WHERE ticket_id = ? ORDER BY id"
+)
+_SQL_LIST_ATTACHMENTS = (
+    "SELECT t.action_id, t.filename, t.storage_name, t.content_type, t.size, t.content_id, "
+    "t.inline, t.payload FROM actions a JOIN attachments t ON t.action_id = a.id "
+    # Ordered by a.id (the index's order), not t.action_id: the same order, but
+    # this way SQLite streams the rows instead of copying every BLOB into a sort.
+    "WHERE a.ticket_id = ? ORDER BY a.id, t.position"
+)
+
+
+def _ticket(row: Sequence[Any]) -> Ticket:
+    return Ticket(
+        id=row[0],
+        summary=row[1],
+        details=row[2],
+        ticket_type=row[3],
+        user_email=row[4],
+        status=TicketStatus(row[5]),
+        created_at=_parse_time(row[6]),
+        updated_at=_parse_time(row[7]),
+        user_name=row[8],
+        mailbox=row[9],
+        record=RecordKind(row[10]),
+        customer=row[11],
+        cc=_tuple(row[12]),
+        priority=row[13],
+        category=row[14],
+        team=row[15],
+        agent=row[16],
+        asset_id=row[17],
+        custom_fields=_mapping(row[18]),
+        closed_at=_parse_opt_time(row[19]),
+        alert_key=row[20],
+    )
+
+
+class TicketsPart(SQLiteBase):
+    """Tickets and their actions, attachments as BLOBs."""
+
+    # -- tickets ---------------------------------------------------------------
+
+    def get_ticket(self, ticket_id: int) -> Ticket | None:
+        """The ticket with this id, or ``None``."""
+        with self._reading() as connection:
+            row = connection.execute(_SQL_GET_TICKET, (ticket_id,)).fetchone()
+        return None if row is None else _ticket(row)
+
+    def find_ticket_by_message_ids(self, message_ids: Sequence[str]) -> Ticket | None:
+        """The ticket that one of these Message-IDs belongs to (through an action or
+        an outgoing email), or ``None``; the first id that matches wins."""
+        with self._reading(snapshot=True) as connection:
+            # One indexed query per id keeps "first id wins" exact; References
+            # headers are short, and a repeated id is asked once.
+            for message_id in dict.fromkeys(message_ids):
+                row = connection.execute(_SQL_TICKET_BY_MESSAGE_ID, (message_id,)).fetchone()
+                if row is not None:
+                    return _ticket(row)
+        return None
+
+    def create_ticket(self, new: NewTicket) -> Ticket:
+        """Create a ticket with status ``new`` and return it with its id."""
+        now = self._now()
+        stamp = _time(now)
+        custom_fields = dict(new.custom_fields)
+        with self._writing() as connection:
+            cursor = connection.execute(
+                _SQL_INSERT_TICKET,
+                (
+                    new.summary,
+                    new.details,
+                    new.ticket_type,
+                    new.user_email,
+                    TicketStatus.NEW.value,
+                    stamp,
+                    stamp,
+                    new.user_name,
+                    new.mailbox,
+                    new.record.value,
+                    new.customer,
+                    _json_list(new.cc),
+                    new.priority,
+                    new.category,
+                    new.team,
+                    new.agent,
+                    new.asset_id,
+                    _json_map(custom_fields),
+                    new.alert_key,
+                ),
+            )
+            ticket_id = _row_id(cursor)
+        return Ticket(
+            id=ticket_id,
+            summary=new.summary,
+            details=new.details,
+            ticket_type=new.ticket_type,
+            user_email=new.user_email,
+            status=TicketStatus.NEW,
+            created_at=now,
+            updated_at=now,
+            user_name=new.user_name,
+            mailbox=new.mailbox,
+            record=new.record,
+            customer=new.customer,
+            cc=tuple(new.cc),
+            priority=new.priority,
+            category=new.category,
+            team=new.team,
+            agent=new.agent,
+            asset_id=new.asset_id,
+            custom_fields=custom_fields,
+            alert_key=new.alert_key,
+        )
+
+    def add_action(self, new: NewAction) -> Action:
+        """Add an action to a ticket, and touch the ticket's ``updated_at``.
+
+        Attachments are written as BLOBs in the same transaction.
+
+        Raises:
+            RepositoryError: When the ticket does not exist.
+        """
+        now = self._now()
+        stamp = _time(now)
+        with self._writing() as connection:
+            # The UPDATE both touches the ticket and proves it exists.
+            if connection.execute(_SQL_TOUCH_TICKET, (stamp, new.ticket_id)).rowcount == 0:
+                raise RepositoryError(f"ticket {new.ticket_id} does not exist")
+            cursor = connection.execute(
+                _SQL_INSERT_ACTION,
+                (
+                    new.ticket_id,
+                    new.kind.value,
+                    new.body,
+                    new.from_address,
+                    int(new.public),
+                    new.message_id,
+                    stamp,
+                ),
+            )
+            action_id = _row_id(cursor)
+            for position, item in enumerate(new.attachments):
+                _insert_with_payload(
+                    connection,
+                    _SQL_INSERT_ATTACHMENT,
+                    "attachments",
+                    (
+                        action_id,
+                        position,
+                        item.filename,
+                        item.storage_name,
+                        item.content_type,
+                        item.size,
+                        item.content_id,
+                        int(item.inline),
+                    ),
+                    item.payload,
+                )
+        return Action(
+            id=action_id,
+            ticket_id=new.ticket_id,
+            kind=new.kind,
+            body=new.body,
+            created_at=now,
+            from_address=new.from_address,
+            public=new.public,
+            message_id=new.message_id,
+            attachments=tuple(new.attachments),
+        )
+
+    def set_status(self, ticket_id: int, status: TicketStatus) -> Ticket:
+        """Change a ticket's status (``closed`` sets ``closed_at``; reopening clears it).
+
+        Closing a ticket that is already closed keeps its first ``closed_at``.
+
+        Raises:
+            RepositoryError: When the ticket does not exist.
+        """
+        stamp = _time(self._now())
+        with self._writing() as connection:
+            changed = connection.execute(_SQL_SET_STATUS, (status.value, stamp, ticket_id))
+            if changed.rowcount == 0:
+                raise RepositoryError(f"ticket {ticket_id} does not exist")
+            row = connection.execute(_SQL_GET_TICKET, (ticket_id,)).fetchone()
+        return _ticket(row)
+
+    def list_tickets(self, *, limit: int = 100, offset: int = 0) -> Sequence[Ticket]:
+        """Tickets, newest first."""
+        check_page(limit, offset)
+        with self._reading() as connection:
+            rows = connection.execute(_SQL_LIST_TICKETS, (limit, offset)).fetchall()
+        return [_ticket(row) for row in rows]
+
+    def list_actions(self, ticket_id: int) -> Sequence[Action]:
+        """A ticket's actions, oldest first (empty for an unknown ticket)."""
+        with self._reading(snapshot=True) as connection:
+            rows = connection.execute(_SQL_LIST_ACTIONS, (ticket_id,)).fetchall()
+            files: dict[int, list[StoredAttachment]] = {}
+            if rows:
+                for row in connection.execute(_SQL_LIST_ATTACHMENTS, (ticket_id,)):
+                    files.setdefault(row[0], []).append(
+                        StoredAttachment(
+                            filename=row[1],
+                            storage_name=row[2],
+                            content_type=row[3],
+                            size=row[4],
+                            content_id=row[5],
+                            inline=bool(row[6]),
+                            payload=row[7],
+                        )
+                    )
+        return [
+            Action(
+                id=row[0],
+                ticket_id=row[1],
+                kind=ActionKind(row[2]),
+                body=row[3],
+                created_at=_parse_time(row[4]),
+                from_address=row[5],
+                public=bool(row[6]),
+                message_id=row[7],
+                attachments=tuple(files.get(row[0], ())),
+            )
+            for row in rows
+        ]
+
+    def find_open_ticket(self, *, alert_key: str) -> Ticket | None:
+        """The newest ticket with this alert key that is not closed, or ``None``."""
+        with self._reading() as connection:
+            row = connection.execute(_SQL_OPEN_TICKET_BY_ALERT_KEY, (alert_key,)).fetchone()
+        return None if row is None else _ticket(row)
+
+    def assign(self, ticket_id: int, *, agent: str | None, team: str | None) -> Ticket:
+        """Set who works on a ticket: both values are written (``None`` clears one).
+
+        Touches ``updated_at``; the status is left as it is.
+
+        Raises:
+            RepositoryError: When the ticket does not exist.
+        """
+        stamp = _time(self._now())
+        with self._writing() as connection:
+            if connection.execute(_SQL_ASSIGN, (agent, team, stamp, ticket_id)).rowcount == 0:
+                raise RepositoryError(f"ticket {ticket_id} does not exist")
+            row = connection.execute(_SQL_GET_TICKET, (ticket_id,)).fetchone()
+        return _ticket(row)
