@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from halomail._validate import (
     as_table,
     check_keys,
 )
+from halomail.backends import registry
 from halomail.config._read import (
     _array,
     _Context,
@@ -279,6 +280,7 @@ def parse_config(
                         f"{mailbox.key_path}.allowed_teams[{index}]",
                         f"no [[teams]] named {team!r}",
                     )
+    _check_backends(outgoing, mailboxes, outgoing_written="outgoing" in root)
     return Config(
         sms=_parse_sms(root, ctx),
         message_groups=message_groups,
@@ -293,3 +295,28 @@ def parse_config(
         processing=processing,
         limits=limits,
     )
+
+
+def _check_backends(
+    outgoing: OutgoingSettings,
+    mailboxes: Sequence[MailboxSettings],
+    *,
+    outgoing_written: bool,
+) -> None:
+    """Validate every enabled mailbox and every outgoing table through its backend's
+    typed settings, so that a file ``run`` would refuse does not load."""
+    if outgoing_written:
+        _transport_settings(outgoing, "outgoing")
+    for mailbox in mailboxes:
+        if not mailbox.enabled:
+            continue  # its secrets may be unset on purpose: it is not read
+        backend = registry.mailbox_backend(mailbox.connection, mailbox.key_path)
+        backend.settings(mailbox.as_table(), mailbox.key_path)
+        if mailbox.outgoing is not None:
+            merged = mailbox.effective_outgoing(outgoing)
+            _transport_settings(merged, f"{mailbox.key_path}.outgoing")
+
+
+def _transport_settings(outgoing: OutgoingSettings, key_path: str) -> None:
+    backend = registry.transport_backend(outgoing.transport, key_path)
+    backend.settings(outgoing.as_table(), key_path)

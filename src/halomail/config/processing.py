@@ -44,7 +44,9 @@ BULK = ("ticket", "ignore")
 
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
-_STORAGE_KEYS = ("url",)
+_STORAGE_KEYS = ("url", "repository")
+# package.module:factory, the factory possibly an attribute of a class or object.
+_FACTORY = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
 
 
 _SMS_KEYS = (
@@ -83,17 +85,24 @@ class StorageSettings:
     Args:
         url: ``sqlite:///relative/or/abs/path.db`` or ``memory://``.
         sqlite_path: The SQLite file, resolved against the configuration file's folder;
-            ``None`` for ``memory://``. When not given it is derived from ``url``
-            (relative to the working directory).
+            ``None`` for ``memory://`` and for a host's repository. When not given it is
+            derived from ``url`` (relative to the working directory).
+        repository: ``package.module:factory``: the host's repository, made by calling
+            ``factory(config)`` (:func:`halomail.app.open_repository`); ``None`` for
+            the repository ``url`` names.
 
     Raises:
-        ConfigError: ``url`` is neither form.
+        ConfigError: ``url`` has an unsupported scheme.
+
+    .. versionchanged:: 0.2.0
+       ``repository``.
     """
 
     url: str = "sqlite:///halomail.db"
     sqlite_path: Path | None = attrs.field(
         default=attrs.Factory(lambda self: _sqlite_path(self.url, Path.cwd()), takes_self=True)
     )
+    repository: str | None = None
 
 
 def _sqlite_path(url: str, base_dir: Path) -> Path | None:
@@ -107,7 +116,9 @@ def _sqlite_path(url: str, base_dir: Path) -> Path | None:
         return path if path.is_absolute() else base_dir / path
     raise ConfigError(
         "storage.url",
-        f"unsupported storage url {url!r}; use 'sqlite:///path/to/file.db' or 'memory://'",
+        f"unsupported storage url {url!r}; the supported schemes are sqlite "
+        "('sqlite:///path/to/file.db') and memory ('memory://'); for another database "
+        "name a factory of your own with repository = 'package.module:factory'",
     )
 
 
@@ -142,6 +153,16 @@ class ProcessingSettings:
 
 def _parse_storage(table: Mapping[str, Any], ctx: _Context) -> StorageSettings:
     check_keys(table, "storage", _STORAGE_KEYS)
+    if "repository" in table:
+        if "url" in table:
+            raise ConfigError("storage.repository", "give either url or repository, not both")
+        factory = _str(table, "repository", "storage", default="")
+        if not _FACTORY.fullmatch(factory):
+            raise ConfigError(
+                "storage.repository",
+                f"expected 'package.module:factory', got {factory!r}",
+            )
+        return StorageSettings(sqlite_path=None, repository=factory)
     url = _str(table, "url", "storage", default="sqlite:///halomail.db")
     return StorageSettings(url=url, sqlite_path=_sqlite_path(url, ctx.base_dir))
 
@@ -157,7 +178,8 @@ def _parse_processing(
     else:
         # Stable across runs and restarts, different between installations, so our own
         # mail is recognised when fetched back without anyone choosing a token.
-        seed = f"halomail-loop\n{from_address.lower()}\n{storage.url}".encode()
+        where = storage.repository or storage.url
+        seed = f"halomail-loop\n{from_address.lower()}\n{where}".encode()
         loop_token = hashlib.sha256(seed).hexdigest()[:32]
     derived_domain = from_address.rpartition("@")[2].lower()
     if not _DOMAIN.fullmatch(derived_domain):
