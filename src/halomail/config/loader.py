@@ -7,7 +7,8 @@ escapes, so an administrator never sees a traceback for a bad file.
 
 The tables::
 
-    [storage]        url: "sqlite:///path.db" (relative to this file's folder) or "memory://"
+    [storage]        url: "sqlite:///path.db" (relative to this file's folder) or "memory://";
+                     or repository: "package.module:factory" (the host's repository)
     [outgoing]       how mail is sent by default (OutgoingSettings)
     [[mailboxes]]    one per mailbox read (MailboxSettings); may hold [mailboxes.outgoing]
     [[rules]]        email rules (validated by :func:`halomail.rules.rules_from_config`)
@@ -15,6 +16,12 @@ The tables::
     [[ticket_templates]]  what apply_template rules start tickets from
     [processing]     loop token, bulk mail, acknowledgement throttle, send attempts, domain
     [limits]         parsing bounds (ParseLimits)
+
+Each table is read by its own module (:mod:`~halomail.config.outgoing`,
+:mod:`~halomail.config.mailboxes`, :mod:`~halomail.config.processing`); every enabled
+mailbox and every outgoing table is then validated by its backend's typed settings,
+found in :mod:`halomail.backends.registry`, so a file that ``run`` would refuse does
+not load.
 
 Relative paths (``path``, ``tls_ca_file``, ``credentials_file``, the SQLite file) are
 relative to the folder holding the configuration file, never to the working directory.
