@@ -55,9 +55,13 @@ def _setup(tmp_path: Path, storage: str = '[storage]\nurl = "sqlite:///halomail.
     return config
 
 
-def _python_blocks(doc: str) -> list[str]:
+def _blocks(doc: str, language: str) -> list[str]:
     text = (DOCS / doc).read_text(encoding="utf-8")
-    return re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    return re.findall(rf"```{language}\n(.*?)```", text, re.DOTALL)
+
+
+def _python_blocks(doc: str) -> list[str]:
+    return _blocks(doc, "python")
 
 
 def _halomail(
@@ -159,11 +163,12 @@ def test_a_build_that_fails_half_way_opens_no_storage(tmp_path: Path) -> None:
 
 
 def test_the_command_runs_on_a_host_repository(tmp_path: Path) -> None:
-    """The factory of docs/configuration.md, on PYTHONPATH, is what `halomail` reads and writes."""
+    """The [storage] table and factory of docs/configuration.md run under the real command."""
     factory = next(b for b in _python_blocks("configuration.md") if "def open_repository" in b)
     (tmp_path / "host" / "myapp").mkdir(parents=True)
     (tmp_path / "host" / "myapp" / "helpdesk.py").write_text(factory, encoding="utf-8")
-    config = _setup(tmp_path, '[storage]\nrepository = "myapp.helpdesk:open_repository"')
+    (storage,) = (b for b in _blocks("configuration.md", "toml") if b.startswith("[storage]\nrep"))
+    config = _setup(tmp_path, storage)
     host = tmp_path / "host"
 
     checked = _halomail("-c", str(config), "check-config", cwd=tmp_path, pythonpath=host)
