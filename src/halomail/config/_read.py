@@ -50,12 +50,14 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @attrs.frozen
-class _Context:
+class Context:
+    """Where the file is (relative paths start there) and the environment secrets come from."""
+
     base_dir: Path
     env: Mapping[str, str] = attrs.field(repr=False)
 
 
-def _array(root: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+def array_of_tables(root: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     """An array of tables (``[[key]]``), each checked to be a table."""
     raw = root.get(key, [])
     if not isinstance(raw, list):
@@ -76,7 +78,8 @@ def _multiline(table: Mapping[str, Any], key: str, kp: str) -> str:
     return value.replace("\r\n", "\n").strip("\n")
 
 
-def _sub_table(table: Mapping[str, Any], key: str, kp: str) -> Mapping[str, Any]:
+def sub_table(table: Mapping[str, Any], key: str, kp: str) -> Mapping[str, Any]:
+    """``table[key]`` checked to be a table, or an empty one when absent."""
     if key not in table:
         return {}
     return as_table(table[key], join_key(kp, key))
@@ -107,7 +110,7 @@ def _opt_address(table: Mapping[str, Any], key: str, kp: str) -> str | None:
 
 
 def _opt_file(
-    table: Mapping[str, Any], key: str, kp: str, ctx: _Context, *, must_exist: bool
+    table: Mapping[str, Any], key: str, kp: str, ctx: Context, *, must_exist: bool
 ) -> Path | None:
     value = _opt_str(table, key, kp)
     if value is None:
@@ -137,7 +140,7 @@ def _env_name(table: Mapping[str, Any], key: str, kp: str) -> str:
     return name
 
 
-def _from_env(name: str, where: str, ctx: _Context, *, lenient: bool) -> str | None:
+def _from_env(name: str, where: str, ctx: Context, *, lenient: bool) -> str | None:
     value = ctx.env.get(name)
     if value:
         return value
@@ -148,7 +151,7 @@ def _from_env(name: str, where: str, ctx: _Context, *, lenient: bool) -> str | N
 
 
 def _secret(
-    table: Mapping[str, Any], key: str, kp: str, ctx: _Context, *, lenient: bool
+    table: Mapping[str, Any], key: str, kp: str, ctx: Context, *, lenient: bool
 ) -> tuple[str | None, str | None]:
     """A secret given inline (``key``) or through ``key_env``: (value, variable name)."""
     env_key = f"{key}_env"

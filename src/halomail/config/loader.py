@@ -60,29 +60,29 @@ from halomail._validate import (
 )
 from halomail.backends import registry
 from halomail.config._read import (
-    _array,
-    _Context,
-    _sub_table,
+    Context,
+    array_of_tables,
+    sub_table,
 )
 from halomail.config.mailboxes import (
     MailboxSettings,
-    _parse_mailboxes,
+    parse_mailboxes,
 )
 from halomail.config.outgoing import (
     OutgoingSettings,
-    _check_outgoing_complete,
-    _parse_outgoing,
+    check_outgoing_complete,
+    parse_outgoing,
 )
 from halomail.config.processing import (
     ProcessingSettings,
     StorageSettings,
-    _check_message_groups,
-    _parse_agents,
-    _parse_limits,
-    _parse_processing,
-    _parse_sms,
-    _parse_storage,
-    _parse_teams,
+    check_message_groups,
+    parse_agents,
+    parse_limits,
+    parse_processing,
+    parse_sms,
+    parse_storage,
+    parse_teams,
 )
 from halomail.errors import ConfigError
 from halomail.inbound.models import ParseLimits
@@ -249,36 +249,36 @@ def parse_config(
     Raises:
         ConfigError: Anything is invalid; the error names the key path.
     """
-    ctx = _Context(Path(base_dir), os.environ if env is None else env)
+    ctx = Context(Path(base_dir), os.environ if env is None else env)
     root = as_table(data, "")
     check_keys(root, "", _TOP_KEYS)
-    storage = _parse_storage(_sub_table(root, "storage", ""), ctx)
-    outgoing_table = _sub_table(root, "outgoing", "")
-    outgoing = _parse_outgoing(outgoing_table, "outgoing", ctx, lenient=False)
+    storage = parse_storage(sub_table(root, "storage", ""), ctx)
+    outgoing_table = sub_table(root, "outgoing", "")
+    outgoing = parse_outgoing(outgoing_table, "outgoing", ctx, lenient=False)
     if "outgoing" in root:
         # Without an [outgoing] table nothing is configured to send with, which is fine
         # (simulate, dry runs); a table that is present must be complete.
-        _check_outgoing_complete(outgoing, "outgoing")
-    mailboxes = _parse_mailboxes(root, outgoing, ctx)
-    services = services_from_config(_array(root, "services"), key_path="services")
+        check_outgoing_complete(outgoing, "outgoing")
+    mailboxes = parse_mailboxes(root, outgoing, ctx)
+    services = services_from_config(array_of_tables(root, "services"), key_path="services")
     ticket_templates = ticket_templates_from_config(
-        _array(root, "ticket_templates"), key_path="ticket_templates"
+        array_of_tables(root, "ticket_templates"), key_path="ticket_templates"
     )
     rules = rules_from_config(
-        _array(root, "rules"),
+        array_of_tables(root, "rules"),
         key_path="rules",
         services=[service.name for service in services],
         templates=[template.name for template in ticket_templates],
     )
-    processing = _parse_processing(_sub_table(root, "processing", ""), outgoing, storage)
-    limits = _parse_limits(_sub_table(root, "limits", ""))
+    processing = parse_processing(sub_table(root, "processing", ""), outgoing, storage)
+    limits = parse_limits(sub_table(root, "limits", ""))
     message_groups = message_groups_from_config(
-        _array(root, "message_groups"), key_path="message_groups"
+        array_of_tables(root, "message_groups"), key_path="message_groups"
     )
-    teams = _parse_teams(root)
-    _check_message_groups(message_groups, outgoing, mailboxes, teams)
+    teams = parse_teams(root)
+    check_message_groups(message_groups, outgoing, mailboxes, teams)
     team_names = {team.name.casefold() for team in teams}
-    agents = _parse_agents(root, team_names)
+    agents = parse_agents(root, team_names)
     if teams:
         for mailbox in mailboxes:
             for index, team in enumerate(mailbox.allowed_teams):
@@ -289,7 +289,7 @@ def parse_config(
                     )
     _check_backends(outgoing, mailboxes, outgoing_written="outgoing" in root)
     return Config(
-        sms=_parse_sms(root, ctx),
+        sms=parse_sms(root, ctx),
         message_groups=message_groups,
         agents=agents,
         teams=teams,

@@ -17,9 +17,9 @@ from halomail._validate import (
 )
 from halomail.config._read import (
     _ADDRESS,
+    Context,
     _bool,
     _choice,
-    _Context,
     _multiline,
     _opt_file,
     _opt_port,
@@ -29,18 +29,18 @@ from halomail.config._read import (
     _secret,
     _str,
     _str_list,
-    _sub_table,
+    sub_table,
 )
 from halomail.config.outgoing import (
-    _OUTGOING_EXTRA,
+    OUTGOING_EXTRA,
     SECURITIES,
     OutgoingSettings,
-    _check_outgoing_complete,
-    _frozen_mapping,
-    _merge_outgoing,
-    _parse_extra,
-    _parse_outgoing,
-    _table,
+    check_outgoing_complete,
+    frozen_mapping,
+    merge_outgoing,
+    parse_extra,
+    parse_outgoing,
+    settings_table,
 )
 from halomail.errors import ConfigError
 
@@ -91,7 +91,7 @@ _MAILBOX_FIELDS = (
 
 
 _MAILBOX_EXTRA = (
-    *_OUTGOING_EXTRA,
+    *OUTGOING_EXTRA,
     "leave_on_server",
     "poll_interval",
     "batch_size",
@@ -186,9 +186,9 @@ class MailboxSettings:
     allowed_teams: tuple[str, ...] = ()
     signature: str = ""
     agent_signatures: Mapping[str, str] = attrs.field(
-        factory=dict, converter=_frozen_mapping, hash=False
+        factory=dict, converter=frozen_mapping, hash=False
     )
-    extra: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False)
+    extra: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_mapping, hash=False)
     key_path: str = attrs.field(default="mailboxes", repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -216,7 +216,7 @@ class MailboxSettings:
         """
         if self.outgoing is None:
             return defaults
-        return _merge_outgoing(defaults, self.outgoing)
+        return merge_outgoing(defaults, self.outgoing)
 
     def as_table(self) -> dict[str, Any]:
         """This mailbox's connection keys as a ``[[mailboxes]]`` table, secrets read.
@@ -224,7 +224,7 @@ class MailboxSettings:
         The typed settings of its backend (:mod:`halomail.backends.registry`) are
         validated from this table.
         """
-        return _table(self, _TABLE_FIELDS)
+        return settings_table(self, _TABLE_FIELDS)
 
 
 # The fields a connector's typed settings read, besides ``extra``.
@@ -244,9 +244,10 @@ _TABLE_FIELDS = (
 )
 
 
-def _parse_mailboxes(
-    root: Mapping[str, Any], outgoing: OutgoingSettings, ctx: _Context
+def parse_mailboxes(
+    root: Mapping[str, Any], outgoing: OutgoingSettings, ctx: Context
 ) -> tuple[MailboxSettings, ...]:
+    """``[[mailboxes]]``: every mailbox, names unique ignoring case."""
     raw = root.get("mailboxes", [])
     if not isinstance(raw, list):
         raise ConfigError(
@@ -270,7 +271,7 @@ def _parse_mailboxes(
 
 
 def _parse_mailbox(
-    table: Mapping[str, Any], kp: str, top_outgoing: OutgoingSettings, ctx: _Context
+    table: Mapping[str, Any], kp: str, top_outgoing: OutgoingSettings, ctx: Context
 ) -> MailboxSettings:
     check_keys(table, kp, (*_MAILBOX_FIELDS, *_MAILBOX_EXTRA))
     enabled = _bool(table, "enabled", kp, default=True)
@@ -307,11 +308,11 @@ def _parse_mailbox(
     mailbox_outgoing: OutgoingSettings | None = None
     if "outgoing" in table:
         okp = f"{kp}.outgoing"
-        mailbox_outgoing = _parse_outgoing(
+        mailbox_outgoing = parse_outgoing(
             as_table(table["outgoing"], okp), okp, ctx, lenient=lenient
         )
-        merged = _merge_outgoing(top_outgoing, mailbox_outgoing)
-        _check_outgoing_complete(merged, okp)
+        merged = merge_outgoing(top_outgoing, mailbox_outgoing)
+        check_outgoing_complete(merged, okp)
     return MailboxSettings(
         name=name,
         connection=connection,
@@ -337,7 +338,7 @@ def _parse_mailbox(
         allowed_teams=_str_list(table, "allowed_teams", kp),
         signature=_multiline(table, "signature", kp),
         agent_signatures=_agent_signatures(table, kp),
-        extra=_parse_extra(table, kp, _MAILBOX_EXTRA, ctx, lenient=lenient),
+        extra=parse_extra(table, kp, _MAILBOX_EXTRA, ctx, lenient=lenient),
         key_path=kp,
     )
 
@@ -371,7 +372,7 @@ def _check_local_folder(folder: str, key: str) -> None:
 
 
 def _agent_signatures(table: Mapping[str, Any], kp: str) -> dict[str, str]:
-    signatures = _sub_table(table, "agent_signatures", kp)
+    signatures = sub_table(table, "agent_signatures", kp)
     where = join_key(kp, "agent_signatures")
     result: dict[str, str] = {}
     for agent in signatures:

@@ -20,9 +20,9 @@ from halomail._validate import (
     join_key,
 )
 from halomail.config._read import (
+    Context,
     _bool,
     _choice,
-    _Context,
     _env_name,
     _from_env,
     _int,
@@ -68,7 +68,7 @@ _OUTGOING_FIELDS = (
 
 # Keys later connectors and transports read (Graph, Gmail, EWS, OAuth2); validated for
 # type here and handed over in ``extra``.
-_OUTGOING_EXTRA = (
+OUTGOING_EXTRA = (
     "tenant_id",
     "client_id",
     "client_secret",
@@ -126,7 +126,8 @@ class _Extra(Mapping[str, Any]):
         return repr({k: ("***" if k in _SECRET_EXTRA else v) for k, v in self._data.items()})
 
 
-def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
+def frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``value`` as a read-only mapping whose ``repr`` masks secrets."""
     return value if isinstance(value, _Extra) else _Extra(value)
 
 
@@ -196,7 +197,7 @@ class OutgoingSettings:
     message_group: str = "Default"
     path: Path | None = None
     timeout: float = 30.0
-    extra: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False)
+    extra: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_mapping, hash=False)
     explicit_keys: frozenset[str] = attrs.field(
         default=attrs.Factory(_default_explicit, takes_self=True), repr=False, eq=False
     )
@@ -212,7 +213,7 @@ class OutgoingSettings:
         The typed settings of the transport (:mod:`halomail.backends.registry`) are
         validated from this table.
         """
-        return _table(self, _TABLE_FIELDS)
+        return settings_table(self, _TABLE_FIELDS)
 
 
 # The fields a transport's typed settings read, besides ``extra``.
@@ -230,14 +231,15 @@ _TABLE_FIELDS = (
 )
 
 
-def _table(settings: Any, fields: Sequence[str]) -> dict[str, Any]:
+def settings_table(settings: Any, fields: Sequence[str]) -> dict[str, Any]:
     """``fields`` of ``settings`` that are set, then its ``extra`` keys."""
     table = {name: getattr(settings, name) for name in fields}
     table.update(settings.extra)
     return {key: value for key, value in table.items() if value is not None}
 
 
-def _merge_outgoing(base: OutgoingSettings, override: OutgoingSettings) -> OutgoingSettings:
+def merge_outgoing(base: OutgoingSettings, override: OutgoingSettings) -> OutgoingSettings:
+    """``override`` over ``base``, key by key (a secret and its ``*_env`` are one key)."""
     written = override.explicit_keys | frozenset(override.extra)
     values: dict[str, Any] = {k: getattr(base, k) for k in base.explicit_keys}
     extra = dict(base.extra)
@@ -251,10 +253,11 @@ def _merge_outgoing(base: OutgoingSettings, override: OutgoingSettings) -> Outgo
     return OutgoingSettings(**values, extra=extra, explicit_keys=frozenset(values))
 
 
-def _parse_outgoing(
-    table: Mapping[str, Any], kp: str, ctx: _Context, *, lenient: bool
+def parse_outgoing(
+    table: Mapping[str, Any], kp: str, ctx: Context, *, lenient: bool
 ) -> OutgoingSettings:
-    check_keys(table, kp, (*_OUTGOING_FIELDS, *_OUTGOING_EXTRA))
+    """``[outgoing]`` or ``[mailboxes.outgoing]``, keeping which keys were written."""
+    check_keys(table, kp, (*_OUTGOING_FIELDS, *OUTGOING_EXTRA))
     values: dict[str, Any] = {}
     if "transport" in table:
         values["transport"] = _choice(table, "transport", kp, TRANSPORTS, default="smtp")
@@ -282,11 +285,12 @@ def _parse_outgoing(
     if "password" in table or "password_env" in table:
         secret, env_name = _secret(table, "password", kp, ctx, lenient=lenient)
         values["password"], values["password_env"] = secret, env_name
-    extra = _parse_extra(table, kp, _OUTGOING_EXTRA, ctx, lenient=lenient)
+    extra = parse_extra(table, kp, OUTGOING_EXTRA, ctx, lenient=lenient)
     return OutgoingSettings(**values, extra=extra, explicit_keys=frozenset(values))
 
 
-def _check_outgoing_complete(outgoing: OutgoingSettings, kp: str) -> None:
+def check_outgoing_complete(outgoing: OutgoingSettings, kp: str) -> None:
+    """A present outgoing table must name what its transport needs."""
     if outgoing.transport == "smtp" and not outgoing.host:
         raise ConfigError(f"{kp}.host", "required when transport = 'smtp'")
     if outgoing.transport == "maildir" and outgoing.path is None:
@@ -295,14 +299,15 @@ def _check_outgoing_complete(outgoing: OutgoingSettings, kp: str) -> None:
         )
 
 
-def _parse_extra(
+def parse_extra(
     table: Mapping[str, Any],
     kp: str,
     allowed: Collection[str],
-    ctx: _Context,
+    ctx: Context,
     *,
     lenient: bool,
 ) -> dict[str, Any]:
+    """The backend-specific keys of a table, their secrets read from the environment."""
     extra: dict[str, Any] = {}
     for key in ("tenant_id", "client_id", "user_id"):
         if key in table:

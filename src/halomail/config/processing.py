@@ -16,9 +16,8 @@ from halomail._validate import (
 )
 from halomail.config._read import (
     _ADDRESS,
-    _array,
+    Context,
     _choice,
-    _Context,
     _int,
     _multiline,
     _opt_address,
@@ -27,7 +26,8 @@ from halomail.config._read import (
     _required_str,
     _secret,
     _str,
-    _sub_table,
+    array_of_tables,
+    sub_table,
 )
 from halomail.config.mailboxes import MailboxSettings
 from halomail.config.outgoing import OutgoingSettings
@@ -151,7 +151,8 @@ class ProcessingSettings:
     ticket_url: str = ""
 
 
-def _parse_storage(table: Mapping[str, Any], ctx: _Context) -> StorageSettings:
+def parse_storage(table: Mapping[str, Any], ctx: Context) -> StorageSettings:
+    """``[storage]``: a ``url`` or a host's ``repository`` factory, not both."""
     check_keys(table, "storage", _STORAGE_KEYS)
     if "repository" in table:
         if "url" in table:
@@ -167,9 +168,10 @@ def _parse_storage(table: Mapping[str, Any], ctx: _Context) -> StorageSettings:
     return StorageSettings(url=url, sqlite_path=_sqlite_path(url, ctx.base_dir))
 
 
-def _parse_processing(
+def parse_processing(
     table: Mapping[str, Any], outgoing: OutgoingSettings, storage: StorageSettings
 ) -> ProcessingSettings:
+    """``[processing]``, with the loop token and domain derived when not given."""
     kp = "processing"
     check_keys(table, kp, _PROCESSING_KEYS)
     from_address = outgoing.from_address or ""
@@ -213,7 +215,8 @@ def _ticket_url(table: Mapping[str, Any], kp: str) -> str:
     return url
 
 
-def _parse_limits(table: Mapping[str, Any]) -> ParseLimits:
+def parse_limits(table: Mapping[str, Any]) -> ParseLimits:
+    """``[limits]``: the parsing bounds."""
     kp = "limits"
     check_keys(table, kp, _LIMITS_KEYS)
     defaults = ParseLimits()
@@ -225,11 +228,12 @@ def _parse_limits(table: Mapping[str, Any]) -> ParseLimits:
     )
 
 
-def _parse_sms(root: Mapping[str, Any], ctx: _Context) -> SmsSettings | None:
+def parse_sms(root: Mapping[str, Any], ctx: Context) -> SmsSettings | None:
+    """``[sms]``, or ``None`` when the file has no such table."""
     if "sms" not in root:
         return None
     kp = "sms"
-    table = _sub_table(root, "sms", "")
+    table = sub_table(root, "sms", "")
     check_keys(table, kp, _SMS_KEYS)
     password: str | None = None
     if "password" in table or "password_env" in table:
@@ -255,7 +259,7 @@ def _parse_sms(root: Mapping[str, Any], ctx: _Context) -> SmsSettings | None:
         raise ConfigError(kp, str(exc)) from exc
 
 
-def _check_message_groups(
+def check_message_groups(
     groups: Sequence[MessageGroup],
     outgoing: OutgoingSettings,
     mailboxes: Sequence[MailboxSettings],
@@ -277,10 +281,11 @@ def _check_message_groups(
             raise ConfigError(where, f"no message group {name!r} (known: {names})")
 
 
-def _parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[Agent, ...]:
+def parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[Agent, ...]:
+    """``[[agents]]``, each in a known team."""
     agents: list[Agent] = []
     seen: dict[str, int] = {}
-    for index, table in enumerate(_array(root, "agents")):
+    for index, table in enumerate(array_of_tables(root, "agents")):
         kp = f"agents[{index}]"
         check_keys(table, kp, ("name", "email", "team", "signature"))
         email = _required_str(table, "email", kp).strip().lower()
@@ -306,10 +311,11 @@ def _parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[Agen
     return tuple(agents)
 
 
-def _parse_teams(root: Mapping[str, Any]) -> tuple[Team, ...]:
+def parse_teams(root: Mapping[str, Any]) -> tuple[Team, ...]:
+    """``[[teams]]``, names unique ignoring case."""
     teams: list[Team] = []
     seen: dict[str, int] = {}
-    for index, table in enumerate(_array(root, "teams")):
+    for index, table in enumerate(array_of_tables(root, "teams")):
         kp = f"teams[{index}]"
         check_keys(table, kp, ("name", "message_group"))
         name = _required_str(table, "name", kp)
