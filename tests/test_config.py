@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,31 @@ ENV = {"SMTP_PASSWORD": "smtp-Secret-42", "IMAP_PASSWORD": "imap-Secret-43"}
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "halomail.toml"
     path.write_text(textwrap.dedent(text), encoding="utf-8")
+    _make_the_files_it_names(tmp_path, textwrap.dedent(text))
     return path
+
+
+def _make_the_files_it_names(base: Path, text: str) -> None:
+    """Create the mailbox folders and credentials files a configuration reads.
+
+    A configuration naming a Maildir or a credentials file that is not there does not
+    load (tests/test_check_config.py shows that); the tests here are about other keys.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return
+    mailboxes = data.get("mailboxes", [])
+    for mailbox in mailboxes if isinstance(mailboxes, list) else []:
+        if not isinstance(mailbox, dict):
+            continue
+        path, credentials = mailbox.get("path"), mailbox.get("credentials_file")
+        if isinstance(path, str) and mailbox.get("connection") in ("maildir", "eml-dir"):
+            (base / path).mkdir(parents=True, exist_ok=True)
+        for file in (path if mailbox.get("connection") == "mbox" else None, credentials):
+            if isinstance(file, str):
+                (base / file).parent.mkdir(parents=True, exist_ok=True)
+                (base / file).touch()
 
 
 def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Config:
@@ -231,6 +256,7 @@ class TestHappyPath:
         conf_dir = tmp_path / "conf"
         conf_dir.mkdir()
         (conf_dir / "ca.pem").write_text("x")
+        (conf_dir / "mail" / "inbox").mkdir(parents=True)
         path = conf_dir / "halomail.toml"
         path.write_text(
             textwrap.dedent(
@@ -283,6 +309,7 @@ class TestHappyPath:
             connection = "{connection}"
             host = "mail.example.com"
             security = "{security}"
+            user_id = "support@example.com"
             """,
         )
         assert config.mailboxes[0].port == port
@@ -391,6 +418,7 @@ class TestHappyPath:
 
     def test_parse_config_accepts_a_dict(self, tmp_path: Path) -> None:
         """parse_config validates an in-memory table with paths relative to base_dir."""
+        (tmp_path / "in").mkdir()
         config = parse_config(
             {"mailboxes": [{"name": "M", "connection": "maildir", "path": "in"}]},
             base_dir=tmp_path,
@@ -674,7 +702,8 @@ IMAP = '[[mailboxes]]\nname = "A"\nconnection = "imap"\nhost = "imap.example.com
         pytest.param(
             '[storage]\nurl = "postgres://db"\n',
             "storage.url",
-            "unsupported storage url 'postgres://db'; use 'sqlite:///path/to/file.db' or 'memory://'",
+            "unsupported storage url 'postgres://db'; the supported schemes are sqlite "
+            "('sqlite:///path/to/file.db') and memory ('memory://')",
             id="storage-url",
         ),
         pytest.param(
@@ -1159,6 +1188,7 @@ def test_the_example_in_docs_configuration_loads(tmp_path: Path) -> None:
     text = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     block = re.search(r"```toml\n(.*?)```", text, re.DOTALL)
     assert block is not None
+    (tmp_path / "inbox").mkdir()  # the Maildir it reads
     config = parse_config(
         tomllib.loads(block.group(1)),
         base_dir=tmp_path,

@@ -734,9 +734,8 @@ def test_from_settings_needs_the_mailbox_address(ews: EwsServer, tmp_path: Path)
     """A DOMAIN\\user login without user_id is refused with the key path to fix."""
     table = _config(ews, tmp_path, username="CORP\\svc-halomail")
     del table["mailboxes"][0]["user_id"]  # type: ignore[index]
-    config = parse_config(table, base_dir=tmp_path, env={"EWS_PASSWORD": PASSWORD})
-    with pytest.raises(ConfigError) as raised:
-        EwsConnector.from_settings(config.mailboxes[0], max_message_bytes=None)
+    with pytest.raises(ConfigError) as raised:  # refused as the file loads, before any build
+        parse_config(table, base_dir=tmp_path, env={"EWS_PASSWORD": PASSWORD})
     assert raised.value.key_path == "mailboxes[0].user_id"
 
 

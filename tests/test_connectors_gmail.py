@@ -987,6 +987,8 @@ def test_the_documented_service_account_example_builds_google_auth_providers(
 ) -> None:
     """The docs' credentials_file + subject example gives google-auth with gmail.modify."""
     config_file = tmp_path / "halomail.toml"
+    # A credentials file that is not there is refused at load: this one is read at login.
+    (tmp_path / "halomail-service-account.json").write_text("{}", encoding="utf-8")
     config_file.write_text(
         """
 [[mailboxes]]

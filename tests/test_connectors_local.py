@@ -476,6 +476,9 @@ class TestMbox:
 class TestOpenLocalConnector:
     def test_each_local_connection_type_gets_its_connector(self, tmp_path: Path) -> None:
         """maildir, mbox and eml-dir settings open the matching connector with their options."""
+        (tmp_path / "m").mkdir()
+        (tmp_path / "b.mbox").touch()
+        (tmp_path / "e").mkdir()
         config = parse_config(
             {
                 "mailboxes": [
@@ -500,6 +503,7 @@ class TestOpenLocalConnector:
         self, tmp_path: Path
     ) -> None:
         """An imap mailbox handed to open_local_connector names mailboxes[i].connection."""
+        (tmp_path / "m").mkdir()
         config = parse_config(
             {
                 "mailboxes": [

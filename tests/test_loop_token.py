@@ -119,6 +119,8 @@ def test_no_outgoing_email_contains_the_token(tmp_path: Path) -> None:
 
 def test_the_test_email_does_not_contain_the_token(tmp_path: Path) -> None:
     """`send-test-email` composes like the outbox: an HMAC in the loop header, no token."""
+    for folder in ("cur", "new", "tmp"):
+        (tmp_path / "inbox" / folder).mkdir(parents=True)
     config = parse_config(
         tomllib.loads(
             f"""

@@ -97,6 +97,8 @@ def test_a_customer_overrides_from_and_reply_to(
 
 def test_config_mailbox_outgoing_override_gets_its_own_transport(tmp_path: Path) -> None:
     """A [mailboxes.outgoing] override builds a transport for that mailbox only."""
+    for inbox in ("support", "sales"):
+        (tmp_path / inbox).mkdir()
     config = parse_config(
         tomllib.loads(
             f"""

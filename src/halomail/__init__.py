@@ -1,13 +1,14 @@
 """halomail: turn mailboxes into helpdesk tickets, exactly once.
 
 The names a host application imports live here; everything else is an
-implementation detail. Start with :class:`MailProcessor`, a repository
-(:class:`SQLiteTicketRepository`, :class:`InMemoryTicketRepository`, or your own
-:class:`TicketRepository`) and a connector per mailbox.
+implementation detail. Start with :func:`load_config` and :func:`build_processor`
+(a ``halomail.toml`` and, optionally, your own :class:`TicketRepository`), or build a
+:class:`MailProcessor` yourself from a repository and a connector per mailbox.
 """
 
 from halomail import _moved
 from halomail._version import __version__
+from halomail.app import build_processor
 from halomail.backends.base import (
     Disposition,
     FetchedMessage,
@@ -201,6 +202,7 @@ __all__ = [
     "TransportError",
     "User",
     "__version__",
+    "build_processor",
     "classify",
     "load_config",
     "message_groups_from_config",

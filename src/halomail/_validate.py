@@ -13,11 +13,30 @@ import difflib
 import re
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Final
 
 from halomail.errors import ConfigError
 
-__all__ = ["CONTROL", "as_table", "check_keys", "describe", "hint", "join_key", "under_key_path"]
+__all__ = [
+    "CONTROL",
+    "as_table",
+    "check_keys",
+    "choice",
+    "describe",
+    "existing_path",
+    "flag",
+    "hint",
+    "integer",
+    "join_key",
+    "opt_port",
+    "opt_text",
+    "positive_number",
+    "required_text",
+    "text",
+    "text_list",
+    "under_key_path",
+]
 
 #: Control characters that must not appear in a one-line value (CR/LF above all: they
 #: would end up in headers or logs). Tab is allowed.
@@ -97,3 +116,166 @@ def check_keys(table: Mapping[str, Any], key_path: str, known: Collection[str]) 
         if key not in known:
             suggestion = hint(key, known) or f"; known keys: {', '.join(known)}"
             raise ConfigError(join_key(key_path, key), f"unknown key {key!r}{suggestion}")
+
+
+# -- value readers: ``table[key]`` checked, or a default when the key is absent --------
+
+
+def text(
+    table: Mapping[str, Any],
+    key: str,
+    key_path: str,
+    *,
+    default: str,
+    allow_empty: bool = False,
+    secret: bool = False,
+) -> str:
+    """A one-line string (any string when ``secret``: a secret may hold anything).
+
+    Raises:
+        ConfigError: Not a string, empty, or holding control characters.
+    """
+    if key not in table:
+        return default
+    value = table[key]
+    where = join_key(key_path, key)
+    if not isinstance(value, str):
+        raise ConfigError(where, f"expected a string, got {describe(value, secret=secret)}")
+    if not allow_empty and not value.strip():
+        raise ConfigError(where, "must not be empty")
+    # Control characters (CR/LF above all) in a name or an address would end up in
+    # headers or logs; a secret may hold anything and is never echoed.
+    if not secret and CONTROL.search(value):
+        raise ConfigError(where, "must not contain control characters (line breaks, NUL …)")
+    return value
+
+
+def opt_text(table: Mapping[str, Any], key: str, key_path: str) -> str | None:
+    """:func:`text`, or ``None`` when the key is absent."""
+    if key not in table or table[key] is None:
+        return None
+    return text(table, key, key_path, default="")
+
+
+def required_text(table: Mapping[str, Any], key: str, key_path: str) -> str:
+    """:func:`text`, which must be present."""
+    if key not in table:
+        raise ConfigError(join_key(key_path, key), "required (a string)")
+    return text(table, key, key_path, default="")
+
+
+def text_list(table: Mapping[str, Any], key: str, key_path: str) -> tuple[str, ...]:
+    """An array of non-empty one-line strings."""
+    if key not in table:
+        return ()
+    value = table[key]
+    where = join_key(key_path, key)
+    if not isinstance(value, list | tuple):
+        raise ConfigError(where, f"expected an array of strings, got {describe(value)}")
+    items: list[str] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip() or CONTROL.search(item):
+            raise ConfigError(f"{where}[{index}]", f"expected a name, got {describe(item)}")
+        items.append(item)
+    return tuple(items)
+
+
+def choice(
+    table: Mapping[str, Any], key: str, key_path: str, allowed: Collection[str], *, default: str
+) -> str:
+    """One of ``allowed``, suggesting the closest when it is not."""
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, str) or value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        close = (
+            difflib.get_close_matches(value, list(allowed), n=1) if isinstance(value, str) else []
+        )
+        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            join_key(key_path, key), f"expected one of {options}, got {describe(value)}{suggestion}"
+        )
+    return value
+
+
+def flag(table: Mapping[str, Any], key: str, key_path: str, *, default: bool) -> bool:
+    """``true`` or ``false``."""
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, bool):
+        raise ConfigError(join_key(key_path, key), f"expected true or false, got {describe(value)}")
+    return value
+
+
+def integer(
+    table: Mapping[str, Any], key: str, key_path: str, *, default: int, minimum: int | None
+) -> int:
+    """An integer, at least ``minimum``."""
+    if key not in table:
+        return default
+    value = table[key]
+    # bool is an int in Python; `port = true` is a mistake, not port 1.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(join_key(key_path, key), f"expected an integer, got {describe(value)}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(join_key(key_path, key), f"must be at least {minimum}, got {value}")
+    return value
+
+
+def opt_port(table: Mapping[str, Any], key: str, key_path: str) -> int | None:
+    """A TCP port from 1 to 65535, or ``None`` when absent."""
+    if key not in table or table[key] is None:
+        return None
+    port = integer(table, key, key_path, default=0, minimum=None)
+    if not 1 <= port <= 65535:
+        raise ConfigError(join_key(key_path, key), f"expected a port from 1 to 65535, got {port}")
+    return port
+
+
+def positive_number(table: Mapping[str, Any], key: str, key_path: str, *, default: float) -> float:
+    """A finite number above zero."""
+    if key not in table:
+        return float(default)
+    value = table[key]
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ConfigError(join_key(key_path, key), f"expected a number, got {describe(value)}")
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(join_key(key_path, key), f"expected a positive number, got {value!r}")
+    return float(value)
+
+
+def existing_path(
+    table: Mapping[str, Any],
+    key: str,
+    key_path: str,
+    *,
+    base_dir: Path | None = None,
+    kind: str = "file",
+) -> Path | None:
+    """A path that must exist now (``kind``: ``file``, ``folder`` or ``any``).
+
+    Relative paths are resolved against ``base_dir`` (the working directory when
+    ``None``); the configuration loader hands over absolute paths already.
+
+    Raises:
+        ConfigError: Not a string or path, or nothing of that kind is there.
+    """
+    if key not in table or table[key] is None:
+        return None
+    value = table[key]
+    where = join_key(key_path, key)
+    if not isinstance(value, str | Path):
+        raise ConfigError(where, f"expected a path, got {describe(value)}")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    try:
+        found = {"file": path.is_file, "folder": path.is_dir, "any": path.exists}[kind]()
+    except OSError as exc:  # e.g. a folder on the way that we may not enter
+        raise ConfigError(where, f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not found:
+        what = {"file": "file", "folder": "folder", "any": "file or folder"}[kind]
+        raise ConfigError(where, f"no such {what}: {path}")
+    return path

@@ -1,31 +1,29 @@
-"""From a :class:`~halomail.Config` to running objects: repository, mailboxes, processor.
+"""The composition root: from a :class:`~halomail.Config` to running objects.
 
-The command line uses this; a host application usually builds its own
-:class:`~halomail.MailProcessor` with its own repository instead.
+:func:`build_processor` turns a configuration into a :class:`~halomail.MailProcessor`:
+the repository ``[storage]`` names (or the host's), a connector per mailbox and the
+transports, each built through :mod:`halomail.backends.registry`. The ``halomail``
+command uses it, and so may a host that keeps its settings in ``halomail.toml``::
+
+    from halomail import build_processor, load_config
+
+    with build_processor(load_config("halomail.toml"), repository=host_repository) as p:
+        p.run_once()
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import attrs
-
-from halomail.backends.base import (
-    Disposition,
-    FetchedMessage,
-    MailboxConnector,
-    MailTransport,
-    OutgoingEmail,
-)
-from halomail.backends.files import EmlFileTransport
-from halomail.backends.local import open_local_connector
-from halomail.backends.memory import MemoryTransport
+from halomail.backends import registry
+from halomail.backends.base import MailboxConnector, MailTransport, OutgoingEmail
 from halomail.config.loader import Config, MailboxSettings, OutgoingSettings
-from halomail.errors import ConfigError, ConnectorError
+from halomail.errors import ConfigError
 from halomail.outbound.outbox import Backoff, MessageIdFactory, SenderIdentity, compose, header_safe
 from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.templates.render import MessageKind, TemplateRenderer, TemplateValues
@@ -34,13 +32,37 @@ from halomail.tickets.models import OutboxMail, OutboxStatus, RecordKind
 from halomail.tickets.repository import TicketRepository
 from halomail.tickets.sqlite import SQLiteTicketRepository
 
+__all__ = [
+    "build_mailbox",
+    "build_processor",
+    "check_config",
+    "open_connector",
+    "open_repository",
+    "open_transport",
+    "repository_factory",
+    "send_test_email",
+    "sender_identity",
+]
+
 log = logging.getLogger(__name__)
 
-_LOCAL = frozenset({"maildir", "mbox", "eml-dir"})
+_REPOSITORY_KEY = "storage.repository"
 
 
 def open_repository(config: Config) -> TicketRepository:
-    """The repository named by ``[storage] url``."""
+    """The repository ``[storage]`` names: the host's factory, SQLite, or memory.
+
+    The caller owns it: close it when done (``close()``, when it has one).
+
+    Raises:
+        ConfigError: ``storage.repository`` cannot be imported or called, or its factory
+            returned nothing.
+    """
+    if config.storage.repository is not None:
+        repository = repository_factory(config)(config)
+        if repository is None:
+            raise ConfigError(_REPOSITORY_KEY, "the factory returned None, not a repository")
+        return repository
     path = config.storage.sqlite_path
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,100 +70,57 @@ def open_repository(config: Config) -> TicketRepository:
     return InMemoryTicketRepository()
 
 
-# The extra that installs each cloud backend's client library.
-_EXTRAS = {
-    "office365": "office365",
-    "graph": "office365",
-    "ews": "ews",
-    "google": "google",
-    "gmail": "google",
-}
+def repository_factory(config: Config) -> Callable[[Config], TicketRepository]:
+    """The callable ``[storage] repository = "package.module:factory"`` names, imported.
 
+    Nothing is called: ``check-config`` uses this to find a wrong name without opening
+    the host's database.
 
-def _backend(module: str, kind: str) -> Any:
-    """Import ``halomail.backends.<module>``, saying which extra to install if it fails."""
+    Raises:
+        ConfigError: No ``repository`` is set, the module cannot be imported, it has no
+            such attribute, or the attribute is not callable.
+    """
+    spec = config.storage.repository
+    if spec is None:
+        raise ConfigError(_REPOSITORY_KEY, "not set")
+    module_name, _, attribute = spec.partition(":")
     try:
-        return importlib.import_module(f"halomail.backends.{module}")
-    except ImportError as exc:
-        extra = _EXTRAS.get(kind, kind)
-        raise ConfigError(
-            kind,
-            f"{kind!r} needs the {extra!r} extra: pip install 'halomail[{extra}]' ({exc})",
-        ) from exc
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(_REPOSITORY_KEY, f"cannot import {module_name!r}: {exc}") from exc
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ConfigError(_REPOSITORY_KEY, f"module {module_name!r} has no {attribute!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ConfigError(_REPOSITORY_KEY, f"{spec!r} is not callable")
+    factory: Callable[[Config], TicketRepository] = target
+    return factory
 
 
-def open_transport(
-    outgoing: OutgoingSettings, *, key_path: str = "outgoing"
-) -> MailTransport | None:
-    """The transport named by ``transport`` in these settings.
+def open_transport(outgoing: OutgoingSettings, *, key_path: str = "outgoing") -> MailTransport:
+    """The transport named by ``transport`` in these settings (nothing is connected).
 
     Args:
         outgoing: ``[outgoing]``, or a mailbox's merged override.
         key_path: Where the settings are in the file, for errors.
 
-    Returns:
-        The transport, or ``None`` for one this build cannot send through yet (the mail
-        then stays queued, and a warning says so).
+    Raises:
+        ConfigError: The settings are incomplete, or the backend's extra is missing.
+    """
+    backend = registry.transport_backend(outgoing.transport, key_path)
+    return registry.open_transport(backend.settings(outgoing.as_table(), key_path))
+
+
+def open_connector(config: Config, settings: MailboxSettings) -> MailboxConnector:
+    """The connector of one ``[[mailboxes]]`` entry (nothing is connected).
 
     Raises:
         ConfigError: The settings are incomplete, or the backend's extra is missing.
     """
-    kind = outgoing.transport
-    if kind == "maildir":
-        if outgoing.path is None:
-            raise ConfigError(f"{key_path}.path", "the maildir transport needs a folder")
-        return EmlFileTransport(outgoing.path)
-    if kind == "memory":
-        return MemoryTransport()
-    if kind == "smtp":
-        transport: MailTransport = _backend("smtp", kind).SmtpTransport.from_settings(
-            outgoing, key_path=key_path
-        )
-        return transport
-    if kind == "graph":
-        transport = _backend("graph", kind).GraphTransport.from_settings(outgoing)
-        return transport
-    if kind == "ews":
-        transport = _backend("ews", kind).EwsTransport.from_settings(outgoing)
-        return transport
-    if kind == "gmail":
-        transport = _backend("gmail", kind).GmailTransport.from_settings(outgoing)
-        return transport
-    log.warning("outgoing transport %r is not available yet; mail stays queued", kind)
-    return None
-
-
-def _open_remote_connector(config: Config, settings: MailboxSettings) -> MailboxConnector | None:
-    """The connector of a mailbox on a server, or ``None`` for a type not supported yet."""
-    limit = config.limits.max_message_bytes
-    kind = settings.connection
-    connector: MailboxConnector
-    if kind == "imap":
-        connector = _backend("imap", kind).ImapConnector.from_settings(
-            settings, max_message_bytes=limit
-        )
-        return connector
-    if kind == "pop3":
-        connector = _backend("pop3", kind).Pop3Connector.from_settings(
-            settings, max_message_bytes=limit
-        )
-        return connector
-    if kind == "office365":
-        connector = _backend("graph", kind).GraphConnector.from_settings(
-            settings, max_message_bytes=limit
-        )
-        return connector
-    if kind == "google":
-        connector = _backend("gmail", kind).GmailConnector.from_settings(
-            settings, max_message_bytes=limit
-        )
-        return connector
-    if kind == "ews":
-        connector = _backend("ews", kind).EwsConnector.from_settings(
-            settings, max_message_bytes=limit
-        )
-        return connector
-    return None
+    backend = registry.mailbox_backend(settings.connection, settings.key_path)
+    typed = backend.settings(settings.as_table(), settings.key_path)
+    return registry.open_mailbox(typed, max_message_bytes=config.limits.max_message_bytes)
 
 
 def sender_identity(outgoing: OutgoingSettings) -> SenderIdentity:
@@ -153,46 +132,18 @@ def sender_identity(outgoing: OutgoingSettings) -> SenderIdentity:
     )
 
 
-@attrs.define
-class _UnavailableConnector:
-    """Stands in for a mailbox whose connection type this build cannot read yet.
-
-    Reading it fails with a clear error, so the mailbox shows as failed while the
-    others are processed.
-    """
-
-    name: str
-    connection: str
-
-    def fetch(self) -> Iterator[FetchedMessage]:
-        raise ConnectorError(
-            f"connection type {self.connection!r} is not supported by this version of halomail",
-            mailbox=self.name,
-        )
-
-    def ack(self, ref: str, disposition: Disposition) -> None:
-        """Nothing was fetched, so there is nothing to dispose of."""
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-
 def build_mailbox(config: Config, settings: MailboxSettings) -> Mailbox:
     """A processor :class:`Mailbox` for one ``[[mailboxes]]`` entry."""
-    if settings.connection in _LOCAL:
-        connector = open_local_connector(
-            settings, max_message_bytes=config.limits.max_message_bytes
-        )
-    else:
-        remote = _open_remote_connector(config, settings)
-        connector = remote or _UnavailableConnector(settings.name, settings.connection)
     outgoing = settings.effective_outgoing(config.outgoing)
-    # Only a mailbox that overrides [outgoing] gets a transport of its own.
-    transport = (
-        open_transport(outgoing, key_path=f"{settings.key_path}.outgoing")
-        if settings.outgoing is not None
-        else None
-    )
+    with _closed_on_error() as opened:
+        connector = open_connector(config, settings)
+        opened.append(connector)
+        # Only a mailbox that overrides [outgoing] gets a transport of its own.
+        transport = (
+            open_transport(outgoing, key_path=f"{settings.key_path}.outgoing")
+            if settings.outgoing is not None
+            else None
+        )
     return Mailbox(
         connector=connector,
         name=settings.name,
@@ -213,12 +164,78 @@ def build_mailbox(config: Config, settings: MailboxSettings) -> Mailbox:
 
 
 def build_processor(
-    config: Config, repository: TicketRepository, *, transport: MailTransport | None = None
+    config: Config,
+    repository: TicketRepository | None = None,
+    *,
+    transport: MailTransport | None = None,
 ) -> MailProcessor:
-    """A :class:`MailProcessor` for every mailbox of ``config``."""
-    mailboxes = [build_mailbox(config, m) for m in config.mailboxes if m.enabled]
+    """A :class:`~halomail.MailProcessor` for every enabled mailbox of ``config``.
+
+    Every connector and transport is built (nothing connects yet), so a setting that
+    only building can check fails here, before any email is read.
+
+    Args:
+        config: The configuration (:func:`~halomail.load_config`).
+        repository: Where tickets live. ``None`` opens the one ``[storage]`` names
+            (``url``, or the host's ``repository`` factory); the processor then owns it
+            and :meth:`~halomail.MailProcessor.close` closes it. A repository given here
+            stays the caller's to close.
+        transport: How mail is sent by default; ``None`` builds the one ``[outgoing]``
+            names (none without an ``[outgoing]`` table: mail then waits in the outbox).
+
+    Returns:
+        The processor; close it (or use it in a ``with`` block) when done.
+
+    Raises:
+        ConfigError: A setting is invalid, a backend's extra is missing, or the storage
+            cannot be opened; the error names the key path.
+
+    Example::
+
+        from halomail import build_processor, load_config
+
+        processor = build_processor(load_config("halomail.toml"))
+        try:
+            report = processor.run_once()
+        finally:
+            processor.close()
+
+    .. versionchanged:: 0.2.0
+       Public (``halomail.build_processor``); ``repository`` may be left out.
+    """
+    with _closed_on_error() as opened:
+        mailboxes = [build_mailbox(config, m) for m in config.mailboxes if m.enabled]
+        for mailbox in mailboxes:
+            opened.append(mailbox.connector)
+            opened.append(mailbox.transport)
+        if transport is None and config.outgoing.explicit_keys:
+            # Without an [outgoing] table nothing is configured to send with: mail waits.
+            transport = open_transport(config.outgoing)
+            opened.append(transport)
+        owns_repository = repository is None
+        if repository is None:
+            repository = open_repository(config)
+            opened.append(repository)
+        return MailProcessor(
+            repository,
+            mailboxes,
+            _processor_settings(config),
+            transport=transport,
+            rules=config.rules,
+            services=config.services,
+            ticket_templates=config.ticket_templates,
+            renderer=TemplateRenderer(config.message_groups),
+            agents=config.agents,
+            teams=config.teams,
+            ticket_url=config.processing.ticket_url,
+            sms=config.sms,
+            owns_repository=owns_repository,
+        )
+
+
+def _processor_settings(config: Config) -> ProcessorSettings:
     processing = config.processing
-    settings = ProcessorSettings(
+    return ProcessorSettings(
         loop_token=processing.loop_token,
         previous_loop_tokens=processing.previous_loop_tokens,
         domain=processing.domain,
@@ -230,23 +247,52 @@ def build_processor(
         backoff=Backoff(max_attempts=processing.max_send_attempts),
         concurrent_mailboxes=processing.concurrent_mailboxes,
     )
-    if transport is None and config.outgoing.explicit_keys:
-        # Without an [outgoing] table nothing is configured to send with: mail waits.
-        transport = open_transport(config.outgoing)
-    return MailProcessor(
-        repository,
-        mailboxes,
-        settings,
-        transport=transport,
-        rules=config.rules,
-        services=config.services,
-        ticket_templates=config.ticket_templates,
-        renderer=TemplateRenderer(config.message_groups),
-        agents=config.agents,
-        teams=config.teams,
-        ticket_url=config.processing.ticket_url,
-        sms=config.sms,
-    )
+
+
+@contextlib.contextmanager
+def _closed_on_error() -> Iterator[list[Any]]:
+    """Collects what is opened; closes all of it when the block fails half-way."""
+    opened: list[Any] = []
+    try:
+        yield opened
+    except BaseException:
+        for thing in reversed(opened):
+            _close(thing)
+        raise
+
+
+def _close(thing: Any) -> None:
+    close = getattr(thing, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception as exc:  # noqa: BLE001 - the first error is the one to report
+            log.warning("closing %r failed: %s", thing, exc)
+
+
+def check_config(config: Config) -> None:
+    """Build every backend of ``config`` without connecting, then close them.
+
+    What ``halomail check-config`` runs after loading: it refuses everything ``run``
+    would refuse when building, such as a login that lacks its password or a backend
+    whose extra is missing. The storage repository factory is imported, not called.
+
+    Raises:
+        ConfigError: The first setting that would stop ``run``, with its key path.
+    """
+    built: list[Any] = []
+    try:
+        for settings in config.mailboxes:
+            if settings.enabled:
+                mailbox = build_mailbox(config, settings)
+                built += [mailbox.connector, mailbox.transport]
+        if config.outgoing.explicit_keys:
+            built.append(open_transport(config.outgoing))
+        if config.storage.repository is not None:
+            repository_factory(config)
+    finally:
+        for thing in built:
+            _close(thing)
 
 
 def send_test_email(config: Config, mailbox_name: str, to: str) -> tuple[OutgoingEmail, str]:
@@ -270,9 +316,6 @@ def send_test_email(config: Config, mailbox_name: str, to: str) -> tuple[Outgoin
         raise ConfigError("--to", f"expected one email address, got {to!r}")
     outgoing = settings.effective_outgoing(config.outgoing)
     where = f"{settings.key_path}.outgoing" if settings.outgoing is not None else "outgoing"
-    transport = open_transport(outgoing, key_path=where)
-    if transport is None:
-        raise ConfigError(f"{where}.transport", f"cannot send with {outgoing.transport!r} here")
     renderer = TemplateRenderer(config.message_groups)
     values = TemplateValues({"mailboxname": settings.name, "useremail": address})
     rendered = renderer.render(MessageKind.TEST_EMAIL, values, group=outgoing.message_group)
@@ -293,7 +336,11 @@ def send_test_email(config: Config, mailbox_name: str, to: str) -> tuple[Outgoin
     outgoing_email = compose(
         mail, sender_identity(outgoing), loop_token=config.processing.loop_token
     )
-    transport.send(outgoing_email)
+    transport = open_transport(outgoing, key_path=where)
+    try:
+        transport.send(outgoing_email)
+    finally:
+        _close(transport)
     route = outgoing.transport
     if outgoing.host:
         route += f" to {outgoing.host}:{outgoing.port}"

@@ -8,13 +8,14 @@ ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -158,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    # Build every backend, connecting to nothing: what `run` would refuse is refused here.
+    app.check_config(config)
     enabled = [m.name for m in config.mailboxes if m.enabled]
     print(
         f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(enabled)} enabled, "
@@ -175,16 +178,15 @@ def _cmd_send_test_email(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    repository = app.open_repository(config)
-    processor = app.build_processor(config, repository)
     ok = True
-    while True:
-        report = _run_cycle(processor, json_output=args.json)
-        ok = ok and report.ok
-        if args.once:
-            break
-        # Mailboxes that can push (IMAP IDLE) end the wait early when mail arrives.
-        processor.wait_for_mail(max(1.0, args.interval))
+    with app.build_processor(config) as processor:
+        while True:
+            report = _run_cycle(processor, json_output=args.json)
+            ok = ok and report.ok
+            if args.once:
+                break
+            # Mailboxes that can push (IMAP IDLE) end the wait early when mail arrives.
+            processor.wait_for_mail(max(1.0, args.interval))
     return EXIT_OK if ok else EXIT_PROBLEMS
 
 
@@ -259,9 +261,12 @@ class _Progress:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     # A throwaway copy would be safer still, but simulate only reads: the decision
-    # is computed without any write, and no transport is given.
-    repository = app.open_repository(config)
-    processor = app.build_processor(config, repository, transport=None)
+    # is computed without any write, and nothing is sent.
+    with app.build_processor(config) as processor:
+        return _simulate(processor, args)
+
+
+def _simulate(processor: MailProcessor, args: argparse.Namespace) -> int:
     mailbox = processor.mailboxes[0] if processor.mailboxes else None
     if args.mailbox:
         matches = [m for m in processor.mailboxes if m.name == args.mailbox]
@@ -299,8 +304,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_tickets(args: argparse.Namespace) -> int:
-    repository = app.open_repository(load_config(args.config))
-    tickets = _browsing(repository).list_tickets(limit=args.limit)
+    with _opened_repository(args) as repository:
+        tickets = _browsing(repository).list_tickets(limit=args.limit)
     if args.json:
         print(json.dumps([_ticket_json(t) for t in tickets], indent=2))
     else:
@@ -322,12 +327,12 @@ def _print_tickets(tickets: Sequence[Ticket], out: TextIO) -> None:
 
 
 def _cmd_ticket(args: argparse.Namespace) -> int:
-    repository = app.open_repository(load_config(args.config))
-    ticket = repository.get_ticket(args.id)
+    with _opened_repository(args) as repository:
+        ticket = repository.get_ticket(args.id)
+        actions = repository.list_actions(ticket.id) if ticket is not None else []
     if ticket is None:
         print(f"halomail: no ticket {args.id}", file=sys.stderr)
         return EXIT_PROBLEMS
-    actions = repository.list_actions(ticket.id)
     if args.json:
         data = _ticket_json(ticket)
         data["actions"] = [
@@ -392,8 +397,8 @@ def _ticket_json(ticket: Ticket) -> dict[str, Any]:
 
 
 def _cmd_quarantine(args: argparse.Namespace) -> int:
-    repository = app.open_repository(load_config(args.config))
-    entries = _browsing(repository).list_quarantine(limit=args.limit)
+    with _opened_repository(args) as repository:
+        entries = _browsing(repository).list_quarantine(limit=args.limit)
     if args.json:
         print(
             json.dumps(
@@ -449,12 +454,10 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         # Maildir order is arrival order: give each sample its own arrival time.
         os.utime(target, (base + index, base + index))
     print(f"Created {root}: halomail.toml, a Maildir inbox with {len(samples)} emails.\n")
-    config = load_config(root / "halomail.toml")
-    repository = app.open_repository(config)
-    processor = app.build_processor(config, repository)
-    report = _run_cycle(processor, json_output=False)
-    print()
-    _print_tickets(_browsing(repository).list_tickets(), sys.stdout)
+    with app.build_processor(load_config(root / "halomail.toml")) as processor:
+        report = _run_cycle(processor, json_output=False)
+        print()
+        _print_tickets(_browsing(processor.repository).list_tickets(), sys.stdout)
     outbox = sorted((root / "outbox").glob("*.eml")) if (root / "outbox").exists() else []
     print(f"\n{len(outbox)} acknowledgements written to {root / 'outbox'}:")
     for path in outbox:
@@ -464,7 +467,6 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         f"  halomail -c {root / 'halomail.toml'} ticket 1\n"
         f"  halomail -c {root / 'halomail.toml'} run --once   # nothing new: each email once"
     )
-    _close(repository)
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
@@ -479,10 +481,16 @@ def _browsing(repository: TicketRepository) -> Browsing:
     return repository
 
 
-def _close(repository: TicketRepository) -> None:
-    close = getattr(repository, "close", None)
-    if callable(close):
-        close()
+@contextlib.contextmanager
+def _opened_repository(args: argparse.Namespace) -> Iterator[TicketRepository]:
+    """The repository of ``[storage]``, closed when the block ends."""
+    repository = app.open_repository(load_config(args.config))
+    try:
+        yield repository
+    finally:
+        close = getattr(repository, "close", None)
+        if callable(close):
+            close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from halomail.backends.auth.oauth import TokenProvider, token_provider_from_settings
-from halomail.config.loader import MailboxSettings
+from halomail.backends.settings import ImapSettings, Pop3Settings
 from halomail.errors import ConfigError
 
 __all__ = [
@@ -80,7 +80,7 @@ class ServerLogin:
 
 
 def login_from_settings(
-    settings: MailboxSettings,
+    settings: ImapSettings | Pop3Settings,
     connection: str,
     token_provider: TokenProvider | Callable[[], str] | None,
     *,
@@ -112,12 +112,12 @@ def login_from_settings(
     if not username:
         raise ConfigError(f"{kp}.username", f"required when connection = {connection!r}")
     if token_provider is None:
-        token_provider = token_provider_from_settings(settings.extra, kp, mailbox=settings.name)
+        token_provider = token_provider_from_settings(settings.oauth, kp, mailbox=settings.name)
     if token_provider is None:
         if settings.password is None:
             raise ConfigError(f"{kp}.password", f"required (or password_env) for {what}")
         return ServerLogin(host, username, settings.password, None, None)
-    auth = str(settings.extra.get("auth", "")).lower()
+    auth = str(settings.oauth.get("auth", "")).lower()
     mechanism = "OAUTHBEARER" if auth == "oauthbearer" else "XOAUTH2"
     return ServerLogin(host, username, None, token_provider, mechanism)
 

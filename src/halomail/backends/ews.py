@@ -98,7 +98,8 @@ from halomail._validate import under_key_path
 from halomail.backends._common import retry_after_seconds, tls_context
 from halomail.backends.auth.oauth import TokenProvider, token_provider_from_settings
 from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail
-from halomail.config.loader import MailboxSettings, OutgoingSettings
+from halomail.backends.cloud_settings import EwsMailboxSettings, EwsTransportSettings
+from halomail.backends.settings import SettingsTable, as_typed
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -618,7 +619,7 @@ class EwsConnector:
     @classmethod
     def from_settings(
         cls,
-        settings: MailboxSettings,
+        settings: EwsMailboxSettings | SettingsTable,
         *,
         max_message_bytes: int | None,
         token_provider: TokenProvider | None = None,
@@ -626,13 +627,15 @@ class EwsConnector:
         """The connector for an ``[[mailboxes]]`` entry with ``connection = "ews"``.
 
         ``host`` is the server name (or the full EWS URL); ``security = "none"`` means
-        plain HTTP. The mailbox is ``user_id`` when given, else ``username``. With
-        ``auth = "xoauth2"`` or ``"oauthbearer"`` the login is OAuth2 with
-        ``token_provider`` (or the static ``token``/``token_env``); otherwise
-        ``username`` and ``password`` log in with NTLM or Basic, as the server offers.
+        plain HTTP. With ``auth = "xoauth2"`` or ``"oauthbearer"`` in ``settings.oauth``
+        the login is OAuth2 with ``token_provider`` (or the static ``token``/
+        ``token_env``); otherwise ``username`` and ``password`` log in with NTLM or
+        Basic, as the server offers.
 
         Args:
-            settings: The mailbox's settings.
+            settings: The typed settings, or anything with ``as_table()`` (a
+                :class:`halomail.MailboxSettings`), read through
+                :meth:`EwsMailboxSettings.from_table`.
             max_message_bytes: Larger emails are fetched as ``too_large``.
             token_provider: The OAuth2 token provider built for this mailbox.
 
@@ -642,33 +645,34 @@ class EwsConnector:
         Raises:
             ConfigError: A setting is missing or invalid, with its key path.
         """
-        kp = settings.key_path
-        extra = settings.extra
+        typed = as_typed(EwsMailboxSettings, settings, getattr(settings, "key_path", "mailboxes"))
+        kp = typed.key_path
         if token_provider is None:
             # None for auth = "password" (the default): NTLM or Basic with the password.
             token_provider = token_provider_from_settings(
-                extra, kp, mailbox=settings.name, verify=_verify(settings.tls_ca_file)
+                typed.oauth, kp, mailbox=typed.name, verify=_verify(typed.tls_ca_file)
             )
         with under_key_path(kp):
             options = _login_options(
-                host=settings.host,
-                port=settings.port,
-                security=settings.security,
-                username=settings.username,
-                password=settings.password,
-                extra=extra,
+                host=typed.host,
+                port=typed.port,
+                security=typed.security,
+                username=typed.username,
+                password=typed.password,
+                address=typed.address,
+                access_type=typed.access_type,
                 token_provider=token_provider,
             )
             return cls(
-                settings.name,
-                folder=settings.folder,
-                processed=settings.processed,
-                quarantine_folder=settings.quarantine_folder,
-                delete_type=str(extra.get("delete_type", HARD_DELETE)),
+                typed.name,
+                folder=typed.folder,
+                processed=typed.processed,
+                quarantine_folder=typed.quarantine_folder,
+                delete_type=typed.delete_type,
                 max_message_bytes=max_message_bytes,
-                batch_size=int(extra.get("batch_size", 50)),
-                timeout=float(extra.get("timeout", 30.0)),
-                ca_file=settings.tls_ca_file,
+                batch_size=typed.batch_size,
+                timeout=typed.timeout,
+                ca_file=typed.tls_ca_file,
                 **options,
             )
 
@@ -939,15 +943,18 @@ class EwsTransport:
 
     @classmethod
     def from_settings(
-        cls, outgoing: OutgoingSettings, token_provider: TokenProvider | None = None
+        cls,
+        outgoing: EwsTransportSettings | SettingsTable,
+        token_provider: TokenProvider | None = None,
     ) -> EwsTransport:
         """The transport for ``[outgoing]`` (or a mailbox's) with ``transport = "ews"``.
 
-        The sending mailbox is ``user_id``, else ``from_address``, else ``username``;
-        the other keys are read as for :meth:`EwsConnector.from_settings`.
+        The other keys are read as for :meth:`EwsConnector.from_settings`.
 
         Args:
-            outgoing: The outgoing settings.
+            outgoing: The typed settings, or anything with ``as_table()`` (an
+                :class:`halomail.OutgoingSettings`), read through
+                :meth:`EwsTransportSettings.from_table`.
             token_provider: The OAuth2 token provider built for them.
 
         Returns:
@@ -956,30 +963,28 @@ class EwsTransport:
         Raises:
             ConfigError: A setting is missing or invalid, with its key path.
         """
-        extra = outgoing.extra
+        typed = as_typed(EwsTransportSettings, outgoing, "outgoing")
         if token_provider is None:
             token_provider = token_provider_from_settings(
-                extra, "outgoing", verify=_verify(outgoing.tls_ca_file)
+                typed.oauth, typed.key_path, verify=_verify(typed.tls_ca_file)
             )
-        try:
+        with under_key_path(typed.key_path):
             options = _login_options(
-                host=outgoing.host,
+                host=typed.host,
                 port=None,
-                security=outgoing.security,
-                username=outgoing.username,
-                password=outgoing.password,
-                extra=extra,
+                security=typed.security,
+                username=typed.username,
+                password=typed.password,
+                address=typed.address,
+                access_type=typed.access_type,
                 token_provider=token_provider,
-                fallback_address=outgoing.from_address,
             )
             return cls(
-                save_copy=bool(extra.get("save_copy", False)),
-                timeout=outgoing.timeout,
-                ca_file=outgoing.tls_ca_file,
+                save_copy=typed.save_copy,
+                timeout=typed.timeout,
+                ca_file=typed.tls_ca_file,
                 **options,
             )
-        except ConfigError as exc:
-            raise ConfigError(f"outgoing.{exc.key_path}", exc.message) from exc
 
     def __repr__(self) -> str:
         return f"EwsTransport({self._client.endpoint!r}, {self._client.address!r})"
@@ -1050,30 +1055,22 @@ def _verify(ca_file: Path | None) -> bool | str:
 
 def _login_options(
     *,
-    host: str | None,
+    host: str,
     port: int | None,
     security: str,
     username: str | None,
     password: str | None,
-    extra: Any,
+    address: str,
+    access_type: str,
     token_provider: TokenProvider | None,
-    fallback_address: str | None = None,
 ) -> dict[str, Any]:
     """The endpoint, mailbox and login arguments shared by both ``from_settings``."""
-    if not host:
-        raise ConfigError("host", "required when connection = 'ews' (the Exchange server)")
     if "://" in host:
         endpoint = host
     else:
         scheme = "http" if security == "none" else "https"
         netloc = f"{host}:{port}" if port else host
         endpoint = f"{scheme}://{netloc}/EWS/Exchange.asmx"
-    address = str(extra.get("user_id") or fallback_address or username or "")
-    if "@" not in address:
-        raise ConfigError(
-            "user_id",
-            "the mailbox's SMTP address is needed (user_id, or a username like user@domain)",
-        )
     auth = "oauth" if token_provider is not None else None  # else NTLM or Basic
     return {
         "endpoint": endpoint,
@@ -1082,5 +1079,5 @@ def _login_options(
         "password": password,
         "auth": auth,
         "token_provider": token_provider,
-        "access_type": str(extra.get("access_type", DELEGATE)),
+        "access_type": IMPERSONATION if access_type == "impersonation" else DELEGATE,
     }

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from halomail.backends.base import OutgoingEmail
+from halomail.backends.settings import EmlFileSettings
 from halomail.errors import TransientTransportError
 
 __all__ = ["EmlFileTransport"]
@@ -64,6 +65,11 @@ class EmlFileTransport:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+
+    @classmethod
+    def from_settings(cls, settings: EmlFileSettings) -> EmlFileTransport:
+        """The transport of ``transport = "maildir"`` settings."""
+        return cls(settings.path)
 
     def __repr__(self) -> str:
         return f"EmlFileTransport({str(self.path)!r})"

@@ -75,7 +75,8 @@ from halomail._validate import under_key_path
 from halomail.backends._common import chosen_token_provider, retry_after_seconds
 from halomail.backends.auth.oauth import TokenProvider
 from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail
-from halomail.config.loader import MailboxSettings, OutgoingSettings
+from halomail.backends.cloud_settings import GmailMailboxSettings, GmailTransportSettings
+from halomail.backends.settings import SettingsTable, as_typed
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -434,23 +435,23 @@ class GmailConnector:
     @classmethod
     def from_settings(
         cls,
-        settings: MailboxSettings,
+        settings: GmailMailboxSettings | SettingsTable,
         *,
         max_message_bytes: int | None,
         token_provider: TokenProvider | None = None,
     ) -> GmailConnector:
         """The connector for an ``[[mailboxes]]`` entry with ``connection = "google"``.
 
-        The mailbox is ``user_id``, else ``subject``, else ``username``, else ``me``.
-        Without ``token_provider``, one is built from the settings: ``credentials_file``
-        (a service-account key, impersonating ``subject``, or an authorized-user file),
-        or ``client_id``, ``client_secret`` and ``refresh_token``, with the scope
-        ``gmail.modify`` unless ``scopes`` says otherwise; or a fixed ``token``/
-        ``token_env``. ``host`` replaces the API's root URL; ``batch_size`` is the
-        listing page size.
+        Without ``token_provider``, one is built from ``settings.oauth``:
+        ``credentials_file`` (a service-account key, impersonating ``subject``, or an
+        authorized-user file), or ``client_id``, ``client_secret`` and ``refresh_token``,
+        with the scope ``gmail.modify`` unless ``scopes`` says otherwise; or a fixed
+        ``token``/``token_env``. ``host`` replaces the API's root URL.
 
         Args:
-            settings: The mailbox's settings.
+            settings: The typed settings, or anything with ``as_table()`` (a
+                :class:`halomail.MailboxSettings`), read through
+                :meth:`GmailMailboxSettings.from_table`.
             max_message_bytes: Larger messages are fetched as ``too_large``.
             token_provider: The OAuth2 token provider built for this mailbox.
 
@@ -460,25 +461,24 @@ class GmailConnector:
         Raises:
             ConfigError: A setting is missing or invalid, with its key path.
         """
-        kp = settings.key_path
-        extra = settings.extra
+        typed = as_typed(GmailMailboxSettings, settings, getattr(settings, "key_path", "mailboxes"))
+        kp = typed.key_path
         with under_key_path(kp):
-            endpoint = _api_endpoint(settings.host)
+            endpoint = _api_endpoint(typed.host)
             if token_provider is None:
-                token_provider = _provider(extra, kp, settings.name, settings.tls_ca_file)
-            user_id = str(extra.get("user_id") or extra.get("subject") or settings.username or "me")
+                token_provider = _provider(typed.oauth, kp, typed.name, typed.tls_ca_file)
             return cls(
-                settings.name,
+                typed.name,
                 token_provider=token_provider,
-                user_id=user_id,
-                folder=settings.folder,
-                processed=settings.processed,
-                quarantine_folder=settings.quarantine_folder,
+                user_id=typed.user_id,
+                folder=typed.folder,
+                processed=typed.processed,
+                quarantine_folder=typed.quarantine_folder,
                 max_message_bytes=max_message_bytes,
-                page_size=int(extra.get("batch_size", 100)),
+                page_size=typed.batch_size,
                 api_endpoint=endpoint,
-                timeout=float(extra.get("timeout", 30.0)),
-                ca_file=settings.tls_ca_file,
+                timeout=typed.timeout,
+                ca_file=typed.tls_ca_file,
             )
 
     def __repr__(self) -> str:
@@ -836,15 +836,19 @@ class GmailTransport:
 
     @classmethod
     def from_settings(
-        cls, outgoing: OutgoingSettings, token_provider: TokenProvider | None = None
+        cls,
+        outgoing: GmailTransportSettings | SettingsTable,
+        token_provider: TokenProvider | None = None,
     ) -> GmailTransport:
         """The transport for ``[outgoing]`` (or a mailbox's) with ``transport = "gmail"``.
 
-        The sending mailbox is ``user_id``, else ``subject``, else ``me``; the token
-        provider and ``host`` are read as for :meth:`GmailConnector.from_settings`.
+        The token provider and ``host`` are read as for
+        :meth:`GmailConnector.from_settings`.
 
         Args:
-            outgoing: The outgoing settings.
+            outgoing: The typed settings, or anything with ``as_table()`` (an
+                :class:`halomail.OutgoingSettings`), read through
+                :meth:`GmailTransportSettings.from_table`.
             token_provider: The OAuth2 token provider built for them.
 
         Returns:
@@ -853,21 +857,20 @@ class GmailTransport:
         Raises:
             ConfigError: A setting is missing or invalid, with its key path.
         """
-        extra = outgoing.extra
-        try:
-            endpoint = _api_endpoint(outgoing.host)
+        typed = as_typed(GmailTransportSettings, outgoing, "outgoing")
+        with under_key_path(typed.key_path):
+            endpoint = _api_endpoint(typed.host)
             if token_provider is None:
-                token_provider = _provider(extra, "", "outgoing", outgoing.tls_ca_file)
+                token_provider = _provider(
+                    typed.oauth, typed.key_path, "outgoing", typed.tls_ca_file
+                )
             return cls(
                 token_provider=token_provider,
-                user_id=str(extra.get("user_id") or extra.get("subject") or "me"),
+                user_id=typed.user_id,
                 api_endpoint=endpoint,
-                timeout=outgoing.timeout,
-                ca_file=outgoing.tls_ca_file,
+                timeout=typed.timeout,
+                ca_file=typed.tls_ca_file,
             )
-        except ConfigError as exc:
-            key = exc.key_path.removeprefix(".")
-            raise ConfigError(f"outgoing.{key}", exc.message) from exc
 
     def __repr__(self) -> str:
         return f"GmailTransport({self.user_id!r})"

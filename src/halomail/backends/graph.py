@@ -68,7 +68,8 @@ from halomail.backends._graph_http import (
 )
 from halomail.backends.auth.oauth import MICROSOFT_GRAPH_SCOPES, TokenProvider
 from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail
-from halomail.config.loader import MailboxSettings, OutgoingSettings
+from halomail.backends.cloud_settings import GraphMailboxSettings, GraphTransportSettings
+from halomail.backends.settings import SettingsTable, as_typed
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -191,21 +192,23 @@ class GraphConnector:
     @classmethod
     def from_settings(
         cls,
-        settings: MailboxSettings,
+        settings: GraphMailboxSettings | SettingsTable,
         *,
         max_message_bytes: int | None,
         token_provider: TokenProvider | None = None,
     ) -> GraphConnector:
         """The connector for an ``[[mailboxes]]`` entry with ``connection = "office365"``.
 
-        The mailbox is ``user_id``, else ``username``. Without ``token_provider``, one is
-        built from the settings: ``tenant_id``, ``client_id`` and ``client_secret``
-        (client credentials, scope ``https://graph.microsoft.com/.default``), or a fixed
-        ``token``/``token_env``. ``host`` replaces Graph's root URL (a national cloud:
-        ``graph.microsoft.us``, or a full URL); ``batch_size`` is the listing page size.
+        Without ``token_provider``, one is built from ``settings.oauth``: ``tenant_id``,
+        ``client_id`` and ``client_secret`` (client credentials, scope
+        ``https://graph.microsoft.com/.default``), or a fixed ``token``/``token_env``.
+        ``host`` replaces Graph's root URL (a national cloud: ``graph.microsoft.us``, or
+        a full URL).
 
         Args:
-            settings: The mailbox's settings.
+            settings: The typed settings, or anything with ``as_table()`` (a
+                :class:`halomail.MailboxSettings`), read through
+                :meth:`GraphMailboxSettings.from_table`.
             max_message_bytes: Larger messages are fetched as ``too_large``.
             token_provider: The OAuth2 token provider built for this mailbox.
 
@@ -215,29 +218,24 @@ class GraphConnector:
         Raises:
             ConfigError: A setting is missing or invalid, with its key path.
         """
-        kp = settings.key_path
-        extra = settings.extra
+        typed = as_typed(GraphMailboxSettings, settings, getattr(settings, "key_path", "mailboxes"))
+        kp = typed.key_path
         with under_key_path(kp):
-            user_id = str(extra.get("user_id") or settings.username or "")
-            if not user_id:
-                raise ConfigError(
-                    "user_id", "required for office365: the mailbox's address or object id"
-                )
-            base_url = _base_url(settings.host)
+            base_url = _base_url(typed.host)
             if token_provider is None:
-                token_provider = _provider(extra, kp, settings.name, settings.tls_ca_file)
+                token_provider = _provider(typed.oauth, kp, typed.name, typed.tls_ca_file)
             return cls(
-                settings.name,
-                user_id=user_id,
+                typed.name,
+                user_id=typed.user_id,
                 token_provider=token_provider,
-                folder=settings.folder,
-                processed=settings.processed,
-                quarantine_folder=settings.quarantine_folder,
+                folder=typed.folder,
+                processed=typed.processed,
+                quarantine_folder=typed.quarantine_folder,
                 max_message_bytes=max_message_bytes,
-                page_size=int(extra.get("batch_size", 100)),
+                page_size=typed.batch_size,
                 base_url=base_url,
-                timeout=float(extra.get("timeout", 30.0)),
-                ca_file=settings.tls_ca_file,
+                timeout=typed.timeout,
+                ca_file=typed.tls_ca_file,
             )
 
     def __repr__(self) -> str:
@@ -605,16 +603,19 @@ class GraphTransport:
 
     @classmethod
     def from_settings(
-        cls, outgoing: OutgoingSettings, token_provider: TokenProvider | None = None
+        cls,
+        outgoing: GraphTransportSettings | SettingsTable,
+        token_provider: TokenProvider | None = None,
     ) -> GraphTransport:
         """The transport for ``[outgoing]`` (or a mailbox's) with ``transport = "graph"``.
 
-        The sending mailbox is ``user_id``, else ``from_address``, else ``username``;
-        the token provider and ``host`` are read as for
+        The token provider and ``host`` are read as for
         :meth:`GraphConnector.from_settings`.
 
         Args:
-            outgoing: The outgoing settings.
+            outgoing: The typed settings, or anything with ``as_table()`` (an
+                :class:`halomail.OutgoingSettings`), read through
+                :meth:`GraphTransportSettings.from_table`.
             token_provider: The OAuth2 token provider built for them.
 
         Returns:
@@ -623,25 +624,19 @@ class GraphTransport:
         Raises:
             ConfigError: A setting is missing or invalid, with its key path.
         """
-        extra = outgoing.extra
-        try:
-            user_id = str(extra.get("user_id") or outgoing.from_address or outgoing.username or "")
-            if not user_id:
-                raise ConfigError(
-                    "user_id", "required for transport = 'graph': the mailbox to send as"
-                )
+        typed = as_typed(GraphTransportSettings, outgoing, "outgoing")
+        with under_key_path(typed.key_path):
             if token_provider is None:
-                token_provider = _provider(extra, "", "outgoing", outgoing.tls_ca_file)
+                token_provider = _provider(
+                    typed.oauth, typed.key_path, "outgoing", typed.tls_ca_file
+                )
             return cls(
-                user_id=user_id,
+                user_id=typed.user_id,
                 token_provider=token_provider,
-                base_url=_base_url(outgoing.host),
-                timeout=outgoing.timeout,
-                ca_file=outgoing.tls_ca_file,
+                base_url=_base_url(typed.host),
+                timeout=typed.timeout,
+                ca_file=typed.tls_ca_file,
             )
-        except ConfigError as exc:
-            key = exc.key_path.removeprefix(".")
-            raise ConfigError(f"outgoing.{key}", exc.message) from exc
 
     def __repr__(self) -> str:
         return f"GraphTransport({self.user_id!r})"

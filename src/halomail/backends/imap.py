@@ -47,7 +47,7 @@ import os
 import re
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -66,7 +66,7 @@ from halomail.backends._imap_client import (
 )
 from halomail.backends.auth.oauth import TokenProvider
 from halomail.backends.base import Disposition, FetchedMessage
-from halomail.config.loader import MailboxSettings
+from halomail.backends.settings import ImapSettings, SettingsTable, as_typed
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -248,20 +248,20 @@ class ImapConnector:
     @classmethod
     def from_settings(
         cls,
-        settings: MailboxSettings,
+        settings: ImapSettings | SettingsTable,
         *,
         max_message_bytes: int | None,
         token_provider: TokenProvider | Callable[[], str] | None = None,
     ) -> ImapConnector:
         """The connector a ``connection = "imap"`` mailbox describes.
 
-        ``extra`` keys read: ``auth`` and the OAuth2 keys of
-        :func:`~halomail.backends.auth.oauth.token_provider_from_settings` (``oauthbearer``
-        picks that mechanism, any other OAuth2 value XOAUTH2), ``batch_size``,
-        ``timeout`` and ``poll_interval``.
+        The login is OAuth2 when ``settings.oauth`` names it (``auth = "oauthbearer"``
+        picks that mechanism, any other OAuth2 value XOAUTH2), else the password.
 
         Args:
-            settings: The mailbox's settings.
+            settings: The mailbox's typed settings, or anything with ``as_table()``
+                (a :class:`halomail.MailboxSettings`), read through
+                :meth:`ImapSettings.from_table`.
             max_message_bytes: Larger emails are fetched as ``too_large``.
             token_provider: Overrides the provider the settings would build.
 
@@ -272,27 +272,27 @@ class ImapConnector:
             ConfigError: Not an IMAP mailbox, or ``host``, ``username``, the password,
                 an OAuth2 key or ``processed`` is missing or invalid.
         """
-        kp = settings.key_path
-        login = login_from_settings(settings, "imap", token_provider, what="an IMAP login")
-        extra: Mapping[str, Any] = settings.extra
+        typed = as_typed(ImapSettings, settings, getattr(settings, "key_path", "mailboxes"))
+        kp = typed.key_path
+        login = login_from_settings(typed, "imap", token_provider, what="an IMAP login")
         try:
             return cls(
-                settings.name,
+                typed.name,
                 login.host,
-                settings.port,
-                security=settings.security,
+                typed.port,
+                security=typed.security,
                 username=login.username,
                 password=login.password,
                 token_provider=login.token_provider,
                 auth_mechanism=login.mechanism,
-                folder=settings.folder,
-                processed=settings.processed,
-                quarantine_folder=settings.quarantine_folder,
+                folder=typed.folder,
+                processed=typed.processed,
+                quarantine_folder=typed.quarantine_folder,
                 max_message_bytes=max_message_bytes,
-                batch_size=int(extra.get("batch_size") or 50),
-                timeout=float(extra.get("timeout") or 30.0),
-                tls_ca_file=settings.tls_ca_file,
-                poll_interval=float(extra.get("poll_interval") or 60.0),
+                batch_size=typed.batch_size,
+                timeout=typed.timeout,
+                tls_ca_file=typed.tls_ca_file,
+                poll_interval=typed.poll_interval,
             )
         except ConfigError as exc:
             raise ConfigError(f"{kp}.{exc.key_path}", exc.message) from exc

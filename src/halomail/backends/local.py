@@ -22,7 +22,7 @@ from typing import Protocol
 
 from halomail._validate import under_key_path
 from halomail.backends.base import Disposition, FetchedMessage, MailboxConnector
-from halomail.config.loader import LOCAL_CONNECTIONS, MailboxSettings
+from halomail.backends.settings import LocalMailboxSettings, SettingsTable, as_typed
 from halomail.errors import ConfigError, ConnectorError, TransientConnectorError
 
 __all__ = ["EmlDirConnector", "MaildirConnector", "MboxConnector", "open_local_connector"]
@@ -598,52 +598,32 @@ class MboxConnector:
 
 
 def open_local_connector(
-    settings: MailboxSettings, *, max_message_bytes: int | None = None
+    settings: LocalMailboxSettings | SettingsTable, *, max_message_bytes: int | None = None
 ) -> MailboxConnector:
     """The connector for a ``maildir``, ``mbox`` or ``eml-dir`` mailbox.
 
     Args:
-        settings: The mailbox's settings (``path`` must be set).
+        settings: The mailbox's typed settings, or anything with ``as_table()`` (a
+            :class:`halomail.MailboxSettings`), read through
+            :meth:`~halomail.backends.settings.LocalMailboxSettings.from_table`.
         max_message_bytes: Larger emails are fetched as ``too_large`` (usually
             ``Config.limits.max_message_bytes``).
 
     Returns:
         A :class:`MaildirConnector`, :class:`MboxConnector` or :class:`EmlDirConnector`.
-        Nothing is read yet: a missing folder is reported by ``fetch``.
 
     Raises:
-        ConfigError: The connection type is not a local one, or ``path`` is missing.
+        ConfigError: The connection type is not a local one, ``path`` is missing or is
+            not there, or ``processed`` is invalid.
     """
-    kp = settings.key_path
-    if settings.connection not in LOCAL_CONNECTIONS:
-        raise ConfigError(
-            f"{kp}.connection",
-            f"{settings.connection!r} is not a local connection "
-            "(expected 'maildir', 'mbox' or 'eml-dir')",
-        )
-    if settings.path is None:
-        raise ConfigError(f"{kp}.path", f"required when connection = {settings.connection!r}")
-    with under_key_path(kp):
-        if settings.connection == "maildir":
-            return MaildirConnector(
-                settings.name,
-                settings.path,
-                processed=settings.processed,
-                quarantine_folder=settings.quarantine_folder,
-                max_message_bytes=max_message_bytes,
-            )
-        if settings.connection == "mbox":
-            return MboxConnector(
-                settings.name,
-                settings.path,
-                processed=settings.processed,
-                quarantine_folder=settings.quarantine_folder,
-                max_message_bytes=max_message_bytes,
-            )
-        return EmlDirConnector(
-            settings.name,
-            settings.path,
-            processed=settings.processed,
-            quarantine_folder=settings.quarantine_folder,
+    typed = as_typed(LocalMailboxSettings, settings, getattr(settings, "key_path", "mailboxes"))
+    kinds = {"maildir": MaildirConnector, "mbox": MboxConnector, "eml-dir": EmlDirConnector}
+    with under_key_path(typed.key_path):
+        connector: MailboxConnector = kinds[typed.connection](
+            typed.name,
+            typed.path,
+            processed=typed.processed,
+            quarantine_folder=typed.quarantine_folder,
             max_message_bytes=max_message_bytes,
         )
+        return connector

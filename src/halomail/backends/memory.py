@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 
 from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail
+from halomail.backends.settings import MemoryTransportSettings
 
 __all__ = ["MemoryConnector", "MemoryTransport"]
 
@@ -157,6 +158,11 @@ class MemoryTransport:
         self.handler = handler
         self.sent: list[OutgoingEmail] = []
         self.attempts: list[OutgoingEmail] = []
+
+    @classmethod
+    def from_settings(cls, settings: MemoryTransportSettings) -> MemoryTransport:
+        """The transport of ``transport = "memory"`` settings (nothing to read in them)."""
+        return cls()
 
     def __repr__(self) -> str:
         return f"MemoryTransport({len(self.sent)} sent)"

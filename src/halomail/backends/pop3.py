@@ -31,14 +31,13 @@ import poplib
 import re
 import socket
 import ssl
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from halomail.backends._common import login_from_settings, tls_context
 from halomail.backends.auth.oauth import TokenProvider
 from halomail.backends.base import Disposition, FetchedMessage
-from halomail.config.loader import MailboxSettings
+from halomail.backends.settings import Pop3Settings, SettingsTable, as_typed
 from halomail.errors import (
     AuthenticationError,
     ConnectorError,
@@ -159,20 +158,20 @@ class Pop3Connector:
     @classmethod
     def from_settings(
         cls,
-        settings: MailboxSettings,
+        settings: Pop3Settings | SettingsTable,
         *,
         max_message_bytes: int | None,
         token_provider: TokenProvider | Callable[[], str] | None = None,
     ) -> Pop3Connector:
         """The connector a ``connection = "pop3"`` mailbox describes.
 
-        ``extra`` keys read: ``auth`` and the OAuth2 keys of
-        :func:`~halomail.backends.auth.oauth.token_provider_from_settings` (``oauthbearer``
-        picks that mechanism, anything else XOAUTH2), ``leave_on_server``, ``seen_file``
-        and ``timeout``.
+        The login is OAuth2 when ``settings.oauth`` names it (``oauthbearer`` picks that
+        mechanism, anything else XOAUTH2), else USER/PASS.
 
         Args:
-            settings: The mailbox's settings.
+            settings: The mailbox's typed settings, or anything with ``as_table()``
+                (a :class:`halomail.MailboxSettings`), read through
+                :meth:`Pop3Settings.from_table`.
             max_message_bytes: Larger emails are fetched as ``too_large``.
             token_provider: Overrides the provider the settings would build.
 
@@ -183,22 +182,22 @@ class Pop3Connector:
             ConfigError: Not a POP3 mailbox, or ``host``, ``username``, the password or
                 an OAuth2 key is missing.
         """
-        login = login_from_settings(settings, "pop3", token_provider, what="POP3 USER/PASS")
-        extra: Mapping[str, Any] = settings.extra
+        typed = as_typed(Pop3Settings, settings, getattr(settings, "key_path", "mailboxes"))
+        login = login_from_settings(typed, "pop3", token_provider, what="POP3 USER/PASS")
         return cls(
-            settings.name,
+            typed.name,
             login.host,
-            settings.port,
-            security=settings.security,
+            typed.port,
+            security=typed.security,
             username=login.username,
             password=login.password,
             token_provider=login.token_provider,
             sasl_mechanism=login.mechanism or "XOAUTH2",
-            tls_ca_file=settings.tls_ca_file,
+            tls_ca_file=typed.tls_ca_file,
             max_message_bytes=max_message_bytes,
-            leave_on_server=bool(extra.get("leave_on_server", False)),
-            seen_file=extra.get("seen_file") or None,
-            timeout=float(extra.get("timeout") or 30.0),
+            leave_on_server=typed.leave_on_server,
+            seen_file=typed.seen_file,
+            timeout=typed.timeout,
         )
 
     # -- the contract ----------------------------------------------------------

@@ -46,7 +46,7 @@ import attrs
 from halomail.backends._common import tls_context
 from halomail.backends.auth.oauth import TokenProvider, token_provider_from_settings
 from halomail.backends.base import OutgoingEmail
-from halomail.config.loader import OutgoingSettings
+from halomail.backends.settings import SettingsTable, SmtpSettings, as_typed
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -242,23 +242,24 @@ class SmtpTransport:
     @classmethod
     def from_settings(
         cls,
-        settings: OutgoingSettings,
+        settings: SmtpSettings | SettingsTable,
         token_provider: TokenProvider | Callable[[], str] | None = None,
         *,
-        key_path: str = "outgoing",
+        key_path: str | None = None,
     ) -> SmtpTransport:
         """The transport an ``[outgoing]`` table with ``transport = "smtp"`` describes.
 
-        OAuth2 (XOAUTH2) is used when ``extra`` names it (``auth = "xoauth2"`` and the
-        keys of :func:`~halomail.backends.auth.oauth.token_provider_from_settings`), or
-        when ``token_provider`` is given; otherwise the password, when there is one.
-        ``extra["local_hostname"]`` sets the EHLO name.
+        OAuth2 (XOAUTH2) is used when ``settings.oauth`` names it (``auth = "xoauth2"``
+        and the keys of :func:`~halomail.backends.auth.oauth.token_provider_from_settings`),
+        or when ``token_provider`` is given; otherwise the password, when there is one.
 
         Args:
-            settings: The outgoing settings (already merged for a mailbox).
+            settings: The typed settings, or anything with ``as_table()`` (an
+                :class:`halomail.OutgoingSettings`, already merged for a mailbox), read
+                through :meth:`SmtpSettings.from_table`.
             token_provider: Overrides the provider the settings would build.
             key_path: Where the settings are in ``halomail.toml``, for errors
-                (``outgoing`` or ``mailboxes[2].outgoing``).
+                (``outgoing`` or ``mailboxes[2].outgoing``); typed settings know it.
 
         Returns:
             The transport; nothing is connected until :meth:`send` or :meth:`check`.
@@ -267,33 +268,28 @@ class SmtpTransport:
             ConfigError: Not an SMTP transport, no host, an invalid ``security``, a
                 password or token without a username, or an OAuth2 key missing.
         """
-        if settings.transport != "smtp":
-            raise ConfigError(f"{key_path}.transport", f"{settings.transport!r} is not 'smtp'")
-        if not settings.host:
-            raise ConfigError(f"{key_path}.host", "required when transport = 'smtp'")
-        if settings.security not in SECURITIES:
-            raise ConfigError(f"{key_path}.security", f"must be one of {', '.join(SECURITIES)}")
+        typed = as_typed(SmtpSettings, settings, key_path or "outgoing")
+        key_path = typed.key_path
         if token_provider is None:
-            token_provider = token_provider_from_settings(settings.extra, key_path)
-        password = None if token_provider is not None else settings.password
-        if (password is not None or token_provider is not None) and not settings.username:
+            token_provider = token_provider_from_settings(typed.oauth, key_path)
+        password = None if token_provider is not None else typed.password
+        if (password is not None or token_provider is not None) and not typed.username:
             raise ConfigError(f"{key_path}.username", "required to log in to the SMTP server")
-        if settings.username and password is None and token_provider is None:
+        if typed.username and password is None and token_provider is None:
             raise ConfigError(
                 f"{key_path}.password", "required (or password_env) when a username is given"
             )
-        local_hostname = settings.extra.get("local_hostname")
         try:
             return cls(
-                settings.host,
-                settings.port,
-                security=settings.security,
-                username=settings.username or None,
+                typed.host,
+                typed.port,
+                security=typed.security,
+                username=typed.username or None,
                 password=password,
                 token_provider=token_provider,
-                tls_ca_file=settings.tls_ca_file,
-                timeout=settings.timeout,
-                local_hostname=str(local_hostname) if local_hostname else None,
+                tls_ca_file=typed.tls_ca_file,
+                timeout=typed.timeout,
+                local_hostname=typed.local_hostname,
             )
         except ValueError as exc:
             raise ConfigError(key_path, str(exc)) from exc

@@ -1,0 +1,338 @@
+"""``[storage]``, ``[processing]``, ``[limits]``, ``[sms]``, ``[[agents]]`` and ``[[teams]]``."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from halomail._validate import (
+    check_keys,
+    join_key,
+)
+from halomail.config._read import (
+    _ADDRESS,
+    Context,
+    _choice,
+    _int,
+    _multiline,
+    _opt_address,
+    _opt_str,
+    _positive_number,
+    _required_str,
+    _secret,
+    _str,
+    array_of_tables,
+    sub_table,
+)
+from halomail.config.mailboxes import MailboxSettings
+from halomail.config.outgoing import OutgoingSettings
+from halomail.errors import ConfigError
+from halomail.inbound.models import ParseLimits
+from halomail.outbound.sms import SmsSettings
+from halomail.templates.render import MessageGroup
+from halomail.tickets.staff import Agent, Team
+
+__all__ = ["BULK", "ProcessingSettings", "StorageSettings"]
+
+BULK = ("ticket", "ignore")
+
+
+_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+_STORAGE_KEYS = ("url", "repository")
+# package.module:factory, the factory possibly an attribute of a class or object.
+_FACTORY = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+
+
+_SMS_KEYS = (
+    "provider_domain",
+    "from_address",
+    "password",
+    "password_env",
+    "pin_placement",
+    "display_name",
+    "max_length",
+    "default_country_code",
+    "address_format",
+    "ellipsis",
+)
+
+
+_PROCESSING_KEYS = (
+    "loop_token",
+    "previous_loop_tokens",
+    "bulk",
+    "ack_throttle_count",
+    "ack_throttle_window_minutes",
+    "max_send_attempts",
+    "domain",
+    "concurrent_mailboxes",
+    "ticket_url",
+)
+
+
+_LIMITS_KEYS = ("max_message_bytes", "max_depth", "max_parts", "max_header_bytes")
+
+
+@attrs.frozen
+class StorageSettings:
+    """Where tickets are kept (``[storage]``).
+
+    Args:
+        url: ``sqlite:///relative/or/abs/path.db`` or ``memory://``.
+        sqlite_path: The SQLite file, resolved against the configuration file's folder;
+            ``None`` for ``memory://`` and for a host's repository. When not given it is
+            derived from ``url`` (relative to the working directory).
+        repository: ``package.module:factory``: the host's repository, made by calling
+            ``factory(config)`` (:func:`halomail.app.open_repository`); ``None`` for
+            the repository ``url`` names.
+
+    Raises:
+        ConfigError: ``url`` has an unsupported scheme.
+
+    .. versionchanged:: 0.2.0
+       ``repository``.
+    """
+
+    url: str = "sqlite:///halomail.db"
+    sqlite_path: Path | None = attrs.field(
+        default=attrs.Factory(lambda self: _sqlite_path(self.url, Path.cwd()), takes_self=True)
+    )
+    repository: str | None = None
+
+
+def _sqlite_path(url: str, base_dir: Path) -> Path | None:
+    if url == "memory://":
+        return None
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and len(url) > len(prefix):
+        rest = url[len(prefix) :]
+        # sqlite:////abs/x.db is absolute (the fourth slash starts the path), as in SQLAlchemy.
+        path = Path(rest).expanduser()
+        return path if path.is_absolute() else base_dir / path
+    raise ConfigError(
+        "storage.url",
+        f"unsupported storage url {url!r}; the supported schemes are sqlite "
+        "('sqlite:///path/to/file.db') and memory ('memory://'); for another database "
+        "name a factory of your own with repository = 'package.module:factory'",
+    )
+
+
+@attrs.frozen
+class ProcessingSettings:
+    """How emails are processed (``[processing]``).
+
+    Args:
+        loop_token: Marks our own mail so it is recognised when fetched back; never
+            shown. Defaults to a value derived from the outgoing from-address and the
+            storage url, stable across runs.
+        previous_loop_tokens: Tokens used before the last rotation: mail they signed is
+            still recognised as ours; never shown.
+        bulk: What list and bulk mail becomes: ``ticket`` or ``ignore``.
+        ack_throttle_count: At most this many acknowledgements to one address …
+        ack_throttle_window_minutes: … in this many minutes.
+        max_send_attempts: Attempts before an outgoing email is given up.
+        domain: The right-hand side of our Message-IDs.
+        concurrent_mailboxes: At most this many mailboxes are read at once (each holds
+            one connection to its server while it is read).
+        ticket_url: The address of a ticket in the helpdesk, with ``{id}`` where the
+            ticket's number goes (``$ticketurl`` in templates); empty when there is none.
+    """
+
+    loop_token: str = attrs.field(repr=False)
+    previous_loop_tokens: tuple[str, ...] = attrs.field(default=(), repr=False, kw_only=True)
+    bulk: str = "ticket"
+    ack_throttle_count: int = 10
+    ack_throttle_window_minutes: float = 10.0
+    max_send_attempts: int = 8
+    domain: str = "halomail.invalid"
+    concurrent_mailboxes: int = 16
+    ticket_url: str = ""
+
+
+def parse_storage(table: Mapping[str, Any], ctx: Context) -> StorageSettings:
+    """``[storage]``: a ``url`` or a host's ``repository`` factory, not both."""
+    check_keys(table, "storage", _STORAGE_KEYS)
+    if "repository" in table:
+        if "url" in table:
+            raise ConfigError("storage.repository", "give either url or repository, not both")
+        factory = _str(table, "repository", "storage", default="")
+        if not _FACTORY.fullmatch(factory):
+            raise ConfigError(
+                "storage.repository",
+                f"expected 'package.module:factory', got {factory!r}",
+            )
+        return StorageSettings(sqlite_path=None, repository=factory)
+    url = _str(table, "url", "storage", default="sqlite:///halomail.db")
+    return StorageSettings(url=url, sqlite_path=_sqlite_path(url, ctx.base_dir))
+
+
+def parse_processing(
+    table: Mapping[str, Any], outgoing: OutgoingSettings, storage: StorageSettings
+) -> ProcessingSettings:
+    """``[processing]``, with the loop token and domain derived when not given."""
+    kp = "processing"
+    check_keys(table, kp, _PROCESSING_KEYS)
+    from_address = outgoing.from_address or ""
+    if "loop_token" in table:
+        loop_token = _str(table, "loop_token", kp, default="", secret=True)
+    else:
+        # Stable across runs and restarts, different between installations, so our own
+        # mail is recognised when fetched back without anyone choosing a token.
+        where = storage.repository or storage.url
+        seed = f"halomail-loop\n{from_address.lower()}\n{where}".encode()
+        loop_token = hashlib.sha256(seed).hexdigest()[:32]
+    previous = table.get("previous_loop_tokens", [])
+    if not isinstance(previous, list) or not all(isinstance(t, str) and t for t in previous):
+        # The values are secrets: the message names the key, never the value.
+        raise ConfigError(f"{kp}.previous_loop_tokens", "expected an array of non-empty strings")
+    derived_domain = from_address.rpartition("@")[2].lower()
+    if not _DOMAIN.fullmatch(derived_domain):
+        derived_domain = "halomail.invalid"
+    domain = _str(table, "domain", kp, default=derived_domain)
+    if not _DOMAIN.fullmatch(domain):
+        raise ConfigError(
+            f"{kp}.domain", f"expected a domain name like 'example.com', got {domain!r}"
+        )
+    return ProcessingSettings(
+        loop_token=loop_token,
+        previous_loop_tokens=tuple(previous),
+        bulk=_choice(table, "bulk", kp, BULK, default="ticket"),
+        ack_throttle_count=_int(table, "ack_throttle_count", kp, default=10, minimum=1),
+        ack_throttle_window_minutes=_positive_number(
+            table, "ack_throttle_window_minutes", kp, default=10
+        ),
+        max_send_attempts=_int(table, "max_send_attempts", kp, default=8, minimum=1),
+        domain=domain.lower(),
+        concurrent_mailboxes=_int(table, "concurrent_mailboxes", kp, default=16, minimum=1),
+        ticket_url=_ticket_url(table, kp),
+    )
+
+
+def _ticket_url(table: Mapping[str, Any], kp: str) -> str:
+    url = _str(table, "ticket_url", kp, default="")
+    if url and (not url.startswith(("https://", "http://")) or "{id}" not in url):
+        raise ConfigError(
+            join_key(kp, "ticket_url"),
+            f"expected an http(s) address with {{id}} for the ticket number, got {url!r}",
+        )
+    return url
+
+
+def parse_limits(table: Mapping[str, Any]) -> ParseLimits:
+    """``[limits]``: the parsing bounds."""
+    kp = "limits"
+    check_keys(table, kp, _LIMITS_KEYS)
+    defaults = ParseLimits()
+    return ParseLimits(
+        **{
+            key: _int(table, key, kp, default=getattr(defaults, key), minimum=1)
+            for key in _LIMITS_KEYS
+        }
+    )
+
+
+def parse_sms(root: Mapping[str, Any], ctx: Context) -> SmsSettings | None:
+    """``[sms]``, or ``None`` when the file has no such table."""
+    if "sms" not in root:
+        return None
+    kp = "sms"
+    table = sub_table(root, "sms", "")
+    check_keys(table, kp, _SMS_KEYS)
+    password: str | None = None
+    if "password" in table or "password_env" in table:
+        password, _env = _secret(table, "password", kp, ctx, lenient=False)
+    from_address = _opt_address(table, "from_address", kp)
+    if from_address is None:
+        raise ConfigError(join_key(kp, "from_address"), "required (the address the provider knows)")
+    try:
+        return SmsSettings(
+            provider_domain=_required_str(table, "provider_domain", kp),
+            from_address=from_address,
+            password=password,
+            pin_placement=_choice(
+                table, "pin_placement", kp, ("none", "subject", "body-prefix"), default="none"
+            ),
+            display_name=_str(table, "display_name", kp, default=""),
+            max_length=_int(table, "max_length", kp, default=160, minimum=20),
+            default_country_code=_str(table, "default_country_code", kp, default=""),
+            address_format=_str(table, "address_format", kp, default="{phone}@{domain}"),
+            ellipsis=_str(table, "ellipsis", kp, default="…"),
+        )
+    except ValueError as exc:
+        raise ConfigError(kp, str(exc)) from exc
+
+
+def check_message_groups(
+    groups: Sequence[MessageGroup],
+    outgoing: OutgoingSettings,
+    mailboxes: Sequence[MailboxSettings],
+    teams: Sequence[Team],
+) -> None:
+    """Every message group named by [outgoing], a mailbox or a team must exist."""
+    known = {"default"} | {group.name.casefold() for group in groups}
+    names = ", ".join(["Default", *(group.name for group in groups)])
+    wanted: list[tuple[str, str]] = [("outgoing.message_group", outgoing.message_group)]
+    for mailbox in mailboxes:
+        if mailbox.outgoing is not None:
+            where = f"{mailbox.key_path}.outgoing.message_group"
+            wanted.append((where, mailbox.effective_outgoing(outgoing).message_group))
+    for index, team in enumerate(teams):
+        if team.message_group is not None:
+            wanted.append((f"teams[{index}].message_group", team.message_group))
+    for where, name in wanted:
+        if name.casefold() not in known:
+            raise ConfigError(where, f"no message group {name!r} (known: {names})")
+
+
+def parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[Agent, ...]:
+    """``[[agents]]``, each in a known team."""
+    agents: list[Agent] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(array_of_tables(root, "agents")):
+        kp = f"agents[{index}]"
+        check_keys(table, kp, ("name", "email", "team", "signature"))
+        email = _required_str(table, "email", kp).strip().lower()
+        if not _ADDRESS.fullmatch(email):
+            raise ConfigError(join_key(kp, "email"), f"expected an email address, got {email!r}")
+        if email in seen:
+            raise ConfigError(
+                join_key(kp, "email"), f"duplicate agent {email!r} (also agents[{seen[email]}])"
+            )
+        seen[email] = index
+        team = _opt_str(table, "team", kp)
+        if team is not None and team.casefold() not in teams:
+            known = ", ".join(sorted(teams)) or "none"
+            raise ConfigError(join_key(kp, "team"), f"no [[teams]] named {team!r} (known: {known})")
+        agents.append(
+            Agent(
+                name=_str(table, "name", kp, default=email),
+                email=email,
+                team=team,
+                signature=_multiline(table, "signature", kp),
+            )
+        )
+    return tuple(agents)
+
+
+def parse_teams(root: Mapping[str, Any]) -> tuple[Team, ...]:
+    """``[[teams]]``, names unique ignoring case."""
+    teams: list[Team] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(array_of_tables(root, "teams")):
+        kp = f"teams[{index}]"
+        check_keys(table, kp, ("name", "message_group"))
+        name = _required_str(table, "name", kp)
+        if name.casefold() in seen:
+            raise ConfigError(
+                join_key(kp, "name"),
+                f"duplicate team {name!r} (also teams[{seen[name.casefold()]}])",
+            )
+        seen[name.casefold()] = index
+        teams.append(Team(name, _opt_str(table, "message_group", kp)))
+    return tuple(teams)
