@@ -21,6 +21,8 @@ __all__ = [
     "MailTransport",
     "MailboxConnector",
     "OutgoingEmail",
+    "ProbeReport",
+    "Probeable",
 ]
 
 
@@ -86,6 +88,42 @@ class MailboxConnector(Protocol):
 
     def close(self) -> None:
         """Finish the session (for POP3 this is when deletions take effect)."""
+
+
+@attrs.frozen
+class ProbeReport:
+    """What :meth:`Probeable.probe` found: one line for a person, plus figures.
+
+    Args:
+        summary: What was found, e.g. ``"tls, IDLE, 12 messages in INBOX"`` or
+            ``"STARTTLS, AUTH PLAIN"``; never a secret.
+        messages: How many emails the mailbox holds, when the backend can tell.
+    """
+
+    summary: str
+    messages: int | None = None
+
+
+@runtime_checkable
+class Probeable(Protocol):
+    """**Optional capability** of a connector or a transport: "test this channel".
+
+    ``halomail check-config --connect`` calls :meth:`probe` on every backend that has
+    it. A probe connects and authenticates, and reports what it found; it never reads
+    an email's body, never sends, and never changes the mailbox. A backend without
+    ``probe`` is reported as not testable, not as failed.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def probe(self) -> ProbeReport:
+        """Connect, authenticate, and say what was found.
+
+        Raises:
+            AuthenticationError: Credentials were refused (connectors).
+            ConnectorError: The mailbox cannot be reached or opened (connectors).
+            TransportError: The server cannot be reached or refused the login (transports).
+        """
 
 
 @attrs.frozen
