@@ -71,8 +71,6 @@ class IdleWatcher:
         self._idle = False  # the held connection's server offers IDLE
         self._seen: Selected | None = None  # the folder's STATUS when last polled
         self._waiting = False
-        #: Logins made so far (one per connection opened).
-        self.logins = 0
 
     @property
     def closed(self) -> bool:
@@ -103,11 +101,6 @@ class IdleWatcher:
                     if self._wait_once(remaining, mark):
                         return True
                 return False
-            except ConnectorError:
-                self._drop()
-                if self.closed:
-                    return False  # the error is our own close() shutting the socket
-                raise
             finally:
                 self._set_waiting(False)
 
@@ -132,6 +125,26 @@ class IdleWatcher:
     # -- one wait ----------------------------------------------------------------------
 
     def _wait_once(self, remaining: float, mark: tuple[int, int] | None) -> bool:
+        """Wait on the held connection; a kept one found broken is replaced once."""
+        retried = False
+        while True:
+            kept = self._client is not None
+            try:
+                return self._wait_on_connection(remaining, mark)
+            except ConnectorError as exc:
+                self._drop()
+                if self.closed:
+                    return False  # the error is our own close() shutting the socket
+                if retried or not kept:
+                    raise
+                # Held since an earlier wait and dropped by the server or the network
+                # since: log in again; a fresh connection that fails raises.
+                retried = True
+                log.info(
+                    "mailbox %s: IDLE connection lost (%s); reconnecting", self._login.name, exc
+                )
+
+    def _wait_on_connection(self, remaining: float, mark: tuple[int, int] | None) -> bool:
         client = self._client
         if client is None:
             client, found = self._reconnect(mark)
@@ -145,7 +158,6 @@ class IdleWatcher:
     def _reconnect(self, mark: tuple[int, int] | None) -> tuple[imaplib.IMAP4, bool]:
         """A fresh held connection, and whether the folder is already past ``mark``."""
         client, caps = self._login.connect()
-        self.logins += 1
         with self._lock:
             self._client = client
         if self.closed:  # close() came while we logged in

@@ -408,28 +408,33 @@ class ImapConnector:
             watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.close()
-        self.end_session()
+        try:
+            self.end_session()
+        finally:
+            self._logout()
 
     def end_session(self) -> None:
-        """Send the queued acks and log out of the reading session; keep the IDLE watcher.
+        """Send the queued acks and keep both connections for the next cycle.
 
-        What a runner calls at the end of each cycle: the connection held for
-        :meth:`wait_for_mail` survives, so an idle mailbox costs one login, not one per
-        cycle. Never CLOSE: it would expunge others' mail.
+        What a runner calls at the end of each cycle instead of :meth:`close`: the
+        reading connection is kept logged in (the next :meth:`fetch` selects the folder
+        afresh on it, or logs in again if the server dropped it meanwhile), and so is the
+        one held by :meth:`wait_for_mail`. An idle mailbox then costs two logins in all,
+        not two per cycle. Never CLOSE: it would expunge others' mail.
 
         Raises:
-            TransientConnectorError: The queued acks could not be sent.
+            TransientConnectorError: The queued acks could not be sent; those emails
+                are fetched again next time and skipped as duplicates.
         """
         try:
             if self._pending and not self._broken:
                 self._flush()
         finally:
             self._pending = []
-            client, broken = self._client, self._broken
-            self._client, self._selected, self._broken = None, None, False
-            self._folders, self._targets = None, {}
-            if client is not None:
-                logout_quietly(client, polite=not broken)
+            if self._broken:
+                self._logout()
+            else:
+                self._selected = None  # selected again, for a fresh view, at next use
 
     def wait_for_mail(self, timeout: float) -> bool:
         """Wait until the folder has new mail, or ``timeout`` seconds pass.
@@ -490,23 +495,44 @@ class ImapConnector:
     # -- session -----------------------------------------------------------------------
 
     def _session(self) -> imaplib.IMAP4:
-        if self._client is None:
-            client, caps = self._login.connect()
-            self._client, self._caps, self._broken = client, caps, False
-            try:
-                with self._io("select"):
-                    self._selected = self._select(client, readonly=False)
-            except BaseException:
-                self._broken = True  # nothing can be sent: close without flushing
-                self.end_session()
-                raise
-            mark = (self._selected.uidvalidity, self._selected.uidnext)
-            self._mark = mark
-        elif self._broken:
+        """The reading connection with the folder selected: kept, reused, or new."""
+        client = self._client
+        if client is not None and self._broken:
             raise TransientConnectorError(
                 "the connection broke earlier in this session", mailbox=self.name
             )
-        return self._client
+        if client is not None and self._selected is not None:
+            return client
+        if client is not None:
+            try:
+                self._open_folder(client)
+                return client
+            except ConnectorError as exc:
+                # Kept from an earlier cycle, and dropped by the server since.
+                log.debug("mailbox %s: kept connection unusable (%s); reconnecting", self.name, exc)
+                self._logout()
+        client, caps = self._login.connect()
+        self._client, self._caps, self._broken = client, caps, False
+        try:
+            self._open_folder(client)
+        except BaseException:
+            self._broken = True  # nothing can be sent: close without flushing
+            self._logout()
+            raise
+        return client
+
+    def _open_folder(self, client: imaplib.IMAP4) -> None:
+        with self._io("select"):
+            self._selected = self._select(client, readonly=False)
+        self._mark = (self._selected.uidvalidity, self._selected.uidnext)
+        self._folders, self._targets = None, {}
+
+    def _logout(self) -> None:
+        """Forget the reading session and log out (politely when it is sound)."""
+        client, broken = self._client, self._broken
+        self._client, self._selected, self._broken = None, None, False
+        self._folders, self._targets, self._pending = None, {}, []
+        logout_quietly(client, polite=not broken)
 
     def _require_selected(self) -> Selected:
         if self._selected is None:  # pragma: no cover - _session always sets it
