@@ -8,6 +8,7 @@ ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -21,7 +22,8 @@ from typing import Any, TextIO
 
 from halomail import app
 from halomail._version import __version__
-from halomail.config.loader import load_config
+from halomail.backends.probe import Channel, probe_channel
+from halomail.config.loader import Config, MailboxSettings, load_config
 from halomail.errors import ConfigError, HalomailError
 from halomail.runner import MailProcessor, Outcome, ProcessingOutcome, RunReport
 from halomail.tickets.models import Ticket
@@ -142,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.set_defaults(handler=_cmd_quarantine)
 
     check = commands.add_parser("check-config", help="validate the configuration")
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also log in to every enabled mailbox and outgoing server, and say what was found",
+    )
+    check.add_argument("--json", action="store_true", help="with --connect: one JSON object each")
     check.set_defaults(handler=_cmd_check_config)
 
     test = commands.add_parser(
@@ -163,7 +171,65 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(enabled)} enabled, "
         f"{len(config.rules)} rules, outgoing via {config.outgoing.transport})"
     )
+    if getattr(args, "connect", False):
+        return _check_connections(config, json_output=args.json)
     return EXIT_OK
+
+
+def _check_connections(config: Config, *, json_output: bool) -> int:
+    """``check-config --connect``: probe each channel, one line (or JSON object) each."""
+    ok = True
+    for channel in _channels(config):
+        result = probe_channel(channel)
+        ok = ok and result.ok is not False
+        if json_output:
+            print(json.dumps({"event": "probe", **result.as_dict()}), flush=True)
+        else:
+            print(result.line(), flush=True)
+    return EXIT_OK if ok else EXIT_PROBLEMS
+
+
+def _channels(config: Config) -> list[Channel]:
+    """Every enabled mailbox, the default ``[outgoing]`` and each mailbox's override.
+
+    The one place that builds backends for ``--connect``: nothing connects until probed.
+    """
+    channels: list[Channel] = []
+    for settings in config.mailboxes:
+        if not settings.enabled:
+            continue
+        channels.append(
+            Channel(
+                f"mailbox {settings.name}",
+                settings.connection,
+                settings.host or (str(settings.path) if settings.path else ""),
+                functools.partial(_connector_of, config, settings),
+            )
+        )
+    outgoing = [("outgoing", config.outgoing, "outgoing")]
+    outgoing += [
+        (
+            f"mailbox {m.name} outgoing",
+            m.effective_outgoing(config.outgoing),
+            f"{m.key_path}.outgoing",
+        )
+        for m in config.mailboxes
+        if m.enabled and m.outgoing is not None
+    ]
+    for label, settings_out, key_path in outgoing:
+        channels.append(
+            Channel(
+                label,
+                settings_out.transport,
+                settings_out.host or (str(settings_out.path) if settings_out.path else ""),
+                functools.partial(app.open_transport, settings_out, key_path=key_path),
+            )
+        )
+    return channels
+
+
+def _connector_of(config: Config, settings: MailboxSettings) -> object:
+    return app.build_mailbox(config, settings).connector
 
 
 def _cmd_send_test_email(args: argparse.Namespace) -> int:

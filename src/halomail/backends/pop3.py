@@ -43,7 +43,7 @@ from halomail.backends.auth.sasl import (
     read_token,
     sasl_payload,
 )
-from halomail.backends.base import Disposition, FetchedMessage
+from halomail.backends.base import Disposition, FetchedMessage, ProbeReport
 from halomail.config.loader import MailboxSettings
 from halomail.errors import (
     AuthenticationError,
@@ -346,6 +346,34 @@ class Pop3Connector:
             self._too_large = set()
         if failure is not None:
             raise failure
+
+    def probe(self) -> ProbeReport:
+        """Log in on a session of its own, ``STAT``, and ``QUIT``: no email read or deleted.
+
+        Returns:
+            What was found, e.g. ``tls, 3 messages``.
+
+        Raises:
+            AuthenticationError: The credentials were refused.
+            TransientConnectorError: The server cannot be reached.
+            ConnectorError: TLS failed, or the server refused ``STAT``.
+        """
+        session = self._connect()
+        try:
+            with self._io("STAT"):
+                self._send(session, b"STAT")
+                line = self._read_status(session)
+                if line.startswith(b"+OK"):
+                    self._send(session, b"QUIT")  # nothing was marked: nothing changes
+                    self._read_status(session)
+        finally:
+            _close_quietly(session)
+            self._broken = False  # the probe's session only; the reading one is untouched
+        parts = line.split()
+        if not line.startswith(b"+OK") or len(parts) < 2 or not parts[1].isdigit():
+            raise self._refused("STAT", line)
+        count = int(parts[1])
+        return ProbeReport(f"{self.security}, {count} messages", messages=count)
 
     # -- session ---------------------------------------------------------------
 

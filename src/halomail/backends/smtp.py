@@ -51,7 +51,7 @@ from halomail.backends.auth.sasl import (
     read_token,
     xoauth2_payload,
 )
-from halomail.backends.base import OutgoingEmail
+from halomail.backends.base import OutgoingEmail, ProbeReport
 from halomail.config.loader import OutgoingSettings
 from halomail.errors import (
     AuthenticationError,
@@ -377,6 +377,18 @@ class SmtpTransport:
             f"logged in as {self.username}" if self.username else "no login",
         )
         return result
+
+    def probe(self) -> ProbeReport:
+        """:meth:`check`, said in one line: security and login, e.g. ``STARTTLS, AUTH PLAIN``.
+
+        Sends nothing. Raises what :meth:`check` raises.
+        """
+        result = self.check()
+        security = {"tls": "TLS", "starttls": "STARTTLS", "none": "no TLS"}[self.security]
+        if result.tls_version:
+            security += f" ({result.tls_version})"
+        login = f"AUTH {result.mechanism}" if result.mechanism else "no login"
+        return ProbeReport(f"{security}, {login}")
 
     # -- connection reuse -----------------------------------------------------------
 
