@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,50 @@ def test_json_gives_one_probe_event_per_channel(
         ("outgoing", "smtp", True, None),
     ]
     assert "wrong-pop3-password" not in done.stdout
+
+
+_DOCS = Path(__file__).parent.parent / "docs" / "mailboxes.md"
+_LINE = re.compile(r"^(mailbox \S+|outgoing) \((\w+) [^)]*\): (ok, |FAILED: |not tested: )\S")
+
+
+def _documented_session() -> tuple[list[str], list[str]]:
+    """The command and the output lines of the check-config --connect console block."""
+    text = _DOCS.read_text(encoding="utf-8")
+    block = text.split("## Testing every channel", 1)[1].split("```console\n", 1)[1]
+    lines = block.split("```", 1)[0].splitlines()
+    commands = [line[2:] for line in lines if line.startswith("$ ")]
+    return commands, [line for line in lines if not line.startswith("$ ")]
+
+
+def test_the_documented_command_runs_and_prints_lines_shaped_as_documented(
+    tmp_path: Path,
+) -> None:
+    """docs/mailboxes.md: its command works on a Maildir setup, its lines have the real shape."""
+    commands, documented = _documented_session()
+    assert commands == ["halomail -c halomail.toml check-config --connect"]
+    assert all(_LINE.match(line) for line in documented[1:])
+    _write_maildir(tmp_path / "inbox", 1)
+    (tmp_path / "halomail.toml").write_text(
+        '[outgoing]\ntransport = "maildir"\npath = "outbox"\n\n'
+        '[[mailboxes]]\nname = "Local"\nconnection = "maildir"\npath = "inbox"\n'
+    )
+    argv = commands[0].split()
+    done = subprocess.run(
+        [sys.executable, "-m", "halomail.cli", *argv[1:]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.splitlines()
+    assert printed[0].startswith("halomail.toml: OK (1 mailboxes")
+    assert documented[0].startswith("halomail.toml: OK (")
+    assert [_LINE.match(line) is not None for line in printed[1:]] == [True, True]
+    assert printed[1] == f"mailbox Local (maildir {tmp_path / 'inbox'}): ok, 1 message"
+    assert printed[
+        2
+    ] == f"outgoing (maildir {tmp_path / 'outbox'}): ok, writes .eml files to " + str(
+        tmp_path / "outbox"
+    )

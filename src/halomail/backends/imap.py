@@ -487,8 +487,9 @@ class ImapConnector:
         finally:
             logout_quietly(client, polite=True)
         how = "IDLE" if "IDLE" in caps else "no IDLE"
+        noun = "message" if selected.exists == 1 else "messages"
         return ProbeReport(
-            f"{self.security}, {how}, {selected.exists} messages in {self.folder}",
+            f"{self.security}, {how}, {selected.exists} {noun} in {self.folder}",
             messages=selected.exists,
         )
 

@@ -196,7 +196,7 @@ class MaildirConnector:
             ConnectorError: The folder is not a Maildir or cannot be listed.
         """
         count = len(self._scan())
-        return ProbeReport(f"{count} messages", messages=count)
+        return ProbeReport(f"{count} message{'' if count == 1 else 's'}", messages=count)
 
     def _scan(self) -> list[tuple[int, str, Path]]:
         for sub in ("new", "cur"):

@@ -373,7 +373,8 @@ class Pop3Connector:
         if not line.startswith(b"+OK") or len(parts) < 2 or not parts[1].isdigit():
             raise self._refused("STAT", line)
         count = int(parts[1])
-        return ProbeReport(f"{self.security}, {count} messages", messages=count)
+        noun = "message" if count == 1 else "messages"
+        return ProbeReport(f"{self.security}, {count} {noun}", messages=count)
 
     # -- session ---------------------------------------------------------------
 
