@@ -8,6 +8,8 @@ out per ``Retry-After`` or with backoff (:class:`GmailRetry`), anything else bec
 
 from __future__ import annotations
 
+import base64
+import binascii
 import http.client
 import ipaddress
 import json
@@ -32,7 +34,15 @@ from halomail.errors import (
     TransientConnectorError,
 )
 
-__all__ = ["GMAIL_SCOPES", "GmailApiError", "GmailClient", "GmailRetry"]
+__all__ = [
+    "GMAIL_SCOPES",
+    "GmailApiError",
+    "GmailClient",
+    "GmailRetry",
+    "decode_raw",
+    "number_of",
+    "text_of",
+]
 
 log = logging.getLogger("halomail.backends.gmail")
 
@@ -116,6 +126,11 @@ class GmailClient:
         self.retry = retry
         self._http: Any = None
         self._users: Any = None
+
+    @property
+    def token_provider(self) -> TokenProvider:
+        """Where the access tokens come from."""
+        return self._token_provider
 
     def users(self) -> Any:
         """The ``users`` resource of the service, built on first use (no request is made)."""
@@ -309,3 +324,31 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# -- reading answers ------------------------------------------------------------------
+
+
+def text_of(value: object) -> str | None:
+    """A non-empty string of an answer, or ``None``."""
+    return value if isinstance(value, str) and value else None
+
+
+def number_of(value: object) -> int:
+    """A non-negative number of an answer (Gmail sends int64 as strings), else 0."""
+    try:
+        number = int(str(value))
+    except ValueError:
+        return 0
+    return max(number, 0)
+
+
+def decode_raw(value: object) -> bytes | None:
+    """The bytes of Gmail's URL-safe base64 ``raw`` (padded or not), or ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        return None

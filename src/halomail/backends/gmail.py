@@ -52,7 +52,6 @@ googleapiclient, and the Gmail API's URLs carry no secret.
 from __future__ import annotations
 
 import base64
-import binascii
 import email.parser
 import email.utils
 import logging
@@ -70,9 +69,13 @@ from halomail.backends._gmail_http import (
     GmailApiError,
     GmailClient,
     GmailRetry,
+    decode_raw,
+    number_of,
+    text_of,
 )
 from halomail.backends.auth.oauth import TokenProvider
-from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail
+from halomail.backends.auth.sasl import probe_token
+from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail, ProbeReport
 from halomail.config.loader import MailboxSettings, OutgoingSettings
 from halomail.errors import (
     ConfigError,
@@ -333,6 +336,21 @@ class GmailConnector:
         """Close the HTTP connections; the history id and label ids are kept."""
         self._client.close()
 
+    def probe(self) -> ProbeReport:
+        """Get a token and read the label's message count; no email is read or changed.
+
+        Raises:
+            AuthenticationError: The token was refused.
+            ConnectorError: The label does not exist, or the Gmail API refused.
+        """
+        label, users = self._label_id(self.folder, create=False), self.user_id
+        answer = self._client.execute(
+            lambda u: u.labels().get(userId=users, id=label), what="probe the label"
+        )
+        count = answer.get("messagesTotal")
+        messages = count if isinstance(count, int) else None
+        return ProbeReport(f"{messages} messages in {self.folder}", messages=messages)
+
     # -- listing ---------------------------------------------------------------------
 
     def _listing(self) -> list[_Entry]:
@@ -388,7 +406,7 @@ class GmailConnector:
                 ref = item.get("id") if isinstance(item, dict) else None
                 if isinstance(ref, str) and ref:
                     refs[ref] = None
-            token = _text(data.get("nextPageToken"))
+            token = text_of(data.get("nextPageToken"))
             if token is None:
                 return list(refs)
 
@@ -416,8 +434,8 @@ class GmailConnector:
             for record in data.get("history") or ():
                 if isinstance(record, dict):
                     _note_changes(record, label, changes)
-            new_history = _text(data.get("historyId")) or new_history
-            token = _text(data.get("nextPageToken"))
+            new_history = text_of(data.get("historyId")) or new_history
+            token = text_of(data.get("nextPageToken"))
             if token is None:
                 break
         pending = dict(self._pending)
@@ -447,8 +465,8 @@ class GmailConnector:
         labels = data.get("labelIds") or ()
         return _Entry(
             ref,
-            _number(data.get("internalDate")),
-            _number(data.get("sizeEstimate")),
+            number_of(data.get("internalDate")),
+            number_of(data.get("sizeEstimate")),
             frozenset(label for label in labels if isinstance(label, str)),
         )
 
@@ -476,7 +494,7 @@ class GmailConnector:
             log.info("mailbox %s: %s is gone; another client took it", self.name, entry.ref)
             self._pending.pop(entry.ref, None)
             return None
-        raw = _decode_raw(data.get("raw"))
+        raw = decode_raw(data.get("raw"))
         if raw is None:
             # A broken answer for this one message must not block the ones behind it.
             log.warning(
@@ -537,7 +555,7 @@ class GmailConnector:
             if found is None:
                 raise
             return found
-        label_id = _text(created.get("id"))
+        label_id = text_of(created.get("id"))
         if label_id is None:
             raise ConnectorError(
                 f"create label {name!r}: the Gmail API sent no label id", mailbox=self.name
@@ -554,7 +572,7 @@ class GmailConnector:
             for label in data.get("labels") or ():
                 if not isinstance(label, dict):
                     continue
-                label_id, label_name = _text(label.get("id")), _text(label.get("name"))
+                label_id, label_name = text_of(label.get("id")), text_of(label.get("name"))
                 if label_id and label_name:
                     labels[label_name.casefold()] = label_id
             self._labels = labels
@@ -655,6 +673,14 @@ class GmailTransport:
     def __repr__(self) -> str:
         return f"GmailTransport({self.user_id!r})"
 
+    def probe(self) -> ProbeReport:
+        """Get an access token for the sending account; nothing is sent.
+
+        Raises:
+            AuthenticationError: The credentials were refused.
+        """
+        return ProbeReport(probe_token(self._client.token_provider))
+
     def send(self, email: OutgoingEmail) -> None:
         """Send one composed email.
 
@@ -709,7 +735,7 @@ def _note_changes(record: Mapping[str, Any], label: str, changes: dict[str, bool
             message = item.get("message") if isinstance(item, Mapping) else None
             if not isinstance(message, Mapping):
                 continue
-            ref = _text(message.get("id"))
+            ref = text_of(message.get("id"))
             if ref is None:
                 continue
             labels = message.get("labelIds")
@@ -728,29 +754,6 @@ def _in_label(labels: frozenset[str], label: str) -> bool:
 
 def _oldest_first(entries: Iterable[_Entry]) -> list[_Entry]:
     return sorted(entries, key=lambda e: (e.internal_date, e.ref))
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _number(value: object) -> int:
-    try:
-        number = int(str(value))
-    except ValueError:
-        return 0
-    return max(number, 0)
-
-
-def _decode_raw(value: object) -> bytes | None:
-    """The bytes of Gmail's URL-safe base64 ``raw`` (padded or not), or ``None``."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 def _with_bcc(data: bytes, recipients: Sequence[str]) -> bytes:

@@ -24,6 +24,7 @@ __all__ = [
     "TokenSource",
     "login_with_token",
     "oauthbearer_payload",
+    "probe_token",
     "read_token",
     "sasl_payload",
     "xoauth2_payload",
@@ -136,3 +137,17 @@ def login_with_token(
     if fresh == token:
         return answer, token
     return attempt(fresh), fresh
+
+
+def probe_token(provider: TokenSource) -> str:
+    """What a transport that sends over HTTP can test without sending: a token is granted.
+
+    Returns:
+        The line a probe reports, e.g. ``OAuth2 token granted (sending not tried)``.
+
+    Raises:
+        Exception: Whatever the provider raises (``AuthenticationError`` for refused
+            credentials), or :class:`MalformedTokenError`.
+    """
+    read_token(provider)
+    return "OAuth2 token granted (sending not tried)"
