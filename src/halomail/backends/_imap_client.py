@@ -37,6 +37,7 @@ __all__ = [
     "expand_uid_set",
     "parse_fetch",
     "parse_list",
+    "parse_status",
     "quote",
     "uid_set",
 ]
@@ -399,3 +400,17 @@ def parse_list(data: Iterable[Any]) -> list[tuple[frozenset[str], str]]:
         name = raw_name.decode("utf-8", "replace")
         folders.append((flags, decode_mailbox_name(name)))
     return folders
+
+
+_STATUS_ITEM = re.compile(rb"\b(UIDNEXT|UIDVALIDITY) (\d+)", re.IGNORECASE)
+
+
+def parse_status(data: Iterable[Any]) -> Selected:
+    """``STATUS (UIDNEXT UIDVALIDITY)`` answers → the folder's UIDVALIDITY and UIDNEXT."""
+    found = dict.fromkeys((b"UIDNEXT", b"UIDVALIDITY"), 0)
+    for item in data:
+        text = item[0] if isinstance(item, tuple) else item
+        if isinstance(text, bytes):
+            for name, value in _STATUS_ITEM.findall(text):
+                found[name.upper()] = int(value)
+    return Selected(found[b"UIDVALIDITY"], found[b"UIDNEXT"], 0)

@@ -28,9 +28,11 @@ over imaplib, with the habits a helpdesk needs:
   and in :meth:`close`); a crash in between only means those emails are fetched again
   and skipped as duplicates. Emails flagged ``\\Deleted`` are on their way out and are
   not fetched.
-* **Push**: :meth:`wait_for_mail` waits with IDLE on a connection of its own (polling
-  ``STATUS`` when the server has no IDLE); :meth:`list_refs` gives the UIDs present now
-  without reading a body (``start_from = "now"``).
+* **Push**: :meth:`wait_for_mail` waits with IDLE (or polls ``STATUS``) on a connection
+  of its own, held across waits (:mod:`halomail.backends._imap_idle`); :meth:`end_session`
+  keeps both connections between cycles, :meth:`close` logs out of both and ends a wait
+  blocking in another thread. :meth:`list_refs` gives the UIDs present now without
+  reading a body (``start_from = "now"``); :meth:`probe` examines the folder read-only.
 * **Bounded**: every socket call has ``timeout``; lines are capped by imaplib, and a
   literal larger than the message limit is refused before it is read (see
   :mod:`halomail.backends._imap_client`).
@@ -58,6 +60,7 @@ from halomail.backends._imap_client import (
     expand_uid_set,
     parse_fetch,
     parse_list,
+    parse_status,
     quote,
     uid_set,
 )
@@ -93,7 +96,6 @@ _BATCH_BYTES = 16 * 1024 * 1024
 _UID_SLACK = 100_000
 # The names that mean "the trash" in the processed setting; resolved by \Trash first.
 _TRASH_NAMES = frozenset({"deleted items", "trash"})
-_STATUS_ITEM = re.compile(rb"\b(UIDNEXT|UIDVALIDITY) (\d+)", re.IGNORECASE)
 
 
 class ImapConnector:
@@ -783,13 +785,7 @@ class ImapConnector:
         typ, data = client.status(mailbox, "(UIDNEXT UIDVALIDITY)")
         client.untagged_responses.clear()
         self._check(typ, data, "STATUS")
-        found = dict.fromkeys((b"UIDNEXT", b"UIDVALIDITY"), 0)
-        for item in data:
-            text = item[0] if isinstance(item, tuple) else item
-            if isinstance(text, bytes):
-                for name, value in _STATUS_ITEM.findall(text):
-                    found[name.upper()] = int(value)
-        return Selected(found[b"UIDVALIDITY"], found[b"UIDNEXT"], 0)
+        return parse_status(data)
 
     # -- errors ------------------------------------------------------------------------
 
