@@ -77,7 +77,7 @@ from halomail.backends._ews_client import (
     short_error,
 )
 from halomail.backends.auth.oauth import TokenProvider, token_provider_from_settings
-from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail
+from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail, ProbeReport
 from halomail.config.loader import MailboxSettings, OutgoingSettings
 from halomail.errors import (
     AuthenticationError,
@@ -377,6 +377,19 @@ class EwsConnector:
     def close(self) -> None:
         """Close the HTTP connections; folder ids stay known for the next run."""
         self._client.close()
+
+    def probe(self) -> ProbeReport:
+        """Log in and read the folder's message count (``GetFolder``); nothing is read or moved.
+
+        Raises:
+            AuthenticationError: The credentials or the token were refused.
+            ConnectorError: The folder does not exist, or the server refused.
+        """
+        folder = self._folder(self.folder, create=False)
+        self._client.call("probe the folder", folder.refresh)
+        count = folder.total_count
+        messages = count if isinstance(count, int) else None
+        return ProbeReport(f"{messages} messages in {self.folder}", messages=messages)
 
     # -- helpers -------------------------------------------------------------------------
 
