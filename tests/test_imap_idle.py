@@ -174,3 +174,17 @@ class TestClose:
         waiter.join(timeout=10)
         assert not waiter.is_alive()
         assert results == [False]
+
+
+class TestBetweenWaits:
+    @pytest.mark.timeout(60)
+    def test_mail_that_arrived_between_two_waits_ends_the_second_at_once(
+        self, dovecot: Dovecot, account: Account, connector: ImapConnector, proxy: FaultProxy
+    ) -> None:
+        """An email appended while nobody waits is reported by the next wait, on the same login."""
+        connector.list_refs()
+        connector.end_session()
+        assert connector.wait_for_mail(0.3) is False
+        dovecot.append(account, _email(3))
+        assert connector.wait_for_mail(30) is True
+        assert proxy.imap_logins() == 2
