@@ -29,10 +29,14 @@ def _config(
     account: Account,
     smtp: SmtpServer,
     *,
-    imap_password: str,
-    pop3_password: str,
-    smtp_password: str,
+    imap_password: str | None = None,
+    pop3_password: str | None = None,
+    smtp_password: str | None = None,
 ) -> Path:
+    """Three mailboxes (IMAP, POP3, Maildir) and SMTP; a password not given is the right one."""
+    imap_password = imap_password or account.password
+    pop3_password = pop3_password or account.password
+    smtp_password = smtp_password or smtp.password
     _write_maildir(tmp_path / "inbox", 2)
     config = tmp_path / "halomail.toml"
     config.write_text(
@@ -100,15 +104,7 @@ def test_every_channel_logs_in_and_says_what_it_found(
     tmp_path: Path, dovecot: Dovecot, account: Account, smtp_server: SmtpServer
 ) -> None:
     """Good credentials: one ok line per mailbox and outgoing server, counts right, exit 0."""
-    config = _config(
-        tmp_path,
-        dovecot,
-        account,
-        smtp_server,
-        imap_password=account.password,
-        pop3_password=account.password,
-        smtp_password=smtp_server.password,
-    )
+    config = _config(tmp_path, dovecot, account, smtp_server)
     done = _check(config)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
@@ -166,9 +162,7 @@ def test_json_gives_one_probe_event_per_channel(
         dovecot,
         account,
         smtp_server,
-        imap_password=account.password,
         pop3_password="wrong-pop3-password",
-        smtp_password=smtp_server.password,
     )
     done = _check(config, "--json")
     assert done.returncode == 1
