@@ -4,6 +4,16 @@ A connector reads one mailbox and disposes of what it read; a transport sends on
 composed email. Both are deliberately small, like httpx's ``BaseTransport``: a
 backend is one module beside this one.
 
+Optional capabilities, used when a backend has them:
+
+* ``probe() -> ProbeReport`` (:class:`Probeable`, connectors and transports): connect,
+  authenticate, report; ``halomail check-config --connect`` calls it.
+* ``wait_for_mail(timeout) -> bool`` (connectors): block until new mail or the timeout;
+  the runner's watcher threads call it, and ``close()`` from another thread must end it.
+* ``end_session()`` (connectors): what the runner calls after each read instead of
+  ``close()``, so a connector may keep its connections between cycles (IMAP does);
+  ``close()`` then releases everything when the processor closes.
+
 .. versionadded:: 0.1.0
 """
 
