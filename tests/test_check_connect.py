@@ -156,7 +156,7 @@ def test_wrong_passwords_fail_their_lines_exit_1_and_print_no_password(
 def test_json_gives_one_probe_event_per_channel(
     tmp_path: Path, dovecot: Dovecot, account: Account, smtp_server: SmtpServer
 ) -> None:
-    """--json: after the OK line, one {"event": "probe", ...} object per channel."""
+    """--json: every stdout line is JSON: the config event, then one probe event per channel."""
     config = _config(
         tmp_path,
         dovecot,
@@ -166,7 +166,9 @@ def test_json_gives_one_probe_event_per_channel(
     )
     done = _check(config, "--json")
     assert done.returncode == 1
-    events = [json.loads(line) for line in done.stdout.splitlines()[1:]]
+    first, *events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (first["event"], first["ok"]) == ("config", True)
+    assert first["summary"].startswith(f"{config}: OK (3 mailboxes")
     assert {e["event"] for e in events} == {"probe"}
     assert [(e["channel"], e["kind"], e["ok"], e["messages"]) for e in events] == [
         ("mailbox Support", "imap", True, 3),

@@ -149,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also log in to every enabled mailbox and outgoing server, and say what was found",
     )
-    check.add_argument("--json", action="store_true", help="with --connect: one JSON object each")
+    check.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
     check.set_defaults(handler=_cmd_check_config)
 
     test = commands.add_parser(
@@ -167,12 +167,16 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     enabled = [m.name for m in config.mailboxes if m.enabled]
-    print(
+    summary = (
         f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(enabled)} enabled, "
         f"{len(config.rules)} rules, outgoing via {config.outgoing.transport})"
     )
+    json_output = getattr(args, "json", False)
+    print(
+        json.dumps({"event": "config", "ok": True, "summary": summary}) if json_output else summary
+    )
     if getattr(args, "connect", False):
-        return _check_connections(config, json_output=args.json)
+        return _check_connections(config, json_output=json_output)
     return EXIT_OK
 
 
