@@ -13,6 +13,7 @@ import pytest
 from halomail.backends.auth.oauth import StaticTokenProvider
 from halomail.backends.base import Disposition
 from halomail.backends.ews import EwsConnector, EwsRetry, EwsTransport
+from halomail.backends.probe import Channel, probe_channel
 from halomail.config.loader import MailboxSettings, parse_config
 from halomail.errors import (
     AuthenticationError,
@@ -788,3 +789,27 @@ def test_invalid_arguments_are_config_errors_naming_the_key(
     with pytest.raises(ConfigError) as raised:
         EwsConnector("Support", **arguments)  # type: ignore[arg-type]
     assert raised.value.key_path == key
+
+
+# -- check-config --connect --------------------------------------------------------------
+
+
+def test_probe_reports_the_folder_count_and_moves_nothing(
+    state: EwsState, connect: Callable[..., EwsConnector]
+) -> None:
+    """probe() logs in and counts the folder's emails; every email stays in the inbox."""
+    _deliver(state, 3)
+    report = connect().probe()
+    assert (report.summary, report.messages) == ("3 messages in Inbox", 3)
+    assert len(state.messages(SUPPORT, "inbox")) == 3
+
+
+def test_probe_with_a_wrong_password_fails_as_authentication_without_it(
+    state: EwsState, connect: Callable[..., EwsConnector]
+) -> None:
+    """A refused password: the channel line says authentication failed and shows no password."""
+    wrong = "Wrong-EWS-Password-1"
+    result = probe_channel(Channel("mailbox Support", "ews", "", lambda: connect(password=wrong)))
+    assert result.ok is False
+    assert result.summary.startswith("authentication failed: ")
+    assert wrong not in result.line()

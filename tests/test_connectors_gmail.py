@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from halomail.backends.auth.oauth import GoogleTokenProvider, StaticTokenProvider
 from halomail.backends.base import Disposition, MailTransport
 from halomail.backends.gmail import GmailConnector, GmailRetry, GmailTransport
+from halomail.backends.probe import Channel, probe_channel
 from halomail.config.loader import MailboxSettings, OutgoingSettings, load_config
 from halomail.errors import (
     AuthenticationError,
@@ -1071,3 +1072,39 @@ def test_dates_in_retry_after_are_honoured(
     assert len(list(connect().fetch())) == 1
     (wait,) = sleeps
     assert 25 <= wait <= 30
+
+
+# -- check-config --connect --------------------------------------------------------------
+
+
+def test_probe_reports_the_label_count_and_reads_no_message(
+    state: GmailState, connect: Callable[..., GmailConnector]
+) -> None:
+    """probe() counts the label's messages (one in Archive is not counted) and reads none."""
+    refs = _deliver(state, 2)
+    _deliver(state, 1, first=5, labels=("Archive",))
+    report = connect().probe()
+    assert (report.summary, report.messages) == ("2 messages in INBOX", 2)
+    assert _ids(state, "INBOX") == refs
+    assert _reads(state, "raw") == []
+    assert _reads(state, "minimal") == []
+
+
+def test_probe_with_a_revoked_token_fails_as_authentication_without_the_token(
+    state: GmailState, connect: Callable[..., GmailConnector]
+) -> None:
+    """A refused token: the channel line says authentication failed and shows no token."""
+    state.revoked.add(GOOD_TOKEN)
+    result = probe_channel(Channel("mailbox Support", "google", "", connect))
+    assert result.ok is False
+    assert result.summary.startswith("authentication failed: ")
+    assert GOOD_TOKEN not in result.line()
+
+
+def test_a_transport_probe_gets_a_token_and_sends_nothing(
+    state: GmailState, send_as: Callable[..., GmailTransport]
+) -> None:
+    """The Gmail transport's probe asks only for a token: the API receives nothing to send."""
+    report = send_as().probe()
+    assert report.summary == "OAuth2 token granted (sending not tried)"
+    assert state.sent == []

@@ -19,6 +19,7 @@ from halomail.backends.auth.oauth import (
 )
 from halomail.backends.base import Disposition, MailTransport
 from halomail.backends.graph import GraphConnector, GraphRetry, GraphTransport
+from halomail.backends.probe import Channel, probe_channel
 from halomail.config.loader import MailboxSettings, OutgoingSettings, load_config
 from halomail.errors import (
     AuthenticationError,
@@ -915,3 +916,37 @@ display_name = "Support"
         assert CLIENT_SECRET not in repr(built) + repr(provider)
     assert connector.user_id == transport.user_id == "support@contoso.com"
     assert repr(connector) == "GraphConnector('Support', 'support@contoso.com', 'Inbox')"
+
+
+# -- check-config --connect --------------------------------------------------------------
+
+
+def test_probe_reports_the_folder_count_and_moves_nothing(
+    state: GraphState, connect: Callable[..., GraphConnector]
+) -> None:
+    """probe() says how many messages the folder holds; every message stays where it was."""
+    _deliver(state, 3)
+    before = _message_ids(state, "inbox")
+    report = connect().probe()
+    assert (report.summary, report.messages) == ("3 messages in Inbox", 3)
+    assert _message_ids(state, "inbox") == before
+
+
+def test_probe_with_a_revoked_token_fails_as_authentication_without_the_token(
+    state: GraphState, connect: Callable[..., GraphConnector]
+) -> None:
+    """A refused token: the channel line says authentication failed and shows no token."""
+    state.revoked.add(GOOD_TOKEN)
+    result = probe_channel(Channel("mailbox Support", "office365", "", connect))
+    assert result.ok is False
+    assert result.summary.startswith("authentication failed: ")
+    assert GOOD_TOKEN not in result.line()
+
+
+def test_a_transport_probe_gets_a_token_and_sends_nothing(
+    state: GraphState, send_as: Callable[..., GraphTransport]
+) -> None:
+    """The Graph transport's probe asks only for a token: Graph receives nothing to send."""
+    report = send_as().probe()
+    assert report.summary == "OAuth2 token granted (sending not tried)"
+    assert state.sent == []

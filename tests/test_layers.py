@@ -25,16 +25,6 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 #: The longest a module may grow before it should be split by job.
 MAX_LINES = 800
 
-#: Modules over the limit today, each split by another branch of issue 12; the lead
-#: removes them from this table at merge (an entry that is no longer over the limit
-#: fails the test below, so none can linger).
-TOO_LONG_TODAY = {
-    "backends/ews.py": "backends branch: typed settings, shared login code",
-    "backends/gmail.py": "backends branch: typed settings, shared login code",
-    "backends/imap.py": "backends branch: typed settings, shared login code",
-    "inbound/html.py": "one line over: trimmed when next touched",
-}
-
 
 def documented_command() -> list[str]:
     """The import check as docs/development.md tells developers to run it."""
@@ -90,15 +80,9 @@ def _line_counts() -> dict[str, int]:
 
 
 def test_no_module_is_over_800_lines() -> None:
-    """Modules stay readable: none over 800 lines, bar the known ones being split now."""
-    too_long = {name for name, lines in _line_counts().items() if lines > MAX_LINES}
-    assert too_long - TOO_LONG_TODAY.keys() == set()
-
-
-def test_the_known_long_modules_are_still_long() -> None:
-    """Each exception is real: a module split below the limit must leave the table."""
-    counts = _line_counts()
-    assert {name for name in TOO_LONG_TODAY if counts.get(name, 0) <= MAX_LINES} == set()
+    """Modules stay readable: none over 800 lines (split a module by job before it grows)."""
+    too_long = {name: lines for name, lines in _line_counts().items() if lines > MAX_LINES}
+    assert too_long == {}
 
 
 def _contract_layers() -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -22,7 +23,8 @@ from typing import Any, TextIO
 
 from halomail import app
 from halomail._version import __version__
-from halomail.config.loader import load_config
+from halomail.backends.probe import Channel, probe_channel
+from halomail.config.loader import Config, load_config
 from halomail.errors import ConfigError, HalomailError
 from halomail.runner import MailProcessor, Outcome, ProcessingOutcome, RunReport
 from halomail.tickets.models import Ticket
@@ -143,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.set_defaults(handler=_cmd_quarantine)
 
     check = commands.add_parser("check-config", help="validate the configuration")
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also log in to every enabled mailbox and outgoing server, and say what was found",
+    )
+    check.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
     check.set_defaults(handler=_cmd_check_config)
 
     test = commands.add_parser(
@@ -162,11 +170,69 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     # Build every backend, connecting to nothing: what `run` would refuse is refused here.
     app.check_config(config)
     enabled = [m.name for m in config.mailboxes if m.enabled]
-    print(
+    summary = (
         f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(enabled)} enabled, "
         f"{len(config.rules)} rules, outgoing via {config.outgoing.transport})"
     )
+    json_output = getattr(args, "json", False)
+    print(
+        json.dumps({"event": "config", "ok": True, "summary": summary}) if json_output else summary
+    )
+    if getattr(args, "connect", False):
+        return _check_connections(config, json_output=json_output)
     return EXIT_OK
+
+
+def _check_connections(config: Config, *, json_output: bool) -> int:
+    """``check-config --connect``: probe each channel, one line (or JSON object) each."""
+    ok = True
+    for channel in _channels(config):
+        result = probe_channel(channel)
+        ok = ok and result.ok is not False
+        if json_output:
+            print(json.dumps({"event": "probe", **result.as_dict()}), flush=True)
+        else:
+            print(result.line(), flush=True)
+    return EXIT_OK if ok else EXIT_PROBLEMS
+
+
+def _channels(config: Config) -> list[Channel]:
+    """Every enabled mailbox, the default ``[outgoing]`` and each mailbox's override.
+
+    The one place that builds backends for ``--connect``: nothing connects until probed.
+    """
+    channels: list[Channel] = []
+    for settings in config.mailboxes:
+        if not settings.enabled:
+            continue
+        channels.append(
+            Channel(
+                f"mailbox {settings.name}",
+                settings.connection,
+                settings.host or (str(settings.path) if settings.path else ""),
+                functools.partial(app.open_connector, config, settings),
+            )
+        )
+    outgoing = [("outgoing", config.outgoing, "outgoing")]
+    outgoing += [
+        (
+            f"mailbox {m.name} outgoing",
+            m.effective_outgoing(config.outgoing),
+            f"{m.key_path}.outgoing",
+        )
+        for m in config.mailboxes
+        if m.enabled and m.outgoing is not None
+    ]
+    for label, settings_out, key_path in outgoing:
+        channels.append(
+            Channel(
+                label,
+                settings_out.transport,
+                settings_out.host or (str(settings_out.path) if settings_out.path else ""),
+                functools.partial(app.open_transport, settings_out, key_path=key_path),
+            )
+        )
+    return channels
 
 
 def _cmd_send_test_email(args: argparse.Namespace) -> int:

@@ -534,7 +534,10 @@ class MailProcessor:
             log.error("mailbox %s failed: %s", mailbox.name, error)
         finally:
             try:
-                mailbox.connector.close()
+                # A connector that can keep its connections between cycles (IMAP) says
+                # so with end_session(); close() is for when the processor closes.
+                end_session = getattr(mailbox.connector, "end_session", None)
+                (end_session if callable(end_session) else mailbox.connector.close)()
             except Exception as exc:  # noqa: BLE001 - a failed close is reported, not raised
                 error = error or f"close failed: {type(exc).__name__}: {exc}"
                 log.error("mailbox %s: close failed: %s", mailbox.name, exc)

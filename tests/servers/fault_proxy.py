@@ -95,6 +95,16 @@ class FaultProxy:
             if line and not line.startswith(b"DONE")
         ]
 
+    def imap_logins(self) -> int:
+        """How many IMAP logins (``LOGIN`` or ``AUTHENTICATE``) went through so far."""
+        return sum(1 for c in self.commands() if c.upper().startswith(("LOGIN ", "AUTHENTICATE ")))
+
+    def drop_connections(self) -> None:
+        """Cut every open connection (a network failure); new ones are still accepted."""
+        with self._lock:
+            sockets = list(self._sockets)
+        self._end(*sockets, fault=True)
+
     def close(self) -> None:
         """Stop accepting and close every connection."""
         self._closing.set()

@@ -22,6 +22,7 @@ here by hand from that reference; nothing was recorded from a real service.
   (repeated), ``labelId``, ``maxResults``, ``pageToken``; records with ``messagesAdded``,
   ``messagesDeleted``, ``labelsAdded``, ``labelsRemoved``; a ``startHistoryId`` older
   than the history kept is 404 ``notFound``;
+* ``GET /gmail/v1/users/{u}/labels/{id}`` — one label, with its ``messagesTotal``;
 * ``GET``/``POST /gmail/v1/users/{u}/labels`` — system and user labels; a name taken
   (ignoring case) is 409.
 
@@ -411,6 +412,12 @@ class GmailState:
             return _json(200, {"labels": [_label_json(label) for label in box.labels.values()]})
         if parts == ["labels"] and method == "POST":
             return self._create_label(box, body)
+        if len(parts) == 2 and parts[0] == "labels" and method == "GET":
+            label = box.labels.get(parts[1])
+            if label is None:
+                return _error(404, "notFound", "Requested entity was not found.")
+            total = sum(1 for m in box.messages.values() if label.id in m.labels)
+            return _json(200, {**_label_json(label), "messagesTotal": total})
         if parts == ["history"] and method == "GET":
             return self._history(box, query)
         if parts == ["messages"] and method == "GET":

@@ -13,6 +13,7 @@ nothing was recorded from a real service.
   ``@odata.nextLink`` (``$skiptoken``) and ended by ``@odata.deltaLink``
   (``$deltatoken``); removals as ``{"id": …, "@removed": {"reason": "deleted"}}``;
   ``Prefer: odata.maxpagesize``; an unknown delta token answers 410;
+* ``GET  /users/{u}/mailFolders/{f}`` — the folder, with its ``totalItemCount``;
 * ``GET  /users/{u}/mailFolders/{f}/childFolders`` (``$filter=displayName eq '…'``),
   ``POST`` the same to create a folder (409 ``ErrorFolderExists``);
 * ``GET  /users/{u}/messages/{id}``, ``…/$value`` (the MIME), ``POST …/move``
@@ -361,7 +362,8 @@ class GraphState:
             if rest == ["childFolders"] and method == "POST":
                 return self._create_folder(folder, body)
             if rest == [] and method == "GET":
-                return _json(200, _folder_json(folder))
+                count = sum(1 for m in self.messages.values() if m.folder == folder.id)
+                return _json(200, _folder_json(folder, total=count))
         return _error(400, "BadRequest", "Unsupported request.")
 
     def _folder(self, user: str, key: str) -> Folder | None:
@@ -538,14 +540,14 @@ class GraphState:
         return 202, {}, b""
 
 
-def _folder_json(folder: Folder) -> dict[str, Any]:
+def _folder_json(folder: Folder, *, total: int = 0) -> dict[str, Any]:
     return {
         "id": folder.id,
         "displayName": folder.name,
         "parentFolderId": folder.parent,
         "childFolderCount": 0,
         "unreadItemCount": 0,
-        "totalItemCount": 0,
+        "totalItemCount": total,
         "isHidden": False,
     }
 

@@ -127,6 +127,11 @@ class GraphClient:
         self.retry = retry or GraphRetry()
         self._http: httpx.Client | None = None
 
+    @property
+    def token_provider(self) -> TokenProvider:
+        """Where the access tokens come from."""
+        return self._token_provider
+
     def url(self, *segments: str) -> str:
         """The absolute URL of a path under the base URL, each segment quoted."""
         return "/".join([self.base_url, *(quote(s) for s in segments)])

@@ -7,6 +7,11 @@ one command's response may bring in, so a hostile or broken server can neither e
 memory with one huge literal nor with an endless stream of small responses. They also
 close the socket when a TLS handshake fails (imaplib leaves it open), and keep no
 in-memory log of the protocol (imaplib's ring buffer would hold the LOGIN line).
+
+They read the socket through :class:`SocketLines` rather than imaplib's buffered file:
+its buffer can be asked whether it holds a line already, so an IDLE connection can wait
+on the socket with ``select`` (see :mod:`halomail.backends._imap_idle`) without ever
+letting a read time out (a timed-out buffered file cannot be read again).
 """
 
 from __future__ import annotations
@@ -19,18 +24,88 @@ import ssl
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import attrs
+
 __all__ = [
     "BoundedIMAP4",
     "BoundedIMAP4_SSL",
     "FetchRecord",
+    "Selected",
+    "SocketLines",
     "decode_mailbox_name",
     "encode_mailbox_name",
     "expand_uid_set",
     "parse_fetch",
     "parse_list",
+    "parse_status",
     "quote",
     "uid_set",
 ]
+
+
+# imaplib's own line limit (``imaplib._MAXLINE``), kept with our reader.
+_MAXLINE = 1_000_000
+_CHUNK = 64 * 1024
+
+
+@attrs.frozen
+class Selected:
+    """What SELECT / EXAMINE (or STATUS) told us about the folder."""
+
+    uidvalidity: int
+    uidnext: int
+    exists: int
+
+
+class SocketLines:
+    """Lines and literals read from a socket through a buffer we can inspect.
+
+    Args:
+        sock: The connected (plain or TLS) socket; its timeout bounds every read.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+
+    def pending(self) -> bool:
+        """True when a read would find bytes without waiting on the socket."""
+        if self._buffer:
+            return True
+        # TLS may hold decrypted bytes that select() on the socket cannot see.
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+
+    def readline(self, limit: int) -> bytes:
+        """One line with its ending, at most ``limit`` bytes; ``b""`` at end of stream."""
+        while True:
+            end = self._buffer.find(b"\n", 0, limit)
+            if end >= 0:
+                return self._take(end + 1)
+            if len(self._buffer) >= limit:
+                return self._take(limit)
+            if not self._fill(_CHUNK):
+                return self._take(len(self._buffer))
+
+    def read(self, size: int) -> bytes:
+        """``size`` bytes, or fewer at end of stream."""
+        while len(self._buffer) < size:
+            if not self._fill(min(max(size - len(self._buffer), _CHUNK), 1024 * 1024)):
+                break
+        return self._take(min(size, len(self._buffer)))
+
+    def close(self) -> None:
+        """Forget the buffer (the client closes the socket)."""
+        self._buffer.clear()
+
+    def _fill(self, size: int) -> bool:
+        chunk = self.sock.recv(size)
+        self._buffer += chunk
+        return bool(chunk)
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
 
 
 class _Bounds:
@@ -39,12 +114,40 @@ class _Bounds:
     max_literal: int
     command_budget: int
     _left: int
+    sock: socket.socket
+    _lines: SocketLines | None
 
     def _init_bounds(self, max_literal: int, command_budget: int) -> None:
         self.max_literal = max_literal
         self.command_budget = command_budget
         # The greeting and CAPABILITY answer share one budget, like a command.
         self._left = command_budget
+        self._lines = None
+
+    def lines(self) -> SocketLines:
+        """The reader of the current socket (a new one after STARTTLS)."""
+        if self._lines is None or self._lines.sock is not self.sock:
+            self._lines = SocketLines(self.sock)
+        return self._lines
+
+    def read(self, size: int) -> bytes:
+        """Read a literal of ``size`` bytes, refusing one over :attr:`max_literal`."""
+        if size > self.max_literal:
+            # Refused before reading: the announced size is never allocated.
+            raise imaplib.IMAP4.error(f"the server announced a literal of {size} bytes; refused")
+        self._spend(size)
+        data = self.lines().read(size)
+        if len(data) < size:
+            raise imaplib.IMAP4.abort("socket error: EOF inside a literal")
+        return data
+
+    def readline(self) -> bytes:
+        """Read one line (imaplib's 1 MB bound), counted against the budget."""
+        line = self.lines().readline(_MAXLINE + 1)
+        if len(line) > _MAXLINE:
+            raise imaplib.IMAP4.error(f"got more than {_MAXLINE} bytes")
+        self._spend(len(line))
+        return line
 
     def _spend(self, size: int) -> None:
         self._left -= size
@@ -68,17 +171,6 @@ class _Bounds:
         return line
 
 
-def _bounded_read(client: Any, size: int) -> bytes:
-    if size > client.max_literal:
-        # Refused before reading: the announced size is never allocated.
-        raise imaplib.IMAP4.error(f"the server announced a literal of {size} bytes; refused")
-    client._spend(size)
-    data: bytes = client.file.read(size)
-    if len(data) < size:
-        raise imaplib.IMAP4.abort("socket error: EOF inside a literal")
-    return data
-
-
 class BoundedIMAP4(_Bounds, imaplib.IMAP4):
     """imaplib's client over a plain socket (STARTTLS-able), with bounded reads.
 
@@ -95,16 +187,6 @@ class BoundedIMAP4(_Bounds, imaplib.IMAP4):
     ) -> None:
         self._init_bounds(max_literal, command_budget)
         super().__init__(host, port, timeout)
-
-    def read(self, size: int) -> bytes:
-        """Read a literal of ``size`` bytes, refusing one over :attr:`max_literal`."""
-        return _bounded_read(self, size)
-
-    def readline(self) -> bytes:
-        """Read one line (imaplib's ``_MAXLINE`` bound), counted against the budget."""
-        line: bytes = super().readline()
-        self._spend(len(line))
-        return line
 
     def _command(self, name: str, *args: Any) -> bytes:
         self._left = self.command_budget
@@ -145,16 +227,6 @@ class BoundedIMAP4_SSL(_Bounds, imaplib.IMAP4_SSL):
             sock.close()  # imaplib would leave the plain socket open
             raise
         return wrapped
-
-    def read(self, size: int) -> bytes:
-        """Read a literal of ``size`` bytes, refusing one over :attr:`max_literal`."""
-        return _bounded_read(self, size)
-
-    def readline(self) -> bytes:
-        """Read one line (imaplib's ``_MAXLINE`` bound), counted against the budget."""
-        line: bytes = super().readline()
-        self._spend(len(line))
-        return line
 
     def _command(self, name: str, *args: Any) -> bytes:
         self._left = self.command_budget
@@ -328,3 +400,17 @@ def parse_list(data: Iterable[Any]) -> list[tuple[frozenset[str], str]]:
         name = raw_name.decode("utf-8", "replace")
         folders.append((flags, decode_mailbox_name(name)))
     return folders
+
+
+_STATUS_ITEM = re.compile(rb"\b(UIDNEXT|UIDVALIDITY) (\d+)", re.IGNORECASE)
+
+
+def parse_status(data: Iterable[Any]) -> Selected:
+    """``STATUS (UIDNEXT UIDVALIDITY)`` answers → the folder's UIDVALIDITY and UIDNEXT."""
+    found = dict.fromkeys((b"UIDNEXT", b"UIDVALIDITY"), 0)
+    for item in data:
+        text = item[0] if isinstance(item, tuple) else item
+        if isinstance(text, bytes):
+            for name, value in _STATUS_ITEM.findall(text):
+                found[name.upper()] = int(value)
+    return Selected(found[b"UIDVALIDITY"], found[b"UIDNEXT"], 0)

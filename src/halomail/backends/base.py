@@ -4,6 +4,16 @@ A connector reads one mailbox and disposes of what it read; a transport sends on
 composed email. Both are deliberately small, like httpx's ``BaseTransport``: a
 backend is one module beside this one.
 
+Optional capabilities, used when a backend has them:
+
+* ``probe() -> ProbeReport`` (:class:`Probeable`, connectors and transports): connect,
+  authenticate, report; ``halomail check-config --connect`` calls it.
+* ``wait_for_mail(timeout) -> bool`` (connectors): block until new mail or the timeout;
+  the runner's watcher threads call it, and ``close()`` from another thread must end it.
+* ``end_session()`` (connectors): what the runner calls after each read instead of
+  ``close()``, so a connector may keep its connections between cycles (IMAP does);
+  ``close()`` then releases everything when the processor closes.
+
 .. versionadded:: 0.1.0
 """
 
@@ -21,6 +31,8 @@ __all__ = [
     "MailTransport",
     "MailboxConnector",
     "OutgoingEmail",
+    "ProbeReport",
+    "Probeable",
 ]
 
 
@@ -86,6 +98,42 @@ class MailboxConnector(Protocol):
 
     def close(self) -> None:
         """Finish the session (for POP3 this is when deletions take effect)."""
+
+
+@attrs.frozen
+class ProbeReport:
+    """What :meth:`Probeable.probe` found: one line for a person, plus figures.
+
+    Args:
+        summary: What was found, e.g. ``"tls, IDLE, 12 messages in INBOX"`` or
+            ``"STARTTLS, AUTH PLAIN"``; never a secret.
+        messages: How many emails the mailbox holds, when the backend can tell.
+    """
+
+    summary: str
+    messages: int | None = None
+
+
+@runtime_checkable
+class Probeable(Protocol):
+    """**Optional capability** of a connector or a transport: "test this channel".
+
+    ``halomail check-config --connect`` calls :meth:`probe` on every backend that has
+    it. A probe connects and authenticates, and reports what it found; it never reads
+    an email's body, never sends, and never changes the mailbox. A backend without
+    ``probe`` is reported as not testable, not as failed.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def probe(self) -> ProbeReport:
+        """Connect, authenticate, and say what was found.
+
+        Raises:
+            AuthenticationError: Credentials were refused (connectors).
+            ConnectorError: The mailbox cannot be reached or opened (connectors).
+            TransportError: The server cannot be reached or refused the login (transports).
+        """
 
 
 @attrs.frozen

@@ -22,7 +22,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from halomail.backends.base import OutgoingEmail
+from halomail.backends.base import OutgoingEmail, ProbeReport
 from halomail.backends.settings import EmlFileSettings
 from halomail.errors import TransientTransportError
 
@@ -73,6 +73,19 @@ class EmlFileTransport:
 
     def __repr__(self) -> str:
         return f"EmlFileTransport({str(self.path)!r})"
+
+    def probe(self) -> ProbeReport:
+        """Check that the folder (or, before the first send, its nearest parent) is writable.
+
+        Writes nothing.
+
+        Raises:
+            TransientTransportError: Nothing could be written there.
+        """
+        existing = next((p for p in (self.path, *self.path.parents) if p.exists()), self.path)
+        if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+            raise TransientTransportError(f"cannot write to {existing}")
+        return ProbeReport(f"writes .eml files to {self.path}")
 
     def file_for(self, message_id: str) -> Path | None:
         """The file already written for ``message_id``, or ``None``.

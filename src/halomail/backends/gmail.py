@@ -25,9 +25,8 @@ in-memory state: a restarted process starts with a full listing, a history id Gm
 no longer knows (404) falls back to one, and the processor's dedupe keys make a
 second read of a handled message a no-op.
 
-Each message's MIME comes from ``users.messages.get(format="raw")`` (URL-safe base64).
-A message whose ``sizeEstimate`` is over the limit is yielded as ``too_large`` without
-being downloaded.
+Each message's MIME comes from ``users.messages.get(format="raw")`` (URL-safe base64);
+one whose ``sizeEstimate`` is over the limit is yielded as ``too_large``, never downloaded.
 
 **Disposal.** ``processed = "move:Deleted Items"`` (or ``move:Trash``, or ``delete``)
 trashes the message (``users.messages.trash``; Gmail empties the trash after 30 days,
@@ -52,37 +51,36 @@ googleapiclient, and the Gmail API's URLs carry no secret.
 from __future__ import annotations
 
 import base64
-import binascii
 import email.parser
 import email.utils
-import http.client
-import ipaddress
-import json
 import logging
 import os
-import time
-import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
-import httplib2  # type: ignore[import-untyped]
-from googleapiclient.discovery import build  # type: ignore[import-untyped]
-from googleapiclient.errors import HttpError  # type: ignore[import-untyped]
 
 from halomail._validate import under_key_path
-from halomail.backends._common import chosen_token_provider, retry_after_seconds
+from halomail.backends._common import chosen_token_provider
+from halomail.backends._gmail_http import (
+    GMAIL_SCOPES,
+    GmailApiError,
+    GmailClient,
+    GmailRetry,
+    decode_raw,
+    number_of,
+    text_of,
+)
 from halomail.backends.auth.oauth import TokenProvider
-from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail
+from halomail.backends.auth.sasl import probe_token
+from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail, ProbeReport
 from halomail.backends.cloud_settings import GmailMailboxSettings, GmailTransportSettings
 from halomail.backends.settings import SettingsTable, as_typed
 from halomail.errors import (
-    AuthenticationError,
     ConfigError,
     ConnectorError,
     PermanentTransportError,
-    TransientConnectorError,
     TransientTransportError,
 )
 
@@ -98,9 +96,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_API_ENDPOINT = "https://gmail.googleapis.com/"
-#: Reading, labelling, trashing and sending: everything halomail does, and no more (it
-#: never deletes for good, which alone would need ``https://mail.google.com/``).
-GMAIL_SCOPES = ("https://www.googleapis.com/auth/gmail.modify",)
 
 # Labels every mailbox has; their ids are their names.
 _SYSTEM_LABELS = frozenset(
@@ -125,50 +120,8 @@ _SYSTEM_LABELS = frozenset(
 _HIDING_LABELS = frozenset({"TRASH", "SPAM"})
 _TRASH_NAMES = frozenset({"deleted items", "deleted", "trash", "bin"})
 _ARCHIVE_NAMES = frozenset({"archive", "all mail"})
-# Throttling answers (Gmail's "Usage limits" and "Resolve errors" pages): the same request
-# succeeds once the rate has dropped.
-_RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 _HISTORY_TYPES = ["messageAdded", "messageDeleted", "labelAdded", "labelRemoved"]
 _MAX_PAGE = 500  # messages.list and history.list accept at most 500 per page
-
-
-@attrs.frozen
-class GmailRetry:
-    """How throttling and server errors (429, 403 rate limits, 5xx) are waited out.
-
-    The wait is what ``Retry-After`` says, else ``base_wait`` doubled on each try, as
-    Google asks of clients ("exponential backoff").
-
-    Args:
-        max_attempts: Tries per request, the first included, before giving up for this run.
-        max_wait: A longer wait is not slept: the run gives up at once instead of blocking.
-        base_wait: The first backoff when the server names no wait, in seconds.
-        sleep: How to wait (replaceable in tests).
-
-    .. versionadded:: 0.1.0
-    """
-
-    max_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
-    max_wait: float = 120.0
-    base_wait: float = 1.0
-    sleep: Callable[[float], None] = attrs.field(default=time.sleep, eq=False, repr=False)
-
-
-class GmailApiError(ConnectorError):
-    """The Gmail API refused a request with a 4xx answer other than 401 and throttling.
-
-    Args:
-        message: What went wrong, with Google's error reason.
-        status: The HTTP status.
-        reason: Google's ``errors[0].reason`` (``notFound``, ``insufficientPermissions``
-            …), or ``""``.
-        mailbox: The mailbox's name.
-    """
-
-    def __init__(self, message: str, *, status: int, reason: str, mailbox: str | None = None):
-        self.status = status
-        self.reason = reason
-        super().__init__(message, mailbox=mailbox)
 
 
 @attrs.frozen
@@ -187,174 +140,6 @@ class _Target:
 
     kind: str
     name: str = ""
-
-
-class _GmailClient:
-    """The Gmail API service object, with authentication, retries and error translation.
-
-    Args:
-        name: The mailbox's (or transport's) name, for logs and errors.
-        api_endpoint: The API's root, e.g. ``https://gmail.googleapis.com/``.
-        token_provider: Hands out access tokens.
-        timeout: Seconds each request may take.
-        ca_file: A CA bundle to trust instead of httplib2's default bundle.
-        retry: How throttling is honoured.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        api_endpoint: str,
-        token_provider: TokenProvider,
-        timeout: float,
-        ca_file: Path | None,
-        retry: GmailRetry,
-    ) -> None:
-        self.name = name
-        self.api_endpoint = _check_endpoint(api_endpoint)
-        self._host = urllib.parse.urlsplit(self.api_endpoint).netloc
-        self._token_provider = token_provider
-        self._timeout = timeout
-        self._ca_file = ca_file
-        self.retry = retry
-        self._http: Any = None
-        self._users: Any = None
-
-    def users(self) -> Any:
-        """The ``users`` resource of the service, built on first use (no request is made)."""
-        if self._users is None:
-            http = httplib2.Http(
-                timeout=self._timeout, ca_certs=str(self._ca_file) if self._ca_file else None
-            )
-            # A redirect would carry the bearer token to wherever it points.
-            http.follow_redirects = False
-            self._http = http
-            # static_discovery: the discovery document shipped with the library, so
-            # building the client never fetches one; the endpoint is ours to choose.
-            service = build(
-                "gmail",
-                "v1",
-                http=http,
-                static_discovery=True,
-                cache_discovery=False,
-                client_options={"api_endpoint": self.api_endpoint},
-            )
-            self._users = service.users()
-        return self._users
-
-    def close(self) -> None:
-        """Close the connections; the next request opens new ones."""
-        if self._http is not None:
-            self._http.close()
-
-    def execute(self, make: Callable[[Any], Any], *, what: str) -> dict[str, Any]:
-        """Build a request with ``make(users)``, send it, and return its JSON answer.
-
-        Raises:
-            AuthenticationError: The token was refused twice, or none could be had.
-            TransientConnectorError: Unreachable, timed out, throttled beyond patience,
-                a server error beyond patience, or an answer that is not JSON.
-            GmailApiError: Any other 4xx answer (the caller decides what 404 means).
-        """
-        request = make(self.users())
-        renewed = False
-        tries = 0
-        while True:
-            tries += 1
-            # The provider caches its token and refreshes it before expiry: asking it
-            # each time costs nothing and never sends a token that is about to die.
-            request.headers["authorization"] = f"Bearer {self._token_provider.token()}"
-            try:
-                # num_retries=0: the library's own retries ignore Retry-After and sleep
-                # where tests cannot see; the loop below decides instead.
-                answer = request.execute(num_retries=0)
-            except HttpError as exc:
-                status = int(exc.resp.status)
-                reason, message = _error_of(exc)
-                retry_after = exc.resp.get("retry-after")
-            except TimeoutError as exc:
-                raise TransientConnectorError(
-                    f"{what}: the Gmail API did not answer within {self._timeout:g} s",
-                    mailbox=self.name,
-                ) from exc
-            except (OSError, httplib2.HttpLib2Error, http.client.HTTPException) as exc:
-                raise TransientConnectorError(
-                    f"{what}: cannot reach {self._host} ({type(exc).__name__})",
-                    mailbox=self.name,
-                ) from exc
-            except ValueError as exc:
-                # A 2xx answer that is not JSON: a proxy or captive portal answered.
-                raise TransientConnectorError(
-                    f"{what}: {self._host} answered something that is not the Gmail API's JSON",
-                    mailbox=self.name,
-                ) from exc
-            else:
-                return answer if isinstance(answer, dict) else {}
-            if status == 401 and not renewed:
-                # Tokens can be revoked or rotated before their expiry: one fresh token
-                # is worth a try before the administrator is bothered.
-                log.info(
-                    "mailbox %s: the Gmail API refused the access token (%s); renewing it",
-                    self.name,
-                    reason,
-                )
-                self._token_provider.invalidate()
-                renewed = True
-                continue
-            if status == 401:
-                raise AuthenticationError(_refused_advice(reason), mailbox=self.name)
-            if _throttled(status, reason):
-                wait = _retry_after(retry_after, self.retry.base_wait * 2 ** (tries - 1))
-                if tries >= self.retry.max_attempts or wait > self.retry.max_wait:
-                    raise TransientConnectorError(
-                        f"{what}: the Gmail API is throttling or failing ({status} {reason}, "
-                        f"retry after {wait:g} s) after {tries} tries; the next run tries again",
-                        mailbox=self.name,
-                    )
-                log.warning(
-                    "mailbox %s: %s: the Gmail API answered %d %s; waiting %g s",
-                    self.name,
-                    what,
-                    status,
-                    reason,
-                    wait,
-                )
-                self.retry.sleep(wait)
-                continue
-            raise self._status_error(status, reason, message, what)
-
-    def _status_error(self, status: int, reason: str, message: str, what: str) -> Exception:
-        detail = f"{reason}: {message}" if message else reason
-        if status == 403 and reason == "dailyLimitExceeded":
-            # The project's daily quota: it comes back tomorrow, nothing is wrong with us.
-            return TransientConnectorError(
-                f"{what}: the Gmail API daily quota is used up ({detail})", mailbox=self.name
-            )
-        if status == 403 and reason == "accessNotConfigured":
-            return GmailApiError(
-                f"{what}: the Gmail API answered 403 ({detail}). Enable the Gmail API in "
-                "the Google Cloud project of the service account or OAuth client",
-                status=status,
-                reason=reason,
-                mailbox=self.name,
-            )
-        if status == 403:
-            return GmailApiError(
-                f"{what}: the Gmail API denied access ({detail}). Grant "
-                f"{' '.join(GMAIL_SCOPES)}: for a service account, to its client id under "
-                "domain-wide delegation in the Google Admin console, impersonating this "
-                "mailbox (subject); for a user, in the consent given when signing in",
-                status=status,
-                reason=reason,
-                mailbox=self.name,
-            )
-        return GmailApiError(
-            f"{what}: the Gmail API answered {status} ({detail})",
-            status=status,
-            reason=reason,
-            mailbox=self.name,
-        )
 
 
 class GmailConnector:
@@ -418,7 +203,7 @@ class GmailConnector:
         self.quarantine_folder = quarantine_folder
         self.max_message_bytes = max_message_bytes
         self.page_size = page_size
-        self._client = _GmailClient(
+        self._client = GmailClient(
             name,
             api_endpoint=api_endpoint,
             token_provider=token_provider,
@@ -550,6 +335,21 @@ class GmailConnector:
         """Close the HTTP connections; the history id and label ids are kept."""
         self._client.close()
 
+    def probe(self) -> ProbeReport:
+        """Get a token and read the label's message count; no email is read or changed.
+
+        Raises:
+            AuthenticationError: The token was refused.
+            ConnectorError: The label does not exist, or the Gmail API refused.
+        """
+        label, users = self._label_id(self.folder, create=False), self.user_id
+        answer = self._client.execute(
+            lambda u: u.labels().get(userId=users, id=label), what="probe the label"
+        )
+        count = answer.get("messagesTotal")
+        messages = count if isinstance(count, int) else None
+        return ProbeReport(f"{messages} messages in {self.folder}", messages=messages)
+
     # -- listing ---------------------------------------------------------------------
 
     def _listing(self) -> list[_Entry]:
@@ -605,7 +405,7 @@ class GmailConnector:
                 ref = item.get("id") if isinstance(item, dict) else None
                 if isinstance(ref, str) and ref:
                     refs[ref] = None
-            token = _text(data.get("nextPageToken"))
+            token = text_of(data.get("nextPageToken"))
             if token is None:
                 return list(refs)
 
@@ -633,8 +433,8 @@ class GmailConnector:
             for record in data.get("history") or ():
                 if isinstance(record, dict):
                     _note_changes(record, label, changes)
-            new_history = _text(data.get("historyId")) or new_history
-            token = _text(data.get("nextPageToken"))
+            new_history = text_of(data.get("historyId")) or new_history
+            token = text_of(data.get("nextPageToken"))
             if token is None:
                 break
         pending = dict(self._pending)
@@ -664,8 +464,8 @@ class GmailConnector:
         labels = data.get("labelIds") or ()
         return _Entry(
             ref,
-            _number(data.get("internalDate")),
-            _number(data.get("sizeEstimate")),
+            number_of(data.get("internalDate")),
+            number_of(data.get("sizeEstimate")),
             frozenset(label for label in labels if isinstance(label, str)),
         )
 
@@ -693,7 +493,7 @@ class GmailConnector:
             log.info("mailbox %s: %s is gone; another client took it", self.name, entry.ref)
             self._pending.pop(entry.ref, None)
             return None
-        raw = _decode_raw(data.get("raw"))
+        raw = decode_raw(data.get("raw"))
         if raw is None:
             # A broken answer for this one message must not block the ones behind it.
             log.warning(
@@ -754,7 +554,7 @@ class GmailConnector:
             if found is None:
                 raise
             return found
-        label_id = _text(created.get("id"))
+        label_id = text_of(created.get("id"))
         if label_id is None:
             raise ConnectorError(
                 f"create label {name!r}: the Gmail API sent no label id", mailbox=self.name
@@ -771,7 +571,7 @@ class GmailConnector:
             for label in data.get("labels") or ():
                 if not isinstance(label, dict):
                     continue
-                label_id, label_name = _text(label.get("id")), _text(label.get("name"))
+                label_id, label_name = text_of(label.get("id")), text_of(label.get("name"))
                 if label_id and label_name:
                     labels[label_name.casefold()] = label_id
             self._labels = labels
@@ -825,7 +625,7 @@ class GmailTransport:
             raise ConfigError("user_id", "the sending mailbox ('me' or an address) is required")
         self.name = name
         self.user_id = user_id.strip()
-        self._client = _GmailClient(
+        self._client = GmailClient(
             name,
             api_endpoint=api_endpoint,
             token_provider=token_provider,
@@ -874,6 +674,14 @@ class GmailTransport:
 
     def __repr__(self) -> str:
         return f"GmailTransport({self.user_id!r})"
+
+    def probe(self) -> ProbeReport:
+        """Get an access token for the sending account; nothing is sent.
+
+        Raises:
+            AuthenticationError: The credentials were refused.
+        """
+        return ProbeReport(probe_token(self._client.token_provider))
 
     def send(self, email: OutgoingEmail) -> None:
         """Send one composed email.
@@ -929,7 +737,7 @@ def _note_changes(record: Mapping[str, Any], label: str, changes: dict[str, bool
             message = item.get("message") if isinstance(item, Mapping) else None
             if not isinstance(message, Mapping):
                 continue
-            ref = _text(message.get("id"))
+            ref = text_of(message.get("id"))
             if ref is None:
                 continue
             labels = message.get("labelIds")
@@ -948,66 +756,6 @@ def _in_label(labels: frozenset[str], label: str) -> bool:
 
 def _oldest_first(entries: Iterable[_Entry]) -> list[_Entry]:
     return sorted(entries, key=lambda e: (e.internal_date, e.ref))
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _number(value: object) -> int:
-    try:
-        number = int(str(value))
-    except ValueError:
-        return 0
-    return max(number, 0)
-
-
-def _decode_raw(value: object) -> bytes | None:
-    """The bytes of Gmail's URL-safe base64 ``raw`` (padded or not), or ``None``."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _error_of(exc: HttpError) -> tuple[str, str]:
-    """Google's error reason and message of a failed answer, bounded to one line."""
-    reason, message = "", ""
-    try:
-        error = json.loads(exc.content).get("error") or {}
-        message = str(error.get("message") or "")
-        details = error.get("errors") or [{}]
-        reason = str(details[0].get("reason") or error.get("status") or "")
-    except (ValueError, AttributeError, TypeError, IndexError):
-        pass
-    # One line, bounded: this text ends up in logs and in mailbox health.
-    message = " ".join(message.split())[:300]
-    return reason or str(exc.resp.reason or exc.resp.status), message
-
-
-def _throttled(status: int, reason: str) -> bool:
-    # 429 and the 403 rate limits: too fast for now. 5xx: Google's backend failed, and
-    # its documentation asks for the same request again with backoff.
-    return status == 429 or (status == 403 and reason in _RATE_REASONS) or status >= 500
-
-
-def _retry_after(value: str | None, default: float) -> float:
-    """Seconds to wait per ``Retry-After``, or ``default`` when it names none."""
-    seconds = retry_after_seconds(value)
-    return default if seconds is None else seconds
-
-
-def _refused_advice(reason: str) -> str:
-    return (
-        f"the Gmail API refused the access token twice ({reason}). Check that the Gmail "
-        "API is enabled in the Google Cloud project, that the grant is still valid (the "
-        "service account key is active and its client id has domain-wide delegation for "
-        f"{' '.join(GMAIL_SCOPES)} in the Google Admin console; or the user has not "
-        "revoked halomail's access), and that tokens are issued for that scope"
-    )
 
 
 def _with_bcc(data: bytes, recipients: Sequence[str]) -> bytes:
@@ -1029,27 +777,6 @@ def _api_endpoint(host: str | None) -> str:
     if not host:
         return DEFAULT_API_ENDPOINT
     return host if "://" in host else f"https://{host}/"
-
-
-def _check_endpoint(endpoint: str) -> str:
-    url = urllib.parse.urlsplit(endpoint)
-    if url.scheme not in ("https", "http") or not url.hostname:
-        raise ConfigError("host", f"{endpoint!r} is not an https:// URL")
-    if url.scheme == "http" and not _is_loopback(url.hostname):
-        raise ConfigError(
-            "host", f"{endpoint!r}: plain http is refused (it would send the token in clear)"
-        )
-    # The method paths ("gmail/v1/…") are joined onto the endpoint: it must end in "/".
-    return endpoint if endpoint.endswith("/") else endpoint + "/"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _provider(

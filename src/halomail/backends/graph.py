@@ -67,7 +67,8 @@ from halomail.backends._graph_http import (
     GraphRetry,
 )
 from halomail.backends.auth.oauth import MICROSOFT_GRAPH_SCOPES, TokenProvider
-from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail
+from halomail.backends.auth.sasl import probe_token
+from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail, ProbeReport
 from halomail.backends.cloud_settings import GraphMailboxSettings, GraphTransportSettings
 from halomail.backends.settings import SettingsTable, as_typed
 from halomail.errors import (
@@ -476,6 +477,20 @@ class GraphConnector:
             raise
         return True
 
+    def probe(self) -> ProbeReport:
+        """Get a token and read the folder's message count; no email is read or moved.
+
+        Raises:
+            AuthenticationError: The token was refused.
+            ConnectorError: The folder does not exist, or Graph refused the request.
+        """
+        url = self._user_url("mailFolders", self._source_folder())
+        params = {"$select": "displayName,totalItemCount"}
+        folder = self._client.get_json(url, what="probe the folder", params=params)
+        count = folder.get("totalItemCount")
+        messages = count if isinstance(count, int) else None
+        return ProbeReport(f"{messages} messages in {self.folder}", messages=messages)
+
     # -- folders ---------------------------------------------------------------------
 
     def _source_folder(self) -> str:
@@ -640,6 +655,14 @@ class GraphTransport:
 
     def __repr__(self) -> str:
         return f"GraphTransport({self.user_id!r})"
+
+    def probe(self) -> ProbeReport:
+        """Get an access token for the sending account; nothing is sent.
+
+        Raises:
+            AuthenticationError: The credentials were refused.
+        """
+        return ProbeReport(probe_token(self._client.token_provider))
 
     def send(self, email: OutgoingEmail) -> None:
         """Send one composed email.

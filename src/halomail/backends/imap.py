@@ -24,16 +24,16 @@ over imaplib, with the habits a helpdesk needs:
   created when missing), or without MOVE ``UID COPY``, ``+FLAGS (\\Deleted)`` and
   ``UID EXPUNGE`` of only our UIDs (UIDPLUS): a message someone else flagged
   ``\\Deleted`` is never expunged by us. ``processed="delete"`` flags and expunges.
-  Acks are collected and sent one command per batch (before the next batch is read,
-  and in :meth:`close`); a crash in between only means those emails are fetched again
-  and skipped as duplicates. Emails flagged ``\\Deleted`` are on their way out and are
-  not fetched.
-* **Push**: :meth:`wait_for_mail` waits with IDLE on a connection of its own (polling
-  ``STATUS`` when the server has no IDLE); :meth:`list_refs` gives the UIDs present now
-  without reading a body (``start_from = "now"``).
-* **Bounded**: every socket call has ``timeout``; lines are capped by imaplib, and a
-  literal larger than the message limit is refused before it is read (see
-  :mod:`halomail.backends._imap_client`).
+  Acks are collected and sent one command per batch (before the next batch is read, and
+  in :meth:`close`); a crash in between only means those emails are fetched again and
+  skipped as duplicates. Emails flagged ``\\Deleted`` are on their way out: not fetched.
+* **Push**: :meth:`wait_for_mail` waits with IDLE (or polls ``STATUS``) on a connection
+  of its own, held across waits (:mod:`halomail.backends._imap_idle`); :meth:`end_session`
+  keeps both connections between cycles, :meth:`close` logs out of both and ends a wait
+  blocking in another thread. :meth:`list_refs` gives the UIDs present now without
+  reading a body (``start_from = "now"``); :meth:`probe` examines the folder read-only.
+* **Bounded**: every socket call has ``timeout``; lines are capped by imaplib, and a literal
+  over the message limit is refused before it is read (:mod:`~halomail.backends._imap_client`).
 
 .. versionadded:: 0.1.0
 """
@@ -46,29 +46,33 @@ import logging
 import os
 import re
 import ssl
-import time
+import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
-import attrs
-
-from halomail.backends._common import login_from_settings, tls_context
+from halomail.backends._common import login_from_settings
 from halomail.backends._imap_client import (
-    BoundedIMAP4,
-    BoundedIMAP4_SSL,
+    Selected,
     encode_mailbox_name,
     expand_uid_set,
     parse_fetch,
     parse_list,
+    parse_status,
     quote,
     uid_set,
 )
+from halomail.backends._imap_idle import IdleWatcher
+from halomail.backends._imap_session import (
+    TRANSIENT_CODES,
+    ImapLogin,
+    logout_quietly,
+    text_of,
+)
 from halomail.backends.auth.oauth import TokenProvider
-from halomail.backends.base import Disposition, FetchedMessage
+from halomail.backends.base import Disposition, FetchedMessage, ProbeReport
 from halomail.backends.settings import ImapSettings, SettingsTable, as_typed
 from halomail.errors import (
-    AuthenticationError,
     ConfigError,
     ConnectorError,
     TransientConnectorError,
@@ -86,25 +90,10 @@ _TOKEN_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
 _LITERAL_MARGIN = 64 * 1024
 _NO_LIMIT_LITERAL = 256 * 1024 * 1024  # when no max_message_bytes is configured
 _BATCH_BYTES = 16 * 1024 * 1024
-# RFC 2177: a client should re-issue IDLE at least every 29 minutes.
-_IDLE_SLICE = 25 * 60.0
 # Besides the UIDs the folder had when selected, this many may arrive meanwhile.
 _UID_SLACK = 100_000
-# RFC 5530 response codes that mean "not now" rather than "not you".
-_TRANSIENT_CODES = (b"[UNAVAILABLE]", b"[SERVERBUG]", b"[INUSE]", b"[LIMIT]")
 # The names that mean "the trash" in the processed setting; resolved by \Trash first.
 _TRASH_NAMES = frozenset({"deleted items", "trash"})
-_EXISTS = re.compile(rb"\* (\d+) EXISTS", re.IGNORECASE)
-_STATUS_ITEM = re.compile(rb"\b(UIDNEXT|UIDVALIDITY) (\d+)", re.IGNORECASE)
-
-
-@attrs.frozen
-class _Selected:
-    """What SELECT / EXAMINE told us about the folder."""
-
-    uidvalidity: int
-    uidnext: int
-    exists: int
 
 
 class ImapConnector:
@@ -206,21 +195,33 @@ class ImapConnector:
         self.batch_size = batch_size
         self.timeout = timeout
         self.poll_interval = poll_interval
-        self._password = password
-        self._token_provider = token_provider
-        self._tls_ca_file = tls_ca_file
-        self._ssl_context = ssl_context
-        self._max_literal = (
+        max_literal = (
             max_message_bytes + _LITERAL_MARGIN
             if max_message_bytes is not None
             else _NO_LIMIT_LITERAL
         )
-        # One command may bring in a batch of bodies plus one more maximal literal.
-        self._command_budget = _BATCH_BYTES + 2 * self._max_literal + 1024 * 1024
+        self._login = ImapLogin(
+            name=name,
+            host=host,
+            port=self.port,
+            security=security,
+            username=username,
+            password=password,
+            token_provider=token_provider,
+            mechanism=self.auth_mechanism,
+            timeout=timeout,
+            tls_ca_file=tls_ca_file,
+            ssl_context=ssl_context,
+            max_literal=max_literal,
+            # One command may bring in a batch of bodies plus one more maximal literal.
+            command_budget=_BATCH_BYTES + 2 * max_literal + 1024 * 1024,
+        )
+        self._watcher: IdleWatcher | None = None  # wait_for_mail's held connection
+        self._watcher_lock = threading.Lock()
         # Session state (from the first fetch/list_refs/ack to close).
         self._client: imaplib.IMAP4 | None = None
         self._caps: frozenset[str] = frozenset()
-        self._selected: _Selected | None = None
+        self._selected: Selected | None = None
         self._broken = False
         self._folders: list[tuple[frozenset[str], str]] | None = None
         self._targets: dict[str, str] = {}
@@ -393,7 +394,33 @@ class ImapConnector:
             self._flush()
 
     def close(self) -> None:
-        """Send the queued acks, then log out (never CLOSE: it would expunge others' mail).
+        """Send the queued acks, log out, and stop waiting for mail.
+
+        Safe from another thread while :meth:`wait_for_mail` blocks: the wait returns
+        ``False`` at once and its held connection is closed. The connector stays usable:
+        the next :meth:`fetch` or :meth:`wait_for_mail` connects again.
+
+        Raises:
+            TransientConnectorError: The queued acks could not be sent; those emails
+                are fetched again next time and skipped as duplicates.
+        """
+        with self._watcher_lock:
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
+        try:
+            self.end_session()
+        finally:
+            self._logout()
+
+    def end_session(self) -> None:
+        """Send the queued acks and keep both connections for the next cycle.
+
+        What a runner calls at the end of each cycle instead of :meth:`close`: the
+        reading connection is kept logged in (the next :meth:`fetch` selects the folder
+        afresh on it, or logs in again if the server dropped it meanwhile), and so is the
+        one held by :meth:`wait_for_mail`. An idle mailbox then costs two logins in all,
+        not two per cycle. Never CLOSE: it would expunge others' mail.
 
         Raises:
             TransientConnectorError: The queued acks could not be sent; those emails
@@ -404,276 +431,135 @@ class ImapConnector:
                 self._flush()
         finally:
             self._pending = []
-            client, broken = self._client, self._broken
-            self._client, self._selected, self._broken = None, None, False
-            self._folders, self._targets = None, {}
-            if client is not None:
-                _logout_quietly(client, polite=not broken)
+            if self._broken:
+                self._logout()
+            else:
+                self._selected = None  # selected again, for a fresh view, at next use
 
     def wait_for_mail(self, timeout: float) -> bool:
         """Wait until the folder has new mail, or ``timeout`` seconds pass.
 
-        Uses a connection of its own (so a fetch may run meanwhile): IDLE when the
-        server offers it, else ``STATUS`` every ``poll_interval`` seconds. Mail that
-        arrived since the last :meth:`fetch` counts as new at once.
+        Uses a connection of its own, held across calls (so a fetch may run meanwhile,
+        and an idle mailbox logs in once): IDLE when the server offers it, else
+        ``STATUS`` every ``poll_interval`` seconds. On a fresh connection, mail that
+        arrived since the last :meth:`fetch` counts as new at once. A broken connection
+        is replaced on the next call; :meth:`close` from another thread ends the wait.
 
         Args:
             timeout: The longest wait, in seconds.
 
         Returns:
-            True as soon as new mail is reported; False on timeout.
+            True as soon as new mail is reported; False on timeout or after :meth:`close`.
 
         Raises:
             AuthenticationError: The credentials were refused.
             TransientConnectorError: The connection failed.
             ConnectorError: TLS failed or the folder is missing.
         """
-        deadline = time.monotonic() + max(0.0, timeout)
-        while (remaining := deadline - time.monotonic()) > 0:
-            client, caps = self._connect()
-            try:
-                with self._io("wait for mail", session=False):
-                    idle = "IDLE" in caps
-                    # IDLE needs the folder selected; polling must not select it, as
-                    # STATUS of the selected folder may answer from the session's view.
-                    selected = self._select(client, readonly=True) if idle else self._status(client)
-                    mark = self._mark
-                    if mark is not None and (
-                        selected.uidvalidity != mark[0] or selected.uidnext > mark[1]
-                    ):
-                        return True
-                    if idle:
-                        found = self._idle(client, min(remaining, _IDLE_SLICE))
-                        if found is not None:
-                            if found:
-                                return True
-                            continue  # a slice ended: a fresh connection for the next
-                    return self._poll(client, deadline, selected)
-            finally:
-                # After an IDLE read timed out the connection cannot be read again.
-                _logout_quietly(client, polite=False)
-        return False
+        with self._watcher_lock:
+            if self._watcher is None:
+                self._watcher = IdleWatcher(
+                    self._login,
+                    examine=lambda client: self._select(client, readonly=True),
+                    status=self._status,
+                    poll_interval=self.poll_interval,
+                )
+            watcher = self._watcher
+        return watcher.wait(timeout, self._mark)
+
+    def probe(self) -> ProbeReport:
+        """Log in, examine the folder read-only and say how many emails it holds.
+
+        Reads no body and changes nothing (``EXAMINE``, never ``SELECT``).
+
+        Returns:
+            What was found, e.g. ``starttls, IDLE, 12 messages in INBOX``.
+
+        Raises:
+            AuthenticationError: The credentials were refused.
+            TransientConnectorError: The server cannot be reached.
+            ConnectorError: TLS failed or the folder is missing.
+        """
+        client, caps = self._login.connect()
+        try:
+            with self._io("examine", session=False):
+                selected = self._select(client, readonly=True)
+        finally:
+            logout_quietly(client, polite=True)
+        how = "IDLE" if "IDLE" in caps else "no IDLE"
+        noun = "message" if selected.exists == 1 else "messages"
+        return ProbeReport(
+            f"{self.security}, {how}, {selected.exists} {noun} in {self.folder}",
+            messages=selected.exists,
+        )
 
     # -- session -----------------------------------------------------------------------
 
     def _session(self) -> imaplib.IMAP4:
-        if self._client is None:
-            client, caps = self._connect()
-            self._client, self._caps, self._broken = client, caps, False
-            try:
-                with self._io("select"):
-                    self._selected = self._select(client, readonly=False)
-            except BaseException:
-                self._broken = True  # nothing can be sent: close without flushing
-                self.close()
-                raise
-            mark = (self._selected.uidvalidity, self._selected.uidnext)
-            self._mark = mark
-        elif self._broken:
+        """The reading connection with the folder selected: kept, reused, or new."""
+        client = self._client
+        if client is not None and self._broken:
             raise TransientConnectorError(
                 "the connection broke earlier in this session", mailbox=self.name
             )
-        return self._client
+        if client is not None and self._selected is not None:
+            return client
+        if client is not None:
+            try:
+                self._open_folder(client)
+                return client
+            except ConnectorError as exc:
+                # Kept from an earlier cycle, and dropped by the server since.
+                log.debug("mailbox %s: kept connection unusable (%s); reconnecting", self.name, exc)
+                self._logout()
+        client, caps = self._login.connect()
+        self._client, self._caps, self._broken = client, caps, False
+        try:
+            self._open_folder(client)
+        except BaseException:
+            self._broken = True  # nothing can be sent: close without flushing
+            self._logout()
+            raise
+        return client
 
-    def _require_selected(self) -> _Selected:
+    def _open_folder(self, client: imaplib.IMAP4) -> None:
+        with self._io("select"):
+            self._selected = self._select(client, readonly=False)
+        self._mark = (self._selected.uidvalidity, self._selected.uidnext)
+        self._folders, self._targets = None, {}
+
+    def _logout(self) -> None:
+        """Forget the reading session and log out (politely when it is sound)."""
+        client, broken = self._client, self._broken
+        self._client, self._selected, self._broken = None, None, False
+        self._folders, self._targets, self._pending = None, {}, []
+        logout_quietly(client, polite=not broken)
+
+    def _require_selected(self) -> Selected:
         if self._selected is None:  # pragma: no cover - _session always sets it
             raise ConnectorError("no folder selected", mailbox=self.name)
         return self._selected
 
-    def _context(self) -> ssl.SSLContext:
-        return self._ssl_context or tls_context(self._tls_ca_file)
-
-    def _connect(self) -> tuple[imaplib.IMAP4, frozenset[str]]:
-        """A logged-in connection and its capabilities (no folder selected yet)."""
-        where = f"{self.host}:{self.port}"
-        client: imaplib.IMAP4 | None = None
-        try:
-            if self.security == "tls":
-                client = BoundedIMAP4_SSL(
-                    self.host,
-                    self.port,
-                    ssl_context=self._context(),
-                    timeout=self.timeout,
-                    max_literal=self._max_literal,
-                    command_budget=self._command_budget,
-                )
-            else:
-                client = BoundedIMAP4(
-                    self.host,
-                    self.port,
-                    timeout=self.timeout,
-                    max_literal=self._max_literal,
-                    command_budget=self._command_budget,
-                )
-                if self.security == "starttls":
-                    if "STARTTLS" not in client.capabilities:
-                        raise ConnectorError(
-                            f"{where} does not offer STARTTLS; not continuing without TLS",
-                            mailbox=self.name,
-                        )
-                    client.starttls(self._context())
-        except ConnectorError:
-            _logout_quietly(client, polite=False)
-            raise
-        except ssl.SSLError as exc:
-            _logout_quietly(client, polite=False)
-            raise ConnectorError(
-                f"TLS with {where} failed ({_describe(exc)}); not continuing without it",
-                mailbox=self.name,
-            ) from exc
-        except TimeoutError as exc:
-            _logout_quietly(client, polite=False)
-            raise TransientConnectorError(
-                f"{where} did not answer within {self.timeout} s", mailbox=self.name
-            ) from exc
-        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
-            _logout_quietly(client, polite=False)
-            raise TransientConnectorError(
-                f"cannot connect to {where}: {_describe(exc)}", mailbox=self.name
-            ) from exc
-        except imaplib.IMAP4.error as exc:
-            _logout_quietly(client, polite=False)
-            if self.security == "starttls" and client is not None:
-                raise ConnectorError(
-                    f"{where} refused STARTTLS ({_describe(exc)}); not continuing without TLS",
-                    mailbox=self.name,
-                ) from exc
-            raise ConnectorError(
-                f"{where} sent an invalid greeting ({_describe(exc)})", mailbox=self.name
-            ) from exc
-        try:
-            self._login(client)
-            with self._io("capability", session=False):
-                typ, data = client.capability()
-                line = data[-1] if typ == "OK" and isinstance(data[-1], bytes) else b""
-                caps = frozenset(line.decode("ascii", "replace").upper().split())
-                client.untagged_responses.clear()
-        except BaseException:
-            _logout_quietly(client, polite=False)
-            raise
-        log.debug("mailbox %s: logged in to %s (%s)", self.name, where, self.security)
-        return client, caps or frozenset(c.upper() for c in client.capabilities)
-
-    # -- login -------------------------------------------------------------------------
-
-    def _login(self, client: imaplib.IMAP4) -> None:
-        caps = frozenset(client.capabilities)
-        if self._token_provider is not None:
-            self._login_oauth(client, caps)
-            return
-        password = self._password or ""
-        mechanism = self.auth_mechanism or ("PLAIN" if "AUTH=PLAIN" in caps else "LOGIN")
-        if mechanism == "LOGIN" and "LOGINDISABLED" in caps:
-            raise ConnectorError(
-                f"{self.host} refuses LOGIN on this connection (LOGINDISABLED); "
-                "use security = 'tls' or 'starttls'",
-                mailbox=self.name,
-            )
-        try:
-            with self._io("login", session=False):
-                if mechanism == "PLAIN":
-                    payload = f"\0{self.username}\0{password}".encode()
-                    client.authenticate("PLAIN", _answers(payload))
-                else:
-                    client.login(quote(self.username), password)
-        except UnicodeEncodeError:
-            raise AuthenticationError(
-                f"{self.host} offers no AUTH=PLAIN, and LOGIN cannot carry a non-ASCII "
-                "username or password",
-                mailbox=self.name,
-            ) from None
-        except _LoginRefused as exc:
-            raise self._login_error(exc.text, f"the password of {self.username}", ()) from None
-
-    def _login_oauth(self, client: imaplib.IMAP4, caps: frozenset[str]) -> None:
-        mechanism = self.auth_mechanism or "XOAUTH2"
-        if f"AUTH={mechanism}" not in caps:
-            log.debug("mailbox %s: %s not advertised; trying it anyway", self.name, mechanism)
-        token = self._token()
-        try:
-            self._authenticate(client, mechanism, token)
-            return
-        except _LoginRefused as exc:
-            if exc.transient:
-                raise self._login_error(exc.text, "", (token,)) from None
-            first = exc
-        # The server refused a token we believed valid (revoked early): ask for a new
-        # one once. A provider that hands out the same token again is not retried.
-        invalidate = getattr(self._token_provider, "invalidate", None)
-        if callable(invalidate):
-            invalidate()
-            fresh = self._token()
-            if fresh != token:
-                try:
-                    self._authenticate(client, mechanism, fresh)
-                    return
-                except _LoginRefused as exc:
-                    first = exc
-                    token = fresh
-        raise self._login_error(
-            first.text, f"the OAuth2 token ({mechanism}) for {self.username}", (token,)
-        ) from None
-
-    def _token(self) -> str:
-        provider = self._token_provider
-        getter = getattr(provider, "token", None)
-        if callable(getter):
-            token = str(getter())
-        else:
-            assert callable(provider)
-            token = str(provider())
-        if not token or any(c in token for c in "\r\n\0\x01"):
-            raise AuthenticationError(
-                "the token provider returned an empty or malformed token", mailbox=self.name
-            )
-        return token
-
-    def _authenticate(self, client: imaplib.IMAP4, mechanism: str, token: str) -> None:
-        if mechanism == "OAUTHBEARER":
-            # RFC 7628 §3.1: GS2 header (with "," and "=" escaped), host, port, token.
-            user = self.username.replace("=", "=3D").replace(",", "=2C")
-            payload = (
-                f"n,a={user},\x01host={self.host}\x01port={self.port}\x01"
-                f"auth=Bearer {token}\x01\x01"
-            )
-        else:
-            payload = f"user={self.username}\x01auth=Bearer {token}\x01\x01"
-        with self._io("login", session=False):
-            client.authenticate(mechanism, _answers(payload.encode()))
-
-    def _login_error(self, text: str, what: str, tokens: tuple[str, ...]) -> ConnectorError:
-        text = self._redact(text, tokens)
-        if any(code.decode() in text.upper() for code in _TRANSIENT_CODES):
-            return TransientConnectorError(
-                f"{self.host} cannot log in now: {text}", mailbox=self.name
-            )
-        return AuthenticationError(f"{self.host} refused {what}: {text}", mailbox=self.name)
-
-    def _redact(self, text: str, tokens: tuple[str, ...] = ()) -> str:
-        # Servers do not echo credentials, but a message must never carry one even if
-        # a broken server did.
-        for secret in (self._password, *tokens):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+    def _redact(self, text: str) -> str:
+        return self._login.redact(text)
 
     # -- reading -----------------------------------------------------------------------
 
-    def _select(self, client: imaplib.IMAP4, *, readonly: bool) -> _Selected:
+    def _select(self, client: imaplib.IMAP4, *, readonly: bool) -> Selected:
         mailbox = quote(encode_mailbox_name(self.folder))
         typ, data = client.select(mailbox, readonly=readonly)
         responses = client.untagged_responses
         if typ != "OK":
-            text = self._redact(_text(data[-1] if data else b""))
+            text = self._redact(text_of(data[-1] if data else b""))
             responses.clear()
-            if any(code.decode() in text.upper() for code in _TRANSIENT_CODES):
+            if any(code.decode() in text.upper() for code in TRANSIENT_CODES):
                 raise TransientConnectorError(
                     f"cannot open folder {self.folder!r} now: {text}", mailbox=self.name
                 )
             raise ConnectorError(f"cannot open folder {self.folder!r}: {text}", mailbox=self.name)
         try:
-            uidvalidity = int(_text(responses["UIDVALIDITY"][-1]))
-            uidnext = int(_text((responses.get("UIDNEXT") or [b"0"])[-1]))
+            uidvalidity = int(text_of(responses["UIDVALIDITY"][-1]))
+            uidnext = int(text_of((responses.get("UIDNEXT") or [b"0"])[-1]))
             exists = int(data[-1] or 0)
         except (KeyError, ValueError, TypeError):
             raise ConnectorError(
@@ -681,9 +567,9 @@ class ImapConnector:
             ) from None
         finally:
             responses.clear()
-        return _Selected(uidvalidity, uidnext, exists)
+        return Selected(uidvalidity, uidnext, exists)
 
-    def _search(self, client: imaplib.IMAP4, selected: _Selected) -> list[int]:
+    def _search(self, client: imaplib.IMAP4, selected: Selected) -> list[int]:
         """The UIDs of the folder's emails not flagged \\Deleted, ascending."""
         limit = selected.exists + _UID_SLACK
         if "ESEARCH" in self._caps:
@@ -748,9 +634,9 @@ class ImapConnector:
 
     def _check(self, typ: str, data: list[Any], command: str) -> None:
         if typ != "OK":
-            text = self._redact(_text(data[-1] if data else b""))
+            text = self._redact(text_of(data[-1] if data else b""))
             error = f"{self.host} refused {command}: {text}"
-            if any(code.decode() in text.upper() for code in _TRANSIENT_CODES):
+            if any(code.decode() in text.upper() for code in TRANSIENT_CODES):
                 raise TransientConnectorError(error, mailbox=self.name)
             raise ConnectorError(error, mailbox=self.name)
 
@@ -891,155 +777,24 @@ class ImapConnector:
 
     # -- waiting -----------------------------------------------------------------------
 
-    def _idle(self, client: imaplib.IMAP4, seconds: float) -> bool | None:
-        """IDLE for up to ``seconds``: True on EXISTS, False on timeout, None if refused."""
-        wire: Any = client
-        tag: bytes = wire.new_tag()
-        wire.send(tag + b" IDLE\r\n")
-        while True:
-            line: bytes = wire.next_line()
-            if line.startswith(b"+"):
-                break
-            if line.startswith(tag + b" "):
-                return None  # NO/BAD: the server does not IDLE after all; poll instead
-            if _EXISTS.match(line):
-                return True  # mail arrived just before the IDLE took effect
-        client.sock.settimeout(max(0.01, seconds))
-        try:
-            while True:
-                line = wire.next_line()
-                if _EXISTS.match(line):
-                    break
-                if line.upper().startswith(b"* BYE"):
-                    raise imaplib.IMAP4.abort(_text(line))
-        except TimeoutError:
-            return False  # nothing arrived; the caller drops this connection
-        # End the IDLE politely: DONE, then the tagged completion.
-        client.sock.settimeout(self.timeout)
-        wire.send(b"DONE\r\n")
-        while not wire.next_line().startswith(tag + b" "):
-            pass
-        log.debug("mailbox %s: new mail reported by IDLE", self.name)
-        return True
-
-    def _status(self, client: imaplib.IMAP4) -> _Selected:
+    def _status(self, client: imaplib.IMAP4) -> Selected:
         """The folder's UIDVALIDITY and UIDNEXT from ``STATUS`` (nothing selected)."""
         mailbox = quote(encode_mailbox_name(self.folder))
         typ, data = client.status(mailbox, "(UIDNEXT UIDVALIDITY)")
         client.untagged_responses.clear()
         self._check(typ, data, "STATUS")
-        found = dict.fromkeys((b"UIDNEXT", b"UIDVALIDITY"), 0)
-        for item in data:
-            text = item[0] if isinstance(item, tuple) else item
-            if isinstance(text, bytes):
-                for name, value in _STATUS_ITEM.findall(text):
-                    found[name.upper()] = int(value)
-        return _Selected(found[b"UIDVALIDITY"], found[b"UIDNEXT"], 0)
-
-    def _poll(self, client: imaplib.IMAP4, deadline: float, start: _Selected) -> bool:
-        """Without IDLE: ask ``STATUS`` every ``poll_interval`` seconds until the deadline."""
-        while (remaining := deadline - time.monotonic()) > 0:
-            time.sleep(min(self.poll_interval, remaining))
-            now = self._status(client)
-            if now.uidvalidity != start.uidvalidity or now.uidnext > start.uidnext:
-                return True
-        return False
+        return parse_status(data)
 
     # -- errors ------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _io(self, action: str, *, session: bool = True) -> Iterator[None]:
+    def _io(self, action: str, *, session: bool = True) -> contextlib.AbstractContextManager[None]:
         """Translate socket and protocol failures; a failure leaves the session unusable."""
-        try:
-            yield
-        except TimeoutError as exc:
-            self._broken = self._broken or session
-            raise TransientConnectorError(
-                f"{action}: {self.host} did not answer within {self.timeout} s", mailbox=self.name
-            ) from exc
-        except imaplib.IMAP4.abort as exc:
-            self._broken = self._broken or session
-            raise TransientConnectorError(
-                f"{action}: connection to {self.host} lost ({self._redact(_describe(exc))})",
-                mailbox=self.name,
-            ) from exc
-        except imaplib.IMAP4.error as exc:
-            if action == "login":
-                # imaplib raises this for a NO to LOGIN/AUTHENTICATE: a refusal, not a
-                # protocol failure; the caller words it.
-                raise _LoginRefused(_describe(exc)) from None
-            self._broken = self._broken or session
-            raise ConnectorError(
-                f"{action}: {self.host} broke the protocol ({self._redact(_describe(exc))})",
-                mailbox=self.name,
-            ) from exc
-        except (OSError, EOFError) as exc:
-            self._broken = self._broken or session
-            raise TransientConnectorError(
-                f"{action}: connection to {self.host} lost ({_describe(exc)})", mailbox=self.name
-            ) from exc
-        except ValueError as exc:
-            if isinstance(exc, UnicodeEncodeError):
-                raise
-            self._broken = self._broken or session
-            raise ConnectorError(
-                f"{action}: {self.host} sent a malformed answer ({_describe(exc)})",
-                mailbox=self.name,
-            ) from exc
+        return self._login.io(action, self._break if session else None)
 
-
-class _LoginRefused(Exception):
-    """A NO to LOGIN or AUTHENTICATE (internal: turned into the right public error)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-        self.transient = any(code.decode() in text.upper() for code in _TRANSIENT_CODES)
-
-
-def _answers(payload: bytes) -> Callable[[bytes], bytes | None]:
-    """A SASL callback: ``payload`` first, then an empty answer, then abort.
-
-    After a refused XOAUTH2/OAUTHBEARER token the server sends a JSON error as a
-    challenge (RFC 7628 §3.2.2); the empty answer gets the final ``NO``.
-    """
-    calls = 0
-
-    def answer(_challenge: bytes) -> bytes | None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            return payload
-        return b"" if calls == 2 else None
-
-    return answer
+    def _break(self) -> None:
+        self._broken = True
 
 
 def _same_folder(a: str, b: str) -> bool:
     # INBOX is case-insensitive (RFC 3501 §5.1); other names are compared as written.
     return a == b or (a.upper() == "INBOX" and b.upper() == "INBOX")
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")[:300]
-    return str(value)[:300]
-
-
-def _describe(exc: BaseException) -> str:
-    if exc.args and isinstance(exc.args[0], bytes):
-        return _text(exc.args[0])
-    return str(exc)[:300] or type(exc).__name__
-
-
-def _logout_quietly(client: imaplib.IMAP4 | None, *, polite: bool) -> None:
-    """Log out (when the connection is sound) and always close the socket."""
-    if client is None:
-        return
-    if polite:
-        with contextlib.suppress(imaplib.IMAP4.error, OSError, ValueError):
-            client.logout()
-    for part in (getattr(client, "file", None), getattr(client, "sock", None)):
-        if part is not None:
-            with contextlib.suppress(OSError):
-                part.close()

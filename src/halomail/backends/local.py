@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from halomail._validate import under_key_path
-from halomail.backends.base import Disposition, FetchedMessage, MailboxConnector
+from halomail.backends.base import Disposition, FetchedMessage, MailboxConnector, ProbeReport
 from halomail.backends.settings import LocalMailboxSettings, SettingsTable, as_typed
 from halomail.errors import ConfigError, ConnectorError, TransientConnectorError
 
@@ -188,6 +188,15 @@ class MaildirConnector:
     def close(self) -> None:
         """Forget the paths of the last fetch; nothing is held open."""
         self._paths = {}
+
+    def probe(self) -> ProbeReport:
+        """Count the emails in ``new/`` and ``cur/`` without reading one.
+
+        Raises:
+            ConnectorError: The folder is not a Maildir or cannot be listed.
+        """
+        count = len(self._scan())
+        return ProbeReport(f"{count} message{'' if count == 1 else 's'}", messages=count)
 
     def _scan(self) -> list[tuple[int, str, Path]]:
         for sub in ("new", "cur"):

@@ -36,7 +36,13 @@ from pathlib import Path
 
 from halomail.backends._common import login_from_settings, tls_context
 from halomail.backends.auth.oauth import TokenProvider
-from halomail.backends.base import Disposition, FetchedMessage
+from halomail.backends.auth.sasl import (
+    MalformedTokenError,
+    login_with_token,
+    read_token,
+    sasl_payload,
+)
+from halomail.backends.base import Disposition, FetchedMessage, ProbeReport
 from halomail.backends.settings import Pop3Settings, SettingsTable, as_typed
 from halomail.errors import (
     AuthenticationError,
@@ -340,6 +346,35 @@ class Pop3Connector:
         if failure is not None:
             raise failure
 
+    def probe(self) -> ProbeReport:
+        """Log in on a session of its own, ``STAT``, and ``QUIT``: no email read or deleted.
+
+        Returns:
+            What was found, e.g. ``tls, 3 messages``.
+
+        Raises:
+            AuthenticationError: The credentials were refused.
+            TransientConnectorError: The server cannot be reached.
+            ConnectorError: TLS failed, or the server refused ``STAT``.
+        """
+        session = self._connect()
+        try:
+            with self._io("STAT"):
+                self._send(session, b"STAT")
+                line = self._read_status(session)
+                if line.startswith(b"+OK"):
+                    self._send(session, b"QUIT")  # nothing was marked: nothing changes
+                    self._read_status(session)
+        finally:
+            _close_quietly(session)
+            self._broken = False  # the probe's session only; the reading one is untouched
+        parts = line.split()
+        if not line.startswith(b"+OK") or len(parts) < 2 or not parts[1].isdigit():
+            raise self._refused("STAT", line)
+        count = int(parts[1])
+        noun = "message" if count == 1 else "messages"
+        return ProbeReport(f"{self.security}, {count} {noun}", messages=count)
+
     # -- session ---------------------------------------------------------------
 
     def _require_session(self) -> poplib.POP3:
@@ -414,45 +449,28 @@ class Pop3Connector:
             self._tokens = []
 
     def _login_oauth(self, session: poplib.POP3) -> None:
-        token = self._token()
-        line = self._authenticate(session, token)
-        if not line.startswith(b"+OK") and not _transient(line):
-            # The server refused a token we believed valid (revoked early): ask for a
-            # new one once. A provider that hands out the same token is not retried.
-            invalidate = getattr(self._token_provider, "invalidate", None)
-            if callable(invalidate):
-                invalidate()
-                fresh = self._token()
-                if fresh != token:
-                    line = self._authenticate(session, fresh)
+        assert self._token_provider is not None
+        line, _ = login_with_token(
+            self._token_provider,
+            lambda token: self._authenticate(session, token),
+            lambda line: not line.startswith(b"+OK") and not _transient(line),
+            get_token=self._token,
+        )
         if not line.startswith(b"+OK"):
             raise self._login_error(line, f"the OAuth2 token ({self.sasl_mechanism})")
 
     def _token(self) -> str:
-        provider = self._token_provider
-        getter = getattr(provider, "token", None)
-        if callable(getter):
-            token = str(getter())
-        else:
-            assert callable(provider)
-            token = str(provider())
-        if not token or any(c in token for c in "\r\n\0\x01"):
-            raise AuthenticationError(
-                "the token provider returned an empty or malformed token", mailbox=self.name
-            )
+        assert self._token_provider is not None
+        try:
+            token = read_token(self._token_provider)
+        except MalformedTokenError as exc:
+            raise AuthenticationError(str(exc), mailbox=self.name) from None
         self._tokens.append(token)
         return token
 
     def _authenticate(self, session: poplib.POP3, token: str) -> bytes:
-        if self.sasl_mechanism == "OAUTHBEARER":
-            # RFC 7628 §3.1: GS2 header, then host and port, then the bearer token.
-            payload = (
-                f"n,a={self.username},\x01host={self.host}\x01port={self.port}\x01"
-                f"auth=Bearer {token}\x01\x01"
-            )
-        else:
-            payload = f"user={self.username}\x01auth=Bearer {token}\x01\x01"
-        encoded = base64.b64encode(payload.encode())
+        payload = sasl_payload(self.sasl_mechanism, self.username, token, self.host, self.port)
+        encoded = base64.b64encode(payload)
         with self._io("login"):
             # Two steps (AUTH, then the response after "+"), as Microsoft and Google
             # document for POP3; servers that accept an initial response accept this too.

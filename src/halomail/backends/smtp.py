@@ -45,7 +45,13 @@ import attrs
 
 from halomail.backends._common import tls_context
 from halomail.backends.auth.oauth import TokenProvider, token_provider_from_settings
-from halomail.backends.base import OutgoingEmail
+from halomail.backends.auth.sasl import (
+    MalformedTokenError,
+    login_with_token,
+    read_token,
+    xoauth2_payload,
+)
+from halomail.backends.base import OutgoingEmail, ProbeReport
 from halomail.backends.settings import SettingsTable, SmtpSettings, as_typed
 from halomail.errors import (
     AuthenticationError,
@@ -368,6 +374,18 @@ class SmtpTransport:
         )
         return result
 
+    def probe(self) -> ProbeReport:
+        """:meth:`check`, said in one line: security and login, e.g. ``STARTTLS, AUTH PLAIN``.
+
+        Sends nothing. Raises what :meth:`check` raises.
+        """
+        result = self.check()
+        security = {"tls": "TLS", "starttls": "STARTTLS", "none": "no TLS"}[self.security]
+        if result.tls_version:
+            security += f" ({result.tls_version})"
+        login = f"AUTH {result.mechanism}" if result.mechanism else "no login"
+        return ProbeReport(f"{security}, {login}")
+
     # -- connection reuse -----------------------------------------------------------
 
     def __enter__(self) -> SmtpTransport:
@@ -534,22 +552,19 @@ class SmtpTransport:
         return code, text
 
     def _login_oauth(self, session: smtplib.SMTP) -> tuple[int, bytes]:
-        token = self._token()
-        code, text = self._xoauth2(session, token)
-        if code != 235 and not 400 <= code < 500:
-            # The server refused a token we believed valid (revoked early): ask for a
-            # new one once. A provider that hands out the same token is not retried.
-            invalidate = getattr(self._token_provider, "invalidate", None)
-            if callable(invalidate):
-                invalidate()
-                fresh = self._token()
-                if fresh != token:
-                    code, text = self._xoauth2(session, fresh)
-        return code, text
+        assert self._token_provider is not None
+        answer, _ = login_with_token(
+            self._token_provider,
+            lambda token: self._xoauth2(session, token),
+            # 4xx is "try later": a fresh token would not help.
+            lambda answer: answer[0] != 235 and not 400 <= answer[0] < 500,
+            get_token=self._token,
+        )
+        return answer
 
     def _xoauth2(self, session: smtplib.SMTP, token: str) -> tuple[int, bytes]:
-        blob = f"user={self.username}\x01auth=Bearer {token}\x01\x01"
-        code, text = session.docmd("AUTH", f"XOAUTH2 {_b64(blob)}")
+        blob = base64.b64encode(xoauth2_payload(self.username or "", token)).decode("ascii")
+        code, text = session.docmd("AUTH", f"XOAUTH2 {blob}")
         if code == 334:
             # The error arrives as a base64 JSON challenge; an empty line ends the
             # exchange and brings the final reply.
@@ -557,14 +572,13 @@ class SmtpTransport:
         return code, text
 
     def _token(self) -> str:
-        provider = self._token_provider
+        assert self._token_provider is not None
         try:
-            getter = getattr(provider, "token", None)
-            if callable(getter):
-                token = str(getter())
-            else:
-                assert callable(provider)
-                token = str(provider())
+            token = read_token(self._token_provider)
+        except MalformedTokenError:
+            raise PermanentTransportError(
+                f"smtp {self._where}: the token provider returned an empty or malformed token"
+            ) from None
         except AuthenticationError as exc:
             raise PermanentTransportError(
                 f"smtp {self._where}: no OAuth2 token for {self.username!r}: {exc}"
@@ -577,10 +591,6 @@ class SmtpTransport:
             raise PermanentTransportError(
                 f"smtp {self._where}: no OAuth2 token for {self.username!r}: {exc}"
             ) from exc
-        if not token or any(c in token for c in "\r\n\0\x01"):
-            raise PermanentTransportError(
-                f"smtp {self._where}: the token provider returned an empty or malformed token"
-            )
         self._tokens.append(token)
         return token
 

@@ -2,8 +2,7 @@
 
 :func:`sanitize_html` makes an email's HTML safe to show inside a helpdesk page: nh3
 (ammonia) with an explicit allowlist, URL checks of our own, a small CSS allowlist, and no
-remote loads at all. :func:`html_to_text` reads the HTML with lexbor and lays its text out
-as a person would read it.
+remote loads at all. :func:`html_to_text` lays its text out as a person would read it.
 
 Both stay fast on hostile input (X8). ammonia's and lexbor's tree builders take time
 proportional to the number of tags times the nesting depth, so a document with many start
