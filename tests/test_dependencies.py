@@ -27,11 +27,12 @@ EXTRAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("halomail.backends.graph", ("office365",)),
     ("halomail.backends._graph_http", ("office365",)),
     ("halomail.backends.gmail", ("google",)),
+    ("halomail.backends._gmail_http", ("google",)),
     ("halomail.backends.ews", ("ews",)),
+    ("halomail.backends._ews_client", ("ews",)),
     # OAuth tokens come from msal (Microsoft) or google-auth (Google).
     ("halomail.backends.auth", ("office365", "google")),
-    # "test" until the `testing` extra lands (roles branch); the lead drops it at merge.
-    ("halomail.testing", ("testing", "test")),
+    ("halomail.testing", ("testing",)),
 )
 
 
