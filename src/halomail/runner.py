@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from halomail.outbound.outbox import MessageIdFactory, Outbox, SenderIdentity, S
 from halomail.outbound.sms import SmsSettings
 from halomail.pipeline.context import Context, ThrottleWarnings
 from halomail.pipeline.records import service_key
+from halomail.pipeline.reports import MailboxHealth, MailboxReport, RunReport, ServiceCheck
 from halomail.pipeline.results import Outcome, ProcessingOutcome, Reason, Simulation
 from halomail.pipeline.settings import Mailbox, ProcessorSettings
 from halomail.pipeline.unit import UnitOfWork
@@ -67,91 +69,6 @@ log = logging.getLogger(__name__)
 # How long a mailbox lease lasts unless renewed; it is renewed at a third of that while
 # a long mailbox is read, so a runner that dies frees its mailboxes within this time.
 LEASE_TTL = dt.timedelta(minutes=5)
-
-
-@attrs.frozen
-class MailboxHealth:
-    """A mailbox's state, as an administrator wants to see it.
-
-    Args:
-        name: The mailbox.
-        last_success: When it was last read without error.
-        last_error: The last error (secret-free), or ``None``.
-        last_error_at: When that error happened.
-        consecutive_failures: Failed reads since the last success.
-        next_attempt_at: After repeated failures, the mailbox is not read again before
-            this time (``None``: read it on the next cycle).
-    """
-
-    name: str
-    last_success: dt.datetime | None = None
-    last_error: str | None = None
-    last_error_at: dt.datetime | None = None
-    consecutive_failures: int = 0
-    next_attempt_at: dt.datetime | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        """The JSON shape used by ``halomail run --json``."""
-        return {
-            "mailbox": self.name,
-            "last_success": self.last_success.isoformat() if self.last_success else None,
-            "last_error": self.last_error,
-            "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
-            "consecutive_failures": self.consecutive_failures,
-            "next_attempt_at": self.next_attempt_at.isoformat() if self.next_attempt_at else None,
-        }
-
-
-@attrs.frozen
-class MailboxReport:
-    """What one pass over one mailbox did (``error`` says why it failed or was skipped)."""
-
-    name: str
-    outcomes: tuple[ProcessingOutcome, ...]
-    error: str | None = None
-    left_alone: int = 0
-    # Not read this cycle: backing off after repeated failures (``error`` says so), or
-    # another runner holds the mailbox's lease (``note`` says so; not a failure).
-    skipped: bool = False
-    note: str | None = None
-
-
-@attrs.frozen
-class ServiceCheck:
-    """One monitored service as a cycle found it.
-
-    Args:
-        service: The service's name.
-        status: Its latest status (``ok``, ``failed``, ``unknown``), or ``None`` before any.
-        turned_unknown: True when this check turned it Unknown.
-        ticket_id: The ticket raised for it, if any.
-    """
-
-    service: str
-    status: str | None
-    turned_unknown: bool = False
-    ticket_id: int | None = None
-
-
-@attrs.frozen
-class RunReport:
-    """What one cycle over every mailbox did."""
-
-    mailboxes: tuple[MailboxReport, ...]
-    sent: SendReport = attrs.field(factory=SendReport)
-    services: tuple[ServiceCheck, ...] = ()
-
-    @property
-    def outcomes(self) -> tuple[ProcessingOutcome, ...]:
-        """Every email's outcome, mailbox by mailbox."""
-        return tuple(o for report in self.mailboxes for o in report.outcomes)
-
-    @property
-    def ok(self) -> bool:
-        """False when a mailbox failed or an email was quarantined or left for retry."""
-        return all(report.error is None for report in self.mailboxes) and not any(
-            o.outcome in (Outcome.QUARANTINED, Outcome.RETRY) for o in self.outcomes
-        )
 
 
 class _OneWriter(AbstractContextManager[None]):
@@ -611,6 +528,14 @@ class MailProcessor:
         """
         if self._closed.is_set():
             return False
+        # A watcher gives up a little before this call does, so that by the next call it
+        # has ended and a new one starts: no cycle goes unwatched. Mail that arrives in
+        # that margin is read by the cycle that follows anyway.
+        margin = min(1.0, timeout / 10)
+        deadline = time.monotonic() + margin
+        for ending in self._watchers.values():
+            # One just ending its wait: let it end (and report), within one margin for all.
+            ending.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._arrived.is_set():
             self._arrived.clear()
             return True
@@ -621,12 +546,12 @@ class MailProcessor:
                 continue
             if (self._health[mailbox.name].next_attempt_at or now) > now:
                 continue  # backing off after failures: not watched either
-            watcher = self._watchers.get(mailbox.name)
-            if watcher is not None and watcher.is_alive():
-                continue
+            previous = self._watchers.get(mailbox.name)
+            if previous is not None and previous.is_alive():
+                continue  # still waiting from an earlier call: not doubled
             watcher = threading.Thread(
                 target=self._watch,
-                args=(mailbox.name, wait, timeout),
+                args=(mailbox.name, wait, timeout - margin),
                 name=f"halomail-idle-{mailbox.name}",
                 daemon=True,
             )
