@@ -774,11 +774,12 @@ class TestQueryPlans:
             for part in (_sqlite_tickets, _sqlite_directory, _sqlite_ledger, _sqlite_outbox)
             if hasattr(part, name)
         }
-        count = len(re.findall(r"\?(?!\d)", sql)) or max(map(int, re.findall(r"\?(\d)", sql)))
+        names = set(re.findall(r":(\w+)", sql))
+        params: dict[str, str] | tuple[str, ...] = (
+            dict.fromkeys(names, "x") if names else ("x",) * sql.count("?")
+        )
         with raw(db) as connection:
-            plan = [
-                row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", ("x",) * count)
-            ]
+            plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
         for step in self.EXPECTED[name]:
             assert step in plan, plan
         assert not any("TEMP B-TREE" in step for step in plan), plan

@@ -63,9 +63,9 @@ _SQL_SET_STATE = (
 # Takes a lease that is free, expired, or already ours; RETURNING yields a row only
 # when the INSERT or the conditional UPDATE happened.
 _SQL_ACQUIRE_LEASE = (
-    "INSERT INTO leases (name, owner, held_until) VALUES (?1, ?2, ?3) "
+    "INSERT INTO leases (name, owner, held_until) VALUES (:name, :owner, :until) "
     "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, held_until = excluded.held_until "
-    "WHERE leases.owner = excluded.owner OR leases.held_until <= ?4 RETURNING owner"
+    "WHERE leases.owner = excluded.owner OR leases.held_until <= :now RETURNING owner"
 )
 _SQL_RELEASE_LEASE = "DELETE FROM leases WHERE name = ? AND owner = ?"
 
@@ -234,7 +234,8 @@ class LedgerPart(SQLiteBase):
         with self._writing() as connection:
             # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
             rows = connection.execute(
-                _SQL_ACQUIRE_LEASE, (name, owner, _time(start + ttl), _time(start))
+                _SQL_ACQUIRE_LEASE,
+                {"name": name, "owner": owner, "until": _time(start + ttl), "now": _time(start)},
             ).fetchall()
         return bool(rows)
 
