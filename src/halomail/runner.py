@@ -33,6 +33,7 @@ from typing import Any
 import attrs
 
 from halomail.backends.base import Disposition, FetchedMessage, MailTransport
+from halomail.errors import TransientRepositoryError
 from halomail.inbound.parse import parse_email
 from halomail.outbound.notifier import Notifier
 from halomail.outbound.outbox import MessageIdFactory, Outbox, SenderIdentity, SendReport
@@ -141,6 +142,40 @@ class _MailboxLease:
                 self._repository.release_lease(self.name, self._owner)
         except Exception as exc:  # noqa: BLE001 - the lease expires by itself
             log.warning("releasing %s failed: %s", self.name, exc)
+
+
+class _PassStop:
+    """Stops a cycle's mailbox passes once the repository is busy (shared by their threads).
+
+    The repository is shared: when one write waited out the busy timeout, the next
+    would too, so every pass stops instead of waiting once per email.
+    """
+
+    def __init__(self) -> None:
+        self._reason: str | None = None
+        self._lock = threading.Lock()
+
+    def why(self) -> str | None:
+        """Why the passes stop (another thread may have said so meanwhile), or ``None``."""
+        return self._reason
+
+    def repository_busy(self, mailbox: str, done: int, error: object) -> str:
+        """Stop every pass; return what the mailbox that met the error reports."""
+        where = f"after {done} email(s) of mailbox {mailbox}" if done else f"at mailbox {mailbox}"
+        message = f"repository busy: stopped the pass {where} ({error}); the rest wait"
+        with self._lock:
+            if self._reason is None:
+                self._reason = message
+                log.error("%s", message)
+        return message
+
+
+def _busy(outcome: ProcessingOutcome) -> bool:
+    """True when the unit met a transient repository error (a locked database, a full disk).
+
+    A dedupe-key conflict is left for retry with the same reason, but carries no error.
+    """
+    return outcome.reason is Reason.TRANSIENT_ERROR and outcome.detail is not None
 
 
 class MailProcessor:
@@ -318,7 +353,10 @@ class MailProcessor:
         Mailboxes are read concurrently, at most
         :attr:`ProcessorSettings.concurrent_mailboxes` at a time, so a slow server
         delays only its own mailbox. One broken mailbox never stops the others: its
-        error lands in its report and in :meth:`health`.
+        error lands in its report and in :meth:`health`. A busy repository does: after
+        the first transient repository error (a locked database) every pass stops, the
+        emails not read stay for the next cycle, services and the outbox wait too, and
+        :attr:`RunReport.repository_busy` says so.
 
         Args:
             on_outcome: Called with each email's outcome as soon as it is known (from
@@ -329,8 +367,9 @@ class MailProcessor:
         """
         enabled = [m for m in self.mailboxes if m.enabled]
         workers = min(self.settings.concurrent_mailboxes, len(enabled))
+        stop = _PassStop()
         if workers <= 1:
-            reports = tuple(self.process_mailbox(m, on_outcome=on_outcome) for m in enabled)
+            reports = tuple(self._read_mailbox(m, on_outcome, stop) for m in enabled)
         else:
             report_one = on_outcome
             if on_outcome is not None:
@@ -342,8 +381,12 @@ class MailProcessor:
 
             with ThreadPoolExecutor(workers, thread_name_prefix="halomail-mailbox") as pool:
                 reports = tuple(
-                    pool.map(lambda m: self.process_mailbox(m, on_outcome=report_one), enabled)
+                    pool.map(lambda m: self._read_mailbox(m, report_one, stop), enabled)
                 )
+        busy = stop.why()
+        if busy is not None:
+            # Services and the outbox write too: each would wait out the busy timeout.
+            return RunReport(mailboxes=reports, repository_busy=busy)
         services = self.check_services()
         sent = self.send_outbox()
         return RunReport(mailboxes=reports, sent=sent, services=services)
@@ -422,21 +465,41 @@ class MailProcessor:
             mailbox: One of this processor's mailboxes.
             on_outcome: Called with each email's outcome as soon as it is known.
         """
+        return self._read_mailbox(mailbox, on_outcome, _PassStop())
+
+    def _read_mailbox(
+        self,
+        mailbox: Mailbox,
+        on_outcome: Callable[[ProcessingOutcome], None] | None,
+        stop: _PassStop,
+    ) -> MailboxReport:
+        """:meth:`process_mailbox`, stopping when ``stop`` says the repository is busy."""
+        busy = stop.why()
+        if busy is not None:
+            return MailboxReport(mailbox.name, (), skipped=True, note=f"not read: {busy}")
         waiting = self._backing_off(mailbox)
         if waiting is not None:
             return MailboxReport(mailbox.name, (), error=waiting, skipped=True)
         lease = self._lease(mailbox)
-        if lease is not None and not lease.acquire():
-            note = f"not read: another runner holds its lease ({lease.name})"
-            log.info("mailbox %s %s", mailbox.name, note)
-            return MailboxReport(mailbox.name, (), skipped=True, note=note)
+        try:
+            if lease is not None and not lease.acquire():
+                held = f"not read: another runner holds its lease ({lease.name})"
+                log.info("mailbox %s %s", mailbox.name, held)
+                return MailboxReport(mailbox.name, (), skipped=True, note=held)
+        except TransientRepositoryError as exc:
+            # Not taken, so nothing to release: the pass ends after this one wait.
+            return MailboxReport(mailbox.name, (), error=stop.repository_busy(mailbox.name, 0, exc))
         outcomes: list[ProcessingOutcome] = []
         left_alone = 0
         error: str | None = None
+        note: str | None = None
         try:
             baseline = self._onboarding_baseline(mailbox)
             messages: Iterator[FetchedMessage] = iter(mailbox.connector.fetch())
             for fetched in messages:
+                if (busy := stop.why()) is not None:
+                    note = f"stopped: {busy}"
+                    break
                 if lease is not None:
                     lease.renew_if_due()
                 if baseline is not None and fetched.ref in baseline:
@@ -446,6 +509,11 @@ class MailProcessor:
                 outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
+                if _busy(outcome):
+                    error = stop.repository_busy(mailbox.name, len(outcomes), outcome.detail)
+                    break
+        except TransientRepositoryError as exc:
+            error = stop.repository_busy(mailbox.name, len(outcomes), exc)
         except Exception as exc:  # noqa: BLE001 - one broken mailbox must not stop the others
             error = f"{type(exc).__name__}: {exc}"
             log.error("mailbox %s failed: %s", mailbox.name, error)
@@ -460,12 +528,15 @@ class MailProcessor:
                 log.error("mailbox %s: close failed: %s", mailbox.name, exc)
             if lease is not None:
                 lease.release()
-        self._record_health(mailbox.name, error)
+        if stop.why() is None:  # a busy repository is not the mailbox's failure
+            self._record_health(mailbox.name, error)
         if left_alone:
             log.info(
                 "mailbox %s: left %d older emails alone (start_from=now)", mailbox.name, left_alone
             )
-        return MailboxReport(mailbox.name, tuple(outcomes), error=error, left_alone=left_alone)
+        return MailboxReport(
+            mailbox.name, tuple(outcomes), error=error, left_alone=left_alone, note=note
+        )
 
     def _backing_off(self, mailbox: Mailbox) -> str | None:
         """Why ``mailbox`` is not read this cycle after repeated failures, or ``None``."""

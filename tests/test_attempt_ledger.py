@@ -1,0 +1,80 @@
+"""The attempt ledger (issue 13, item 2): the contract on both shipped repositories, and a
+host repository without it keeps working as before."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from halomail import Mailbox, MailProcessor, ProcessorSettings
+from halomail.backends.memory import MemoryConnector
+from halomail.pipeline.attempts import keys
+from halomail.pipeline.results import Outcome
+from halomail.testing import AttemptLedgerContract
+from halomail.tickets.memory import InMemoryTicketRepository
+from halomail.tickets.sqlite import SQLiteTicketRepository
+from tests.conftest import make_email
+
+
+class TestInMemoryAttempts(AttemptLedgerContract):
+    """The in-memory repository keeps the attempt ledger's contract."""
+
+    @pytest.fixture
+    def repository(self) -> InMemoryTicketRepository:
+        """A fresh in-memory repository."""
+        return InMemoryTicketRepository()
+
+
+class TestSQLiteAttempts(AttemptLedgerContract):
+    """The SQLite repository keeps the attempt ledger's contract."""
+
+    @pytest.fixture
+    def repository(self, tmp_path: Path) -> Iterator[SQLiteTicketRepository]:
+        """A fresh SQLite file."""
+        with SQLiteTicketRepository(tmp_path / "halomail.db") as repository:
+            yield repository
+
+
+class WithoutAttempts(InMemoryTicketRepository):
+    """A host repository from before attempts: it counts every call to the old methods."""
+
+    begin_attempt = None  # type: ignore[assignment]  # the host never had these
+    finish_attempt = None  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transactions = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Count the transactions (one per email, as before attempts)."""
+        self.transactions += 1
+        with super().transaction():
+            yield
+
+
+def test_a_host_repository_without_attempts_processes_mail_as_before() -> None:
+    """No begin_attempt/finish_attempt: tickets are made, one transaction per email, no error."""
+    repository = WithoutAttempts()
+    emails = [make_email(subject=f"Request {n}", message_id=f"<r{n}@x.example>") for n in (1, 2)]
+    connector = MemoryConnector("Support", emails)
+    processor = MailProcessor(repository, [Mailbox(connector)], ProcessorSettings(loop_token="t"))
+    report = processor.run_once()
+    assert [o.outcome for o in report.outcomes] == [Outcome.CREATED, Outcome.CREATED]
+    assert repository.transactions == 2
+    assert sorted(t.summary for t in repository.list_tickets()) == ["Request 1", "Request 2"]
+
+
+def test_a_processed_email_leaves_no_attempt_behind(tmp_path: Path) -> None:
+    """After an email's outcome commits, its attempt is gone: a re-run would count from zero."""
+    raw = make_email()
+    with SQLiteTicketRepository(tmp_path / "halomail.db") as repository:
+        connector = MemoryConnector("Support", [raw])
+        settings = ProcessorSettings(loop_token="t")
+        MailProcessor(repository, [Mailbox(connector)], settings).run_once()
+        key, _ = keys("Support", raw)
+        assert repository.begin_attempt(key, now=dt.datetime.now(dt.UTC)) == 0
