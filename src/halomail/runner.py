@@ -38,6 +38,7 @@ from halomail.inbound.parse import parse_email
 from halomail.outbound.notifier import Notifier
 from halomail.outbound.outbox import MessageIdFactory, Outbox, SenderIdentity, SendReport
 from halomail.outbound.sms import SmsSettings
+from halomail.pipeline.busy import PassStop, stops_the_pass
 from halomail.pipeline.context import Context, ThrottleWarnings
 from halomail.pipeline.records import service_key
 from halomail.pipeline.reports import MailboxHealth, MailboxReport, RunReport, ServiceCheck
@@ -142,40 +143,6 @@ class _MailboxLease:
                 self._repository.release_lease(self.name, self._owner)
         except Exception as exc:  # noqa: BLE001 - the lease expires by itself
             log.warning("releasing %s failed: %s", self.name, exc)
-
-
-class _PassStop:
-    """Stops a cycle's mailbox passes once the repository is busy (shared by their threads).
-
-    The repository is shared: when one write waited out the busy timeout, the next
-    would too, so every pass stops instead of waiting once per email.
-    """
-
-    def __init__(self) -> None:
-        self._reason: str | None = None
-        self._lock = threading.Lock()
-
-    def why(self) -> str | None:
-        """Why the passes stop (another thread may have said so meanwhile), or ``None``."""
-        return self._reason
-
-    def repository_busy(self, mailbox: str, done: int, error: object) -> str:
-        """Stop every pass; return what the mailbox that met the error reports."""
-        where = f"after {done} email(s) of mailbox {mailbox}" if done else f"at mailbox {mailbox}"
-        message = f"repository busy: stopped the pass {where} ({error}); the rest wait"
-        with self._lock:
-            if self._reason is None:
-                self._reason = message
-                log.error("%s", message)
-        return message
-
-
-def _busy(outcome: ProcessingOutcome) -> bool:
-    """True when the unit met a transient repository error (a locked database, a full disk).
-
-    A dedupe-key conflict is left for retry with the same reason, but carries no error.
-    """
-    return outcome.reason is Reason.TRANSIENT_ERROR and outcome.detail is not None
 
 
 class MailProcessor:
@@ -367,7 +334,7 @@ class MailProcessor:
         """
         enabled = [m for m in self.mailboxes if m.enabled]
         workers = min(self.settings.concurrent_mailboxes, len(enabled))
-        stop = _PassStop()
+        stop = PassStop()
         if workers <= 1:
             reports = tuple(self._read_mailbox(m, on_outcome, stop) for m in enabled)
         else:
@@ -465,30 +432,34 @@ class MailProcessor:
             mailbox: One of this processor's mailboxes.
             on_outcome: Called with each email's outcome as soon as it is known.
         """
-        return self._read_mailbox(mailbox, on_outcome, _PassStop())
+        return self._read_mailbox(mailbox, on_outcome, PassStop())
 
     def _read_mailbox(
         self,
         mailbox: Mailbox,
         on_outcome: Callable[[ProcessingOutcome], None] | None,
-        stop: _PassStop,
+        stop: PassStop,
     ) -> MailboxReport:
         """:meth:`process_mailbox`, stopping when ``stop`` says the repository is busy."""
-        busy = stop.why()
-        if busy is not None:
-            return MailboxReport(mailbox.name, (), skipped=True, note=f"not read: {busy}")
         waiting = self._backing_off(mailbox)
         if waiting is not None:
             return MailboxReport(mailbox.name, (), error=waiting, skipped=True)
         lease = self._lease(mailbox)
-        try:
-            if lease is not None and not lease.acquire():
-                held = f"not read: another runner holds its lease ({lease.name})"
-                log.info("mailbox %s %s", mailbox.name, held)
-                return MailboxReport(mailbox.name, (), skipped=True, note=held)
-        except TransientRepositoryError as exc:
-            # Not taken, so nothing to release: the pass ends after this one wait.
-            return MailboxReport(mailbox.name, (), error=stop.repository_busy(mailbox.name, 0, exc))
+        # Leases are taken one mailbox at a time (a small write each), so that a database
+        # locked before the cycle costs one busy timeout, not one per mailbox thread.
+        with stop.starting:
+            busy = stop.why()
+            if busy is not None:
+                return MailboxReport(mailbox.name, (), skipped=True, note=f"not read: {busy}")
+            try:
+                if lease is not None and not lease.acquire():
+                    held = f"not read: another runner holds its lease ({lease.name})"
+                    log.info("mailbox %s %s", mailbox.name, held)
+                    return MailboxReport(mailbox.name, (), skipped=True, note=held)
+            except TransientRepositoryError as exc:
+                # Not taken, so nothing to release: the pass ends after this one wait.
+                stopped = stop.repository_busy(mailbox.name, 0, exc)
+                return MailboxReport(mailbox.name, (), error=stopped)
         outcomes: list[ProcessingOutcome] = []
         left_alone = 0
         error: str | None = None
@@ -509,7 +480,7 @@ class MailProcessor:
                 outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
-                if _busy(outcome):
+                if stops_the_pass(outcome):
                     error = stop.repository_busy(mailbox.name, len(outcomes), outcome.detail)
                     break
         except TransientRepositoryError as exc:
