@@ -12,10 +12,12 @@ import pytest
 
 from halomail import Mailbox, MailProcessor, ProcessorSettings
 from halomail.backends.memory import MemoryConnector
+from halomail.errors import RepositoryError, TransientRepositoryError
 from halomail.pipeline.attempts import keys
-from halomail.pipeline.results import Outcome
+from halomail.pipeline.results import Outcome, Reason
 from halomail.testing import AttemptLedgerContract
 from halomail.tickets.memory import InMemoryTicketRepository
+from halomail.tickets.models import NewTicket, Ticket
 from halomail.tickets.sqlite import SQLiteTicketRepository
 from tests.conftest import make_email
 
@@ -78,3 +80,40 @@ def test_a_processed_email_leaves_no_attempt_behind(tmp_path: Path) -> None:
         MailProcessor(repository, [Mailbox(connector)], settings).run_once()
         key, _ = keys("Support", raw)
         assert repository.begin_attempt(key, now=dt.datetime.now(dt.UTC)) == 0
+
+
+class FailingTickets(InMemoryTicketRepository):
+    """A repository whose ticket writes fail with the error given, until told otherwise."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error: Exception | None = error
+
+    def create_ticket(self, new: NewTicket) -> Ticket:
+        """Fail with the error while there is one."""
+        if self.error is not None:
+            raise self.error
+        return super().create_ticket(new)
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (TransientRepositoryError("database is locked"), Outcome.RETRY),
+        (RepositoryError("the host's database refused it"), Outcome.QUARANTINED),
+    ],
+)
+def test_a_failure_that_leaves_the_process_alive_is_not_counted_as_a_crash(
+    error: Exception, outcome: Outcome
+) -> None:
+    """Failing three times without dying leaves no attempt: never a repeated-crash."""
+    raw = make_email()
+    repository = FailingTickets(error)
+    settings = ProcessorSettings(loop_token="t")
+    for _ in range(3):
+        connector = MemoryConnector("Support", [raw])
+        report = MailProcessor(repository, [Mailbox(connector)], settings).run_once()
+        assert [o.outcome for o in report.outcomes] == [outcome]
+        assert Reason.REPEATED_CRASH not in [o.reason for o in report.outcomes]
+    key, _ = keys("Support", raw)
+    assert repository.begin_attempt(key, now=dt.datetime.now(dt.UTC)) == 0
