@@ -9,6 +9,7 @@ real Maildir and a real SQLite file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sqlite3
@@ -112,7 +113,7 @@ def _after_a_death(root: Path) -> None:
 
     (The next run is another runner: it leaves a mailbox alone while its lease is held.)
     """
-    with sqlite3.connect(root / "halomail.db") as connection:
+    with contextlib.closing(sqlite3.connect(root / "halomail.db")) as connection, connection:
         expired = connection.execute(
             "UPDATE leases SET held_until = '2000-01-01T00:00:00.000000+00:00'"
         ).rowcount

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -69,9 +70,18 @@ def run_child(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def raw(path: Path) -> sqlite3.Connection:
-    """A plain sqlite3 connection to the file, in autocommit mode."""
-    return sqlite3.connect(path, isolation_level=None)
+@contextlib.contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection to the file, in autocommit mode, closed at the end.
+
+    (A ``sqlite3.Connection`` used as a context manager only ends a transaction; it does
+    not close, and Python 3.13 reports the connection left open.)
+    """
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 @pytest.fixture
@@ -681,7 +691,8 @@ class TestErrorTranslation:
     def test_a_locked_database_is_transient(self, db: Path) -> None:
         """SQLITE_BUSY ("database is locked") becomes TransientRepositoryError."""
         SQLiteTicketRepository(db).close()
-        holder, waiter = raw(db), sqlite3.connect(db, isolation_level=None, timeout=0)
+        holder = sqlite3.connect(db, isolation_level=None)
+        waiter = sqlite3.connect(db, isolation_level=None, timeout=0)
         holder.execute("BEGIN IMMEDIATE")
         try:
             with pytest.raises(sqlite3.OperationalError) as raised:
