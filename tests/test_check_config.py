@@ -133,7 +133,7 @@ CASES = [
         id="imap-login-without-a-password",
     ),
     pytest.param(
-        '[outgoing]\ntransport = "graph"\nfrom_address = "support@example.com"\n' + _GOOGLE,
+        '[outgoing]\ntransport = "graph"\nfrom_address = "support@example.com"\n' + _IMAP,
         "outgoing.tenant_id",
         "needs tenant_id",
         id="graph-transport-without-credentials",
