@@ -39,6 +39,8 @@ from halomail.tickets.repository import Browsing, TicketRepository
 
 __all__ = ["main"]
 
+log = logging.getLogger("halomail")
+
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
 _QUICKSTART_TOML = """\
@@ -82,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except Exception:
+        # A bug, or a host's repository failing its own way: the traceback is shown, but
+        # through the log handler, so a DSN in the exception's message is masked there too.
+        log.critical("unexpected error", exc_info=True)
+        return EXIT_PROBLEMS
     return code
 
 

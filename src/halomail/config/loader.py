@@ -239,13 +239,27 @@ def load_config(
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{file}: invalid TOML: {exc}") from exc
+        raise ConfigError("", f"{file}: invalid TOML: {_with_position(str(exc), text)}") from exc
     except RecursionError as exc:  # tomllib recurses per nesting level
         raise ConfigError("", f"{file}: invalid TOML: arrays or tables nest too deeply") from exc
     config = parse_config(table, base_dir=file.parent, env=env)
     if require_mailbox:
         check_some_mailbox_enabled(config, file)
     return attrs.evolve(config, path=file)
+
+
+def _with_position(message: str, text: str) -> str:
+    """tomllib's message, with the line and column of a file cut short.
+
+    For an error at the very end, tomllib says "(at end of document)" and no more; the
+    administrator looking at a truncated file wants to know where that is.
+    """
+    end = "(at end of document)"
+    if not message.endswith(end):
+        return message
+    lines = text.split("\n")
+    where = f"line {len(lines)}, column {len(lines[-1]) + 1}"
+    return f"{message[: -len(end)]}(at end of document: {where})"
 
 
 def check_some_mailbox_enabled(config: Config, file: Path | None = None) -> None:
