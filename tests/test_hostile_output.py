@@ -21,7 +21,8 @@ import pytest
 from halomail import RedactingFilter
 from halomail._text import clean_text, redact_secrets
 from halomail.backends.auth.oauth import MicrosoftTokenProvider
-from halomail.errors import TransientConnectorError
+from halomail.config.loader import load_config
+from halomail.errors import ConfigError, TransientConnectorError
 from halomail.outbound.outbox import SenderIdentity, compose
 from halomail.tickets.models import OutboxMail, OutboxStatus, utcnow
 from tests.conftest import make_email
@@ -321,3 +322,16 @@ def test_clean_text_keeps_lines_only_where_asked() -> None:
     text = f"a{CLEAR_SCREEN}\tb\r\nc\rd{OSC_TITLE}\u202ee"
     assert clean_text(text, multiline=True) == "a\tb\nc\nde"
     assert clean_text(text) == "a b c de"
+
+
+def test_a_host_calling_load_config_gets_a_redacted_config_error(tmp_path: Path) -> None:
+    """From Python too, the ConfigError's text and message show the DSN without its password."""
+    config = _setup(
+        tmp_path, f'[storage]\nurl = "mysql://helpdesk:{SECRET}@db.example/h"\n' + _MAILDIR_MAILBOX
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert raised.value.key_path == "storage.url"
+    assert "'mysql://helpdesk:***@db.example/h'" in raised.value.message
+    assert SECRET not in str(raised.value)
+    assert SECRET not in raised.value.message
