@@ -7,6 +7,7 @@ inbox and a Maildir outbox, with SQLite storage.
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import json
@@ -86,8 +87,6 @@ def _hostile_email() -> bytes:
 
 
 def _b64(text: str) -> str:
-    import base64
-
     return base64.b64encode(text.encode()).decode()
 
 
