@@ -545,7 +545,7 @@ class TestConcurrency:
     def test_a_lock_held_elsewhere_raises_transient_after_the_busy_timeout(self, db: Path) -> None:
         """While another connection holds the write lock, a write waits, then raises transient."""
         with SQLiteTicketRepository(db, busy_timeout=0.1) as repository:
-            holder = raw(db)
+            holder = sqlite3.connect(db, isolation_level=None)
             holder.execute("BEGIN IMMEDIATE")
             try:
                 started = time.monotonic()
