@@ -243,3 +243,10 @@ def test_simulate_reports_the_timeout(config: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert f"problem: {TIMED_OUT}" in result.stdout
     assert "CF_host: " not in result.stdout  # no value was read
+
+
+def test_the_docs_state_the_budget_the_code_applies() -> None:
+    """docs/rules.md and docs/security.md give PATTERN_BUDGET_MS."""
+    docs = Path(__file__).parent.parent / "docs"
+    for name in ("rules.md", "security.md"):
+        assert f"{PATTERN_BUDGET_MS} ms" in docs.joinpath(name).read_text("utf-8")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from jinja2.exceptions import SecurityError
@@ -16,7 +17,14 @@ from jinja2.exceptions import SecurityError
 from halomail.backends.memory import MemoryConnector, MemoryTransport
 from halomail.errors import TemplateError
 from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
-from halomail.templates.budget import MAX_OUTPUT, MAX_STEPS
+from halomail.templates.budget import (
+    MAX_INT_BITS,
+    MAX_OUTPUT,
+    MAX_RENDER_SECONDS,
+    MAX_REPEAT,
+    MAX_STEPS,
+    MAX_WIDTH,
+)
 from halomail.templates.render import (
     MessageGroup,
     MessageKind,
@@ -211,3 +219,14 @@ def test_a_loop_over_a_long_value_is_stopped_at_render_time() -> None:
     assert template.render(TemplateValues({"summary": "short"})).text == "done"
     with pytest.raises(TemplateError, match=f"more than {MAX_STEPS} loop iterations"):
         template.render(TemplateValues({"summary": "x" * 200}))
+
+
+def test_the_docs_state_the_budgets_the_code_applies() -> None:
+    """docs/templates.md and docs/security.md give the limits of halomail.templates.budget."""
+    docs = Path(__file__).parent.parent / "docs"
+    for name in ("templates.md", "security.md"):
+        text = docs.joinpath(name).read_text("utf-8")
+        for limit in (MAX_STEPS, MAX_OUTPUT, MAX_REPEAT, MAX_INT_BITS):
+            assert f"{limit:,}" in text, (name, limit)
+        assert f"{MAX_RENDER_SECONDS:g} seconds" in text
+        assert f"{MAX_WIDTH - 1}" in text
