@@ -58,7 +58,7 @@ MAX_REPEAT: Final = 100_000
 MAX_EXPONENT: Final = 100
 #: The largest integer, in bits, a multiplication or power may make.
 MAX_INT_BITS: Final = 65_536
-#: Loop iterations plus macro calls in one render.
+#: The steps one render may take: a loop iteration is one, a macro or call-block call 100.
 MAX_STEPS: Final = 1_000_000
 #: The longest a render may run, checked at each step.
 MAX_RENDER_SECONDS: Final = 20.0
