@@ -33,6 +33,7 @@ from halomail._version import __version__
 from halomail.backends.probe import Channel, probe_channel
 from halomail.config.loader import Config, load_config
 from halomail.errors import ConfigError, HalomailError
+from halomail.rules import PATTERN_BUDGET_MS, risky_patterns
 from halomail.runner import MailProcessor, Outcome, ProcessingOutcome, RunReport
 from halomail.tickets.models import Ticket
 from halomail.tickets.repository import Browsing, TicketRepository
@@ -261,9 +262,23 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(
         json.dumps({"event": "config", "ok": True, "summary": summary}) if json_output else summary
     )
+    _warn_risky_patterns(config, json_output=json_output)
     if getattr(args, "connect", False):
         return _check_connections(config, json_output=json_output)
     return EXIT_OK
+
+
+def _warn_risky_patterns(config: Config, *, json_output: bool) -> None:
+    """Warn (never fail) about rule patterns that could backtrack for a long time."""
+    for warning in risky_patterns(config.rules):
+        if json_output:
+            fields = {"key_path": warning.key_path, "rule": warning.rule, "reason": warning.reason}
+            print(json.dumps({"event": "warning", **fields}))
+        else:
+            print(
+                f"warning: {warning}; a search is stopped after {PATTERN_BUDGET_MS} ms",
+                file=sys.stderr,
+            )
 
 
 def _check_connections(config: Config, *, json_output: bool) -> int:
