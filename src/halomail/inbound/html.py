@@ -27,6 +27,7 @@ import nh3
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from halomail.inbound._html_bounds import (
+    MAX_ATTRIBUTES,
     MAX_DEPTH,
     MAX_HTML_CHARS,
     MAX_HTML_ELEMENTS,
@@ -36,6 +37,7 @@ from halomail.inbound._html_bounds import (
 )
 
 __all__ = [
+    "MAX_ATTRIBUTES",
     "MAX_DEPTH",
     "MAX_HTML_CHARS",
     "MAX_HTML_ELEMENTS",
