@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -181,11 +182,13 @@ def _two_deaths(repository: InMemoryTicketRepository | SQLiteTicketRepository, r
 @pytest.fixture(params=["memory", "sqlite"])
 def repository(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> InMemoryTicketRepository | SQLiteTicketRepository:
-    """Each shipped repository, fresh."""
+) -> Iterator[InMemoryTicketRepository | SQLiteTicketRepository]:
+    """Each shipped repository, fresh, closed after the test."""
     if request.param == "memory":
-        return InMemoryTicketRepository()
-    return SQLiteTicketRepository(tmp_path / "halomail.db")
+        yield InMemoryTicketRepository()
+        return
+    with SQLiteTicketRepository(tmp_path / "halomail.db") as opened:
+        yield opened
 
 
 def test_a_quarantined_poison_fetched_again_is_a_duplicate_not_parsed_again(
