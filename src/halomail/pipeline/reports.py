@@ -96,7 +96,10 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """False when a mailbox failed or an email was quarantined or left for retry."""
-        return all(report.error is None for report in self.mailboxes) and not any(
-            o.outcome in (Outcome.QUARANTINED, Outcome.RETRY) for o in self.outcomes
+        """False when a mailbox failed, an email was quarantined or left for retry, or
+        a transport's login or TLS failed (:attr:`SendReport.halted`)."""
+        return (
+            all(report.error is None for report in self.mailboxes)
+            and not any(o.outcome in (Outcome.QUARANTINED, Outcome.RETRY) for o in self.outcomes)
+            and not self.sent.halted
         )
