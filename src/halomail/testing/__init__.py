@@ -36,6 +36,7 @@ from halomail.testing.browsing import BrowsingContract
 from halomail.testing.directory import DirectoryContract
 from halomail.testing.ledger import IngestLedgerContract
 from halomail.testing.outbox import OutboxStoreContract
+from halomail.testing.outbox_admin import OutboxAdminContract
 from halomail.testing.services import ServiceLogContract
 from halomail.testing.threads import ThreadingContract
 from halomail.testing.tickets import TicketStoreContract
@@ -47,6 +48,7 @@ __all__ = [
     "ContractBase",
     "DirectoryContract",
     "IngestLedgerContract",
+    "OutboxAdminContract",
     "OutboxStoreContract",
     "SeedableRepository",
     "ServiceLogContract",
