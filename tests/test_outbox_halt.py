@@ -150,8 +150,9 @@ def test_a_halt_is_kept_across_processes_and_backs_off(tmp_path: Path) -> None:
     assert until > clock.now
 
     clock.now = until - dt.timedelta(seconds=1)
-    assert not outbox().send_due().halted
+    waiting = outbox().send_due()
     assert len(transport.attempts) == 1  # another process did not try before the time
+    assert ["sending stopped until" in line for line in waiting.halted] == [True]
 
     clock.now = until + dt.timedelta(minutes=6)  # the first pass's claims have lapsed too
     second = outbox().send_due()

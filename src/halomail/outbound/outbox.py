@@ -316,8 +316,7 @@ class Outbox:
         """
         results: collections.Counter[OutboxStatus] = collections.Counter()
         seen: set[int] = set()
-        self._halted_now = []
-        self._halts.begin_pass()
+        self._halted_now = self._halts.begin_pass()
         with contextlib.ExitStack() as sessions:
             opened: set[int] = set()
             while len(seen) < limit:
@@ -466,9 +465,22 @@ class TransportHalts:
         self._local: dict[str, dt.datetime] = {}
         self._stored: dict[str, tuple[int, dt.datetime]] = {}
 
-    def begin_pass(self) -> None:
-        """Read the halts other processes recorded (once a pass, not once a mail)."""
+    def begin_pass(self) -> list[str]:
+        """Read the halts recorded (once a pass, not once a mail); one line for each
+        that still holds, so every pass reports it until it ends or is cleared."""
         self._stored = self.load()
+        now = self._clock()
+        lines = []
+        for name, (count, until) in sorted(self._stored.items()):
+            if until > now:
+                line = (
+                    f"{name}: sending stopped until {until.isoformat(timespec='seconds')} "
+                    f"after {count} refused login(s) or TLS failure(s); the mail waits "
+                    "(`halomail outbox` lists it)"
+                )
+                log.warning("outbox: %s", line)
+                lines.append(line)
+        return lines
 
     def stopped(self, name: str) -> bool:
         """True while ``name`` may not be tried (here or in the repository)."""
