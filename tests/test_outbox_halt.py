@@ -170,6 +170,7 @@ def test_a_halt_is_kept_across_processes_and_backs_off(tmp_path: Path) -> None:
     assert done.sent == 3
     assert not done.halted
     assert len(transport.sent) == 3
+    assert json.loads(repository.get_state(HALTS_STATE) or "") == {}  # a send ends the halt
     repository.close()
 
 

@@ -328,7 +328,8 @@ class Outbox:
                     transport = self._transport_for(mail)
                     if transport is None:
                         continue  # this mailbox sends nothing here (yet); the mail waits
-                    if self._halts.stopped(_transport_name(transport)):
+                    name = _transport_name(transport)
+                    if self._halts.stopped(name):
                         # Its login or TLS failed: no more logins until the backoff ends.
                         # The mail waits, claimed, as mail with no transport does.
                         continue
@@ -339,7 +340,7 @@ class Outbox:
                         # for the whole pass instead of reconnecting for every mail.
                         sessions.enter_context(transport)
                         opened.add(id(transport))
-                    results[self._send_one(mail, transport)] += 1
+                    results[self._send_one(mail, transport, name)] += 1
         return SendReport(
             sent=results[OutboxStatus.SENT],
             retrying=results[OutboxStatus.PENDING],
@@ -359,7 +360,7 @@ class Outbox:
         )
         return [mail for mail in claimed if mail.id not in seen][:batch]
 
-    def _send_one(self, mail: OutboxMail, transport: MailTransport) -> OutboxStatus:
+    def _send_one(self, mail: OutboxMail, transport: MailTransport, name: str) -> OutboxStatus:
         try:
             outgoing = compose(mail, self._sender_for(mail), loop_token=self._loop_token)
         except Exception as exc:  # noqa: BLE001 - a mail we cannot compose must not stop the others
@@ -369,7 +370,7 @@ class Outbox:
             transport.send(outgoing)
         except TransportConfigError as exc:
             # Our login or TLS, not this mail: stop using the transport, keep the mail.
-            self._halt(mail, _transport_name(transport), exc)
+            self._halt(mail, name, exc)
             return OutboxStatus.PENDING
         except TransientTransportError as exc:
             attempt = mail.attempts + 1
@@ -394,7 +395,7 @@ class Outbox:
             self._fail(mail, str(exc))
             return OutboxStatus.FAILED
         self._repository.mark_outgoing(mail.id, OutboxStatus.SENT)
-        self._halts.clear(_transport_name(transport))
+        self._halts.clear(name)
         log.info("outbox %s sent to %s", mail.message_id, ",".join(mail.to))
         return OutboxStatus.SENT
 
