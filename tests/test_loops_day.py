@@ -206,3 +206,21 @@ def test_the_repeat_count_starts_again_when_the_window_has_passed(
     assert outcomes[0] != Reason.LOOP_SUSPECTED
     assert outcomes[2] != Reason.LOOP_SUSPECTED
     assert _tickets_from(repo, RESPONDER) == 2
+
+
+def test_the_same_email_to_two_mailboxes_counts_in_each(
+    repo: TicketRepository, settings: ProcessorSettings, clock: Clock
+) -> None:
+    """The cap is per mailbox: one email sent to Sales and Support is two contents."""
+    mailboxes = [MemoryConnector("Support"), MemoryConnector("Sales")]
+    processor = MailProcessor(
+        repo, [Mailbox(c) for c in mailboxes], settings, transport=MemoryTransport(), clock=clock
+    )
+    for connector in mailboxes:
+        responder = CrudeResponder(connector, numbered=False)
+        for _ in range(LOOP_REPEAT_COUNT + 1):
+            responder.write()
+    report = processor.run_once()
+    reasons = [o.reason for o in report.outcomes]
+    assert reasons.count(Reason.LOOP_SUSPECTED) == 2
+    assert _tickets_from(repo, RESPONDER) == 2 * LOOP_REPEAT_COUNT

@@ -72,7 +72,7 @@ def apply(
         )
     ticket_id, acknowledged = _write(ctx, mailbox, fetched, email, decision, key, fingerprint)
     if decision.outcome is Outcome.CREATED and counts_repeats(_handler(decision)):
-        note_new_ticket(ctx, email)  # the long-window loop cap counts it
+        note_new_ticket(ctx, mailbox.name, email)  # the long-window loop cap counts it
     ctx.repository.record_dedupe(
         DedupeRecord(
             recorded_key(decision, key, fingerprint),

@@ -134,7 +134,7 @@ def decide(
             ticket.id,
         )
         reason = Reason.UNRELATED_SENDER
-    if counts_repeats(handler) and is_loop_suspected(ctx, email):
+    if counts_repeats(handler) and is_loop_suspected(ctx, mailbox.name, email):
         # The same email again and again from one sender: a responder answering us.
         return Decision(Outcome.IGNORED, Reason.LOOP_SUSPECTED)
     if match is not None and handler is not None:

@@ -65,15 +65,17 @@ class RepeatCount:
             return None
 
 
-def repeat_key(email: InboundEmail) -> str:
-    """The state key of ``email``'s content: its sender, subject and body text.
+def repeat_key(mailbox: str, email: InboundEmail) -> str:
+    """The state key of ``email``'s content in ``mailbox``: its sender, subject and body.
 
     The Message-ID and the date are left out on purpose: they are what a responder
-    changes from one copy to the next.
+    changes from one copy to the next. The mailbox is in: a loop runs between one of
+    our mailboxes and the responder, and one email sent to several mailboxes is not one.
     """
     digest = hashlib.sha256()
     sender = email.sender.normalized if email.sender is not None else ""
-    for part in (sender, " ".join(email.subject.casefold().split()), email.text.strip()):
+    subject = " ".join(email.subject.casefold().split())
+    for part in (mailbox, sender, subject, email.text.strip()):
         digest.update(part.encode("utf-8", "replace") + b"\x00")
     return LOOP_STATE + digest.hexdigest()
 
@@ -95,10 +97,10 @@ def _current(ctx: Context, key: str, now: dt.datetime) -> RepeatCount | None:
     return counted
 
 
-def is_loop_suspected(ctx: Context, email: InboundEmail) -> bool:
+def is_loop_suspected(ctx: Context, mailbox: str, email: InboundEmail) -> bool:
     """True when ``email``'s content already opened the most tickets its window allows."""
     now = ctx.clock()
-    key = repeat_key(email)
+    key = repeat_key(mailbox, email)
     counted = _current(ctx, key, now)
     if counted is None or counted.count < ctx.settings.loop_repeat_count:
         return False
@@ -106,10 +108,10 @@ def is_loop_suspected(ctx: Context, email: InboundEmail) -> bool:
     return True
 
 
-def note_new_ticket(ctx: Context, email: InboundEmail) -> None:
+def note_new_ticket(ctx: Context, mailbox: str, email: InboundEmail) -> None:
     """Count a ticket opened by ``email``'s content (in the caller's transaction)."""
     now = ctx.clock()
-    key = repeat_key(email)
+    key = repeat_key(mailbox, email)
     counted = _current(ctx, key, now)
     if counted is None:
         updated = RepeatCount(now, 1)
