@@ -5,7 +5,10 @@ transaction as the ticket it belongs to. :class:`Outbox` sends it afterwards: it
 composes the MIME message only then (composing is costly and has no place on the
 ingest path), hands it to a :class:`~halomail.backends.base.MailTransport`, and
 records the result. A transient failure is retried with backoff under the same
-Message-ID; a permanent one is recorded on the ticket.
+Message-ID; a permanent one is recorded on the ticket. A refused login or a TLS failure
+(:class:`~halomail.errors.TransportConfigError`) is the configuration's, not the mail's:
+the pass stops using that transport, the mail stays pending, and the transport is not
+tried again before a backoff ends (:class:`TransportHalts`).
 
 .. versionadded:: 0.1.0
 """
@@ -56,6 +59,7 @@ __all__ = [
     "Outbox",
     "SendReport",
     "SenderIdentity",
+    "TransportHalts",
     "compose",
     "header_safe",
 ]
@@ -405,7 +409,7 @@ class Outbox:
         The mail counts the attempt it was, and is due again when the transport may be
         tried: a configuration error never makes it ``failed``.
         """
-        until = self._halts.stop(name, exc)
+        until = self._halts.stop(name)
         self._repository.mark_outgoing(
             mail.id, OutboxStatus.PENDING, error=str(exc), next_attempt_at=until
         )
@@ -490,7 +494,7 @@ class TransportHalts:
         stored = self._stored.get(name)
         return (local is not None and local > now) or (stored is not None and stored[1] > now)
 
-    def stop(self, name: str, exc: TransportConfigError) -> dt.datetime:
+    def stop(self, name: str) -> dt.datetime:
         """Record a halt of ``name``; return when it may be tried again."""
         halts = self.load()
         count = halts[name][0] + 1 if name in halts else 1
