@@ -1,10 +1,10 @@
-"""What hostile MIME costs to parse: halomail against bare compat32 on the same bytes.
+"""What hostile MIME and HTML cost to parse: halomail against bare compat32 on the same bytes.
 
 Run it from the checkout::
 
-    python benchmarks/bench_hostile.py      # about 20 seconds
+    python benchmarks/bench_hostile.py      # a few minutes
 
-Each case is a message built to make a MIME parser slow or hungry (3 to 8 MB each):
+Each case is a message built to make a MIME parser or an HTML reader slow or hungry:
 
 - **mid-line separators**: every line of a part is the boundary's separator repeated,
   so it occurs 25 times per line but never as a boundary line;
@@ -14,13 +14,22 @@ Each case is a message built to make a MIME parser slow or hungry (3 to 8 MB eac
 - **deep nesting**: 30 nested multiparts around one 4 MB base64 attachment, so every
   level searches the whole body for its own boundary;
 - **one long line**: an 8 MB text part without a line break;
-- **bare CR line ends**: a multipart whose lines all end with a lone CR.
+- **bare CR line ends**: a multipart whose lines all end with a lone CR;
+- **HTML ``<p>x``** (25 MB) and **HTML ``<b>x</b>``** (24 MB): HTML-only emails of millions
+  of elements (past the HTML budget: tag-stripped, ``html-over-budget``);
+- **HTML at the budget**: ``<p>x`` repeated just under ``MAX_HTML_ELEMENTS``, the most a
+  document can cost through the DOM;
+- **HTML deep nesting**: 90,000 nested ``<div>`` (rewritten at most 256 deep);
+- **HTML attribute flood**: one element with 200,000 attributes (rewritten with 100).
 
-For each it prints the median time of ``email.message_from_bytes(raw,
-policy=compat32)`` (the stdlib parse alone), of halomail's ``parse_email`` (the whole
-parse: limits, parts, decoding, text, quote stripping), their ratio, and the outcome
-halomail gives. Exit status 1 when ``parse_email`` raises or falls back to its
-last-resort ``unparseable`` result, or when a case's outcome is not the expected one.
+For each it prints the median CPU time of ``email.message_from_bytes(raw,
+policy=compat32)`` (the stdlib parse alone) and of halomail's ``parse_email`` (the whole
+parse: limits, parts, decoding, text, quote stripping), timed alternately in each round
+so that both see the same machine, the median of the per-round ratios with their spread
+(lowest-highest), the peak memory ``parse_email`` added per MB of input (measured in a
+fresh child process), and the outcome halomail gives. Exit status 1 when ``parse_email``
+raises or falls back to its last-resort ``unparseable`` result, or when a case's outcome
+is not the expected one.
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ from __future__ import annotations
 import base64
 import email
 import random
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +47,7 @@ from email import policy
 
 from bench_pipeline import pin_one_core
 
+from halomail.inbound.html import MAX_HTML_ELEMENTS
 from halomail.inbound.parse import parse_email
 
 ROUNDS = 5
@@ -93,6 +105,35 @@ def bare_cr() -> bytes:
     return (_multipart("b", part + b"--b--\r")).replace(b"\r\n", b"\r")
 
 
+def _html(body: str) -> bytes:
+    return HEAD + b"Content-Type: text/html; charset=utf-8\r\n\r\n" + body.encode()
+
+
+def html_paragraphs() -> bytes:
+    """25 MB of ``<p>x``: six million elements."""
+    return _html("<p>x" * 6_250_000)
+
+
+def html_bold() -> bytes:
+    """24 MB of ``<b>x</b>``: three million elements, each closed."""
+    return _html("<b>x</b>" * 3_000_000)
+
+
+def html_at_budget() -> bytes:
+    """``<p>x`` just under the element budget: the costliest document read through a DOM."""
+    return _html("<p>x" * (MAX_HTML_ELEMENTS - 10))
+
+
+def html_deep() -> bytes:
+    """90,000 nested ``<div>`` with a word in each."""
+    return _html("<div>x" * 90_000)
+
+
+def html_attributes() -> bytes:
+    """One paragraph with 200,000 distinct attributes."""
+    return _html("<p " + " ".join(f"a{i}=v" for i in range(200_000)) + ">x</p>")
+
+
 CASES: tuple[tuple[str, Callable[[], bytes], str], ...] = (
     ("mid-line separators", mid_line_separators, "ok"),
     ("near-boundary lines", near_boundary_lines, "ok"),
@@ -100,35 +141,90 @@ CASES: tuple[tuple[str, Callable[[], bytes], str], ...] = (
     ("deep nesting (30)", deep_nesting, "ok"),
     ("one long line", long_line, "ok"),
     ("bare CR line ends", bare_cr, "ok"),
+    ("HTML <p>x", html_paragraphs, "ok, html-over-budget"),
+    ("HTML <b>x</b>", html_bold, "ok, html-over-budget"),
+    ("HTML at the budget", html_at_budget, "ok"),
+    ("HTML deep nesting", html_deep, "ok"),
+    ("HTML attribute flood", html_attributes, "ok"),
 )
 
 
-def _median_seconds(function: Callable[[bytes], object], raw: bytes) -> float:
-    times = []
+def _cpu_seconds(function: Callable[[bytes], object], raw: bytes) -> float:
+    start = time.process_time()
+    function(raw)
+    return time.process_time() - start
+
+
+def _bare(raw: bytes) -> object:
+    return email.message_from_bytes(raw, policy=policy.compat32)
+
+
+def _interleaved(raw: bytes) -> tuple[float, float, list[float]]:
+    """Median CPU seconds of the stdlib and of halomail, and each round's ratio."""
+    bare, ours, ratios = [], [], []
     for _ in range(ROUNDS):
-        start = time.perf_counter()
-        function(raw)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        bare.append(_cpu_seconds(_bare, raw))
+        ours.append(_cpu_seconds(parse_email, raw))
+        ratios.append(ours[-1] / bare[-1])
+    return statistics.median(bare), statistics.median(ours), ratios
+
+
+def _outcome(raw: bytes) -> str:
+    parsed = parse_email(raw)
+    outcome = parsed.quarantine_reason or "ok"
+    if "html-over-budget" in parsed.defects:
+        outcome += ", html-over-budget"
+    return outcome
+
+
+def _peak_mb(index: int) -> float:
+    """Peak memory (MB) one parse adds, measured in a child process of its own."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--peak", str(index)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(child.stdout)
+
+
+def _peak_in_this_process(index: int) -> int:
+    """Child side of _peak_mb: build the case, note the peak, parse, print the growth."""
+    raw = CASES[index][1]()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    parse_email(raw)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) / 1024)  # ru_maxrss is in KiB on Linux
+    return 0
 
 
 def main() -> int:
     """Build each case, time both parsers, print the table."""
+    if sys.argv[1:2] == ["--peak"]:
+        return _peak_in_this_process(int(sys.argv[2]))
     pinned = pin_one_core()
-    print(f"hostile MIME, median of {ROUNDS} rounds; {pinned}; Python {sys.version.split()[0]}")
-    print(f"{'case':<22} {'MB':>5} {'compat32 ms':>12} {'halomail ms':>12} {'ratio':>7}  outcome")
+    print(
+        f"hostile MIME and HTML, CPU time, median of {ROUNDS} interleaved rounds; {pinned};"
+        f" Python {sys.version.split()[0]}"
+    )
+    print(
+        f"{'case':<21} {'MB':>5} {'compat32 s':>10} {'halomail s':>10} {'ratio':>7}"
+        f" {'spread':>14} {'s/MB':>5} {'+MB/MB':>6}  outcome"
+    )
+    # Measured first: a child inherits its parent's peak across exec on Linux, so the
+    # children must start while this process is still small.
+    peaks = [_peak_mb(index) for index in range(len(CASES))]
     problems = []
-    for name, build, expected in CASES:
+    for (name, build, expected), peak in zip(CASES, peaks, strict=True):
         raw = build()
-        bare = _median_seconds(
-            lambda data: email.message_from_bytes(data, policy=policy.compat32), raw
-        )
-        ours = _median_seconds(parse_email, raw)
-        parsed = parse_email(raw)
-        outcome = parsed.quarantine_reason or "ok"
+        megabytes = len(raw) / 1e6
+        bare, ours, ratios = _interleaved(raw)
+        outcome = _outcome(raw)
+        spread = f"{min(ratios):.1f}-{max(ratios):.1f}x"
         print(
-            f"{name:<22} {len(raw) / 1e6:>5.1f} {bare * 1e3:>12.1f} {ours * 1e3:>12.1f}"
-            f" {ours / bare:>6.2f}x  {outcome}"
+            f"{name:<21} {megabytes:>5.1f} {bare:>10.3f} {ours:>10.3f}"
+            f" {statistics.median(ratios):>6.1f}x {spread:>14} {ours / megabytes:>5.2f}"
+            f" {peak / megabytes:>6.1f}  {outcome}"
         )
         if outcome != expected:
             problems.append(f"{name}: outcome {outcome}, expected {expected}")

@@ -133,7 +133,7 @@ CASES = [
         id="imap-login-without-a-password",
     ),
     pytest.param(
-        '[outgoing]\ntransport = "graph"\nfrom_address = "support@example.com"\n',
+        '[outgoing]\ntransport = "graph"\nfrom_address = "support@example.com"\n' + _IMAP,
         "outgoing.tenant_id",
         "needs tenant_id",
         id="graph-transport-without-credentials",
@@ -198,9 +198,12 @@ def test_a_disabled_mailbox_is_not_built(tmp_path: Path) -> None:
     """A disabled mailbox whose Maildir is gone does not stop check-config: run skips it."""
     config = tmp_path / "halomail.toml"
     config.write_text(
-        '[[mailboxes]]\nname = "Old"\nconnection = "maildir"\npath = "gone"\nenabled = false\n',
+        VALID
+        + '[[mailboxes]]\nname = "Old"\nconnection = "maildir"\npath = "gone"\nenabled = false\n',
         encoding="utf-8",
     )
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "inbox" / sub).mkdir(parents=True)
     checked = _halomail("-c", str(config), "check-config", cwd=tmp_path)
     assert checked.returncode == 0, checked.stderr
-    assert "1 mailboxes, 0 enabled" in checked.stdout
+    assert "2 mailboxes, 1 enabled" in checked.stdout

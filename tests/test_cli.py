@@ -276,3 +276,103 @@ def test_a_run_on_a_terminal_shows_progress(tmp_path: Path) -> None:
     assert b" emails" in seen
     assert b"Support: " not in result.stdout
     assert b"40 emails: 40 created" in result.stdout
+
+
+# -- issue 13, item 11: a configuration that reads nothing, and bad argument values -------
+
+
+def _command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "halomail.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("", "no [[mailboxes]] table"),
+        ("\n# nothing but a comment\n", "no [[mailboxes]] table"),
+        ('[storage]\nurl = "sqlite:///halomail.db"\n', "no [[mailboxes]] table"),
+        (
+            '[[mailboxes]]\nname = "Old"\nconnection = "maildir"\npath = "inbox"\n'
+            "enabled = false\n",
+            "every mailbox is disabled ('Old')",
+        ),
+    ],
+    ids=["empty", "comment-only", "storage-only", "none-enabled"],
+)
+def test_a_configuration_that_reads_nothing_is_an_error(
+    toml: str, message: str, tmp_path: Path
+) -> None:
+    """check-config, run and simulate exit 2 at key path `mailboxes` with a hint, no traceback."""
+    config = tmp_path / "halomail.toml"
+    config.write_text(toml)
+    eml = tmp_path / "a.eml"
+    eml.write_bytes(make_email())
+    for command in (["check-config"], ["run", "--once"], ["simulate", str(eml)]):
+        result = _command("-c", str(config), *command, cwd=tmp_path)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "configuration error: mailboxes: " in result.stderr
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+        assert "OK" not in result.stdout
+
+
+def test_listing_needs_no_enabled_mailbox(tmp_path: Path) -> None:
+    """tickets and quarantine read only [storage]: they still work with every mailbox off."""
+    config = tmp_path / "halomail.toml"
+    config.write_text(
+        '[[mailboxes]]\nname = "Old"\nconnection = "maildir"\npath = "inbox"\nenabled = false\n'
+    )
+    listed = _command("-c", str(config), "tickets", cwd=tmp_path)
+    quarantined = _command("-c", str(config), "quarantine", cwd=tmp_path)
+    assert (listed.returncode, listed.stdout) == (0, "no tickets\n")
+    assert (quarantined.returncode, quarantined.stdout) == (0, "the quarantine is empty\n")
+
+
+def test_a_truncated_toml_file_names_line_and_column(tmp_path: Path) -> None:
+    """A file cut off mid-table gives the TOML error with its line and column, exit 2."""
+    whole = CONFIG.format(connection="maildir", path="inbox", processed="move:Done")
+    config = tmp_path / "halomail.toml"
+    config.write_text(whole[: whole.index('from_address = "') + len('from_address = "sup')])
+    result = _command("-c", str(config), "check-config", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "invalid TOML" in result.stderr
+    assert "Unterminated string (at end of document: line 7, column 20)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tickets", "--limit", "-1"], "argument --limit: must be 1 or more, got -1"),
+        (["tickets", "--limit", "0"], "argument --limit: must be 1 or more, got 0"),
+        (["tickets", "--limit", "ten"], "argument --limit: expected a whole number, got 'ten'"),
+        (["quarantine", "--limit", "-5"], "argument --limit: must be 1 or more, got -5"),
+        (["ticket", "0"], "argument id: must be 1 or more, got 0"),
+        (["ticket", "-3"], "argument id: must be 1 or more, got -3"),
+        (["ticket", "1.5"], "argument id: expected a whole number, got '1.5'"),
+        (["run", "--interval", "0"], "argument --interval: must be more than 0 seconds"),
+        (["run", "--interval", "-60"], "argument --interval: must be more than 0 seconds"),
+        (["run", "--interval", "nan"], "argument --interval: must be more than 0 seconds"),
+        (["run", "--interval", "soon"], "argument --interval: expected a number of seconds"),
+        (["simulate", ""], "argument FILE.eml: expected a file name, got ''"),
+        (["quickstart", ""], "argument dir: expected a file name, got ''"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_bad_argument_values_are_usage_errors(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    """Each bad value is refused by the parser: exit 2, argparse's usage line, no traceback."""
+    config = _setup(tmp_path)
+    result = _command("-c", str(config), *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: halomail ")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()  # nothing was opened

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +17,9 @@ def _tickets(database: Path) -> list[str]:
     if not database.exists():
         return []
     try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as db:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)
+        ) as db:
             return [row[0] for row in db.execute("SELECT summary FROM tickets ORDER BY id")]
     except sqlite3.OperationalError:  # the schema is still being created
         return []

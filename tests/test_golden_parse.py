@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from halomail.inbound.classify import classify
+from halomail.inbound.defects import is_internal_error
 from halomail.inbound.parse import parse_email
 
 EMAILS = Path(__file__).parent / "emails"
@@ -34,7 +35,7 @@ def _sidecar(path: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
 def test_golden_email_parses_and_classifies_as_its_sidecar_says(path: Path) -> None:
-    """The parsed email and its classification match every key of the sidecar."""
+    """The email matches every key of its sidecar, with no internal-error defect."""
     expected = _sidecar(path)
     email = parse_email(path.read_bytes())
 
@@ -52,6 +53,7 @@ def test_golden_email_parses_and_classifies_as_its_sidecar_says(path: Path) -> N
     for defect in expected.get("defects_include", []):
         assert defect in email.defects, defect
     assert email.quarantine_reason == expected["quarantine_reason"]
+    assert [defect for defect in email.defects if is_internal_error(defect)] == []
 
     result = classify(email, loop_token=LOOP_TOKEN)
     flags = expected["classification"]

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from halomail.inbound import _headers
 from halomail.inbound._headers import _decode_base64_damaged, decode_base64
+from halomail.inbound.defects import is_internal_error
 from halomail.inbound.models import InboundEmail, ParseLimits
 from halomail.inbound.parse import parse_email
 
@@ -64,6 +65,7 @@ def check(email: InboundEmail, raw: bytes) -> None:
     assert email.sha256 == hashlib.sha256(raw).hexdigest()
     assert email.quarantine_reason in REASONS
     assert email.quarantine_reason != "unparseable", email.defects
+    assert not [defect for defect in email.defects if is_internal_error(defect)], email.defects
     assert "\r" not in email.subject
     assert "\n" not in email.subject
     for name, value in email.headers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -48,6 +49,7 @@ RELEASED_MIGRATION_DIGESTS = [
     "a7a290e7437cc9d2f64d66452bab5a882a75d30927dc516f41698d58a1c1129b",
     "37ed8fb1af5b40f6696253c844cff436d262df8950a240546be1799da1c36b15",
     "68853cd7fbb35be49172d2b259f264a825c87f8f706d4292bd99b0fc8d4dffcc",
+    "4a5619a3fc6311b51af577a5684e6830ed7ee71312fd2ee1cc5e3df66a141eeb",
 ]
 
 
@@ -68,9 +70,18 @@ def run_child(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def raw(path: Path) -> sqlite3.Connection:
-    """A plain sqlite3 connection to the file, in autocommit mode."""
-    return sqlite3.connect(path, isolation_level=None)
+@contextlib.contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection to the file, in autocommit mode, closed at the end.
+
+    (A ``sqlite3.Connection`` used as a context manager only ends a transaction; it does
+    not close, and Python 3.13 reports the connection left open.)
+    """
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 @pytest.fixture
@@ -469,7 +480,31 @@ class TestMigrations:
             True,
         )
         with raw(db) as connection:
-            assert connection.execute("PRAGMA user_version").fetchone() == (4,)
+            assert connection.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+
+    def test_a_version_4_database_gains_attempts_and_keeps_its_data(self, db: Path) -> None:
+        """A v4 file with a dedupe key and a lease migrates to v5: kept, and attempts count."""
+        with raw(db) as old:
+            assert migrate(old, MIGRATIONS[:4]) == 4
+            old.execute(
+                "INSERT INTO dedupe (key, sha256, outcome, created_at) VALUES (?, ?, ?, ?)",
+                ("Support\x1fid:a@x", "ab", "created", "2024-05-01T02:00:00.000000+00:00"),
+            )
+            old.execute(
+                "INSERT INTO leases (name, owner, held_until) VALUES (?, ?, ?)",
+                ("mailbox:Support", "a", "2024-05-01T04:00:00.000000+00:00"),
+            )
+        now = dt.datetime(2024, 5, 1, 3, tzinfo=dt.UTC)
+        with SQLiteTicketRepository(db) as repository:
+            assert repository.get_dedupe("Support\x1fid:a@x") is not None
+            day = dt.timedelta(1)
+            assert not repository.acquire_lease("mailbox:Support", "b", now=now, ttl=day)
+            assert repository.begin_attempt("Support\x1fattempt:00", now=now) == 0
+        with SQLiteTicketRepository(db) as reopened:
+            # The attempt was committed on its own: it survives the process.
+            assert reopened.begin_attempt("Support\x1fattempt:00", now=now) == 1
+        with raw(db) as connection:
+            assert connection.execute("PRAGMA user_version").fetchone() == (5,)
 
     def test_a_database_from_a_newer_halomail_is_refused_untouched(self, db: Path) -> None:
         """A file at an unknown newer version is refused with a clear RepositoryError, untouched."""
@@ -510,7 +545,7 @@ class TestConcurrency:
     def test_a_lock_held_elsewhere_raises_transient_after_the_busy_timeout(self, db: Path) -> None:
         """While another connection holds the write lock, a write waits, then raises transient."""
         with SQLiteTicketRepository(db, busy_timeout=0.1) as repository:
-            holder = raw(db)
+            holder = sqlite3.connect(db, isolation_level=None)
             holder.execute("BEGIN IMMEDIATE")
             try:
                 started = time.monotonic()
@@ -656,7 +691,8 @@ class TestErrorTranslation:
     def test_a_locked_database_is_transient(self, db: Path) -> None:
         """SQLITE_BUSY ("database is locked") becomes TransientRepositoryError."""
         SQLiteTicketRepository(db).close()
-        holder, waiter = raw(db), sqlite3.connect(db, isolation_level=None, timeout=0)
+        holder = sqlite3.connect(db, isolation_level=None)
+        waiter = sqlite3.connect(db, isolation_level=None, timeout=0)
         holder.execute("BEGIN IMMEDIATE")
         try:
             with pytest.raises(sqlite3.OperationalError) as raised:
@@ -703,6 +739,18 @@ class TestErrorTranslation:
         connection.close()
         kinds = [type(translate_error(error, "x.db")) for error in errors]
         assert kinds == [RepositoryError, RepositoryError, RepositoryError]
+
+
+def test_no_statement_binds_numbered_placeholders_to_a_sequence() -> None:
+    """Statements that repeat a value name it (`:now`): `?1` with a sequence fails on 3.14."""
+    statements = {
+        f"{part.__name__}.{name}": value
+        for part in (_sqlite_tickets, _sqlite_directory, _sqlite_ledger, _sqlite_outbox)
+        for name, value in vars(part).items()
+        if name.startswith("_SQL_") and isinstance(value, str)
+    }
+    assert len(statements) > 30
+    assert [name for name, sql in statements.items() if re.search(r"\?\d", sql)] == []
 
 
 class TestQueryPlans:
@@ -774,11 +822,12 @@ class TestQueryPlans:
             for part in (_sqlite_tickets, _sqlite_directory, _sqlite_ledger, _sqlite_outbox)
             if hasattr(part, name)
         }
-        count = len(re.findall(r"\?(?!\d)", sql)) or max(map(int, re.findall(r"\?(\d)", sql)))
+        names = set(re.findall(r":(\w+)", sql))
+        params: dict[str, str] | tuple[str, ...] = (
+            dict.fromkeys(names, "x") if names else ("x",) * sql.count("?")
+        )
         with raw(db) as connection:
-            plan = [
-                row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", ("x",) * count)
-            ]
+            plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
         for step in self.EXPECTED[name]:
             assert step in plan, plan
         assert not any("TEMP B-TREE" in step for step in plan), plan

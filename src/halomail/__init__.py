@@ -7,6 +7,7 @@ implementation detail. Start with :func:`load_config` and :func:`build_processor
 """
 
 from halomail import _moved
+from halomail._text import RedactingFilter
 from halomail._version import __version__
 from halomail.app import build_processor
 from halomail.backends.base import (
@@ -167,6 +168,7 @@ __all__ = [
     "QuarantineEntry",
     "Reason",
     "RecordKind",
+    "RedactingFilter",
     "RenderedMessage",
     "RepositoryError",
     "RuleEngine",

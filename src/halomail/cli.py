@@ -3,6 +3,11 @@
 Exit codes: 0 success; 1 some emails failed or were quarantined; 2 a usage or
 configuration error (the message names the key path). A bad configuration never
 ends in a traceback.
+
+What the command prints is safe on a terminal: escape sequences, control characters
+and bidi controls from an email (or a server) are removed from the human output and
+from the log lines, and the secrets of every URL are masked (``--json`` output is
+exact: JSON escapes what a terminal would act on).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import io
 import json
 import logging
 import os
@@ -22,15 +28,19 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from halomail import _cli_outbox, app
+from halomail._text import RedactingFilter, clean_text, redact_secrets
 from halomail._version import __version__
 from halomail.backends.probe import Channel, probe_channel
 from halomail.config.loader import Config, load_config
 from halomail.errors import ConfigError, HalomailError
+from halomail.rules import PATTERN_BUDGET_MS, risky_patterns
 from halomail.runner import MailProcessor, Outcome, ProcessingOutcome, RunReport
 from halomail.tickets.models import Ticket
 from halomail.tickets.repository import Browsing, TicketRepository
 
 __all__ = ["main"]
+
+log = logging.getLogger("halomail")
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -59,30 +69,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``halomail`` command and return its exit code."""
     parser = _parser()
     args = parser.parse_args(_config_first(list(sys.argv[1:] if argv is None else argv)))
-    logging.basicConfig(
-        level=logging.DEBUG
-        if args.verbose > 1
-        else logging.INFO
-        if args.verbose
-        else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(args.verbose)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        code: int = args.handler(args)
+        with contextlib.redirect_stdout(_TerminalSafe(sys.stdout)):
+            code: int = args.handler(args)
     except ConfigError as exc:
-        print(f"halomail: configuration error: {exc}", file=sys.stderr)
+        _error(f"configuration error: {exc}")
         return EXIT_USAGE
     except HalomailError as exc:
-        print(f"halomail: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_PROBLEMS
     except KeyboardInterrupt:
-        print("halomail: interrupted", file=sys.stderr)
+        _error("interrupted")
         return 130
+    except Exception:
+        # A bug, or a host's repository failing its own way: the traceback is shown, but
+        # through the log handler, so a DSN in the exception's message is masked there too.
+        log.critical("unexpected error", exc_info=True)
+        return EXIT_PROBLEMS
     return code
+
+
+def _configure_logging(verbose: int) -> None:
+    """Warnings to stderr (``-v`` info, ``-vv`` debug), every line redacted and cleaned."""
+    handler = logging.StreamHandler(sys.stderr)
+    # A log line can quote a server's reply or an email's Message-ID: both are cleaned
+    # of terminal controls, and every URL's secrets are masked, whatever logger wrote it.
+    handler.addFilter(RedactingFilter(terminal=True))
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[handler],
+    )
+
+
+def _error(message: str) -> None:
+    """``halomail: message`` on stderr, redacted and safe on a terminal."""
+    print(f"halomail: {clean_text(redact_secrets(message), multiline=True)}", file=sys.stderr)
+
+
+class _TerminalSafe(io.TextIOBase):
+    """Standard output with escape sequences, controls and bidi controls removed.
+
+    Line breaks and tabs are kept. JSON output passes unchanged: ``json.dumps`` has
+    already escaped every control character and every non-ASCII one.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        """Write ``text`` cleaned; returns its length as given (print expects that)."""
+        self._stream.write(clean_text(text, multiline=True))
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the real stream."""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        """Whether the real stream is a terminal."""
+        return self._stream.isatty()
 
 
 def _config_first(argv: list[str]) -> list[str]:
@@ -114,34 +164,36 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     quick = commands.add_parser("quickstart", help="make and run a working example in DIR")
-    quick.add_argument("dir", nargs="?", default="halomail-quickstart")
+    quick.add_argument("dir", nargs="?", type=_path, default=Path("halomail-quickstart"))
     quick.set_defaults(handler=_cmd_quickstart)
 
     run = commands.add_parser("run", help="process every mailbox, then send the outbox")
     run.add_argument("--once", action="store_true", help="one cycle, then exit")
     run.add_argument("--json", action="store_true", help="one JSON object per email on stdout")
-    run.add_argument("--interval", type=float, default=60.0, help="seconds between cycles")
+    run.add_argument(
+        "--interval", type=_positive_seconds, default=60.0, help="seconds between cycles"
+    )
     run.set_defaults(handler=_cmd_run)
 
     simulate = commands.add_parser("simulate", help="what would happen to these emails, and why")
-    simulate.add_argument("files", nargs="+", type=Path, metavar="FILE.eml")
+    simulate.add_argument("files", nargs="+", type=_path, metavar="FILE.eml")
     simulate.add_argument("--mailbox", help="process as if it arrived in this mailbox")
     simulate.add_argument("--json", action="store_true")
     simulate.set_defaults(handler=_cmd_simulate)
 
     tickets = commands.add_parser("tickets", help="list tickets, newest first")
     tickets.add_argument("--json", action="store_true")
-    tickets.add_argument("--limit", type=int, default=50)
+    tickets.add_argument("--limit", type=_positive_int, default=50, help="at most this many")
     tickets.set_defaults(handler=_cmd_tickets)
 
     ticket = commands.add_parser("ticket", help="show one ticket and its actions")
-    ticket.add_argument("id", type=int)
+    ticket.add_argument("id", type=_positive_int, help="the ticket's number")
     ticket.add_argument("--json", action="store_true")
     ticket.set_defaults(handler=_cmd_ticket)
 
     quarantine = commands.add_parser("quarantine", help="list quarantined emails and why")
     quarantine.add_argument("--json", action="store_true")
-    quarantine.add_argument("--limit", type=int, default=100)
+    quarantine.add_argument("--limit", type=_positive_int, default=100, help="at most this many")
     quarantine.set_defaults(handler=_cmd_quarantine)
 
     check = commands.add_parser("check-config", help="validate the configuration")
@@ -164,6 +216,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# -- argument types: a bad value is a usage error (exit 2), never a traceback --------
+
+
+def _positive_int(value: str) -> int:
+    """A whole number of at least 1 (a limit, a ticket's number)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
+    return number
+
+
+def _positive_seconds(value: str) -> float:
+    """A finite number of seconds above 0."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {value}")
+    return seconds
+
+
+def _path(value: str) -> Path:
+    """A path: not empty and without a NUL byte (which no file name can hold)."""
+    if not value or "\0" in value:
+        raise argparse.ArgumentTypeError(f"expected a file name, got {value!r}")
+    return Path(value)
+
+
 # -- commands ------------------------------------------------------------------
 
 
@@ -180,9 +264,23 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(
         json.dumps({"event": "config", "ok": True, "summary": summary}) if json_output else summary
     )
+    _warn_risky_patterns(config, json_output=json_output)
     if getattr(args, "connect", False):
         return _check_connections(config, json_output=json_output)
     return EXIT_OK
+
+
+def _warn_risky_patterns(config: Config, *, json_output: bool) -> None:
+    """Warn (never fail) about rule patterns that could backtrack for a long time."""
+    for warning in risky_patterns(config.rules):
+        if json_output:
+            fields = {"key_path": warning.key_path, "rule": warning.rule, "reason": warning.reason}
+            print(json.dumps({"event": "warning", **fields}))
+        else:
+            print(
+                f"warning: {warning}; a search is stopped after {PATTERN_BUDGET_MS} ms",
+                file=sys.stderr,
+            )
 
 
 def _check_connections(config: Config, *, json_output: bool) -> int:
@@ -270,10 +368,7 @@ def _run_cycle(processor: MailProcessor, *, json_output: bool) -> RunReport:
     progress.done()
     for mailbox in report.mailboxes:
         if mailbox.error or mailbox.note:
-            print(
-                f"halomail: mailbox {mailbox.name}: {mailbox.error or mailbox.note}",
-                file=sys.stderr,
-            )
+            _error(f"mailbox {mailbox.name}: {mailbox.error or mailbox.note}")
     if json_output:
         # After the emails, one line per mailbox with its health ("event": "mailbox").
         for health in processor.health():
@@ -348,7 +443,7 @@ def _simulate(processor: MailProcessor, args: argparse.Namespace) -> int:
         try:
             raw = path.read_bytes()
         except OSError as exc:
-            print(f"halomail: {path}: {exc.strerror}", file=sys.stderr)
+            _error(f"{path}: {exc.strerror}")
             code = EXIT_PROBLEMS
             continue
         simulation = processor.explain(raw, mailbox)
@@ -399,7 +494,7 @@ def _cmd_ticket(args: argparse.Namespace) -> int:
         ticket = repository.get_ticket(args.id)
         actions = repository.list_actions(ticket.id) if ticket is not None else []
     if ticket is None:
-        print(f"halomail: no ticket {args.id}", file=sys.stderr)
+        _error(f"no ticket {args.id}")
         return EXIT_PROBLEMS
     if args.json:
         data = _ticket_json(ticket)
@@ -500,10 +595,9 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
     started = time.monotonic()
     if (root / "halomail.toml").exists():
-        print(
-            f"halomail: {root} already holds a quickstart; run it again with "
-            f"`halomail -c {root / 'halomail.toml'} run --once`",
-            file=sys.stderr,
+        _error(
+            f"{root} already holds a quickstart; run it again with "
+            f"`halomail -c {root / 'halomail.toml'} run --once`"
         )
         return EXIT_USAGE
     inbox = root / "inbox"
@@ -552,7 +646,8 @@ def _browsing(repository: TicketRepository) -> Browsing:
 @contextlib.contextmanager
 def _opened_repository(args: argparse.Namespace) -> Iterator[TicketRepository]:
     """The repository of ``[storage]``, closed when the block ends."""
-    repository = app.open_repository(load_config(args.config))
+    # Listing needs only [storage]: a file whose mailboxes are all disabled still lists.
+    repository = app.open_repository(load_config(args.config, require_mailbox=False))
     try:
         yield repository
     finally:

@@ -17,12 +17,16 @@ The tree::
     └── SendingRestrictedError      an agent's team may not send from that mailbox
 
 Library exceptions are translated at the boundary with ``raise … from exc`` so
-the original cause stays in the traceback.
+the original cause stays in the traceback. Every message is redacted as it is made:
+the password of a URL or DSN in it (``postgres://helpdesk:S3cr3t@db``) and the
+secret query parameters of a URL (``?access_token=…``) are shown as ``***``.
 
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
+
+from halomail._text import redact_secrets
 
 __all__ = [
     "AuthenticationError",
@@ -43,7 +47,10 @@ __all__ = [
 
 
 class HalomailError(Exception):
-    """The root of every error halomail raises."""
+    """The root of every error halomail raises; its message never shows a URL's secrets."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_secrets(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(HalomailError, ValueError):
@@ -56,7 +63,7 @@ class ConfigError(HalomailError, ValueError):
 
     def __init__(self, key_path: str, message: str) -> None:
         self.key_path = key_path
-        self.message = message
+        self.message = redact_secrets(message)
         super().__init__(f"{key_path}: {message}" if key_path else message)
 
 

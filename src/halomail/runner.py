@@ -33,10 +33,12 @@ from typing import Any
 import attrs
 
 from halomail.backends.base import Disposition, FetchedMessage, MailTransport
+from halomail.errors import TransientRepositoryError
 from halomail.inbound.parse import parse_email
 from halomail.outbound.notifier import Notifier
 from halomail.outbound.outbox import MessageIdFactory, Outbox, SenderIdentity, SendReport
 from halomail.outbound.sms import SmsSettings
+from halomail.pipeline.busy import PassStop, stops_the_pass
 from halomail.pipeline.context import Context, ThrottleWarnings
 from halomail.pipeline.records import service_key
 from halomail.pipeline.reports import MailboxHealth, MailboxReport, RunReport, ServiceCheck
@@ -318,7 +320,10 @@ class MailProcessor:
         Mailboxes are read concurrently, at most
         :attr:`ProcessorSettings.concurrent_mailboxes` at a time, so a slow server
         delays only its own mailbox. One broken mailbox never stops the others: its
-        error lands in its report and in :meth:`health`.
+        error lands in its report and in :meth:`health`. A busy repository does: after
+        the first transient repository error (a locked database) every pass stops, the
+        emails not read stay for the next cycle, services and the outbox wait too, and
+        :attr:`RunReport.repository_busy` says so.
 
         Args:
             on_outcome: Called with each email's outcome as soon as it is known (from
@@ -329,8 +334,9 @@ class MailProcessor:
         """
         enabled = [m for m in self.mailboxes if m.enabled]
         workers = min(self.settings.concurrent_mailboxes, len(enabled))
+        stop = PassStop()
         if workers <= 1:
-            reports = tuple(self.process_mailbox(m, on_outcome=on_outcome) for m in enabled)
+            reports = tuple(self._read_mailbox(m, on_outcome, stop) for m in enabled)
         else:
             report_one = on_outcome
             if on_outcome is not None:
@@ -342,8 +348,12 @@ class MailProcessor:
 
             with ThreadPoolExecutor(workers, thread_name_prefix="halomail-mailbox") as pool:
                 reports = tuple(
-                    pool.map(lambda m: self.process_mailbox(m, on_outcome=report_one), enabled)
+                    pool.map(lambda m: self._read_mailbox(m, report_one, stop), enabled)
                 )
+        busy = stop.why()
+        if busy is not None:
+            # Services and the outbox write too: each would wait out the busy timeout.
+            return RunReport(mailboxes=reports, repository_busy=busy)
         services = self.check_services()
         sent = self.send_outbox()
         return RunReport(mailboxes=reports, sent=sent, services=services)
@@ -422,21 +432,45 @@ class MailProcessor:
             mailbox: One of this processor's mailboxes.
             on_outcome: Called with each email's outcome as soon as it is known.
         """
+        return self._read_mailbox(mailbox, on_outcome, PassStop())
+
+    def _read_mailbox(
+        self,
+        mailbox: Mailbox,
+        on_outcome: Callable[[ProcessingOutcome], None] | None,
+        stop: PassStop,
+    ) -> MailboxReport:
+        """:meth:`process_mailbox`, stopping when ``stop`` says the repository is busy."""
         waiting = self._backing_off(mailbox)
         if waiting is not None:
             return MailboxReport(mailbox.name, (), error=waiting, skipped=True)
         lease = self._lease(mailbox)
-        if lease is not None and not lease.acquire():
-            note = f"not read: another runner holds its lease ({lease.name})"
-            log.info("mailbox %s %s", mailbox.name, note)
-            return MailboxReport(mailbox.name, (), skipped=True, note=note)
+        # Leases are taken one mailbox at a time (a small write each), so that a database
+        # locked before the cycle costs one busy timeout, not one per mailbox thread.
+        with stop.starting:
+            busy = stop.why()
+            if busy is not None:
+                return MailboxReport(mailbox.name, (), skipped=True, note=f"not read: {busy}")
+            try:
+                if lease is not None and not lease.acquire():
+                    held = f"not read: another runner holds its lease ({lease.name})"
+                    log.info("mailbox %s %s", mailbox.name, held)
+                    return MailboxReport(mailbox.name, (), skipped=True, note=held)
+            except TransientRepositoryError as exc:
+                # Not taken, so nothing to release: the pass ends after this one wait.
+                stopped = stop.repository_busy(mailbox.name, 0, exc)
+                return MailboxReport(mailbox.name, (), error=stopped)
         outcomes: list[ProcessingOutcome] = []
         left_alone = 0
         error: str | None = None
+        note: str | None = None
         try:
             baseline = self._onboarding_baseline(mailbox)
             messages: Iterator[FetchedMessage] = iter(mailbox.connector.fetch())
             for fetched in messages:
+                if (busy := stop.why()) is not None:
+                    note = f"stopped: {busy}"
+                    break
                 if lease is not None:
                     lease.renew_if_due()
                 if baseline is not None and fetched.ref in baseline:
@@ -446,6 +480,11 @@ class MailProcessor:
                 outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
+                if stops_the_pass(outcome):
+                    error = stop.repository_busy(mailbox.name, len(outcomes), outcome.detail)
+                    break
+        except TransientRepositoryError as exc:
+            error = stop.repository_busy(mailbox.name, len(outcomes), exc)
         except Exception as exc:  # noqa: BLE001 - one broken mailbox must not stop the others
             error = f"{type(exc).__name__}: {exc}"
             log.error("mailbox %s failed: %s", mailbox.name, error)
@@ -460,12 +499,15 @@ class MailProcessor:
                 log.error("mailbox %s: close failed: %s", mailbox.name, exc)
             if lease is not None:
                 lease.release()
-        self._record_health(mailbox.name, error)
+        if stop.why() is None:  # a busy repository is not the mailbox's failure
+            self._record_health(mailbox.name, error)
         if left_alone:
             log.info(
                 "mailbox %s: left %d older emails alone (start_from=now)", mailbox.name, left_alone
             )
-        return MailboxReport(mailbox.name, tuple(outcomes), error=error, left_alone=left_alone)
+        return MailboxReport(
+            mailbox.name, tuple(outcomes), error=error, left_alone=left_alone, note=note
+        )
 
     def _backing_off(self, mailbox: Mailbox) -> str | None:
         """Why ``mailbox`` is not read this cycle after repeated failures, or ``None``."""

@@ -99,6 +99,7 @@ __all__ = [
     "OutgoingSettings",
     "ProcessingSettings",
     "StorageSettings",
+    "check_some_mailbox_enabled",
     "load_config",
     "parse_config",
 ]
@@ -189,19 +190,31 @@ class Config:
         raise ConfigError("mailboxes", f"no mailbox named {name!r} (configured: {known})")
 
 
-def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    require_mailbox: bool = True,
+) -> Config:
     """Read and validate a ``halomail.toml``.
 
     Args:
         path: The file.
         env: Where ``*_env`` secrets are looked up; ``os.environ`` by default.
+        require_mailbox: Refuse a file with no enabled ``[[mailboxes]]`` (an empty or
+            truncated file above all: processing it would read nothing and succeed).
+            False for what needs only the storage (listing tickets).
 
     Returns:
         The validated configuration, with ``path`` set to the file's absolute path.
 
     Raises:
-        ConfigError: The file is missing, unreadable, not UTF-8, not TOML, or invalid;
-            the error names the key path (``""`` for the file as a whole).
+        ConfigError: The file is missing, unreadable, not UTF-8, not TOML, or invalid,
+            or (``require_mailbox``) enables no mailbox; the error names the key path
+            (``""`` for the file as a whole).
+
+    .. versionchanged:: 0.3.0
+       A file with no enabled mailbox is an error, unless ``require_mailbox=False``.
     """
     file = Path(path).expanduser().absolute()
     try:
@@ -226,11 +239,53 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{file}: invalid TOML: {exc}") from exc
+        raise ConfigError("", f"{file}: invalid TOML: {_with_position(str(exc), text)}") from exc
     except RecursionError as exc:  # tomllib recurses per nesting level
         raise ConfigError("", f"{file}: invalid TOML: arrays or tables nest too deeply") from exc
     config = parse_config(table, base_dir=file.parent, env=env)
+    if require_mailbox:
+        check_some_mailbox_enabled(config, file)
     return attrs.evolve(config, path=file)
+
+
+def _with_position(message: str, text: str) -> str:
+    """tomllib's message, with the line and column of a file cut short.
+
+    For an error at the very end, tomllib says "(at end of document)" and no more; the
+    administrator looking at a truncated file wants to know where that is.
+    """
+    end = "(at end of document)"
+    if not message.endswith(end):
+        return message
+    lines = text.split("\n")
+    where = f"line {len(lines)}, column {len(lines[-1]) + 1}"
+    return f"{message[: -len(end)]}(at end of document: {where})"
+
+
+def check_some_mailbox_enabled(config: Config, file: Path | None = None) -> None:
+    """Refuse a configuration that would read no mailbox at all.
+
+    An empty or truncated file is valid TOML and every table has defaults, so without
+    this check it would "run" successfully, reading nothing, for ever.
+
+    Raises:
+        ConfigError: At ``mailboxes``, with what to add.
+    """
+    where = f"{file}: " if file is not None else ""
+    if not config.mailboxes:
+        raise ConfigError(
+            "mailboxes",
+            f"{where}no [[mailboxes]] table, so there is nothing to read (is the file "
+            'empty or cut short?); add one, e.g. [[mailboxes]] name = "Support" '
+            'connection = "maildir" path = "inbox" (see docs/configuration.md)',
+        )
+    if not any(mailbox.enabled for mailbox in config.mailboxes):
+        names = ", ".join(repr(m.name) for m in config.mailboxes)
+        raise ConfigError(
+            "mailboxes",
+            f"{where}every mailbox is disabled ({names}), so there is nothing to read; "
+            "set enabled = true on at least one",
+        )
 
 
 def parse_config(

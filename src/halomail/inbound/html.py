@@ -4,11 +4,15 @@
 (ammonia) with an explicit allowlist, URL checks of our own, a small CSS allowlist, and no
 remote loads at all. :func:`html_to_text` lays its text out as a person would read it.
 
-Both stay fast on hostile input (X8). ammonia's and lexbor's tree builders take time
-proportional to the number of tags times the nesting depth, so a document with many start
-tags is first rewritten by a linear tokenizer of ours into well-formed markup no deeper
-than :data:`MAX_DEPTH` (see :func:`_flatten`); nh3 still sanitizes the result, so the
-rewrite never has to be right about safety, only about depth.
+Both stay within a budget on hostile input (X8, #13), with the tools of
+:mod:`._html_bounds`. A document past :data:`MAX_HTML_CHARS` characters or
+:data:`MAX_HTML_ELEMENTS` start tags never reaches a tree builder: its text comes from a
+linear tag stripper instead (the parser records ``html-over-budget`` on the email).
+Below the budget, ammonia's and lexbor's tree builders take time proportional to the
+number of tags times the nesting depth, so a document with many start tags (or one very
+long tag) is first rewritten by a linear tokenizer of ours into well-formed markup no
+deeper than :data:`MAX_DEPTH`; nh3 still sanitizes the result, so the rewrite never has
+to be right about safety, only about cost.
 
 .. versionadded:: 0.1.0
 """
@@ -22,16 +26,27 @@ import re
 import nh3
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-__all__ = ["MAX_DEPTH", "html_to_text", "sanitize_html"]
+from halomail.inbound._html_bounds import (
+    MAX_ATTRIBUTES,
+    MAX_DEPTH,
+    MAX_HTML_CHARS,
+    MAX_HTML_ELEMENTS,
+    bounded,
+    over_budget,
+    strip_tags,
+)
+
+__all__ = [
+    "MAX_ATTRIBUTES",
+    "MAX_DEPTH",
+    "MAX_HTML_CHARS",
+    "MAX_HTML_ELEMENTS",
+    "html_over_budget",
+    "html_to_text",
+    "sanitize_html",
+]
 
 log = logging.getLogger(__name__)
-
-MAX_DEPTH = 256
-"""Deepest element nesting kept when a large document is rewritten before parsing."""
-
-# Below this many start tags the parsers' worst case (tags x depth) stays well under a
-# second, so the document goes to them untouched; above it, _flatten bounds the depth.
-_FAST_START_TAGS = 2500
 
 _TAGS = frozenset(
     {
@@ -169,222 +184,39 @@ def sanitize_html(html: str) -> str:
 
     .. versionadded:: 0.1.0
     """
-    source = _bounded(html.replace("\x00", ""))
+    source = html.replace("\x00", "")
+    if over_budget(source):
+        # Past the budget only the text survives: never the HTML as sent.
+        return _text_only(source)
+    source = bounded(source)
     try:
         return str(_CLEANER.clean(source))
     except Exception:  # a sanitizer failure must not lose the email
         log.warning("HTML sanitizer failed; keeping the text only", exc_info=True)
-        return "<pre>" + _html.escape(_plain_fallback(source)) + "</pre>"
+        return _text_only(source)
 
 
-# ---------------------------------------------------------------------------------------
-# Bounding the depth of large documents (X8)
-
-_VOID = frozenset(
-    {
-        "area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "image",
-        "img", "input", "keygen", "link", "meta", "param", "source", "track", "wbr",
-    }
-)  # fmt: skip
-_RAW_TEXT = frozenset(
-    {
-        "script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes",
-        "noscript", "plaintext",
-    }
-)  # fmt: skip
-# A start tag of the key implicitly ends an open element of these names on top of the
-# stack, as the HTML parser does; without it, legitimate unclosed <p>/<li>/<td> runs
-# would look deep.
-_IMPLIED_END: dict[str, frozenset[str]] = {
-    "p": frozenset({"p"}),
-    "li": frozenset({"li", "p"}),
-    "dt": frozenset({"dt", "dd", "p"}),
-    "dd": frozenset({"dt", "dd", "p"}),
-    "tr": frozenset({"tr", "td", "th"}),
-    "td": frozenset({"td", "th"}),
-    "th": frozenset({"td", "th"}),
-    "option": frozenset({"option"}),
-}
-_P_ONLY = frozenset({"p"})
-_NOTHING: frozenset[str] = frozenset()
-_CLOSES_P = frozenset(
-    {
-        "address", "article", "aside", "blockquote", "center", "div", "dl", "fieldset",
-        "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr",
-        "menu", "nav", "ol", "pre", "section", "table", "ul",
-    }
-)  # fmt: skip
-_TAG_OPEN = re.compile(r"<(/?)([A-Za-z][^\t\n\f\r />]*)")
-# The common, well-formed tag in one match. Possessive quantifiers: no backtracking, so a
-# failed attempt costs at most one scan (the slower _read_attributes then takes over).
-_TAG_FULL = re.compile(
-    r"""<(/?)([A-Za-z][^\t\n\f\r />]*+)"""
-    r"""((?:[\t\n\f\r /]++[^\t\n\f\r />=][^\t\n\f\r />=]*+"""
-    r"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|[^\t\n\f\r >"']++))?+)*+)"""
-    r"""[\t\n\f\r /]*+>"""
-)
-_ATTR = re.compile(
-    r"""([^\t\n\f\r />=][^\t\n\f\r />=]*)"""
-    r"""(?:[\t\n\f\r ]*=[\t\n\f\r ]*("[^"]*"|'[^']*'|[^\t\n\f\r >"']+))?"""
-)
-_SKIP_SPACE = re.compile(r"[\t\n\f\r /]*")
-_ATTR_NAME = re.compile(r"[^\t\n\f\r />][^\t\n\f\r />=]*")
-_UNQUOTED = re.compile(r"[^\t\n\f\r >]*")
-_SAFE_NAME = re.compile(r"[A-Za-z_:][-A-Za-z0-9_:.]*\Z")
-_SAFE_TAG = re.compile(r"[A-Za-z][A-Za-z0-9-]*\Z")
+def _text_only(html: str) -> str:
+    """The text of ``html`` as inert HTML: escaped, its lines kept by ``<pre>``."""
+    return "<pre>" + _html.escape(strip_tags(html)) + "</pre>"
 
 
-def _bounded(html: str) -> str:
-    """``html`` itself when it is small enough, else its depth-bounded rewrite."""
-    start_tags = html.count("<") - html.count("</")
-    if start_tags <= _FAST_START_TAGS:
-        return html
-    return _flatten(html, MAX_DEPTH)
+def html_over_budget(html: str) -> bool:
+    """Whether ``html`` is too large to read through a DOM (characters or start tags).
 
+    Past :data:`MAX_HTML_CHARS` characters or :data:`MAX_HTML_ELEMENTS` start tags,
+    :func:`html_to_text` and :func:`sanitize_html` give the text of a linear tag
+    stripper instead: no layout, no links, but bounded time and memory.
 
-def _flatten(html: str, max_depth: int) -> str:
-    """Rewrite ``html`` as well-formed markup nested at most ``max_depth`` deep.
+    Args:
+        html: The HTML as sent.
 
-    A linear, single-pass tokenizer: every search consumes what it scans, and an
-    unterminated comment, quote or raw-text element ends the document rather than being
-    rescanned (the stdlib ``html.parser`` is quadratic on such input). Comments,
-    doctypes and raw-text elements are dropped; text is re-escaped; attributes are
-    re-quoted. Tags beyond ``max_depth`` are dropped, their text kept.
+    Returns:
+        ``True`` when the document takes the tag-stripping fallback.
+
+    .. versionadded:: 0.1.0
     """
-    out: list[str] = []
-    stack: list[str] = []
-    open_count: dict[str, int] = {}
-    lower = html.lower()
-    n = len(html)
-    pos = 0
-
-    def close_top() -> None:
-        name = stack.pop()
-        open_count[name] -= 1
-        if len(stack) < max_depth:
-            out.append(f"</{name}>")
-
-    while pos < n:
-        lt = html.find("<", pos)
-        if lt < 0:
-            out.append(html[pos:].replace(">", "&gt;"))
-            break
-        out.append(html[pos:lt].replace(">", "&gt;"))
-        if html.startswith("<!--", lt):
-            end = html.find("-->", lt + 4)
-            if end < 0:
-                break
-            pos = end + 3
-            continue
-        if html.startswith(("<!", "<?"), lt):
-            end = html.find(">", lt + 2)
-            if end < 0:
-                break
-            pos = end + 1
-            continue
-        full = _TAG_FULL.match(html, lt)
-        if full is not None:
-            closing = bool(full.group(1))
-            name = full.group(2).lower()
-            attrs = [
-                (key.lower(), _unquote(value) if value else None)
-                for key, value in _ATTR.findall(full.group(3))
-            ]
-            pos = full.end()
-        else:
-            match = _TAG_OPEN.match(html, lt)
-            if match is None:
-                out.append("&lt;")
-                pos = lt + 1
-                continue
-            closing = bool(match.group(1))
-            name = match.group(2).lower()
-            attrs, pos = _read_attributes(html, match.end())
-            if pos < 0:
-                break  # unterminated tag: the rest of the document is inside it
-        if not _SAFE_TAG.match(name):
-            continue
-        if closing:
-            if open_count.get(name, 0) > 0:
-                while stack and stack[-1] != name:
-                    close_top()
-                close_top()
-            continue
-        if name in _RAW_TEXT:
-            end = lower.find("</" + name, pos)
-            if end < 0:
-                break
-            pos = end
-            continue
-        implied = _IMPLIED_END.get(name, _P_ONLY if name in _CLOSES_P else _NOTHING)
-        while stack and stack[-1] in implied:
-            close_top()
-        if len(stack) < max_depth:
-            rendered = "".join(
-                f' {key}="{value.replace(chr(34), "&quot;")}"' if value is not None else f" {key}"
-                for key, value in attrs
-                if _SAFE_NAME.match(key)
-            )
-            out.append(f"<{name}{rendered}>")
-        if name not in _VOID:
-            stack.append(name)
-            open_count[name] = open_count.get(name, 0) + 1
-    while stack:
-        close_top()
-    return "".join(out)
-
-
-def _read_attributes(html: str, pos: int) -> tuple[list[tuple[str, str | None]], int]:
-    """Attributes of the tag whose name ends at ``pos``, and the index after its ``>``.
-
-    Returns ``-1`` as the index when the document ends inside the tag.
-    """
-    attrs: list[tuple[str, str | None]] = []
-    n = len(html)
-    while True:
-        space = _SKIP_SPACE.match(html, pos)
-        pos = space.end() if space else pos
-        if pos >= n:
-            return attrs, -1
-        if html[pos] == ">":
-            return attrs, pos + 1
-        name_match = _ATTR_NAME.match(html, pos)
-        if name_match is None:  # pragma: no cover - _SKIP_SPACE left a name character
-            return attrs, -1
-        key = name_match.group().lower()
-        pos = name_match.end()
-        while pos < n and html[pos] in "\t\n\f\r ":
-            pos += 1
-        value: str | None = None
-        if pos < n and html[pos] == "=":
-            pos += 1
-            while pos < n and html[pos] in "\t\n\f\r ":
-                pos += 1
-            if pos < n and html[pos] in "\"'":
-                end = html.find(html[pos], pos + 1)
-                if end < 0:
-                    return attrs, -1
-                value = html[pos + 1 : end]
-                pos = end + 1
-            else:
-                unquoted = _UNQUOTED.match(html, pos)
-                value = unquoted.group() if unquoted else ""
-                pos = unquoted.end() if unquoted else pos
-        attrs.append((key, value))
-
-
-def _unquote(value: str) -> str:
-    if value[:1] in {'"', "'"}:
-        return value[1:-1]
-    return value
-
-
-_TAG_STRIP = re.compile(r"<[^>]*>?")
-
-
-def _plain_fallback(html: str) -> str:
-    """Text of ``html`` by stripping tags: the last resort when a parser fails."""
-    return _html.unescape(_TAG_STRIP.sub(" ", html))
+    return over_budget(html.replace("\x00", "") if "\x00" in html else html)
 
 
 # ---------------------------------------------------------------------------------------
@@ -783,16 +615,15 @@ def html_to_text(html: str) -> str:
 
     .. versionadded:: 0.1.0
     """
-    # The same source as sanitize_html's, without its two full scans when they would
-    # change nothing: no NUL to remove, and too few "<" for _bounded to rewrite.
     source = html.replace("\x00", "") if "\x00" in html else html
-    if source.count("<") > _FAST_START_TAGS:
-        source = _bounded(source)
+    if over_budget(source):
+        return strip_tags(source)
+    source = bounded(source)
     try:
         root = LexborHTMLParser(source).root
     except Exception:  # an unreadable document still has text
         log.warning("HTML parser failed; stripping tags instead", exc_info=True)
-        return _SPACES.sub(" ", _plain_fallback(source)).strip()
+        return strip_tags(source)
     if root is None:
         return ""
     out = _TextWriter()

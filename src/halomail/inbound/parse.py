@@ -31,7 +31,8 @@ from typing import TypeVar
 
 from halomail.inbound import _addresses, _charsets, _headers, _mime
 from halomail.inbound.attachments import make_attachment
-from halomail.inbound.html import html_to_text
+from halomail.inbound.defects import HTML_OVER_BUDGET
+from halomail.inbound.html import html_over_budget, html_to_text
 from halomail.inbound.models import Address, Attachment, InboundEmail, ParseLimits
 from halomail.inbound.reply import strip_reply
 
@@ -157,6 +158,8 @@ class _Builder:
         self._walk()
         text = self.text or ""
         # The HTML is kept as sent; InboundEmail.html sanitizes it when asked for.
+        if self.html is not None and html_over_budget(self.html):
+            self.defects.append(HTML_OVER_BUDGET)  # its text and sanitized form: tags stripped
         if self.html is not None and not text.strip():
             # No text part, or an empty one beside the HTML: read the HTML instead.
             text = _guarded(html_to_text, self.html, "", "html-to-text-failed", self.defects)
@@ -201,7 +204,7 @@ class _Builder:
                 self._leaf(part)
             except Exception as exc:  # one broken part must not cost the email
                 log.warning("skipped a MIME part that could not be read", exc_info=True)
-                self.defects.append(f"part-error:{type(exc).__name__}")
+                self.defects.append(f"part-error:{type(exc).__name__}")  # see inbound.defects
 
     def _leaf(self, part: _mime.BoundedMessage) -> None:
         fields = _mime.first_headers(part, _PART_FIELDS)
@@ -469,7 +472,7 @@ def _quarantined(
 def _unparseable(raw: object, exc: Exception) -> InboundEmail:
     """The last-resort result: as much identity as can still be read, never raising."""
     data = bytes(raw) if isinstance(raw, bytes | bytearray | memoryview) else b""
-    defects = (f"exception:{type(exc).__name__}",)
+    defects = (f"exception:{type(exc).__name__}",)  # see inbound.defects
     try:
         message_id, sender, unparseable, subject = _identity(data)
     except Exception:  # noqa: BLE001 - the head itself may be what broke the parse

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import random
-import re
 import secrets
 import socket
 import uuid
@@ -39,6 +38,7 @@ from email.utils import format_datetime, formataddr
 
 import attrs
 
+from halomail._text import clean_text
 from halomail.backends.base import MailTransport, OutgoingEmail
 from halomail.errors import (
     PermanentTransportError,
@@ -69,16 +69,16 @@ log = logging.getLogger(__name__)
 #: The header that marks mail we sent, so that we recognise it if it comes back.
 LOOP_HEADER = "X-Halomail-Loop"
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
-
 
 def header_safe(value: str, *, limit: int = 900) -> str:
     """Make ``value`` safe for a header: one line, no control characters, bounded.
 
     The stdlib on Python 3.11 folds a value holding CR/LF into a new header
     (CVE-2024-6923), so every value we put in a header goes through here first.
+    Line breaks become spaces; escape sequences, other control characters and bidi
+    controls (a customer's ``\u202egpj.exe`` echoed in our Subject) are removed.
     """
-    return _CONTROL.sub(" ", value).strip()[:limit]
+    return clean_text(value).strip()[:limit]
 
 
 @attrs.frozen

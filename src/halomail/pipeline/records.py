@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from halomail._text import clean_text
 from halomail.inbound.models import InboundEmail
 from halomail.pipeline.context import Context
 from halomail.pipeline.results import Decision
@@ -70,7 +71,7 @@ def new_ticket(ctx: Context, mailbox: Mailbox, email: InboundEmail) -> NewTicket
         dict.fromkeys(a.normalized for a in (*email.to, *email.cc) if a.normalized not in own)
     )
     return NewTicket(
-        summary=email.subject.strip() or "(no subject)",
+        summary=clean_text(email.subject).strip() or "(no subject)",
         details=email.text,
         ticket_type=mailbox.ticket_type,
         user_email=sender,

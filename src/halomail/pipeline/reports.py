@@ -83,11 +83,17 @@ class ServiceCheck:
 
 @attrs.frozen
 class RunReport:
-    """What one cycle over every mailbox did."""
+    """What one cycle over every mailbox did.
+
+    ``repository_busy`` says why the cycle stopped early: the repository met a
+    transient error (a locked database), so the passes stopped, and services and the
+    outbox were not checked (``None`` when the cycle ran to its end).
+    """
 
     mailboxes: tuple[MailboxReport, ...]
     sent: SendReport = attrs.field(factory=SendReport)
     services: tuple[ServiceCheck, ...] = ()
+    repository_busy: str | None = None
 
     @property
     def outcomes(self) -> tuple[ProcessingOutcome, ...]:
@@ -96,8 +102,10 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """False when a mailbox failed, an email was quarantined or left for retry, or
-        a transport's login or TLS failed (:attr:`SendReport.halted`)."""
+        """False when a mailbox failed, the repository was busy, an email was quarantined
+        or left for retry, or a transport's login or TLS failed (:attr:`SendReport.halted`)."""
+        if self.repository_busy is not None:
+            return False
         return (
             all(report.error is None for report in self.mailboxes)
             and not any(o.outcome in (Outcome.QUARANTINED, Outcome.RETRY) for o in self.outcomes)

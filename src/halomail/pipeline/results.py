@@ -59,6 +59,7 @@ class Reason(enum.StrEnum):
     FILE_TRANSFER_WITHOUT_OWNER = "file-transfer-without-owner"
     INVENTORY_WITHOUT_ASSET_TAG = "inventory-without-asset-tag"
     PROCESSING_ERROR = "processing-error"
+    REPEATED_CRASH = "repeated-crash"  # ended the process twice; not parsed again
     # created or updated, with a note
     UNRELATED_SENDER = "unrelated-sender"
     UNDELIVERABLE_SENDER = "undeliverable-sender"
@@ -107,6 +108,8 @@ class ProcessingOutcome:
         recorded: For a duplicate, the outcome its first copy was recorded with: the
             source email is disposed of as that says (a quarantined email goes to the
             quarantine folder even when it is fetched again).
+        detail: For ``retry`` after a transient repository error, that error's message
+            (the runner stops the pass on it).
     """
 
     mailbox: str
@@ -119,6 +122,7 @@ class ProcessingOutcome:
     acknowledged: bool = False
     subject: str = ""
     recorded: Outcome | None = None
+    detail: str | None = None
 
     @property
     def disposed_as(self) -> Outcome:
@@ -198,4 +202,5 @@ QUARANTINE_DETAILS: dict[Reason, str] = {
     Reason.MESSAGE_ID_COLLISION: "Another email with the same Message-ID and different content "
     "was already processed.",
     Reason.UNPARSEABLE: "The email could not be parsed.",
+    Reason.REPEATED_CRASH: "Processing the email ended the process twice; it was not parsed again.",
 }

@@ -4,7 +4,9 @@ No threads here. The caller passes a *guard* (a context manager) that is held
 around every use of the repository, and only then: parsing happens outside it, so
 mailboxes read in threads parse at once while their writes go one at a time.
 Disposing of the source email is the caller's, after :meth:`UnitOfWork.run`
-returns, because only then is the outcome committed.
+returns, because only then is the outcome committed. Before parsing, the unit
+records an attempt at the email (:mod:`halomail.pipeline.attempts`), so an email
+that ends the process is not parsed for ever.
 
 .. versionadded:: 0.2.0
 """
@@ -20,7 +22,9 @@ from halomail.backends.base import FetchedMessage
 from halomail.errors import DuplicateKeyError, RepositoryError, TransientRepositoryError
 from halomail.inbound.models import InboundEmail
 from halomail.inbound.parse import parse_email
+from halomail.pipeline import attempts
 from halomail.pipeline.apply import apply, recorded_key
+from halomail.pipeline.attempts import Attempt
 from halomail.pipeline.context import Context
 from halomail.pipeline.decide import decide, dedupe_key, recorded_duplicate
 from halomail.pipeline.results import Decision, Outcome, ProcessingOutcome, Reason
@@ -59,17 +63,35 @@ class UnitOfWork:
             guard: Held around each use of the repository (none by default).
         """
         guard = guard if guard is not None else contextlib.nullcontext()
+        attempt: Attempt | None = None
         try:
-            return self._run(mailbox, fetched, guard)
+            if fetched.too_large:
+                with guard:
+                    return self._quarantine_too_large(mailbox, fetched)
+            with guard:
+                if attempts.quarantined_before(self.ctx.repository, mailbox.name, fetched):
+                    return self._crashed_before(mailbox, fetched)
+                attempt = attempts.begin(
+                    self.ctx.repository, mailbox.name, fetched, self.ctx.clock()
+                )
+                if attempt is not None and attempt.crashed_too_often:
+                    return self._quarantine_crashed(mailbox, fetched, attempt)
+            return self._run(mailbox, fetched, guard, attempt)
         except TransientRepositoryError as exc:
             log.warning("mailbox %s ref %s: will retry: %s", mailbox.name, fetched.ref, exc)
+            with guard:
+                attempts.let_go(self.ctx.repository, attempt)
             return ProcessingOutcome(
-                mailbox.name, fetched.ref, Outcome.RETRY, reason=Reason.TRANSIENT_ERROR
+                mailbox.name,
+                fetched.ref,
+                Outcome.RETRY,
+                reason=Reason.TRANSIENT_ERROR,
+                detail=str(exc)[:500],
             )
         except Exception as exc:
             log.exception("mailbox %s ref %s: processing failed", mailbox.name, fetched.ref)
             with guard:
-                return self._quarantine_after_error(mailbox, fetched, exc)
+                return self._quarantine_after_error(mailbox, fetched, exc, attempt)
 
     def simulate(self, mailbox: Mailbox, raw: bytes, email: InboundEmail) -> ProcessingOutcome:
         """What processing ``email`` would do, and why; nothing is written.
@@ -90,14 +112,36 @@ class UnitOfWork:
             subject=email.subject,
         )
 
-    def _run(self, mailbox: Mailbox, fetched: FetchedMessage, guard: Guard) -> ProcessingOutcome:
-        if fetched.too_large:
-            with guard:
-                return self._quarantine_too_large(mailbox, fetched)
+    def _run(
+        self, mailbox: Mailbox, fetched: FetchedMessage, guard: Guard, attempt: Attempt | None
+    ) -> ProcessingOutcome:
         email = parse_email(fetched.raw, limits=self.ctx.settings.limits)
         key, fingerprint = dedupe_key(mailbox, email, fetched.raw)
         with guard:
-            return self._commit(mailbox, fetched, email, key, fingerprint)
+            return self._commit(mailbox, fetched, email, key, fingerprint, attempt)
+
+    def _quarantine_crashed(
+        self, mailbox: Mailbox, fetched: FetchedMessage, attempt: Attempt
+    ) -> ProcessingOutcome:
+        attempts.quarantine_crashed(self.ctx.repository, mailbox.name, fetched, attempt)
+        return ProcessingOutcome(
+            mailbox.name, fetched.ref, Outcome.QUARANTINED, reason=Reason.REPEATED_CRASH
+        )
+
+    def _crashed_before(self, mailbox: Mailbox, fetched: FetchedMessage) -> ProcessingOutcome:
+        """Quarantined as ``repeated-crash`` before and fetched again: not parsed, a duplicate."""
+        log.info(
+            "mailbox %s ref %s: quarantined before as repeated-crash; a duplicate",
+            mailbox.name,
+            fetched.ref,
+        )
+        return ProcessingOutcome(
+            mailbox.name,
+            fetched.ref,
+            Outcome.SKIPPED,
+            reason=Reason.DUPLICATE,
+            recorded=Outcome.QUARANTINED,
+        )
 
     def _commit(
         self,
@@ -106,8 +150,9 @@ class UnitOfWork:
         email: InboundEmail,
         key: str,
         fingerprint: str,
+        attempt: Attempt | None,
     ) -> ProcessingOutcome:
-        """Decide and apply in one transaction.
+        """Decide and apply in one transaction, which also ends the email's attempt.
 
         Deciding inside the transaction means two processors racing on one mailbox
         cannot both create a ticket for the same email; when another runner commits
@@ -118,10 +163,12 @@ class UnitOfWork:
         try:
             with repo.transaction():
                 decision = decide(self.ctx, mailbox, email, key, fingerprint)
-                return apply(self.ctx, mailbox, fetched, email, key, fingerprint, decision)
+                outcome = apply(self.ctx, mailbox, fetched, email, key, fingerprint, decision)
+                attempts.finish(repo, attempt)
+                return outcome
         except DuplicateKeyError:
             contested = recorded_key(decision, key, fingerprint) if decision else key
-            return self._lost_race(mailbox, fetched, email, key, fingerprint, contested)
+            return self._lost_race(mailbox, fetched, email, key, fingerprint, contested, attempt)
 
     def _lost_race(
         self,
@@ -131,12 +178,14 @@ class UnitOfWork:
         key: str,
         fingerprint: str,
         contested: str,
+        attempt: Attempt | None,
     ) -> ProcessingOutcome:
         """Another runner recorded ``contested`` first: a duplicate, disposed of as its
         record says."""
         repo = self.ctx.repository
         with repo.transaction():
             winner = repo.get_dedupe(contested)
+            attempts.finish(repo, attempt)
         if winner is None:
             # The conflict names a record we cannot read yet: leave the email for later.
             log.warning(
@@ -165,7 +214,7 @@ class UnitOfWork:
         )
 
     def _quarantine_after_error(
-        self, mailbox: Mailbox, fetched: FetchedMessage, exc: Exception
+        self, mailbox: Mailbox, fetched: FetchedMessage, exc: Exception, attempt: Attempt | None
     ) -> ProcessingOutcome:
         detail = f"{type(exc).__name__}: {exc}"[:500]
         # Keyed by the bytes, so that the same email failing again on a re-fetch
@@ -175,9 +224,10 @@ class UnitOfWork:
             mailbox.name, Reason.PROCESSING_ERROR.value, fetched.raw, detail, dedupe_key=key
         )
         try:
-            self._quarantine_once(key, entry)
+            self._quarantine_once(key, entry, attempt)
         except RepositoryError:
             log.exception("mailbox %s ref %s: could not quarantine", mailbox.name, fetched.ref)
+            attempts.let_go(self.ctx.repository, attempt)
             return ProcessingOutcome(
                 mailbox.name, fetched.ref, Outcome.RETRY, reason=Reason.PROCESSING_ERROR
             )
@@ -185,7 +235,9 @@ class UnitOfWork:
             mailbox.name, fetched.ref, Outcome.QUARANTINED, reason=Reason.PROCESSING_ERROR
         )
 
-    def _quarantine_once(self, key: str, entry: NewQuarantine) -> None:
+    def _quarantine_once(
+        self, key: str, entry: NewQuarantine, attempt: Attempt | None = None
+    ) -> None:
         """Quarantine ``entry`` under ``key`` unless that key is known already."""
         repo = self.ctx.repository
         try:
@@ -193,5 +245,6 @@ class UnitOfWork:
                 if repo.get_dedupe(key) is None:
                     repo.quarantine(entry)
                     repo.record_dedupe(DedupeRecord(key, "", Outcome.QUARANTINED.value))
+                attempts.finish(repo, attempt)
         except DuplicateKeyError:
             pass  # another runner quarantined the same email first: the outcome stands

@@ -12,6 +12,7 @@ Nothing here reads or writes anything: the processor applies the decision.
 from halomail.rules.engine import Explanation, RuleEngine, RuleMatch, RuleStep, ScanMode
 from halomail.rules.extract import (
     MAX_SCAN_CHARS,
+    PATTERN_BUDGET_MS,
     Extraction,
     FieldValue,
     alert_key_from_subject,
@@ -28,9 +29,11 @@ from halomail.rules.models import (
     MatchType,
     RuleType,
 )
+from halomail.rules.risk import PatternWarning, risky_patterns
 
 __all__ = [
     "MAX_SCAN_CHARS",
+    "PATTERN_BUDGET_MS",
     "TICKET_FIELDS",
     "AssetMatch",
     "EmailRule",
@@ -41,6 +44,7 @@ __all__ = [
     "FieldType",
     "FieldValue",
     "MatchType",
+    "PatternWarning",
     "RuleEngine",
     "RuleMatch",
     "RuleStep",
@@ -48,5 +52,6 @@ __all__ = [
     "ScanMode",
     "alert_key_from_subject",
     "extract",
+    "risky_patterns",
     "rules_from_config",
 ]

@@ -37,7 +37,7 @@ import attrs
 
 from halomail.inbound.models import InboundEmail
 from halomail.rules._automaton import Automaton
-from halomail.rules.extract import MAX_SCAN_CHARS, Extraction, extract
+from halomail.rules.extract import MAX_SCAN_CHARS, Extraction, extract, timeout_message
 from halomail.rules.models import EmailRule
 
 __all__ = ["Explanation", "RuleEngine", "RuleMatch", "RuleStep", "ScanMode"]
@@ -467,7 +467,7 @@ class RuleEngine:
             if reason is None:
                 extraction = extract(rule, email)
                 if extraction.missing_required:
-                    reason = f"required field {extraction.missing_required[0]!r} not found"
+                    reason = _missing_reason(rule, extraction)
                 else:
                     decision = RuleMatch(rule, extraction)
                     steps.append(RuleStep(rule, matched=True))
@@ -543,6 +543,14 @@ class RuleEngine:
             # Usually the new text opens the whole text: one walk answers both.
             return automaton.find_split(full, len(new))
         return self._find(_BODY_NEW, new), self._find(_BODY_FULL, full)
+
+
+def _missing_reason(rule: EmailRule, extraction: Extraction) -> str:
+    """Why a rule whose criteria held did not match: a required field it did not find."""
+    for target in extraction.missing_required:
+        if target in extraction.timed_out:
+            return timeout_message(rule, target)
+    return f"required field {extraction.missing_required[0]!r} not found"
 
 
 def _post(found: Iterable[int], postings: dict[int, tuple[int, ...]], satisfied: set[int]) -> None:

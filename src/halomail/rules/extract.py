@@ -52,12 +52,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any, Final
 from xml.parsers import expat
 
 import attrs
+import regex
 
 from halomail.inbound.models import Attachment, InboundEmail
 from halomail.rules.models import (
@@ -71,11 +73,25 @@ from halomail.rules.models import (
     closure_patterns,
 )
 
-__all__ = ["MAX_SCAN_CHARS", "Extraction", "FieldValue", "alert_key_from_subject", "extract"]
+__all__ = [
+    "MAX_SCAN_CHARS",
+    "PATTERN_BUDGET_MS",
+    "Extraction",
+    "FieldValue",
+    "alert_key_from_subject",
+    "extract",
+]
+
+log = logging.getLogger(__name__)
 
 #: How much of a body rules read (criteria and extraction alike), so one huge email
 #: costs bounded time whatever the rules.
 MAX_SCAN_CHARS: Final = 1_000_000
+
+#: How long one field mapping's ``pattern`` may search one subject or body, in
+#: milliseconds. Past it the search stops and the field is left unset, exactly as if
+#: the pattern had not matched (so a ``required`` mapping makes its rule not match).
+PATTERN_BUDGET_MS: Final = 100
 
 #: A converted field value.
 FieldValue = str | int | float | dt.date
@@ -131,6 +147,8 @@ class Extraction:
         problems: What could not be read or converted, in words for ``simulate``.
         missing_required: Targets of required mappings without a value; a rule with
             any does not match.
+        timed_out: Targets whose ``pattern`` ran past :data:`PATTERN_BUDGET_MS` and so
+            found nothing.
     """
 
     fields: Mapping[str, FieldValue] = attrs.field(factory=dict, hash=False)
@@ -144,6 +162,7 @@ class Extraction:
     formatted: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     problems: tuple[str, ...] = ()
     missing_required: tuple[str, ...] = ()
+    timed_out: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The extraction as JSON-ready data (dates in ISO form)."""
@@ -162,6 +181,7 @@ class Extraction:
             "formatted": dict(self.formatted),
             "problems": list(self.problems),
             "missing_required": list(self.missing_required),
+            "timed_out": list(self.timed_out),
         }
 
 
@@ -181,12 +201,20 @@ def extract(rule: EmailRule, email: InboundEmail) -> Extraction:
     fields: dict[str, FieldValue] = {}
     custom: dict[str, str] = {}
     missing: list[str] = []
+    timed_out: list[str] = []
     mapped_key: str | None = None
     for mapping in rule.fields:
         target = mapping.target
         if target in fields or target in custom or (target == "alert_key" and mapped_key):
             continue  # an earlier mapping of this target already found its value
-        raw = find_value(mapping, body if mapping.source is FieldSource.BODY else subject)
+        try:
+            raw = find_value(mapping, body if mapping.source is FieldSource.BODY else subject)
+        except TimeoutError:
+            timed_out.append(target)
+            problems.append(timeout_message(rule, target))
+            # The rule's name and target only: the email's text is never logged.
+            log.warning("%s; the field is left unset", timeout_message(rule, target))
+            continue
         value = None if raw is None else _convert(mapping, raw.strip(), problems)
         if value is None:
             continue
@@ -229,6 +257,7 @@ def extract(rule: EmailRule, email: InboundEmail) -> Extraction:
         custom_fields={key[3:]: value for key, value in custom.items()},
         problems=tuple(problems),
         missing_required=tuple(missing),
+        timed_out=tuple(timed_out),
         **values,
     )
 
@@ -242,19 +271,37 @@ def find_value(mapping: FieldMapping, text: str) -> str | None:
 
     Returns:
         The text found, or None when the tags, label or pattern are not there.
+
+    Raises:
+        TimeoutError: The mapping's ``pattern`` searched for longer than
+            :data:`PATTERN_BUDGET_MS` (a pattern that backtracks on this text).
     """
-    if mapping.match is MatchType.BETWEEN:
-        return _between(mapping._find, mapping._end_re, text)
-    found = mapping._find.search(text)
-    if mapping.match is MatchType.LINE:
-        if found is None and mapping._find_anywhere is not None:
-            found = mapping._find_anywhere.search(text)
-        if found is None:
+    finder = mapping._find
+    if isinstance(finder, regex.Pattern):
+        hit = finder.search(text, timeout=PATTERN_BUDGET_MS / 1000)
+        if hit is None:
             return None
-        return _rest_of_line(text, found.end())
-    if found is None:
-        return None
-    return found.group(1) if mapping._find.groups else found.group(0)
+        return hit.group(1) if finder.groups else hit.group(0)
+    if mapping.match is MatchType.BETWEEN:
+        return _between(finder, mapping._end_re, text)
+    # line: a line that starts with the label wins over one that merely contains it.
+    found = finder.search(text)
+    if found is None and mapping._find_anywhere is not None:
+        found = mapping._find_anywhere.search(text)
+    return None if found is None else _rest_of_line(text, found.end())
+
+
+def timeout_message(rule: EmailRule, target: str) -> str:
+    """What ``simulate`` and the log say when a rule's pattern ran out of time.
+
+    Args:
+        rule: The rule whose field mapping timed out.
+        target: The mapping's target field.
+
+    Returns:
+        ``rule X: pattern timed out after N ms (field 'target')``.
+    """
+    return f"rule {rule.name}: pattern timed out after {PATTERN_BUDGET_MS} ms (field {target!r})"
 
 
 def alert_key_from_subject(subject: str, closure_string: str | None = None) -> str | None:

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import attrs
+import regex
 
 from halomail.errors import ConfigError
 
@@ -162,6 +163,20 @@ def _compile_literal(text: str) -> re.Pattern[str]:
     return re.compile(re.escape(text), re.IGNORECASE)
 
 
+def _compile_pattern(pattern: str) -> regex.Pattern[str]:
+    """An administrator's pattern, compiled by the regex module to run under a timeout.
+
+    The syntax accepted is :mod:`re`'s, checked by compiling it with :mod:`re` first
+    (and its messages are the ones administrators get); only the regex module can
+    stop a search that backtracks for too long.
+    """
+    try:
+        re.compile(pattern)
+        return regex.compile(pattern, regex.IGNORECASE | regex.MULTILINE)
+    except (re.error, regex.error) as exc:
+        raise ConfigError("pattern", f"invalid regular expression: {exc}") from exc
+
+
 @attrs.frozen
 class AssetMatch:
     """Where an asset tag sits in the body: between ``start`` and ``end``.
@@ -208,8 +223,11 @@ class FieldMapping:
         end: For ``between``: the text just after it; empty means the end of the line.
         label: For ``line``: the label whose line holds the value (case-insensitive);
             a line that starts with the label wins over one that merely contains it.
-        pattern: For ``regex``: a regular expression, compiled once, case-insensitive and
-            multi-line; group 1 is the value, or the whole match when there is no group.
+        pattern: For ``regex``: a regular expression in Python :mod:`re` syntax, run by
+            the ``regex`` module under a time budget
+            (:data:`~halomail.rules.extract.PATTERN_BUDGET_MS`), compiled once,
+            case-insensitive and multi-line; group 1 is the value, or the whole match
+            when there is no group.
         source: Where to look: ``body`` (the whole plain text) or ``subject``.
         type: What the value is converted to (:class:`FieldType`).
         choices: For ``choice``: the allowed values; a value matches one
@@ -231,7 +249,10 @@ class FieldMapping:
     type: FieldType = attrs.field(default=FieldType.TEXT, converter=FieldType)
     choices: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     required: bool = False
-    _find: re.Pattern[str] = attrs.field(init=False, repr=False, eq=False, hash=False)
+    # A literal search (re) for between/line; the administrator's pattern (regex) for regex.
+    _find: re.Pattern[str] | regex.Pattern[str] = attrs.field(
+        init=False, repr=False, eq=False, hash=False
+    )
     _find_anywhere: re.Pattern[str] | None = attrs.field(
         init=False, repr=False, eq=False, hash=False
     )
@@ -268,16 +289,14 @@ class FieldMapping:
         elif self.choices:
             raise ConfigError("choices", "only used with type = 'choice'")
         find_anywhere: re.Pattern[str] | None = None
+        find: re.Pattern[str] | regex.Pattern[str]
         if self.match is MatchType.BETWEEN:
             find = _compile_literal(self.start)
         elif self.match is MatchType.LINE:
             find = re.compile(r"^[ \t]*" + re.escape(self.label), re.IGNORECASE | re.MULTILINE)
             find_anywhere = _compile_literal(self.label)
         else:
-            try:
-                find = re.compile(self.pattern, re.IGNORECASE | re.MULTILINE)
-            except re.error as exc:
-                raise ConfigError("pattern", f"invalid regular expression: {exc}") from exc
+            find = _compile_pattern(self.pattern)
         object.__setattr__(self, "_find", find)
         object.__setattr__(self, "_find_anywhere", find_anywhere)
         object.__setattr__(self, "_end_re", _end_pattern(self.end))

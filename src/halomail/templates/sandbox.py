@@ -8,10 +8,11 @@ An administrator's template is compiled once, here, in three steps:
 2. The Jinja2 syntax tree is checked: only known variables, no attribute or item
    whose name starts with ``_`` (nor ``format``/``format_map``), no ``attr`` filter,
    no ``safe`` filter or ``autoescape`` block in HTML, no include/import/extends.
-3. It is compiled in an :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`
-   subclass that also refuses the obvious memory bombs (``'x' * 10**9``, ``2 ** 10**9``,
-   ``'%0999999999d' % 1``, ``'x'.center(10**9)``) and caps the output of templates
-   that loop.
+3. Its loops and macros are made to count steps, and it is compiled in an
+   :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment` subclass that renders under
+   the budgets of :mod:`halomail.templates.budget`: steps, time, output size, and the
+   size of what an operation builds (``'x' * 10**9``, ``2 ** 10**9``,
+   ``'%(a)0999999999s' % {...}``, ``'x'.center(10**9)``, ``join``, ``replace`` …).
 
 Values are never template source: they reach Jinja2 only as context variables.
 """
@@ -22,28 +23,20 @@ import difflib
 import re
 import types
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import attrs
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2 import Template as JinjaTemplate
-from jinja2.exceptions import SecurityError
-from jinja2.filters import do_center, do_format, do_indent
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 from markupsafe import Markup, escape
 
-__all__: list[str] = []
+from halomail.templates import budget
 
-#: The longest output a template that loops may produce (templates without loops are
-#: bounded by their values and need no count).
-MAX_OUTPUT: Final = 5_000_000
-#: The largest width, repeat count or exponent a template may ask for.
-MAX_WIDTH: Final = 1_000
-MAX_REPEAT: Final = 100_000
-MAX_EXPONENT: Final = 100
+__all__: list[str] = []
 
 # `$name`, `$-name`: a name starts with a letter and runs over letters, digits and `_`.
 _DOLLAR: Final = re.compile(r"\$(-?)([^\W\d_]\w*)")
@@ -56,8 +49,6 @@ _MARKUP: Final = re.compile(
 )
 _FIELD_JUNK: Final = re.compile(r"\W+")
 _UNSAFE_NAMES: Final = frozenset({"format", "format_map", "mro"})
-_PADDING: Final = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
-_FORMAT_WIDTH: Final = re.compile(r"%[^a-zA-Z%]*?(\*|\d{4,})")
 
 
 class Problem(Exception):
@@ -127,33 +118,6 @@ class _Context(Context):
         return self.parent.get(canonical, "")
 
 
-def _check_format(value: Any) -> None:
-    if isinstance(value, str) and _FORMAT_WIDTH.search(value):
-        raise SecurityError(f"format widths over {MAX_WIDTH - 1} or '*' are not allowed")
-
-
-def _check_width(width: Any) -> None:
-    if isinstance(width, int) and width > MAX_WIDTH:
-        raise SecurityError(f"a width of {width} is over the limit of {MAX_WIDTH}")
-
-
-def _center(value: str, width: int = 80) -> str:
-    _check_width(width)
-    return do_center(value, width)
-
-
-def _indent(value: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
-    _check_width(width)
-    if isinstance(width, str) and len(width) > MAX_WIDTH:
-        raise SecurityError(f"an indent of {len(width)} characters is over the limit")
-    return do_indent(value, width, first, blank)
-
-
-def _format(value: str, *args: Any, **kwargs: Any) -> str:
-    _check_format(value)
-    return do_format(value, *args, **kwargs)
-
-
 class Sandbox(ImmutableSandboxedEnvironment):
     """Jinja2's immutable sandbox, with the memory bombs it lets through refused.
 
@@ -163,7 +127,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
     """
 
     # Intercepting these also stops Jinja2 folding `10**10**10` at compile time.
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def __init__(self, *, html: bool, names: Names) -> None:
         super().__init__(
@@ -182,35 +146,33 @@ class Sandbox(ImmutableSandboxedEnvironment):
         self.context_class = type("_BoundContext", (_Context,), {"names": names})
         # lipsum(10**9) builds gigabytes of text; nothing in an email needs it.
         self.globals.pop("lipsum", None)
-        self.filters.update(center=_center, indent=_indent, format=_format)
+        self.filters.update(budget.FILTERS)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         """Refuse the operations whose result would be huge, then apply ``operator``."""
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(count, int)
-                    and len(seq) * count > MAX_REPEAT
-                ):
-                    raise SecurityError(f"a repeat over {MAX_REPEAT} items is not allowed")
-        elif operator == "**":
-            if isinstance(right, int) and abs(right) > MAX_EXPONENT:
-                raise SecurityError(f"an exponent over {MAX_EXPONENT} is not allowed")
-        elif operator == "%":
-            _check_format(left)
+        budget.check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        """Refuse padding a string to a huge width, then call ``__obj`` as the sandbox does."""
-        if (
-            isinstance(__obj, types.BuiltinMethodType)
-            and isinstance(getattr(__obj, "__self__", None), str)
-            and __obj.__name__ in _PADDING
-        ):
-            for arg in (*args, *kwargs.values()):
-                _check_width(arg)
+        """Refuse a string method call whose result would be huge, then call as the sandbox does."""
+        if isinstance(__obj, types.BuiltinMethodType):
+            owner = getattr(__obj, "__self__", None)
+            if isinstance(owner, str):
+                budget.check_str_method(__obj.__name__, owner, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """``str.format`` as the sandbox wraps it, refusing huge widths and precisions first."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        text = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            budget.check_str_format(text)
+            return wrapped(*args, **kwargs)
+
+        return checked
 
 
 def _html_value(value: Any) -> Any:
@@ -295,6 +257,8 @@ def _unsafe(node: nodes.Node, html: bool) -> str | None:
     if isinstance(node, nodes.Filter | nodes.Test):
         if node.name == "attr":
             return "sandbox: the attr filter is not allowed"
+        if node.name.startswith("_"):
+            return f"sandbox: the {node.name} filter is not allowed"
         if html and node.name == "safe":
             return "the safe filter is not allowed in HTML: every value is escaped"
         for keyword in node.kwargs:
@@ -312,21 +276,18 @@ class Compiled:
     """One compiled template part, rendered against a prepared variables dict.
 
     Args:
-        template: The Jinja2 template.
-        bounded: False when the template loops or calls macros: its output is counted.
+        template: The Jinja2 template, its loops and macros counting steps
+            (:func:`~halomail.templates.budget.count_steps`).
     """
 
     template: JinjaTemplate
-    bounded: bool
 
     def render(self, variables: dict[str, Any]) -> str:
-        """The rendered text (any exception from the template propagates)."""
+        """The rendered text, within the budgets (any exception from the template propagates)."""
         # shared=True: `variables` already holds the globals; no copy per render.
         context = self.template.new_context(variables, shared=True)
-        chunks = self.template.root_render_func(context)
-        if self.bounded:
-            return "".join(chunks)
-        return _capped(chunks)
+        with budget.rendering():
+            return budget.capped(self.template.root_render_func(context))
 
     def line_of(self, exc: BaseException) -> int | None:
         """The template line ``exc`` was raised at, from its traceback."""
@@ -339,17 +300,6 @@ class Compiled:
         return line
 
 
-def _capped(chunks: Iterator[str]) -> str:
-    out: list[str] = []
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > MAX_OUTPUT:
-            raise SecurityError(f"the output is over the limit of {MAX_OUTPUT} characters")
-        out.append(chunk)
-    return "".join(out)
-
-
 def compile_part(source: str, env: Sandbox) -> Compiled:
     """Translate, check and compile one part (subject, text or HTML).
 
@@ -360,8 +310,8 @@ def compile_part(source: str, env: Sandbox) -> Compiled:
     try:
         tree = env.parse(translated)
         check(tree, env)
+        budget.count_steps(tree)
         template = env.from_string(tree)
     except TemplateSyntaxError as exc:
         raise Problem(f"syntax error: {exc.message}", exc.lineno) from exc
-    loops = any(True for _ in tree.find_all((nodes.For, nodes.Macro, nodes.CallBlock)))
-    return Compiled(template, bounded=not loops)
+    return Compiled(template)

@@ -17,8 +17,9 @@ The suite is split by role, one class per role protocol
 (:class:`TicketStoreContract`, :class:`DirectoryContract`, :class:`IngestLedgerContract`,
 :class:`OutboxStoreContract`, :class:`ServiceLogContract`, :class:`BrowsingContract`),
 plus :class:`TransactionContract` and :class:`ThreadingContract`;
-:class:`TicketRepositoryContract` combines them all. ``pip install 'halomail[testing]'``
-brings what it needs (pytest and hypothesis).
+:class:`TicketRepositoryContract` combines them all. :class:`AttemptLedgerContract`
+is for the optional attempt ledger: add it when your repository keeps attempts.
+``pip install 'halomail[testing]'`` brings what it needs (pytest and hypothesis).
 
 Only test code imports this package (it imports pytest). For pytest's detailed
 assertion messages in these tests, register the module for assertion rewriting in
@@ -34,7 +35,7 @@ from __future__ import annotations
 from halomail.testing._base import CompleteRepository, ContractBase, SeedableRepository
 from halomail.testing.browsing import BrowsingContract
 from halomail.testing.directory import DirectoryContract
-from halomail.testing.ledger import IngestLedgerContract
+from halomail.testing.ledger import AttemptLedgerContract, AttemptRepository, IngestLedgerContract
 from halomail.testing.outbox import OutboxStoreContract
 from halomail.testing.outbox_admin import OutboxAdminContract
 from halomail.testing.services import ServiceLogContract
@@ -43,6 +44,8 @@ from halomail.testing.tickets import TicketStoreContract
 from halomail.testing.transactions import TransactionContract
 
 __all__ = [
+    "AttemptLedgerContract",
+    "AttemptRepository",
     "BrowsingContract",
     "CompleteRepository",
     "ContractBase",

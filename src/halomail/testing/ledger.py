@@ -1,8 +1,10 @@
-"""The :class:`~halomail.IngestLedger` role: dedupe keys, quarantine, state and leases."""
+"""The :class:`~halomail.IngestLedger` role: dedupe keys, quarantine, state and leases;
+and the optional :class:`~halomail.tickets.repository.AttemptLedger`."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Protocol
 
 import pytest
 
@@ -13,8 +15,9 @@ from halomail.tickets.models import (
     DedupeRecord,
     NewQuarantine,
 )
+from halomail.tickets.repository import AttemptLedger, Transactional
 
-__all__ = ["IngestLedgerContract"]
+__all__ = ["AttemptLedgerContract", "AttemptRepository", "IngestLedgerContract"]
 
 
 class IngestLedgerContract(ContractBase):
@@ -169,3 +172,78 @@ class IngestLedgerContract(ContractBase):
         with repository.transaction():
             repository.release_lease("mailbox:Support", "b")
         assert repository.acquire_lease("mailbox:Support", "a", now=T0, ttl=HOUR)
+
+
+class AttemptRepository(AttemptLedger, Transactional, Protocol):
+    """**Protocol:** what :class:`AttemptLedgerContract` reads: attempts, in transactions.
+
+    .. versionadded:: 0.2.0
+    """
+
+
+class AttemptLedgerContract:
+    """The optional :class:`~halomail.tickets.repository.AttemptLedger`: unfinished attempts.
+
+    Not part of :class:`~halomail.testing.TicketRepositoryContract` (the role is
+    optional): subclass it too, with the same ``repository`` fixture, when your
+    repository keeps attempts.
+
+    .. versionadded:: 0.2.0
+    """
+
+    KEY = "Support\x1fattempt:" + "ab" * 32
+
+    def test_begin_counts_the_attempts_never_finished(self, repository: AttemptRepository) -> None:
+        """The first attempt finds none before it; each further one finds one more."""
+        assert repository.begin_attempt(self.KEY, now=T0) == 0
+        assert repository.begin_attempt(self.KEY, now=T0 + HOUR) == 1
+        assert repository.begin_attempt(self.KEY, now=T0 + 2 * HOUR) == 2
+
+    def test_finish_forgets_every_attempt_and_only_of_its_key(
+        self, repository: AttemptRepository
+    ) -> None:
+        """After finish_attempt a key counts from zero again; other keys keep their count."""
+        other = "Support\x1fattempt:" + "cd" * 32
+        repository.begin_attempt(self.KEY, now=T0)
+        repository.begin_attempt(self.KEY, now=T0)
+        repository.begin_attempt(other, now=T0)
+        repository.finish_attempt(self.KEY)
+        repository.finish_attempt("Support\x1fattempt:never-begun")
+        assert repository.begin_attempt(self.KEY, now=T0) == 0
+        assert repository.begin_attempt(other, now=T0) == 1
+        assert repository.begin_attempt(self.KEY.upper(), now=T0) == 0
+
+    def test_an_attempt_begun_outside_a_transaction_is_kept_when_a_later_one_fails(
+        self, repository: AttemptRepository
+    ) -> None:
+        """begin_attempt commits on its own: the email's failed transaction does not undo it."""
+        repository.begin_attempt(self.KEY, now=T0)
+
+        def failing_email() -> None:
+            with repository.transaction():
+                raise RuntimeError("the email failed")
+
+        with pytest.raises(RuntimeError, match="the email failed"):
+            failing_email()
+        assert repository.begin_attempt(self.KEY, now=T0) == 1
+
+    def test_finish_takes_part_in_the_transaction(self, repository: AttemptRepository) -> None:
+        """finish_attempt in a transaction that fails is undone; in one that commits, kept."""
+        repository.begin_attempt(self.KEY, now=T0)
+
+        def failing_commit() -> None:
+            with repository.transaction():
+                repository.finish_attempt(self.KEY)
+                raise RuntimeError("the commit failed")
+
+        with pytest.raises(RuntimeError, match="the commit failed"):
+            failing_commit()
+        assert repository.begin_attempt(self.KEY, now=T0) == 1
+        with repository.transaction():
+            repository.finish_attempt(self.KEY)
+        assert repository.begin_attempt(self.KEY, now=T0) == 0
+
+    def test_a_naive_time_is_refused(self, repository: AttemptRepository) -> None:
+        """begin_attempt raises ValueError for a naive datetime, as every method with a time."""
+        with pytest.raises(ValueError, match="naive"):
+            repository.begin_attempt(self.KEY, now=dt.datetime(2024, 5, 1, 2))

@@ -22,6 +22,8 @@ Layout notes (why the tables look the way they do):
   and time.
 - A pending outgoing email carries its claim (``claimed_by``, ``claimed_until``);
   leases are rows of their own (``leases``), taken with a conditional upsert.
+- Emails whose processing started and has not finished have a row in ``attempts``
+  (deleted when the outcome commits), so an email that kills the process is known.
 - Files kept without a ticket hold their bytes in their own rows of
   ``stored_files`` (one row per file, the BLOB beside its name and type).
 """
@@ -256,7 +258,22 @@ _V4 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
+_V5 = Migration(
+    "attempts: emails whose processing started and has not finished",
+    (
+        # One row per email being processed: written (committed on its own) before the
+        # email is parsed, deleted in the transaction that commits its outcome. A row
+        # whose count reaches two means the email ended the process twice.
+        """CREATE TABLE attempts (
+            key TEXT NOT NULL PRIMARY KEY,
+            count INTEGER NOT NULL,
+            first_at TEXT NOT NULL,
+            last_at TEXT NOT NULL
+        )""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
 """Every step of the schema, oldest first; the schema's version is the number applied."""
 
 

@@ -1,4 +1,5 @@
-"""The SQLite repository's ledger (dedupe keys, quarantine, state, leases) and service log."""
+"""The SQLite repository's ledger (dedupe keys, quarantine, state, leases, attempts) and
+service log."""
 
 from __future__ import annotations
 
@@ -63,11 +64,19 @@ _SQL_SET_STATE = (
 # Takes a lease that is free, expired, or already ours; RETURNING yields a row only
 # when the INSERT or the conditional UPDATE happened.
 _SQL_ACQUIRE_LEASE = (
-    "INSERT INTO leases (name, owner, held_until) VALUES (?1, ?2, ?3) "
+    "INSERT INTO leases (name, owner, held_until) VALUES (:name, :owner, :until) "
     "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, held_until = excluded.held_until "
-    "WHERE leases.owner = excluded.owner OR leases.held_until <= ?4 RETURNING owner"
+    "WHERE leases.owner = excluded.owner OR leases.held_until <= :now RETURNING owner"
 )
 _SQL_RELEASE_LEASE = "DELETE FROM leases WHERE name = ? AND owner = ?"
+
+# Records one more attempt and returns how many there are now, in one statement.
+_SQL_BEGIN_ATTEMPT = (
+    "INSERT INTO attempts (key, count, first_at, last_at) VALUES (:key, 1, :now, :now) "
+    "ON CONFLICT (key) DO UPDATE SET count = attempts.count + 1, last_at = excluded.last_at "
+    "RETURNING count"
+)
+_SQL_FINISH_ATTEMPT = "DELETE FROM attempts WHERE key = ?"
 
 
 def _service_status_entry(row: Sequence[Any]) -> ServiceStatusEntry:
@@ -96,7 +105,7 @@ def _quarantine_entry(row: Sequence[Any]) -> QuarantineEntry:
 
 
 class LedgerPart(SQLiteBase):
-    """Dedupe keys, quarantine, state, leases and the service log."""
+    """Dedupe keys, quarantine, state, leases, attempts and the service log."""
 
     # -- exactly once ----------------------------------------------------------
 
@@ -234,7 +243,8 @@ class LedgerPart(SQLiteBase):
         with self._writing() as connection:
             # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
             rows = connection.execute(
-                _SQL_ACQUIRE_LEASE, (name, owner, _time(start + ttl), _time(start))
+                _SQL_ACQUIRE_LEASE,
+                {"name": name, "owner": owner, "until": _time(start + ttl), "now": _time(start)},
             ).fetchall()
         return bool(rows)
 
@@ -242,3 +252,21 @@ class LedgerPart(SQLiteBase):
         """Free the named lease if ``owner`` holds it; otherwise change nothing."""
         with self._writing() as connection:
             connection.execute(_SQL_RELEASE_LEASE, (name, owner))
+
+    # -- attempts ----------------------------------------------------------------
+
+    def begin_attempt(self, key: str, *, now: dt.datetime) -> int:
+        """Record that processing the email ``key`` starts; return the unfinished earlier ones.
+
+        Outside a transaction it is committed on its own, before the email is parsed.
+        """
+        with self._writing() as connection:
+            # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
+            stamp = _time(to_utc(now))
+            rows = connection.execute(_SQL_BEGIN_ATTEMPT, {"key": key, "now": stamp}).fetchall()
+        return int(rows[0][0]) - 1
+
+    def finish_attempt(self, key: str) -> None:
+        """Forget the attempts of ``key`` (inside the transaction that commits its outcome)."""
+        with self._writing() as connection:
+            connection.execute(_SQL_FINISH_ATTEMPT, (key,))

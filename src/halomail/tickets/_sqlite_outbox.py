@@ -55,18 +55,18 @@ _SQL_DUE_OUTBOX = (
 # subquery walks the partial index of pending mail in id order; RETURNING has no
 # defined order, so the caller sorts.
 _SQL_CLAIM_OUTBOX = (
-    "UPDATE outbox SET claimed_by = ?1, claimed_until = ?2 WHERE id IN ("  # noqa: S608
+    "UPDATE outbox SET claimed_by = :owner, claimed_until = :until WHERE id IN ("  # noqa: S608
     "SELECT id FROM outbox WHERE status = 'pending' "
-    "AND (next_attempt_at IS NULL OR next_attempt_at <= ?3) "
-    "AND (claimed_by IS NULL OR claimed_by = ?1 OR claimed_until <= ?3) "
-    f"ORDER BY id LIMIT ?4) RETURNING {_OUTBOX_COLUMNS}"
+    "AND (next_attempt_at IS NULL OR next_attempt_at <= :now) "
+    "AND (claimed_by IS NULL OR claimed_by = :owner OR claimed_until <= :now) "
+    f"ORDER BY id LIMIT :limit) RETURNING {_OUTBOX_COLUMNS}"
 )
 _SQL_GET_OUTBOX = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?"  # noqa: S608
 _SQL_MARK_OUTBOX = (
-    "UPDATE outbox SET status = ?1, attempts = attempts + 1, last_error = ?2, "
-    "next_attempt_at = ?3, sent_at = CASE WHEN ?1 = 'sent' THEN ?4 ELSE sent_at END, "
+    "UPDATE outbox SET status = :status, attempts = attempts + 1, last_error = :error, "
+    "next_attempt_at = :next, sent_at = CASE WHEN :status = 'sent' THEN :now ELSE sent_at END, "
     "claimed_by = NULL, claimed_until = NULL "
-    "WHERE id = ?5"
+    "WHERE id = :id"
 )
 _SQL_LIST_OUTBOX = (
     f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE ?1 IS NULL OR status = ?1 "  # noqa: S608
@@ -188,7 +188,13 @@ class OutboxPart(SQLiteBase):
         start = to_utc(now)
         with self._writing() as connection:
             rows = connection.execute(
-                _SQL_CLAIM_OUTBOX, (owner, _time(start + lease), _time(start), limit)
+                _SQL_CLAIM_OUTBOX,
+                {
+                    "owner": owner,
+                    "until": _time(start + lease),
+                    "now": _time(start),
+                    "limit": limit,
+                },
             ).fetchall()
         return sorted((_outbox_mail(row) for row in rows), key=lambda mail: mail.id)
 
@@ -206,7 +212,13 @@ class OutboxPart(SQLiteBase):
         Raises:
             RepositoryError: When there is no outgoing email with this id.
         """
-        values = (status.value, error, _opt_time(next_attempt_at), _time(self._now()), outbox_id)
+        values = {
+            "status": status.value,
+            "error": error,
+            "next": _opt_time(next_attempt_at),
+            "now": _time(self._now()),
+            "id": outbox_id,
+        }
         with self._writing() as connection:
             if connection.execute(_SQL_MARK_OUTBOX, values).rowcount == 0:
                 raise RepositoryError(f"outgoing email {outbox_id} does not exist")

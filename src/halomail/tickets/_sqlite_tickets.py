@@ -45,8 +45,8 @@ _SQL_GET_TICKET = f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE id = ?"  # noqa:
 # One Message-ID: an action's first, else the outbox's; both through an index.
 _SQL_TICKET_BY_MESSAGE_ID = (
     f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE id = COALESCE("  # noqa: S608
-    "(SELECT ticket_id FROM actions WHERE message_id = ?1 ORDER BY id LIMIT 1), "
-    "(SELECT ticket_id FROM outbox WHERE message_id = ?1))"
+    "(SELECT ticket_id FROM actions WHERE message_id = :id ORDER BY id LIMIT 1), "
+    "(SELECT ticket_id FROM outbox WHERE message_id = :id))"
 )
 _SQL_INSERT_TICKET = (
     "INSERT INTO tickets (summary, details, ticket_type, user_email, status, created_at, "
@@ -63,9 +63,9 @@ _SQL_OPEN_TICKET_BY_ALERT_KEY = (
 _SQL_ASSIGN = "UPDATE tickets SET agent = ?, team = ?, updated_at = ? WHERE id = ?"
 _SQL_TOUCH_TICKET = "UPDATE tickets SET updated_at = ? WHERE id = ?"
 _SQL_SET_STATUS = (
-    "UPDATE tickets SET status = ?1, updated_at = ?2, "
-    "closed_at = CASE WHEN ?1 = 'closed' THEN COALESCE(closed_at, ?2) ELSE NULL END "
-    "WHERE id = ?3"
+    "UPDATE tickets SET status = :status, updated_at = :now, "
+    "closed_at = CASE WHEN :status = 'closed' THEN COALESCE(closed_at, :now) ELSE NULL END "
+    "WHERE id = :id"
 )
 _SQL_LIST_TICKETS = (
     f"SELECT {_TICKET_COLUMNS} FROM tickets "  # noqa: S608
@@ -137,7 +137,7 @@ class TicketsPart(SQLiteBase):
             # One indexed query per id keeps "first id wins" exact; References
             # headers are short, and a repeated id is asked once.
             for message_id in dict.fromkeys(message_ids):
-                row = connection.execute(_SQL_TICKET_BY_MESSAGE_ID, (message_id,)).fetchone()
+                row = connection.execute(_SQL_TICKET_BY_MESSAGE_ID, {"id": message_id}).fetchone()
                 if row is not None:
                     return _ticket(row)
         return None
@@ -262,7 +262,9 @@ class TicketsPart(SQLiteBase):
         """
         stamp = _time(self._now())
         with self._writing() as connection:
-            changed = connection.execute(_SQL_SET_STATUS, (status.value, stamp, ticket_id))
+            changed = connection.execute(
+                _SQL_SET_STATUS, {"status": status.value, "now": stamp, "id": ticket_id}
+            )
             if changed.rowcount == 0:
                 raise RepositoryError(f"ticket {ticket_id} does not exist")
             row = connection.execute(_SQL_GET_TICKET, (ticket_id,)).fetchone()

@@ -49,7 +49,12 @@ from halomail.tickets.models import (
 )
 
 if TYPE_CHECKING:
-    from halomail.tickets.repository import Browsing, OutboxAdmin, TicketRepository
+    from halomail.tickets.repository import (
+        AttemptLedger,
+        Browsing,
+        OutboxAdmin,
+        TicketRepository,
+    )
 
 __all__ = ["InMemoryTicketRepository"]
 
@@ -91,6 +96,7 @@ class InMemoryTicketRepository(UndoLogStore):
         self._recipients: dict[str, tuple[int, ...]] = {}  # address key -> outbox ids
         self._claims: dict[int, tuple[str, dt.datetime]] = {}  # outbox id -> (owner, until)
         self._leases: dict[str, tuple[str, dt.datetime]] = {}  # name -> (owner, until)
+        self._attempts: dict[str, int] = {}  # email key -> attempts started, not finished
         self._dedupe: dict[str, DedupeRecord] = {}
         self._quarantine: dict[int, QuarantineEntry] = {}
         self._state: dict[str, str] = {}
@@ -748,6 +754,21 @@ class InMemoryTicketRepository(UndoLogStore):
             if held is not None and held[0] == owner:
                 self._pop(self._leases, name)
 
+    # -- attempts ----------------------------------------------------------------
+
+    def begin_attempt(self, key: str, *, now: dt.datetime) -> int:
+        """Record that processing the email ``key`` starts; return the unfinished earlier ones."""
+        to_utc(now)  # refuses a naive time, as the SQLite repository does
+        with self._writing():
+            earlier = self._attempts.get(key, 0)
+            self._put(self._attempts, key, earlier + 1)
+            return earlier
+
+    def finish_attempt(self, key: str) -> None:
+        """Forget the attempts of ``key`` (inside the transaction that commits its outcome)."""
+        with self._writing():
+            self._pop(self._attempts, key)
+
 
 def _history_order(entry: ServiceStatusEntry) -> tuple[dt.datetime, int]:
     return entry.at, entry.id
@@ -758,3 +779,4 @@ if TYPE_CHECKING:
     _: type[TicketRepository] = InMemoryTicketRepository
     _browsing: type[Browsing] = InMemoryTicketRepository
     _outbox_admin: type[OutboxAdmin] = InMemoryTicketRepository
+    _attempts: type[AttemptLedger] = InMemoryTicketRepository

@@ -13,6 +13,8 @@ union, and what :class:`~halomail.MailProcessor` takes:
 
 :class:`Browsing` is optional: the ``halomail`` command's listing commands
 (``tickets``, ``quarantine``) need it; halomail's processing never calls it.
+:class:`AttemptLedger` is optional too: with it, an email that kills the process
+cannot block its mailbox (it is quarantined as ``repeated-crash``).
 
 .. versionadded:: 0.1.0
 """
@@ -47,6 +49,7 @@ from halomail.tickets.models import (
 )
 
 __all__ = [
+    "AttemptLedger",
     "Browsing",
     "Directory",
     "IngestLedger",
@@ -314,6 +317,41 @@ class ServiceLog(Transactional, Protocol):
         """The newest status of a service (the first of :meth:`service_history`), or ``None``.
 
         .. versionadded:: 0.1.0
+        """
+
+
+@runtime_checkable
+class AttemptLedger(Protocol):
+    """**Protocol (optional):** emails whose processing started and has not finished.
+
+    Before an email is parsed, halomail records an attempt for it, committed on its
+    own; the transaction that commits the email's outcome forgets it. An email whose
+    earlier attempts never finished ended the process (out of memory, a native crash,
+    SIGKILL); after two, it is quarantined as ``repeated-crash`` without being parsed
+    again, and the mailbox moves on. A repository without these methods keeps
+    working, but such an email kills every run that reaches it.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def begin_attempt(self, key: str, *, now: dt.datetime) -> int:
+        """Record one more attempt at processing the email ``key``.
+
+        Called outside any transaction: the record is committed on its own.
+
+        Args:
+            key: The email's identity (its mailbox and the SHA-256 of its bytes).
+            now: When the attempt starts (timezone-aware).
+
+        Returns:
+            How many earlier attempts at ``key`` were started and never finished.
+        """
+
+    def finish_attempt(self, key: str) -> None:
+        """Forget every attempt at ``key``; it takes part in the open transaction.
+
+        Called inside the transaction that commits the email's outcome, so the two
+        are kept or lost together. A key with no attempts changes nothing.
         """
 
 

@@ -14,7 +14,12 @@ from halomail.tickets._sqlite_outbox import OutboxPart
 from halomail.tickets._sqlite_tickets import TicketsPart
 
 if TYPE_CHECKING:
-    from halomail.tickets.repository import Browsing, OutboxAdmin, TicketRepository
+    from halomail.tickets.repository import (
+        AttemptLedger,
+        Browsing,
+        OutboxAdmin,
+        TicketRepository,
+    )
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteTicketRepository", "translate_error"]
 
@@ -74,3 +79,4 @@ if TYPE_CHECKING:
     _: type[TicketRepository] = SQLiteTicketRepository
     _browsing: type[Browsing] = SQLiteTicketRepository
     _outbox_admin: type[OutboxAdmin] = SQLiteTicketRepository
+    _attempts: type[AttemptLedger] = SQLiteTicketRepository

@@ -1,0 +1,163 @@
+"""The attempt record: an email that kills the process cannot block its mailbox.
+
+Whatever ends the process on one email (memory, a native crash, SIGKILL) ends it
+again on the next run, since the email is still there. So before an email is
+parsed, an attempt is recorded for it and committed on its own; the transaction
+that commits the email's outcome forgets it. An email that finds two unfinished
+attempts of its own ended the process twice: it is quarantined as
+``repeated-crash`` with its bytes, without being parsed again, and the mailbox
+moves on. One crash alone is retried, since it may have been the machine's fault.
+
+The identity is the mailbox and the SHA-256 of the raw bytes: it is the same on a
+re-fetch from every connector (an IMAP UID, a POP3 UIDL or a file name is not).
+Only a repository with ``begin_attempt`` and ``finish_attempt``
+(:class:`~halomail.tickets.repository.AttemptLedger`) keeps the record; with any
+other, nothing here writes anything.
+
+.. versionadded:: 0.2.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from typing import Any
+
+import attrs
+
+from halomail.backends.base import FetchedMessage
+from halomail.pipeline.results import Outcome, Reason
+from halomail.tickets.models import DedupeRecord, NewQuarantine
+
+__all__ = [
+    "CRASHES_BEFORE_QUARANTINE",
+    "Attempt",
+    "begin",
+    "finish",
+    "keeps_attempts",
+    "keys",
+    "let_go",
+    "quarantine_crashed",
+    "quarantined_before",
+]
+
+log = logging.getLogger(__name__)
+
+CRASHES_BEFORE_QUARANTINE = 2
+"""Unfinished attempts after which an email is quarantined instead of parsed again."""
+
+
+@attrs.frozen
+class Attempt:
+    """One attempt at processing an email, recorded before it is parsed.
+
+    Args:
+        key: The attempt's key: the mailbox and the SHA-256 of the email's bytes.
+        quarantine_key: The dedupe key the email is quarantined under when it crashed.
+        earlier: How many earlier attempts were started and never finished.
+    """
+
+    key: str
+    quarantine_key: str
+    earlier: int
+
+    @property
+    def crashed_too_often(self) -> bool:
+        """True when the email ended the process often enough not to be parsed again."""
+        return self.earlier >= CRASHES_BEFORE_QUARANTINE
+
+
+def keys(mailbox: str, raw: bytes) -> tuple[str, str]:
+    """The attempt key and the ``repeated-crash`` dedupe key of ``raw`` in ``mailbox``."""
+    digest = hashlib.sha256(raw).hexdigest()
+    return f"{mailbox}\x1fattempt:{digest}", f"{mailbox}\x1fcrash:{digest}"
+
+
+def keeps_attempts(repository: Any) -> bool:
+    """True when ``repository`` has the attempt ledger's two methods."""
+    return callable(getattr(repository, "begin_attempt", None)) and callable(
+        getattr(repository, "finish_attempt", None)
+    )
+
+
+def quarantined_before(repository: Any, mailbox: str, fetched: FetchedMessage) -> bool:
+    """True when these bytes were quarantined as ``repeated-crash`` already (a re-fetch)."""
+    if not keeps_attempts(repository):
+        return False
+    _, quarantine_key = keys(mailbox, fetched.raw)
+    return repository.get_dedupe(quarantine_key) is not None
+
+
+def begin(
+    repository: Any, mailbox: str, fetched: FetchedMessage, now: dt.datetime
+) -> Attempt | None:
+    """Record an attempt at ``fetched``, committed on its own; ``None`` without a ledger.
+
+    Raises:
+        TransientRepositoryError: The repository could not record it (the email is
+            left for the next run, unparsed).
+    """
+    if not keeps_attempts(repository):
+        return None
+    key, quarantine_key = keys(mailbox, fetched.raw)
+    earlier = int(repository.begin_attempt(key, now=now))
+    if earlier:
+        log.warning(
+            "mailbox %s ref %s: %d earlier attempt(s) at this email never finished "
+            "(the process ended while processing it)",
+            mailbox,
+            fetched.ref,
+            earlier,
+        )
+    return Attempt(key, quarantine_key, earlier)
+
+
+def finish(repository: Any, attempt: Attempt | None) -> None:
+    """Forget ``attempt``; called inside the transaction that commits the outcome."""
+    if attempt is not None:
+        repository.finish_attempt(attempt.key)
+
+
+def let_go(repository: Any, attempt: Attempt | None) -> None:
+    """Forget ``attempt`` after a failure that did not end the process; best effort.
+
+    The process is alive, so this attempt must not count as a crash. When even this
+    write fails (the repository is down), the attempt stays and counts as one.
+    """
+    if attempt is None or attempt.crashed_too_often:
+        return  # too many crashes already: a failure to quarantine must not reset the count
+    try:
+        with repository.transaction():
+            repository.finish_attempt(attempt.key)
+    except Exception as exc:  # noqa: BLE001 - the outcome already says what went wrong
+        log.warning("could not clear the attempt record %r: %s", attempt.key[:80], exc)
+
+
+def quarantine_crashed(
+    repository: Any, mailbox: str, fetched: FetchedMessage, attempt: Attempt
+) -> None:
+    """Quarantine an email that ended the process too often, with its bytes, unparsed.
+
+    The entry, its dedupe record and the end of its attempts commit together.
+    """
+    detail = (
+        f"processing this email ended the process {attempt.earlier} times "
+        "(out of memory, a native crash or a kill); it was not parsed again"
+    )
+    log.error("mailbox %s ref %s: quarantined: %s", mailbox, fetched.ref, detail)
+    with repository.transaction():
+        if repository.get_dedupe(attempt.quarantine_key) is None:
+            repository.quarantine(
+                NewQuarantine(
+                    mailbox,
+                    Reason.REPEATED_CRASH.value,
+                    fetched.raw,
+                    detail,
+                    dedupe_key=attempt.quarantine_key,
+                )
+            )
+            repository.record_dedupe(
+                DedupeRecord(attempt.quarantine_key, "", Outcome.QUARANTINED.value)
+            )
+        repository.finish_attempt(attempt.key)

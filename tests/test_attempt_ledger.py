@@ -1,0 +1,122 @@
+"""The attempt ledger (issue 13, item 2): the contract on both shipped repositories, and a
+host repository without it keeps working as before."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from halomail import Mailbox, MailProcessor, ProcessorSettings
+from halomail.backends.memory import MemoryConnector
+from halomail.errors import RepositoryError, TransientRepositoryError
+from halomail.pipeline.attempts import keys
+from halomail.pipeline.results import Outcome, Reason
+from halomail.tickets.memory import InMemoryTicketRepository
+from halomail.tickets.models import NewTicket, Ticket
+from halomail.tickets.sqlite import SQLiteTicketRepository
+from tests.conftest import make_email
+
+# Detailed assertion messages from the shipped suite, as its docstring advises hosts.
+pytest.register_assert_rewrite("halomail.testing")
+from halomail.testing import AttemptLedgerContract  # noqa: E402
+
+
+class TestInMemoryAttempts(AttemptLedgerContract):
+    """The in-memory repository keeps the attempt ledger's contract."""
+
+    @pytest.fixture
+    def repository(self) -> InMemoryTicketRepository:
+        """A fresh in-memory repository."""
+        return InMemoryTicketRepository()
+
+
+class TestSQLiteAttempts(AttemptLedgerContract):
+    """The SQLite repository keeps the attempt ledger's contract."""
+
+    @pytest.fixture
+    def repository(self, tmp_path: Path) -> Iterator[SQLiteTicketRepository]:
+        """A fresh SQLite file."""
+        with SQLiteTicketRepository(tmp_path / "halomail.db") as repository:
+            yield repository
+
+
+class WithoutAttempts(InMemoryTicketRepository):
+    """A host repository from before attempts: it counts every call to the old methods."""
+
+    begin_attempt = None  # type: ignore[assignment]  # the host never had these
+    finish_attempt = None  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transactions = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Count the transactions (one per email, as before attempts)."""
+        self.transactions += 1
+        with super().transaction():
+            yield
+
+
+def test_a_host_repository_without_attempts_processes_mail_as_before() -> None:
+    """No begin_attempt/finish_attempt: tickets are made, one transaction per email, no error."""
+    repository = WithoutAttempts()
+    emails = [make_email(subject=f"Request {n}", message_id=f"<r{n}@x.example>") for n in (1, 2)]
+    connector = MemoryConnector("Support", emails)
+    processor = MailProcessor(repository, [Mailbox(connector)], ProcessorSettings(loop_token="t"))
+    report = processor.run_once()
+    assert [o.outcome for o in report.outcomes] == [Outcome.CREATED, Outcome.CREATED]
+    assert repository.transactions == 2
+    assert sorted(t.summary for t in repository.list_tickets()) == ["Request 1", "Request 2"]
+
+
+def test_a_processed_email_leaves_no_attempt_behind(tmp_path: Path) -> None:
+    """After an email's outcome commits, its attempt is gone: a re-run would count from zero."""
+    raw = make_email()
+    with SQLiteTicketRepository(tmp_path / "halomail.db") as repository:
+        connector = MemoryConnector("Support", [raw])
+        settings = ProcessorSettings(loop_token="t")
+        MailProcessor(repository, [Mailbox(connector)], settings).run_once()
+        key, _ = keys("Support", raw)
+        assert repository.begin_attempt(key, now=dt.datetime.now(dt.UTC)) == 0
+
+
+class FailingTickets(InMemoryTicketRepository):
+    """A repository whose ticket writes fail with the error given, until told otherwise."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error: Exception | None = error
+
+    def create_ticket(self, new: NewTicket) -> Ticket:
+        """Fail with the error while there is one."""
+        if self.error is not None:
+            raise self.error
+        return super().create_ticket(new)
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (TransientRepositoryError("database is locked"), Outcome.RETRY),
+        (RepositoryError("the host's database refused it"), Outcome.QUARANTINED),
+    ],
+)
+def test_a_failure_that_leaves_the_process_alive_is_not_counted_as_a_crash(
+    error: Exception, outcome: Outcome
+) -> None:
+    """Failing three times without dying leaves no attempt: never a repeated-crash."""
+    raw = make_email()
+    repository = FailingTickets(error)
+    settings = ProcessorSettings(loop_token="t")
+    for _ in range(3):
+        connector = MemoryConnector("Support", [raw])
+        report = MailProcessor(repository, [Mailbox(connector)], settings).run_once()
+        assert [o.outcome for o in report.outcomes] == [outcome]
+        assert Reason.REPEATED_CRASH not in [o.reason for o in report.outcomes]
+    key, _ = keys("Support", raw)
+    assert repository.begin_attempt(key, now=dt.datetime.now(dt.UTC)) == 0
