@@ -69,14 +69,14 @@ _SQL_MARK_OUTBOX = (
     "WHERE id = :id"
 )
 _SQL_LIST_OUTBOX = (
-    f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE ?1 IS NULL OR status = ?1 "  # noqa: S608
-    "ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+    f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE :status IS NULL OR status = :status "  # noqa: S608
+    "ORDER BY id DESC LIMIT :limit OFFSET :offset"
 )
 # Failed and pending mail due again from scratch; sent mail is never touched.
 _SQL_RETRY_OUTBOX = (
-    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?1, "  # noqa: S608
-    "claimed_by = NULL, claimed_until = NULL WHERE status != 'sent' AND (?2 IS NULL OR id IN "
-    f"(SELECT value FROM json_each(?2))) RETURNING {_OUTBOX_COLUMNS}"
+    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = :now, "  # noqa: S608
+    "claimed_by = NULL, claimed_until = NULL WHERE status != 'sent' AND (:ids IS NULL OR id IN "
+    f"(SELECT value FROM json_each(:ids))) RETURNING {_OUTBOX_COLUMNS}"
 )
 _SQL_COUNT_OUTGOING = "SELECT COUNT(*) FROM outbox_recipients WHERE address = ? AND created_at >= ?"
 _SQL_COUNT_OUTGOING_FOR_TICKET = (
@@ -232,7 +232,9 @@ class OutboxPart(SQLiteBase):
         check_page(limit, offset)
         wanted = status.value if status is not None else None
         with self._reading() as connection:
-            rows = connection.execute(_SQL_LIST_OUTBOX, (wanted, limit, offset)).fetchall()
+            rows = connection.execute(
+                _SQL_LIST_OUTBOX, {"status": wanted, "limit": limit, "offset": offset}
+            ).fetchall()
         return [_outbox_mail(row) for row in rows]
 
     def retry_outgoing(
@@ -241,7 +243,9 @@ class OutboxPart(SQLiteBase):
         """Make failed and pending emails due at ``now`` again (attempts 0, no claim)."""
         chosen = None if ids is None else json.dumps([int(i) for i in ids])
         with self._writing() as connection:
-            rows = connection.execute(_SQL_RETRY_OUTBOX, (_time(to_utc(now)), chosen)).fetchall()
+            rows = connection.execute(
+                _SQL_RETRY_OUTBOX, {"now": _time(to_utc(now)), "ids": chosen}
+            ).fetchall()
         return sorted((_outbox_mail(row) for row in rows), key=lambda mail: mail.id)
 
     def count_outgoing(self, *, to: str, since: dt.datetime, ticket_id: int | None = None) -> int:
