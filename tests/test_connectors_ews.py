@@ -21,6 +21,7 @@ from halomail.errors import (
     PermanentTransportError,
     TransientConnectorError,
     TransientTransportError,
+    TransportConfigError,
 )
 from halomail.inbound.classify import loop_signature
 from halomail.outbound.outbox import SenderIdentity, compose
@@ -681,6 +682,22 @@ def test_a_refused_recipient_is_permanent_and_busy_past_the_budget_is_transient(
     state.fail("CreateItem", "busy", value=900_000)
     with pytest.raises(TransientTransportError, match="busy"):
         transport.send(outgoing)
+    assert state.sent == []
+
+
+def test_a_refused_password_on_sending_stops_the_transport(state: EwsState, ews: EwsServer) -> None:
+    """A wrong password when sending is a TransportConfigError, without the password."""
+    transport = EwsTransport(
+        endpoint=ews.url,
+        address=SUPPORT,
+        username=LOGIN,
+        password="wrong-password-456",
+        retry=EwsRetry(sleep=lambda _: None),
+    )
+    outgoing = compose(_outbox_mail(), SenderIdentity(SUPPORT, "Support"), loop_token=LOOP_TOKEN)
+    with pytest.raises(TransportConfigError) as raised:
+        transport.send(outgoing)
+    assert "wrong-password-456" not in str(raised.value)
     assert state.sent == []
 
 

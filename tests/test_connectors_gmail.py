@@ -28,6 +28,7 @@ from halomail.errors import (
     PermanentTransportError,
     TransientConnectorError,
     TransientTransportError,
+    TransportConfigError,
 )
 from halomail.inbound.classify import loop_signature
 from halomail.outbound.outbox import SenderIdentity, compose
@@ -899,8 +900,8 @@ def test_an_envelope_recipient_missing_from_the_headers_is_added_as_bcc(
         (503, "", TransientTransportError, [1.0]),
         (429, "", TransientTransportError, [1.0]),
         (403, "userRateLimitExceeded", TransientTransportError, [1.0]),
-        (401, "", TransientTransportError, []),
-        (403, "insufficientPermissions", TransientTransportError, []),
+        (401, "", TransportConfigError, []),
+        (403, "insufficientPermissions", TransportConfigError, []),
         (400, "invalidArgument", PermanentTransportError, []),
         (413, "", PermanentTransportError, []),
     ],
@@ -914,11 +915,12 @@ def test_send_failures_are_sorted_into_transient_and_permanent(
     error: type[Exception],
     waits: list[float],
 ) -> None:
-    """Throttling and 5xx past patience, refused grants are transient; other 4xx permanent."""
+    """Throttling and 5xx are transient; a refused grant stops sending; other 4xx permanent."""
     state.fail("POST", "/send", status, times=5, reason=reason, retry_after="1")
     outgoing = compose(_outbox_mail(), SenderIdentity(SUPPORT, "Support"), loop_token=LOOP_TOKEN)
     with pytest.raises(error) as caught:
         send_as(retry=GmailRetry(sleep=sleeps.append, max_attempts=2)).send(outgoing)
+    assert type(caught.value) is error
     assert state.sent == []
     assert GOOD_TOKEN not in str(caught.value)
     assert sleeps == waits

@@ -28,6 +28,7 @@ from halomail.errors import (
     PermanentTransportError,
     TransientConnectorError,
     TransientTransportError,
+    TransportConfigError,
 )
 from halomail.inbound.classify import loop_signature
 from halomail.outbound.outbox import SenderIdentity, compose
@@ -755,9 +756,9 @@ def test_an_envelope_recipient_missing_from_the_headers_is_added_as_bcc(
         (500, TransientTransportError),
         (503, TransientTransportError),
         (429, TransientTransportError),
-        (401, TransientTransportError),
+        (401, TransportConfigError),
         (400, PermanentTransportError),
-        (403, PermanentTransportError),
+        (403, TransportConfigError),
         (413, PermanentTransportError),
     ],
 )
@@ -768,11 +769,12 @@ def test_send_failures_are_sorted_into_transient_and_permanent(
     status: int,
     error: type[Exception],
 ) -> None:
-    """5xx, throttling beyond patience and refused tokens are transient; other 4xx permanent."""
+    """5xx and throttling are transient; a refused token or 403 stops sending; 4xx permanent."""
     state.fail("POST", "/sendMail", status, times=5, retry_after="1")
     outgoing = compose(_outbox_mail(), SenderIdentity(SUPPORT, "Support"), loop_token=LOOP_TOKEN)
     with pytest.raises(error) as caught:
         send_as(retry=GraphRetry(sleep=sleeps.append, max_attempts=2)).send(outgoing)
+    assert type(caught.value) is error
     assert state.sent == []
     assert GOOD_TOKEN not in str(caught.value)
     assert sleeps == ([1.0] if status in (429, 503) else [])

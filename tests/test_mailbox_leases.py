@@ -103,9 +103,11 @@ def test_an_expired_lease_of_a_dead_runner_is_taken_over(settings: ProcessorSett
 def test_a_long_mailbox_renews_its_lease_while_it_is_read(settings: ProcessorSettings) -> None:
     """Reading 12 emails over more than a lease's lifetime renews it; nothing is lost."""
     repository = LeasingRepository()
-    connector = MemoryConnector(
-        "Support", [make_email(message_id=f"<m{i}@customer.example>") for i in range(12)]
-    )
+    # Twelve different emails: twelve copies of one would meet the loop cap (loop-suspected).
+    emails = [
+        make_email(subject=f"Problem {i}", message_id=f"<m{i}@customer.example>") for i in range(12)
+    ]
+    connector = MemoryConnector("Support", emails)
     clock = ticking(LEASE_TTL / 10)
     processor = MailProcessor(repository, [Mailbox(connector)], settings, clock=clock)
     report = processor.run_once()

@@ -166,10 +166,12 @@ def test_the_email_whose_write_met_the_lock_is_the_only_one_attempted(tmp_path: 
     """In-process, no leases: 1 of 20 emails attempted, retry; the other mailbox not read."""
     db = tmp_path / "halomail.db"
     first = MemoryConnector(
-        "Support", [make_email(message_id=f"<s{n}@x.example>") for n in range(20)]
+        "Support",
+        [make_email(subject=f"Help {n}", message_id=f"<s{n}@x.example>") for n in range(20)],
     )
     second = MemoryConnector(
-        "Sales", [make_email(message_id=f"<t{n}@x.example>") for n in range(5)]
+        "Sales",
+        [make_email(subject=f"Quote {n}", message_id=f"<t{n}@x.example>") for n in range(5)],
     )
     settings = ProcessorSettings(loop_token="t", concurrent_mailboxes=1)
     with _NoLeases(db, busy_timeout=0.05) as repository:

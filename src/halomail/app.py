@@ -244,6 +244,9 @@ def _processor_settings(config: Config) -> ProcessorSettings:
         bulk=processing.bulk,
         ack_throttle_count=processing.ack_throttle_count,
         ack_throttle_window=dt.timedelta(minutes=processing.ack_throttle_window_minutes),
+        ack_daily_count=processing.ack_daily_count,
+        loop_repeat_count=processing.loop_repeat_count,
+        loop_window=dt.timedelta(hours=processing.loop_window_hours),
         backoff=Backoff(max_attempts=processing.max_send_attempts),
         concurrent_mailboxes=processing.concurrent_mailboxes,
     )

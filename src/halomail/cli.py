@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from halomail import app
+from halomail import _cli_outbox, app
 from halomail._text import RedactingFilter, clean_text, redact_secrets
 from halomail._version import __version__
 from halomail.backends.probe import Channel, probe_channel
@@ -211,6 +211,8 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--mailbox", required=True, help="the mailbox whose settings to use")
     test.add_argument("--to", required=True, help="the address to send it to")
     test.set_defaults(handler=_cmd_send_test_email)
+
+    _cli_outbox.register(commands, _opened_repository)
     return parser
 
 

@@ -12,6 +12,7 @@ The tree::
     ├── TransportError              outgoing mail could not be sent
     │   ├── TransientTransportError     try again later (4xx, connection lost)
     │   └── PermanentTransportError     never retry (5xx, recipient refused)
+    │       └── TransportConfigError        login or TLS refused: stop sending, back off
     ├── TemplateError               an administrator's template is invalid or failed
     └── SendingRestrictedError      an agent's team may not send from that mailbox
 
@@ -40,6 +41,7 @@ __all__ = [
     "TransientConnectorError",
     "TransientRepositoryError",
     "TransientTransportError",
+    "TransportConfigError",
     "TransportError",
 ]
 
@@ -114,6 +116,20 @@ class TransientTransportError(TransportError):
 
 class PermanentTransportError(TransportError):
     """Sending failed for good (a 5xx reply, a refused recipient): do not retry."""
+
+
+class TransportConfigError(PermanentTransportError):
+    """The transport cannot send anything as configured: the server refused our login
+    (SMTP 535, 534, 530; a token refused after a renewal, a 403), or TLS failed (an
+    untrusted certificate, no STARTTLS, a failed handshake).
+
+    Not the mail's fault: the :class:`~halomail.Outbox` stops its pass for that
+    transport, leaves the mail pending and backs off, instead of failing every queued
+    mail with one login each. A subclass of :class:`PermanentTransportError`, so code
+    that catches that still catches this.
+
+    .. versionadded:: 0.3.0
+    """
 
 
 class TemplateError(HalomailError):

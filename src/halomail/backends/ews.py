@@ -88,6 +88,7 @@ from halomail.errors import (
     PermanentTransportError,
     TransientConnectorError,
     TransientTransportError,
+    TransportConfigError,
 )
 
 __all__ = ["EwsConnector", "EwsRetry", "EwsTransport"]
@@ -655,8 +656,8 @@ class EwsTransport:
                     raise result
         except TransientConnectorError as exc:
             raise TransientTransportError(str(exc)) from exc
-        except AuthenticationError as exc:
-            raise TransientTransportError(str(exc)) from exc
+        except AuthenticationError as exc:  # refused after a renewal: stop sending
+            raise TransportConfigError(str(exc)) from exc
         except ConnectorError as exc:
             if isinstance(exc.__cause__, _PERMANENT_SEND_ANSWERS):
                 raise PermanentTransportError(str(exc)) from exc

@@ -78,10 +78,12 @@ from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail, P
 from halomail.backends.cloud_settings import GmailMailboxSettings, GmailTransportSettings
 from halomail.backends.settings import SettingsTable, as_typed
 from halomail.errors import (
+    AuthenticationError,
     ConfigError,
     ConnectorError,
     PermanentTransportError,
     TransientTransportError,
+    TransportConfigError,
 )
 
 __all__ = [
@@ -590,10 +592,9 @@ class GmailTransport:
 
     429, 403 rate limits and 5xx are waited out as for the connector, then raised as
     :class:`~halomail.errors.TransientTransportError`, like a timeout and an
-    unreachable server. A refused token or a 403 (missing scope or delegation) is
-    transient too: the message is not at fault, and it goes once an administrator has
-    fixed the grant. Any other 4xx (an invalid message, one over Gmail's size limit)
-    is a :class:`~halomail.errors.PermanentTransportError`.
+    unreachable server. A refused token or a 403 (missing scope or delegation) stops the
+    outbox (:class:`~halomail.errors.TransportConfigError`) until the grant is fixed. Any
+    other 4xx (an invalid message, one over Gmail's size limit) is permanent.
 
     Args:
         token_provider: Hands out access tokens for a scope that allows sending.
@@ -687,21 +688,20 @@ class GmailTransport:
         """Send one composed email.
 
         Raises:
-            TransientTransportError: Throttled, failing, unreachable, or the grant was
-                refused (the outbox tries again with backoff).
-            PermanentTransportError: Gmail refused this message for good.
+            TransientTransportError: Throttled, failing or unreachable.
+            PermanentTransportError: Refused for good (a TransportConfigError: the grant).
         """
         data = _with_bcc(email.data, email.recipients)
         body = {"raw": base64.urlsafe_b64encode(data).decode("ascii")}
         users = self.user_id
         try:
             self._client.execute(lambda u: u.messages().send(userId=users, body=body), what="send")
-        except GmailApiError as exc:
-            if exc.status == 403:
-                raise TransientTransportError(str(exc)) from exc
-            raise PermanentTransportError(str(exc)) from exc
-        except ConnectorError as exc:  # refused token, throttling, outage, odd answer
-            raise TransientTransportError(str(exc)) from exc
+        except GmailApiError as exc:  # a 403 here is a missing scope or delegation
+            error = TransportConfigError if exc.status == 403 else PermanentTransportError
+            raise error(str(exc)) from exc
+        except ConnectorError as exc:  # a refused token stops sending; throttling, outage…
+            refused = isinstance(exc, AuthenticationError)
+            raise (TransportConfigError if refused else TransientTransportError)(str(exc)) from exc
         log.debug("%s: sent %s as %s", self.name, email.message_id, self.user_id)
 
     def close(self) -> None:

@@ -78,6 +78,7 @@ from halomail.errors import (
     PermanentTransportError,
     TransientConnectorError,
     TransientTransportError,
+    TransportConfigError,
 )
 
 __all__ = ["DEFAULT_BASE_URL", "GraphApiError", "GraphConnector", "GraphRetry", "GraphTransport"]
@@ -570,8 +571,9 @@ class GraphTransport:
 
     429 and 503 are waited out as for the connector, then raised as
     :class:`~halomail.errors.TransientTransportError`, like every 5xx, a timeout and an
-    unreachable server. A refused token is transient too: the message is not at fault,
-    and it goes once an administrator has fixed the app. Any other 4xx (bad recipient,
+    unreachable server. A token refused after a renewal and a 403 (no Mail.Send) are a
+    :class:`~halomail.errors.TransportConfigError`: the outbox stops sending through it,
+    and the mail goes once an administrator has fixed the app. Any other 4xx (bad recipient,
     no right to send as the From address, over Graph's 4 MB request limit) is a
     :class:`~halomail.errors.PermanentTransportError`.
 
@@ -668,8 +670,8 @@ class GraphTransport:
         """Send one composed email.
 
         Raises:
-            TransientTransportError: Throttled, failing, unreachable, or the token was
-                refused (the outbox tries again with backoff).
+            TransientTransportError: Throttled, failing or unreachable.
+            TransportConfigError: The token was refused, or access denied (403).
             PermanentTransportError: Graph refused this message for good.
         """
         data = _with_bcc(email.data, email.recipients)
@@ -683,8 +685,11 @@ class GraphTransport:
                 headers={"Content-Type": "text/plain"},
             )
         except GraphApiError as exc:
-            raise PermanentTransportError(str(exc)) from exc
-        except (AuthenticationError, TransientConnectorError) as exc:
+            error = TransportConfigError if exc.status == 403 else PermanentTransportError
+            raise error(str(exc)) from exc
+        except AuthenticationError as exc:  # a 401 after a fresh token: stop sending
+            raise TransportConfigError(str(exc)) from exc
+        except TransientConnectorError as exc:
             raise TransientTransportError(str(exc)) from exc
         except ConnectorError as exc:  # an odd answer: worth another try later
             raise TransientTransportError(str(exc)) from exc

@@ -4,7 +4,7 @@ Transport security is explicit and never negotiated down. ``security = "tls"`` s
 from the first byte (SMTPS, port 465). ``security = "starttls"`` requires STARTTLS: a
 server that does not offer it, or a handshake that fails (an untrusted certificate, a
 host-name mismatch, no common protocol), raises
-:class:`~halomail.errors.PermanentTransportError` before any credential or message is
+:class:`~halomail.errors.TransportConfigError` before any credential or message is
 sent, because that is a misconfiguration (or someone stripping STARTTLS on the way),
 not a passing fault. Only a server's own ``454`` ("TLS not available due to temporary
 reason", RFC 3207) or a connection dropped mid-handshake is transient; either way
@@ -15,8 +15,9 @@ plus ``tls_ca_file``.
 Failures are sorted the way the outbox needs them, by the server's reply code (RFC 5321
 §4.2.1): a ``4xx`` reply, a refused or dropped connection and a timeout raise
 :class:`~halomail.errors.TransientTransportError` (the outbox retries with backoff under
-the same Message-ID); a ``5xx`` reply, a refused login, an untrusted certificate or a
-missing extension raise :class:`~halomail.errors.PermanentTransportError`. The message
+the same Message-ID); a ``5xx`` reply raises :class:`~halomail.errors.PermanentTransportError`,
+and a refused login (``530``, ``534``, ``535``), a TLS failure or a missing extension its
+subclass :class:`~halomail.errors.TransportConfigError` (the outbox stops sending). The message
 names the server, the command and the server's own code and text; a password or token
 never appears in it, nor in a log line.
 
@@ -60,6 +61,7 @@ from halomail.errors import (
     PermanentTransportError,
     TransientConnectorError,
     TransientTransportError,
+    TransportConfigError,
     TransportError,
 )
 
@@ -74,6 +76,8 @@ log = logging.getLogger(__name__)
 
 SECURITIES = ("tls", "starttls", "none")
 _MECHANISMS = ("PLAIN", "LOGIN")  # in order of preference, for a password
+# 530 authentication required, 534 mechanism too weak, 535 credentials refused (RFC 4954).
+_CONFIG_CODES = frozenset({530, 534, 535})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 # Characters that would end or split an SMTP command line: never in an address we send.
 _BAD_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
@@ -419,7 +423,7 @@ class SmtpTransport:
         try:
             context = tls_context(self._tls_ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise PermanentTransportError(
+            raise TransportConfigError(
                 f"smtp {self._where}: cannot read tls_ca_file "
                 f"{os.fspath(self._tls_ca_file or '')!r} ({_describe(exc)})"
             ) from exc
@@ -479,7 +483,7 @@ class SmtpTransport:
         if not session.has_extn("starttls"):
             # Never fall back to clear text: that is exactly what a man in the middle
             # stripping STARTTLS from the EHLO reply would want.
-            raise PermanentTransportError(
+            raise TransportConfigError(
                 f"smtp {self._where}: the server does not offer STARTTLS; refusing to send "
                 "without TLS (security = 'starttls'; use 'tls' for port 465)"
             )
@@ -498,12 +502,10 @@ class SmtpTransport:
         offered = session.esmtp_features.get("auth", "").upper().split()
         if not session.has_extn("auth"):
             hint = "" if self.security != "none" else " (many servers offer AUTH only over TLS)"
-            raise PermanentTransportError(
-                f"smtp {self._where}: the server does not offer AUTH{hint}"
-            )
+            raise TransportConfigError(f"smtp {self._where}: the server does not offer AUTH{hint}")
         if self._token_provider is not None:
             if "XOAUTH2" not in offered:
-                raise PermanentTransportError(
+                raise TransportConfigError(
                     f"smtp {self._where}: the server does not offer AUTH XOAUTH2 "
                     f"(it offers {' '.join(offered) or 'nothing'})"
                 )
@@ -511,7 +513,7 @@ class SmtpTransport:
         for mechanism in _MECHANISMS:
             if mechanism in offered:
                 return mechanism
-        raise PermanentTransportError(
+        raise TransportConfigError(
             f"smtp {self._where}: the server offers AUTH {' '.join(offered)}; "
             f"halomail logs in with {', '.join(_MECHANISMS)} or XOAUTH2"
         )
@@ -580,7 +582,7 @@ class SmtpTransport:
                 f"smtp {self._where}: the token provider returned an empty or malformed token"
             ) from None
         except AuthenticationError as exc:
-            raise PermanentTransportError(
+            raise TransportConfigError(
                 f"smtp {self._where}: no OAuth2 token for {self.username!r}: {exc}"
             ) from exc
         except TransientConnectorError as exc:
@@ -692,6 +694,8 @@ class SmtpTransport:
             # RFC 5321 §4.2.1: 4yz is a transient negative reply; the server asks us
             # to come back later (greylisting, a full queue, a local error).
             return TransientTransportError(message)
+        if code in _CONFIG_CODES or command.startswith(("AUTH", "STARTTLS")):
+            return TransportConfigError(message)  # our login, not this mail: stop the pass
         return PermanentTransportError(message)
 
     def _refused_error(
@@ -724,7 +728,7 @@ class SmtpTransport:
         if isinstance(exc, ssl.SSLCertVerificationError):
             # An untrusted or mismatched certificate will not fix itself: either the
             # configuration (host, tls_ca_file) is wrong or someone is in the middle.
-            return PermanentTransportError(
+            return TransportConfigError(
                 f"smtp {self._where}: {step}: the server's certificate is not trusted "
                 f"({exc.verify_message or _describe(exc)}); not continuing without TLS"
             )
@@ -734,7 +738,7 @@ class SmtpTransport:
                 f"handshake ({_describe(exc)})"
             )
         hint = " (is the port right for security = 'tls'?)" if step == "TLS" else ""
-        return PermanentTransportError(
+        return TransportConfigError(
             f"smtp {self._where}: {step} failed ({_describe(exc)}){hint}; "
             "not continuing without TLS"
         )

@@ -69,6 +69,9 @@ _PROCESSING_KEYS = (
     "bulk",
     "ack_throttle_count",
     "ack_throttle_window_minutes",
+    "ack_daily_count",
+    "loop_repeat_count",
+    "loop_window_hours",
     "max_send_attempts",
     "domain",
     "concurrent_mailboxes",
@@ -136,6 +139,12 @@ class ProcessingSettings:
         bulk: What list and bulk mail becomes: ``ticket`` or ``ignore``.
         ack_throttle_count: At most this many acknowledgements to one address …
         ack_throttle_window_minutes: … in this many minutes.
+        ack_daily_count: At most this many acknowledgements to one address in the loop
+            window (the long-window cap).
+        loop_repeat_count: At most this many tickets from identical emails (one sender,
+            the same subject and body) in the loop window; later copies are ignored as
+            ``loop-suspected``.
+        loop_window_hours: The loop window, in hours.
         max_send_attempts: Attempts before an outgoing email is given up.
         domain: The right-hand side of our Message-IDs.
         concurrent_mailboxes: At most this many mailboxes are read at once (each holds
@@ -149,6 +158,9 @@ class ProcessingSettings:
     bulk: str = "ticket"
     ack_throttle_count: int = 10
     ack_throttle_window_minutes: float = 10.0
+    ack_daily_count: int = 30
+    loop_repeat_count: int = 3
+    loop_window_hours: float = 24.0
     max_send_attempts: int = 8
     domain: str = "halomail.invalid"
     concurrent_mailboxes: int = 16
@@ -207,6 +219,9 @@ def parse_processing(
         ack_throttle_window_minutes=_positive_number(
             table, "ack_throttle_window_minutes", kp, default=10
         ),
+        ack_daily_count=_int(table, "ack_daily_count", kp, default=30, minimum=1),
+        loop_repeat_count=_int(table, "loop_repeat_count", kp, default=3, minimum=1),
+        loop_window_hours=_positive_number(table, "loop_window_hours", kp, default=24),
         max_send_attempts=_int(table, "max_send_attempts", kp, default=8, minimum=1),
         domain=domain.lower(),
         concurrent_mailboxes=_int(table, "concurrent_mailboxes", kp, default=16, minimum=1),

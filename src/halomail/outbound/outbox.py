@@ -5,7 +5,10 @@ transaction as the ticket it belongs to. :class:`Outbox` sends it afterwards: it
 composes the MIME message only then (composing is costly and has no place on the
 ingest path), hands it to a :class:`~halomail.backends.base.MailTransport`, and
 records the result. A transient failure is retried with backoff under the same
-Message-ID; a permanent one is recorded on the ticket.
+Message-ID; a permanent one is recorded on the ticket. A refused login or a TLS failure
+(:class:`~halomail.errors.TransportConfigError`) is the configuration's, not the mail's:
+the pass stops using that transport, the mail stays pending, and the transport is not
+tried again before a backoff ends (:class:`TransportHalts`).
 
 .. versionadded:: 0.1.0
 """
@@ -17,6 +20,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import json
 import logging
 import os
 import random
@@ -36,7 +40,11 @@ import attrs
 
 from halomail._text import clean_text
 from halomail.backends.base import MailTransport, OutgoingEmail
-from halomail.errors import PermanentTransportError, TransientTransportError
+from halomail.errors import (
+    PermanentTransportError,
+    TransientTransportError,
+    TransportConfigError,
+)
 from halomail.inbound.classify import loop_signature
 from halomail.tickets.models import ActionKind, NewAction, OutboxMail, OutboxStatus, utcnow
 from halomail.tickets.repository import TicketRepository
@@ -44,12 +52,14 @@ from halomail.tickets.repository import TicketRepository
 __all__ = [
     "CLAIM_BATCH",
     "DEFAULT_CLAIM_LEASE",
+    "HALTS_STATE",
     "LOOP_HEADER",
     "Backoff",
     "MessageIdFactory",
     "Outbox",
     "SendReport",
     "SenderIdentity",
+    "TransportHalts",
     "compose",
     "header_safe",
 ]
@@ -206,12 +216,29 @@ class Backoff:
 
 @attrs.frozen
 class SendReport:
-    """What one pass over the outbox did."""
+    """What one pass over the outbox did.
+
+    Args:
+        sent: Mail sent.
+        retrying: Mail left pending for a later attempt (a transient failure, or a
+            transport stopped by a configuration error).
+        failed: Mail given up for good.
+        halted: One line per transport whose login or TLS failed in this pass
+            (:class:`~halomail.errors.TransportConfigError`): nothing more was sent
+            through it, and it is not tried again before the time the line names.
+
+    .. versionchanged:: 0.3.0 ``halted``.
+    """
 
     sent: int = 0
     retrying: int = 0
     failed: int = 0
+    halted: tuple[str, ...] = ()
 
+
+HALTS_STATE = "outbox-halts"
+"""The repository state key of the transports stopped by a configuration error: JSON,
+``{transport: [consecutive halts, ISO time of the next try]}``."""
 
 DEFAULT_CLAIM_LEASE = dt.timedelta(minutes=5)
 """How long a claim on outgoing mail holds before another runner may take it over."""
@@ -272,6 +299,8 @@ class Outbox:
         self._clock = clock
         self._lease = lease
         self._owner = owner or _claim_owner()
+        self._halts = TransportHalts(repository, self._backoff, clock)
+        self._halted_now: list[str] = []
 
     @property
     def owner(self) -> str:
@@ -291,6 +320,7 @@ class Outbox:
         """
         results: collections.Counter[OutboxStatus] = collections.Counter()
         seen: set[int] = set()
+        self._halted_now = self._halts.begin_pass()
         with contextlib.ExitStack() as sessions:
             opened: set[int] = set()
             while len(seen) < limit:
@@ -302,6 +332,11 @@ class Outbox:
                     transport = self._transport_for(mail)
                     if transport is None:
                         continue  # this mailbox sends nothing here (yet); the mail waits
+                    name = _transport_name(transport)
+                    if self._halts.stopped(name):
+                        # Its login or TLS failed: no more logins until the backoff ends.
+                        # The mail waits, claimed, as mail with no transport does.
+                        continue
                     if id(transport) not in opened and isinstance(
                         transport, contextlib.AbstractContextManager
                     ):
@@ -309,11 +344,12 @@ class Outbox:
                         # for the whole pass instead of reconnecting for every mail.
                         sessions.enter_context(transport)
                         opened.add(id(transport))
-                    results[self._send_one(mail, transport)] += 1
+                    results[self._send_one(mail, transport, name)] += 1
         return SendReport(
             sent=results[OutboxStatus.SENT],
             retrying=results[OutboxStatus.PENDING],
             failed=results[OutboxStatus.FAILED],
+            halted=tuple(self._halted_now),
         )
 
     def _claim_fresh(self, seen: set[int], batch: int) -> list[OutboxMail]:
@@ -328,7 +364,7 @@ class Outbox:
         )
         return [mail for mail in claimed if mail.id not in seen][:batch]
 
-    def _send_one(self, mail: OutboxMail, transport: MailTransport) -> OutboxStatus:
+    def _send_one(self, mail: OutboxMail, transport: MailTransport, name: str) -> OutboxStatus:
         try:
             outgoing = compose(mail, self._sender_for(mail), loop_token=self._loop_token)
         except Exception as exc:  # noqa: BLE001 - a mail we cannot compose must not stop the others
@@ -336,6 +372,10 @@ class Outbox:
             return OutboxStatus.FAILED
         try:
             transport.send(outgoing)
+        except TransportConfigError as exc:
+            # Our login or TLS, not this mail: stop using the transport, keep the mail.
+            self._halt(mail, name, exc)
+            return OutboxStatus.PENDING
         except TransientTransportError as exc:
             attempt = mail.attempts + 1
             if attempt < self._backoff.max_attempts:
@@ -359,8 +399,26 @@ class Outbox:
             self._fail(mail, str(exc))
             return OutboxStatus.FAILED
         self._repository.mark_outgoing(mail.id, OutboxStatus.SENT)
+        self._halts.clear(name)
         log.info("outbox %s sent to %s", mail.message_id, ",".join(mail.to))
         return OutboxStatus.SENT
+
+    def _halt(self, mail: OutboxMail, name: str, exc: TransportConfigError) -> None:
+        """Stop sending through ``name`` until a backoff ends; ``mail`` stays pending.
+
+        The mail counts the attempt it was, and is due again when the transport may be
+        tried: a configuration error never makes it ``failed``.
+        """
+        until = self._halts.stop(name)
+        self._repository.mark_outgoing(
+            mail.id, OutboxStatus.PENDING, error=str(exc), next_attempt_at=until
+        )
+        line = (
+            f"{exc}; sending through it stopped until {until.isoformat(timespec='seconds')}: "
+            "the mail stays queued (fix the configuration, then `halomail outbox retry --all`)"
+        )
+        self._halted_now.append(line)
+        log.error("outbox: %s", line)
 
     def _fail(self, mail: OutboxMail, reason: str) -> None:
         log.error("outbox %s to %s failed: %s", mail.message_id, ",".join(mail.to), reason)
@@ -376,3 +434,98 @@ class Outbox:
                         message_id=None,
                     )
                 )
+
+
+def _transport_name(transport: MailTransport) -> str:
+    """A transport's name for its halt: its repr (server, port, user; never a secret)."""
+    return repr(transport)[:200]
+
+
+class TransportHalts:
+    """The transports stopped by a configuration error, and until when.
+
+    Kept in this object for its passes, and in the repository's ``outbox-halts`` state
+    key for every process: a ``halomail run`` started by cron a minute later does not log
+    in again before the backoff ends. Consecutive halts of one transport back off
+    exponentially (the outbox's :class:`Backoff`, without its attempt limit); a mail sent
+    through it ends them.
+
+    Args:
+        repository: Where the state key lives.
+        backoff: The delays between tries.
+        clock: The current time.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(
+        self,
+        repository: TicketRepository,
+        backoff: Backoff,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self._repository = repository
+        self._backoff = backoff
+        self._clock = clock
+        self._local: dict[str, dt.datetime] = {}
+        self._stored: dict[str, tuple[int, dt.datetime]] = {}
+
+    def begin_pass(self) -> list[str]:
+        """Read the halts recorded (once a pass, not once a mail); one line for each
+        that still holds, so every pass reports it until it ends or is cleared."""
+        self._stored = self.load()
+        now = self._clock()
+        lines = []
+        for name, (count, until) in sorted(self._stored.items()):
+            if until > now:
+                line = (
+                    f"{name}: sending stopped until {until.isoformat(timespec='seconds')} "
+                    f"after {count} refused login(s) or TLS failure(s); the mail waits "
+                    "(`halomail outbox` lists it)"
+                )
+                log.warning("outbox: %s", line)
+                lines.append(line)
+        return lines
+
+    def stopped(self, name: str) -> bool:
+        """True while ``name`` may not be tried (here or in the repository)."""
+        now = self._clock()
+        local = self._local.get(name)
+        stored = self._stored.get(name)
+        return (local is not None and local > now) or (stored is not None and stored[1] > now)
+
+    def stop(self, name: str) -> dt.datetime:
+        """Record a halt of ``name``; return when it may be tried again."""
+        halts = self.load()
+        count = halts[name][0] + 1 if name in halts else 1
+        until = self._clock() + self._backoff.delay(count)
+        halts[name] = (count, until)
+        self._local[name] = until
+        self._stored = halts
+        self._save(halts)
+        return until
+
+    def clear(self, name: str) -> None:
+        """``name`` works again: forget its halts (writes only when it had some)."""
+        if self._local.pop(name, None) is None and name not in self._stored:
+            return
+        halts = self.load()
+        halts.pop(name, None)
+        self._stored = halts
+        self._save(halts)
+
+    def load(self) -> dict[str, tuple[int, dt.datetime]]:
+        """Every recorded halt: transport → (consecutive halts, next try)."""
+        raw = self._repository.get_state(HALTS_STATE)
+        try:
+            stored = json.loads(raw) if raw else {}
+            return {
+                str(name): (int(count), dt.datetime.fromisoformat(until))
+                for name, (count, until) in stored.items()
+            }
+        except (ValueError, TypeError, AttributeError):
+            return {}  # unreadable: as if nothing were halted (the next failure says so)
+
+    def _save(self, halts: dict[str, tuple[int, dt.datetime]]) -> None:
+        value = {name: [count, until.isoformat()] for name, (count, until) in halts.items()}
+        self._repository.set_state(HALTS_STATE, json.dumps(value, sort_keys=True))

@@ -49,4 +49,11 @@ def _may_acknowledge(
     if ctx.repository.count_outgoing(to=address, since=since) >= settings.ack_throttle_count:
         ctx.throttle_warnings.warn(address, now, since)
         return False, Reason.ACKNOWLEDGEMENT_THROTTLED
+    # The long window: a responder answering every acknowledgement within the rate above
+    # would otherwise get one every minute, all day long.
+    day = now - settings.loop_window
+    if ctx.repository.count_outgoing(to=address, since=day) >= settings.ack_daily_count:
+        limit = (settings.ack_daily_count, settings.loop_window)
+        ctx.throttle_warnings.warn(address, now, day, limit=limit)
+        return False, Reason.ACKNOWLEDGEMENT_THROTTLED
     return True, None

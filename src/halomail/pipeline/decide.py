@@ -10,8 +10,11 @@ Pure in the sense that matters: it reads the repository and writes nothing, so
 5. ignored by an ``ignore`` rule (which wins even over a follow-up),
 6. a follow-up of an existing ticket (subject tag or Message-ID) from someone related
    to it, or a suspected hijack,
-7. what the first matching rule's handler makes of it, or
-8. a new ticket.
+7. ignored as ``loop-suspected``: the same email from one sender opened the most
+   tickets the long window allows (:mod:`halomail.pipeline.loops`; not for alerts,
+   services, files and inventory, which repeat by nature),
+8. what the first matching rule's handler makes of it, or
+9. a new ticket.
 
 .. versionadded:: 0.2.0
 """
@@ -26,6 +29,7 @@ from halomail.inbound.models import Classification, InboundEmail
 from halomail.pipeline.acknowledge import decide_new
 from halomail.pipeline.context import Context
 from halomail.pipeline.handlers import handler_for
+from halomail.pipeline.loops import counts_repeats, is_loop_suspected
 from halomail.pipeline.results import Decision, Outcome, Reason
 from halomail.pipeline.settings import Mailbox
 from halomail.tickets.models import DedupeRecord, Ticket
@@ -130,6 +134,9 @@ def decide(
             ticket.id,
         )
         reason = Reason.UNRELATED_SENDER
+    if counts_repeats(handler) and is_loop_suspected(ctx, mailbox.name, email):
+        # The same email again and again from one sender: a responder answering us.
+        return Decision(Outcome.IGNORED, Reason.LOOP_SUSPECTED)
     if match is not None and handler is not None:
         return handler.decide(ctx, mailbox, email, classification, match, reason)
     if classification.bulk and ctx.settings.bulk == "ignore":

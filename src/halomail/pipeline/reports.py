@@ -102,10 +102,12 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """False when a mailbox failed, the repository was busy, or an email was
-        quarantined or left for retry."""
+        """False when a mailbox failed, the repository was busy, an email was quarantined
+        or left for retry, or a transport's login or TLS failed (:attr:`SendReport.halted`)."""
         if self.repository_busy is not None:
             return False
-        return all(report.error is None for report in self.mailboxes) and not any(
-            o.outcome in (Outcome.QUARANTINED, Outcome.RETRY) for o in self.outcomes
+        return (
+            all(report.error is None for report in self.mailboxes)
+            and not any(o.outcome in (Outcome.QUARANTINED, Outcome.RETRY) for o in self.outcomes)
+            and not self.sent.halted
         )

@@ -44,6 +44,7 @@ class Reason(enum.StrEnum):
     RULE = "rule"
     BULK = "bulk"
     NOTHING_OPEN_TO_CLOSE = "nothing-open-to-close"
+    LOOP_SUSPECTED = "loop-suspected"
     # quarantined: the parser's limits
     TOO_LARGE = "too-large"
     HEADERS_TOO_LARGE = "headers-too-large"

@@ -110,6 +110,13 @@ class ProcessorSettings:
         bulk: What list or bulk mail becomes: ``"ticket"`` or ``"ignore"``.
         ack_throttle_count: At most this many acknowledgements …
         ack_throttle_window: … to one address (and per ticket) in this window.
+        ack_daily_count: At most this many acknowledgements to one address in
+            ``loop_window`` (the long-window cap: the throttle bounds the rate, this the
+            total).
+        loop_repeat_count: At most this many tickets from identical emails (one sender,
+            the same subject and body) in ``loop_window``; the next copies are ignored
+            as ``loop-suspected``.
+        loop_window: The long window of ``ack_daily_count`` and ``loop_repeat_count``.
         backoff: The outbox's retry strategy.
         mailbox_backoff: How long a mailbox that keeps failing is left alone before the
             next attempt (its ``max_attempts`` is not used: a mailbox is never given up).
@@ -131,6 +138,9 @@ class ProcessorSettings:
     bulk: str = "ticket"
     ack_throttle_count: int = 10
     ack_throttle_window: dt.timedelta = dt.timedelta(minutes=10)
+    ack_daily_count: int = attrs.field(default=30, validator=attrs.validators.ge(1))
+    loop_repeat_count: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    loop_window: dt.timedelta = dt.timedelta(hours=24)
     backoff: Backoff = attrs.field(factory=Backoff)
     mailbox_backoff: Backoff = attrs.field(
         factory=lambda: Backoff(base_seconds=30.0, cap_seconds=900.0)

@@ -37,6 +37,7 @@ from halomail.testing.browsing import BrowsingContract
 from halomail.testing.directory import DirectoryContract
 from halomail.testing.ledger import AttemptLedgerContract, AttemptRepository, IngestLedgerContract
 from halomail.testing.outbox import OutboxStoreContract
+from halomail.testing.outbox_admin import OutboxAdminContract
 from halomail.testing.services import ServiceLogContract
 from halomail.testing.threads import ThreadingContract
 from halomail.testing.tickets import TicketStoreContract
@@ -50,6 +51,7 @@ __all__ = [
     "ContractBase",
     "DirectoryContract",
     "IngestLedgerContract",
+    "OutboxAdminContract",
     "OutboxStoreContract",
     "SeedableRepository",
     "ServiceLogContract",

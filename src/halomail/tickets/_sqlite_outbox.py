@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -66,6 +67,16 @@ _SQL_MARK_OUTBOX = (
     "next_attempt_at = :next, sent_at = CASE WHEN :status = 'sent' THEN :now ELSE sent_at END, "
     "claimed_by = NULL, claimed_until = NULL "
     "WHERE id = :id"
+)
+_SQL_LIST_OUTBOX = (
+    f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE :status IS NULL OR status = :status "  # noqa: S608
+    "ORDER BY id DESC LIMIT :limit OFFSET :offset"
+)
+# Failed and pending mail due again from scratch; sent mail is never touched.
+_SQL_RETRY_OUTBOX = (
+    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = :now, "  # noqa: S608
+    "claimed_by = NULL, claimed_until = NULL WHERE status != 'sent' AND (:ids IS NULL OR id IN "
+    f"(SELECT value FROM json_each(:ids))) RETURNING {_OUTBOX_COLUMNS}"
 )
 _SQL_COUNT_OUTGOING = "SELECT COUNT(*) FROM outbox_recipients WHERE address = ? AND created_at >= ?"
 _SQL_COUNT_OUTGOING_FOR_TICKET = (
@@ -213,6 +224,29 @@ class OutboxPart(SQLiteBase):
                 raise RepositoryError(f"outgoing email {outbox_id} does not exist")
             row = connection.execute(_SQL_GET_OUTBOX, (outbox_id,)).fetchone()
         return _outbox_mail(row)
+
+    def list_outgoing(
+        self, *, status: OutboxStatus | None = None, limit: int = 100, offset: int = 0
+    ) -> Sequence[OutboxMail]:
+        """Outgoing emails (of one status when given), newest first."""
+        check_page(limit, offset)
+        wanted = status.value if status is not None else None
+        with self._reading() as connection:
+            rows = connection.execute(
+                _SQL_LIST_OUTBOX, {"status": wanted, "limit": limit, "offset": offset}
+            ).fetchall()
+        return [_outbox_mail(row) for row in rows]
+
+    def retry_outgoing(
+        self, now: dt.datetime, *, ids: Sequence[int] | None = None
+    ) -> Sequence[OutboxMail]:
+        """Make failed and pending emails due at ``now`` again (attempts 0, no claim)."""
+        chosen = None if ids is None else json.dumps([int(i) for i in ids])
+        with self._writing() as connection:
+            rows = connection.execute(
+                _SQL_RETRY_OUTBOX, {"now": _time(to_utc(now)), "ids": chosen}
+            ).fetchall()
+        return sorted((_outbox_mail(row) for row in rows), key=lambda mail: mail.id)
 
     def count_outgoing(self, *, to: str, since: dt.datetime, ticket_id: int | None = None) -> int:
         """How many emails (any status) were queued to ``to`` (one of their recipients,

@@ -49,7 +49,12 @@ from halomail.tickets.models import (
 )
 
 if TYPE_CHECKING:
-    from halomail.tickets.repository import AttemptLedger, Browsing, TicketRepository
+    from halomail.tickets.repository import (
+        AttemptLedger,
+        Browsing,
+        OutboxAdmin,
+        TicketRepository,
+    )
 
 __all__ = ["InMemoryTicketRepository"]
 
@@ -628,6 +633,37 @@ class InMemoryTicketRepository(UndoLogStore):
                 self._pop(self._pending, outbox_id)
             return updated
 
+    def list_outgoing(
+        self, *, status: OutboxStatus | None = None, limit: int = 100, offset: int = 0
+    ) -> Sequence[OutboxMail]:
+        """Outgoing emails (of one status when given), newest first."""
+        check_page(limit, offset)
+        with self._lock:
+            mails = (self._outbox[key] for key in sorted(self._outbox, reverse=True))
+            chosen = (mail for mail in mails if status is None or mail.status is status)
+            return list(itertools.islice(chosen, offset, offset + limit))
+
+    def retry_outgoing(
+        self, now: dt.datetime, *, ids: Sequence[int] | None = None
+    ) -> Sequence[OutboxMail]:
+        """Make failed and pending emails due at ``now`` again (attempts 0, no claim)."""
+        now = to_utc(now)
+        with self._writing():
+            wanted = sorted(self._outbox) if ids is None else sorted(set(ids) & set(self._outbox))
+            changed = []
+            for outbox_id in wanted:
+                mail = self._outbox[outbox_id]
+                if mail.status is OutboxStatus.SENT:
+                    continue
+                updated = attrs.evolve(
+                    mail, status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now
+                )
+                self._put(self._outbox, outbox_id, updated)
+                self._put(self._pending, outbox_id, None)
+                self._pop(self._claims, outbox_id)
+                changed.append(updated)
+            return changed
+
     def count_outgoing(self, *, to: str, since: dt.datetime, ticket_id: int | None = None) -> int:
         """How many emails (any status) were queued to ``to`` (one of their recipients,
         compared case-insensitively) at or after ``since``, for one ticket when given."""
@@ -742,4 +778,5 @@ if TYPE_CHECKING:
     # mypy proves the class satisfies the Protocol, signature by signature.
     _: type[TicketRepository] = InMemoryTicketRepository
     _browsing: type[Browsing] = InMemoryTicketRepository
+    _outbox_admin: type[OutboxAdmin] = InMemoryTicketRepository
     _attempts: type[AttemptLedger] = InMemoryTicketRepository

@@ -53,6 +53,7 @@ __all__ = [
     "Browsing",
     "Directory",
     "IngestLedger",
+    "OutboxAdmin",
     "OutboxStore",
     "ServiceLog",
     "TicketRepository",
@@ -400,6 +401,37 @@ class Browsing(Protocol):
             RepositoryError: When the ticket does not exist.
 
         .. versionadded:: 0.1.0
+        """
+
+
+@runtime_checkable
+class OutboxAdmin(Protocol):
+    """**Protocol (optional):** the outbox seen by people: what ``halomail outbox`` needs.
+
+    Not part of :class:`TicketRepository`: processing mail never calls it. The shipped
+    repositories implement it; :class:`halomail.testing.OutboxAdminContract` checks it.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def list_outgoing(
+        self, *, status: OutboxStatus | None = None, limit: int = 100, offset: int = 0
+    ) -> Sequence[OutboxMail]:
+        """Outgoing emails (of one status when given), newest first."""
+
+    def retry_outgoing(
+        self, now: dt.datetime, *, ids: Sequence[int] | None = None
+    ) -> Sequence[OutboxMail]:
+        """Make failed and pending emails due at ``now`` again: status ``pending``,
+        attempts back to 0, claim cleared; sent mail is never touched.
+
+        Args:
+            now: When they are due.
+            ids: These emails (unknown ids are passed over); every failed or pending
+                email when ``None``.
+
+        Returns:
+            The emails changed, oldest first.
         """
 
 

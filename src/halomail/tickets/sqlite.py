@@ -14,7 +14,12 @@ from halomail.tickets._sqlite_outbox import OutboxPart
 from halomail.tickets._sqlite_tickets import TicketsPart
 
 if TYPE_CHECKING:
-    from halomail.tickets.repository import AttemptLedger, Browsing, TicketRepository
+    from halomail.tickets.repository import (
+        AttemptLedger,
+        Browsing,
+        OutboxAdmin,
+        TicketRepository,
+    )
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteTicketRepository", "translate_error"]
 
@@ -73,4 +78,5 @@ if TYPE_CHECKING:
     # mypy proves the class satisfies the Protocol, signature by signature.
     _: type[TicketRepository] = SQLiteTicketRepository
     _browsing: type[Browsing] = SQLiteTicketRepository
+    _outbox_admin: type[OutboxAdmin] = SQLiteTicketRepository
     _attempts: type[AttemptLedger] = SQLiteTicketRepository

@@ -1,0 +1,120 @@
+"""The long-window loop cap: identical emails from one sender stop opening tickets.
+
+A crude auto-responder (no automatic headers, a fixed subject and body) answering our
+acknowledgements is capped in rate by the acknowledgement throttle, but not in total.
+Here each new ticket counts its *content*: the sender, the subject and the body text.
+After :attr:`~halomail.pipeline.settings.ProcessorSettings.loop_repeat_count` tickets
+with the same content within ``loop_window``, the next copies are ``ignored`` with the
+reason ``loop-suspected`` until the window that the first one opened has passed.
+
+The count is a small state key in the repository (``loop:<sha256>``), read by the
+decide step and written with the ticket, in the unit's one transaction: one writer at a
+time, so two runners never both take the last place.
+
+.. versionadded:: 0.3.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+
+import attrs
+
+from halomail.inbound.models import InboundEmail
+from halomail.pipeline.context import Context
+from halomail.pipeline.handlers import RuleHandler
+from halomail.pipeline.handlers.human import HumanHandler
+
+__all__ = [
+    "LOOP_STATE",
+    "RepeatCount",
+    "counts_repeats",
+    "is_loop_suspected",
+    "note_new_ticket",
+    "repeat_key",
+]
+
+log = logging.getLogger(__name__)
+
+#: The state key prefix of a content's repeat count.
+LOOP_STATE = "loop:"
+
+
+@attrs.frozen
+class RepeatCount:
+    """How many tickets one content opened since ``since``, the start of its window."""
+
+    since: dt.datetime
+    count: int
+
+    def encode(self) -> str:
+        """The state value: ``<count> <ISO start>``."""
+        return f"{self.count} {self.since.isoformat()}"
+
+    @classmethod
+    def decode(cls, value: str | None) -> RepeatCount | None:
+        """The count a state value holds, or ``None`` for none (or one unreadable)."""
+        if not value:
+            return None
+        count, _, since = value.partition(" ")
+        try:
+            return cls(dt.datetime.fromisoformat(since), int(count))
+        except ValueError:
+            return None
+
+
+def repeat_key(mailbox: str, email: InboundEmail) -> str:
+    """The state key of ``email``'s content in ``mailbox``: its sender, subject and body.
+
+    The Message-ID and the date are left out on purpose: they are what a responder
+    changes from one copy to the next. The mailbox is in: a loop runs between one of
+    our mailboxes and the responder, and one email sent to several mailboxes is not one.
+    """
+    digest = hashlib.sha256()
+    sender = email.sender.normalized if email.sender is not None else ""
+    subject = " ".join(email.subject.casefold().split())
+    for part in (mailbox, sender, subject, email.text.strip()):
+        digest.update(part.encode("utf-8", "replace") + b"\x00")
+    return LOOP_STATE + digest.hexdigest()
+
+
+def counts_repeats(handler: RuleHandler | None) -> bool:
+    """True when tickets opened with ``handler`` (``None``: no rule) count for the cap.
+
+    Only the tickets a person's email opens do: alerts, service reports, file transfers
+    and inventory reports repeat by nature, and have their own rules for it.
+    """
+    return handler is None or isinstance(handler, HumanHandler)
+
+
+def _current(ctx: Context, key: str, now: dt.datetime) -> RepeatCount | None:
+    """The count of ``key`` in its window, or ``None`` when it has none or it has passed."""
+    counted = RepeatCount.decode(ctx.repository.get_state(key))
+    if counted is None or now - counted.since >= ctx.settings.loop_window:
+        return None
+    return counted
+
+
+def is_loop_suspected(ctx: Context, mailbox: str, email: InboundEmail) -> bool:
+    """True when ``email``'s content already opened the most tickets its window allows."""
+    now = ctx.clock()
+    key = repeat_key(mailbox, email)
+    counted = _current(ctx, key, now)
+    if counted is None or counted.count < ctx.settings.loop_repeat_count:
+        return False
+    ctx.loop_warnings.warn(key, counted.since + ctx.settings.loop_window, email)
+    return True
+
+
+def note_new_ticket(ctx: Context, mailbox: str, email: InboundEmail) -> None:
+    """Count a ticket opened by ``email``'s content (in the caller's transaction)."""
+    now = ctx.clock()
+    key = repeat_key(mailbox, email)
+    counted = _current(ctx, key, now)
+    if counted is None:
+        updated = RepeatCount(now, 1)
+    else:
+        updated = attrs.evolve(counted, count=counted.count + 1)
+    ctx.repository.set_state(key, updated.encode())
