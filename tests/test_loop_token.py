@@ -326,3 +326,58 @@ def test_the_documented_rotation_recognises_mail_signed_before_it(tmp_path: Path
     (outcome,) = _processor(repository, connector, transport, rotated).run_once().outcomes
     assert (outcome.outcome, outcome.reason) == (Outcome.SKIPPED, "own-message")
     repository.close()
+
+
+def _unset_token_config(tmp_path: Path, database: str) -> str:
+    """A configuration that sets no loop_token, on the SQLite file ``database``."""
+    return f"""
+        [storage]
+        url = "sqlite:///{tmp_path / database}"
+
+        [outgoing]
+        transport = "memory"
+        from_address = "{HELPDESK}"
+        """
+
+
+def test_without_a_configured_token_an_instance_signs_with_a_random_one_it_keeps(
+    tmp_path: Path,
+) -> None:
+    """No loop_token: a random token, kept in the repository, the same for every runner of it."""
+    config = parse_config(tomllib.loads(_unset_token_config(tmp_path, "a.db")), base_dir=tmp_path)
+    derived = config.processing.loop_token
+    assert config.processing.loop_token_set is False
+    with build_processor(config) as first, build_processor(config) as second:
+        token = first.settings.loop_token
+        assert second.settings.loop_token == token
+    assert token != derived  # not guessable from from_address and the storage url
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token)
+    other = parse_config(tomllib.loads(_unset_token_config(tmp_path, "b.db")), base_dir=tmp_path)
+    with build_processor(other) as elsewhere:
+        assert elsewhere.settings.loop_token not in (token, derived)
+
+
+def test_mail_signed_with_the_derived_token_before_an_upgrade_is_still_ours(
+    tmp_path: Path,
+) -> None:
+    """The derived token becomes a previous one: mail it signed is recognised, not a ticket."""
+    config = parse_config(tomllib.loads(_unset_token_config(tmp_path, "a.db")), base_dir=tmp_path)
+    derived = config.processing.loop_token
+    with build_processor(config) as processor:
+        assert processor.settings.previous_loop_tokens == (derived,)
+        old = OutboxMail(
+            id=1,
+            message_id=MessageIdFactory(derived, "helpdesk.example").new(7),
+            to=("customer@example.com",),
+            subject="Re: [ID:7] Printer",
+            text="Sent before the upgrade.",
+            html=None,
+            status=OutboxStatus.PENDING,
+            created_at=utcnow(),
+            mailbox="Support",
+            kind="ack",
+            auto_submitted=True,
+        )
+        raw = compose(old, SenderIdentity(HELPDESK), loop_token=derived).data
+        outcome = processor.simulate(raw, Mailbox(MemoryConnector("Support")))
+    assert (outcome.outcome, outcome.reason) == (Outcome.SKIPPED, "own-message")

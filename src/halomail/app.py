@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import importlib
 import logging
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -219,7 +220,7 @@ def build_processor(
         return MailProcessor(
             repository,
             mailboxes,
-            _processor_settings(config),
+            _processor_settings(config, repository),
             transport=transport,
             rules=config.rules,
             services=config.services,
@@ -233,11 +234,38 @@ def build_processor(
         )
 
 
-def _processor_settings(config: Config) -> ProcessorSettings:
+#: Where an instance keeps the loop token it made itself (``[processing]`` sets none).
+LOOP_TOKEN_STATE = "halomail:loop-token"  # noqa: S105 - a state key, not a secret
+
+
+def instance_loop_token(repository: TicketRepository) -> str:
+    """The instance's own random loop token, made and kept in ``repository`` on first use.
+
+    Used when ``halomail.toml`` sets no ``loop_token``: a secret no one can guess from the
+    configuration, the same for every runner that shares the repository (the first one
+    makes it, inside a transaction, so two cannot make two).
+
+    .. versionadded:: 0.2.0
+    """
+    with repository.transaction():
+        token = repository.get_state(LOOP_TOKEN_STATE)
+        if token is None:
+            token = secrets.token_urlsafe(32)
+            repository.set_state(LOOP_TOKEN_STATE, token)
+            log.info("made a random loop token for this instance (kept in the repository)")
+    return token
+
+
+def _processor_settings(config: Config, repository: TicketRepository) -> ProcessorSettings:
     processing = config.processing
+    loop_token, previous = processing.loop_token, processing.previous_loop_tokens
+    if not processing.loop_token_set:
+        # The derived token is guessable from the configuration: sign with a random one,
+        # and only recognise mail the derived one signed before this version.
+        loop_token, previous = instance_loop_token(repository), (loop_token, *previous)
     return ProcessorSettings(
-        loop_token=processing.loop_token,
-        previous_loop_tokens=processing.previous_loop_tokens,
+        loop_token=loop_token,
+        previous_loop_tokens=previous,
         domain=processing.domain,
         default_sender=sender_identity(config.outgoing),
         limits=config.limits,

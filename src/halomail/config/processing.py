@@ -132,8 +132,11 @@ class ProcessingSettings:
 
     Args:
         loop_token: Marks our own mail so it is recognised when fetched back; never
-            shown. Defaults to a value derived from the outgoing from-address and the
-            storage url, stable across runs.
+            shown. When the file sets none, this is a value derived from the outgoing
+            from-address and the storage url, and :func:`halomail.build_processor` uses a
+            random token kept in the repository instead (the derived one then only
+            recognises mail sent before).
+        loop_token_set: True when the file sets ``loop_token``.
         previous_loop_tokens: Tokens used before the last rotation: mail they signed is
             still recognised as ours; never shown.
         bulk: What list and bulk mail becomes: ``ticket`` or ``ignore``.
@@ -155,6 +158,7 @@ class ProcessingSettings:
 
     loop_token: str = attrs.field(repr=False)
     previous_loop_tokens: tuple[str, ...] = attrs.field(default=(), repr=False, kw_only=True)
+    loop_token_set: bool = attrs.field(default=True, kw_only=True)
     bulk: str = "ticket"
     ack_throttle_count: int = 10
     ack_throttle_window_minutes: float = 10.0
@@ -214,6 +218,7 @@ def parse_processing(
     return ProcessingSettings(
         loop_token=loop_token,
         previous_loop_tokens=tuple(previous),
+        loop_token_set="loop_token" in table,
         bulk=_choice(table, "bulk", kp, BULK, default="ticket"),
         ack_throttle_count=_int(table, "ack_throttle_count", kp, default=10, minimum=1),
         ack_throttle_window_minutes=_positive_number(
