@@ -247,8 +247,11 @@ def instance_loop_token(repository: TicketRepository) -> str:
 
     .. versionadded:: 0.2.0
     """
+    token = repository.get_state(LOOP_TOKEN_STATE)  # a read: no write lock to wait for
+    if token is not None:
+        return token
     with repository.transaction():
-        token = repository.get_state(LOOP_TOKEN_STATE)
+        token = repository.get_state(LOOP_TOKEN_STATE)  # another runner may have been first
         if token is None:
             token = secrets.token_urlsafe(32)
             repository.set_state(LOOP_TOKEN_STATE, token)
