@@ -14,8 +14,7 @@ from halomail.inbound.models import InboundEmail
 from halomail.pipeline.acknowledge import UNDELIVERABLE
 from halomail.pipeline.context import Context
 from halomail.pipeline.decide import collision_key
-from halomail.pipeline.handlers import RuleHandler, handler_for
-from halomail.pipeline.loops import counts_repeats, note_new_ticket
+from halomail.pipeline.handlers import handler_for
 from halomail.pipeline.records import inbound_action, new_ticket, open_ticket, stored
 from halomail.pipeline.results import (
     QUARANTINE_DETAILS,
@@ -71,8 +70,8 @@ def apply(
             recorded=decision.recorded,
         )
     ticket_id, acknowledged = _write(ctx, mailbox, fetched, email, decision, key, fingerprint)
-    if decision.outcome is Outcome.CREATED and counts_repeats(_handler(decision)):
-        note_new_ticket(ctx, mailbox.name, email)  # the long-window loop cap counts it
+    if decision.outcome is Outcome.CREATED and decision.repeat_state is not None:
+        ctx.repository.set_state(*decision.repeat_state)  # the long-window loop cap counts it
     ctx.repository.record_dedupe(
         DedupeRecord(
             recorded_key(decision, key, fingerprint),
@@ -92,10 +91,6 @@ def apply(
         acknowledged=acknowledged,
         subject=email.subject,
     )
-
-
-def _handler(decision: Decision) -> RuleHandler | None:
-    return handler_for(decision.match.rule.type) if decision.match is not None else None
 
 
 def _write(

@@ -24,12 +24,14 @@ from __future__ import annotations
 import hashlib
 import logging
 
+import attrs
+
 from halomail.inbound.classify import classify
 from halomail.inbound.models import Classification, InboundEmail
 from halomail.pipeline.acknowledge import decide_new
 from halomail.pipeline.context import Context
 from halomail.pipeline.handlers import handler_for
-from halomail.pipeline.loops import counts_repeats, is_loop_suspected
+from halomail.pipeline.loops import check_repeats, counts_repeats
 from halomail.pipeline.results import Decision, Outcome, Reason
 from halomail.pipeline.settings import Mailbox
 from halomail.tickets.models import DedupeRecord, Ticket
@@ -134,14 +136,19 @@ def decide(
             ticket.id,
         )
         reason = Reason.UNRELATED_SENDER
-    if counts_repeats(handler) and is_loop_suspected(ctx, mailbox.name, email):
+    repeats = check_repeats(ctx, mailbox.name, email) if counts_repeats(handler) else None
+    if repeats is not None and repeats.suspected:
         # The same email again and again from one sender: a responder answering us.
         return Decision(Outcome.IGNORED, Reason.LOOP_SUSPECTED)
     if match is not None and handler is not None:
-        return handler.decide(ctx, mailbox, email, classification, match, reason)
-    if classification.bulk and ctx.settings.bulk == "ignore":
-        return Decision(Outcome.IGNORED, Reason.BULK)
-    return decide_new(ctx, mailbox, email, classification, reason)
+        decision = handler.decide(ctx, mailbox, email, classification, match, reason)
+    elif classification.bulk and ctx.settings.bulk == "ignore":
+        decision = Decision(Outcome.IGNORED, Reason.BULK)
+    else:
+        decision = decide_new(ctx, mailbox, email, classification, reason)
+    if repeats is None:
+        return decision
+    return attrs.evolve(decision, repeat_state=repeats.state)
 
 
 def _seen_before(ctx: Context, key: str, fingerprint: str) -> Decision | None:

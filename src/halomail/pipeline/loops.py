@@ -7,9 +7,10 @@ After :attr:`~halomail.pipeline.settings.ProcessorSettings.loop_repeat_count` ti
 with the same content within ``loop_window``, the next copies are ``ignored`` with the
 reason ``loop-suspected`` until the window that the first one opened has passed.
 
-The count is a small state key in the repository (``loop:<sha256>``), read by the
-decide step and written with the ticket, in the unit's one transaction: one writer at a
-time, so two runners never both take the last place.
+The count is a small state key in the repository (``loop:<sha256>``), read once by the
+decide step, which hands the updated count to the apply step in the decision; it is
+written with the ticket, in the unit's one transaction: one writer at a time, so two
+runners never both take the last place.
 
 .. versionadded:: 0.3.0
 """
@@ -29,10 +30,10 @@ from halomail.pipeline.handlers.human import HumanHandler
 
 __all__ = [
     "LOOP_STATE",
+    "RepeatCheck",
     "RepeatCount",
+    "check_repeats",
     "counts_repeats",
-    "is_loop_suspected",
-    "note_new_ticket",
     "repeat_key",
 ]
 
@@ -97,19 +98,24 @@ def _current(ctx: Context, key: str, now: dt.datetime) -> RepeatCount | None:
     return counted
 
 
-def is_loop_suspected(ctx: Context, mailbox: str, email: InboundEmail) -> bool:
-    """True when ``email``'s content already opened the most tickets its window allows."""
-    now = ctx.clock()
-    key = repeat_key(mailbox, email)
-    counted = _current(ctx, key, now)
-    if counted is None or counted.count < ctx.settings.loop_repeat_count:
-        return False
-    ctx.loop_warnings.warn(key, counted.since + ctx.settings.loop_window, email)
-    return True
+@attrs.frozen
+class RepeatCheck:
+    """What the cap says of one email's content, read once by the decide step.
+
+    Args:
+        suspected: The content already opened the most tickets its window allows.
+        state: The state key and the count to write when the email opens a ticket.
+    """
+
+    suspected: bool
+    state: tuple[str, str]
 
 
-def note_new_ticket(ctx: Context, mailbox: str, email: InboundEmail) -> None:
-    """Count a ticket opened by ``email``'s content (in the caller's transaction)."""
+def check_repeats(ctx: Context, mailbox: str, email: InboundEmail) -> RepeatCheck:
+    """Whether ``email``'s content is a suspected loop, and its count after one more ticket.
+
+    Reads only; a suspected loop is warned about once per window.
+    """
     now = ctx.clock()
     key = repeat_key(mailbox, email)
     counted = _current(ctx, key, now)
@@ -117,4 +123,7 @@ def note_new_ticket(ctx: Context, mailbox: str, email: InboundEmail) -> None:
         updated = RepeatCount(now, 1)
     else:
         updated = attrs.evolve(counted, count=counted.count + 1)
-    ctx.repository.set_state(key, updated.encode())
+    suspected = counted is not None and counted.count >= ctx.settings.loop_repeat_count
+    if suspected:
+        ctx.loop_warnings.warn(key, updated.since + ctx.settings.loop_window, email)
+    return RepeatCheck(suspected, (key, updated.encode()))

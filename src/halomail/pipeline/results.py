@@ -170,6 +170,8 @@ class Decision:
         previous_ticket_id: For a duplicate, the ticket its first copy affected.
         recorded: For a duplicate, the outcome its first copy was recorded with.
         file_owner: For a file transfer, where the files go.
+        repeat_state: For a new ticket that counts towards the long-window loop cap,
+            the state key and value that count it (:mod:`halomail.pipeline.loops`).
     """
 
     outcome: Outcome
@@ -183,6 +185,7 @@ class Decision:
     previous_ticket_id: int | None = None
     recorded: Outcome | None = None
     file_owner: tuple[FileOwner, int] | None = None
+    repeat_state: tuple[str, str] | None = None
 
     @property
     def is_duplicate(self) -> bool:
