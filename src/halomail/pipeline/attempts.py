@@ -39,7 +39,6 @@ __all__ = [
     "keys",
     "let_go",
     "quarantine_crashed",
-    "quarantined_before",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,11 +55,14 @@ class Attempt:
         key: The attempt's key: the mailbox and the SHA-256 of the email's bytes.
         quarantine_key: The dedupe key the email is quarantined under when it crashed.
         earlier: How many earlier attempts were started and never finished.
+        quarantined_before: The email was quarantined as ``repeated-crash`` already (it
+            is fetched again): no attempt was recorded, and it is not to be parsed.
     """
 
     key: str
     quarantine_key: str
     earlier: int
+    quarantined_before: bool = False
 
     @property
     def crashed_too_often(self) -> bool:
@@ -81,18 +83,13 @@ def keeps_attempts(repository: Any) -> bool:
     )
 
 
-def quarantined_before(repository: Any, mailbox: str, fetched: FetchedMessage) -> bool:
-    """True when these bytes were quarantined as ``repeated-crash`` already (a re-fetch)."""
-    if not keeps_attempts(repository):
-        return False
-    _, quarantine_key = keys(mailbox, fetched.raw)
-    return repository.get_dedupe(quarantine_key) is not None
-
-
 def begin(
     repository: Any, mailbox: str, fetched: FetchedMessage, now: dt.datetime
 ) -> Attempt | None:
     """Record an attempt at ``fetched``, committed on its own; ``None`` without a ledger.
+
+    An email quarantined as ``repeated-crash`` before (fetched again) gets no new
+    attempt: the answer says :attr:`Attempt.quarantined_before`.
 
     Raises:
         TransientRepositoryError: The repository could not record it (the email is
@@ -101,6 +98,8 @@ def begin(
     if not keeps_attempts(repository):
         return None
     key, quarantine_key = keys(mailbox, fetched.raw)
+    if repository.get_dedupe(quarantine_key) is not None:
+        return Attempt(key, quarantine_key, 0, quarantined_before=True)
     earlier = int(repository.begin_attempt(key, now=now))
     if earlier:
         log.warning(

@@ -69,12 +69,13 @@ class UnitOfWork:
                 with guard:
                     return self._quarantine_too_large(mailbox, fetched)
             with guard:
-                if attempts.quarantined_before(self.ctx.repository, mailbox.name, fetched):
-                    return self._crashed_before(mailbox, fetched)
                 attempt = attempts.begin(
                     self.ctx.repository, mailbox.name, fetched, self.ctx.clock()
                 )
-                if attempt is not None and attempt.crashed_too_often:
+            if attempt is not None and attempt.quarantined_before:
+                return self._crashed_before(mailbox, fetched)
+            if attempt is not None and attempt.crashed_too_often:
+                with guard:
                     return self._quarantine_crashed(mailbox, fetched, attempt)
             return self._run(mailbox, fetched, guard, attempt)
         except TransientRepositoryError as exc:
