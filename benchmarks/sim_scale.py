@@ -48,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from email.utils import format_datetime
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -62,14 +62,16 @@ from halomail.outbound.outbox import SenderIdentity
 from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.sqlite import SQLiteTicketRepository
 
-# Round trips each step of a poll costs, as the IMAP connector spends them (measured
-# through the latency proxy by bench_scale.py): greeting, LOGIN and SELECT to connect; a
-# UID SEARCH to list; one UID FETCH per email; UID MOVE per acknowledgement; LOGOUT.
-CONNECT_TRIPS = 3
-LIST_TRIPS = 1
-FETCH_TRIPS = 1
-ACK_TRIPS = 1
-LOGOUT_TRIPS = 1
+# Round trips of a poll, as the IMAP connector spends them over TLS (counted through the
+# fault proxy, see benchmarks/README.md): a new connection costs 6 (TLS handshake,
+# greeting, CAPABILITY, LOGIN); every poll then SELECTs and searches (2); a poll that
+# finds mail fetches it in one batch (2: sizes, then bodies) and, when the poll ends,
+# moves every processed email in one command (2). A worker process keeps its
+# connection to each mailbox it polled, so only its first poll of a mailbox connects.
+CONNECT_TRIPS = 6
+LIST_TRIPS = 2
+FETCH_TRIPS = 2
+ACK_TRIPS = 2
 # An acknowledgement on an SMTP connection kept open for the pass: MAIL, RCPT, DATA, end.
 SEND_TRIPS = 4
 
@@ -82,7 +84,10 @@ _TABLE_RE = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN)\s+(\w+)", re.IGNORECASE)
 
 
 class SlowMailbox(MemoryConnector):
-    """A ``MemoryConnector`` whose every server exchange sleeps round trips of ``latency``.
+    """A ``MemoryConnector`` whose server exchanges sleep round trips of ``latency``.
+
+    Each thread stands for a worker process's own connection (each slot has its own
+    processor): the first poll of the mailbox from a slot logs in, later ones reuse it.
 
     Args:
         name: The mailbox's name.
@@ -92,10 +97,11 @@ class SlowMailbox(MemoryConnector):
     def __init__(self, name: str, latency: float) -> None:
         super().__init__(name)
         self.latency = latency
-        self.trips = 0
+        self.logins = 0
+        self._sessions: set[int] = set()
+        self._acked = False
 
     def _wait(self, trips: int) -> None:
-        self.trips += trips
         time.sleep(self.latency * trips)
 
     def load(self, messages: Iterable[bytes]) -> None:
@@ -104,20 +110,27 @@ class SlowMailbox(MemoryConnector):
             self.add(raw)
 
     def fetch(self) -> Iterator[FetchedMessage]:
-        """Connect, list, then fetch each email: each pays its round trips."""
-        self._wait(CONNECT_TRIPS + LIST_TRIPS)
-        for fetched in super().fetch():
+        """Log in unless this slot is still logged in, list, then fetch all in one batch."""
+        if threading.get_ident() not in self._sessions:
+            self._sessions.add(threading.get_ident())
+            self.logins += 1
+            self._wait(CONNECT_TRIPS)
+        self._wait(LIST_TRIPS)
+        messages = list(super().fetch())
+        if messages:
             self._wait(FETCH_TRIPS)
-            yield fetched
+        yield from messages
 
     def ack(self, ref: str, disposition: Disposition) -> None:
-        """Move the email away: one round trip."""
-        self._wait(ACK_TRIPS)
+        """Queue the move: sent in one command when the poll ends."""
+        self._acked = True
         super().ack(ref, disposition)
 
     def end_session(self) -> None:
-        """Log out: one round trip (a poll task does not keep its connection)."""
-        self._wait(LOGOUT_TRIPS)
+        """Send the queued moves (one command) and keep the connection."""
+        if self._acked:
+            self._acked = False
+            self._wait(ACK_TRIPS)
 
 
 def slow_transport(latency: float) -> MemoryTransport:
@@ -195,15 +208,16 @@ class WorkerPlan:
     mailboxes: int
     slots: int
     latency: float
+    send_latency: float
+    shared_processor: bool = False
 
 
 def worker_main(plan: WorkerPlan, tasks: Queue[Any], results: Queue[Any]) -> None:
     """A worker: ``plan.slots`` threads taking tasks until each is told to stop.
 
     Each slot has its own processor and its own database connection, as each child of a
-    Celery prefork worker has: its own lease owner and outbox claimant. (Slots sharing one
-    processor would share one claimant name, and two of its outbox passes at once would
-    both take the same mail as their own.)
+    Celery prefork worker has: its own lease owner and outbox claimant. With
+    ``shared_processor`` the slots share one, as the threads of a threaded pool would.
     """
     logging.getLogger("halomail").setLevel(logging.ERROR)
     counter = StatementCounter()
@@ -215,19 +229,25 @@ def worker_main(plan: WorkerPlan, tasks: Queue[Any], results: Queue[Any]) -> Non
         default_sender=SenderIdentity("support@helpdesk.example", "Support"),
     )
 
-    def serve() -> None:
+    def make_processor() -> MailProcessor:
         repository = SQLiteTicketRepository(plan.database)
         # The repository's own connection; tracing it changes nothing it does.
         repository._connection.set_trace_callback(counter)  # type: ignore[union-attr]
-        processor = MailProcessor(
-            repository, mailboxes, settings, transport=slow_transport(plan.latency)
+        transport = slow_transport(plan.send_latency)
+        return MailProcessor(
+            repository, mailboxes, settings, transport=transport, owns_repository=True
         )
+
+    shared = make_processor() if plan.shared_processor else None
+
+    def serve() -> None:
+        processor = shared or make_processor()
         try:
             while (task := tasks.get())[0] != "stop":
                 results.put(run_task(task, processor, connectors, counter))
         finally:
-            processor.close()
-            repository.close()
+            if shared is None:
+                processor.close()
 
     threads = [threading.Thread(target=serve) for _ in range(plan.slots)]
     for thread in threads:
@@ -235,6 +255,8 @@ def worker_main(plan: WorkerPlan, tasks: Queue[Any], results: Queue[Any]) -> Non
     results.put(("ready", (plan.number, os.getpid()), {}, 0.0))
     for thread in threads:
         thread.join()
+    if shared is not None:
+        shared.close()
 
 
 def run_task(
@@ -249,12 +271,14 @@ def run_task(
     if task[0] == "poll":
         _, index, cycle, count = task
         # A mailbox is polled once per cycle, so no two slots use its connector at once.
-        connectors[index].load(emails_for(index, cycle, count))
+        connector = connectors[index]
+        connector.load(emails_for(index, cycle, count))
+        logins = connector.logins
         report = processor.process_mailbox(processor.mailboxes[index])
         created = sum(1 for o in report.outcomes if o.outcome.value == "created")
-        outcome: tuple[Any, ...] = (created, report.error)
+        outcome: tuple[Any, ...] = (created, report.error, connector.logins - logins)
     else:
-        outcome = (processor.send_outbox().sent, None)
+        outcome = (processor.send_outbox().sent, None, 0)
     spent = counter.counts().copy()
     spent.subtract(before)
     return (task[0], outcome, dict(+spent), time.perf_counter() - started)
@@ -284,15 +308,19 @@ class Cycle:
     emails: int
     created: int
     sent: int
+    logins: int
+    held: int
     errors: tuple[str, ...]
 
 
 class Simulation:
     """Worker processes over one SQLite database, fed by this process as the scheduler."""
 
-    def __init__(self, mailboxes: int, workers: int, slots: int, latency: float) -> None:
+    def __init__(self, mailboxes: int, args: argparse.Namespace) -> None:
         self.mailboxes = mailboxes
-        self.slots = workers * slots
+        self.slots = args.workers * args.slots
+        self.outbox_tasks = args.outbox_tasks
+        self.held = 0  # IMAP connections the workers keep open
         self.folder = Path(tempfile.mkdtemp(prefix="halomail-sim-scale-"))
         database = str(self.folder / "halomail.db")
         SQLiteTicketRepository(database).close()  # the schema, before workers race to it
@@ -302,9 +330,21 @@ class Simulation:
         self.processes = [
             context.Process(
                 target=worker_main,
-                args=(WorkerPlan(n, database, mailboxes, slots, latency), self.tasks, self.results),
+                args=(
+                    WorkerPlan(
+                        n,
+                        database,
+                        mailboxes,
+                        args.slots,
+                        args.latency,
+                        args.send_latency,
+                        args.shared_processor,
+                    ),
+                    self.tasks,
+                    self.results,
+                ),
             )
-            for n in range(workers)
+            for n in range(args.workers)
         ]
         for process in self.processes:
             process.start()
@@ -326,22 +366,24 @@ class Simulation:
             emails += count
             self.tasks.put(("poll", index, number, count))
         polls: collections.Counter[str] = collections.Counter()
-        created = 0
+        created = logins = 0
         errors: list[str] = []
         for _ in range(self.mailboxes):
-            _, (made, error), spent, _ = self._next("poll")
+            _, (made, error, logged_in), spent, _ = self._next("poll")
             polls.update(spent)
+            logins += logged_in
             created += made
             if error:
                 errors.append(error)
         seconds = time.perf_counter() - started
+        self.held += logins  # the connections stay open for the next cycles
         outbox_started = time.perf_counter()
-        for _ in range(self.slots):
+        for _ in range(self.outbox_tasks):
             self.tasks.put(("outbox",))
         sends: collections.Counter[str] = collections.Counter()
         sent = 0
-        for _ in range(self.slots):
-            _, (count, _), spent, _ = self._next("outbox")
+        for _ in range(self.outbox_tasks):
+            _, (count, _, _), spent, _ = self._next("outbox")
             sends.update(spent)
             sent += count
         outbox_seconds = time.perf_counter() - outbox_started
@@ -351,12 +393,14 @@ class Simulation:
             seconds=seconds,
             outbox_seconds=outbox_seconds,
             cpu_seconds=sum(cpu_seconds(pid) for pid in self.pids) - cpu_before,
-            tasks=1 + self.mailboxes + self.slots,
+            tasks=1 + self.mailboxes + self.outbox_tasks,
             poll_statements=polls,
             outbox_statements=sends,
             emails=emails,
             created=created,
             sent=sent,
+            logins=logins,
+            held=self.held,
             errors=tuple(errors),
         )
 
@@ -382,56 +426,90 @@ class Simulation:
 # -- reporting -------------------------------------------------------------------------
 
 
-def per_mailbox(counts: collections.Counter[str], key: str, mailboxes: int) -> float:
-    """A count per mailbox."""
-    return counts[key] / mailboxes
+def _median(runs: list[Cycle], value: Callable[[Cycle], float]) -> float:
+    return float(statistics.median(value(c) for c in runs))
+
+
+def schedule_tasks(mailboxes: int, args: argparse.Namespace) -> float:
+    """Tasks the Celery schedule sends per poll interval: the fan-out, one poll per
+    mailbox, one send_outbox per outbox interval, one check_services."""
+    interval: float = args.interval
+    outbox_interval: float = args.outbox_interval
+    return 1 + mailboxes + interval / outbox_interval + 1
 
 
 def print_report(cycles: list[Cycle], args: argparse.Namespace) -> None:
     """The tables: per size and kind of cycle, medians over rounds; then the growth."""
     print(
-        f"{args.workers} worker processes x {args.slots} slots, {args.latency * 1000:g} ms per "
-        f"round trip, SQLite, median of {args.rounds} round(s); poll interval {args.interval} s"
+        f"{args.workers} worker processes x {args.slots} slots"
+        f"{' (one shared processor each)' if args.shared_processor else ''}, "
+        f"{args.latency * 1000:g} ms per IMAP round trip, {args.send_latency * 1000:g} ms per "
+        f"SMTP round trip, SQLite, median of {args.rounds} round(s)"
     )
-    print()
-    header = (
-        f"{'mailboxes':>9} {'cycle':>6} {'cycle s':>8} {'(min-max)':>13} {'outbox s':>8} "
-        f"{'CPU s':>6} {'tasks':>6} {'tasks/s@int':>11} {'tasks/s peak':>12} "
-        f"{'stmts':>8} {'commits':>7} {'stmts/mbx':>9} {'commits/mbx':>11} {'lease/mbx':>9}"
-    )
-    print(header)
     groups: dict[tuple[int, bool], list[Cycle]] = collections.defaultdict(list)
     for cycle in cycles:
         groups[(cycle.mailboxes, cycle.busy)].append(cycle)
-    medians: dict[tuple[int, bool], dict[str, float]] = {}
-    for (size, busy), runs in sorted(groups.items()):
+    order = sorted(groups, key=lambda key: (key[0], not key[1]))
+    print()
+    print("Cycle (fan-out until every mailbox was polled once):")
+    print(
+        f"{'mailboxes':>9} {'cycle':>6} {'cycle s':>8} {'min-max':>13} {'CPU s':>6} "
+        f"{'logins':>6} {'held conns':>10} {'emails':>6} {'outbox s':>8} {'sent/s':>6}"
+    )
+    for size, busy in order:
+        runs = groups[(size, busy)]
         seconds = [c.seconds for c in runs]
-        row = {
-            "cycle": statistics.median(seconds),
-            "outbox": statistics.median(c.outbox_seconds for c in runs),
-            "cpu": statistics.median(c.cpu_seconds for c in runs),
-            "tasks": runs[0].tasks,
-            "statements": statistics.median(
-                c.poll_statements["statements"] + c.outbox_statements["statements"] for c in runs
-            ),
-            "commits": statistics.median(
-                c.poll_statements["commit"] + c.outbox_statements["commit"] for c in runs
-            ),
-            "leases": statistics.median(c.poll_statements["table:leases"] for c in runs),
-        }
-        medians[(size, busy)] = row
+        outbox = _median(runs, lambda c: c.outbox_seconds)
+        sent = _median(runs, lambda c: c.sent)
         print(
-            f"{size:>9} {'busy' if busy else 'steady':>6} {row['cycle']:>8.2f} "
-            f"{min(seconds):>6.2f}-{max(seconds):<6.2f} {row['outbox']:>8.2f} {row['cpu']:>6.1f} "
-            f"{row['tasks']:>6.0f} {row['tasks'] / args.interval:>11.1f} "
-            f"{row['tasks'] / (row['cycle'] + row['outbox']):>12.1f} "
-            f"{row['statements']:>8.0f} {row['commits']:>7.0f} "
-            f"{row['statements'] / size:>9.1f} {row['commits'] / size:>11.2f} "
-            f"{row['leases'] / size:>9.1f}"
+            f"{size:>9} {'busy' if busy else 'steady':>6} {statistics.median(seconds):>8.2f} "
+            f"{min(seconds):>6.2f}-{max(seconds):<6.2f} "
+            f"{_median(runs, lambda c: c.cpu_seconds):>6.1f} "
+            f"{_median(runs, lambda c: c.logins):>6.0f} {max(c.held for c in runs):>10} "
+            f"{runs[0].emails:>6} {outbox:>8.2f} {sent / outbox if sent else 0.0:>6.0f}"
         )
     print()
-    print("Statements per mailbox per cycle, by table (poll tasks; outbox tasks apart):")
-    for (size, busy), runs in sorted(groups.items()):
+    print(
+        f"Broker (the Celery schedule at poll_interval_seconds = {args.interval:g}, "
+        f"outbox_interval_seconds = {args.outbox_interval:g}):"
+    )
+    print(
+        f"{'mailboxes':>9} {'cycle':>6} {'tasks/interval':>14} {'tasks/s':>8} "
+        f"{'fan-out tasks/s':>15}"
+    )
+    for size, busy in order:
+        runs = groups[(size, busy)]
+        tasks = schedule_tasks(size, args)
+        drain = (size + 1) / _median(runs, lambda c: c.seconds)
+        print(
+            f"{size:>9} {'busy' if busy else 'steady':>6} {tasks:>14.0f} "
+            f"{tasks / args.interval:>8.1f} {drain:>15.0f}"
+        )
+    print()
+    print("Database (every statement of the poll and outbox tasks; commits = write transactions):")
+    print(
+        f"{'mailboxes':>9} {'cycle':>6} {'statements':>10} {'commits':>7} {'stmts/mbx':>9} "
+        f"{'commits/mbx':>11} {'lease stmts/mbx':>15} {'commits/s':>9}"
+    )
+    for size, busy in order:
+        runs = groups[(size, busy)]
+        statements = _median(
+            runs, lambda c: c.poll_statements["statements"] + c.outbox_statements["statements"]
+        )
+        commits = _median(
+            runs, lambda c: c.poll_statements["commit"] + c.outbox_statements["commit"]
+        )
+        leases = _median(runs, lambda c: c.poll_statements["table:leases"])
+        busy_seconds = _median(runs, lambda c: c.seconds + c.outbox_seconds)
+        print(
+            f"{size:>9} {'busy' if busy else 'steady':>6} {statements:>10.0f} {commits:>7.0f} "
+            f"{statements / size:>9.1f} {commits / size:>11.2f} {leases / size:>15.1f} "
+            f"{commits / busy_seconds:>9.0f}"
+        )
+    print()
+    print("Statements per mailbox per cycle, by table (poll tasks; the outbox's apart):")
+    for size, busy in order:
+        runs = groups[(size, busy)]
         polls: collections.Counter[str] = collections.Counter()
         sends: collections.Counter[str] = collections.Counter()
         for cycle in runs:
@@ -439,7 +517,9 @@ def print_report(cycles: list[Cycle], args: argparse.Namespace) -> None:
             sends.update(cycle.outbox_statements)
         n = size * len(runs)
         shown = ", ".join(
-            f"{key.removeprefix('table:')} {value / n:.2f}" for key, value in sorted(polls.items())
+            f"{key.removeprefix('table:')} {value / n:.2f}"
+            for key, value in sorted(polls.items())
+            if key.startswith("table:") or key == "commit"
         )
         outbox = sends["statements"] / n
         print(f"  {size:>5} {'busy' if busy else 'steady':<6} {shown}; outbox {outbox:.2f}")
@@ -449,14 +529,21 @@ def print_report(cycles: list[Cycle], args: argparse.Namespace) -> None:
         print()
         print(f"Growth from {first} to {last} mailboxes ({last / first:g}x the mailboxes):")
         for busy in (True, False):
-            a, b = medians.get((first, busy)), medians.get((last, busy))
+            a, b = groups.get((first, busy)), groups.get((last, busy))
             if a is None or b is None:
                 continue
+
+            def ratio(
+                value: Callable[[Cycle], float], a: list[Cycle] = a, b: list[Cycle] = b
+            ) -> float:
+                return _median(b, value) / max(_median(a, value), 1e-9)
+
             print(
-                f"  {'busy' if busy else 'steady':<6} cycle {b['cycle'] / a['cycle']:.1f}x, "
-                f"CPU {b['cpu'] / a['cpu']:.1f}x, tasks {b['tasks'] / a['tasks']:.1f}x, "
-                f"statements {b['statements'] / a['statements']:.1f}x, "
-                f"commits {b['commits'] / a['commits']:.1f}x"
+                f"  {'busy' if busy else 'steady':<6} cycle {ratio(lambda c: c.seconds):.1f}x, "
+                f"CPU {ratio(lambda c: c.cpu_seconds):.1f}x, "
+                f"tasks {schedule_tasks(last, args) / schedule_tasks(first, args):.1f}x, "
+                f"statements {ratio(lambda c: c.poll_statements['statements']):.1f}x, "
+                f"commits {ratio(lambda c: c.poll_statements['commit']):.1f}x"
             )
 
 
@@ -478,11 +565,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="200,1000,5000", help="mailbox counts")
     parser.add_argument("--workers", type=int, default=4, help="worker processes")
     parser.add_argument("--slots", type=int, default=16, help="concurrent tasks per worker")
-    parser.add_argument("--latency", type=float, default=20.0, help="ms per round trip")
+    parser.add_argument("--latency", type=float, default=20.0, help="ms per IMAP round trip")
+    parser.add_argument(
+        "--send-latency", type=float, default=2.0, help="ms per SMTP round trip (a relay)"
+    )
+    parser.add_argument(
+        "--outbox-tasks", type=int, default=1, help="send_outbox tasks after each cycle's polls"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="busy + steady cycles per size")
     parser.add_argument("--interval", type=float, default=60.0, help="poll interval, seconds")
+    parser.add_argument(
+        "--outbox-interval", type=float, default=10.0, help="outbox interval, seconds"
+    )
+    parser.add_argument(
+        "--shared-processor",
+        action="store_true",
+        help="one processor per worker process, shared by its slots (a threaded pool)",
+    )
     args = parser.parse_args(argv)
     args.latency /= 1000
+    args.send_latency /= 1000
     return args
 
 
@@ -492,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     cycles: list[Cycle] = []
     problems: list[str] = []
     for size in (int(s) for s in args.sizes.split(",")):
-        simulation = Simulation(size, args.workers, args.slots, args.latency)
+        simulation = Simulation(size, args)
         try:
             for round_no in range(args.rounds):
                 for busy in (True, False):
