@@ -37,6 +37,7 @@ import argparse
 import collections
 import contextlib
 import datetime as dt
+import json
 import logging
 import multiprocessing
 import os
@@ -577,6 +578,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--outbox-interval", type=float, default=10.0, help="outbox interval, seconds"
     )
+    parser.add_argument("--report", type=Path, help="write every cycle here as JSON")
     parser.add_argument(
         "--shared-processor",
         action="store_true",
@@ -593,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cycles: list[Cycle] = []
     problems: list[str] = []
+    tickets: dict[int, int] = {}
     for size in (int(s) for s in args.sizes.split(",")):
         simulation = Simulation(size, args)
         try:
@@ -602,12 +605,16 @@ def main(argv: list[str] | None = None) -> int:
                     cycles.append(cycle)
                     problems += check(cycle)
             expected = sum(c.emails for c in cycles if c.mailboxes == size)
-            if (tickets := simulation.tickets()) != expected:
-                problems.append(f"{size} mailboxes: {tickets} tickets for {expected} emails")
+            tickets[size] = simulation.tickets()
+            if tickets[size] != expected:
+                problems.append(f"{size} mailboxes: {tickets[size]} tickets for {expected} emails")
         finally:
             simulation.close()
         print(f"... {size} mailboxes done", file=sys.stderr, flush=True)
     print_report(cycles, args)
+    if args.report is not None:
+        cycles_json = [attrs.asdict(c) for c in cycles]
+        args.report.write_text(json.dumps({"cycles": cycles_json, "tickets": tickets}, indent=1))
     for problem in problems:
         print("PROBLEM:", problem, file=sys.stderr)
     return 1 if problems else 0
