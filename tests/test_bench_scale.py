@@ -4,12 +4,15 @@
 ``halomail worker`` processes; ``benchmarks/sim_scale.py`` runs worker processes over one
 SQLite file. Neither asserts a time: these tests check that every mailbox was polled and
 every email became exactly one ticket, from the JSON each script writes with ``--report``.
+The commands are the ones ``docs/scaling.md`` shows, read from it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,6 +24,19 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "scaling.md"
+
+
+def _documented(script: str) -> list[str]:
+    """The arguments docs/scaling.md's "Measured scale" block gives ``script``."""
+    section = DOC.read_text().split("## Measured scale", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert block is not None, "docs/scaling.md: no sh block under Measured scale"
+    for line in block.group(1).splitlines():
+        words = shlex.split(line)
+        if words[:2] == ["python", f"benchmarks/{script}"]:
+            return words[2:]
+    raise AssertionError(f"docs/scaling.md does not show benchmarks/{script}")
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -51,7 +67,9 @@ def test_bench_scale_short_polls_every_mailbox_and_tickets_every_email_once(
 ) -> None:
     """20 IMAP mailboxes, 1 then 2 real workers: every cycle polls all 20, each email 1 ticket."""
     report = tmp_path / "report.json"
-    result = _run("bench_scale.py", "--short", "--report", str(report))
+    arguments = _documented("bench_scale.py")
+    assert arguments == ["--short"]
+    result = _run("bench_scale.py", *arguments, "--report", str(report))
     assert result.returncode == 0, result.stdout + result.stderr
     cycles: list[dict[str, Any]] = json.loads(report.read_text())
     assert {(c["workers"], c["kind"]) for c in cycles} == {
@@ -77,11 +95,9 @@ def test_bench_scale_short_polls_every_mailbox_and_tickets_every_email_once(
 def test_sim_scale_tickets_and_acknowledges_every_email_once(tmp_path: Path) -> None:
     """Simulated mailboxes over 2 worker processes: one ticket and one sent ack per email."""
     report = tmp_path / "report.json"
-    result = _run(
-        "sim_scale.py",
-        *("--sizes", "10,20", "--rounds", "1", "--workers", "2", "--slots", "2"),
-        *("--report", str(report)),
-    )
+    arguments = _documented("sim_scale.py")
+    assert arguments == ["--sizes", "10,20", "--rounds", "1", "--workers", "2", "--slots", "2"]
+    result = _run("sim_scale.py", *arguments, "--report", str(report))
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(report.read_text())
     cycles: list[dict[str, Any]] = data["cycles"]
