@@ -202,12 +202,12 @@ class PrometheusObserver:
         self._metrics.sent.inc(report.sent)
         self._metrics.retries.inc(report.retrying)
         self._metrics.failed.inc(report.failed)
-        backlog = pending_outgoing(self._repository)
+        backlog = _pending_outgoing(self._repository)
         if backlog is not None:
             self._metrics.backlog.set(backlog)
 
 
-def pending_outgoing(repository: object | None) -> int | None:
+def _pending_outgoing(repository: object | None) -> int | None:
     """How much outgoing mail ``repository`` holds pending, up to :data:`BACKLOG_CAP`.
 
     Returns:
@@ -237,7 +237,8 @@ def _pending_pages(list_outgoing: Any) -> Iterator[object]:
 def observe(processor: MailProcessor) -> PrometheusObserver:
     """Make ``processor`` report to Prometheus; return the observer it reports to.
 
-    The backlog is read from the processor's own repository.
+    Call it once per processor (twice would count everything twice). The backlog is
+    read from the processor's own repository.
 
     .. versionadded:: 0.3.0
     """
