@@ -42,7 +42,6 @@ import re
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -50,12 +49,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.servers
 
+from sim_scale import Store
 from tests.servers.dovecot import Account, Dovecot, make_root, start_dovecot
 from tests.servers.fault_proxy import FaultProxy
 
@@ -309,6 +308,8 @@ class Cycle:
     seconds: float
     cpu_seconds: float
     redis_commands: int
+    statements: int  # PostgreSQL only (counted by the server); 0 with SQLite
+    commits: int
     connections: int
     delayed_chunks: int
     mailboxes: int
@@ -325,28 +326,40 @@ class Bench:
     def __init__(self, args: argparse.Namespace, folder: Path) -> None:
         self.args = args
         self.folder = folder
+        self.cycles = 0
+        # Whatever started is stopped again, also when a later part fails to start.
+        self._started = contextlib.ExitStack()
+        try:
+            self._start()
+        except BaseException:
+            self._started.close()
+            raise
+
+    def _start(self) -> None:
         self.dovecot = start_dovecot(make_root(), extra_config=_DOVECOT_LIMITS)
+        self._started.callback(self.dovecot.stop)
         self.proxy = FaultProxy(self.dovecot.host, self.dovecot.imaps_port)
-        self.proxy.latency = args.latency / 1000
-        self.redis = Redis(folder)
-        self.accounts = [self.dovecot.new_account() for _ in range(args.mailboxes)]
-        self.database = folder / "halomail.db"
-        storage = args.storage or f"sqlite:///{self.database}"
-        self.config = folder / "halomail.toml"
+        self._started.callback(self.proxy.close)
+        self.proxy.latency = self.args.latency / 1000
+        self.redis = Redis(self.folder)
+        self._started.callback(self.redis.stop)
+        self.store = Store(self.args.storage)
+        self._started.callback(self.store.close)
+        self.accounts = [self.dovecot.new_account() for _ in range(self.args.mailboxes)]
+        self.database = self.store.new_database(self.folder)
+        postgres = self.args.storage == "postgresql"
+        storage = self.database if postgres else f"sqlite:///{self.database}"
+        self.config = self.folder / "halomail.toml"
         write_config(self.config, self.dovecot, self.proxy, self.accounts, storage, self.redis.url)
         from halomail.celery import SCHEDULE_POLLS, create_app
 
         self.app = create_app(load_config(self.config))
+        self._started.callback(self.app.close)
         self.fan_out = SCHEDULE_POLLS
-        self.cycles = 0
 
     def close(self) -> None:
         """Stop every server the bench started."""
-        with contextlib.suppress(Exception):
-            self.app.close()
-        self.redis.stop()
-        self.proxy.close()
-        self.dovecot.stop()
+        self._started.close()
 
     def start_workers(self, count: int) -> Workers:
         """Start ``count`` workers and wait until each answers a ping."""
@@ -368,6 +381,7 @@ class Bench:
         )
         tickets_before = self.tickets()
         workers.mark()
+        self.store.reset_counts()
         self.redis.reset_stats()
         cpu_before = workers.cpu_seconds()
         connections, delays = self.proxy.connections, self.proxy.delays
@@ -381,6 +395,7 @@ class Bench:
         seconds = time.perf_counter() - started
         cpu = workers.cpu_seconds() - cpu_before
         commands = sum(self.redis.commands().values())
+        statements = self.store.counts(self.database)
         return Cycle(
             round=round_no,
             workers=len(workers.processes),
@@ -388,6 +403,8 @@ class Bench:
             seconds=seconds,
             cpu_seconds=cpu,
             redis_commands=commands,
+            statements=statements["statements"],
+            commits=statements["commit"],
             connections=self.proxy.connections - connections,
             delayed_chunks=self.proxy.delays - delays,
             mailboxes=len(self.accounts),
@@ -399,20 +416,8 @@ class Bench:
         )
 
     def tickets(self) -> int:
-        """Tickets in the repository now (read-only)."""
-        if self.args.storage:
-            from halomail.app import open_repository
-
-            repository: Any = open_repository(load_config(self.config))
-            try:
-                return len(repository.list_tickets(limit=10**9))
-            finally:
-                repository.close()
-        if not self.database.exists():
-            return 0
-        uri = f"file:{self.database}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-            return int(connection.execute("SELECT count(*) FROM tickets").fetchone()[0])
+        """Tickets in the repository now."""
+        return self.store.tickets(self.database)
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -431,12 +436,12 @@ def problems_of(cycle: Cycle) -> Iterator[str]:
         yield f"{where}: poll failed: {failure}"
 
 
-def print_report(cycles: list[Cycle], args: argparse.Namespace) -> None:
+def print_report(cycles: list[Cycle], args: argparse.Namespace, storage: str) -> None:
     """Per kind of cycle and number of workers: medians, spread, ratio, CPU, Redis, IMAP."""
     print(
         f"{args.mailboxes} IMAP mailboxes over TLS, {args.latency:g} ms per server chunk, "
         f"{args.per_mailbox} emails each in a busy cycle; workers with --concurrency "
-        f"{args.concurrency} (prefork); storage {args.storage or 'SQLite'}; "
+        f"{args.concurrency} (prefork); storage {storage}; "
         f"{args.rounds} interleaved round(s)"
     )
     counts = sorted({c.workers for c in cycles})
@@ -445,7 +450,7 @@ def print_report(cycles: list[Cycle], args: argparse.Namespace) -> None:
         print(
             f"{kind:>6} {'workers':>7} {'cycle s':>8} {'min-max':>13} {'vs 1':>6} "
             f"{'CPU s':>6} {'Redis cmds':>10} {'cmds/poll':>9} {'new conns':>9} "
-            f"{'chunks/poll':>11}"
+            f"{'chunks/poll':>11} {'SQL/poll':>8} {'commits/poll':>12}"
         )
         medians = {
             n: statistics.median(c.seconds for c in cycles if c.workers == n and c.kind == kind)
@@ -462,7 +467,9 @@ def print_report(cycles: list[Cycle], args: argparse.Namespace) -> None:
                 f"{statistics.median(c.cpu_seconds for c in runs):>6.1f} {commands:>10.0f} "
                 f"{commands / args.mailboxes:>9.1f} "
                 f"{statistics.median(c.connections for c in runs):>9.0f} "
-                f"{chunks / args.mailboxes:>11.1f}"
+                f"{chunks / args.mailboxes:>11.1f} "
+                f"{statistics.median(c.statements for c in runs) / args.mailboxes:>8.1f} "
+                f"{statistics.median(c.commits for c in runs) / args.mailboxes:>12.1f}"
             )
 
 
@@ -475,7 +482,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", default="1,2,4", help="worker counts, interleaved")
     parser.add_argument("--concurrency", type=int, default=4, help="--concurrency per worker")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--storage", default="", help="a [storage] url (default: SQLite)")
+    parser.add_argument(
+        "--storage",
+        default="sqlite",
+        choices=("sqlite", "postgresql"),
+        help="a SQLite file, or a private PostgreSQL cluster started here",
+    )
     parser.add_argument("--report", type=Path, help="write every cycle here as JSON")
     parser.add_argument("--short", action="store_true", help="20 mailboxes, 1-2 workers, 1 round")
     args = parser.parse_args(argv)
@@ -504,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"... round {round_no}, {count} workers done", file=sys.stderr, flush=True)
     finally:
         bench.close()
-    print_report(cycles, args)
+    print_report(cycles, args, bench.store.label)
     problems = [p for cycle in cycles for p in problems_of(cycle)]
     if args.report is not None:
         args.report.write_text(json.dumps([attrs.asdict(c) for c in cycles], indent=1))

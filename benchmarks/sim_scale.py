@@ -45,6 +45,7 @@ import re
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -172,8 +173,18 @@ def emails_per_mailbox(index: int, busy: bool) -> int:
 # -- counting statements ---------------------------------------------------------------
 
 
+def classify(sql: str) -> str:
+    """The group a statement counts in: ``begin``/``commit``/``rollback``, or its table."""
+    verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+    if verb in ("COMMIT", "BEGIN", "ROLLBACK"):
+        return verb.lower()
+    match = _TABLE_RE.search(sql)
+    table = match.group(1).lower() if match else ""
+    return f"table:{table if table in _TABLES else 'other'}"
+
+
 class StatementCounter:
-    """Counts the SQL statements each thread runs, by kind and table (a trace callback)."""
+    """Counts the SQL statements each thread runs, by group (a SQLite trace callback)."""
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -187,14 +198,136 @@ class StatementCounter:
 
     def __call__(self, sql: str) -> None:
         counts = self.counts()
-        verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
         counts["statements"] += 1
-        if verb in ("COMMIT", "BEGIN", "ROLLBACK"):
-            counts[verb.lower()] += 1
-            return
-        match = _TABLE_RE.search(sql)
-        table = match.group(1).lower() if match else ""
-        counts[f"table:{table if table in _TABLES else 'other'}"] += 1
+        counts[classify(sql)] += 1
+
+
+class Store:
+    """Where the workers' repository lives: a SQLite file per database, or a database of
+    a private PostgreSQL cluster (started here, as the tests start theirs), whose own
+    ``pg_stat_statements`` counts the statements.
+
+    Args:
+        kind: ``"sqlite"`` or ``"postgresql"``.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.server: Any = None
+        self._wal_start = "0/0"
+        self.label = "SQLite (one file, WAL)"
+        if kind == "postgresql":
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.servers
+            from tests.servers.postgres import start_postgres
+
+            self.server = start_postgres()
+            try:
+                with self.server.admin() as connection:
+                    connection.execute(
+                        "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'"
+                    )
+                self.server.restart("fast")  # the library loads at start only
+                with self.server.admin() as connection:
+                    connection.execute("CREATE EXTENSION pg_stat_statements")
+                    version = connection.execute("SHOW server_version").fetchone()[0]
+            except BaseException:
+                self.server.close()
+                raise
+            self.label = f"PostgreSQL {version.split()[0]} (private cluster, fsync off)"
+        elif kind != "sqlite":
+            raise ValueError(f"--storage: sqlite or postgresql, not {kind!r}")
+
+    def new_database(self, folder: Path) -> str:
+        """A fresh, migrated database: its path (SQLite) or URL (PostgreSQL)."""
+        if self.server is None:
+            database = str(folder / "halomail.db")
+            SQLiteTicketRepository(database).close()  # the schema, before workers race to it
+            return database
+        url: str = self.server.new_database()
+        open_repository(url).close()
+        return url
+
+    def tickets(self, database: str) -> int:
+        """Tickets in ``database`` now."""
+        if self.server is None:
+            with contextlib.closing(sqlite3.connect(database)) as connection:
+                return int(connection.execute("SELECT count(*) FROM tickets").fetchone()[0])
+        import psycopg
+
+        with psycopg.connect(database) as connection:
+            row = connection.execute("SELECT count(*) FROM tickets").fetchone()
+        return int(row[0]) if row else 0
+
+    def reset_counts(self) -> None:
+        """Zero the server's statement counts and mark the WAL (PostgreSQL only)."""
+        if self.server is not None:
+            with self.server.admin() as connection:
+                connection.execute("SELECT pg_stat_statements_reset()")
+            self._wal_start = self._wal_position()
+
+    def counts(self, database: str) -> collections.Counter[str]:
+        """The server's statement counts in ``database`` since the reset, by group.
+
+        With PostgreSQL, ``commit`` is the COMMIT records written to the WAL since the
+        reset: the write transactions, whether a statement ran in one of its own or in
+        a ``BEGIN`` … ``COMMIT`` (``pg_stat_database`` would also count read-only ones,
+        and reports a backend's counts only up to ten seconds late).
+        """
+        counts: collections.Counter[str] = collections.Counter()
+        if self.server is None:
+            return counts  # SQLite's are counted by the workers themselves
+        with self.server.admin() as connection:
+            rows = connection.execute(
+                "SELECT query, calls FROM pg_stat_statements s JOIN pg_database d "
+                "ON d.oid = s.dbid WHERE d.datname = %s",
+                (database.rsplit("/", 1)[1],),
+            ).fetchall()
+        for query, calls in rows:
+            counts["statements"] += calls
+            counts[classify(query)] += calls
+        counts.pop("commit", None)
+        counts["commit"] = self._wal_commits(self._wal_start, self._wal_position())
+        return counts
+
+    def _wal_position(self) -> str:
+        with self.server.admin() as connection:
+            # Written out: a COMMIT is, before it returns (fsync off skips only the sync).
+            row = connection.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
+        return str(row[0]) if row else "0/0"
+
+    def _wal_commits(self, start: str, end: str) -> int:
+        """COMMIT records between two WAL positions, counted by ``pg_waldump``."""
+        if start == end:
+            return 0
+        done = subprocess.run(
+            [
+                str(self.server.bindir / "pg_waldump"),
+                "--stats=record",
+                *("--path", str(self.server.data / "pg_wal")),
+                *("--start", start, "--end", end),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        match = re.search(r"^Transaction/COMMIT\s+(\d+)", done.stdout, re.MULTILINE)
+        if match is None:
+            raise RuntimeError(f"pg_waldump: no COMMIT count: {done.stdout}{done.stderr}")
+        return int(match.group(1))
+
+    def close(self) -> None:
+        """Stop the cluster, if one was started."""
+        if self.server is not None:
+            self.server.close()
+
+
+def open_repository(database: str) -> SQLiteTicketRepository | Any:
+    """The repository of ``database``: a PostgreSQL URL or a SQLite path."""
+    if database.startswith("postgresql://"):
+        from halomail.tickets.postgres import PostgreSQLTicketRepository
+
+        return PostgreSQLTicketRepository(database)
+    return SQLiteTicketRepository(database)
 
 
 # -- a worker process ------------------------------------------------------------------
@@ -231,9 +364,10 @@ def worker_main(plan: WorkerPlan, tasks: Queue[Any], results: Queue[Any]) -> Non
     )
 
     def make_processor() -> MailProcessor:
-        repository = SQLiteTicketRepository(plan.database)
-        # The repository's own connection; tracing it changes nothing it does.
-        repository._connection.set_trace_callback(counter)  # type: ignore[union-attr]
+        repository = open_repository(plan.database)
+        if isinstance(repository, SQLiteTicketRepository):
+            # The repository's own connection; tracing it changes nothing it does.
+            repository._connection.set_trace_callback(counter)  # type: ignore[union-attr]
         transport = slow_transport(plan.send_latency)
         return MailProcessor(
             repository, mailboxes, settings, transport=transport, owns_repository=True
@@ -317,14 +451,14 @@ class Cycle:
 class Simulation:
     """Worker processes over one SQLite database, fed by this process as the scheduler."""
 
-    def __init__(self, mailboxes: int, args: argparse.Namespace) -> None:
+    def __init__(self, mailboxes: int, args: argparse.Namespace, store: Store) -> None:
         self.mailboxes = mailboxes
         self.slots = args.workers * args.slots
         self.outbox_tasks = args.outbox_tasks
         self.held = 0  # IMAP connections the workers keep open
+        self.store = store
         self.folder = Path(tempfile.mkdtemp(prefix="halomail-sim-scale-"))
-        database = str(self.folder / "halomail.db")
-        SQLiteTicketRepository(database).close()  # the schema, before workers race to it
+        self.database = database = store.new_database(self.folder)
         context = multiprocessing.get_context("spawn")
         self.tasks: Queue[Any] = context.Queue()
         self.results: Queue[Any] = context.Queue()
@@ -359,6 +493,7 @@ class Simulation:
 
     def cycle(self, number: int, *, busy: bool) -> Cycle:
         """Fan out one poll per mailbox, wait for all, then drain the outbox."""
+        self.store.reset_counts()
         cpu_before = sum(cpu_seconds(pid) for pid in self.pids)
         started = time.perf_counter()
         emails = 0
@@ -378,6 +513,8 @@ class Simulation:
                 errors.append(error)
         seconds = time.perf_counter() - started
         self.held += logins  # the connections stay open for the next cycles
+        polls.update(self.store.counts(self.database))
+        self.store.reset_counts()
         outbox_started = time.perf_counter()
         for _ in range(self.outbox_tasks):
             self.tasks.put(("outbox",))
@@ -388,6 +525,7 @@ class Simulation:
             sends.update(spent)
             sent += count
         outbox_seconds = time.perf_counter() - outbox_started
+        sends.update(self.store.counts(self.database))
         return Cycle(
             mailboxes=self.mailboxes,
             busy=busy,
@@ -420,8 +558,7 @@ class Simulation:
 
     def tickets(self) -> int:
         """Tickets in the database now."""
-        with contextlib.closing(sqlite3.connect(self.folder / "halomail.db")) as connection:
-            return int(connection.execute("SELECT count(*) FROM tickets").fetchone()[0])
+        return self.store.tickets(self.database)
 
 
 # -- reporting -------------------------------------------------------------------------
@@ -439,13 +576,13 @@ def schedule_tasks(mailboxes: int, args: argparse.Namespace) -> float:
     return 1 + mailboxes + interval / outbox_interval + 1
 
 
-def print_report(cycles: list[Cycle], args: argparse.Namespace) -> None:
+def print_report(cycles: list[Cycle], args: argparse.Namespace, storage: str) -> None:
     """The tables: per size and kind of cycle, medians over rounds; then the growth."""
     print(
         f"{args.workers} worker processes x {args.slots} slots"
         f"{' (one shared processor each)' if args.shared_processor else ''}, "
         f"{args.latency * 1000:g} ms per IMAP round trip, {args.send_latency * 1000:g} ms per "
-        f"SMTP round trip, SQLite, median of {args.rounds} round(s)"
+        f"SMTP round trip, {storage}, median of {args.rounds} round(s)"
     )
     groups: dict[tuple[int, bool], list[Cycle]] = collections.defaultdict(list)
     for cycle in cycles:
@@ -580,6 +717,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--report", type=Path, help="write every cycle here as JSON")
     parser.add_argument(
+        "--storage",
+        default="sqlite",
+        choices=("sqlite", "postgresql"),
+        help="one SQLite file, or a private PostgreSQL cluster started here",
+    )
+    parser.add_argument(
         "--shared-processor",
         action="store_true",
         help="one processor per worker process, shared by its slots (a threaded pool)",
@@ -590,14 +733,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Simulate, print the tables; exit 1 when an email or an acknowledgement went wrong."""
-    args = parse_args(argv)
-    cycles: list[Cycle] = []
-    problems: list[str] = []
-    tickets: dict[int, int] = {}
+def run_sizes(
+    args: argparse.Namespace,
+    store: Store,
+    cycles: list[Cycle],
+    problems: list[str],
+    tickets: dict[int, int],
+) -> None:
+    """Each size on a fresh database: busy then steady cycles, ``args.rounds`` times."""
     for size in (int(s) for s in args.sizes.split(",")):
-        simulation = Simulation(size, args)
+        simulation = Simulation(size, args, store)
         try:
             for round_no in range(args.rounds):
                 for busy in (True, False):
@@ -611,7 +756,20 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             simulation.close()
         print(f"... {size} mailboxes done", file=sys.stderr, flush=True)
-    print_report(cycles, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Simulate, print the tables; exit 1 when an email or an acknowledgement went wrong."""
+    args = parse_args(argv)
+    cycles: list[Cycle] = []
+    problems: list[str] = []
+    tickets: dict[int, int] = {}
+    store = Store(args.storage)
+    try:
+        run_sizes(args, store, cycles, problems, tickets)
+    finally:
+        store.close()
+    print_report(cycles, args, store.label)
     if args.report is not None:
         cycles_json = [attrs.asdict(c) for c in cycles]
         args.report.write_text(json.dumps({"cycles": cycles_json, "tickets": tickets}, indent=1))
