@@ -125,6 +125,11 @@ class Redis:
         stats = self.client.info("commandstats")
         return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
+    def cpu_seconds(self) -> float:
+        """The server's own CPU time so far (``INFO cpu``, user + system)."""
+        cpu = self.client.info("cpu")
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
     def stop(self) -> None:
         """Stop the server and wait for it."""
         self.client.close()
@@ -308,6 +313,7 @@ class Cycle:
     seconds: float
     cpu_seconds: float
     redis_commands: int
+    redis_cpu_seconds: float
     statements: int  # PostgreSQL only (counted by the server); 0 with SQLite
     commits: int
     connections: int
@@ -383,6 +389,7 @@ class Bench:
         workers.mark()
         self.store.reset_counts()
         self.redis.reset_stats()
+        redis_cpu = self.redis.cpu_seconds()
         cpu_before = workers.cpu_seconds()
         connections, delays = self.proxy.connections, self.proxy.delays
         started = time.perf_counter()
@@ -395,6 +402,7 @@ class Bench:
         seconds = time.perf_counter() - started
         cpu = workers.cpu_seconds() - cpu_before
         commands = sum(self.redis.commands().values())
+        redis_cpu = self.redis.cpu_seconds() - redis_cpu
         statements = self.store.counts(self.database)
         return Cycle(
             round=round_no,
@@ -403,6 +411,7 @@ class Bench:
             seconds=seconds,
             cpu_seconds=cpu,
             redis_commands=commands,
+            redis_cpu_seconds=redis_cpu,
             statements=statements["statements"],
             commits=statements["commit"],
             connections=self.proxy.connections - connections,
@@ -449,7 +458,7 @@ def print_report(cycles: list[Cycle], args: argparse.Namespace, storage: str) ->
         print()
         print(
             f"{kind:>6} {'workers':>7} {'cycle s':>8} {'min-max':>13} {'vs 1':>6} "
-            f"{'CPU s':>6} {'Redis cmds':>10} {'cmds/poll':>9} {'new conns':>9} "
+            f"{'CPU s':>6} {'Redis cmds':>10} {'cmds/poll':>9} {'Redis ms':>8} {'new conns':>9} "
             f"{'chunks/poll':>11} {'SQL/poll':>8} {'commits/poll':>12}"
         )
         medians = {
@@ -466,11 +475,18 @@ def print_report(cycles: list[Cycle], args: argparse.Namespace, storage: str) ->
                 f"{medians[n] / medians[counts[0]]:>5.2f}x "
                 f"{statistics.median(c.cpu_seconds for c in runs):>6.1f} {commands:>10.0f} "
                 f"{commands / args.mailboxes:>9.1f} "
+                f"{statistics.median(c.redis_cpu_seconds for c in runs) * 1000:>8.0f} "
                 f"{statistics.median(c.connections for c in runs):>9.0f} "
                 f"{chunks / args.mailboxes:>11.1f} "
-                f"{statistics.median(c.statements for c in runs) / args.mailboxes:>8.1f} "
-                f"{statistics.median(c.commits for c in runs) / args.mailboxes:>12.1f}"
+                f"{_per_poll(runs, 'statements', args):>8} {_per_poll(runs, 'commits', args):>12}"
             )
+
+
+def _per_poll(runs: list[Cycle], what: str, args: argparse.Namespace) -> str:
+    """A database count per poll, or "-" where the server does not count (SQLite)."""
+    if args.storage != "postgresql":
+        return "-"
+    return f"{statistics.median(getattr(c, what) for c in runs) / args.mailboxes:.1f}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
