@@ -1,32 +1,38 @@
 """A simulation of 200 to 5,000 mailboxes: how cycle time, broker load and database load grow.
 
-Run it from the checkout (no server needed; about ten minutes at the default sizes)::
+Run it from the checkout (no mail server needed; about five minutes at the defaults)::
 
     python benchmarks/sim_scale.py                            # 200, 1,000, 5,000 mailboxes
+    python benchmarks/sim_scale.py --storage postgresql       # on a private PostgreSQL
     python benchmarks/sim_scale.py --sizes 50 --rounds 1      # a quick look
 
-No real network: each mailbox is a :class:`SlowMailbox`, a ``MemoryConnector`` whose
-connect, listing, fetch, acknowledgement and logout each *sleep* a number of round trips
-of ``--latency`` (a network wait costs no CPU; a spin would). Everything else is real:
-``MailProcessor.process_mailbox`` in ``--workers`` processes of ``--slots`` threads each
-(as Celery workers with ``--concurrency``), over one repository (a SQLite file shared by
-every worker, as the tests use for scale until PostgreSQL lands).
+No real network: each mailbox is a :class:`SlowMailbox`, a ``MemoryConnector`` that
+*sleeps* the IMAP round trips the real connector spends (a network wait costs no CPU; a
+spin would), and acknowledgements leave through a transport that sleeps an SMTP
+transaction's. Everything else is real: ``MailProcessor.process_mailbox`` and
+``send_outbox`` in ``--workers`` processes of ``--slots`` threads each (each slot with its
+own processor and connection, as a child of a Celery prefork worker with
+``--concurrency``), over one repository: a SQLite file shared by every worker, or a
+database of a private PostgreSQL cluster the script starts as the tests do.
 
 The broker is modelled, not run: the parent process is the scheduler. Each cycle it
-"fires the fan-out" (one task), puts one poll task per mailbox on a queue the workers
-share, and after every poll one outbox task per worker slot (the outbox's claims keep
-them apart). What the script counts as **broker load** is those tasks: per cycle, and
-per second at ``--interval`` (the poll interval) and during the cycle itself (the peak
-rate). ``bench_scale.py`` measures what one task costs Redis for real.
+fires the fan-out, puts one poll task per mailbox on a queue the workers share, then
+sends the acknowledgements with ``send_outbox`` tasks (one pass sends up to 1,000 mails;
+as many passes at once as the backlog needs, as the schedule's overlapping passes
+would). **Broker load** is the tasks the Celery schedule sends per poll interval (the
+fan-out, a poll per mailbox, a ``send_outbox`` per outbox interval, a
+``check_services``), per second, and the rate at which the fan-out's tasks drain.
+``bench_scale.py`` measures what one task costs Redis.
 
-**Database load** is every SQL statement the workers ran, counted by SQLite's own
-``set_trace_callback`` (per thread, so each poll task knows its own), grouped by the
-table it touches; ``COMMIT``\\ s are the write transactions. **Cycle time** is the wall
-time from the fan-out until the last poll task finished. CPU time is the workers'
-(user + system, from ``/proc``).
+**Database load** is every SQL statement the workers ran, grouped by the table it
+touches, and the write transactions (commits): counted by SQLite's own
+``set_trace_callback`` in each worker thread, or by PostgreSQL itself
+(``pg_stat_statements``, and the COMMIT records ``pg_waldump`` finds in the WAL).
+**Cycle time** is the wall time from the fan-out until the last poll task finished;
+CPU time is the workers' (user + system, from ``/proc``).
 
-Each size runs on a fresh database: a busy cycle (each mailbox holds 1 or 2 new emails:
-1.5 on average; each becomes one ticket and one acknowledgement), then a steady cycle
+Each size runs on a fresh database: a busy cycle (each mailbox holds 1 or 2 new emails,
+1.5 on average, each to become one ticket and one acknowledgement), then a steady cycle
 (empty mailboxes), ``--rounds`` times. The script exits 1 when any email is not exactly
 one ticket, any acknowledgement is not sent once, or any poll failed.
 """
@@ -76,6 +82,8 @@ FETCH_TRIPS = 2
 ACK_TRIPS = 2
 # An acknowledgement on an SMTP connection kept open for the pass: MAIL, RCPT, DATA, end.
 SEND_TRIPS = 4
+# The most mail one outbox pass sends (Outbox.send_due's default limit).
+OUTBOX_PASS = 1000
 
 #: Per-table groups of the statements counted (anything else is "other").
 _TABLES = ("leases", "attempts", "dedupe", "tickets", "actions", "outbox", "state", "users")
@@ -454,7 +462,6 @@ class Simulation:
     def __init__(self, mailboxes: int, args: argparse.Namespace, store: Store) -> None:
         self.mailboxes = mailboxes
         self.slots = args.workers * args.slots
-        self.outbox_tasks = args.outbox_tasks
         self.held = 0  # IMAP connections the workers keep open
         self.store = store
         self.folder = Path(tempfile.mkdtemp(prefix="halomail-sim-scale-"))
@@ -516,14 +523,24 @@ class Simulation:
         polls.update(self.store.counts(self.database))
         self.store.reset_counts()
         outbox_started = time.perf_counter()
-        for _ in range(self.outbox_tasks):
-            self.tasks.put(("outbox",))
         sends: collections.Counter[str] = collections.Counter()
-        sent = 0
-        for _ in range(self.outbox_tasks):
-            _, (count, _, _), spent, _ = self._next("outbox")
-            sends.update(spent)
-            sent += count
+        sent = passes = 0
+        while True:
+            # One pass sends at most OUTBOX_PASS mails; the schedule's passes (one every
+            # outbox interval) overlap while a backlog lasts, their claims keeping them
+            # apart: as many at once as the backlog needs, until one finds nothing.
+            wanted = max(1, -(-(created - sent) // OUTBOX_PASS))
+            for _ in range(wanted):
+                self.tasks.put(("outbox",))
+            sent_now = 0
+            for _ in range(wanted):
+                _, (count, _, _), spent, _ = self._next("outbox")
+                sends.update(spent)
+                sent_now += count
+            passes += wanted
+            sent += sent_now
+            if sent_now == 0 or sent >= created:
+                break
         outbox_seconds = time.perf_counter() - outbox_started
         sends.update(self.store.counts(self.database))
         return Cycle(
@@ -532,7 +549,7 @@ class Simulation:
             seconds=seconds,
             outbox_seconds=outbox_seconds,
             cpu_seconds=sum(cpu_seconds(pid) for pid in self.pids) - cpu_before,
-            tasks=1 + self.mailboxes + self.outbox_tasks,
+            tasks=1 + self.mailboxes + passes,
             poll_statements=polls,
             outbox_statements=sends,
             emails=emails,
@@ -706,9 +723,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=20.0, help="ms per IMAP round trip")
     parser.add_argument(
         "--send-latency", type=float, default=2.0, help="ms per SMTP round trip (a relay)"
-    )
-    parser.add_argument(
-        "--outbox-tasks", type=int, default=1, help="send_outbox tasks after each cycle's polls"
     )
     parser.add_argument("--rounds", type=int, default=2, help="busy + steady cycles per size")
     parser.add_argument("--interval", type=float, default=60.0, help="poll interval, seconds")
