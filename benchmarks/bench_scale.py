@@ -317,6 +317,7 @@ class Cycle:
     statements: int  # PostgreSQL only (counted by the server); 0 with SQLite
     commits: int
     connections: int
+    held_connections: int
     delayed_chunks: int
     mailboxes: int
     polled: int
@@ -415,6 +416,7 @@ class Bench:
             statements=statements["statements"],
             commits=statements["commit"],
             connections=self.proxy.connections - connections,
+            held_connections=self.proxy.open_connections(),
             delayed_chunks=self.proxy.delays - delays,
             mailboxes=len(self.accounts),
             polled=len(polled),
@@ -459,7 +461,7 @@ def print_report(cycles: list[Cycle], args: argparse.Namespace, storage: str) ->
         print(
             f"{kind:>6} {'workers':>7} {'cycle s':>8} {'min-max':>13} {'vs 1':>6} "
             f"{'CPU s':>6} {'Redis cmds':>10} {'cmds/poll':>9} {'Redis ms':>8} {'new conns':>9} "
-            f"{'chunks/poll':>11} {'SQL/poll':>8} {'commits/poll':>12}"
+            f"{'held':>5} {'chunks/poll':>11} {'SQL/poll':>8} {'commits/poll':>12}"
         )
         medians = {
             n: statistics.median(c.seconds for c in cycles if c.workers == n and c.kind == kind)
@@ -477,6 +479,7 @@ def print_report(cycles: list[Cycle], args: argparse.Namespace, storage: str) ->
                 f"{commands / args.mailboxes:>9.1f} "
                 f"{statistics.median(c.redis_cpu_seconds for c in runs) * 1000:>8.0f} "
                 f"{statistics.median(c.connections for c in runs):>9.0f} "
+                f"{statistics.median(c.held_connections for c in runs):>5.0f} "
                 f"{chunks / args.mailboxes:>11.1f} "
                 f"{_per_poll(runs, 'statements', args):>8} {_per_poll(runs, 'commits', args):>12}"
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import imaplib
+import time
 from collections.abc import Callable
 
 from tests.servers.dovecot import Dovecot
@@ -59,3 +60,21 @@ def test_latency_is_fixed_per_connection_when_accepted(
     assert proxy.delays == 0
     _talk(proxy, dovecot, noops=1)
     assert proxy.delays >= 4
+
+
+def test_open_connections_counts_the_clients_still_connected(
+    dovecot: Dovecot, fault_proxy_factory: Proxy
+) -> None:
+    """A logged-in client counts as one open connection; after its logout, none."""
+    proxy = fault_proxy_factory(dovecot.host, dovecot.imap_port)
+    account = dovecot.new_account()
+    client = imaplib.IMAP4(proxy.host, proxy.port, timeout=30)
+    try:
+        client.login(account.username, account.password)
+        assert proxy.open_connections() == 1
+    finally:
+        client.logout()
+    deadline = time.monotonic() + 10
+    while proxy.open_connections() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the proxy closes its side once the server closed
+    assert proxy.open_connections() == 0

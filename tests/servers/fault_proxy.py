@@ -112,6 +112,11 @@ class FaultProxy:
             if line and not line.startswith(b"DONE")
         ]
 
+    def open_connections(self) -> int:
+        """Client connections open now (each holds one to the server too)."""
+        with self._lock:
+            return len(self._sockets) // 2
+
     def imap_logins(self) -> int:
         """How many IMAP logins (``LOGIN`` or ``AUTHENTICATE``) went through so far."""
         return sum(1 for c in self.commands() if c.upper().startswith(("LOGIN ", "AUTHENTICATE ")))
