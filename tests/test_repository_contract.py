@@ -38,6 +38,7 @@ from halomail.tickets.models import (
     TicketStatus,
     User,
 )
+from halomail.tickets.postgres import PostgreSQLTicketRepository
 from halomail.tickets.repository import (
     Browsing,
     Directory,
@@ -81,6 +82,16 @@ class TestSQLiteMemoryDatabase(TicketRepositoryContract):
     def repository(self) -> Iterator[TicketRepository]:
         """A fresh SQLite database in memory."""
         with SQLiteTicketRepository(":memory:") as repository:
+            yield repository
+
+
+class TestPostgreSQLRepository(TicketRepositoryContract):
+    """The PostgreSQL repository keeps the whole contract, on a real server."""
+
+    @pytest.fixture
+    def repository(self, postgres_url: str) -> Iterator[TicketRepository]:
+        """A fresh database of the session's private PostgreSQL."""
+        with PostgreSQLTicketRepository(postgres_url) as repository:
             yield repository
 
 
