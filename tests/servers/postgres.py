@@ -10,11 +10,12 @@ PostgreSQL refuses to run as root, and CI runs as root: then the server runs as 
 unprivileged ``postgres`` user (the Debian package creates it; ``scripts/test`` does
 when it is missing), which owns the directory.
 
-``fsync=off`` (with ``synchronous_commit=off`` and ``full_page_writes=off``) keeps the
-tests fast. It is safe here because it only matters when the machine itself crashes:
-a PostgreSQL process killed or stopped with ``-m immediate`` still recovers every
-committed transaction from its WAL, which lives in the OS's page cache; and the cluster
-is thrown away after the session anyway.
+``fsync=off`` (with ``full_page_writes=off``) keeps the tests fast. It is safe here
+because it only matters when the machine itself crashes: a COMMIT still writes the WAL
+to the OS before it returns, so a PostgreSQL killed or stopped with ``-m immediate``
+(what the fault tests do) recovers every committed transaction from the page cache;
+and the cluster is thrown away after the session anyway. (``synchronous_commit=off``
+would not be safe: it acknowledges commits before writing them, and a crash loses them.)
 
 Logins: the superuser ``halomail`` needs no password (``trust``) over the socket and
 loopback; every other user needs its password (``scram-sha-256``), so a test can prove
@@ -164,7 +165,7 @@ class PostgresServer:
         """Start the cluster and wait until it accepts connections."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            "-c fsync=off -c full_page_writes=off"
         )
         self._pg_ctl(
             "-l", str(self.log_file), "-w", "-t", str(_START_TIMEOUT), "-o", options, "start"

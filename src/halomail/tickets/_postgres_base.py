@@ -159,6 +159,17 @@ _TRANSIENT_STATES: Final = frozenset(
     {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "58030"}
 )
 _TRANSIENT_CLASSES: Final = ("08", "53")
+# A refused login carries no SQLSTATE in psycopg (the server answers before any
+# query): these messages mean that retrying cannot help until someone changes the
+# settings, unlike a server that is down, starting or full.
+_REFUSED_LOGINS: Final = (
+    "authentication failed",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "permission denied",
+    "invalid",
+)
 
 
 def translate_error(exc: psycopg.Error, where: str, secret: str | None = None) -> RepositoryError:
@@ -182,8 +193,10 @@ def translate_error(exc: psycopg.Error, where: str, secret: str | None = None) -
     message = f"{where}: {text}"
     state = exc.sqlstate
     if state is None:
-        # No answer from the server: the connection failed or was lost.
-        transient = isinstance(exc, psycopg.OperationalError)
+        # No SQLSTATE: the connection failed or was lost, or the login was refused.
+        transient = isinstance(exc, psycopg.OperationalError) and not any(
+            refused in text.lower() for refused in _REFUSED_LOGINS
+        )
     else:
         transient = state in _TRANSIENT_STATES or state.startswith(_TRANSIENT_CLASSES)
     return TransientRepositoryError(message) if transient else RepositoryError(message)

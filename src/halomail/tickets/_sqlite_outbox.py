@@ -81,7 +81,7 @@ _SQL_MARK_OUTBOX = (
     "WHERE id = :id"
 )
 _SQL_LIST_OUTBOX = (
-    f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE :status IS NULL OR status = :status "  # noqa: S608
+    f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE CAST(:status AS TEXT) IS NULL OR status = :status "  # noqa: S608
     "ORDER BY id DESC LIMIT :limit OFFSET :offset"
 )
 _SQL_COUNT_OUTGOING = "SELECT COUNT(*) FROM outbox_recipients WHERE address = ? AND created_at >= ?"
