@@ -62,8 +62,8 @@ def test_run_once_makes_tickets_in_postgresql_and_never_shows_the_password(
 ) -> None:
     """`run --once` turns the Maildir into tickets in PostgreSQL, `tickets` lists them, a
     second run adds nothing, and the password is in no output and no log line."""
-    postgres.create_user("helpdesk", SECRET)
-    url = postgres_url.replace("halomail@", "helpdesk@")
+    postgres.create_user("cliuser", SECRET)
+    url = postgres_url.replace("halomail@", "cliuser@")
     config = setup(tmp_path, url)
     env = {**os.environ, "HALOMAIL_TEST_PG_PASSWORD": SECRET}
     checked = halomail(config, "check-config", env=env)
@@ -84,8 +84,8 @@ def test_a_wrong_password_fails_the_run_without_showing_it(
     postgres: PostgresServer, postgres_url: str, tmp_path: Path
 ) -> None:
     """The server refuses the login: the command fails and says so, the password unseen."""
-    postgres.create_user("helpdesk2", SECRET)
-    config = setup(tmp_path, postgres_url.replace("halomail@", "helpdesk2@"))
+    postgres.create_user("cliuser2", SECRET)
+    config = setup(tmp_path, postgres_url.replace("halomail@", "cliuser2@"))
     env = {**os.environ, "HALOMAIL_TEST_PG_PASSWORD": "not-" + SECRET}
     done = halomail(config, "run", "--once", env=env)
     assert done.returncode != 0
