@@ -55,7 +55,7 @@ class Connection(Protocol):
     """The part of a connection the role parts use: ``sqlite3.Connection`` as it is,
     or the PostgreSQL adapter that translates the placeholders."""
 
-    def execute(self, sql: str, parameters: Any = ..., /) -> Any:
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor:
         """Run one statement; return its cursor."""
         ...
 

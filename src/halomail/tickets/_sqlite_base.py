@@ -357,11 +357,15 @@ class SQLiteBase(SQLBase):
             return _inserted_id(connection, sql, (*values, payload))
         # Every such statement ends with the payload's "?) RETURNING column".
         head, _, tail = sql.rpartition("?)")
-        cursor = connection.execute(f"{head}zeroblob(?)){tail}", (*values, len(payload)))
+        sqlite = self._open()  # the connection behind ``connection``, for its rowid and blobs
+        cursor = sqlite.execute(f"{head}zeroblob(?)){tail}", (*values, len(payload)))
         # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
         returned = int(cursor.fetchall()[0][0])
+        row_id = cursor.lastrowid
+        if row_id is None:  # pragma: no cover - an INSERT always sets it
+            raise RepositoryError("the database did not report the new row's id")
         view = memoryview(payload)
-        with self._open().blobopen(table, "payload", cursor.lastrowid) as blob:
+        with sqlite.blobopen(table, "payload", row_id) as blob:
             for start in range(0, len(view), _STREAMED_PAYLOAD_BYTES):
                 blob.write(view[start : start + _STREAMED_PAYLOAD_BYTES])
         return returned
