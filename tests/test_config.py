@@ -708,7 +708,7 @@ IMAP = '[[mailboxes]]\nname = "A"\nconnection = "imap"\nhost = "imap.example.com
         pytest.param(
             '[storage]\nurl = "mysql://app:hunter2@db/x"\n',
             "storage.url",
-            "unsupported storage url 'mysql://app@db/x'; the supported schemes are sqlite "
+            "unsupported storage url 'mysql://app:***@db/x'; the supported schemes are sqlite "
             "('sqlite:///path/to/file.db'), postgresql ('postgresql://user@host:port/dbname') "
             "and memory ('memory://')",
             id="storage-url",

@@ -107,6 +107,20 @@ def test_the_storage_password_comes_from_the_environment_and_is_never_in_the_rep
     assert "inline-pw" not in repr(config)
 
 
+def test_check_config_shows_where_the_storage_is_without_the_urls_password(
+    tmp_path: Path,
+) -> None:
+    """A password written in the url is left out of check-config's summary (no connection)."""
+    config = setup(tmp_path, f"postgresql://cliuser:{SECRET}@db.example:5432/helpdesk")
+    config.write_text(
+        config.read_text().replace('password_env = "HALOMAIL_TEST_PG_PASSWORD"\n', "")
+    )
+    checked = halomail(config, "check-config", env=dict(os.environ))
+    assert checked.returncode == 0, checked.stderr
+    assert "storage postgresql://cliuser@db.example:5432/helpdesk)" in checked.stdout
+    assert SECRET not in checked.stdout + checked.stderr
+
+
 @pytest.mark.parametrize(
     ("storage", "key"),
     [

@@ -158,7 +158,8 @@ def _sqlite_path(url: str, base_dir: Path) -> Path | None:
         return path if path.is_absolute() else base_dir / path
     raise ConfigError(
         "storage.url",
-        f"unsupported storage url {redact_url(url)!r}; the supported schemes are sqlite "
+        # ConfigError masks a password in the url as ***.
+        f"unsupported storage url {url!r}; the supported schemes are sqlite "
         "('sqlite:///path/to/file.db'), postgresql ('postgresql://user@host:port/dbname') "
         "and memory ('memory://'); for another database name a factory of your own with "
         "repository = 'package.module:factory'",
