@@ -27,6 +27,7 @@ from halomail.tickets._schema import Migration
 from halomail.tickets._schema import migrate as sqlite_migrate
 from halomail.tickets.models import DedupeRecord, NewOutgoing, NewTicket, TicketStatus
 from halomail.tickets.postgres import PostgreSQLTicketRepository
+from halomail.tickets.repository import AttemptLedger, Browsing, OutboxAdmin, TicketRepository
 from tests.servers.postgres import PostgresServer
 
 #: A digest of each released PostgreSQL migration: a released step is never edited.
@@ -56,6 +57,14 @@ def raw(url: str) -> Iterator[psycopg.Connection[Any]]:
 def dbname(url: str) -> str:
     """The database a test URL names."""
     return url.rsplit("/", 1)[1]
+
+
+def test_it_offers_every_optional_role_and_declares_itself_thread_safe(postgres_url: str) -> None:
+    """Browsing, OutboxAdmin and AttemptLedger, as SQLite offers them; thread_safe is True."""
+    with PostgreSQLTicketRepository(postgres_url) as repo:
+        for role in (TicketRepository, Browsing, OutboxAdmin, AttemptLedger):
+            assert isinstance(repo, role), role.__name__
+        assert PostgreSQLTicketRepository.thread_safe is True
 
 
 # -- the schema ----------------------------------------------------------------
