@@ -302,6 +302,18 @@ def test_a_server_restart_is_transient_and_the_next_call_reconnects(
         assert [t.summary for t in repo.list_tickets()] == ["survives the restart"]
 
 
+def test_a_lock_held_elsewhere_past_the_lock_timeout_is_transient(
+    postgres: PostgresServer, postgres_url: str
+) -> None:
+    """Another session holds the tickets table: the write gives up as transient, not forever."""
+    with PostgreSQLTicketRepository(postgres_url, lock_timeout=0.2) as repo:
+        with raw(postgres_url) as other, other.transaction():
+            other.execute("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(TransientRepositoryError, match="lock timeout"):
+                repo.create_ticket(new_ticket("waits for the lock"))
+        assert repo.create_ticket(new_ticket("after the lock")).summary == "after the lock"
+
+
 def test_a_server_that_is_down_is_transient_at_open(postgres: PostgresServer) -> None:
     """Nobody listening on the port: opening raises TransientRepositoryError, not a crash."""
     url = postgres.url("postgres").replace(f":{postgres.port}/", ":1/")

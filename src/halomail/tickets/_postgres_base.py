@@ -36,12 +36,24 @@ from halomail.tickets._pg_schema import migrate
 from halomail.tickets._sql import OUTBOX_COLUMNS, Connection, SQLBase, _inserted_id
 from halomail.tickets.models import utcnow
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "PostgresBase", "redacted", "to_psycopg", "translate_error"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_LOCK_TIMEOUT",
+    "PostgresBase",
+    "redacted",
+    "to_psycopg",
+    "translate_error",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 """Seconds to wait for the server when connecting, before failing as transient."""
+
+DEFAULT_LOCK_TIMEOUT: Final = 30.0
+"""Seconds a statement waits for a lock another session holds, before failing as transient
+(what SQLite's busy timeout is): a worker that hangs inside a transaction cannot stall
+the others for longer."""
 
 # -- statements ----------------------------------------------------------------
 
@@ -240,8 +252,10 @@ class PostgresBase(SQLBase):
         password: str | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         self._where = redacted(conninfo)
+        self._lock_timeout_ms = str(max(1, round(lock_timeout * 1000)))
         self._conninfo = conninfo
         self._secret = _password(conninfo, password)
         self._password = password
@@ -277,6 +291,14 @@ class PostgresBase(SQLBase):
                 **extra,
             )
         except psycopg.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            # For the connection's life; set_config takes the value as a parameter.
+            connection.execute(
+                "SELECT set_config('lock_timeout', %s, false)", (self._lock_timeout_ms,)
+            )
+        except psycopg.Error as exc:
+            connection.close()
             raise self._error(exc) from exc
         _nul_safe(connection)
         log.debug("%s: connected", self._where)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from halomail.tickets._postgres_base import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_LOCK_TIMEOUT,
     PostgresBase,
     redacted,
     translate_error,
@@ -28,7 +29,13 @@ if TYPE_CHECKING:
         TicketRepository,
     )
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "PostgreSQLTicketRepository", "redacted", "translate_error"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_LOCK_TIMEOUT",
+    "PostgreSQLTicketRepository",
+    "redacted",
+    "translate_error",
+]
 
 
 class PostgreSQLTicketRepository(TicketsPart, DirectoryPart, LedgerPart, OutboxPart, PostgresBase):
@@ -69,6 +76,9 @@ class PostgreSQLTicketRepository(TicketsPart, DirectoryPart, LedgerPart, OutboxP
             password_env`` hands it over from the environment).
         clock: Returns the current time (aware); tests pass a fixed clock.
         connect_timeout: Seconds to wait for the server when connecting.
+        lock_timeout: Seconds a statement waits for a lock another session holds
+            (PostgreSQL's ``lock_timeout``) before raising
+            :class:`~halomail.errors.TransientRepositoryError`.
 
     Raises:
         TransientRepositoryError: When the server cannot be reached or refuses the
