@@ -139,7 +139,7 @@ CASES = [
         id="graph-transport-without-credentials",
     ),
     pytest.param(
-        '[storage]\nurl = "postgres://db.example.com/helpdesk"\n',
+        '[storage]\nurl = "mysql://db.example.com/helpdesk"\n',
         "storage.url",
         "the supported schemes are sqlite",
         id="unknown-storage-scheme",

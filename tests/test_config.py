@@ -706,10 +706,11 @@ IMAP = '[[mailboxes]]\nname = "A"\nconnection = "imap"\nhost = "imap.example.com
             id="table-not-array",
         ),
         pytest.param(
-            '[storage]\nurl = "postgres://db"\n',
+            '[storage]\nurl = "mysql://app:hunter2@db/x"\n',
             "storage.url",
-            "unsupported storage url 'postgres://db'; the supported schemes are sqlite "
-            "('sqlite:///path/to/file.db') and memory ('memory://')",
+            "unsupported storage url 'mysql://app:***@db/x'; the supported schemes are sqlite "
+            "('sqlite:///path/to/file.db'), postgresql ('postgresql://user@host:port/dbname') "
+            "and memory ('memory://')",
             id="storage-url",
         ),
         pytest.param(

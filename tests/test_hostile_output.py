@@ -197,9 +197,9 @@ _MAILDIR_MAILBOX = '[[mailboxes]]\nname = "S"\nconnection = "maildir"\npath = "i
     ("toml", "shown"),
     [
         (
-            f'[storage]\nurl = "postgres://helpdesk:{SECRET}@db.example/helpdesk"\n'
+            f'[storage]\nurl = "mysql://helpdesk:{SECRET}@db.example/helpdesk"\n'
             + _MAILDIR_MAILBOX,
-            "'postgres://helpdesk:***@db.example/helpdesk'",
+            "'mysql://helpdesk:***@db.example/helpdesk'",
         ),
         (
             '[[mailboxes]]\nname = "EWS"\nconnection = "ews"\nusername = "u@example.com"\n'

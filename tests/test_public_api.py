@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 
 import pytest
@@ -17,7 +18,7 @@ def test_all_lists_every_public_name_and_is_sorted() -> None:
         name
         for name, value in vars(halomail).items()
         if not name.startswith("_") and not isinstance(value, type(halomail))
-    }
+    } | set(halomail._LAZY)
     assert sorted(halomail.__all__) == halomail.__all__
     assert set(halomail.__all__) - {"__version__"} == public
 
@@ -32,6 +33,23 @@ def test_every_public_name_has_a_docstring() -> None:
         and not (getattr(halomail, name).__doc__ or "").strip()
     ]
     assert undocumented == []
+
+
+def test_import_halomail_needs_no_extra_and_lazy_names_import_on_use() -> None:
+    """`import halomail` leaves psycopg unimported; the PostgreSQL repository imports on use."""
+    code = (
+        "import sys, halomail\n"
+        "print('psycopg' in sys.modules)\n"
+        "print(halomail.PostgreSQLTicketRepository.__module__, 'psycopg' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["False", "halomail.tickets.postgres True"]
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    """A name halomail does not export raises AttributeError, as for any module."""
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        _ = halomail.NoSuchThing  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("old", "new"), sorted(MOVED.items()))

@@ -38,6 +38,7 @@ from halomail.tickets.models import (
     TicketStatus,
     User,
 )
+from halomail.tickets.postgres import PostgreSQLTicketRepository
 from halomail.tickets.repository import (
     Browsing,
     Directory,
@@ -81,6 +82,16 @@ class TestSQLiteMemoryDatabase(TicketRepositoryContract):
     def repository(self) -> Iterator[TicketRepository]:
         """A fresh SQLite database in memory."""
         with SQLiteTicketRepository(":memory:") as repository:
+            yield repository
+
+
+class TestPostgreSQLRepository(TicketRepositoryContract):
+    """The PostgreSQL repository keeps the whole contract, on a real server."""
+
+    @pytest.fixture
+    def repository(self, postgres_url: str) -> Iterator[TicketRepository]:
+        """A fresh database of the session's private PostgreSQL."""
+        with PostgreSQLTicketRepository(postgres_url) as repository:
             yield repository
 
 
@@ -243,12 +254,18 @@ def test_the_default_seed_asks_a_host_without_add_methods_to_override_it() -> No
         TicketRepositoryContract().seed(host, customers=[Customer(1, "Customer Ltd")])
 
 
-def test_the_bundled_repositories_satisfy_the_protocol_and_can_seed(tmp_path: Path) -> None:
-    """Both bundled repositories are TicketRepository and SeedableRepository instances."""
+def test_the_bundled_repositories_satisfy_the_protocol_and_can_seed(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The three bundled repositories are TicketRepository and SeedableRepository instances."""
     memory: TicketRepository = InMemoryTicketRepository()
-    with SQLiteTicketRepository(tmp_path / "p.db") as sqlite:
+    with (
+        SQLiteTicketRepository(tmp_path / "p.db") as sqlite,
+        PostgreSQLTicketRepository(postgres_url) as postgres,
+    ):
         on_disk: TicketRepository = sqlite
-        for repository in (memory, on_disk):
+        shared: TicketRepository = postgres
+        for repository in (memory, on_disk, shared):
             assert isinstance(repository, TicketRepository)
             assert isinstance(repository, SeedableRepository)
             assert isinstance(repository, Browsing)

@@ -6,6 +6,9 @@ implementation detail. Start with :func:`load_config` and :func:`build_processor
 :class:`MailProcessor` yourself from a repository and a connector per mailbox.
 """
 
+import importlib
+import typing
+
 from halomail import _moved
 from halomail._text import RedactingFilter
 from halomail._version import __version__
@@ -107,6 +110,9 @@ from halomail.tickets.sqlite import SQLiteTicketRepository
 from halomail.tickets.staff import Agent, Team
 from halomail.tickets.templates import TicketTemplate
 
+if typing.TYPE_CHECKING:
+    from halomail.tickets.postgres import PostgreSQLTicketRepository
+
 __all__ = [
     "Action",
     "ActionKind",
@@ -163,6 +169,7 @@ __all__ = [
     "OutgoingSettings",
     "ParseLimits",
     "PermanentTransportError",
+    "PostgreSQLTicketRepository",
     "ProcessingOutcome",
     "ProcessorSettings",
     "QuarantineEntry",
@@ -215,3 +222,17 @@ __all__ = [
 ]
 
 _moved.install()
+
+#: Names imported on first use, because their module needs an extra: ``import halomail``
+#: must work without it (the PostgreSQL repository needs psycopg, ``halomail[postgres]``).
+_LAZY = {"PostgreSQLTicketRepository": "halomail.tickets.postgres"}
+
+
+def __getattr__(name: str) -> object:
+    """Import a lazily exported name (see ``_LAZY``) on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'halomail' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

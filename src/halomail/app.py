@@ -51,24 +51,40 @@ _REPOSITORY_KEY = "storage.repository"
 
 
 def open_repository(config: Config) -> TicketRepository:
-    """The repository ``[storage]`` names: the host's factory, SQLite, or memory.
+    """The repository ``[storage]`` names: the host's factory, PostgreSQL, SQLite, or memory.
 
     The caller owns it: close it when done (``close()``, when it has one).
 
     Raises:
         ConfigError: ``storage.repository`` cannot be imported or called, or its factory
-            returned nothing.
+            returned nothing; or a PostgreSQL url without the ``postgres`` extra.
+        RepositoryError: The database cannot be opened (transient when the server
+            cannot be reached for now).
     """
     if config.storage.repository is not None:
         repository = repository_factory(config)(config)
         if repository is None:
             raise ConfigError(_REPOSITORY_KEY, "the factory returned None, not a repository")
         return repository
+    if config.storage.is_postgres:
+        return _open_postgres(config)
     path = config.storage.sqlite_path
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return SQLiteTicketRepository(path)
     return InMemoryTicketRepository()
+
+
+def _open_postgres(config: Config) -> TicketRepository:
+    try:
+        # Imported here: psycopg is an extra, and SQLite users never need it.
+        from halomail.tickets.postgres import PostgreSQLTicketRepository
+    except ImportError as exc:
+        raise ConfigError(
+            "storage.url",
+            f"a postgresql url needs psycopg: pip install 'halomail[postgres]' ({exc})",
+        ) from exc
+    return PostgreSQLTicketRepository(config.storage.url, password=config.storage.password)
 
 
 def repository_factory(config: Config) -> Callable[[Config], TicketRepository]:
@@ -238,24 +254,38 @@ def build_processor(
 LOOP_TOKEN_STATE = "halomail:loop-token"  # noqa: S105 - a state key, not a secret
 
 
+#: How long the lease that guards making the loop token may be held (it is released in
+#: the same transaction; the time only matters if a release were lost).
+_LOOP_TOKEN_LEASE = dt.timedelta(seconds=60)
+
+
 def instance_loop_token(repository: TicketRepository) -> str:
     """The instance's own random loop token, made and kept in ``repository`` on first use.
 
     Used when ``halomail.toml`` sets no ``loop_token``: a secret no one can guess from the
-    configuration, the same for every runner that shares the repository (the first one
-    makes it, inside a transaction, so two cannot make two).
+    configuration, the same for every runner that shares the repository. The first one
+    makes it, inside a transaction that first takes the lease ``halomail:loop-token``:
+    SQLite's write lock already serialises such transactions, but PostgreSQL's READ
+    COMMITTED does not, and two workers starting at once would each make a token. There
+    the second worker's lease insert waits for the first transaction to end, and then
+    reads the token the first one committed.
 
     .. versionadded:: 0.2.0
     """
     token = repository.get_state(LOOP_TOKEN_STATE)  # a read: no write lock to wait for
     if token is not None:
         return token
+    owner = f"loop-token-{secrets.token_hex(8)}"
     with repository.transaction():
+        repository.acquire_lease(
+            LOOP_TOKEN_STATE, owner, now=dt.datetime.now(dt.UTC), ttl=_LOOP_TOKEN_LEASE
+        )
         token = repository.get_state(LOOP_TOKEN_STATE)  # another runner may have been first
         if token is None:
             token = secrets.token_urlsafe(32)
             repository.set_state(LOOP_TOKEN_STATE, token)
             log.info("made a random loop token for this instance (kept in the repository)")
+        repository.release_lease(LOOP_TOKEN_STATE, owner)
     return token
 
 

@@ -258,7 +258,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     enabled = [m.name for m in config.mailboxes if m.enabled]
     summary = (
         f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(enabled)} enabled, "
-        f"{len(config.rules)} rules, outgoing via {config.outgoing.transport})"
+        f"{len(config.rules)} rules, outgoing via {config.outgoing.transport}, "
+        f"storage {config.storage.location})"
     )
     json_output = getattr(args, "json", False)
     print(

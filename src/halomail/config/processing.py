@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import urllib.parse
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ BULK = ("ticket", "ignore")
 
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
-_STORAGE_KEYS = ("url", "repository")
+_STORAGE_KEYS = ("url", "repository", "password", "password_env")
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # package.module:factory, the factory possibly an attribute of a class or object.
 _FACTORY = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
 
@@ -87,30 +89,66 @@ class StorageSettings:
     """Where tickets are kept (``[storage]``).
 
     Args:
-        url: ``sqlite:///relative/or/abs/path.db`` or ``memory://``.
+        url: ``sqlite:///relative/or/abs/path.db``, ``memory://``, or a PostgreSQL
+            database: ``postgresql://user@host:port/dbname`` (``postgres://`` too; needs
+            ``pip install 'halomail[postgres]'``). Shown without its password.
         sqlite_path: The SQLite file, resolved against the configuration file's folder;
-            ``None`` for ``memory://`` and for a host's repository. When not given it is
-            derived from ``url`` (relative to the working directory).
+            ``None`` for ``memory://``, PostgreSQL and a host's repository. When not
+            given it is derived from ``url`` (relative to the working directory).
         repository: ``package.module:factory``: the host's repository, made by calling
             ``factory(config)`` (:func:`halomail.app.open_repository`); ``None`` for
             the repository ``url`` names.
+        password: The PostgreSQL password (``password``, or better ``password_env``
+            naming an environment variable), when it is not in ``url``; never shown.
 
     Raises:
         ConfigError: ``url`` has an unsupported scheme.
 
     .. versionchanged:: 0.2.0
-       ``repository``.
+       ``repository``; PostgreSQL urls and ``password``.
     """
 
-    url: str = "sqlite:///halomail.db"
+    url: str = attrs.field(default="sqlite:///halomail.db", repr=lambda url: repr(redact_url(url)))
     sqlite_path: Path | None = attrs.field(
         default=attrs.Factory(lambda self: _sqlite_path(self.url, Path.cwd()), takes_self=True)
     )
     repository: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether ``url`` names a PostgreSQL database."""
+        return self.repository is None and self.url.startswith(_POSTGRES_SCHEMES)
+
+    @property
+    def location(self) -> str:
+        """Where the tickets are, safe to print: the url without its password, or the
+        host's factory."""
+        return self.repository or redact_url(self.url)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password of its user part or its query (``password=``)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<an invalid url>"
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(key, value) for key, value in query if key.lower() != "password"]
+    if password is None and len(kept) == len(query):
+        return url  # nothing to hide: the url exactly as written
+    netloc = parts.netloc
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}@{host}"
+    return urllib.parse.urlunsplit(
+        parts._replace(netloc=netloc, query=urllib.parse.urlencode(kept))
+    )
 
 
 def _sqlite_path(url: str, base_dir: Path) -> Path | None:
-    if url == "memory://":
+    if url == "memory://" or url.startswith(_POSTGRES_SCHEMES):
         return None
     prefix = "sqlite:///"
     if url.startswith(prefix) and len(url) > len(prefix):
@@ -120,9 +158,11 @@ def _sqlite_path(url: str, base_dir: Path) -> Path | None:
         return path if path.is_absolute() else base_dir / path
     raise ConfigError(
         "storage.url",
+        # ConfigError masks a password in the url as ***.
         f"unsupported storage url {url!r}; the supported schemes are sqlite "
-        "('sqlite:///path/to/file.db') and memory ('memory://'); for another database "
-        "name a factory of your own with repository = 'package.module:factory'",
+        "('sqlite:///path/to/file.db'), postgresql ('postgresql://user@host:port/dbname') "
+        "and memory ('memory://'); for another database name a factory of your own with "
+        "repository = 'package.module:factory'",
     )
 
 
@@ -172,11 +212,13 @@ class ProcessingSettings:
 
 
 def parse_storage(table: Mapping[str, Any], ctx: Context) -> StorageSettings:
-    """``[storage]``: a ``url`` or a host's ``repository`` factory, not both."""
+    """``[storage]``: a ``url`` or a host's ``repository`` factory, not both; a
+    PostgreSQL url's ``password`` or ``password_env``."""
     check_keys(table, "storage", _STORAGE_KEYS)
     if "repository" in table:
         if "url" in table:
             raise ConfigError("storage.repository", "give either url or repository, not both")
+        _refuse_password(table, "a host's repository")
         factory = _str(table, "repository", "storage", default="")
         if not _FACTORY.fullmatch(factory):
             raise ConfigError(
@@ -185,7 +227,22 @@ def parse_storage(table: Mapping[str, Any], ctx: Context) -> StorageSettings:
             )
         return StorageSettings(sqlite_path=None, repository=factory)
     url = _str(table, "url", "storage", default="sqlite:///halomail.db")
-    return StorageSettings(url=url, sqlite_path=_sqlite_path(url, ctx.base_dir))
+    sqlite_path = _sqlite_path(url, ctx.base_dir)
+    password = None
+    if url.startswith(_POSTGRES_SCHEMES):
+        if "password" in table or "password_env" in table:
+            password, _ = _secret(table, "password", "storage", ctx, lenient=False)
+    else:
+        _refuse_password(table, "this url")
+    return StorageSettings(url=url, sqlite_path=sqlite_path, password=password)
+
+
+def _refuse_password(table: Mapping[str, Any], what: str) -> None:
+    for key in ("password", "password_env"):
+        if key in table:
+            raise ConfigError(
+                f"storage.{key}", f"only a postgresql url takes a password, not {what}"
+            )
 
 
 def parse_processing(
@@ -200,7 +257,7 @@ def parse_processing(
     else:
         # Stable across runs and restarts, different between installations, so our own
         # mail is recognised when fetched back without anyone choosing a token.
-        where = storage.repository or storage.url
+        where = storage.location
         seed = f"halomail-loop\n{from_address.lower()}\n{where}".encode()
         loop_token = hashlib.sha256(seed).hexdigest()[:32]
     previous = table.get("previous_loop_tokens", [])

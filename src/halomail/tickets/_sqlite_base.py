@@ -1,19 +1,20 @@
 """The SQLite repository's foundation: the connection, transactions, errors and value codecs.
 
 The role parts (:mod:`._sqlite_tickets`, :mod:`._sqlite_directory`,
-:mod:`._sqlite_ledger`, :mod:`._sqlite_outbox`) build on :class:`SQLiteBase`;
-:class:`~halomail.tickets.sqlite.SQLiteTicketRepository` combines them.
+:mod:`._sqlite_ledger`, :mod:`._sqlite_outbox`) hold SQL shared with PostgreSQL and
+build on :class:`~halomail.tickets._sql.SQLBase`;
+:class:`~halomail.tickets.sqlite.SQLiteTicketRepository` combines them with
+:class:`SQLiteBase`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +25,7 @@ from halomail.tickets._common import (
     to_utc,
 )
 from halomail.tickets._schema import MIGRATIONS, migrate, refuse_newer, schema_version
+from halomail.tickets._sql import Connection, SQLBase, _inserted_id
 from halomail.tickets.models import (
     utcnow,
 )
@@ -83,78 +85,10 @@ def translate_error(exc: sqlite3.Error, where: str) -> RepositoryError:
     return RepositoryError(message)
 
 
-# -- values --------------------------------------------------------------------
-
-
-def _time(value: dt.datetime) -> str:
-    # Fixed width (microseconds, "+00:00") so that text order is time order.
-    return to_utc(value).isoformat(timespec="microseconds")
-
-
-def _opt_time(value: dt.datetime | None) -> str | None:
-    return None if value is None else _time(value)
-
-
-def _parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text)
-
-
-def _parse_opt_time(text: str | None) -> dt.datetime | None:
-    return None if text is None else dt.datetime.fromisoformat(text)
-
-
-def _json_list(values: Sequence[str]) -> str:
-    return json.dumps(list(values))
-
-
-def _json_map(values: Mapping[str, str]) -> str:
-    return json.dumps(dict(values))
-
-
-def _tuple(text: str) -> tuple[str, ...]:
-    return tuple(json.loads(text))
-
-
-def _mapping(text: str) -> dict[str, str]:
-    loaded: dict[str, str] = json.loads(text)
-    return loaded
-
-
-def _row_id(cursor: sqlite3.Cursor) -> int:
-    if cursor.lastrowid is None:  # pragma: no cover - an INSERT always sets it
-        raise RepositoryError("the database did not report the new row's id")
-    return cursor.lastrowid
-
-
 # A payload larger than this is streamed in through incremental BLOB I/O, a chunk at a
 # time: bound as a parameter, SQLite would copy it twice (the bound value, then the row
 # record), tripling a 40 MB attachment's memory.
 _STREAMED_PAYLOAD_BYTES = 1 << 20
-
-
-def _insert_with_payload(
-    connection: sqlite3.Connection,
-    sql: str,
-    table: str,
-    values: tuple[object, ...],
-    payload: bytes,
-) -> int:
-    """INSERT a row whose last column is ``payload``; return its rowid.
-
-    A large payload is inserted as a ``zeroblob`` of its size (the payload column is the
-    table's last, so SQLite does not materialize the zeros) and then written into the
-    row in place, inside the same transaction.
-    """
-    if len(payload) <= _STREAMED_PAYLOAD_BYTES:
-        return _row_id(connection.execute(sql, (*values, payload)))
-    # Every insert statement ends with the payload's "?)": it becomes "zeroblob(?))".
-    row_id = _row_id(connection.execute(sql[:-2] + "zeroblob(?))", (*values, len(payload))))
-    view = memoryview(payload)
-    with connection.blobopen(table, "payload", row_id) as blob:
-        for start in range(0, len(view), _STREAMED_PAYLOAD_BYTES):
-            blob.write(view[start : start + _STREAMED_PAYLOAD_BYTES])
-    return row_id
-
 
 MINIMUM_SQLITE: Final = (3, 35, 0)
 """The oldest SQLite library that runs our statements (claims and leases use RETURNING)."""
@@ -174,7 +108,7 @@ def require_sqlite_version(version: tuple[int, int, int]) -> None:
         )
 
 
-class SQLiteBase:
+class SQLiteBase(SQLBase):
     """One SQLite connection behind a lock, its transactions, and the error translation.
 
     See :class:`~halomail.tickets.sqlite.SQLiteTicketRepository` for the arguments.
@@ -402,4 +336,36 @@ class SQLiteBase:
             log.warning("%s: rollback failed", self._path, exc_info=True)
 
     def _now(self) -> dt.datetime:
+        """The clock's time, in UTC."""
         return to_utc(self._clock())
+
+    def _insert_with_payload(
+        self,
+        connection: Connection,
+        sql: str,
+        table: str,
+        values: tuple[object, ...],
+        payload: bytes,
+    ) -> int:
+        """INSERT a row whose last column is ``payload``; return the value it RETURNs.
+
+        A large payload is inserted as a ``zeroblob`` of its size (the payload column is
+        the table's last, so SQLite does not materialize the zeros) and then written into
+        the row in place, inside the same transaction.
+        """
+        if len(payload) <= _STREAMED_PAYLOAD_BYTES:
+            return _inserted_id(connection, sql, (*values, payload))
+        # Every such statement ends with the payload's "?) RETURNING column".
+        head, _, tail = sql.rpartition("?)")
+        sqlite = self._open()  # the connection behind ``connection``, for its rowid and blobs
+        cursor = sqlite.execute(f"{head}zeroblob(?)){tail}", (*values, len(payload)))
+        # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
+        returned = int(cursor.fetchall()[0][0])
+        row_id = cursor.lastrowid
+        if row_id is None:  # pragma: no cover - an INSERT always sets it
+            raise RepositoryError("the database did not report the new row's id")
+        view = memoryview(payload)
+        with sqlite.blobopen(table, "payload", row_id) as blob:
+            for start in range(0, len(view), _STREAMED_PAYLOAD_BYTES):
+                blob.write(view[start : start + _STREAMED_PAYLOAD_BYTES])
+        return returned

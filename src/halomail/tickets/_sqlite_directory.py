@@ -1,8 +1,10 @@
-"""The SQLite repository's users, customers, assets and files (the ``Directory`` role)."""
+"""The SQL repositories' users, customers, assets and files (the ``Directory`` role).
+
+The statements run on SQLite and PostgreSQL alike.
+"""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,14 +18,14 @@ from halomail.tickets._common import (
     file_owner,
     fold,
 )
-from halomail.tickets._sqlite_base import (
-    SQLiteBase,
-    _insert_with_payload,
+from halomail.tickets._sql import (
+    Connection,
+    SQLBase,
+    _inserted_id,
     _json_list,
     _json_map,
     _mapping,
     _parse_time,
-    _row_id,
     _time,
     _tuple,
 )
@@ -40,11 +42,15 @@ __all__ = ["DirectoryPart"]
 
 _SQL_CUSTOMER_EXISTS = "SELECT 1 FROM customers WHERE id = ?"
 _SQL_INSERT_CUSTOMER = (
-    "INSERT INTO customers (name, domains, from_address, reply_address) VALUES (?, ?, ?, ?)"
+    "INSERT INTO customers (name, domains, from_address, reply_address) VALUES (?, ?, ?, ?) "
+    "RETURNING id"
 )
 _SQL_INSERT_CUSTOMER_DOMAIN = "INSERT INTO customer_domains (domain, customer_id) VALUES (?, ?)"
+# A taken address returns no row (rather than failing, which would abort a PostgreSQL
+# transaction).
 _SQL_INSERT_USER = (
-    "INSERT INTO users (email, name, customer_id, phone, mobile) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO users (email, name, customer_id, phone, mobile) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (email) DO NOTHING RETURNING id"
 )
 _SQL_FIND_USER = "SELECT id, email, name, customer_id, phone, mobile FROM users WHERE email = ?"
 # The customer of the user with this address, else the first customer owning its
@@ -54,9 +60,11 @@ _SQL_FIND_CUSTOMER = (
     "(SELECT customer_id FROM users WHERE email = ?), "
     "(SELECT customer_id FROM customer_domains WHERE domain = ? ORDER BY customer_id LIMIT 1))"
 )
-_SQL_INSERT_ASSET = "INSERT INTO assets (tag, tag_key, fields, customer_id) VALUES (?, ?, ?, ?)"
+_SQL_INSERT_ASSET = (
+    "INSERT INTO assets (tag, tag_key, fields, customer_id) VALUES (?, ?, ?, ?) RETURNING id"
+)
 _SQL_INSERT_ASSET_FIELD = (
-    "INSERT OR IGNORE INTO asset_fields (name, value_key, asset_id) VALUES (?, ?, ?)"
+    "INSERT INTO asset_fields (name, value_key, asset_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 )
 _SQL_ASSET_BY_TAG = (
     "SELECT id, tag, fields, customer_id FROM assets WHERE tag_key = ? ORDER BY id LIMIT 1"
@@ -78,7 +86,8 @@ _FILE_COLUMNS = (
 )
 _SQL_INSERT_FILE = (
     "INSERT INTO stored_files (owner, owner_id, filename, storage_name, content_type, size, "
-    "content_id, inline, note, created_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "content_id, inline, note, created_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "RETURNING id"
 )
 _SQL_LIST_FILES = (
     f"SELECT {_FILE_COLUMNS} FROM stored_files "  # noqa: S608
@@ -113,7 +122,7 @@ def _stored_file(row: Sequence[Any]) -> StoredFile:
     )
 
 
-class DirectoryPart(SQLiteBase):
+class DirectoryPart(SQLBase):
     """Users, customers and assets, their seeding, and files kept without a ticket."""
 
     # -- people and things -----------------------------------------------------
@@ -139,10 +148,11 @@ class DirectoryPart(SQLiteBase):
         """
         keys = tuple(dict.fromkeys(key for key in map(domain_key, domains) if key))
         with self._writing() as connection:
-            cursor = connection.execute(
-                _SQL_INSERT_CUSTOMER, (name, _json_list(keys), from_address, reply_address)
+            customer_id = _inserted_id(
+                connection,
+                _SQL_INSERT_CUSTOMER,
+                (name, _json_list(keys), from_address, reply_address),
             )
-            customer_id = _row_id(cursor)
             connection.executemany(_SQL_INSERT_CUSTOMER_DOMAIN, ((k, customer_id) for k in keys))
         return Customer(customer_id, name, keys, from_address, reply_address)
 
@@ -172,13 +182,13 @@ class DirectoryPart(SQLiteBase):
         key = address_key(email)
         with self._writing() as connection:
             self._require_customer(connection, customer_id)
-            try:
-                cursor = connection.execute(
-                    _SQL_INSERT_USER, (key, name, customer_id, phone, mobile)
-                )
-            except sqlite3.IntegrityError as exc:
-                raise RepositoryError(f"a user with the address {key!r} already exists") from exc
-            user_id = _row_id(cursor)
+            # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
+            rows = connection.execute(
+                _SQL_INSERT_USER, (key, name, customer_id, phone, mobile)
+            ).fetchall()
+            if not rows:
+                raise RepositoryError(f"a user with the address {key!r} already exists")
+            user_id = int(rows[0][0])
         return User(user_id, key, name, customer_id, phone, mobile)
 
     def add_asset(
@@ -204,12 +214,11 @@ class DirectoryPart(SQLiteBase):
 
     @staticmethod
     def _insert_asset(
-        connection: sqlite3.Connection, tag: str, values: dict[str, str], customer_id: int | None
+        connection: Connection, tag: str, values: dict[str, str], customer_id: int | None
     ) -> Asset:
-        cursor = connection.execute(
-            _SQL_INSERT_ASSET, (tag, fold(tag), _json_map(values), customer_id)
+        asset_id = _inserted_id(
+            connection, _SQL_INSERT_ASSET, (tag, fold(tag), _json_map(values), customer_id)
         )
-        asset_id = _row_id(cursor)
         connection.executemany(
             _SQL_INSERT_ASSET_FIELD,
             ((name, fold(value), asset_id) for name, value in values.items()),
@@ -251,14 +260,14 @@ class DirectoryPart(SQLiteBase):
         return Asset(old.id, old.tag, merged, owner), False
 
     @staticmethod
-    def _require_customer(connection: sqlite3.Connection, customer_id: int | None) -> None:
+    def _require_customer(connection: Connection, customer_id: int | None) -> None:
         if customer_id is None:
             return
         if connection.execute(_SQL_CUSTOMER_EXISTS, (customer_id,)).fetchone() is None:
             raise RepositoryError(f"customer {customer_id} does not exist")
 
     @staticmethod
-    def _require_owner(connection: sqlite3.Connection, owner: str, owner_id: int) -> None:
+    def _require_owner(connection: Connection, owner: str, owner_id: int) -> None:
         if owner == "customer":
             DirectoryPart._require_customer(connection, owner_id)
         elif connection.execute(_SQL_ASSET_EXISTS, (owner_id,)).fetchone() is None:
@@ -315,7 +324,7 @@ class DirectoryPart(SQLiteBase):
         with self._writing() as connection:
             self._require_owner(connection, kind, owner_id)
             for item in attachments:
-                file_id = _insert_with_payload(
+                file_id = self._insert_with_payload(
                     connection,
                     _SQL_INSERT_FILE,
                     "stored_files",

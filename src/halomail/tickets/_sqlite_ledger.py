@@ -1,10 +1,12 @@
-"""The SQLite repository's ledger (dedupe keys, quarantine, state, leases, attempts) and
-service log."""
+"""The SQL repositories' ledger (dedupe keys, quarantine, state, leases, attempts) and
+service log.
+
+The statements run on SQLite and PostgreSQL alike.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,10 +15,10 @@ from halomail.tickets._common import (
     check_page,
     to_utc,
 )
-from halomail.tickets._sqlite_base import (
-    SQLiteBase,
+from halomail.tickets._sql import (
+    SQLBase,
+    _inserted_id,
     _parse_time,
-    _row_id,
     _time,
 )
 from halomail.tickets.models import (
@@ -35,7 +37,7 @@ _QUARANTINE_COLUMNS = "id, mailbox, reason, raw, created_at, detail, message_id,
 _SERVICE_STATUS_COLUMNS = "id, service, status, at, detail, ticket_id, message_id"
 _SQL_INSERT_SERVICE_STATUS = (
     "INSERT INTO service_status (service, status, at, detail, ticket_id, message_id) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _SQL_SERVICE_HISTORY = (
     f"SELECT {_SERVICE_STATUS_COLUMNS} FROM service_status "  # noqa: S608
@@ -43,13 +45,16 @@ _SQL_SERVICE_HISTORY = (
 )
 
 _SQL_GET_DEDUPE = "SELECT key, sha256, outcome, ticket_id, created_at FROM dedupe WHERE key = ?"
+# A key already recorded returns no row: a failed INSERT would abort a PostgreSQL
+# transaction, and the caller must be the one to decide to roll it back.
 _SQL_INSERT_DEDUPE = (
-    "INSERT INTO dedupe (key, sha256, outcome, ticket_id, created_at) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO dedupe (key, sha256, outcome, ticket_id, created_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (key) DO NOTHING RETURNING key"
 )
 
 _SQL_INSERT_QUARANTINE = (
     "INSERT INTO quarantine (mailbox, reason, raw, created_at, detail, message_id, dedupe_key) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _SQL_LIST_QUARANTINE = (
     f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine ORDER BY id DESC LIMIT ? OFFSET ?"  # noqa: S608
@@ -104,7 +109,7 @@ def _quarantine_entry(row: Sequence[Any]) -> QuarantineEntry:
     )
 
 
-class LedgerPart(SQLiteBase):
+class LedgerPart(SQLBase):
     """Dedupe keys, quarantine, state, leases, attempts and the service log."""
 
     # -- exactly once ----------------------------------------------------------
@@ -131,20 +136,18 @@ class LedgerPart(SQLiteBase):
             _time(record.created_at),
         )
         with self._writing() as connection:
-            try:
-                connection.execute(_SQL_INSERT_DEDUPE, values)
-            except sqlite3.IntegrityError as exc:
-                # A constraint failure undoes the statement only: the transaction stays
-                # usable, and the caller decides to roll it back.
-                raise DuplicateKeyError(
-                    f"dedupe key already recorded: {record.key[:200]!r}"
-                ) from exc
+            # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
+            if not connection.execute(_SQL_INSERT_DEDUPE, values).fetchall():
+                # Nothing was written: the transaction stays usable, and the caller
+                # decides to roll it back.
+                raise DuplicateKeyError(f"dedupe key already recorded: {record.key[:200]!r}")
 
     def quarantine(self, new: NewQuarantine) -> QuarantineEntry:
         """Keep an email that could not be processed, with its reason and bytes."""
         now = self._now()
         with self._writing() as connection:
-            cursor = connection.execute(
+            entry_id = _inserted_id(
+                connection,
                 _SQL_INSERT_QUARANTINE,
                 (
                     new.mailbox,
@@ -156,7 +159,6 @@ class LedgerPart(SQLiteBase):
                     new.dedupe_key,
                 ),
             )
-            entry_id = _row_id(cursor)
         return QuarantineEntry(
             id=entry_id,
             mailbox=new.mailbox,
@@ -193,7 +195,7 @@ class LedgerPart(SQLiteBase):
             new.message_id,
         )
         with self._writing() as connection:
-            entry_id = _row_id(connection.execute(_SQL_INSERT_SERVICE_STATUS, values))
+            entry_id = _inserted_id(connection, _SQL_INSERT_SERVICE_STATUS, values)
         return ServiceStatusEntry(
             id=entry_id,
             service=new.service,

@@ -1,10 +1,13 @@
-"""The SQLite repository's outbox: queueing, claiming and marking outgoing mail."""
+"""The SQL repositories' outbox: queueing, claiming and marking outgoing mail.
+
+The statements run on SQLite and PostgreSQL alike, but for the claim and the retry,
+which each dialect's base supplies (``_SQL_CLAIM_OUTBOX``, ``_SQL_RETRY_OUTBOX``).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,13 +17,13 @@ from halomail.tickets._common import (
     check_page,
     to_utc,
 )
-from halomail.tickets._sqlite_base import (
-    SQLiteBase,
+from halomail.tickets._sql import (
+    OUTBOX_COLUMNS,
+    SQLBase,
     _json_list,
     _opt_time,
     _parse_opt_time,
     _parse_time,
-    _row_id,
     _time,
     _tuple,
 )
@@ -32,15 +35,14 @@ from halomail.tickets.models import (
 
 __all__ = ["OutboxPart"]
 
-_OUTBOX_COLUMNS = (
-    "id, message_id, recipients, subject, text, status, created_at, mailbox, kind, ticket_id, "
-    "html, in_reply_to, thread_references, auto_submitted, attempts, next_attempt_at, "
-    "last_error, sent_at"
-)
+_OUTBOX_COLUMNS = OUTBOX_COLUMNS
 _SQL_INSERT_OUTBOX = (
     "INSERT INTO outbox (message_id, recipients, subject, text, status, created_at, mailbox, "
     "kind, ticket_id, html, in_reply_to, thread_references, auto_submitted) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    # A Message-ID already queued returns no row (a failed INSERT would abort a
+    # PostgreSQL transaction).
+    "ON CONFLICT (message_id) DO NOTHING RETURNING id"
 )
 _SQL_INSERT_RECIPIENT = (
     "INSERT INTO outbox_recipients (address, created_at, outbox_id, ticket_id) VALUES (?, ?, ?, ?)"
@@ -50,6 +52,9 @@ _SQL_DUE_OUTBOX = (
     f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' "  # noqa: S608
     "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?"
 )
+# SQLite's claim and retry (PostgreSQL's are in ``_postgres_base``); the repository
+# class names the pair its database runs.
+#
 # Claims the due mail nobody else holds, in one statement run under the write lock
 # (BEGIN IMMEDIATE), so two claimers, in two processes too, never share an email. The
 # subquery walks the partial index of pending mail in id order; RETURNING has no
@@ -61,6 +66,13 @@ _SQL_CLAIM_OUTBOX = (
     "AND (claimed_by IS NULL OR claimed_by = :owner OR claimed_until <= :now) "
     f"ORDER BY id LIMIT :limit) RETURNING {_OUTBOX_COLUMNS}"
 )
+# Failed and pending mail due again from scratch; sent mail is never touched. :ids is
+# NULL (all of it) or a JSON array of ids.
+_SQL_RETRY_OUTBOX = (
+    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = :now, "  # noqa: S608
+    "claimed_by = NULL, claimed_until = NULL WHERE status != 'sent' AND (:ids IS NULL OR id IN "
+    f"(SELECT value FROM json_each(:ids))) RETURNING {_OUTBOX_COLUMNS}"
+)
 _SQL_GET_OUTBOX = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?"  # noqa: S608
 _SQL_MARK_OUTBOX = (
     "UPDATE outbox SET status = :status, attempts = attempts + 1, last_error = :error, "
@@ -69,14 +81,8 @@ _SQL_MARK_OUTBOX = (
     "WHERE id = :id"
 )
 _SQL_LIST_OUTBOX = (
-    f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE :status IS NULL OR status = :status "  # noqa: S608
+    f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE CAST(:status AS TEXT) IS NULL OR status = :status "  # noqa: S608
     "ORDER BY id DESC LIMIT :limit OFFSET :offset"
-)
-# Failed and pending mail due again from scratch; sent mail is never touched.
-_SQL_RETRY_OUTBOX = (
-    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = :now, "  # noqa: S608
-    "claimed_by = NULL, claimed_until = NULL WHERE status != 'sent' AND (:ids IS NULL OR id IN "
-    f"(SELECT value FROM json_each(:ids))) RETURNING {_OUTBOX_COLUMNS}"
 )
 _SQL_COUNT_OUTGOING = "SELECT COUNT(*) FROM outbox_recipients WHERE address = ? AND created_at >= ?"
 _SQL_COUNT_OUTGOING_FOR_TICKET = (
@@ -107,7 +113,7 @@ def _outbox_mail(row: Sequence[Any]) -> OutboxMail:
     )
 
 
-class OutboxPart(SQLiteBase):
+class OutboxPart(SQLBase):
     """Outgoing mail, its recipients (for the throttle), and claims."""
 
     # -- the outbox ------------------------------------------------------------
@@ -121,30 +127,28 @@ class OutboxPart(SQLiteBase):
         now = self._now()
         stamp = _time(now)
         with self._writing() as connection:
-            try:
-                cursor = connection.execute(
-                    _SQL_INSERT_OUTBOX,
-                    (
-                        new.message_id,
-                        _json_list(new.to),
-                        new.subject,
-                        new.text,
-                        OutboxStatus.PENDING.value,
-                        stamp,
-                        new.mailbox,
-                        new.kind,
-                        new.ticket_id,
-                        new.html,
-                        new.in_reply_to,
-                        _json_list(new.references),
-                        int(new.auto_submitted),
-                    ),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise RepositoryError(
-                    f"outgoing Message-ID already queued: {new.message_id!r}"
-                ) from exc
-            outbox_id = _row_id(cursor)
+            # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
+            rows = connection.execute(
+                _SQL_INSERT_OUTBOX,
+                (
+                    new.message_id,
+                    _json_list(new.to),
+                    new.subject,
+                    new.text,
+                    OutboxStatus.PENDING.value,
+                    stamp,
+                    new.mailbox,
+                    new.kind,
+                    new.ticket_id,
+                    new.html,
+                    new.in_reply_to,
+                    _json_list(new.references),
+                    int(new.auto_submitted),
+                ),
+            ).fetchall()
+            if not rows:
+                raise RepositoryError(f"outgoing Message-ID already queued: {new.message_id!r}")
+            outbox_id = int(rows[0][0])
             connection.executemany(
                 _SQL_INSERT_RECIPIENT,
                 (
@@ -181,14 +185,15 @@ class OutboxPart(SQLiteBase):
     ) -> Sequence[OutboxMail]:
         """Claim due pending emails for ``owner`` until ``now + lease``; return them, oldest first.
 
-        One conditional UPDATE under the write lock: mail another owner claimed until
-        after ``now`` is passed over, so two claimers never receive the same email.
+        One conditional UPDATE: mail another owner claimed until after ``now`` is passed
+        over, so two claimers never receive the same email (SQLite runs it under the
+        write lock; PostgreSQL skips the rows another claimer has locked).
         """
         check_page(limit, 0)
         start = to_utc(now)
         with self._writing() as connection:
             rows = connection.execute(
-                _SQL_CLAIM_OUTBOX,
+                self._SQL_CLAIM_OUTBOX,
                 {
                     "owner": owner,
                     "until": _time(start + lease),
@@ -244,7 +249,7 @@ class OutboxPart(SQLiteBase):
         chosen = None if ids is None else json.dumps([int(i) for i in ids])
         with self._writing() as connection:
             rows = connection.execute(
-                _SQL_RETRY_OUTBOX, {"now": _time(to_utc(now)), "ids": chosen}
+                self._SQL_RETRY_OUTBOX, {"now": _time(to_utc(now)), "ids": chosen}
             ).fetchall()
         return sorted((_outbox_mail(row) for row in rows), key=lambda mail: mail.id)
 

@@ -1,4 +1,7 @@
-"""The SQLite repository's tickets and actions (the ``TicketStore`` role, and ``Browsing``'s)."""
+"""The SQL repositories' tickets and actions (the ``TicketStore`` role, and ``Browsing``'s).
+
+The statements run on SQLite and PostgreSQL alike.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,14 @@ from halomail.errors import RepositoryError
 from halomail.tickets._common import (
     check_page,
 )
-from halomail.tickets._sqlite_base import (
-    SQLiteBase,
-    _insert_with_payload,
+from halomail.tickets._sql import (
+    SQLBase,
+    _inserted_id,
     _json_list,
     _json_map,
     _mapping,
     _parse_opt_time,
     _parse_time,
-    _row_id,
     _time,
     _tuple,
 )
@@ -52,7 +54,7 @@ _SQL_INSERT_TICKET = (
     "INSERT INTO tickets (summary, details, ticket_type, user_email, status, created_at, "
     "updated_at, user_name, mailbox, record, customer, cc, priority, category, team, agent, "
     "asset_id, custom_fields, alert_key) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 # The literal 'closed' (not a parameter) lets SQLite use the partial index of open
 # tickets with a key.
@@ -74,11 +76,11 @@ _SQL_LIST_TICKETS = (
 
 _SQL_INSERT_ACTION = (
     "INSERT INTO actions (ticket_id, kind, body, from_address, public, message_id, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _SQL_INSERT_ATTACHMENT = (
     "INSERT INTO attachments (action_id, position, filename, storage_name, content_type, size, "
-    "content_id, inline, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "content_id, inline, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position"
 )
 _SQL_LIST_ACTIONS = (
     "SELECT id, ticket_id, kind, body, created_at, from_address, public, message_id "
@@ -119,7 +121,7 @@ def _ticket(row: Sequence[Any]) -> Ticket:
     )
 
 
-class TicketsPart(SQLiteBase):
+class TicketsPart(SQLBase):
     """Tickets and their actions, attachments as BLOBs."""
 
     # -- tickets ---------------------------------------------------------------
@@ -148,7 +150,8 @@ class TicketsPart(SQLiteBase):
         stamp = _time(now)
         custom_fields = dict(new.custom_fields)
         with self._writing() as connection:
-            cursor = connection.execute(
+            ticket_id = _inserted_id(
+                connection,
                 _SQL_INSERT_TICKET,
                 (
                     new.summary,
@@ -172,7 +175,6 @@ class TicketsPart(SQLiteBase):
                     new.alert_key,
                 ),
             )
-            ticket_id = _row_id(cursor)
         return Ticket(
             id=ticket_id,
             summary=new.summary,
@@ -210,7 +212,8 @@ class TicketsPart(SQLiteBase):
             # The UPDATE both touches the ticket and proves it exists.
             if connection.execute(_SQL_TOUCH_TICKET, (stamp, new.ticket_id)).rowcount == 0:
                 raise RepositoryError(f"ticket {new.ticket_id} does not exist")
-            cursor = connection.execute(
+            action_id = _inserted_id(
+                connection,
                 _SQL_INSERT_ACTION,
                 (
                     new.ticket_id,
@@ -222,9 +225,8 @@ class TicketsPart(SQLiteBase):
                     stamp,
                 ),
             )
-            action_id = _row_id(cursor)
             for position, item in enumerate(new.attachments):
-                _insert_with_payload(
+                self._insert_with_payload(
                     connection,
                     _SQL_INSERT_ATTACHMENT,
                     "attachments",

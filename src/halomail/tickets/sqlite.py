@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from halomail.tickets._sqlite_base import DEFAULT_BUSY_TIMEOUT, translate_error
+from halomail.tickets._sqlite_base import DEFAULT_BUSY_TIMEOUT, SQLiteBase, translate_error
 from halomail.tickets._sqlite_directory import DirectoryPart
 from halomail.tickets._sqlite_ledger import LedgerPart
-from halomail.tickets._sqlite_outbox import OutboxPart
+from halomail.tickets._sqlite_outbox import _SQL_CLAIM_OUTBOX, _SQL_RETRY_OUTBOX, OutboxPart
 from halomail.tickets._sqlite_tickets import TicketsPart
 
 if TYPE_CHECKING:
@@ -24,12 +24,13 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteTicketRepository", "translate_error"]
 
 
-class SQLiteTicketRepository(TicketsPart, DirectoryPart, LedgerPart, OutboxPart):
+class SQLiteTicketRepository(TicketsPart, DirectoryPart, LedgerPart, OutboxPart, SQLiteBase):
     """A :class:`~halomail.TicketRepository` in one SQLite file: the embedded default.
 
     The code is split by role: the connection and transactions in ``_sqlite_base``,
     and one part per role (``_sqlite_tickets``, ``_sqlite_directory``,
-    ``_sqlite_ledger``, ``_sqlite_outbox``), each with its own SQL.
+    ``_sqlite_ledger``, ``_sqlite_outbox``), each with its own SQL, which
+    :class:`~halomail.tickets.postgres.PostgreSQLTicketRepository` shares.
 
     The database runs in WAL mode with ``synchronous=NORMAL``: a committed transaction
     survives a crash of the process (a power cut may lose the last few, never
@@ -68,6 +69,9 @@ class SQLiteTicketRepository(TicketsPart, DirectoryPart, LedgerPart, OutboxPart)
 
     .. versionadded:: 0.1.0
     """
+
+    _SQL_CLAIM_OUTBOX = _SQL_CLAIM_OUTBOX
+    _SQL_RETRY_OUTBOX = _SQL_RETRY_OUTBOX
 
     thread_safe: bool = True
     """Concurrent calls from several threads are safe: one lock guards the connection,

@@ -1,0 +1,148 @@
+"""What the SQL repositories share: value codecs, the connection they are written against,
+and the base class whose dialect (SQLite or PostgreSQL) supplies connections and
+transactions.
+
+The role parts (:mod:`._sqlite_tickets`, :mod:`._sqlite_directory`,
+:mod:`._sqlite_ledger`, :mod:`._sqlite_outbox`) hold one set of SQL for both
+databases, written with ``?`` and ``:name`` placeholders. Only a statement that must
+differ is a class attribute that a dialect overrides (``_SQL_CLAIM_OUTBOX``,
+``_SQL_RETRY_OUTBOX``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Protocol
+
+from halomail.errors import RepositoryError
+from halomail.tickets._common import to_utc
+
+__all__ = ["OUTBOX_COLUMNS", "Connection", "Cursor", "SQLBase"]
+
+# The outbox's columns in the order the row reader of ``_sqlite_outbox`` expects.
+OUTBOX_COLUMNS = (
+    "id, message_id, recipients, subject, text, status, created_at, mailbox, kind, ticket_id, "
+    "html, in_reply_to, thread_references, auto_submitted, attempts, next_attempt_at, "
+    "last_error, sent_at"
+)
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the role parts use."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows the statement changed."""
+        ...
+
+    def fetchone(self) -> Any:
+        """The next row, or ``None``."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """The remaining rows."""
+        ...
+
+    def __iter__(self) -> Iterator[Any]:
+        """The rows, one at a time."""
+        ...
+
+
+class Connection(Protocol):
+    """The part of a connection the role parts use: ``sqlite3.Connection`` as it is,
+    or the PostgreSQL adapter that translates the placeholders."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor:
+        """Run one statement; return its cursor."""
+        ...
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any:
+        """Run one statement once per set of parameters."""
+        ...
+
+
+# -- values --------------------------------------------------------------------
+
+
+def _time(value: dt.datetime) -> str:
+    # Fixed width (microseconds, "+00:00") so that text order is time order.
+    return to_utc(value).isoformat(timespec="microseconds")
+
+
+def _opt_time(value: dt.datetime | None) -> str | None:
+    return None if value is None else _time(value)
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def _parse_opt_time(text: str | None) -> dt.datetime | None:
+    return None if text is None else dt.datetime.fromisoformat(text)
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return json.dumps(list(values))
+
+
+def _json_map(values: Mapping[str, str]) -> str:
+    return json.dumps(dict(values))
+
+
+def _tuple(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+def _mapping(text: str) -> dict[str, str]:
+    loaded: dict[str, str] = json.loads(text)
+    return loaded
+
+
+def _inserted_id(connection: Connection, sql: str, parameters: Any) -> int:
+    """Run an ``INSERT … RETURNING id`` and return the new row's id."""
+    # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
+    rows = connection.execute(sql, parameters).fetchall()
+    if not rows:  # pragma: no cover - an INSERT without a conflict clause returns its row
+        raise RepositoryError("the database did not report the new row's id")
+    return int(rows[0][0])
+
+
+class SQLBase:
+    """The dialect's seam: connections, transactions, payload inserts and the clock.
+
+    :class:`~halomail.tickets._sqlite_base.SQLiteBase` and
+    :class:`~halomail.tickets._postgres_base.PostgresBase` implement it; the role parts
+    call only these.
+    """
+
+    # Claims the due mail nobody else holds and returns it (see the SQLite and
+    # PostgreSQL bases for how each makes two claimers never share an email).
+    _SQL_CLAIM_OUTBOX: ClassVar[str]
+    # Makes failed and pending mail due again, all of it or the ids in :ids.
+    _SQL_RETRY_OUTBOX: ClassVar[str]
+
+    def _reading(self, *, snapshot: bool = False) -> AbstractContextManager[Connection]:
+        """Hold the connection for a read; ``snapshot`` makes several statements see one state."""
+        raise NotImplementedError
+
+    def _writing(self) -> AbstractContextManager[Connection]:
+        """Hold the connection for a write; outside a transaction, run it in one of its own."""
+        raise NotImplementedError
+
+    def _insert_with_payload(
+        self,
+        connection: Connection,
+        sql: str,
+        table: str,
+        values: tuple[object, ...],
+        payload: bytes,
+    ) -> int:
+        """Run ``sql`` (an ``INSERT … RETURNING id`` whose last value is ``payload``)."""
+        raise NotImplementedError
+
+    def _now(self) -> dt.datetime:
+        """The clock's time, in UTC."""
+        raise NotImplementedError
