@@ -1,16 +1,17 @@
 """Cycle time of 200 IMAP mailboxes with 1, 2 and 4 ``halomail worker`` processes.
 
-Run it from the checkout, as root like the tests (it starts a private Dovecot and Redis;
-about ten minutes at the defaults)::
+Run it from the checkout, as root like the tests (it starts a private Dovecot, Redis
+and PostgreSQL; about twelve minutes at the defaults)::
 
     python benchmarks/bench_scale.py                    # 200 mailboxes, 3 rounds
     python benchmarks/bench_scale.py --short            # 20 mailboxes, 1 round (CI)
+    python benchmarks/bench_scale.py --storage sqlite   # one SQLite file instead
 
 Everything is real: a private Dovecot with one account per mailbox, each reached over
 TLS through the test suite's fault proxy, which holds back every chunk the server sends
 by ``--latency`` milliseconds (so every IMAP round trip pays it once, as across a
-network); a private Redis as the broker; the repository of ``[storage]`` (a SQLite file
-unless ``--storage`` names another URL); and ``halomail worker -c halomail.toml
+network); a private Redis as the broker; a private PostgreSQL cluster as the store (the
+tests' own servers, started the same way); and ``halomail worker -c halomail.toml
 --concurrency N`` subprocesses (Celery prefork: N child processes each).
 
 A **cycle** is the wall time from firing the fan-out (sending the
@@ -26,10 +27,13 @@ warm-up cycle (each worker process builds its processor on its first task), then
 
 It prints, per number of workers, the median cycle time and its spread (min-max) over
 the rounds, the ratio to one worker, the CPU time of the workers' processes (user +
-system, children included) and Redis's own command count per cycle (``INFO
-commandstats``, reset before each cycle). It exits 1 when a mailbox was not polled, an
-email is not exactly one ticket, or an INBOX still holds mail after a busy cycle.
-``--report FILE`` also writes every cycle as JSON (the test of ``--short`` reads it).
+system, children included), Redis's own command count and CPU per cycle (``INFO
+commandstats`` reset before each cycle, ``INFO cpu``), the IMAP logins and the
+connections left open, the server chunks a poll waited for, and PostgreSQL's statements
+(``pg_stat_statements``) and write transactions (COMMIT records in the WAL) per poll. It
+exits 1 when a mailbox was not polled, an email is not exactly one ticket, or an INBOX
+still holds mail after a busy cycle. ``--report FILE`` also writes every cycle as JSON
+(the test of ``--short`` reads it).
 """
 
 from __future__ import annotations
@@ -503,9 +507,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--storage",
-        default="sqlite",
+        default="postgresql",
         choices=("sqlite", "postgresql"),
-        help="a SQLite file, or a private PostgreSQL cluster started here",
+        help="a private PostgreSQL cluster started here (default), or a SQLite file",
     )
     parser.add_argument("--report", type=Path, help="write every cycle here as JSON")
     parser.add_argument("--short", action="store_true", help="20 mailboxes, 1-2 workers, 1 round")

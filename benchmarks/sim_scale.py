@@ -3,7 +3,7 @@
 Run it from the checkout (no mail server needed; about five minutes at the defaults)::
 
     python benchmarks/sim_scale.py                            # 200, 1,000, 5,000 mailboxes
-    python benchmarks/sim_scale.py --storage postgresql       # on a private PostgreSQL
+    python benchmarks/sim_scale.py --storage sqlite           # on one SQLite file
     python benchmarks/sim_scale.py --sizes 50 --rounds 1      # a quick look
 
 No real network: each mailbox is a :class:`SlowMailbox`, a ``MemoryConnector`` that
@@ -12,8 +12,8 @@ spin would), and acknowledgements leave through a transport that sleeps an SMTP
 transaction's. Everything else is real: ``MailProcessor.process_mailbox`` and
 ``send_outbox`` in ``--workers`` processes of ``--slots`` threads each (each slot with its
 own processor and connection, as a child of a Celery prefork worker with
-``--concurrency``), over one repository: a SQLite file shared by every worker, or a
-database of a private PostgreSQL cluster the script starts as the tests do.
+``--concurrency``), over one repository: a database of a private PostgreSQL cluster the
+script starts as the tests do, or a SQLite file shared by every worker.
 
 The broker is modelled, not run: the parent process is the scheduler. Each cycle it
 fires the fan-out, puts one poll task per mailbox on a queue the workers share, then
@@ -732,9 +732,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, help="write every cycle here as JSON")
     parser.add_argument(
         "--storage",
-        default="sqlite",
+        default="postgresql",
         choices=("sqlite", "postgresql"),
-        help="one SQLite file, or a private PostgreSQL cluster started here",
+        help="a private PostgreSQL cluster started here (default), or one SQLite file",
     )
     parser.add_argument(
         "--shared-processor",
