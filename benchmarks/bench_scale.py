@@ -10,9 +10,10 @@ and PostgreSQL; about twelve minutes at the defaults)::
 Everything is real: a private Dovecot with one account per mailbox, each reached over
 TLS through the test suite's fault proxy, which holds back every chunk the server sends
 by ``--latency`` milliseconds (so every IMAP round trip pays it once, as across a
-network); a private Redis as the broker; a private PostgreSQL cluster as the store (the
-tests' own servers, started the same way); and ``halomail worker -c halomail.toml
---concurrency N`` subprocesses (Celery prefork: N child processes each).
+network); a private Redis as the broker (append-only, as a broker must be) and a private
+PostgreSQL cluster as the store (the tests' own servers, started the same way); and
+``halomail worker -c halomail.toml --concurrency N`` subprocesses (Celery prefork: N
+child processes each).
 
 A **cycle** is the wall time from firing the fan-out (sending the
 ``halomail.schedule_polls`` task, as the scheduler does) until every mailbox was polled
@@ -45,7 +46,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,11 +61,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.ser
 from sim_scale import Store
 from tests.servers.dovecot import Account, Dovecot, make_root, start_dovecot
 from tests.servers.fault_proxy import FaultProxy
+from tests.servers.redis import RedisServer, start_redis
 
 from halomail.config.loader import load_config
 
 # What a poll task logs when it ends: "mailbox NAME: 3 created" or "… : no new email".
 _POLLED = re.compile(r"mailbox (box-\S+): (no new email|\d+ \w+)(.*)$")
+_PASSWORD_ENV = "HALOMAIL_BENCH_BROKER_PASSWORD"  # noqa: S105 - a variable name
 _DEADLINE = 600.0  # seconds a cycle may take before the run counts it as lost
 # Each worker process keeps a logged-in connection to every mailbox it polled (the IMAP
 # connector's end_session), and each TLS connection holds an imap-login process too:
@@ -82,43 +84,12 @@ service imap {
 # -- the servers ------------------------------------------------------------------------
 
 
-class Redis:
-    """A private ``redis-server`` on a free loopback port, no persistence."""
+class Broker:
+    """The test suite's private Redis (persistent, as a broker must be) and its counters."""
 
-    def __init__(self, folder: Path) -> None:
-        import redis  # the celery extra's dependency
-
-        with contextlib.closing(socket.create_server(("127.0.0.1", 0))) as probe:
-            self.port = probe.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(folder),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.client = redis.Redis(host="127.0.0.1", port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.client = server.client()
 
     def reset_stats(self) -> None:
         """Zero the per-command counters."""
@@ -134,12 +105,9 @@ class Redis:
         cpu = self.client.info("cpu")
         return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
-    def stop(self) -> None:
-        """Stop the server and wait for it."""
+    def close(self) -> None:
+        """Close the client (the server is stopped by its owner)."""
         self.client.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-        self.process.wait(30)
 
 
 # -- the configuration -------------------------------------------------------------------
@@ -160,6 +128,7 @@ def write_config(
         "",
         "[scale]",
         f'broker_url = "{broker}"',
+        f'broker_password_env = "{_PASSWORD_ENV}"',
         # The script fires each fan-out itself; a poll expires after this long.
         "poll_interval_seconds = 3600",
         "",
@@ -352,8 +321,11 @@ class Bench:
         self.proxy = FaultProxy(self.dovecot.host, self.dovecot.imaps_port)
         self._started.callback(self.proxy.close)
         self.proxy.latency = self.args.latency / 1000
-        self.redis = Redis(self.folder)
-        self._started.callback(self.redis.stop)
+        server = self._started.enter_context(start_redis())
+        # The workers and this process read the broker's password from the environment.
+        os.environ[_PASSWORD_ENV] = server.password
+        self.redis = Broker(server)
+        self._started.callback(self.redis.close)
         self.store = Store(self.args.storage)
         self._started.callback(self.store.close)
         self.accounts = [self.dovecot.new_account() for _ in range(self.args.mailboxes)]
@@ -361,7 +333,7 @@ class Bench:
         postgres = self.args.storage == "postgresql"
         storage = self.database if postgres else f"sqlite:///{self.database}"
         self.config = self.folder / "halomail.toml"
-        write_config(self.config, self.dovecot, self.proxy, self.accounts, storage, self.redis.url)
+        write_config(self.config, self.dovecot, self.proxy, self.accounts, storage, server.url())
         from halomail.celery import SCHEDULE_POLLS, create_app
 
         self.app = create_app(load_config(self.config))
