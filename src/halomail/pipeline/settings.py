@@ -17,7 +17,7 @@ from halomail.outbound.notifier import MailboxProfile
 from halomail.outbound.outbox import Backoff, SenderIdentity
 from halomail.tickets.models import RecordKind
 
-__all__ = ["Mailbox", "ProcessorSettings"]
+__all__ = ["DEFAULT_MAILBOX_LEASE", "Mailbox", "ProcessorSettings"]
 
 
 @attrs.frozen
@@ -97,6 +97,10 @@ def _tag_pattern(subject_tag: str) -> re.Pattern[str]:
     return re.compile(re.escape(opening) + r"(?:[:#-]\s*|\s+)(\d{1,12})\s*\]", re.IGNORECASE)
 
 
+#: How long a mailbox lease lasts unless renewed, by default.
+DEFAULT_MAILBOX_LEASE = dt.timedelta(minutes=5)
+
+
 @attrs.frozen
 class ProcessorSettings:
     """Settings that apply to every mailbox.
@@ -153,7 +157,7 @@ class ProcessorSettings:
     )
     concurrent_mailboxes: int = attrs.field(default=16, validator=attrs.validators.ge(1))
     mailbox_lease: dt.timedelta = attrs.field(
-        default=dt.timedelta(minutes=5), validator=attrs.validators.gt(dt.timedelta(0))
+        default=DEFAULT_MAILBOX_LEASE, validator=attrs.validators.gt(dt.timedelta(0))
     )
     outbox_claim: dt.timedelta = attrs.field(
         default=dt.timedelta(minutes=5), validator=attrs.validators.gt(dt.timedelta(0))
