@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from halomail.backends.auth.oauth import StaticTokenProvider
+from halomail.backends.base import SyncState
 from halomail.backends.gmail import GmailConnector, GmailRetry
 from halomail.backends.graph import GraphConnector, GraphRetry
 from halomail.outbound.outbox import SenderIdentity
@@ -250,3 +251,63 @@ def test_a_gmail_message_the_first_processor_left_is_read_by_the_second(
     assert gmail_state.calls("GET", "/profile") == []
     assert gmail_state.labelled(SUPPORT, "INBOX") == []
     assert len(second.repository.list_tickets()) == 2
+
+
+# -- the text itself ---------------------------------------------------------------------
+
+
+def test_graph_and_gmail_connectors_have_the_sync_state_capability(
+    graph: GraphServer, gmail: GmailServer
+) -> None:
+    """Both are SyncState; before any listing they have nothing to export."""
+    for connector in (_graph_connector(graph), _gmail_connector(gmail)):
+        assert isinstance(connector, SyncState)
+        assert connector.export_sync_state() is None
+        connector.close()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json at all",
+        "[1, 2]",
+        '{"kind": "gmail-history", "version": 1, "scope": {}, "history_id": "1", "pending": []}',
+        '{"kind": "graph-delta", "version": 1, "scope": {"folder": "Inbox", "user": "x"}}',
+        '{"kind": "graph-delta", "version": 1, "scope": {"folder": "Inbox", "user": '
+        '"support@contoso.example"}, "link": 5, "pending": []}',
+    ],
+)
+def test_an_unusable_state_is_ignored_with_a_warning_and_never_raises(
+    graph: GraphServer, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Garbage, another kind, another mailbox or a malformed field: nothing restored."""
+    connector = _graph_connector(graph)
+    connector.restore_sync_state(text)
+    assert connector.export_sync_state() is None
+    assert "the stored sync state is ignored" in caplog.text
+    connector.close()
+
+
+def test_a_state_of_another_folder_is_not_taken_over(
+    graph: GraphServer, graph_state: GraphState
+) -> None:
+    """A delta link stored for Inbox is ignored by a connector now reading Archive."""
+    graph_state.deliver(SUPPORT, _mail(0))
+    inbox = _graph_connector(graph)
+    list(inbox.fetch())
+    stored = inbox.export_sync_state()
+    assert stored is not None
+    archive = GraphConnector(
+        "Support",
+        user_id=SUPPORT,
+        token_provider=StaticTokenProvider(GRAPH_TOKEN),
+        folder="Archive",
+        base_url=graph.url,
+    )
+    archive.restore_sync_state(stored)
+    assert archive.export_sync_state() is None
+    same = _graph_connector(graph)
+    same.restore_sync_state(stored)
+    assert same.export_sync_state() == stored
+    for connector in (inbox, archive, same):
+        connector.close()
