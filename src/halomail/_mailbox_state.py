@@ -33,7 +33,6 @@ from typing import Any
 import attrs
 
 from halomail._text import redact_secrets
-from halomail.errors import TransientRepositoryError
 from halomail.pipeline.reports import MailboxHealth
 from halomail.pipeline.settings import Mailbox
 from halomail.tickets.repository import TicketRepository
@@ -189,14 +188,14 @@ class MailboxLedger:
     def load_health(self, name: str) -> MailboxHealth:
         """The mailbox's health as the ledger has it (another runner may have changed it).
 
-        A busy repository keeps what this runner knew: the pass's own writes will say
-        whether the repository can be used.
+        A repository that cannot answer keeps what this runner knew: the pass's own
+        writes will say whether the repository can be used.
         """
         key = f"mailbox:{name}:health"
         try:
             with self._writer:
                 text = self._repository.get_state(key)
-        except TransientRepositoryError as exc:
+        except Exception as exc:  # noqa: BLE001 - health is advice; the pass decides
             log.debug("mailbox %s: health not read (%s); using the last known", name, exc)
             return self.health[name]
         if text is not None and text != self._seen.get(key):
