@@ -192,17 +192,18 @@ class MailboxLedger:
         writes will say whether the repository can be used.
         """
         key = f"mailbox:{name}:health"
+        known = self.health.setdefault(name, MailboxHealth(name))
         try:
             with self._writer:
                 text = self._repository.get_state(key)
         except Exception as exc:  # noqa: BLE001 - health is advice; the pass decides
             log.debug("mailbox %s: health not read (%s); using the last known", name, exc)
-            return self.health[name]
+            return known
         if text is not None and text != self._seen.get(key):
             self._seen[key] = text
             stored = _health_from_text(name, text)
             if stored is not None:
-                local = self.health[name].last_success
+                local = known.last_success
                 if local is not None and (stored.last_success or local) <= local:
                     stored = attrs.evolve(stored, last_success=local)
                 self.health[name] = stored
