@@ -311,3 +311,56 @@ def test_a_state_of_another_folder_is_not_taken_over(
     assert same.export_sync_state() == stored
     for connector in (inbox, archive, same):
         connector.close()
+
+
+class CountingRepository(SQLiteTicketRepository):
+    """A real SQLite repository that also counts the state keys written."""
+
+    written: list[str]
+
+    def set_state(self, key: str, value: str) -> None:
+        """Note ``key``, then write as SQLite does."""
+        self.written.append(key)
+        super().set_state(key, value)
+
+
+def test_the_sync_state_is_written_once_per_pass_not_per_email(
+    graph: GraphServer, graph_state: GraphState, tmp_path: Path
+) -> None:
+    """Ten emails, one pass: one sync-state write; a pass that changed nothing writes none."""
+    for n in range(10):
+        graph_state.deliver(SUPPORT, _mail(n))
+    with CountingRepository(tmp_path / "counting.db") as repository:
+        repository.written = []
+        processor = MailProcessor(
+            repository,
+            [Mailbox(_graph_connector(graph))],
+            ProcessorSettings(loop_token=LOOP_TOKEN, domain="helpdesk.example"),
+        )
+        assert len(processor.run_once().outcomes) == 10
+        assert repository.written.count(SYNC_KEY) == 1
+        assert [k for k in repository.written if k.startswith("mailbox:")] == [SYNC_KEY]
+        processor.close()
+
+
+def test_a_pass_that_changed_nothing_writes_no_sync_state(
+    gmail: GmailServer, gmail_state: GmailState, tmp_path: Path
+) -> None:
+    """Gmail's history id stays put when nothing happened: the second pass writes nothing."""
+    gmail_state.deliver(SUPPORT, _mail(0))
+    with CountingRepository(tmp_path / "counting.db") as repository:
+        repository.written = []
+        processor = MailProcessor(
+            repository,
+            [Mailbox(_gmail_connector(gmail))],
+            ProcessorSettings(loop_token=LOOP_TOKEN, domain="helpdesk.example"),
+        )
+        assert len(processor.run_once().outcomes) == 1
+        assert repository.written.count(SYNC_KEY) == 1
+        processor.run_once()  # sees the history of its own trashing: a newer id, one write
+        repository.written.clear()
+        gmail_state.requests.clear()
+        assert processor.run_once().outcomes == ()
+        assert len(gmail_state.calls("GET", "/history")) == 1  # it did ask
+        assert repository.written == []
+        processor.close()
