@@ -17,20 +17,22 @@ import contextlib
 import email
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
 
+from halomail.app import open_repository
+from halomail.config.loader import load_config
 from halomail.config.processing import ProcessingSettings
 from halomail.runner import LEASE_TTL
+from halomail.tickets.models import OutboxStatus
 from tests.conftest import make_email
 
 if TYPE_CHECKING:  # imported by pytest as a plugin of its own
@@ -47,12 +49,18 @@ __all__ = [
 ]
 
 PASSWORD_ENV = "HALOMAIL_TEST_BROKER_PASSWORD"
+# Reading the results needs the storage only, not the broker's password.
+_NO_SECRETS = {PASSWORD_ENV: "unused"}
 
 # A SIGKILLed worker keeps its mailbox leases and outbox claims until they expire. When
 # [processing] can shorten them (mailbox_lease_seconds, outbox_claim_seconds), the
 # setups use 10 seconds; until then the built-in 5 minutes is what a test must wait.
 SHORT_LEASES = "mailbox_lease_seconds" in attrs.fields_dict(ProcessingSettings)
 LEASE_WAIT = 10.0 if SHORT_LEASES else LEASE_TTL.total_seconds()
+
+
+#: The ``[storage]`` of the setups: one SQLite file beside the configuration.
+SQLITE_STORAGE = 'url = "sqlite:///tickets.db"'
 
 
 def halomail_command() -> str:
@@ -68,6 +76,7 @@ def write_setup(
     emails: int,
     poll_seconds: float = 1,
     outbox_seconds: float = 1,
+    storage: str = SQLITE_STORAGE,
 ) -> Path:
     """Mailboxes ``box00``… holding ``emails`` emails in all, and their ``halomail.toml``.
 
@@ -92,7 +101,7 @@ def write_setup(
         (root / "mail" / name / "new" / f"{number:05d}.request:2,").write_bytes(raw)
     leases = "mailbox_lease_seconds = 10\noutbox_claim_seconds = 10\n" if SHORT_LEASES else ""
     tables = [
-        '[storage]\nurl = "sqlite:///tickets.db"\n',
+        f"[storage]\n{storage}\n",
         '[outgoing]\ntransport = "maildir"\npath = "sent"\n'
         'from_address = "support@helpdesk.example"\n',
         f'[processing]\nloop_token = "celery-test-token"\n{leases}',
@@ -205,7 +214,11 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 
 
 class Results:
-    """What a user checks after a run in a :func:`write_setup` folder."""
+    """What a user checks after a run in a :func:`write_setup` folder.
+
+    Tickets and the outbox are read through the repository the configuration's
+    ``[storage]`` names, so the same checks hold whatever the storage.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -219,33 +232,31 @@ class Results:
             for _ in folder.iterdir()
         )
 
-    def _query(self, sql: str) -> list[tuple[object, ...]]:
-        database = self.root / "tickets.db"
-        if not database.exists():
-            return []
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as connection:
-            rows: list[tuple[object, ...]] = connection.execute(sql).fetchall()
-        return rows
+    @contextlib.contextmanager
+    def _repository(self) -> Iterator[Any]:
+        repository = open_repository(load_config(self.root / "halomail.toml", env=_NO_SECRETS))
+        try:
+            yield repository
+        finally:
+            repository.close()
+
+    def ticket_summaries(self) -> Counter[str]:
+        """How many tickets carry each summary."""
+        with self._repository() as repository:
+            return Counter(t.summary for t in repository.list_tickets(limit=1_000_000))
 
     def tickets(self) -> int:
         """Tickets made."""
-        return int(self._query("SELECT count(*) FROM tickets")[0][0]) if self._tables() else 0
-
-    def ticket_subjects(self) -> Counter[str]:
-        """How many tickets carry each summary."""
-        if not self._tables():
-            return Counter()
-        return Counter(str(row[0]) for row in self._query("SELECT summary FROM tickets"))
+        return sum(self.ticket_summaries().values())
 
     def unsent(self) -> set[str]:
         """Message-IDs of acknowledgements the outbox has not marked sent."""
-        if not self._tables():
-            return set()
-        rows = self._query("SELECT message_id FROM outbox WHERE status != 'sent'")
-        return {str(row[0]) for row in rows}
-
-    def _tables(self) -> bool:
-        return bool(self._query("SELECT 1 FROM sqlite_master WHERE name = 'outbox'"))
+        with self._repository() as repository:
+            return {
+                mail.message_id
+                for status in (OutboxStatus.PENDING, OutboxStatus.FAILED)
+                for mail in repository.list_outgoing(status=status, limit=1_000_000)
+            }
 
     def delivered(self) -> Counter[str]:
         """How many ``.eml`` files hold each Message-ID (an acknowledgement's delivery)."""
