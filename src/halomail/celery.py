@@ -95,6 +95,8 @@ RepositorySource = TicketRepository | Callable[[], TicketRepository]
 # Every task may run twice (see the module's docstring), so each is acknowledged when it
 # ends and put back on the queue when its worker dies; results are never stored.
 _TASK_OPTIONS: dict[str, Any] = {
+    # On this app only: a shared task would join every Celery app made afterwards.
+    "shared": False,
     "acks_late": True,
     "reject_on_worker_lost": True,
     "ignore_result": True,
