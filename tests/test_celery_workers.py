@@ -177,3 +177,49 @@ def test_three_workers_one_killed_after_two_seconds_turn_1000_emails_into_1000_t
     left = _DONE_WITHIN - (time.monotonic() - started_at)
     wait_until(lambda: _all_done(results, emails), left, "1,000 tickets and acknowledgements")
     _assert_exactly_once(results, emails)
+
+
+def _send(broker: RedisServer, task: str, *args: str) -> None:
+    """Queue one task by name, as any client of the broker would."""
+    import celery
+
+    url = f"redis://:{broker.password}@127.0.0.1:{broker.port}/0"
+    client = celery.Celery("client", broker=url, set_as_current=False)
+    try:
+        client.send_task(task, args=args, queue="halomail")
+    finally:
+        client.close()
+
+
+def test_tasks_queued_when_redis_restarts_still_run_and_workers_reconnect(
+    tmp_path: Path, redis_broker: RedisServer, processes: Processes
+) -> None:
+    """Polls queued before a Redis restart run after it (append-only file), and a worker
+    running through a second restart reconnects and takes new tasks."""
+    emails = 30
+    config = write_setup(tmp_path, redis_broker, mailboxes=3, emails=emails)
+    env = broker_env(redis_broker)
+    results = Results(tmp_path)
+    # No worker and no scheduler yet: the polls wait in Redis across its restart.
+    for name in ("box00", "box01", "box02"):
+        _send(redis_broker, "halomail.poll_mailbox", name)
+    redis_broker.stop()
+    redis_broker.start()
+    worker = processes.worker("worker", config, env, concurrency=1)
+    wait_until(
+        lambda: results.emails_left() == 0 and results.tickets() == emails,
+        120,
+        "the polls queued before the restart run",
+    )
+    assert results.delivered() == {}, "nothing sent yet: no send_outbox was queued"
+
+    redis_broker.stop()
+    redis_broker.start()
+    _send(redis_broker, "halomail.send_outbox")
+    wait_until(
+        lambda: sum(results.delivered().values()) == emails and not results.unsent(),
+        120,
+        "the worker reconnected and sent the acknowledgements",
+    )
+    _assert_exactly_once(results, emails)
+    assert Processes.terminate(worker) == 0
