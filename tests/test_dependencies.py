@@ -34,6 +34,7 @@ EXTRAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("halomail.backends.auth", ("office365", "google")),
     ("halomail.testing", ("testing",)),
     ("halomail.celery", ("celery",)),
+    ("halomail.metrics", ("metrics",)),
 )
 
 

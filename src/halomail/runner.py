@@ -40,6 +40,7 @@ from halomail.outbound.outbox import MessageIdFactory, Outbox, SenderIdentity, S
 from halomail.outbound.sms import SmsSettings
 from halomail.pipeline.busy import PassStop, stops_the_pass
 from halomail.pipeline.context import Context, ThrottleWarnings
+from halomail.pipeline.observers import Observers, ProcessorObserver
 from halomail.pipeline.records import service_key
 from halomail.pipeline.reports import MailboxHealth, MailboxReport, RunReport, ServiceCheck
 from halomail.pipeline.results import Outcome, ProcessingOutcome, Reason, Simulation
@@ -60,6 +61,7 @@ __all__ = [
     "MailboxReport",
     "Outcome",
     "ProcessingOutcome",
+    "ProcessorObserver",
     "ProcessorSettings",
     "Reason",
     "RunReport",
@@ -169,6 +171,9 @@ class MailProcessor:
         sms: The email-to-SMS provider (``[sms]``), or ``None``.
         clock: The current time (replaceable in tests).
         owns_repository: Close ``repository`` in :meth:`close` (the processor opened it).
+        observers: Told each outcome, mailbox pass and outbox pass, for metrics
+            (:class:`~halomail.pipeline.observers.ProcessorObserver`; see
+            :meth:`add_observer`).
 
     Raises:
         ValueError: Mailbox names repeat, or a rule names an unknown service or template.
@@ -199,6 +204,7 @@ class MailProcessor:
         sms: SmsSettings | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         owns_repository: bool = False,
+        observers: Sequence[ProcessorObserver] = (),
     ) -> None:
         names = [m.name for m in mailboxes]
         if len(set(names)) != len(names):
@@ -253,6 +259,7 @@ class MailProcessor:
         # One writer: a host repository written the obvious way (one connection, no
         # locks) is never entered by two threads, unless it says it may be.
         self._writer = _OneWriter(exclusive=not getattr(repository, "thread_safe", False))
+        self._observers = Observers(observers, self._writer)
         self._outbox: Outbox | None = None  # made on first send_outbox()
         # Who holds this processor's mailbox leases: unique per process and processor.
         self._lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -303,6 +310,15 @@ class MailProcessor:
             if watcher.is_alive():
                 log.warning("mailbox %s: its watcher did not stop within 5 seconds", name)
         self._watchers.clear()
+
+    def add_observer(self, observer: ProcessorObserver) -> None:
+        """Tell ``observer`` each outcome, mailbox pass and outbox pass from now on.
+
+        What it raises is logged and never stops processing.
+
+        .. versionadded:: 0.3.0
+        """
+        self._observers.add(observer)
 
     def __enter__(self) -> MailProcessor:
         return self
@@ -501,6 +517,7 @@ class MailProcessor:
                 lease.release()
         if stop.why() is None:  # a busy repository is not the mailbox's failure
             self._record_health(mailbox.name, error)
+            self._observers.mailbox_pass(mailbox.name, error)
         if left_alone:
             log.info(
                 "mailbox %s: left %d older emails alone (start_from=now)", mailbox.name, left_alone
@@ -535,6 +552,11 @@ class MailProcessor:
         with neither stays queued. The outbox uses the repository, so it takes its
         turn as the one writer.
         """
+        report = self._send_due()
+        self._observers.send(report)
+        return report
+
+    def _send_due(self) -> SendReport:
         if self.transport is None and all(m.transport is None for m in self.mailboxes):
             return SendReport()
         if self._outbox is None:
@@ -628,6 +650,7 @@ class MailProcessor:
         """
         outcome = self._unit.run(mailbox, fetched, self._writer)
         self._dispose(mailbox, fetched.ref, outcome.disposed_as)
+        self._observers.outcome(mailbox.name, outcome)
         log.info(
             "%s %s %s ticket=%s reason=%s",
             mailbox.name,
