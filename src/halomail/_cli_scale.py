@@ -9,17 +9,20 @@ one of them runs, so the rest of the command works without the ``celery`` extra.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from halomail.config.loader import Config, load_config
+from halomail.config.scale import ScaleSettings
 from halomail.errors import ConfigError
 
-__all__ = ["register"]
+__all__ = ["metrics_served", "register"]
 
 EXIT_OK = 0
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -82,6 +85,40 @@ def _integration() -> ModuleType:
     return integration
 
 
+@contextlib.contextmanager
+def metrics_served(scale: ScaleSettings | None, *, multiprocess: bool = False) -> Iterator[bool]:
+    """Serve Prometheus metrics while the block runs, when ``[scale] metrics_port`` says so.
+
+    Yields whether they are served (then the caller's processors should count:
+    :func:`halomail.metrics.observe`). With ``multiprocess``, the worker's children count
+    in files of a private folder, made before anything imports prometheus_client, and
+    the server sums them.
+    """
+    if scale is None or scale.metrics_port is None:
+        yield False
+        return
+    try:
+        from halomail import metrics
+    except ImportError as exc:
+        raise ConfigError(
+            "scale.metrics_port", f"metrics need pip install 'halomail[metrics]' ({exc})"
+        ) from exc
+    with contextlib.ExitStack() as stack:
+        if multiprocess:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="halomail-metrics-"))
+            metrics.prepare_multiprocess(folder)
+        try:
+            server = metrics.start_metrics_server(scale.metrics_port, address=scale.metrics_address)
+        except OSError as exc:
+            raise ConfigError(
+                "scale.metrics_port",
+                f"cannot serve metrics on {scale.metrics_address}:{scale.metrics_port}: {exc}",
+            ) from exc
+        stack.callback(server.close)
+        print(f"halomail: metrics at {server.url}", file=sys.stderr, flush=True)
+        yield True
+
+
 def _load(args: argparse.Namespace) -> tuple[Config, ModuleType, Any]:
     """The configuration, :mod:`halomail.celery`, and the app, or a configuration error."""
     config = load_config(args.config)
@@ -91,8 +128,16 @@ def _load(args: argparse.Namespace) -> tuple[Config, ModuleType, Any]:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    config, integration, app = _load(args)
+    config = load_config(args.config)
+    _integration().require_broker(config)  # refused before anything is served
+    with metrics_served(config.scale, multiprocess=True):
+        return _run_worker(args, config)
+
+
+def _run_worker(args: argparse.Namespace, config: Config) -> int:
+    integration = _integration()
     scale = integration.require_broker(config)
+    app = integration.create_app(config)
     print(
         f"halomail worker: broker {scale.broker_display}, queue {scale.queue!r}",
         file=sys.stderr,

@@ -154,6 +154,10 @@ class HalomailTasks:
             if self._processor is None or self._pid != os.getpid():
                 self._processor = composition.build_processor(self.config, self._open_repository())
                 self._pid = os.getpid()
+                if self._counts_metrics():
+                    from halomail import metrics
+
+                    metrics.observe(self._processor)
                 log.info("built the processor of worker process %d", self._pid)
             return self._processor
 
@@ -174,6 +178,16 @@ class HalomailTasks:
             if processor is not None and self._pid == os.getpid():
                 processor.close()
                 log.info("closed the processor of worker process %d", self._pid)
+                if self._counts_metrics():
+                    from halomail import metrics
+
+                    # Its counts stay in the sum; only its live gauges are dropped.
+                    metrics.mark_process_dead(os.getpid())
+
+    def _counts_metrics(self) -> bool:
+        """Whether ``[scale] metrics_port`` asks this worker's processes to count."""
+        scale = self.config.scale
+        return scale is not None and scale.metrics_port is not None
 
     # -- the tasks ---------------------------------------------------------------
 

@@ -349,7 +349,14 @@ def _cmd_send_test_email(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     ok = True
-    with app.build_processor(config) as processor:
+    # A long-running `run` serves metrics when [scale] metrics_port is set; one pass
+    # (--once) ends before anyone could scrape them.
+    serving = _cli_scale.metrics_served(None if args.once else config.scale)
+    with serving as counting, app.build_processor(config) as processor:
+        if counting:
+            from halomail import metrics
+
+            metrics.observe(processor)
         while True:
             report = _run_cycle(processor, json_output=args.json)
             ok = ok and report.ok

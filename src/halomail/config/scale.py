@@ -9,6 +9,7 @@ before (``Config.scale`` is ``None``).
 
 from __future__ import annotations
 
+import ipaddress
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +42,7 @@ _KEYS = (
     "visibility_timeout_seconds",
     "schedule_file",
     "metrics_port",
+    "metrics_address",
 )
 _BROKER_SCHEMES = ("redis", "rediss")
 _QUEUE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -68,7 +70,10 @@ class ScaleSettings:
             again elsewhere; a task that runs longer is run twice, harmlessly (leases).
         schedule_file: Where the scheduler keeps its last-run times; ``None``: a
             temporary folder removed when it stops.
-        metrics_port: The port Prometheus metrics are served on, or ``None``.
+        metrics_port: The port Prometheus metrics are served on by ``halomail worker``
+            and ``halomail run`` (without ``--once``), or ``None`` for none.
+        metrics_address: The address the metrics are served on: loopback unless set
+            (``"0.0.0.0"`` for a scraper on another machine; keep it off the internet).
     """
 
     # Left out of repr: a URL may hold a password (broker_display never does).
@@ -81,6 +86,7 @@ class ScaleSettings:
     visibility_timeout_seconds: int = 600
     schedule_file: Path | None = None
     metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
 
     @property
     def broker_display(self) -> str:
@@ -148,7 +154,22 @@ def parse_scale(table: Mapping[str, Any], ctx: Context) -> ScaleSettings | None:
         ),
         schedule_file=None if schedule_file is None else _resolve(schedule_file, ctx),
         metrics_port=_opt_port(table, "metrics_port", kp),
+        metrics_address=_metrics_address(table, kp),
     )
+
+
+def _metrics_address(table: Mapping[str, Any], kp: str) -> str:
+    address = _opt_str(table, "metrics_address", kp)
+    if address is None:
+        return "127.0.0.1"
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise ConfigError(
+            join_key(kp, "metrics_address"),
+            f"expected an IP address to listen on (127.0.0.1, 0.0.0.0, ::), got {address!r}",
+        ) from None
+    return address
 
 
 def _broker_url(table: Mapping[str, Any], kp: str) -> str | None:
