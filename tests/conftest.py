@@ -18,11 +18,13 @@ from halomail.tickets.sqlite import SQLiteTicketRepository
 
 # The real servers the tests start on loopback, and their fixtures (smtp_server,
 # smtp_server_factory, smtp_tls, token_endpoint, token_tls, dovecot, fault_proxy_factory,
-# postgres, postgres_url).
+# postgres, postgres_url, redis_server, redis_broker, processes).
 pytest_plugins = (
+    "tests.servers.celery_workers",
     "tests.servers.dovecot",
     "tests.servers.fault_proxy",
     "tests.servers.postgres",
+    "tests.servers.redis",
     "tests.servers.smtp",
     "tests.servers.token_endpoint",
 )

@@ -33,6 +33,7 @@ EXTRAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # OAuth tokens come from msal (Microsoft) or google-auth (Google).
     ("halomail.backends.auth", ("office365", "google")),
     ("halomail.testing", ("testing",)),
+    ("halomail.celery", ("celery",)),
     ("halomail.metrics", ("metrics",)),
     ("halomail.tickets._postgres_base", ("postgres",)),
 )

@@ -310,6 +310,8 @@ def _processor_settings(config: Config, repository: TicketRepository) -> Process
         loop_window=dt.timedelta(hours=processing.loop_window_hours),
         backoff=Backoff(max_attempts=processing.max_send_attempts),
         concurrent_mailboxes=processing.concurrent_mailboxes,
+        mailbox_lease=dt.timedelta(seconds=processing.mailbox_lease_seconds),
+        outbox_claim=dt.timedelta(seconds=processing.outbox_claim_seconds),
     )
 
 

@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from halomail import _cli_outbox, app
+from halomail import _cli_outbox, _cli_scale, app
 from halomail._text import RedactingFilter, clean_text, redact_secrets
 from halomail._version import __version__
 from halomail.backends.probe import Channel, probe_channel
@@ -213,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     test.set_defaults(handler=_cmd_send_test_email)
 
     _cli_outbox.register(commands, _opened_repository)
+    _cli_scale.register(commands)
     return parser
 
 
@@ -261,6 +262,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         f"{len(config.rules)} rules, outgoing via {config.outgoing.transport}, "
         f"storage {config.storage.location})"
     )
+    if config.scale is not None and config.scale.broker_url is not None:
+        summary += f"; workers' broker {config.scale.broker_display}"  # never the password
     json_output = getattr(args, "json", False)
     print(
         json.dumps({"event": "config", "ok": True, "summary": summary}) if json_output else summary
@@ -346,7 +349,14 @@ def _cmd_send_test_email(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     ok = True
-    with app.build_processor(config) as processor:
+    # A long-running `run` serves metrics when [scale] metrics_port is set; one pass
+    # (--once) ends before anyone could scrape them.
+    serving = _cli_scale.metrics_served(None if args.once else config.scale)
+    with serving as counting, app.build_processor(config) as processor:
+        if counting:
+            from halomail import metrics
+
+            metrics.observe(processor)
         while True:
             report = _run_cycle(processor, json_output=args.json)
             ok = ok and report.ok

@@ -27,11 +27,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
-from typing import Any
 
 import attrs
 
+from halomail._mailbox_state import MailboxLease, MailboxLedger, OneWriter
 from halomail.backends.base import Disposition, FetchedMessage, MailTransport
 from halomail.errors import TransientRepositoryError
 from halomail.inbound.parse import parse_email
@@ -44,7 +43,7 @@ from halomail.pipeline.observers import Observers, ProcessorObserver
 from halomail.pipeline.records import service_key
 from halomail.pipeline.reports import MailboxHealth, MailboxReport, RunReport, ServiceCheck
 from halomail.pipeline.results import Outcome, ProcessingOutcome, Reason, Simulation
-from halomail.pipeline.settings import Mailbox, ProcessorSettings
+from halomail.pipeline.settings import DEFAULT_MAILBOX_LEASE, Mailbox, ProcessorSettings
 from halomail.pipeline.unit import UnitOfWork
 from halomail.rules import EmailRule, RuleEngine
 from halomail.services import ServiceDefinition, ServiceStatus, is_overdue
@@ -70,81 +69,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-# How long a mailbox lease lasts unless renewed; it is renewed at a third of that while
-# a long mailbox is read, so a runner that dies frees its mailboxes within this time.
-LEASE_TTL = dt.timedelta(minutes=5)
-
-
-class _OneWriter(AbstractContextManager[None]):
-    """The lock held around every use of the repository: one writer at a time.
-
-    Reentrant, so a step that holds it may call another that takes it. A repository
-    that declares ``thread_safe = True`` gets no lock: it is entered concurrently.
-    """
-
-    def __init__(self, *, exclusive: bool) -> None:
-        self._lock = threading.RLock() if exclusive else None
-
-    def __enter__(self) -> None:
-        if self._lock is not None:
-            self._lock.acquire()
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._lock is not None:
-            self._lock.release()
-
-
-class _LeaseLost(Exception):
-    """Another runner took over a mailbox's lease while this one was reading it."""
-
-
-class _MailboxLease:
-    """The ledger's lease on one mailbox, held while a runner reads it.
-
-    Used only with a repository that has ``acquire_lease`` and ``release_lease``.
-    """
-
-    def __init__(
-        self,
-        repository: Any,  # has acquire_lease and release_lease (not yet in the Protocol)
-        mailbox: str,
-        owner: str,
-        clock: Callable[[], dt.datetime],
-        writer: _OneWriter,
-    ) -> None:
-        self.name = f"mailbox:{mailbox}"
-        self._repository = repository
-        self._owner = owner
-        self._clock = clock
-        self._writer = writer
-        self._renew_at: dt.datetime | None = None
-
-    def acquire(self) -> bool:
-        """Take (or renew) the lease; False when another runner holds it."""
-        now = self._clock()
-        with self._writer:
-            held = bool(
-                self._repository.acquire_lease(self.name, self._owner, now=now, ttl=LEASE_TTL)
-            )
-        self._renew_at = now + LEASE_TTL / 3 if held else None
-        return held
-
-    def renew_if_due(self) -> None:
-        """Renew the lease when a third of it has passed.
-
-        Raises:
-            _LeaseLost: Another runner holds it now.
-        """
-        if self._renew_at is not None and self._clock() >= self._renew_at and not self.acquire():
-            raise _LeaseLost(f"lease {self.name} was taken over by another runner")
-
-    def release(self) -> None:
-        """Give the lease back (a failure only means it expires)."""
-        try:
-            with self._writer:
-                self._repository.release_lease(self.name, self._owner)
-        except Exception as exc:  # noqa: BLE001 - the lease expires by itself
-            log.warning("releasing %s failed: %s", self.name, exc)
+#: How long a mailbox lease lasts unless renewed, by default
+#: (:attr:`ProcessorSettings.mailbox_lease`, ``[processing] mailbox_lease_seconds``).
+LEASE_TTL = DEFAULT_MAILBOX_LEASE
 
 
 class MailProcessor:
@@ -258,12 +185,15 @@ class MailProcessor:
         )
         # One writer: a host repository written the obvious way (one connection, no
         # locks) is never entered by two threads, unless it says it may be.
-        self._writer = _OneWriter(exclusive=not getattr(repository, "thread_safe", False))
+        self._writer = OneWriter(exclusive=not getattr(repository, "thread_safe", False))
         self._observers = Observers(observers, self._writer)
         self._outbox: Outbox | None = None  # made on first send_outbox()
         # Who holds this processor's mailbox leases: unique per process and processor.
         self._lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        self._health: dict[str, MailboxHealth] = {m.name: MailboxHealth(m.name) for m in mailboxes}
+        # Sync state and health live in the ledger, shared with every runner; this is
+        # what this processor last knew of them.
+        self._ledger = MailboxLedger(repository, self._writer, names)
+        self._health = self._ledger.health
         self._arrived = threading.Event()  # set by a mailbox's watcher when mail is pushed
         self._watchers: dict[str, threading.Thread] = {}
 
@@ -457,6 +387,7 @@ class MailProcessor:
         stop: PassStop,
     ) -> MailboxReport:
         """:meth:`process_mailbox`, stopping when ``stop`` says the repository is busy."""
+        self._ledger.load_health(mailbox.name)  # another runner may have failed or succeeded
         waiting = self._backing_off(mailbox)
         if waiting is not None:
             return MailboxReport(mailbox.name, (), error=waiting, skipped=True)
@@ -481,6 +412,8 @@ class MailProcessor:
         error: str | None = None
         note: str | None = None
         try:
+            # Under the lease: another runner may have read the mailbox since this one did.
+            self._ledger.restore_sync(mailbox)
             baseline = self._onboarding_baseline(mailbox)
             messages: Iterator[FetchedMessage] = iter(mailbox.connector.fetch())
             for fetched in messages:
@@ -505,6 +438,9 @@ class MailProcessor:
             error = f"{type(exc).__name__}: {exc}"
             log.error("mailbox %s failed: %s", mailbox.name, error)
         finally:
+            if stop.why() is None:  # a busy repository would only make this write wait
+                # After the dispositions: the state names only emails not yet disposed of.
+                self._ledger.save_sync(mailbox)
             try:
                 # A connector that can keep its connections between cycles (IMAP) says
                 # so with end_session(); close() is for when the processor closes.
@@ -537,12 +473,17 @@ class MailProcessor:
             f"at {retry_at.isoformat()} (last error: {health.last_error})"
         )
 
-    def _lease(self, mailbox: Mailbox) -> _MailboxLease | None:
+    def _lease(self, mailbox: Mailbox) -> MailboxLease | None:
         """The mailbox's lease, when the repository has leases."""
         if not callable(getattr(self.repository, "acquire_lease", None)):
             return None
-        return _MailboxLease(
-            self.repository, mailbox.name, self._lease_owner, self._clock, self._writer
+        return MailboxLease(
+            self.repository,
+            mailbox.name,
+            self._lease_owner,
+            self._clock,
+            self._writer,
+            self.settings.mailbox_lease,
         )
 
     def send_outbox(self) -> SendReport:
@@ -569,6 +510,7 @@ class MailProcessor:
                 loop_token=self.settings.loop_token,
                 backoff=self.settings.backoff,
                 clock=self._clock,
+                lease=self.settings.outbox_claim,
             )
         with self._writer:
             return self._outbox.send_due()
@@ -732,8 +674,8 @@ class MailProcessor:
 
     def _record_health(self, name: str, error: str | None) -> None:
         with self._writer:
-            self._health[name] = self._next_health(
-                self._health.get(name, MailboxHealth(name)), error
+            self._ledger.record_health(
+                self._next_health(self._health.get(name, MailboxHealth(name)), error)
             )
 
     def _next_health(self, previous: MailboxHealth, error: str | None) -> MailboxHealth:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import email.parser
 import email.utils
 import os
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -21,6 +22,7 @@ __all__ = [
     "login_from_settings",
     "retry_after_seconds",
     "tls_context",
+    "with_bcc",
 ]
 
 
@@ -136,3 +138,18 @@ def chosen_token_provider(
     if provider is None:  # pragma: no cover - the caller set an OAuth2 "auth"
         raise ConfigError("auth", "no token provider")
     return provider
+
+
+def with_bcc(data: bytes, recipients: Sequence[str]) -> bytes:
+    """``data`` with a Bcc header for envelope recipients its To and Cc do not name."""
+    headers = email.parser.BytesHeaderParser().parsebytes(data)
+    named = {
+        address.lower()
+        for _, address in email.utils.getaddresses(
+            [str(v) for key in ("To", "Cc", "Bcc") for v in headers.get_all(key, [])]
+        )
+    }
+    missing = [r for r in recipients if r.lower() not in named]
+    if not missing:
+        return data
+    return b"Bcc: " + ", ".join(missing).encode("ascii", "replace") + b"\r\n" + data

@@ -13,6 +13,9 @@ Optional capabilities, used when a backend has them:
 * ``end_session()`` (connectors): what the runner calls after each read instead of
   ``close()``, so a connector may keep its connections between cycles (IMAP does);
   ``close()`` then releases everything when the processor closes.
+* ``export_sync_state()`` and ``restore_sync_state(text)`` (:class:`SyncState`,
+  connectors): where the last listing ended (a Graph delta link, a Gmail history id),
+  as text the runner keeps in the ledger, so another process continues from there.
 
 .. versionadded:: 0.1.0
 """
@@ -33,6 +36,7 @@ __all__ = [
     "OutgoingEmail",
     "ProbeReport",
     "Probeable",
+    "SyncState",
 ]
 
 
@@ -133,6 +137,38 @@ class Probeable(Protocol):
             AuthenticationError: Credentials were refused (connectors).
             ConnectorError: The mailbox cannot be reached or opened (connectors).
             TransportError: The server cannot be reached or refused the login (transports).
+        """
+
+
+@runtime_checkable
+class SyncState(Protocol):
+    """**Optional capability** of a connector: its sync state, kept outside the process.
+
+    A connector that lists only what changed since its last listing (a Graph delta
+    link, a Gmail history id, with the messages that listing left in the folder) keeps
+    that in memory. With this capability the runner stores it in the ledger after each
+    pass and hands it back at the start of the next one, which may run in another
+    process or on another machine, so no runner re-lists a whole folder for nothing or
+    continues from stale memory of its own.
+
+    The text is opaque to the runner: versioned JSON the connector alone reads. It must
+    describe only messages not yet disposed of (the connector drops a message from it
+    when :meth:`MailboxConnector.ack` disposes of it), so a state saved after a pass, or
+    the one before a pass that crashed, leads the next reader to every email still
+    waiting.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def export_sync_state(self) -> str | None:
+        """The state now, as text; ``None`` when there is none yet (nothing listed)."""
+
+    def restore_sync_state(self, text: str | None) -> None:
+        """Continue from ``text``, replacing the state in memory.
+
+        ``None`` forgets the state: the next :meth:`~MailboxConnector.fetch` lists in
+        full. A text that cannot be read (another version, another folder, garbage) is
+        ignored with a log line and also means a full listing; this never raises.
         """
 
 

@@ -5,25 +5,20 @@
 (``googleapiclient.discovery.build("gmail", "v1")`` with the discovery document the
 library ships, so building the client makes no request). Every request carries a
 bearer token from a token provider (:mod:`halomail.backends.auth.oauth`: google-auth with
-a service account and domain-wide delegation, or a user's refresh token). The provider
-owns caching and refreshing the token; this module asks it for a token before each
-request and handles the answers in one place, so a 401, throttling and the retry
-budget are decided together.
+a service account and domain-wide delegation, or a user's refresh token), which caches
+and refreshes it; a 401, throttling and the retry budget are decided in one place.
 
 **Reading.** The first run lists the label whole (``users.messages.list``, page by
 page), after noting the mailbox's ``historyId`` (``users.getProfile``) *before* the
 listing, so that whatever changes while the listing runs is seen on the next run.
 Each listed message's ``sizeEstimate``, ``internalDate`` and labels come from
 ``users.messages.get(format="minimal")``; messages are yielded oldest first. Later runs
-ask only for what changed since (``users.history.list(startHistoryId=…)``): messages
-added to the label, labels added or removed, messages deleted. The connector keeps the
-set of messages in the label not yet disposed of, and yields all of them each run, so
-a message whose processing was interrupted or left for retry is read again. The
-history id and that set are taken over only when a round completed: a failure
-mid-listing leaves the previous state untouched. Correctness never rests on this
-in-memory state: a restarted process starts with a full listing, a history id Gmail
-no longer knows (404) falls back to one, and the processor's dedupe keys make a
-second read of a handled message a no-op.
+ask only for what changed since (``users.history.list(startHistoryId=…)``), and yield
+the whole set of messages in the label not yet disposed of, so one left for retry is
+read again. History id and set are taken over only when a round completed; they are a
+:class:`~halomail.backends.base.SyncState` the runner keeps in the ledger for any
+process to continue. Correctness never rests on it: without it, or with a history id
+Gmail no longer knows (404), a full listing, and dedupe keys make a second read a no-op.
 
 Each message's MIME comes from ``users.messages.get(format="raw")`` (URL-safe base64);
 one whose ``sizeEstimate`` is over the limit is yielded as ``too_large``, never downloaded.
@@ -40,10 +35,9 @@ label read. Quarantine moves to its label the same way. A 404 for the message
 waited out as ``Retry-After`` says, or with exponential backoff when it says nothing
 (:class:`GmailRetry`); past its patience the run for that mailbox ends with
 :class:`~halomail.errors.TransientConnectorError`, nothing disposed of and so nothing
-lost. A 401 makes the connector drop the token and try once more with a fresh one; a
-second 401 is an :class:`~halomail.errors.AuthenticationError` telling the
-administrator what to check. Tokens never appear in logs: only URLs are logged, by
-googleapiclient, and the Gmail API's URLs carry no secret.
+lost. A 401 makes the connector try once more with a fresh token; a second is an
+:class:`~halomail.errors.AuthenticationError` telling the administrator what to check.
+Tokens never appear in logs: only URLs are, and the Gmail API's carry no secret.
 
 .. versionadded:: 0.1.0
 """
@@ -51,18 +45,16 @@ googleapiclient, and the Gmail API's URLs carry no secret.
 from __future__ import annotations
 
 import base64
-import email.parser
-import email.utils
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from halomail._validate import under_key_path
-from halomail.backends._common import chosen_token_provider
+from halomail.backends._common import chosen_token_provider, with_bcc
 from halomail.backends._gmail_http import (
     GMAIL_SCOPES,
     GmailApiError,
@@ -72,6 +64,7 @@ from halomail.backends._gmail_http import (
     number_of,
     text_of,
 )
+from halomail.backends._sync_state import StateFormat
 from halomail.backends.auth.oauth import TokenProvider
 from halomail.backends.auth.sasl import probe_token
 from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail, ProbeReport
@@ -161,8 +154,7 @@ class GmailConnector:
         processed: ``"move:Deleted Items"`` (trash, the default), ``"move:Archive"``,
             ``"move:<label>"`` or ``"delete"`` (trash too).
         quarantine_folder: The label quarantined messages move to (created when missing).
-        max_message_bytes: Larger messages are yielded as ``too_large`` with an empty
-            ``raw``.
+        max_message_bytes: Larger messages are yielded as ``too_large`` (empty ``raw``).
         page_size: Messages (or history records) per listing page, at most 500.
         api_endpoint: The API's root (tests, or a private endpoint).
         timeout: Seconds each HTTP request may take.
@@ -218,6 +210,7 @@ class GmailConnector:
         # The messages of the label not yet disposed of, as the last complete round left
         # them: each run yields all of them, so nothing listed once is ever skipped.
         self._pending: dict[str, _Entry] = {}
+        self._sync = StateFormat("gmail-history", name, user=self.user_id, folder=self.folder)
 
     @classmethod
     def from_settings(
@@ -336,6 +329,19 @@ class GmailConnector:
     def close(self) -> None:
         """Close the HTTP connections; the history id and label ids are kept."""
         self._client.close()
+
+    def export_sync_state(self) -> str | None:
+        """The history id and the messages still in the label (:class:`.base.SyncState`)."""
+        if self._history_id is None:  # no complete listing yet
+            return None
+        pending = [
+            [e.ref, e.internal_date, e.size, sorted(e.labels)] for e in self._pending.values()
+        ]
+        return self._sync.dump(history_id=self._history_id, pending=pending)
+
+    def restore_sync_state(self, text: str | None) -> None:
+        """Continue from an exported state; ``None`` or an unusable one: a full listing."""
+        self._history_id, self._pending = self._sync.load(text, _state) or (None, {})
 
     def probe(self) -> ProbeReport:
         """Get a token and read the label's message count; no email is read or changed.
@@ -691,7 +697,7 @@ class GmailTransport:
             TransientTransportError: Throttled, failing or unreachable.
             PermanentTransportError: Refused for good (a TransportConfigError: the grant).
         """
-        data = _with_bcc(email.data, email.recipients)
+        data = with_bcc(email.data, email.recipients)
         body = {"raw": base64.urlsafe_b64encode(data).decode("ascii")}
         users = self.user_id
         try:
@@ -754,23 +760,17 @@ def _in_label(labels: frozenset[str], label: str) -> bool:
     return label in labels and (label in _HIDING_LABELS or not labels & _HIDING_LABELS)
 
 
+def _state(data: Mapping[str, Any]) -> tuple[str, dict[str, _Entry]]:
+    """The history id and pending messages of an exported state."""
+    history_id, rows = data["history_id"], data["pending"]
+    if not isinstance(history_id, str) or not isinstance(rows, list):
+        raise TypeError("history_id or pending")
+    entries = (_Entry(str(r), int(d), int(n), frozenset(map(str, ls))) for r, d, n, ls in rows)
+    return history_id, {entry.ref: entry for entry in entries}
+
+
 def _oldest_first(entries: Iterable[_Entry]) -> list[_Entry]:
     return sorted(entries, key=lambda e: (e.internal_date, e.ref))
-
-
-def _with_bcc(data: bytes, recipients: Sequence[str]) -> bytes:
-    """``data`` with a Bcc header for envelope recipients its To and Cc do not name."""
-    headers = email.parser.BytesHeaderParser().parsebytes(data)
-    named = {
-        address.lower()
-        for _, address in email.utils.getaddresses(
-            [str(v) for key in ("To", "Cc", "Bcc") for v in headers.get_all(key, [])]
-        )
-    }
-    missing = [r for r in recipients if r.lower() not in named]
-    if not missing:
-        return data
-    return b"Bcc: " + ", ".join(missing).encode("ascii", "replace") + b"\r\n" + data
 
 
 def _api_endpoint(host: str | None) -> str:

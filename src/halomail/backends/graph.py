@@ -11,15 +11,12 @@ token); no Graph SDK is involved.
 its id when it moves between folders: the ref handed out by :meth:`GraphConnector.fetch`
 is that id. The folder is read with a delta query
 (``/mailFolders/{folder}/messages/delta``), page by page through ``@odata.nextLink``;
-the ``@odata.deltaLink`` that ends a round is kept (in memory) and the next run asks
-only for what changed since. The connector keeps the set of messages the delta rounds
-say are in the folder and not yet disposed of, and yields all of them each run, so a
-message whose processing was interrupted or left for retry is read again. The delta
-link is taken over only when a round completed: a failure mid-listing leaves the
-previous link and set untouched. Correctness never rests on this state: a restarted
-process starts with a full round, and the processor's dedupe keys make a second read
-of a handled message a no-op. With ``delta=False`` the folder is listed whole each run
-instead (``$orderby=receivedDateTime``).
+the ``@odata.deltaLink`` that ends a complete round is kept, with the set of messages
+the rounds say are in the folder and not yet disposed of; each run asks only for what
+changed since and yields the whole set, so a message left for retry is read again. Link
+and set are a :class:`~halomail.backends.base.SyncState` the runner keeps in the ledger
+for any process to continue. Correctness never rests on it: without it, a full round,
+and dedupe keys make a second read a no-op. ``delta=False`` lists the folder each run.
 
 Each message's raw MIME comes from ``/messages/{id}/$value``. Its size comes from the
 listing (the extended property ``PidTagMessageSize``, ``Integer 0x0E08``): a message
@@ -48,24 +45,23 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import email.parser
-import email.utils
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from halomail._validate import under_key_path
-from halomail.backends._common import chosen_token_provider
+from halomail.backends._common import chosen_token_provider, with_bcc
 from halomail.backends._graph_http import (
     DEFAULT_BASE_URL,
     GraphApiError,
     GraphClient,
     GraphRetry,
 )
+from halomail.backends._sync_state import StateFormat
 from halomail.backends.auth.oauth import MICROSOFT_GRAPH_SCOPES, TokenProvider
 from halomail.backends.auth.sasl import probe_token
 from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail, ProbeReport
@@ -190,6 +186,7 @@ class GraphConnector:
         # The messages the last complete delta round left in the folder, not yet disposed
         # of: each run yields all of them, so nothing listed once is ever skipped.
         self._pending: dict[str, _Entry] = {}
+        self._sync = StateFormat("graph-delta", name, user=user_id, folder=folder)
 
     @classmethod
     def from_settings(
@@ -297,6 +294,17 @@ class GraphConnector:
     def close(self) -> None:
         """Close the HTTP connections; the delta state and folder ids are kept."""
         self._client.close()
+
+    def export_sync_state(self) -> str | None:
+        """The delta link and the messages it left pending (:class:`.base.SyncState`)."""
+        if self._delta_link is None:  # no complete round yet, or delta=False
+            return None
+        pending = [attrs.astuple(entry) for entry in self._pending.values()]
+        return self._sync.dump(link=self._delta_link, pending=pending)
+
+    def restore_sync_state(self, text: str | None) -> None:
+        """Continue from an exported state; ``None`` or an unusable one: a full round."""
+        self._delta_link, self._pending = self._sync.load(text, _state) or (None, {})
 
     # -- listing ---------------------------------------------------------------------
 
@@ -674,7 +682,7 @@ class GraphTransport:
             TransportConfigError: The token was refused, or access denied (403).
             PermanentTransportError: Graph refused this message for good.
         """
-        data = _with_bcc(email.data, email.recipients)
+        data = with_bcc(email.data, email.recipients)
         url = self._client.url("users", self.user_id, "sendMail")
         try:
             self._client.call(
@@ -720,6 +728,15 @@ def _folder_path(path: str, key: str) -> list[str]:
     return names
 
 
+def _state(data: Mapping[str, Any]) -> tuple[str, dict[str, _Entry]]:
+    """The delta link and pending messages of an exported state."""
+    link, rows = data["link"], data["pending"]
+    if not isinstance(link, str) or not isinstance(rows, list):
+        raise TypeError("link or pending")
+    entries = (_Entry(str(r), str(w), None if n is None else int(n)) for r, w, n in rows)
+    return link, {entry.ref: entry for entry in entries}
+
+
 def _oldest_first(entries: list[_Entry]) -> list[_Entry]:
     return sorted(entries, key=lambda e: (_when(e.received), e.ref))
 
@@ -752,21 +769,6 @@ def _int(value: str | None, base: int = 10) -> int | None:
     except ValueError:
         return None
     return number if number >= 0 else None
-
-
-def _with_bcc(data: bytes, recipients: Sequence[str]) -> bytes:
-    """``data`` with a Bcc header for envelope recipients its To and Cc do not name."""
-    headers = email.parser.BytesHeaderParser().parsebytes(data)
-    named = {
-        address.lower()
-        for _, address in email.utils.getaddresses(
-            [str(v) for key in ("To", "Cc", "Bcc") for v in headers.get_all(key, [])]
-        )
-    }
-    missing = [r for r in recipients if r.lower() not in named]
-    if not missing:
-        return data
-    return b"Bcc: " + ", ".join(missing).encode("ascii", "replace") + b"\r\n" + data
 
 
 def _base_url(host: str | None) -> str:

@@ -16,6 +16,7 @@ The tables::
     [[ticket_templates]]  what apply_template rules start tickets from
     [processing]     loop token, bulk mail, acknowledgement throttle, send attempts, domain
     [limits]         parsing bounds (ParseLimits)
+    [scale]          Celery workers and the scheduler: the Redis broker, intervals (ScaleSettings)
 
 Each table is read by its own module (:mod:`~halomail.config.outgoing`,
 :mod:`~halomail.config.mailboxes`, :mod:`~halomail.config.processing`); every enabled
@@ -84,6 +85,7 @@ from halomail.config.processing import (
     parse_storage,
     parse_teams,
 )
+from halomail.config.scale import ScaleSettings, parse_scale
 from halomail.errors import ConfigError
 from halomail.inbound.models import ParseLimits
 from halomail.outbound.sms import SmsSettings
@@ -98,6 +100,7 @@ __all__ = [
     "MailboxSettings",
     "OutgoingSettings",
     "ProcessingSettings",
+    "ScaleSettings",
     "StorageSettings",
     "check_some_mailbox_enabled",
     "load_config",
@@ -138,6 +141,7 @@ _TOP_KEYS = (
     "teams",
     "message_groups",
     "sms",
+    "scale",
 )
 
 
@@ -160,6 +164,8 @@ class Config:
         message_groups: ``[[message_groups]]``: the administrators' templates of
             outgoing mail (the built-in ``Default`` group fills in what they leave out).
         sms: ``[sms]``: the email-to-SMS provider, or ``None``.
+        scale: ``[scale]``: the broker and schedule of ``halomail worker`` and
+            ``halomail scheduler``, or ``None``.
     """
 
     storage: StorageSettings
@@ -175,6 +181,7 @@ class Config:
     teams: tuple[Team, ...] = ()
     message_groups: tuple[MessageGroup, ...] = ()
     sms: SmsSettings | None = None
+    scale: ScaleSettings | None = None
 
     def mailbox(self, name: str) -> MailboxSettings:
         """The mailbox called ``name`` (case-insensitive).
@@ -345,6 +352,7 @@ def parse_config(
     _check_backends(outgoing, mailboxes, outgoing_written="outgoing" in root)
     return Config(
         sms=parse_sms(root, ctx),
+        scale=parse_scale(sub_table(root, "scale", ""), ctx),
         message_groups=message_groups,
         agents=agents,
         teams=teams,

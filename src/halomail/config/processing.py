@@ -78,6 +78,8 @@ _PROCESSING_KEYS = (
     "domain",
     "concurrent_mailboxes",
     "ticket_url",
+    "mailbox_lease_seconds",
+    "outbox_claim_seconds",
 )
 
 
@@ -194,6 +196,8 @@ class ProcessingSettings:
             one connection to its server while it is read).
         ticket_url: The address of a ticket in the helpdesk, with ``{id}`` where the
             ticket's number goes (``$ticketurl`` in templates); empty when there is none.
+        mailbox_lease_seconds: How long a runner's lease on a mailbox lasts unless renewed.
+        outbox_claim_seconds: How long a runner's claim on outgoing mail lasts.
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -209,6 +213,8 @@ class ProcessingSettings:
     domain: str = "halomail.invalid"
     concurrent_mailboxes: int = 16
     ticket_url: str = ""
+    mailbox_lease_seconds: float = 300.0
+    outbox_claim_seconds: float = 300.0
 
 
 def parse_storage(table: Mapping[str, Any], ctx: Context) -> StorageSettings:
@@ -288,6 +294,8 @@ def parse_processing(
         domain=domain.lower(),
         concurrent_mailboxes=_int(table, "concurrent_mailboxes", kp, default=16, minimum=1),
         ticket_url=_ticket_url(table, kp),
+        mailbox_lease_seconds=_positive_number(table, "mailbox_lease_seconds", kp, default=300),
+        outbox_claim_seconds=_positive_number(table, "outbox_claim_seconds", kp, default=300),
     )
 
 

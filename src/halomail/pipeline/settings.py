@@ -17,7 +17,7 @@ from halomail.outbound.notifier import MailboxProfile
 from halomail.outbound.outbox import Backoff, SenderIdentity
 from halomail.tickets.models import RecordKind
 
-__all__ = ["Mailbox", "ProcessorSettings"]
+__all__ = ["DEFAULT_MAILBOX_LEASE", "Mailbox", "ProcessorSettings"]
 
 
 @attrs.frozen
@@ -97,6 +97,10 @@ def _tag_pattern(subject_tag: str) -> re.Pattern[str]:
     return re.compile(re.escape(opening) + r"(?:[:#-]\s*|\s+)(\d{1,12})\s*\]", re.IGNORECASE)
 
 
+#: How long a mailbox lease lasts unless renewed, by default.
+DEFAULT_MAILBOX_LEASE = dt.timedelta(minutes=5)
+
+
 @attrs.frozen
 class ProcessorSettings:
     """Settings that apply to every mailbox.
@@ -126,6 +130,12 @@ class ProcessorSettings:
             Waiting on a server costs no CPU, so the default is high enough that 50
             mailboxes behind 20 ms of latency take under 3x the slowest one alone
             (``benchmarks/bench_mailboxes.py``: 1.9x at 16, 5.4x at 4).
+        mailbox_lease: How long a runner's lease on a mailbox lasts unless renewed (it is
+            renewed at a third of that while the mailbox is read). A runner that dies
+            holding it frees the mailbox after this long; shorter means a quicker
+            takeover, and it must outlast a third of the longest wait for one email.
+        outbox_claim: How long a runner's claim on a batch of outgoing mail lasts; it
+            must outlast sending one batch, or another runner may send the same mail.
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -146,3 +156,9 @@ class ProcessorSettings:
         factory=lambda: Backoff(base_seconds=30.0, cap_seconds=900.0)
     )
     concurrent_mailboxes: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+    mailbox_lease: dt.timedelta = attrs.field(
+        default=DEFAULT_MAILBOX_LEASE, validator=attrs.validators.gt(dt.timedelta(0))
+    )
+    outbox_claim: dt.timedelta = attrs.field(
+        default=dt.timedelta(minutes=5), validator=attrs.validators.gt(dt.timedelta(0))
+    )

@@ -1,0 +1,225 @@
+"""``halomail worker`` and ``halomail scheduler`` as real processes on a real Redis (#14).
+
+Maildir mailboxes, one SQLite file, acknowledgements written as ``.eml`` files: every
+inbox must end empty, every email be exactly one ticket, and every acknowledgement be
+delivered exactly once, also when a worker is SIGKILLed in the middle of a batch.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.servers.celery_workers import (
+    LEASE_WAIT,
+    SHORT_LEASES,
+    SQLITE_STORAGE,
+    Processes,
+    Results,
+    Started,
+    broker_env,
+    wait_until,
+    write_setup,
+)
+from tests.servers.redis import RedisServer
+
+pytestmark = pytest.mark.slow
+
+_RECEIVED = re.compile(r"Task halomail\.poll_mailbox\[([0-9a-f-]+)\] received")
+_FINISHED = re.compile(r"Task halomail\.poll_mailbox\[([0-9a-f-]+)\] (?:succeeded|raised)")
+
+
+def _all_done(results: Results, emails: int) -> bool:
+    """Every inbox empty, every ticket made, every acknowledgement marked sent."""
+    return (
+        results.emails_left() == 0
+        and results.tickets() == emails
+        and sum(results.delivered().values()) >= emails
+        and not results.unsent()
+    )
+
+
+def _assert_exactly_once(results: Results, emails: int) -> None:
+    """What a user checks: one ticket per email, one delivered file per acknowledgement."""
+    assert results.emails_left() == 0
+    subjects = results.ticket_summaries()
+    assert len(subjects) == emails
+    assert set(subjects.values()) == {1}, "an email became two tickets"
+    delivered = results.delivered()
+    assert len(delivered) == emails, "acknowledgements with distinct Message-IDs"
+    doubled = {message_id: n for message_id, n in delivered.items() if n > 1}
+    assert doubled == {}, "an acknowledgement was delivered twice"
+    assert results.unsent() == set()
+
+
+def _unfinished_polls(worker: Started) -> set[str]:
+    """The poll tasks the worker took and has not finished (by its log)."""
+    log = worker.output()
+    return set(_RECEIVED.findall(log)) - set(_FINISHED.findall(log))
+
+
+def _stop_cleanly(processes: Processes, *started: Started) -> None:
+    """SIGTERM: a warm shutdown, exit code 0, each worker process closing its processor."""
+    for one in started:
+        assert Processes.terminate(one) == 0, one.output()[-3000:]
+
+
+def test_two_workers_and_the_scheduler_turn_every_email_into_one_ticket_and_one_ack(
+    tmp_path: Path, redis_broker: RedisServer, processes: Processes
+) -> None:
+    """Two workers and the scheduler empty 5 inboxes: 50 tickets, 50 acks, none twice."""
+    config = write_setup(tmp_path, redis_broker, mailboxes=5, emails=50)
+    env = broker_env(redis_broker)
+    results = Results(tmp_path)
+    first = processes.worker("first", config, env, concurrency=2)
+    second = processes.worker("second", config, env, concurrency=2)
+    scheduler = processes.scheduler(config, env)
+
+    wait_until(lambda: _all_done(results, 50), 120, "50 tickets and 50 acknowledgements")
+
+    _assert_exactly_once(results, 50)
+    _stop_cleanly(processes, scheduler, first, second)
+    for worker in (first, second):
+        log = worker.output()
+        assert "Warm shutdown" in log
+        # Each pool process built its own processor after the fork and closed it.
+        assert log.count("closed the processor of worker process") == log.count(
+            "built the processor of worker process"
+        )
+    logs = "".join(p.output() for p in (first, second, scheduler))
+    assert "mailbox box0" in logs  # the logs name the mailbox and what became of its mail
+    assert "created" in logs
+    assert redis_broker.password not in logs, "the broker's password reached a log"
+
+
+# Beyond pytest's 300 s: until leases can be shortened, the killed worker's lease is 5 min.
+@pytest.mark.timeout(LEASE_WAIT + 300)
+def test_a_worker_killed_in_the_middle_of_a_batch_loses_and_doubles_nothing(
+    tmp_path: Path, redis_broker: RedisServer, processes: Processes
+) -> None:
+    """SIGKILL a worker's whole process group mid-poll: the other finishes, exactly once.
+
+    The killed worker holds a mailbox's lease (and perhaps outbox claims): that mailbox
+    is read again once the lease expires. An acknowledgement written but not yet marked
+    sent when the worker died (the one window where the design accepts a second send)
+    is told apart and checked: the maildir transport finds the file of that Message-ID
+    and does not write it again.
+    """
+    emails = 300
+    config = write_setup(tmp_path, redis_broker, mailboxes=5, emails=emails)
+    env = broker_env(redis_broker)
+    results = Results(tmp_path)
+    doomed = processes.worker("doomed", config, env, concurrency=2)
+    processes.scheduler(config, env)
+
+    # Kill only once the worker is inside a poll and the batch is under way.
+    wait_until(
+        lambda: bool(_unfinished_polls(doomed)) and 0 < results.tickets() < emails,
+        120,
+        "the first worker in the middle of a poll",
+    )
+    Processes.kill(doomed)
+    taken = _unfinished_polls(doomed)
+    made_before_kill = results.tickets()
+    sent_but_unmarked = set(results.delivered()) & results.unsent()
+    assert taken, "the worker had a poll under way when it was killed"
+    assert made_before_kill < emails, "the batch was not over when the worker was killed"
+
+    survivor = processes.worker("survivor", config, env, concurrency=2)
+    wait_until(
+        lambda: _all_done(results, emails),
+        LEASE_WAIT + 180,
+        f"{emails} tickets and acknowledgements after the kill",
+    )
+
+    _assert_exactly_once(results, emails)
+    # The send-then-crash window: any such mail is still one file, under one Message-ID.
+    delivered = results.delivered()
+    assert all(delivered[message_id] == 1 for message_id in sent_but_unmarked)
+    assert "mailbox box" in survivor.output()
+
+
+@pytest.fixture(params=["sqlite"])
+def storage(request: pytest.FixtureRequest) -> str:
+    """The ``[storage]`` the workers share (PostgreSQL joins the parameters with #14's
+    PostgreSQL repository)."""
+    tables = {"sqlite": SQLITE_STORAGE}
+    return tables[str(request.param)]
+
+
+# Issue 14's "done when" asks for every inbox empty within three minutes of the start. A
+# killed worker's mailbox leases and outbox claims last 5 minutes until [processing] can
+# shorten them (mailbox_lease_seconds, outbox_claim_seconds: 10 s in these setups once they
+# exist); until then the deadline grows by that wait.
+_DONE_WITHIN = 180 + (0 if SHORT_LEASES else LEASE_WAIT)
+
+
+@pytest.mark.timeout(_DONE_WITHIN + 120)
+def test_three_workers_one_killed_after_two_seconds_turn_1000_emails_into_1000_tickets(
+    tmp_path: Path, redis_broker: RedisServer, processes: Processes, storage: str
+) -> None:
+    """Issue 14's scenario: 40 mailboxes, 1,000 emails, 3 workers (one SIGKILLed after
+    2 s), 1 scheduler: every inbox empty, 1,000 tickets, 1,000 distinct acknowledgements."""
+    emails = 1000
+    config = write_setup(tmp_path, redis_broker, mailboxes=40, emails=emails, storage=storage)
+    env = broker_env(redis_broker)
+    results = Results(tmp_path)
+    started_at = time.monotonic()
+    workers = [processes.worker(f"w{n}", config, env, concurrency=2) for n in range(3)]
+    processes.scheduler(config, env)
+
+    time.sleep(2)  # the scenario's "after two seconds", not a wait for a condition
+    Processes.kill(workers[0])
+
+    left = _DONE_WITHIN - (time.monotonic() - started_at)
+    wait_until(lambda: _all_done(results, emails), left, "1,000 tickets and acknowledgements")
+    _assert_exactly_once(results, emails)
+
+
+def _send(broker: RedisServer, task: str, *args: str) -> None:
+    """Queue one task by name, as any client of the broker would."""
+    import celery
+
+    url = f"redis://:{broker.password}@127.0.0.1:{broker.port}/0"
+    client = celery.Celery("client", broker=url, set_as_current=False)
+    try:
+        client.send_task(task, args=args, queue="halomail")
+    finally:
+        client.close()
+
+
+def test_tasks_queued_when_redis_restarts_still_run_and_workers_reconnect(
+    tmp_path: Path, redis_broker: RedisServer, processes: Processes
+) -> None:
+    """Polls queued before a Redis restart run after it (append-only file), and a worker
+    running through a second restart reconnects and takes new tasks."""
+    emails = 30
+    config = write_setup(tmp_path, redis_broker, mailboxes=3, emails=emails)
+    env = broker_env(redis_broker)
+    results = Results(tmp_path)
+    # No worker and no scheduler yet: the polls wait in Redis across its restart.
+    for name in ("box00", "box01", "box02"):
+        _send(redis_broker, "halomail.poll_mailbox", name)
+    redis_broker.stop()
+    redis_broker.start()
+    worker = processes.worker("worker", config, env, concurrency=1)
+    wait_until(
+        lambda: results.emails_left() == 0 and results.tickets() == emails,
+        120,
+        "the polls queued before the restart run",
+    )
+    assert results.delivered() == {}, "nothing sent yet: no send_outbox was queued"
+
+    redis_broker.stop()
+    redis_broker.start()
+    _send(redis_broker, "halomail.send_outbox")
+    wait_until(
+        lambda: sum(results.delivered().values()) == emails and not results.unsent(),
+        120,
+        "the worker reconnected and sent the acknowledgements",
+    )
+    _assert_exactly_once(results, emails)
+    assert Processes.terminate(worker) == 0
