@@ -58,6 +58,17 @@ def _wait_for_the_middle_of_the_batch(results: Results) -> None:
     assert results.tickets() < EMAILS, "the batch was over before the fault"
 
 
+def _open_transactions(postgres: PostgresServer, url: str) -> list[tuple[str, str]]:
+    """The sessions on the test's database left inside a transaction: (application, query)."""
+    with postgres.admin() as connection:
+        rows = connection.execute(
+            "SELECT application_name, query FROM pg_stat_activity "
+            "WHERE datname = %s AND state LIKE 'idle in transaction%%'",
+            (url.rsplit("/", 1)[-1],),
+        ).fetchall()
+    return [(str(name), str(query)) for name, query in rows]
+
+
 def _assert_workers_survived(workers: list[Started]) -> None:
     """The workers outlived the fault and still stop cleanly (warm shutdown, exit 0)."""
     for worker in workers:
@@ -68,6 +79,8 @@ def _assert_workers_survived(workers: list[Started]) -> None:
 
 _POLL_REFUSED = re.compile(r"stopped the pass before reading mailbox (box\d+)")
 _OUTBOX_REFUSED = re.compile(r"Task halomail\.send_outbox\[[0-9a-f-]+\] raised")
+# What a worker logs when the database fails under it.
+_DATABASE_FAILED = re.compile(r"the connection was lost|repository busy|TransientRepositoryError")
 
 
 def _logged_since(workers: list[Started], offsets: list[int]) -> str:
@@ -92,11 +105,14 @@ def test_a_postgresql_crash_in_the_middle_of_a_batch_loses_and_doubles_nothing(
     is still one ticket and one acknowledgement delivered once."""
     workers, results = _start(tmp_path, redis_broker, postgres_url, processes)
     _wait_for_the_middle_of_the_batch(results)
+    offsets = [len(worker.output()) for worker in workers]
 
     postgres.restart(mode="immediate")  # a crash: every session cut, no shutdown
 
     wait_until(lambda: results.all_done(EMAILS), _DEADLINE, "every ticket after the crash")
+    assert _DATABASE_FAILED.search(_logged_since(workers, offsets)), "the crash reached no worker"
     assert_exactly_once(results, EMAILS)
+    assert _open_transactions(postgres, postgres_url) == [], "a session left in a transaction"
     _assert_workers_survived(workers)
 
 
@@ -125,4 +141,5 @@ def test_postgresql_down_for_a_few_seconds_loses_and_doubles_nothing(
 
     wait_until(lambda: results.all_done(EMAILS), _DEADLINE, "every ticket after the restart")
     assert_exactly_once(results, EMAILS)
+    assert _open_transactions(postgres, postgres_url) == [], "a session left in a transaction"
     _assert_workers_survived(workers)
