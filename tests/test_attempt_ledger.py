@@ -120,3 +120,54 @@ def test_a_failure_that_leaves_the_process_alive_is_not_counted_as_a_crash(
         assert Reason.REPEATED_CRASH not in [o.reason for o in report.outcomes]
     key, _ = keys("Support", raw)
     assert repository.begin_attempt(key, now=dt.datetime.now(dt.UTC)) == 0
+
+
+class GoesDown(InMemoryTicketRepository):
+    """A host database that goes down while an email's ticket is being written.
+
+    When armed, writing a ticket takes the database down: that write and every
+    transaction after it fail as transient until :meth:`come_back`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.down = False
+
+    def create_ticket(self, new: NewTicket) -> Ticket:
+        """Go down here when armed."""
+        if self.armed:
+            self.armed, self.down = False, True
+            raise TransientRepositoryError("the connection to the database was lost")
+        return super().create_ticket(new)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Fail while down, as every write would."""
+        if self.down:
+            raise TransientRepositoryError("the database is not reachable")
+        with super().transaction():
+            yield
+
+    def come_back(self) -> None:
+        """The database answers again."""
+        self.down = False
+
+
+def test_an_email_caught_by_two_database_outages_is_not_taken_for_a_crash() -> None:
+    """Down twice while the same email was in flight (its attempt not cleared either time):
+    the third pass makes its ticket; it is not quarantined as repeated-crash."""
+    raw = make_email()
+    repository = GoesDown()
+    connector = MemoryConnector("Support", [raw])
+    processor = MailProcessor(repository, [Mailbox(connector)], ProcessorSettings(loop_token="t"))
+    for _ in range(2):
+        repository.armed = True
+        report = processor.run_once()
+        assert [o.outcome for o in report.outcomes] == [Outcome.RETRY]
+        repository.come_back()
+    report = processor.run_once()
+    assert [(o.outcome, o.reason) for o in report.outcomes] == [(Outcome.CREATED, None)]
+    assert repository.list_quarantine() == []
+    key, _ = keys("Support", raw)
+    assert repository.begin_attempt(key, now=dt.datetime.now(dt.UTC)) == 0

@@ -46,11 +46,12 @@ fork.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 try:
@@ -65,7 +66,7 @@ from halomail import app as composition
 from halomail._text import RedactingFilter
 from halomail.config.loader import Config
 from halomail.config.scale import ScaleSettings
-from halomail.errors import ConfigError
+from halomail.errors import ConfigError, TransientRepositoryError
 from halomail.runner import MailProcessor
 from halomail.tickets.repository import TicketRepository
 
@@ -128,13 +129,16 @@ class HalomailTasks:
 
         # Celery inspects a task's signature, so each task is a plain function.
         def poll_mailbox(name: str) -> None:
-            self._poll_mailbox(name)
+            with _until_next_round(f"poll of mailbox {name}"):
+                self._poll_mailbox(name)
 
         def send_outbox() -> None:
-            self._send_outbox()
+            with _until_next_round("outbox send"):
+                self._send_outbox()
 
         def check_services() -> None:
-            self._check_services()
+            with _until_next_round("service check"):
+                self._check_services()
 
         def schedule_polls() -> None:
             self._schedule_polls()
@@ -246,6 +250,20 @@ class HalomailTasks:
         for name in names:
             self.poll_mailbox.apply_async(args=(name,), expires=expires)
         log.info("scheduled %d mailbox polls", len(names))
+
+
+@contextlib.contextmanager
+def _until_next_round(what: str) -> Iterator[None]:
+    """End a task whose repository is down or busy with one warning line.
+
+    The scheduler queues the same work again next round, and nothing was half done (an
+    email's outcome and its dedupe key commit together), so a traceback at ERROR for
+    every task of an outage would only bury what an operator needs to see.
+    """
+    try:
+        yield
+    except TransientRepositoryError as exc:
+        log.warning("%s: the repository is unavailable, left for the next round: %s", what, exc)
 
 
 def register(

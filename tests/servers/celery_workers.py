@@ -30,8 +30,6 @@ import pytest
 
 from halomail.app import open_repository
 from halomail.config.loader import load_config
-from halomail.config.processing import ProcessingSettings
-from halomail.runner import LEASE_TTL
 from halomail.tickets.models import OutboxStatus
 from tests.conftest import make_email
 
@@ -42,7 +40,9 @@ __all__ = [
     "LEASE_WAIT",
     "Processes",
     "Results",
+    "assert_exactly_once",
     "halomail_command",
+    "postgres_storage",
     "processes",
     "wait_until",
     "write_setup",
@@ -52,15 +52,25 @@ PASSWORD_ENV = "HALOMAIL_TEST_BROKER_PASSWORD"
 # Reading the results needs the storage only, not the broker's password.
 _NO_SECRETS = {PASSWORD_ENV: "unused"}
 
-# A SIGKILLed worker keeps its mailbox leases and outbox claims until they expire. When
-# [processing] can shorten them (mailbox_lease_seconds, outbox_claim_seconds), the
-# setups use 10 seconds; until then the built-in 5 minutes is what a test must wait.
-SHORT_LEASES = "mailbox_lease_seconds" in attrs.fields_dict(ProcessingSettings)
-LEASE_WAIT = 10.0 if SHORT_LEASES else LEASE_TTL.total_seconds()
+# A SIGKILLed worker keeps its mailbox leases and outbox claims until they expire, so a
+# test that kills one waits that long for its mailbox. Short leases keep that wait
+# small, but a lease must outlast what its holder does between renewals: a mailbox
+# lease is renewed after each email, an outbox claim covers one batch of sends, and a
+# lease that expired under a live worker would let a second one in. Each takes well
+# under a second here, a few seconds on a loaded machine or while PostgreSQL restarts
+# (a connection retry); 10 seconds covers that and keeps the tests quick.
+LEASE_SECONDS = 10
+#: How long a test waits for a killed worker's leases and claims to expire, at most.
+LEASE_WAIT = float(LEASE_SECONDS)
 
 
 #: The ``[storage]`` of the setups: one SQLite file beside the configuration.
 SQLITE_STORAGE = 'url = "sqlite:///tickets.db"'
+
+
+def postgres_storage(url: str) -> str:
+    """The ``[storage]`` of a setup sharing the PostgreSQL database at ``url``."""
+    return f'url = "{url}"'
 
 
 def halomail_command() -> str:
@@ -99,7 +109,7 @@ def write_setup(
             message_id=f"<request-{number}@customer.example>",
         )
         (root / "mail" / name / "new" / f"{number:05d}.request:2,").write_bytes(raw)
-    leases = "mailbox_lease_seconds = 10\noutbox_claim_seconds = 10\n" if SHORT_LEASES else ""
+    leases = f"mailbox_lease_seconds = {LEASE_SECONDS}\noutbox_claim_seconds = {LEASE_SECONDS}\n"
     tables = [
         f"[storage]\n{storage}\n",
         '[outgoing]\ntransport = "maildir"\npath = "sent"\n'
@@ -258,6 +268,15 @@ class Results:
                 for mail in repository.list_outgoing(status=status, limit=1_000_000)
             }
 
+    def all_done(self, emails: int) -> bool:
+        """Every inbox empty, every ticket made, every acknowledgement marked sent."""
+        return (
+            self.emails_left() == 0
+            and self.tickets() == emails
+            and sum(self.delivered().values()) >= emails
+            and not self.unsent()
+        )
+
     def delivered(self) -> Counter[str]:
         """How many ``.eml`` files hold each Message-ID (an acknowledgement's delivery)."""
         folder = self.root / "sent"
@@ -268,6 +287,19 @@ class Results:
             message = email.message_from_bytes(path.read_bytes())
             ids[str(message["Message-ID"]).strip("<>")] += 1
         return ids
+
+
+def assert_exactly_once(results: Results, emails: int) -> None:
+    """What a user checks: one ticket per email, one delivered file per acknowledgement."""
+    assert results.emails_left() == 0
+    subjects = results.ticket_summaries()
+    assert len(subjects) == emails
+    assert set(subjects.values()) == {1}, "an email became two tickets"
+    delivered = results.delivered()
+    assert len(delivered) == emails, "acknowledgements with distinct Message-IDs"
+    doubled = {message_id: n for message_id, n in delivered.items() if n > 1}
+    assert doubled == {}, "an acknowledgement was delivered twice"
+    assert results.unsent() == set()
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:

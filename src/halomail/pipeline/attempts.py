@@ -39,6 +39,7 @@ __all__ = [
     "keys",
     "let_go",
     "quarantine_crashed",
+    "settle",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,19 +119,36 @@ def finish(repository: Any, attempt: Attempt | None) -> None:
         repository.finish_attempt(attempt.key)
 
 
-def let_go(repository: Any, attempt: Attempt | None) -> None:
+def let_go(repository: Any, attempt: Attempt | None, owed: set[str]) -> None:
     """Forget ``attempt`` after a failure that did not end the process; best effort.
 
     The process is alive, so this attempt must not count as a crash. When even this
-    write fails (the repository is down), the attempt stays and counts as one.
+    write fails (the repository is down), its key is added to ``owed``, which
+    :func:`settle` clears once the repository answers again: an email caught twice by
+    a database outage is not taken for one that crashed the process twice.
     """
     if attempt is None or attempt.crashed_too_often:
         return  # too many crashes already: a failure to quarantine must not reset the count
+    owed.add(attempt.key)
+    settle(repository, owed)
+
+
+def settle(repository: Any, owed: set[str]) -> None:
+    """Forget the attempts in ``owed`` (those :func:`let_go` could not), in one transaction.
+
+    Best effort: while the repository still fails, they stay owed. A process that dies
+    first leaves them counted, rightly: it did end while they were unfinished.
+    """
+    if not owed:
+        return
     try:
         with repository.transaction():
-            repository.finish_attempt(attempt.key)
-    except Exception as exc:  # noqa: BLE001 - the outcome already says what went wrong
-        log.warning("could not clear the attempt record %r: %s", attempt.key[:80], exc)
+            for key in owed:
+                repository.finish_attempt(key)
+    except Exception as exc:  # noqa: BLE001 - retried before the next email's attempt
+        log.warning("could not clear %d attempt record(s) yet: %s", len(owed), exc)
+        return
+    owed.clear()
 
 
 def quarantine_crashed(

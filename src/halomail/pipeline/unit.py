@@ -48,6 +48,10 @@ class UnitOfWork:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        # Attempt records of emails that failed without ending the process, which the
+        # repository could not clear at the time (it was down); cleared before the next
+        # email's attempt begins.
+        self._owed_attempts: set[str] = set()
 
     def run(
         self, mailbox: Mailbox, fetched: FetchedMessage, guard: Guard | None = None
@@ -69,6 +73,7 @@ class UnitOfWork:
                 with guard:
                     return self._quarantine_too_large(mailbox, fetched)
             with guard:
+                attempts.settle(self.ctx.repository, self._owed_attempts)
                 attempt = attempts.begin(
                     self.ctx.repository, mailbox.name, fetched, self.ctx.clock()
                 )
@@ -81,7 +86,7 @@ class UnitOfWork:
         except TransientRepositoryError as exc:
             log.warning("mailbox %s ref %s: will retry: %s", mailbox.name, fetched.ref, exc)
             with guard:
-                attempts.let_go(self.ctx.repository, attempt)
+                attempts.let_go(self.ctx.repository, attempt, self._owed_attempts)
             return ProcessingOutcome(
                 mailbox.name,
                 fetched.ref,
@@ -228,7 +233,7 @@ class UnitOfWork:
             self._quarantine_once(key, entry, attempt)
         except RepositoryError:
             log.exception("mailbox %s ref %s: could not quarantine", mailbox.name, fetched.ref)
-            attempts.let_go(self.ctx.repository, attempt)
+            attempts.let_go(self.ctx.repository, attempt, self._owed_attempts)
             return ProcessingOutcome(
                 mailbox.name, fetched.ref, Outcome.RETRY, reason=Reason.PROCESSING_ERROR
             )
