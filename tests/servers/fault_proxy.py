@@ -11,7 +11,11 @@ connections accepted after they are set:
 * ``cut_on_client``: close both sides, without forwarding it, when the client sends
   data containing this pattern (a crash just before a command, e.g. ``b"UID EXPUNGE"``);
 * ``rewrite``: a function applied to every line from the server (strip ``MOVE`` or
-  ``STARTTLS`` from CAPABILITY with :func:`strip_capabilities`).
+  ``STARTTLS`` from CAPABILITY with :func:`strip_capabilities`);
+* ``latency``: seconds slept before forwarding each chunk the server sends, as a server
+  across a network answers (every IMAP round trip pays it once). The proxy sleeps, it
+  does not spin, so a hundred slow connections cost no CPU; :attr:`FaultProxy.delays`
+  counts the sleeps.
 
 Every line the clients sent is recorded in :attr:`FaultProxy.client_lines`, so a test can
 prove which commands were (not) used.
@@ -25,13 +29,23 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 
+import attrs
 import pytest
 
 __all__ = ["FaultProxy", "fault_proxy_factory", "strip_capabilities"]
 
 _CHUNK = 64 * 1024
-# (cut_after, stall_after, cut_on_client, rewrite), fixed per connection when accepted.
-_Faults = tuple[int | None, int | None, bytes | None, Callable[[bytes], bytes] | None]
+
+
+@attrs.frozen
+class _Faults:
+    """The faults of one connection, fixed when it is accepted."""
+
+    cut_after: int | None
+    stall_after: int | None
+    cut_on_client: bytes | None
+    rewrite: Callable[[bytes], bytes] | None
+    latency: float
 
 
 def strip_capabilities(*names: str) -> Callable[[bytes], bytes]:
@@ -65,12 +79,15 @@ class FaultProxy:
         self.stall_after: int | None = None
         self.cut_on_client: bytes | None = None
         self.rewrite: Callable[[bytes], bytes] | None = None
+        self.latency = 0.0
         #: Every line clients sent (CRLF stripped), in order, across connections.
         self.client_lines: list[bytes] = []
         #: Connections accepted so far.
         self.connections = 0
         #: Connections a fault ended.
         self.faults = 0
+        #: Server chunks held back by ``latency`` before being forwarded.
+        self.delays = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._sockets: set[socket.socket] = set()
@@ -94,6 +111,11 @@ class FaultProxy:
             for line in lines
             if line and not line.startswith(b"DONE")
         ]
+
+    def open_connections(self) -> int:
+        """Client connections open now (each holds one to the server too)."""
+        with self._lock:
+            return len(self._sockets) // 2
 
     def imap_logins(self) -> int:
         """How many IMAP logins (``LOGIN`` or ``AUTHENTICATE``) went through so far."""
@@ -137,7 +159,9 @@ class FaultProxy:
             with self._lock:
                 self.connections += 1
                 self._sockets.update((client, server))
-            faults: _Faults = (self.cut_after, self.stall_after, self.cut_on_client, self.rewrite)
+            faults = _Faults(
+                self.cut_after, self.stall_after, self.cut_on_client, self.rewrite, self.latency
+            )
             for target, args in (
                 (self._downstream, (server, client, faults)),
                 (self._upstream, (client, server, faults)),
@@ -156,7 +180,7 @@ class FaultProxy:
             _close(sock)
 
     def _downstream(self, server: socket.socket, client: socket.socket, faults: _Faults) -> None:
-        cut_after, stall_after, _, rewrite = faults
+        cut_after, stall_after, rewrite = faults.cut_after, faults.stall_after, faults.rewrite
         sent = 0
         held = b""
         while True:
@@ -172,6 +196,8 @@ class FaultProxy:
                 lines = held.split(b"\n")
                 held = lines.pop()
                 data = b"".join(rewrite(line + b"\n") for line in lines)
+            if faults.latency > 0:
+                self._delay(faults.latency)
             if stall_after is not None and sent + len(data) >= stall_after:
                 self._send(client, data[: stall_after - sent])
                 self._closing.wait()  # hold the connection open, silent, until close()
@@ -187,7 +213,7 @@ class FaultProxy:
             sent += len(data)
 
     def _upstream(self, client: socket.socket, server: socket.socket, faults: _Faults) -> None:
-        cut_on_client = faults[2]
+        cut_on_client = faults.cut_on_client
         held = b""
         while True:
             try:
@@ -208,6 +234,12 @@ class FaultProxy:
             if not self._send(server, data):
                 self._end(server, client)
                 return
+
+    def _delay(self, seconds: float) -> None:
+        # A wait, as on a network: the sleep is cut short when the proxy closes.
+        with self._lock:
+            self.delays += 1
+        self._closing.wait(seconds)
 
     @staticmethod
     def _send(sock: socket.socket, data: bytes) -> bool:
