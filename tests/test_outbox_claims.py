@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from halomail import Mailbox, MailProcessor, ProcessorSettings
 from halomail.backends.base import OutgoingEmail
-from halomail.backends.memory import MemoryTransport
+from halomail.backends.memory import MemoryConnector, MemoryTransport
 from halomail.backends.smtp import SmtpTransport
 from halomail.errors import TransientTransportError
 from halomail.outbound.outbox import CLAIM_BATCH, Backoff, Outbox, SenderIdentity, SendReport
@@ -234,3 +235,49 @@ def test_immediate_retries_do_not_crowd_out_the_mail_behind_them(tmp_path: Path)
     assert report == SendReport(sent=5, retrying=CLAIM_BATCH)
     assert [m.message_id for m in transport.sent] == queued[CLAIM_BATCH:]
     assert Counter(m.message_id for m in transport.attempts) == Counter(queued)
+
+
+def test_a_pass_that_stops_at_its_limit_leaves_no_mail_claimed_for_others(
+    tmp_path: Path,
+) -> None:
+    """1,200 queued, a pass of at most 1,000: the other 200 are free for another sender at once."""
+    with SQLiteTicketRepository(tmp_path / "halomail.db") as repository:
+        queued = _queue(repository, 1_200)
+        first = Outbox(repository, MemoryTransport(), _sender, loop_token=LOOP_TOKEN)
+        assert first.send_due(limit=1_000) == SendReport(sent=1_000)
+        second_transport = MemoryTransport()
+        second = Outbox(repository, second_transport, _sender, loop_token=LOOP_TOKEN)
+        assert second.send_due() == SendReport(sent=200)
+    assert [mail.message_id for mail in second_transport.sent] == queued[1_000:]
+
+
+def test_one_processor_sends_each_mail_once_when_two_threads_ask_it_to_send(
+    tmp_path: Path,
+) -> None:
+    """A second send pass asked of a processor while one runs (a threaded worker pool)
+    sends nothing itself: every mail reaches the transport once."""
+    first_send_started, let_it_finish = threading.Event(), threading.Event()
+
+    def hold_the_first_send(_email: OutgoingEmail) -> None:
+        if not first_send_started.is_set():
+            first_send_started.set()
+            assert let_it_finish.wait(30)
+
+    transport = MemoryTransport(hold_the_first_send)
+    with SQLiteTicketRepository(tmp_path / "halomail.db") as repository:
+        queued = _queue(repository, 5)
+        processor = MailProcessor(
+            repository,
+            [Mailbox(MemoryConnector("Support", []))],
+            ProcessorSettings(loop_token=LOOP_TOKEN, domain="helpdesk.example"),
+            transport=transport,
+        )
+        reports: list[SendReport] = []
+        running = threading.Thread(target=lambda: reports.append(processor.send_outbox()))
+        running.start()
+        assert first_send_started.wait(30)
+        assert processor.send_outbox() == SendReport()  # the pass under way sends them
+        let_it_finish.set()
+        running.join(30)
+    assert reports == [SendReport(sent=5)]
+    assert sorted(mail.message_id for mail in transport.sent) == sorted(queued)

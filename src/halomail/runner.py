@@ -188,6 +188,7 @@ class MailProcessor:
         self._writer = OneWriter(exclusive=not getattr(repository, "thread_safe", False))
         self._observers = Observers(observers, self._writer)
         self._outbox: Outbox | None = None  # made on first send_outbox()
+        self._sending = threading.Lock()  # held by the send pass running now
         # Who holds this processor's mailbox leases: unique per process and processor.
         self._lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         # Sync state and health live in the ledger, shared with every runner; this is
@@ -500,6 +501,17 @@ class MailProcessor:
     def _send_due(self) -> SendReport:
         if self.transport is None and all(m.transport is None for m in self.mailboxes):
             return SendReport()
+        # One pass at a time: the processor claims mail under one name, and a second
+        # pass on another thread would be given the same claimed mail and send it again.
+        if not self._sending.acquire(blocking=False):
+            log.info("outbox: a send pass is already running in this processor")
+            return SendReport()
+        try:
+            return self._send_claimed()
+        finally:
+            self._sending.release()
+
+    def _send_claimed(self) -> SendReport:
         if self._outbox is None:
             # One outbox, so one claimant name, for the processor's life: mail it claimed
             # and could not send yet is its own to try again, not another runner's.

@@ -320,22 +320,26 @@ class Outbox:
         """
         results: collections.Counter[OutboxStatus] = collections.Counter()
         seen: set[int] = set()
+        # Seen mail still pending (left waiting, or to retry): it comes back in the claim.
+        waiting = 0
         self._halted_now = self._halts.begin_pass()
         with contextlib.ExitStack() as sessions:
             opened: set[int] = set()
             while len(seen) < limit:
-                fresh = self._claim_fresh(seen, min(CLAIM_BATCH, limit - len(seen)))
+                fresh = self._claim_fresh(seen, min(CLAIM_BATCH, limit - len(seen)), waiting)
                 if not fresh:
                     break
                 for mail in fresh:
                     seen.add(mail.id)
                     transport = self._transport_for(mail)
                     if transport is None:
-                        continue  # this mailbox sends nothing here (yet); the mail waits
+                        waiting += 1  # this mailbox sends nothing here (yet); the mail waits
+                        continue
                     name = _transport_name(transport)
                     if self._halts.stopped(name):
                         # Its login or TLS failed: no more logins until the backoff ends.
                         # The mail waits, claimed, as mail with no transport does.
+                        waiting += 1
                         continue
                     if id(transport) not in opened and isinstance(
                         transport, contextlib.AbstractContextManager
@@ -344,7 +348,10 @@ class Outbox:
                         # for the whole pass instead of reconnecting for every mail.
                         sessions.enter_context(transport)
                         opened.add(id(transport))
-                    results[self._send_one(mail, transport, name)] += 1
+                    status = self._send_one(mail, transport, name)
+                    if status is OutboxStatus.PENDING:
+                        waiting += 1
+                    results[status] += 1
         return SendReport(
             sent=results[OutboxStatus.SENT],
             retrying=results[OutboxStatus.PENDING],
@@ -352,15 +359,17 @@ class Outbox:
             halted=tuple(self._halted_now),
         )
 
-    def _claim_fresh(self, seen: set[int], batch: int) -> list[OutboxMail]:
+    def _claim_fresh(self, seen: set[int], batch: int, waiting: int) -> list[OutboxMail]:
         """Claim up to ``batch`` due mails this pass has not handled yet.
 
-        Mail this pass saw and left due (no transport, an immediate retry) comes back
-        in the claim, still ours; asking for that many more keeps it from crowding
-        out the mail behind it.
+        The ``waiting`` mails this pass saw and left pending (no transport, a retry)
+        may come back in the claim, still ours; asking for that many more keeps them
+        from crowding out the mail behind them. Asking for more than that would claim
+        mail this pass may never reach (it stops at its limit), left claimed in its
+        name, out of other senders' reach, until the lease runs out.
         """
         claimed = self._repository.claim_outgoing(
-            self._clock(), owner=self._owner, lease=self._lease, limit=len(seen) + batch
+            self._clock(), owner=self._owner, lease=self._lease, limit=waiting + batch
         )
         return [mail for mail in claimed if mail.id not in seen][:batch]
 
