@@ -67,7 +67,7 @@ from halomail._text import RedactingFilter
 from halomail.config.loader import Config
 from halomail.config.scale import ScaleSettings
 from halomail.errors import ConfigError, TransientRepositoryError
-from halomail.runner import MailProcessor
+from halomail.runner import Mailbox, MailProcessor
 from halomail.tickets.repository import TicketRepository
 
 __all__ = [
@@ -207,7 +207,10 @@ class HalomailTasks:
             # Queued before the configuration changed: nothing to do.
             log.warning("poll of mailbox %s: no such enabled mailbox, ignored", name)
             return
-        report = processor.process_mailbox(mailbox)
+        try:
+            report = processor.process_mailbox(mailbox)
+        finally:
+            _close_connection(mailbox)
         counts = Counter(outcome.outcome.value for outcome in report.outcomes)
         summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no new email"
         if report.error is not None:
@@ -250,6 +253,20 @@ class HalomailTasks:
         for name in names:
             self.poll_mailbox.apply_async(args=(name,), expires=expires)
         log.info("scheduled %d mailbox polls", len(names))
+
+
+def _close_connection(mailbox: Mailbox) -> None:
+    """Log out of the mailbox's server after a poll (queued acknowledgements go first).
+
+    The next poll of this mailbox may run in any worker process, so a connection kept
+    here would mostly sit idle: held open by every process that ever polled the
+    mailbox, it would pile up towards one per mailbox per process, past what servers
+    allow one account (Gmail: about 15).
+    """
+    try:
+        mailbox.connector.close()
+    except Exception as exc:  # noqa: BLE001 - unsent acks mean a re-read email is skipped
+        log.warning("mailbox %s: closing its connection failed: %s", mailbox.name, exc)
 
 
 @contextlib.contextmanager

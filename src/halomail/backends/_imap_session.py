@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 import attrs
 
-from halomail.backends._common import tls_context
+from halomail.backends._common import shared_tls_context
 from halomail.backends._imap_client import BoundedIMAP4, BoundedIMAP4_SSL, quote
 from halomail.backends.auth.sasl import (
     MalformedTokenError,
@@ -158,7 +158,7 @@ class ImapLogin:
     # -- connecting --------------------------------------------------------------------
 
     def _context(self) -> ssl.SSLContext:
-        return self.ssl_context or tls_context(self.tls_ca_file)
+        return self.ssl_context or shared_tls_context(self.tls_ca_file)
 
     def _open(self) -> imaplib.IMAP4:
         """A connection with TLS as configured, not logged in yet."""

@@ -34,7 +34,7 @@ import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from halomail.backends._common import login_from_settings, tls_context
+from halomail.backends._common import login_from_settings, shared_tls_context
 from halomail.backends.auth.oauth import TokenProvider
 from halomail.backends.auth.sasl import (
     MalformedTokenError,
@@ -387,7 +387,7 @@ class Pop3Connector:
         return self._session
 
     def _context(self) -> ssl.SSLContext:
-        return self._ssl_context or tls_context(self._tls_ca_file)
+        return self._ssl_context or shared_tls_context(self._tls_ca_file)
 
     def _connect(self) -> poplib.POP3:
         where = f"{self.host}:{self.port}"

@@ -44,7 +44,7 @@ from typing import Any
 
 import attrs
 
-from halomail.backends._common import tls_context
+from halomail.backends._common import shared_tls_context
 from halomail.backends.auth.oauth import TokenProvider, token_provider_from_settings
 from halomail.backends.auth.sasl import (
     MalformedTokenError,
@@ -421,7 +421,7 @@ class SmtpTransport:
         if self._ssl_context is not None:
             return self._ssl_context
         try:
-            context = tls_context(self._tls_ca_file)
+            context = shared_tls_context(self._tls_ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise TransportConfigError(
                 f"smtp {self._where}: cannot read tls_ca_file "
