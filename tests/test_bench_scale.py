@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# Many processes at once: scripts/test runs these on the first Python only.
+pytestmark = [pytest.mark.slow, pytest.mark.scale]
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "scaling.md"

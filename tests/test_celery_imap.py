@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import make_email
 from tests.servers.celery_workers import (
     PASSWORD_ENV,
@@ -22,6 +24,9 @@ from tests.servers.celery_workers import (
 from tests.servers.dovecot import Dovecot
 from tests.servers.fault_proxy import FaultProxy
 from tests.servers.redis import RedisServer
+
+# Many processes at once: scripts/test runs these on the first Python only.
+pytestmark = pytest.mark.scale
 
 MAILBOXES = 4
 EMAILS_EACH = 2

@@ -29,7 +29,8 @@ from tests.servers.celery_workers import (
 )
 from tests.servers.redis import RedisServer
 
-pytestmark = pytest.mark.slow
+# Many processes at once: scripts/test runs these on the first Python only.
+pytestmark = [pytest.mark.slow, pytest.mark.scale]
 
 _RECEIVED = re.compile(r"Task halomail\.poll_mailbox\[([0-9a-f-]+)\] received")
 _FINISHED = re.compile(r"Task halomail\.poll_mailbox\[([0-9a-f-]+)\] (?:succeeded|raised)")

@@ -17,8 +17,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from halomail.tickets.models import NewOutgoing, OutboxStatus
 from halomail.tickets.postgres import PostgreSQLTicketRepository
+
+# Many processes at once: scripts/test runs these on the first Python only.
+pytestmark = pytest.mark.scale
 
 WORKERS = 4
 _DEADLINE = 120  # seconds for all workers to finish: generous, never a measurement

@@ -28,7 +28,8 @@ from tests.servers.celery_workers import (
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
-pytestmark = pytest.mark.slow
+# Many processes at once: scripts/test runs these on the first Python only.
+pytestmark = [pytest.mark.slow, pytest.mark.scale]
 
 EMAILS = 300
 _MAILBOXES = [f"box{n:02d}" for n in range(6)]
