@@ -17,7 +17,7 @@ import re
 from halomail.inbound import _headers
 from halomail.inbound.models import Address
 
-__all__ = ["parse_addresses", "parse_path", "valid_addr_spec"]
+__all__ = ["lenient_address", "parse_addresses", "parse_path", "valid_addr_spec"]
 
 #: Longest addr-spec accepted: 64 octets of local part, "@", 255 of domain.
 MAX_ADDR_SPEC_CHARS = 320
@@ -35,6 +35,12 @@ _LABEL = rf"[{_LETTER}](?:[{_LETTER}-]*[{_LETTER}])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _LITERAL = re.compile(r"\[(?:IPv6:)?[A-Za-z0-9.:-]{1,100}\]", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
+# An addr-spec anywhere in free text, for lenient_address: bounded on both sides of
+# the "@", so a long run of address characters costs a bounded amount per position.
+_LENIENT_ADDR = re.compile(rf"[^\s<>()\[\],;:\"'@\\]{{1,64}}@[{_LETTER}][{_LETTER}.-]{{0,254}}")
+_ANGLED = re.compile(r"<([^<>]*)>")
+#: How much of a header value lenient_address reads: a From is a line or two.
+LENIENT_SCAN_CHARS = 4000
 
 
 class _Entry:
@@ -299,3 +305,44 @@ def _strip_route(addr: str) -> str:
     if addr.startswith("@") and ":" in addr:
         return addr.split(":", 1)[1]
     return addr
+
+
+def lenient_address(raw: str) -> Address | None:
+    """The first usable address in a header value, read as a mail client reads it.
+
+    For values the strict parser rejects: ``Big Bug bb@bug.com`` (an unquoted name),
+    ``a@x.example b@y.example`` (two addresses with no comma), an address inside an
+    encoded word, an angle address with junk around it. An address without a domain
+    (``<MAILER-DAEMON>``) is not usable: no domain is ever invented. When the value
+    holds angle brackets, only what is inside them is read, so an address in a display
+    name never wins over the bracketed one (CVE-2023-27043).
+
+    Args:
+        raw: The stored raw header value.
+
+    Returns:
+        The address, with the text before it as the display name, or ``None``.
+    """
+    text = _headers.prepare(raw)[:LENIENT_SCAN_CHARS]
+    if "<" not in text:
+        text = _headers.decode_words(text)[:LENIENT_SCAN_CHARS]
+    regions = _regions(text)
+    for start, region in regions:
+        for match in _LENIENT_ADDR.finditer(region):
+            addr = match.group().rstrip(".-")
+            if valid_addr_spec(addr):
+                before = text[:start] if "<" in text else region[: match.start()]
+                return _named(addr, _headers.decode_words(before).strip(" \t\"'<>()"))
+    return None
+
+
+def _regions(text: str) -> list[tuple[int, str]]:
+    """Where :func:`lenient_address` may look: inside each ``<...>``, after an unclosed
+    ``<``, or the whole text when it has no bracket; each with its start in ``text``."""
+    if "<" not in text:
+        return [(0, text)]
+    regions = [(m.start(), m.group(1)) for m in _ANGLED.finditer(text)]
+    if not regions:
+        last = text.rfind("<")
+        regions = [(last, text[last + 1 :])]
+    return regions

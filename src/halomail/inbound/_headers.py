@@ -510,13 +510,15 @@ SCAN_LIMIT = 64 * 1024
 #: How much of each scanned value it keeps, so decoding it stays cheap.
 _SCAN_VALUE_LIMIT = 2000
 _SCAN_FIELD = re.compile(
-    rb"^(message-id|from|subject)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.IGNORECASE | re.MULTILINE
+    rb"^(message-id|from|sender|reply-to|return-path|subject)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.IGNORECASE | re.MULTILINE
 )
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
 
 def scan_head(data: bytes) -> dict[str, str]:
-    """Read Message-ID, From and Subject from the head of raw message bytes.
+    """Read Message-ID, the sender's headers and Subject from the head of raw message bytes.
+
+    The sender's headers are From, Sender, Reply-To and Return-Path.
 
     Used where the full parser must not or need not run: quarantined emails
     (too large, too deep) and messages carried inside this one. Reads at most

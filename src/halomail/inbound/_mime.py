@@ -41,8 +41,10 @@ from halomail.inbound.models import ParseLimits
 
 __all__ = [
     "BoundedMessage",
+    "HeaderTruncatedDefect",
     "LimitExceeded",
     "decode_transfer",
+    "drop_malformed_lines",
     "find_head_end",
     "first_headers",
     "parse",
@@ -72,7 +74,9 @@ _ADDRESS_FIELDS = frozenset(
 _EMPTY_PARAMS = re.compile(r";[\s;]*;")
 # A field this short cannot exceed any count cap, so it skips those checks.
 _SHORT_FIELD = min(_headers.MAX_PARAMS, _headers.MAX_ENCODED_WORDS, _headers.MAX_ADDRESSES)
-_ADDRESS_TOKENS = (",", ";", "(", "<", '"', "\\")
+_ADDRESS_TOKEN = re.compile(r'[,;(<"\\]')
+_AT_SIGN = re.compile("@")
+_ENCODED_WORD_START = re.compile(re.escape("=?"))
 _BOUNDARY_HINT = re.compile("boundary", re.IGNORECASE)
 _OPAQUE_TYPE = "application/x-halomail-opaque-message"
 # The stdlib's own test for a header line (email.feedparser.headerRE), in bytes.
@@ -127,7 +131,7 @@ class BoundedMessage(Message):
         """Store a header as parsed, unless it crosses a per-header cap.
 
         Raises:
-            LimitExceeded: ``headers-too-large`` for an oversized field or block.
+            LimitExceeded: ``headers-too-large`` for an oversized block or parameter list.
         """
         self._header_bytes += len(name) + len(value) + 2
         if len(value) > _SHORT_FIELD or self._header_bytes > self._max_header_bytes:
@@ -138,13 +142,18 @@ class BoundedMessage(Message):
         self._headers.append((name, value))
 
     def _check_long_field(self, lower: str, value: str) -> str:
-        """Apply the size caps; only fields longer than every count cap need the rest."""
-        if (
-            self._header_bytes > self._max_header_bytes
-            or len(value) > _headers.MAX_FIELD_BYTES
-            or value.count("=?") > _headers.MAX_ENCODED_WORDS
-        ):
+        """Apply the size caps; only fields longer than every count cap need the rest.
+
+        A field over its own size, encoded-word or address caps is truncated (with a
+        ``header-truncated:<name>`` defect); only the whole block over
+        ``max_header_bytes`` and a parameter list over its caps stop the parse.
+        """
+        if self._header_bytes > self._max_header_bytes:
             raise LimitExceeded("headers-too-large")
+        cut = _field_cut(lower, value)
+        if cut < len(value):
+            value = value[:cut]
+            self.defects.append(HeaderTruncatedDefect(lower))
         if lower in _PARAM_FIELDS:
             if value.count(";") > _headers.MAX_PARAMS:
                 value = _EMPTY_PARAMS.sub(";", value)
@@ -155,11 +164,6 @@ class BoundedMessage(Message):
                 boundary = _headers.parse_params(value)[1].get("boundary", "")
                 if len(boundary) > _headers.MAX_BOUNDARY_CHARS:
                     raise LimitExceeded("headers-too-large")
-        elif lower in _ADDRESS_FIELDS and (
-            value.count("@") > _headers.MAX_ADDRESSES
-            or sum(value.count(token) for token in _ADDRESS_TOKENS) > _headers.MAX_ADDRESS_TOKENS
-        ):
-            raise LimitExceeded("headers-too-large")
         return value
 
     def attach(self, payload: Any) -> None:
@@ -190,6 +194,50 @@ class BoundedMessage(Message):
         if self._budget.parsing and content_type.startswith("message/"):
             return _OPAQUE_TYPE
         return content_type
+
+
+class HeaderTruncatedDefect(email.errors.MessageDefect):
+    """A header field was over its own caps and was truncated; ``name`` is its name.
+
+    Args:
+        name: The field's lower-cased name.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name[:60]
+
+
+def _field_cut(lower: str, value: str) -> int:
+    """Where a field over its caps is cut (``len(value)`` when it is within them).
+
+    The cut keeps at most :data:`~halomail.inbound._headers.MAX_FIELD_BYTES` and
+    :data:`~halomail.inbound._headers.MAX_ENCODED_WORDS` encoded words; an address
+    field keeps the whole addresses within :data:`~halomail.inbound._headers.MAX_ADDRESSES`
+    and :data:`~halomail.inbound._headers.MAX_ADDRESS_TOKENS`. It never splits an
+    encoded word or a UTF-8 character.
+    """
+    cut = min(len(value), _headers.MAX_FIELD_BYTES)
+    cut = min(cut, _nth(_ENCODED_WORD_START, value, _headers.MAX_ENCODED_WORDS + 1, cut))
+    if lower in _ADDRESS_FIELDS:
+        cut = min(cut, _nth(_AT_SIGN, value, _headers.MAX_ADDRESSES + 1, cut))
+        cut = min(cut, _nth(_ADDRESS_TOKEN, value, _headers.MAX_ADDRESS_TOKENS + 1, cut))
+        if cut < len(value):
+            cut = max(value.rfind(",", 0, cut), 0)  # whole addresses only
+    if cut < len(value):
+        if value.rfind("=?", 0, cut) > value.rfind("?=", 0, cut):
+            cut = value.rfind("=?", 0, cut)  # no half encoded word
+        while cut > 0 and "\udc80" <= value[cut] <= "\udcbf":
+            cut -= 1  # a UTF-8 continuation byte (as a surrogate): back to its lead byte
+    return cut
+
+
+def _nth(pattern: re.Pattern[str], value: str, count: int, end: int) -> int:
+    """Where the ``count``-th match of ``pattern`` in ``value[:end]`` starts, else ``end``."""
+    for number, match in enumerate(pattern.finditer(value, 0, end), start=1):
+        if number == count:
+            return match.start()
+    return end
 
 
 class _EmptyParametersDefect(email.errors.MessageDefect):
@@ -521,6 +569,62 @@ def repair_head(data: bytes, head_end: int) -> tuple[bytes, bool]:
     if fixed == head:
         return data, False
     return fixed + data[head_end:], True
+
+
+#: How many lines after a malformed header line are read to decide whether the header
+#: block goes on (a field line among them) or the body has begun (none).
+MALFORMED_LOOKAHEAD_LINES = 8
+# A field line, strictly: a non-empty name, then the colon.
+_FIELD_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
+
+
+def drop_malformed_lines(data: bytes, limit: int) -> tuple[bytes, int]:
+    """Drop the malformed lines inside the top-level header block that fields follow.
+
+    The stdlib ends the header block at the first line that is not a header line, so in
+    ``From: a@b.example / broken / Subject: hi`` the Subject lands in the body. Mail
+    clients read on. A malformed line is dropped when a header line precedes it and a
+    field line follows it within :data:`MALFORMED_LOOKAHEAD_LINES` lines, before the
+    blank line that ends the block; otherwise it starts the body, as before. Each
+    decision reads a bounded number of lines of a block of at most ``limit`` bytes.
+
+    Args:
+        data: The raw message (after :func:`repair_head`).
+        limit: The largest header block accepted.
+
+    Returns:
+        The message without those lines, and how many were dropped.
+    """
+    blank = _BLANK_LINE.search(data, 0, limit + 3)
+    region_end = blank.start() + 1 if blank is not None else min(len(data), limit)
+    kept: list[bytes] = []
+    position = 0
+    while True:
+        # _HEADER_LINES and _LINE match everywhere (even the empty string).
+        malformed = _HEADER_LINES.match(data, position, region_end).end()  # type: ignore[union-attr]
+        if malformed == 0 or malformed >= region_end:
+            break
+        line_end = _LINE.match(data, malformed, region_end).end()  # type: ignore[union-attr]
+        if not _field_follows(data, line_end, region_end):
+            break
+        kept.append(data[position:malformed])
+        position = line_end
+    if not kept:
+        return data, 0
+    kept.append(data[position:])
+    return b"".join(kept), len(kept) - 1
+
+
+def _field_follows(data: bytes, start: int, end: int) -> bool:
+    """Whether a field line starts within the next few lines of ``data[start:end]``."""
+    position = start
+    for _ in range(MALFORMED_LOOKAHEAD_LINES):
+        if position >= end:
+            return False
+        if _FIELD_LINE.match(data, position, end) is not None:
+            return True
+        position = _LINE.match(data, position, end).end()  # type: ignore[union-attr]
+    return False
 
 
 def first_headers(part: BoundedMessage, names: frozenset[str]) -> dict[str, str]:

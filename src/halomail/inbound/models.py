@@ -98,8 +98,10 @@ class InboundEmail:
     Args:
         message_id: The Message-ID without angle brackets, normalized and bounded
             (at most 255 characters, no whitespace, quotes or control characters), or ``None``.
-        sender: The first From address, or ``None`` when there is none or it cannot be parsed.
-        sender_unparseable: True when a From header exists but holds no valid address.
+        sender: The first usable From address; failing that, Sender, Reply-To, then
+            Return-Path (a defect names which); ``None`` when no header holds one.
+        sender_unparseable: True when From, Sender, Reply-To or Return-Path exist but none
+            holds a usable address (see ``find_sender`` in :mod:`halomail.inbound.parse`).
         reply_to: Reply-To addresses.
         to: To addresses.
         cc: Cc addresses.

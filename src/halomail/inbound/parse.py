@@ -59,6 +59,7 @@ _CONTENT_ID_JUNK = re.compile(r"[\s<>\"\x00-\x1f\x7f]")
 _FILENAME_JUNK = re.compile(r"[\\/:*?\"<>|\x00-\x1f\x7f]+")
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 _DEFECT_NAMES = {"NoBoundaryInMultipartDefect": "missing-boundary"}
+_UTF8_BOM = b"\xef\xbb\xbf"
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _T = TypeVar("_T")
 
@@ -114,12 +115,19 @@ def _parse(raw: object, limits: ParseLimits) -> InboundEmail:
         # Old Mac line endings: with no LF anywhere, CR is the line terminator.
         data = data.replace(b"\r", b"\n")
         defects.append("cr-line-endings")
+    if data.startswith(_UTF8_BOM):
+        # Some mailers and exports write a byte-order mark before the first header.
+        data = data[len(_UTF8_BOM) :]
+        defects.append("bom-before-headers")
     head_end = _mime.find_head_end(data, limits.max_header_bytes)
     if head_end > limits.max_header_bytes:
         return _quarantined(data, size, sha256, "headers-too-large", defects)
     data, repaired = _mime.repair_head(data, head_end)
     if repaired:
         defects.append("bare-cr-in-header")
+    data, dropped = _mime.drop_malformed_lines(data, limits.max_header_bytes)
+    if dropped:
+        defects.append("malformed-header-line")
     try:
         root = _mime.parse(data, limits)
     except _mime.LimitExceeded as exc:
@@ -312,14 +320,7 @@ class _TopHeaders:
         self.loop_markers = tuple(loop_markers)
         self.subject = subject or ""
 
-        self.sender: Address | None = None
-        self.sender_unparseable = False
-        if "from" in first:
-            senders, _rejected = _addresses.parse_addresses(first["from"])
-            self.sender = senders[0] if senders else None
-            self.sender_unparseable = not senders
-            if not senders:
-                defects.append("unparseable-sender")
+        self.sender, self.sender_unparseable = find_sender(first, defects)
         self.to = _address_list(wanted.get("to", ()), defects)
         self.cc = _address_list(wanted.get("cc", ()), defects)
         self.reply_to = _address_list(wanted.get("reply-to", ()), defects)
@@ -348,6 +349,7 @@ class _TopHeaders:
 _WANTED_FIELDS = frozenset(
     {
         "from",
+        "sender",
         "message-id",
         "date",
         "return-path",
@@ -358,6 +360,62 @@ _WANTED_FIELDS = frozenset(
         "references",
     }
 )
+
+
+#: Where the sender is looked for once From holds no usable address, in order, with the
+#: defect that says it came from there. A mail client shows the same address.
+SENDER_FALLBACKS = (
+    ("sender", "sender-from-sender"),
+    ("reply-to", "sender-from-reply-to"),
+    ("return-path", "sender-from-return-path"),
+)
+
+
+def find_sender(first: dict[str, str], defects: list[str]) -> tuple[Address | None, bool]:
+    """The sender, found as a mail client finds it, and whether none could be found.
+
+    From first, strictly, then leniently (an unquoted name, two addresses without a
+    comma, an address in an encoded word: ``sender-read-leniently``); then Sender,
+    Reply-To and Return-Path (never the null path ``<>``), with a defect naming the
+    header used. The raw From stays in the headers whatever happens, so
+    ``From: MAILER-DAEMON <>`` is still recognisable as a bounce.
+
+    Args:
+        first: The first raw value of each wanted top-level header, by lower-case name.
+        defects: Where to record how the sender was found.
+
+    Returns:
+        The sender (or ``None``) and ``True`` when headers naming a sender exist but
+        none holds a usable address (``unparseable-sender``).
+    """
+    if "from" in first:
+        senders, _rejected = _addresses.parse_addresses(first["from"])
+        if senders:
+            return senders[0], False
+        lenient = _addresses.lenient_address(first["from"])
+        if lenient is not None:
+            defects.append("sender-read-leniently")
+            return lenient, False
+    for name, defect in SENDER_FALLBACKS:
+        if name not in first:
+            continue
+        if name == "return-path":
+            path = _addresses.parse_path(first[name])
+            found = Address(path) if path else None
+        else:
+            found = _first_address(first[name])
+        if found is not None:
+            defects.append(defect)
+            return found, False
+    if any(name in first for name in ("from", *(name for name, _ in SENDER_FALLBACKS))):
+        defects.append("unparseable-sender")
+        return None, True
+    return None, False
+
+
+def _first_address(raw: str) -> Address | None:
+    addresses, _rejected = _addresses.parse_addresses(raw)
+    return addresses[0] if addresses else _addresses.lenient_address(raw)
 
 
 def _address_list(raws: Iterable[str], defects: list[str]) -> tuple[Address, ...]:
@@ -407,6 +465,8 @@ def _eml_name(subject: str) -> str:
 
 def _defect_name(defect: object) -> str:
     """``StartBoundaryNotFoundDefect`` → ``start-boundary-not-found``."""
+    if isinstance(defect, _mime.HeaderTruncatedDefect):
+        return f"header-truncated:{defect.name}"
     name = type(defect).__name__.lstrip("_")
     if name in _DEFECT_NAMES:
         return _DEFECT_NAMES[name]
@@ -441,12 +501,7 @@ def _identity(data: bytes) -> tuple[str | None, Address | None, bool, str]:
     """Message-ID, sender, sender-unparseable and subject, read cheaply from the head."""
     fields = _headers.scan_head(data)
     message_id = _headers.message_id(fields["message-id"]) if "message-id" in fields else None
-    sender: Address | None = None
-    unparseable = False
-    if "from" in fields:
-        senders, _rejected = _addresses.parse_addresses(fields["from"])
-        sender = senders[0] if senders else None
-        unparseable = not senders
+    sender, unparseable = find_sender(fields, [])
     subject = _headers.decode_value(fields.get("subject", ""))
     return message_id, sender, unparseable, subject
 
