@@ -35,9 +35,15 @@ _LABEL = rf"[{_LETTER}](?:[{_LETTER}-]*[{_LETTER}])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _LITERAL = re.compile(r"\[(?:IPv6:)?[A-Za-z0-9.:-]{1,100}\]", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
-# An addr-spec anywhere in free text, for lenient_address: bounded on both sides of
-# the "@", so a long run of address characters costs a bounded amount per position.
-_LENIENT_ADDR = re.compile(rf"[^\s<>()\[\],;:\"'@\\]{{1,64}}@[{_LETTER}][{_LETTER}.-]{{0,254}}")
+# An addr-spec standing alone in free text, for lenient_address: a delimiter (or the
+# start) before it and after it, so no address is cut out of a longer word. Bounded
+# and possessive on both sides of the "@": a long run of address characters costs a
+# bounded amount per position, with no backtracking.
+_DELIMITER = r"\s<>()\[\],;:\"'"
+_LENIENT_ADDR = re.compile(
+    rf"(?<![^{_DELIMITER}])[^{_DELIMITER}@\\]{{1,64}}+@[{_LETTER}][{_LETTER}.-]{{0,254}}+"
+    rf"(?![^{_DELIMITER}])"
+)
 _ANGLED = re.compile(r"<([^<>]*)>")
 #: How much of a header value lenient_address reads: a From is a line or two.
 LENIENT_SCAN_CHARS = 4000

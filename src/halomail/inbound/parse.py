@@ -23,6 +23,7 @@ quarantined as ``unparseable``, so one hostile email never stops a mailbox.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 import urllib.parse
@@ -51,6 +52,7 @@ LOOP_HEADER = "x-halomail-loop"
 _PART_FIELDS = frozenset(
     {"content-type", "content-disposition", "content-transfer-encoding", "content-id"}
 )
+_BODY_TYPES = frozenset({"text/plain", "text/html"})
 _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global", "message/news"})
 _HEADERS_TYPES = frozenset({"text/rfc822-headers", "message/global-headers"})
 _CID_REFERENCE = re.compile(r"""cid:([^\s"'<>)]+)""")  # in lower-cased HTML
@@ -156,22 +158,24 @@ class _Builder:
     def __init__(self, root: _mime.BoundedMessage, defects: list[str]) -> None:
         self.root = root
         self.defects = defects
-        self.text: str | None = None
         self.html: str | None = None
+        # Inline text parts in document order, each with its multipart/alternative
+        # ancestor (the outermost), if any: one alternative of a group is the body.
+        self.segments: list[tuple[_mime.BoundedMessage | None, str, str]] = []
+        # The first text part that carries a file name: the body when there is no other.
+        self.named_text: tuple[str, bytes, str | None] | None = None
         self.files: list[_File] = []
         self.embedded: dict[str, None] = {}
 
     def build(self, size: int, sha256: str) -> InboundEmail:
         top = _TopHeaders(self.root, self.defects)
         self._walk()
-        text = self.text or ""
+        if not any(text.strip() for _group, _kind, text in self.segments):
+            self._use_named_text()
         # The HTML is kept as sent; InboundEmail.html sanitizes it when asked for.
         if self.html is not None and html_over_budget(self.html):
             self.defects.append(HTML_OVER_BUDGET)  # its text and sanitized form: tags stripped
-        if self.html is not None and not text.strip():
-            # No text part, or an empty one beside the HTML: read the HTML instead.
-            text = _guarded(html_to_text, self.html, "", "html-to-text-failed", self.defects)
-        text = text.replace("\x00", "")
+        text = self._body().replace("\x00", "")
         new_text = _guarded(strip_reply, text, text, "strip-reply-failed", self.defects)
         return InboundEmail(
             message_id=top.message_id,
@@ -200,21 +204,24 @@ class _Builder:
     def _walk(self) -> None:
         # Iterative and in document order: depth is already bounded by the parser,
         # but no recursion here means no RecursionError whatever the limits are.
-        stack: list[_mime.BoundedMessage] = [self.root]
+        stack: list[tuple[_mime.BoundedMessage, _mime.BoundedMessage | None]] = [(self.root, None)]
         while stack:
-            part = stack.pop()
+            part, group = stack.pop()
             self.defects.extend(_defect_name(defect) for defect in part.defects)
             payload = part._payload
             if isinstance(payload, list):
-                stack.extend(p for p in reversed(payload) if isinstance(p, _mime.BoundedMessage))
+                if group is None and part.get_content_type() == "multipart/alternative":
+                    group = part
+                children = [p for p in reversed(payload) if isinstance(p, _mime.BoundedMessage)]
+                stack.extend((child, group) for child in children)
                 continue
             try:
-                self._leaf(part)
+                self._leaf(part, group)
             except Exception as exc:  # one broken part must not cost the email
                 log.warning("skipped a MIME part that could not be read", exc_info=True)
                 self.defects.append(f"part-error:{type(exc).__name__}")  # see inbound.defects
 
-    def _leaf(self, part: _mime.BoundedMessage) -> None:
+    def _leaf(self, part: _mime.BoundedMessage, group: _mime.BoundedMessage | None) -> None:
         fields = _mime.first_headers(part, _PART_FIELDS)
         content_type, params = _content_type(part, fields.get("content-type"))
         disposition, disposition_params = _headers.parse_params(fields.get("content-disposition"))
@@ -227,12 +234,15 @@ class _Builder:
             # or a boundary that never appears (M4). The body is all there is.
             content_type = "text/plain"
         is_file = disposition == "attachment" or bool(name.strip())
-        if not is_file and content_type == "text/plain" and self.text is None:
-            self.text = self._decode_text(payload, params.get("charset"))
-            return
-        if not is_file and content_type == "text/html" and self.html is None:
-            self.html = self._decode_text(payload, params.get("charset"))
-            return
+        if content_type in _BODY_TYPES:
+            if not is_file:
+                text = self._decode_text(payload, params.get("charset"))
+                self.segments.append((group, content_type, text))
+                if content_type == "text/html" and self.html is None:
+                    self.html = text
+                return
+            if disposition != "attachment" and self.named_text is None:
+                self.named_text = (content_type, payload, params.get("charset"))
         if content_type in _MESSAGE_TYPES or content_type in _HEADERS_TYPES:
             # Only the carried message's Message-ID (for bounce handling) and subject
             # (for a file name) are read; none of its headers reach ours (A7).
@@ -245,6 +255,46 @@ class _Builder:
                 name = _eml_name(_headers.decode_value(inner.get("subject", "")))
         content_id = _content_id(fields["content-id"]) if "content-id" in fields else None
         self.files.append(_File(name, content_type, payload, content_id, disposition))
+
+    def _use_named_text(self) -> None:
+        """Make the first text part with a file name the body (it stays an attachment).
+
+        A lone ``text/plain; name="notes.txt"`` is what the sender wrote: the body
+        would otherwise be empty.
+        """
+        if self.named_text is None:
+            return
+        content_type, payload, charset = self.named_text
+        text = self._decode_text(payload, charset)
+        self.segments.append((None, content_type, text))
+        if content_type == "text/html" and self.html is None:
+            self.html = text
+
+    def _body(self) -> str:
+        """The body text: each inline text part in order, one alternative per group.
+
+        RFC 2046 multipart/mixed shows its inline text parts one after another, so
+        they are joined, separated by a blank line. Of a multipart/alternative, the
+        plain text is read, or its HTML converted when the plain text is empty.
+        """
+        pieces: list[str] = []
+        for group, block in itertools.groupby(self.segments, key=lambda segment: segment[0]):
+            segments = [(kind, text) for _group, kind, text in block]
+            if group is None:
+                pieces.extend(self._as_text(kind, text) for kind, text in segments)
+                continue
+            plain = [text for kind, text in segments if kind == "text/plain" and text.strip()]
+            html = [text for kind, text in segments if kind == "text/html"]
+            pieces.extend(plain or [self._as_text("text/html", text) for text in html])
+        pieces = [piece for piece in pieces if piece.strip()]
+        if len(pieces) == 1:
+            return pieces[0]
+        return "\n\n".join(piece.strip("\n") for piece in pieces)
+
+    def _as_text(self, content_type: str, text: str) -> str:
+        if content_type != "text/html":
+            return text
+        return _guarded(html_to_text, text, "", "html-to-text-failed", self.defects)
 
     def _decode_text(self, payload: bytes, charset: str | None) -> str:
         text, unknown = _charsets.decode(payload, charset)
