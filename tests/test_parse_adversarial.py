@@ -1002,7 +1002,10 @@ def test_l9_unparseable_from_gives_no_sender(value: str) -> None:
     [
         ("ali ce@customer.example", Address("ce@customer.example", "ali")),
         ("<alice@customer.example> <bob@customer.example>", Address("alice@customer.example")),
-        ('"unterminated <alice@customer.example>', Address("alice@customer.example", "unterminated")),
+        (
+            '"unterminated <alice@customer.example>',
+            Address("alice@customer.example", "unterminated"),
+        ),
     ],
 )
 def test_l9_a_from_a_mail_client_reads_gives_that_address(value: str, expected: Address) -> None:

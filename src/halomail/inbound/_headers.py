@@ -510,7 +510,8 @@ SCAN_LIMIT = 64 * 1024
 #: How much of each scanned value it keeps, so decoding it stays cheap.
 _SCAN_VALUE_LIMIT = 2000
 _SCAN_FIELD = re.compile(
-    rb"^(message-id|from|sender|reply-to|return-path|subject)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.IGNORECASE | re.MULTILINE
+    rb"^(message-id|from|sender|reply-to|return-path|subject)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)",
+    re.IGNORECASE | re.MULTILINE,
 )
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
