@@ -150,6 +150,20 @@ def test_a_boundary_folded_over_two_lines_matches_no_line() -> None:
     assert isinstance(_mime.parse(raw, WIDE)._payload, memoryview)
 
 
+@pytest.mark.parametrize("fold", [b"\r\n ", b"\r\n\t"])
+def test_a_folded_boundary_is_unfolded_where_the_stdlib_finds_none(fold: bytes) -> None:
+    """The one intended difference from FeedParser: a boundary folded over two lines is
+    unfolded (RFC 5322 §2.2.3) and splits the parts, where the stdlib finds no start."""
+    raw = (
+        b'Content-Type: multipart/mixed; boundary="=_a' + fold + b'b"\r\n\r\n'
+        b"--=_a" + fold[2:] + b"b\r\nContent-Type: text/plain\r\n\r\none\r\n"
+        b"--=_a" + fold[2:] + b"b--\r\n"
+    )
+    ours = _mime.parse(raw, WIDE)
+    assert [bytes(child._payload) for child in ours._payload] == [b"one"]
+    assert not stdlib_tree(raw).is_multipart()
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=2048))
 def test_random_bytes_split_exactly_as_the_stdlib_splits_them(raw: bytes) -> None:

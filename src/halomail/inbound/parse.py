@@ -3,15 +3,19 @@
 The steps, each linear in the input:
 
 1. the cheap limits, on bytes, before any parsing: the size (``too-large``) and the
-   top-level header block (``headers-too-large``); bare CRs in that block become
-   spaces so they cannot start a smuggled header (M12);
+   top-level header block (``headers-too-large``); a UTF-8 BOM before it is skipped,
+   bare CRs in it become spaces so they cannot start a smuggled header (M12), and a
+   malformed line inside it is dropped when header lines follow (a bounded look-ahead);
 2. our MIME parser (:mod:`._mime`), which builds the stdlib's ``compat32`` tree but finds
-   boundaries in the bytes and keeps bodies as views, bounded from inside: per-header
-   caps (``headers-too-large``), nesting (``mime-too-deep``) and part count
+   boundaries in the bytes and keeps bodies as views, bounded from inside: a field over
+   its own caps is truncated (``header-truncated:<name>``), while the header block
+   (``headers-too-large``), nesting (``mime-too-deep``) and part count
    (``too-many-parts``) stop it the moment they are crossed;
 3. our own decoding of what it found: headers (RFC 2047, 8-bit, one line each),
-   addresses (strict, CVE-2023-27043-proof), Message-IDs, the date, the body parts
-   (charset alias table, lenient transfer decoding) and the attachments (safe names).
+   addresses (strict, CVE-2023-27043-proof), the sender as a mail client finds it
+   (:func:`find_sender`), Message-IDs, the date, the body (every inline text part of a
+   multipart/mixed in order, one alternative of each multipart/alternative; charset alias
+   table, lenient transfer decoding) and the attachments (safe names).
 
 Whatever goes wrong is recorded in ``defects``; a crossed limit sets
 ``quarantine_reason``; and a last-resort handler turns any exception into a result
@@ -32,12 +36,22 @@ from typing import TypeVar
 
 from halomail.inbound import _addresses, _charsets, _headers, _mime
 from halomail.inbound.attachments import make_attachment
-from halomail.inbound.defects import HTML_OVER_BUDGET
+from halomail.inbound.defects import (
+    BOM_BEFORE_HEADERS,
+    HEADER_TRUNCATED_PREFIX,
+    HTML_OVER_BUDGET,
+    MALFORMED_HEADER_LINE,
+    SENDER_FROM_REPLY_TO,
+    SENDER_FROM_RETURN_PATH,
+    SENDER_FROM_SENDER,
+    SENDER_READ_LENIENTLY,
+    UNPARSEABLE_SENDER,
+)
 from halomail.inbound.html import html_over_budget, html_to_text
 from halomail.inbound.models import Address, Attachment, InboundEmail, ParseLimits
 from halomail.inbound.reply import strip_reply
 
-__all__ = ["parse_email"]
+__all__ = ["SENDER_FALLBACKS", "find_sender", "parse_email"]
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +134,7 @@ def _parse(raw: object, limits: ParseLimits) -> InboundEmail:
     if data.startswith(_UTF8_BOM):
         # Some mailers and exports write a byte-order mark before the first header.
         data = data[len(_UTF8_BOM) :]
-        defects.append("bom-before-headers")
+        defects.append(BOM_BEFORE_HEADERS)
     head_end = _mime.find_head_end(data, limits.max_header_bytes)
     if head_end > limits.max_header_bytes:
         return _quarantined(data, size, sha256, "headers-too-large", defects)
@@ -129,7 +143,7 @@ def _parse(raw: object, limits: ParseLimits) -> InboundEmail:
         defects.append("bare-cr-in-header")
     data, dropped = _mime.drop_malformed_lines(data, limits.max_header_bytes)
     if dropped:
-        defects.append("malformed-header-line")
+        defects.append(MALFORMED_HEADER_LINE)
     try:
         root = _mime.parse(data, limits)
     except _mime.LimitExceeded as exc:
@@ -415,9 +429,9 @@ _WANTED_FIELDS = frozenset(
 #: Where the sender is looked for once From holds no usable address, in order, with the
 #: defect that says it came from there. A mail client shows the same address.
 SENDER_FALLBACKS = (
-    ("sender", "sender-from-sender"),
-    ("reply-to", "sender-from-reply-to"),
-    ("return-path", "sender-from-return-path"),
+    ("sender", SENDER_FROM_SENDER),
+    ("reply-to", SENDER_FROM_REPLY_TO),
+    ("return-path", SENDER_FROM_RETURN_PATH),
 )
 
 
@@ -444,7 +458,7 @@ def find_sender(first: dict[str, str], defects: list[str]) -> tuple[Address | No
             return senders[0], False
         lenient = _addresses.lenient_address(first["from"])
         if lenient is not None:
-            defects.append("sender-read-leniently")
+            defects.append(SENDER_READ_LENIENTLY)
             return lenient, False
     for name, defect in SENDER_FALLBACKS:
         if name not in first:
@@ -458,7 +472,7 @@ def find_sender(first: dict[str, str], defects: list[str]) -> tuple[Address | No
             defects.append(defect)
             return found, False
     if any(name in first for name in ("from", *(name for name, _ in SENDER_FALLBACKS))):
-        defects.append("unparseable-sender")
+        defects.append(UNPARSEABLE_SENDER)
         return None, True
     return None, False
 
@@ -516,7 +530,7 @@ def _eml_name(subject: str) -> str:
 def _defect_name(defect: object) -> str:
     """``StartBoundaryNotFoundDefect`` → ``start-boundary-not-found``."""
     if isinstance(defect, _mime.HeaderTruncatedDefect):
-        return f"header-truncated:{defect.name}"
+        return f"{HEADER_TRUNCATED_PREFIX}{defect.name}"
     name = type(defect).__name__.lstrip("_")
     if name in _DEFECT_NAMES:
         return _DEFECT_NAMES[name]
