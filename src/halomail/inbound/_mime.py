@@ -219,6 +219,18 @@ def _field_cut(lower: str, value: str) -> int:
     and :data:`~halomail.inbound._headers.MAX_ADDRESS_TOKENS`. It never splits an
     encoded word or a UTF-8 character.
     """
+    if (
+        len(value) <= _headers.MAX_FIELD_BYTES
+        and value.count("=?") <= _headers.MAX_ENCODED_WORDS
+        and (
+            lower not in _ADDRESS_FIELDS
+            or (
+                value.count("@") <= _headers.MAX_ADDRESSES
+                and len(_ADDRESS_TOKEN.findall(value)) <= _headers.MAX_ADDRESS_TOKENS
+            )
+        )
+    ):
+        return len(value)  # within every cap: the usual case, counted in C
     cut = min(len(value), _headers.MAX_FIELD_BYTES)
     cut = min(cut, _nth(_ENCODED_WORD_START, value, _headers.MAX_ENCODED_WORDS + 1, cut))
     if lower in _ADDRESS_FIELDS:
