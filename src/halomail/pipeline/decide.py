@@ -8,7 +8,8 @@ Pure in the sense that matters: it reads the repository and writes nothing, so
 3. our own mail fetched back, or from no parseable sender,
 4. ignored by an ``ignore`` rule (which wins even over a bounce and a follow-up, so
    ``classification = "bounce"`` with ``type = "ignore"`` drops bounces),
-5. a bounce, attached to the ticket whose mail bounced,
+5. a bounce: what the first matching rule makes of it when that rule names the
+   ``bounce`` classification, else attached to the ticket whose mail bounced,
 6. a follow-up of an existing ticket (subject tag or Message-ID) from someone related
    to it, or a suspected hijack,
 7. ignored as ``loop-suspected``: the same email from one sender opened the most
@@ -122,6 +123,9 @@ def decide(
     if match is not None and handler is not None and handler.before_threading:
         return handler.decide(ctx, mailbox, email, classification, match, None)
     if classification.bounce:
+        if match is not None and handler is not None and "bounce" in match.rule.classification:
+            # The administrator named bounces in this rule: it takes them, not step 5.
+            return handler.decide(ctx, mailbox, email, classification, match, None)
         return _decide_bounce(ctx, email, classification)
     decision = _decide_rest(ctx, mailbox, email, classification, match)
     if classification.spam and decision.reason is None:
