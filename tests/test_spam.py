@@ -24,8 +24,6 @@ from halomail.inbound.classify import classify
 from halomail.inbound.parse import parse_email
 from tests.conftest import make_email
 
-pytestmark = pytest.mark.slow
-
 SPAM_COUNT = 100
 
 # What SpamAssassin (spamd, amavis, MIMEDefang) adds to mail it flags: the flag, the
@@ -125,7 +123,7 @@ def _spam_sample() -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def spam() -> list[bytes]:
+def spam_sample() -> list[bytes]:
     """The flagged spam sample, read once for the module."""
     return _spam_sample()
 
@@ -170,6 +168,7 @@ def _spam_outcomes(emails: list[dict[str, object]]) -> Counter[tuple[object, obj
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setting", "outcome", "exit_code"),
     [("ticket", "created", 0), ("ignore", "ignored", 0), ("quarantine", "quarantined", 1)],
@@ -177,13 +176,13 @@ def _spam_outcomes(emails: list[dict[str, object]]) -> Counter[tuple[object, obj
 def test_100_flagged_spam_emails_get_no_acknowledgement_and_the_outcome_the_setting_says(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    spam: list[bytes],
+    spam_sample: list[bytes],
     setting: str,
     outcome: str,
     exit_code: int,
 ) -> None:
     """Under each `spam` setting, 100 flagged spam emails end as it says, unacknowledged."""
-    config = _mailbox(tmp_path, spam, setting=setting)
+    config = _mailbox(tmp_path, spam_sample, setting=setting)
     code, emails = _run(config, capsys)
     assert code == exit_code
     assert _spam_outcomes(emails) == {(outcome, "spam"): SPAM_COUNT}
@@ -200,13 +199,14 @@ def test_100_flagged_spam_emails_get_no_acknowledgement_and_the_outcome_the_sett
         assert len(list((tmp_path / "inbox" / ".Quarantine" / "cur").iterdir())) == SPAM_COUNT
 
 
+@pytest.mark.slow
 def test_running_again_over_the_same_spam_changes_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], spam: list[bytes]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spam_sample: list[bytes]
 ) -> None:
     """The same 100 spam emails delivered again are duplicates: no ticket, no reply."""
-    config = _mailbox(tmp_path, spam, setting="ticket")
+    config = _mailbox(tmp_path, spam_sample, setting="ticket")
     _run(config, capsys)
-    for index, raw in enumerate(spam):  # delivered again, as a second copy in the inbox
+    for index, raw in enumerate(spam_sample):  # delivered again, as a second copy in the inbox
         (tmp_path / "inbox" / "new" / f"again-{index:03d}.eml").write_bytes(raw)
     code, emails = _run(config, capsys)
     assert code == 0
@@ -216,12 +216,13 @@ def test_running_again_over_the_same_spam_changes_nothing(
     assert len(tickets) == SPAM_COUNT + 1
 
 
+@pytest.mark.slow
 def test_a_rule_on_x_spam_flag_takes_the_spam_and_does_what_it_says(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], spam: list[bytes]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spam_sample: list[bytes]
 ) -> None:
     """A help_request rule on X-Spam-Flag files all 100 as "Spam" tickets, unanswered,
     even with `spam = "quarantine"` (a rule is the administrator's explicit choice)."""
-    config = _mailbox(tmp_path, spam, setting="quarantine", rules=SPAM_FLAG_RULE)
+    config = _mailbox(tmp_path, spam_sample, setting="quarantine", rules=SPAM_FLAG_RULE)
     code, emails = _run(config, capsys)
     assert code == 0
     taken = [e for e in emails if e["message_id"] != "person-1@customer.example"]
@@ -233,3 +234,139 @@ def test_a_rule_on_x_spam_flag_takes_the_spam_and_does_what_it_says(
     assert _acknowledged_addresses(tmp_path) == ["bob@customer.example"]
     tickets = _json(capsys, "-c", str(config), "tickets", "--json", "--limit", "500")
     assert Counter(t["ticket_type"] for t in tickets) == {"Spam": SPAM_COUNT, "Incident": 1}
+
+
+# -- simulate: the classification and the acknowledgement, with and without rules ----------
+
+FLAGGED = make_email(
+    subject="Cheap watches",
+    sender="Deals <deals@spam.example>",
+    message_id="<spam-9@spam.example>",
+    headers={"X-Spam-Flag": "YES", "X-Spam-Status": "Yes, score=9.1 required=5.0"},
+)
+
+
+def _simulate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: bytes, *args: str
+) -> tuple[int, str]:
+    sample = tmp_path / "sample.eml"
+    sample.write_bytes(raw)
+    code = main(["-c", str(tmp_path / "halomail.toml"), "simulate", str(sample), *args])
+    return code, capsys.readouterr().out
+
+
+def _config(tmp_path: Path, *, setting: str = "ticket", rules: str = "") -> None:
+    _mailbox(tmp_path, [], setting=setting, rules=rules)
+    (tmp_path / "inbox" / "new" / "person.eml").unlink()
+
+
+def test_simulate_json_shows_the_spam_verdict_and_why_nothing_is_acknowledged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without rules, `simulate --json` gives the flags, their reasons and the ack verdict."""
+    _config(tmp_path)
+    code, out = _simulate(tmp_path, capsys, FLAGGED, "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert (result["outcome"], result["reason"], result["acknowledge"]) == (
+        "created",
+        "spam",
+        False,
+    )
+    assert result["classification"] == {
+        "flags": ["spam"],
+        "reasons": [
+            "spam: X-Spam-Flag: YES",
+            "spam: X-Spam-Status: Yes, score=9.1 required=5.0",
+        ],
+        "may_acknowledge": False,
+    }
+    assert result["acknowledgement"] == {
+        "would": False,
+        "reasons": [
+            "classified: spam: X-Spam-Flag: YES",
+            "classified: spam: X-Spam-Status: Yes, score=9.1 required=5.0",
+        ],
+    }
+    assert result["rules"] is None
+
+
+def test_simulate_text_shows_a_persons_email_would_be_acknowledged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A person's email: no flag, and an acknowledgement would be sent."""
+    _config(tmp_path)
+    code, out = _simulate(tmp_path, capsys, PERSON)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].endswith("created, acknowledgement — 'VPN drops every ten minutes'")
+    assert lines[1:4] == [
+        "    Classification: none (mail from a person)",
+        "    Acknowledgement: would be sent",
+        "      a new ticket from a sender who may be answered automatically",
+    ]
+
+
+def test_simulate_text_with_rules_and_quarantine_says_every_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With `spam = "quarantine"` and a rule that does not match, the text names the
+    outcome, the classification, every reason against acknowledging, and the rules."""
+    rules = '\n[[rules]]\nname = "Invoices"\ntype = "help_request"\nsequence = 5\n'
+    rules += 'subject = "invoice"\n'
+    _config(tmp_path, setting="quarantine", rules=rules)
+    code, out = _simulate(tmp_path, capsys, FLAGGED)
+    assert code == 1  # quarantined, as `run` would
+    lines = out.splitlines()
+    assert "quarantined (spam)" in lines[0]
+    assert lines[1:7] == [
+        "    Classification: spam",
+        "      spam: X-Spam-Flag: YES",
+        "      spam: X-Spam-Status: Yes, score=9.1 required=5.0",
+        "    Acknowledgement: would not be sent",
+        "      no new ticket (quarantined: spam)",
+        "      classified: spam: X-Spam-Flag: YES",
+    ]
+    assert any("Invoices" in line and "subject: does not contain" in line for line in lines)
+
+
+def test_simulate_names_a_rule_that_sends_no_acknowledgement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rule with send_acknowledgement = false is named as the reason, even for a person."""
+    rules = '\n[[rules]]\nname = "Quiet"\ntype = "help_request"\nsequence = 5\n'
+    rules += "send_acknowledgement = false\n"
+    _config(tmp_path, rules=rules)
+    code, out = _simulate(tmp_path, capsys, PERSON, "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["rule"] == "Quiet"
+    assert result["acknowledgement"] == {
+        "would": False,
+        "reasons": ["rule 'Quiet': send_acknowledgement = false"],
+    }
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_a_wrong_spam_setting_is_a_configuration_error_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """`spam = "delete"` exits 2 naming processing.spam and the allowed values."""
+    _config(tmp_path, setting="delete")
+    code = main(["-c", str(tmp_path / "halomail.toml"), command])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "processing.spam" in err
+    assert "expected one of 'ticket', 'ignore', 'quarantine', got 'delete'" in err
+
+
+def test_check_config_accepts_each_spam_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ticket, ignore and quarantine are each a valid `[processing] spam`."""
+    for setting in ("ticket", "ignore", "quarantine"):
+        folder = tmp_path / setting
+        folder.mkdir()
+        _config(folder, setting=setting)
+        assert main(["-c", str(folder / "halomail.toml"), "check-config"]) == 0, setting
+    capsys.readouterr()
