@@ -14,12 +14,15 @@ import email.parser
 import email.policy
 import json
 import os
+import re
+import tomllib
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from halomail.cli import main
+from halomail.config.loader import parse_config
 from halomail.inbound.classify import classify
 from halomail.inbound.parse import parse_email
 from tests.conftest import make_email
@@ -370,3 +373,14 @@ def test_check_config_accepts_each_spam_setting(
         _config(folder, setting=setting)
         assert main(["-c", str(folder / "halomail.toml"), "check-config"]) == 0, setting
     capsys.readouterr()
+
+
+def test_the_spam_setting_of_docs_processing_loads_as_written(tmp_path: Path) -> None:
+    """docs/processing.md's `[processing] spam` block is valid and names the default."""
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "inbox" / sub).mkdir(parents=True)
+    text = (Path(__file__).parent.parent / "docs" / "processing.md").read_text()
+    (block,) = [b for b in re.findall(r"^```toml\n(.*?)^```", text, re.M | re.S) if "spam =" in b]
+    mailbox = '[[mailboxes]]\nname = "Support"\nconnection = "maildir"\npath = "inbox"\n'
+    config = parse_config(tomllib.loads(block + mailbox), base_dir=tmp_path)
+    assert config.processing.spam == "ticket"
