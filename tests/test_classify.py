@@ -373,3 +373,219 @@ class TestBulkAndNoReply:
     def test_missing_sender_sets_no_no_reply_flag(self) -> None:
         """An email without a parseable sender is not flagged no-reply by address."""
         assert not classify(make(sender=None)).no_reply_sender
+
+
+# -- the upstream spam filter's verdict (issue 15, point 7) -------------------------------
+
+# One header set per filter, as each adds it to mail it lets through tagged.
+SPAM_VERDICTS = {
+    "spamassassin": (
+        ("X-Spam-Checker-Version", "SpamAssassin 3.4.6 (2021-04-09) on mx1.example.net"),
+        ("X-Spam-Flag", "YES"),
+        ("X-Spam-Level", "********"),
+        (
+            "X-Spam-Status",
+            "Yes, score=8.2 required=5.0 tests=BAYES_99,HTML_MESSAGE,URIBL_BLACK "
+            "autolearn=no autolearn_force=no version=3.4.6",
+        ),
+    ),
+    "spamassassin-status-only": (
+        ("X-Spam-Status", "Yes, score=6.1 required=5.0 tests=BAYES_80 version=3.4.6"),
+    ),
+    "rspamd-milter": (
+        ("X-Spam", "Yes"),
+        ("X-Spamd-Bar", "+++++++++"),
+        ("X-Rspamd-Queue-Id", "4F1C2180C51"),
+        ("X-Rspamd-Server", "mx2"),
+    ),
+    "rspamd-action": (
+        ("X-Rspamd-Queue-Id", "4F1C2180C51"),
+        ("X-Rspamd-Action", "add header"),
+        ("X-Rspamd-Server", "mx2"),
+    ),
+    "rspamd-extended": (
+        (
+            "X-Spamd-Result",
+            "default: True [11.40 / 15.00]; BAYES_SPAM(5.10)[99.99%]; "
+            "R_SPF_SOFTFAIL(0.60)[~all]; MIME_GOOD(-0.10)[text/plain]",
+        ),
+        ("X-Rspamd-Action", "rewrite subject"),
+    ),
+    "exchange-scl": (
+        ("X-MS-Exchange-Organization-SCL", "6"),
+        ("X-MS-Exchange-Organization-AuthAs", "Anonymous"),
+    ),
+    "microsoft-365": (
+        (
+            "X-Forefront-Antispam-Report",
+            "CIP:203.0.113.7;CTRY:RU;LANG:en;SCL:5;SRV:;IPV:NLI;SFV:SPM;"
+            "H:mail.spam.example;PTR:mail.spam.example;CAT:SPM;SFS:(13230040)(8096899003);"
+            "DIR:INB;",
+        ),
+        ("X-Microsoft-Antispam", "BCL:0;ARA:13230040|8096899003;"),
+    ),
+    "microsoft-365-folded": (
+        (
+            "X-Forefront-Antispam-Report",
+            "CIP:203.0.113.7; CTRY:; LANG:en; SCL:9; SRV:; IPV:NLI; SFV:SKS;"
+            " H:mail.spam.example; PTR:; CAT:HSPM; DIR:INB;",
+        ),
+    ),
+    "barracuda": (
+        ("X-Barracuda-Spam-Score", "6.32"),
+        ("X-Barracuda-Spam-Flag", "YES"),
+        (
+            "X-Barracuda-Spam-Status",
+            "Yes, SCORE=6.32 using global scores of TAG_LEVEL=3.5 QUARANTINE_LEVEL=1000.0 "
+            "KILL_LEVEL=7.0 tests=BSF_SC0_SA_TO_FROM_DOMAIN_MATCH, HTML_MESSAGE",
+        ),
+    ),
+    "barracuda-status-only": (
+        ("X-Barracuda-Spam-Status", "Yes, SCORE=5.10 using per-user scores of TAG_LEVEL=3.5"),
+    ),
+    "proofpoint": (
+        (
+            "X-Proofpoint-Spam-Details",
+            "rule=spam policy=default score=100 spamscore=100 suspectscore=0 "
+            "adultscore=0 bulkscore=0 classifier=spam adjust=0 reason=mlx",
+        ),
+    ),
+    "aol": (("X-AOL-Global-Disposition", "S"),),
+    "gmx-web-de": (("X-UI-Out-Filterresults", "junk:10;V03:K0:abc123"),),
+}
+
+# What the same filters add to mail they let through as clean: never spam.
+CLEAN_VERDICTS = {
+    "spamassassin": (
+        ("X-Spam-Flag", "NO"),
+        ("X-Spam-Status", "No, score=-1.9 required=5.0 tests=BAYES_00 version=3.4.6"),
+        ("X-Spam-Level", ""),
+    ),
+    "rspamd": (
+        ("X-Spam", "No"),
+        ("X-Rspamd-Action", "no action"),
+        ("X-Spamd-Result", "default: False [0.84 / 15.00]; MID_CONTAINS_FROM(1.00)[]"),
+    ),
+    "rspamd-greylist": (("X-Rspamd-Action", "greylist"),),
+    "exchange-trusted": (("X-MS-Exchange-Organization-SCL", "-1"),),
+    "exchange-low": (("X-MS-Exchange-Organization-SCL", "1"),),
+    "microsoft-365": (
+        (
+            "X-Forefront-Antispam-Report",
+            "CIP:255.255.255.255;CTRY:;LANG:en;SCL:1;SRV:;IPV:NLI;SFV:NSPM;"
+            "H:PH0PR10MB4759.namprd10.prod.outlook.com;PTR:;CAT:NONE;SFS:(136003);DIR:OUT;",
+        ),
+    ),
+    "microsoft-365-allowed": (
+        ("X-Forefront-Antispam-Report", "CIP:192.0.2.1;CTRY:US;SCL:-1;SFV:SKA;DIR:INB;"),
+    ),
+    "barracuda": (
+        ("X-Barracuda-Spam-Flag", "NO"),
+        ("X-Barracuda-Spam-Status", "No, SCORE=0.00 using global scores of TAG_LEVEL=3.5"),
+    ),
+    "proofpoint": (("X-Proofpoint-Spam-Details", "rule=notspam policy=default score=0"),),
+    "aol": (("X-AOL-Global-Disposition", "G"),),
+    "malformed": (
+        ("X-MS-Exchange-Organization-SCL", "five"),
+        ("X-Forefront-Antispam-Report", "SCL:;SFV:;CAT:"),
+        ("X-Spam-Flag", ""),
+    ),
+}
+
+
+class TestSpamVerdicts:
+    """Issue 15, point 7: the verdict of the spam filter upstream, read from its headers."""
+
+    @pytest.mark.parametrize("filter_name", sorted(SPAM_VERDICTS))
+    def test_each_filters_spam_verdict_marks_spam(self, filter_name: str) -> None:
+        """Every filter's own headers for spam set the flag, with the header as the reason."""
+        result = classify(make(headers=SPAM_VERDICTS[filter_name]))
+        assert result.spam
+        assert not result.may_acknowledge
+        assert "spam" in result.flags
+        verdicts = [r for r in result.reasons if r.startswith("spam: ")]
+        assert verdicts
+        assert all(
+            any(r.startswith(f"spam: {name}: ") for name, _ in SPAM_VERDICTS[filter_name])
+            for r in verdicts
+        )
+
+    @pytest.mark.parametrize("filter_name", sorted(CLEAN_VERDICTS))
+    def test_each_filters_clean_verdict_is_not_spam(self, filter_name: str) -> None:
+        """A filter's "not spam" (NO, SCL:1, SFV:NSPM, no action …) sets no flag at all."""
+        result = classify(make(headers=CLEAN_VERDICTS[filter_name]))
+        assert result == Classification()
+        assert result.may_acknowledge
+
+    def test_the_spamassassin_reason_names_the_header_and_its_value(self) -> None:
+        """The reason shows what the filter said, shortened to one line."""
+        result = classify(make(headers=SPAM_VERDICTS["spamassassin"]))
+        assert "spam: X-Spam-Flag: YES" in result.reasons
+        status = next(r for r in result.reasons if r.startswith("spam: X-Spam-Status"))
+        assert status.startswith("spam: X-Spam-Status: Yes, score=8.2")
+        assert len(status) <= len("spam: X-Spam-Status: ") + 60
+
+    def test_a_no_never_clears_another_filters_yes(self) -> None:
+        """An X-Spam-Flag: NO (forged, or a second filter's) leaves a Microsoft SFV:SPM spam."""
+        result = classify(
+            make(
+                headers=(
+                    ("X-Spam-Flag", "NO"),
+                    ("X-Spam-Status", "No, score=0.1"),
+                    ("X-Forefront-Antispam-Report", "SCL:5;SFV:SPM;DIR:INB;"),
+                )
+            )
+        )
+        assert result.spam
+        assert [r for r in result.reasons if r.startswith("spam")] == [
+            "spam: X-Forefront-Antispam-Report: SCL:5;SFV:SPM;DIR:INB;"
+        ]
+
+    @pytest.mark.parametrize(
+        ("scl", "spam"), [("-1", False), ("0", False), ("4", False), ("5", True), ("9", True)]
+    )
+    def test_the_exchange_scl_threshold_is_five(self, scl: str, spam: bool) -> None:
+        """SCL 5 to 9 is spam; -1 (trusted) and 0 to 4 are not."""
+        for header in (
+            ("X-MS-Exchange-Organization-SCL", scl),
+            ("X-Forefront-Antispam-Report", f"CIP:192.0.2.1;SCL:{scl};SFV:NSPM;CAT:NONE;"),
+        ):
+            assert classify(make(headers=(header,))).spam is spam, header
+
+    @pytest.mark.parametrize(
+        "subject",
+        ["*****SPAM***** Cheap watches", "*** SPAM *** Cheap watches", "[SPAM] Cheap watches"],
+    )
+    def test_a_subject_rewritten_by_a_filter_is_spam(self, subject: str) -> None:
+        """SpamAssassin's and rspamd's subject tags, at the very start, mark spam."""
+        result = classify(make(subject=subject))
+        assert result.spam
+        assert "spam: subject tagged by a spam filter" in result.reasons
+
+    @pytest.mark.parametrize(
+        "subject", ["Fwd: [SPAM] is this phishing?", "Why was my mail tagged [SPAM]?"]
+    )
+    def test_a_person_writing_about_spam_is_not_spam(self, subject: str) -> None:
+        """A forwarded tagged subject, or the word in a question, is a person writing."""
+        assert not classify(make(subject=subject)).spam
+
+    def test_a_forwarded_messages_verdict_is_not_this_emails(self) -> None:
+        """Only top-level headers count: a verdict inside a quoted text is not read."""
+        text = "Forwarded:\nX-Spam-Flag: YES\nX-Spam-Status: Yes, score=9\n"
+        assert not classify(make(text=text)).spam
+
+    def test_a_huge_verdict_header_is_read_within_a_bound(self) -> None:
+        """A 200 KB report header is classified reading only its start (bounded work)."""
+        hostile = "SCL:1;" + "X:" + "a;" * 100_000 + "SFV:SPM;"
+        result = classify(make(headers=(("X-Forefront-Antispam-Report", hostile),)))
+        # The spam verdict lies past the bound: not read, so not spam.
+        assert not result.spam
+        early = "SFV:SPM;" + "X:" + "a;" * 100_000
+        assert classify(make(headers=(("X-Forefront-Antispam-Report", early),))).spam
+
+    def test_spam_flags_are_named_as_rules_name_them(self) -> None:
+        """`flags` lists each flag set by the name rules use for it."""
+        result = classify(
+            make(headers=(("X-Spam-Flag", "YES"), ("Precedence", "bulk"), ("X-Autoreply", "yes")))
+        )
+        assert result.flags == ("auto-reply", "bulk", "spam")

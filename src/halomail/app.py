@@ -303,6 +303,7 @@ def _processor_settings(config: Config, repository: TicketRepository) -> Process
         default_sender=sender_identity(config.outgoing),
         limits=config.limits,
         bulk=processing.bulk,
+        spam=processing.spam,
         ack_throttle_count=processing.ack_throttle_count,
         ack_throttle_window=dt.timedelta(minutes=processing.ack_throttle_window_minutes),
         ack_daily_count=processing.ack_daily_count,

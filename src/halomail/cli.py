@@ -34,7 +34,7 @@ from halomail.backends.probe import Channel, probe_channel
 from halomail.config.loader import Config, load_config
 from halomail.errors import ConfigError, HalomailError
 from halomail.rules import PATTERN_BUDGET_MS, risky_patterns
-from halomail.runner import MailProcessor, Outcome, ProcessingOutcome, RunReport
+from halomail.runner import MailProcessor, Outcome, ProcessingOutcome, RunReport, Simulation
 from halomail.tickets.models import Ticket
 from halomail.tickets.repository import Browsing, TicketRepository
 
@@ -460,21 +460,56 @@ def _simulate(processor: MailProcessor, args: argparse.Namespace) -> int:
         simulation = processor.explain(raw, mailbox)
         outcome = simulation.outcome
         if args.json:
-            data: dict[str, Any] = {"file": str(path), **outcome.as_dict()}
-            data["acknowledge"] = outcome.acknowledged
-            data["rules"] = simulation.rules.as_dict() if simulation.rules else None
-            print(json.dumps(data))
+            print(json.dumps({"file": str(path), **_simulation_json(simulation)}))
         else:
             ticket = f" ticket {outcome.ticket_id}" if outcome.ticket_id else ""
             why = f" ({outcome.reason})" if outcome.reason else ""
             rule = f" by rule {outcome.rule!r}" if outcome.rule else ""
             ack = ", acknowledgement" if outcome.acknowledged else ""
             print(f"{path}: {outcome.outcome.value}{ticket}{rule}{why}{ack} — {outcome.subject!r}")
+            print("\n".join(f"    {line}" for line in _simulation_lines(simulation)))
             if simulation.rules is not None:
                 print("\n".join(f"    {line}" for line in simulation.rules.format().splitlines()))
         if outcome.outcome in (Outcome.QUARANTINED, Outcome.RETRY):
             code = EXIT_PROBLEMS
     return code
+
+
+def _simulation_json(simulation: Simulation) -> dict[str, Any]:
+    """``simulate --json``: the outcome, the classification, the acknowledgement, the rules."""
+    outcome = simulation.outcome
+    data: dict[str, Any] = dict(outcome.as_dict())
+    data["acknowledge"] = outcome.acknowledged
+    classification = simulation.classification
+    data["classification"] = (
+        None
+        if classification is None
+        else {
+            "flags": list(classification.flags),
+            "reasons": list(classification.reasons),
+            "may_acknowledge": classification.may_acknowledge,
+        }
+    )
+    verdict = simulation.acknowledgement
+    data["acknowledgement"] = verdict.as_dict() if verdict is not None else None
+    data["rules"] = simulation.rules.as_dict() if simulation.rules else None
+    return data
+
+
+def _simulation_lines(simulation: Simulation) -> list[str]:
+    """The classification, each flag with its reasons, then the acknowledgement verdict."""
+    lines: list[str] = []
+    classification = simulation.classification
+    if classification is not None:
+        flags = ", ".join(classification.flags) or "none (mail from a person)"
+        lines.append(f"Classification: {flags}")
+        lines.extend(f"  {reason}" for reason in classification.reasons)
+    verdict = simulation.acknowledgement
+    if verdict is not None:
+        sent = "would be sent" if verdict.would else "would not be sent"
+        lines.append(f"Acknowledgement: {sent}")
+        lines.extend(f"  {reason}" for reason in verdict.reasons)
+    return lines
 
 
 def _cmd_tickets(args: argparse.Namespace) -> int:

@@ -623,12 +623,12 @@ class MailProcessor:
             return self._unit.simulate(mailbox, raw, email)
 
     def explain(self, raw: bytes, mailbox: Mailbox | None = None) -> Simulation:
-        """:meth:`simulate`, plus each rule in order: matched, or the first failed criterion."""
+        """:meth:`simulate`, plus each rule in order (matched, or the first failed
+        criterion), the email's classification, and why it would (not) be acknowledged."""
         mailbox = mailbox or self.mailboxes[0]
         email = parse_email(raw, limits=self.settings.limits)
-        rules = self._engine.explain(email, mailbox.name) if self._engine is not None else None
         with self._writer:
-            return Simulation(self._unit.simulate(mailbox, raw, email), rules)
+            return self._unit.explain(mailbox, raw, email)
 
     def _dispose(self, mailbox: Mailbox, ref: str, outcome: Outcome) -> None:
         """Ack the source email now that its outcome is committed."""

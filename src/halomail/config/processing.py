@@ -38,9 +38,11 @@ from halomail.outbound.sms import SmsSettings
 from halomail.templates.render import MessageGroup
 from halomail.tickets.staff import Agent, Team
 
-__all__ = ["BULK", "ProcessingSettings", "StorageSettings"]
+__all__ = ["BULK", "SPAM", "ProcessingSettings", "StorageSettings"]
 
 BULK = ("ticket", "ignore")
+#: What mail the spam filter upstream marked may become (``[processing] spam``).
+SPAM = ("ticket", "ignore", "quarantine")
 
 
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -69,6 +71,7 @@ _PROCESSING_KEYS = (
     "loop_token",
     "previous_loop_tokens",
     "bulk",
+    "spam",
     "ack_throttle_count",
     "ack_throttle_window_minutes",
     "ack_daily_count",
@@ -182,6 +185,8 @@ class ProcessingSettings:
         previous_loop_tokens: Tokens used before the last rotation: mail they signed is
             still recognised as ours; never shown.
         bulk: What list and bulk mail becomes: ``ticket`` or ``ignore``.
+        spam: What mail the spam filter upstream marked becomes when no rule takes it:
+            ``ticket``, ``ignore`` or ``quarantine``; never acknowledged in any case.
         ack_throttle_count: At most this many acknowledgements to one address …
         ack_throttle_window_minutes: … in this many minutes.
         ack_daily_count: At most this many acknowledgements to one address in the loop
@@ -204,6 +209,7 @@ class ProcessingSettings:
     previous_loop_tokens: tuple[str, ...] = attrs.field(default=(), repr=False, kw_only=True)
     loop_token_set: bool = attrs.field(default=True, kw_only=True)
     bulk: str = "ticket"
+    spam: str = "ticket"
     ack_throttle_count: int = 10
     ack_throttle_window_minutes: float = 10.0
     ack_daily_count: int = 30
@@ -283,6 +289,7 @@ def parse_processing(
         previous_loop_tokens=tuple(previous),
         loop_token_set="loop_token" in table,
         bulk=_choice(table, "bulk", kp, BULK, default="ticket"),
+        spam=_choice(table, "spam", kp, SPAM, default="ticket"),
         ack_throttle_count=_int(table, "ack_throttle_count", kp, default=10, minimum=1),
         ack_throttle_window_minutes=_positive_number(
             table, "ack_throttle_window_minutes", kp, default=10

@@ -1,4 +1,4 @@
-"""Classifying an email for loop safety: auto-replies, bounces, bulk mail, our own mail.
+"""Classifying an email for loop safety: auto-replies, bounces, bulk mail, spam, our own mail.
 
 Each test reads only what the parser put on :class:`~halomail.inbound.models.InboundEmail`
 (top-level headers, addresses, Message-IDs of embedded messages, attachment types and the
@@ -7,6 +7,10 @@ text), so classification is cheap, deterministic and never touches the network.
 The flags answer one question for the processor: may this sender be answered
 automatically (design §4 "Loops")? Every flag set comes with a reason for logs and
 ``halomail simulate``.
+
+Spam is not judged here: the verdict of the filter upstream (SpamAssassin, rspamd,
+Microsoft 365, Barracuda …) is read from the headers it added (:func:`spam_verdict`).
+A verdict only ever adds the flag; a "no" from one filter never clears another's "yes".
 
 .. versionadded:: 0.1.0
 """
@@ -20,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 from halomail.inbound.models import Classification, InboundEmail
 
-__all__ = ["classify", "loop_signature"]
+__all__ = ["classify", "loop_signature", "spam_verdict"]
 
 # Keeps the loop header's HMAC apart from the Message-ID signatures made with the same
 # token (outbound.outbox.MessageIdFactory): one can never stand in for the other.
@@ -134,7 +138,7 @@ def classify(
     previous_loop_tokens: Sequence[str] = (),
     is_own_message_id: Callable[[str], bool] | None = None,
 ) -> Classification:
-    """Decide whether ``email`` is an auto-reply, a bounce, bulk mail or our own mail.
+    """Decide whether ``email`` is an auto-reply, a bounce, bulk mail, spam or our own mail.
 
     Args:
         email: The parsed email.
@@ -159,12 +163,15 @@ def classify(
     bounce = _bounce(email, reasons)
     bounced_id = _bounced_message_id(email) if bounce else None
     bulk = _bulk(email, reasons)
+    spam = spam_verdict(email)
+    reasons.extend(spam)
     no_reply = _no_reply_sender(email, reasons)
     return Classification(
         auto_reply=auto,
         bounce=bounce,
         bounced_message_id=bounced_id,
         bulk=bulk,
+        spam=bool(spam),
         own_message=own,
         no_reply_sender=no_reply,
         reasons=tuple(reasons),
@@ -319,3 +326,139 @@ def _no_reply_sender(email: InboundEmail, reasons: list[str]) -> bool:
         reasons.append(f"no-reply sender: {local}@")
         found = True
     return found
+
+
+# -- the upstream spam filter's verdict ------------------------------------------------
+
+# A filter's verdict sits at the start of its header; nothing past this is read, so a
+# 200 KB header costs no more than a short one.
+_VERDICT_CHARS = 4096
+_YES = frozenset({"yes", "true"})
+# rspamd's actions that mean spam (the others: "no action", "greylist", "soft reject").
+_RSPAMD_SPAM_ACTIONS = frozenset({"reject", "add header", "rewrite subject"})
+# Microsoft's spam confidence level: 5 and 6 are spam, 7 to 9 high-confidence spam;
+# -1 (a trusted sender) and 0 to 4 are not.
+_SCL_SPAM = range(5, 10)
+# X-Forefront-Antispam-Report's SFV (spam filtering verdict) values that mean spam:
+# SPM spam, SKS marked spam before filtering, SKB a blocked sender or domain, BLK a
+# user's Blocked Senders list. NSPM, SKA, SKN, SKI, SKQ … are not spam.
+_SFV_SPAM = frozenset({"spm", "sks", "skb", "blk"})
+# Its CAT (the protection that applied): spam, high-confidence spam, phishing.
+_CAT_SPAM = frozenset({"spm", "hspm", "phsh", "hphsh", "hphish"})
+# The subject tags filters write when told to rewrite it: SpamAssassin's
+# "*****SPAM*****" and rspamd's "*** SPAM ***" (at the very start: "Fwd: [SPAM] …" is a
+# person forwarding spam to the helpdesk, which deserves an answer).
+_SPAM_SUBJECT = re.compile(r"\*{3,5} ?spam ?\*{3,5}|\[spam\]", re.IGNORECASE)
+
+
+def spam_verdict(email: InboundEmail) -> list[str]:
+    """Why the spam filter upstream called ``email`` spam; empty when none did.
+
+    Read from the headers filters add when they let spam through tagged:
+
+    * SpamAssassin (and Amavis, MIMEDefang, rspamd's compatible headers):
+      ``X-Spam-Flag: YES``, ``X-Spam-Status: Yes, score=…``;
+    * rspamd: ``X-Spam: Yes``, ``X-Rspamd-Action: add header`` (or ``rewrite subject``,
+      ``reject``), ``X-Spamd-Result: default: True [...]``;
+    * Microsoft Exchange and 365: ``X-MS-Exchange-Organization-SCL`` of 5 to 9,
+      ``X-Forefront-Antispam-Report`` with ``SFV:SPM`` (or SKS, SKB, BLK), ``SCL:5`` or
+      more, or ``CAT:SPM`` (HSPM, PHSH …);
+    * Barracuda: ``X-Barracuda-Spam-Flag: YES``, ``X-Barracuda-Spam-Status: Yes, …``;
+    * Proofpoint: ``X-Proofpoint-Spam-Details: rule=spam …``;
+    * AOL: ``X-AOL-Global-Disposition: S``; GMX and web.de:
+      ``X-UI-Out-Filterresults: junk:…``;
+    * a subject the filter rewrote: ``*****SPAM*****``, ``*** SPAM ***``, ``[SPAM]``.
+
+    Only the top-level headers are read (a forwarded message's verdict is not this
+    email's), each header's first few kilobytes only. A header saying "no" never
+    clears another's "yes": forging a verdict can only get one's own mail treated
+    as spam.
+
+    Args:
+        email: The parsed email.
+
+    Returns:
+        One reason per header that says spam, e.g. ``"spam: X-Spam-Flag: YES"``.
+    """
+    reasons: list[str] = []
+    for name, says_spam in _VERDICT_HEADERS:
+        for value in email.header_all(name):
+            value = value[:_VERDICT_CHARS].strip()
+            if says_spam(value):
+                reasons.append(f"spam: {name}: {_shorten(value)}")
+                break
+    if _SPAM_SUBJECT.match(email.subject.lstrip()[:32]):
+        reasons.append("spam: subject tagged by a spam filter")
+    return reasons
+
+
+def _shorten(value: str) -> str:
+    """A verdict as shown in a reason: its first line, at most 60 characters."""
+    first = " ".join(value.split())
+    return first if len(first) <= 60 else first[:59] + "…"
+
+
+def _first_word_yes(value: str) -> bool:
+    """``YES``, ``Yes, score=8.2 …``, ``true``: the first word says yes."""
+    word = re.split(r"[\s,;]", value, maxsplit=1)[0]
+    return word.lower() in _YES
+
+
+def _rspamd_action(value: str) -> bool:
+    return " ".join(value.lower().split()) in _RSPAMD_SPAM_ACTIONS
+
+
+def _rspamd_result(value: str) -> bool:
+    # "default: True [12.30 / 15.00]; SYMBOL(1.0)[…] …": True is rspamd's is-spam.
+    head = value.lower().split("[", 1)[0]
+    return head.replace(" ", "").startswith("default:true")
+
+
+def _scl(value: str) -> bool:
+    try:
+        return int(value.split(";", 1)[0].strip()) in _SCL_SPAM
+    except ValueError:
+        return False
+
+
+def _forefront(value: str) -> bool:
+    # "CIP:1.2.3.4;CTRY:US;LANG:en;SCL:5;SRV:;IPV:NLI;SFV:SPM;H:…;CAT:SPM;…", with or
+    # without a space after each semicolon.
+    fields: dict[str, str] = {}
+    for item in value.split(";"):
+        key, _, field = item.partition(":")
+        fields.setdefault(key.strip().lower(), field.strip().lower())
+    return (
+        fields.get("sfv") in _SFV_SPAM
+        or fields.get("cat") in _CAT_SPAM
+        or _scl(fields.get("scl", ""))
+    )
+
+
+def _proofpoint(value: str) -> bool:
+    return value.lower().split(None, 1)[0:1] == ["rule=spam"]
+
+
+def _aol(value: str) -> bool:
+    # "S" spam, "G" good, "U" unknown … (one letter, sometimes followed by more).
+    return value[:1].upper() == "S"
+
+
+def _united_internet(value: str) -> bool:
+    return value.lower().startswith("junk:")
+
+
+_VERDICT_HEADERS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("X-Spam-Flag", _first_word_yes),
+    ("X-Spam-Status", _first_word_yes),
+    ("X-Spam", _first_word_yes),
+    ("X-Rspamd-Action", _rspamd_action),
+    ("X-Spamd-Result", _rspamd_result),
+    ("X-MS-Exchange-Organization-SCL", _scl),
+    ("X-Forefront-Antispam-Report", _forefront),
+    ("X-Barracuda-Spam-Flag", _first_word_yes),
+    ("X-Barracuda-Spam-Status", _first_word_yes),
+    ("X-Proofpoint-Spam-Details", _proofpoint),
+    ("X-AOL-Global-Disposition", _aol),
+    ("X-UI-Out-Filterresults", _united_internet),
+)

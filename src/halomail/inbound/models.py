@@ -212,6 +212,12 @@ class Classification:
         no_reply_sender: The sender must never be answered (``<>`` return path,
             ``mailer-daemon``, ``postmaster``, ``noreply`` …).
         reasons: Human-readable reasons behind each flag, for logs and ``simulate``.
+        spam: The spam filter upstream called it spam
+            (:func:`~halomail.inbound.classify.spam_verdict`); never answered, whatever
+            ``[processing] spam`` makes of it.
+
+    .. versionchanged:: 0.3.0
+       ``spam``.
     """
 
     auto_reply: bool = False
@@ -221,10 +227,29 @@ class Classification:
     own_message: bool = False
     no_reply_sender: bool = False
     reasons: tuple[str, ...] = ()
+    spam: bool = False
 
     @property
     def may_acknowledge(self) -> bool:
         """True when an automatic acknowledgement may be sent to the sender."""
         return not (
-            self.auto_reply or self.bounce or self.bulk or self.own_message or self.no_reply_sender
+            self.auto_reply
+            or self.bounce
+            or self.bulk
+            or self.spam
+            or self.own_message
+            or self.no_reply_sender
         )
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The names of the flags set, as rules name them (``auto-reply``, ``spam`` …)."""
+        named = (
+            ("auto-reply", self.auto_reply),
+            ("bounce", self.bounce),
+            ("bulk", self.bulk),
+            ("spam", self.spam),
+            ("own-message", self.own_message),
+            ("no-reply-sender", self.no_reply_sender),
+        )
+        return tuple(name for name, is_set in named if is_set)

@@ -6,15 +6,24 @@ Pure in the sense that matters: it reads the repository and writes nothing, so
 1. a duplicate (its dedupe key is known) or a Message-ID collision,
 2. quarantined by the parser's limits,
 3. our own mail fetched back, or from no parseable sender,
-4. a bounce, attached to the ticket whose mail bounced,
-5. ignored by an ``ignore`` rule (which wins even over a follow-up),
+4. ignored by an ``ignore`` rule (which wins even over a bounce and a follow-up, so
+   ``classification = "bounce"`` with ``type = "ignore"`` drops bounces),
+5. a bounce: what the first matching rule makes of it when that rule names the
+   ``bounce`` classification, else attached to the ticket whose mail bounced,
 6. a follow-up of an existing ticket (subject tag or Message-ID) from someone related
    to it, or a suspected hijack,
 7. ignored as ``loop-suspected``: the same email from one sender opened the most
    tickets the long window allows (:mod:`halomail.pipeline.loops`; not for alerts,
    services, files and inventory, which repeat by nature),
-8. what the first matching rule's handler makes of it, or
-9. a new ticket.
+8. what the first matching rule's handler makes of it,
+9. for spam no rule took: what ``[processing] spam`` says (a ticket, ignored or
+   quarantined), and for bulk mail no rule took, what ``bulk`` says, or
+10. a new ticket.
+
+Rules are evaluated once, after step 3, with the email's classification, so a rule can
+name every classification it may meet (``spam``, ``bulk``, ``auto-reply``, ``bounce``).
+Spam is never acknowledged, whatever took it: the classification forbids it, and its
+outcome carries the reason ``spam`` unless a more telling one applies.
 
 .. versionadded:: 0.2.0
 """
@@ -34,9 +43,10 @@ from halomail.pipeline.handlers import handler_for
 from halomail.pipeline.loops import check_repeats, counts_repeats
 from halomail.pipeline.results import Decision, Outcome, Reason
 from halomail.pipeline.settings import Mailbox
+from halomail.rules import RuleMatch
 from halomail.tickets.models import DedupeRecord, Ticket
 
-__all__ = ["collision_key", "decide", "dedupe_key", "recorded_duplicate"]
+__all__ = ["classify_email", "collision_key", "decide", "dedupe_key", "recorded_duplicate"]
 
 log = logging.getLogger(__name__)
 
@@ -102,23 +112,48 @@ def decide(
     if email.quarantine_reason:
         return Decision(Outcome.QUARANTINED, Reason(email.quarantine_reason))
 
-    classification = classify(
+    classification = classify_email(ctx, email)
+    if classification.own_message:
+        return Decision(Outcome.SKIPPED, Reason.OWN_MESSAGE)
+    if email.sender is None:
+        return Decision(Outcome.QUARANTINED, Reason.UNPARSEABLE_SENDER)
+
+    match = ctx.engine.evaluate(email, mailbox.name, classification) if ctx.engine else None
+    handler = handler_for(match.rule.type) if match is not None else None
+    if match is not None and handler is not None and handler.before_threading:
+        return handler.decide(ctx, mailbox, email, classification, match, None)
+    if classification.bounce:
+        if match is not None and handler is not None and "bounce" in match.rule.classification:
+            # The administrator named bounces in this rule: it takes them, not step 5.
+            return handler.decide(ctx, mailbox, email, classification, match, None)
+        return _decide_bounce(ctx, email, classification)
+    decision = _decide_rest(ctx, mailbox, email, classification, match)
+    if classification.spam and decision.reason is None:
+        # Spam is never acknowledged (the classification forbids it): say why.
+        decision = attrs.evolve(decision, reason=Reason.SPAM)
+    return decision
+
+
+def classify_email(ctx: Context, email: InboundEmail) -> Classification:
+    """The classification :func:`decide` works with: our tokens and Message-IDs known."""
+    return classify(
         email,
         loop_token=ctx.settings.loop_token,
         previous_loop_tokens=ctx.settings.previous_loop_tokens,
         is_own_message_id=ctx.ids.is_ours,
     )
-    if classification.own_message:
-        return Decision(Outcome.SKIPPED, Reason.OWN_MESSAGE)
-    if email.sender is None:
-        return Decision(Outcome.QUARANTINED, Reason.UNPARSEABLE_SENDER)
-    if classification.bounce:
-        return _decide_bounce(ctx, email, classification)
 
-    match = ctx.engine.evaluate(email, mailbox.name) if ctx.engine else None
+
+def _decide_rest(
+    ctx: Context,
+    mailbox: Mailbox,
+    email: InboundEmail,
+    classification: Classification,
+    match: RuleMatch | None,
+) -> Decision:
+    """Steps 6 to 10: threading, loops, the matching rule, spam and bulk, a new ticket."""
+    assert email.sender is not None
     handler = handler_for(match.rule.type) if match is not None else None
-    if match is not None and handler is not None and handler.before_threading:
-        return handler.decide(ctx, mailbox, email, classification, match, None)
 
     reason: Reason | None = None
     ticket = _correlate(ctx, mailbox, email)
@@ -142,6 +177,8 @@ def decide(
         return Decision(Outcome.IGNORED, Reason.LOOP_SUSPECTED)
     if match is not None and handler is not None:
         decision = handler.decide(ctx, mailbox, email, classification, match, reason)
+    elif classification.spam and ctx.settings.spam != "ticket":
+        decision = _decide_spam(ctx.settings.spam)
     elif classification.bulk and ctx.settings.bulk == "ignore":
         decision = Decision(Outcome.IGNORED, Reason.BULK)
     else:
@@ -149,6 +186,13 @@ def decide(
     if repeats is None:
         return decision
     return attrs.evolve(decision, repeat_state=repeats.state)
+
+
+def _decide_spam(setting: str) -> Decision:
+    """Spam no rule took, when ``[processing] spam`` does not make it a ticket."""
+    if setting == "quarantine":
+        return Decision(Outcome.QUARANTINED, Reason.SPAM)
+    return Decision(Outcome.IGNORED, Reason.SPAM)
 
 
 def _seen_before(ctx: Context, key: str, fingerprint: str) -> Decision | None:

@@ -9,10 +9,18 @@ import enum
 
 import attrs
 
+from halomail.inbound.models import Classification
 from halomail.rules import Explanation, RuleMatch
 from halomail.tickets.models import FileOwner, ServiceStatus, Ticket
 
-__all__ = ["Decision", "Outcome", "ProcessingOutcome", "Reason", "Simulation"]
+__all__ = [
+    "AcknowledgementVerdict",
+    "Decision",
+    "Outcome",
+    "ProcessingOutcome",
+    "Reason",
+    "Simulation",
+]
 
 
 class Outcome(enum.StrEnum):
@@ -43,6 +51,7 @@ class Reason(enum.StrEnum):
     # ignored
     RULE = "rule"
     BULK = "bulk"
+    SPAM = "spam"  # also a quarantine reason, and the note on spam made a ticket
     NOTHING_OPEN_TO_CLOSE = "nothing-open-to-close"
     LOOP_SUSPECTED = "loop-suspected"
     # quarantined: the parser's limits
@@ -148,10 +157,37 @@ class Simulation:
     Args:
         outcome: The outcome it would get.
         rules: Each rule in order with why it matched or not; ``None`` without rules.
+        classification: What the email is (auto-reply, bounce, bulk, spam …), each flag
+            with its reasons.
+        acknowledgement: Whether it would be acknowledged, and why (not).
+
+    .. versionchanged:: 0.3.0
+       ``classification`` and ``acknowledgement``.
     """
 
     outcome: ProcessingOutcome
     rules: Explanation | None = None
+    classification: Classification | None = None
+    acknowledgement: AcknowledgementVerdict | None = None
+
+
+@attrs.frozen
+class AcknowledgementVerdict:
+    """Whether an email would be acknowledged, and why or why not.
+
+    Args:
+        would: True when an acknowledgement would be queued.
+        reasons: In words: what allows it, or everything that stands in its way.
+
+    .. versionadded:: 0.3.0
+    """
+
+    would: bool
+    reasons: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON shape ``halomail simulate --json`` prints."""
+        return {"would": self.would, "reasons": list(self.reasons)}
 
 
 @attrs.frozen
@@ -205,5 +241,6 @@ QUARANTINE_DETAILS: dict[Reason, str] = {
     Reason.MESSAGE_ID_COLLISION: "Another email with the same Message-ID and different content "
     "was already processed.",
     Reason.UNPARSEABLE: "The email could not be parsed.",
+    Reason.SPAM: "The spam filter upstream marked the email as spam ([processing] spam).",
     Reason.REPEATED_CRASH: "Processing the email ended the process twice; it was not parsed again.",
 }

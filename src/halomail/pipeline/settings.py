@@ -17,7 +17,10 @@ from halomail.outbound.notifier import MailboxProfile
 from halomail.outbound.outbox import Backoff, SenderIdentity
 from halomail.tickets.models import RecordKind
 
-__all__ = ["DEFAULT_MAILBOX_LEASE", "Mailbox", "ProcessorSettings"]
+__all__ = ["DEFAULT_MAILBOX_LEASE", "SPAM_OUTCOMES", "Mailbox", "ProcessorSettings"]
+
+#: What spam may become (``[processing] spam``): a ticket, nothing, or a quarantine entry.
+SPAM_OUTCOMES = ("ticket", "ignore", "quarantine")
 
 
 @attrs.frozen
@@ -112,6 +115,9 @@ class ProcessorSettings:
         default_sender: Who acknowledgements are from when a mailbox names nobody.
         limits: Parsing limits (design §4).
         bulk: What list or bulk mail becomes: ``"ticket"`` or ``"ignore"``.
+        spam: What mail the spam filter upstream marked becomes, when no rule takes it:
+            ``"ticket"`` (the default), ``"ignore"`` or ``"quarantine"``. It is never
+            acknowledged, whatever this says.
         ack_throttle_count: At most this many acknowledgements …
         ack_throttle_window: … to one address (and per ticket) in this window.
         ack_daily_count: At most this many acknowledgements to one address in
@@ -146,6 +152,7 @@ class ProcessorSettings:
     )
     limits: ParseLimits = attrs.field(factory=ParseLimits)
     bulk: str = "ticket"
+    spam: str = attrs.field(default="ticket", validator=attrs.validators.in_(SPAM_OUTCOMES))
     ack_throttle_count: int = 10
     ack_throttle_window: dt.timedelta = dt.timedelta(minutes=10)
     ack_daily_count: int = attrs.field(default=30, validator=attrs.validators.ge(1))

@@ -26,9 +26,10 @@ from halomail.pipeline import attempts
 from halomail.pipeline.apply import apply, recorded_key
 from halomail.pipeline.attempts import Attempt
 from halomail.pipeline.context import Context
-from halomail.pipeline.decide import decide, dedupe_key, recorded_duplicate
-from halomail.pipeline.results import Decision, Outcome, ProcessingOutcome, Reason
+from halomail.pipeline.decide import classify_email, decide, dedupe_key, recorded_duplicate
+from halomail.pipeline.results import Decision, Outcome, ProcessingOutcome, Reason, Simulation
 from halomail.pipeline.settings import Mailbox
+from halomail.pipeline.verdict import acknowledgement_verdict
 from halomail.tickets.models import DedupeRecord, NewQuarantine
 
 __all__ = ["Guard", "UnitOfWork"]
@@ -37,6 +38,21 @@ log = logging.getLogger(__name__)
 
 Guard = AbstractContextManager[object]
 """Held around each use of the repository (the runner's one-writer lock)."""
+
+
+def _simulated(mailbox: Mailbox, email: InboundEmail, decision: Decision) -> ProcessingOutcome:
+    """The outcome ``decision`` would give, nothing written."""
+    return ProcessingOutcome(
+        mailbox.name,
+        "simulate",
+        decision.outcome,
+        email.message_id,
+        decision.ticket.id if decision.ticket else None,
+        decision.rule,
+        decision.reason,
+        acknowledged=decision.acknowledge,
+        subject=email.subject,
+    )
 
 
 class UnitOfWork:
@@ -106,16 +122,21 @@ class UnitOfWork:
         """
         key, fingerprint = dedupe_key(mailbox, email, raw)
         decision = decide(self.ctx, mailbox, email, key, fingerprint)
-        return ProcessingOutcome(
-            mailbox.name,
-            "simulate",
-            decision.outcome,
-            email.message_id,
-            decision.ticket.id if decision.ticket else None,
-            decision.rule,
-            decision.reason,
-            acknowledged=decision.acknowledge,
-            subject=email.subject,
+        return _simulated(mailbox, email, decision)
+
+    def explain(self, mailbox: Mailbox, raw: bytes, email: InboundEmail) -> Simulation:
+        """:meth:`simulate`, with the rules in order, the classification and why the
+        email would (not) be acknowledged. The caller holds the guard."""
+        classification = classify_email(self.ctx, email)
+        engine = self.ctx.engine
+        rules = engine.explain(email, mailbox.name, classification) if engine else None
+        key, fingerprint = dedupe_key(mailbox, email, raw)
+        decision = decide(self.ctx, mailbox, email, key, fingerprint)
+        return Simulation(
+            _simulated(mailbox, email, decision),
+            rules,
+            classification=classification,
+            acknowledgement=acknowledgement_verdict(decision, classification, mailbox),
         )
 
     def _run(

@@ -20,18 +20,21 @@ from halomail.rules.extract import (
 )
 from halomail.rules.loading import rules_from_config
 from halomail.rules.models import (
+    CLASSIFICATIONS,
     TICKET_FIELDS,
     AssetMatch,
     EmailRule,
     FieldMapping,
     FieldSource,
     FieldType,
+    HeaderMatch,
     MatchType,
     RuleType,
 )
 from halomail.rules.risk import PatternWarning, risky_patterns
 
 __all__ = [
+    "CLASSIFICATIONS",
     "MAX_SCAN_CHARS",
     "PATTERN_BUDGET_MS",
     "TICKET_FIELDS",
@@ -43,6 +46,7 @@ __all__ = [
     "FieldSource",
     "FieldType",
     "FieldValue",
+    "HeaderMatch",
     "MatchType",
     "PatternWarning",
     "RuleEngine",

@@ -6,8 +6,12 @@ answers, without looking at every rule:
 
 1. Each email field a rule can test is lower-cased once: the sender's addr-spec, the To
    and Cc addr-specs, the subject, the new text and the whole text (both bounded by
-   :data:`~halomail.rules.extract.MAX_SCAN_CHARS`), and the attachment names.
-2. Exact address criteria are looked up in one ``dict`` per header (From, To, Cc).
+   :data:`~halomail.rules.extract.MAX_SCAN_CHARS`), the attachment names, the flags of
+   its classification, and the values of the headers some rule names (each bounded by
+   :data:`MAX_HEADER_CHARS`).
+2. Exact address criteria are looked up in one ``dict`` per header (From, To, Cc), and
+   classification criteria in one ``dict`` by flag. Header criteria are filed by
+   header name: only those naming a header the email has are tested.
 3. The "contains" needles of each field are in an Aho-Corasick automaton
    (:mod:`halomail.rules._automaton`; the new text and the whole text share one),
    walked once over the field. When a field has few needles, testing each needle with
@@ -21,7 +25,8 @@ answers, without looking at every rule:
    the first candidate is ever extracted.
 
 The cost per email therefore grows with the size of the email and the number of rules
-that *nearly* match, not with the number of rules.
+that *nearly* match, not with the number of rules. A rule set without header or
+classification criteria never looks at headers and never classifies the email.
 
 .. versionadded:: 0.1.0
 """
@@ -35,12 +40,13 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from halomail.inbound.models import InboundEmail
+from halomail.inbound.classify import classify
+from halomail.inbound.models import Classification, InboundEmail
 from halomail.rules._automaton import Automaton
 from halomail.rules.extract import MAX_SCAN_CHARS, Extraction, extract, timeout_message
-from halomail.rules.models import EmailRule
+from halomail.rules.models import CLASSIFICATIONS, EmailRule, HeaderMatch
 
-__all__ = ["Explanation", "RuleEngine", "RuleMatch", "RuleStep", "ScanMode"]
+__all__ = ["MAX_HEADER_CHARS", "Explanation", "RuleEngine", "RuleMatch", "RuleStep", "ScanMode"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +56,16 @@ ScanMode = Literal["auto", "automaton", "direct"]
 
 NOT_EVALUATED: Final = "not evaluated (an earlier rule matched)"
 
+#: How much of each header value a ``header`` criterion searches: the parser bounds the
+#: whole header block, this bounds the work per header a rule names.
+MAX_HEADER_CHARS: Final = 16_384
+
 # The email fields criteria test; a criterion names one of them.
-_FROM, _TO, _CC, _SUBJECT, _BODY_NEW, _BODY_FULL, _ATTACHMENT = range(7)
+_FROM, _TO, _CC, _SUBJECT, _BODY_NEW, _BODY_FULL, _ATTACHMENT, _HEADER, _CLASSIFICATION = range(9)
+_FIELDS: Final = 9
 _ADDRESS_FIELDS: Final = (_FROM, _TO, _CC)
+# The fields looked up in a dict of exact values rather than searched.
+_EXACT_FIELDS: Final = (*_ADDRESS_FIELDS, _CLASSIFICATION)
 
 # Cost model for scan="auto", in units of roughly 1 ns, measured on CPython 3.11: the
 # automaton walk costs ~350 per call plus ~3.5 per character; `needle in text` ~100 per
@@ -187,6 +200,7 @@ class _Criterion:
     exact: bool
     needles: tuple[str, ...]
     failure: str
+    headers: tuple[HeaderMatch, ...] = ()  # for the header field: any of them holds
 
 
 @attrs.frozen
@@ -241,16 +255,33 @@ def _criteria(rule: EmailRule) -> tuple[_Criterion, ...]:
                 f"attachment: no attachment name contains {_shown(rule.attachment)}",
             )
         )
+    if rule.header:
+        wanted = " or ".join(match.describe() for match in rule.header)
+        found.append(_Criterion(_HEADER, False, (), f"header: no {wanted}", rule.header))
+    if rule.classification:
+        names = ", ".join(rule.classification)
+        wanted = names if len(rule.classification) == 1 else f"any of {names}"
+        found.append(
+            _Criterion(_CLASSIFICATION, True, rule.classification, f"classification: not {wanted}")
+        )
     return tuple(found)
 
 
 class _View:
-    """The email's tested fields, lower-cased once; only the fields some rule tests."""
+    """The email's tested fields, lower-cased once; only the fields some rule tests.
 
-    __slots__ = ("values",)
+    Headers are read on demand, by name, each once.
+    """
 
-    def __init__(self, email: InboundEmail, used: frozenset[int]) -> None:
-        values: list[tuple[str, ...]] = [()] * 7
+    __slots__ = ("_email", "_headers", "values")
+
+    def __init__(
+        self,
+        email: InboundEmail,
+        used: frozenset[int],
+        classification: Classification | None = None,
+    ) -> None:
+        values: list[tuple[str, ...]] = [()] * _FIELDS
         if _FROM in used and email.sender is not None:
             values[_FROM] = (email.sender.normalized,)
         if _TO in used:
@@ -265,10 +296,34 @@ class _View:
             values[_BODY_FULL] = (email.text[:MAX_SCAN_CHARS].lower(),)
         if _ATTACHMENT in used:
             values[_ATTACHMENT] = tuple(a.filename.lower() for a in email.attachments)
+        if _CLASSIFICATION in used:
+            # Only classified when a rule asks: the engine's caller usually knows already.
+            found = classification if classification is not None else classify(email)
+            values[_CLASSIFICATION] = tuple(f for f in found.flags if f in CLASSIFICATIONS)
         self.values = values
+        self._email = email
+        self._headers: dict[str, tuple[str, ...]] = {}
+
+    def header(self, key: str) -> tuple[str, ...]:
+        """Every value of the header ``key`` (lower-cased name), lower-cased and bounded."""
+        found = self._headers.get(key)
+        if found is None:
+            found = tuple(v[:MAX_HEADER_CHARS].lower() for v in self._email.header_all(key))
+            self._headers[key] = found
+        return found
 
 
-def _holds(criterion: _Criterion, values: tuple[str, ...]) -> bool:
+def _header_holds(match: HeaderMatch, values: tuple[str, ...]) -> bool:
+    """The header is present and, when the match says so, contains one of its strings."""
+    if not match.contains:
+        return bool(values)
+    return any(needle in value for value in values for needle in match.contains)
+
+
+def _holds(criterion: _Criterion, view: _View) -> bool:
+    if criterion.field == _HEADER:
+        return any(_header_holds(m, view.header(m.key)) for m in criterion.headers)
+    values = view.values[criterion.field]
     if criterion.exact:
         return any(value in criterion.needles for value in values)
     return any(needle in value for value in values for needle in criterion.needles)
@@ -323,8 +378,10 @@ class RuleEngine:
     def _build_index(self) -> None:
         needle_ids: dict[str, int] = {}
         # contains[field]: needle id -> ids of the criteria it satisfies
-        contains: list[dict[int, list[int]]] = [{} for _ in range(7)]
-        exact: list[dict[str, list[int]]] = [{} for _ in range(7)]
+        contains: list[dict[int, list[int]]] = [{} for _ in range(_FIELDS)]
+        exact: list[dict[str, list[int]]] = [{} for _ in range(_FIELDS)]
+        # headers: header name -> (criterion id, the match) for every match naming it
+        headers: dict[str, list[tuple[int, HeaderMatch]]] = {}
         criterion_rank: list[int] = []
         need: list[int] = [0] * len(self._ordered)
         catch_all: list[int] = []
@@ -339,6 +396,10 @@ class RuleEngine:
                 criterion_id = len(criterion_rank)
                 criterion_rank.append(compiled.rank)
                 used.add(criterion.field)
+                if criterion.field == _HEADER:
+                    for match in criterion.headers:
+                        headers.setdefault(match.key, []).append((criterion_id, match))
+                    continue
                 table: dict[Any, list[int]]
                 if criterion.exact:
                     table = exact[criterion.field]
@@ -352,6 +413,7 @@ class RuleEngine:
         self._needles = needles
         self._contains = [{k: tuple(v) for k, v in table.items()} for table in contains]
         self._exact = [{k: tuple(v) for k, v in table.items()} for table in exact]
+        self._headers = {k: tuple(v) for k, v in headers.items()}
         self._field_needles = [
             tuple((needle_id, needles[needle_id]) for needle_id in table) for table in contains
         ]
@@ -361,7 +423,7 @@ class RuleEngine:
         self._used = frozenset(used)
         # One automaton per field, so a long body is not searched for sender domains;
         # the two body fields share one, walked once for both (see _scan_bodies).
-        self._automata: list[Automaton | None] = [None] * 7
+        self._automata: list[Automaton | None] = [None] * _FIELDS
         if self._scan != "direct":
             for fields in (
                 (_FROM,),
@@ -386,17 +448,28 @@ class RuleEngine:
         """Every rule, in evaluation order."""
         return tuple(compiled.rule for compiled in self._ordered)
 
-    def evaluate(self, email: InboundEmail, mailbox: str) -> RuleMatch | None:
+    def evaluate(
+        self,
+        email: InboundEmail,
+        mailbox: str,
+        classification: Classification | None = None,
+    ) -> RuleMatch | None:
         """The first matching rule for ``email`` in ``mailbox``, found through the index.
 
         Args:
             email: The parsed email.
             mailbox: The name of the mailbox it came from (compared case-insensitively).
+            classification: What :func:`~halomail.inbound.classify.classify` found, for
+                ``classification`` criteria; ``None``: the engine classifies the email
+                itself when a rule asks.
 
         Returns:
             The decision with its extraction, or None when no rule matches.
+
+        .. versionchanged:: 0.3.0
+           ``classification``.
         """
-        view = _View(email, self._used)
+        view = _View(email, self._used, classification)
         counts: dict[int, int] = {}
         criterion_rank = self._criterion_rank
         for criterion_id in self._satisfied(view):
@@ -415,7 +488,12 @@ class RuleEngine:
             return RuleMatch(compiled.rule, extraction)
         return None
 
-    def evaluate_sequential(self, email: InboundEmail, mailbox: str) -> RuleMatch | None:
+    def evaluate_sequential(
+        self,
+        email: InboundEmail,
+        mailbox: str,
+        classification: Classification | None = None,
+    ) -> RuleMatch | None:
         """The same decision as :meth:`evaluate`, by testing every rule in order.
 
         The reference the index is checked against; its cost grows with the number of
@@ -424,19 +502,19 @@ class RuleEngine:
         Args:
             email: The parsed email.
             mailbox: The name of the mailbox it came from (compared case-insensitively).
+            classification: As for :meth:`evaluate`.
 
         Returns:
             The decision with its extraction, or None when no rule matches.
         """
-        view = _View(email, self._used)
-        values = view.values
+        view = _View(email, self._used, classification)
         wanted = mailbox.lower()
         for compiled in self._ordered:
             if not compiled.rule.enabled:
                 continue
             if compiled.mailbox is not None and compiled.mailbox != wanted:
                 continue
-            if not all(_holds(c, values[c.field]) for c in compiled.criteria):
+            if not all(_holds(c, view) for c in compiled.criteria):
                 continue
             extraction = extract(compiled.rule, email)
             if extraction.missing_required:
@@ -444,17 +522,23 @@ class RuleEngine:
             return RuleMatch(compiled.rule, extraction)
         return None
 
-    def explain(self, email: InboundEmail, mailbox: str) -> Explanation:
+    def explain(
+        self,
+        email: InboundEmail,
+        mailbox: str,
+        classification: Classification | None = None,
+    ) -> Explanation:
         """Every rule in order with what became of it, then the decision.
 
         Args:
             email: The parsed email.
             mailbox: The name of the mailbox it came from.
+            classification: As for :meth:`evaluate`.
 
         Returns:
             The explanation; its decision is the one :meth:`evaluate` gives.
         """
-        view = _View(email, self._used)
+        view = _View(email, self._used, classification)
         wanted = mailbox.lower()
         steps: list[RuleStep] = []
         decision: RuleMatch | None = None
@@ -482,7 +566,7 @@ class RuleEngine:
         if compiled.mailbox is not None and compiled.mailbox != wanted:
             return f"mailbox: rule is for {compiled.rule.mailbox!r}"
         for criterion in compiled.criteria:
-            if not _holds(criterion, view.values[criterion.field]):
+            if not _holds(criterion, view):
                 return criterion.failure
         return None
 
@@ -490,13 +574,17 @@ class RuleEngine:
         """The ids of every criterion (of enabled rules) the email satisfies."""
         satisfied: set[int] = set()
         values = view.values
-        for field in _ADDRESS_FIELDS:
+        for field in _EXACT_FIELDS:
             table = self._exact[field]
             if table:
-                for address in values[field]:
-                    hit = table.get(address)
+                for value in values[field]:
+                    hit = table.get(value)
                     if hit:
                         satisfied.update(hit)
+        for key, matches in self._headers.items():
+            found = view.header(key)
+            if found:
+                satisfied.update(cid for cid, match in matches if _header_holds(match, found))
         body_new = self._contains[_BODY_NEW]
         body_full = self._contains[_BODY_FULL]
         for field in (_FROM, _TO, _CC, _SUBJECT, _BODY_NEW, _BODY_FULL, _ATTACHMENT):

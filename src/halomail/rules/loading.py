@@ -24,6 +24,12 @@ Every key a rule table may hold::
     body = "completed"            # the new text (quoted history removed) contains it …
     scan_full_body = false        # … or, when true, the whole text does
     attachment = ".csv"           # some attachment's file name contains it
+    header = { name = "X-Spam-Flag", contains = "YES" }   # a top-level header (name
+                                  #   case-insensitive) contains it; without contains:
+                                  #   the header is present; an array of such tables
+                                  #   holds if ANY does
+    classification = ["spam", "bulk"]   # the email is one of: spam, bulk, auto-reply
+                                  #   (or auto_reply), bounce
     send_acknowledgement = true   # false: never acknowledge emails this rule takes
                                   #   (every type but ignore)
 
@@ -70,12 +76,14 @@ from typing import Any, Final
 from halomail._validate import CONTROL, as_table, check_keys, describe, hint, under_key_path
 from halomail.errors import ConfigError
 from halomail.rules.models import (
+    CLASSIFICATIONS,
     OPTION_TYPES,
     AssetMatch,
     EmailRule,
     FieldMapping,
     FieldSource,
     FieldType,
+    HeaderMatch,
     MatchType,
     RuleType,
     not_for_type,
@@ -101,6 +109,8 @@ _RULE_KEYS: Final = (
     "body",
     "scan_full_body",
     "attachment",
+    "header",
+    "classification",
     "send_acknowledgement",
     "ticket_type",
     "public",
@@ -113,6 +123,7 @@ _RULE_KEYS: Final = (
     "fields",
 )
 _ASSET_KEYS: Final = ("start", "end", "field")
+_HEADER_KEYS: Final = ("name", "contains")
 _FIELD_KEYS: Final = (
     "target",
     "match",
@@ -211,6 +222,10 @@ def _rule(
     for key in _CRITERIA:
         if key in table:
             values["from_" if key == "from" else key] = _needles(table[key], f"{kp}.{key}")
+    if "header" in table:
+        values["header"] = _headers(table["header"], f"{kp}.header")
+    if "classification" in table:
+        values["classification"] = _classification(table["classification"], kp)
     for key in _OPTIONAL_TEXT:
         if key in table:
             values[key] = _text(table, key, kp, required=True)
@@ -248,6 +263,47 @@ def _asset(value: Any, kp: str) -> AssetMatch:
     field = _text(table, "field", kp, required=True) if "field" in table else "tag"
     with under_key_path(kp):
         return AssetMatch(start=start, end=end, field=field)
+
+
+def _headers(value: Any, kp: str) -> tuple[HeaderMatch, ...]:
+    """``header = { name = …, contains = … }``, or an array of such tables (any holds)."""
+    if isinstance(value, Mapping):
+        return (_header(value, kp),)
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError(
+            kp,
+            'expected a table like { name = "X-Spam-Flag", contains = "YES" } or an '
+            f"array of such tables, got {describe(value)}",
+        )
+    return tuple(_header(item, f"{kp}[{index}]") for index, item in enumerate(value))
+
+
+def _header(value: Any, kp: str) -> HeaderMatch:
+    table = as_table(value, kp)
+    check_keys(table, kp, _HEADER_KEYS)
+    if "name" not in table:
+        raise ConfigError(f"{kp}.name", "required: the header's name, e.g. 'X-Spam-Flag'")
+    name = _text(table, "name", kp, required=True)
+    contains = _needles(table["contains"], f"{kp}.contains") if "contains" in table else ()
+    with under_key_path(kp):
+        return HeaderMatch(name=name, contains=contains)
+
+
+def _classification(value: Any, kp: str) -> tuple[str, ...]:
+    """Classification names, each known (``auto_reply`` is read as ``auto-reply``)."""
+    where = f"{kp}.classification"
+    names = _needles(value, where)
+    known = list(CLASSIFICATIONS)
+    for index, name in enumerate(names):
+        spelt = name.strip().replace("_", "-")
+        if spelt not in known:
+            at = where if isinstance(value, str) else f"{where}[{index}]"
+            raise ConfigError(
+                at,
+                f"unknown classification {name!r}: expected one of "
+                f"{', '.join(repr(k) for k in known)}{hint(spelt, known)}",
+            )
+    return names
 
 
 def _fields(value: Any, kp: str) -> tuple[FieldMapping, ...]:

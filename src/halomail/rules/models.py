@@ -14,7 +14,11 @@ frozen objects that Python code can build directly::
     )
 
 Every criterion (``from_``, ``to``, ``cc``, ``subject``, ``body``, ``attachment``) takes
-a string or a list of strings and is stored lower-cased, once, as a tuple. A model that
+a string or a list of strings and is stored lower-cased, once, as a tuple. Two more
+test what is not text the sender typed: ``header`` (:class:`HeaderMatch`: a top-level
+header by name, and what it contains) and ``classification`` (what
+:func:`~halomail.inbound.classify.classify` found: ``spam``, ``bulk``, ``auto-reply``,
+``bounce``; see :data:`CLASSIFICATIONS`). A model that
 makes no sense raises :class:`~halomail.errors.ConfigError` whose ``key_path`` names the
 offending attribute by its ``halomail.toml`` key (``pattern``, ``fields[0].pattern``), so
 the loader can prefix it with where the rule sits in the file.
@@ -35,12 +39,14 @@ import regex
 from halomail.errors import ConfigError
 
 __all__ = [
+    "CLASSIFICATIONS",
     "TICKET_FIELDS",
     "AssetMatch",
     "EmailRule",
     "FieldMapping",
     "FieldSource",
     "FieldType",
+    "HeaderMatch",
     "MatchType",
     "RuleType",
 ]
@@ -135,7 +141,13 @@ OPTION_TYPES: Final[Mapping[str, frozenset[RuleType]]] = {
     "send_acknowledgement": frozenset(RuleType) - {RuleType.IGNORE},
 }
 
+#: The classifications a rule's ``classification`` criterion may name. ``auto_reply`` is
+#: accepted for ``auto-reply``.
+CLASSIFICATIONS: Final = ("auto-reply", "bounce", "bulk", "spam")
+
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# A header field name (RFC 5322 §3.6.8): printable ASCII but the colon.
+_HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]{1,200}")
 _CF_NAME = re.compile(r"CF_\S+")
 
 
@@ -210,6 +222,68 @@ def _end_pattern(end: str) -> re.Pattern[str] | None:
     if not end.strip(" \t\r\n"):
         return None
     return _compile_literal(end)
+
+
+@attrs.frozen
+class HeaderMatch:
+    """A top-level header, by name, that contains one of some strings.
+
+    Args:
+        name: The header's name, compared case-insensitively (``X-Spam-Flag``).
+        contains: Some value of the header contains one of these (case-insensitive);
+            empty: the header is present, whatever its value.
+
+    Raises:
+        ConfigError: When ``name`` is empty or not a header name, or a string in
+            ``contains`` is empty.
+    """
+
+    name: str
+    contains: tuple[str, ...] = attrs.field(default=(), converter=_needles)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.name.strip():
+            raise ConfigError("name", "required: the header's name, e.g. 'X-Spam-Flag'")
+        if not _HEADER_NAME.fullmatch(self.name):
+            raise ConfigError(
+                "name", f"{self.name!r} is not a header name (printable ASCII, no colon)"
+            )
+        for index, needle in enumerate(self.contains):
+            if not needle.strip():
+                where = "contains" if len(self.contains) == 1 else f"contains[{index}]"
+                raise ConfigError(where, "must not be empty")
+
+    @property
+    def key(self) -> str:
+        """The lower-cased name headers are looked up by."""
+        return self.name.lower()
+
+    def describe(self) -> str:
+        """The criterion in words, e.g. ``X-Spam-Flag contains 'yes'``."""
+        if not self.contains:
+            return f"{self.name} is present"
+        return f"{self.name} contains {_listed(self.contains)}"
+
+
+def _listed(needles: tuple[str, ...]) -> str:
+    if len(needles) == 1:
+        return repr(needles[0])
+    return "any of " + ", ".join(repr(needle) for needle in needles)
+
+
+def _header_matches(value: Any) -> tuple[HeaderMatch, ...]:
+    """One header criterion or several (any of them), as HeaderMatch objects; mappings
+    with ``name`` and ``contains`` are accepted too."""
+    items = [value] if isinstance(value, HeaderMatch | Mapping) else list(value)
+    return tuple(
+        item if isinstance(item, HeaderMatch) else HeaderMatch(**dict(item)) for item in items
+    )
+
+
+def _classifications(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Classification names, ``auto_reply`` spelt ``auto-reply``, lower-cased."""
+    items = (value,) if isinstance(value, str) else tuple(value)
+    return tuple(str(item).strip().lower().replace("_", "-") for item in items)
 
 
 @attrs.frozen(repr=False)
@@ -334,6 +408,11 @@ class EmailRule:
         body: The new text of the email (quoted history removed) contains one of these.
         scan_full_body: Search ``body`` in the whole text, quoted history included.
         attachment: Some attachment's file name contains one of these.
+        header: Some of these :class:`HeaderMatch` holds: a top-level header by name
+            (case-insensitive) contains its string (or, without one, is present).
+        classification: The email is one of these (:data:`CLASSIFICATIONS`: ``spam``,
+            ``bulk``, ``auto-reply``, ``bounce``), as
+            :func:`~halomail.inbound.classify.classify` found.
         send_acknowledgement: False: never acknowledge an email this rule matched.
         ticket_type: The ticket type (``help_request``, ``alert``, ``virus``,
             ``apply_template``).
@@ -371,6 +450,8 @@ class EmailRule:
     body: tuple[str, ...] = _criterion("body")
     scan_full_body: bool = False
     attachment: tuple[str, ...] = _criterion("attachment")
+    header: tuple[HeaderMatch, ...] = attrs.field(default=(), converter=_header_matches)
+    classification: tuple[str, ...] = attrs.field(default=(), converter=_classifications)
     send_acknowledgement: bool = True
     ticket_type: str | None = None
     public: bool = True
@@ -409,6 +490,18 @@ class EmailRule:
                     # An empty needle is contained in everything: almost surely a mistake.
                     where = key if len(getattr(self, attribute.name)) == 1 else f"{key}[{index}]"
                     raise ConfigError(where, "must not be empty")
+        for index, name in enumerate(self.classification):
+            if name not in CLASSIFICATIONS:
+                where = (
+                    "classification"
+                    if len(self.classification) == 1
+                    else (f"classification[{index}]")
+                )
+                raise ConfigError(
+                    where,
+                    f"unknown classification {name!r}: expected one of "
+                    f"{', '.join(repr(known) for known in CLASSIFICATIONS)}",
+                )
         for key in ("ticket_type", "template", "service", "closure_string", "alert_rule"):
             _opt_text(getattr(self, key), key)
         self._check_type_options()
@@ -465,7 +558,14 @@ class EmailRule:
     def has_criteria(self) -> bool:
         """True when the rule names at least one criterion (else it matches everything)."""
         return bool(
-            self.from_ or self.to or self.cc or self.subject or self.body or self.attachment
+            self.from_
+            or self.to
+            or self.cc
+            or self.subject
+            or self.body
+            or self.attachment
+            or self.header
+            or self.classification
         )
 
     @property
