@@ -200,8 +200,8 @@ def read_report(email: InboundEmail, kind: str = ReportKind.DELIVERY) -> Deliver
 def _fields(payload: bytes) -> list[dict[str, str]]:
     """The blocks of a report part, each as its fields (lower-case names, first wins)."""
     text = payload[:MAX_REPORT_BYTES].decode("utf-8", "replace")
-    blocks: list[dict[str, str]] = []
-    current: dict[str, str] = {}
+    blocks: list[dict[str, list[str]]] = []
+    current: dict[str, list[str]] = {}
     name = ""
     for line in text.splitlines():
         if not line.strip():
@@ -209,14 +209,19 @@ def _fields(payload: bytes) -> list[dict[str, str]]:
                 blocks.append(current)
             current, name = {}, ""
         elif line[0] in " \t" and name:
-            current[name] += " " + line.strip()  # a folded line continues the field
+            current[name].append(line.strip())  # a folded line continues the field
         elif ":" in line:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            current.setdefault(name, value.strip())
+            field, _, value = line.partition(":")
+            field = field.strip().lower()
+            if field in current:
+                name = ""  # a repeated field keeps its first value, folded lines and all
+            else:
+                current[field] = [value.strip()]
+                name = field
     if current:
         blocks.append(current)
-    return blocks
+    # Joined once at the end: a field folded over thousands of lines costs linear time.
+    return [{key: " ".join(parts) for key, parts in block.items()} for block in blocks]
 
 
 def _after_type(value: str) -> str:
