@@ -429,3 +429,61 @@ def test_a_report_part_folded_over_thousands_of_lines_is_read_within_its_bound()
     ((recipient),) = report.recipients
     assert (recipient.address, recipient.action, recipient.status) == (BOB, "failed", "5.1.1")
     assert len(recipient.diagnostic) <= 300
+
+
+def test_a_list_managers_request_to_its_administrator_is_not_a_list_error() -> None:
+    """Mailman asking the list's administrator to approve a post is work for a person,
+    not an answer to our mail: it is not a bounce."""
+    email = parse_email(
+        make_email(
+            sender="staff-admin@lists.customer.example",
+            subject="Staff post from someone@else.example requires approval",
+            headers={"List-Id": "<staff.lists.customer.example>"},
+            body="As list administrator, your authorization is requested for the\n"
+            "following mailing list posting:\n\n    Reason:  Post to moderated list\n",
+        )
+    )
+    assert classify(email).bounce is False
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "Unable to find user: <sam@example.net>\nPlease make sure the address is correct.\n",
+            ("sam@example.net", "failed", ""),
+        ),
+        (
+            "Your message\n\n  Subject: Hello\n\ndid not reach the following recipient(s):\n\n"
+            "ann@example.net on Mon, 1 Dec 2026 10:00:00 +0100\n"
+            "    The recipient name is not recognized\n",
+            ("ann@example.net", "failed", ""),
+        ),
+        (
+            "This is a warning message only.\n\nMessage delivery to 'joe@example.net' delayed\n"
+            "SMTP module(domain example.net) reports:\n relay.example.net: no response\n",
+            ("joe@example.net", "delayed", ""),
+        ),
+        (
+            "<eve@example.net>: host mx.example.net[192.0.2.7] said: 550 5.1.1\n"
+            "    <eve@example.net>: Recipient address rejected (in reply to RCPT TO command)\n",
+            ("eve@example.net", "failed", "5.1.1"),
+        ),
+    ],
+)
+def test_the_text_of_older_bounces_names_the_recipient(
+    body: str, expected: tuple[str, str, str]
+) -> None:
+    """Text-only bounces of older servers name their recipient, its action and status."""
+    raw = make_email(sender="MAILER-DAEMON@mx.example", subject="Returned mail", body=body)
+    email = parse_email(raw)
+    assert classify(email).bounce is True
+    (recipient,) = read_report(email).recipients
+    assert (recipient.address, recipient.action, recipient.status) == expected
+
+
+def test_an_action_written_failure_reads_as_failed() -> None:
+    """Some servers write "Action: failure": it is RFC 3464's "failed"."""
+    raw = _dsn("x@helpdesk.example", (BOB, "Failure", "5.7.1"))
+    (recipient,) = read_report(parse_email(raw)).recipients
+    assert (recipient.action, recipient.permanent) == ("failed", True)

@@ -115,7 +115,7 @@ _FROM_SCAN = 400
 _LIST_MANAGER_LOCALS = frozenset({"mailman", "listserv", "majordomo", "sympa", "lyris"})
 _LIST_MANAGER_SUFFIXES = ("-owner", "-bounces", "-request", "-admin")
 _LIST_ERROR = re.compile(
-    r"""awaits?\ moderator | awaiting\ moderat | held\ for\ moderat | requires?\ approval
+    r"""awaits?\ moderator | awaiting\ moderat | held\ for\ moderat
       | moderated\ list | post(?:ing)?\ (?:to\ [^\n]{1,80}?\ )?(?:was\ |has\ been\ )?rejected
       | message\ (?:was\ |has\ been\ )?rejected | rejected\ posting | not\ a\ member
       | non-?member\ (?:submission|post)
@@ -123,6 +123,11 @@ _LIST_ERROR = re.compile(
       | (?:do|does)\ not\ have\ permission\ to\ post | don't\ have\ permission\ to\ post
       | majordomo\ results""",
     re.IGNORECASE | re.VERBOSE,
+)
+# Mailman's notices to a list's administrator ("X post from Y requires approval"): work
+# for a person, not an answer to our mail.
+_LIST_ADMIN_REQUEST = re.compile(
+    r"requires approval|as list administrator|your authori[sz]ation is requested", re.I
 )
 # Characters of the text searched for a list manager's words: they open its notice.
 _LIST_TEXT_SCAN = 2000
@@ -344,8 +349,11 @@ def _list_error(email: InboundEmail) -> bool:
     )
     if not manager:
         return False
+    opening = email.text[:_LIST_TEXT_SCAN]
+    if _LIST_ADMIN_REQUEST.search(email.subject) or _LIST_ADMIN_REQUEST.search(opening):
+        return False  # a request to the list's administrator: someone must act on it
     return _LIST_ERROR.search(email.subject) is not None or (
-        _LIST_ERROR.search(email.text[:_LIST_TEXT_SCAN]) is not None
+        _LIST_ERROR.search(opening) is not None
     )
 
 

@@ -83,7 +83,10 @@ _RECIPIENT_LINE = re.compile(
 _RECIPIENT_PHRASE = re.compile(
     rf"(?:your message to|wasn't delivered to|was not delivered to|couldn't be delivered to"
     rf"|could not be delivered to|delivery to the following recipients? failed[^\n]{{0,20}}"
-    rf"|delivery has failed to these recipients or groups:)\s{{0,8}}<?({_ADDR})>?",
+    rf"|delivery has failed to these recipients or groups:"
+    rf"|did not reach the following recipient\(?s?\)?:|addressed to"
+    rf"|unable to find user:|user unknown:|no such user:|message delivery to)"
+    rf"\s{{0,8}}['<]?({_ADDR})[>']?",
     re.I,
 )
 _DELAY_WORDS = re.compile(
@@ -242,7 +245,7 @@ def _standard_recipients(email: InboundEmail) -> Iterator[RecipientStatus]:
                 continue
             diagnostic = _after_type(block.get("diagnostic-code", ""))[:_MAX_DIAGNOSTIC]
             status = _status(block.get("status", "")) or _status(diagnostic)
-            action = block.get("action", "").split(";")[0].strip().lower() or _guess(status)
+            action = _action(block.get("action", "")) or _guess(status)
             yield RecipientStatus(address, action, status, diagnostic)
 
 
@@ -254,6 +257,16 @@ def _status(text: str) -> str:
         return ".".join(found.groups())
     reply = _SMTP_REPLY.search(bounded)
     return f"{reply.group(1)}.0.0" if reply else ""
+
+
+def _action(value: str) -> str:
+    """An ``Action`` field's value, with the variants some servers write ("failure",
+    "Delayed") brought back to RFC 3464's words."""
+    action = value.split(";")[0].strip().lower()[:20]
+    for word in ("failed", "delayed", "delivered", "relayed", "expanded"):
+        if action[:4] == word[:4]:
+            return word
+    return action
 
 
 def _guess(status: str) -> str:
