@@ -487,3 +487,15 @@ def test_an_action_written_failure_reads_as_failed() -> None:
     raw = _dsn("x@helpdesk.example", (BOB, "Failure", "5.7.1"))
     (recipient,) = read_report(parse_email(raw)).recipients
     assert (recipient.action, recipient.permanent) == ("failed", True)
+
+
+def test_the_postmaster_named_in_a_bounces_text_is_not_a_recipient() -> None:
+    """ "Write to <postmaster@…>" on a line of its own is advice, not a failed recipient."""
+    raw = make_email(
+        sender="MAILER-DAEMON@mx.example",
+        subject="failure notice",
+        body="<dan@example.net>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n"
+        "For help, write to\n<postmaster@mx.example>\n",
+    )
+    report = read_report(parse_email(raw))
+    assert [(r.address, r.status) for r in report.recipients] == [("dan@example.net", "5.1.1")]

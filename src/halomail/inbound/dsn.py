@@ -94,6 +94,7 @@ _DELAY_WORDS = re.compile(
     r"|will be retried|will retry",
     re.I,
 )
+_SYSTEM_LOCALS = frozenset({"postmaster", "mailer-daemon", "mailerdaemon", "abuse"})
 _PERMANENT_WORDS = re.compile(r"permanent(?:ly)? (?:error|failure|fatal)|given up", re.I)
 
 
@@ -321,7 +322,9 @@ def _text_recipients(text: str) -> Iterator[RecipientStatus]:
     scanned = _report_text(text)
     found = [m.group(1) for m in _RECIPIENT_LINE.finditer(scanned)]
     found += [m.group(1) for m in _RECIPIENT_PHRASE.finditer(scanned)]
-    addresses = list(dict.fromkeys(a.lower() for a in found))[:MAX_RECIPIENTS]
+    # "Please send mail to <postmaster@…>" on a line of its own names no recipient.
+    people = (a.lower() for a in found if a.partition("@")[0].lower() not in _SYSTEM_LOCALS)
+    addresses = list(dict.fromkeys(people))[:MAX_RECIPIENTS]
     delayed = _DELAY_WORDS.search(scanned) is not None
     permanent = _PERMANENT_WORDS.search(scanned) is not None
     for address in addresses:
