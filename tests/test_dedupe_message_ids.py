@@ -98,8 +98,8 @@ def test_two_alerts_without_message_id_with_the_same_text_at_different_times_are
 
 
 def _legacy_fingerprint(raw: bytes) -> str:
-    """The fingerprint 0.2 recorded for an email with a Message-ID, written out again here
-    so that a change to today's formula cannot go unnoticed."""
+    """The fingerprint 0.2 recorded with an email's key, written out again here so that a
+    change to today's formula (for mail with a Message-ID) cannot go unnoticed."""
     email = parse_email(raw)
     separator = raw.find(b"\r\n\r\n")
     digest = hashlib.sha256(raw[separator:])
@@ -123,7 +123,8 @@ def test_an_email_recorded_by_the_previous_version_is_still_a_duplicate_after_th
             )
         )
         raw_sha = hashlib.sha256(without_id).hexdigest()
-        repo.record_dedupe(DedupeRecord(f"Support\x1fsha256:{raw_sha}", raw_sha, "created", 42))
+        fingerprint = _legacy_fingerprint(without_id)
+        repo.record_dedupe(DedupeRecord(f"Support\x1fsha256:{raw_sha}", fingerprint, "created", 42))
     desk.deliver(with_id, without_id)
     assert desk.run() == [("skipped", "duplicate", 41), ("skipped", "duplicate", 42)]
     assert repo.list_tickets() == []
