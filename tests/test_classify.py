@@ -184,6 +184,19 @@ class TestBounces:
         result = classify(make(sender="postmaster@example.org", attachments=(part,)))
         assert result.bounce
 
+    def test_o2_a_bounce_says_what_kind_of_report_it_is(self) -> None:
+        """A delivery report, an abuse report and a list error each carry their kind."""
+        dsn = make(headers=(self.DSN,))
+        arf_type = ("Content-Type", 'multipart/report; report-type=feedback-report; boundary="b"')
+        arf = make(sender="fbl@isp.example", headers=(arf_type,))
+        held = make(
+            sender="staff-bounces@lists.example.org",
+            subject="Your message to Staff awaits moderator approval",
+            headers=(("X-List-Administrivia", "yes"),),
+        )
+        kinds = [classify(e).bounce_kind for e in (dsn, arf, held, make())]
+        assert kinds == ["delivery-report", "feedback-report", "list-error", ""]
+
     def test_o2_bounced_id_falls_back_to_the_dsn_threading_headers(self) -> None:
         """Without an embedded message, In-Reply-To names the returned message."""
         result = classify(

@@ -146,7 +146,7 @@ class TestExactlyOnce:
     def test_an_email_without_message_id_is_deduplicated_by_its_bytes(
         self, make_processor: Build, connector: MemoryConnector, repository: TicketRepository
     ) -> None:
-        """L3: without a Message-ID, the SHA-256 of the raw bytes keeps a re-fetch from doubling."""
+        """L3: without a Message-ID, the body's fingerprint keeps a re-fetch from doubling."""
         raw = make_email(message_id=None)
         processor = make_processor()
         connector.add(raw)
@@ -166,19 +166,24 @@ class TestExactlyOnce:
         assert _only(processor) == [Outcome.CREATED, Outcome.SKIPPED]
         assert len(repository.list_tickets()) == 1
 
-    def test_a_different_email_reusing_a_message_id_is_quarantined_not_dropped(
+    def test_a_different_email_reusing_a_message_id_is_a_new_ticket_not_dropped(
         self, make_processor: Build, connector: MemoryConnector, repository: TicketRepository
     ) -> None:
-        """L7: a second email with a known Message-ID but other content is quarantined."""
+        """L7: a second email with a known Message-ID but another body is a new email."""
         processor = make_processor()
         connector.add(make_email(body="Attacker pre-sends the id.\n"))
         connector.add(make_email(body="The real email the attacker wanted dropped.\n"))
         outcomes = processor.run_once().outcomes
-        assert [o.outcome for o in outcomes] == [Outcome.CREATED, Outcome.QUARANTINED]
-        assert outcomes[1].reason == "message-id-collision"
-        (entry,) = repository.list_quarantine()
-        assert b"The real email" in entry.raw
-        assert connector.acks[-1][1] is Disposition.QUARANTINED
+        assert [(o.outcome, o.reason) for o in outcomes] == [
+            (Outcome.CREATED, None),
+            (Outcome.CREATED, None),
+        ]
+        assert sorted(t.details.strip() for t in repository.list_tickets()) == [
+            "Attacker pre-sends the id.",
+            "The real email the attacker wanted dropped.",
+        ]
+        assert repository.list_quarantine() == []
+        assert connector.acks[-1][1] is Disposition.PROCESSED
 
     def test_a_transient_repository_failure_leaves_the_email_for_a_retry(
         self, settings: ProcessorSettings, connector: MemoryConnector
@@ -520,7 +525,8 @@ class TestLoops:
         connector: MemoryConnector,
         transport: MemoryTransport,
     ) -> None:
-        """After our mail to an address bounced, new tickets from it are not acknowledged."""
+        """After our mail to an address failed for good, new tickets from it are not
+        acknowledged."""
         processor = make_processor()
         connector.add(make_email())
         processor.run_once()
@@ -531,6 +537,8 @@ class TestLoops:
                 subject="Delivery Status Notification",
                 message_id="<dsn@mx.example>",
                 headers={"In-Reply-To": f"<{ours}>", "Auto-Submitted": "auto-replied"},
+                body="Delivery to the following recipient failed permanently:\n\n"
+                "     alice@customer.example\n\n550 5.1.1 No such user\n",
             )
         )
         connector.add(make_email(message_id="<later@customer.example>", subject="Another"))
@@ -539,17 +547,19 @@ class TestLoops:
         assert outcomes[1].reason == "undeliverable-sender"
         assert len(transport.sent) == 1
 
-    def test_a_bounce_naming_none_of_our_mail_is_quarantined(
-        self, make_processor: Build, connector: MemoryConnector
+    def test_a_bounce_naming_none_of_our_mail_is_ignored(
+        self, make_processor: Build, connector: MemoryConnector, repository: TicketRepository
     ) -> None:
-        """Backscatter: a bounce naming none of our mail is quarantined as bounce-unmatched."""
+        """Backscatter: a bounce naming none of our mail is ignored as bounce-unmatched."""
         connector.add(
             make_email(
                 sender="MAILER-DAEMON@mx.example", subject="Undelivered Mail Returned to Sender"
             )
         )
         (outcome,) = make_processor().run_once().outcomes
-        assert (outcome.outcome, outcome.reason) == (Outcome.QUARANTINED, "bounce-unmatched")
+        assert (outcome.outcome, outcome.reason) == (Outcome.IGNORED, "bounce-unmatched")
+        assert repository.list_quarantine() == []
+        assert repository.list_tickets() == []
 
     def test_o4_two_helpdesks_answering_each_other_are_stopped_by_the_throttle(
         self,

@@ -313,6 +313,8 @@ def _processor_settings(config: Config, repository: TicketRepository) -> Process
         concurrent_mailboxes=processing.concurrent_mailboxes,
         mailbox_lease=dt.timedelta(seconds=processing.mailbox_lease_seconds),
         outbox_claim=dt.timedelta(seconds=processing.outbox_claim_seconds),
+        unmatched_bounces=processing.unmatched_bounces,
+        undeliverable_for=dt.timedelta(days=processing.undeliverable_days),
     )
 
 

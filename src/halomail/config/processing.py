@@ -35,6 +35,7 @@ from halomail.config.outgoing import OutgoingSettings
 from halomail.errors import ConfigError
 from halomail.inbound.models import ParseLimits
 from halomail.outbound.sms import SmsSettings
+from halomail.pipeline.settings import UNMATCHED_BOUNCES
 from halomail.templates.render import MessageGroup
 from halomail.tickets.staff import Agent, Team
 
@@ -83,6 +84,8 @@ _PROCESSING_KEYS = (
     "ticket_url",
     "mailbox_lease_seconds",
     "outbox_claim_seconds",
+    "unmatched_bounces",
+    "undeliverable_days",
 )
 
 
@@ -203,6 +206,13 @@ class ProcessingSettings:
             ticket's number goes (``$ticketurl`` in templates); empty when there is none.
         mailbox_lease_seconds: How long a runner's lease on a mailbox lasts unless renewed.
         outbox_claim_seconds: How long a runner's claim on outgoing mail lasts.
+        unmatched_bounces: What a bounce naming none of our mail becomes: ``ignore``
+            (logged), ``quarantine``, or ``ticket`` (never acknowledged).
+        undeliverable_days: How many days an address our mail failed to reach for good
+            (or that reported it as abuse) gets no acknowledgement.
+
+    .. versionchanged:: 0.3.0
+       ``unmatched_bounces`` and ``undeliverable_days``.
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -221,6 +231,8 @@ class ProcessingSettings:
     ticket_url: str = ""
     mailbox_lease_seconds: float = 300.0
     outbox_claim_seconds: float = 300.0
+    unmatched_bounces: str = "ignore"
+    undeliverable_days: float = 30.0
 
 
 def parse_storage(table: Mapping[str, Any], ctx: Context) -> StorageSettings:
@@ -303,6 +315,10 @@ def parse_processing(
         ticket_url=_ticket_url(table, kp),
         mailbox_lease_seconds=_positive_number(table, "mailbox_lease_seconds", kp, default=300),
         outbox_claim_seconds=_positive_number(table, "outbox_claim_seconds", kp, default=300),
+        unmatched_bounces=_choice(
+            table, "unmatched_bounces", kp, UNMATCHED_BOUNCES, default="ignore"
+        ),
+        undeliverable_days=_positive_number(table, "undeliverable_days", kp, default=30),
     )
 
 

@@ -22,6 +22,7 @@ import hmac
 import re
 from collections.abc import Callable, Sequence
 
+from halomail.inbound.dsn import DELIVERY_STATUS_TYPES, ReportKind
 from halomail.inbound.models import Classification, InboundEmail
 
 __all__ = ["classify", "loop_signature", "spam_verdict"]
@@ -106,7 +107,34 @@ _DAEMON_LOCALS = frozenset({"mailer-daemon", "mailerdaemon", "postmaster"})
 
 _LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post")
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
-_DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+_FEEDBACK_TYPE = "message/feedback-report"
+# A From naming a mail system without a usable address: "MAILER-DAEMON <>",
+# "<MAILER-DAEMON>", "Mail Delivery Subsystem <postmaster>".
+_DAEMON_FROM = re.compile(
+    r'[^<]{0,200}?<?\s{0,4}"?(?:mailer-daemon|mailerdaemon|postmaster)\b', re.IGNORECASE
+)
+_FROM_SCAN = 400
+# List managers by their sender's local part, or its suffix ("support-owner@",
+# "support-bounces@", "support-request@") or prefix ("owner-support@", majordomo).
+_LIST_MANAGER_LOCALS = frozenset({"mailman", "listserv", "majordomo", "sympa", "lyris"})
+_LIST_MANAGER_SUFFIXES = ("-owner", "-bounces", "-request", "-admin")
+_LIST_ERROR = re.compile(
+    r"""awaits?\ moderator | awaiting\ moderat | held\ for\ moderat
+      | moderated\ list | post(?:ing)?\ (?:to\ [^\n]{1,80}?\ )?(?:was\ |has\ been\ )?rejected
+      | message\ (?:was\ |has\ been\ )?rejected | rejected\ posting | not\ a\ member
+      | non-?member\ (?:submission|post)
+      | not\ (?:allowed|authori[sz]ed|permitted)\ to\ (?:post|send)
+      | (?:do|does)\ not\ have\ permission\ to\ post | don't\ have\ permission\ to\ post
+      | majordomo\ results""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# Mailman's notices to a list's administrator ("X post from Y requires approval"): work
+# for a person, not an answer to our mail.
+_LIST_ADMIN_REQUEST = re.compile(
+    r"requires approval|as list administrator|your authori[sz]ation is requested", re.I
+)
+# Characters of the text searched for a list manager's words: they open its notice.
+_LIST_TEXT_SCAN = 2000
 # A "Message-ID: <...>" line quoted in a non-standard bounce (O3).
 _QUOTED_MESSAGE_ID = re.compile(r"^[ \t>]*message-id:[ \t]*<([^<>\s]{1,255})>", re.I | re.M)
 
@@ -160,16 +188,17 @@ def classify(
     tokens = tuple(t for t in (loop_token, *previous_loop_tokens) if t)
     own = _own_message(email, tokens, is_own_message_id, reasons)
     auto = _auto_reply(email, reasons)
-    bounce = _bounce(email, reasons)
-    bounced_id = _bounced_message_id(email) if bounce else None
+    bounce_kind = _bounce(email, reasons)
+    bounced_id = _bounced_message_id(email) if bounce_kind else None
     bulk = _bulk(email, reasons)
     spam = spam_verdict(email)
     reasons.extend(spam)
     no_reply = _no_reply_sender(email, reasons)
     return Classification(
         auto_reply=auto,
-        bounce=bounce,
+        bounce=bool(bounce_kind),
         bounced_message_id=bounced_id,
+        bounce_kind=bounce_kind,
         bulk=bulk,
         spam=bool(spam),
         own_message=own,
@@ -262,31 +291,77 @@ def _sender_local(email: InboundEmail) -> str:
     return local.split("+", 1)[0]
 
 
-def _bounce(email: InboundEmail, reasons: list[str]) -> bool:
+def _bounce(email: InboundEmail, reasons: list[str]) -> str:
+    """The kind of report ``email`` is (:class:`~halomail.inbound.dsn.ReportKind`), or ``""``."""
     content_type = (email.header("Content-Type") or "").lower()
+    part_types = {att.content_type for att in email.attachments}
+    if "feedback-report" in content_type or _FEEDBACK_TYPE in part_types:
+        reasons.append("bounce: abuse feedback report (ARF)")
+        return ReportKind.FEEDBACK
     if "multipart/report" in content_type and "delivery-status" in content_type:
         reasons.append("bounce: multipart/report; report-type=delivery-status")
-        return True
-    if any(att.content_type in _DSN_TYPES for att in email.attachments):
+        return ReportKind.DELIVERY
+    if part_types & DELIVERY_STATUS_TYPES:
+        # A multipart/report without its report-type (or another container): the
+        # delivery-status part decides.
         reasons.append("bounce: message/delivery-status part")
-        return True
+        return ReportKind.DELIVERY
     if email.header("X-Failed-Recipients") is not None:
         reasons.append("bounce: X-Failed-Recipients")
-        return True
+        return ReportKind.DELIVERY
     if email.header("X-MS-Exchange-Message-Is-Ndr") is not None:
         reasons.append("bounce: Exchange non-delivery report")
-        return True
-    daemon = _sender_local(email) in _DAEMON_LOCALS
+        return ReportKind.DELIVERY
+    daemon = _daemon_sender(email)
     automatic = email.return_path == "" or _token(email.header("Auto-Submitted")) not in {"", "no"}
     if _BOUNCE_SUBJECT.search(email.subject) and (daemon or automatic):
         # A bounce-like subject alone could be a person forwarding a bounce to ask for
         # help; it counts only from a mail daemon or with a null/automatic envelope.
         reasons.append("bounce: delivery failure subject from a mail system")
-        return True
-    if daemon and email.return_path == "":
+        return ReportKind.DELIVERY
+    if daemon and (email.return_path == "" or email.sender is None):
+        # "MAILER-DAEMON <>" or "<MAILER-DAEMON>": a mail system's own notice; no
+        # person writes from an address without a domain.
         reasons.append("bounce: mail daemon sender with a null return path")
+        return ReportKind.DELIVERY
+    if _list_error(email):
+        reasons.append("bounce: mailing list manager error")
+        return ReportKind.LIST
+    return ""
+
+
+def _daemon_sender(email: InboundEmail) -> bool:
+    """The sender is a mail system: ``mailer-daemon@``/``postmaster@``, or a From that
+    names one without a usable address (``MAILER-DAEMON <>``, ``<MAILER-DAEMON>``)."""
+    if _sender_local(email) in _DAEMON_LOCALS:
         return True
-    return False
+    if email.sender is not None:
+        return False
+    return _DAEMON_FROM.match((email.header("From") or "")[:_FROM_SCAN]) is not None
+
+
+def _list_error(email: InboundEmail) -> bool:
+    """A list manager (Mailman, LISTSERV, Google Groups, majordomo, Sympa) refusing a
+    post, holding it for moderation or telling a non-member: its sender shape *and* its
+    words, so that a person writing about a list is still a person."""
+    administrivia = _token(email.header("X-List-Administrivia")) == "yes"
+    local = _sender_local(email)
+    domain = email.sender.normalized.rpartition("@")[2] if email.sender is not None else ""
+    manager = (
+        administrivia
+        or local in _LIST_MANAGER_LOCALS
+        or local.endswith(_LIST_MANAGER_SUFFIXES)
+        or local.startswith("owner-")
+        or domain == "googlegroups.com"
+    )
+    if not manager:
+        return False
+    opening = email.text[:_LIST_TEXT_SCAN]
+    if _LIST_ADMIN_REQUEST.search(email.subject) or _LIST_ADMIN_REQUEST.search(opening):
+        return False  # a request to the list's administrator: someone must act on it
+    return _LIST_ERROR.search(email.subject) is not None or (
+        _LIST_ERROR.search(opening) is not None
+    )
 
 
 def _bounced_message_id(email: InboundEmail) -> str | None:

@@ -205,8 +205,12 @@ class Classification:
     Args:
         auto_reply: An automatic reply (RFC 3834 ``Auto-Submitted`` other than ``no``,
             ``X-Autoreply``, out-of-office shapes).
-        bounce: A delivery status notification or another bounce.
+        bounce: A delivery status notification or another bounce: an abuse feedback
+            report (ARF) or a mailing list manager's error reply counts too.
         bounced_message_id: For a bounce, the Message-ID of the returned message, if found.
+        bounce_kind: For a bounce, what kind of report it is: ``"delivery-report"``,
+            ``"feedback-report"`` or ``"list-error"`` (:class:`halomail.inbound.dsn.ReportKind`);
+            ``""`` otherwise.
         bulk: Bulk or list mail (``Precedence: bulk/junk/list``, ``List-*``).
         own_message: Our own mail fetched back (our Message-ID token or loop header).
         no_reply_sender: The sender must never be answered (``<>`` return path,
@@ -223,6 +227,7 @@ class Classification:
     auto_reply: bool = False
     bounce: bool = False
     bounced_message_id: str | None = None
+    bounce_kind: str = ""
     bulk: bool = False
     own_message: bool = False
     no_reply_sender: bool = False

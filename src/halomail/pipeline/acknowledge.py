@@ -1,19 +1,56 @@
 """Whether a new ticket is acknowledged by email: loops, bounces and throttling.
 
+An address our mail failed to reach for good (a 5.x.x ``failed`` in a delivery report),
+or whose owner reported our mail as abuse, is *marked undeliverable*: a small state
+value ``undeliverable:<address>`` in the ledger, holding when it was set and why. The
+mark stops acknowledgements to that address for ``undeliverable_for`` (30 days by
+default); an empty value is a cleared mark. Marks written by 0.2 hold only the time,
+and expire the same way.
+
 .. versionadded:: 0.2.0
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+
+from halomail.inbound.dsn import RecipientStatus
 from halomail.inbound.models import Classification, InboundEmail
 from halomail.pipeline.context import Context
 from halomail.pipeline.results import Decision, Outcome, Reason
 from halomail.pipeline.settings import Mailbox
 
-__all__ = ["UNDELIVERABLE", "decide_new"]
+__all__ = ["UNDELIVERABLE", "decide_new", "mark_value", "marked_since", "still_marked"]
 
-# The state key prefix of a sender whose address bounced: never acknowledged again.
+log = logging.getLogger(__name__)
+
+#: The state key prefix of an address marked undeliverable.
 UNDELIVERABLE = "undeliverable:"
+
+
+def mark_value(now: dt.datetime, recipient: RecipientStatus) -> str:
+    """The state value marking ``recipient`` undeliverable from ``now``: the time, then why."""
+    return f"{now.isoformat()} {recipient.status or recipient.action}"
+
+
+def marked_since(value: str | None) -> dt.datetime | None:
+    """When a mark was set, or ``None`` for no mark (absent, cleared or unreadable)."""
+    if not value:
+        return None
+    try:
+        since = dt.datetime.fromisoformat(value.split(" ", 1)[0])
+    except ValueError:
+        log.debug("unreadable undeliverable mark %r: ignored", value[:80])
+        return None
+    # A naive time can only be UTC: halomail has always written aware UTC times.
+    return since if since.tzinfo is not None else since.replace(tzinfo=dt.UTC)
+
+
+def still_marked(ctx: Context, value: str | None) -> bool:
+    """Whether a mark's value still blocks acknowledgements (set, and not expired)."""
+    since = marked_since(value)
+    return since is not None and ctx.clock() - since < ctx.settings.undeliverable_for
 
 
 def decide_new(
@@ -41,7 +78,7 @@ def _may_acknowledge(
         return False, None
     assert email.sender is not None
     address = email.sender.normalized
-    if ctx.repository.get_state(UNDELIVERABLE + address) is not None:
+    if still_marked(ctx, ctx.repository.get_state(UNDELIVERABLE + address)):
         return False, Reason.UNDELIVERABLE_SENDER
     settings = ctx.settings
     now = ctx.clock()

@@ -9,11 +9,13 @@ not at all.
 
 from __future__ import annotations
 
+import attrs
+
 from halomail.backends.base import FetchedMessage
-from halomail.inbound.models import InboundEmail
-from halomail.pipeline.acknowledge import UNDELIVERABLE
+from halomail.inbound.dsn import DeliveryReport
+from halomail.inbound.models import Address, InboundEmail
+from halomail.pipeline.acknowledge import UNDELIVERABLE, mark_value
 from halomail.pipeline.context import Context
-from halomail.pipeline.decide import collision_key
 from halomail.pipeline.handlers import handler_for
 from halomail.pipeline.records import inbound_action, new_ticket, open_ticket, stored
 from halomail.pipeline.results import (
@@ -36,10 +38,9 @@ __all__ = ["apply", "recorded_key"]
 
 
 def recorded_key(decision: Decision, key: str, fingerprint: str) -> str:
-    """The dedupe key ``decision`` is recorded under (a collision gets its own)."""
-    if decision.reason is Reason.MESSAGE_ID_COLLISION:
-        return collision_key(key, fingerprint)
-    return key
+    """The dedupe key ``decision`` is recorded under (a reused Message-ID gets its own)."""
+    del fingerprint  # part of the key already when it must be (decide.collision_key)
+    return decision.dedupe_key or key
 
 
 def apply(
@@ -114,13 +115,18 @@ def _write(
     ticket = decision.ticket
     if decision.outcome is Outcome.UPDATED and ticket is not None:
         if decision.reason is Reason.BOUNCE:
-            _note_bounce(ctx, email, ticket.id)
+            _note_bounce(ctx, email, ticket.id, decision.report)
         else:
             ctx.repository.add_action(inbound_action(ticket.id, email, new_text_only=True))
             if decision.reopen:
                 ctx.repository.set_status(ticket.id, TicketStatus.OPEN)
+            if decision.clear_undeliverable:
+                # An empty value is a cleared mark: the address receives mail again.
+                ctx.repository.set_state(UNDELIVERABLE + decision.clear_undeliverable, "")
         return ticket.id, False
     if decision.outcome is Outcome.CREATED:
+        if decision.reason is Reason.BOUNCE_UNMATCHED:
+            email = _with_report_sender(email)  # a bounce may come from no address at all
         new = new_ticket(ctx, mailbox, email)
         return open_ticket(ctx, mailbox, email, new, decision, public=True)
     # Ignored, or skipped as our own mail: only the dedupe record is written.
@@ -148,21 +154,42 @@ def _quarantine(
     )
 
 
-def _note_bounce(ctx: Context, email: InboundEmail, ticket_id: int) -> None:
-    """Attach a delivery failure to its ticket, and stop acknowledging the address."""
+def _note_bounce(
+    ctx: Context, email: InboundEmail, ticket_id: int, report: DeliveryReport | None
+) -> None:
+    """Attach a bounce to its ticket as a private note saying, per recipient, what
+    happened; a permanent failure or an abuse complaint marks that recipient undeliverable
+    (a delay blocks nothing)."""
     repo = ctx.repository
-    # Which of our recipients bounced: the ticket's user, who is not mailed again.
-    ticket = repo.get_ticket(ticket_id)
-    if ticket is not None:
-        repo.set_state(UNDELIVERABLE + ticket.user_email.lower(), ctx.clock().isoformat())
+    now = ctx.clock()
+    lines: list[str] = []
+    for recipient in report.recipients if report is not None else ():
+        if recipient.stops_mail:
+            repo.set_state(UNDELIVERABLE + recipient.address, mark_value(now, recipient))
+            until = (now + ctx.settings.undeliverable_for).date().isoformat()
+            lines.append(f"- {recipient.describe()}; no acknowledgements to it until {until}")
+        elif recipient.delayed:
+            lines.append(f"- {recipient.describe()}; still being retried, nothing blocked")
+        else:
+            lines.append(f"- {recipient.describe()}")
+    title = report.title if report is not None else "Delivery report"
+    head = "\n".join([f"{title}:", *lines]) if lines else f"{title}: no recipient named."
     repo.add_action(
         NewAction(
             ticket_id=ticket_id,
             kind=ActionKind.BOUNCE,
-            body=f"Delivery failed: {email.subject}\n\n{email.text}",
+            body=f"{head}\n\n{email.subject}\n\n{email.text}",
             from_address=email.sender.normalized if email.sender else "",
             public=False,
             message_id=None,
             attachments=stored(email),
         )
     )
+
+
+def _with_report_sender(email: InboundEmail) -> InboundEmail:
+    """``email`` with a sender to open a ticket for: a bounce from ``MAILER-DAEMON <>``
+    has no address, and a ticket needs a user."""
+    if email.sender is not None:
+        return email
+    return attrs.evolve(email, sender=Address("mailer-daemon", "Mail Delivery System"))

@@ -3,13 +3,17 @@
 Pure in the sense that matters: it reads the repository and writes nothing, so
 ``simulate`` and ``explain`` use it as it is. In order, an email is
 
-1. a duplicate (its dedupe key is known) or a Message-ID collision,
+1. a duplicate: its Message-ID is known *with the same body*; an email that reuses a
+   known Message-ID with another body is a new email (devices do that), recorded under
+   its own key,
 2. quarantined by the parser's limits,
-3. our own mail fetched back, or from no parseable sender,
+3. our own mail fetched back, or (unless it is a bounce, which needs no sender) from no
+   parseable sender,
 4. ignored by an ``ignore`` rule (which wins even over a bounce and a follow-up, so
    ``classification = "bounce"`` with ``type = "ignore"`` drops bounces),
 5. a bounce: what the first matching rule makes of it when that rule names the
-   ``bounce`` classification, else attached to the ticket whose mail bounced,
+   ``bounce`` classification, else attached to the ticket whose mail bounced; one naming
+   none of our mail is ignored, quarantined or a new ticket (``unmatched_bounces``),
 6. a follow-up of an existing ticket (subject tag or Message-ID) from someone related
    to it, or a suspected hijack,
 7. ignored as ``loop-suspected``: the same email from one sender opened the most
@@ -36,8 +40,9 @@ import logging
 import attrs
 
 from halomail.inbound.classify import classify
+from halomail.inbound.dsn import DeliveryReport, read_report
 from halomail.inbound.models import Classification, InboundEmail
-from halomail.pipeline.acknowledge import decide_new
+from halomail.pipeline.acknowledge import UNDELIVERABLE, decide_new
 from halomail.pipeline.context import Context
 from halomail.pipeline.handlers import handler_for
 from halomail.pipeline.loops import check_repeats, counts_repeats
@@ -46,7 +51,14 @@ from halomail.pipeline.settings import Mailbox
 from halomail.rules import RuleMatch
 from halomail.tickets.models import DedupeRecord, Ticket
 
-__all__ = ["classify_email", "collision_key", "decide", "dedupe_key", "recorded_duplicate"]
+__all__ = [
+    "classify_email",
+    "collision_key",
+    "decide",
+    "dedupe_key",
+    "legacy_key",
+    "recorded_duplicate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +66,12 @@ log = logging.getLogger(__name__)
 def dedupe_key(mailbox: Mailbox, email: InboundEmail, raw: bytes) -> tuple[str, str]:
     """The dedupe key and the content fingerprint of an email.
 
-    The fingerprint leaves out the header block, so the same email delivered
-    twice with different trace headers (Received, Delivered-To) is still a
-    duplicate, while a different email that reuses a Message-ID is not.
+    The fingerprint leaves out the header block, so the same email delivered twice
+    with different trace headers (Received, Delivered-To) is still a duplicate, while a
+    different email that reuses a Message-ID is not. An email with a Message-ID is keyed
+    by it (the fingerprint, kept in its record, tells a re-fetch from another email); one
+    without is keyed by the fingerprint, which then counts its Date too, so that a device
+    sending the same alert text twice a day without Message-IDs opens two tickets.
     """
     separator = raw.find(b"\r\n\r\n")
     if separator < 0:
@@ -66,14 +81,21 @@ def dedupe_key(mailbox: Mailbox, email: InboundEmail, raw: bytes) -> tuple[str, 
     digest = hashlib.sha256(body)
     for part in (email.subject, str(email.sender or ""), email.message_id or ""):
         digest.update(b"\x00" + part.encode("utf-8", "replace"))
-    fingerprint = digest.hexdigest()
     if email.message_id:
-        return f"{mailbox.name}\x1fid:{email.message_id}", fingerprint
-    return f"{mailbox.name}\x1fsha256:{email.sha256}", fingerprint
+        return f"{mailbox.name}\x1fid:{email.message_id}", digest.hexdigest()
+    digest.update(b"\x00" + (email.header("Date") or "").encode("utf-8", "replace"))
+    fingerprint = digest.hexdigest()
+    return f"{mailbox.name}\x1fbody:{fingerprint}", fingerprint
+
+
+def legacy_key(mailbox: Mailbox, email: InboundEmail) -> str | None:
+    """The key 0.2 recorded an email without a Message-ID under (its raw bytes' SHA-256),
+    or ``None`` for an email with one (its key has not changed)."""
+    return None if email.message_id else f"{mailbox.name}\x1fsha256:{email.sha256}"
 
 
 def collision_key(key: str, fingerprint: str) -> str:
-    """The dedupe key of an email that reuses another's Message-ID with other content."""
+    """The dedupe key of an email that reuses another's Message-ID with another body."""
     return f"{key}\x1fcollision:{fingerprint}"
 
 
@@ -106,16 +128,40 @@ def decide(
         key: Its dedupe key (:func:`dedupe_key`).
         fingerprint: Its content fingerprint (:func:`dedupe_key`).
     """
-    seen = _seen_before(ctx, key, fingerprint)
-    if seen is not None:
-        return seen
+    previous = ctx.repository.get_dedupe(key)
+    if previous is None:
+        # Recorded by 0.2 under its raw bytes' hash (a POP3 or IMAP mailbox that leaves
+        # mail on the server fetches it again after an upgrade).
+        legacy = legacy_key(mailbox, email)
+        recorded = ctx.repository.get_dedupe(legacy) if legacy else None
+        if recorded is not None:
+            return recorded_duplicate(recorded)
+        return _decide(ctx, mailbox, email)
+    if previous.sha256 == fingerprint:
+        return recorded_duplicate(previous)
+    # The same Message-ID on another body: another email (a NAS or a UPS sending every
+    # alert with one Message-ID), recorded under a key of its own.
+    own_key = collision_key(key, fingerprint)
+    recorded = ctx.repository.get_dedupe(own_key)
+    if recorded is not None:
+        return recorded_duplicate(recorded)
+    log.info(
+        "mailbox %s: Message-ID <%s> seen before with another body; a new email",
+        mailbox.name,
+        email.message_id,
+    )
+    return attrs.evolve(_decide(ctx, mailbox, email), dedupe_key=own_key)
+
+
+def _decide(ctx: Context, mailbox: Mailbox, email: InboundEmail) -> Decision:
+    """The decision for an email never seen before."""
     if email.quarantine_reason:
         return Decision(Outcome.QUARANTINED, Reason(email.quarantine_reason))
 
     classification = classify_email(ctx, email)
     if classification.own_message:
         return Decision(Outcome.SKIPPED, Reason.OWN_MESSAGE)
-    if email.sender is None:
+    if email.sender is None and not classification.bounce:
         return Decision(Outcome.QUARANTINED, Reason.UNPARSEABLE_SENDER)
 
     match = ctx.engine.evaluate(email, mailbox.name, classification) if ctx.engine else None
@@ -126,7 +172,7 @@ def decide(
         if match is not None and handler is not None and "bounce" in match.rule.classification:
             # The administrator named bounces in this rule: it takes them, not step 5.
             return handler.decide(ctx, mailbox, email, classification, match, None)
-        return _decide_bounce(ctx, email, classification)
+        return _decide_bounce(ctx, mailbox, email, classification)
     decision = _decide_rest(ctx, mailbox, email, classification, match)
     if classification.spam and decision.reason is None:
         # Spam is never acknowledged (the classification forbids it): say why.
@@ -161,7 +207,10 @@ def _decide_rest(
         if _related(ctx, ticket, email):
             # An auto-reply on the thread is recorded but changes nothing (O1).
             reopen = not ticket.is_open and classification.may_acknowledge
-            return Decision(Outcome.UPDATED, None, ticket=ticket, reopen=reopen)
+            cleared = _cleared_mark(ctx, email) if classification.may_acknowledge else None
+            return Decision(
+                Outcome.UPDATED, None, ticket=ticket, reopen=reopen, clear_undeliverable=cleared
+            )
         if mailbox.hijack == "quarantine":
             return Decision(Outcome.QUARANTINED, Reason.THREAD_HIJACK_SUSPECTED)
         log.warning(
@@ -195,26 +244,48 @@ def _decide_spam(setting: str) -> Decision:
     return Decision(Outcome.IGNORED, Reason.SPAM)
 
 
-def _seen_before(ctx: Context, key: str, fingerprint: str) -> Decision | None:
-    """A duplicate, a Message-ID collision, or ``None`` for an email never seen."""
-    previous = ctx.repository.get_dedupe(key)
-    if previous is None:
-        return None
-    if previous.sha256 == fingerprint:
-        return recorded_duplicate(previous)
-    # Same Message-ID, different content: never drop it silently (L7).
-    collided = ctx.repository.get_dedupe(collision_key(key, fingerprint))
-    if collided is not None:
-        return recorded_duplicate(collided)
-    return Decision(Outcome.QUARANTINED, Reason.MESSAGE_ID_COLLISION)
-
-
-def _decide_bounce(ctx: Context, email: InboundEmail, classification: Classification) -> Decision:
+def _decide_bounce(
+    ctx: Context, mailbox: Mailbox, email: InboundEmail, classification: Classification
+) -> Decision:
+    """A bounce (or abuse report, or list error) is attached to the ticket whose mail it
+    returns; one naming none of our mail is handled as ``unmatched_bounces`` says."""
     candidates = [mid for mid in (classification.bounced_message_id, *email.thread_ids) if mid]
     ticket = ctx.repository.find_ticket_by_message_ids(candidates) if candidates else None
-    if ticket is None:
+    report = read_report(email, classification.bounce_kind)
+    if ticket is not None:
+        return Decision(Outcome.UPDATED, Reason.BOUNCE, ticket=ticket, report=report)
+    return _unmatched_bounce(ctx, mailbox, classification, report)
+
+
+def _unmatched_bounce(
+    ctx: Context, mailbox: Mailbox, classification: Classification, report: DeliveryReport
+) -> Decision:
+    # Mostly backscatter: bounces of spam that forged one of our addresses.
+    policy = ctx.settings.unmatched_bounces
+    log.info(
+        "mailbox %s: %s naming none of our mail (bounced Message-ID %s): %s",
+        mailbox.name,
+        classification.bounce_kind or "bounce",
+        classification.bounced_message_id or "none found",
+        {"ignore": "ignored", "quarantine": "quarantined", "ticket": "a new ticket"}[policy],
+    )
+    if policy == "quarantine":
         return Decision(Outcome.QUARANTINED, Reason.BOUNCE_UNMATCHED)
-    return Decision(Outcome.UPDATED, Reason.BOUNCE, ticket=ticket)
+    if policy == "ticket":
+        return Decision(Outcome.CREATED, Reason.BOUNCE_UNMATCHED, report=report)
+    return Decision(Outcome.IGNORED, Reason.BOUNCE_UNMATCHED, report=report)
+
+
+def _cleared_mark(ctx: Context, email: InboundEmail) -> str | None:
+    """The sender's address when a person's reply from it finds it marked undeliverable.
+
+    Only a reply on a ticket clears a mark: it proves someone reads that mailbox,
+    whereas a new email "from" a dead address is most often forged (or a device that
+    sends from an address nobody reads), and acknowledging it would bounce again.
+    """
+    assert email.sender is not None
+    address = email.sender.normalized
+    return address if ctx.repository.get_state(UNDELIVERABLE + address) else None
 
 
 def _correlate(ctx: Context, mailbox: Mailbox, email: InboundEmail) -> Ticket | None:

@@ -9,6 +9,7 @@ import enum
 
 import attrs
 
+from halomail.inbound.dsn import DeliveryReport
 from halomail.inbound.models import Classification
 from halomail.rules import Explanation, RuleMatch
 from halomail.tickets.models import FileOwner, ServiceStatus, Ticket
@@ -54,6 +55,8 @@ class Reason(enum.StrEnum):
     SPAM = "spam"  # also a quarantine reason, and the note on spam made a ticket
     NOTHING_OPEN_TO_CLOSE = "nothing-open-to-close"
     LOOP_SUSPECTED = "loop-suspected"
+    # ignored by default ([processing] unmatched_bounces), or quarantined, or a new ticket
+    BOUNCE_UNMATCHED = "bounce-unmatched"
     # quarantined: the parser's limits
     TOO_LARGE = "too-large"
     HEADERS_TOO_LARGE = "headers-too-large"
@@ -62,8 +65,9 @@ class Reason(enum.StrEnum):
     UNPARSEABLE = "unparseable"
     # quarantined: what the email is
     UNPARSEABLE_SENDER = "unparseable-sender"
+    # Never produced since 0.3.0 (an email reusing a Message-ID is a new email); kept so
+    # that older quarantine entries and outcomes still read.
     MESSAGE_ID_COLLISION = "message-id-collision"
-    BOUNCE_UNMATCHED = "bounce-unmatched"
     THREAD_HIJACK_SUSPECTED = "thread-hijack-suspected"
     FILE_TRANSFER_WITHOUT_OWNER = "file-transfer-without-owner"
     INVENTORY_WITHOUT_ASSET_TAG = "inventory-without-asset-tag"
@@ -208,6 +212,11 @@ class Decision:
         file_owner: For a file transfer, where the files go.
         repeat_state: For a new ticket that counts towards the long-window loop cap,
             the state key and value that count it (:mod:`halomail.pipeline.loops`).
+        dedupe_key: The key the email is recorded under when it is not the usual one:
+            an email that reuses a known Message-ID with another body gets its own.
+        report: For a bounce, what it says of each recipient.
+        clear_undeliverable: An address whose undeliverable mark this email clears (a
+            person's reply from it proves that it receives mail again).
     """
 
     outcome: Outcome
@@ -222,6 +231,9 @@ class Decision:
     recorded: Outcome | None = None
     file_owner: tuple[FileOwner, int] | None = None
     repeat_state: tuple[str, str] | None = None
+    dedupe_key: str | None = None
+    report: DeliveryReport | None = None
+    clear_undeliverable: str | None = None
 
     @property
     def is_duplicate(self) -> bool:

@@ -17,10 +17,18 @@ from halomail.outbound.notifier import MailboxProfile
 from halomail.outbound.outbox import Backoff, SenderIdentity
 from halomail.tickets.models import RecordKind
 
-__all__ = ["DEFAULT_MAILBOX_LEASE", "SPAM_OUTCOMES", "Mailbox", "ProcessorSettings"]
+__all__ = [
+    "DEFAULT_MAILBOX_LEASE",
+    "SPAM_OUTCOMES",
+    "UNMATCHED_BOUNCES",
+    "Mailbox",
+    "ProcessorSettings",
+]
 
 #: What spam may become (``[processing] spam``): a ticket, nothing, or a quarantine entry.
 SPAM_OUTCOMES = ("ticket", "ignore", "quarantine")
+#: What a bounce naming none of our mail may become (``unmatched_bounces``).
+UNMATCHED_BOUNCES = ("ignore", "quarantine", "ticket")
 
 
 @attrs.frozen
@@ -142,6 +150,14 @@ class ProcessorSettings:
             takeover, and it must outlast a third of the longest wait for one email.
         outbox_claim: How long a runner's claim on a batch of outgoing mail lasts; it
             must outlast sending one batch, or another runner may send the same mail.
+        unmatched_bounces: What a bounce naming none of our mail becomes (often
+            backscatter): ``"ignore"`` (the default), ``"quarantine"``, or ``"ticket"``
+            (a new ticket, never acknowledged).
+        undeliverable_for: How long an address whose mail failed for good (or that
+            complained of abuse) gets no acknowledgement.
+
+    .. versionchanged:: 0.3.0
+       ``unmatched_bounces`` and ``undeliverable_for``.
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -168,4 +184,10 @@ class ProcessorSettings:
     )
     outbox_claim: dt.timedelta = attrs.field(
         default=dt.timedelta(minutes=5), validator=attrs.validators.gt(dt.timedelta(0))
+    )
+    unmatched_bounces: str = attrs.field(
+        default="ignore", validator=attrs.validators.in_(UNMATCHED_BOUNCES)
+    )
+    undeliverable_for: dt.timedelta = attrs.field(
+        default=dt.timedelta(days=30), validator=attrs.validators.gt(dt.timedelta(0))
     )

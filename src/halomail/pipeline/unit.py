@@ -212,6 +212,16 @@ class UnitOfWork:
         repo = self.ctx.repository
         with repo.transaction():
             winner = repo.get_dedupe(contested)
+        if winner is not None and winner.sha256 not in ("", fingerprint):
+            # Another email with the same Message-ID won the key: ours is not a duplicate
+            # of it. Decided again, it is recorded under a key of its own.
+            log.info(
+                "mailbox %s ref %s: another email with its Message-ID was recorded first",
+                mailbox.name,
+                fetched.ref,
+            )
+            return self._commit(mailbox, fetched, email, key, fingerprint, attempt)
+        with repo.transaction():
             attempts.finish(repo, attempt)
         if winner is None:
             # The conflict names a record we cannot read yet: leave the email for later.

@@ -1,0 +1,380 @@
+"""Reading delivery reports: what happened to each recipient of a bounced mail.
+
+A bounce answers one question for the processor: which of the addresses our mail went
+to failed for good, which are only delayed, and which got it. The answer comes, in
+order of trust, from
+
+1. the ``message/delivery-status`` (or ``message/global-delivery-status``) part of an
+   RFC 3464 report: one block per recipient with its ``Final-Recipient``, ``Action``,
+   ``Status`` and ``Diagnostic-Code``;
+2. Exim's ``X-Failed-Recipients`` header, which lists permanent failures only;
+3. the text of the common non-standard bounces (qmail's "failure notice", Exim,
+   Postfix and Sendmail text, Exchange and Gmail notices), where a recipient stands on
+   a line of its own or in a fixed phrase, with the status code beside it.
+
+An abuse feedback report (ARF, RFC 5965) names the recipient who complained: it is
+read here too, from ``Original-Rcpt-To`` or the returned message's ``To``.
+
+Every scan is bounded: a report part is read up to :data:`MAX_REPORT_BYTES`, the text
+up to :data:`MAX_TEXT_CHARS` (and only above the returned message), at most
+:data:`MAX_RECIPIENTS` recipients are kept, and every pattern has bounded repeats.
+
+.. versionadded:: 0.3.0
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
+
+import attrs
+
+from halomail.inbound.models import InboundEmail
+
+__all__ = [
+    "DELIVERY_STATUS_TYPES",
+    "MAX_RECIPIENTS",
+    "MAX_REPORT_BYTES",
+    "MAX_TEXT_CHARS",
+    "DeliveryReport",
+    "RecipientStatus",
+    "ReportKind",
+    "read_report",
+]
+
+#: The MIME types of an RFC 3464 (and RFC 6533) per-recipient report.
+DELIVERY_STATUS_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+#: Bytes of one report part read; a real one is a few hundred bytes per recipient.
+MAX_REPORT_BYTES = 64 * 1024
+#: Characters of a bounce's text scanned for failed recipients.
+MAX_TEXT_CHARS = 16 * 1024
+#: Recipients kept from one report.
+MAX_RECIPIENTS = 100
+#: Characters kept of a diagnostic.
+_MAX_DIAGNOSTIC = 300
+
+_FEEDBACK_TYPE = "message/feedback-report"
+_RETURNED_TYPES = ("message/rfc822", "text/rfc822-headers", "message/global")
+
+# An addr-spec as bounces print it: no quotes, no comments, bounded on both sides.
+_ADDR = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
+# RFC 3463 enhanced status codes, then plain SMTP reply codes after the words that
+# introduce a server's answer ("said: 550", "returned '550", "(reason: 550").
+_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_SMTP_REPLY = re.compile(
+    r"(?:said:|returned\s'|reason:|error:|reply:|^)\s{0,4}([45])\d\d(?=[\s-])", re.I | re.M
+)
+
+# Where the returned message starts in a text bounce: nothing below it is the report.
+_RETURNED_MARKER = re.compile(
+    r"^[ \t]{0,8}-{2,}[^\n]{0,40}?(?:copy of the message|below this line|original message"
+    r"|returned message|message headers|undelivered message)",
+    re.I | re.M,
+)
+# A recipient on a line of its own (qmail, Exim, Sendmail), or at the head of Postfix's
+# "<addr>: host ... said:" paragraph.
+_RECIPIENT_LINE = re.compile(
+    rf"^[ \t]{{0,8}}<?({_ADDR})>?(?:[ \t]{{0,4}}\([^()\n]{{0,200}}\))?[ \t]{{0,4}}(?::|$)", re.M
+)
+# A recipient in the fixed sentence of Exchange, Gmail and other notices.
+_RECIPIENT_PHRASE = re.compile(
+    rf"(?:your message to|wasn't delivered to|was not delivered to|couldn't be delivered to"
+    rf"|could not be delivered to|delivery to the following recipients? failed[^\n]{{0,20}}"
+    rf"|delivery has failed to these recipients or groups:"
+    rf"|did not reach the following recipient\(?s?\)?:|addressed to"
+    rf"|unable to find user:|user unknown:|no such user:|message delivery to)"
+    rf"\s{{0,8}}['<]?({_ADDR})[>']?",
+    re.I,
+)
+_DELAY_WORDS = re.compile(
+    r"\bdelayed\b|not yet been delivered|will (?:continue|keep) (?:trying|to try)|still trying"
+    r"|will be retried|will retry",
+    re.I,
+)
+_SYSTEM_LOCALS = frozenset({"postmaster", "mailer-daemon", "mailerdaemon", "abuse"})
+_PERMANENT_WORDS = re.compile(r"permanent(?:ly)? (?:error|failure|fatal)|given up", re.I)
+
+
+class ReportKind:
+    """What kind of automatic report a bounce is (the values of ``bounce_kind``)."""
+
+    DELIVERY = "delivery-report"  # a delivery status notification, standard or not
+    FEEDBACK = "feedback-report"  # an abuse complaint (ARF)
+    LIST = "list-error"  # a mailing list manager refusing or holding a post
+
+
+@attrs.frozen
+class RecipientStatus:
+    """What happened to one recipient of the bounced mail.
+
+    Args:
+        address: The recipient's addr-spec, lower-cased.
+        action: ``failed``, ``delayed``, ``delivered``, ``relayed``, ``expanded`` (RFC 3464),
+            or ``complained`` (an abuse report).
+        status: The RFC 3463 status code (``5.1.1``), or ``""`` when none was given.
+        diagnostic: The remote server's answer, if any (bounded).
+    """
+
+    address: str
+    action: str
+    status: str = ""
+    diagnostic: str = ""
+
+    @property
+    def permanent(self) -> bool:
+        """A permanent failure: ``failed`` with a 5.x.x status."""
+        return self.action == "failed" and self.status.startswith("5.")
+
+    @property
+    def delayed(self) -> bool:
+        """A delay: the mail is still queued (``delayed``, or a 4.x.x not given up on)."""
+        return self.action == "delayed"
+
+    @property
+    def stops_mail(self) -> bool:
+        """Whether automatic mail to this address must stop: a permanent failure or a
+        complaint."""
+        return self.permanent or self.action == "complained"
+
+    def describe(self) -> str:
+        """One line for the ticket's note, e.g. ``bob@x: failed (5.1.1) user unknown``."""
+        status = f" ({self.status})" if self.status else ""
+        diagnostic = f": {self.diagnostic}" if self.diagnostic else ""
+        return f"{self.address}: {self.action}{status}{diagnostic}"
+
+
+@attrs.frozen
+class DeliveryReport:
+    """What a bounce says, per recipient.
+
+    Args:
+        kind: One of :class:`ReportKind`'s values.
+        recipients: Each recipient it names, in order, without repeats.
+        feedback_type: For an abuse report, its ``Feedback-Type`` (``abuse``, ``fraud`` …).
+    """
+
+    kind: str
+    recipients: tuple[RecipientStatus, ...] = ()
+    feedback_type: str = ""
+
+    @property
+    def title(self) -> str:
+        """What the report is, for a note: ``Delivery report``, ``Abuse report (abuse)`` …"""
+        if self.kind == ReportKind.FEEDBACK:
+            return f"Abuse report ({self.feedback_type or 'unspecified'})"
+        if self.kind == ReportKind.LIST:
+            return "Mailing list error"
+        return "Delivery report"
+
+    def summary(self) -> str:
+        """One line per recipient under the title, or why there is none."""
+        if not self.recipients:
+            return f"{self.title}: no recipient named."
+        return "\n".join([f"{self.title}:", *(f"- {r.describe()}" for r in self.recipients)])
+
+
+def read_report(email: InboundEmail, kind: str = ReportKind.DELIVERY) -> DeliveryReport:
+    """Read the per-recipient outcome of a bounce (never raises).
+
+    Args:
+        email: The parsed bounce.
+        kind: What classification found it to be (:class:`ReportKind`).
+
+    Returns:
+        The report; its ``recipients`` are empty when nothing could be read reliably.
+    """
+    if kind == ReportKind.FEEDBACK:
+        return _feedback_report(email)
+    if kind == ReportKind.LIST:
+        return DeliveryReport(kind)
+    recipients = list(_standard_recipients(email))
+    if not recipients:
+        recipients = list(_failed_recipients_header(email))
+    if not recipients:
+        recipients = list(_text_recipients(email.text))
+    return DeliveryReport(kind, _unique(recipients))
+
+
+# -- RFC 3464 ---------------------------------------------------------------------------
+
+
+def _fields(payload: bytes) -> list[dict[str, str]]:
+    """The blocks of a report part, each as its fields (lower-case names, first wins)."""
+    text = payload[:MAX_REPORT_BYTES].decode("utf-8", "replace")
+    blocks: list[dict[str, list[str]]] = []
+    current: dict[str, list[str]] = {}
+    name = ""
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                blocks.append(current)
+            current, name = {}, ""
+        elif line[0] in " \t" and name:
+            current[name].append(line.strip())  # a folded line continues the field
+        elif ":" in line:
+            field, _, value = line.partition(":")
+            field = field.strip().lower()
+            if field in current:
+                name = ""  # a repeated field keeps its first value, folded lines and all
+            else:
+                current[field] = [value.strip()]
+                name = field
+    if current:
+        blocks.append(current)
+    # Joined once at the end: a field folded over thousands of lines costs linear time.
+    return [{key: " ".join(parts) for key, parts in block.items()} for block in blocks]
+
+
+def _after_type(value: str) -> str:
+    """``rfc822; bob@x`` → ``bob@x``: the part after the address or diagnostic type."""
+    return value.partition(";")[2].strip() if ";" in value else value.strip()
+
+
+def _standard_recipients(email: InboundEmail) -> Iterator[RecipientStatus]:
+    for part in email.attachments:
+        if part.content_type not in DELIVERY_STATUS_TYPES:
+            continue
+        for block in _fields(part.payload):
+            recipient = block.get("final-recipient") or block.get("original-recipient")
+            if not recipient:
+                continue  # the per-message block (Reporting-MTA, Arrival-Date …)
+            address = _after_type(recipient).strip("<>").strip().lower()
+            if "@" not in address:
+                continue
+            diagnostic = _after_type(block.get("diagnostic-code", ""))[:_MAX_DIAGNOSTIC]
+            status = _status(block.get("status", "")) or _status(diagnostic)
+            action = _action(block.get("action", "")) or _guess(status)
+            yield RecipientStatus(address, action, status, diagnostic)
+
+
+def _status(text: str) -> str:
+    """The first enhanced status code in ``text``, else one made of an SMTP reply code."""
+    bounded = text[:MAX_TEXT_CHARS]
+    found = _ENHANCED.search(bounded)
+    if found:
+        return ".".join(found.groups())
+    reply = _SMTP_REPLY.search(bounded)
+    return f"{reply.group(1)}.0.0" if reply else ""
+
+
+def _action(value: str) -> str:
+    """An ``Action`` field's value, with the variants some servers write ("failure",
+    "Delayed") brought back to RFC 3464's words."""
+    action = value.split(";")[0].strip().lower()[:20]
+    for word in ("failed", "delayed", "delivered", "relayed", "expanded"):
+        if action[:4] == word[:4]:
+            return word
+    return action
+
+
+def _guess(status: str) -> str:
+    """The action of a report that gives none, from its status."""
+    if status.startswith("4."):
+        return "delayed"
+    if status.startswith("2."):
+        return "delivered"
+    return "failed"
+
+
+# -- X-Failed-Recipients and text bounces -------------------------------------------------
+
+
+def _failed_recipients_header(email: InboundEmail) -> Iterator[RecipientStatus]:
+    """Exim lists the permanent failures of a bounce in ``X-Failed-Recipients``."""
+    header = " ".join(email.header_all("X-Failed-Recipients"))[:MAX_TEXT_CHARS]
+    if not header:
+        return
+    scanned = _report_text(email.text)
+    for address in re.findall(_ADDR, header)[:MAX_RECIPIENTS]:
+        # Exim writes no status for a permanent failure; the text may hold one.
+        status = _status(_paragraph_of(scanned, address)) or "5.0.0"
+        yield RecipientStatus(address.lower(), "failed", status if status[0] == "5" else "5.0.0")
+
+
+def _report_text(text: str) -> str:
+    """The part of a bounce's text above the returned message, bounded."""
+    bounded = text[:MAX_TEXT_CHARS]
+    marker = _RETURNED_MARKER.search(bounded)
+    return bounded[: marker.start()] if marker else bounded
+
+
+def _paragraph_of(text: str, address: str) -> str:
+    """The paragraph of ``text`` where ``address`` first appears (blank-line separated)."""
+    at = text.lower().find(address.lower())
+    if at < 0:
+        return ""
+    start = text.rfind("\n\n", 0, at)
+    end = text.find("\n\n", at)
+    paragraph = text[start + 1 if start >= 0 else 0 : end if end >= 0 else len(text)]
+    # Exim and qmail put the reason on the lines below the address, in the same paragraph
+    # or the next one when a blank line separates them.
+    if _status(paragraph) == "" and end >= 0:
+        following = text.find("\n\n", end + 2)
+        paragraph += text[end : following if following >= 0 else len(text)]
+    return paragraph
+
+
+def _text_recipients(text: str) -> Iterator[RecipientStatus]:
+    """Failed or delayed recipients of a non-standard bounce, from its text."""
+    scanned = _report_text(text)
+    found = [m.group(1) for m in _RECIPIENT_LINE.finditer(scanned)]
+    found += [m.group(1) for m in _RECIPIENT_PHRASE.finditer(scanned)]
+    # "Please send mail to <postmaster@…>" on a line of its own names no recipient.
+    people = (a.lower() for a in found if a.partition("@")[0].lower() not in _SYSTEM_LOCALS)
+    addresses = list(dict.fromkeys(people))[:MAX_RECIPIENTS]
+    delayed = _DELAY_WORDS.search(scanned) is not None
+    permanent = _PERMANENT_WORDS.search(scanned) is not None
+    for address in addresses:
+        # The status beside the address; with a single recipient, any in the report
+        # (Gmail and Exchange print the server's answer paragraphs below the address).
+        status = _status(_paragraph_of(scanned, address))
+        if not status and len(addresses) == 1:
+            status = _status(scanned)
+        if not status and permanent and not delayed:
+            status = "5.0.0"
+        action = "delayed" if delayed and not status.startswith("5") else "failed"
+        yield RecipientStatus(address, action, status)
+
+
+# -- ARF ---------------------------------------------------------------------------------
+
+
+def _feedback_report(email: InboundEmail) -> DeliveryReport:
+    """An abuse report: who complained, and what about."""
+    feedback_type = ""
+    addresses: list[str] = []
+    for part in email.attachments:
+        if part.content_type == _FEEDBACK_TYPE:
+            for block in _fields(part.payload):
+                feedback_type = feedback_type or block.get("feedback-type", "").lower()[:40]
+                rcpt = block.get("original-rcpt-to", "")
+                addresses += [a.lower() for a in re.findall(_ADDR, rcpt[:_MAX_DIAGNOSTIC])]
+    if not addresses:
+        addresses = list(_returned_to(email))
+    recipients = tuple(
+        RecipientStatus(a, "complained") for a in dict.fromkeys(addresses[:MAX_RECIPIENTS])
+    )
+    return DeliveryReport(ReportKind.FEEDBACK, recipients, feedback_type)
+
+
+def _returned_to(email: InboundEmail) -> Iterable[str]:
+    """The ``To`` addresses of the returned message (its headers only, bounded)."""
+    for part in email.attachments:
+        if part.content_type in _RETURNED_TYPES:
+            parser = BytesHeaderParser(policy=compat32)
+            headers = parser.parsebytes(part.payload[:MAX_REPORT_BYTES])
+            values = [str(v) for v in headers.get_all("To", [])]
+            pairs = getaddresses(values)
+            return [addr.lower() for _, addr in pairs if "@" in addr][:MAX_RECIPIENTS]
+    return []
+
+
+def _unique(recipients: list[RecipientStatus]) -> tuple[RecipientStatus, ...]:
+    """One entry per address (the first), at most :data:`MAX_RECIPIENTS`."""
+    seen: dict[str, RecipientStatus] = {}
+    for recipient in recipients:
+        seen.setdefault(recipient.address, recipient)
+    return tuple(seen.values())[:MAX_RECIPIENTS]
