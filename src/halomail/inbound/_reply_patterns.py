@@ -94,6 +94,7 @@ WROTE_LAST = _words(
     "寫道",  # Chinese (traditional)
     "書きました",  # Japanese (Thunderbird: "Bob さんは書きました:")
     "작성",  # Korean (Gmail: "… Bob <b@x>님이 작성:")
+    "쓴 글",  # Korean (Thunderbird: "… Bob이(가) 쓴 글:")
 )
 #: "Wrote" followed by the name or the date: "Am … schrieb Bob <b@x>:", "Den … skrev
 #: Bob:", "Bob kirjoitti 1.1.2024 klo 10.00:", Lotus Notes' "Bob/Org wrote on 01/01/2024
@@ -109,7 +110,7 @@ WROTE_BEFORE_NAME = _words(
     r"ezt\sírta",
 )
 # Words written with the script's own characters need no space in front ("Bob写道：").
-_CJK_WROTE = "写道|寫道|書きました|작성"
+_CJK_WROTE = "写道|寫道|書きました|작성|쓴 글"
 
 #: The wrote word ending the line, as in "… wrote:" (an optional Slavic "(a)" between).
 WROTE_AT_END = re.compile(
@@ -278,7 +279,7 @@ HEADER_LABELS = {
 HEADER_LINE = re.compile(
     r"\s*\*?(?:"
     + "|".join(f"(?P<{kind}>{_literals(labels)})" for kind, labels in HEADER_LABELS.items())
-    + r")\s?[:：]\*?(?:\s|$)"
+    + r")\s?(?::\*?(?:\s|$)|：)"
 )
 
 #: Lines of a raw RFC 5322 header that no client's header block has: a header block
