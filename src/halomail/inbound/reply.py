@@ -127,7 +127,8 @@ def _attribution(lines: list[str], i: int) -> int:
         # a wrapped one: the line above it is the reply's last line. A name-only one
         # ("Support Team wrote:", "support@example.com> wrote:") ends a wrapped one
         # only under a line that opens like a dated attribution.
-        open_address = line.rfind("<") > line.rfind(">")
+        # "Support Team <" + "support@example.com> wrote:": the address wrapped.
+        open_address = line.rfind("<") > line.rfind(">") and ">" in second.split("<")[0]
         complete = _opens_dated(second) and not open_address
         if complete or not (_opens_dated(line) or open_address):
             return 0
