@@ -12,6 +12,7 @@ The agreement is printed at the end of the pytest run (``reply corpus: 190/190 a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import attrs
@@ -97,3 +98,13 @@ def test_quote_stripping_agrees_with_the_reply_corpus(request: pytest.FixtureReq
     if not request.config.pluginmanager.has_plugin("halomail-reply-corpus"):
         request.config.pluginmanager.register(_Summary(line), "halomail-reply-corpus")
     assert agree / len(cases) >= REQUIRED, f"{line}; disagree: {', '.join(disagree)}"
+
+
+def test_the_python_block_of_the_new_text_section_of_docs_rules_runs() -> None:
+    """docs/rules.md's example of the new text of a reply runs as written."""
+    doc = (Path(__file__).parent.parent / "docs" / "rules.md").read_text(encoding="utf-8")
+    section = doc.split("### The new text of a reply", 1)[1].split("\n#", 1)[0]
+    (block,) = re.findall(r"^```python\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    namespace: dict[str, object] = {}
+    exec(compile(block, "docs/rules.md", "exec"), namespace)  # noqa: S102 - our own docs
+    assert namespace["email"].new_text == "Danke, jetzt geht es."  # type: ignore[attr-defined]
