@@ -300,6 +300,12 @@ def test_an_attribution_wrapped_after_its_date_is_joined() -> None:
     assert strip_reply(text) == "Done."
 
 
+def test_an_attribution_wrapped_over_three_lines_is_found() -> None:
+    """Apple Mail's long address on a line of its own between the date and "wrote:"."""
+    text = "Done.\n\nOn Nov 30, 2011, at 12:47 PM, Somebody <\nsomebody@example.com>\nwrote:\n\nOld"
+    assert strip_reply(text) == "Done."
+
+
 @pytest.mark.parametrize(
     "block",
     [
@@ -479,6 +485,9 @@ _LINES = st.sampled_from(
         "iPhoneから送信",
         "Get Outlook for Android",
         "Sent from my laptop, but it failed.",
+        "On Nov 30, 2011, at 12:47 PM, Somebody <",
+        "somebody@corp.example>",
+        "Op 1 jan. 2024 om 10:00 heeft Alice <a@b.example> het volgende geschreven:",
     ]
 )
 

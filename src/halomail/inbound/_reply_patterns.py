@@ -77,6 +77,7 @@ WROTE_LAST = _words(
     "ha scritto",  # Italian
     "escreveu",  # Portuguese
     "schreef",  # Dutch
+    r"het\svolgende\sgeschreven",  # Dutch (Apple Mail: "Op … heeft Bob het volgende …")
     "skrev",  # Swedish, Danish, Norwegian
     "kirjoitti",  # Finnish
     r"napisa[łl]a?",  # Polish (Gmail: "napisał(a)")
@@ -300,6 +301,7 @@ ORIGINAL_PHRASES = (
     "reply message",
     "ursprüngliche nachricht",
     "original-nachricht",
+    "antwort nachricht",
     "originalnachricht",
     "message d'origine",
     "message original",

@@ -51,13 +51,13 @@ def _quotes_follow(lines: list[str], start: int) -> bool:
 def _is_attribution(candidate: str, quotes_follow: bool) -> bool:
     """True when ``candidate`` (one line, or two joined) is an attribution line.
 
-    A "wrote" word near the end with a name before it is one when quoted lines follow
-    (Thunderbird's "Bob wrote:"), when the line opens like one ("On", "Am", "Le" …)
-    and has a digit, or when it has a time and opens with a date, names an address, or
-    names before it dates ("Bob kirjoitti 1.1.2024 klo 10.00:"). Without a "wrote" word, a time
-    and an address ending the line make one when quoted lines follow or the line opens
-    with a date (Gmail's date-first forms, Yandex, mail.ru). A sentence ending in
-    "wrote:" has neither a time nor quoted lines below it.
+    A "wrote" word near the end with a name before it makes one when quoted lines
+    follow (Thunderbird's "Bob wrote:"), when the line opens like one ("On", "Am",
+    "Le" …) and has a digit, or when it has a time and opens with a date, names an
+    address or names before it dates ("Bob kirjoitti 1.1.2024 klo 10.00:"). Without a
+    "wrote" word, a time and an address ending the line make one when quoted lines
+    follow or the line opens with a date (Gmail's date-first forms, Yandex, mail.ru).
+    A sentence ending in "wrote:" has neither a time nor quoted lines below it.
     """
     line = candidate.rstrip()
     if len(line) > p.MAX_MARKER_LINE or not line.endswith((":", "\uff1a")):
@@ -113,7 +113,7 @@ def _opens_dated(line: str) -> bool:
 
 
 def _attribution(lines: list[str], i: int) -> int:
-    """How many lines (1 or 2) an attribution at ``lines[i]`` spans; 0 if none."""
+    """How many lines (1 to 3) an attribution at ``lines[i]`` spans; 0 if none."""
     line = lines[i]
     if _is_attribution(line, _quotes_follow(lines, i + 1)):
         return 1
@@ -123,17 +123,26 @@ def _attribution(lines: list[str], i: int) -> int:
     if not second.strip() or _QUOTED.match(second) or len(second) > p.MAX_MARKER_LINE // 2:
         return 0
     if _is_attribution(second, _quotes_follow(lines, i + 2)):
-        # An attribution complete on its own line (it has its date) is not the end of
-        # a wrapped one: the line above it is the reply's last line. A name-only one
-        # ("Support Team wrote:", "support@example.com> wrote:") ends a wrapped one
-        # only under a line that opens like a dated attribution.
-        # "Support Team <" + "support@example.com> wrote:": the address wrapped.
+        # An attribution complete on its own line (it opens with its date) is not the
+        # end of a wrapped one: the line above it is the reply's last line. A name-only
+        # one ("Support Team wrote:") ends a wrapped one only under a line that opens
+        # like a dated attribution, or that the second line's address closes
+        # ("… Support Team <" above "support@example.com> wrote:").
         open_address = line.rfind("<") > line.rfind(">") and ">" in second.split("<")[0]
         complete = _opens_dated(second) and not open_address
         if complete or not (_opens_dated(line) or open_address):
             return 0
     joined = line.rstrip() + " " + second.strip()
-    return 2 if _is_attribution(joined, _quotes_follow(lines, i + 2)) else 0
+    if _is_attribution(joined, _quotes_follow(lines, i + 2)):
+        return 2
+    # Apple Mail wraps a long address onto a line of its own: "On …, Somebody <",
+    # "somebody@example.com>", "wrote:".
+    if joined.rstrip().endswith(">") and i + 2 < len(lines):
+        third = lines[i + 2].strip()
+        if third and len(third) <= p.MAX_MARKER_LINE // 2 and not _QUOTED.match(third):
+            joined = f"{joined.rstrip()} {third}"
+            return 3 if _is_attribution(joined, _quotes_follow(lines, i + 3)) else 0
+    return 0
 
 
 def _header_kind(line: str) -> str | None:
@@ -244,9 +253,8 @@ def _candidates(text: str) -> list[int]:
     for match in _ENDS_WITH_COLON.finditer(text):
         line += text.count("\n", position, match.start())
         position = match.start()
-        found.add(line)
-        if line:
-            found.add(line - 1)  # the first half of a two-line attribution
+        # The line itself, and the first line of an attribution wrapped over two or three.
+        found.update(range(max(0, line - 2), line + 1))
     return sorted(found)
 
 
