@@ -350,6 +350,23 @@ def test_answers_written_between_quoted_lines_follow_the_text_above() -> None:
     assert strip_reply(text) == "Hi Alice,\n\nThe second.\n\nSince Monday."
 
 
+def test_answers_to_several_people_in_turn_are_all_kept() -> None:
+    """A mailing-list reply answering two attributions keeps both answers, in order."""
+    text = (
+        "Hi all,\n\nalice@example.org said:\n> The keyboard crashes Linux.\n\nMine too.\n\n"
+        "bob@example.org said:\n> Solaris needs x86 hardware.\nIt runs on x86 already.\n"
+    )
+    assert strip_reply(text) == "Hi all,\n\nMine too.\n\nIt runs on x86 already."
+
+
+@pytest.mark.parametrize("first", ["To: support@example.org", "Subject: Laptop"])
+def test_a_block_opening_with_to_or_subject_is_a_pasted_message(first: str) -> None:
+    """A header block that opens with To: or Subject: (a draft, an article) is content."""
+    block = f"{first}\nDate: Mon, 1 Jan 2024 10:00:00 +0000\nFrom: alice@example.com\n"
+    text = f"The draft that bounced:\n\n{block}\nMy laptop does not boot."
+    assert strip_reply(text) == text
+
+
 def test_yahoo_history_without_quote_marks_is_all_history() -> None:
     """Yahoo indents its history instead of quoting it: everything below the line goes."""
     text = (

@@ -339,10 +339,10 @@ ORIGINAL_MESSAGE = re.compile(
 #: Outlook's rule above its header block.
 RULE = re.compile(r"\s*_{20,}+\s*$")
 #: "---------- Forwarded message ---------" and its translations, and Apple Mail's
-#: "Begin forwarded message:" (mutt adds "from <address>"). What follows is content the
-#: helpdesk needs.
+#: "Begin forwarded message:" (mutt adds "from <address>", a PGP signature escapes the
+#: first dash as "- "). What follows is content the helpdesk needs.
 FORWARD = re.compile(
-    r"\s*(?:-{2,}+\s*"
+    r"\s*(?:(?:-\s)?-{2,}+\s*"
     + _literals(
         (
             "forwarded message follows",

@@ -30,6 +30,7 @@ filter picks the lines worth testing, so the cost stays linear in the text.
 
 from __future__ import annotations
 
+import bisect
 import re
 
 from halomail.inbound import _reply_patterns as p
@@ -178,12 +179,13 @@ def _forwarded(lines: list[str], i: int, window: list[str]) -> bool:
 def _header_block(lines: list[str], i: int) -> bool:
     """True when ``lines[i]`` starts an Outlook-style header block.
 
-    The block holds a sender, a date and a recipient or subject within a few lines,
-    in any order: Outlook begins with ``From:``, Outlook for Mac and Lotus Notes may
-    begin with ``Date:`` or ``Sent:``, and long ``To:`` lines wrap.
+    The block begins with its sender or its date (Outlook writes ``From:`` first,
+    other clients ``Date:`` or ``Sent:``) and holds both, and a recipient or subject,
+    within a few lines; long ``To:`` lines wrap. A block opening with ``To:`` or
+    ``Subject:`` is a message pasted into the text (a draft, a quoted article).
     """
     first = _header_kind(lines[i])
-    if first is None:
+    if first not in ("from", "date"):
         return False
     window = [x for x in lines[i + 1 : i + 9] if x.strip()][:6]
     kinds = {first} | {_header_kind(x) for x in window}
@@ -258,17 +260,19 @@ def _candidates(text: str) -> list[int]:
     return sorted(found)
 
 
-def _cut(lines: list[str], candidates: list[int] | None = None) -> tuple[int, int]:
+def _cut(lines: list[str], candidates: list[int] | None = None, start: int = 0) -> tuple[int, int]:
     """Where quoted history or the signature starts, and the attribution's span.
 
-    Only the lines in ``candidates`` (all lines when ``None``) are tested. Returns
-    ``(len(lines), 0)`` when there is nothing to cut; the span is 0 unless the cut is
-    an attribution line.
+    Only the lines in ``candidates`` (all lines when ``None``) from ``start`` on are
+    tested. Returns ``(len(lines), 0)`` when there is nothing to cut; the span is 0
+    unless the cut is an attribution line.
     """
-    for i in range(len(lines)) if candidates is None else candidates:
-        found, span = _marker(lines, i)
+    if candidates is None:
+        candidates = list(range(len(lines)))
+    for k in range(bisect.bisect_left(candidates, start), len(candidates)):
+        found, span = _marker(lines, candidates[k])
         if found:
-            return i, span
+            return candidates[k], span
     return len(lines), 0
 
 
@@ -284,11 +288,6 @@ def _new_text(lines: list[str]) -> str:
     text = "\n".join([line.rstrip() for line in lines]).strip()
     # Interleaved quotes leave runs of blank lines behind; keep at most one.
     return _BLANK_RUNS.sub("\n\n", text) if "\n\n\n" in text else text
-
-
-def _answers(lines: list[str]) -> str:
-    """The unquoted text of ``lines`` (what follows an attribution) up to the next marker."""
-    return _new_text(lines[: _cut(lines, _candidates("\n".join(lines)))[0]])
 
 
 def strip_reply(text: str) -> str:
@@ -308,12 +307,19 @@ def strip_reply(text: str) -> str:
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
-    cut, span = _cut(lines, _candidates(text))
-    result = _new_text(lines[:cut])
+    candidates = _candidates(text)
+    cut, span = _cut(lines, candidates)
+    parts = [_new_text(lines[:cut])]
     # Under an attribution, unquoted text is the sender's: the answer of a
     # bottom-posted reply, or answers written between the quoted lines. Without
     # quoted lines below it (Yahoo indents its history), the rest is all history.
-    if span and (not result or _quotes_follow(lines, cut + span)):
-        answers = _answers(lines[cut + span :])
-        result = f"{result}\n\n{answers}".strip()
-    return result or text.strip()
+    if span and (not parts[0] or _quotes_follow(lines, cut + span)):
+        while True:
+            start = cut + span
+            cut, span = _cut(lines, candidates, start)
+            parts.append(_new_text(lines[start:cut]))
+            # Mailing lists answer several people in turn, each under their own
+            # attribution: go on past every one that quoted lines follow.
+            if not (span and _quotes_follow(lines, cut + span)):
+                break
+    return "\n\n".join(part for part in parts if part) or text.strip()
