@@ -113,13 +113,17 @@ WROTE_BEFORE_NAME = _words(
 # Words written with the script's own characters need no space in front ("Bob写道：").
 _CJK_WROTE = "写道|寫道|書きました|작성|쓴 글"
 
+# Both match *lowercased* text: the words are literals then, which the engine dismisses
+# after one character (see HEADER_LINE).
 #: The wrote word ending the line, as in "… wrote:" (an optional Slavic "(a)" between).
 WROTE_AT_END = re.compile(
-    r"(?:(?<!\w)" + WROTE_LAST + r"|" + _CJK_WROTE + r")\s*(?:\([aа]\))?\s*[:：]?\s*$",
-    re.IGNORECASE,
+    r"(?:(?<!\w)" + WROTE_LAST + r"|" + _CJK_WROTE + r")\s*(?:\([aа]\))?\s*[:：]?\s*$"
 )
+#: How far from the end of a line :data:`WROTE_AT_END` can begin: the longest word,
+#: "(a)" and the colon.
+WROTE_AT_END_REACH = 40
 #: The wrote word followed by a name or date, somewhere in the end of the line.
-WROTE_THEN_NAME = re.compile(r"(?<!\w)" + WROTE_BEFORE_NAME + r"\s", re.IGNORECASE)
+WROTE_THEN_NAME = re.compile(r"(?<!\w)" + WROTE_BEFORE_NAME + r"\s")
 
 #: The word an attribution opens with: "On", "Am", "Le", "El", "Il (giorno)", "Em",
 #: "Op", "Den", "På", "Dne", "W dniu", "Dnia", "Vào".
@@ -493,3 +497,6 @@ FOOTER_STARTS = (
     "cihaz",
     "smartphone",
 )
+#: A lowercased line can only be a footer if it opens with one of FOOTER_STARTS: this
+#: trie dismisses the others after a character or two, before FOOTER's longer test.
+FOOTER_GATE = re.compile(starts_any((start, "") for start in FOOTER_STARTS))

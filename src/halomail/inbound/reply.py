@@ -39,6 +39,7 @@ __all__ = ["strip_reply"]
 
 _QUOTED = re.compile(r"\s*>")
 _DIGIT = re.compile(r"\d")
+_COLONS = (":", "\uff1a")  # Chinese and Japanese write a fullwidth one
 #: Where the text after a wrote word is looked for: no attribution puts more after it.
 _TAIL = 200
 
@@ -61,23 +62,37 @@ def _is_attribution(candidate: str, quotes_follow: bool) -> bool:
     A sentence ending in "wrote:" has neither a time nor quoted lines below it.
     """
     line = candidate.rstrip()
-    if len(line) > p.MAX_MARKER_LINE or not line.endswith((":", "\uff1a")):
+    if len(line) > p.MAX_MARKER_LINE or not line.endswith(_COLONS):
         return False
     tail_start = max(0, len(line) - _TAIL)
-    wrote = p.WROTE_AT_END.search(line, tail_start) or p.WROTE_THEN_NAME.search(line, tail_start)
-    if wrote:
-        if not line[: wrote.start()].strip():
+    wrote = _wrote(line[tail_start:])
+    if wrote is not None:
+        if not (line[:tail_start].strip() or wrote[0].strip()):
             return False  # "wrote:" alone is the second half of a wrapped attribution
         if quotes_follow or (p.LEAD.match(line) and _DIGIT.search(line)):
             return True
         opens_like_one = bool(p.DATE_FIRST.match(line) or p.ADDRESS.search(line))
-        named_then_dated = wrote.re is p.WROTE_THEN_NAME  # "Bob kirjoitti 1.1. klo 10.00:"
+        named_then_dated = wrote[1]  # "Bob kirjoitti 1.1.2024 klo 10.00:"
         return bool(p.TIME.search(line)) and (opens_like_one or named_then_dated)
     return bool(
         p.TIME.search(line)
         and p.ADDRESS_AT_END.search(line, tail_start)
         and (quotes_follow or p.DATE_FIRST.match(line))
     )
+
+
+def _wrote(tail: str) -> tuple[str, bool] | None:
+    """The text before the "wrote" word in ``tail``, and whether a name or date follows.
+
+    None when ``tail`` (the end of a line, at most a few hundred characters) has no
+    "wrote" word where attributions put one.
+    """
+    lowered = tail.lower()
+    match = p.WROTE_AT_END.search(lowered, max(0, len(lowered) - p.WROTE_AT_END_REACH))
+    if match:
+        return lowered[: match.start()], False
+    match = p.WROTE_THEN_NAME.search(lowered)
+    return (lowered[: match.start()], True) if match else None
 
 
 def _is_dashed_attribution(stripped: str) -> bool:
@@ -87,10 +102,13 @@ def _is_dashed_attribution(stripped: str) -> bool:
     inner = stripped.strip("-").strip()
     if not inner:
         return False
-    wrote = p.WROTE_AT_END.search(inner, max(0, len(inner) - _TAIL))
-    if wrote:
-        return bool(inner[: wrote.start()].strip())
-    return bool(p.WROTE_THEN_NAME.search(inner) and _DIGIT.search(inner))
+    wrote = _wrote(inner[-_TAIL:])
+    if wrote is None:
+        return False
+    before, named_then_dated = wrote
+    if named_then_dated:  # Zoho in German: "---- Am Mo, 01 Jan 2024 … schrieb Bob ----"
+        return bool(_DIGIT.search(inner))
+    return bool(inner[:-_TAIL].strip() or before.strip())
 
 
 def _may_wrap(line: str) -> bool:
@@ -104,7 +122,7 @@ def _may_wrap(line: str) -> bool:
     return (
         len(stripped) <= p.MAX_MARKER_LINE // 2
         and not stripped.endswith((".", "!", "?"))
-        and bool(_opens_dated(stripped) or "@" in stripped or "<" in stripped)
+        and ("@" in stripped or "<" in stripped or _opens_dated(stripped))
     )
 
 
@@ -116,14 +134,18 @@ def _opens_dated(line: str) -> bool:
 def _attribution(lines: list[str], i: int) -> int:
     """How many lines (1 to 3) an attribution at ``lines[i]`` spans; 0 if none."""
     line = lines[i]
-    if _is_attribution(line, _quotes_follow(lines, i + 1)):
+    if line.rstrip().endswith(_COLONS) and _is_attribution(line, _quotes_follow(lines, i + 1)):
         return 1
-    if i + 1 >= len(lines) or not _may_wrap(line):
+    # A wrapped attribution ends with a colon on the next line or the one after: a
+    # cheap test before the others.
+    if not any(x.rstrip().endswith(_COLONS) for x in lines[i + 1 : i + 3]):
+        return 0
+    if not _may_wrap(line):
         return 0
     second = lines[i + 1]
     if not second.strip() or _QUOTED.match(second) or len(second) > p.MAX_MARKER_LINE // 2:
         return 0
-    if _is_attribution(second, _quotes_follow(lines, i + 2)):
+    if second.rstrip().endswith(_COLONS) and _is_attribution(second, _quotes_follow(lines, i + 2)):
         # An attribution complete on its own line (it opens with its date) is not the
         # end of a wrapped one: the line above it is the reply's last line. A name-only
         # one ("Support Team wrote:") ends a wrapped one only under a line that opens
@@ -140,7 +162,8 @@ def _attribution(lines: list[str], i: int) -> int:
     # "somebody@example.com>", "wrote:".
     if joined.rstrip().endswith(">") and i + 2 < len(lines):
         third = lines[i + 2].strip()
-        if third and len(third) <= p.MAX_MARKER_LINE // 2 and not _QUOTED.match(third):
+        # Only a short third line counts: the candidate filter looks no further.
+        if third and len(lines[i + 2].rstrip()) <= _SHORT_LAST_LINE:
             joined = f"{joined.rstrip()} {third}"
             return 3 if _is_attribution(joined, _quotes_follow(lines, i + 3)) else 0
     return 0
@@ -195,13 +218,19 @@ def _header_block(lines: list[str], i: int) -> bool:
     return not _forwarded(lines, i, window)
 
 
+def _is_footer(stripped: str) -> bool:
+    """True when the line ``stripped`` is a mobile footer ("Sent from my iPhone")."""
+    lowered = stripped.lower()
+    return bool(p.FOOTER_GATE.match(lowered) and p.FOOTER.match(lowered))
+
+
 def _marker(lines: list[str], i: int) -> tuple[bool, int]:
     """Whether history or a signature starts at ``lines[i]``, and the attribution span."""
     line = lines[i]
     stripped = line.strip()
     if not stripped or len(line) > p.MAX_MARKER_LINE or _QUOTED.match(line):
         return False, 0
-    if p.SIGNATURE.match(line) or p.FOOTER.match(stripped.lower()):
+    if p.SIGNATURE.match(line) or _is_footer(stripped):
         return True, 0
     if p.ORIGINAL_MESSAGE.match(stripped) or _is_dashed_attribution(stripped):
         return True, 0
@@ -235,6 +264,8 @@ _STARTS_MARKER = re.compile(
     + ")"
 )
 # A literal first character lets the engine skip to each colon in C.
+#: The longest last line of an attribution wrapped over three lines ("\twrote:").
+_SHORT_LAST_LINE = 40
 _ENDS_WITH_COLON = re.compile(r":[^\S\n]*(?=\n|\Z)")
 
 
@@ -255,8 +286,10 @@ def _candidates(text: str) -> list[int]:
     for match in _ENDS_WITH_COLON.finditer(text):
         line += text.count("\n", position, match.start())
         position = match.start()
-        # The line itself, and the first line of an attribution wrapped over two or three.
-        found.update(range(max(0, line - 2), line + 1))
+        # The line itself, and the first line of an attribution wrapped over two, or
+        # over three when this line is short ("wrote:").
+        short = match.start() - text.rfind("\n", 0, match.start()) <= _SHORT_LAST_LINE
+        found.update(range(max(0, line - (2 if short else 1)), line + 1))
     return sorted(found)
 
 
@@ -284,7 +317,7 @@ def _new_text(lines: list[str]) -> str:
     # The quote test runs only when some line may be quoted, and the blank-run
     # substitution only when there is a run: both are rare outside replies.
     if ">" in "\n".join(lines):
-        lines = [line for line in lines if not _QUOTED.match(line)]
+        lines = [line for line in lines if not line.lstrip().startswith(">")]
     text = "\n".join([line.rstrip() for line in lines]).strip()
     # Interleaved quotes leave runs of blank lines behind; keep at most one.
     return _BLANK_RUNS.sub("\n\n", text) if "\n\n\n" in text else text
