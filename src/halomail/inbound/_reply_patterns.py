@@ -125,6 +125,13 @@ WROTE_AT_END_REACH = 40
 #: The wrote word followed by a name or date, somewhere in the end of the line.
 WROTE_THEN_NAME = re.compile(r"(?<!\w)" + WROTE_BEFORE_NAME + r"\s")
 
+#: Webmail attributions that name the quoted person first (Horde, SquirrelMail):
+#: "Quoting Bob <bob@example.com>:", "Zitat von Bob:", "Citando a Bob:". They count
+#: only above quoted lines.
+QUOTING = re.compile(
+    r"\s*" + _words("quoting", r"zitat\svon", r"citando(?:\sa)?", "citation", "cytuję") + r"\s",
+    re.IGNORECASE,
+)
 #: The word an attribution opens with: "On", "Am", "Le", "El", "Il (giorno)", "Em",
 #: "Op", "Den", "På", "Dne", "W dniu", "Dnia", "Vào".
 LEAD = re.compile(

@@ -59,11 +59,14 @@ def _is_attribution(candidate: str, quotes_follow: bool) -> bool:
     address or names before it dates ("Bob kirjoitti 1.1.2024 klo 10.00:"). Without a
     "wrote" word, a time and an address ending the line make one when quoted lines
     follow or the line opens with a date (Gmail's date-first forms, Yandex, mail.ru).
-    A sentence ending in "wrote:" has neither a time nor quoted lines below it.
+    Webmail's "Quoting Bob:" makes one above quoted lines. A sentence ending in
+    "wrote:" has neither a time nor quoted lines below it.
     """
     line = candidate.rstrip()
     if len(line) > p.MAX_MARKER_LINE or not line.endswith(_COLONS):
         return False
+    if quotes_follow and p.QUOTING.match(line):
+        return True
     tail_start = max(0, len(line) - _TAIL)
     wrote = _wrote(line[tail_start:])
     if wrote is not None:
