@@ -398,6 +398,12 @@ def test_many_attributions_in_a_row_come_back_whole() -> None:
     assert strip_reply(text) == text.strip()
 
 
+def test_a_long_chain_of_answers_under_attributions_keeps_every_answer() -> None:
+    """20,000 attributions each answered below its quote give the 20,000 answers."""
+    unit = "On Mon, 1 Jan 2024 at 10:00, Bob <b@x.example> wrote:\n> q\nanswer\n"
+    assert strip_reply(unit * 20_000) == "\n\n".join(["answer"] * 20_000)
+
+
 def test_long_lines_are_handled_in_linear_time() -> None:
     """A 2 MB single line and 100,000 short lines are stripped quickly."""
     started = time.perf_counter()
