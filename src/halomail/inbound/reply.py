@@ -186,7 +186,7 @@ def _header_kind(line: str) -> str | None:
 def _forwarded(lines: list[str], i: int, window: list[str]) -> bool:
     """True when the header block at ``lines[i]`` is a forwarded or pasted message.
 
-    It is one under a forward marker ("---------- Forwarded message ---------"), and
+    It is one under a forward marker ("---------- Forwarded message ---------"), or
     when raw RFC 5322 header lines (``Delivered-To:``, ``Message-ID:`` …) sit around
     it: no client writes those into the header block of a reply.
     """
@@ -247,7 +247,7 @@ def _marker(lines: list[str], i: int) -> tuple[bool, int]:
 
 
 # Every marker above (quoted lines aside, which _cut skips) begins its line with one of
-# these, or ends it (or the next line, for a two-line attribution) with a colon. The
+# these, or ends it (or one of the next two, for a wrapped attribution) with a colon. The
 # filter runs on the lowercased text with a trie of literal words, so the regex engine
 # dismisses an ordinary line after a character or two: on a 4 KB body without markers
 # that is several times faster than testing every line. Dashes count only as a
