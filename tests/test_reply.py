@@ -1,5 +1,8 @@
 """strip_reply: one test per client shape of quoted history and signature."""
 
+# Replies in Russian, Chinese and Japanese are the point: their letters are meant.
+# ruff: noqa: RUF001
+
 from __future__ import annotations
 
 import time
@@ -8,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from halomail.inbound._reply_patterns import MAX_MARKER_LINE
 from halomail.inbound.html import html_to_text
 from halomail.inbound.reply import _candidates, _cut, _new_text, strip_reply
 
@@ -267,6 +271,139 @@ def test_plain_text_without_history_is_unchanged() -> None:
     assert strip_reply(text) == text
 
 
+def test_a_reply_line_above_an_attribution_is_not_joined_into_it() -> None:
+    """The joined-line case of issue 15: the line above "On … wrote:" is the reply."""
+    text = "Thanks, that fixed it!\nOn Mon, Jan 1, 2024 at 10:00 AM, Bob <bob@x.com> wrote:\n> q"
+    assert strip_reply(text) == "Thanks, that fixed it!"
+
+
+@pytest.mark.parametrize(
+    "above",
+    [
+        "On Monday I restarted it twice",  # opens like an attribution
+        "Please write to bob@example.org",  # holds an address
+        "See <https://status.example.org",  # an open angle bracket
+    ],
+)
+def test_a_reply_line_that_looks_like_a_first_half_is_not_joined_either(above: str) -> None:
+    """A reply line is kept even when it opens like an attribution or holds an address."""
+    for attribution in (
+        "On Mon, 1 Jan 2024 at 10:00, Alice <alice@example.com> wrote:",
+        "Alice Martin wrote:",
+    ):
+        assert strip_reply(f"{above}\n{attribution}\n> q") == above
+
+
+def test_an_attribution_wrapped_after_its_date_is_joined() -> None:
+    """A dated first half and a name-only second half ("Bob <b@x> wrote:") are one."""
+    text = "Done.\n\nOn Mon, 09 Sep 2002 12:05:55 PDT,\n\tRick <rick@lin12.example> wrote:\n\n> q"
+    assert strip_reply(text) == "Done."
+
+
+def test_an_attribution_wrapped_over_three_lines_is_found() -> None:
+    """Apple Mail's long address on a line of its own between the date and "wrote:"."""
+    text = "Done.\n\nOn Nov 30, 2011, at 12:47 PM, Somebody <\nsomebody@example.com>\nwrote:\n\nOld"
+    assert strip_reply(text) == "Done."
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "Date: Monday, 1 January 2024 at 10:00\nFrom: Alice\nTo: Bob\nSubject: Re: Printer",
+        "Sent: Monday, January 1, 2024 10:00 AM\nFrom: Alice\nTo: Bob\nSubject: RE: Printer",
+        "От: Alice\nОтправлено: 1 января 2024 г. 10:00\nКому: Bob\nТема: RE: Принтер",
+        "差出人: Alice\n送信日時: 2024年1月1日 10:00\n宛先: Bob\n件名: RE: プリンター",
+        "Feladó: Alice\nElküldve: 2024. január 1. 10:00\nCímzett: Bob\nTárgy: RE: Nyomtató",
+    ],
+    ids=["date-first", "sent-first", "russian", "japanese", "hungarian"],
+)
+def test_header_blocks_in_any_order_and_language_start_the_history(block: str) -> None:
+    """A header block is history whichever line it begins with and whatever its language."""
+    assert strip_reply(f"Works now.\n\n{block}\n\nOld text\n") == "Works now."
+
+
+def test_a_header_block_among_raw_headers_is_a_pasted_message() -> None:
+    """Date/From/To/Subject among Received: or Message-ID: lines is content, not history."""
+    text = (
+        "The bounce:\n\nReceived: from mx.example.com\nDate: Mon, 1 Jan 2024 10:00:00 +0000\n"
+        "From: MAILER-DAEMON@example.com\nTo: bob@example.org\nSubject: Undelivered\n\nWhy?"
+    )
+    assert strip_reply(text) == text
+
+
+def test_a_mutt_forward_keeps_its_header_block() -> None:
+    """mutt's "----- Forwarded message from x -----" protects the block under it."""
+    text = (
+        "FYI.\n\n----- Forwarded message from alice@example.com -----\n\n"
+        "Date: Mon, 1 Jan 2024 10:00:00 +0000\nFrom: alice@example.com\nTo: bob@example.org\n"
+        "Subject: Laptop\n\nMy laptop does not boot."
+    )
+    assert strip_reply(text) == text
+
+
+def test_answers_written_between_quoted_lines_follow_the_text_above() -> None:
+    """Under an attribution, the unquoted answers between quotes are the sender's too."""
+    text = (
+        "Hi Alice,\n\nOn Mon, 1 Jan 2024 at 10:00, Alice <alice@example.com> wrote:\n"
+        "> Which floor?\nThe second.\n\n> Since when?\nSince Monday.\n\n-- \nBob\n"
+    )
+    assert strip_reply(text) == "Hi Alice,\n\nThe second.\n\nSince Monday."
+
+
+def test_answers_to_several_people_in_turn_are_all_kept() -> None:
+    """A mailing-list reply answering two attributions keeps both answers, in order."""
+    text = (
+        "Hi all,\n\nalice@example.org said:\n> The keyboard crashes Linux.\n\nMine too.\n\n"
+        "bob@example.org said:\n> Solaris needs x86 hardware.\nIt runs on x86 already.\n"
+    )
+    assert strip_reply(text) == "Hi all,\n\nMine too.\n\nIt runs on x86 already."
+
+
+@pytest.mark.parametrize("first", ["To: support@example.org", "Subject: Laptop"])
+def test_a_block_opening_with_to_or_subject_is_a_pasted_message(first: str) -> None:
+    """A header block that opens with To: or Subject: (a draft, an article) is content."""
+    block = f"{first}\nDate: Mon, 1 Jan 2024 10:00:00 +0000\nFrom: alice@example.com\n"
+    text = f"The draft that bounced:\n\n{block}\nMy laptop does not boot."
+    assert strip_reply(text) == text
+
+
+def test_yahoo_history_without_quote_marks_is_all_history() -> None:
+    """Yahoo indents its history instead of quoting it: everything below the line goes."""
+    text = (
+        "Thanks.\n\n    On Monday, January 1, 2024, 10:00:00 AM GMT, Alice <a@example.com>"
+        " wrote:\n\n    Please restart.\n"
+    )
+    assert strip_reply(text) == "Thanks."
+
+
+def test_hostile_bodies_are_bounded_by_the_candidate_filter_and_the_line_cap() -> None:
+    """Floods of quotes, dashes and "On" give no candidates, or lines over the cap."""
+    quotes = ">\n" * 100_000
+    assert _candidates(quotes) == []
+    assert strip_reply(quotes) == quotes.strip()
+    dashes = ("-" * 76 + "\n--b-x\n") * 50_000
+    assert _candidates(dashes) == []
+    ons = ("On " * 10_000 + "\n") * 10
+    assert _candidates(ons) == []
+    assert strip_reply(ons) == "\n".join(line.rstrip() for line in ons.splitlines())
+    # A line over the cap is never a marker, however it ends: its cost stays bounded.
+    long_attribution = "On 1 Jan 2024 10:00 " + "On " * MAX_MARKER_LINE + "Bob <b@x.example> wrote:"
+    text = f"Reply.\n{long_attribution}\n> quoted"
+    assert strip_reply(text) == f"Reply.\n{long_attribution}"
+
+
+def test_many_attributions_in_a_row_come_back_whole() -> None:
+    """100,000 attribution lines (each the history of the last) leave the text whole."""
+    text = "On Mon, 1 Jan 2024 at 10:00, Bob <b@x.example> wrote:\n" * 100_000
+    assert strip_reply(text) == text.strip()
+
+
+def test_a_long_chain_of_answers_under_attributions_keeps_every_answer() -> None:
+    """20,000 attributions each answered below its quote give the 20,000 answers."""
+    unit = "On Mon, 1 Jan 2024 at 10:00, Bob <b@x.example> wrote:\n> q\nanswer\n"
+    assert strip_reply(unit * 20_000) == "\n\n".join(["answer"] * 20_000)
+
+
 def test_long_lines_are_handled_in_linear_time() -> None:
     """A 2 MB single line and 100,000 short lines are stripped quickly."""
     started = time.perf_counter()
@@ -346,6 +483,34 @@ _LINES = st.sampled_from(
         "Envoyé de mon iPhone",
         "Le jeu. 30 mai 2024 à 16:00, Support a écrit :",
         "Regards,",
+        "Thanks, that fixed it!",
+        "On Mon, Jan 1, 2024 at 10:00 AM, Bob <bob@x.com> wrote:",
+        "Support Team <",
+        "support@corp.example> wrote:",
+        "2016-03-03 17:21 GMT+01:00 Name <a@b.example>:",
+        "пн, 1 янв. 2024 г. в 10:00, Alice <alice@corp.example>:",
+        "Alice <alice@corp.example> 于2024年1月1日周一 10:00写道：",
+        "---- On Mon, 01 Jan 2024 10:00:00 +0000 Alice <a@b.example> wrote ----",
+        "-----Alice Martin/ACME wrote: -----",
+        "Alice Martin/ACME@ACME wrote on 01/01/2024 10:00:00 AM:",
+        "Date: Monday, 1 January 2024 at 10:00",
+        "Von: Alice",
+        "Gesendet: Montag, 1. Januar 2024 10:00",
+        "Betreff: Drucker",
+        "От: Alice",
+        "Отправлено: 1 января 2024 г.",
+        "发件人：Alice",
+        "主题：打印机",
+        "Delivered-To: support@corp.example",
+        "-----Исходное сообщение-----",
+        "---------- Weitergeleitete Nachricht ---------",
+        "Отправлено с iPhone",
+        "iPhoneから送信",
+        "Get Outlook for Android",
+        "Sent from my laptop, but it failed.",
+        "On Nov 30, 2011, at 12:47 PM, Somebody <",
+        "somebody@corp.example>",
+        "Op 1 jan. 2024 om 10:00 heeft Alice <a@b.example> het volgende geschreven:",
     ]
 )
 
