@@ -15,6 +15,7 @@ import email.policy
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -250,7 +251,7 @@ class Folder(NamedTuple):
             path.write_bytes(raw)
             os.utime(path, (1_700_000_000, 1_700_000_000))
 
-    def run_once(self) -> list[dict[str, object]]:
+    def run_once(self, *, exit_code: int = 1) -> list[dict[str, object]]:
         """`halomail run --once --json` in a subprocess; the per-email objects, in order."""
         result = subprocess.run(
             [*HALOMAIL, "-c", str(self.config), "run", "--once", "--json"],
@@ -261,9 +262,17 @@ class Folder(NamedTuple):
         )
         assert "Traceback" not in result.stderr, result.stderr[-3000:]
         objects = [json.loads(line) for line in result.stdout.splitlines()]
-        # Exit code 1 says some email was quarantined, which this folder must do.
-        assert result.returncode == 1, result.stderr[-3000:]
+        # Exit code 1 says some email was quarantined, which the mixed folder must do.
+        assert result.returncode == exit_code, result.stderr[-3000:]
         return [o for o in objects if "event" not in o]
+
+    def acknowledgement_ids(self) -> dict[str, str]:
+        """The Message-ID of the acknowledgement each address got (one each)."""
+        ids: dict[str, str] = {}
+        for path in self.outbox.rglob("*.eml"):
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            ids[_addr(str(message["To"]))] = str(message["Message-ID"])
+        return ids
 
     def acknowledged(self) -> Counter[str]:
         """How many acknowledgements each address got (the maildir outbox's .eml files)."""
@@ -508,3 +517,66 @@ def test_running_again_over_the_same_emails_changes_nothing(processed: Processed
     for name, obj in processed.second.items():
         if processed.first[name]["outcome"] == "created":
             assert obj["ticket_id"] == processed.first[name]["ticket_id"], name
+
+
+def _dsn(name: str, acknowledgement_id: str, recipients: list[tuple[str, str, str]]) -> bytes:
+    """A Postfix-style DSN about one of our acknowledgements: (recipient, action, status)."""
+    fields = "".join(
+        f"\nFinal-Recipient: rfc822; {who}\nAction: {action}\nStatus: {status}\n"
+        for who, action, status in recipients
+    )
+    return (
+        "Return-Path: <>\nFrom: Mail Delivery System <MAILER-DAEMON@mx.customer.example>\n"
+        "To: support@helpdesk.example\nSubject: Undelivered Mail Returned to Sender\n"
+        f"Message-ID: <dsn-{name}@mx.customer.example>\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\n\n'
+        "--r\nContent-Type: text/plain\n\nThis is the mail system at mx.customer.example.\n\n"
+        "--r\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.customer.example\n"
+        f"{fields}\n--r\nContent-Type: text/rfc822-headers\n\n"
+        "From: Support <support@helpdesk.example>\nSubject: We received your request\n"
+        f"Message-ID: {acknowledgement_id}\n\n--r--\n"
+    ).encode()
+
+
+def test_delivery_reports_block_only_a_permanently_failed_recipient(
+    processed: Processed, folder: Folder, tmp_path: Path
+) -> None:
+    """After the folder: a Delay blocks nothing; a 5.1.1 for one of two recipients blocks one."""
+    copy = tmp_path / "copy"
+    shutil.copytree(folder.config.parent, copy)
+    later = Folder(
+        copy / "halomail.toml", copy / "inbox", copy / "outbox", copy / "halomail.db", {}
+    )
+    ids = later.acknowledgement_ids()
+    judy, carol, ivan = (
+        "judy.parts@customer.example",
+        "carol.two@customer.example",
+        "ivan.fold@customer.example",
+    )
+    assert {judy, carol, ivan} <= set(ids), ids
+    reports = {
+        "9001.delay": _dsn("delay", ids[judy], [(judy, "delayed", "4.4.7")]),
+        "9002.one-of-two": _dsn(
+            "one-of-two", ids[carol], [(carol, "failed", "5.1.1"), (ivan, "delivered", "2.0.0")]
+        ),
+    }
+    later = later._replace(emails=reports)
+    later.deliver()
+    delay, failed = later.run_once(exit_code=0)
+    tickets = {_shape(n): o["ticket_id"] for n, o in processed.first.items()}
+    assert (delay["outcome"], delay["ticket_id"]) == (
+        "updated",
+        tickets["several-inline-text-parts"],
+    )
+    assert (failed["outcome"], failed["ticket_id"]) == ("updated", tickets["from-two-addresses"])
+    before = later.acknowledged()
+    later = later._replace(
+        emails={
+            f"9{i}.again": _simple(who, f"Another question {i}", "Still there?", mid=f"again-{i}")
+            for i, who in enumerate((judy, carol, ivan), 100)
+        }
+    )
+    later.deliver()
+    assert [o["outcome"] for o in later.run_once(exit_code=0)] == ["created"] * 3
+    added = later.acknowledged() - before
+    assert added == Counter({judy: 1, ivan: 1})
