@@ -580,3 +580,69 @@ def test_delivery_reports_block_only_a_permanently_failed_recipient(
     assert [o["outcome"] for o in later.run_once(exit_code=0)] == ["created"] * 3
     added = later.acknowledged() - before
     assert added == Counter({judy: 1, ivan: 1})
+
+
+SPAM_RULE = """
+[[rules]]
+name = "Upstream spam"
+type = "ignore"
+sequence = 10
+header = { name = "X-Spam-Flag", contains = "YES" }
+"""
+VERDICT = b"X-Spam-Flag: YES\nX-Spam-Status: Yes, score=9.7 required=5.0 tests=BAYES_99\n"
+
+
+def _mark(raw: bytes) -> bytes:
+    """Add the filter's verdict at the top of the header, below an mbox ``From `` line."""
+    if raw.startswith(b"From "):
+        envelope, rest = raw.split(b"\n", 1)
+        return envelope + b"\n" + VERDICT + rest
+    return VERDICT + raw
+
+
+def _marked_spam_and_ham() -> dict[str, bytes]:
+    """100 corpus spam emails marked by an upstream filter, then 20 unmarked ham emails."""
+    sample = _corpus_sample()
+    spam = [raw for name, raw in sample.items() if "spam-" in name][:100]
+    ham = [raw for name, raw in sample.items() if "easy-ham-1" in name][:20]
+    emails = {f"{i:04d}.spam": _mark(raw) for i, raw in enumerate(spam)}
+    return emails | {f"{i:04d}.ham": raw for i, raw in enumerate(ham, len(spam))}
+
+
+def _spam_folder(root: Path, rules: str) -> Folder:
+    """A fresh installation over the marked spam and the ham, with ``rules`` configured."""
+    root.mkdir()
+    (root / "halomail.toml").write_text(CONFIG + rules)
+    for sub in ("cur", "new", "tmp"):
+        (root / "inbox" / sub).mkdir(parents=True)
+    emails = _marked_spam_and_ham()
+    spam = Folder(
+        root / "halomail.toml", root / "inbox", root / "outbox", root / "halomail.db", emails
+    )
+    spam.deliver()
+    return spam
+
+
+def test_spam_marked_upstream_is_never_acknowledged(tmp_path: Path) -> None:
+    """100 spam emails an upstream filter marked: tickets by default, not one acknowledgement."""
+    spam = _spam_folder(tmp_path / "spam", "")
+    objects = dict(zip(spam.emails, spam.run_once(exit_code=0), strict=True))
+    assert not [obj for obj in objects.values() if obj["outcome"] == "quarantined"]
+    ham_senders = {
+        _addr(str(email.message_from_bytes(raw, policy=email.policy.compat32)["From"]))
+        for name, raw in spam.emails.items()
+        if name.endswith(".ham")
+    }
+    acknowledged = set(spam.acknowledged())
+    assert acknowledged  # the ham is answered: acknowledgements work here
+    assert acknowledged <= ham_senders
+
+
+def test_a_rule_on_x_spam_flag_sets_the_marked_spam_aside(tmp_path: Path) -> None:
+    """An ignore rule on the X-Spam-Flag header takes all 100 marked emails and no ham."""
+    spam = _spam_folder(tmp_path / "spam", SPAM_RULE)
+    objects = dict(zip(spam.emails, spam.run_once(exit_code=0), strict=True))
+    taken = {name for name, obj in objects.items() if obj["rule"] == "Upstream spam"}
+    assert taken == {name for name in objects if name.endswith(".spam")}
+    assert all(objects[name]["outcome"] == "ignored" for name in taken)
+    assert sum(acknowledged for acknowledged in spam.acknowledged().values()) > 0
