@@ -97,14 +97,18 @@ EXPECTED: dict[str, Expect] = {
     "reused-message-id-alert-5": Expect("created", None, "nas@office.example", ("Fan 2",)),
     # The same email twice, only its Received lines differ: one ticket, one acknowledgement.
     "redelivered-without-message-id-1": _person("laura.again@customer.example", "Wi-Fi"),
-    "redelivered-without-message-id-2": Expect("skipped", "duplicate", acknowledged=False),
+    "redelivered-without-message-id-2": Expect("skipped", "duplicate"),
     # Delivery reports about mail we never sent (no known ticket): ignored, never answered.
     "dsn-from-mailer-daemon-empty-address": UNMATCHED_BOUNCE,
     "dsn-delay": UNMATCHED_BOUNCE,
     "dsn-511-one-of-two-recipients": UNMATCHED_BOUNCE,
     "dsn-mailer-daemon-without-domain": UNMATCHED_BOUNCE,
     "dsn-report-without-report-type": UNMATCHED_BOUNCE,
+    "dsn-plain-text-from-mailer-daemon": UNMATCHED_BOUNCE,
     "arf-abuse-feedback-report": Expect(NOT_A_TICKET_FOR_A_PERSON, ANY, acknowledged=False),
+    "arf-hotmail-complaint-without-report-type": Expect(
+        NOT_A_TICKET_FOR_A_PERSON, ANY, acknowledged=False
+    ),
     "list-manager-error": Expect(NOT_A_TICKET_FOR_A_PERSON, ANY, acknowledged=False),
     # `[processing] spam` defaults to "ticket": kept, never acknowledged.
     "spam-flagged-upstream": Expect("created", ANY, "offers@cheap-meds.example", (), False),
@@ -121,11 +125,12 @@ EXPECTED: dict[str, Expect] = {
 
 # Whom each fixture's acknowledgement would go to, where that is not its ticket's user.
 ACK_ADDRESSES = {
-    "redelivered-without-message-id-2": "laura.again@customer.example",
     "dsn-delay": "mailer-daemon@mx.remote.example",
     "dsn-511-one-of-two-recipients": "mailer-daemon@mx.remote.example",
     "dsn-report-without-report-type": "postmaster@mx.remote.example",
     "arf-abuse-feedback-report": "fbl@feedback.mailbox.example",
+    "arf-hotmail-complaint-without-report-type": "staff@hotmail.com",
+    "dsn-plain-text-from-mailer-daemon": "mailer-daemon@mx.remote.example",
     "list-manager-error": "majordomo@lists.example",
 }
 
