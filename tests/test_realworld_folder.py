@@ -607,12 +607,16 @@ def _mark(raw: bytes) -> bytes:
 
 
 def _marked_spam_and_ham() -> dict[str, bytes]:
-    """100 corpus spam emails marked by an upstream filter, then 20 unmarked ham emails."""
-    sample = _corpus_sample()
-    spam = [raw for name, raw in sample.items() if "spam-" in name][:100]
-    ham = [raw for name, raw in sample.items() if "easy-ham-1" in name][:20]
+    """100 corpus spam emails marked by an upstream filter, then 5 people's unmarked emails.
+
+    The people are written here: the corpus's ham is mostly list mail, never answered.
+    """
+    spam = [raw for name, raw in _corpus_sample().items() if "spam-" in name][:100]
     emails = {f"{i:04d}.spam": _mark(raw) for i, raw in enumerate(spam)}
-    return emails | {f"{i:04d}.ham": raw for i, raw in enumerate(ham, len(spam))}
+    for i in range(len(spam), len(spam) + 5):
+        who = f"Person {i} <person{i}@customer.example>"
+        emails[f"{i:04d}.ham"] = _simple(who, f"Question {i}", "Can you help?", mid=f"ham-{i}")
+    return emails
 
 
 def _spam_folder(root: Path, rules: str) -> Folder:
@@ -630,18 +634,13 @@ def _spam_folder(root: Path, rules: str) -> Folder:
 
 
 def test_spam_marked_upstream_is_never_acknowledged(tmp_path: Path) -> None:
-    """100 spam emails an upstream filter marked: tickets by default, not one acknowledgement."""
+    """100 spam emails an upstream filter marked: tickets by default, not one acknowledged."""
     spam = _spam_folder(tmp_path / "spam", "")
     objects = dict(zip(spam.emails, spam.run_once(exit_code=0), strict=True))
     assert not [obj for obj in objects.values() if obj["outcome"] == "quarantined"]
-    ham_senders = {
-        _addr(str(email.message_from_bytes(raw, policy=email.policy.compat32)["From"]))
-        for name, raw in spam.emails.items()
-        if name.endswith(".ham")
-    }
+    ham_senders = {f"person{i}@customer.example" for i in range(100, 105)}
     acknowledged = set(spam.acknowledged())
-    assert acknowledged  # the ham is answered: acknowledgements work here
-    assert acknowledged <= ham_senders
+    assert acknowledged == ham_senders  # the people are answered, the spam never
 
 
 def test_a_rule_on_x_spam_flag_sets_the_marked_spam_aside(tmp_path: Path) -> None:
@@ -651,4 +650,4 @@ def test_a_rule_on_x_spam_flag_sets_the_marked_spam_aside(tmp_path: Path) -> Non
     taken = {name for name, obj in objects.items() if obj["rule"] == "Upstream spam"}
     assert taken == {name for name in objects if name.endswith(".spam")}
     assert all(objects[name]["outcome"] == "ignored" for name in taken)
-    assert sum(acknowledged for acknowledged in spam.acknowledged().values()) > 0
+    assert len(spam.acknowledged()) == 5  # the people's emails, which no rule took
