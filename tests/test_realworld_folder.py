@@ -105,6 +105,7 @@ EXPECTED: dict[str, Expect] = {
     "dsn-mailer-daemon-without-domain": UNMATCHED_BOUNCE,
     "dsn-report-without-report-type": UNMATCHED_BOUNCE,
     "dsn-plain-text-from-mailer-daemon": UNMATCHED_BOUNCE,
+    "dsn-report-without-delivery-status-part": UNMATCHED_BOUNCE,
     "arf-abuse-feedback-report": Expect(NOT_A_TICKET_FOR_A_PERSON, ANY, acknowledged=False),
     "arf-hotmail-complaint-without-report-type": Expect(
         NOT_A_TICKET_FOR_A_PERSON, ANY, acknowledged=False
@@ -131,6 +132,7 @@ ACK_ADDRESSES = {
     "arf-abuse-feedback-report": "fbl@feedback.mailbox.example",
     "arf-hotmail-complaint-without-report-type": "staff@hotmail.com",
     "dsn-plain-text-from-mailer-daemon": "mailer-daemon@mx.remote.example",
+    "dsn-report-without-delivery-status-part": "mail.delivery.system@mx.remote.example",
     "list-manager-error": "majordomo@lists.example",
 }
 
