@@ -8,6 +8,7 @@ import pytest
 
 from halomail.inbound.classify import classify, loop_signature
 from halomail.inbound.models import Address, Attachment, Classification, InboundEmail
+from halomail.inbound.parse import parse_email
 
 TOKEN = "test-loop-token"
 
@@ -602,3 +603,40 @@ class TestSpamVerdicts:
             make(headers=(("X-Spam-Flag", "YES"), ("Precedence", "bulk"), ("X-Autoreply", "yes")))
         )
         assert result.flags == ("auto-reply", "bulk", "spam")
+
+
+def test_a_multipart_report_without_report_type_or_status_part_is_a_delivery_report() -> None:
+    """A mail system's multipart/report naming no report-type is a bounce; a person's is not."""
+    report = parse_email(
+        b"From: Mail Delivery System <Mail.Delivery.System@mx.example>\r\n"
+        b"Subject: Delivery status notification\r\nMessage-ID: <r1@mx.example>\r\n"
+        b'Content-Type: multipart/report; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\n550 5.1.1 <gone@x.example>\r\n--b--\r\n"
+    )
+    receipt = parse_email(
+        b"From: Bob <bob@x.example>\r\nSubject: Read: help\r\nMessage-ID: <r2@x.example>\r\n"
+        b'Content-Type: multipart/report; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nRead.\r\n"
+        b"--b\r\nContent-Type: message/disposition-notification\r\n\r\n"
+        b"Disposition: manual-action/MDN-sent-manually; displayed\r\n--b--\r\n"
+    )
+    assert classify(report).bounce_kind == "delivery-report"
+    assert classify(receipt).bounce_kind == ""
+
+
+def test_hotmails_complaint_without_report_type_is_a_feedback_report() -> None:
+    """Hotmail's older complaint shape (multipart/mixed, our message inside) is an ARF report."""
+    def complaint(subject: bytes) -> bytes:
+        return (
+            b"From: staff@hotmail.com\r\nSubject: " + subject + b"\r\n"
+            b'Message-ID: <c1@hotmail.com>\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            b"--b\r\nContent-Type: text/plain\r\n\r\nA user marked this as junk.\r\n"
+            b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+            b"From: support@helpdesk.example\r\nMessage-ID: <ack-1@helpdesk.example>\r\n"
+            b"Subject: We received your request\r\n\r\nThanks.\r\n--b--\r\n"
+        )
+
+    reported = classify(parse_email(complaint(b"complaint about message from 198.51.100.24")))
+    assert reported.bounce_kind == "feedback-report"
+    assert reported.bounced_message_id == "ack-1@helpdesk.example"
+    assert classify(parse_email(complaint(b"Fwd: our newsletter"))).bounce_kind == ""

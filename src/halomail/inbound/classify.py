@@ -108,6 +108,9 @@ _DAEMON_LOCALS = frozenset({"mailer-daemon", "mailerdaemon", "postmaster"})
 _LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post")
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
 _FEEDBACK_TYPE = "message/feedback-report"
+# Hotmail's complaint loop (JMRP) in its older shape: a plain multipart/mixed holding the
+# complained-of message, with no report-type to say what it is.
+_COMPLAINT_SUBJECT = re.compile(r"^\s*complaint about message from\s", re.I)
 # A From naming a mail system without a usable address: "MAILER-DAEMON <>",
 # "<MAILER-DAEMON>", "Mail Delivery Subsystem <postmaster>".
 _DAEMON_FROM = re.compile(
@@ -298,6 +301,9 @@ def _bounce(email: InboundEmail, reasons: list[str]) -> str:
     if "feedback-report" in content_type or _FEEDBACK_TYPE in part_types:
         reasons.append("bounce: abuse feedback report (ARF)")
         return ReportKind.FEEDBACK
+    if _COMPLAINT_SUBJECT.match(email.subject) and email.embedded_message_ids:
+        reasons.append("bounce: complaint report holding the complained-of message")
+        return ReportKind.FEEDBACK
     if "multipart/report" in content_type and "delivery-status" in content_type:
         reasons.append("bounce: multipart/report; report-type=delivery-status")
         return ReportKind.DELIVERY
@@ -305,6 +311,16 @@ def _bounce(email: InboundEmail, reasons: list[str]) -> str:
         # A multipart/report without its report-type (or another container): the
         # delivery-status part decides.
         reasons.append("bounce: message/delivery-status part")
+        return ReportKind.DELIVERY
+    if (
+        "multipart/report" in content_type
+        and "report-type" not in content_type
+        and "message/disposition-notification" not in part_types
+    ):
+        # Only mail systems write multipart/report (RFC 6522); without its report-type,
+        # and not a read receipt or an abuse report (both read above), it reports a
+        # delivery.
+        reasons.append("bounce: multipart/report without a report-type")
         return ReportKind.DELIVERY
     if email.header("X-Failed-Recipients") is not None:
         reasons.append("bounce: X-Failed-Recipients")
