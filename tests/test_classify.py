@@ -626,6 +626,7 @@ def test_a_multipart_report_without_report_type_or_status_part_is_a_delivery_rep
 
 def test_hotmails_complaint_without_report_type_is_a_feedback_report() -> None:
     """Hotmail's older complaint shape (multipart/mixed, our message inside) is an ARF report."""
+
     def complaint(subject: bytes) -> bytes:
         return (
             b"From: staff@hotmail.com\r\nSubject: " + subject + b"\r\n"
