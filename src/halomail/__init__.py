@@ -31,6 +31,7 @@ from halomail.config.loader import (
     parse_config,
 )
 from halomail.errors import (
+    AmbiguousSendError,
     AuthenticationError,
     ConfigError,
     ConnectorError,
@@ -118,6 +119,7 @@ __all__ = [
     "ActionKind",
     "Address",
     "Agent",
+    "AmbiguousSendError",
     "Asset",
     "Attachment",
     "AuthenticationError",

@@ -11,6 +11,7 @@ The tree::
     │   └── TransientConnectorError     dropped connection, timeout: retry later
     ├── TransportError              outgoing mail could not be sent
     │   ├── TransientTransportError     try again later (4xx, connection lost)
+    │   │   └── AmbiguousSendError          may have been delivered: look before resending
     │   └── PermanentTransportError     never retry (5xx, recipient refused)
     │       └── TransportConfigError        login or TLS refused: stop sending, back off
     ├── TemplateError               an administrator's template is invalid or failed
@@ -29,6 +30,7 @@ from __future__ import annotations
 from halomail._text import redact_secrets
 
 __all__ = [
+    "AmbiguousSendError",
     "AuthenticationError",
     "ConfigError",
     "ConnectorError",
@@ -103,7 +105,20 @@ class AuthenticationError(ConnectorError):
 
 
 class TransientConnectorError(ConnectorError):
-    """A dropped connection or a timeout: the mailbox should be tried again later."""
+    """A dropped connection or a timeout: the mailbox should be tried again later.
+
+    Args:
+        message: What went wrong (never containing a secret).
+        mailbox: The mailbox's configured name, when known.
+        retry_after: Seconds the server asked us to wait (Graph ``Retry-After``, EWS
+            ``BackOffMilliseconds``), or ``None`` when it asked nothing.
+    """
+
+    def __init__(
+        self, message: str, *, mailbox: str | None = None, retry_after: float | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, mailbox=mailbox)
 
 
 class TransportError(HalomailError):
@@ -111,7 +126,28 @@ class TransportError(HalomailError):
 
 
 class TransientTransportError(TransportError):
-    """Sending failed for now (a 4xx reply, a dropped connection): retry with backoff."""
+    """Sending failed for now (a 4xx reply, a dropped connection): retry with backoff.
+
+    Args:
+        message: What went wrong (never containing a secret).
+        retry_after: Seconds the server asked us to wait, or ``None``.
+    """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class AmbiguousSendError(TransientTransportError):
+    """The send may have been delivered: the request reached the service, and then the
+    answer was a timeout, a dropped connection or a 5xx.
+
+    Sending again blindly could deliver the mail twice. The outbox records the mail as
+    *maybe sent* and, before sending it again, asks a transport that can look among its
+    sent mail (:class:`~halomail.backends.base.SentLookup`) whether it is there.
+
+    .. versionadded:: 0.3.0
+    """
 
 
 class PermanentTransportError(TransportError):

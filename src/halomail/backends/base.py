@@ -36,6 +36,7 @@ __all__ = [
     "OutgoingEmail",
     "ProbeReport",
     "Probeable",
+    "SentLookup",
     "SyncState",
 ]
 
@@ -202,4 +203,23 @@ class MailTransport(Protocol):
         Raises:
             TransientTransportError: It may succeed later; the outbox retries with backoff.
             PermanentTransportError: It will never succeed; the outbox records the failure.
+        """
+
+
+@runtime_checkable
+class SentLookup(Protocol):
+    """**Protocol:** a transport that can tell whether it already sent an email.
+
+    Cloud APIs (Graph, Gmail, EWS) keep what they sent; after an ambiguous outcome
+    (:class:`~halomail.errors.AmbiguousSendError`) the outbox asks before sending again.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def was_sent(self, message_id: str) -> bool:
+        """Whether mail with this Message-ID (without angle brackets) is among the sent mail.
+
+        Raises:
+            TransientTransportError: The lookup itself failed; the outbox asks again later
+                and does not send meanwhile.
         """
