@@ -37,9 +37,9 @@ from halomail.tickets.models import (
 __all__ = ["apply", "recorded_key"]
 
 
-def recorded_key(decision: Decision, key: str, fingerprint: str) -> str:
-    """The dedupe key ``decision`` is recorded under (a reused Message-ID gets its own)."""
-    del fingerprint  # part of the key already when it must be (decide.collision_key)
+def recorded_key(decision: Decision, key: str) -> str:
+    """The dedupe key ``decision`` is recorded under (a reused Message-ID gets its own,
+    made by :func:`~halomail.pipeline.decide.collision_key`)."""
     return decision.dedupe_key or key
 
 
@@ -75,7 +75,7 @@ def apply(
         ctx.repository.set_state(*decision.repeat_state)  # the long-window loop cap counts it
     ctx.repository.record_dedupe(
         DedupeRecord(
-            recorded_key(decision, key, fingerprint),
+            recorded_key(decision, key),
             fingerprint,
             decision.outcome.value,
             ticket_id,
@@ -105,9 +105,7 @@ def _write(
 ) -> tuple[int | None, bool]:
     """Everything but the dedupe record; returns the ticket affected and whether we replied."""
     if decision.outcome is Outcome.QUARANTINED:
-        _quarantine(
-            ctx, mailbox, fetched, email, decision, recorded_key(decision, key, fingerprint)
-        )
+        _quarantine(ctx, mailbox, fetched, email, decision, recorded_key(decision, key))
         return None, False
     if decision.match is not None:
         handler = handler_for(decision.match.rule.type)

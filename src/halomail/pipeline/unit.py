@@ -194,7 +194,7 @@ class UnitOfWork:
                 attempts.finish(repo, attempt)
                 return outcome
         except DuplicateKeyError:
-            contested = recorded_key(decision, key, fingerprint) if decision else key
+            contested = recorded_key(decision, key) if decision else key
             return self._lost_race(mailbox, fetched, email, key, fingerprint, contested, attempt)
 
     def _lost_race(
