@@ -11,6 +11,9 @@ real SQLite file.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -253,3 +256,30 @@ def test_the_processor_sends_each_acknowledgement_once_after_an_ambiguous_answer
     assert len(transport.lookups) == 3
     assert {m.status for m in repository.list_outgoing()} == {OutboxStatus.SENT}
     repository.close()
+
+
+def test_halomail_outbox_lists_maybe_sent_mail_with_its_error(tmp_path: Path) -> None:
+    """The real `halomail outbox` command shows a maybe-sent mail as such, with the error."""
+    (tmp_path / "halomail.toml").write_text(
+        '[storage]\nurl = "sqlite:///halomail.db"\n\n[outgoing]\ntransport = "memory"\n'
+        'from_address = "support@helpdesk.example"\n\n[[mailboxes]]\nname = "Support"\n'
+        'connection = "maildir"\npath = "inbox"\n'
+    )
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "inbox" / sub).mkdir(parents=True, exist_ok=True)
+    with SQLiteTicketRepository(tmp_path / "halomail.db") as repository:
+        _queue(repository)
+        _outbox(repository, MemoryTransport(after_delivery=_timeout), Clock()).send_due()
+    command = [sys.executable, "-m", "halomail.cli", "-c", str(tmp_path / "halomail.toml")]
+    listed = subprocess.run(
+        [*command, "outbox", "--json"], capture_output=True, text=True, timeout=120, check=True
+    )
+    (row,) = json.loads(listed.stdout)["outgoing"]
+    assert row["status"] == "pending"
+    assert row["maybe_sent"] is True
+    assert row["last_error"].startswith("maybe sent: sendMail: read timed out")
+    text = subprocess.run(
+        [*command, "outbox"], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert "maybe" in text.splitlines()[1]
+    assert "maybe sent: sendMail: read timed out" in text
