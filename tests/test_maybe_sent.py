@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -283,3 +286,69 @@ def test_halomail_outbox_lists_maybe_sent_mail_with_its_error(tmp_path: Path) ->
     ).stdout
     assert "maybe" in text.splitlines()[1]
     assert "maybe sent: sendMail: read timed out" in text
+
+
+CLOUD_CHILD = textwrap.dedent(
+    """
+    import datetime as dt, os, signal, sys
+    from pathlib import Path
+    from halomail.outbound.outbox import Outbox, SenderIdentity
+    from halomail.tickets.sqlite import SQLiteTicketRepository
+
+    root, kill, minutes_later = Path(sys.argv[1]), sys.argv[2] == "kill", int(sys.argv[3])
+
+    class SentFolder:
+        # A cloud API's send: every call delivers anew (no dedupe by Message-ID), and
+        # what was sent can be looked up afterwards, as in Sent Items.
+        def __init__(self, path):
+            self.path = path
+            path.mkdir(exist_ok=True)
+
+        def send(self, email):
+            n = len(list(self.path.glob("*.id")))
+            (self.path / f"{n:04d}.eml").write_bytes(email.data)
+            (self.path / f"{n:04d}.id").write_text(email.message_id)
+            if kill and n == 1:  # delivered, then the process dies before any answer
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        def was_sent(self, message_id):
+            with open(root / "lookups", "a") as log:
+                log.write(message_id + "\\n")
+            return any(p.read_text() == message_id for p in self.path.glob("*.id"))
+
+    repository = SQLiteTicketRepository(root / "halomail.db")
+    Outbox(
+        repository,
+        SentFolder(root / "sent"),
+        lambda mail: SenderIdentity("support@helpdesk.example"),
+        loop_token="crash-token",
+        clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes_later),
+    ).send_due()
+    repository.close()
+    """
+)
+
+
+def _cloud_child(root: Path, *, kill: bool, minutes_later: int = 0) -> int:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-c", CLOUD_CHILD, str(root), "kill" if kill else "no"]
+    result = subprocess.run(
+        [*command, str(minutes_later)], env=env, capture_output=True, timeout=60, check=False
+    )
+    return result.returncode
+
+
+def test_a_process_sigkilled_after_delivery_never_sends_twice_when_the_transport_can_look(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL after the service took mail 2, before any record: a restart sends each once."""
+    with SQLiteTicketRepository(tmp_path / "halomail.db") as repository:
+        queued = [_queue(repository, f"m{n}@helpdesk.example") for n in range(3)]
+    assert _cloud_child(tmp_path, kill=True) == -signal.SIGKILL
+    # After the dead process's claim ran out (5 minutes), a new process sends the rest.
+    assert _cloud_child(tmp_path, kill=False, minutes_later=6) == 0
+    delivered = [p.read_text() for p in sorted((tmp_path / "sent").glob("*.id"))]
+    assert sorted(delivered) == sorted(queued)
+    assert (tmp_path / "lookups").read_text().split() == [queued[1]]
+    with SQLiteTicketRepository(tmp_path / "halomail.db") as repository:
+        assert {m.status for m in repository.list_outgoing()} == {OutboxStatus.SENT}
