@@ -225,9 +225,13 @@ def server_wait(seconds: float | None) -> dt.timedelta | None:
 
     ``None`` when it asked nothing usable (no value, zero, negative, not a number).
     """
-    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+    try:
+        wait = float(seconds) if seconds is not None else math.nan
+    except (TypeError, ValueError):
+        return None  # a backend passed something odd: as if the server asked nothing
+    if not math.isfinite(wait) or wait <= 0:
         return None
-    return min(MAX_SERVER_WAIT, dt.timedelta(seconds=seconds))
+    return min(MAX_SERVER_WAIT, dt.timedelta(seconds=wait))
 
 
 @attrs.frozen
@@ -261,14 +265,16 @@ class SendReport:
             transport stopped by a configuration error).
         failed: Mail given up for good.
         halted: One line per transport whose login or TLS failed in this pass
-            (:class:`~halomail.errors.TransportConfigError`), or whose server asked us
-            to wait: nothing more was sent through it, and it is not tried again before
-            the time the line names.
+            (:class:`~halomail.errors.TransportConfigError`): nothing more was sent
+            through it, and it is not tried again before the time the line names.
         maybe_sent: Of the mail left pending, how much may have been delivered (an
             ambiguous answer, or a failed look among the sent mail): recorded as
             *maybe sent*, looked for before it is sent again.
+        throttled: One line per transport whose server asked us to wait (a
+            ``retry_after``): nothing more is sent through it before the time the line
+            names. Not a failure: the run stays ok.
 
-    .. versionchanged:: 0.3.0 ``halted``, ``maybe_sent``.
+    .. versionchanged:: 0.3.0 ``halted``, ``maybe_sent``, ``throttled``.
     """
 
     sent: int = 0
@@ -276,6 +282,7 @@ class SendReport:
     failed: int = 0
     halted: tuple[str, ...] = ()
     maybe_sent: int = 0
+    throttled: tuple[str, ...] = ()
 
 
 HALTS_STATE = "outbox-halts"
@@ -344,6 +351,7 @@ class Outbox:
         self._halts = TransportHalts(repository, self._backoff, clock)
         self._intents = SendIntents(repository, clock)
         self._halted_now: list[str] = []
+        self._throttled_now: list[str] = []
         self._maybe_sent_now = 0
 
     @property
@@ -367,6 +375,7 @@ class Outbox:
         # Seen mail still pending (left waiting, or to retry): it comes back in the claim.
         waiting = 0
         self._halted_now = self._halts.begin_pass()
+        self._throttled_now = list(self._halts.throttled)
         self._maybe_sent_now = 0
         with contextlib.ExitStack() as sessions:
             opened: set[int] = set()
@@ -403,6 +412,7 @@ class Outbox:
             failed=results[OutboxStatus.FAILED],
             halted=tuple(self._halted_now),
             maybe_sent=self._maybe_sent_now,
+            throttled=tuple(self._throttled_now),
         )
 
     def _claim_fresh(self, seen: set[int], batch: int, waiting: int) -> list[OutboxMail]:
@@ -524,7 +534,7 @@ class Outbox:
             f"{name}: the server asked us to wait; sending through it resumes at "
             f"{until.isoformat(timespec='seconds')}"
         )
-        self._halted_now.append(line)
+        self._throttled_now.append(line)
         log.warning("outbox: %s", line)
 
     def _halt(self, mail: OutboxMail, name: str, exc: TransportConfigError) -> None:
@@ -593,26 +603,38 @@ class TransportHalts:
         self._clock = clock
         self._local: dict[str, dt.datetime] = {}
         self._stored: dict[str, tuple[int, dt.datetime]] = {}
+        #: One line per transport whose server's requested wait holds (read by
+        #: :meth:`begin_pass`; not a halt: nothing is wrong with the configuration).
+        self.throttled: list[str] = []
 
     def begin_pass(self) -> list[str]:
         """Read the halts recorded (once a pass, not once a mail); one line for each
-        that still holds, so every pass reports it until it ends or is cleared."""
+        that still holds, so every pass reports it until it ends or is cleared.
+
+        The server-requested waits that still hold go to :attr:`throttled` instead.
+        """
         self._stored = self.load()
         now = self._clock()
         lines = []
+        self.throttled = []
         for name, (count, until) in sorted(self._stored.items()):
-            if until > now:
-                why = (
-                    f"after {count} refused login(s) or TLS failure(s)"
-                    if count
-                    else "as its server asked"
-                )
+            if until <= now:
+                continue
+            if not count:
                 line = (
-                    f"{name}: sending stopped until {until.isoformat(timespec='seconds')} "
-                    f"{why}; the mail waits (`halomail outbox` lists it)"
+                    f"{name}: sending waits until {until.isoformat(timespec='seconds')}, "
+                    "as its server asked"
                 )
-                log.warning("outbox: %s", line)
-                lines.append(line)
+                log.info("outbox: %s", line)
+                self.throttled.append(line)
+                continue
+            line = (
+                f"{name}: sending stopped until {until.isoformat(timespec='seconds')} "
+                f"after {count} refused login(s) or TLS failure(s); the mail waits "
+                "(`halomail outbox` lists it)"
+            )
+            log.warning("outbox: %s", line)
+            lines.append(line)
         return lines
 
     def stopped(self, name: str) -> bool:
