@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -238,9 +239,10 @@ def test_close_stops_the_watchers_and_ends_a_wait_in_progress(
 
 
 def test_a_server_requested_wait_is_kept_across_processes_and_restarts(
-    settings: ProcessorSettings, tmp_path: Path
+    settings: ProcessorSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Retry-After 600 s on a mailbox: skipped by a new processor (a restart) until then."""
+    caplog.set_level(logging.INFO, logger="halomail.runner")
     clock = Clock()
     path = tmp_path / "halomail.db"
     throttled = MemoryConnector(
@@ -262,6 +264,10 @@ def test_a_server_requested_wait_is_kept_across_processes_and_restarts(
         restarted = MailProcessor(repository, [Mailbox(throttled)], settings, clock=clock)
         (skipped,) = restarted.run_once().mailboxes
         assert skipped.skipped
+        assert any(
+            "Cloud not read" in r.getMessage() and "asked us to wait" in r.getMessage()
+            for r in caplog.records
+        )
         assert "asked us to wait" in (skipped.error or "")
         assert skipped.outcomes == ()
         assert restarted.health()[0].as_dict()["next_attempt_at"] == (

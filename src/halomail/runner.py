@@ -479,10 +479,12 @@ class MailProcessor:
         retry_at = health.next_attempt_at if health is not None else None
         if health is None or retry_at is None or self._clock() >= retry_at:
             return None
-        return (
+        why = (
             f"not read: {health.consecutive_failures} failures in a row, next attempt "
             f"at {retry_at.isoformat()} (last error: {health.last_error})"
         )
+        log.info("mailbox %s %s", mailbox.name, why)
+        return why
 
     def _lease(self, mailbox: Mailbox) -> MailboxLease | None:
         """The mailbox's lease, when the repository has leases."""
