@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from halomail.backends.base import Disposition, FetchedMessage
 from halomail.backends.memory import MemoryConnector
-from halomail.errors import AuthenticationError
+from halomail.errors import AuthenticationError, TransientConnectorError
+from halomail.outbound.outbox import MAX_SERVER_WAIT
 from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
+from halomail.tickets.sqlite import SQLiteTicketRepository
 from tests.conftest import make_email
 
 
@@ -41,11 +45,14 @@ class BrokenConnector:
         """Nothing to close."""
 
 
+T0 = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
+
+
 class Clock:
     """A clock the test moves by hand."""
 
     def __init__(self) -> None:
-        self.now = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
+        self.now = T0
 
     def __call__(self) -> dt.datetime:
         return self.now
@@ -229,3 +236,61 @@ def test_close_stops_the_watchers_and_ends_a_wait_in_progress(
     assert answers == [False]
     assert processor.wait_for_mail(600.0) is False  # closed: no watcher starts again
     assert _watchers() == []
+
+
+def test_a_server_requested_wait_is_kept_across_processes_and_restarts(
+    settings: ProcessorSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retry-After 600 s on a mailbox: skipped by a new processor (a restart) until then."""
+    caplog.set_level(logging.INFO, logger="halomail.runner")
+    clock = Clock()
+    path = tmp_path / "halomail.db"
+    throttled = MemoryConnector(
+        "Cloud", fail_fetch=TransientConnectorError("429 Too Many Requests", retry_after=600)
+    )
+    throttled.add(make_email(subject="Waiting", message_id="<waiting@customer.example>"))
+    with SQLiteTicketRepository(path) as repository:
+        first = MailProcessor(repository, [Mailbox(throttled)], settings, clock=clock)
+        (report,) = first.run_once().mailboxes
+        assert report.error is not None
+        (health,) = first.health()
+        first.close()
+    assert health.next_attempt_at == clock.now + dt.timedelta(seconds=600)
+    assert "asked us to wait" in (health.last_error or "")
+
+    throttled.fail_fetch = None  # the server would answer now, but asked us to wait
+    clock.now += dt.timedelta(minutes=5)
+    with SQLiteTicketRepository(path) as repository:
+        restarted = MailProcessor(repository, [Mailbox(throttled)], settings, clock=clock)
+        (skipped,) = restarted.run_once().mailboxes
+        assert skipped.skipped
+        assert any(
+            "Cloud not read" in r.getMessage() and "asked us to wait" in r.getMessage()
+            for r in caplog.records
+        )
+        assert "asked us to wait" in (skipped.error or "")
+        assert skipped.outcomes == ()
+        assert restarted.health()[0].as_dict()["next_attempt_at"] == (
+            (T0 + dt.timedelta(seconds=600)).isoformat()
+        )
+        restarted.close()
+
+    clock.now = T0 + dt.timedelta(seconds=600)
+    with SQLiteTicketRepository(path) as repository:
+        later = MailProcessor(repository, [Mailbox(throttled)], settings, clock=clock)
+        (read,) = later.run_once().mailboxes
+        later.close()
+    assert [o.outcome.value for o in read.outcomes] == ["created"]
+
+
+def test_an_absurd_mailbox_wait_is_cut_to_an_hour(settings: ProcessorSettings) -> None:
+    """Retry-After of a billion seconds keeps the mailbox away one hour, no longer."""
+    clock = Clock()
+    connector = MemoryConnector("Cloud", fail_fetch=TransientConnectorError("503", retry_after=1e9))
+    processor = MailProcessor(
+        InMemoryTicketRepository(), [Mailbox(connector)], settings, clock=clock
+    )
+    processor.run_once()
+    (health,) = processor.health()
+    processor.close()
+    assert health.next_attempt_at == T0 + MAX_SERVER_WAIT

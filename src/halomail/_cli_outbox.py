@@ -126,6 +126,7 @@ def _mail_json(mail: OutboxMail) -> dict[str, Any]:
     return {
         "id": mail.id,
         "status": mail.status.value,
+        "maybe_sent": mail.maybe_sent,
         "to": list(mail.to),
         "subject": mail.subject,
         "kind": mail.kind,
@@ -146,7 +147,8 @@ def _print_mails(mails: Sequence[OutboxMail], halts: list[dict[str, Any]], out: 
     print(f"{'ID':>5}  {'STATUS':<7} {'TRIES':>5}  {'TO':<28} SUBJECT / LAST ERROR", file=out)
     for mail in mails:
         print(
-            f"{mail.id:>5}  {mail.status.value:<7} {mail.attempts:>5}  "
+            f"{mail.id:>5}  {'maybe' if mail.maybe_sent else mail.status.value:<7} "
+            f"{mail.attempts:>5}  "
             f"{', '.join(mail.to)[:28]:<28} {mail.subject[:60]}",
             file=out,
         )

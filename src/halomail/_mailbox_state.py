@@ -11,10 +11,11 @@ what one learned about it lives in the ledger, not in the process:
   start of every pass, since another runner may have advanced it, and saved after the
   pass's dispositions when it changed: one write per pass, never one per email.
 * ``mailbox:<name>:health`` is its **health** (consecutive failures, the last error,
-  redacted of secrets, and the backoff's next attempt), as JSON. It is read at the
-  start of every pass and written when the failures change, so a mailbox refusing its
-  password backs off for every runner, and a success anywhere clears it. A mailbox
-  that keeps succeeding costs no write.
+  redacted of secrets, and the next attempt: the backoff's, or the wait the server
+  asked for with a ``retry_after``), as JSON. It is read at the start of every pass and
+  written when the failures change, so a mailbox refusing its password backs off for
+  every runner, a throttled one waits in every runner and after a restart, and a
+  success anywhere clears it. A mailbox that keeps succeeding costs no write.
 
 The :class:`MailboxLedger` remembers the text it last read or wrote for each key, so a
 runner that is the only one reading a mailbox skips parsing what it wrote itself.

@@ -32,10 +32,16 @@ import attrs
 
 from halomail._mailbox_state import MailboxLease, MailboxLedger, OneWriter
 from halomail.backends.base import Disposition, FetchedMessage, MailTransport
-from halomail.errors import TransientRepositoryError
+from halomail.errors import TransientConnectorError, TransientRepositoryError
 from halomail.inbound.parse import parse_email
 from halomail.outbound.notifier import Notifier
-from halomail.outbound.outbox import MessageIdFactory, Outbox, SenderIdentity, SendReport
+from halomail.outbound.outbox import (
+    MessageIdFactory,
+    Outbox,
+    SenderIdentity,
+    SendReport,
+    server_wait,
+)
 from halomail.outbound.sms import SmsSettings
 from halomail.pipeline.busy import PassStop, stops_the_pass
 from halomail.pipeline.context import Context, ThrottleWarnings
@@ -412,6 +418,7 @@ class MailProcessor:
         left_alone = 0
         error: str | None = None
         note: str | None = None
+        wait: dt.timedelta | None = None  # how long the server asked us to stay away
         try:
             # Under the lease: another runner may have read the mailbox since this one did.
             self._ledger.restore_sync(mailbox)
@@ -437,6 +444,8 @@ class MailProcessor:
             error = stop.repository_busy(mailbox.name, len(outcomes), exc)
         except Exception as exc:  # noqa: BLE001 - one broken mailbox must not stop the others
             error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TransientConnectorError):
+                wait = server_wait(exc.retry_after)
             log.error("mailbox %s failed: %s", mailbox.name, error)
         finally:
             if stop.why() is None:  # a busy repository would only make this write wait
@@ -453,7 +462,7 @@ class MailProcessor:
             if lease is not None:
                 lease.release()
         if stop.why() is None:  # a busy repository is not the mailbox's failure
-            self._record_health(mailbox.name, error)
+            self._record_health(mailbox.name, error, wait)
             self._observers.mailbox_pass(mailbox.name, error)
         if left_alone:
             log.info(
@@ -464,15 +473,18 @@ class MailProcessor:
         )
 
     def _backing_off(self, mailbox: Mailbox) -> str | None:
-        """Why ``mailbox`` is not read this cycle after repeated failures, or ``None``."""
+        """Why ``mailbox`` is not read this cycle (repeated failures, or the server
+        asked us to wait), or ``None``."""
         health = self._health.get(mailbox.name)
         retry_at = health.next_attempt_at if health is not None else None
         if health is None or retry_at is None or self._clock() >= retry_at:
             return None
-        return (
+        why = (
             f"not read: {health.consecutive_failures} failures in a row, next attempt "
             f"at {retry_at.isoformat()} (last error: {health.last_error})"
         )
+        log.info("mailbox %s %s", mailbox.name, why)
+        return why
 
     def _lease(self, mailbox: Mailbox) -> MailboxLease | None:
         """The mailbox's lease, when the repository has leases."""
@@ -684,13 +696,19 @@ class MailProcessor:
 
     # -- health and onboarding ---------------------------------------------------
 
-    def _record_health(self, name: str, error: str | None) -> None:
+    def _record_health(
+        self, name: str, error: str | None, wait: dt.timedelta | None = None
+    ) -> None:
         with self._writer:
             self._ledger.record_health(
-                self._next_health(self._health.get(name, MailboxHealth(name)), error)
+                self._next_health(self._health.get(name, MailboxHealth(name)), error, wait)
             )
 
-    def _next_health(self, previous: MailboxHealth, error: str | None) -> MailboxHealth:
+    def _next_health(
+        self, previous: MailboxHealth, error: str | None, wait: dt.timedelta | None = None
+    ) -> MailboxHealth:
+        """The health after a pass; ``wait``: the server asked us to stay away that long
+        (kept in the ledger, so every runner, and the next process, honours it)."""
         now = self._clock()
         if error is None:
             return attrs.evolve(
@@ -700,7 +718,15 @@ class MailProcessor:
         # One failure is retried on the next cycle (a blip); from the second on, the
         # mailbox waits longer each time, so a dead server is not hammered every cycle.
         retry_at = now + self.settings.mailbox_backoff.delay(failures - 1) if failures > 1 else None
-        if retry_at is not None:
+        if wait is not None and (retry_at is None or retry_at < now + wait):
+            retry_at = now + wait
+            error = f"{error} (the server asked us to wait until {retry_at.isoformat()})"
+            log.warning(
+                "mailbox %s: not read before %s, as its server asked",
+                previous.name,
+                retry_at.isoformat(),
+            )
+        elif retry_at is not None:
             log.warning(
                 "mailbox %s failed %d times in a row; next attempt at %s",
                 previous.name,

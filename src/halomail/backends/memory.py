@@ -130,17 +130,26 @@ class MemoryConnector:
 
 
 class MemoryTransport:
-    """Records sent email, satisfying :class:`~halomail.backends.base.MailTransport`.
+    """Records sent email, satisfying :class:`~halomail.backends.base.MailTransport` and
+    :class:`~halomail.backends.base.SentLookup`.
 
     Args:
         handler: Called with each email before it counts as sent. Raise
             :class:`~halomail.errors.TransientTransportError` or
             :class:`~halomail.errors.PermanentTransportError` from it to script a
             failure; the email is then not recorded in :attr:`sent`.
+        after_delivery: Called with each email after it is recorded in :attr:`sent`.
+            Raise :class:`~halomail.errors.AmbiguousSendError` from it to script a
+            service that applied the request and then failed the response (a timeout
+            or a 5xx after delivery).
+        lookup: Called with the Message-ID before :meth:`was_sent` answers; raise
+            :class:`~halomail.errors.TransientTransportError` from it to script a
+            failed lookup.
 
     Attributes:
-        sent: Every email sent successfully, in order.
+        sent: Every email sent successfully, in order (delivered, whatever the answer).
         attempts: Every email :meth:`send` was called with, failures included.
+        lookups: Every Message-ID :meth:`was_sent` was asked about, in order.
 
     Example::
 
@@ -152,12 +161,23 @@ class MemoryTransport:
                 raise TransientTransportError("451 try later")
 
         transport = MemoryTransport(fail_once)
+
+    .. versionchanged:: 0.3.0 ``after_delivery``, ``lookup`` and :meth:`was_sent`.
     """
 
-    def __init__(self, handler: Callable[[OutgoingEmail], None] | None = None) -> None:
+    def __init__(
+        self,
+        handler: Callable[[OutgoingEmail], None] | None = None,
+        *,
+        after_delivery: Callable[[OutgoingEmail], None] | None = None,
+        lookup: Callable[[str], None] | None = None,
+    ) -> None:
         self.handler = handler
+        self.after_delivery = after_delivery
+        self.lookup = lookup
         self.sent: list[OutgoingEmail] = []
         self.attempts: list[OutgoingEmail] = []
+        self.lookups: list[str] = []
 
     @classmethod
     def from_settings(cls, settings: MemoryTransportSettings) -> MemoryTransport:
@@ -168,10 +188,10 @@ class MemoryTransport:
         return f"MemoryTransport({len(self.sent)} sent)"
 
     def send(self, email: OutgoingEmail) -> None:
-        """Run the handler, then record the email as sent.
+        """Run the handler, record the email as sent, then run ``after_delivery``.
 
         Raises:
-            TransportError: Whatever the handler raises.
+            TransportError: Whatever the handler or ``after_delivery`` raises.
         """
         self.attempts.append(email)
         if self.handler is not None:
@@ -180,3 +200,16 @@ class MemoryTransport:
         log.debug(
             "memory transport: sent %s to %d recipients", email.message_id, len(email.recipients)
         )
+        if self.after_delivery is not None:
+            self.after_delivery(email)
+
+    def was_sent(self, message_id: str) -> bool:
+        """Whether an email with this Message-ID is in :attr:`sent`.
+
+        Raises:
+            TransientTransportError: Whatever the ``lookup`` handler raises.
+        """
+        self.lookups.append(message_id)
+        if self.lookup is not None:
+            self.lookup(message_id)
+        return any(email.message_id == message_id for email in self.sent)

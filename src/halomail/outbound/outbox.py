@@ -10,6 +10,15 @@ Message-ID; a permanent one is recorded on the ticket. A refused login or a TLS 
 the pass stops using that transport, the mail stays pending, and the transport is not
 tried again before a backoff ends (:class:`TransportHalts`).
 
+A send that may have been delivered (:class:`~halomail.errors.AmbiguousSendError`: a
+timeout or a 5xx after the request reached the service) is recorded as *maybe sent*
+(:data:`~halomail.tickets.models.MAYBE_SENT`). Before sending it again, a transport that
+can look among its sent mail (:class:`~halomail.backends.base.SentLookup`) is asked
+whether it is there; so is it before sending mail whose last send began and was never
+recorded (the process died in between: see :class:`SendIntents`). A server's requested
+wait (``retry_after``) postpones the mail, and every mail of that transport, at least
+that long (at most :data:`MAX_SERVER_WAIT`).
+
 .. versionadded:: 0.1.0
 """
 
@@ -22,6 +31,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import random
 import secrets
@@ -39,14 +49,23 @@ from email.utils import format_datetime, formataddr
 import attrs
 
 from halomail._text import clean_text
-from halomail.backends.base import MailTransport, OutgoingEmail
+from halomail.backends.base import MailTransport, OutgoingEmail, SentLookup
 from halomail.errors import (
+    AmbiguousSendError,
     PermanentTransportError,
     TransientTransportError,
     TransportConfigError,
+    TransportError,
 )
 from halomail.inbound.classify import loop_signature
-from halomail.tickets.models import ActionKind, NewAction, OutboxMail, OutboxStatus, utcnow
+from halomail.tickets.models import (
+    MAYBE_SENT,
+    ActionKind,
+    NewAction,
+    OutboxMail,
+    OutboxStatus,
+    utcnow,
+)
 from halomail.tickets.repository import TicketRepository
 
 __all__ = [
@@ -54,14 +73,17 @@ __all__ = [
     "DEFAULT_CLAIM_LEASE",
     "HALTS_STATE",
     "LOOP_HEADER",
+    "MAX_SERVER_WAIT",
     "Backoff",
     "MessageIdFactory",
     "Outbox",
+    "SendIntents",
     "SendReport",
     "SenderIdentity",
     "TransportHalts",
     "compose",
     "header_safe",
+    "server_wait",
 ]
 
 log = logging.getLogger(__name__)
@@ -193,6 +215,25 @@ def compose(
     )
 
 
+MAX_SERVER_WAIT = dt.timedelta(hours=1)
+"""The longest wait a server may impose (Graph ``Retry-After``, EWS
+``BackOffMilliseconds``): a longer one, by mistake or malice, is cut to this."""
+
+
+def server_wait(seconds: float | None) -> dt.timedelta | None:
+    """The wait a server asked for, bounded by :data:`MAX_SERVER_WAIT`.
+
+    ``None`` when it asked nothing usable (no value, zero, negative, not a number).
+    """
+    try:
+        wait = float(seconds) if seconds is not None else math.nan
+    except (TypeError, ValueError):
+        return None  # a backend passed something odd: as if the server asked nothing
+    if not math.isfinite(wait) or wait <= 0:
+        return None
+    return min(MAX_SERVER_WAIT, dt.timedelta(seconds=wait))
+
+
 @attrs.frozen
 class Backoff:
     """When to try a failed send again: exponential, capped, with jitter.
@@ -226,14 +267,22 @@ class SendReport:
         halted: One line per transport whose login or TLS failed in this pass
             (:class:`~halomail.errors.TransportConfigError`): nothing more was sent
             through it, and it is not tried again before the time the line names.
+        maybe_sent: Of the mail left pending, how much may have been delivered (an
+            ambiguous answer, or a failed look among the sent mail): recorded as
+            *maybe sent*, looked for before it is sent again.
+        throttled: One line per transport whose server asked us to wait (a
+            ``retry_after``): nothing more is sent through it before the time the line
+            names. Not a failure: the run stays ok.
 
-    .. versionchanged:: 0.3.0 ``halted``.
+    .. versionchanged:: 0.3.0 ``halted``, ``maybe_sent``, ``throttled``.
     """
 
     sent: int = 0
     retrying: int = 0
     failed: int = 0
     halted: tuple[str, ...] = ()
+    maybe_sent: int = 0
+    throttled: tuple[str, ...] = ()
 
 
 HALTS_STATE = "outbox-halts"
@@ -300,7 +349,10 @@ class Outbox:
         self._lease = lease
         self._owner = owner or _claim_owner()
         self._halts = TransportHalts(repository, self._backoff, clock)
+        self._intents = SendIntents(repository, clock)
         self._halted_now: list[str] = []
+        self._throttled_now: list[str] = []
+        self._maybe_sent_now = 0
 
     @property
     def owner(self) -> str:
@@ -323,6 +375,8 @@ class Outbox:
         # Seen mail still pending (left waiting, or to retry): it comes back in the claim.
         waiting = 0
         self._halted_now = self._halts.begin_pass()
+        self._throttled_now = list(self._halts.throttled)
+        self._maybe_sent_now = 0
         with contextlib.ExitStack() as sessions:
             opened: set[int] = set()
             while len(seen) < limit:
@@ -357,6 +411,8 @@ class Outbox:
             retrying=results[OutboxStatus.PENDING],
             failed=results[OutboxStatus.FAILED],
             halted=tuple(self._halted_now),
+            maybe_sent=self._maybe_sent_now,
+            throttled=tuple(self._throttled_now),
         )
 
     def _claim_fresh(self, seen: set[int], batch: int, waiting: int) -> list[OutboxMail]:
@@ -374,43 +430,112 @@ class Outbox:
         return [mail for mail in claimed if mail.id not in seen][:batch]
 
     def _send_one(self, mail: OutboxMail, transport: MailTransport, name: str) -> OutboxStatus:
+        lookup = transport if isinstance(transport, SentLookup) else None
+        if lookup is not None and (mail.maybe_sent or self._intents.began(mail)):
+            # The last send may have been delivered: look before sending it twice.
+            found = self._look(mail, lookup, name)
+            if found is None:
+                return OutboxStatus.PENDING
+            if found:
+                return self._mark_sent(mail, name, found=True)
         try:
             outgoing = compose(mail, self._sender_for(mail), loop_token=self._loop_token)
         except Exception as exc:  # noqa: BLE001 - a mail we cannot compose must not stop the others
             self._fail(mail, f"could not compose: {type(exc).__name__}: {exc}")
             return OutboxStatus.FAILED
+        if lookup is not None:
+            # Written before the send, so a process that dies before recording the
+            # outcome leaves the next claimant a reason to look first.
+            self._intents.begin(mail)
         try:
             transport.send(outgoing)
         except TransportConfigError as exc:
             # Our login or TLS, not this mail: stop using the transport, keep the mail.
             self._halt(mail, name, exc)
             return OutboxStatus.PENDING
+        except AmbiguousSendError as exc:
+            # It may have been delivered: never plain pending, so no blind re-send.
+            return self._retry(mail, name, exc, maybe_sent=True)
         except TransientTransportError as exc:
-            attempt = mail.attempts + 1
-            if attempt < self._backoff.max_attempts:
-                # A 4xx or a dropped connection: the server asked us to come back later.
-                retry_at = self._clock() + self._backoff.delay(attempt)
-                self._repository.mark_outgoing(
-                    mail.id, OutboxStatus.PENDING, error=str(exc), next_attempt_at=retry_at
-                )
-                log.warning(
-                    "outbox %s to %s: transient failure (attempt %d), retry at %s: %s",
-                    mail.message_id,
-                    ",".join(mail.to),
-                    attempt,
-                    retry_at.isoformat(),
-                    exc,
-                )
-                return OutboxStatus.PENDING
-            self._fail(mail, f"gave up after {attempt} attempts: {exc}")
-            return OutboxStatus.FAILED
+            # A 4xx or a refused connection: the server asked us to come back later.
+            return self._retry(mail, name, exc, maybe_sent=False)
         except PermanentTransportError as exc:
             self._fail(mail, str(exc))
             return OutboxStatus.FAILED
+        return self._mark_sent(mail, name, found=False)
+
+    def _look(self, mail: OutboxMail, lookup: SentLookup, name: str) -> bool | None:
+        """Whether ``mail`` is among the transport's sent mail; ``None`` when the lookup
+        failed (the mail is then left maybe sent, to look again later, never sent)."""
+        try:
+            found = lookup.was_sent(mail.message_id)
+        except TransportError as exc:
+            error = TransientTransportError(
+                f"looking among the sent mail failed: {exc}",
+                retry_after=getattr(exc, "retry_after", None),
+            )
+            self._retry(mail, name, error, maybe_sent=True)
+            return None
+        if found:
+            log.info(
+                "outbox %s to %s: found among the sent mail after an unrecorded or "
+                "ambiguous send; not sent again",
+                mail.message_id,
+                ",".join(mail.to),
+            )
+        return found
+
+    def _mark_sent(self, mail: OutboxMail, name: str, *, found: bool) -> OutboxStatus:
         self._repository.mark_outgoing(mail.id, OutboxStatus.SENT)
         self._halts.clear(name)
-        log.info("outbox %s sent to %s", mail.message_id, ",".join(mail.to))
+        if not found:
+            log.info("outbox %s sent to %s", mail.message_id, ",".join(mail.to))
         return OutboxStatus.SENT
+
+    def _retry(
+        self, mail: OutboxMail, name: str, exc: TransientTransportError, *, maybe_sent: bool
+    ) -> OutboxStatus:
+        """Leave ``mail`` pending for a later attempt, or fail it after the last one.
+
+        The next attempt waits for the backoff, or longer when the server asked (its
+        ``retry_after``, bounded by :data:`MAX_SERVER_WAIT`); a server's wait also
+        stops every mail of the transport until then (:meth:`TransportHalts.throttle`).
+        """
+        attempt = mail.attempts + 1
+        prefix = MAYBE_SENT if maybe_sent else ""
+        wait = server_wait(exc.retry_after)
+        now = self._clock()
+        if wait is not None:
+            self._throttle(name, now + wait)
+        if attempt >= self._backoff.max_attempts:
+            self._fail(mail, f"{prefix}gave up after {attempt} attempts: {exc}")
+            return OutboxStatus.FAILED
+        retry_at = now + max(self._backoff.delay(attempt), wait or dt.timedelta(0))
+        self._repository.mark_outgoing(
+            mail.id, OutboxStatus.PENDING, error=f"{prefix}{exc}", next_attempt_at=retry_at
+        )
+        if maybe_sent:
+            self._maybe_sent_now += 1
+        log.warning(
+            "outbox %s to %s: %s (attempt %d), retry at %s: %s",
+            mail.message_id,
+            ",".join(mail.to),
+            "may have been sent" if maybe_sent else "transient failure",
+            attempt,
+            retry_at.isoformat(),
+            exc,
+        )
+        return OutboxStatus.PENDING
+
+    def _throttle(self, name: str, until: dt.datetime) -> None:
+        """The server asked us to wait: no mail through ``name`` before ``until``."""
+        until = self._halts.throttle(name, until)
+        line = (
+            f"{name}: the server asked us to wait; sending through it resumes at "
+            f"{until.isoformat(timespec='seconds')}"
+        )
+        self._throttled_now.append(line)
+        log.warning("outbox: %s", line)
 
     def _halt(self, mail: OutboxMail, name: str, exc: TransportConfigError) -> None:
         """Stop sending through ``name`` until a backoff ends; ``mail`` stays pending.
@@ -478,22 +603,38 @@ class TransportHalts:
         self._clock = clock
         self._local: dict[str, dt.datetime] = {}
         self._stored: dict[str, tuple[int, dt.datetime]] = {}
+        #: One line per transport whose server's requested wait holds (read by
+        #: :meth:`begin_pass`; not a halt: nothing is wrong with the configuration).
+        self.throttled: list[str] = []
 
     def begin_pass(self) -> list[str]:
         """Read the halts recorded (once a pass, not once a mail); one line for each
-        that still holds, so every pass reports it until it ends or is cleared."""
+        that still holds, so every pass reports it until it ends or is cleared.
+
+        The server-requested waits that still hold go to :attr:`throttled` instead.
+        """
         self._stored = self.load()
         now = self._clock()
         lines = []
+        self.throttled = []
         for name, (count, until) in sorted(self._stored.items()):
-            if until > now:
+            if until <= now:
+                continue
+            if not count:
                 line = (
-                    f"{name}: sending stopped until {until.isoformat(timespec='seconds')} "
-                    f"after {count} refused login(s) or TLS failure(s); the mail waits "
-                    "(`halomail outbox` lists it)"
+                    f"{name}: sending waits until {until.isoformat(timespec='seconds')}, "
+                    "as its server asked"
                 )
-                log.warning("outbox: %s", line)
-                lines.append(line)
+                log.info("outbox: %s", line)
+                self.throttled.append(line)
+                continue
+            line = (
+                f"{name}: sending stopped until {until.isoformat(timespec='seconds')} "
+                f"after {count} refused login(s) or TLS failure(s); the mail waits "
+                "(`halomail outbox` lists it)"
+            )
+            log.warning("outbox: %s", line)
+            lines.append(line)
         return lines
 
     def stopped(self, name: str) -> bool:
@@ -502,6 +643,21 @@ class TransportHalts:
         local = self._local.get(name)
         stored = self._stored.get(name)
         return (local is not None and local > now) or (stored is not None and stored[1] > now)
+
+    def throttle(self, name: str, until: dt.datetime) -> dt.datetime:
+        """Record that ``name``'s server asked us to wait until ``until``; return when it
+        may be tried again (a later halt already recorded is kept).
+
+        .. versionadded:: 0.3.0
+        """
+        halts = self.load()
+        count, known = halts.get(name, (0, until))
+        until = max(until, known)
+        halts[name] = (count, until)
+        self._local[name] = until
+        self._stored = halts
+        self._save(halts)
+        return until
 
     def stop(self, name: str) -> dt.datetime:
         """Record a halt of ``name``; return when it may be tried again."""
@@ -538,3 +694,39 @@ class TransportHalts:
     def _save(self, halts: dict[str, tuple[int, dt.datetime]]) -> None:
         value = {name: [count, until.isoformat()] for name, (count, until) in halts.items()}
         self._repository.set_state(HALTS_STATE, json.dumps(value, sort_keys=True))
+
+
+class SendIntents:
+    """The sends begun through a transport that can look among its sent mail.
+
+    Before such a transport is handed a mail, the ledger key ``outbox-sending:<Message-ID>``
+    gets the time the send began. A process killed after the service took the mail and
+    before the outcome was recorded leaves the mail pending and claimed; the runner that
+    takes it over once the claim's lease runs out finds the key, and looks among the sent
+    mail (:class:`~halomail.backends.base.SentLookup`) before sending. The key is not
+    removed afterwards (a later look costs one request, a missed one a duplicate): it is
+    one small ledger row per mail sent through a cloud API.
+
+    Args:
+        repository: Where the keys live (``get_state``/``set_state``).
+        clock: The current time.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(self, repository: TicketRepository, clock: Callable[[], dt.datetime]) -> None:
+        self._repository = repository
+        self._clock = clock
+
+    @staticmethod
+    def key(mail: OutboxMail) -> str:
+        """The ledger key of ``mail``'s send."""
+        return f"outbox-sending:{mail.message_id}"
+
+    def begin(self, mail: OutboxMail) -> None:
+        """Record that a send of ``mail`` begins now."""
+        self._repository.set_state(self.key(mail), self._clock().isoformat())
+
+    def began(self, mail: OutboxMail) -> bool:
+        """True when a send of ``mail`` began before (its outcome is unknown here)."""
+        return bool(self._repository.get_state(self.key(mail)))

@@ -18,6 +18,7 @@ import attrs
 from halomail.tickets._common import file_owner
 
 __all__ = [
+    "MAYBE_SENT",
     "Action",
     "ActionKind",
     "Asset",
@@ -461,9 +462,21 @@ class NewOutgoing:
     auto_submitted: bool = True
 
 
+MAYBE_SENT = "maybe sent: "
+"""How ``last_error`` begins when the mail may have been delivered already: the transport
+raised :class:`~halomail.errors.AmbiguousSendError` (a timeout or a 5xx after the request
+reached the service). The mail stays ``pending``; :attr:`OutboxMail.maybe_sent` reads it.
+
+.. versionadded:: 0.3.0
+"""
+
+
 @attrs.frozen
 class OutboxMail:
-    """An outgoing email as stored, with its delivery state."""
+    """An outgoing email as stored, with its delivery state.
+
+    .. versionchanged:: 0.3.0 :attr:`maybe_sent`.
+    """
 
     id: int
     message_id: str
@@ -483,6 +496,15 @@ class OutboxMail:
     next_attempt_at: dt.datetime | None = None
     last_error: str | None = None
     sent_at: dt.datetime | None = None
+
+    @property
+    def maybe_sent(self) -> bool:
+        """True when the last attempt may have delivered it (its ``last_error`` says
+        :data:`MAYBE_SENT`): before sending again, the outbox asks a transport that can
+        look among its sent mail whether it is there."""
+        return self.status is not OutboxStatus.SENT and (self.last_error or "").startswith(
+            MAYBE_SENT
+        )
 
 
 @attrs.frozen
