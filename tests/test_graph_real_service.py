@@ -144,6 +144,44 @@ def test_a_send_delivered_before_its_answer_failed_is_ambiguous_and_found_in_sen
     assert not transport.was_sent("halomail.8.never@helpdesk.example")
 
 
+def test_a_send_that_timed_out_after_delivery_is_ambiguous(
+    state: GraphState, graph: GraphServer, sleeps: list[float]
+) -> None:
+    """sendMail delivered but answered after the client's timeout: ambiguous, sent once."""
+    state.fail("POST", "/sendMail", 504, after=True, stall=2.0)
+    sender = GraphTransport(
+        user_id=SUPPORT,
+        token_provider=StaticTokenProvider(GOOD_TOKEN),
+        base_url=graph.url,
+        timeout=0.2,
+        retry=GraphRetry(sleep=sleeps.append),
+    )
+    outgoing = _outgoing()
+    try:
+        with pytest.raises(AmbiguousSendError) as caught:
+            sender.send(outgoing)
+    finally:
+        sender.close()
+    assert "did not answer within 0.2 s" in str(caught.value)
+    assert len(state.sent) == 1
+    assert sleeps == []
+
+
+def test_a_send_that_cannot_connect_is_plainly_transient() -> None:
+    """A refused connection sent nothing: TransientTransportError, not ambiguous."""
+    with running_graph_server() as closed:
+        url = closed.url  # the port is free again once this server stops
+    sender = GraphTransport(
+        user_id=SUPPORT, token_provider=StaticTokenProvider(GOOD_TOKEN), base_url=url
+    )
+    try:
+        with pytest.raises(TransientTransportError) as caught:
+            sender.send(_outgoing())
+    finally:
+        sender.close()
+    assert type(caught.value) is TransientTransportError
+
+
 def test_the_graph_transport_is_a_sent_lookup_that_finds_only_its_own_sent_mail(
     state: GraphState, transport: GraphTransport
 ) -> None:

@@ -51,6 +51,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
@@ -84,6 +85,8 @@ GERMAN = {
 JSON_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
 _DEFAULT_PAGE = 10  # Graph's page size for messages when nothing else is asked for
 _FILTER_NAME = re.compile(r"^displayName eq '((?:[^']|'')*)'$")
+# A header of our own, never sent: how long the handler holds the answer back.
+_STALL = "X-Fake-Stall"
 _FILTER_MESSAGE_ID = re.compile(r"^internetMessageId eq '((?:[^']|'')*)'$")
 
 
@@ -126,7 +129,8 @@ class Fault:
     """An answer armed for the next ``times`` requests matching ``method`` and ``path``.
 
     ``status`` 0 drops the connection without an answer. ``after``: the request is
-    carried out first, and then the answer is the fault.
+    carried out first, and then the answer is the fault. ``stall``: seconds the answer
+    is held back (longer than the client's timeout: a request that timed out).
     """
 
     method: str
@@ -136,6 +140,7 @@ class Fault:
     code: str = ""
     retry_after: str | None = None
     after: bool = False
+    stall: float = 0.0
 
 
 @dataclass
@@ -317,14 +322,16 @@ class GraphState:
         code: str = "",
         retry_after: str | None = None,
         after: bool = False,
+        stall: float = 0.0,
     ) -> None:
         """Answer the next ``times`` ``method`` requests whose path (and query) contain ``path``.
 
         ``status`` 0 drops the connection without an answer. ``after``: carry the
         request out first (send the mail, move the message), then fail the answer.
+        ``stall``: hold the answer back that many seconds (a client timing out).
         """
         with self.lock:
-            self.faults.append(Fault(method, path, status, times, code, retry_after, after))
+            self.faults.append(Fault(method, path, status, times, code, retry_after, after, stall))
 
     def expire_delta_links(self) -> None:
         """Forget every delta token, as Graph does after a while (answers 410)."""
@@ -367,7 +374,12 @@ class GraphState:
                     fault.times -= 1
                     if fault.after:  # the service did the work; the answer is lost
                         self._answer(method, path, query, headers, body)
-                    return None if fault.status == 0 else _fault(fault)
+                    if fault.status == 0:
+                        return None
+                    status, extra, payload = _fault(fault)
+                    if fault.stall:
+                        extra[_STALL] = str(fault.stall)
+                    return status, extra, payload
             return self._answer(method, path, query, headers, body)
 
     def _answer(
@@ -741,6 +753,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(2)
             return
         status, extra, payload = answer
+        stall = float(extra.pop(_STALL, "0"))
+        if stall:
+            # Outside the store's lock: other requests are served meanwhile.
+            time.sleep(stall)
         self.send_response(status)
         for name, value in extra.items():
             self.send_header(name, value)

@@ -11,7 +11,9 @@ which Graph answers without carrying the request out, is waited out and tried ag
 
 **Limits.** Graph caps a request at 4 MB, and ``sendMail`` takes the MIME base64-encoded,
 so mail over about 3 MB cannot go this way: it fails permanently before anything is
-sent, with an error that says so (an upload session is not implemented).
+sent, with an error that says so. Graph's way around the cap, a draft plus an upload
+session, moves only attachments out of the request, and the outbox's mail has none
+(text and HTML only), so it is not used.
 """
 
 from __future__ import annotations
