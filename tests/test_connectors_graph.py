@@ -22,6 +22,7 @@ from halomail.backends.graph import GraphConnector, GraphRetry, GraphTransport
 from halomail.backends.probe import Channel, probe_channel
 from halomail.config.loader import MailboxSettings, OutgoingSettings, load_config
 from halomail.errors import (
+    AmbiguousSendError,
     AuthenticationError,
     ConfigError,
     ConnectorError,
@@ -447,11 +448,12 @@ def test_a_retry_after_longer_than_max_wait_is_not_slept(
 def test_a_failure_mid_listing_loses_nothing_and_doubles_nothing(
     state: GraphState, connect: Callable[..., GraphConnector]
 ) -> None:
-    """A 500 on the second delta page ends the run; the next run redoes the round."""
+    """A 500 on the second delta page (with the size property and without) ends the run;
+    the next run redoes the round."""
     _deliver(state, 3)
     repository = InMemoryTicketRepository()
     processor = _processor(repository, connect(page_size=2))
-    state.fail("GET", "$skiptoken", 500)
+    state.fail("GET", "$skiptoken", 500, times=2)
 
     broken = processor.run_once()
 
@@ -753,8 +755,9 @@ def test_an_envelope_recipient_missing_from_the_headers_is_added_as_bcc(
 @pytest.mark.parametrize(
     ("status", "error"),
     [
-        (500, TransientTransportError),
-        (503, TransientTransportError),
+        (500, AmbiguousSendError),
+        (503, AmbiguousSendError),
+        (504, AmbiguousSendError),
         (429, TransientTransportError),
         (401, TransportConfigError),
         (400, PermanentTransportError),
@@ -769,7 +772,8 @@ def test_send_failures_are_sorted_into_transient_and_permanent(
     status: int,
     error: type[Exception],
 ) -> None:
-    """5xx and throttling are transient; a refused token or 403 stops sending; 4xx permanent."""
+    """5xx may have sent (ambiguous, never retried in the call); 429 is transient; a refused
+    token or 403 stops sending; other 4xx are permanent."""
     state.fail("POST", "/sendMail", status, times=5, retry_after="1")
     outgoing = compose(_outbox_mail(), SenderIdentity(SUPPORT, "Support"), loop_token=LOOP_TOKEN)
     with pytest.raises(error) as caught:
@@ -777,7 +781,7 @@ def test_send_failures_are_sorted_into_transient_and_permanent(
     assert type(caught.value) is error
     assert state.sent == []
     assert GOOD_TOKEN not in str(caught.value)
-    assert sleeps == ([1.0] if status in (429, 503) else [])
+    assert sleeps == ([1.0] if status == 429 else [])
 
 
 def test_a_throttled_send_is_retried_and_sent_once(

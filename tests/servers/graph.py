@@ -18,7 +18,17 @@ nothing was recorded from a real service.
   ``POST`` the same to create a folder (409 ``ErrorFolderExists``);
 * ``GET  /users/{u}/messages/{id}``, ``…/$value`` (the MIME), ``POST …/move``
   (``destinationId``), ``DELETE /users/{u}/messages/{id}``;
-* ``POST /users/{u}/sendMail`` — MIME as base64 ``text/plain`` (or a JSON message).
+* ``POST /users/{u}/sendMail`` — MIME as base64 ``text/plain`` (or a JSON message),
+  answered 202 with a copy filed in Sent Items, found by
+  ``$filter=internetMessageId eq '<…>'`` on a folder's messages.
+
+Where the real service differs from a tidy fake, this one follows the service: a request
+body over 4 MB is refused with 413; a mailbox may be German (:meth:`GraphState.mailbox`
+with ``language="de"``: Posteingang, Gelöschte Elemente …); an "updated" delta entry
+carries only the changed properties (:meth:`GraphState.touch`); delta may send entries
+again (``replay_delta``) and report a move as an update with the new ``parentFolderId``
+(``moves_as_updates``); and a fault may be armed to carry the request out *and then*
+fail the answer (``after=True``), as a gateway timing out behind a working service does.
 
 ``{f}`` is a folder id or a well-known name (``inbox``, ``deleteditems``,
 ``msgfolderroot`` …). Message ids are immutable: a move keeps the id, as with
@@ -33,6 +43,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import email.parser
 import http.client
 import itertools
 import json
@@ -40,6 +51,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,6 +60,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 ROOT = "/v1.0"
+# Graph refuses a request body over 4 MB.
+REQUEST_LIMIT = 4 * 1024 * 1024
 # Well-known folders every mailbox has: name → (displayName, parent's well-known name).
 WELL_KNOWN = {
     "msgfolderroot": ("Top of Information Store", None),
@@ -58,9 +72,22 @@ WELL_KNOWN = {
     "junkemail": ("Junk Email", "msgfolderroot"),
     "archive": ("Archive", "msgfolderroot"),
 }
+# The display names of the same folders in a German mailbox.
+GERMAN = {
+    "msgfolderroot": "Oberste Ebene des Informationsspeichers",
+    "inbox": "Posteingang",
+    "deleteditems": "Gelöschte Elemente",
+    "sentitems": "Gesendete Elemente",
+    "drafts": "Entwürfe",
+    "junkemail": "Junk-E-Mail",
+    "archive": "Archiv",
+}
 JSON_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
 _DEFAULT_PAGE = 10  # Graph's page size for messages when nothing else is asked for
 _FILTER_NAME = re.compile(r"^displayName eq '((?:[^']|'')*)'$")
+# A header of our own, never sent: how long the handler holds the answer back.
+_STALL = "X-Fake-Stall"
+_FILTER_MESSAGE_ID = re.compile(r"^internetMessageId eq '((?:[^']|'')*)'$")
 
 
 @dataclass
@@ -90,12 +117,20 @@ class Message:
         """PidTagMessageSize: the MIME plus Exchange's property overhead."""
         return len(self.mime) + 1024
 
+    @property
+    def internet_message_id(self) -> str:
+        """The Message-ID header, angle brackets included (Graph's ``internetMessageId``)."""
+        headers = email.parser.BytesHeaderParser().parsebytes(self.mime)
+        return str(headers.get("Message-ID", "")).strip()
+
 
 @dataclass
 class Fault:
     """An answer armed for the next ``times`` requests matching ``method`` and ``path``.
 
-    ``status`` 0 drops the connection without an answer.
+    ``status`` 0 drops the connection without an answer. ``after``: the request is
+    carried out first, and then the answer is the fault. ``stall``: seconds the answer
+    is held back (longer than the client's timeout: a request that timed out).
     """
 
     method: str
@@ -104,6 +139,8 @@ class Fault:
     times: int = 1
     code: str = ""
     retry_after: str | None = None
+    after: bool = False
+    stall: float = 0.0
 
 
 @dataclass
@@ -158,6 +195,12 @@ class GraphState:
         self.faults: list[Fault] = []
         #: When set, paging links point there instead of at this server.
         self.link_base: str | None = None
+        #: Delta sends each round's entries again in the next round (at least once).
+        self.replay_delta = False
+        #: Delta reports a message moved away as an update naming its new folder.
+        self.moves_as_updates = False
+        self._updates: dict[str, dict[str, Any]] = {}  # message id → changed properties
+        self._last_round: dict[str, list[dict[str, Any]]] = {}  # folder id → its entries
         self.base_url = ""
         self._seq = itertools.count(1)
         self._now = 0
@@ -173,14 +216,18 @@ class GraphState:
         raw = b"\x00\x00" + kind.encode() + secrets.token_bytes(30)
         return base64.urlsafe_b64encode(raw).decode().rstrip("=") + "-_A="
 
-    def mailbox(self, user: str) -> None:
-        """Create ``user``'s mailbox with the well-known folders (idempotent)."""
+    def mailbox(self, user: str, *, language: str = "en") -> None:
+        """Create ``user``'s mailbox with the well-known folders (idempotent).
+
+        ``language="de"`` names them as a German mailbox does (Posteingang …).
+        """
         user = user.lower()
         with self.lock:
             if self.well_known(user, "msgfolderroot") is not None:
                 return
             ids: dict[str, str] = {}
-            for key, (name, parent) in WELL_KNOWN.items():
+            for key, (english, parent) in WELL_KNOWN.items():
+                name = GERMAN[key] if language == "de" else english
                 ids[key] = self.new_id("folder")
                 self.folders[ids[key]] = Folder(
                     ids[key], user, name, ids[parent] if parent else None, key
@@ -211,6 +258,15 @@ class GraphState:
                 )
             return current
 
+    def add_folder(self, user: str, name: str, *, parent: str = "msgfolderroot") -> str:
+        """Create a folder under ``parent`` (well-known name or id), as a user might."""
+        with self.lock:
+            above = self._folder(user.lower(), parent)
+            assert above is not None, f"no folder {parent} for {user}"
+            folder = Folder(self.new_id("folder"), user.lower(), name, above.id)
+            self.folders[folder.id] = folder
+            return folder.id
+
     def delete_folder(self, folder: Folder) -> None:
         """Remove a folder and everything in it (as a user might)."""
         with self.lock:
@@ -233,6 +289,13 @@ class GraphState:
             )
             self.messages[message.id] = message
             return message.id
+
+    def touch(self, message_id: str, **changed: Any) -> None:
+        """Change properties of a message (``isRead=True`` …) as a user might; the next
+        delta round reports it as an "updated" entry with only those properties."""
+        with self.lock:
+            self.messages[message_id].seq = next(self._seq)
+            self._updates.setdefault(message_id, {}).update(changed)
 
     def remove(self, message_id: str) -> None:
         """Delete a message for good (as another client might)."""
@@ -258,13 +321,17 @@ class GraphState:
         times: int = 1,
         code: str = "",
         retry_after: str | None = None,
+        after: bool = False,
+        stall: float = 0.0,
     ) -> None:
         """Answer the next ``times`` ``method`` requests whose path (and query) contain ``path``.
 
-        ``status`` 0 drops the connection without an answer.
+        ``status`` 0 drops the connection without an answer. ``after``: carry the
+        request out first (send the mail, move the message), then fail the answer.
+        ``stall``: hold the answer back that many seconds (a client timing out).
         """
         with self.lock:
-            self.faults.append(Fault(method, path, status, times, code, retry_after))
+            self.faults.append(Fault(method, path, status, times, code, retry_after, after, stall))
 
     def expire_delta_links(self) -> None:
         """Forget every delta token, as Graph does after a while (answers 410)."""
@@ -296,14 +363,29 @@ class GraphState:
             if not self._accepted(token):
                 message = "Access token is empty." if not token else "Lifetime validation failed."
                 return _error(401, "InvalidAuthenticationToken", message, bearer=True)
+            if len(body) > REQUEST_LIMIT:
+                return _error(
+                    413, "RequestEntityTooLarge", "The maximum request length supported is 4MB."
+                )
             # Faults match the decoded path and query, so "$skiptoken" picks a later page.
             seen = f"{path}?{urllib.parse.unquote(split.query)}"
             for fault in self.faults:
                 if fault.times > 0 and fault.method == method and fault.path in seen:
                     fault.times -= 1
+                    if fault.after:  # the service did the work; the answer is lost
+                        self._answer(method, path, query, headers, body)
                     if fault.status == 0:
                         return None
-                    return _fault(fault)
+                    status, extra, payload = _fault(fault)
+                    if fault.stall:
+                        extra[_STALL] = str(fault.stall)
+                    return status, extra, payload
+            return self._answer(method, path, query, headers, body)
+
+    def _answer(
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        with self.lock:
             if not path.startswith(ROOT + "/users/"):
                 return _error(400, "BadRequest", f"Resource not found for the segment '{path}'.")
             parts = path[len(ROOT) + 1 :].split("/")
@@ -386,6 +468,8 @@ class GraphState:
             data["receivedDateTime"] = message.received.strftime("%Y-%m-%dT%H:%M:%SZ")
         if not fields or "parentFolderId" in fields:
             data["parentFolderId"] = message.folder
+        if not fields or "internetMessageId" in fields:
+            data["internetMessageId"] = message.internet_message_id
         if "0x0e08" in expand.lower():
             # Graph names the property back in its normalised form.
             data["singleValueExtendedProperties"] = [
@@ -402,8 +486,16 @@ class GraphState:
     def _list(
         self, folder: Folder, query: dict[str, str], headers: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
+        inside = [m for m in self.messages.values() if m.folder == folder.id]
+        wanted = query.get("$filter")
+        if wanted is not None:
+            match = _FILTER_MESSAGE_ID.match(wanted)
+            if match is None:
+                return _error(400, "ErrorInvalidUrlQueryFilter", "The filter is not supported.")
+            message_id = match.group(1).replace("''", "'")
+            inside = [m for m in inside if m.internet_message_id == message_id]
         items = sorted(
-            (m for m in self.messages.values() if m.folder == folder.id),
+            inside,
             key=lambda m: m.received,
             reverse=query.get("$orderby", "").endswith("desc"),
         )
@@ -466,17 +558,41 @@ class GraphState:
         changed = [m for m in inside if start is None or m.seq > start]
         # Unordered, like Graph's delta: the client must not rely on the order.
         changed.sort(key=lambda m: m.id)
-        items = [
-            {"@odata.type": "#microsoft.graph.message", **self._message_json(m, select, expand)}
-            for m in changed
-        ]
+        items = [self._delta_entry(m, select, expand, start) for m in changed]
         if start is not None:
             here = {m.id for m in inside}
             gone = {
                 mid for seq, fid, mid in self.removals if fid == folder.id and seq > start
             } - here
-            items += [{"id": mid, "@removed": {"reason": "deleted"}} for mid in sorted(gone)]
+            items += [self._gone_entry(mid) for mid in sorted(gone)]
+        fresh = list(items)
+        if start is not None and self.replay_delta:
+            # At least once, not exactly once: the last round's entries come again.
+            items += [i for i in self._last_round.get(folder.id, []) if "@removed" not in i]
+        self._last_round[folder.id] = fresh
         return _Round(items, end, folder.id, select, expand)
+
+    def _delta_entry(
+        self, message: Message, select: str, expand: str, start: int | None
+    ) -> dict[str, Any]:
+        changed = self._updates.pop(message.id, None)
+        if start is not None and changed is not None:
+            # An "updated" entry: the id and what changed, nothing else.
+            return {"@odata.type": "#microsoft.graph.message", "id": message.id, **changed}
+        return {
+            "@odata.type": "#microsoft.graph.message",
+            **self._message_json(message, select, expand),
+        }
+
+    def _gone_entry(self, message_id: str) -> dict[str, Any]:
+        moved = self.messages.get(message_id)
+        if self.moves_as_updates and moved is not None:
+            return {
+                "@odata.type": "#microsoft.graph.message",
+                "id": message_id,
+                "parentFolderId": moved.folder,
+            }
+        return {"id": message_id, "@removed": {"reason": "deleted"}}
 
     def _children(self, folder: Folder, query: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         children = [f for f in self.folders.values() if f.parent == folder.id]
@@ -537,6 +653,7 @@ class GraphState:
         if not mime:
             return _error(400, "ErrorInvalidRequest", "The message is empty.")
         self.sent.append(Sent(user, content_type, mime))
+        self.deliver(user, mime, folder="sentitems")  # saveToSentItems is true by default
         return 202, {}, b""
 
 
@@ -587,6 +704,9 @@ def _fault(fault: Fault) -> tuple[int, dict[str, str], bytes]:
         429: ("ApplicationThrottled", "Application is over its MailboxConcurrency limit."),
         503: ("ServiceUnavailable", "The service is temporarily unavailable."),
         500: ("InternalServerError", "An internal server error occurred."),
+        502: ("BadGateway", "The gateway received an invalid answer."),
+        504: ("GatewayTimeout", "The gateway did not receive a timely answer."),
+        413: ("RequestEntityTooLarge", "The maximum request length supported is 4MB."),
         401: ("InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."),
         404: ("ErrorItemNotFound", "The specified object was not found in the store."),
     }
@@ -633,6 +753,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(2)
             return
         status, extra, payload = answer
+        stall = float(extra.pop(_STALL, "0"))
+        if stall:
+            # Outside the store's lock: other requests are served meanwhile.
+            time.sleep(stall)
         self.send_response(status)
         for name, value in extra.items():
             self.send_header(name, value)

@@ -22,8 +22,8 @@ from typing import Any
 import attrs
 import httpx
 
-from halomail.backends._common import retry_after_seconds, tls_context
-from halomail.backends.auth.oauth import TokenProvider
+from halomail.backends._common import chosen_token_provider, retry_after_seconds, tls_context
+from halomail.backends.auth.oauth import MICROSOFT_GRAPH_SCOPES, TokenProvider
 from halomail.errors import (
     AuthenticationError,
     ConfigError,
@@ -31,15 +31,29 @@ from halomail.errors import (
     TransientConnectorError,
 )
 
-__all__ = ["DEFAULT_BASE_URL", "GraphApiError", "GraphClient", "GraphRetry", "quote"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "GraphApiError",
+    "GraphClient",
+    "GraphOutcomeUnknown",
+    "GraphRetry",
+    "GraphStatus",
+    "graph_base_url",
+    "graph_token_provider",
+    "quote",
+    "status_of",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://graph.microsoft.com/v1.0"
 _USER_AGENT = "halomail (httpx)"
-# Graph answers a throttled request with 429, and an overloaded service with 503;
-# both carry Retry-After and both mean "the same request will work later".
-_THROTTLED = frozenset({429, 503})
+# Graph answers a throttled request with 429, an overloaded service with 503 and a
+# gateway that gave up with 504; they carry Retry-After (or should) and all mean "the
+# same request will work later".
+_THROTTLED = frozenset({429, 503, 504})
+# The connection failed before the request left: nothing can have reached Graph.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # A JSON page is a few kilobytes; a server sending more than this is not Graph.
 _MAX_JSON_BYTES = 16 * 1024 * 1024
 _MAX_ERROR_BYTES = 64 * 1024
@@ -47,12 +61,13 @@ _MAX_ERROR_BYTES = 64 * 1024
 
 @attrs.frozen
 class GraphRetry:
-    """How throttling (HTTP 429 or 503 with ``Retry-After``) is honoured within one run.
+    """How throttling (HTTP 429, 503 or 504, with ``Retry-After``) is honoured within one run.
 
     Each wait the server asks for is slept through, up to ``max_attempts`` tries of one
     request. A wait longer than ``max_wait``, or one more refusal, ends the run for the
-    mailbox with :class:`~halomail.errors.TransientConnectorError`: nothing was disposed
-    of, so nothing is lost, and the next run starts over.
+    mailbox with :class:`~halomail.errors.TransientConnectorError`, whose ``retry_after``
+    carries the wait the server asked for so the next run can honour it: nothing was
+    disposed of, so nothing is lost, and the next run starts over.
 
     Args:
         max_attempts: Tries of one request, the first included.
@@ -84,6 +99,30 @@ class GraphApiError(ConnectorError):
         self.status = status
         self.code = code
         super().__init__(message, mailbox=mailbox)
+
+
+class GraphStatus(Exception):
+    """The HTTP status of a failed answer, kept as the cause (``raise … from``) of the
+    :class:`~halomail.errors.TransientConnectorError` raised for it (:func:`status_of`).
+
+    Args:
+        status: The HTTP status.
+    """
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(f"HTTP {status}")
+
+
+def status_of(error: BaseException) -> int | None:
+    """The HTTP status that caused ``error``, or ``None`` when no answer came."""
+    cause = error.__cause__
+    return cause.status if isinstance(cause, GraphStatus) else None
+
+
+class GraphOutcomeUnknown(TransientConnectorError):
+    """A request that must not be repeated blindly (``sendMail``) reached Graph, and the
+    answer was a 5xx, a timeout or a dropped connection: it may have been carried out."""
 
 
 def quote(segment: str) -> str:
@@ -152,15 +191,20 @@ class GraphClient:
         json_body: Any = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
     ) -> httpx.Response:
         """Send one request and return the successful answer, its body not yet read.
 
         The caller must close the response (``with contextlib.closing(response):``).
+        A request that is not ``idempotent`` (``sendMail``) is tried again only after a
+        429, which Graph answers without carrying the request out.
 
         Raises:
             AuthenticationError: The token was refused twice, or none could be had.
+            GraphOutcomeUnknown: Not ``idempotent``, and it reached Graph but the answer
+                was a 5xx, a timeout or a dropped connection.
             TransientConnectorError: Unreachable, timed out, throttled beyond patience,
-                or a 5xx answer.
+                or a 5xx answer (its cause a :class:`GraphStatus` when an answer came).
             GraphApiError: Any other 4xx answer (the caller decides what 404 means).
             ConnectorError: ``url`` points away from the base URL's server.
         """
@@ -179,18 +223,7 @@ class GraphClient:
                 content=content,
                 headers={**(headers or {}), "Authorization": f"Bearer {token}"},
             )
-            try:
-                response = http.send(request, stream=True)
-            except httpx.TimeoutException as exc:
-                raise TransientConnectorError(
-                    f"{what}: Microsoft Graph did not answer within {self._timeout:g} s",
-                    mailbox=self.name,
-                ) from exc
-            except httpx.HTTPError as exc:
-                raise TransientConnectorError(
-                    f"{what}: cannot reach {self._origin[1]} ({type(exc).__name__})",
-                    mailbox=self.name,
-                ) from exc
+            response = self._send(http, request, what=what, idempotent=idempotent)
             status = response.status_code
             if status < 400:
                 return response
@@ -208,14 +241,23 @@ class GraphClient:
                 continue
             if status == 401:
                 raise AuthenticationError(_refused_advice(code), mailbox=self.name)
+            asked = retry_after_seconds(response.headers.get("Retry-After"))
+            if status >= 500 and not idempotent:
+                raise GraphOutcomeUnknown(
+                    f"{what}: Microsoft Graph answered {status} ({code}); it may have been "
+                    "carried out, so it is not repeated blindly",
+                    mailbox=self.name,
+                    retry_after=asked,
+                ) from GraphStatus(status)
             if status in _THROTTLED:
-                wait = _retry_after(response.headers.get("Retry-After"), self.retry.default_wait)
+                wait = self.retry.default_wait if asked is None else asked
                 if tries >= self.retry.max_attempts or wait > self.retry.max_wait:
                     raise TransientConnectorError(
                         f"{what}: Microsoft Graph is throttling ({status} {code}, retry after "
                         f"{wait:g} s) after {tries} tries; the next run tries again",
                         mailbox=self.name,
-                    )
+                        retry_after=wait,
+                    ) from GraphStatus(status)
                 log.warning(
                     "mailbox %s: %s throttled by Microsoft Graph (%d %s); waiting %g s as asked",
                     self.name,
@@ -226,7 +268,29 @@ class GraphClient:
                 )
                 self.retry.sleep(wait)
                 continue
-            raise self._status_error(status, code, message, what)
+            raise self._status_error(status, code, message, what, retry_after=asked) from (
+                GraphStatus(status)
+            )
+
+    def _send(
+        self, http: httpx.Client, request: httpx.Request, *, what: str, idempotent: bool
+    ) -> httpx.Response:
+        """Send ``request``; a failure on the way is a transient error, or an unknown
+        outcome when the request had left and must not be repeated blindly."""
+        try:
+            return http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            if isinstance(exc, httpx.TimeoutException):
+                problem = f"Microsoft Graph did not answer within {self._timeout:g} s"
+            else:
+                problem = f"cannot reach {self._origin[1]} ({type(exc).__name__})"
+            if not idempotent and not isinstance(exc, _NOT_SENT):
+                raise GraphOutcomeUnknown(
+                    f"{what}: {problem}, after the request was sent; it may have been "
+                    "carried out, so it is not repeated blindly",
+                    mailbox=self.name,
+                ) from exc
+            raise TransientConnectorError(f"{what}: {problem}", mailbox=self.name) from exc
 
     def call(
         self,
@@ -237,6 +301,7 @@ class GraphClient:
         json_body: Any = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
     ) -> int:
         """Send a request whose answer's body is of no interest; return its status.
 
@@ -244,7 +309,13 @@ class GraphClient:
             AuthenticationError: As :meth:`request`, and everything else it raises.
         """
         response = self.request(
-            method, url, what=what, json_body=json_body, content=content, headers=headers
+            method,
+            url,
+            what=what,
+            json_body=json_body,
+            content=content,
+            headers=headers,
+            idempotent=idempotent,
         )
         response.close()
         return response.status_code
@@ -364,13 +435,16 @@ class GraphClient:
         message = " ".join(message.split())[:300]
         return code or response.reason_phrase or str(response.status_code), message
 
-    def _status_error(self, status: int, code: str, message: str, what: str) -> Exception:
+    def _status_error(
+        self, status: int, code: str, message: str, what: str, *, retry_after: float | None
+    ) -> Exception:
         detail = f"{code}: {message}" if message else code
         if status >= 500 or status == 408:
             # The service failed, not our request: the same request may work later.
             return TransientConnectorError(
                 f"{what}: Microsoft Graph answered {status} ({detail}); the next run tries again",
                 mailbox=self.name,
+                retry_after=retry_after,
             )
         if status == 403:
             return GraphApiError(
@@ -399,10 +473,37 @@ def _refused_advice(code: str) -> str:
     )
 
 
-def _retry_after(value: str | None, default: float) -> float:
-    """Seconds to wait per ``Retry-After``, or ``default`` when it names none."""
-    seconds = retry_after_seconds(value)
-    return default if seconds is None else seconds
+def graph_base_url(host: str | None) -> str:
+    """Graph's root for a configured ``host`` (a national cloud's name, or a full URL)."""
+    if not host:
+        return DEFAULT_BASE_URL
+    if "://" in host:
+        return host
+    return f"https://{host}/v1.0"
+
+
+def graph_token_provider(
+    extra: Mapping[str, Any], key_path: str, name: str, ca_file: Path | None
+) -> TokenProvider:
+    """The token provider the settings describe: a fixed token, or msal's client grant.
+
+    Raises:
+        ConfigError: Neither a token nor the client-credentials keys are given.
+    """
+    values = dict(extra)
+    if values.get("token"):
+        values["auth"] = "oauth2-static"
+    elif values.get("tenant_id"):
+        values["auth"] = "oauth2-microsoft"
+        # Graph needs a Graph token: Outlook's IMAP/SMTP scope is no use here.
+        values["scopes"] = values.get("scopes") or list(MICROSOFT_GRAPH_SCOPES)
+    else:
+        raise ConfigError(
+            "tenant_id",
+            "Microsoft Graph needs tenant_id, client_id and client_secret (or client_secret_env)"
+            ", or an access token through token_env",
+        )
+    return chosen_token_provider(values, key_path, name, ca_file)
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

@@ -76,6 +76,9 @@ class GraphMailboxSettings:
         timeout: Network timeout in seconds.
         tls_ca_file: A CA bundle to trust besides the system's.
         oauth: The OAuth2 keys (``tenant_id``, ``client_id``, ``client_secret`` or ``token``).
+        delta: Read with delta queries (``delta = false`` lists the folder each run, for
+            national clouds that offer no delta).
+        size_property: Ask for each message's size in the listing (``PidTagMessageSize``).
         key_path: Where the mailbox is in ``halomail.toml``, for errors.
     """
 
@@ -91,6 +94,8 @@ class GraphMailboxSettings:
     timeout: float = 30.0
     tls_ca_file: Path | None = None
     oauth: OAuthKeys = attrs.field(factory=OAuthKeys)
+    delta: bool = True
+    size_property: bool = True
     key_path: str = attrs.field(default="mailboxes", eq=False)
 
     @classmethod
@@ -121,6 +126,8 @@ class GraphMailboxSettings:
             timeout=positive_number(table, "timeout", key_path, default=30.0),
             tls_ca_file=file_path(table, "tls_ca_file", key_path),
             oauth=oauth_keys(table, key_path),
+            delta=flag(table, "delta", key_path, default=True),
+            size_property=flag(table, "size_property", key_path, default=True),
             key_path=key_path,
         )
 

@@ -13,26 +13,35 @@ is that id. The folder is read with a delta query
 (``/mailFolders/{folder}/messages/delta``), page by page through ``@odata.nextLink``;
 the ``@odata.deltaLink`` that ends a complete round is kept, with the set of messages
 the rounds say are in the folder and not yet disposed of; each run asks only for what
-changed since and yields the whole set, so a message left for retry is read again. Link
-and set are a :class:`~halomail.backends.base.SyncState` the runner keeps in the ledger
-for any process to continue. Correctness never rests on it: without it, a full round,
-and dedupe keys make a second read a no-op. ``delta=False`` lists the folder each run.
+changed since and yields the whole set, so a message left for retry is read again. An
+"updated" entry carries only what changed, so it is merged into what is known; an entry
+whose ``parentFolderId`` is another folder counts as a removal; and since Graph may send
+an entry again, one for a message disposed of lately is read only if the message is in
+the folder again. Link, set and the refs disposed of lately are a
+:class:`~halomail.backends.base.SyncState` the runner keeps in the ledger for any process
+to continue. Correctness never rests on it: without it, a full round, and dedupe keys
+make a second read a no-op. ``delta=False`` lists the folder each run (for national
+clouds without delta).
 
 Each message's raw MIME comes from ``/messages/{id}/$value``. Its size comes from the
 listing (the extended property ``PidTagMessageSize``, ``Integer 0x0E08``): a message
 over the limit is yielded as ``too_large`` without being downloaded. Without that
-property (``size_property=False``), the download stops as soon as it passes the limit.
+property (``size_property=False``, or after Graph failed the listing that expands it
+with a 5xx), the download stops as soon as it passes the limit.
 
 **Disposal.** ``POST /messages/{id}/move`` with ``destinationId`` ``deleteditems`` (or
 another well-known folder) or the id of a named folder, looked up by ``displayName``
-under ``msgfolderroot`` and created when missing; or ``DELETE /messages/{id}``.
+segment by segment and created when missing; the first segment of a path may be a
+well-known folder (``Inbox/Done``: Done under the inbox, "Posteingang" in a German
+mailbox), else it is under ``msgfolderroot``. Or ``DELETE /messages/{id}``.
 Quarantine moves to its folder the same way. A 404 for the message (another client
 moved or deleted it, or an earlier ack already did) counts as handled.
 
-**Failures.** 429 and 503 are waited out as ``Retry-After`` says (:class:`GraphRetry`);
-past its patience the run for that mailbox ends with
-:class:`~halomail.errors.TransientConnectorError`, nothing disposed of and so nothing
-lost. A 401 makes the connector drop the token and try once more with a fresh one; a
+**Failures.** 429, 503 and 504 are waited out as ``Retry-After`` says
+(:class:`GraphRetry`); past its patience the run for that mailbox ends with
+:class:`~halomail.errors.TransientConnectorError`, whose ``retry_after`` is the wait
+Graph asked for (the runner keeps it for the next run), nothing disposed of and so
+nothing lost. A 401 makes the connector drop the token and try once more with a fresh one; a
 second 401 is an :class:`~halomail.errors.AuthenticationError` telling the
 administrator what to check. Tokens never appear in logs: only URLs are logged, by
 httpx, and Graph's URLs carry no secret.
@@ -42,44 +51,46 @@ httpx, and Graph's URLs carry no secret.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from halomail._validate import under_key_path
-from halomail.backends._common import chosen_token_provider, with_bcc
 from halomail.backends._graph_http import (
     DEFAULT_BASE_URL,
     GraphApiError,
     GraphClient,
     GraphRetry,
+    graph_base_url,
+    graph_token_provider,
+    status_of,
 )
+from halomail.backends._graph_send import GRAPH_REQUEST_LIMIT, GraphTransport
 from halomail.backends._sync_state import StateFormat
-from halomail.backends.auth.oauth import MICROSOFT_GRAPH_SCOPES, TokenProvider
-from halomail.backends.auth.sasl import probe_token
-from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail, ProbeReport
-from halomail.backends.cloud_settings import GraphMailboxSettings, GraphTransportSettings
+from halomail.backends.auth.oauth import TokenProvider
+from halomail.backends.base import Disposition, FetchedMessage, ProbeReport
+from halomail.backends.cloud_settings import GraphMailboxSettings
 from halomail.backends.settings import SettingsTable, as_typed
-from halomail.errors import (
-    AuthenticationError,
-    ConfigError,
-    ConnectorError,
-    PermanentTransportError,
-    TransientConnectorError,
-    TransientTransportError,
-    TransportConfigError,
-)
+from halomail.errors import ConfigError, ConnectorError, TransientConnectorError
 
-__all__ = ["DEFAULT_BASE_URL", "GraphApiError", "GraphConnector", "GraphRetry", "GraphTransport"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "GRAPH_REQUEST_LIMIT",
+    "GraphApiError",
+    "GraphConnector",
+    "GraphRetry",
+    "GraphTransport",
+]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # Folder names that mean one of Graph's well-known folders; the well-known name works
 # wherever a folder id does, whatever the mailbox's language calls the folder.
@@ -94,6 +105,12 @@ _WELL_KNOWN = {
     "sentitems": "sentitems",
     "drafts": "drafts",
 }
+# Graph's delta may send an entry again (at least once, not exactly once): the refs
+# disposed of lately are kept, so a stale entry for one is checked before it is read.
+_DONE_KEPT = 1000
+# A 5xx that is no overload: Graph's delta fails so with $expand on some tenants.
+_SERVER_FAULTS = range(500, 600)
+_OVERLOAD = (503, 504)
 # PidTagMessageSize: the message's size in bytes, as Exchange stores it.
 _SIZE_PROPERTY = "Integer 0x0E08"
 _EXPAND_SIZE = f"singleValueExtendedProperties($filter=id eq '{_SIZE_PROPERTY}')"
@@ -107,6 +124,17 @@ class _Entry:
     received: str
     size: int | None
 
+    def merged_onto(self, known: _Entry | None) -> _Entry:
+        """This entry, its missing properties taken from ``known`` (an "updated" delta
+        entry carries only the properties that changed)."""
+        if known is None:
+            return self
+        return _Entry(
+            self.ref,
+            self.received or known.received,
+            known.size if self.size is None else self.size,
+        )
+
 
 class GraphConnector:
     """A folder of a Microsoft 365 mailbox, read through Microsoft Graph.
@@ -119,7 +147,10 @@ class GraphConnector:
         user_id: The mailbox: a user's or shared mailbox's address, or its object id.
         token_provider: Hands out Graph access tokens (``token()``, ``invalidate()``).
         folder: The folder read: ``Inbox`` (the default) or another well-known folder,
-            or a path of folders under the top of the mailbox, e.g. ``Support/New``.
+            or a path of folders, e.g. ``Support/New`` under the top of the mailbox or
+            ``Inbox/Support`` under the inbox. A first segment naming a well-known folder
+            (Inbox, Sent Items, Deleted Items, Junk Email, Archive, Drafts) means that
+            folder whatever the mailbox's language calls it.
         processed: ``"move:<folder>"`` (``move:Deleted Items`` is the well-known
             ``deleteditems``) or ``"delete"``.
         quarantine_folder: Where quarantined messages move (created when missing).
@@ -186,6 +217,9 @@ class GraphConnector:
         # The messages the last complete delta round left in the folder, not yet disposed
         # of: each run yields all of them, so nothing listed once is ever skipped.
         self._pending: dict[str, _Entry] = {}
+        # The refs disposed of lately, oldest first (a dict keeps the order).
+        self._done: dict[str, None] = {}
+        self._source_id: str | None = None  # the source folder's own id, once looked up
         self._sync = StateFormat("graph-delta", name, user=user_id, folder=folder)
 
     @classmethod
@@ -220,9 +254,11 @@ class GraphConnector:
         typed = as_typed(GraphMailboxSettings, settings, getattr(settings, "key_path", "mailboxes"))
         kp = typed.key_path
         with under_key_path(kp):
-            base_url = _base_url(typed.host)
+            base_url = graph_base_url(typed.host)
             if token_provider is None:
-                token_provider = _provider(typed.oauth, kp, typed.name, typed.tls_ca_file)
+                token_provider = graph_token_provider(
+                    typed.oauth, kp, typed.name, typed.tls_ca_file
+                )
             return cls(
                 typed.name,
                 user_id=typed.user_id,
@@ -231,6 +267,8 @@ class GraphConnector:
                 processed=typed.processed,
                 quarantine_folder=typed.quarantine_folder,
                 max_message_bytes=max_message_bytes,
+                delta=typed.delta,
+                size_property=typed.size_property,
                 page_size=typed.batch_size,
                 base_url=base_url,
                 timeout=typed.timeout,
@@ -290,6 +328,9 @@ class GraphConnector:
             quarantine = disposition is Disposition.QUARANTINED
             self._move(ref, self.quarantine_folder if quarantine else self._processed_folder)
         self._pending.pop(ref, None)
+        self._done[ref] = None
+        while len(self._done) > _DONE_KEPT:
+            del self._done[next(iter(self._done))]
 
     def close(self) -> None:
         """Close the HTTP connections; the delta state and folder ids are kept."""
@@ -300,27 +341,56 @@ class GraphConnector:
         if self._delta_link is None:  # no complete round yet, or delta=False
             return None
         pending = [attrs.astuple(entry) for entry in self._pending.values()]
-        return self._sync.dump(link=self._delta_link, pending=pending)
+        return self._sync.dump(link=self._delta_link, pending=pending, done=list(self._done))
 
     def restore_sync_state(self, text: str | None) -> None:
         """Continue from an exported state; ``None`` or an unusable one: a full round."""
-        self._delta_link, self._pending = self._sync.load(text, _state) or (None, {})
+        self._delta_link, self._pending, self._done = self._sync.load(text, _state) or (
+            None,
+            {},
+            {},
+        )
 
     # -- listing ---------------------------------------------------------------------
 
     def _list_all(self) -> list[_Entry]:
+        return self._without_expand_on_failure(self._list_all_as)
+
+    def _list_all_as(self, expand: bool) -> list[_Entry]:
         params = {
             "$select": "id,receivedDateTime",
             "$orderby": "receivedDateTime asc",
             "$top": str(self.page_size),
         }
-        if self.size_property:
+        if expand:
             params["$expand"] = _EXPAND_SIZE
         url = self._user_url("mailFolders", self._source_folder(), "messages")
         entries: list[_Entry] = []
         for page, _ in self._pages(url, params, what=f"list {self.folder}"):
             entries.extend(e for e in map(self._entry, page) if e is not None)
         return _oldest_first(entries)
+
+    def _without_expand_on_failure(self, listing: Callable[[bool], _T]) -> _T:
+        """``listing`` with the size property expanded; after a 5xx, once more without.
+
+        Graph fails some ``$expand`` queries (delta ones above all) with a 5xx every
+        time: without sizes, a message over the limit is cut off as it downloads.
+        """
+        if not self.size_property:
+            return listing(False)
+        try:
+            return listing(True)
+        except TransientConnectorError as exc:
+            status = status_of(exc)
+            if status not in _SERVER_FAULTS or status in _OVERLOAD:
+                raise
+            log.warning(
+                "mailbox %s: Microsoft Graph failed the listing with the size property (%d); "
+                "listing without it",
+                self.name,
+                status,
+            )
+            return listing(False)
 
     def _list_delta(self) -> list[_Entry]:
         link = self._delta_link
@@ -345,21 +415,30 @@ class GraphConnector:
         for ref, entry in changes.items():
             if entry is None:
                 pending.pop(ref, None)
+            elif ref in pending or ref not in self._done or self._still_here(ref):
+                pending[ref] = entry.merged_onto(pending.get(ref))
             else:
-                pending[ref] = entry
+                log.debug("mailbox %s: a stale delta entry for %s, disposed of", self.name, ref)
         self._pending, self._delta_link = pending, new_link
         return _oldest_first(list(pending.values()))
 
     def _delta_round(self, link: str | None) -> tuple[dict[str, _Entry | None], str]:
         """The changes since ``link`` (all messages without one) and the next link."""
         if link is None:
-            url = self._user_url("mailFolders", self._source_folder(), "messages", "delta")
-            params: dict[str, str] | None = {"$select": "receivedDateTime"}
-            if self.size_property:
-                params = {"$select": "receivedDateTime", "$expand": _EXPAND_SIZE}
-        else:
-            # The link carries the query of the round that made it.
-            url, params = link, None
+            return self._without_expand_on_failure(self._first_delta_round)
+        # The link carries the query of the round that made it.
+        return self._delta_pages(link, None)
+
+    def _first_delta_round(self, expand: bool) -> tuple[dict[str, _Entry | None], str]:
+        url = self._user_url("mailFolders", self._source_folder(), "messages", "delta")
+        params = {"$select": "receivedDateTime,parentFolderId"}
+        if expand:
+            params["$expand"] = _EXPAND_SIZE
+        return self._delta_pages(url, params)
+
+    def _delta_pages(
+        self, url: str, params: Mapping[str, str] | None
+    ) -> tuple[dict[str, _Entry | None], str]:
         changes: dict[str, _Entry | None] = {}
         new_link = ""
         for page, delta_link in self._pages(url, params, what=f"delta {self.folder}"):
@@ -368,7 +447,12 @@ class GraphConnector:
                 ref = item.get("id")
                 if not isinstance(ref, str) or not ref:
                     continue
-                changes[ref] = None if "@removed" in item else self._entry(item)
+                if "@removed" in item or not self._in_source(item):
+                    changes[ref] = None
+                    continue
+                entry = self._entry(item)
+                if entry is not None:  # a replay within the round adds what it knows
+                    changes[ref] = entry.merged_onto(changes.get(ref))
         if not new_link:
             raise ConnectorError(
                 "delta: Microsoft Graph ended the round without an @odata.deltaLink",
@@ -402,6 +486,37 @@ class GraphConnector:
             delta_link = data.get("@odata.deltaLink")
             last = delta_link if next_url is None and isinstance(delta_link, str) else None
             yield [item for item in value if isinstance(item, dict)], last
+
+    def _in_source(self, item: Mapping[str, Any]) -> bool:
+        """False for an entry whose ``parentFolderId`` names another folder: Graph may
+        report a message moved away as an update rather than a removal."""
+        parent = item.get("parentFolderId")
+        return not isinstance(parent, str) or not parent or parent == self._source_folder_id()
+
+    def _source_folder_id(self) -> str:
+        """The source folder's own id (a well-known name is not what entries carry)."""
+        if self._source_id is None:
+            url = self._user_url("mailFolders", self._source_folder())
+            folder = self._client.get_json(url, what="look up the folder", params={"$select": "id"})
+            found = folder.get("id")
+            if not isinstance(found, str) or not found:
+                raise ConnectorError(
+                    "Microsoft Graph sent a folder without an id", mailbox=self.name
+                )
+            self._source_id = found
+        return self._source_id
+
+    def _still_here(self, ref: str) -> bool:
+        """Whether a message disposed of earlier is in the source folder again."""
+        try:
+            item = self._client.get_json(
+                self._message_url(ref), what=f"look up {ref}", params={"$select": "parentFolderId"}
+            )
+        except GraphApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return item.get("parentFolderId") == self._source_folder_id()
 
     def _entry(self, item: Mapping[str, Any]) -> _Entry | None:
         ref = item.get("id")
@@ -512,8 +627,13 @@ class GraphConnector:
         known = self._folders.get(key)
         if known is not None:
             return known
-        parent = "msgfolderroot"
-        for name in _folder_path(path, "folder"):
+        first, *rest = _folder_path(path, "folder")
+        # "Inbox/Done" is Done under the inbox, which a German mailbox calls Posteingang:
+        # the well-known name finds it whatever its display name.
+        parent = _WELL_KNOWN.get(first.casefold())
+        names = rest if parent is not None else [first, *rest]
+        parent = parent or "msgfolderroot"
+        for name in names:
             parent = self._child_folder(parent, name, path, create=create)
         self._folders[key] = parent
         return parent
@@ -569,145 +689,6 @@ class GraphConnector:
         return f"{url}/{action}" if action else url
 
 
-class GraphTransport:
-    """Sends mail as a Microsoft 365 mailbox with Graph's ``sendMail`` in MIME form.
-
-    The composed message is posted base64-encoded as ``text/plain`` (Graph's MIME send),
-    so every header we wrote, Message-ID, ``Auto-Submitted`` and the loop header among
-    them, is kept. Envelope recipients the To and Cc headers do not name are added as a
-    Bcc header, which Exchange removes from the copies it delivers.
-
-    429 and 503 are waited out as for the connector, then raised as
-    :class:`~halomail.errors.TransientTransportError`, like every 5xx, a timeout and an
-    unreachable server. A token refused after a renewal and a 403 (no Mail.Send) are a
-    :class:`~halomail.errors.TransportConfigError`: the outbox stops sending through it,
-    and the mail goes once an administrator has fixed the app. Any other 4xx (bad recipient,
-    no right to send as the From address, over Graph's 4 MB request limit) is a
-    :class:`~halomail.errors.PermanentTransportError`.
-
-    Args:
-        user_id: The mailbox mail is sent as (address or object id).
-        token_provider: Hands out Graph access tokens.
-        base_url: Graph's root.
-        timeout: Seconds each HTTP request may take.
-        ca_file: A CA bundle to trust besides the system's.
-        retry: How throttling is honoured.
-        name: A label for logs and errors.
-
-    Raises:
-        ConfigError: An argument is invalid.
-
-    .. versionadded:: 0.1.0
-    """
-
-    def __init__(
-        self,
-        *,
-        user_id: str,
-        token_provider: TokenProvider,
-        base_url: str = DEFAULT_BASE_URL,
-        timeout: float = 30.0,
-        ca_file: str | os.PathLike[str] | None = None,
-        retry: GraphRetry | None = None,
-        name: str = "graph-outgoing",
-    ) -> None:
-        if not user_id:
-            raise ConfigError(
-                "user_id", "the sending mailbox (an address or object id) is required"
-            )
-        self.name = name
-        self.user_id = user_id
-        self._client = GraphClient(
-            name,
-            base_url=base_url,
-            token_provider=token_provider,
-            timeout=timeout,
-            ca_file=Path(ca_file) if ca_file is not None else None,
-            retry=retry,
-        )
-
-    @classmethod
-    def from_settings(
-        cls,
-        outgoing: GraphTransportSettings | SettingsTable,
-        token_provider: TokenProvider | None = None,
-    ) -> GraphTransport:
-        """The transport for ``[outgoing]`` (or a mailbox's) with ``transport = "graph"``.
-
-        The token provider and ``host`` are read as for
-        :meth:`GraphConnector.from_settings`.
-
-        Args:
-            outgoing: The typed settings, or anything with ``as_table()`` (an
-                :class:`halomail.OutgoingSettings`), read through
-                :meth:`GraphTransportSettings.from_table`.
-            token_provider: The OAuth2 token provider built for them.
-
-        Returns:
-            The transport (nothing is sent to Graph yet).
-
-        Raises:
-            ConfigError: A setting is missing or invalid, with its key path.
-        """
-        typed = as_typed(GraphTransportSettings, outgoing, "outgoing")
-        with under_key_path(typed.key_path):
-            if token_provider is None:
-                token_provider = _provider(
-                    typed.oauth, typed.key_path, "outgoing", typed.tls_ca_file
-                )
-            return cls(
-                user_id=typed.user_id,
-                token_provider=token_provider,
-                base_url=_base_url(typed.host),
-                timeout=typed.timeout,
-                ca_file=typed.tls_ca_file,
-            )
-
-    def __repr__(self) -> str:
-        return f"GraphTransport({self.user_id!r})"
-
-    def probe(self) -> ProbeReport:
-        """Get an access token for the sending account; nothing is sent.
-
-        Raises:
-            AuthenticationError: The credentials were refused.
-        """
-        return ProbeReport(probe_token(self._client.token_provider))
-
-    def send(self, email: OutgoingEmail) -> None:
-        """Send one composed email.
-
-        Raises:
-            TransientTransportError: Throttled, failing or unreachable.
-            TransportConfigError: The token was refused, or access denied (403).
-            PermanentTransportError: Graph refused this message for good.
-        """
-        data = with_bcc(email.data, email.recipients)
-        url = self._client.url("users", self.user_id, "sendMail")
-        try:
-            self._client.call(
-                "POST",
-                url,
-                what="send",
-                content=base64.b64encode(data),
-                headers={"Content-Type": "text/plain"},
-            )
-        except GraphApiError as exc:
-            error = TransportConfigError if exc.status == 403 else PermanentTransportError
-            raise error(str(exc)) from exc
-        except AuthenticationError as exc:  # a 401 after a fresh token: stop sending
-            raise TransportConfigError(str(exc)) from exc
-        except TransientConnectorError as exc:
-            raise TransientTransportError(str(exc)) from exc
-        except ConnectorError as exc:  # an odd answer: worth another try later
-            raise TransientTransportError(str(exc)) from exc
-        log.debug("%s: sent %s as %s", self.name, email.message_id, self.user_id)
-
-    def close(self) -> None:
-        """Close the HTTP connections (they reopen on the next send)."""
-        self._client.close()
-
-
 # -- helpers -------------------------------------------------------------------------
 
 
@@ -728,13 +709,13 @@ def _folder_path(path: str, key: str) -> list[str]:
     return names
 
 
-def _state(data: Mapping[str, Any]) -> tuple[str, dict[str, _Entry]]:
-    """The delta link and pending messages of an exported state."""
-    link, rows = data["link"], data["pending"]
-    if not isinstance(link, str) or not isinstance(rows, list):
-        raise TypeError("link or pending")
+def _state(data: Mapping[str, Any]) -> tuple[str, dict[str, _Entry], dict[str, None]]:
+    """The delta link, pending messages and refs disposed of lately of an exported state."""
+    link, rows, done = data["link"], data["pending"], data.get("done", [])
+    if not isinstance(link, str) or not isinstance(rows, list) or not isinstance(done, list):
+        raise TypeError("link, pending or done")
     entries = (_Entry(str(r), str(w), None if n is None else int(n)) for r, w, n in rows)
-    return link, {entry.ref: entry for entry in entries}
+    return link, {entry.ref: entry for entry in entries}, dict.fromkeys(map(str, done))
 
 
 def _oldest_first(entries: list[_Entry]) -> list[_Entry]:
@@ -769,31 +750,3 @@ def _int(value: str | None, base: int = 10) -> int | None:
     except ValueError:
         return None
     return number if number >= 0 else None
-
-
-def _base_url(host: str | None) -> str:
-    if not host:
-        return DEFAULT_BASE_URL
-    if "://" in host:
-        return host
-    return f"https://{host}/v1.0"
-
-
-def _provider(
-    extra: Mapping[str, Any], key_path: str, name: str, ca_file: Path | None
-) -> TokenProvider:
-    """The token provider the settings describe: a fixed token, or msal's client grant."""
-    values = dict(extra)
-    if values.get("token"):
-        values["auth"] = "oauth2-static"
-    elif values.get("tenant_id"):
-        values["auth"] = "oauth2-microsoft"
-        # Graph needs a Graph token: Outlook's IMAP/SMTP scope is no use here.
-        values["scopes"] = values.get("scopes") or list(MICROSOFT_GRAPH_SCOPES)
-    else:
-        raise ConfigError(
-            "tenant_id",
-            "Microsoft Graph needs tenant_id, client_id and client_secret (or client_secret_env)"
-            ", or an access token through token_env",
-        )
-    return chosen_token_provider(values, key_path, name, ca_file)

@@ -98,6 +98,8 @@ _MAILBOX_EXTRA = (
     "timeout",
     "delete_type",
     "seen_file",
+    "delta",  # office365: false where delta is not offered (national clouds)
+    "size_property",  # office365: false to list without PidTagMessageSize
 )
 
 

@@ -367,4 +367,7 @@ def parse_extra(
         extra["batch_size"] = _int(table, "batch_size", kp, default=50, minimum=1)
     if "timeout" in table and "timeout" in allowed:
         extra["timeout"] = _positive_number(table, "timeout", kp, default=30.0)
+    for key in ("delta", "size_property"):  # office365 mailboxes
+        if key in table and key in allowed:
+            extra[key] = _bool(table, key, kp, default=True)
     return extra
