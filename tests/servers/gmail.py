@@ -411,6 +411,16 @@ class GmailState:
             # An applied fault: the work is done, only the client never learns it.
             return answer if fault is None else _fault(fault)
 
+    def refuse(self, method: str, target: str, headers: dict[str, str]) -> Answer:
+        """Note a request too large to read (its body left unread) and answer 413."""
+        split = urllib.parse.urlsplit(target)
+        query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
+        with self.lock:
+            self.requests.append(
+                Request(method, urllib.parse.unquote(split.path), query, headers, b"")
+            )
+        return _error(413, "uploadTooLarge", f"Media larger than: {UPLOAD_LIMIT}")
+
     def _armed(self, method: str, seen: str) -> Fault | None:
         for fault in self.faults:
             if fault.times > 0 and fault.method == method and fault.path in seen:
@@ -755,13 +765,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
+        headers = {k.lower(): v for k, v in self.headers.items()}
         if length > UPLOAD_LIMIT + 65_536:
             # Google's front end refuses a body this large without reading it.
             self.close_connection = True
-            self._write(_error(413, "uploadTooLarge", f"Media larger than: {UPLOAD_LIMIT}"))
+            self._write(self.server.state.refuse(method, self.path, headers))
             return
         body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
         answer = self.server.state.handle(method, self.path, headers, body)
         if isinstance(answer, Silence):
             time.sleep(answer.seconds)  # the client's timeout runs out meanwhile
