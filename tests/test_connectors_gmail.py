@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import email
 import json
@@ -22,6 +21,7 @@ from halomail.backends.gmail import GmailConnector, GmailRetry, GmailTransport
 from halomail.backends.probe import Channel, probe_channel
 from halomail.config.loader import MailboxSettings, OutgoingSettings, load_config
 from halomail.errors import (
+    AmbiguousSendError,
     AuthenticationError,
     ConfigError,
     ConnectorError,
@@ -261,9 +261,11 @@ def test_three_emails_become_three_tickets_trashed_and_a_rerun_adds_none(
     assert again.outcomes == ()
     assert again.mailboxes[0].error is None
     history = state.calls("GET", "/history")
-    assert [h.param("pageToken") for h in history] == [None, "2"]  # three records, two a page
+    # Six records, two a page: the three trashings, and the three acknowledgements that
+    # Gmail keeps, labelled SENT (records of other labels, read without a lookup).
+    assert [h.param("pageToken") for h in history] == [None, "2", "4"]
     # From the profile's history id, noted before the listing.
-    assert [h.param("startHistoryId") for h in history] == ["1003", "1003"]
+    assert [h.param("startHistoryId") for h in history] == ["1003", "1003", "1003"]
     assert history[0].query["historyTypes"] == [
         "messageAdded",
         "messageDeleted",
@@ -278,7 +280,7 @@ def test_three_emails_become_three_tickets_trashed_and_a_rerun_adds_none(
     state.requests.clear()
     assert processor.run_once().outcomes == ()
     # Onwards from the historyId the last round ended with: the three trashings are done.
-    assert [h.param("startHistoryId") for h in state.calls("GET", "/history")] == ["1006"]
+    assert [h.param("startHistoryId") for h in state.calls("GET", "/history")] == ["1009"]
 
 
 def test_messages_are_yielded_by_arrival_across_listing_pages(
@@ -858,20 +860,21 @@ def _outbox_mail(**fields: object) -> OutboxMail:
     return OutboxMail(**values)  # type: ignore[arg-type]
 
 
-def test_sending_posts_our_mime_as_base64url_raw_with_our_headers(
+def test_sending_uploads_our_mime_unchanged_with_our_headers(
     state: GmailState, send_as: Callable[..., GmailTransport]
 ) -> None:
-    """messages.send receives our MIME, URL-safe base64: Message-ID, Auto-Submitted, loop."""
+    """messages.send's upload endpoint receives our MIME as is: Message-ID, Auto-Submitted, loop."""
     outgoing = compose(_outbox_mail(), SenderIdentity(SUPPORT, "Support"), loop_token=LOOP_TOKEN)
-    assert {"+", "/"} & set(base64.b64encode(outgoing.data).decode())  # base64url matters here
     send_as().send(outgoing)
 
     (sent,) = state.sent
     assert sent.user == SUPPORT
     assert sent.mime == outgoing.data
     (request,) = state.calls("POST", "/send")
-    assert request.path == "/gmail/v1/users/me/messages/send"
-    assert json.loads(request.body) == {"raw": base64.urlsafe_b64encode(outgoing.data).decode()}
+    assert request.path == "/upload/gmail/v1/users/me/messages/send"
+    assert request.param("uploadType") == "media"
+    assert request.headers["content-type"] == "message/rfc822"
+    assert request.body == outgoing.data
     message = email.message_from_bytes(sent.mime)
     assert message["Message-ID"] == "<halomail.7.abc@helpdesk.example>"
     assert message["Auto-Submitted"] == "auto-replied"
@@ -896,8 +899,10 @@ def test_an_envelope_recipient_missing_from_the_headers_is_added_as_bcc(
 @pytest.mark.parametrize(
     ("status", "reason", "error", "waits"),
     [
-        (500, "", TransientTransportError, [1.0]),
-        (503, "", TransientTransportError, [1.0]),
+        # A 5xx may come after Gmail sent the mail: never repeated within the call.
+        (500, "", AmbiguousSendError, []),
+        (503, "", AmbiguousSendError, []),
+        (504, "", AmbiguousSendError, []),
         (429, "", TransientTransportError, [1.0]),
         (403, "userRateLimitExceeded", TransientTransportError, [1.0]),
         (401, "", TransportConfigError, []),
@@ -915,7 +920,7 @@ def test_send_failures_are_sorted_into_transient_and_permanent(
     error: type[Exception],
     waits: list[float],
 ) -> None:
-    """Throttling and 5xx are transient; a refused grant stops sending; other 4xx permanent."""
+    """Throttling is transient, a 5xx ambiguous; a refused grant stops sending; 4xx permanent."""
     state.fail("POST", "/send", status, times=5, reason=reason, retry_after="1")
     outgoing = compose(_outbox_mail(), SenderIdentity(SUPPORT, "Support"), loop_token=LOOP_TOKEN)
     with pytest.raises(error) as caught:

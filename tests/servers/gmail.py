@@ -9,15 +9,21 @@ here by hand from that reference; nothing was recorded from a real service.
 
 * ``GET  /gmail/v1/users/{u}/profile`` — ``emailAddress``, ``historyId`` …;
 * ``GET  /gmail/v1/users/{u}/messages`` — ``labelIds`` (repeated), ``maxResults``
-  (default 100), ``pageToken``, ``includeSpamTrash``; newest first, ids and thread ids
-  only, ``nextPageToken`` and ``resultSizeEstimate``;
+  (default 100), ``pageToken``, ``includeSpamTrash``, ``q`` (the search operators
+  ``rfc822msgid:`` and ``in:<label>``; any other term is 400 here); newest first, ids and
+  thread ids only, ``nextPageToken`` and ``resultSizeEstimate``;
 * ``GET  /gmail/v1/users/{u}/messages/{id}`` — ``format`` ``minimal`` (id, threadId,
   labelIds, snippet, historyId, internalDate, sizeEstimate) or ``raw`` (plus ``raw``,
   the MIME in URL-safe base64);
 * ``POST …/messages/{id}/modify`` (``addLabelIds``, ``removeLabelIds``; an unknown
   label is 400 ``Invalid label``), ``POST …/messages/{id}/trash`` (adds ``TRASH``),
   ``DELETE …/messages/{id}``;
-* ``POST /gmail/v1/users/{u}/messages/send`` — ``{"raw": …}``;
+* ``POST /gmail/v1/users/{u}/messages/send`` — ``{"raw": …}``, the request body capped
+  at :attr:`GmailState.json_limit` bytes (400 "Request payload size exceeds the limit", as
+  the real service answers well below the upload limit);
+* ``POST /upload/gmail/v1/users/{u}/messages/send?uploadType=media`` — the MIME itself
+  (``Content-Type: message/rfc822``), up to 36,700,160 bytes (35 MB; over it 413);
+  a sent message lands in the mailbox with the ``SENT`` label, as in Gmail;
 * ``GET  /gmail/v1/users/{u}/history`` — ``startHistoryId``, ``historyTypes``
   (repeated), ``labelId``, ``maxResults``, ``pageToken``; records with ``messagesAdded``,
   ``messagesDeleted``, ``labelsAdded``, ``labelsRemoved``; a ``startHistoryId`` older
@@ -29,7 +35,9 @@ here by hand from that reference; nothing was recorded from a real service.
 ``{u}`` is ``me`` or the address of the token's user; another address is 403
 "Delegation denied". Every request must carry ``Authorization: Bearer`` with a token
 the state maps to a user, or it gets 401 ``authError`` with ``WWW-Authenticate``. Tests
-arm faults (:meth:`GmailState.fail`) for throttling, errors and dropped connections.
+arm faults (:meth:`GmailState.fail`) for throttling, errors, dropped connections and
+silence: before the request is processed, or (``applied=True``) after, as the real service
+fails at times: the mail is sent, and the client hears a 5xx, nothing, or a reset.
 """
 
 from __future__ import annotations
@@ -37,12 +45,15 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import email.parser
+import email.policy
 import http.client
 import itertools
 import json
 import secrets
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +61,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 ROOT = "/gmail/v1"
+UPLOAD_ROOT = "/upload/gmail/v1"
+#: users.messages.send through the upload endpoint: "Maximum file size: 36700160".
+UPLOAD_LIMIT = 36_700_160
+#: The JSON body of a request: not documented, far below the upload limit; 1 MiB is the
+#: lowest cap reported for messages.send with ``raw``.
+JSON_LIMIT = 1_048_576
 SYSTEM_LABELS = (
     "INBOX",
     "SPAM",
@@ -76,10 +93,13 @@ _STATUS_NAMES = {
     404: "NOT_FOUND",
     409: "ABORTED",
     429: "RESOURCE_EXHAUSTED",
+    413: "OUT_OF_RANGE",
     500: "INTERNAL",
     502: "UNAVAILABLE",
     503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
+Answer = tuple[int, dict[str, str], bytes]
 
 
 @dataclass
@@ -138,7 +158,9 @@ class Mailbox:
 class Fault:
     """An answer armed for the next ``times`` requests matching ``method`` and ``path``.
 
-    ``status`` 0 drops the connection without an answer.
+    ``status`` 0 drops the connection without an answer, after ``silence`` seconds (longer
+    than the client's timeout: it times out). With ``applied`` the request is processed
+    first (a send sends) and only its answer is replaced.
     """
 
     method: str
@@ -148,6 +170,15 @@ class Fault:
     reason: str = ""
     message: str = ""
     retry_after: str | None = None
+    applied: bool = False
+    silence: float = 0.0
+
+
+@dataclass
+class Silence:
+    """No answer: the connection is held ``seconds``, then closed."""
+
+    seconds: float = 0.0
 
 
 @dataclass
@@ -168,7 +199,7 @@ class Request:
 
 @dataclass
 class Sent:
-    """A message the server was asked to send, decoded from its ``raw``."""
+    """A message the server sent: its MIME, and the ``raw`` it came as (``""`` if uploaded)."""
 
     user: str
     raw: str = field(repr=False)
@@ -197,6 +228,8 @@ class GmailState:
         self.requests: list[Request] = []
         self.sent: list[Sent] = []
         self.faults: list[Fault] = []
+        #: The largest JSON request body accepted (messages.send with ``raw``).
+        self.json_limit = JSON_LIMIT
         self._clock = 1_767_258_000_000  # 2026-01-01 09:00 UTC, in epoch milliseconds
 
     # -- the store -------------------------------------------------------------------
@@ -304,13 +337,21 @@ class GmailState:
         reason: str = "",
         message: str = "",
         retry_after: str | None = None,
+        applied: bool = False,
+        silence: float = 0.0,
     ) -> None:
         """Answer the next ``times`` ``method`` requests whose path (and query) contain ``path``.
 
-        ``status`` 0 drops the connection without an answer.
+        ``status`` 0 drops the connection without an answer (after ``silence`` seconds);
+        ``applied`` processes the request before failing its answer.
         """
+        fault = Fault(method, path, status, times, reason, message, retry_after, applied, silence)
         with self.lock:
-            self.faults.append(Fault(method, path, status, times, reason, message, retry_after))
+            self.faults.append(fault)
+
+    def sent_with(self, user: str, message_id: str) -> list[Message]:
+        """The messages in ``user``'s SENT label whose Message-ID is ``message_id`` (no <>)."""
+        return [m for m in self.labelled(user, "SENT") if _message_id(m.raw) == message_id]
 
     def calls(self, method: str | None = None, contains: str = "") -> list[Request]:
         """The requests received, optionally of one method and with ``contains`` in the path."""
@@ -345,8 +386,8 @@ class GmailState:
 
     def handle(
         self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, dict[str, str], bytes] | None:
-        """Answer one request: (status, headers, body), or ``None`` to drop the connection."""
+    ) -> Answer | Silence:
+        """Answer one request: (status, headers, body), or :class:`Silence`."""
         split = urllib.parse.urlsplit(target)
         path = urllib.parse.unquote(split.path)
         query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
@@ -363,24 +404,60 @@ class GmailState:
                     "token, login cookie or other valid authentication credential.",
                     bearer=True,
                 )
-            seen = f"{path}?{urllib.parse.unquote(split.query)}"
-            for fault in self.faults:
-                if fault.times > 0 and fault.method == method and fault.path in seen:
-                    fault.times -= 1
-                    if fault.status == 0:
-                        return None
-                    return _fault(fault)
-            if not path.startswith(ROOT + "/users/"):
-                return _error(404, "notFound", "Not Found")
-            parts = path[len(ROOT) + 1 :].split("/")
-            if len(parts) < 3:
-                return _error(404, "notFound", "Not Found")
-            wanted = parts[1].lower()
-            if wanted not in ("me", user):
-                return _error(403, "forbidden", f"Delegation denied for {user}")
-            if user not in self.mailboxes:
-                return _error(400, "failedPrecondition", "Mail service not enabled")
-            return self._route(method, self.mailboxes[user], parts[2:], query, body)
+            fault = self._armed(method, f"{path}?{urllib.parse.unquote(split.query)}")
+            if fault is not None and not fault.applied:
+                return _fault(fault)
+            answer = self._answer(user, method, path, query, headers, body)
+            # An applied fault: the work is done, only the client never learns it.
+            return answer if fault is None else _fault(fault)
+
+    def refuse(self, method: str, target: str, headers: dict[str, str]) -> Answer:
+        """Note a request too large to read (its body left unread) and answer 413."""
+        split = urllib.parse.urlsplit(target)
+        query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
+        with self.lock:
+            self.requests.append(
+                Request(method, urllib.parse.unquote(split.path), query, headers, b"")
+            )
+        return _error(413, "uploadTooLarge", f"Media larger than: {UPLOAD_LIMIT}")
+
+    def _armed(self, method: str, seen: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.times > 0 and fault.method == method and fault.path in seen:
+                fault.times -= 1
+                return fault
+        return None
+
+    def _answer(
+        self,
+        user: str,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> Answer:
+        upload = path.startswith(UPLOAD_ROOT + "/users/")
+        root = UPLOAD_ROOT if upload else ROOT
+        if not path.startswith(root + "/users/"):
+            return _error(404, "notFound", "Not Found")
+        parts = path[len(root) + 1 :].split("/")
+        if len(parts) < 3:
+            return _error(404, "notFound", "Not Found")
+        wanted = parts[1].lower()
+        if wanted not in ("me", user):
+            return _error(403, "forbidden", f"Delegation denied for {user}")
+        if user not in self.mailboxes:
+            return _error(400, "failedPrecondition", "Mail service not enabled")
+        box = self.mailboxes[user]
+        if upload:
+            if parts[2:] == ["messages", "send"] and method == "POST":
+                return self._upload_send(box, query, headers, body)
+            return _error(404, "notFound", "Not Found")
+        if len(body) > self.json_limit:
+            too_large = f"Request payload size exceeds the limit: {self.json_limit} bytes."
+            return _error(400, "badRequest", too_large)
+        return self._route(method, box, parts[2:], query, body)
 
     def _user_of(self, token: str) -> str | None:
         if not token or token in self.revoked:
@@ -442,13 +519,24 @@ class GmailState:
         return _error(404, "notFound", "Not Found")
 
     def _list(self, box: Mailbox, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
-        wanted = query.get("labelIds", [])
+        wanted = list(query.get("labelIds", []))
         with_trash = _first(query, "includeSpamTrash") == "true"
+        message_ids: list[str] = []
+        for term in (_first(query, "q") or "").split():
+            operator, _, value = term.partition(":")
+            if operator == "rfc822msgid" and value:
+                message_ids.append(value.strip("<>"))
+            elif operator == "in" and value:
+                label = self.label_named(box.address, value)
+                wanted.append(label.id if label is not None else value.upper())
+            else:
+                return _error(400, "invalidArgument", f"This server cannot search for {term!r}")
         found = [
             m
             for m in box.messages.values()
             if all(label in m.labels for label in wanted)
             and (with_trash or not {"TRASH", "SPAM"} & set(m.labels))
+            and all(_message_id(m.raw) == wanted_id for wanted_id in message_ids)
         ]
         found.sort(key=lambda m: m.internal_date, reverse=True)  # newest first, as Gmail
         offset = int(_first(query, "pageToken") or "0")
@@ -536,9 +624,32 @@ class GmailState:
             mime = b""
         if not raw or not mime or "+" in raw or "/" in raw:
             return _error(400, "invalidArgument", "Invalid value for ByteString: raw")
+        return self._sent(box, raw, mime)
+
+    def _upload_send(
+        self, box: Mailbox, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> Answer:
+        if _first(query, "uploadType") != "media":
+            return _error(400, "badRequest", "This server takes uploadType=media only")
+        if not headers.get("content-type", "").startswith("message/"):
+            return _error(400, "badRequest", "Media type is not one of the accepted message/*")
+        if len(body) > UPLOAD_LIMIT:
+            return _error(413, "uploadTooLarge", f"Media larger than: {UPLOAD_LIMIT}")
+        if not body:
+            return _error(400, "invalidArgument", "Recipient address required")
+        return self._sent(box, "", body)
+
+    def _sent(self, box: Mailbox, raw: str, mime: bytes) -> Answer:
         self.sent.append(Sent(box.address, raw, mime))
-        message_id = secrets.token_hex(8)
+        # Gmail keeps what it sent in the mailbox, labelled SENT.
+        message_id = self.deliver(box.address, mime, labels=("SENT",))
         return _json(200, {"id": message_id, "threadId": message_id, "labelIds": ["SENT"]})
+
+
+def _message_id(raw: bytes) -> str:
+    """The Message-ID of a MIME message, without its angle brackets."""
+    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    return str(headers.get("Message-ID") or "").strip().strip("<>")
 
 
 def _first(query: dict[str, list[str]], name: str) -> str | None:
@@ -603,12 +714,15 @@ def _error(
     return status, headers, json.dumps(data).encode()
 
 
-def _fault(fault: Fault) -> tuple[int, dict[str, str], bytes]:
+def _fault(fault: Fault) -> Answer | Silence:
+    if fault.status == 0:
+        return Silence(fault.silence)
     defaults = {
         429: ("rateLimitExceeded", "Too many concurrent requests for user"),
         403: ("userRateLimitExceeded", "User Rate Limit Exceeded"),
         500: ("backendError", "Backend Error"),
         503: ("backendError", "The service is currently unavailable."),
+        504: ("backendError", "Deadline exceeded."),
         401: ("authError", "Invalid Credentials"),
         404: ("notFound", "Requested entity was not found."),
         400: ("invalidArgument", "Invalid argument"),
@@ -651,14 +765,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
+        if length > UPLOAD_LIMIT + 65_536:
+            # Google's front end refuses a body this large without reading it.
+            self.close_connection = True
+            self._write(self.server.state.refuse(method, self.path, headers))
+            return
+        body = self.rfile.read(length) if length else b""
         answer = self.server.state.handle(method, self.path, headers, body)
-        if answer is None:
+        if isinstance(answer, Silence):
+            time.sleep(answer.seconds)  # the client's timeout runs out meanwhile
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(2)
             return
+        self._write(answer)
+
+    def _write(self, answer: Answer) -> None:
         status, extra, payload = answer
         self.send_response(status)
         for name, value in extra.items():

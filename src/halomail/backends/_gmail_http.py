@@ -4,19 +4,28 @@
 answer in one place: a 401 renews the token once, 429 / 403 rate limits / 5xx are waited
 out per ``Retry-After`` or with backoff (:class:`GmailRetry`), anything else becomes a
 :class:`GmailApiError` (a 4xx) or a transient error.
+
+A request that must not be repeated (``messages.send``) goes out once
+(``execute(…, repeat=False)``): on a connection of its own, which httplib2 is kept from
+re-sending, and a 5xx, a timeout or a connection lost after it went out is
+:class:`GmailAnswerLost`, since Gmail may have carried it out.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import http.client
+import io
 import ipaddress
 import json
 import logging
+import socket
+import ssl
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +33,9 @@ import attrs
 import httplib2  # type: ignore[import-untyped]
 from googleapiclient.discovery import build  # type: ignore[import-untyped]
 from googleapiclient.errors import HttpError  # type: ignore[import-untyped]
+from googleapiclient.http import MediaIoBaseUpload  # type: ignore[import-untyped]
 
-from halomail.backends._common import retry_after_seconds
+from halomail.backends._common import chosen_token_provider, retry_after_seconds
 from halomail.backends.auth.oauth import TokenProvider
 from halomail.errors import (
     AuthenticationError,
@@ -35,13 +45,18 @@ from halomail.errors import (
 )
 
 __all__ = [
+    "DEFAULT_API_ENDPOINT",
     "GMAIL_SCOPES",
+    "GmailAnswerLost",
     "GmailApiError",
     "GmailClient",
     "GmailRetry",
+    "api_endpoint_of",
     "decode_raw",
+    "message_upload",
     "number_of",
     "text_of",
+    "token_provider_of",
 ]
 
 log = logging.getLogger("halomail.backends.gmail")
@@ -49,6 +64,8 @@ log = logging.getLogger("halomail.backends.gmail")
 #: Reading, labelling, trashing and sending: everything halomail does, and no more (it
 #: never deletes for good, which alone would need ``https://mail.google.com/``).
 GMAIL_SCOPES = ("https://www.googleapis.com/auth/gmail.modify",)
+
+DEFAULT_API_ENDPOINT = "https://gmail.googleapis.com/"
 
 
 # Throttling answers (Gmail's "Usage limits" and "Resolve errors" pages): the same request
@@ -95,6 +112,19 @@ class GmailApiError(ConnectorError):
         super().__init__(message, mailbox=mailbox)
 
 
+class GmailAnswerLost(TransientConnectorError):
+    """A request that must not be repeated reached the Gmail API, and its answer was lost.
+
+    A 5xx, a timeout, or a connection closed without an answer: Gmail may have carried
+    the request out (sent the mail), so it is not repeated.
+
+    Args:
+        message: What went wrong.
+        mailbox: The mailbox's (or transport's) name.
+        retry_after: Seconds the server asked us to wait, or ``None``.
+    """
+
+
 class GmailClient:
     """The Gmail API service object, with authentication, retries and error translation.
 
@@ -135,11 +165,7 @@ class GmailClient:
     def users(self) -> Any:
         """The ``users`` resource of the service, built on first use (no request is made)."""
         if self._users is None:
-            http = httplib2.Http(
-                timeout=self._timeout, ca_certs=str(self._ca_file) if self._ca_file else None
-            )
-            # A redirect would carry the bearer token to wherever it points.
-            http.follow_redirects = False
+            http = self._new_http(httplib2.Http)
             self._http = http
             # static_discovery: the discovery document shipped with the library, so
             # building the client never fetches one; the endpoint is ours to choose.
@@ -159,16 +185,35 @@ class GmailClient:
         if self._http is not None:
             self._http.close()
 
-    def execute(self, make: Callable[[Any], Any], *, what: str) -> dict[str, Any]:
+    def _new_http(self, kind: Any) -> Any:
+        http = kind(timeout=self._timeout, ca_certs=str(self._ca_file) if self._ca_file else None)
+        # A redirect would carry the bearer token to wherever it points.
+        http.follow_redirects = False
+        return http
+
+    def execute(
+        self, make: Callable[[Any], Any], *, what: str, repeat: bool = True
+    ) -> dict[str, Any]:
         """Build a request with ``make(users)``, send it, and return its JSON answer.
+
+        Args:
+            make: Builds the request from the ``users`` resource.
+            what: What the request does, for logs and errors.
+            repeat: ``False`` for a request that must not be carried out twice
+                (``messages.send``): it is sent once, and a 5xx, a timeout or a lost
+                connection after it went out is :class:`GmailAnswerLost`. Throttling
+                (429, 403 rate limits) and a refused token are still retried: Gmail
+                did nothing with the request then.
 
         Raises:
             AuthenticationError: The token was refused twice, or none could be had.
+            GmailAnswerLost: With ``repeat=False``: the outcome is unknown.
             TransientConnectorError: Unreachable, timed out, throttled beyond patience,
                 a server error beyond patience, or an answer that is not JSON.
             GmailApiError: Any other 4xx answer (the caller decides what 404 means).
         """
         request = make(self.users())
+        request.uri = self._on_endpoint(request.uri)
         renewed = False
         tries = 0
         while True:
@@ -177,31 +222,11 @@ class GmailClient:
             # each time costs nothing and never sends a token that is about to die.
             request.headers["authorization"] = f"Bearer {self._token_provider.token()}"
             try:
-                # num_retries=0: the library's own retries ignore Retry-After and sleep
-                # where tests cannot see; the loop below decides instead.
-                answer = request.execute(num_retries=0)
+                return self._answer_of(request, what, repeat)
             except HttpError as exc:
                 status = int(exc.resp.status)
                 reason, message = _error_of(exc)
-                retry_after = exc.resp.get("retry-after")
-            except TimeoutError as exc:
-                raise TransientConnectorError(
-                    f"{what}: the Gmail API did not answer within {self._timeout:g} s",
-                    mailbox=self.name,
-                ) from exc
-            except (OSError, httplib2.HttpLib2Error, http.client.HTTPException) as exc:
-                raise TransientConnectorError(
-                    f"{what}: cannot reach {self._host} ({type(exc).__name__})",
-                    mailbox=self.name,
-                ) from exc
-            except ValueError as exc:
-                # A 2xx answer that is not JSON: a proxy or captive portal answered.
-                raise TransientConnectorError(
-                    f"{what}: {self._host} answered something that is not the Gmail API's JSON",
-                    mailbox=self.name,
-                ) from exc
-            else:
-                return answer if isinstance(answer, dict) else {}
+                retry_after = retry_after_seconds(exc.resp.get("retry-after"))
             if status == 401 and not renewed:
                 # Tokens can be revoked or rotated before their expiry: one fresh token
                 # is worth a try before the administrator is bothered.
@@ -215,25 +240,91 @@ class GmailClient:
                 continue
             if status == 401:
                 raise AuthenticationError(_refused_advice(reason), mailbox=self.name)
-            if _throttled(status, reason):
-                wait = _retry_after(retry_after, self.retry.base_wait * 2 ** (tries - 1))
-                if tries >= self.retry.max_attempts or wait > self.retry.max_wait:
-                    raise TransientConnectorError(
-                        f"{what}: the Gmail API is throttling or failing ({status} {reason}, "
-                        f"retry after {wait:g} s) after {tries} tries; the next run tries again",
-                        mailbox=self.name,
-                    )
-                log.warning(
-                    "mailbox %s: %s: the Gmail API answered %d %s; waiting %g s",
-                    self.name,
-                    what,
-                    status,
-                    reason,
-                    wait,
+            if status >= 500 and not repeat:
+                raise GmailAnswerLost(
+                    f"{what}: the Gmail API answered {status} {reason}; it may have been "
+                    "done all the same",
+                    mailbox=self.name,
+                    retry_after=retry_after,
                 )
-                self.retry.sleep(wait)
+            if _throttled(status, reason):
+                self._wait_out(tries, status, reason, retry_after, what)
                 continue
             raise self._status_error(status, reason, message, what)
+
+    def _on_endpoint(self, uri: str) -> str:
+        """``uri`` with the endpoint's scheme.
+
+        googleapiclient builds upload URLs from the discovery document's https root and
+        swaps in only the host of ``api_endpoint``: an http endpoint (loopback only)
+        would be spoken to in TLS.
+        """
+        scheme = urllib.parse.urlsplit(self.api_endpoint).scheme
+        parts = urllib.parse.urlsplit(uri)
+        if parts.netloc == self._host and parts.scheme != scheme:
+            return urllib.parse.urlunsplit(parts._replace(scheme=scheme))
+        return uri
+
+    def _answer_of(self, request: Any, what: str, repeat: bool) -> dict[str, Any]:
+        """Send ``request`` once; its JSON answer, or the transport error translated."""
+        # A request that must not be repeated gets a connection of its own: never a
+        # stale kept-alive one, and one httplib2 does not re-send on (_SendOnce).
+        connection = None if repeat else self._new_http(_SendOnceHttp)
+        try:
+            # num_retries=0: the library's own retries ignore Retry-After and sleep
+            # where tests cannot see; execute() decides instead.
+            answer = request.execute(http=connection, num_retries=0)
+        except TimeoutError as exc:
+            error = TransientConnectorError if repeat else GmailAnswerLost
+            raise error(
+                f"{what}: the Gmail API did not answer within {self._timeout:g} s",
+                mailbox=self.name,
+            ) from exc
+        except (OSError, httplib2.HttpLib2Error, http.client.HTTPException, _AnswerLost) as exc:
+            if repeat or _not_sent(exc):
+                raise TransientConnectorError(
+                    f"{what}: cannot reach {self._host} ({type(exc).__name__})",
+                    mailbox=self.name,
+                ) from exc
+            raise GmailAnswerLost(
+                f"{what}: the connection to {self._host} ended before the Gmail API "
+                f"answered ({type(exc).__name__}); it may have been done all the same",
+                mailbox=self.name,
+            ) from exc
+        except ValueError as exc:
+            # A 2xx answer that is not JSON: a proxy or captive portal answered.
+            error = TransientConnectorError if repeat else GmailAnswerLost
+            raise error(
+                f"{what}: {self._host} answered something that is not the Gmail API's JSON",
+                mailbox=self.name,
+            ) from exc
+        finally:
+            if connection is not None:
+                connection.close()
+        return answer if isinstance(answer, dict) else {}
+
+    def _wait_out(
+        self, tries: int, status: int, reason: str, retry_after: float | None, what: str
+    ) -> None:
+        """Sleep before the next try, or raise when the wait is past patience."""
+        wait = self.retry.base_wait * 2 ** (tries - 1) if retry_after is None else retry_after
+        if tries >= self.retry.max_attempts or wait > self.retry.max_wait:
+            raise TransientConnectorError(
+                f"{what}: the Gmail API is throttling or failing ({status} {reason}, "
+                f"retry after {wait:g} s) after {tries} tries; the next run tries again",
+                mailbox=self.name,
+                # Only a wait the server named is kept for the next run.
+                retry_after=retry_after,
+            )
+        log.warning(
+            "mailbox %s: %s: the Gmail API answered %d %s; waiting %g s",
+            self.name,
+            what,
+            status,
+            reason,
+            wait,
+        )
+        self.retry.sleep(wait)
 
     def _status_error(self, status: int, reason: str, message: str, what: str) -> Exception:
         detail = f"{reason}: {message}" if message else reason
@@ -289,12 +380,6 @@ def _throttled(status: int, reason: str) -> bool:
     return status == 429 or (status == 403 and reason in _RATE_REASONS) or status >= 500
 
 
-def _retry_after(value: str | None, default: float) -> float:
-    """Seconds to wait per ``Retry-After``, or ``default`` when it names none."""
-    seconds = retry_after_seconds(value)
-    return default if seconds is None else seconds
-
-
 def _refused_advice(reason: str) -> str:
     return (
         f"the Gmail API refused the access token twice ({reason}). Check that the Gmail "
@@ -324,6 +409,100 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# -- requests sent once ----------------------------------------------------------------
+
+
+class _AnswerLost(Exception):
+    """The connection ended after the request went out, before an answer came.
+
+    Deliberately not an ``OSError`` nor an ``HTTPException``: httplib2 re-sends a
+    request on those (once, "the connection went stale"), and lets anything else through.
+    """
+
+
+def _sent_once(base: Any) -> Any:
+    """``base`` (an httplib2 connection class) whose lost answers are :class:`_AnswerLost`."""
+
+    class SendOnce(base):  # type: ignore[misc]
+        def getresponse(self) -> Any:
+            try:
+                return super().getresponse()
+            except (http.client.BadStatusLine, http.client.ResponseNotReady, OSError) as exc:
+                if isinstance(exc, TimeoutError):
+                    raise  # httplib2 passes a timeout through as it is
+                raise _AnswerLost(f"{type(exc).__name__}: {exc}") from exc
+
+    SendOnce.__name__ = f"SendOnce{base.__name__}"
+    return SendOnce
+
+
+_SEND_ONCE_HTTP = _sent_once(httplib2.HTTPConnectionWithTimeout)
+_SEND_ONCE_HTTPS = _sent_once(httplib2.HTTPSConnectionWithTimeout)
+
+
+class _SendOnceHttp(httplib2.Http):  # type: ignore[misc]
+    """An ``httplib2.Http`` that never sends a request twice."""
+
+    def request(self, uri: str, *args: Any, **kwargs: Any) -> Any:
+        """As ``httplib2.Http.request``, on connections that never re-send."""
+        https = uri.lower().startswith("https:")
+        kwargs["connection_type"] = _SEND_ONCE_HTTPS if https else _SEND_ONCE_HTTP
+        return super().request(uri, *args, **kwargs)
+
+
+# Failures that happen before a request is on its way: nothing can have been done.
+_BEFORE_SENDING = (
+    ConnectionRefusedError,
+    socket.gaierror,
+    ssl.SSLError,  # the TLS handshake comes before the request
+    httplib2.ServerNotFoundError,
+)
+_UNREACHABLE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL})
+
+
+def _not_sent(exc: BaseException) -> bool:
+    if isinstance(exc, _BEFORE_SENDING):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _UNREACHABLE
+
+
+def message_upload(data: bytes) -> Any:
+    """The media of a ``messages.send`` through the upload endpoint: the MIME, as it is."""
+    # resumable=False: one request (uploadType=media), so a send is one request to judge.
+    return MediaIoBaseUpload(io.BytesIO(data), mimetype="message/rfc822", resumable=False)
+
+
+# -- endpoints and tokens -------------------------------------------------------------
+
+
+def api_endpoint_of(host: str | None) -> str:
+    """The API's root URL for a ``host`` setting (a host name or a URL)."""
+    if not host:
+        return DEFAULT_API_ENDPOINT
+    return host if "://" in host else f"https://{host}/"
+
+
+def token_provider_of(
+    extra: Mapping[str, Any], key_path: str, name: str, ca_file: Path | None
+) -> TokenProvider:
+    """The token provider the settings describe: a fixed token, or google-auth's."""
+    values = dict(extra)
+    if values.get("token"):
+        values["auth"] = "oauth2-static"
+    elif values.get("credentials_file") or values.get("refresh_token"):
+        values["auth"] = "oauth2-google"
+        # The Gmail API needs a Gmail scope; gmail.modify covers all halomail does.
+        values["scopes"] = values.get("scopes") or list(GMAIL_SCOPES)
+    else:
+        raise ConfigError(
+            "credentials_file",
+            "the Gmail API needs credentials_file (a service-account key with subject, or "
+            "an authorized-user file), or client_id, client_secret and refresh_token, or an "
+            "access token through token_env",
+        )
+    return chosen_token_provider(values, key_path, name, ca_file)
 
 
 # -- reading answers ------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Google Workspace and Gmail mailboxes through the Gmail API (the ``google`` extra).
 
 :class:`GmailConnector` reads one label of a mailbox (``INBOX`` by default) and
-:class:`GmailTransport` sends mail as a mailbox, both through google-api-python-client
+:class:`GmailTransport` (from :mod:`halomail.backends._gmail_send`) sends mail as a mailbox
+(never twice within a call; see its documentation), both through google-api-python-client
 (``googleapiclient.discovery.build("gmail", "v1")`` with the discovery document the
 library ships, so building the client makes no request). Every request carries a
 bearer token from a token provider (:mod:`halomail.backends.auth.oauth`: google-auth with
@@ -35,7 +36,8 @@ label read. Quarantine moves to its label the same way. A 404 for the message
 waited out as ``Retry-After`` says, or with exponential backoff when it says nothing
 (:class:`GmailRetry`); past its patience the run for that mailbox ends with
 :class:`~halomail.errors.TransientConnectorError`, nothing disposed of and so nothing
-lost. A 401 makes the connector try once more with a fresh token; a second is an
+lost; its ``retry_after`` is the wait the server named, if any, for the next run to
+keep. A 401 makes the connector try once more with a fresh token; a second is an
 :class:`~halomail.errors.AuthenticationError` telling the administrator what to check.
 Tokens never appear in logs: only URLs are, and the Gmail API's carry no secret.
 
@@ -44,7 +46,6 @@ Tokens never appear in logs: only URLs are, and the Gmail API's carry no secret.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -54,29 +55,27 @@ from typing import Any
 import attrs
 
 from halomail._validate import under_key_path
-from halomail.backends._common import chosen_token_provider, with_bcc
 from halomail.backends._gmail_http import (
+    DEFAULT_API_ENDPOINT,
     GMAIL_SCOPES,
     GmailApiError,
     GmailClient,
     GmailRetry,
+    api_endpoint_of,
     decode_raw,
     number_of,
     text_of,
+    token_provider_of,
 )
+from halomail.backends._gmail_send import GmailTransport
 from halomail.backends._sync_state import StateFormat
 from halomail.backends.auth.oauth import TokenProvider
-from halomail.backends.auth.sasl import probe_token
-from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail, ProbeReport
-from halomail.backends.cloud_settings import GmailMailboxSettings, GmailTransportSettings
+from halomail.backends.base import Disposition, FetchedMessage, ProbeReport
+from halomail.backends.cloud_settings import GmailMailboxSettings
 from halomail.backends.settings import SettingsTable, as_typed
 from halomail.errors import (
-    AuthenticationError,
     ConfigError,
     ConnectorError,
-    PermanentTransportError,
-    TransientTransportError,
-    TransportConfigError,
 )
 
 __all__ = [
@@ -89,8 +88,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_API_ENDPOINT = "https://gmail.googleapis.com/"
 
 # Labels every mailbox has; their ids are their names.
 _SYSTEM_LABELS = frozenset(
@@ -244,9 +241,9 @@ class GmailConnector:
         typed = as_typed(GmailMailboxSettings, settings, getattr(settings, "key_path", "mailboxes"))
         kp = typed.key_path
         with under_key_path(kp):
-            endpoint = _api_endpoint(typed.host)
+            endpoint = api_endpoint_of(typed.host)
             if token_provider is None:
-                token_provider = _provider(typed.oauth, kp, typed.name, typed.tls_ca_file)
+                token_provider = token_provider_of(typed.oauth, kp, typed.name, typed.tls_ca_file)
             return cls(
                 typed.name,
                 token_provider=token_provider,
@@ -586,135 +583,6 @@ class GmailConnector:
         return self._labels
 
 
-class GmailTransport:
-    """Sends mail as a Gmail or Google Workspace mailbox with ``users.messages.send``.
-
-    The composed message goes as it is, URL-safe base64 in ``raw``, so every header we
-    wrote, Message-ID, ``Auto-Submitted`` and the loop header among them, is kept.
-    Gmail takes the recipients from the To, Cc and Bcc headers: envelope recipients
-    those do not name are added as a Bcc header, which Gmail removes from the copies
-    it delivers. Gmail sends from the mailbox's address or one of its verified
-    "send mail as" aliases; another From is replaced by the mailbox's address.
-
-    429, 403 rate limits and 5xx are waited out as for the connector, then raised as
-    :class:`~halomail.errors.TransientTransportError`, like a timeout and an
-    unreachable server. A refused token or a 403 (missing scope or delegation) stops the
-    outbox (:class:`~halomail.errors.TransportConfigError`) until the grant is fixed. Any
-    other 4xx (an invalid message, one over Gmail's size limit) is permanent.
-
-    Args:
-        token_provider: Hands out access tokens for a scope that allows sending.
-        user_id: The mailbox mail is sent as: ``me`` (the token's user) or its address.
-        api_endpoint: The API's root.
-        timeout: Seconds each HTTP request may take.
-        ca_file: A CA bundle to trust instead of the default bundle.
-        retry: How throttling is honoured.
-        name: A label for logs and errors.
-
-    Raises:
-        ConfigError: An argument is invalid.
-
-    .. versionadded:: 0.1.0
-    """
-
-    def __init__(
-        self,
-        *,
-        token_provider: TokenProvider,
-        user_id: str = "me",
-        api_endpoint: str = DEFAULT_API_ENDPOINT,
-        timeout: float = 30.0,
-        ca_file: str | os.PathLike[str] | None = None,
-        retry: GmailRetry | None = None,
-        name: str = "gmail-outgoing",
-    ) -> None:
-        if not user_id.strip():
-            raise ConfigError("user_id", "the sending mailbox ('me' or an address) is required")
-        self.name = name
-        self.user_id = user_id.strip()
-        self._client = GmailClient(
-            name,
-            api_endpoint=api_endpoint,
-            token_provider=token_provider,
-            timeout=timeout,
-            ca_file=Path(ca_file) if ca_file is not None else None,
-            retry=retry or GmailRetry(),
-        )
-
-    @classmethod
-    def from_settings(
-        cls,
-        outgoing: GmailTransportSettings | SettingsTable,
-        token_provider: TokenProvider | None = None,
-    ) -> GmailTransport:
-        """The transport for ``[outgoing]`` (or a mailbox's) with ``transport = "gmail"``.
-
-        The token provider and ``host`` are read as for
-        :meth:`GmailConnector.from_settings`.
-
-        Args:
-            outgoing: The typed settings, or anything with ``as_table()`` (an
-                :class:`halomail.OutgoingSettings`), read through
-                :meth:`GmailTransportSettings.from_table`.
-            token_provider: The OAuth2 token provider built for them.
-
-        Returns:
-            The transport (nothing is sent to Google yet).
-
-        Raises:
-            ConfigError: A setting is missing or invalid, with its key path.
-        """
-        typed = as_typed(GmailTransportSettings, outgoing, "outgoing")
-        with under_key_path(typed.key_path):
-            endpoint = _api_endpoint(typed.host)
-            if token_provider is None:
-                token_provider = _provider(
-                    typed.oauth, typed.key_path, "outgoing", typed.tls_ca_file
-                )
-            return cls(
-                token_provider=token_provider,
-                user_id=typed.user_id,
-                api_endpoint=endpoint,
-                timeout=typed.timeout,
-                ca_file=typed.tls_ca_file,
-            )
-
-    def __repr__(self) -> str:
-        return f"GmailTransport({self.user_id!r})"
-
-    def probe(self) -> ProbeReport:
-        """Get an access token for the sending account; nothing is sent.
-
-        Raises:
-            AuthenticationError: The credentials were refused.
-        """
-        return ProbeReport(probe_token(self._client.token_provider))
-
-    def send(self, email: OutgoingEmail) -> None:
-        """Send one composed email.
-
-        Raises:
-            TransientTransportError: Throttled, failing or unreachable.
-            PermanentTransportError: Refused for good (a TransportConfigError: the grant).
-        """
-        data = with_bcc(email.data, email.recipients)
-        body = {"raw": base64.urlsafe_b64encode(data).decode("ascii")}
-        users = self.user_id
-        try:
-            self._client.execute(lambda u: u.messages().send(userId=users, body=body), what="send")
-        except GmailApiError as exc:  # a 403 here is a missing scope or delegation
-            error = TransportConfigError if exc.status == 403 else PermanentTransportError
-            raise error(str(exc)) from exc
-        except ConnectorError as exc:  # a refused token stops sending; throttling, outage…
-            refused = isinstance(exc, AuthenticationError)
-            raise (TransportConfigError if refused else TransientTransportError)(str(exc)) from exc
-        log.debug("%s: sent %s as %s", self.name, email.message_id, self.user_id)
-
-    def close(self) -> None:
-        """Close the HTTP connections (they reopen on the next send)."""
-        self._client.close()
-
-
 # -- helpers -------------------------------------------------------------------------
 
 
@@ -771,30 +639,3 @@ def _state(data: Mapping[str, Any]) -> tuple[str, dict[str, _Entry]]:
 
 def _oldest_first(entries: Iterable[_Entry]) -> list[_Entry]:
     return sorted(entries, key=lambda e: (e.internal_date, e.ref))
-
-
-def _api_endpoint(host: str | None) -> str:
-    if not host:
-        return DEFAULT_API_ENDPOINT
-    return host if "://" in host else f"https://{host}/"
-
-
-def _provider(
-    extra: Mapping[str, Any], key_path: str, name: str, ca_file: Path | None
-) -> TokenProvider:
-    """The token provider the settings describe: a fixed token, or google-auth's."""
-    values = dict(extra)
-    if values.get("token"):
-        values["auth"] = "oauth2-static"
-    elif values.get("credentials_file") or values.get("refresh_token"):
-        values["auth"] = "oauth2-google"
-        # The Gmail API needs a Gmail scope; gmail.modify covers all halomail does.
-        values["scopes"] = values.get("scopes") or list(GMAIL_SCOPES)
-    else:
-        raise ConfigError(
-            "credentials_file",
-            "the Gmail API needs credentials_file (a service-account key with subject, or "
-            "an authorized-user file), or client_id, client_secret and refresh_token, or an "
-            "access token through token_env",
-        )
-    return chosen_token_provider(values, key_path, name, ca_file)
