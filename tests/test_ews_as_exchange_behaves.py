@@ -287,7 +287,7 @@ def test_a_send_that_times_out_is_ambiguous(state: EwsState, ews: EwsServer) -> 
     transport = EwsTransport(
         endpoint=ews.url, address=SUPPORT, username=LOGIN, password=PASSWORD, timeout=0.5
     )
-    state.fail("CreateItem", "stall", value=3, after=True)
+    state.fail("CreateItem", "stall", value=2, after=True)
     with pytest.raises(AmbiguousSendError):
         transport.send(_reply())  # type: ignore[arg-type]
     assert len(state.sent) == 1
@@ -360,6 +360,17 @@ def test_a_back_off_past_the_budget_carries_the_wait_in_retry_after(
     assert raised.value.retry_after == 600.0
     assert raised.value.mailbox == "Support"
     assert sleeps == []
+
+
+def test_a_504_while_reading_is_waited_out_like_a_503(
+    state: EwsState, connect: Callable[..., EwsConnector], sleeps: list[float]
+) -> None:
+    """A gateway timeout on a listing is retried after its Retry-After, and the run completes."""
+    _deliver(state)
+    state.fail("FindItem", "http504", value=2)
+    assert _run(connect()) == [Outcome.CREATED]
+    assert sleeps == [2.0]
+    assert len(state.calls("FindItem")) == 2
 
 
 # -- processed = "delete" ------------------------------------------------------------------

@@ -24,7 +24,6 @@ import attrs
 import requests
 import requests.adapters
 import requests.auth
-import urllib3.exceptions
 
 try:
     from exchangelib import (  # type: ignore[import-untyped]
@@ -297,20 +296,20 @@ def _chain(exc: BaseException | None) -> list[BaseException]:
 def _never_sent(exc: BaseException) -> bool:
     """True when the request cannot have left: no connection, or TLS refused."""
     for link in _chain(exc):
+        # requests wraps urllib3's error, which holds the connection's in ``reason``.
         reasons = [link, getattr(link, "reason", None), *getattr(link, "args", ())]
         for reason in reasons:
-            if isinstance(
-                reason,
-                (
-                    urllib3.exceptions.NewConnectionError,
-                    urllib3.exceptions.ConnectTimeoutError,
-                    requests.exceptions.ConnectTimeout,
-                    requests.exceptions.SSLError,
-                    ssl.SSLError,
-                ),
+            if isinstance(reason, _NEVER_SENT) or any(
+                cls.__name__ in _URLLIB3_NEVER_SENT for cls in type(reason).__mro__
             ):
                 return True
     return False
+
+
+# Failures before a request could leave. urllib3's are known by name: it comes with
+# requests, and halomail does not import it directly.
+_NEVER_SENT = (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError, ssl.SSLError)
+_URLLIB3_NEVER_SENT = frozenset({"NewConnectionError", "ConnectTimeoutError"})
 
 
 def may_have_arrived(exc: BaseException) -> bool:
