@@ -625,8 +625,10 @@ def _outbox_mail(**fields: object) -> OutboxMail:
 
 
 def test_sending_keeps_our_headers_and_sends_only(state: EwsState, ews: EwsServer) -> None:
-    """CreateItem carries our MIME as composed: Message-ID, Auto-Submitted, loop header."""
-    transport = EwsTransport(endpoint=ews.url, address=SUPPORT, username=LOGIN, password=PASSWORD)
+    """CreateItem carries our MIME as composed (Message-ID, loop header); SendOnly on request."""
+    transport = EwsTransport(
+        endpoint=ews.url, address=SUPPORT, username=LOGIN, password=PASSWORD, save_copy=False
+    )
     outgoing = compose(_outbox_mail(), SenderIdentity(SUPPORT, "Support"), loop_token=LOOP_TOKEN)
     transport.send(outgoing)
     (sent,) = state.sent

@@ -15,7 +15,16 @@ with ``WWW-Authenticate``. With ``ntlm`` set, NTLM is offered too and verified f
 by pyspnego's NTLM acceptor, whose accounts are the ``NTLM_USER_FILE`` the test points
 to (``DOMAIN:user:password`` lines); as IIS does, NTLM authenticates the keep-alive
 connection, not each request. Tests arm faults (:meth:`EwsState.fail`) to see throttling,
-dropped connections and errors on a given call of an operation.
+dropped connections and errors on a given call of an operation; with ``after=True`` the
+request is carried out first and only its answer fails, as when a real server times out
+or a proxy drops the connection after Exchange did the work.
+
+As Exchange Online does, an application's own token (``apps``: client credentials) is
+refused unless the request impersonates a mailbox with the ``ExchangeImpersonation``
+header, and ``app_scope`` limits which mailboxes an application may reach (an
+application access policy, or RBAC for Applications). DeleteItem keeps what each
+``DeleteType`` leaves: ``MoveToDeletedItems`` in Deleted Items, ``SoftDelete`` in the
+Recoverable Items "Deletions" folder, ``HardDelete`` nowhere but ``EwsState.purged``.
 """
 
 from __future__ import annotations
@@ -28,8 +37,10 @@ import http.client
 import itertools
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -50,6 +61,9 @@ WELL_KNOWN = {
     "inbox": ("Inbox", "msgfolderroot"),
     "deleteditems": ("Deleted Items", "msgfolderroot"),
     "sentitems": ("Sent Items", "msgfolderroot"),
+    # The dumpster, outside the folders a user sees: where SoftDelete puts an item.
+    "recoverableitemsroot": ("Recoverable Items", "root"),
+    "recoverableitemsdeletions": ("Deletions", "recoverableitemsroot"),
 }
 
 # ServerVersionInfo of Exchange Server 2016 CU23, as the SOAP header carries it.
@@ -90,6 +104,11 @@ class Item:
         """What ``item:Size`` reports: the MIME size plus some property overhead."""
         return len(self.mime) + 512
 
+    @property
+    def internet_message_id(self) -> str:
+        """``message:InternetMessageId``: the Message-ID header, angle brackets included."""
+        return str(BytesHeaderParser().parsebytes(self.mime).get("Message-ID", "")).strip()
+
 
 @dataclass
 class Sent:
@@ -107,17 +126,21 @@ class Fault:
     """A failure armed for the ``nth`` coming call of ``operation``.
 
     ``kind`` is ``busy`` (SOAP fault ErrorServerBusy with BackOffMilliseconds ``value``),
-    ``http503`` / ``http429`` (with ``Retry-After: value``), ``http500`` (an HTML error
-    page), ``drop`` (the connection closes without an answer), ``unauthorized`` (401) or
-    ``error`` (a response message of class Error with the ResponseCode ``code``).
+    ``http<status>`` such as ``http503``, ``http504`` or ``http429`` (an error page, with
+    ``Retry-After: value`` when ``value`` is set), ``drop`` (the connection closes without
+    an answer), ``stall`` (no answer for ``value`` seconds, then the connection closes:
+    the client times out), ``unauthorized`` (401) or ``error`` (a response message of
+    class Error with the ResponseCode ``code``). With ``after`` the request is carried
+    out first and only then does its answer fail.
     """
 
     operation: str
     kind: str
     nth: int = 1
-    value: int = 0
+    value: float = 0
     times: int = 1
     code: str = ""
+    after: bool = False
 
 
 @dataclass
@@ -154,6 +177,13 @@ class EwsState:
         #: Also accept a bearer token this says yes to (e.g. one a token endpoint
         #: issued); its principal is ``oauth-app``.
         self.accept_token: Callable[[str], bool] | None = None
+        #: Principals that are applications (client-credentials tokens): refused
+        #: unless the request impersonates a mailbox.
+        self.apps: set[str] = {"oauth-app"}
+        #: The mailboxes an application may reach (absent: all of them).
+        self.app_scope: dict[str, set[str]] = {}
+        #: Items DeleteItem removed with HardDelete.
+        self.purged: list[Item] = []
         self.folders: dict[str, Folder] = {}
         self.items: dict[str, Item] = {}
         self.sent: list[Sent] = []
@@ -239,14 +269,18 @@ class EwsState:
         kind: str,
         *,
         nth: int = 1,
-        value: int = 0,
+        value: float = 0,
         times: int = 1,
         code: str = "",
+        after: bool = False,
     ) -> None:
-        """Arm a failure for the ``nth`` next call of ``operation`` (and ``times`` calls)."""
+        """Arm a failure for the ``nth`` next call of ``operation`` (and ``times`` calls).
+
+        With ``after`` the call is carried out, and then its answer fails.
+        """
         with self.lock:
             seen = sum(1 for r in self.requests if r.operation == operation)
-            self.faults.append(Fault(operation, kind, seen + nth, value, times, code))
+            self.faults.append(Fault(operation, kind, seen + nth, value, times, code, after))
 
     def _fault_for(self, operation: str) -> Fault | None:
         with self.lock:
@@ -325,6 +359,38 @@ def _busy_fault(back_off_ms: int) -> bytes:
         f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{SOAP}">'
         f"<s:Body>{body}</s:Body></s:Envelope>"
     ).encode()
+
+
+def _soap_fault(code: str, text: str) -> bytes:
+    """An HTTP 500 SOAP fault whose detail names the ResponseCode, as Exchange sends for
+    a request it refuses as a whole (before any operation runs)."""
+    body = (
+        f'<s:Fault><faultcode xmlns:a="{TNS}">a:{code}</faultcode>'
+        f'<faultstring xml:lang="en-US">{escape(text)}</faultstring><detail>'
+        f'<e:ResponseCode xmlns:e="{ENS}">{code}</e:ResponseCode>'
+        f'<e:Message xmlns:e="{ENS}">{escape(text)}</e:Message></detail></s:Fault>'
+    )
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{SOAP}">'
+        f"<s:Body>{body}</s:Body></s:Envelope>"
+    ).encode()
+
+
+def _refusal(state: EwsState, principal: str, impersonated: str | None) -> bytes | None:
+    """Exchange Online's answer to an application's token used as it must not be."""
+    if principal not in state.apps:
+        return None
+    if impersonated is None:
+        return _soap_fault(
+            "ErrorInvalidExchangeImpersonationHeaderData",
+            "ExchangeImpersonation SOAP header must be present for this type of OAuth token.",
+        )
+    scope = state.app_scope.get(principal)
+    if scope is not None and impersonated not in scope:
+        return _soap_fault(
+            "ErrorAccessDenied", "Access is denied. Check credentials and try again."
+        )
+    return None
 
 
 def _folder_xml(state: EwsState, folder: Folder) -> str:
@@ -417,7 +483,11 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             )
             fault = state._fault_for(operation)
-        if fault is not None and self._inject(fault, operation):
+            refusal = _refusal(state, principal, impersonated)
+        if refusal is not None:
+            self._send(500, refusal)
+            return
+        if fault is not None and not fault.after and self._inject(fault, operation):
             return
         address = impersonated or (anchor.lower() if anchor else principal)
         handler = getattr(self, f"_op_{operation}", None)
@@ -426,6 +496,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with state.lock:
             content = handler(state, request, address)
+        if fault is not None and fault.after and self._inject(fault, operation):
+            return  # done, and the answer lost
         self._send(200, _envelope(content, version))
 
     # -- plumbing ----------------------------------------------------------------------
@@ -491,13 +563,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, _envelope(answer))
         elif fault.kind == "busy":
             self._send(500, _busy_fault(fault.value))
-        elif fault.kind in ("http503", "http429"):
-            status = 503 if fault.kind == "http503" else 429
-            self._send(
-                status, b"Service Unavailable", "text/html", [("Retry-After", str(fault.value))]
+        elif fault.kind.startswith("http") and fault.kind[4:].isdigit():
+            status = int(fault.kind[4:])
+            page = (
+                f"<html><body>HTTP {status}: {http.client.responses.get(status, '')}</body></html>"
             )
-        elif fault.kind == "http500":
-            self._send(500, b"<html><body>Internal Server Error</body></html>", "text/html")
+            wait = [("Retry-After", f"{fault.value:g}")] if fault.value else []
+            self._send(status, page.encode(), "text/html", wait)
+        elif fault.kind == "stall":
+            time.sleep(fault.value)  # the client gives up meanwhile
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
         elif fault.kind == "unauthorized":
             self._send(401, b"401 Unauthorized", "text/plain", [("WWW-Authenticate", "Bearer")])
         elif fault.kind == "drop":
@@ -593,6 +670,7 @@ class _Handler(BaseHTTPRequestHandler):
         return _response("CreateFolder", messages)
 
     def _op_FindItem(self, state: EwsState, request: Any, address: str) -> str:
+        wanted_id = self._message_id_restriction(request)
         view = request.find(_q("IndexedPageItemView", MNS))
         limit = int(view.get("MaxEntriesReturned", "1000")) if view is not None else 1000
         offset = int(view.get("Offset", "0")) if view is not None else 0
@@ -608,7 +686,11 @@ class _Handler(BaseHTTPRequestHandler):
                 messages.append(_error("FindItem", "ErrorFolderNotFound"))
                 continue
             items = sorted(
-                (i for i in state.items.values() if i.folder == folder.id),
+                (
+                    i
+                    for i in state.items.values()
+                    if i.folder == folder.id and wanted_id in (None, i.internet_message_id)
+                ),
                 key=lambda i: i.received,
                 reverse=descending is not None,
             )
@@ -631,6 +713,18 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             )
         return _response("FindItem", messages)
+
+    @staticmethod
+    def _message_id_restriction(request: Any) -> str | None:
+        """The Message-ID of an ``IsEqualTo message:InternetMessageId`` restriction."""
+        equal = request.find(f"{_q('Restriction', MNS)}/{_q('IsEqualTo')}")
+        if equal is None:
+            return None
+        uri = equal.find(_q("FieldURI"))
+        constant = equal.find(f"{_q('FieldURIOrConstant')}/{_q('Constant')}")
+        if uri is None or uri.get("FieldURI") != "message:InternetMessageId" or constant is None:
+            raise ValueError("this test server filters FindItem by InternetMessageId only")
+        return str(constant.get("Value", ""))
 
     def _op_GetItem(self, state: EwsState, request: Any, address: str) -> str:
         fields = {
@@ -690,10 +784,14 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             owner = state.folders[item.folder].mailbox
             trash = state.distinguished(owner, "deleteditems")
+            dumpster = state.distinguished(owner, "recoverableitemsdeletions")
             if how == "MoveToDeletedItems" and trash is not None:
                 item.folder = trash.id
-            else:  # HardDelete, SoftDelete: gone from every folder the tests look at
+            elif how == "SoftDelete" and dumpster is not None:
+                item.folder = dumpster.id  # out of sight, recoverable
+            else:  # HardDelete: gone for good
                 del state.items[item.id]
+                state.purged.append(item)
             messages.append(_ok("DeleteItem"))
         return _response("DeleteItem", messages)
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import ssl
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,7 +63,15 @@ from halomail.errors import (
     TransientConnectorError,
 )
 
-__all__ = ["EwsClient", "EwsRetry", "missing_folder", "short_error"]
+__all__ = [
+    "EwsClient",
+    "EwsRetry",
+    "app_only",
+    "exchange_online",
+    "may_have_arrived",
+    "missing_folder",
+    "short_error",
+]
 
 log = logging.getLogger("halomail.backends.ews")
 
@@ -93,6 +103,25 @@ _AUTHS = ("basic", "ntlm", "oauth")
 
 
 _ACCESS_TYPES = (DELEGATE, IMPERSONATION)
+
+# Exchange Online's EWS endpoints: EWS is blocked there from 1 October 2026.
+_EXCHANGE_ONLINE_HOSTS = ("outlook.office365.com", "outlook.office.com")
+
+# What an administrator grants an application (an app-only OAuth token) today. The
+# ApplicationImpersonation role was removed from Exchange Online in February 2025.
+_APP_PERMISSIONS = (
+    "the Office 365 Exchange Online application permission full_access_as_app (with "
+    "admin consent), limited to the helpdesk mailboxes with an application access policy "
+    "or RBAC for Applications"
+)
+
+# Answers to a request that was sent but may have been carried out all the same: the
+# server failed (or went silent) while, or after, doing the work.
+_MAYBE_DONE_ANSWERS: tuple[type[Exception], ...] = (
+    ews_errors.ErrorInternalServerError,
+    ews_errors.ErrorInternalServerTransientError,
+    ews_errors.ErrorTimeoutExpired,
+)
 
 
 @attrs.frozen
@@ -204,23 +233,106 @@ class _Protocol(EwsProtocol, metaclass=_Uncached):  # type: ignore[misc]
         return session
 
 
+class HttpBusy(ews_errors.ErrorServerBusy):  # type: ignore[misc]
+    """An HTTP 429, 503 or 504 (from a proxy or the front end), not an EWS answer.
+
+    A 429 refused the request; a 503 or 504 may have come after the server did the
+    work, which matters for a send.
+    """
+
+    def __init__(self, status: int, back_off: float | None) -> None:
+        super().__init__(f"HTTP {status}", back_off=back_off)
+        self.status = status
+
+
+class HttpServerError(ews_errors.TransportError):  # type: ignore[misc]
+    """Another HTTP 5xx answer whose body is not SOAP (an error page)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status} without a SOAP answer")
+        self.status = status
+
+
 class _Policy(FailFast):  # type: ignore[misc]
     """Fail fast (no sleeping inside exchangelib: :class:`EwsRetry` decides), but turn
-    an HTTP 429/503 into ``ErrorServerBusy`` carrying the server's ``Retry-After``."""
+    an HTTP 429/503/504 into ``ErrorServerBusy`` carrying the server's ``Retry-After``,
+    and keep the status of any other 5xx error page."""
 
     def raise_response_errors(self, response: requests.Response) -> None:
         """Raise for a response that is not a SOAP answer."""
-        if response.status_code in (429, 503):
-            raise ews_errors.ErrorServerBusy(
-                f"HTTP {response.status_code}",
-                back_off=retry_after_seconds(response.headers.get("Retry-After")),
+        if response.status_code in (429, 503, 504):
+            raise HttpBusy(
+                response.status_code, retry_after_seconds(response.headers.get("Retry-After"))
             )
-        super().raise_response_errors(response)
+        try:
+            super().raise_response_errors(response)
+        except ews_errors.MalformedResponseError:
+            if response.status_code >= 500:
+                raise HttpServerError(response.status_code) from None
+            raise
 
 
 def short_error(exc: BaseException) -> str:
+    """The exception's class and first 300 characters, on one line."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}"
+
+
+def exchange_online(endpoint: str) -> bool:
+    """Whether ``endpoint`` is Exchange Online's EWS (where EWS is being switched off)."""
+    host = (urllib.parse.urlsplit(endpoint).hostname or "").lower()
+    return host in _EXCHANGE_ONLINE_HOSTS
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling (each once)."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """True when the request cannot have left: no connection, or TLS refused."""
+    for link in _chain(exc):
+        # requests wraps urllib3's error, which holds the connection's in ``reason``.
+        reasons = [link, getattr(link, "reason", None), *getattr(link, "args", ())]
+        for reason in reasons:
+            if isinstance(reason, _NEVER_SENT) or any(
+                cls.__name__ in _URLLIB3_NEVER_SENT for cls in type(reason).__mro__
+            ):
+                return True
+    return False
+
+
+# Failures before a request could leave. urllib3's are known by name: it comes with
+# requests, and halomail does not import it directly.
+_NEVER_SENT = (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError, ssl.SSLError)
+_URLLIB3_NEVER_SENT = frozenset({"NewConnectionError", "ConnectTimeoutError"})
+
+
+def may_have_arrived(exc: BaseException) -> bool:
+    """Whether a request that failed with ``exc`` may have been carried out anyway.
+
+    True for a timeout or a connection dropped after the request was sent, an HTTP 503,
+    504 or other 5xx error page, and EWS's internal-error answers; False for throttling
+    (``ErrorServerBusy``, HTTP 429: refused before any work), an answer that refused the
+    request, and a connection that was never made.
+    """
+    causes = _chain(exc)
+    if _never_sent(exc):
+        return False
+    for cause in causes:
+        if isinstance(cause, HttpBusy):
+            return cause.status != 429
+        if isinstance(cause, ews_errors.ErrorServerBusy):
+            return False
+        if isinstance(cause, (HttpServerError, *_MAYBE_DONE_ANSWERS)):
+            return True
+        if isinstance(cause, requests.RequestException | ConnectionError | TimeoutError):
+            return True
+    return False
 
 
 class EwsClient:
@@ -236,7 +348,7 @@ class EwsClient:
         password: str | None,
         auth: str | None,
         token_provider: TokenProvider | None,
-        access_type: str,
+        access_type: str | None,
         timeout: float,
         ca_file: str | os.PathLike[str] | None,
         retry: EwsRetry | None,
@@ -251,12 +363,24 @@ class EwsClient:
             raise ConfigError("auth", "an OAuth2 login needs a token provider")
         if auth != "oauth" and (not username or password is None):
             raise ConfigError("password", "a Basic or NTLM login needs a username and a password")
+        if access_type is None:
+            # An application's own token has no mailbox of its own: Exchange accepts it
+            # only with the ExchangeImpersonation header naming the mailbox.
+            access_type = IMPERSONATION if app_only(token_provider) else DELEGATE
         if access_type not in _ACCESS_TYPES:
             raise ConfigError(
                 "access_type", f"expected 'delegate' or 'impersonation', got {access_type!r}"
             )
         if not endpoint.lower().startswith(("https://", "http://")):
             raise ConfigError("host", f"expected an http(s) URL, got {endpoint!r}")
+        if exchange_online(endpoint):
+            log.warning(
+                "%s: %s is Exchange Online, which blocks EWS from 1 October 2026 (and "
+                "switches it off on 1 April 2027): use connection = 'office365' (or "
+                "transport = 'graph') for this mailbox",
+                label,
+                endpoint,
+            )
         self.label = label
         self.endpoint = endpoint
         self.address = address
@@ -316,8 +440,15 @@ class EwsClient:
         if self._account is not None:
             self._account.protocol.close()
 
-    def call(self, what: str, operation: Callable[[], _T]) -> _T:
+    def call(self, what: str, operation: Callable[[], _T], *, repeatable: bool = True) -> _T:
         """Run one EWS operation: token, back-off and error translation around it.
+
+        Args:
+            what: What the operation does, for messages.
+            operation: The exchangelib call.
+            repeatable: False for an operation that must not run twice (a send): an
+                HTTP 503 or 504, which may come after the work was done, is then not
+                tried again here.
 
         Raises:
             AuthenticationError: The login or token was refused (a token twice).
@@ -342,11 +473,15 @@ class EwsClient:
                 raise AuthenticationError(self._refused_advice(), mailbox=self.label) from exc
             except ews_errors.ErrorServerBusy as exc:
                 wait = float(exc.back_off) if exc.back_off else self.retry.default_wait
-                if attempt >= self.retry.max_attempts or wait > self.retry.max_wait:
+                done = attempt >= self.retry.max_attempts or wait > self.retry.max_wait
+                if done or (not repeatable and may_have_arrived(exc)):
+                    # The wait the server asked for travels with the error, so the next
+                    # run (or the outbox) does not knock before it is over.
                     raise TransientConnectorError(
                         f"{what}: the server is busy and asked to wait {wait:g} s; "
-                        "the mailbox is read again on the next run",
+                        "it is tried again on the next run",
                         mailbox=self.label,
+                        retry_after=wait,
                     ) from exc
                 # Throttling is the server protecting itself: waiting exactly as long as
                 # it asks is what keeps the budget of this account from running dry.
@@ -364,10 +499,7 @@ class EwsClient:
                 ews_errors.ErrorInvalidExchangeImpersonationHeaderData,
             ) as exc:
                 raise ConnectorError(
-                    f"{what}: {self.username or 'the application'} may not impersonate "
-                    f"{self.address}: grant it the ApplicationImpersonation role "
-                    "(New-ManagementRoleAssignment -Role ApplicationImpersonation)",
-                    mailbox=self.label,
+                    f"{what}: {self._impersonation_advice()}", mailbox=self.label
                 ) from exc
             except ews_errors.ErrorNonExistentMailbox as exc:
                 raise ConnectorError(
@@ -376,9 +508,7 @@ class EwsClient:
                 ) from exc
             except ews_errors.ErrorAccessDenied as exc:
                 raise ConnectorError(
-                    f"{what}: access to {self.address} was denied: grant "
-                    f"{self.username or 'the application'} Full Access to the mailbox "
-                    "(delegate) or the ApplicationImpersonation role (impersonation)",
+                    f"{what}: access to {self.address} was denied: {self._access_advice()}",
                     mailbox=self.label,
                 ) from exc
             except ews_errors.RedirectError as exc:
@@ -417,14 +547,37 @@ class EwsClient:
                 raise type(exc)(str(exc), mailbox=self.label) from exc
             raise
 
+    def _impersonation_advice(self) -> str:
+        if self._provider is not None and self.access_type == DELEGATE:
+            return (
+                f"Exchange wants this token to impersonate {self.address}: an "
+                "application's own token has no mailbox; set access_type = "
+                "'impersonation' (the default for app-only tokens)"
+            )
+        if self._provider is not None:
+            return f"the application may not act as {self.address}: grant it {_APP_PERMISSIONS}"
+        return (
+            f"{self.username} may not impersonate {self.address}: on Exchange Server, "
+            "give it the ApplicationImpersonation role scoped to the helpdesk mailboxes "
+            "(New-ManagementRoleAssignment -Role ApplicationImpersonation); Exchange "
+            "Online removed that role in February 2025: use an app-only OAuth token there"
+        )
+
+    def _access_advice(self) -> str:
+        if self._provider is not None and self.access_type == IMPERSONATION:
+            return f"grant the application {_APP_PERMISSIONS}"
+        if self.access_type == IMPERSONATION:
+            return self._impersonation_advice()
+        return f"grant {self.username or 'the signed-in user'} Full Access to the mailbox"
+
     def _refused_advice(self) -> str:
         if self._provider is not None:
             return (
                 f"Exchange refused the OAuth2 token for {self.address}, also a fresh one. "
                 "The administrator must check the app registration: the EWS permission "
-                "(full_access_as_app, used with access_type = 'impersonation', or the "
-                "delegated EWS.AccessAsUser.All) with admin consent, a token issued for "
-                "the EWS resource, and that the grant was not revoked"
+                "(the application permission full_access_as_app, used with impersonation, "
+                "or the delegated EWS.AccessAsUser.All) with admin consent, a token issued "
+                "for the EWS resource, and that the grant was not revoked"
             )
         how = {"basic": "Basic", "ntlm": "NTLM"}.get(self.auth or "", "password")
         return (
@@ -433,6 +586,11 @@ class EwsClient:
             "account is not locked out, and that this authentication is enabled on the "
             "EWS virtual directory"
         )
+
+
+def app_only(provider: TokenProvider | None) -> bool:
+    """Whether ``provider`` gives an application's own tokens (client credentials)."""
+    return provider is not None and getattr(provider, "delegated", None) is False
 
 
 def missing_folder(exc: BaseException) -> bool:

@@ -294,7 +294,7 @@ class _EwsLogin:
     security: str
     username: str | None
     password: str | None = attrs.field(repr=False)
-    access_type: str
+    access_type: str | None
     tls_ca_file: Path | None
 
     @classmethod
@@ -313,7 +313,12 @@ class _EwsLogin:
             security=choice(table, "security", key_path, SECURITIES, default="tls"),
             username=opt_text(table, "username", key_path),
             password=password,
-            access_type=choice(table, "access_type", key_path, _ACCESS_TYPES, default="delegate"),
+            # Absent: chosen by the login (impersonation for an app-only token).
+            access_type=(
+                choice(table, "access_type", key_path, _ACCESS_TYPES, default="delegate")
+                if "access_type" in table
+                else None
+            ),
             tls_ca_file=file_path(table, "tls_ca_file", key_path),
         )
 
@@ -340,11 +345,13 @@ class EwsMailboxSettings:
         security: ``none`` (plain HTTP) or ``tls``/``starttls`` (HTTPS).
         username: The login.
         password: The password; never shown.
-        access_type: ``delegate`` or ``impersonation``.
+        access_type: ``delegate`` or ``impersonation``; ``None`` (not set):
+            impersonation for an app-only OAuth token, else delegate.
         folder: The folder read.
         processed: ``move:<folder>`` or ``delete``.
         quarantine_folder: Where quarantined emails go.
-        delete_type: How ``delete`` deletes (``HardDelete`` …).
+        delete_type: How ``delete`` deletes: ``MoveToDeletedItems`` (the default),
+            ``SoftDelete`` or ``HardDelete``.
         batch_size: Messages fetched per request.
         timeout: Network timeout in seconds.
         tls_ca_file: A CA bundle to trust besides the system's.
@@ -361,11 +368,11 @@ class EwsMailboxSettings:
     security: str = "tls"
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
-    access_type: str = "delegate"
+    access_type: str | None = None
     folder: str = "INBOX"
     processed: str = "move:Deleted Items"
     quarantine_folder: str = "Quarantine"
-    delete_type: str = "HardDelete"
+    delete_type: str = "MoveToDeletedItems"
     batch_size: int = 50
     timeout: float = 30.0
     tls_ca_file: Path | None = None
@@ -397,7 +404,9 @@ class EwsMailboxSettings:
             folder=folder,
             processed=processed,
             quarantine_folder=quarantine,
-            delete_type=choice(table, "delete_type", key_path, _DELETE_TYPES, default="HardDelete"),
+            delete_type=choice(
+                table, "delete_type", key_path, _DELETE_TYPES, default="MoveToDeletedItems"
+            ),
             batch_size=integer(table, "batch_size", key_path, default=50, minimum=1),
             timeout=positive_number(table, "timeout", key_path, default=30.0),
             tls_ca_file=login.tls_ca_file,
@@ -416,8 +425,10 @@ class EwsTransportSettings:
         security: ``none`` (plain HTTP) or ``tls``/``starttls`` (HTTPS).
         username: The login.
         password: The password; never shown.
-        access_type: ``delegate`` or ``impersonation``.
-        save_copy: Keep a copy in Sent Items.
+        access_type: ``delegate`` or ``impersonation``; ``None`` (not set):
+            impersonation for an app-only OAuth token, else delegate.
+        save_copy: Keep a copy in Sent Items (the default; it is where a send whose
+            outcome was ambiguous is looked for).
         timeout: Network timeout in seconds.
         tls_ca_file: A CA bundle to trust besides the system's.
         oauth: The OAuth2 keys, when the login is OAuth2.
@@ -431,8 +442,8 @@ class EwsTransportSettings:
     security: str = "tls"
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
-    access_type: str = "delegate"
-    save_copy: bool = False
+    access_type: str | None = None
+    save_copy: bool = True
     timeout: float = 30.0
     tls_ca_file: Path | None = None
     oauth: OAuthKeys = attrs.field(factory=OAuthKeys)
@@ -455,7 +466,7 @@ class EwsTransportSettings:
             username=login.username,
             password=login.password,
             access_type=login.access_type,
-            save_copy=flag(table, "save_copy", key_path, default=False),
+            save_copy=flag(table, "save_copy", key_path, default=True),
             timeout=positive_number(table, "timeout", key_path, default=30.0),
             tls_ca_file=login.tls_ca_file,
             oauth=oauth_keys(table, key_path),

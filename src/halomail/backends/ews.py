@@ -16,7 +16,8 @@ never sent back.
 Disposal moves the email with MoveItem to Deleted Items (the well-known folder
 ``deleteditems``) or to a named folder under the top of the information store
 (created with CreateFolder when missing), or deletes it with DeleteItem
-(``HardDelete``, ``SoftDelete`` or ``MoveToDeletedItems``). An email already gone
+(``MoveToDeletedItems`` unless configured otherwise: recoverable, as Graph and Gmail
+delete; ``SoftDelete`` to the Recoverable Items folder; ``HardDelete``). An email already gone
 (``ErrorItemNotFound``: another client moved it, or our earlier ack did) counts as
 handled.
 
@@ -24,8 +25,15 @@ Throttling: Exchange answers ``ErrorServerBusy`` with the ``BackOffMilliseconds`
 wait (and a proxy may answer HTTP 429/503 with ``Retry-After``). exchangelib runs with
 its fail-fast policy, so nothing sleeps inside the library; :class:`EwsRetry` waits as
 told (with an injectable sleep) and tries again, a few times, and otherwise gives up
-with :class:`~halomail.errors.TransientConnectorError`: nothing was disposed of, so
-nothing is lost, and the next run starts over.
+with :class:`~halomail.errors.TransientConnectorError` carrying the wait in
+``retry_after``: nothing was disposed of, so nothing is lost, and the next run starts
+over.
+
+Sending: a CreateItem whose answer was lost (a timeout, a dropped connection, an HTTP
+5xx) may have sent the mail all the same, so it is never tried again within the call:
+it raises :class:`~halomail.errors.AmbiguousSendError`, and
+:meth:`EwsTransport.was_sent` looks for the Message-ID in Sent Items before the outbox
+sends again (which is why ``save_copy`` is on by default).
 
 Secrets: exchangelib logs each request's headers at DEBUG (``exchangelib.util``),
 which would include ``Authorization``. The HTTP adapter every session here uses shows
@@ -74,6 +82,7 @@ from halomail._validate import under_key_path
 from halomail.backends._ews_client import (
     EwsClient,
     EwsRetry,
+    may_have_arrived,
     missing_folder,
     short_error,
 )
@@ -82,6 +91,7 @@ from halomail.backends.base import Disposition, FetchedMessage, OutgoingEmail, P
 from halomail.backends.cloud_settings import EwsMailboxSettings, EwsTransportSettings
 from halomail.backends.settings import SettingsTable, as_typed
 from halomail.errors import (
+    AmbiguousSendError,
     AuthenticationError,
     ConfigError,
     ConnectorError,
@@ -164,14 +174,16 @@ class EwsConnector:
         token_provider: Gives OAuth2 access tokens (``token()``, ``invalidate()``).
         access_type: ``"delegate"`` (the login has Full Access to the mailbox, or is
             it) or ``"impersonation"`` (a service account, or an app-only token, acting
-            as the mailbox's user through the ApplicationImpersonation role).
+            as the mailbox's user); ``None``: impersonation for an app-only token
+            (client credentials, which Exchange accepts only that way), else delegate.
         folder: The folder read: ``Inbox`` (the well-known folder), or a path of
             folders under the top of the information store, e.g. ``Support/New``.
         processed: ``"move:<folder>"`` (``move:Deleted Items`` is the well-known
             Deleted Items folder) or ``"delete"``.
         quarantine_folder: Where quarantined emails move (created when missing).
-        delete_type: For ``processed="delete"``: ``HardDelete`` (gone),
-            ``SoftDelete`` (recoverable by the administrator) or ``MoveToDeletedItems``.
+        delete_type: For ``processed="delete"``: ``MoveToDeletedItems`` (the
+            default: recoverable by the user, as in Outlook), ``SoftDelete`` (to the
+            Recoverable Items folder) or ``HardDelete`` (gone for good).
         max_message_bytes: Larger emails (by ``item:Size``) are yielded as
             ``too_large`` with an empty ``raw``; their MIME is never requested.
         batch_size: At most this many emails per GetItem (fewer when large).
@@ -196,11 +208,11 @@ class EwsConnector:
         password: str | None = None,
         auth: str | None = None,
         token_provider: TokenProvider | None = None,
-        access_type: str = DELEGATE,
+        access_type: str | None = None,
         folder: str = "Inbox",
         processed: str = "move:Deleted Items",
         quarantine_folder: str = "Quarantine",
-        delete_type: str = HARD_DELETE,
+        delete_type: str = MOVE_TO_DELETED_ITEMS,
         max_message_bytes: int | None = None,
         batch_size: int = 50,
         page_size: int = 200,
@@ -521,9 +533,10 @@ class EwsTransport:
 
     The composed message goes as MIME content (every header we wrote, Message-ID,
     ``Auto-Submitted`` and the loop header among them, is kept), with
-    ``MessageDisposition`` ``SendOnly``, or ``SendAndSaveCopy`` to keep a copy in Sent
-    Items. Envelope recipients missing from the To and Cc headers are added as Bcc.
-    The From address must be the mailbox's, or one it has Send As rights for.
+    ``MessageDisposition`` ``SendAndSaveCopy`` (a copy in Sent Items, where
+    :meth:`was_sent` finds it after an ambiguous outcome), or ``SendOnly``. Envelope
+    recipients missing from the To and Cc headers are added as Bcc. The From address
+    must be the mailbox's, or one it has Send As rights for.
 
     Args:
         endpoint: The EWS URL.
@@ -532,8 +545,10 @@ class EwsTransport:
         password: Its password.
         auth: As for :class:`EwsConnector`.
         token_provider: Gives OAuth2 access tokens.
-        access_type: ``"delegate"`` or ``"impersonation"``.
-        save_copy: Keep a copy in Sent Items.
+        access_type: ``"delegate"``, ``"impersonation"``, or ``None`` (as for
+            :class:`EwsConnector`).
+        save_copy: Keep a copy in Sent Items (without it, :meth:`was_sent` cannot
+            find a mail whose sending was ambiguous, and the outbox sends it again).
         timeout: Seconds each HTTP request may take.
         ca_file: A CA bundle to trust besides the system's.
         retry: How server back-off requests are honoured.
@@ -554,8 +569,8 @@ class EwsTransport:
         password: str | None = None,
         auth: str | None = None,
         token_provider: TokenProvider | None = None,
-        access_type: str = DELEGATE,
-        save_copy: bool = False,
+        access_type: str | None = None,
+        save_copy: bool = True,
         timeout: float = 30.0,
         ca_file: str | os.PathLike[str] | None = None,
         retry: EwsRetry | None = None,
@@ -629,8 +644,10 @@ class EwsTransport:
         """Send one composed email.
 
         Raises:
+            AmbiguousSendError: The request reached Exchange and the answer was lost (a
+                timeout, a dropped connection, a 5xx): it may have been sent.
             TransientTransportError: Busy, unreachable, or the login was refused (the
-                outbox tries again with backoff).
+                outbox tries again with backoff; ``retry_after`` is the server's wait).
             PermanentTransportError: Exchange refused this message for good (a bad
                 recipient, too large, no Send As right).
         """
@@ -650,12 +667,22 @@ class EwsTransport:
             return result
 
         try:
-            results = client.call("send", create)
+            results = client.call("send", create, repeatable=False)
             for result in results:
                 if isinstance(result, Exception):
                     raise result
         except TransientConnectorError as exc:
-            raise TransientTransportError(str(exc)) from exc
+            if may_have_arrived(exc):
+                log.warning(
+                    "%s: the answer to sending %s was lost (%s): it may have been sent",
+                    self.name,
+                    email.message_id,
+                    exc,
+                )
+                raise AmbiguousSendError(
+                    f"{exc}: {email.message_id} may have been sent", retry_after=exc.retry_after
+                ) from exc
+            raise TransientTransportError(str(exc), retry_after=exc.retry_after) from exc
         except AuthenticationError as exc:  # refused after a renewal: stop sending
             raise TransportConfigError(str(exc)) from exc
         except ConnectorError as exc:
@@ -667,6 +694,34 @@ class EwsTransport:
         except ews_errors.EWSError as exc:
             raise TransientTransportError(f"{self.name}: send: {short_error(exc)}") from exc
         log.debug("%s: sent %s (%s)", self.name, email.message_id, disposition)
+
+    def was_sent(self, message_id: str) -> bool:
+        """Whether Sent Items holds a message with this Message-ID (FindItem on
+        ``message:InternetMessageId``).
+
+        Exchange files the copy a moment after it sends, and only with ``save_copy``;
+        without it nothing can be found and this answers False.
+
+        Args:
+            message_id: The Message-ID, with or without its angle brackets.
+
+        Raises:
+            TransientTransportError: The lookup itself failed (busy, unreachable, refused).
+        """
+        wanted = f"<{message_id.strip().strip('<>')}>"
+        client = self._client
+
+        def find() -> bool:
+            query = client.account.sent.filter(message_id=wanted).only("message_id")
+            return any(not isinstance(item, Exception) for item in query[:1])
+
+        try:
+            found = client.call("look in Sent Items", find)
+        except ConnectorError as exc:
+            retry_after = exc.retry_after if isinstance(exc, TransientConnectorError) else None
+            raise TransientTransportError(str(exc), retry_after=retry_after) from exc
+        log.info("%s: %s is %sin Sent Items", self.name, wanted, "" if found else "not ")
+        return found
 
     def close(self) -> None:
         """Close the HTTP connections (they reopen on the next send)."""
@@ -697,7 +752,7 @@ def _login_options(
     username: str | None,
     password: str | None,
     address: str,
-    access_type: str,
+    access_type: str | None,
     token_provider: TokenProvider | None,
 ) -> dict[str, Any]:
     """The endpoint, mailbox and login arguments shared by both ``from_settings``."""
@@ -715,5 +770,8 @@ def _login_options(
         "password": password,
         "auth": auth,
         "token_provider": token_provider,
-        "access_type": IMPERSONATION if access_type == "impersonation" else DELEGATE,
+        # None: chosen by the login (impersonation for an app-only token).
+        "access_type": {"impersonation": IMPERSONATION, "delegate": DELEGATE}.get(
+            access_type or ""
+        ),
     }
