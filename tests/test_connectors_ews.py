@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import email
 import logging
 from collections.abc import Callable, Iterator
@@ -104,7 +105,11 @@ def connect(ews: EwsServer, sleeps: list[float]) -> Callable[..., EwsConnector]:
     return build
 
 
-def _processor(repository: TicketRepository, *connectors: EwsConnector) -> MailProcessor:
+def _processor(
+    repository: TicketRepository,
+    *connectors: EwsConnector,
+    clock: Callable[[], dt.datetime] = utcnow,
+) -> MailProcessor:
     return MailProcessor(
         repository,
         [Mailbox(c) for c in connectors],
@@ -113,6 +118,7 @@ def _processor(repository: TicketRepository, *connectors: EwsConnector) -> MailP
             domain="helpdesk.example",
             default_sender=SenderIdentity(SUPPORT, "Support"),
         ),
+        clock=clock,
     )
 
 
@@ -355,11 +361,13 @@ def test_server_busy_back_off_is_waited_out_and_nothing_is_lost(
 def test_throttling_past_the_budget_fails_the_run_and_the_next_run_loses_nothing(
     state: EwsState, connect: Callable[..., EwsConnector], sleeps: list[float]
 ) -> None:
-    """A back-off longer than max_wait ends the run untouched; the next run takes every email."""
+    """A back-off longer than max_wait ends the run untouched; a run within the back-off
+    leaves the mailbox alone, the run after it takes every email."""
     _deliver(state, 3)
     state.fail("GetItem", "busy", value=600_000)
     repository = InMemoryTicketRepository()
-    processor = _processor(repository, connect())
+    now = [utcnow()]
+    processor = _processor(repository, connect(), clock=lambda: now[0])
 
     first = processor.run_once()
     assert "server is busy and asked to wait 600 s" in (first.mailboxes[0].error or "")
@@ -367,6 +375,12 @@ def test_throttling_past_the_budget_fails_the_run_and_the_next_run_loses_nothing
     assert sleeps == []
     assert len(state.messages(SUPPORT, "inbox")) == 3
 
+    now[0] += dt.timedelta(seconds=599)
+    waiting = processor.run_once()
+    assert waiting.outcomes == ()
+    assert "next attempt" in (waiting.mailboxes[0].note or waiting.mailboxes[0].error or "")
+
+    now[0] += dt.timedelta(seconds=2)
     second = processor.run_once()
     assert [o.outcome for o in second.outcomes] == [Outcome.CREATED] * 3
     assert len(repository.list_tickets()) == 3

@@ -155,6 +155,7 @@ def _processor(
     repository: TicketRepository,
     *connectors: GmailConnector,
     transport: MailTransport | None = None,
+    clock: Callable[[], dt.datetime] = utcnow,
 ) -> MailProcessor:
     return MailProcessor(
         repository,
@@ -165,6 +166,7 @@ def _processor(
             default_sender=SenderIdentity(SUPPORT, "Support"),
         ),
         transport=transport,
+        clock=clock,
     )
 
 
@@ -554,12 +556,14 @@ def test_throttling_is_waited_out_as_told_and_loses_nothing(
 def test_throttling_beyond_patience_ends_the_run_and_the_next_run_finishes(
     state: GmailState, connect: Callable[..., GmailConnector], sleeps: list[float]
 ) -> None:
-    """Throttled past max_attempts, the mailbox fails transiently; the next run loses nothing."""
+    """Throttled past max_attempts, the mailbox fails transiently; a run within the wait
+    Gmail asked for leaves the mailbox alone, the run after it loses nothing."""
     ids = _deliver(state, 3)
-    state.fail("GET", f"/{ids[1]}?format=raw", 429, retry_after="1", times=3)
-    connector = connect(retry=GmailRetry(sleep=sleeps.append, max_attempts=3))
+    state.fail("GET", f"/{ids[1]}?format=raw", 429, retry_after="30", times=3)
+    connector = connect(retry=GmailRetry(sleep=sleeps.append, max_attempts=3, max_wait=60))
     repository = InMemoryTicketRepository()
-    processor = _processor(repository, connector)
+    now = [utcnow()]
+    processor = _processor(repository, connector, clock=lambda: now[0])
 
     first = processor.run_once()
 
@@ -567,9 +571,15 @@ def test_throttling_beyond_patience_ends_the_run_and_the_next_run_finishes(
     error = first.mailboxes[0].error or ""
     assert error.startswith(f"TransientConnectorError: Support: read {ids[1]}: ")
     assert "429 rateLimitExceeded" in error
-    assert sleeps == [1.0, 1.0]
+    assert sleeps == [30.0, 30.0]
     assert _ids(state, "INBOX") == ids[1:]
 
+    now[0] += dt.timedelta(seconds=29)
+    waiting = processor.run_once()
+    assert waiting.mailboxes[0].outcomes == ()
+    assert "next attempt" in (waiting.mailboxes[0].note or waiting.mailboxes[0].error or "")
+
+    now[0] += dt.timedelta(seconds=2)
     second = processor.run_once()
 
     assert [o.ref for o in second.outcomes] == ids[1:]

@@ -120,6 +120,7 @@ def _processor(
     repository: TicketRepository,
     *connectors: GraphConnector,
     transport: MailTransport | None = None,
+    clock: Callable[[], dt.datetime] = utcnow,
 ) -> MailProcessor:
     return MailProcessor(
         repository,
@@ -130,6 +131,7 @@ def _processor(
             default_sender=SenderIdentity(SUPPORT, "Support"),
         ),
         transport=transport,
+        clock=clock,
     )
 
 
@@ -412,21 +414,29 @@ def test_throttling_is_waited_out_as_retry_after_says_and_loses_nothing(
 def test_throttling_beyond_patience_ends_the_run_and_the_next_run_finishes(
     state: GraphState, connect: Callable[..., GraphConnector], sleeps: list[float]
 ) -> None:
-    """Throttled past max_attempts, the mailbox fails transiently; the next run loses nothing."""
+    """Throttled past max_attempts, the mailbox fails transiently; a run within the wait
+    Graph asked for leaves the mailbox alone, the run after it loses nothing."""
     ids = _deliver(state, 3)
-    state.fail("GET", f"/{ids[1]}/$value", 429, retry_after="1", times=3)
-    connector = connect(retry=GraphRetry(sleep=sleeps.append, max_attempts=3))
+    state.fail("GET", f"/{ids[1]}/$value", 429, retry_after="30", times=3)
+    connector = connect(retry=GraphRetry(sleep=sleeps.append, max_attempts=3, max_wait=60))
     repository = InMemoryTicketRepository()
-    processor = _processor(repository, connector)
+    now = [utcnow()]
+    processor = _processor(repository, connector, clock=lambda: now[0])
 
     first = processor.run_once()
 
     assert [o.ref for o in first.outcomes] == [ids[0]]
     assert first.mailboxes[0].error is not None
     assert first.mailboxes[0].error.startswith("TransientConnectorError: Support: read ")
-    assert sleeps == [1.0, 1.0]
+    assert sleeps == [30.0, 30.0]
     assert [m.id for m in state.in_folder(SUPPORT, "inbox")] == ids[1:]
 
+    now[0] += dt.timedelta(seconds=29)
+    waiting = processor.run_once()
+    assert waiting.mailboxes[0].outcomes == ()
+    assert "next attempt" in (waiting.mailboxes[0].note or waiting.mailboxes[0].error or "")
+
+    now[0] += dt.timedelta(seconds=2)
     second = processor.run_once()
 
     assert [o.ref for o in second.outcomes] == ids[1:]

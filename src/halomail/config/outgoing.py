@@ -350,14 +350,14 @@ def parse_extra(
             table, "access_type", kp, ("delegate", "impersonation"), default="delegate"
         )
     if "save_copy" in table:
-        extra["save_copy"] = _bool(table, "save_copy", kp, default=False)
+        extra["save_copy"] = _bool(table, "save_copy", kp, default=True)
     if "delete_type" in table and "delete_type" in allowed:
         extra["delete_type"] = _choice(
             table,
             "delete_type",
             kp,
             ("HardDelete", "SoftDelete", "MoveToDeletedItems"),
-            default="HardDelete",
+            default="MoveToDeletedItems",
         )
     if "leave_on_server" in table:
         extra["leave_on_server"] = _bool(table, "leave_on_server", kp, default=False)
