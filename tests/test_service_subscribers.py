@@ -13,6 +13,7 @@ from email.message import Message
 from email.policy import compat32
 from pathlib import Path
 
+import attrs
 import pytest
 
 from halomail.app import build_processor
@@ -176,3 +177,14 @@ def test_an_empty_message_is_refused(processor: MailProcessor, service: ServiceD
     """A blank text queues nothing and says why."""
     with pytest.raises(ValueError, match="empty"):
         processor.notifier.message_subscribers(service, "Subject", " \r\n ")
+
+
+def test_one_number_written_two_ways_gets_one_sms(
+    processor: MailProcessor, service: ServiceDefinition, smtp_server: SmtpServer
+) -> None:
+    """ "+44 7700 900456" and "07700 900456" are one phone: it is texted once."""
+    twice = attrs.evolve(service, subscribers=("+44 7700 900456", "07700 900456"))
+    notices = processor.notifier.message_subscribers(twice, "", "Down", channels=("sms",))
+    assert [n.reason for n in notices] == [None, "already-sent"]
+    processor.send_outbox()
+    assert [c.rcpt_tos for c in smtp_server.messages] == [("447700900456@sms.example.net",)]
