@@ -112,7 +112,7 @@ def test_services_lists_status_last_report_and_history(folder: Path) -> None:
     failed = service["history"][1]
     assert failed["detail"] == "[Failed] Nightly backup job 1"
     assert failed["ticket_id"] == 1
-    assert service["subscribers"] == 2
+    assert (service["subscribers"], service["check_interval_minutes"]) == (2, 1560)
 
     plain = _halomail(folder, "services")
     assert plain.returncode == 0, plain.stderr

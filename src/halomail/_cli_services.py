@@ -131,10 +131,15 @@ def _service_json(
         "status": last.status.value if last else None,
         "since": _changes(history, 1)[0].at.isoformat() if history else None,
         "last_report_at": reported.at.isoformat() if reported else None,
-        "check_interval_minutes": service.check_interval.total_seconds() / 60,
+        "check_interval_minutes": _minutes(service),
         "subscribers": len(service.subscribers),
         "history": [_entry_json(entry) for entry in _changes(history, limit)],
     }
+
+
+def _minutes(service: ServiceDefinition) -> float | int:
+    minutes = service.check_interval.total_seconds() / 60
+    return int(minutes) if minutes.is_integer() else minutes
 
 
 def _print_services(

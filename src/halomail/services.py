@@ -35,7 +35,9 @@ Every key a ``[[services]]`` table may hold (:func:`services_from_config`)::
     on_failure = "open"               # open | note | close | nothing (see ServiceAction)
     on_success = "close"              # default "close" (close_on_success = false: "nothing")
     on_unknown = "nothing"            # default "nothing" (unknown_ticket = true: "open")
-    priority = "P1"                   # set on the ticket it opens (also team, agent)
+    priority = "P1"                   # set on the tickets it opens …
+    team = "Infrastructure"           # … with this team …
+    agent = "amy@helpdesk.example"    # … and this agent (an email address)
     reopen = false                    # true: "open" reopens the service's last ticket when closed
 
 ``close_on_success`` and ``unknown_ticket`` are the older spellings of ``on_success``
