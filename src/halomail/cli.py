@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from halomail import _cli_outbox, _cli_scale, app
+from halomail import _cli_outbox, _cli_scale, _cli_services, app
 from halomail._text import RedactingFilter, clean_text, redact_secrets
 from halomail._version import __version__
 from halomail.backends.probe import Channel, probe_channel
@@ -214,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _cli_outbox.register(commands, _opened_repository)
     _cli_scale.register(commands)
+    _cli_services.register(commands, _opened_repository)
     return parser
 
 

@@ -45,8 +45,8 @@ from halomail.outbound.outbox import (
 from halomail.outbound.sms import SmsSettings
 from halomail.pipeline.busy import PassStop, stops_the_pass
 from halomail.pipeline.context import Context, ThrottleWarnings
+from halomail.pipeline.handlers.service import act_on_silence
 from halomail.pipeline.observers import Observers, ProcessorObserver
-from halomail.pipeline.records import service_key
 from halomail.pipeline.reports import MailboxHealth, MailboxReport, RunReport, ServiceCheck
 from halomail.pipeline.results import Outcome, ProcessingOutcome, Reason, Simulation
 from halomail.pipeline.settings import DEFAULT_MAILBOX_LEASE, Mailbox, ProcessorSettings
@@ -54,7 +54,7 @@ from halomail.pipeline.unit import UnitOfWork
 from halomail.rules import EmailRule, RuleEngine
 from halomail.services import ServiceDefinition, ServiceStatus, is_overdue
 from halomail.templates.render import TemplateRenderer
-from halomail.tickets.models import NewServiceStatus, NewTicket, OutboxMail, utcnow
+from halomail.tickets.models import NewServiceStatus, OutboxMail, utcnow
 from halomail.tickets.repository import TicketRepository
 from halomail.tickets.staff import Agent, Team
 from halomail.tickets.templates import TicketTemplate
@@ -316,7 +316,7 @@ class MailProcessor:
 
         A service is watched from the first check on; one whose last email (of any
         status) is older than its Status Checking Interval gets an ``unknown`` entry
-        in its history, once, and a ticket when the service asks for one. Called by
+        in its history, once, and its ``on_unknown`` action is done. Called by
         :meth:`run_once` after the mailboxes are read.
         """
         now = self._clock()
@@ -338,8 +338,8 @@ class MailProcessor:
             last = self.repository.last_service_status(service.name)
             if not is_overdue(service, last, now, watching_since=since):
                 return ServiceCheck(service.name, last.status if last else None)
-            ticket_id = self._open_unknown_ticket(service) if service.unknown_ticket else None
             detail = f"no email within {service.check_interval}"
+            ticket_id = act_on_silence(self.repository, service, detail)
             self.repository.record_service_status(
                 NewServiceStatus(
                     service=service.name,
@@ -354,23 +354,6 @@ class MailProcessor:
             "service %s is unknown: no email within %s", service.name, service.check_interval
         )
         return ServiceCheck(service.name, ServiceStatus.UNKNOWN.value, True, ticket_id)
-
-    def _open_unknown_ticket(self, service: ServiceDefinition) -> int:
-        key = service_key(service.name)
-        existing = self.repository.find_open_ticket(alert_key=key)
-        if existing is not None:
-            return existing.id
-        ticket = self.repository.create_ticket(
-            NewTicket(
-                summary=f"{service.name}: no status email within {service.check_interval}",
-                details=f"The monitored service {service.name!r} has not reported within its "
-                f"checking interval ({service.check_interval}); its status is now Unknown.",
-                ticket_type=service.failure_ticket_type or "Incident",
-                user_email="",
-                alert_key=key,
-            )
-        )
-        return ticket.id
 
     def process_mailbox(
         self, mailbox: Mailbox, *, on_outcome: Callable[[ProcessingOutcome], None] | None = None

@@ -30,10 +30,18 @@ Every key a ``[[services]]`` table may hold (:func:`services_from_config`)::
     check_interval_minutes = 1440     # silent longer → Unknown (> 0, max 366 days; default 1 day)
     success = { subject = "Backup completed", body = ["Result: Success", "0 errors"] }
     failure = { subject = ["failed", "error"] }
-    failure_ticket_type = "Incident"  # the ticket a failure opens (or updates); false: record only
-    close_on_success = true           # a success closes the open failure ticket
-    unknown_ticket = false            # true: turning Unknown opens a ticket too
+    failure_ticket_type = "Incident"  # the type of the ticket it opens; false: record failures only
     subscribers = ["ops@example.com", "+44 7700 900123"]   # told of status changes (email or SMS)
+    on_failure = "open"               # open | note | close | nothing (see ServiceAction)
+    on_success = "close"              # default "close" (close_on_success = false: "nothing")
+    on_unknown = "nothing"            # default "nothing" (unknown_ticket = true: "open")
+    priority = "P1"                   # set on the tickets it opens …
+    team = "Infrastructure"           # … with this team …
+    agent = "amy@helpdesk.example"    # … and this agent (an email address)
+    reopen = false                    # true: "open" reopens the service's last ticket when closed
+
+``close_on_success`` and ``unknown_ticket`` are the older spellings of ``on_success``
+and ``on_unknown``; a table may give one or the other, not both.
 
 .. versionadded:: 0.1.0
 """
@@ -41,6 +49,7 @@ Every key a ``[[services]]`` table may hold (:func:`services_from_config`)::
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -55,6 +64,7 @@ from halomail.tickets.models import ServiceStatus, ServiceStatusEntry
 
 __all__ = [
     "DEFAULT_CHECK_INTERVAL",
+    "ServiceAction",
     "ServiceCriteria",
     "ServiceDefinition",
     "ServiceStatus",
@@ -76,6 +86,13 @@ _SERVICE_KEYS: Final = (
     "close_on_success",
     "unknown_ticket",
     "subscribers",
+    "on_failure",
+    "on_success",
+    "on_unknown",
+    "priority",
+    "team",
+    "agent",
+    "reopen",
 )
 _CRITERIA_KEYS: Final = ("subject", "body")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -149,6 +166,20 @@ def _contains_any(text: str, phrases: Sequence[str]) -> bool:
     return any(phrase.casefold() in folded for phrase in phrases)
 
 
+class ServiceAction(enum.StrEnum):
+    """What a service's status (failure, success, Unknown) does to its ticket.
+
+    The service's ticket is the open one with its alert key ``service:<name>``.
+
+    .. versionadded:: 0.4.0
+    """
+
+    OPEN = "open"  # open a ticket, or add the email to the open one as a private note
+    NOTE = "note"  # add the email (or the silence) to the open ticket; never open one
+    CLOSE = "close"  # add it to the open ticket and close that ticket
+    NOTHING = "nothing"  # record the status only
+
+
 def _positive_interval(_: object, attribute: attrs.Attribute[Any], value: dt.timedelta) -> None:
     if value <= dt.timedelta(0):
         raise ValueError(f"{attribute.name} must be positive, got {value}")
@@ -178,11 +209,27 @@ class ServiceDefinition:
             ``failure_ticket_type``, else ``"Incident"``).
         subscribers: Who is told when the status changes: addresses get the Service
             Status Changed email, phone numbers an SMS (with ``[sms]`` set up).
+        on_failure: What a failure does; by default ``open``, or ``nothing`` when
+            ``failure_ticket_type`` is ``None``.
+        on_success: What a success does; by default ``close``, or ``nothing`` when
+            ``close_on_success`` is false.
+        on_unknown: What turning Unknown does (an email that says neither, or
+            silence past the interval); by default ``nothing``, or ``open`` when
+            ``unknown_ticket`` is true.
+        priority: The priority of the ticket the service opens.
+        team: The team of the ticket the service opens.
+        agent: The agent (email address) of the ticket the service opens.
+        reopen: ``open`` reopens the service's last ticket when it was closed; by
+            default a closed ticket stays closed and ``open`` opens a new one.
 
     Raises:
         ValueError: When ``name`` is blank or ``check_interval`` is not positive.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.4.0
+       ``on_failure``, ``on_success``, ``on_unknown``, ``priority``, ``team``,
+       ``agent`` and ``reopen``.
     """
 
     name: str = attrs.field(validator=_non_blank)
@@ -195,6 +242,40 @@ class ServiceDefinition:
     close_on_success: bool = True
     unknown_ticket: bool = False
     subscribers: tuple[str, ...] = attrs.field(default=(), converter=_phrases)
+    on_failure: ServiceAction = attrs.field(converter=ServiceAction)
+    on_success: ServiceAction = attrs.field(converter=ServiceAction)
+    on_unknown: ServiceAction = attrs.field(converter=ServiceAction)
+    priority: str | None = None
+    team: str | None = None
+    agent: str | None = None
+    reopen: bool = False
+
+    # The older switches decide the defaults, so that a definition written before
+    # the actions existed behaves as it always did.
+    @on_failure.default
+    def _on_failure(self) -> ServiceAction:
+        return ServiceAction.OPEN if self.failure_ticket_type else ServiceAction.NOTHING
+
+    @on_success.default
+    def _on_success(self) -> ServiceAction:
+        return ServiceAction.CLOSE if self.close_on_success else ServiceAction.NOTHING
+
+    @on_unknown.default
+    def _on_unknown(self) -> ServiceAction:
+        return ServiceAction.OPEN if self.unknown_ticket else ServiceAction.NOTHING
+
+    @property
+    def ticket_type(self) -> str:
+        """The type of the tickets the service opens (``"Incident"`` unless configured)."""
+        return self.failure_ticket_type or "Incident"
+
+    def action_for(self, status: ServiceStatus) -> ServiceAction:
+        """What ``status`` does to the service's ticket."""
+        if status is ServiceStatus.FAILED:
+            return self.on_failure
+        if status is ServiceStatus.OK:
+            return self.on_success
+        return self.on_unknown
 
 
 def judge(service: ServiceDefinition, email: InboundEmail) -> ServiceStatus:
@@ -298,16 +379,67 @@ def _parse_service(table: Any, kp: str) -> ServiceDefinition:
     if "name" not in table:
         raise ConfigError(join_key(kp, "name"), "required (a string)")
     name = _text(table["name"], join_key(kp, "name"))
+    ticket_type = _ticket_type(table, kp)
     return ServiceDefinition(
         name=name,
         check_interval=_interval(table, kp),
         success=_criteria(table, "success", kp),
         failure=_criteria(table, "failure", kp),
-        failure_ticket_type=_ticket_type(table, kp),
+        failure_ticket_type=ticket_type,
         close_on_success=_bool(table, "close_on_success", kp, default=True),
         unknown_ticket=_bool(table, "unknown_ticket", kp, default=False),
         subscribers=_subscribers(table, kp),
+        priority=_optional_text(table, "priority", kp),
+        team=_optional_text(table, "team", kp),
+        agent=_agent(table, kp),
+        reopen=_bool(table, "reopen", kp, default=False),
+        **_actions(table, kp, ticket_type),
     )
+
+
+# Each action key, and the older switch it replaces (a table gives one or the other).
+_ACTION_KEYS: Final = (
+    ("on_failure", "failure_ticket_type"),
+    ("on_success", "close_on_success"),
+    ("on_unknown", "unknown_ticket"),
+)
+
+
+def _actions(table: Mapping[str, Any], kp: str, ticket_type: str | None) -> dict[str, Any]:
+    """The ``on_*`` actions given; those left out follow the older switches' defaults."""
+    actions: dict[str, ServiceAction] = {}
+    for key, older in _ACTION_KEYS:
+        if key not in table:
+            continue
+        where = join_key(kp, key)
+        value = table[key]
+        choices = ", ".join(repr(a.value) for a in ServiceAction)
+        if not isinstance(value, str) or value not in {a.value for a in ServiceAction}:
+            raise ConfigError(where, f"expected one of {choices}, got {describe(value)}")
+        if older in table and older != "failure_ticket_type":
+            raise ConfigError(where, f"give {key} or {older}, not both ({key} replaces {older})")
+        actions[key] = ServiceAction(value)
+    if ticket_type is None and actions.get("on_failure") is ServiceAction.OPEN:
+        # `failure_ticket_type = false` says "no ticket for a failure": an action that
+        # opens one contradicts it, and which was meant cannot be guessed.
+        raise ConfigError(
+            join_key(kp, "on_failure"),
+            '"open" contradicts failure_ticket_type = false (record failures only)',
+        )
+    return actions
+
+
+def _optional_text(table: Mapping[str, Any], key: str, kp: str) -> str | None:
+    return _text(table[key], join_key(kp, key)).strip() if key in table else None
+
+
+def _agent(table: Mapping[str, Any], kp: str) -> str | None:
+    agent = _optional_text(table, "agent", kp)
+    if agent is not None and not _ADDRESS.fullmatch(agent):
+        raise ConfigError(
+            join_key(kp, "agent"), f"expected the agent's email address, got {agent!r}"
+        )
+    return agent.lower() if agent is not None else None
 
 
 def _interval(table: Mapping[str, Any], kp: str) -> dt.timedelta:

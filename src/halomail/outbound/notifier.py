@@ -22,11 +22,15 @@ failed), except a sending restriction, which is the caller's mistake and raises
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
+from halomail._text import clean_text
 from halomail.errors import SendingRestrictedError, TemplateError
 from halomail.outbound.outbox import MessageIdFactory
 from halomail.outbound.sms import SmsSettings, compose_sms, sms_address
@@ -36,9 +40,16 @@ from halomail.tickets.models import NewOutgoing, OutboxMail, Ticket, utcnow
 from halomail.tickets.repository import TicketRepository
 from halomail.tickets.staff import Agent, Team
 
-__all__ = ["MailboxProfile", "Notice", "Notifier"]
+__all__ = ["CHANNELS", "MailboxProfile", "Notice", "Notifier"]
 
 log = logging.getLogger(__name__)
+
+CHANNELS: tuple[str, ...] = ("email", "sms")
+"""How a typed message reaches a service's subscribers: addresses by email, numbers by SMS."""
+
+# A `$name` in a typed message; names are short, so the match is bounded and linear.
+_VARIABLE = re.compile(r"\$([A-Za-z][A-Za-z0-9_]{0,39})")
+_STATUS_SHOWN = {"ok": "OK", "failed": "Failed", "unknown": "Unknown"}
 
 # Kinds that answer the customer's own mail automatically; the others are written by
 # agents (no Auto-Submitted header: a person's reply may be answered).
@@ -279,7 +290,7 @@ class Notifier:
             One notice per subscriber.
         """
         ticket = self.repository.get_ticket(ticket_id) if ticket_id else None
-        shown = {"ok": "OK", "failed": "Failed", "unknown": "Unknown"}.get(status, status)
+        shown = _STATUS_SHOWN.get(status, status)
         extra = {"servicename": service.name, "servicestatus": shown, "actionnote": detail}
         values = (
             TemplateValues.for_ticket(
@@ -320,6 +331,69 @@ class Notifier:
             if phone is not None and self.sms_settings is not None:
                 new = self._as_sms(new, phone, self.sms_settings)
             notices.append(Notice(self.repository.enqueue_outgoing(new)))
+        return tuple(notices)
+
+    def message_subscribers(
+        self,
+        service: ServiceDefinition,
+        subject: str,
+        text: str,
+        *,
+        channels: Sequence[str] = CHANNELS,
+        mailbox: str = "",
+    ) -> tuple[Notice, ...]:
+        """Queue a typed message to every subscriber of a service (maintenance, an outage).
+
+        Subscribers with an ``@`` get it by email, phone numbers by SMS (with ``[sms]``
+        set up), each once, all in one transaction; the next
+        :meth:`~halomail.runner.MailProcessor.send_outbox` sends them. The same message
+        (service, subject and text) asked for again is not queued again for a subscriber
+        it was queued for: a command run twice tells nobody twice.
+
+        The subject is made one line (a CR or LF cannot start a header) and the text's
+        line breaks are normalised; ``$servicename`` and ``$servicestatus`` (any case)
+        are replaced by the service's name and last status. Nothing else in the text is
+        read as template source: other ``$words`` and ``{{ }}`` stay as typed.
+
+        Args:
+            service: The service whose subscribers are told.
+            subject: The email's subject (an SMS carries it where the provider wants one).
+            text: The message.
+            channels: ``"email"``, ``"sms"`` or both: which subscribers are told.
+            mailbox: The mailbox whose outgoing settings send it (default: the default).
+
+        Returns:
+            One notice per subscriber of the channels chosen: queued, or why not
+            (``already-sent``, ``sms-not-configured``, ``invalid-phone: …``).
+
+        Raises:
+            ValueError: The text is blank, or a channel is neither ``email`` nor ``sms``.
+
+        .. versionadded:: 0.4.0
+        """
+        unknown = sorted(set(channels) - set(CHANNELS))
+        if unknown or not channels:
+            raise ValueError(f"channels must be among {CHANNELS}, got {tuple(channels)}")
+        if not text.strip():
+            raise ValueError("the message text is empty")
+        values = self._service_values(service)
+        line = clean_text(_expand(subject, values)).strip() or service.name
+        body = clean_text(_expand(text, values), multiline=True).strip()
+        key = _message_key(service, subject, text)
+        notices: list[Notice] = []
+        with self.repository.transaction():
+            told: list[str] = json.loads(self.repository.get_state(key) or "[]")
+            for subscriber in service.subscribers:
+                is_email = "@" in subscriber
+                if ("email" if is_email else "sms") not in channels:
+                    continue
+                notice = self._tell(subscriber, is_email, line, body, mailbox, told)
+                notices.append(notice)
+                if notice.queued is not None:
+                    told.append(notice.queued.to[0])
+            self.repository.set_state(key, json.dumps(told))
+        queued = sum(n.sent for n in notices)
+        log.info("service %s: message %r queued to %d subscribers", service.name, line, queued)
         return tuple(notices)
 
     # -- what the processor calls ---------------------------------------------------------
@@ -449,6 +523,46 @@ class Notifier:
             auto_submitted=kind in _AUTOMATIC,
         )
 
+    def _service_values(self, service: ServiceDefinition) -> dict[str, str]:
+        """What ``$servicename`` and ``$servicestatus`` stand for in a typed message."""
+        last = self.repository.last_service_status(service.name)
+        status = _STATUS_SHOWN.get(last.status, last.status) if last else "Unknown"
+        return {"servicename": service.name, "servicestatus": status}
+
+    def _tell(
+        self,
+        subscriber: str,
+        is_email: bool,
+        subject: str,
+        body: str,
+        mailbox: str,
+        told: list[str],
+    ) -> Notice:
+        """Queue the typed message to one subscriber, unless it was queued to them before."""
+        settings = self.sms_settings
+        if is_email:
+            to = subscriber.lower()
+        elif settings is None:
+            return Notice(None, "sms-not-configured")
+        else:
+            try:
+                to = sms_address(subscriber, settings)
+            except ValueError as exc:
+                return Notice(None, f"invalid-phone: {exc}")
+        if to in told:
+            return Notice(None, "already-sent")
+        new = NewOutgoing(
+            message_id=self._ids.new(None),
+            to=(to,),
+            subject=subject,
+            text=body + "\n",
+            mailbox=mailbox,
+            kind="service_message",
+        )
+        if not is_email and settings is not None:
+            new = self._as_sms(new, subscriber, settings)
+        return Notice(self.repository.enqueue_outgoing(new))
+
     @staticmethod
     def _as_sms(new: NewOutgoing, phone: str, settings: SmsSettings) -> NewOutgoing:
         """The mail as the provider wants it: one short line, its PIN where it goes."""
@@ -470,3 +584,14 @@ class Notifier:
         ids = [a.message_id for a in self.repository.list_actions(ticket_id) if a.message_id]
         ids = list(dict.fromkeys(ids))[-20:]
         return (ids[-1] if ids else None), tuple(ids)
+
+
+def _expand(text: str, values: Mapping[str, str]) -> str:
+    """``text`` with each ``$name`` of ``values`` replaced (any case); the rest as typed."""
+    return _VARIABLE.sub(lambda m: values.get(m.group(1).lower(), m.group(0)), text)
+
+
+def _message_key(service: ServiceDefinition, subject: str, text: str) -> str:
+    """The state key listing who a typed message was queued to (a re-run tells nobody twice)."""
+    digest = hashlib.sha256(json.dumps([service.name, subject, text]).encode()).hexdigest()
+    return f"service-message:{digest[:32]}"
