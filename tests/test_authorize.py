@@ -37,6 +37,30 @@ PUBLIC_CLIENT = "3f1d7a52-6b8e-4c1d-9e2f-0a1b2c3d4e5f"
 GOOGLE_CLIENT_ID = "5678-desktop.apps.googleusercontent.com"
 GOOGLE_SECRET = "GOCSPX-installed-app-secret"
 _CODE = re.compile(r"enter the code (\w+) to authenticate")
+_DOCS = Path(__file__).parent.parent / "docs" / "mailboxes.md"
+# What differs between the guide's session and a real one: addresses, paths, the code.
+_VARIABLE = re.compile(r"(https?://\S+|/[^\s;]+|\b[A-Z0-9]{8}\b)")
+
+
+def _documented_sessions() -> list[tuple[list[str], list[str]]]:
+    """docs/mailboxes.md's ``authorize`` sessions: the command's arguments, its lines."""
+    blocks = re.findall(r"^( *)```console\n(.*?)^\1```", _DOCS.read_text(), re.M | re.S)
+    sessions = []
+    for indent, body in blocks:
+        lines = [line.removeprefix(indent) for line in body.splitlines()]
+        if lines and lines[0].startswith("$ halomail -c halomail.toml authorize "):
+            sessions.append((lines[0].split()[4:], lines[1:]))
+    return sessions
+
+
+def _matches_the_guide(args: tuple[str, ...], printed: str) -> None:
+    """The guide shows this very command, and each line it shows has the real line's shape."""
+    (documented,) = [lines for command, lines in _documented_sessions() if command == list(args)]
+    real = printed.splitlines()
+    for line in documented:
+        pieces = _VARIABLE.split(line)
+        shape = "".join(re.escape(p) if n % 2 == 0 else r"\S+" for n, p in enumerate(pieces))
+        assert any(re.fullmatch(shape, r) for r in real), (line, real)
 
 
 class Command:
@@ -142,7 +166,7 @@ def _sign_in_with_a_device_code(
     folder: Path, endpoint: TokenEndpoint, commands: list[Command]
 ) -> tuple[str, str]:
     """Run ``authorize``, approve the code it prints as the user; its output."""
-    command = Command(folder, "authorize", "Support", "--no-browser")
+    command = Command(folder, "authorize", "Support")
     commands.append(command)
     user_code = command.wait_for(_CODE).group(1)
     endpoint.approve_device(user_code, SUPPORT)
@@ -166,6 +190,7 @@ def test_the_device_code_sign_in_is_kept_in_the_token_cache_and_serves_a_run(
 
     assert f"{token_endpoint.base_url}/devicelogin" in stdout
     assert f"The sign-in is kept in {tmp_path / 'signin.json'};" in stdout
+    _matches_the_guide(("authorize", "Support"), stdout)
     polls = token_endpoint.token_requests(DEVICE_CODE)
     assert len(polls) >= 2  # authorization_pending first, then the user's approval
     (start,) = [r for r in token_endpoint.requests if r.path.endswith("/devicecode")]
@@ -210,6 +235,12 @@ def test_a_refresh_token_env_gets_the_export_line_and_it_serves_a_run(
     assert len(state.in_folder(SUPPORT, "sentitems")) == 1
     renewals = token_endpoint.token_requests("refresh_token")
     assert [r.form["refresh_token"] for r in renewals] == [export]
+
+
+def test_the_guide_shows_both_sign_in_sessions() -> None:
+    """docs/mailboxes.md holds the Microsoft and the Google session the tests compare."""
+    commands = [command for command, _ in _documented_sessions()]
+    assert commands == [["authorize", "Support"], ["authorize", "Support", "--no-browser"]]
 
 
 def test_a_mailbox_that_cannot_be_signed_in_is_refused_with_the_key_to_fix(
@@ -305,6 +336,7 @@ def test_the_google_installed_app_sign_in_writes_the_credentials_file_and_serves
 
         assert status == 0, stdout + stderr
         assert f"The credentials are kept in {tmp_path / 'google-user.json'};" in stdout
+        _matches_the_guide(("authorize", "Support", "--no-browser"), stdout)
         (exchange,) = token_endpoint.token_requests("authorization_code")
         assert exchange.form["redirect_uri"] == redirect
         stored = tmp_path / "google-user.json"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import email
 import email.utils
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -132,6 +133,29 @@ def test_check_config_says_the_mailbox_sends_with_its_own_sign_in(
         "from": SUPPORT,
         "with": "mailbox",
     } in events
+
+
+def test_the_guides_sending_example_prints_the_documented_line(tmp_path: Path) -> None:
+    """docs/mailboxes.md's Sending section: its configuration gives its check-config line."""
+    text = (Path(__file__).parent.parent / "docs" / "mailboxes.md").read_text()
+    section = text.split("## Sending: the mailbox's own sign-in", 1)[1].split("\n## ", 1)[0]
+    (configuration,) = re.findall(r"```toml\n(.*?)```", section, re.S)
+    (session,) = re.findall(r"```console\n(.*?)```", section, re.S)
+    command, *documented = session.splitlines()
+    assert command == "$ halomail -c halomail.toml check-config"
+    _write(tmp_path, configuration)
+    done = subprocess.run(
+        [sys.executable, "-m", "halomail.cli", *command.split()[2:]],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HALOMAIL_GRAPH_SECRET": CLIENT_SECRET},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == documented
+    assert "outgoing via smtp" in done.stdout.splitlines()[0]
 
 
 def test_a_mailbox_outgoing_table_overrides_the_own_sign_in(
