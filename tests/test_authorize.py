@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from halomail.backends.auth.oauth import MicrosoftTokenProvider
+from halomail.errors import AuthenticationError
 from tests.conftest import make_email
 from tests.servers.gmail import GmailState, running_gmail_server
 from tests.servers.graph import GraphServer, GraphState, running_graph_server
@@ -235,6 +237,25 @@ def test_a_refresh_token_env_gets_the_export_line_and_it_serves_a_run(
     assert len(state.in_folder(SUPPORT, "sentitems")) == 1
     renewals = token_endpoint.token_requests("refresh_token")
     assert [r.form["refresh_token"] for r in renewals] == [export]
+
+
+def test_a_token_cache_without_a_sign_in_tells_the_administrator_to_authorize(
+    tmp_path: Path, token_endpoint: TokenEndpoint
+) -> None:
+    """Only token_cache, nobody signed in yet: the mailbox fails saying which command to run,
+    and asks the identity provider for nothing it cannot have."""
+    provider = MicrosoftTokenProvider(
+        tenant_id=token_endpoint.tenant,
+        client_id=PUBLIC_CLIENT,
+        token_cache=tmp_path / "signin.json",
+        authority=token_endpoint.authority,
+        verify=str(token_endpoint.ca_file),
+        mailbox="Support",
+    )
+    assert provider.delegated
+    with pytest.raises(AuthenticationError, match="run `halomail authorize Support`"):
+        provider.token()
+    assert token_endpoint.token_requests() == []
 
 
 def test_the_guide_shows_both_sign_in_sessions() -> None:
