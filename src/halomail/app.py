@@ -37,6 +37,7 @@ __all__ = [
     "build_mailbox",
     "build_processor",
     "check_config",
+    "mailbox_transport",
     "open_connector",
     "open_repository",
     "open_transport",
@@ -115,18 +116,39 @@ def repository_factory(config: Config) -> Callable[[Config], TicketRepository]:
     return factory
 
 
-def open_transport(outgoing: OutgoingSettings, *, key_path: str = "outgoing") -> MailTransport:
+def open_transport(
+    outgoing: OutgoingSettings, *, key_path: str = "outgoing", token_provider: Any = None
+) -> MailTransport:
     """The transport named by ``transport`` in these settings (nothing is connected).
 
     Args:
-        outgoing: ``[outgoing]``, or a mailbox's merged override.
+        outgoing: ``[outgoing]``, or a mailbox's merged override or own settings.
         key_path: Where the settings are in the file, for errors.
+        token_provider: The token provider to send with (a mailbox's own), or ``None``
+            to build one from ``outgoing``.
 
     Raises:
         ConfigError: The settings are incomplete, or the backend's extra is missing.
     """
     backend = registry.transport_backend(outgoing.transport, key_path)
-    return registry.open_transport(backend.settings(outgoing.as_table(), key_path))
+    typed = backend.settings(outgoing.as_table(), key_path)
+    return registry.open_transport(typed, token_provider=token_provider)
+
+
+def mailbox_transport(
+    settings: MailboxSettings, outgoing: OutgoingSettings, connector: MailboxConnector
+) -> MailTransport | None:
+    """The transport of a mailbox that does not send with ``[outgoing]``, else ``None``.
+
+    A mailbox sending with its own sign-in (``send_with = "mailbox"``) shares its
+    connector's token provider: one sign-in, one token, reads and sends.
+    """
+    if settings.outgoing is not None:
+        return open_transport(outgoing, key_path=f"{settings.key_path}.outgoing")
+    if settings.send_with == "mailbox":
+        provider = getattr(connector, "token_provider", None)
+        return open_transport(outgoing, key_path=settings.key_path, token_provider=provider)
+    return None
 
 
 def open_connector(config: Config, settings: MailboxSettings) -> MailboxConnector:
@@ -155,12 +177,9 @@ def build_mailbox(config: Config, settings: MailboxSettings) -> Mailbox:
     with _closed_on_error() as opened:
         connector = open_connector(config, settings)
         opened.append(connector)
-        # Only a mailbox that overrides [outgoing] gets a transport of its own.
-        transport = (
-            open_transport(outgoing, key_path=f"{settings.key_path}.outgoing")
-            if settings.outgoing is not None
-            else None
-        )
+        # A mailbox that overrides [outgoing], or sends with its own sign-in, gets a
+        # transport of its own; the others share the processor's.
+        transport = mailbox_transport(settings, outgoing, connector)
     return Mailbox(
         connector=connector,
         name=settings.name,

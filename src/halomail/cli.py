@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from halomail import _cli_outbox, _cli_scale, _cli_services, app
+from halomail import _cli_authorize, _cli_outbox, _cli_scale, _cli_services, app
 from halomail._text import RedactingFilter, clean_text, redact_secrets
 from halomail._version import __version__
 from halomail.backends.probe import Channel, probe_channel
@@ -215,6 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     _cli_outbox.register(commands, _opened_repository)
     _cli_scale.register(commands)
     _cli_services.register(commands, _opened_repository)
+    _cli_authorize.register(commands)
     return parser
 
 
@@ -269,6 +270,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(
         json.dumps({"event": "config", "ok": True, "summary": summary}) if json_output else summary
     )
+    _cli_authorize.print_sending_routes(config, json_output=json_output)
     _warn_risky_patterns(config, json_output=json_output)
     if getattr(args, "connect", False):
         return _check_connections(config, json_output=json_output)

@@ -6,14 +6,19 @@ Microsoft Entra ID (what msal asks for, with ``authority=<base>/<tenant>`` and
 * ``GET /<tenant>/v2.0/.well-known/openid-configuration``: the OIDC discovery document;
 * ``POST /<tenant>/oauth2/v2.0/token``: the v2.0 token endpoint, grants
   ``client_credentials`` (a client secret, or a signed client assertion checked against
-  the registered certificate) and ``refresh_token`` (rotating, with ``id_token`` and
-  ``client_info`` so msal records the account).
+  the registered certificate), ``refresh_token`` (rotating, with ``id_token`` and
+  ``client_info`` so msal records the account) and the device code
+  (``urn:ietf:params:oauth:grant-type:device_code``: ``authorization_pending`` until the
+  test approves the user code, as the user typing it would, and at least once);
+* ``POST /<tenant>/oauth2/v2.0/devicecode``: starts a device-code sign-in (RFC 8628).
 
 Google (what google-auth posts to a credential's ``token_uri``):
 
 * ``POST /google/token``: ``urn:ietf:params:oauth:grant-type:jwt-bearer`` (a service
   account's RS256 assertion, checked against its registered public key, ``sub`` the
-  impersonated user) and ``refresh_token``.
+  impersonated user), ``refresh_token`` and ``authorization_code`` (the installed-app
+  flow: a code the test issued as Google's consent page would, its ``redirect_uri`` and
+  PKCE ``code_verifier`` checked).
 
 Errors are the real shapes: HTTP 400/401 with ``{"error": "invalid_grant", ...}``.
 Every request is recorded, so tests can prove a cached token caused no request.
@@ -22,6 +27,7 @@ Every request is recorded, so tests can prove a cached token caused no request.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import ssl
@@ -43,6 +49,7 @@ from tests.servers.certs import LOOPBACK, write_test_pki
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 GOOGLE_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 
@@ -69,6 +76,26 @@ class TokenRequest:
     path: str
     grant_type: str
     form: dict[str, str]
+
+
+@attrs.define
+class DeviceFlow:
+    """One device-code sign-in: what the app asked for, and whether the user approved it."""
+
+    client_id: str
+    scope: str
+    user_code: str
+    user: str | None = None
+    polls: int = 0
+
+
+@attrs.define
+class _AuthorizationCode:
+    client_id: str
+    client_secret: str
+    user: str
+    redirect_uri: str
+    code_challenge: str
 
 
 @attrs.define
@@ -101,6 +128,9 @@ class TokenEndpoint:
         self._refresh: dict[str, _RefreshGrant] = {}
         self._service_accounts: dict[str, Any] = {}
         self._revoked_users: set[str] = set()
+        #: Device-code sign-ins by device code.
+        self.device_flows: dict[str, DeviceFlow] = {}
+        self._codes: dict[str, _AuthorizationCode] = {}
 
     # -- what tests use ------------------------------------------------------------
 
@@ -156,6 +186,23 @@ class TokenEndpoint:
         with self._lock:
             self._clients.pop(client_id, None)
 
+    def approve_device(self, user_code: str, user: str) -> None:
+        """The user typed ``user_code`` on the sign-in page and signed in as ``user``."""
+        with self._lock:
+            (flow,) = [f for f in self.device_flows.values() if f.user_code == user_code]
+            flow.user = user
+
+    def issue_code(
+        self, *, client_id: str, client_secret: str, user: str, redirect_uri: str, challenge: str
+    ) -> str:
+        """Google's consent page: ``user`` allowed access; the code the browser carries."""
+        code = f"4/{secrets.token_urlsafe(24)}"
+        with self._lock:
+            self._codes[code] = _AuthorizationCode(
+                client_id, client_secret, user, redirect_uri, challenge
+            )
+        return code
+
     def token_requests(self, grant_type: str | None = None) -> list[TokenRequest]:
         """The POSTs to a token endpoint, optionally only those of one grant type."""
         with self._lock:
@@ -174,6 +221,8 @@ class TokenEndpoint:
             discovery = f"/{self.tenant}/v2.0/.well-known/openid-configuration"
             if method == "GET" and path == discovery:
                 return 200, self._discovery()
+            if method == "POST" and path == f"/{self.tenant}/oauth2/v2.0/devicecode":
+                return self._device_code(form)
             if method == "POST" and path == f"/{self.tenant}/oauth2/v2.0/token":
                 return self._microsoft_token(form)
             if method == "POST" and path == "/google/token":
@@ -247,8 +296,42 @@ class TokenEndpoint:
             return False
         return bool(claims.get("iss") == claims.get("sub") == form.get("client_id"))
 
+    def _device_code(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        device_code = secrets.token_urlsafe(24)
+        user_code = secrets.token_hex(4).upper()
+        self.device_flows[device_code] = DeviceFlow(
+            form.get("client_id", ""), form.get("scope", ""), user_code
+        )
+        page = f"{self.base_url}/devicelogin"
+        return 200, {
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": page,
+            "expires_in": 900,
+            "interval": 1,
+            "message": f"To sign in, use a web browser to open the page {page} and enter "
+            f"the code {user_code} to authenticate.",
+        }
+
+    def _device_token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        flow = self.device_flows.get(form.get("device_code", ""))
+        if flow is None or flow.client_id != form.get("client_id"):
+            return self._aad_error(400, "invalid_grant", 70000, "The device code is unknown.")
+        flow.polls += 1
+        if flow.user is None or flow.polls == 1:
+            return self._aad_error(
+                400,
+                "authorization_pending",
+                70016,
+                "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+            )
+        del self.device_flows[form["device_code"]]  # a device code signs in once
+        return self._user_tokens(_RefreshGrant(flow.client_id, flow.user, "microsoft"), flow.scope)
+
     def _microsoft_token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         grant = form.get("grant_type")
+        if grant == DEVICE_CODE:
+            return self._device_token(form)
         if grant == "client_credentials":
             if not self._client_ok(form):
                 return self._aad_error(
@@ -282,37 +365,70 @@ class TokenEndpoint:
                 )
             if held.client_secret is not None and not self._client_ok(form):
                 return self._aad_error(401, "invalid_client", 7000215, "Invalid client secret.")
-            rotated = f"rt-{secrets.token_urlsafe(18)}"
-            self._refresh[rotated] = held
-            uid = f"uid-{held.user.split('@')[0]}"
-            return 200, {
-                "token_type": "Bearer",
-                "scope": form.get("scope", ""),
-                "expires_in": self.expires_in,
-                "ext_expires_in": self.expires_in,
-                "access_token": self._access_token(),
-                "refresh_token": rotated,
-                "id_token": _unsigned_jwt(
-                    {
-                        "aud": held.client_id,
-                        "iss": f"{self.authority}/v2.0",
-                        "iat": int(time.time()),
-                        "nbf": int(time.time()),
-                        "exp": int(time.time()) + 3600,
-                        "oid": uid,
-                        "sub": uid,
-                        "tid": self.tenant,
-                        "preferred_username": held.user,
-                        "name": held.user,
-                        "ver": "2.0",
-                    }
-                ),
-                "client_info": _b64url(json.dumps({"uid": uid, "utid": self.tenant}).encode()),
-            }
+            return self._user_tokens(held, form.get("scope", ""))
         return 400, {"error": "unsupported_grant_type", "error_description": f"{grant!r}"}
+
+    def _user_tokens(self, held: _RefreshGrant, scope: str) -> tuple[int, dict[str, Any]]:
+        """A delegated answer: access token, rotated refresh token, id_token, client_info."""
+        rotated = f"rt-{secrets.token_urlsafe(18)}"
+        self._refresh[rotated] = held
+        uid = f"uid-{held.user.split('@')[0]}"
+        return 200, {
+            "token_type": "Bearer",
+            "scope": scope,
+            "expires_in": self.expires_in,
+            "ext_expires_in": self.expires_in,
+            "access_token": self._access_token(),
+            "refresh_token": rotated,
+            "id_token": _unsigned_jwt(
+                {
+                    "aud": held.client_id,
+                    "iss": f"{self.authority}/v2.0",
+                    "iat": int(time.time()),
+                    "nbf": int(time.time()),
+                    "exp": int(time.time()) + 3600,
+                    "oid": uid,
+                    "sub": uid,
+                    "tid": self.tenant,
+                    "preferred_username": held.user,
+                    "name": held.user,
+                    "ver": "2.0",
+                }
+            ),
+            "client_info": _b64url(json.dumps({"uid": uid, "utid": self.tenant}).encode()),
+        }
+
+    def _google_code(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        held = self._codes.pop(form.get("code", ""), None)  # a code is good once
+        verifier = form.get("code_verifier", "").encode()
+        challenge = _b64url(hashlib.sha256(verifier).digest())
+        if (
+            held is None
+            or held.redirect_uri != form.get("redirect_uri")
+            or held.code_challenge != challenge
+        ):
+            return 400, {"error": "invalid_grant", "error_description": "Bad Request"}
+        if (held.client_id, held.client_secret) != (
+            form.get("client_id"),
+            form.get("client_secret"),
+        ):
+            return 401, {"error": "invalid_client", "error_description": "Unauthorized"}
+        refresh = f"1//{secrets.token_urlsafe(24)}"
+        self._refresh[refresh] = _RefreshGrant(
+            held.client_id, held.user, "google", held.client_secret
+        )
+        return 200, {
+            "access_token": self._access_token(),
+            "expires_in": self.expires_in,
+            "refresh_token": refresh,
+            "scope": "https://www.googleapis.com/auth/gmail.modify",
+            "token_type": "Bearer",
+        }
 
     def _google_token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         grant = form.get("grant_type")
+        if grant == "authorization_code":
+            return self._google_code(form)
         if grant == JWT_BEARER:
             assertion = form.get("assertion", "")
             try:

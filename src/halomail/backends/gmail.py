@@ -258,6 +258,11 @@ class GmailConnector:
                 ca_file=typed.tls_ca_file,
             )
 
+    @property
+    def token_provider(self) -> TokenProvider:
+        """The provider of this mailbox's tokens (a transport sending as it may share it)."""
+        return self._client.token_provider
+
     def __repr__(self) -> str:
         return f"GmailConnector({self.name!r}, {self.user_id!r}, {self.folder!r})"
 

@@ -275,6 +275,11 @@ class GraphConnector:
                 ca_file=typed.tls_ca_file,
             )
 
+    @property
+    def token_provider(self) -> TokenProvider:
+        """The provider of this mailbox's tokens (a transport sending as it may share it)."""
+        return self._client.token_provider
+
     def __repr__(self) -> str:
         return f"GraphConnector({self.name!r}, {self.user_id!r}, {self.folder!r})"
 

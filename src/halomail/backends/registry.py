@@ -172,14 +172,19 @@ def open_mailbox(settings: Any, *, max_message_bytes: int | None) -> MailboxConn
     return connector
 
 
-def open_transport(settings: Any) -> MailTransport:
+def open_transport(settings: Any, *, token_provider: Any = None) -> MailTransport:
     """Build the transport of typed outgoing settings (nothing is connected yet).
+
+    Args:
+        settings: The transport's typed settings.
+        token_provider: A token provider to share (a mailbox that sends with its own
+            sign-in hands over its connector's), or ``None`` to build one from settings.
 
     Raises:
         ConfigError: A setting only building can check is wrong, or the extra is missing.
     """
     backend = transport_backend(settings.transport, settings.key_path)
-    transport: MailTransport = backend.load_factory(join_key(settings.key_path, "transport"))(
-        settings
-    )
+    factory = backend.load_factory(join_key(settings.key_path, "transport"))
+    shared = {} if token_provider is None else {"token_provider": token_provider}
+    transport: MailTransport = factory(settings, **shared)
     return transport

@@ -133,8 +133,10 @@ def oauth_keys(table: Mapping[str, Any], key_path: str) -> OAuthKeys:
     for key in _OAUTH_KEYS:
         if key not in table or table[key] is None:
             continue
-        if key in _LOGIN_FILES:
+        if key in _LOGIN_FILES and not _signs_in_later(table, key):
             keys[key] = existing_path(table, key, key_path)
+        elif key in _LOGIN_FILES:
+            keys[key] = file_path(table, key, key_path)
         elif key == "scopes":
             keys[key] = text_list(table, key, key_path)
         elif key == "timeout":
@@ -144,6 +146,12 @@ def oauth_keys(table: Mapping[str, Any], key_path: str) -> OAuthKeys:
         else:
             keys[key] = text(table, key, key_path, default="", secret=key in _SECRET_KEYS)
     return OAuthKeys(keys)
+
+
+def _signs_in_later(table: Mapping[str, Any], key: str) -> bool:
+    """A credentials file beside an OAuth client's id and secret is the authorized-user
+    file ``halomail authorize`` writes: before the first sign-in it does not exist yet."""
+    return key == "credentials_file" and bool(table.get("client_id") and table.get("client_secret"))
 
 
 def server_port(kind: str, security: str) -> int | None:

@@ -385,6 +385,8 @@ def _check_backends(
         if mailbox.outgoing is not None:
             merged = mailbox.effective_outgoing(outgoing)
             _transport_settings(merged, f"{mailbox.key_path}.outgoing")
+        elif mailbox.send_with == "mailbox":  # its own sign-in sends, as its own address
+            _transport_settings(mailbox.effective_outgoing(outgoing), mailbox.key_path)
 
 
 def _transport_settings(outgoing: OutgoingSettings, key_path: str) -> None:

@@ -44,7 +44,16 @@ from halomail.config.outgoing import (
 )
 from halomail.errors import ConfigError
 
-__all__ = ["CONNECTIONS", "HIJACK", "LOCAL_CONNECTIONS", "RECORDS", "START_FROM", "MailboxSettings"]
+__all__ = [
+    "CONNECTIONS",
+    "HIJACK",
+    "LOCAL_CONNECTIONS",
+    "OWN_TRANSPORTS",
+    "RECORDS",
+    "SEND_WITH",
+    "START_FROM",
+    "MailboxSettings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,15 @@ START_FROM = ("all", "now")
 
 
 HIJACK = ("new-ticket", "quarantine")
+
+
+#: ``send_with``: the mailbox's own sign-in, or the top-level ``[outgoing]`` table.
+SEND_WITH = ("mailbox", "outgoing")
+
+
+#: The connections that can send with their own sign-in, and the transport they use:
+#: one Microsoft 365 (or Google) sign-in reads the mailbox and sends as it.
+OWN_TRANSPORTS = {"office365": "graph", "google": "gmail"}
 
 _MAILBOX_FIELDS = (
     "name",
@@ -84,6 +102,7 @@ _MAILBOX_FIELDS = (
     "start_from",
     "hijack",
     "outgoing",
+    "send_with",
     "allowed_teams",
     "signature",
     "agent_signatures",
@@ -110,6 +129,18 @@ def _mailbox_port(connection: str, security: str) -> int | None:
     if connection == "pop3":
         return 995 if tls else 110
     return None
+
+
+def _default_send_with(settings: MailboxSettings) -> str:
+    if settings.outgoing is None and settings.connection in OWN_TRANSPORTS:
+        return "mailbox"
+    return "outgoing"
+
+
+# Keys only a connector reads: they stay out of the settings a mailbox sends with.
+_READING_ONLY = frozenset(_MAILBOX_EXTRA) - frozenset(OUTGOING_EXTRA)
+# What the top-level [outgoing] still decides for a mailbox sending with its own sign-in.
+_IDENTITY_KEYS = ("display_name", "reply_address", "message_group")
 
 
 def _default_processed(connection: str) -> str:
@@ -151,6 +182,11 @@ class MailboxSettings:
         hijack: A follow-up from an unrelated address: ``new-ticket`` or ``quarantine``.
         outgoing: The ``[mailboxes.outgoing]`` override, or ``None``; see
             :meth:`effective_outgoing`.
+        send_with: ``mailbox``: send through the mailbox's own API with its own sign-in
+            (``office365`` through Graph, ``google`` through the Gmail API), as the
+            mailbox's address; ``outgoing``: send with ``[outgoing]`` (merged with
+            ``outgoing`` when given). Defaults to ``mailbox`` for ``office365`` and
+            ``google`` mailboxes without an ``outgoing`` override, else ``outgoing``.
         allowed_teams: Sending restriction: only agents of these teams may send from
             this mailbox (empty: everyone may).
         signature: The signature of mail sent from this mailbox.
@@ -185,6 +221,7 @@ class MailboxSettings:
     start_from: str = "all"
     hijack: str = "new-ticket"
     outgoing: OutgoingSettings | None = None
+    send_with: str = attrs.field(default=attrs.Factory(_default_send_with, takes_self=True))
     allowed_teams: tuple[str, ...] = ()
     signature: str = ""
     agent_signatures: Mapping[str, str] = attrs.field(
@@ -206,19 +243,57 @@ class MailboxSettings:
     def effective_outgoing(self, defaults: OutgoingSettings) -> OutgoingSettings:
         """The outgoing settings this mailbox sends with.
 
-        Precedence, key by key: this mailbox's ``[mailboxes.outgoing]``, then
-        ``defaults`` (the top-level ``[outgoing]``), then the built-in defaults; the SMTP
-        port is derived from the merged transport and security when neither wrote one.
+        With ``send_with = "mailbox"``: the mailbox's own API and sign-in (see
+        :meth:`own_outgoing`). Otherwise, key by key: this mailbox's
+        ``[mailboxes.outgoing]``, then ``defaults`` (the top-level ``[outgoing]``), then
+        the built-in defaults; the SMTP port is derived from the merged transport and
+        security when neither wrote one.
 
         Args:
             defaults: The top-level outgoing settings (``Config.outgoing``).
 
         Returns:
-            ``defaults`` itself when the mailbox has no override, else the merge.
+            The mailbox's own settings, ``defaults`` itself when the mailbox has no
+            override, else the merge.
         """
+        if self.send_with == "mailbox":
+            return self.own_outgoing(defaults)
         if self.outgoing is None:
             return defaults
         return merge_outgoing(defaults, self.outgoing)
+
+    def own_outgoing(self, defaults: OutgoingSettings) -> OutgoingSettings:
+        """Sending through this mailbox's own API with its own sign-in, as its address.
+
+        The transport is ``graph`` for ``office365`` and ``gmail`` for ``google``; the
+        credentials, ``host`` and ``tls_ca_file`` are the mailbox's; the From address is
+        the mailbox's (``user_id``, ``subject`` or ``username``). Only the display name,
+        Reply-To and message group come from ``defaults``.
+
+        Raises:
+            ConfigError: This connection has no API to send with.
+
+        .. versionadded:: 0.3.0
+        """
+        transport = OWN_TRANSPORTS.get(self.connection)
+        if transport is None:
+            raise ConfigError(
+                f"{self.key_path}.send_with",
+                f"a {self.connection!r} mailbox cannot send with its own sign-in: "
+                "use send_with = 'outgoing'",
+            )
+        extra = {k: v for k, v in self.extra.items() if k not in _READING_ONLY}
+        named = (extra.get("user_id"), extra.get("subject"), self.username)
+        address = next((a for a in named if a and "@" in a), None)
+        values: dict[str, Any] = {
+            key: getattr(defaults, key) for key in _IDENTITY_KEYS if key in defaults.explicit_keys
+        }
+        values.update(transport=transport, from_address=address or defaults.from_address)
+        values.update(host=self.host, tls_ca_file=self.tls_ca_file, username=self.username)
+        if "timeout" in self.extra:
+            values["timeout"] = self.extra["timeout"]
+        values = {key: value for key, value in values.items() if value is not None}
+        return OutgoingSettings(**values, extra=extra, explicit_keys=frozenset(values))
 
     def as_table(self) -> dict[str, Any]:
         """This mailbox's connection keys as a ``[[mailboxes]]`` table, secrets read.
@@ -315,6 +390,7 @@ def _parse_mailbox(
         )
         merged = merge_outgoing(top_outgoing, mailbox_outgoing)
         check_outgoing_complete(merged, okp)
+    send_with = _send_with(table, kp, connection, has_override=mailbox_outgoing is not None)
     return MailboxSettings(
         name=name,
         connection=connection,
@@ -337,12 +413,32 @@ def _parse_mailbox(
         start_from=_choice(table, "start_from", kp, START_FROM, default="all"),
         hijack=_choice(table, "hijack", kp, HIJACK, default="new-ticket"),
         outgoing=mailbox_outgoing,
+        send_with=send_with,
         allowed_teams=_str_list(table, "allowed_teams", kp),
         signature=_multiline(table, "signature", kp),
         agent_signatures=_agent_signatures(table, kp),
         extra=parse_extra(table, kp, _MAILBOX_EXTRA, ctx, lenient=lenient),
         key_path=kp,
     )
+
+
+def _send_with(table: Mapping[str, Any], kp: str, connection: str, *, has_override: bool) -> str:
+    """``send_with``, defaulting to the mailbox's own sign-in where it has an API to send."""
+    own = connection in OWN_TRANSPORTS and not has_override
+    value = _choice(table, "send_with", kp, SEND_WITH, default="mailbox" if own else "outgoing")
+    if value == "mailbox" and connection not in OWN_TRANSPORTS:
+        raise ConfigError(
+            f"{kp}.send_with",
+            f"a {connection!r} mailbox has no API to send with: only office365 and google "
+            "mailboxes can send with their own sign-in",
+        )
+    if value == "mailbox" and has_override:
+        raise ConfigError(
+            f"{kp}.send_with",
+            "send_with = 'mailbox' sends with the mailbox's own sign-in: "
+            "remove it, or the [mailboxes.outgoing] table",
+        )
+    return value
 
 
 def _processed(table: Mapping[str, Any], kp: str, connection: str, *, local: bool) -> str:

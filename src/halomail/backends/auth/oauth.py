@@ -37,6 +37,8 @@ in ``MailboxSettings.extra``):
                     ``https://mail.google.com/``.
 ``token_cache``     Microsoft: a file where msal's token cache is kept between runs (written
                     with mode 0600). Without it the cache lives only as long as the process.
+                    ``halomail authorize`` stores a user's sign-in there: then no secret
+                    and no refresh token are needed.
 ``authority``       Microsoft: the authority URL, for national clouds (default
                     ``https://login.microsoftonline.com/<tenant_id>``).
 ``token_uri``       Google: the token endpoint (default Google's).
@@ -150,7 +152,9 @@ class MicrosoftTokenProvider:
     * **a delegated refresh token** (the mailbox user signed in once, e.g. with msal's
       device-code flow): give ``refresh_token``. msal keeps the rotated refresh token in
       its cache, so keep ``token_cache`` on disk; with a ``client_secret`` the app is
-      a confidential client, otherwise a public one.
+      a confidential client, otherwise a public one;
+    * **a user's sign-in kept in** ``token_cache`` (``halomail authorize`` wrote it): give
+      only ``token_cache``; the account it holds is used.
 
     msal itself treats a cached token with less than five minutes left as expired
     (:data:`REFRESH_MARGIN`), so every :meth:`token` is good for at least that long.
@@ -171,7 +175,7 @@ class MicrosoftTokenProvider:
         key_path: Where the mailbox is in ``halomail.toml``, for error messages.
 
     Raises:
-        ValueError: Neither a secret, a certificate nor a refresh token was given.
+        ValueError: Neither a secret, a certificate, a refresh token nor a cache was given.
     """
 
     def __init__(
@@ -190,8 +194,8 @@ class MicrosoftTokenProvider:
         mailbox: str | None = None,
         key_path: str = "",
     ) -> None:
-        if not (client_secret or certificate_file or refresh_token):
-            raise ValueError("give a client_secret, a certificate_file or a refresh_token")
+        if not (client_secret or certificate_file or refresh_token or token_cache):
+            raise ValueError("give a client_secret, a certificate_file, a refresh_token or a cache")
         self.tenant_id = tenant_id
         self.client_id = client_id
         self.scopes = list(scopes)
@@ -202,6 +206,8 @@ class MicrosoftTokenProvider:
         self._client_secret = client_secret
         self._certificate_file = Path(certificate_file) if certificate_file else None
         self._refresh_token = refresh_token
+        # Only a cache: the user's sign-in `halomail authorize` stored there.
+        self._signed_in = not (client_secret or certificate_file or refresh_token)
         self._verify = verify
         self._timeout = timeout
         self._key_path = key_path
@@ -210,13 +216,13 @@ class MicrosoftTokenProvider:
         self._cache: Any = None
 
     def __repr__(self) -> str:
-        grant = "refresh_token" if self._refresh_token else "client_credentials"
+        grant = "refresh_token" if self.delegated else "client_credentials"
         return f"MicrosoftTokenProvider(tenant_id={self.tenant_id!r}, grant={grant!r})"
 
     @property
     def delegated(self) -> bool:
         """True when tokens come from a user's refresh token rather than the app's own."""
-        return self._refresh_token is not None
+        return self._refresh_token is not None or self._signed_in
 
     def token(self) -> str:
         """An access token from msal's cache, or a fresh one.
@@ -271,7 +277,7 @@ class MicrosoftTokenProvider:
             self._save_cache()
 
     def _acquire(self, app: Any) -> dict[str, Any]:
-        if self._refresh_token is None:
+        if not self.delegated:
             # Since msal 1.23 this looks in the cache first and only asks Entra ID when
             # there is no token with more than five minutes left.
             result: dict[str, Any] | None = app.acquire_token_for_client(self.scopes)
@@ -281,6 +287,12 @@ class MicrosoftTokenProvider:
         if accounts:
             # The cached (rotated) refresh token; None when it is missing or refused.
             result = app.acquire_token_silent(self.scopes, account=accounts[0])
+        if not result and self._signed_in:
+            raise AuthenticationError(
+                f"no usable sign-in in {self.token_cache_path}: run "
+                f"`halomail authorize {self.mailbox or 'MAILBOX'}` to sign the user in again",
+                mailbox=self.mailbox,
+            )
         if not result:
             # First run, or the cached grant died: use the configured refresh token. An
             # administrator who signed in again and updated it lands here too.
@@ -679,14 +691,12 @@ def token_provider_from_settings(
     if kind == "oauth2-static":
         return StaticTokenProvider(need("token"))
     if kind == "oauth2-microsoft":
-        if not (
-            extra.get("client_secret")
-            or extra.get("certificate_file")
-            or extra.get("refresh_token")
-        ):
+        grants = ("client_secret", "certificate_file", "refresh_token", "token_cache")
+        if not any(extra.get(key) for key in grants):
             raise ConfigError(
                 f"{key_path}.client_secret",
-                f"auth = {auth!r} needs client_secret, certificate_file or refresh_token",
+                f"auth = {auth!r} needs client_secret, certificate_file or refresh_token "
+                "(or token_cache, for a user's sign-in: halomail authorize)",
             )
         return MicrosoftTokenProvider(
             tenant_id=need("tenant_id"),
