@@ -137,6 +137,20 @@ def test_the_same_message_again_tells_nobody_twice(
     assert processor.send_outbox().sent == 4
 
 
+def test_the_same_message_asked_for_again_deliberately_is_sent_again(
+    processor: MailProcessor, service: ServiceDefinition, smtp_server: SmtpServer
+) -> None:
+    """again=True repeats a message (next week's reminder), still once per subscriber."""
+    processor.notifier.message_subscribers(service, "Maintenance", "Restart at 22:00.")
+    processor.send_outbox()
+    repeat = processor.notifier.message_subscribers(
+        service, "Maintenance", "Restart at 22:00.", again=True
+    )
+    assert all(n.sent for n in repeat)
+    assert processor.send_outbox().sent == 4
+    assert len(smtp_server.messages) == 8
+
+
 def test_channels_choose_email_or_sms_subscribers(
     processor: MailProcessor, service: ServiceDefinition, smtp_server: SmtpServer
 ) -> None:

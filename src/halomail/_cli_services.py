@@ -58,6 +58,9 @@ def register(commands: Any, opened: Opener) -> None:
     text.add_argument("--file", type=Path, help="a UTF-8 file holding the message")
     message.add_argument("--email", action="store_true", help="only subscribers by email")
     message.add_argument("--sms", action="store_true", help="only subscribers by SMS")
+    message.add_argument(
+        "--again", action="store_true", help="send it even to those it was sent to before"
+    )
     message.set_defaults(handler=_cmd_message)
 
 
@@ -177,7 +180,7 @@ def _cmd_message(args: argparse.Namespace) -> int:
     channels = tuple(c for c, chosen in (("email", args.email), ("sms", args.sms)) if chosen)
     with app.build_processor(config) as processor:
         notices = processor.notifier.message_subscribers(
-            service, args.subject, text, channels=channels or CHANNELS
+            service, args.subject, text, channels=channels or CHANNELS, again=args.again
         )
         sent = processor.send_outbox()
     queued = sum(notice.sent for notice in notices)
@@ -187,7 +190,7 @@ def _cmd_message(args: argparse.Namespace) -> int:
         print(f"halomail: services message: not queued: {reason}", file=sys.stderr)
     already = sum(n.reason == "already-sent" for n in notices)
     if already:
-        print(f"{already} had it already (the same message was sent before)")
+        print(f"{already} had it already (the same message was sent before; --again repeats it)")
     print(f"outbox: {sent.sent} sent, {sent.retrying} waiting to retry, {sent.failed} failed")
     return EXIT_OK if not refused and not sent.failed and not sent.retrying else EXIT_PROBLEMS
 

@@ -341,6 +341,7 @@ class Notifier:
         *,
         channels: Sequence[str] = CHANNELS,
         mailbox: str = "",
+        again: bool = False,
     ) -> tuple[Notice, ...]:
         """Queue a typed message to every subscriber of a service (maintenance, an outage).
 
@@ -348,7 +349,8 @@ class Notifier:
         set up), each once, all in one transaction; the next
         :meth:`~halomail.runner.MailProcessor.send_outbox` sends them. The same message
         (service, subject and text) asked for again is not queued again for a subscriber
-        it was queued for: a command run twice tells nobody twice.
+        it was queued for: a command run twice tells nobody twice. ``again=True`` is the
+        deliberate repeat (the same reminder next week).
 
         The subject is made one line (a CR or LF cannot start a header) and the text's
         line breaks are normalised; ``$servicename`` and ``$servicestatus`` (any case)
@@ -361,6 +363,7 @@ class Notifier:
             text: The message.
             channels: ``"email"``, ``"sms"`` or both: which subscribers are told.
             mailbox: The mailbox whose outgoing settings send it (default: the default).
+            again: Queue it even to subscribers the same message was queued to before.
 
         Returns:
             One notice per subscriber of the channels chosen: queued, or why not
@@ -382,7 +385,7 @@ class Notifier:
         key = _message_key(service, subject, text)
         notices: list[Notice] = []
         with self.repository.transaction():
-            told: list[str] = json.loads(self.repository.get_state(key) or "[]")
+            told: list[str] = [] if again else json.loads(self.repository.get_state(key) or "[]")
             for subscriber in service.subscribers:
                 is_email = "@" in subscriber
                 if ("email" if is_email else "sms") not in channels:
