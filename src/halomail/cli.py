@@ -27,7 +27,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from halomail import _cli_outbox, _cli_quarantine, _cli_scale, _cli_tickets, app
+from halomail import (
+    _cli_outbox,
+    _cli_quarantine,
+    _cli_rules,
+    _cli_scale,
+    _cli_tickets,
+    _cli_unsent,
+    app,
+)
 from halomail._text import RedactingFilter, clean_text, redact_secrets
 from halomail._version import __version__
 from halomail.backends.probe import Channel, probe_channel
@@ -221,6 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     _cli_outbox.register(commands, _opened_repository)
     _cli_tickets.register(commands, _opened_repository)
     _cli_quarantine.register(commands, _opened_repository)
+    _cli_rules.register(commands)
     _cli_scale.register(commands)
     return parser
 
@@ -267,7 +276,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     enabled = [m.name for m in config.mailboxes if m.enabled]
     summary = (
         f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(enabled)} enabled, "
-        f"{len(config.rules)} rules, outgoing via {config.outgoing.transport}, "
+        f"{len(config.rules)} rules, {_cli_unsent.outgoing_summary(config)}, "
         f"storage {config.storage.location})"
     )
     if config.scale is not None and config.scale.broker_url is not None:
@@ -277,6 +286,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         json.dumps({"event": "config", "ok": True, "summary": summary}) if json_output else summary
     )
     _warn_risky_patterns(config, json_output=json_output)
+    _cli_unsent.warn_unsent(config, json_output=json_output)
     if getattr(args, "connect", False):
         return _check_connections(config, json_output=json_output)
     return EXIT_OK
@@ -361,12 +371,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # (--once) ends before anyone could scrape them.
     serving = _cli_scale.metrics_served(None if args.once else config.scale)
     with serving as counting, app.build_processor(config) as processor:
+        unsent = _cli_unsent.UnsentMail(processor)  # warns once: mail queued, never sent
         if counting:
             from halomail import metrics
 
             metrics.observe(processor)
         while True:
             report = _run_cycle(processor, json_output=args.json)
+            unsent.report(json_output=args.json)
             ok = ok and report.ok
             if args.once:
                 break
