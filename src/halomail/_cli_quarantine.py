@@ -28,7 +28,7 @@ from halomail import app
 from halomail._cli_tickets import browsing
 from halomail.backends.base import FetchedMessage
 from halomail.backends.memory import MemoryConnector
-from halomail.config.loader import load_config
+from halomail.config.loader import Config, load_config
 from halomail.errors import ConfigError
 from halomail.inbound.parse import parse_email
 from halomail.pipeline.results import ProcessingOutcome
@@ -314,7 +314,7 @@ def _cmd_release(args: argparse.Namespace) -> int:
             close()
 
 
-def _release(args: argparse.Namespace, config: Any, repository: TicketRepository) -> int:
+def _release(args: argparse.Namespace, config: Config, repository: TicketRepository) -> int:
     entry = _admin(repository).get_quarantine(args.id)
     if entry is None:
         _error(f"no quarantined email {args.id}")
@@ -340,7 +340,7 @@ def _release(args: argparse.Namespace, config: Any, repository: TicketRepository
 
 
 def _process_again(
-    config: Any, repository: TicketRepository, entry: QuarantineEntry
+    config: Config, repository: TicketRepository, entry: QuarantineEntry
 ) -> ProcessingOutcome:
     """One pass of the pipeline over the entry's bytes, as if its mailbox fetched it now.
 
