@@ -123,3 +123,15 @@ def test_run_warns_once_and_its_summary_counts_the_mail_waiting(
     assert main(["-c", str(config), "run", "--once", "--json"]) == 0
     last = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert (last["event"], last["waiting"]) == ("warning", 2)
+
+
+def test_check_config_with_only_mailbox_outgoing_has_no_such_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No [outgoing] but the mailbox sends through its own: no warning, the summary says so."""
+    toml = WITHOUT_OUTGOING + '\n[mailboxes.outgoing]\ntransport = "maildir"\npath = "outbox"\n'
+    config = _setup(tmp_path, toml)
+    assert main(["-c", str(config), "check-config"]) == 0
+    captured = capsys.readouterr()
+    assert "outgoing per mailbox ([mailboxes.outgoing])" in captured.out
+    assert captured.err == ""

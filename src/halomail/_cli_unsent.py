@@ -45,9 +45,11 @@ def unsent_mailboxes(config: Config) -> list[str]:
 
 def outgoing_summary(config: Config) -> str:
     """``outgoing via smtp`` for ``check-config``'s summary, or that there is none."""
-    if not config.outgoing.explicit_keys:
+    if config.outgoing.explicit_keys:
+        return f"outgoing via {config.outgoing.transport}"
+    if unsent_mailboxes(config):
         return "no [outgoing] table: mail is queued, not sent"
-    return f"outgoing via {config.outgoing.transport}"
+    return "outgoing per mailbox ([mailboxes.outgoing])"
 
 
 def _warning(names: list[str]) -> str:
