@@ -36,11 +36,21 @@ _HOW = "add an [outgoing] table (docs/configuration.md) so that `halomail run` s
 
 
 def unsent_mailboxes(config: Config) -> list[str]:
-    """The enabled mailboxes whose mail nothing would send: no ``[outgoing]`` table and
-    no ``[mailboxes.outgoing]`` of their own."""
+    """The enabled mailboxes whose mail nothing would send: no ``[outgoing]`` table, no
+    ``[mailboxes.outgoing]`` of their own, and no sign-in of their own that sends."""
     if config.outgoing.explicit_keys:
         return []
-    return [m.name for m in config.mailboxes if m.enabled and m.outgoing is None]
+    return [
+        m.name
+        for m in config.mailboxes
+        if m.enabled and m.outgoing is None and not _sends_with_its_sign_in(m)
+    ]
+
+
+def _sends_with_its_sign_in(mailbox: object) -> bool:
+    """An ``office365`` or ``google`` mailbox that sends with its own sign-in
+    (``send_with = "mailbox"``, where the configuration has that setting)."""
+    return getattr(mailbox, "send_with", None) == "mailbox"
 
 
 def outgoing_summary(config: Config) -> str:
@@ -49,7 +59,7 @@ def outgoing_summary(config: Config) -> str:
         return f"outgoing via {config.outgoing.transport}"
     if unsent_mailboxes(config):
         return "no [outgoing] table: mail is queued, not sent"
-    return "outgoing per mailbox ([mailboxes.outgoing])"
+    return "outgoing per mailbox"
 
 
 def _warning(names: list[str]) -> str:
