@@ -89,7 +89,8 @@ def test_then_try_runs_each_command_as_written(quickstart: Path) -> None:
 
 
 def test_the_python_example_makes_a_ticket_of_each_email(tmp_path: Path) -> None:
-    """The "Use it from Python" example, on a Maildir of two emails, prints two created tickets."""
+    """The "Use it from Python" example, on a Maildir of two emails, prints two created tickets
+    and that their acknowledgements are queued, not sent (#17)."""
     (example,) = blocks("python")
     assert '"/var/mail/support"' in example
     maildir = tmp_path / "support"
@@ -110,4 +111,9 @@ def test_the_python_example_makes_a_ticket_of_each_email(tmp_path: Path) -> None
         env={**os.environ, "PYTHONWARNINGS": "error"},
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["created 1 None", "created 2 None"]
+    # Acknowledged means queued: with no transport nothing is sent, and the output says so.
+    assert result.stdout.splitlines() == [
+        "created 1 None True",
+        "created 2 None True",
+        "0 sent, 2 queued with no transport to send them",
+    ]

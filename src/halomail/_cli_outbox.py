@@ -21,7 +21,7 @@ from halomail.outbound.outbox import HALTS_STATE
 from halomail.tickets.models import OutboxMail, OutboxStatus, utcnow
 from halomail.tickets.repository import OutboxAdmin, TicketRepository
 
-__all__ = ["register"]
+__all__ = ["mail_json", "register"]
 
 Opener = Callable[[argparse.Namespace], AbstractContextManager[TicketRepository]]
 
@@ -36,12 +36,15 @@ def register(commands: Any, opened: Opener) -> None:
         opened: Opens the configuration's repository for a command's arguments.
     """
     outbox = commands.add_parser(
-        "outbox", help="list outgoing mail not sent yet (pending or failed), newest first"
+        "outbox",
+        help="list outgoing mail not sent yet (pending, maybe sent, failed), newest first",
     )
     outbox.add_argument("--json", action="store_true")
-    outbox.add_argument(
+    which_mail = outbox.add_mutually_exclusive_group()
+    which_mail.add_argument(
         "--status", choices=[s.value for s in OutboxStatus], help="only mail of this status"
     )
+    which_mail.add_argument("--all", action="store_true", help="sent mail too")
     outbox.add_argument("--limit", type=int, default=100)
     outbox.set_defaults(handler=functools.partial(_cmd_list, opened=opened))
     actions = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
@@ -73,8 +76,9 @@ def _cmd_list(args: argparse.Namespace, *, opened: Opener) -> int:
         return EXIT_USAGE
     with opened(args) as repository:
         admin = _admin(repository)
-        if args.status is not None:
-            mails = list(admin.list_outgoing(status=OutboxStatus(args.status), limit=args.limit))
+        if args.status is not None or args.all:
+            status = OutboxStatus(args.status) if args.status is not None else None
+            mails = list(admin.list_outgoing(status=status, limit=args.limit))
         else:
             mails = [
                 mail
@@ -84,7 +88,7 @@ def _cmd_list(args: argparse.Namespace, *, opened: Opener) -> int:
             mails = sorted(mails, key=lambda mail: mail.id, reverse=True)[: args.limit]
         halts = _halts(repository)
     if args.json:
-        document = {"outgoing": [_mail_json(m) for m in mails], "halted": halts}
+        document = {"outgoing": [mail_json(m) for m in mails], "halted": halts}
         print(json.dumps(document, indent=2))
     else:
         _print_mails(mails, halts, sys.stdout)
@@ -122,10 +126,12 @@ def _halts(repository: TicketRepository) -> list[dict[str, Any]]:
         return []
 
 
-def _mail_json(mail: OutboxMail) -> dict[str, Any]:
+def mail_json(mail: OutboxMail) -> dict[str, Any]:
+    """An outgoing email as JSON: where it is (``state`` says ``maybe sent`` too) and why."""
     return {
         "id": mail.id,
         "status": mail.status.value,
+        "state": state(mail),
         "maybe_sent": mail.maybe_sent,
         "to": list(mail.to),
         "subject": mail.subject,
@@ -135,7 +141,14 @@ def _mail_json(mail: OutboxMail) -> dict[str, Any]:
         "next_attempt_at": mail.next_attempt_at.isoformat() if mail.next_attempt_at else None,
         "last_error": mail.last_error,
         "created_at": mail.created_at.isoformat(),
+        "sent_at": mail.sent_at.isoformat() if mail.sent_at else None,
     }
+
+
+def state(mail: OutboxMail) -> str:
+    """``pending``, ``maybe sent`` (pending, and perhaps delivered already), ``sent`` or
+    ``failed``."""
+    return "maybe sent" if mail.maybe_sent else mail.status.value
 
 
 def _print_mails(mails: Sequence[OutboxMail], halts: list[dict[str, Any]], out: TextIO) -> None:
@@ -144,13 +157,16 @@ def _print_mails(mails: Sequence[OutboxMail], halts: list[dict[str, Any]], out: 
     if not mails:
         print("no outgoing mail waiting or failed", file=out)
         return
-    print(f"{'ID':>5}  {'STATUS':<7} {'TRIES':>5}  {'TO':<28} SUBJECT / LAST ERROR", file=out)
+    print(
+        f"{'ID':>5}  {'STATUS':<10} {'TRIES':>5}  {'TICKET':>6}  {'TO':<28} SUBJECT / LAST ERROR",
+        file=out,
+    )
     for mail in mails:
+        ticket = str(mail.ticket_id) if mail.ticket_id is not None else "-"
         print(
-            f"{mail.id:>5}  {'maybe' if mail.maybe_sent else mail.status.value:<7} "
-            f"{mail.attempts:>5}  "
+            f"{mail.id:>5}  {state(mail):<10} {mail.attempts:>5}  {ticket:>6}  "
             f"{', '.join(mail.to)[:28]:<28} {mail.subject[:60]}",
             file=out,
         )
         if mail.last_error:
-            print(f"{'':>21}{mail.last_error[:200]}", file=out)
+            print(f"{'':>34}{mail.last_error[:200]}", file=out)

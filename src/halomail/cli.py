@@ -27,7 +27,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from halomail import _cli_authorize, _cli_outbox, _cli_scale, _cli_services, app
+from halomail import (
+    _cli_authorize,
+    _cli_outbox,
+    _cli_quarantine,
+    _cli_rules,
+    _cli_scale,
+    _cli_services,
+    _cli_tickets,
+    _cli_unsent,
+    app,
+)
 from halomail._text import RedactingFilter, clean_text, redact_secrets
 from halomail._version import __version__
 from halomail.backends.probe import Channel, probe_channel
@@ -35,8 +45,7 @@ from halomail.config.loader import Config, load_config
 from halomail.errors import ConfigError, HalomailError
 from halomail.rules import PATTERN_BUDGET_MS, risky_patterns
 from halomail.runner import MailProcessor, Outcome, ProcessingOutcome, RunReport, Simulation
-from halomail.tickets.models import Ticket
-from halomail.tickets.repository import Browsing, TicketRepository
+from halomail.tickets.repository import TicketRepository
 
 __all__ = ["main"]
 
@@ -76,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with contextlib.redirect_stdout(_TerminalSafe(sys.stdout)):
             code: int = args.handler(args)
+            sys.stdout.flush()  # a reader gone (`| head`) is found here, not at exit
+    except BrokenPipeError:
+        return _reader_gone()
     except ConfigError as exc:
         _error(f"configuration error: {exc}")
         return EXIT_USAGE
@@ -91,6 +103,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.critical("unexpected error", exc_info=True)
         return EXIT_PROBLEMS
     return code
+
+
+def _reader_gone() -> int:
+    """The reader of our output went away (``halomail tickets | head -3``): exit quietly.
+
+    Python's recipe (the ``signal`` module's docs): point standard output at devnull,
+    so the interpreter's own flush at exit cannot fail again with a traceback.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # standard output is not a file (a test's capture): nothing will flush it
+    return EXIT_PROBLEMS
 
 
 def _configure_logging(verbose: int) -> None:
@@ -133,6 +159,11 @@ class _TerminalSafe(io.TextIOBase):
     def isatty(self) -> bool:
         """Whether the real stream is a terminal."""
         return self._stream.isatty()
+
+    @property
+    def raw_stream(self) -> TextIO:
+        """The real stream, for a command that writes bytes (``quarantine export``)."""
+        return self._stream
 
 
 def _config_first(argv: list[str]) -> list[str]:
@@ -181,21 +212,6 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--json", action="store_true")
     simulate.set_defaults(handler=_cmd_simulate)
 
-    tickets = commands.add_parser("tickets", help="list tickets, newest first")
-    tickets.add_argument("--json", action="store_true")
-    tickets.add_argument("--limit", type=_positive_int, default=50, help="at most this many")
-    tickets.set_defaults(handler=_cmd_tickets)
-
-    ticket = commands.add_parser("ticket", help="show one ticket and its actions")
-    ticket.add_argument("id", type=_positive_int, help="the ticket's number")
-    ticket.add_argument("--json", action="store_true")
-    ticket.set_defaults(handler=_cmd_ticket)
-
-    quarantine = commands.add_parser("quarantine", help="list quarantined emails and why")
-    quarantine.add_argument("--json", action="store_true")
-    quarantine.add_argument("--limit", type=_positive_int, default=100, help="at most this many")
-    quarantine.set_defaults(handler=_cmd_quarantine)
-
     check = commands.add_parser("check-config", help="validate the configuration")
     check.add_argument(
         "--connect",
@@ -213,6 +229,9 @@ def _parser() -> argparse.ArgumentParser:
     test.set_defaults(handler=_cmd_send_test_email)
 
     _cli_outbox.register(commands, _opened_repository)
+    _cli_tickets.register(commands, _opened_repository)
+    _cli_quarantine.register(commands, _opened_repository)
+    _cli_rules.register(commands)
     _cli_scale.register(commands)
     _cli_services.register(commands, _opened_repository)
     _cli_authorize.register(commands)
@@ -261,7 +280,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     enabled = [m.name for m in config.mailboxes if m.enabled]
     summary = (
         f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(enabled)} enabled, "
-        f"{len(config.rules)} rules, outgoing via {config.outgoing.transport}, "
+        f"{len(config.rules)} rules, {_cli_unsent.outgoing_summary(config)}, "
         f"storage {config.storage.location})"
     )
     if config.scale is not None and config.scale.broker_url is not None:
@@ -272,6 +291,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     )
     _cli_authorize.print_sending_routes(config, json_output=json_output)
     _warn_risky_patterns(config, json_output=json_output)
+    _cli_unsent.warn_unsent(config, json_output=json_output)
     if getattr(args, "connect", False):
         return _check_connections(config, json_output=json_output)
     return EXIT_OK
@@ -356,12 +376,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # (--once) ends before anyone could scrape them.
     serving = _cli_scale.metrics_served(None if args.once else config.scale)
     with serving as counting, app.build_processor(config) as processor:
+        unsent = _cli_unsent.UnsentMail(processor)  # warns once: mail queued, never sent
         if counting:
             from halomail import metrics
 
             metrics.observe(processor)
         while True:
             report = _run_cycle(processor, json_output=args.json)
+            unsent.report(json_output=args.json)
             ok = ok and report.ok
             if args.once:
                 break
@@ -515,131 +537,6 @@ def _simulation_lines(simulation: Simulation) -> list[str]:
     return lines
 
 
-def _cmd_tickets(args: argparse.Namespace) -> int:
-    with _opened_repository(args) as repository:
-        tickets = _browsing(repository).list_tickets(limit=args.limit)
-    if args.json:
-        print(json.dumps([_ticket_json(t) for t in tickets], indent=2))
-    else:
-        _print_tickets(tickets, sys.stdout)
-    return EXIT_OK
-
-
-def _print_tickets(tickets: Sequence[Ticket], out: TextIO) -> None:
-    if not tickets:
-        print("no tickets", file=out)
-        return
-    print(f"{'ID':>5}  {'STATUS':<7} {'TYPE':<10} {'FROM':<28} SUMMARY", file=out)
-    for t in tickets:
-        print(
-            f"{t.id:>5}  {t.status.value:<7} {t.ticket_type[:10]:<10} {t.user_email[:28]:<28} "
-            f"{t.summary[:60]}",
-            file=out,
-        )
-
-
-def _cmd_ticket(args: argparse.Namespace) -> int:
-    with _opened_repository(args) as repository:
-        ticket = repository.get_ticket(args.id)
-        actions = repository.list_actions(ticket.id) if ticket is not None else []
-    if ticket is None:
-        _error(f"no ticket {args.id}")
-        return EXIT_PROBLEMS
-    if args.json:
-        data = _ticket_json(ticket)
-        data["actions"] = [
-            {
-                "id": a.id,
-                "kind": a.kind.value,
-                "from": a.from_address,
-                "public": a.public,
-                "created_at": a.created_at.isoformat(),
-                "message_id": a.message_id,
-                "body": a.body,
-                "attachments": [
-                    {"filename": f.filename, "content_type": f.content_type, "size": f.size}
-                    for f in a.attachments
-                ],
-            }
-            for a in actions
-        ]
-        print(json.dumps(data, indent=2))
-        return EXIT_OK
-    print(f"Ticket {ticket.id}: {ticket.summary}")
-    print(
-        f"  status {ticket.status.value}, type {ticket.ticket_type}, {ticket.record.value}, "
-        f"mailbox {ticket.mailbox}"
-    )
-    print(
-        f"  from {ticket.user_name} <{ticket.user_email}>"
-        + (f", customer {ticket.customer}" if ticket.customer else "")
-    )
-    if ticket.cc:
-        print(f"  cc {', '.join(ticket.cc)}")
-    for a in actions:
-        files = (
-            f" [{', '.join(f.filename or f.storage_name for f in a.attachments)}]"
-            if a.attachments
-            else ""
-        )
-        print(
-            f"\n--- {a.created_at:%Y-%m-%d %H:%M} {a.kind.value} from {a.from_address or 'system'}"
-            f"{'' if a.public else ' (private)'}{files}"
-        )
-        print(a.body.strip())
-    return EXIT_OK
-
-
-def _ticket_json(ticket: Ticket) -> dict[str, Any]:
-    return {
-        "id": ticket.id,
-        "summary": ticket.summary,
-        "status": ticket.status.value,
-        "ticket_type": ticket.ticket_type,
-        "record": ticket.record.value,
-        "user_email": ticket.user_email,
-        "user_name": ticket.user_name,
-        "customer": ticket.customer,
-        "mailbox": ticket.mailbox,
-        "cc": list(ticket.cc),
-        "created_at": ticket.created_at.isoformat(),
-        "updated_at": ticket.updated_at.isoformat(),
-        "custom_fields": dict(ticket.custom_fields),
-    }
-
-
-def _cmd_quarantine(args: argparse.Namespace) -> int:
-    with _opened_repository(args) as repository:
-        entries = _browsing(repository).list_quarantine(limit=args.limit)
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "id": e.id,
-                        "mailbox": e.mailbox,
-                        "reason": e.reason,
-                        "detail": e.detail,
-                        "message_id": e.message_id,
-                        "size": len(e.raw),
-                        "created_at": e.created_at.isoformat(),
-                    }
-                    for e in entries
-                ],
-                indent=2,
-            )
-        )
-    elif not entries:
-        print("the quarantine is empty")
-    else:
-        for e in entries:
-            print(
-                f"{e.id:>5}  {e.created_at:%Y-%m-%d %H:%M}  {e.mailbox}  {e.reason}  "
-                f"{e.message_id or '-'}  {e.detail}"
-            )
-    return EXIT_OK
-
-
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
     started = time.monotonic()
@@ -668,7 +565,9 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     with app.build_processor(load_config(root / "halomail.toml")) as processor:
         report = _run_cycle(processor, json_output=False)
         print()
-        _print_tickets(_browsing(processor.repository).list_tickets(), sys.stdout)
+        _cli_tickets.print_tickets(
+            _cli_tickets.browsing(processor.repository).list_tickets(), sys.stdout
+        )
     outbox = sorted((root / "outbox").glob("*.eml")) if (root / "outbox").exists() else []
     print(f"\n{len(outbox)} acknowledgements written to {root / 'outbox'}:")
     for path in outbox:
@@ -679,17 +578,6 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         f"  halomail -c {root / 'halomail.toml'} run --once   # nothing new: each email once"
     )
     return EXIT_OK if report.ok else EXIT_PROBLEMS
-
-
-def _browsing(repository: TicketRepository) -> Browsing:
-    """The repository's listings, which the listing commands need (an optional role)."""
-    if not isinstance(repository, Browsing):
-        raise ConfigError(
-            "storage",
-            f"{type(repository).__name__} does not implement halomail.Browsing "
-            "(list_tickets, list_quarantine, ...), which this command needs",
-        )
-    return repository
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ from halomail.testing.directory import DirectoryContract
 from halomail.testing.ledger import AttemptLedgerContract, AttemptRepository, IngestLedgerContract
 from halomail.testing.outbox import OutboxStoreContract
 from halomail.testing.outbox_admin import OutboxAdminContract
+from halomail.testing.quarantine_admin import QuarantineAdminContract
 from halomail.testing.services import ServiceLogContract
 from halomail.testing.threads import ThreadingContract
 from halomail.testing.tickets import TicketStoreContract
@@ -53,6 +54,7 @@ __all__ = [
     "IngestLedgerContract",
     "OutboxAdminContract",
     "OutboxStoreContract",
+    "QuarantineAdminContract",
     "SeedableRepository",
     "ServiceLogContract",
     "ThreadingContract",

@@ -43,6 +43,25 @@ class OutboxAdminContract(ContractBase):
         assert [(m.id, m.last_error) for m in failed] == [(first, "535 refused")]
         assert [m.id for m in repository.list_outgoing(status=OutboxStatus.PENDING)] == [third]
 
+    def test_list_outgoing_filters_by_ticket(self, repository: CompleteRepository) -> None:
+        """``ticket_id`` narrows the listing to one ticket's mail, with status and paging."""
+        assert isinstance(repository, OutboxAdmin)
+        ticket = repository.create_ticket(self.new_ticket())
+        other = repository.create_ticket(self.new_ticket(summary="Another"))
+        ours = [
+            repository.enqueue_outgoing(self.new_outgoing(f"t-{n}@h", ticket_id=ticket.id)).id
+            for n in range(2)
+        ]
+        repository.enqueue_outgoing(self.new_outgoing("o@h", ticket_id=other.id))
+        repository.enqueue_outgoing(self.new_outgoing("none@h"))
+        repository.mark_outgoing(ours[0], OutboxStatus.SENT)
+        listed = repository.list_outgoing(ticket_id=ticket.id)
+        assert [m.id for m in listed] == list(reversed(ours))
+        sent = repository.list_outgoing(ticket_id=ticket.id, status=OutboxStatus.SENT)
+        assert [m.id for m in sent] == [ours[0]]
+        assert [m.id for m in repository.list_outgoing(ticket_id=ticket.id, offset=1)] == [ours[0]]
+        assert list(repository.list_outgoing(ticket_id=ticket.id + other.id + 1000)) == []
+
     def test_retry_outgoing_makes_failed_mail_due_with_no_attempts(
         self, repository: CompleteRepository
     ) -> None:

@@ -56,6 +56,8 @@ _SQL_INSERT_QUARANTINE = (
     "INSERT INTO quarantine (mailbox, reason, raw, created_at, detail, message_id, dedupe_key) "
     "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
+_SQL_GET_QUARANTINE = f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine WHERE id = ?"  # noqa: S608
+_SQL_DELETE_QUARANTINE = "DELETE FROM quarantine WHERE id = ?"
 _SQL_LIST_QUARANTINE = (
     f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine ORDER BY id DESC LIMIT ? OFFSET ?"  # noqa: S608
 )
@@ -176,6 +178,17 @@ class LedgerPart(SQLBase):
         with self._reading() as connection:
             rows = connection.execute(_SQL_LIST_QUARANTINE, (limit, offset)).fetchall()
         return [_quarantine_entry(row) for row in rows]
+
+    def get_quarantine(self, quarantine_id: int) -> QuarantineEntry | None:
+        """The quarantined email with this id, its bytes included, or ``None``."""
+        with self._reading() as connection:
+            row = connection.execute(_SQL_GET_QUARANTINE, (quarantine_id,)).fetchone()
+        return None if row is None else _quarantine_entry(row)
+
+    def delete_quarantine(self, quarantine_id: int) -> bool:
+        """Forget a quarantined email and its bytes (its dedupe record stays)."""
+        with self._writing() as connection:
+            return connection.execute(_SQL_DELETE_QUARANTINE, (quarantine_id,)).rowcount > 0
 
     # -- monitored services ------------------------------------------------------
 

@@ -81,7 +81,9 @@ _SQL_MARK_OUTBOX = (
     "WHERE id = :id"
 )
 _SQL_LIST_OUTBOX = (
-    f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE CAST(:status AS TEXT) IS NULL OR status = :status "  # noqa: S608
+    f"SELECT {_OUTBOX_COLUMNS} FROM outbox "  # noqa: S608
+    "WHERE (CAST(:status AS TEXT) IS NULL OR status = :status) "
+    "AND (CAST(:ticket_id AS INTEGER) IS NULL OR ticket_id = :ticket_id) "
     "ORDER BY id DESC LIMIT :limit OFFSET :offset"
 )
 _SQL_COUNT_OUTGOING = "SELECT COUNT(*) FROM outbox_recipients WHERE address = ? AND created_at >= ?"
@@ -231,15 +233,19 @@ class OutboxPart(SQLBase):
         return _outbox_mail(row)
 
     def list_outgoing(
-        self, *, status: OutboxStatus | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        status: OutboxStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        ticket_id: int | None = None,
     ) -> Sequence[OutboxMail]:
-        """Outgoing emails (of one status when given), newest first."""
+        """Outgoing emails (of one status, of one ticket, when given), newest first."""
         check_page(limit, offset)
         wanted = status.value if status is not None else None
+        values = {"status": wanted, "ticket_id": ticket_id, "limit": limit, "offset": offset}
         with self._reading() as connection:
-            rows = connection.execute(
-                _SQL_LIST_OUTBOX, {"status": wanted, "limit": limit, "offset": offset}
-            ).fetchall()
+            rows = connection.execute(_SQL_LIST_OUTBOX, values).fetchall()
         return [_outbox_mail(row) for row in rows]
 
     def retry_outgoing(

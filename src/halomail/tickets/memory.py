@@ -24,7 +24,7 @@ from halomail.tickets._common import (
     fold,
     to_utc,
 )
-from halomail.tickets._memory_base import UndoLogStore
+from halomail.tickets._memory_quarantine import QuarantineAdminPart
 from halomail.tickets.models import (
     Action,
     Asset,
@@ -53,13 +53,14 @@ if TYPE_CHECKING:
         AttemptLedger,
         Browsing,
         OutboxAdmin,
+        QuarantineAdmin,
         TicketRepository,
     )
 
 __all__ = ["InMemoryTicketRepository"]
 
 
-class InMemoryTicketRepository(UndoLogStore):
+class InMemoryTicketRepository(QuarantineAdminPart):
     """A :class:`~halomail.TicketRepository` that keeps everything in dicts, until the process ends.
 
     Transactions keep an undo log of the entries they change and replay it backwards
@@ -634,13 +635,22 @@ class InMemoryTicketRepository(UndoLogStore):
             return updated
 
     def list_outgoing(
-        self, *, status: OutboxStatus | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        status: OutboxStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        ticket_id: int | None = None,
     ) -> Sequence[OutboxMail]:
-        """Outgoing emails (of one status when given), newest first."""
+        """Outgoing emails (of one status, of one ticket, when given), newest first."""
         check_page(limit, offset)
         with self._lock:
             mails = (self._outbox[key] for key in sorted(self._outbox, reverse=True))
-            chosen = (mail for mail in mails if status is None or mail.status is status)
+            chosen = (
+                mail
+                for mail in mails
+                if status in (None, mail.status) and ticket_id in (None, mail.ticket_id)
+            )
             return list(itertools.islice(chosen, offset, offset + limit))
 
     def retry_outgoing(
@@ -779,4 +789,5 @@ if TYPE_CHECKING:
     _: type[TicketRepository] = InMemoryTicketRepository
     _browsing: type[Browsing] = InMemoryTicketRepository
     _outbox_admin: type[OutboxAdmin] = InMemoryTicketRepository
+    _quarantine_admin: type[QuarantineAdmin] = InMemoryTicketRepository
     _attempts: type[AttemptLedger] = InMemoryTicketRepository

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         AttemptLedger,
         Browsing,
         OutboxAdmin,
+        QuarantineAdmin,
         TicketRepository,
     )
 
@@ -99,4 +100,5 @@ if TYPE_CHECKING:
     _: type[TicketRepository] = PostgreSQLTicketRepository
     _browsing: type[Browsing] = PostgreSQLTicketRepository
     _outbox_admin: type[OutboxAdmin] = PostgreSQLTicketRepository
+    _quarantine_admin: type[QuarantineAdmin] = PostgreSQLTicketRepository
     _attempts: type[AttemptLedger] = PostgreSQLTicketRepository

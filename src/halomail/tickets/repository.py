@@ -55,6 +55,7 @@ __all__ = [
     "IngestLedger",
     "OutboxAdmin",
     "OutboxStore",
+    "QuarantineAdmin",
     "ServiceLog",
     "TicketRepository",
     "TicketStore",
@@ -415,9 +416,17 @@ class OutboxAdmin(Protocol):
     """
 
     def list_outgoing(
-        self, *, status: OutboxStatus | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        status: OutboxStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        ticket_id: int | None = None,
     ) -> Sequence[OutboxMail]:
-        """Outgoing emails (of one status when given), newest first."""
+        """Outgoing emails (of one status, of one ticket, when given), newest first.
+
+        .. versionchanged:: 0.3.0 ``ticket_id`` (what ``halomail ticket N`` shows).
+        """
 
     def retry_outgoing(
         self, now: dt.datetime, *, ids: Sequence[int] | None = None
@@ -432,6 +441,27 @@ class OutboxAdmin(Protocol):
 
         Returns:
             The emails changed, oldest first.
+        """
+
+
+@runtime_checkable
+class QuarantineAdmin(Protocol):
+    """**Protocol (optional):** one quarantined email, for ``halomail quarantine show``,
+    ``export``, ``release`` and ``delete``.
+
+    Not part of :class:`TicketRepository`: processing mail never calls it. The shipped
+    repositories implement it; :class:`halomail.testing.QuarantineAdminContract` checks it.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def get_quarantine(self, quarantine_id: int) -> QuarantineEntry | None:
+        """The quarantined email with this id, its bytes included, or ``None``."""
+
+    def delete_quarantine(self, quarantine_id: int) -> bool:
+        """Forget a quarantined email and its bytes; True when it existed.
+
+        The email's dedupe record is kept: fetched again, it is still a duplicate.
         """
 
 

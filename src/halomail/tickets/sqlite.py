@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         AttemptLedger,
         Browsing,
         OutboxAdmin,
+        QuarantineAdmin,
         TicketRepository,
     )
 
@@ -83,4 +84,5 @@ if TYPE_CHECKING:
     _: type[TicketRepository] = SQLiteTicketRepository
     _browsing: type[Browsing] = SQLiteTicketRepository
     _outbox_admin: type[OutboxAdmin] = SQLiteTicketRepository
+    _quarantine_admin: type[QuarantineAdmin] = SQLiteTicketRepository
     _attempts: type[AttemptLedger] = SQLiteTicketRepository
