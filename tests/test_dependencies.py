@@ -26,6 +26,7 @@ SRC = ROOT / "src" / "halomail"
 EXTRAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("halomail.backends.graph", ("office365",)),
     ("halomail.backends._graph_http", ("office365",)),
+    ("halomail.backends._graph_upload", ("office365",)),
     ("halomail.backends.gmail", ("google",)),
     ("halomail.backends._gmail_http", ("google",)),
     ("halomail.backends.ews", ("ews",)),

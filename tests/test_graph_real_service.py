@@ -258,16 +258,16 @@ def test_the_fake_refuses_a_request_over_four_megabytes_like_graph(
     assert state.sent == []
 
 
-def test_mail_over_the_request_limit_fails_permanently_before_any_request(
+def test_a_text_over_the_request_limit_fails_permanently_before_any_request(
     state: GraphState, transport: GraphTransport
 ) -> None:
-    """A 3.2 MB mail (4.3 MB as base64) is refused with a clear error; nothing is posted."""
+    """A 3.2 MB text (4.3 MB as base64, no attachment to upload apart) is refused at once."""
     outgoing = _outgoing(text="x" * 3_200_000)
     with pytest.raises(PermanentTransportError) as caught:
         transport.send(outgoing)
     assert type(caught.value) is PermanentTransportError
     assert f"{GRAPH_REQUEST_LIMIT} byte request limit" in str(caught.value)
-    assert state.calls("POST", "/sendMail") == []
+    assert state.requests == []
 
 
 def test_mail_just_under_the_request_limit_is_sent(

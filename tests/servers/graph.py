@@ -20,7 +20,13 @@ nothing was recorded from a real service.
   (``destinationId``), ``DELETE /users/{u}/messages/{id}``;
 * ``POST /users/{u}/sendMail`` — MIME as base64 ``text/plain`` (or a JSON message),
   answered 202 with a copy filed in Sent Items, found by
-  ``$filter=internetMessageId eq '<…>'`` on a folder's messages.
+  ``$filter=internetMessageId eq '<…>'`` on a folder's messages;
+* ``POST /users/{u}/messages`` — a draft in Drafts, from base64 MIME or a JSON message;
+  ``POST …/messages/{id}/attachments`` (a ``fileAttachment``),
+  ``POST …/attachments/createUploadSession`` and ``PUT`` of the bytes to its
+  ``uploadUrl`` (on this server, no bearer token: see :mod:`tests.servers.graph_drafts`);
+  ``POST …/messages/{id}/send`` — 202, the draft leaves Drafts and its MIME, attachments
+  added, is filed in Sent Items.
 
 Where the real service differs from a tidy fake, this one follows the service: a request
 body over 4 MB is refused with 413; a mailbox may be German (:meth:`GraphState.mailbox`
@@ -58,6 +64,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.servers.graph_drafts import (
+    UPLOAD_PREFIX,
+    Attachment,
+    DraftError,
+    UploadSession,
+    attachment_from_json,
+    mime_from_json,
+    mime_with_attachments,
+    session_from_json,
+    take_range,
+)
 
 ROOT = "/v1.0"
 # Graph refuses a request body over 4 MB.
@@ -111,6 +129,8 @@ class Message:
     mime: bytes = field(repr=False)
     received: dt.datetime
     seq: int
+    draft: bool = False
+    attachments: list[Attachment] = field(default_factory=list, repr=False)
 
     @property
     def size(self) -> int:
@@ -193,6 +213,7 @@ class GraphState:
         self.requests: list[Request] = []
         self.sent: list[Sent] = []
         self.faults: list[Fault] = []
+        self.sessions: dict[str, UploadSession] = {}  # upload session id → session
         #: When set, paging links point there instead of at this server.
         self.link_base: str | None = None
         #: Delta sends each round's entries again in the next round (at least once).
@@ -360,7 +381,8 @@ class GraphState:
             self.requests.append(Request(method, path, query, headers, body))
             auth = headers.get("authorization", "")
             token = auth[7:] if auth.lower().startswith("bearer ") else ""
-            if not self._accepted(token):
+            # An upload URL carries its own token (authtoken) and is checked by _upload.
+            if not path.startswith(UPLOAD_PREFIX) and not self._accepted(token):
                 message = "Access token is empty." if not token else "Lifetime validation failed."
                 return _error(401, "InvalidAuthenticationToken", message, bearer=True)
             if len(body) > REQUEST_LIMIT:
@@ -386,6 +408,8 @@ class GraphState:
         self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         with self.lock:
+            if path.startswith(UPLOAD_PREFIX) and method == "PUT":
+                return self._upload(path[len(UPLOAD_PREFIX) :], query, headers, body)
             if not path.startswith(ROOT + "/users/"):
                 return _error(400, "BadRequest", f"Resource not found for the segment '{path}'.")
             parts = path[len(ROOT) + 1 :].split("/")
@@ -412,6 +436,8 @@ class GraphState:
     ) -> tuple[int, dict[str, str], bytes]:
         if parts == ["sendMail"] and method == "POST":
             return self._send_mail(user, headers, body)
+        if parts == ["messages"] and method == "POST":
+            return self._create_draft(user, headers, body)
         if parts and parts[0] == "messages" and len(parts) >= 2:
             message = self.messages.get(parts[1])
             if message is None or message.user != user:
@@ -428,6 +454,8 @@ class GraphState:
                 return 200, {"Content-Type": "text/plain"}, message.mime
             if rest == ["move"] and method == "POST":
                 return self._move(user, message, body)
+            if rest and rest[0] in ("attachments", "send") and method == "POST":
+                return self._draft_step(message, rest, body)
         if parts and parts[0] == "mailFolders" and len(parts) >= 2:
             folder = self._folder(user, parts[1])
             if folder is None:
@@ -656,6 +684,112 @@ class GraphState:
         self.deliver(user, mime, folder="sentitems")  # saveToSentItems is true by default
         return 202, {}, b""
 
+    # -- drafts, attachments, upload sessions (tests/servers/graph_drafts.py) ---------
+
+    def drafts(self, user: str) -> list[Message]:
+        """The messages in ``user``'s Drafts."""
+        return self.in_folder(user, "drafts")
+
+    def _create_draft(
+        self, user: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        content_type = headers.get("content-type", "")
+        try:
+            if content_type.startswith("text/plain"):
+                mime = base64.b64decode(body, validate=True)
+            elif content_type.startswith("application/json"):
+                mime = mime_from_json(json.loads(body or b"{}"))
+            else:
+                return _error(415, "UnsupportedMediaType", "Unsupported content type.")
+        except (binascii.Error, ValueError):
+            message = "Invalid base64 string for MIME content."
+            return _error(400, "ErrorMimeContentInvalidBase64String", message)
+        except DraftError as exc:
+            return _error(400, exc.code, str(exc))
+        if not mime:
+            return _error(400, "ErrorInvalidRequest", "The message is empty.")
+        draft_id = self.deliver(user, mime, folder="drafts")
+        self.messages[draft_id].draft = True
+        return _json(201, {**self._message_json(self.messages[draft_id], "", ""), "isDraft": True})
+
+    def _draft_step(
+        self, message: Message, rest: list[str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        if not message.draft:
+            return _error(400, "ErrorInvalidOperation", "The message is not a draft.")
+        try:
+            if rest == ["attachments"]:
+                attachment = attachment_from_json(json.loads(body or b"{}"))
+                message.attachments.append(attachment)
+                return _json(201, {"id": self.new_id("attachment"), "name": attachment.name})
+            if rest == ["attachments", "createUploadSession"]:
+                return self._new_session(message, json.loads(body or b"{}"))
+        except DraftError as exc:
+            return _error(400, exc.code, str(exc))
+        if rest == ["send"]:
+            mime = mime_with_attachments(message.mime, message.attachments)
+            self.sent.append(Sent(message.user, "draft", mime))
+            del self.messages[message.id]  # the draft leaves Drafts …
+            self.removals.append((next(self._seq), message.folder, message.id))
+            self.deliver(message.user, mime, folder="sentitems")  # … and its copy is filed
+            return 202, {}, b""
+        return _error(400, "BadRequest", "Unsupported request.")
+
+    def _new_session(
+        self, message: Message, data: dict[str, Any]
+    ) -> tuple[int, dict[str, str], bytes]:
+        session = session_from_json(
+            data,
+            session_id=secrets.token_urlsafe(12),
+            token=secrets.token_urlsafe(24),
+            message_id=message.id,
+        )
+        self.sessions[session.id] = session
+        origin = self.base_url[: -len(ROOT)]
+        answer = {
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.uploadSession",
+            "uploadUrl": f"{origin}{UPLOAD_PREFIX}{session.id}?authtoken={session.token}",
+            "expirationDateTime": "2026-03-02T11:00:00Z",
+            "nextExpectedRanges": ["0-"],
+        }
+        return _json(201, answer)
+
+    def _upload(
+        self, session_id: str, query: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """A PUT of a range of a file to its upload URL."""
+        session = self.sessions.get(session_id)
+        if "authorization" in headers or session is None:
+            # The URL is its own credential; a bearer token there is refused.
+            return _error(401, "InvalidAuthenticationToken", "Access token validation failure.")
+        if query.get("authtoken") != session.token:
+            return _error(401, "InvalidAuthenticationToken", "The authtoken is invalid.")
+        draft = self.messages.get(session.message_id)
+        if draft is None:
+            return _error(404, "ErrorItemNotFound", "The draft no longer exists.")
+        try:
+            whole = take_range(session, headers.get("content-range", ""), body)
+        except DraftError as exc:
+            return _error(400, exc.code, str(exc))
+        if not whole:
+            progress = {
+                "expirationDateTime": "2026-03-02T11:00:00Z",
+                "nextExpectedRanges": [str(len(session.received))],
+            }
+            return _json(200, progress)
+        del self.sessions[session_id]
+        draft.attachments.append(
+            Attachment(
+                session.name,
+                session.content_type,
+                bytes(session.received),
+                session.content_id,
+                session.inline,
+            )
+        )
+        location = f"{self.base_url}/users/{draft.user}/messages/{draft.id}/attachments"
+        return 201, {"Location": location}, b""
+
 
 def _folder_json(folder: Folder, *, total: int = 0) -> dict[str, Any]:
     return {
@@ -741,6 +875,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         """Serve a DELETE."""
         self._serve("DELETE")
+
+    def do_PUT(self) -> None:
+        """Serve a PUT (a range of an upload session)."""
+        self._serve("PUT")
 
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)

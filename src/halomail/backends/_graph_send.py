@@ -10,10 +10,10 @@ the mail. Such a send is never repeated inside the call; it raises
 which Graph answers without carrying the request out, is waited out and tried again.
 
 **Limits.** Graph caps a request at 4 MB, and ``sendMail`` takes the MIME base64-encoded,
-so mail over about 3 MB cannot go this way: it fails permanently before anything is
-sent, with an error that says so. Graph's way around the cap, a draft plus an upload
-session, moves only attachments out of the request, and the outbox's mail has none
-(text and HTML only), so it is not used.
+so it carries mail up to about 3 MB. Larger mail goes through a draft, its attachments
+added one by one (through upload sessions from 3 MB), then sent
+(:mod:`halomail.backends._graph_upload`). Mail over Graph's 150 MB limit for a message
+with attachments (or a lower ``max_message_bytes``) fails permanently before any request.
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ from halomail.backends._graph_http import (
     graph_base_url,
     graph_token_provider,
 )
+from halomail.backends._graph_upload import (
+    GRAPH_MESSAGE_LIMIT,
+    GRAPH_REQUEST_LIMIT,
+    LargeMailSender,
+    split_attachments,
+)
 from halomail.backends.auth.oauth import TokenProvider
 from halomail.backends.auth.sasl import probe_token
 from halomail.backends.base import OutgoingEmail, ProbeReport
@@ -51,12 +57,10 @@ from halomail.errors import (
     TransportConfigError,
 )
 
-__all__ = ["GRAPH_REQUEST_LIMIT", "GraphTransport"]
+__all__ = ["GRAPH_MESSAGE_LIMIT", "GRAPH_REQUEST_LIMIT", "GraphTransport"]
 
 log = logging.getLogger(__name__)
 
-#: Graph refuses a request body over 4 MB (413); ``sendMail``'s body is the base64 MIME.
-GRAPH_REQUEST_LIMIT = 4 * 1024 * 1024
 # sendMail answers 202 Accepted and nothing else when it has taken the mail.
 _ACCEPTED = 202
 
@@ -66,8 +70,11 @@ class GraphTransport:
 
     The composed message is posted base64-encoded as ``text/plain`` (Graph's MIME send),
     so every header we wrote, Message-ID, ``Auto-Submitted`` and the loop header among
-    them, is kept. Envelope recipients the To and Cc headers do not name are added as a
-    Bcc header, which Exchange removes from the copies it delivers.
+    them, is kept. Mail too large for one 4 MB request is created as a MIME draft without
+    its attachments, which are then added (large ones through upload sessions), and the
+    draft is sent; a failure before that last step sent nothing and is transient.
+    Envelope recipients the To and Cc headers do not name are added as a Bcc header,
+    which Exchange removes from the copies it delivers.
 
     A 429 is waited out as ``Retry-After`` says (:class:`GraphRetry`), then raised as
     :class:`~halomail.errors.TransientTransportError` carrying that wait, like an
@@ -77,8 +84,9 @@ class GraphTransport:
     refused after a renewal and a 403 (no Mail.Send) are a
     :class:`~halomail.errors.TransportConfigError`: the outbox stops sending through it,
     and the mail goes once an administrator has fixed the app. Any other 4xx (bad
-    recipient, no right to send as the From address) and mail over Graph's 4 MB request
-    limit are a :class:`~halomail.errors.PermanentTransportError`.
+    recipient, no right to send as the From address) and mail over ``max_message_bytes``
+    (or whose body alone is over Graph's 4 MB request limit) are a
+    :class:`~halomail.errors.PermanentTransportError`.
 
     Args:
         user_id: The mailbox mail is sent as (address or object id).
@@ -88,6 +96,8 @@ class GraphTransport:
         ca_file: A CA bundle to trust besides the system's.
         retry: How throttling is honoured.
         name: A label for logs and errors.
+        max_message_bytes: The largest mail sent, in bytes (MIME, attachments included);
+            larger mail fails permanently before any request. At most Graph's 150 MB.
 
     Raises:
         ConfigError: An argument is invalid.
@@ -105,21 +115,30 @@ class GraphTransport:
         ca_file: str | os.PathLike[str] | None = None,
         retry: GraphRetry | None = None,
         name: str = "graph-outgoing",
+        max_message_bytes: int = GRAPH_MESSAGE_LIMIT,
     ) -> None:
         if not user_id:
             raise ConfigError(
                 "user_id", "the sending mailbox (an address or object id) is required"
             )
+        if not 0 < max_message_bytes <= GRAPH_MESSAGE_LIMIT:
+            raise ConfigError(
+                "max_message_bytes",
+                f"must be between 1 and Microsoft Graph's {GRAPH_MESSAGE_LIMIT} bytes",
+            )
         self.name = name
         self.user_id = user_id
+        self.max_message_bytes = max_message_bytes
+        ca_path = Path(ca_file) if ca_file is not None else None
         self._client = GraphClient(
             name,
             base_url=base_url,
             token_provider=token_provider,
             timeout=timeout,
-            ca_file=Path(ca_file) if ca_file is not None else None,
+            ca_file=ca_path,
             retry=retry,
         )
+        self._large = LargeMailSender(self._client, user_id, timeout=timeout, ca_file=ca_path)
 
     @classmethod
     def from_settings(
@@ -174,32 +193,51 @@ class GraphTransport:
 
         Raises:
             AmbiguousSendError: The request reached Graph and may have delivered the mail.
-            TransientTransportError: Throttled or unreachable; nothing was sent.
+            TransientTransportError: Throttled or unreachable, or a step before the send
+                of a large mail's draft failed; nothing was sent.
             TransportConfigError: The token was refused, or access denied (403).
             PermanentTransportError: Graph refused this message for good, or it is over
-                Graph's request limit.
+                ``max_message_bytes`` (its body alone over Graph's request limit).
         """
-        payload = base64.b64encode(with_bcc(email.data, email.recipients))
-        if len(payload) > GRAPH_REQUEST_LIMIT:
+        data = with_bcc(email.data, email.recipients)
+        if len(data) > self.max_message_bytes:
             raise PermanentTransportError(
-                f"{email.message_id} is {len(email.data)} bytes, {len(payload)} as base64: over "
-                f"Microsoft Graph's {GRAPH_REQUEST_LIMIT} byte request limit for sendMail "
-                "(mail over about 3 MB cannot be sent through Graph; send it through SMTP)"
+                f"{email.message_id} is {len(data)} bytes: over the {self.max_message_bytes} "
+                "byte limit for mail sent through Microsoft Graph"
             )
-        url = self._client.url("users", self.user_id, "sendMail")
-        try:
-            status = self._client.call(
-                "POST",
-                url,
-                what="send",
+        payload = base64.b64encode(data)
+        if len(payload) <= GRAPH_REQUEST_LIMIT:
+            self._post_accepted(
+                self._client.url("users", self.user_id, "sendMail"),
+                email.message_id,
                 content=payload,
                 headers={"Content-Type": "text/plain"},
-                idempotent=False,
             )
+        else:
+            self._send_through_draft(email.message_id, data)
+        log.debug("%s: sent %s as %s", self.name, email.message_id, self.user_id)
+
+    def _send_through_draft(self, message_id: str, data: bytes) -> None:
+        """Build a draft with its attachments (nothing sent yet: transient), then send it."""
+        try:
+            draft_id = self._large.prepare(message_id, split_attachments(data))
+        except (PermanentTransportError, TransientTransportError):
+            raise
+        except Exception as exc:
+            error = _transport_error(exc)
+            if isinstance(error, AmbiguousSendError):
+                # A draft step may have been carried out, but nothing was sent.
+                raise TransientTransportError(str(exc), retry_after=error.retry_after) from exc
+            raise error from exc
+        self._post_accepted(self._large.send_url(draft_id), message_id)
+
+    def _post_accepted(self, url: str, message_id: str, **request: Any) -> None:
+        """POST a send, never repeated after it reached Graph; raise unless 202."""
+        try:
+            status = self._client.call("POST", url, what="send", idempotent=False, **request)
         except Exception as exc:
             raise _transport_error(exc) from exc
-        _check_accepted(status, email.message_id)
-        log.debug("%s: sent %s as %s", self.name, email.message_id, self.user_id)
+        _check_accepted(status, message_id)
 
     def was_sent(self, message_id: str) -> bool:
         """Whether Sent Items holds mail with this Message-ID (``internetMessageId``).
@@ -228,6 +266,7 @@ class GraphTransport:
     def close(self) -> None:
         """Close the HTTP connections (they reopen on the next send)."""
         self._client.close()
+        self._large.close()
 
 
 def _transport_error(exc: Exception) -> Exception:

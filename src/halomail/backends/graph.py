@@ -71,7 +71,7 @@ from halomail.backends._graph_http import (
     graph_token_provider,
     status_of,
 )
-from halomail.backends._graph_send import GRAPH_REQUEST_LIMIT, GraphTransport
+from halomail.backends._graph_send import GRAPH_MESSAGE_LIMIT, GRAPH_REQUEST_LIMIT, GraphTransport
 from halomail.backends._sync_state import StateFormat
 from halomail.backends.auth.oauth import TokenProvider
 from halomail.backends.base import Disposition, FetchedMessage, ProbeReport
@@ -81,6 +81,7 @@ from halomail.errors import ConfigError, ConnectorError, TransientConnectorError
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "GRAPH_MESSAGE_LIMIT",
     "GRAPH_REQUEST_LIMIT",
     "GraphApiError",
     "GraphConnector",
