@@ -82,16 +82,18 @@ class Names:
     aliases: Mapping[str, str]  # alias → canonical, both lower-case
 
     def resolve(self, name: str) -> str | None:
-        """The canonical variable for ``name`` (any case, alias or ``CF_…``), or ``None``."""
+        """The canonical variable for ``name`` (any case, alias or ``CF_…``), or ``None``.
+
+        Underscores in a catalogue name are ignored: ``$ticket_id`` is ``$ticketid``.
+        """
         lowered = name.lower()
-        if lowered in self.canonical:
-            return lowered
-        if lowered in self.aliases:
-            return self.aliases[lowered]
         if lowered.startswith("cf_"):
             key = field_key(name[3:])
             return key if len(key) > 3 else None
-        return None
+        squeezed = lowered.replace("_", "")
+        if squeezed in self.canonical:
+            return squeezed
+        return self.aliases.get(squeezed)
 
 
 # -- the environment -------------------------------------------------------------------
