@@ -85,6 +85,7 @@ _MAILBOX_FIELDS = (
     "hijack",
     "outgoing",
     "allowed_teams",
+    "allowed_departments",
     "signature",
     "agent_signatures",
 )
@@ -153,6 +154,9 @@ class MailboxSettings:
             :meth:`effective_outgoing`.
         allowed_teams: Sending restriction: only agents of these teams may send from
             this mailbox (empty: everyone may).
+        allowed_departments: Sending restriction by department: agents of these
+            departments may send from this mailbox too (with ``allowed_teams``, an agent
+            in either may; both empty: everyone may).
         signature: The signature of mail sent from this mailbox.
         agent_signatures: Per-agent signatures (by the agent's email, lower-case) that
             replace the agent's own and the mailbox's on mail from this mailbox.
@@ -186,6 +190,7 @@ class MailboxSettings:
     hijack: str = "new-ticket"
     outgoing: OutgoingSettings | None = None
     allowed_teams: tuple[str, ...] = ()
+    allowed_departments: tuple[str, ...] = ()
     signature: str = ""
     agent_signatures: Mapping[str, str] = attrs.field(
         factory=dict, converter=frozen_mapping, hash=False
@@ -338,6 +343,7 @@ def _parse_mailbox(
         hijack=_choice(table, "hijack", kp, HIJACK, default="new-ticket"),
         outgoing=mailbox_outgoing,
         allowed_teams=_str_list(table, "allowed_teams", kp),
+        allowed_departments=_str_list(table, "allowed_departments", kp),
         signature=_multiline(table, "signature", kp),
         agent_signatures=_agent_signatures(table, kp),
         extra=parse_extra(table, kp, _MAILBOX_EXTRA, ctx, lenient=lenient),

@@ -416,7 +416,7 @@ def parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[Agent
     seen: dict[str, int] = {}
     for index, table in enumerate(array_of_tables(root, "agents")):
         kp = f"agents[{index}]"
-        check_keys(table, kp, ("name", "email", "team", "signature"))
+        check_keys(table, kp, ("name", "email", "team", "department", "signature"))
         email = _required_str(table, "email", kp).strip().lower()
         if not _ADDRESS.fullmatch(email):
             raise ConfigError(join_key(kp, "email"), f"expected an email address, got {email!r}")
@@ -435,6 +435,7 @@ def parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[Agent
                 email=email,
                 team=team,
                 signature=_multiline(table, "signature", kp),
+                department=_opt_str(table, "department", kp),
             )
         )
     return tuple(agents)
