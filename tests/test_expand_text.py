@@ -97,3 +97,17 @@ def test_a_values_mapping_with_an_unknown_key_is_refused() -> None:
     """Values given as a mapping are checked like TemplateValues: a stray key is an error."""
     with pytest.raises(ValueError, match="not a template variable"):
         expand_text("$ticketid", {"ticket": 1})
+
+
+# Openers that are never closed: a markup regex that rescans to the end from each one
+# needs minutes on these (quadratic); one pass takes a fraction of a second.
+UNCLOSED = ["{{", "{{ ", "{#", "{%", "{% raw %}", "{%raw%}x{%endraw%}{{", "{", "{% if x %}"]
+
+
+@pytest.mark.timeout(60)  # a generous deadline, not a measurement: quadratic takes minutes
+@pytest.mark.parametrize("unit", UNCLOSED)
+def test_hostile_markup_at_the_size_limit_is_refused_in_one_pass(unit: str) -> None:
+    """100,000 characters of unclosed or nested markup are a TemplateError, never a hang."""
+    text = (unit * (MAX_TEXT_LENGTH // len(unit) + 1))[: MAX_TEXT_LENGTH - 10]
+    with pytest.raises(TemplateError, match="syntax error"):
+        expand_text(text + " $ticketid", {"ticketid": 1})
