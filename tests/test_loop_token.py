@@ -40,7 +40,6 @@ AMY = Agent("Amy Pond", "amy@helpdesk.example")
 SMS = SmsSettings(
     provider_domain="sms.example.net",
     from_address="sms-account@helpdesk.example",
-    password="4711",
     default_country_code="44",
 )
 

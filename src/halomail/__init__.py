@@ -70,6 +70,7 @@ from halomail.templates.render import (
     Template,
     TemplateRenderer,
     TemplateValues,
+    expand_text,
     message_groups_from_config,
 )
 from halomail.tickets.memory import InMemoryTicketRepository
@@ -215,6 +216,7 @@ __all__ = [
     "__version__",
     "build_processor",
     "classify",
+    "expand_text",
     "load_config",
     "message_groups_from_config",
     "parse_config",

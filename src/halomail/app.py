@@ -196,6 +196,7 @@ def build_mailbox(config: Config, settings: MailboxSettings) -> Mailbox:
         signature=settings.signature,
         agent_signatures=settings.agent_signatures,
         allowed_teams=settings.allowed_teams,
+        allowed_departments=settings.allowed_departments,
     )
 
 

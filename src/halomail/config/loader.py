@@ -349,6 +349,7 @@ def parse_config(
                         f"{mailbox.key_path}.allowed_teams[{index}]",
                         f"no [[teams]] named {team!r}",
                     )
+    _check_departments(mailboxes, agents)
     _check_backends(outgoing, mailboxes, outgoing_written="outgoing" in root)
     return Config(
         sms=parse_sms(root, ctx),
@@ -365,6 +366,21 @@ def parse_config(
         processing=processing,
         limits=limits,
     )
+
+
+def _check_departments(mailboxes: Sequence[MailboxSettings], agents: Sequence[Agent]) -> None:
+    """With ``[[agents]]`` in the file, each allowed department is some agent's (a typo)."""
+    if not agents:
+        return  # the host application supplies its agents: nothing to check against
+    known = {agent.department.casefold(): agent.department for agent in agents if agent.department}
+    shown = ", ".join(sorted(known.values())) or "none: give [[agents]] a department"
+    for mailbox in mailboxes:
+        for index, department in enumerate(mailbox.allowed_departments):
+            if department.casefold() not in known:
+                raise ConfigError(
+                    f"{mailbox.key_path}.allowed_departments[{index}]",
+                    f"no agent is in department {department!r} (known: {shown})",
+                )
 
 
 def _check_backends(

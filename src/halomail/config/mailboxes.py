@@ -104,6 +104,7 @@ _MAILBOX_FIELDS = (
     "outgoing",
     "send_with",
     "allowed_teams",
+    "allowed_departments",
     "signature",
     "agent_signatures",
 )
@@ -189,6 +190,9 @@ class MailboxSettings:
             ``google`` mailboxes without an ``outgoing`` override, else ``outgoing``.
         allowed_teams: Sending restriction: only agents of these teams may send from
             this mailbox (empty: everyone may).
+        allowed_departments: Sending restriction by department: agents of these
+            departments may send from this mailbox too (with ``allowed_teams``, an agent
+            in either may; both empty: everyone may).
         signature: The signature of mail sent from this mailbox.
         agent_signatures: Per-agent signatures (by the agent's email, lower-case) that
             replace the agent's own and the mailbox's on mail from this mailbox.
@@ -223,6 +227,7 @@ class MailboxSettings:
     outgoing: OutgoingSettings | None = None
     send_with: str = attrs.field(default=attrs.Factory(_default_send_with, takes_self=True))
     allowed_teams: tuple[str, ...] = ()
+    allowed_departments: tuple[str, ...] = ()
     signature: str = ""
     agent_signatures: Mapping[str, str] = attrs.field(
         factory=dict, converter=frozen_mapping, hash=False
@@ -415,6 +420,7 @@ def _parse_mailbox(
         outgoing=mailbox_outgoing,
         send_with=send_with,
         allowed_teams=_str_list(table, "allowed_teams", kp),
+        allowed_departments=_str_list(table, "allowed_departments", kp),
         signature=_multiline(table, "signature", kp),
         agent_signatures=_agent_signatures(table, kp),
         extra=parse_extra(table, kp, _MAILBOX_EXTRA, ctx, lenient=lenient),

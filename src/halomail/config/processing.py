@@ -34,7 +34,7 @@ from halomail.config.mailboxes import MailboxSettings
 from halomail.config.outgoing import OutgoingSettings
 from halomail.errors import ConfigError
 from halomail.inbound.models import ParseLimits
-from halomail.outbound.sms import SmsSettings
+from halomail.outbound.sms import NUMBER_FORMATS, PIN_PLACEMENTS, SmsSettings
 from halomail.pipeline.settings import UNMATCHED_BOUNCES
 from halomail.templates.render import MessageGroup
 from halomail.tickets.staff import Agent, Team
@@ -65,6 +65,8 @@ _SMS_KEYS = (
     "default_country_code",
     "address_format",
     "ellipsis",
+    "number_format",
+    "trunk_prefix",
 )
 
 
@@ -358,19 +360,29 @@ def parse_sms(root: Mapping[str, Any], ctx: Context) -> SmsSettings | None:
     from_address = _opt_address(table, "from_address", kp)
     if from_address is None:
         raise ConfigError(join_key(kp, "from_address"), "required (the address the provider knows)")
+    if password and "pin_placement" not in table:
+        # Refused rather than guessed: a PIN in the wrong place is shown to every
+        # recipient (body-prefix) or makes the provider drop every SMS (subject).
+        raise ConfigError(
+            join_key(kp, "pin_placement"),
+            "required with a password (PIN): where does the provider want it? "
+            "'subject' or 'body-prefix'",
+        )
     try:
         return SmsSettings(
             provider_domain=_required_str(table, "provider_domain", kp),
             from_address=from_address,
             password=password,
-            pin_placement=_choice(
-                table, "pin_placement", kp, ("none", "subject", "body-prefix"), default="none"
-            ),
+            pin_placement=_choice(table, "pin_placement", kp, PIN_PLACEMENTS, default="none"),
             display_name=_str(table, "display_name", kp, default=""),
             max_length=_int(table, "max_length", kp, default=160, minimum=20),
             default_country_code=_str(table, "default_country_code", kp, default=""),
             address_format=_str(table, "address_format", kp, default="{phone}@{domain}"),
             ellipsis=_str(table, "ellipsis", kp, default="…"),
+            number_format=_choice(
+                table, "number_format", kp, NUMBER_FORMATS, default="international"
+            ),
+            trunk_prefix=_str(table, "trunk_prefix", kp, default="0"),
         )
     except ValueError as exc:
         raise ConfigError(kp, str(exc)) from exc
@@ -404,7 +416,7 @@ def parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[Agent
     seen: dict[str, int] = {}
     for index, table in enumerate(array_of_tables(root, "agents")):
         kp = f"agents[{index}]"
-        check_keys(table, kp, ("name", "email", "team", "signature"))
+        check_keys(table, kp, ("name", "email", "team", "department", "signature"))
         email = _required_str(table, "email", kp).strip().lower()
         if not _ADDRESS.fullmatch(email):
             raise ConfigError(join_key(kp, "email"), f"expected an email address, got {email!r}")
@@ -423,6 +435,7 @@ def parse_agents(root: Mapping[str, Any], teams: Collection[str]) -> tuple[Agent
                 email=email,
                 team=team,
                 signature=_multiline(table, "signature", kp),
+                department=_opt_str(table, "department", kp),
             )
         )
     return tuple(agents)

@@ -69,6 +69,8 @@ class MailboxProfile:
         agent_signatures: Per agent (by email, lower-case), a signature replacing the
             agent's own and the mailbox's.
         allowed_teams: Only agents of these teams may send from it (empty: anyone).
+        allowed_departments: Agents of these departments may send from it too (both
+            empty: anyone).
         subject_tag: Its threading tag's opening (``[ID:``).
     """
 
@@ -77,6 +79,7 @@ class MailboxProfile:
     signature: str = ""
     agent_signatures: Mapping[str, str] = attrs.field(factory=dict)
     allowed_teams: tuple[str, ...] = ()
+    allowed_departments: tuple[str, ...] = ()
     subject_tag: str = "[ID:"
 
     def tag(self, ticket_id: int) -> str:
@@ -90,20 +93,29 @@ class MailboxProfile:
         return self.agent_signatures.get(agent.email) or agent.signature or self.signature
 
     def check_may_send(self, agent: Agent | None) -> None:
-        """Refuse an agent whose team may not send from this mailbox.
+        """Refuse an agent whose team and department may not send from this mailbox.
 
         Raises:
             SendingRestrictedError: The mailbox is restricted and the agent is in no
-                allowed team.
+                allowed team and no allowed department.
         """
-        if not self.allowed_teams or agent is None:
+        restrictions = (*self.allowed_teams, *self.allowed_departments)
+        if not restrictions or agent is None:
             return
-        allowed = {team.casefold() for team in self.allowed_teams}
-        if agent.team is None or agent.team.casefold() not in allowed:
-            raise SendingRestrictedError(
-                f"{agent.email} ({agent.team or 'no team'}) may not send from mailbox "
-                f"{self.name!r}: only {', '.join(self.allowed_teams)} may"
-            )
+        if _member(agent.team, self.allowed_teams) or _member(
+            agent.department, self.allowed_departments
+        ):
+            return
+        groups = [agent.team or "no team"] + ([agent.department] if agent.department else [])
+        raise SendingRestrictedError(
+            f"{agent.email} ({', '.join(groups)}) may not send from mailbox "
+            f"{self.name!r}: only {', '.join(restrictions)} may"
+        )
+
+
+def _member(name: str | None, allowed: tuple[str, ...]) -> bool:
+    """``name`` is one of ``allowed``, ignoring case."""
+    return name is not None and name.casefold() in {item.casefold() for item in allowed}
 
 
 @attrs.frozen
@@ -200,7 +212,8 @@ class Notifier:
 
         Raises:
             KeyError: No such ticket or mailbox.
-            SendingRestrictedError: The agent's team may not send from the mailbox.
+            SendingRestrictedError: Neither the agent's team nor their department may send
+                from the mailbox.
         """
         kind = MessageKind(kind)
         ticket, profile, acting = self._sending(ticket_id, mailbox, agent)

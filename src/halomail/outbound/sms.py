@@ -12,6 +12,9 @@ the result like any other email (``kind = "sms"``).
   8 to 15 digits (country code included).
 * :func:`shorten` makes the text one line and cuts it at a word boundary to the
   provider's limit, marking the cut with an ellipsis.
+* :func:`sms_address` writes the number in the form the provider wants: international
+  (``447772817814@…``, the default) or national (``07772817814@…``, with
+  ``number_format = "national"``: the country code replaced by the trunk prefix).
 * :func:`compose_sms` builds the address, subject and body, with the provider's
   password (PIN) in the subject or at the start of the body when the provider wants it.
 * :func:`subscriber_addresses` turns a list of subscribers' numbers into the addresses
@@ -36,6 +39,7 @@ from halomail.outbound.outbox import SenderIdentity, header_safe
 
 __all__ = [
     "ADDRESS_FIELDS",
+    "NUMBER_FORMATS",
     "PIN_PLACEMENTS",
     "SmsMessage",
     "SmsSettings",
@@ -48,6 +52,8 @@ __all__ = [
 
 #: Where the provider wants the password (PIN): nowhere, as the subject, or before the text.
 PIN_PLACEMENTS = ("none", "subject", "body-prefix")
+#: How the number is written in the address: ``447772817814`` or ``07772817814``.
+NUMBER_FORMATS = ("international", "national")
 #: The fields an ``address_format`` may use.
 ADDRESS_FIELDS = frozenset({"phone", "domain"})
 #: E.164: at most 15 digits with the country code; fewer than 8 is no real mobile number.
@@ -79,6 +85,11 @@ def _check_country(_instance: object, _attribute: object, value: str) -> None:
         )
 
 
+def _check_trunk(_instance: object, _attribute: object, value: str) -> None:
+    if not (value == "" or (value.isascii() and value.isdigit() and len(value) <= 2)):
+        raise ValueError(f"trunk_prefix {value!r} must be empty or 1 to 2 digits (0 mostly)")
+
+
 def _check_format(_instance: object, _attribute: object, value: str) -> None:
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
@@ -108,10 +119,17 @@ class SmsSettings:
             one (``07700 900123``); empty to require international numbers.
         address_format: How the address is built from ``{phone}`` and ``{domain}``.
         ellipsis: What marks a shortened text (``…``, or ``...`` to stay in GSM 03.38).
+        number_format: ``international`` (``447772817814@…``) or ``national``
+            (``07772817814@…``: the ``default_country_code`` replaced by the trunk
+            prefix; numbers of other countries are refused).
+        trunk_prefix: What a national number starts with instead of the country code
+            (``0`` in most countries; empty for North America).
 
     Raises:
-        ValueError: An invalid domain, country code, format, placement or limit, or a
-            PIN placement without a password.
+        ValueError: An invalid domain, country code, format, placement, number format
+            or limit; a PIN placement without a password, or a password without a
+            placement (it would never be sent); the national form without a
+            ``default_country_code``.
 
     .. versionadded:: 0.1.0
     """
@@ -125,10 +143,25 @@ class SmsSettings:
     default_country_code: str = attrs.field(default="", validator=_check_country)
     address_format: str = attrs.field(default="{phone}@{domain}", validator=_check_format)
     ellipsis: str = "…"
+    number_format: str = attrs.field(
+        default="international", validator=attrs.validators.in_(NUMBER_FORMATS)
+    )
+    trunk_prefix: str = attrs.field(default="0", validator=_check_trunk)
 
     def __attrs_post_init__(self) -> None:
         if self.pin_placement != "none" and not self.password:
             raise ValueError(f"pin_placement {self.pin_placement!r} needs the password (PIN)")
+        if self.password and self.pin_placement == "none":
+            # A PIN the provider never sees means every SMS is silently refused by it.
+            raise ValueError(
+                "the password (PIN) is never sent with pin_placement 'none': "
+                "set pin_placement to 'subject' or 'body-prefix'"
+            )
+        if self.number_format == "national" and not self.default_country_code:
+            raise ValueError(
+                "number_format 'national' needs default_country_code: the country whose "
+                "numbers are written nationally"
+            )
         if self.password and _CONTROL.search(self.password):
             raise ValueError("the password (PIN) must not contain line breaks")
         if self.pin_placement == "body-prefix" and len(self.password or "") > self.max_length // 2:
@@ -239,6 +272,9 @@ def normalize_phone(raw: str, *, default_country_code: str = "") -> str:
 def sms_address(phone: str, settings: SmsSettings) -> str:
     """The gateway address for ``phone`` (``447700900123@sms.example``).
 
+    The number is international (``447700900123``) unless the provider takes the
+    national form (``number_format = "national"``: ``07700900123``).
+
     Args:
         phone: The number as written (normalized with the settings' country code).
         settings: The provider.
@@ -247,8 +283,9 @@ def sms_address(phone: str, settings: SmsSettings) -> str:
         The address.
 
     Raises:
-        ValueError: The number is invalid (see :func:`normalize_phone`), or the format
-            makes an address that is not a plain addr-spec.
+        ValueError: The number is invalid (see :func:`normalize_phone`) or, for a
+            provider of national numbers, of another country; or the format makes an
+            address that is not a plain addr-spec.
 
     .. versionadded:: 0.1.0
     """
@@ -256,8 +293,22 @@ def sms_address(phone: str, settings: SmsSettings) -> str:
     return _format_address(digits, settings)
 
 
+def _as_written(digits: str, settings: SmsSettings) -> str:
+    """``digits`` (international) in the form the provider wants them."""
+    if settings.number_format == "international":
+        return digits
+    country = settings.default_country_code
+    if not digits.startswith(country):
+        raise ValueError(
+            f"the phone number +{digits} is not a +{country} number, and the provider "
+            "takes national numbers only"
+        )
+    return settings.trunk_prefix + digits.removeprefix(country)
+
+
 def _format_address(digits: str, settings: SmsSettings) -> str:
-    address = settings.address_format.format(phone=digits, domain=settings.provider_domain)
+    written = _as_written(digits, settings)
+    address = settings.address_format.format(phone=written, domain=settings.provider_domain)
     if not _ADDRESS.fullmatch(address):
         raise ValueError(f"address_format made {address!r}, which is not an email address")
     return address

@@ -55,6 +55,7 @@ class Mailbox:
         agent_signatures: Per agent (by email), a signature replacing theirs and the
             mailbox's on mail from this mailbox.
         allowed_teams: Only agents of these teams may send from it (empty: anyone).
+        allowed_departments: Agents of these departments may send from it too.
     """
 
     connector: MailboxConnector
@@ -72,6 +73,7 @@ class Mailbox:
     signature: str = ""
     agent_signatures: Mapping[str, str] = attrs.field(factory=dict)
     allowed_teams: tuple[str, ...] = ()
+    allowed_departments: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not self.name:
@@ -99,6 +101,7 @@ class Mailbox:
             signature=self.signature,
             agent_signatures={k.lower(): v for k, v in self.agent_signatures.items()},
             allowed_teams=self.allowed_teams,
+            allowed_departments=self.allowed_departments,
             subject_tag=self.subject_tag,
         )
 

@@ -48,6 +48,7 @@ from halomail.templates.sandbox import Compiled, Names, Problem, Sandbox, compil
 from halomail.tickets.models import Action, Customer, Ticket, User
 
 __all__ = [
+    "MAX_TEXT_LENGTH",
     "VARIABLES",
     "MessageGroup",
     "MessageKind",
@@ -57,6 +58,7 @@ __all__ = [
     "TemplateValues",
     "Variable",
     "default_message_group",
+    "expand_text",
     "message_groups_from_config",
 ]
 
@@ -92,7 +94,8 @@ class Variable:
 
 
 #: Every ``$`` variable templates may use, besides ``$CF_<field>`` for each custom
-#: field. Names are case-insensitive; the values are always text (empty when unknown).
+#: field. Names are case-insensitive and ignore underscores (``$ticket_id`` is
+#: ``$ticketid``); the values are always text (empty when unknown).
 VARIABLES: Final[tuple[Variable, ...]] = (
     Variable("ticketid", ("faultid",), "The ticket's number."),
     Variable("summary", ("symptom",), "The ticket's summary (the first email's subject)."),
@@ -371,6 +374,74 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, SecurityError):
         return f"sandbox: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+# -- what agents write ---------------------------------------------------------------------
+
+#: The longest text :func:`expand_text` takes, in characters: a note, not a book. Its
+#: output is bounded by the template budgets (:mod:`halomail.templates.budget`).
+MAX_TEXT_LENGTH: Final = 100_000
+# Canned texts are expanded again and again: the compiled forms of the recent ones are kept.
+_CACHED_TEXTS: Final = 256
+
+
+def expand_text(
+    text: str,
+    values: TemplateValues | Mapping[str, object],
+    *,
+    html: bool = False,
+    name: str = "text",
+) -> str:
+    """``text`` with its ``$variables`` expanded, as a template would expand them.
+
+    For what agents write: a note, an action's text, a canned reply. The language,
+    sandbox and budgets are those of :class:`Template`: ``$-name`` is the literal
+    ``$name``, HTML output escapes every value, and a value (the customer's subject,
+    a custom field) is inserted as written, never expanded again. Build ``values``
+    with :meth:`TemplateValues.for_ticket`, or pass a mapping of variable names.
+
+    Args:
+        text: What the agent wrote.
+        values: The values of the variables.
+        html: ``text`` is HTML: every value is escaped, its line breaks become ``<br>``.
+        name: Names the text in errors (``canned/Printer reset``).
+
+    Returns:
+        The expanded text.
+
+    Raises:
+        TemplateError: The text is longer than :data:`MAX_TEXT_LENGTH`, uses an
+            unknown variable or an unsafe construct, or failed to render (a budget
+            exceeded); the error names the line.
+        ValueError: A key of a ``values`` mapping is not a template variable.
+
+    Example:
+        >>> expand_text("Ticket $ticketid ($-ticketid stays)", {"ticketid": 42})
+        'Ticket 42 ($ticketid stays)'
+
+    .. versionadded:: 0.1.0
+    """
+    if len(text) > MAX_TEXT_LENGTH:
+        raise TemplateError(
+            f"the text has {len(text):,} characters; at most {MAX_TEXT_LENGTH:,} are expanded",
+            template=name,
+        )
+    if not isinstance(values, TemplateValues):
+        values = TemplateValues(values)
+    try:
+        compiled = _compiled_text(text, html)
+    except Problem as problem:
+        raise TemplateError(problem.message, template=name, line=problem.line) from problem
+    try:
+        return compiled.render(values._variables)
+    except Exception as exc:
+        raise TemplateError(_describe(exc), template=name, line=compiled.line_of(exc)) from exc
+
+
+@functools.lru_cache(maxsize=_CACHED_TEXTS)
+def _compiled_text(text: str, html: bool) -> Compiled:
+    """``text`` translated, checked and compiled (raises :class:`Problem`)."""
+    return compile_part(text, _HTML if html else _TEXT)
 
 
 # -- message groups ------------------------------------------------------------------------

@@ -40,13 +40,14 @@ __all__: list[str] = []
 
 # `$name`, `$-name`: a name starts with a letter and runs over letters, digits and `_`.
 _DOLLAR: Final = re.compile(r"\$(-?)([^\W\d_]\w*)")
-# The parts of a template that are Jinja2 markup, not data: raw blocks first (their
-# content is literal), then expressions, statements and comments.
-_MARKUP: Final = re.compile(
-    r"\{%[-+]?\s*raw\s*[-+]?%\}.*?\{%[-+]?\s*endraw\s*[-+]?%\}"
-    r"|\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}",
-    re.DOTALL,
-)
+# The parts of a template that are Jinja2 markup, not data: raw blocks (their content is
+# literal), expressions, statements and comments. They are found by `_markup_spans`, in
+# one pass: a regex such as `\{\{.*?\}\}` would rescan to the end from every `{{` of a
+# text that never closes one (quadratic on `{{` * 50,000).
+_OPENER: Final = re.compile(r"\{[{%#]")
+_CLOSERS: Final = {"{{": "}}", "{%": "%}", "{#": "#}"}
+_RAW_OPEN: Final = re.compile(r"\{%[-+]?\s*raw\s*[-+]?%\}")
+_RAW_CLOSE: Final = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}")
 _FIELD_JUNK: Final = re.compile(r"\W+")
 _UNSAFE_NAMES: Final = frozenset({"format", "format_map", "mro"})
 
@@ -82,16 +83,18 @@ class Names:
     aliases: Mapping[str, str]  # alias → canonical, both lower-case
 
     def resolve(self, name: str) -> str | None:
-        """The canonical variable for ``name`` (any case, alias or ``CF_…``), or ``None``."""
+        """The canonical variable for ``name`` (any case, alias or ``CF_…``), or ``None``.
+
+        Underscores in a catalogue name are ignored: ``$ticket_id`` is ``$ticketid``.
+        """
         lowered = name.lower()
-        if lowered in self.canonical:
-            return lowered
-        if lowered in self.aliases:
-            return self.aliases[lowered]
         if lowered.startswith("cf_"):
             key = field_key(name[3:])
             return key if len(key) > 3 else None
-        return None
+        squeezed = lowered.replace("_", "")
+        if squeezed in self.canonical:
+            return squeezed
+        return self.aliases.get(squeezed)
 
 
 # -- the environment -------------------------------------------------------------------
@@ -194,12 +197,65 @@ def translate(source: str, names: Names) -> str:
     """
     out: list[str] = []
     position = 0
-    for markup in _MARKUP.finditer(source):
-        out.append(_translate_data(source, position, markup.start(), names))
-        out.append(markup.group())
-        position = markup.end()
+    for start, end in _markup_spans(source):
+        out.append(_translate_data(source, position, start, names))
+        out.append(source[start:end])
+        position = end
     out.append(_translate_data(source, position, len(source), names))
     return "".join(out)
+
+
+class _Finder:
+    """``str.find`` (or a regex search) from ever later starts, each character read once.
+
+    A search from ``start`` that found ``at`` answers every later search starting at or
+    before ``at``; one that found nothing answers every later search.
+    """
+
+    def __init__(self, source: str, needle: str | re.Pattern[str]) -> None:
+        self.source = source
+        self.needle = needle
+        self.found: tuple[int, int] | None = None  # (start, end) of the last match
+        self.exhausted_from: int | None = None
+
+    def find(self, start: int) -> tuple[int, int] | None:
+        """The first match at or after ``start``, as (start, end), or ``None``."""
+        if self.exhausted_from is not None and start >= self.exhausted_from:
+            return None
+        if self.found is not None and start <= self.found[0]:
+            return self.found
+        if isinstance(self.needle, str):
+            at = self.source.find(self.needle, start)
+            match = None if at < 0 else (at, at + len(self.needle))
+        else:
+            found = self.needle.search(self.source, start)
+            match = None if found is None else found.span()
+        if match is None:
+            self.exhausted_from = start
+        self.found = match
+        return match
+
+
+def _markup_spans(source: str) -> list[tuple[int, int]]:
+    """The (start, end) of each raw block, expression, statement and comment, in order.
+
+    An opener that is never closed makes the rest of the source markup: Jinja2 then
+    reports the syntax error.
+    """
+    closers = {opener: _Finder(source, closer) for opener, closer in _CLOSERS.items()}
+    raw_close = _Finder(source, _RAW_CLOSE)
+    spans: list[tuple[int, int]] = []
+    position = 0
+    while (opener := _OPENER.search(source, position)) is not None:
+        start = opener.start()
+        raw = _RAW_OPEN.match(source, start)
+        closed = raw_close.find(raw.end()) if raw else None
+        if closed is None:
+            closed = closers[opener.group()].find(start + 2)
+        end = len(source) if closed is None else closed[1]
+        spans.append((start, end))
+        position = end
+    return spans
 
 
 def _translate_data(source: str, start: int, end: int, names: Names) -> str:
@@ -314,4 +370,6 @@ def compile_part(source: str, env: Sandbox) -> Compiled:
         template = env.from_string(tree)
     except TemplateSyntaxError as exc:
         raise Problem(f"syntax error: {exc.message}", exc.lineno) from exc
+    except RecursionError as exc:  # `{{ {{ {{ …`: Jinja2's parser recurses per bracket
+        raise Problem("syntax error: nested too deeply") from exc
     return Compiled(template)

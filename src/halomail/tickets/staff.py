@@ -26,12 +26,14 @@ class Agent:
         email: The agent's address (lower-case); how callers name the agent.
         team: The agent's team, for sending restrictions and message groups.
         signature: The agent's own signature (a mailbox may override it).
+        department: The agent's department, for sending restrictions.
     """
 
     name: str
     email: str = attrs.field(converter=_address)
     team: str | None = None
     signature: str = ""
+    department: str | None = None
 
 
 @attrs.frozen
