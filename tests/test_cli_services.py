@@ -178,7 +178,11 @@ def test_message_to_an_unknown_service_is_a_usage_error(folder: Path) -> None:
 
 def test_the_guides_listing_commands_run(folder: Path) -> None:
     """The guide's `halomail services` and `halomail services --json` run as written."""
-    listing = [shlex.split(line) for line in SHELL.splitlines() if "message" not in line]
+    listing = [
+        shlex.split(line)
+        for line in SHELL.splitlines()
+        if line.startswith("halomail ") and "message" not in line
+    ]
     assert [argv[1:] for argv in listing] == [["services"], ["services", "--json"]]
     for argv in listing:
         result = _halomail(folder, *argv[1:])

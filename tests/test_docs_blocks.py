@@ -11,7 +11,8 @@ The convention (documented in docs/development.md, "Docs that run"):
   written there before the document's blocks run, and imported by the others.
 * ``toml``: a block with ``[[mailboxes]]`` is a whole ``halomail.toml``; any other is
   a fragment whose top-level tables replace the quick start's. Either way the real
-  ``halomail check-config`` must accept it.
+  ``halomail check-config`` must accept it. A fragment then stays in ``halomail.toml``
+  for the document's later blocks, as it would in a reader's.
 * ``sh``: the block is a shell script, run by ``sh -e`` with the installed ``halomail``
   first on ``PATH``. ``console``: its ``$ `` lines are that script (the rest is output).
 * ``text`` and unlabelled blocks are pictures and sample output: shown, never run.
@@ -43,6 +44,7 @@ BIN = Path(sys.executable).parent
 #: Documents a test of their own runs block by block: document → that test module.
 ELSEWHERE: Mapping[str, str] = {
     "README.md": "test_readme.py",
+    "docs/cli.md": "test_docs_cli.py",
     "docs/mailboxes.md": "test_docs_mailboxes.py",
     "docs/metrics.md": "test_docs_metrics.py",
     "docs/postgresql.md": "test_postgres_docs.py",
@@ -178,10 +180,13 @@ def _run_block(block: Block, folder: Path, env: dict[str, str]) -> str:
         config = folder / "docs-block.toml"
         if "mailboxes" in data:
             config.write_text(block.text, encoding="utf-8")
-        else:
-            base = (folder / "halomail.toml").read_text(encoding="utf-8")
-            config.write_text(_merged(base, block.text), encoding="utf-8")
-        return _run(["halomail", "-c", str(config), "check-config"], folder, env)
+            return _run(["halomail", "-c", str(config), "check-config"], folder, env)
+        base = (folder / "halomail.toml").read_text(encoding="utf-8")
+        config.write_text(_merged(base, block.text), encoding="utf-8")
+        failure = _run(["halomail", "-c", str(config), "check-config"], folder, env)
+        if not failure:  # as a reader would: the fragment is now part of their halomail.toml
+            shutil.copyfile(config, folder / "halomail.toml")
+        return failure
     if block.language == "sh":
         return _run(["sh", "-e"], folder, env, stdin=block.text)
     assert block.language == "console"
