@@ -760,13 +760,35 @@ def decode_transfer(
     Returns:
         The decoded bytes.
     """
-    encoding = ""
-    if raw_encoding:
-        encoding = next(
-            (t for t in _TRANSFER_ENCODING.split(_headers.prepare(raw_encoding).lower()) if t), ""
-        )
+    encoding = _encoding_name(raw_encoding)
     if encoding in _IDENTITY_ENCODINGS:
         return bytes(data)
+    return _undo(data, encoding, defects)
+
+
+def decode_transfer_view(
+    data: bytes | memoryview, raw_encoding: str | None, defects: list[str]
+) -> bytes | memoryview:
+    """As :func:`decode_transfer`, but ``data`` itself, uncopied, when there is nothing
+    to undo: for a caller that decodes it to text at once (a large body is then never
+    held both as bytes and as text)."""
+    encoding = _encoding_name(raw_encoding)
+    if encoding in _IDENTITY_ENCODINGS:
+        return data
+    return _undo(data, encoding, defects)
+
+
+def _encoding_name(raw_encoding: str | None) -> str:
+    """The lower-cased transfer encoding named by a raw header value (``""`` for none)."""
+    if not raw_encoding:
+        return ""
+    return next(
+        (t for t in _TRANSFER_ENCODING.split(_headers.prepare(raw_encoding).lower()) if t), ""
+    )
+
+
+def _undo(data: bytes | memoryview, encoding: str, defects: list[str]) -> bytes:
+    """Undo a transfer encoding other than the identity ones."""
     if encoding == "base64":
         decoded, damaged = _headers.decode_base64(data)
         if damaged:

@@ -33,7 +33,7 @@ import urllib.parse
 from collections.abc import Iterable
 
 from halomail.inbound import _addresses, _charsets, _headers, _mime
-from halomail.inbound._deferred import Deferred, Segment
+from halomail.inbound._deferred import Deferred, Segment, has_text
 from halomail.inbound.attachments import make_attachment
 from halomail.inbound.defects import (
     BOM_BEFORE_HEADERS,
@@ -182,7 +182,7 @@ class _Builder:
     def build(self, size: int, sha256: str) -> InboundEmail:
         top = _TopHeaders(self.root, self.defects)
         self._walk()
-        if not any(text.strip() for _group, _kind, text in self.segments):
+        if not any(has_text(text) for _group, _kind, text in self.segments):
             self._use_named_text()
         # The HTML is kept as sent; InboundEmail.html sanitizes it when asked for.
         if self.html is not None and html_over_budget(self.html):
@@ -237,24 +237,22 @@ class _Builder:
         content_type, params = _content_type(part, fields.get("content-type"))
         disposition, disposition_params = _headers.parse_params(fields.get("content-disposition"))
         name = disposition_params.get("filename") or params.get("name") or ""
-        payload = _mime.decode_transfer(
-            _mime.raw_payload(part), fields.get("content-transfer-encoding"), self.defects
-        )
+        encoding = fields.get("content-transfer-encoding")
         if content_type.startswith("multipart/"):
             # Declared multipart, but the parser found no parts: no boundary (M1),
             # or a boundary that never appears (M4). The body is all there is.
             content_type = "text/plain"
         is_file = disposition == "attachment" or bool(name.strip())
-        if content_type in _BODY_TYPES:
-            if not is_file:
-                text = self._decode_text(payload, params.get("charset"))
-                group_id = id(group) if group is not None else None
-                self.segments.append((group_id, content_type, text))
-                if content_type == "text/html" and self.html is None:
-                    self.html = text
-                return
-            if disposition != "attachment" and self.named_text is None:
-                self.named_text = (content_type, payload, params.get("charset"))
+        if content_type in _BODY_TYPES and not is_file:
+            text = self._read_text(part, encoding, params.get("charset"))
+            group_id = id(group) if group is not None else None
+            self.segments.append((group_id, content_type, text))
+            if content_type == "text/html" and self.html is None:
+                self.html = text
+            return
+        payload = _mime.decode_transfer(_mime.raw_payload(part), encoding, self.defects)
+        if content_type in _BODY_TYPES and disposition != "attachment" and self.named_text is None:
+            self.named_text = (content_type, payload, params.get("charset"))
         if content_type in _MESSAGE_TYPES or content_type in _HEADERS_TYPES:
             # Only the carried message's Message-ID (for bounce handling) and subject
             # (for a file name) are read; none of its headers reach ours (A7).
@@ -282,15 +280,36 @@ class _Builder:
         if content_type == "text/html" and self.html is None:
             self.html = text
 
+    def _read_text(
+        self, part: _mime.BoundedMessage, encoding: str | None, charset: str | None
+    ) -> str:
+        """An inline text part's text, its transfer encoding and charset undone.
+
+        A body with no transfer encoding is decoded straight from its view of the raw
+        message; otherwise this frame holds the only reference to the decoded bytes and
+        drops it once the text exists. Either way a large body peaks at twice its size
+        (the text and its copy with normalized line breaks), not three times.
+        """
+        payload = _mime.decode_transfer_view(_mime.raw_payload(part), encoding, self.defects)
+        text, unknown = _charsets.decode(payload, charset)
+        del payload
+        return self._clean_text(text, unknown)
+
     def _decode_text(self, payload: bytes, charset: str | None) -> str:
         text, unknown = _charsets.decode(payload, charset)
-        if unknown:
+        return self._clean_text(text, unknown)
+
+    def _clean_text(self, text: str, unknown_charset: bool) -> str:
+        """``text`` without NUL and with LF line breaks; one copy alive at a time."""
+        if unknown_charset:
             self.defects.append("unknown-charset")
         if "\x00" in text:
             text = text.replace("\x00", "")
             self.defects.append("nul-in-body")
+        if "\r\n" in text:
+            text = text.replace("\r\n", "\n")
         if "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
+            text = text.replace("\r", "\n")
         return text
 
     def _attachments(self) -> tuple[Attachment, ...]:
