@@ -9,10 +9,12 @@ directly. Memory is measured with ``tracemalloc`` (a bound on bytes, not on time
 
 from __future__ import annotations
 
+import email
 import sys
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable
+from email.policy import compat32
 from types import FrameType
 from typing import Any
 
@@ -208,6 +210,20 @@ def test_a_plain_header_block_is_stored_exactly_as_line_by_line() -> None:
     for block in BLOCKS:
         assert _mime._plain_block(block), block
         assert _store_in_one_pass(block) == _store_line_by_line(block), block
+
+
+def test_an_mbox_envelope_line_first_is_kept_and_the_fields_read_as_the_stdlib_does() -> None:
+    """A block opening with ``From `` (mbox) gives the stdlib's envelope and fields."""
+    raw = (
+        b"From rssfeeds@example.com  Mon Sep 23 12:00:00 2002\r\n"
+        b"Return-Path: <a@example.com>\r\nSubject: folded\r\n  twice\r\nX-A:\r\n\r\nbody\r\n"
+    )
+    ours = _mime.parse(raw, ParseLimits())
+    stdlib = email.message_from_bytes(raw, policy=compat32)
+    assert ours.get_unixfrom() == stdlib.get_unixfrom()
+    assert ours.get_unixfrom() == "From rssfeeds@example.com  Mon Sep 23 12:00:00 2002"
+    assert ours._headers == stdlib._headers  # type: ignore[attr-defined]
+    assert ours.defects == stdlib.defects == []
 
 
 def test_blocks_the_one_pass_reading_cannot_take_go_line_by_line() -> None:

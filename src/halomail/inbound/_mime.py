@@ -149,18 +149,24 @@ class BoundedMessage(Message):
         Raises:
             LimitExceeded: as :meth:`set_raw`.
         """
-        added = sum(len(name) + len(value) + 2 for name, value in fields)
+        added = sum(len(name) + len(value) for name, value in fields) + 2 * len(fields)
         if (
-            self._header_bytes + added <= self._max_header_bytes
-            and len(self._headers) + len(fields) <= _headers.MAX_FIELDS
-            and max((len(value) for _name, value in fields), default=0) <= _SHORT_FIELD
+            self._header_bytes + added > self._max_header_bytes
+            or len(self._headers) + len(fields) > _headers.MAX_FIELDS
         ):
-            # Under every cap (the usual case): no field needs a check.
-            self._header_bytes += added
-            self._headers.extend(fields)
+            for name, value in fields:  # a limit is crossed: stop where set_raw would
+                self.set_raw(name, value)
             return
-        for name, value in fields:
-            self.set_raw(name, value)
+        # Within the block's limits, only a field longer than the shortest cap needs its
+        # own checks (which may truncate it, in order, as set_raw would).
+        self._header_bytes += added
+        short, check = _SHORT_FIELD, self._check_long_field
+        self._headers.extend(
+            [
+                (name, value) if len(value) <= short else (name, check(name.lower(), value))
+                for name, value in fields
+            ]
+        )
 
     def _check_long_field(self, lower: str, value: str) -> str:
         """Apply the size caps; only fields longer than every count cap need the rest.
@@ -399,8 +405,12 @@ def _read_head(
     if block_end == start:
         return buffer, body, end
     block = buffer[start:block_end].decode("ascii", "surrogateescape")
-    if _plain_block(block):
-        part.set_many(_FIELD.findall(block))
+    # An mbox "From " line first is the envelope (as in _store_headers); the fields follow.
+    envelope = _TEXT_LINE.match(block).end() if block.startswith("From ") else 0  # type: ignore[union-attr]
+    if _plain_block(block, envelope):
+        if envelope:
+            part.set_unixfrom(block[:envelope].rstrip("\r\n"))
+        part.set_many(_FIELD.findall(block, envelope))
         return buffer, body, end
     pushed_back = _store_headers(part, _TEXT_LINE.findall(block))
     if pushed_back is not None:
@@ -413,16 +423,17 @@ def _read_head(
     return buffer, body, end
 
 
-def _plain_block(block: str) -> bool:
-    """Whether a header block holds only fields: no ``From `` line, no field without a
-    name, no continuation line first. Nearly every block does, and :data:`_FIELD` then
-    reads it in one call with the result of :func:`_store_headers`."""
+def _plain_block(block: str, start: int = 0) -> bool:
+    """Whether ``block[start:]`` holds only fields: no ``From `` line, no field without a
+    name, no continuation line first. Nearly every block does (after an mbox envelope
+    line), and :data:`_FIELD` then reads it in one call with the result of
+    :func:`_store_headers`."""
     return (
-        not block.startswith(("From ", ":", " ", "\t"))
-        and "\nFrom " not in block
-        and "\rFrom " not in block
-        and "\n:" not in block
-        and "\r:" not in block
+        not block.startswith(("From ", ":", " ", "\t"), start)
+        and block.find("\nFrom ", start) < 0
+        and block.find("\rFrom ", start) < 0
+        and block.find("\n:", start) < 0
+        and block.find("\r:", start) < 0
     )
 
 
