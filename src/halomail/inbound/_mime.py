@@ -30,7 +30,6 @@ splits lines at a bare CR, so ``Subject: hi\\rX-Evil: 1`` would otherwise smuggl
 
 from __future__ import annotations
 
-import binascii
 import email.errors
 import re
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from email.policy import Policy, compat32
 from typing import Any
 
 from halomail.inbound import _headers
+from halomail.inbound._transfer import decode_transfer, decode_transfer_view
 from halomail.inbound.models import ParseLimits
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "HeaderTruncatedDefect",
     "LimitExceeded",
     "decode_transfer",
+    "decode_transfer_view",
     "drop_malformed_lines",
     "find_head_end",
     "first_headers",
@@ -745,98 +746,3 @@ def raw_payload(part: BoundedMessage) -> bytes | memoryview:
     if isinstance(payload, str):  # pragma: no cover - parse stores views
         return payload.encode("ascii", "surrogateescape")
     return b""
-
-
-_TRANSFER_ENCODING = re.compile(r"[\s;\"']+")
-_IDENTITY_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
-_UUENCODINGS = frozenset({"x-uuencode", "uuencode", "x-uue", "uue"})
-_BAD_QP = re.compile(rb"=(?![0-9A-Fa-f]{2}|[ \t]*(?:\r?\n|\r|$))")
-
-
-def decode_transfer(
-    data: bytes | memoryview, raw_encoding: str | None, defects: list[str]
-) -> bytes:
-    """Undo a part's Content-Transfer-Encoding, as well as the data allows.
-
-    ``base64`` skips junk and repairs padding, ``quoted-printable`` keeps malformed
-    ``=`` sequences, uuencode is decoded line by line; an invalid input records a
-    defect (M15). Unknown encodings (``7-bit``, ``plain``, ``text-html``, ...) are
-    treated as 8bit (M14).
-
-    Args:
-        data: The raw body (a view of the message is decoded without being copied).
-        raw_encoding: The stored raw Content-Transfer-Encoding value, or ``None``.
-        defects: Where to record what was wrong.
-
-    Returns:
-        The decoded bytes.
-    """
-    encoding = _encoding_name(raw_encoding)
-    if encoding in _IDENTITY_ENCODINGS:
-        return bytes(data)
-    return _undo(data, encoding, defects)
-
-
-def decode_transfer_view(
-    data: bytes | memoryview, raw_encoding: str | None, defects: list[str]
-) -> bytes | memoryview:
-    """As :func:`decode_transfer`, but ``data`` itself, uncopied, when there is nothing
-    to undo: for a caller that decodes it to text at once (a large body is then never
-    held both as bytes and as text)."""
-    encoding = _encoding_name(raw_encoding)
-    if encoding in _IDENTITY_ENCODINGS:
-        return data
-    return _undo(data, encoding, defects)
-
-
-def _encoding_name(raw_encoding: str | None) -> str:
-    """The lower-cased transfer encoding named by a raw header value (``""`` for none)."""
-    if not raw_encoding:
-        return ""
-    return next(
-        (t for t in _TRANSFER_ENCODING.split(_headers.prepare(raw_encoding).lower()) if t), ""
-    )
-
-
-def _undo(data: bytes | memoryview, encoding: str, defects: list[str]) -> bytes:
-    """Undo a transfer encoding other than the identity ones."""
-    if encoding == "base64":
-        decoded, damaged = _headers.decode_base64(data)
-        if damaged:
-            defects.append("invalid-base64")
-        return decoded
-    if encoding == "quoted-printable":
-        if _BAD_QP.search(data):
-            defects.append("invalid-quoted-printable")
-        return binascii.a2b_qp(data)
-    if encoding in _UUENCODINGS:
-        return _decode_uu(bytes(data), defects)
-    defects.append("unknown-transfer-encoding")
-    return bytes(data)
-
-
-def _decode_uu(data: bytes, defects: list[str]) -> bytes:
-    """Decode uuencoded data between ``begin`` and ``end``; undecodable lines are skipped."""
-    out = bytearray()
-    started = False
-    for line in data.splitlines():
-        if not started:
-            started = line.startswith(b"begin")
-            continue
-        if line.strip() == b"end":
-            break
-        if not line.strip():
-            continue
-        try:
-            out += binascii.a2b_uu(line)
-        except binascii.Error:
-            # Some encoders pad lines wrongly; decode just the bytes the length promises.
-            try:
-                count = (((line[0] - 32) & 63) * 4 + 5) // 3
-                out += binascii.a2b_uu(line[:count])
-            except (binascii.Error, IndexError):
-                defects.append("invalid-uuencode")
-    if not started:
-        defects.append("invalid-uuencode")
-        return data
-    return bytes(out)

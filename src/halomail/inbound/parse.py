@@ -352,17 +352,23 @@ class _TopHeaders:
     """
 
     def __init__(self, root: _mime.BoundedMessage, defects: list[str]) -> None:
-        raw_headers: list[tuple[str, str]] = []
         wanted: dict[str, list[str]] = {}
+        internal = False
         for name, raw in root._headers:
             lower = name.lower()
-            if lower in _WANTED_FIELDS or lower.startswith(INTERNAL_HEADER_PREFIX):
+            if lower in _WANTED_FIELDS:
                 wanted.setdefault(lower, []).append(raw)
-                if lower.startswith(INTERNAL_HEADER_PREFIX):
-                    continue
-            raw_headers.append((name, raw))
+            elif lower.startswith(INTERNAL_HEADER_PREFIX):
+                internal = True
+                wanted.setdefault(lower, []).append(raw)
         first = {name: raws[0] for name, raws in wanted.items()}
-        self.raw_headers = raw_headers
+        # Our own headers (X-Halomail-*) never reach the email's headers; they are rare.
+        headers = tuple(root._headers)
+        if internal:
+            headers = tuple(
+                h for h in headers if not h[0].lower().startswith(INTERNAL_HEADER_PREFIX)
+            )
+        self.raw_headers = headers
         self.loop_markers = tuple(_headers.decode_value(raw) for raw in wanted.get(LOOP_HEADER, ()))
         subject = first.get("subject")
         self.subject = _headers.decode_value(subject) if subject is not None else ""
