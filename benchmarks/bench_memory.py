@@ -20,8 +20,14 @@ email first (imports, caches), and then measures ``run_once()`` over the big one
   reset, the row says so: it is then an upper bound, since an earlier peak may count.
 
 Each is printed against the message size (goal: growth < 3x). The email's bytes held
-by the connector before the run are the baseline, not growth. Exit status 1 when the
-email is not stored as one ticket whose attachment has the expected size.
+by the connector before the run are the baseline, not growth.
+
+Then **a text body** (#18): one email of 25 MB (the default message limit) that is all
+plain text, with CRLF and with LF line breaks, and the tracemalloc peak of
+``parse_email`` plus reading its ``text``, against the body's size (goal: < 2x).
+
+Exit status 1 when the email is not stored as one ticket whose attachment has the
+expected size, or the text body's text is not the body.
 """
 
 from __future__ import annotations
@@ -294,9 +300,37 @@ def main(argv: list[str] | None = None) -> int:
                 f"{mode}: stored attachment sizes {result['attachment_sizes']}, "
                 f"expected [{payload_size}]"
             )
+    problems += text_body_peaks()
     for problem in problems:
         print(f"DISAGREEMENT: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+_TEXT_LINE = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+
+
+def text_body_peaks() -> list[str]:
+    """Print the peak of parsing a 25 MB text body and reading its text; return problems."""
+    from halomail import parse_email
+    from halomail.inbound.models import ParseLimits
+
+    print()
+    print("a 25 MB plain-text email: tracemalloc peak of parse_email + .text, x the body")
+    head = b"From: a@customer.example\r\nSubject: big\r\nContent-Type: text/plain\r\n\r\n"
+    problems = []
+    for label, line_break in (("CRLF line breaks", b"\r\n"), ("LF line breaks", b"\n")):
+        line = _TEXT_LINE.replace(b"\r\n", line_break)
+        body = line * ((ParseLimits().max_message_bytes - len(head)) // len(line))
+        raw = head + body
+        gc.collect()
+        tracemalloc.start()
+        text = parse_email(raw).text
+        _current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"{label:<36} {_mib(peak):>11.1f} {peak / len(body):>9.2f}x (goal < 2x)")
+        if len(text) != len(body.replace(b"\r\n", b"\n")):
+            problems.append(f"text body ({label}): {len(text)} characters of text")
+    return problems
 
 
 if __name__ == "__main__":

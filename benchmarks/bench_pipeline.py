@@ -1,38 +1,41 @@
-"""End-to-end throughput of halomail against bare MIME parsing and a conventional pipeline.
+"""Throughput of halomail on real mail, against the stdlib floor and a conventional pipeline.
 
 Run it from the checkout::
 
-    python benchmarks/bench_pipeline.py                    # 1,000 emails, 5 rounds, ~2 min
-    python benchmarks/bench_pipeline.py --messages 2000    # the full size, ~4 min
+    python benchmarks/bench_pipeline.py            # all 5,983 real + 1,000 generated, ~10 min
+    python benchmarks/bench_pipeline.py --short    # 200 real + 100 generated, 3 rounds, no (b)
 
-Over the same bytes (``corpus.generate``: 60% plain replies with quoted history, 25%
-HTML, 10% with attachments, 5% legacy charsets), on one core (the process is pinned
-to one CPU), each round runs, interleaved so that noise hits all three alike:
+**Real mail first**: the SpamAssassin corpus (``HALOMAIL_CORPUS``, else
+``../shared/corpus/spamassassin`` next to the checkout; see ``real_mail.py``). Then the
+generated corpus of ``corpus.py`` (60% plain replies with quoted history, 25% HTML, 10%
+with attachments, 5% legacy charsets), as a whole and per kind: its base64 attachments
+are most of its bytes, the one shape where halomail's parser beats the stdlib's, so the
+mix alone would flatter halomail.
 
-(a) **compat32**: ``email.message_from_bytes(raw, policy=compat32)`` and nothing else,
-    the floor set by parsing MIME in Python;
-(b) **conventional**: the pipeline helpdesks commonly write: ``policy.default`` parse,
-    ``get_body``/``get_content`` for the text, HTML and attachments, ``bleach.clean``
-    of the HTML, ``html2text`` when there is no text part, ``email-reply-parser`` for
-    the new text, a lookup of the Message-ID and of an ``[ID:n]`` tag, and an INSERT
-    of the ticket (or follow-up) and its attachments with a commit per email, in
-    SQLite with WAL and ``synchronous=NORMAL``;
-(c) **halomail**: ``MailProcessor.run_once()`` over a ``MemoryConnector`` holding the
+Over each corpus, on one core (the process is pinned to one CPU), every round runs,
+one after another so that noise hits all alike:
+
+(A) **the baseline**: ``compat32`` parsing **plus** reading the headers the pipeline
+    reads and decoding the parts it decodes (``real_mail.compat32_baseline``: RFC 2047
+    words, addresses, the date; text parts to ``str``, attachments to bytes);
+(a) ``email.message_from_bytes(raw, policy=compat32)`` alone, the old baseline;
+(P) ``halomail.parse_email`` alone;
+(C) **halomail**: ``MailProcessor.run_once()`` over a ``MemoryConnector`` holding the
     corpus, a fresh ``SQLiteTicketRepository`` in a temporary directory, acknowledgements
-    on (queued in the outbox; no transport, so nothing is composed or sent) and a small
-    set of rules that no email of the corpus matches (the common case).
+    on (queued; no transport) and forty rules that no email matches (the common case).
 
-Printed: emails/s and MB/s of each (the median of the rounds), and the throughput
-ratios (c)/(a) (goal >= 0.5x) and (c)/(b) (goal >= 3x), by wall time and by CPU time
-(which other work on a shared machine disturbs less). Then (a) and (c) over each kind
-of email alone, since the mix's ratio hides how different they are. Then, from one
-more run of (c) with timers wrapped around halomail's functions (in this script only),
-the share of each stage; and the top 25 functions of a cProfile run by cumulative and
-by own time. Exit status 1 when the pipelines disagree (an email that (b) cannot handle,
-one that (c) quarantines or leaves for retry, or a different count of emails).
+Printed per corpus: ms per email of each (CPU time, ``time.process_time``, the median
+round) and each one's throughput ratio to (A), and to (a): the median over the rounds,
+with the lowest and highest round. Ratios per round are what a loaded machine leaves meaningful.
 
-(b) needs ``bleach``, ``html2text`` and ``email-reply-parser``, which are not halomail
-dependencies: ``pip install bleach html2text email-reply-parser``.
+Then, on the generated corpus only and unless ``--short``: (b) **conventional**, the
+pipeline helpdesks commonly write (``conventional.py``: ``policy.default``, bleach,
+html2text, email-reply-parser, a commit per email; ``pip install -e '.[bench]'``), the
+share of each stage of (C) from a run with timers wrapped around halomail's functions
+(in this script only), and the top functions of a cProfile run.
+
+``--report PATH`` writes every round's CPU seconds as JSON. Exit status 1 when a
+pipeline failed an email: (C) leaving one for retry, or (b) raising.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import cProfile
 import email
 import functools
 import gc
+import json
 import logging
 import os
 import pstats
@@ -59,7 +63,11 @@ from pathlib import Path
 from typing import Any
 
 import corpus
+import real_mail
+from conventional import run_conventional
+from timing import Timing, ratio_spread
 
+import halomail.inbound._deferred
 import halomail.inbound._mime
 import halomail.inbound.models
 import halomail.inbound.parse
@@ -169,22 +177,6 @@ def make_processor(
     return MailProcessor(repository, [mailbox], settings, rules=rules), connector
 
 
-class Timing:
-    """Wall-clock and CPU seconds of one run, started at construction."""
-
-    __slots__ = ("cpu", "wall")
-
-    def __init__(self) -> None:
-        self.wall = -time.perf_counter()
-        self.cpu = -time.process_time()
-
-    def stop(self) -> Timing:
-        """Take the end times; returns itself."""
-        self.wall += time.perf_counter()
-        self.cpu += time.process_time()
-        return self
-
-
 def run_halomail(
     messages: Sequence[bytes], directory: Path, rules: Sequence[EmailRule]
 ) -> tuple[Timing, Counter[str]]:
@@ -213,164 +205,6 @@ def run_compat32(messages: Sequence[bytes]) -> Timing:
     for raw in messages:
         parse(raw, policy=compat32)
     return timing.stop()
-
-
-# -- (b) the conventional pipeline ----------------------------------------------------
-
-_CONVENTIONAL_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS tickets (
-        id INTEGER PRIMARY KEY, message_id TEXT, sender TEXT, sender_name TEXT,
-        subject TEXT, body TEXT, new_text TEXT, html TEXT, created_at TEXT)""",
-    "CREATE INDEX IF NOT EXISTS tickets_by_message_id ON tickets (message_id)",
-    """CREATE TABLE IF NOT EXISTS followups (
-        id INTEGER PRIMARY KEY, ticket_id INTEGER, message_id TEXT, sender TEXT,
-        body TEXT, new_text TEXT, html TEXT, created_at TEXT)""",
-    "CREATE INDEX IF NOT EXISTS followups_by_message_id ON followups (message_id)",
-    """CREATE TABLE IF NOT EXISTS attachments (
-        id INTEGER PRIMARY KEY, ticket_id INTEGER, followup_id INTEGER, filename TEXT,
-        content_type TEXT, payload BLOB)""",
-)
-_TAG = re.compile(r"\[ID:(\d+)\]")
-# The allow-list helpdesks typically give bleach to keep an email's formatting.
-_BLEACH_TAGS = frozenset(
-    {
-        "a", "abbr", "b", "blockquote", "br", "code", "div", "em", "font", "h1", "h2", "h3",
-        "hr", "i", "img", "li", "ol", "p", "pre", "span", "strong", "table", "tbody", "td",
-        "th", "thead", "tr", "u", "ul",
-    }
-)  # fmt: skip
-_BLEACH_ATTRIBUTES = {
-    # "style" is left out: bleach would need its optional CSS sanitizer (tinycss2).
-    "*": ["class", "dir", "align"],
-    "a": ["href", "title"],
-    "img": ["src", "alt", "width", "height"],
-    "td": ["colspan", "rowspan"],
-    "font": ["color", "face", "size"],
-}
-
-
-class Conventional:
-    """The conventional pipeline, one email at a time into its own SQLite file.
-
-    Args:
-        path: The database file.
-    """
-
-    def __init__(self, path: Path) -> None:
-        import bleach
-        import html2text
-        from email_reply_parser import EmailReplyParser
-
-        self._clean = functools.partial(
-            bleach.clean, tags=_BLEACH_TAGS, attributes=_BLEACH_ATTRIBUTES, strip=True
-        )
-        converter = html2text.HTML2Text()
-        converter.ignore_images = True
-        converter.body_width = 0
-        self._html2text = converter.handle
-        self._reply = EmailReplyParser.parse_reply
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        for statement in _CONVENTIONAL_SCHEMA:
-            self.db.execute(statement)
-
-    def handle(self, raw: bytes) -> str:
-        """Parse, clean, store and commit one email; returns ``created`` or ``updated``."""
-        message = email.message_from_bytes(raw, policy=policy.default)
-        sender_header = message["From"]
-        sender = sender_header.addresses[0] if sender_header and sender_header.addresses else None
-        subject = str(message["Subject"] or "")
-        message_id = str(message["Message-ID"] or "").strip()
-        plain = message.get_body(preferencelist=("plain",))
-        html_part = message.get_body(preferencelist=("html",))
-        html = html_part.get_content() if html_part is not None else None
-        if plain is not None:
-            text = plain.get_content()
-        elif html is not None:
-            text = self._html2text(html)
-        else:
-            text = ""
-        cleaned = self._clean(html) if html is not None else None
-        new_text = self._reply(text)
-        files = [
-            (part.get_filename() or "", part.get_content_type(), part.get_content())
-            for part in message.iter_attachments()
-        ]
-        now = time.strftime("%Y-%m-%dT%H:%M:%S")
-        db = self.db
-        db.execute("BEGIN")
-        try:
-            if db.execute(
-                "SELECT 1 FROM tickets WHERE message_id = ? UNION ALL "
-                "SELECT 1 FROM followups WHERE message_id = ?",
-                (message_id, message_id),
-            ).fetchone():
-                db.execute("ROLLBACK")
-                return "duplicate"
-            tag = _TAG.search(subject)
-            ticket = None
-            if tag is not None:
-                ticket = db.execute(
-                    "SELECT id FROM tickets WHERE id = ?", (int(tag.group(1)),)
-                ).fetchone()
-            address = sender.addr_spec.lower() if sender else ""
-            if ticket is not None:
-                cursor = db.execute(
-                    "INSERT INTO followups (ticket_id, message_id, sender, body, new_text, html, "
-                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (ticket[0], message_id, address, text, new_text, cleaned, now),
-                )
-                owner = (None, cursor.lastrowid)
-                outcome = "updated"
-            else:
-                cursor = db.execute(
-                    "INSERT INTO tickets (message_id, sender, sender_name, subject, body, "
-                    "new_text, html, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        message_id,
-                        address,
-                        sender.display_name if sender else "",
-                        subject,
-                        text,
-                        new_text,
-                        cleaned,
-                        now,
-                    ),
-                )
-                owner = (cursor.lastrowid, None)
-                outcome = "created"
-            db.executemany(
-                "INSERT INTO attachments (ticket_id, followup_id, filename, content_type, payload) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(*owner, name, content_type, payload) for name, content_type, payload in files],
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        return outcome
-
-    def close(self) -> None:
-        """Close the database."""
-        self.db.close()
-
-
-def run_conventional(messages: Sequence[bytes], directory: Path) -> tuple[Timing, Counter[str]]:
-    """The time of the conventional pipeline over ``messages`` into a fresh database."""
-    pipeline = Conventional(directory / "conventional.db")
-    outcomes: Counter[str] = Counter()
-    gc.collect()
-    timing = Timing()
-    for raw in messages:
-        try:
-            outcomes[pipeline.handle(raw)] += 1
-        except Exception as exc:  # noqa: BLE001 - counted and reported as a disagreement
-            outcomes[f"error:{type(exc).__name__}"] += 1
-    timing.stop()
-    pipeline.close()
-    return timing, outcomes
 
 
 # -- stage timing -------------------------------------------------------------------
@@ -479,8 +313,8 @@ _STAGE_FUNCTIONS: tuple[tuple[object, str, str], ...] = (
     (halomail.inbound.parse._Builder, "_leaf", "decode"),
     (halomail.inbound.parse._Builder, "_attachments", "decode"),
     (halomail.inbound.models, "sanitize_html", "sanitize"),
-    (halomail.inbound.parse, "html_to_text", "html to text"),
-    (halomail.inbound.parse, "strip_reply", "quote stripping"),
+    (halomail.inbound._deferred, "html_to_text", "html to text"),
+    (halomail.inbound._deferred, "strip_reply", "quote stripping"),
     (halomail.pipeline.decide, "classify", "classify"),
     (halomail.pipeline.decide, "_correlate", "correlate"),
     (halomail.pipeline.decide, "_related", "correlate"),
@@ -602,178 +436,188 @@ def pin_one_core() -> str:
     return "not pinned (no sched_setaffinity)"
 
 
-def _rate(count: int, size: int, seconds: float) -> tuple[float, float]:
-    return count / seconds, size / seconds / 1e6
+def run_parse(messages: Sequence[bytes]) -> Timing:
+    """The time to run ``parse_email`` over every email."""
+    parse = halomail.inbound.parse.parse_email
+    gc.collect()
+    timing = Timing()
+    for raw in messages:
+        parse(raw)
+    return timing.stop()
+
+
+def run_baseline(messages: Sequence[bytes]) -> Timing:
+    """The time of (A): compat32 parsing plus the headers and parts the pipeline reads."""
+    gc.collect()
+    timing = Timing()
+    real_mail.run_baseline(messages)
+    return timing.stop()
+
+
+#: The pipelines of each round, in the order they run, and how they are printed.
+PIPELINES = {
+    "A": "(A) compat32 + headers + parts",
+    "a": "(a) compat32 parsing alone",
+    "P": "(P) halomail parse_email",
+    "C": "(C) halomail MailProcessor",
+}
+
+
+def measure(
+    messages: Sequence[bytes], rounds: int, directory: Path, rules: Sequence[EmailRule]
+) -> tuple[dict[str, list[float]], Counter[str]]:
+    """CPU seconds of every pipeline in each round over ``messages``, and (C)'s outcomes."""
+    seconds: dict[str, list[float]] = {key: [] for key in PIPELINES}
+    # One untimed warm-up of each (imports, caches); (C)'s outcomes are checked.
+    run_baseline(messages[:50])
+    run_parse(messages[:50])
+    warm = directory / "warm"
+    warm.mkdir()
+    _timing, outcomes = run_halomail(messages, warm, rules)
+    for number in range(rounds):
+        round_directory = directory / f"round{number}"
+        round_directory.mkdir()
+        seconds["A"].append(run_baseline(messages).cpu)
+        seconds["a"].append(run_compat32(messages).cpu)
+        seconds["P"].append(run_parse(messages).cpu)
+        seconds["C"].append(run_halomail(messages, round_directory, rules)[0].cpu)
+    return seconds, outcomes
+
+
+def print_table(title: str, messages: Sequence[bytes], seconds: dict[str, list[float]]) -> None:
+    """ms per email (median round) and the throughput ratios to (A) and (a), with spread."""
+    size = sum(map(len, messages))
+    print()
+    print(f"{title}: {len(messages)} emails, {size / 1e6:.1f} MB, CPU time")
+    print(
+        f"{'pipeline':<31} {'ms/email':>8}  {'vs (A): median [rounds]':>29}  "
+        f"{'vs (a): median [rounds]':>29}"
+    )
+    for key, name in PIPELINES.items():
+        per_email = statistics.median(seconds[key]) / len(messages) * 1e3
+        columns = []
+        for baseline in ("A", "a"):
+            median, low, high = ratio_spread(seconds[baseline], seconds[key])
+            columns.append(f"{median:>6.2f}x [{low:.2f} - {high:.2f}x]".rjust(29))
+        print(f"{name:<31} {per_email:>8.3f}  {columns[0]}  {columns[1]}")
+
+
+def _quiet_halomail() -> int:
+    """Silence halomail's warnings (a kind alone names tickets it never opened)."""
+    logger = logging.getLogger("halomail")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    return level
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the three pipelines, print the tables; exit 1 when they disagree."""
+    """Measure real mail, then generated mail; exit 1 when a pipeline failed an email."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--messages", type=int, default=1000, help="corpus size (default 1000)")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5)")
+    parser.add_argument("--short", action="store_true", help="a quick run (as in the tests)")
+    parser.add_argument("--real", type=int, default=None, help="real emails (default all)")
+    parser.add_argument("--messages", type=int, default=1000, help="generated emails")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--seed", type=int, default=corpus.DEFAULT_SEED)
-    parser.add_argument("--no-profile", action="store_true", help="skip stages and profile")
+    parser.add_argument("--no-profile", action="store_true", help="skip (b), stages, profile")
     parser.add_argument("--top", type=int, default=25, help="profile lines (default 25)")
+    parser.add_argument("--report", type=Path, help="write the rounds' CPU seconds as JSON")
     args = parser.parse_args(argv)
+    if args.short:
+        args.real, args.messages, args.rounds, args.no_profile = 200, 100, 3, True
 
+    pinned = pin_one_core()
+    real = real_mail.load(args.real)
+    labelled = corpus.generate_labelled(args.messages, args.seed)
+    generated = [raw for _kind, raw in labelled]
+    rules = bench_rules()
+    print(
+        f"{args.rounds} interleaved rounds; one core ({pinned}); Python "
+        f"{sys.version.split()[0]}; {len(rules)} rules; {os.cpu_count()} CPUs on the machine"
+    )
+    report: dict[str, Any] = {"rounds": args.rounds, "corpora": []}
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="halomail-bench-") as tmp:
+        base = Path(tmp)
+        corpora = [("SpamAssassin corpus (real mail)", "spamassassin", real)]
+        corpora.append(("generated corpus, all kinds", "generated", generated))
+        for kind in corpus.KINDS:
+            subset = [raw for label, raw in labelled if label == kind]
+            if subset:
+                corpora.append((f"generated corpus, {kind} only", f"generated:{kind}", subset))
+        level = _quiet_halomail()
+        try:
+            for title, name, messages in corpora:
+                directory = base / name.replace(":", "-")
+                directory.mkdir()
+                seconds, outcomes = measure(messages, args.rounds, directory, rules)
+                print_table(title, messages, seconds)
+                print("(C) outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+                if outcomes[Outcome.RETRY.value]:
+                    failures.append(f"(C) left {outcomes[Outcome.RETRY.value]} for retry: {name}")
+                report["corpora"].append(
+                    {
+                        "name": name,
+                        "emails": len(messages),
+                        "bytes": sum(map(len, messages)),
+                        "cpu_seconds": seconds,
+                        "outcomes": dict(outcomes),
+                    }
+                )
+        finally:
+            logging.getLogger("halomail").setLevel(level)
+        if not args.no_profile:
+            failures += conventional_and_stages(generated, base, rules, args.rounds, args.top)
+    if args.report is not None:
+        args.report.write_text(json.dumps(report, indent=2))
+    for line in failures:
+        print(f"FAILED: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def conventional_and_stages(
+    messages: Sequence[bytes], base: Path, rules: Sequence[EmailRule], rounds: int, top: int
+) -> list[str]:
+    """(b) against (C) on the generated corpus, then (C)'s stages and profile."""
+    failures: list[str] = []
     try:
         import bleach  # noqa: F401
         import email_reply_parser  # noqa: F401
         import html2text  # noqa: F401
     except ImportError as exc:
-        print(
-            f"{exc.name} is missing; (b) needs: pip install bleach html2text email-reply-parser",
-            file=sys.stderr,
-        )
-        return 2
-    pinned = pin_one_core()
-    labelled = corpus.generate_labelled(args.messages, args.seed)
-    messages = [raw for _kind, raw in labelled]
-    size = sum(map(len, messages))
-    kinds = Counter(kind for kind, _raw in labelled)
-    rules = bench_rules()
-    print(
-        f"{len(messages)} emails, {size / 1e6:.1f} MB ("
-        + ", ".join(f"{kinds[k]} {k}" for k in corpus.KINDS)
-        + f"), seed {args.seed}; {args.rounds} rounds; one core ({pinned}); "
-        f"Python {sys.version.split()[0]}; {len(rules)} rules"
-    )
-
-    timings: dict[str, list[float]] = {"a": [], "b": [], "c": []}
-    cpu_times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
-    disagreements: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="halomail-bench-") as tmp:
-        base = Path(tmp)
-        # One untimed warm-up of each (imports, caches), checked for agreement.
-        run_compat32(messages[:50])
-        warm = base / "warm"
-        warm.mkdir()
-        _timing, conventional = run_conventional(messages, warm)
-        _timing, ours = run_halomail(messages, warm, rules)
-        errors = {k: v for k, v in conventional.items() if k.startswith("error")}
+        return [f"{exc.name} is missing; (b) needs: pip install -e '.[bench]'"]
+    conventional_cpu, ours_cpu = [], []
+    for number in range(rounds):
+        directory = base / f"conventional{number}"
+        directory.mkdir()
+        timing, outcomes = run_conventional(messages, directory)
+        conventional_cpu.append(timing.cpu)
+        ours_cpu.append(run_halomail(messages, directory, rules)[0].cpu)
+        errors = {k: v for k, v in outcomes.items() if k.startswith("error")}
         if errors:
-            disagreements.append(f"(b) failed on some emails: {errors}")
-        bad = {k: ours[k] for k in (Outcome.QUARANTINED.value, Outcome.RETRY.value) if ours[k]}
-        if bad:
-            disagreements.append(f"(c) quarantined or left emails: {bad}")
-        handled_b = sum(v for k, v in conventional.items() if not k.startswith("error"))
-        handled_c = sum(v for k, v in ours.items() if k != "acknowledged")
-        if not handled_b == handled_c == len(messages):
-            disagreements.append(f"emails handled: (b) {handled_b}, (c) {handled_c}")
-        for round_number in range(args.rounds):
-            directory = base / f"round{round_number}"
-            directory.mkdir()
-            for key, timing in (
-                ("a", run_compat32(messages)),
-                ("b", run_conventional(messages, directory)[0]),
-                ("c", run_halomail(messages, directory, rules)[0]),
-            ):
-                timings[key].append(timing.wall)
-                cpu_times[key].append(timing.cpu)
-            print(
-                f"  round {round_number + 1}: (a) {timings['a'][-1]:.2f} s  "
-                f"(b) {timings['b'][-1]:.2f} s  (c) {timings['c'][-1]:.2f} s",
-                flush=True,
-            )
-
-        print()
+            failures.append(f"(b) failed on some emails: {errors}")
+    median, low, high = ratio_spread(conventional_cpu, ours_cpu)
+    print()
+    print(
+        f"generated corpus: (C) halomail vs (b) conventional, CPU time: {median:.2f}x "
+        f"[{low:.2f} - {high:.2f}x] the throughput"
+    )
+    directory = base / "profile"
+    directory.mkdir()
+    clock, total = stage_shares(messages, directory, rules)
+    seconds, calls = clock.exclusive, clock.calls
+    print()
+    print(f"time per stage of (C), generated corpus: one run with timers ({total:.2f} s)")
+    print(f"{'stage':<17} {'µs/email':>9} {'share':>7} {'timed calls':>12}")
+    for stage in STAGES:
+        spent = seconds.get(stage, 0.0)
         print(
-            "outcomes: (b) "
-            + ", ".join(f"{k} {v}" for k, v in sorted(conventional.items()))
-            + "; (c) "
-            + ", ".join(f"{k} {v}" for k, v in sorted(ours.items()))
+            f"{stage:<17} {spent / len(messages) * 1e6:>9.1f} "
+            f"{spent / total * 100:>6.1f}% {calls.get(stage, 0):>12}"
         )
-        print()
-        names = {
-            "a": "(a) message_from_bytes, compat32",
-            "b": "(b) conventional pipeline",
-            "c": "(c) halomail MailProcessor",
-        }
-        print(f"{'pipeline':<36} {'emails/s':>9} {'MB/s':>7} {'ms/email':>9} {'rounds (s)':>24}")
-        medians = {}
-        for key, name in names.items():
-            seconds = statistics.median(timings[key])
-            medians[key] = seconds
-            per_second, mb = _rate(len(messages), size, seconds)
-            spread = f"{min(timings[key]):.2f} - {max(timings[key]):.2f}"
-            print(
-                f"{name:<36} {per_second:>9.0f} {mb:>7.1f} "
-                f"{seconds / len(messages) * 1e3:>9.2f} {spread:>24}"
-            )
-        print()
-        for other, goal in (("a", "goal >= 0.5x"), ("b", "goal >= 3x")):
-            ratio = medians[other] / medians["c"]
-            per_round = [b / c for b, c in zip(timings[other], timings["c"], strict=True)]
-            print(
-                f"throughput (c)/({other}): {ratio:.2f}x ({goal}); per round: median "
-                f"{statistics.median(per_round):.2f}x, {min(per_round):.2f} - "
-                f"{max(per_round):.2f}x"
-            )
-        # CPU time is less disturbed by other work on a shared machine than wall time.
-        cpu = {key: statistics.median(values) for key, values in cpu_times.items()}
-        print(
-            f"by CPU time (process_time, medians): (c)/(a) {cpu['a'] / cpu['c']:.2f}x, "
-            f"(c)/(b) {cpu['b'] / cpu['c']:.2f}x"
-        )
-
-        # The ratio of the mix hides how different the kinds are: compat32 reads an
-        # attachment line by line (slow), while a short reply costs it almost nothing.
-        print()
-        print("by kind: (a) and (c) over each kind's emails alone, CPU time, median of 3 runs:")
-        header = f"{'kind':<11} {'emails':>6} {'MB':>6} {'(a) µs/email':>13}"
-        print(f"{header} {'(c) µs/email':>13} {'(c)/(a)':>8}")
-        # Alone, a kind's follow-ups name tickets numbered for the whole corpus: they
-        # open new tickets, with a warning each that would only clutter the table.
-        quiet = logging.getLogger("halomail")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            for kind in corpus.KINDS:
-                subset = [raw for label, raw in labelled if label == kind]
-                if not subset:
-                    continue
-                bare_runs, ours_runs = [], []
-                for run in range(3):
-                    directory = base / f"kind-{kind}-{run}"
-                    directory.mkdir()
-                    bare_runs.append(run_compat32(subset).cpu)
-                    ours_runs.append(run_halomail(subset, directory, rules)[0].cpu)
-                bare, ours_cpu = statistics.median(bare_runs), statistics.median(ours_runs)
-                print(
-                    f"{kind:<11} {len(subset):>6} {sum(map(len, subset)) / 1e6:>6.1f} "
-                    f"{bare / len(subset) * 1e6:>13.0f} {ours_cpu / len(subset) * 1e6:>13.0f} "
-                    f"{bare / ours_cpu:>7.2f}x"
-                )
-        finally:
-            quiet.setLevel(level)
-
-        if not args.no_profile:
-            directory = base / "profile"
-            directory.mkdir()
-            clock, total = stage_shares(messages, directory, rules)
-            seconds, calls = clock.exclusive, clock.calls
-            print()
-            print(
-                f"time per stage of (c): one more run, with timers ({total:.2f} s; the "
-                f"median run of (c) without them took {medians['c']:.2f} s)"
-            )
-            print(f"{'stage':<17} {'µs/email':>9} {'share':>7} {'timed calls':>12}")
-            for stage in STAGES:
-                spent = seconds.get(stage, 0.0)
-                print(
-                    f"{stage:<17} {spent / len(messages) * 1e6:>9.1f} "
-                    f"{spent / total * 100:>6.1f}% {calls.get(stage, 0):>12}"
-                )
-            if clock.missing:
-                print(f"(not found, so not timed: {', '.join(clock.missing)})")
-            stats = profile_run(messages, directory, rules)
-            print_profile(stats, len(messages), args.top)
-
-    if disagreements:
-        for line in disagreements:
-            print(f"DISAGREEMENT: {line}", file=sys.stderr)
-        return 1
-    return 0
+    if clock.missing:
+        print(f"(not found, so not timed: {', '.join(clock.missing)})")
+    print_profile(profile_run(messages, directory, rules), len(messages), top)
+    return failures
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ ELSEWHERE: Mapping[str, str] = {
     "docs/cli.md": "test_docs_cli.py",
     "docs/mailboxes.md": "test_docs_mailboxes.py",
     "docs/metrics.md": "test_docs_metrics.py",
+    "docs/performance.md": "test_bench_real_mail.py",
     "docs/postgresql.md": "test_postgres_docs.py",
     "docs/repository.md": "test_repository_docs.py",
     "docs/rules.md": "test_docs_rules.py",

@@ -278,18 +278,19 @@ def _text_codec(name: str) -> str | None:
     return info.name
 
 
-def _sniff_bom(data: bytes) -> tuple[str, int] | None:
+def _sniff_bom(data: bytes | memoryview) -> tuple[str, int] | None:
     """The codec announced by a byte-order mark at the start of ``data``, and its length."""
-    if data.startswith(codecs.BOM_UTF8):
+    head = bytes(data[:4])
+    if head.startswith(codecs.BOM_UTF8):
         return "utf-8", 3
-    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
         return "utf-32", 0
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16", 0
     return None
 
 
-def decode(data: bytes, charset: str | None) -> tuple[str, bool]:
+def decode(data: bytes | memoryview, charset: str | None) -> tuple[str, bool]:
     """Decode a body or a word of a header, whatever the declared charset says.
 
     A byte-order mark wins over the declaration (UTF-16 mail is often mislabelled).
@@ -299,7 +300,7 @@ def decode(data: bytes, charset: str | None) -> tuple[str, bool]:
     with replacement characters for bad bytes.
 
     Args:
-        data: The bytes to decode.
+        data: The bytes to decode; a view of the raw message is decoded without a copy.
         charset: The declared charset name, or ``None``.
 
     Returns:
@@ -307,19 +308,32 @@ def decode(data: bytes, charset: str | None) -> tuple[str, bool]:
     """
     bom = _sniff_bom(data)
     if bom is not None:
-        return data[bom[1] :].decode(bom[0], "replace"), False
+        return str(data[bom[1] :], bom[0], "replace"), False
     codec, known = _lookup(charset)
     unknown = not known
     if codec is None or codec in _GUESSING:
-        if data.isascii():
-            return data.decode("ascii"), unknown
+        text = _ascii(data)
+        if text is not None:
+            return text, unknown
         return _guess(data, prefer_utf8=codec == _UTF8), unknown
-    if data.isascii() and not codec.startswith(_NOT_ASCII_TRANSPARENT):
-        return data.decode("ascii"), False
+    if not codec.startswith(_NOT_ASCII_TRANSPARENT):
+        text = _ascii(data)
+        if text is not None:
+            return text, False
     try:
-        return data.decode(codec, "replace"), False
+        return str(data, codec, "replace"), False
     except (LookupError, ValueError, TypeError):  # pragma: no cover - resolve() vetted it
         return _guess(data, prefer_utf8=False), True
+
+
+def _ascii(data: bytes | memoryview) -> str | None:
+    """``data`` as text when it is all ASCII (the usual case), else ``None``."""
+    if isinstance(data, bytes):
+        return data.decode("ascii") if data.isascii() else None
+    try:  # a view has no isascii(): decoding it is the test, and copies nothing first
+        return str(data, "ascii")
+    except UnicodeDecodeError:
+        return None
 
 
 def decode_8bit(data: bytes) -> str:
@@ -336,17 +350,18 @@ def decode_8bit(data: bytes) -> str:
     return _guess(data, prefer_utf8=False)
 
 
-def _guess(data: bytes, *, prefer_utf8: bool) -> str:
+def _guess(data: bytes | memoryview, *, prefer_utf8: bool) -> str:
+    # str(data, codec) rather than data.decode(codec): a view decodes without a copy.
     try:
-        return data.decode("utf-8")
+        return str(data, "utf-8")
     except UnicodeDecodeError:
         pass
     if prefer_utf8 and _UTF8_MULTIBYTE.search(data):
         # Declared UTF-8 with a few broken bytes (a truncated part, a bad splice):
         # keep the valid characters rather than turning all of them into mojibake.
-        return data.decode("utf-8", "replace")
+        return str(data, "utf-8", "replace")
     try:
-        return data.decode(_WESTERN)
+        return str(data, _WESTERN)
     except UnicodeDecodeError:
         # 0x81, 0x8D, 0x8F, 0x90 and 0x9D are undefined in cp1252; Latin-1 maps every byte.
-        return data.decode("latin-1")
+        return str(data, "latin-1")

@@ -30,7 +30,6 @@ splits lines at a bare CR, so ``Subject: hi\\rX-Evil: 1`` would otherwise smuggl
 
 from __future__ import annotations
 
-import binascii
 import email.errors
 import re
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from email.policy import Policy, compat32
 from typing import Any
 
 from halomail.inbound import _headers
+from halomail.inbound._transfer import decode_transfer, decode_transfer_view
 from halomail.inbound.models import ParseLimits
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "HeaderTruncatedDefect",
     "LimitExceeded",
     "decode_transfer",
+    "decode_transfer_view",
     "drop_malformed_lines",
     "find_head_end",
     "first_headers",
@@ -142,6 +143,31 @@ class BoundedMessage(Message):
             raise LimitExceeded("headers-too-large")
         # What email.message.Message.set_raw does, without the extra call per header.
         self._headers.append((name, value))
+
+    def set_many(self, fields: list[tuple[str, str]]) -> None:
+        """Store several headers as parsed, as :meth:`set_raw` one after another would.
+
+        Raises:
+            LimitExceeded: as :meth:`set_raw`.
+        """
+        added = sum(len(name) + len(value) for name, value in fields) + 2 * len(fields)
+        if (
+            self._header_bytes + added > self._max_header_bytes
+            or len(self._headers) + len(fields) > _headers.MAX_FIELDS
+        ):
+            for name, value in fields:  # a limit is crossed: stop where set_raw would
+                self.set_raw(name, value)
+            return
+        # Within the block's limits, only a field longer than the shortest cap needs its
+        # own checks (which may truncate it, in order, as set_raw would).
+        self._header_bytes += added
+        short, check = _SHORT_FIELD, self._check_long_field
+        self._headers.extend(
+            [
+                (name, value) if len(value) <= short else (name, check(name.lower(), value))
+                for name, value in fields
+            ]
+        )
 
     def _check_long_field(self, lower: str, value: str) -> str:
         """Apply the size caps; only fields longer than every count cap need the rest.
@@ -339,6 +365,12 @@ _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)?")
 _TEXT_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 # As many complete header lines as follow one another: the stdlib's test for a header
 # line (headerRE), run by the regex engine over the whole block instead of per line.
+# One field of a plain block (see _plain_block), as _store_headers stores it: the name up
+# to the first colon; the value without the blanks after the colon, with its continuation
+# lines (and the breaks between them) and without its last line break. Linear: each
+# character is matched by one branch only (a break is followed by a blank only inside
+# the repetition).
+_FIELD = re.compile(r"([^:\r\n]*):[ \t]*([^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*)(?:\r\n|\r|\n)?")
 _HEADER_LINES = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[\t ])[^\r\n]*(?:\r\n|\r|\n))*")
 
 
@@ -373,8 +405,15 @@ def _read_head(
         raise LimitExceeded("headers-too-large")
     if block_end == start:
         return buffer, body, end
-    lines = _TEXT_LINE.findall(buffer[start:block_end].decode("ascii", "surrogateescape"))
-    pushed_back = _store_headers(part, lines)
+    block = buffer[start:block_end].decode("ascii", "surrogateescape")
+    # An mbox "From " line first is the envelope (as in _store_headers); the fields follow.
+    envelope = _TEXT_LINE.match(block).end() if block.startswith("From ") else 0  # type: ignore[union-attr]
+    if _plain_block(block, envelope):
+        if envelope:
+            part.set_unixfrom(block[:envelope].rstrip("\r\n"))
+        part.set_many(_FIELD.findall(block, envelope))
+        return buffer, body, end
+    pushed_back = _store_headers(part, _TEXT_LINE.findall(block))
     if pushed_back is not None:
         # The stdlib reads a "From " line that ends the headers as the body's first.
         return (
@@ -383,6 +422,20 @@ def _read_head(
             (len(pushed_back) + end - body),
         )
     return buffer, body, end
+
+
+def _plain_block(block: str, start: int = 0) -> bool:
+    """Whether ``block[start:]`` holds only fields: no ``From `` line, no field without a
+    name, no continuation line first. Nearly every block does (after an mbox envelope
+    line), and :data:`_FIELD` then reads it in one call with the result of
+    :func:`_store_headers`."""
+    return (
+        not block.startswith(("From ", ":", " ", "\t"), start)
+        and block.find("\nFrom ", start) < 0
+        and block.find("\rFrom ", start) < 0
+        and block.find("\n:", start) < 0
+        and block.find("\r:", start) < 0
+    )
 
 
 def _store_headers(part: BoundedMessage, lines: list[str]) -> str | None:
@@ -693,76 +746,3 @@ def raw_payload(part: BoundedMessage) -> bytes | memoryview:
     if isinstance(payload, str):  # pragma: no cover - parse stores views
         return payload.encode("ascii", "surrogateescape")
     return b""
-
-
-_TRANSFER_ENCODING = re.compile(r"[\s;\"']+")
-_IDENTITY_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
-_UUENCODINGS = frozenset({"x-uuencode", "uuencode", "x-uue", "uue"})
-_BAD_QP = re.compile(rb"=(?![0-9A-Fa-f]{2}|[ \t]*(?:\r?\n|\r|$))")
-
-
-def decode_transfer(
-    data: bytes | memoryview, raw_encoding: str | None, defects: list[str]
-) -> bytes:
-    """Undo a part's Content-Transfer-Encoding, as well as the data allows.
-
-    ``base64`` skips junk and repairs padding, ``quoted-printable`` keeps malformed
-    ``=`` sequences, uuencode is decoded line by line; an invalid input records a
-    defect (M15). Unknown encodings (``7-bit``, ``plain``, ``text-html``, ...) are
-    treated as 8bit (M14).
-
-    Args:
-        data: The raw body (a view of the message is decoded without being copied).
-        raw_encoding: The stored raw Content-Transfer-Encoding value, or ``None``.
-        defects: Where to record what was wrong.
-
-    Returns:
-        The decoded bytes.
-    """
-    encoding = ""
-    if raw_encoding:
-        encoding = next(
-            (t for t in _TRANSFER_ENCODING.split(_headers.prepare(raw_encoding).lower()) if t), ""
-        )
-    if encoding in _IDENTITY_ENCODINGS:
-        return bytes(data)
-    if encoding == "base64":
-        decoded, damaged = _headers.decode_base64(data)
-        if damaged:
-            defects.append("invalid-base64")
-        return decoded
-    if encoding == "quoted-printable":
-        if _BAD_QP.search(data):
-            defects.append("invalid-quoted-printable")
-        return binascii.a2b_qp(data)
-    if encoding in _UUENCODINGS:
-        return _decode_uu(bytes(data), defects)
-    defects.append("unknown-transfer-encoding")
-    return bytes(data)
-
-
-def _decode_uu(data: bytes, defects: list[str]) -> bytes:
-    """Decode uuencoded data between ``begin`` and ``end``; undecodable lines are skipped."""
-    out = bytearray()
-    started = False
-    for line in data.splitlines():
-        if not started:
-            started = line.startswith(b"begin")
-            continue
-        if line.strip() == b"end":
-            break
-        if not line.strip():
-            continue
-        try:
-            out += binascii.a2b_uu(line)
-        except binascii.Error:
-            # Some encoders pad lines wrongly; decode just the bytes the length promises.
-            try:
-                count = (((line[0] - 32) & 63) * 4 + 5) // 3
-                out += binascii.a2b_uu(line[:count])
-            except (binascii.Error, IndexError):
-                defects.append("invalid-uuencode")
-    if not started:
-        defects.append("invalid-uuencode")
-        return data
-    return bytes(out)

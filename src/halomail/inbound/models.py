@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from halomail.inbound.html import sanitize_html
+
+if TYPE_CHECKING:
+    from halomail.inbound._deferred import Deferred
 
 __all__ = [
     "Address",
@@ -19,6 +22,10 @@ __all__ = [
     "InboundEmail",
     "ParseLimits",
 ]
+
+
+#: Most defects kept on one email; a hostile one could otherwise produce thousands.
+MAX_DEFECTS = 50
 
 
 @attrs.frozen
@@ -88,7 +95,7 @@ class Attachment:
     flags: tuple[str, ...] = ()
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class InboundEmail:
     """An email parsed from raw bytes, safe to store and show.
 
@@ -127,12 +134,18 @@ class InboundEmail:
         defects: Short names of what was wrong and repaired, e.g. ``"missing-boundary"``.
         quarantine_reason: Why the email must not be processed (``"too-large"``,
             ``"mime-too-deep"``, ``"too-many-parts"``, ``"headers-too-large"``), or ``None``.
+        deferred: Set by :func:`halomail.parse_email` only: how ``text``, ``new_text`` and
+            ``headers`` are worked out on first read when they were passed as ``None``.
+
+    .. versionchanged:: 0.4.0
+       ``text``, ``new_text`` and ``headers`` of a parsed email are worked out on first
+       read (HTML to text, quote stripping, header decoding), then kept.
     """
 
     message_id: str | None
     sender: Address | None
     subject: str
-    text: str
+    _text: str | None = attrs.field(alias="text", repr=False)
     size: int
     sha256: str
     sender_unparseable: bool = False
@@ -142,20 +155,58 @@ class InboundEmail:
     return_path: str | None = None
     date: dt.datetime | None = None
     html_source: str | None = attrs.field(default=None, repr=False)
-    new_text: str = ""
+    _new_text: str | None = attrs.field(default="", alias="new_text", repr=False)
     attachments: tuple[Attachment, ...] = ()
     in_reply_to: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     embedded_message_ids: tuple[str, ...] = ()
-    headers: tuple[tuple[str, str], ...] = ()
+    _headers: tuple[tuple[str, str], ...] | None = attrs.field(
+        default=(), alias="headers", repr=False
+    )
     loop_markers: tuple[str, ...] = ()
-    defects: tuple[str, ...] = ()
+    _defects: tuple[str, ...] = attrs.field(default=(), alias="defects")
     quarantine_reason: str | None = None
+    _deferred: Deferred | None = attrs.field(default=None, alias="deferred", eq=False, repr=False)
     # What is worked out on first use and then kept: the sanitized HTML (sanitizing
     # costs about as much as parsing the whole email ten times, and processing never
     # needs it) and the headers indexed by lower-cased name (classification and rules
     # ask for a dozen headers per email).
     _lazy: dict[str, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+
+    @property
+    def text(self) -> str:
+        """The whole plain-text body (derived from the HTML when there is no text part)."""
+        if self._text is not None:
+            return self._text
+        return self._deferred.text() if self._deferred is not None else ""
+
+    @property
+    def new_text(self) -> str:
+        """The new part of a reply: ``text`` without quoted history and signature."""
+        if self._new_text is not None:
+            return self._new_text
+        return self._deferred.new_text() if self._deferred is not None else ""
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The top-level headers, decoded to one line each, in order (``X-Halomail-*`` left out)."""
+        if self._headers is not None:
+            return self._headers
+        return self._deferred.headers() if self._deferred is not None else ()
+
+    @property
+    def defects(self) -> tuple[str, ...]:
+        """Short names of what was wrong and repaired, e.g. ``"missing-boundary"``.
+
+        Complete whenever read: the deferred fields are worked out first, since a step
+        of theirs that fails leaves a defect (``html-to-text-failed``).
+        """
+        if self._deferred is None:
+            return self._defects
+        failures = self._deferred.failures()
+        if not failures:
+            return self._defects
+        return tuple(dict.fromkeys((*self._defects, *failures)))[:MAX_DEFECTS]
 
     @property
     def html(self) -> str | None:
@@ -173,12 +224,18 @@ class InboundEmail:
 
     def header(self, name: str) -> str | None:
         """The first top-level header called ``name`` (case-insensitive), or ``None``."""
-        values = self._headers_by_name().get(name.lower())
+        values = self._header_values(name.lower())
         return values[0] if values else None
 
     def header_all(self, name: str) -> list[str]:
         """Every top-level header called ``name`` (case-insensitive), in order."""
-        return list(self._headers_by_name().get(name.lower(), ()))
+        return list(self._header_values(name.lower()))
+
+    def _header_values(self, lower: str) -> list[str]:
+        if self._headers is None and self._deferred is not None:
+            # Decodes only the headers asked for: processing reads a dozen of thirty.
+            return self._deferred.header_values(lower)
+        return self._headers_by_name().get(lower, [])
 
     def _headers_by_name(self) -> dict[str, list[str]]:
         index: dict[str, list[str]] | None = self._lazy.get("headers")
@@ -189,6 +246,19 @@ class InboundEmail:
             self._lazy["headers"] = index
         return index
 
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, InboundEmail)
+        return self._compared() == other._compared()
+
+    def __hash__(self) -> int:
+        return hash(self._compared())
+
+    def _compared(self) -> tuple[Any, ...]:
+        """Every compared field's value as read from outside, deferred ones worked out."""
+        return tuple(getattr(self, name) for name in _COMPARED)
+
     @property
     def thread_ids(self) -> tuple[str, ...]:
         """In-Reply-To then References, without repeats: the ids threading looks up."""
@@ -196,6 +266,10 @@ class InboundEmail:
         for mid in (*self.in_reply_to, *reversed(self.references)):
             seen.setdefault(mid, None)
         return tuple(seen)
+
+
+#: The names compared, as read from outside (``text``, not the stored ``_text``).
+_COMPARED = tuple(field.name.lstrip("_") for field in attrs.fields(InboundEmail) if field.eq)
 
 
 @attrs.frozen

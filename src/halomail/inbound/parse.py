@@ -27,14 +27,13 @@ quarantined as ``unparseable``, so one hostile email never stops a mailbox.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Iterable
 
 from halomail.inbound import _addresses, _charsets, _headers, _mime
+from halomail.inbound._deferred import Deferred, Segment, has_text
 from halomail.inbound.attachments import make_attachment
 from halomail.inbound.defects import (
     BOM_BEFORE_HEADERS,
@@ -47,17 +46,14 @@ from halomail.inbound.defects import (
     SENDER_READ_LENIENTLY,
     UNPARSEABLE_SENDER,
 )
-from halomail.inbound.html import html_over_budget, html_to_text
-from halomail.inbound.models import Address, Attachment, InboundEmail, ParseLimits
-from halomail.inbound.reply import strip_reply
+from halomail.inbound.html import html_over_budget
+from halomail.inbound.models import MAX_DEFECTS, Address, Attachment, InboundEmail, ParseLimits
 
 __all__ = ["SENDER_FALLBACKS", "find_sender", "parse_email"]
 
 log = logging.getLogger(__name__)
 
 _DEFAULT_LIMITS = ParseLimits()
-#: Most defects kept on one email; a hostile one could otherwise produce thousands.
-MAX_DEFECTS = 50
 #: Headers with this prefix are ours; a received copy is spoofed and never stored (L8).
 INTERNAL_HEADER_PREFIX = "x-halomail-"
 #: Our loop header; its values go to ``loop_markers`` for classification only.
@@ -77,7 +73,6 @@ _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 _DEFECT_NAMES = {"NoBoundaryInMultipartDefect": "missing-boundary"}
 _UTF8_BOM = b"\xef\xbb\xbf"
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_T = TypeVar("_T")
 
 
 def parse_email(raw: bytes, *, limits: ParseLimits = _DEFAULT_LIMITS) -> InboundEmail:
@@ -173,9 +168,12 @@ class _Builder:
         self.root = root
         self.defects = defects
         self.html: str | None = None
-        # Inline text parts in document order, each with its multipart/alternative
-        # ancestor (the outermost), if any: one alternative of a group is the body.
-        self.segments: list[tuple[_mime.BoundedMessage | None, str, str]] = []
+        # Inline text parts in document order, each with the id() of its
+        # multipart/alternative ancestor (the outermost), if any: one alternative of a
+        # group is the body. An id, not the part, so the deferred text does not keep the
+        # tree (and the raw bytes its bodies are views of) alive; ids are unique while
+        # the tree lives, which is all the grouping needs.
+        self.segments: list[Segment] = []
         # The first text part that carries a file name: the body when there is no other.
         self.named_text: tuple[str, bytes, str | None] | None = None
         self.files: list[_File] = []
@@ -184,18 +182,19 @@ class _Builder:
     def build(self, size: int, sha256: str) -> InboundEmail:
         top = _TopHeaders(self.root, self.defects)
         self._walk()
-        if not any(text.strip() for _group, _kind, text in self.segments):
+        if not any(has_text(text) for _group, _kind, text in self.segments):
             self._use_named_text()
         # The HTML is kept as sent; InboundEmail.html sanitizes it when asked for.
         if self.html is not None and html_over_budget(self.html):
             self.defects.append(HTML_OVER_BUDGET)  # its text and sanitized form: tags stripped
-        text = self._body().replace("\x00", "")
-        new_text = _guarded(strip_reply, text, text, "strip-reply-failed", self.defects)
         return InboundEmail(
             message_id=top.message_id,
             sender=top.sender,
             subject=top.subject,
-            text=text,
+            text=None,  # these three are worked out on first read (see _deferred)
+            new_text=None,
+            headers=None,
+            deferred=Deferred.of(self.segments, top.raw_headers),
             size=size,
             sha256=sha256,
             sender_unparseable=top.sender_unparseable,
@@ -205,12 +204,10 @@ class _Builder:
             return_path=top.return_path,
             date=top.date,
             html_source=self.html.replace("\x00", "") if self.html is not None else None,
-            new_text=new_text.replace("\x00", ""),
             attachments=self._attachments(),
             in_reply_to=top.in_reply_to,
             references=top.references,
             embedded_message_ids=tuple(self.embedded),
-            headers=top.headers,
             loop_markers=top.loop_markers,
             defects=_unique(self.defects),
         )
@@ -240,23 +237,22 @@ class _Builder:
         content_type, params = _content_type(part, fields.get("content-type"))
         disposition, disposition_params = _headers.parse_params(fields.get("content-disposition"))
         name = disposition_params.get("filename") or params.get("name") or ""
-        payload = _mime.decode_transfer(
-            _mime.raw_payload(part), fields.get("content-transfer-encoding"), self.defects
-        )
+        encoding = fields.get("content-transfer-encoding")
         if content_type.startswith("multipart/"):
             # Declared multipart, but the parser found no parts: no boundary (M1),
             # or a boundary that never appears (M4). The body is all there is.
             content_type = "text/plain"
         is_file = disposition == "attachment" or bool(name.strip())
-        if content_type in _BODY_TYPES:
-            if not is_file:
-                text = self._decode_text(payload, params.get("charset"))
-                self.segments.append((group, content_type, text))
-                if content_type == "text/html" and self.html is None:
-                    self.html = text
-                return
-            if disposition != "attachment" and self.named_text is None:
-                self.named_text = (content_type, payload, params.get("charset"))
+        if content_type in _BODY_TYPES and not is_file:
+            text = self._read_text(part, encoding, params.get("charset"))
+            group_id = id(group) if group is not None else None
+            self.segments.append((group_id, content_type, text))
+            if content_type == "text/html" and self.html is None:
+                self.html = text
+            return
+        payload = _mime.decode_transfer(_mime.raw_payload(part), encoding, self.defects)
+        if content_type in _BODY_TYPES and disposition != "attachment" and self.named_text is None:
+            self.named_text = (content_type, payload, params.get("charset"))
         if content_type in _MESSAGE_TYPES or content_type in _HEADERS_TYPES:
             # Only the carried message's Message-ID (for bounce handling) and subject
             # (for a file name) are read; none of its headers reach ours (A7).
@@ -284,41 +280,36 @@ class _Builder:
         if content_type == "text/html" and self.html is None:
             self.html = text
 
-    def _body(self) -> str:
-        """The body text: each inline text part in order, one alternative per group.
+    def _read_text(
+        self, part: _mime.BoundedMessage, encoding: str | None, charset: str | None
+    ) -> str:
+        """An inline text part's text, its transfer encoding and charset undone.
 
-        RFC 2046 multipart/mixed shows its inline text parts one after another, so
-        they are joined, separated by a blank line. Of a multipart/alternative, the
-        plain text is read, or its HTML converted when the plain text is empty.
+        A body with no transfer encoding is decoded straight from its view of the raw
+        message; otherwise this frame holds the only reference to the decoded bytes and
+        drops it once the text exists. Either way a large body peaks at twice its size
+        (the text and its copy with normalized line breaks), not three times.
         """
-        pieces: list[str] = []
-        for group, block in itertools.groupby(self.segments, key=lambda segment: segment[0]):
-            segments = [(kind, text) for _group, kind, text in block]
-            if group is None:
-                pieces.extend(self._as_text(kind, text) for kind, text in segments)
-                continue
-            plain = [text for kind, text in segments if kind == "text/plain" and text.strip()]
-            html = [text for kind, text in segments if kind == "text/html"]
-            pieces.extend(plain or [self._as_text("text/html", text) for text in html])
-        pieces = [piece for piece in pieces if piece.strip()]
-        if len(pieces) == 1:
-            return pieces[0]
-        return "\n\n".join(piece.strip("\n") for piece in pieces)
-
-    def _as_text(self, content_type: str, text: str) -> str:
-        if content_type != "text/html":
-            return text
-        return _guarded(html_to_text, text, "", "html-to-text-failed", self.defects)
+        payload = _mime.decode_transfer_view(_mime.raw_payload(part), encoding, self.defects)
+        text, unknown = _charsets.decode(payload, charset)
+        del payload
+        return self._clean_text(text, unknown)
 
     def _decode_text(self, payload: bytes, charset: str | None) -> str:
         text, unknown = _charsets.decode(payload, charset)
-        if unknown:
+        return self._clean_text(text, unknown)
+
+    def _clean_text(self, text: str, unknown_charset: bool) -> str:
+        """``text`` without NUL and with LF line breaks; one copy alive at a time."""
+        if unknown_charset:
             self.defects.append("unknown-charset")
         if "\x00" in text:
             text = text.replace("\x00", "")
             self.defects.append("nul-in-body")
+        if "\r\n" in text:
+            text = text.replace("\r\n", "\n")
         if "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
+            text = text.replace("\r", "\n")
         return text
 
     def _attachments(self) -> tuple[Attachment, ...]:
@@ -354,35 +345,33 @@ class _Builder:
 
 
 class _TopHeaders:
-    """The top-level headers, decoded once, and the fields read from them."""
+    """The top-level headers and the fields read from them; other values stay raw.
+
+    Only the subject and the fields the model holds are decoded here: the rest are
+    decoded when they are read (:class:`~halomail.inbound._deferred.Deferred`).
+    """
 
     def __init__(self, root: _mime.BoundedMessage, defects: list[str]) -> None:
-        headers: list[tuple[str, str]] = []
         wanted: dict[str, list[str]] = {}
-        subject: str | None = None
-        limit = _headers.MAX_DECODED_CHARS
+        internal = False
         for name, raw in root._headers:
             lower = name.lower()
-            internal = lower.startswith(INTERNAL_HEADER_PREFIX)
-            if internal or lower in _WANTED_FIELDS:
+            if lower in _WANTED_FIELDS:
                 wanted.setdefault(lower, []).append(raw)
-                if internal:
-                    continue
-            if raw.isascii() and raw.isprintable() and "=?" not in raw:
-                # Inlined fast path of decode_value: most values are plain ASCII.
-                value = raw.strip()
-                if len(value) > limit:
-                    value = value[:limit].rstrip()
-            else:
-                value = _headers.decode_value(raw)
-            if subject is None and lower == "subject":
-                subject = value
-            headers.append((name, value))
+            elif lower.startswith(INTERNAL_HEADER_PREFIX):
+                internal = True
+                wanted.setdefault(lower, []).append(raw)
         first = {name: raws[0] for name, raws in wanted.items()}
-        loop_markers = [_headers.decode_value(raw) for raw in wanted.get(LOOP_HEADER, ())]
-        self.headers = tuple(headers)
-        self.loop_markers = tuple(loop_markers)
-        self.subject = subject or ""
+        # Our own headers (X-Halomail-*) never reach the email's headers; they are rare.
+        headers = tuple(root._headers)
+        if internal:
+            headers = tuple(
+                h for h in headers if not h[0].lower().startswith(INTERNAL_HEADER_PREFIX)
+            )
+        self.raw_headers = headers
+        self.loop_markers = tuple(_headers.decode_value(raw) for raw in wanted.get(LOOP_HEADER, ()))
+        subject = first.get("subject")
+        self.subject = _headers.decode_value(subject) if subject is not None else ""
 
         self.sender, self.sender_unparseable = find_sender(first, defects)
         self.to = _address_list(wanted.get("to", ()), defects)
@@ -412,6 +401,7 @@ class _TopHeaders:
 
 _WANTED_FIELDS = frozenset(
     {
+        "subject",
         "from",
         "sender",
         "message-id",
@@ -539,26 +529,6 @@ def _defect_name(defect: object) -> str:
 
 def _unique(defects: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(defects))[:MAX_DEFECTS]
-
-
-def _guarded(
-    function: Callable[[str], str],
-    argument: str,
-    fallback: _T,
-    defect: str,
-    defects: list[str],
-) -> str | _T:
-    """Call a body helper (HTML sanitizing, HTML to text, reply stripping) safely.
-
-    These live in their own modules; a failure in one must cost only its own
-    field, never the email.
-    """
-    try:
-        return function(argument)
-    except Exception:  # see the docstring
-        log.warning("%s failed; using a fallback", function.__name__, exc_info=True)
-        defects.append(defect)
-        return fallback
 
 
 def _identity(data: bytes) -> tuple[str | None, Address | None, bool, str]:
