@@ -4,7 +4,9 @@ and rules scoped to a mailbox that exists."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -217,6 +219,33 @@ class TestAssets:
         assert len(extract(rule, many).asset_tags) == 20
         unclosed = parse_email(_request("Device: " * 100_000))
         assert extract(rule, unclosed).asset_tags == ()
+
+
+def test_the_guides_hardware_rule_links_both_assets_it_describes(
+    repository: TicketRepository,
+    connector: MemoryConnector,
+    transport: MemoryTransport,
+    settings: ProcessorSettings,
+) -> None:
+    """docs/rules.md's "Hardware faults" example does what its prose says."""
+    doc = (Path(__file__).parent.parent / "docs" / "rules.md").read_text()
+    blocks = re.findall(r"^```toml\n(.*?)^```", doc, re.MULTILINE | re.DOTALL)
+    (block,) = [b for b in blocks if 'name = "Hardware faults"' in b]
+    add_asset = repository.add_asset  # type: ignore[attr-defined]
+    fan = add_asset("WS-9", {"serial_number": "CZC1234"})
+    printer = add_asset("PRN-0042")
+    raw = make_email(
+        sender="Dana <dana@customer.example>",
+        to="hardware@helpdesk.example",
+        subject="Fan noise, Serial: CZC1234",
+        body="The fan is loud.\nAlso affected: PRN-0042\nUrgency: High\n",
+    )
+    rules = tomllib.loads(block)["rules"]
+    (outcome,) = _run(repository, connector, transport, settings, rules, raw)
+    ticket = repository.get_ticket(outcome.ticket_id)
+    assert ticket is not None
+    assert ticket.asset_ids == (fan.id, printer.id)
+    assert (ticket.urgency, dict(ticket.custom_fields)) == ("High", {"Serial Number": "CZC1234"})
 
 
 class TestMailboxScope:

@@ -139,7 +139,8 @@ class Extraction:
             alert key are not here.
         custom_fields: Custom fields by name without ``CF_``, as strings (numbers as
             written by ``str``, dates in ISO form).
-        asset_tag: The first asset tag found, or None.
+        asset_tag: The first tag the rule's first asset match (``rule.asset``) found,
+            or None.
         asset_tags: Every ``(field, tag)`` the rule's asset matches found, in order
             (the field is the asset field to look the tag up by).
         alert_key: ``alert``/``off_alert``: the key that ties an alert to its ticket.
@@ -243,7 +244,9 @@ def extract(rule: EmailRule, email: InboundEmail) -> Extraction:
     values: dict[str, Any] = {}
     if rule.assets:
         values["asset_tags"] = _asset_tags(rule, subject, body)
-        values["asset_tag"] = values["asset_tags"][0][1] if values["asset_tags"] else None
+        # The first match's own first tag: looked up by rule.asset.field, as before.
+        first = rule.assets[0].field
+        values["asset_tag"] = next((t for f, t in values["asset_tags"] if f == first), None)
     if rule.type in ALERT_KEY_TYPES:
         values["alert_key"] = mapped_key or _alert_key(subject, rule._closure_res)
         if values["alert_key"] is None:
