@@ -312,3 +312,14 @@ class TestMigration:
             assert asset.tag == "PC-1"
             (ticket,) = repository.list_tickets()
             assert (ticket.asset_id, ticket.asset_ids, ticket.impact) == (1, (1,), None)
+
+
+@pytest.mark.parametrize("source", ["attachment", ["subject", "headers"], []])
+def test_an_asset_source_other_than_body_or_subject_is_refused(source: Any) -> None:
+    """[rules.asset] source must name the body, the subject or both."""
+    table = {**ASSET_RULE, "asset": {"start": "Device:", "source": source}}
+    with pytest.raises(ConfigError) as caught:
+        rules_from_config([table])
+    assert caught.value.key_path.startswith("rules[0].asset.source")
+    with pytest.raises(ConfigError):
+        AssetMatch(start="Device:", source=source)

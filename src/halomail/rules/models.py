@@ -169,6 +169,10 @@ MAX_ASSET_TAGS: Final = 20
 def _sources(value: str | Iterable[str]) -> tuple[FieldSource, ...]:
     """Where an asset match looks, each place once: ``"body"``, ``"subject"`` or both."""
     items = (value,) if isinstance(value, str) else tuple(value)
+    known = {source.value for source in FieldSource}
+    for item in items:
+        if item not in known:
+            raise ConfigError("source", f"expected 'body' or 'subject', got {item!r}")
     return tuple(dict.fromkeys(FieldSource(item) for item in items))
 
 
@@ -212,7 +216,7 @@ def _compile_pattern(pattern: str) -> regex.Pattern[str]:
 
 @attrs.frozen
 class AssetMatch:
-    """Where an asset tag sits in the body: between ``start`` and ``end``.
+    """Where an asset tag sits in the body or subject: between ``start`` and ``end``.
 
     Every place the tag appears is read (up to :data:`MAX_ASSET_TAGS` per match), so
     an email that names three machines links all three.
