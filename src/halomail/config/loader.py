@@ -331,6 +331,7 @@ def parse_config(
         key_path="rules",
         services=[service.name for service in services],
         templates=[template.name for template in ticket_templates],
+        mailboxes=[mailbox.name for mailbox in mailboxes],
     )
     processing = parse_processing(sub_table(root, "processing", ""), outgoing, storage)
     limits = parse_limits(sub_table(root, "limits", ""))

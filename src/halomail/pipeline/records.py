@@ -37,7 +37,19 @@ __all__ = [
 ]
 
 # Ticket fields a rule's field mappings may set on a new ticket.
-_TICKET_FIELDS = ("summary", "details", "priority", "category", "team", "agent", "user_email")
+_TICKET_FIELDS = (
+    "summary",
+    "details",
+    "priority",
+    "category",
+    "team",
+    "agent",
+    "user_email",
+    "status",
+    "impact",
+    "urgency",
+    "site",
+)
 
 
 def service_key(name: str) -> str:
@@ -101,18 +113,32 @@ def rule_ticket(
         name: str(extraction.fields[name]) for name in _TICKET_FIELDS if name in extraction.fields
     }
     if "user_email" in fields:
-        fields["user_email"] = fields["user_email"].lower()
+        fields.update(_requester(ctx, new, fields["user_email"]))
     fields["custom_fields"] = {**new.custom_fields, **extraction.custom_fields}
     if rule.ticket_type:
         fields["ticket_type"] = rule.ticket_type
     if extraction.priority:
         fields["priority"] = extraction.priority
     fields.update(changes)
-    if extraction.asset_tag and rule.asset is not None:
-        asset = ctx.repository.find_asset(rule.asset.field, extraction.asset_tag)
-        if asset is not None:
-            fields["asset_id"] = asset.id
+    found = (ctx.repository.find_asset(field, tag) for field, tag in extraction.asset_tags)
+    asset_ids = tuple(dict.fromkeys(asset.id for asset in found if asset is not None))
+    if asset_ids:
+        fields["asset_ids"] = asset_ids
     return attrs.evolve(new, **fields)
+
+
+def _requester(ctx: Context, new: NewTicket, address: str) -> dict[str, Any]:
+    """Who a mapped ``user_email`` names, looked up again: a web form sends for someone
+    else, so the form's own name and customer must not stay on their ticket."""
+    requester = address.strip().lower()
+    user = ctx.repository.find_user(requester)
+    customer = ctx.repository.find_customer(requester)
+    return {
+        "user_email": requester,
+        "user_name": user.name if user is not None else "",
+        "customer": customer.name if customer is not None else None,
+        "cc": tuple(address for address in new.cc if address != requester),
+    }
 
 
 def inbound_action(

@@ -64,6 +64,8 @@ import regex
 from halomail.inbound.models import Attachment, InboundEmail
 from halomail.rules.models import (
     ALERT_KEY_TYPES,
+    MAX_ASSET_TAGS,
+    TICKET_STATUSES,
     EmailRule,
     FieldMapping,
     FieldSource,
@@ -137,7 +139,10 @@ class Extraction:
             alert key are not here.
         custom_fields: Custom fields by name without ``CF_``, as strings (numbers as
             written by ``str``, dates in ISO form).
-        asset_tag: The asset tag found between the rule's asset tags, or None.
+        asset_tag: The first tag the rule's first asset match (``rule.asset``) found,
+            or None.
+        asset_tags: Every ``(field, tag)`` the rule's asset matches found, in order
+            (the field is the asset field to look the tag up by).
         alert_key: ``alert``/``off_alert``: the key that ties an alert to its ticket.
         closing: ``alert``: the closure string is in the subject or body.
         severity: ``virus``: the severity word found (as the rule spells it), or None.
@@ -155,6 +160,7 @@ class Extraction:
     custom_fields: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     asset_tag: str | None = None
     alert_key: str | None = None
+    asset_tags: tuple[tuple[str, str], ...] = ()
     closing: bool = False
     severity: str | None = None
     priority: str | None = None
@@ -173,6 +179,7 @@ class Extraction:
             },
             "custom_fields": dict(self.custom_fields),
             "asset_tag": self.asset_tag,
+            "asset_tags": [list(pair) for pair in self.asset_tags],
             "alert_key": self.alert_key,
             "closing": self.closing,
             "severity": self.severity,
@@ -216,6 +223,8 @@ def extract(rule: EmailRule, email: InboundEmail) -> Extraction:
             log.warning("%s; the field is left unset", timeout_message(rule, target))
             continue
         value = None if raw is None else _convert(mapping, raw.strip(), problems)
+        if value is not None and target == "status":
+            value = _status(value, problems)
         if value is None:
             continue
         name = mapping.custom_field
@@ -233,8 +242,11 @@ def extract(rule: EmailRule, email: InboundEmail) -> Extraction:
             missing.append(mapping.target)
 
     values: dict[str, Any] = {}
-    if rule.asset is not None:
-        values["asset_tag"] = _asset_tag(rule, body)
+    if rule.assets:
+        values["asset_tags"] = _asset_tags(rule, subject, body)
+        # The first match's own first tag: looked up by rule.asset.field, as before.
+        first = rule.assets[0].field
+        values["asset_tag"] = next((t for f, t in values["asset_tags"] if f == first), None)
     if rule.type in ALERT_KEY_TYPES:
         values["alert_key"] = mapped_key or _alert_key(subject, rule._closure_res)
         if values["alert_key"] is None:
@@ -385,6 +397,16 @@ def _convert(mapping: FieldMapping, value: str, problems: list[str]) -> FieldVal
     return None
 
 
+def _status(value: FieldValue, problems: list[str]) -> str | None:
+    """A mapped status, lower-cased, when it is one a ticket can have."""
+    status = _as_text(value).lower()
+    if status in TICKET_STATUSES:
+        return status
+    options = ", ".join(repr(known) for known in TICKET_STATUSES)
+    problems.append(f"field 'status': {_as_text(value)[:60]!r} is not one of {options}")
+    return None
+
+
 def _parse_date(value: str) -> dt.date | None:
     parts: tuple[str, str, str] | None = None
     iso = _ISO_DATE.fullmatch(value)
@@ -406,13 +428,42 @@ def _as_text(value: FieldValue) -> str:
     return value.isoformat() if isinstance(value, dt.date) else str(value)
 
 
-def _asset_tag(rule: EmailRule, body: str) -> str | None:
-    asset = rule.asset
-    if asset is None:
-        return None
-    raw = _between(asset._start_re, asset._end_re, body)
-    tag = raw.strip() if raw is not None else ""
-    return tag or None
+def _asset_tags(rule: EmailRule, subject: str, body: str) -> tuple[tuple[str, str], ...]:
+    """Every ``(field, tag)`` the rule's asset matches find, each once, in their order."""
+    found: dict[tuple[str, str], None] = {}
+    for asset in rule.assets:
+        for source in asset.source:
+            text = subject if source is FieldSource.SUBJECT else body
+            for tag in _tags(asset._start_re, asset._end_re, text):
+                found.setdefault((asset.field, tag))
+    return tuple(found)
+
+
+def _tags(start: re.Pattern[str], end: re.Pattern[str] | None, text: str) -> list[str]:
+    """The tags between ``start`` and ``end`` (or the line's end), at most MAX_ASSET_TAGS.
+
+    Each search starts where the last one stopped, so the text is read once.
+    """
+    tags: list[str] = []
+    position = 0
+    while len(tags) < MAX_ASSET_TAGS:
+        opening = start.search(text, position)
+        if opening is None:
+            break
+        if end is None:
+            stop = text.find("\n", opening.end())
+            stop = len(text) if stop < 0 else stop
+            closing_end = stop
+        else:
+            closing = end.search(text, opening.end())
+            if closing is None:
+                break  # no end tag after this start: none after a later one either
+            stop, closing_end = closing.start(), closing.end()
+        tag = text[opening.end() : stop].strip()
+        if tag and tag not in tags:
+            tags.append(tag)
+        position = max(closing_end, opening.end() + 1)
+    return tags
 
 
 def _label_lines(text: str) -> dict[str, str]:

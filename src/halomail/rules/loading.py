@@ -44,15 +44,21 @@ Every key a rule table may hold::
                                   #   first word (in this order) found in the subject or
                                   #   body as a whole word wins
 
-    [rules.asset]                 # help_request, virus, file_transfer, inventory
-    start = "Asset:"              # required: the asset tag follows this in the body …
+    [rules.asset]                 # help_request, virus, file_transfer, inventory; or an
+                                  #   array [[rules.asset]] of several (help_request links
+                                  #   every asset any of them finds)
+    start = "Asset:"              # required: the asset tag follows this …
     end = ""                      # … up to this (empty: the end of the line)
-    field = "tag"                 # the asset field the tag is looked up by
+    field = "tag"                 # the asset field the tag is looked up by (case, spaces
+                                  #   and punctuation ignored: "Serial Number")
+    source = "body"               # body | subject | ["subject", "body"]; every place the
+                                  #   tag appears is read
 
     [[rules.fields]]              # help_request, alert, formatted_email, virus, off_alert
     target = "priority"           # required: summary, details, priority, category, team,
-                                  #   agent, user_email, alert_key (alert, off_alert), or
-                                  #   a custom field "CF_<name>"
+                                  #   agent, user_email, status (new, open or closed),
+                                  #   impact, urgency, site, alert_key (alert, off_alert),
+                                  #   or a custom field "CF_<name>" ("CF_Serial Number")
     match = "between"             # required: between | line | regex
     start = "Priority:"           # between (required): the value follows this …
     end = "\\n"                   # … up to this (empty or a line break: end of the line)
@@ -122,7 +128,7 @@ _RULE_KEYS: Final = (
     "asset",
     "fields",
 )
-_ASSET_KEYS: Final = ("start", "end", "field")
+_ASSET_KEYS: Final = ("start", "end", "field", "source")
 _HEADER_KEYS: Final = ("name", "contains")
 _FIELD_KEYS: Final = (
     "target",
@@ -145,6 +151,7 @@ def rules_from_config(
     key_path: str = "rules",
     services: Collection[str] = (),
     templates: Collection[str] = (),
+    mailboxes: Collection[str] | None = None,
 ) -> tuple[EmailRule, ...]:
     """Build and validate rules from ``[[rules]]`` tables (the keys are in the module docs).
 
@@ -153,6 +160,9 @@ def rules_from_config(
         key_path: Where the tables sit, for error messages (``rules``).
         services: The names of the configured monitored services.
         templates: The names of the configured ticket templates.
+        mailboxes: The names of the configured mailboxes: a rule scoped to another
+            (compared case-insensitively) is refused, since it could never match.
+            ``None`` (the default) leaves ``mailbox`` unchecked.
 
     Returns:
         The rules, in file order.
@@ -160,8 +170,11 @@ def rules_from_config(
     Raises:
         ConfigError: At the first problem, with its key path (``rules[3].fields[0].pattern``):
             an unknown key (with a suggestion), a wrong type, a missing required key, a
-            duplicate name, a bad regular expression, an unknown service, template or
-            alert rule, or an option the rule's type does not use.
+            duplicate name, a bad regular expression, an unknown mailbox, service,
+            template or alert rule, or an option the rule's type does not use.
+
+    .. versionchanged:: 0.5.0
+       ``mailboxes``.
     """
     checked: object = tables  # a TOML file can put anything under "rules"
     if isinstance(checked, str | bytes) or not isinstance(checked, Sequence):
@@ -171,6 +184,8 @@ def rules_from_config(
     for index, table in enumerate(tables):
         kp = f"{key_path}[{index}]"
         rule = _rule(table, kp, services=services, templates=templates)
+        if mailboxes is not None:
+            _check_mailbox(rule, f"{kp}.mailbox", mailboxes)
         folded = rule.name.casefold()
         if folded in names:
             raise ConfigError(
@@ -187,6 +202,18 @@ def rules_from_config(
                 _unknown("alert rule", rule.alert_rule, alert_rules, "no alert rules exist"),
             )
     return tuple(rules)
+
+
+def _check_mailbox(rule: EmailRule, kp: str, mailboxes: Collection[str]) -> None:
+    """Refuse a rule scoped to a mailbox that does not exist: it would never match."""
+    if rule.mailbox == "*" or rule.mailbox.casefold() in {m.casefold() for m in mailboxes}:
+        return
+    known = ", ".join(repr(name) for name in mailboxes) or "none"
+    raise ConfigError(
+        kp,
+        f"unknown mailbox {rule.mailbox!r}{hint(rule.mailbox, mailboxes)}: the rule would "
+        f"never match; the mailboxes are {known} ('*' means every mailbox)",
+    )
 
 
 def _rule(
@@ -247,11 +274,20 @@ def _rule(
     if "severity" in table:
         values["severity"] = _severity(table["severity"], f"{kp}.severity")
     if "asset" in table:
-        values["asset"] = _asset(table["asset"], f"{kp}.asset")
+        values["assets"] = _assets(table["asset"], f"{kp}.asset")
     if "fields" in table:
         values["fields"] = _fields(table["fields"], f"{kp}.fields")
     with under_key_path(kp):
         return EmailRule(**values)
+
+
+def _assets(value: Any, kp: str) -> tuple[AssetMatch, ...]:
+    """``[rules.asset]``, or an array ``[[rules.asset]]`` of several."""
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ConfigError(kp, "must not be an empty array")
+        return tuple(_asset(item, f"{kp}[{index}]") for index, item in enumerate(value))
+    return (_asset(value, kp),)
 
 
 def _asset(value: Any, kp: str) -> AssetMatch:
@@ -261,8 +297,20 @@ def _asset(value: Any, kp: str) -> AssetMatch:
     start = _text(table, "start", kp, required=True, allow_control=True)
     end = _text(table, "end", kp, allow_empty=True, allow_control=True)
     field = _text(table, "field", kp, required=True) if "field" in table else "tag"
+    sources: tuple[str, ...] = ("body",)
+    if "source" in table:
+        sources = _needles(table["source"], f"{kp}.source")
+        known = [source.value for source in FieldSource]
+        for index, source in enumerate(sources):
+            if source not in known:
+                where = (
+                    f"{kp}.source" if isinstance(table["source"], str) else f"{kp}.source[{index}]"
+                )
+                raise ConfigError(
+                    where, f"expected 'body' or 'subject', got {source!r}{hint(source, known)}"
+                )
     with under_key_path(kp):
-        return AssetMatch(start=start, end=end, field=field)
+        return AssetMatch(start=start, end=end, field=field, source=sources)
 
 
 def _headers(value: Any, kp: str) -> tuple[HeaderMatch, ...]:

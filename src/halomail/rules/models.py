@@ -40,7 +40,9 @@ from halomail.errors import ConfigError
 
 __all__ = [
     "CLASSIFICATIONS",
+    "MAX_ASSET_TAGS",
     "TICKET_FIELDS",
+    "TICKET_STATUSES",
     "AssetMatch",
     "EmailRule",
     "FieldMapping",
@@ -106,7 +108,14 @@ TICKET_FIELDS: Final = (
     "agent",
     "user_email",
     "alert_key",
+    "status",
+    "impact",
+    "urgency",
+    "site",
 )
+
+#: The statuses a ``status`` mapping may set (a ticket's :class:`~halomail.TicketStatus`).
+TICKET_STATUSES: Final = ("new", "open", "closed")
 
 # Rule types that read field mappings, an asset tag, or a given option; anything else
 # given to a rule of another type is a mistake worth an error, not a silent no-op.
@@ -148,7 +157,23 @@ CLASSIFICATIONS: Final = ("auto-reply", "bounce", "bulk", "spam")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # A header field name (RFC 5322 §3.6.8): printable ASCII but the colon.
 _HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]{1,200}")
-_CF_NAME = re.compile(r"CF_\S+")
+# A custom field's name may hold spaces ("CF_Serial Number"), not at its ends.
+_CF_NAME = re.compile(r"CF_\S(?:.*\S)?")
+
+
+#: How many tags one asset match reads from one email, at most (each search is linear,
+#: so this bounds the work as well as the tickets' links).
+MAX_ASSET_TAGS: Final = 20
+
+
+def _sources(value: str | Iterable[str]) -> tuple[FieldSource, ...]:
+    """Where an asset match looks, each place once: ``"body"``, ``"subject"`` or both."""
+    items = (value,) if isinstance(value, str) else tuple(value)
+    known = {source.value for source in FieldSource}
+    for item in items:
+        if item not in known:
+            raise ConfigError("source", f"expected 'body' or 'subject', got {item!r}")
+    return tuple(dict.fromkeys(FieldSource(item) for item in items))
 
 
 def _needles(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -191,20 +216,29 @@ def _compile_pattern(pattern: str) -> regex.Pattern[str]:
 
 @attrs.frozen
 class AssetMatch:
-    """Where an asset tag sits in the body: between ``start`` and ``end``.
+    """Where an asset tag sits in the body or subject: between ``start`` and ``end``.
+
+    Every place the tag appears is read (up to :data:`MAX_ASSET_TAGS` per match), so
+    an email that names three machines links all three.
 
     Args:
         start: The text just before the tag (case-insensitive), e.g. ``"Asset:"``.
         end: The text just after it; empty (the default) means the end of the line.
-        field: The asset field the tag is looked up by (the processor does the lookup).
+        field: The asset field the tag is looked up by (the processor does the lookup;
+            case, spaces and punctuation in the name do not matter).
+        source: Where to look: ``body``, ``subject``, or both (in the order given).
 
     Raises:
-        ConfigError: When ``start`` or ``field`` is empty.
+        ConfigError: When ``start`` or ``field`` is empty, or ``source`` is.
+
+    .. versionchanged:: 0.5.0
+       ``source``, and every place the tag appears.
     """
 
     start: str
     end: str = ""
     field: str = "tag"
+    source: tuple[FieldSource, ...] = attrs.field(default=("body",), converter=_sources)
     _start_re: re.Pattern[str] = attrs.field(init=False, repr=False, eq=False, hash=False)
     _end_re: re.Pattern[str] | None = attrs.field(init=False, repr=False, eq=False, hash=False)
 
@@ -213,6 +247,8 @@ class AssetMatch:
             raise ConfigError("start", "must not be empty")
         if not self.field.strip():
             raise ConfigError("field", "must not be empty")
+        if not self.source:
+            raise ConfigError("source", "must name 'body', 'subject' or both")
         object.__setattr__(self, "_start_re", _compile_literal(self.start))
         object.__setattr__(self, "_end_re", _end_pattern(self.end))
 
@@ -426,7 +462,9 @@ class EmailRule:
         severity: ``virus``: severity word → priority; the first word (in this order)
             found in the subject or body, as a whole word, sets the priority.
         asset: Where the asset tag is (``help_request``, ``virus``, ``file_transfer``,
-            ``inventory``).
+            ``inventory``): the first of ``assets``.
+        assets: Every asset match (``help_request``: a ticket links every asset
+            found); given only one of ``asset`` and ``assets``, the other follows.
         fields: Field mappings (``help_request``, ``alert``, ``formatted_email``,
             ``virus``, ``off_alert``).
 
@@ -462,6 +500,7 @@ class EmailRule:
     severity: dict[str, str] = attrs.field(factory=dict, converter=_severity, hash=False)
     asset: AssetMatch | None = None
     fields: tuple[FieldMapping, ...] = attrs.field(default=(), converter=tuple)
+    assets: tuple[AssetMatch, ...] = attrs.field(default=(), converter=tuple)
     _severity_res: tuple[tuple[str, re.Pattern[str]], ...] = attrs.field(
         init=False, repr=False, eq=False, hash=False
     )
@@ -473,6 +512,11 @@ class EmailRule:
         return _short_repr(self, ("name", "type", "sequence"))
 
     def __attrs_post_init__(self) -> None:
+        # asset is the first of assets, whichever of the two was given.
+        assets = self.assets if self.asset is None else (self.asset, *self.assets)
+        assets = tuple(dict.fromkeys(assets))
+        object.__setattr__(self, "assets", assets)
+        object.__setattr__(self, "asset", assets[0] if assets else None)
         if not self.name.strip():
             raise ConfigError("name", "must not be empty")
         if _CONTROL.search(self.name):

@@ -120,6 +120,41 @@ class DirectoryContract(ContractBase):
         assert by_host is not None
         assert by_host.tag == "LAPTOP-0042"
 
+    def test_find_asset_by_field_ignores_case_spaces_and_punctuation_of_the_name(
+        self, repository: CompleteRepository
+    ) -> None:
+        """A field name is one field in any case or separators: "Serial Number" = serial_number.
+
+        .. versionadded:: 0.5.0
+        """
+        self.seed(
+            repository,
+            assets=[
+                Asset(1, "LAPTOP-0042", {"serial_number": "SN-ABC-123"}),  # as inventory writes
+                Asset(2, "PRN-7", {"Serial Number": "SN-XYZ-9"}),
+            ],
+        )
+        for name in ("Serial Number", "serial number", "SERIAL_NUMBER", "Serial-Number"):
+            found = [repository.find_asset(name, v) for v in ("sn-abc-123", "SN-XYZ-9")]
+            assert [a.tag if a else None for a in found] == ["LAPTOP-0042", "PRN-7"], name
+        assert repository.find_asset("Serial", "SN-ABC-123") is None
+        assert repository.find_asset("TAG", "prn-7") == repository.find_asset("tag", "PRN-7")
+
+    def test_save_asset_replaces_a_field_given_in_another_spelling(
+        self, repository: CompleteRepository
+    ) -> None:
+        """A field sent again spelt differently replaces the old value, which no longer finds it.
+
+        .. versionadded:: 0.5.0
+        """
+        repository.save_asset("WS-1", {"Serial Number": "OLD-1", "Host name": "ws1"})
+        asset, created = repository.save_asset("ws-1", {"serial_number": "NEW-2"})
+        assert created is False
+        assert dict(asset.fields) == {"Host name": "ws1", "serial_number": "NEW-2"}
+        assert repository.find_asset("Serial Number", "NEW-2") == asset
+        assert repository.find_asset("Serial Number", "OLD-1") is None
+        assert repository.find_asset("host_name", "WS1") == asset
+
     def test_find_asset_of_an_unknown_value_or_field_is_none(
         self, repository: CompleteRepository
     ) -> None:

@@ -47,6 +47,41 @@ class TicketStoreContract(ContractBase):
             "alice@customer.example",
         )
 
+    def test_a_ticket_keeps_the_fields_rules_map_and_every_linked_asset(
+        self, repository: CompleteRepository
+    ) -> None:
+        """Impact, urgency, site and several assets read back; asset_id is the first asset.
+
+        .. versionadded:: 0.5.0
+        """
+        created = repository.create_ticket(
+            self.new_ticket(impact="High", urgency="Low", site="Leeds", asset_ids=(7, 3, 9))
+        )
+        fetched = repository.get_ticket(created.id)
+        assert fetched == created
+        assert fetched is not None
+        assert (fetched.impact, fetched.urgency, fetched.site) == ("High", "Low", "Leeds")
+        assert (fetched.asset_id, fetched.asset_ids) == (7, (7, 3, 9))
+        single = repository.create_ticket(self.new_ticket(asset_id=5))
+        assert (single.asset_id, single.asset_ids) == (5, (5,))
+        assert repository.get_ticket(single.id) == single
+
+    def test_create_ticket_starts_in_the_status_asked_for(
+        self, repository: CompleteRepository
+    ) -> None:
+        """A ticket created open is open; one created closed is closed at once.
+
+        .. versionadded:: 0.5.0
+        """
+        opened = repository.create_ticket(self.new_ticket(status=TicketStatus.OPEN))
+        closed = repository.create_ticket(self.new_ticket(status="closed"))
+        assert (opened.status, opened.closed_at) == (TicketStatus.OPEN, None)
+        assert closed.status is TicketStatus.CLOSED
+        assert not closed.is_open
+        assert closed.closed_at == closed.created_at
+        assert repository.get_ticket(opened.id) == opened
+        assert repository.get_ticket(closed.id) == closed
+
     def test_get_ticket_round_trips_every_field(self, repository: CompleteRepository) -> None:
         """Every ticket field, custom fields, CC and record kind included, reads back equal."""
         created = repository.create_ticket(

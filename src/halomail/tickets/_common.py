@@ -8,15 +8,19 @@ is what keeps them from drifting apart.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+import re
+from collections.abc import Mapping
+from typing import Final, Literal
 
 __all__ = [
     "address_key",
     "check_page",
     "domain_key",
     "domain_of",
+    "field_key",
     "file_owner",
     "fold",
+    "merge_fields",
     "to_utc",
 ]
 
@@ -63,6 +67,27 @@ def domain_key(domain: str) -> str:
 def fold(value: str) -> str:
     """A value as compared case-insensitively (Unicode case folding, so "Straße" == "STRASSE")."""
     return value.casefold()
+
+
+# Runs of spaces, punctuation and underscores in a field name: they do not tell fields apart.
+_FIELD_SEPARATORS: Final = re.compile(r"[\W_]+")
+
+
+def field_key(name: str) -> str:
+    """An asset field's name as it is compared: case, spaces and punctuation ignored.
+
+    ``Serial Number``, ``serial number`` and ``SERIAL_NUMBER`` are one field, the one an
+    inventory report writes as ``serial_number``; an asset rule's ``field`` finds it
+    whichever way the administrator spelt it.
+    """
+    return _FIELD_SEPARATORS.sub("_", fold(name)).strip("_")
+
+
+def merge_fields(old: Mapping[str, str], new: Mapping[str, str]) -> dict[str, str]:
+    """``old`` with ``new`` over it, a field given again in another spelling replaced."""
+    given = {field_key(name) for name in new}
+    kept = {name: value for name, value in old.items() if field_key(name) not in given}
+    return {**kept, **new}
 
 
 def check_page(limit: int, offset: int) -> None:

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
-from halomail.tickets._schema import Migration, refuse_newer
+from halomail.tickets._schema import V6_STATEMENTS, Migration, refuse_newer, rekey_asset_fields
 
 __all__ = ["MIGRATIONS", "migrate", "schema_version"]
 
@@ -232,7 +232,14 @@ _V5 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
+_V6 = Migration(
+    "impact, urgency, site and every linked asset on tickets; asset field names "
+    "compared ignoring case and separators",
+    V6_STATEMENTS,
+    rewrite=rekey_asset_fields,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Every step of the PostgreSQL schema, oldest first; version *n* matches SQLite's *n*."""
 
 # Serialises migrations between processes; an arbitrary constant ("halomail" in ASCII).
@@ -291,6 +298,8 @@ def migrate(connection: Any, migrations: Sequence[Migration] = MIGRATIONS) -> in
                 step = migrations[current]
                 for statement in step.statements:
                     connection.execute(statement)
+                if step.rewrite is not None:
+                    step.rewrite(connection, "%s")
                 current += 1
                 connection.execute(_SQL_SET_VERSION, (current,))
                 log.info("schema migrated to version %d: %s", current, step.description)

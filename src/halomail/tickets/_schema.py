@@ -31,15 +31,26 @@ Layout notes (why the tables look the way they do):
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 
 from halomail.errors import RepositoryError
+from halomail.tickets._common import field_key, fold
 
-__all__ = ["MIGRATIONS", "Migration", "migrate", "refuse_newer", "schema_version"]
+__all__ = [
+    "MIGRATIONS",
+    "V6_STATEMENTS",
+    "Migration",
+    "migrate",
+    "refuse_newer",
+    "rekey_asset_fields",
+    "schema_version",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +63,15 @@ class Migration:
         description: What the step does, for the log.
         statements: SQL statements run in order, in one transaction. No values are
             ever formatted into them.
+        rewrite: Rewrites rows after the statements, in the same transaction, when
+            the new form of a value is computed in Python (SQL's ``lower()`` is not
+            Python's case folding): called with the connection and the driver's
+            placeholder (``?`` or ``%s``).
     """
 
     description: str
     statements: tuple[str, ...]
+    rewrite: Callable[[Any, str], None] | None = attrs.field(default=None, eq=False)
 
     @property
     def digest(self) -> str:
@@ -273,7 +289,54 @@ _V5 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
+# The statement in each driver's placeholder style (SQLite's ``?``, psycopg's ``%s``).
+_INSERT_ASSET_FIELD = {
+    "?": "INSERT INTO asset_fields (name, value_key, asset_id) VALUES (?, ?, ?) "
+    "ON CONFLICT DO NOTHING",
+    "%s": "INSERT INTO asset_fields (name, value_key, asset_id) VALUES (%s, %s, %s) "
+    "ON CONFLICT DO NOTHING",
+}
+
+
+def rekey_asset_fields(connection: Any, placeholder: str) -> None:
+    """Index every asset's fields again by :func:`~._common.field_key` of their names.
+
+    Before version 6 a field was indexed by its name as written, so ``Serial Number``
+    was not found as ``serial number`` or as the inventory's ``serial_number``. The
+    index is rebuilt from each asset's fields, which hold the names as written.
+    """
+    cursor = connection.cursor()
+    assets = cursor.execute("SELECT id, fields FROM assets ORDER BY id").fetchall()
+    cursor.execute("DELETE FROM asset_fields")
+    insert = _INSERT_ASSET_FIELD[placeholder]
+    for asset_id, fields in assets:
+        rows = [
+            (field_key(name), fold(value), asset_id) for name, value in json.loads(fields).items()
+        ]
+        if rows:
+            cursor.executemany(insert, rows)
+
+
+#: Version 6 in both databases: the ticket fields rules map, and field names compared
+#: ignoring case and separators.
+V6_STATEMENTS: tuple[str, ...] = (
+    "ALTER TABLE tickets ADD COLUMN impact TEXT",
+    "ALTER TABLE tickets ADD COLUMN urgency TEXT",
+    "ALTER TABLE tickets ADD COLUMN site TEXT",
+    # Every linked asset, JSON; asset_id stays the first of them.
+    "ALTER TABLE tickets ADD COLUMN asset_ids TEXT NOT NULL DEFAULT '[]'",
+    "UPDATE tickets SET asset_ids = '[' || CAST(asset_id AS TEXT) || ']' "
+    "WHERE asset_id IS NOT NULL",
+)
+
+_V6 = Migration(
+    "impact, urgency, site and every linked asset on tickets; asset field names "
+    "compared ignoring case and separators",
+    V6_STATEMENTS,
+    rewrite=rekey_asset_fields,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Every step of the schema, oldest first; the schema's version is the number applied."""
 
 
@@ -314,6 +377,8 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Migration] = MI
                 step = migrations[current]
                 for statement in step.statements:
                     connection.execute(statement)
+                if step.rewrite is not None:
+                    step.rewrite(connection, "?")
                 current += 1
                 # PRAGMA takes no parameters; ``current`` is our own int, never input.
                 connection.execute(f"PRAGMA user_version = {int(current)}")

@@ -15,8 +15,10 @@ from halomail.tickets._common import (
     address_key,
     domain_key,
     domain_of,
+    field_key,
     file_owner,
     fold,
+    merge_fields,
 )
 from halomail.tickets._sql import (
     Connection,
@@ -93,6 +95,11 @@ _SQL_LIST_FILES = (
     f"SELECT {_FILE_COLUMNS} FROM stored_files "  # noqa: S608
     "WHERE owner = ? AND owner_id = ? ORDER BY id"
 )
+
+
+def _field_rows(asset_id: int, fields: Mapping[str, str]) -> list[tuple[str, str, int]]:
+    """An asset's rows of ``asset_fields``: each field's compared name and value."""
+    return [(field_key(name), fold(value), asset_id) for name, value in fields.items()]
 
 
 def _customer(row: Sequence[Any]) -> Customer:
@@ -221,7 +228,7 @@ class DirectoryPart(SQLBase):
         )
         connection.executemany(
             _SQL_INSERT_ASSET_FIELD,
-            ((name, fold(value), asset_id) for name, value in values.items()),
+            _field_rows(asset_id, values),
         )
         return Asset(asset_id, tag, values, customer_id)
 
@@ -247,16 +254,13 @@ class DirectoryPart(SQLBase):
             if row is None:
                 return self._insert_asset(connection, tag, values, customer_id), True
             old = _asset(row)
-            merged = {**old.fields, **values}
+            merged = merge_fields(old.fields, values)
             owner = old.customer_id if customer_id is None else customer_id
             connection.execute(_SQL_UPDATE_ASSET, (_json_map(merged), owner, old.id))
-            for name, value in values.items():
-                before = old.fields.get(name)
-                if before is not None and fold(before) == fold(value):
-                    continue
-                if before is not None:
-                    connection.execute(_SQL_DELETE_ASSET_FIELD, (name, fold(before), old.id))
-                connection.execute(_SQL_INSERT_ASSET_FIELD, (name, fold(value), old.id))
+            before = set(_field_rows(old.id, old.fields))
+            after = set(_field_rows(old.id, merged))
+            connection.executemany(_SQL_DELETE_ASSET_FIELD, sorted(before - after))
+            connection.executemany(_SQL_INSERT_ASSET_FIELD, sorted(after - before))
         return Asset(old.id, old.tag, merged, owner), False
 
     @staticmethod
@@ -288,13 +292,15 @@ class DirectoryPart(SQLBase):
         return None if row is None else _customer(row)
 
     def find_asset(self, field: str, value: str) -> Asset | None:
-        """The asset whose ``field`` (``"tag"`` or a field name) equals ``value``
+        """The asset whose ``field`` (``"tag"`` or a field name, compared as
+        :func:`~halomail.tickets._common.field_key` does) equals ``value``
         (case-insensitively), or ``None``; the first one added wins."""
+        key = field_key(field)
         with self._reading() as connection:
-            if field == "tag":
+            if key == "tag":
                 row = connection.execute(_SQL_ASSET_BY_TAG, (fold(value),)).fetchone()
             else:
-                row = connection.execute(_SQL_ASSET_BY_FIELD, (field, fold(value))).fetchone()
+                row = connection.execute(_SQL_ASSET_BY_FIELD, (key, fold(value))).fetchone()
         return None if row is None else _asset(row)
 
     def store_files(

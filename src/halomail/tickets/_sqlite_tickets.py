@@ -5,8 +5,11 @@ The statements run on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
+
+import attrs
 
 from halomail.errors import RepositoryError
 from halomail.tickets._common import (
@@ -18,6 +21,7 @@ from halomail.tickets._sql import (
     _json_list,
     _json_map,
     _mapping,
+    _opt_time,
     _parse_opt_time,
     _parse_time,
     _time,
@@ -41,7 +45,7 @@ __all__ = ["TicketsPart"]
 _TICKET_COLUMNS = (
     "id, summary, details, ticket_type, user_email, status, created_at, updated_at, user_name, "
     "mailbox, record, customer, cc, priority, category, team, agent, asset_id, custom_fields, "
-    "closed_at, alert_key"
+    "closed_at, alert_key, impact, urgency, site, asset_ids"
 )
 _SQL_GET_TICKET = f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE id = ?"  # noqa: S608
 # One Message-ID: an action's first, else the outbox's; both through an index.
@@ -53,8 +57,8 @@ _SQL_TICKET_BY_MESSAGE_ID = (
 _SQL_INSERT_TICKET = (
     "INSERT INTO tickets (summary, details, ticket_type, user_email, status, created_at, "
     "updated_at, user_name, mailbox, record, customer, cc, priority, category, team, agent, "
-    "asset_id, custom_fields, alert_key) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    "asset_id, custom_fields, alert_key, closed_at, impact, urgency, site, asset_ids) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 # The literal 'closed' (not a parameter) lets SQLite use the partial index of open
 # tickets with a key.
@@ -118,6 +122,10 @@ def _ticket(row: Sequence[Any]) -> Ticket:
         custom_fields=_mapping(row[18]),
         closed_at=_parse_opt_time(row[19]),
         alert_key=row[20],
+        impact=row[21],
+        urgency=row[22],
+        site=row[23],
+        asset_ids=json.loads(row[24]),
     )
 
 
@@ -145,9 +153,9 @@ class TicketsPart(SQLBase):
         return None
 
     def create_ticket(self, new: NewTicket) -> Ticket:
-        """Create a ticket with status ``new`` and return it with its id."""
+        """Create a ticket in ``new.status`` (``new`` by default) and return it with its id."""
         now = self._now()
-        stamp = _time(now)
+        closed_at = now if new.status is TicketStatus.CLOSED else None
         custom_fields = dict(new.custom_fields)
         with self._writing() as connection:
             ticket_id = _inserted_id(
@@ -158,9 +166,9 @@ class TicketsPart(SQLBase):
                     new.details,
                     new.ticket_type,
                     new.user_email,
-                    TicketStatus.NEW.value,
-                    stamp,
-                    stamp,
+                    new.status.value,
+                    _time(now),
+                    _time(now),
                     new.user_name,
                     new.mailbox,
                     new.record.value,
@@ -173,29 +181,19 @@ class TicketsPart(SQLBase):
                     new.asset_id,
                     _json_map(custom_fields),
                     new.alert_key,
+                    _opt_time(closed_at),
+                    new.impact,
+                    new.urgency,
+                    new.site,
+                    json.dumps(list(new.asset_ids)),
                 ),
             )
         return Ticket(
             id=ticket_id,
-            summary=new.summary,
-            details=new.details,
-            ticket_type=new.ticket_type,
-            user_email=new.user_email,
-            status=TicketStatus.NEW,
             created_at=now,
             updated_at=now,
-            user_name=new.user_name,
-            mailbox=new.mailbox,
-            record=new.record,
-            customer=new.customer,
-            cc=tuple(new.cc),
-            priority=new.priority,
-            category=new.category,
-            team=new.team,
-            agent=new.agent,
-            asset_id=new.asset_id,
-            custom_fields=custom_fields,
-            alert_key=new.alert_key,
+            closed_at=closed_at,
+            **attrs.asdict(new, recurse=False),
         )
 
     def add_action(self, new: NewAction) -> Action:

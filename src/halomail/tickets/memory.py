@@ -20,8 +20,10 @@ from halomail.tickets._common import (
     check_page,
     domain_key,
     domain_of,
+    field_key,
     file_owner,
     fold,
+    merge_fields,
     to_utc,
 )
 from halomail.tickets._memory_quarantine import QuarantineAdminPart
@@ -158,30 +160,15 @@ class InMemoryTicketRepository(QuarantineAdminPart):
             return None
 
     def create_ticket(self, new: NewTicket) -> Ticket:
-        """Create a ticket with status ``new`` and return it with its id."""
+        """Create a ticket in ``new.status`` (``new`` by default) and return it with its id."""
         with self._writing():
             now = self._now()
             ticket = Ticket(
                 id=self._next_id("tickets"),
-                summary=new.summary,
-                details=new.details,
-                ticket_type=new.ticket_type,
-                user_email=new.user_email,
-                status=TicketStatus.NEW,
                 created_at=now,
                 updated_at=now,
-                user_name=new.user_name,
-                mailbox=new.mailbox,
-                record=new.record,
-                customer=new.customer,
-                cc=tuple(new.cc),
-                priority=new.priority,
-                category=new.category,
-                team=new.team,
-                agent=new.agent,
-                asset_id=new.asset_id,
-                custom_fields=new.custom_fields,
-                alert_key=new.alert_key,
+                closed_at=now if new.status is TicketStatus.CLOSED else None,
+                **attrs.asdict(new, recurse=False),
             )
             self._put(self._tickets, ticket.id, ticket)
             if new.alert_key is not None:
@@ -362,7 +349,7 @@ class InMemoryTicketRepository(QuarantineAdminPart):
         self._put(self._assets, asset.id, asset)
         self._index_asset(asset.id, (None, fold(tag)))
         for name, value in asset.fields.items():
-            self._index_asset(asset.id, (name, fold(value)))
+            self._index_asset(asset.id, (field_key(name), fold(value)))
         return asset
 
     def _index_asset(self, asset_id: int, key: tuple[str | None, str]) -> None:
@@ -398,17 +385,15 @@ class InMemoryTicketRepository(QuarantineAdminPart):
             if not ids:
                 return self._insert_asset(tag, fields, customer_id), True
             old = self._assets[ids[0]]
-            merged = {**old.fields, **fields}
             owner = old.customer_id if customer_id is None else customer_id
-            asset = attrs.evolve(old, fields=merged, customer_id=owner)
+            asset = attrs.evolve(old, fields=merge_fields(old.fields, fields), customer_id=owner)
             self._put(self._assets, asset.id, asset)
-            for name, value in fields.items():
-                before = old.fields.get(name)
-                if before is not None and fold(before) == fold(value):
-                    continue
-                if before is not None:
-                    self._unindex_asset(asset.id, (name, fold(before)))
-                self._index_asset(asset.id, (name, fold(value)))
+            before = {(field_key(name), fold(value)) for name, value in old.fields.items()}
+            after = {(field_key(name), fold(value)) for name, value in asset.fields.items()}
+            for key in before - after:
+                self._unindex_asset(asset.id, key)
+            for key in after - before:
+                self._index_asset(asset.id, key)
             return asset, False
 
     def _require_customer(self, customer_id: int | None) -> None:
@@ -437,10 +422,12 @@ class InMemoryTicketRepository(QuarantineAdminPart):
             return self._customers[customer_id] if customer_id is not None else None
 
     def find_asset(self, field: str, value: str) -> Asset | None:
-        """The asset whose ``field`` (``"tag"`` or a field name) equals ``value``
+        """The asset whose ``field`` (``"tag"`` or a field name, compared as
+        :func:`~halomail.tickets._common.field_key` does) equals ``value``
         (case-insensitively), or ``None``; the first one added wins."""
+        key = field_key(field)
         with self._lock:
-            ids = self._asset_index.get((None if field == "tag" else field, fold(value)))
+            ids = self._asset_index.get((None if key == "tag" else key, fold(value)))
             return self._assets[ids[0]] if ids else None
 
     def store_files(

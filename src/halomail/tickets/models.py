@@ -54,6 +54,15 @@ def _frozen_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(value or {})
 
 
+def _link_assets(ticket: NewTicket | Ticket) -> None:
+    """Keep ``asset_id`` the first of ``asset_ids``, whichever of the two was given."""
+    ids = tuple(dict.fromkeys(ticket.asset_ids))
+    if ticket.asset_id is not None and ids[:1] != (ticket.asset_id,):
+        ids = tuple(dict.fromkeys((ticket.asset_id, *ids)))
+    object.__setattr__(ticket, "asset_ids", ids)
+    object.__setattr__(ticket, "asset_id", ids[0] if ids else None)
+
+
 class RecordKind(enum.StrEnum):
     """What a mailbox turns new email into."""
 
@@ -148,7 +157,7 @@ class NewTicket:
         category: Category name, if a rule set one.
         team: Team name, if a rule set one.
         agent: The assigned agent's address, if any.
-        asset_id: The linked asset, if any.
+        asset_id: The linked asset, if any: the first of ``asset_ids``.
         custom_fields: Custom field values by field name.
         alert_key: Ties the ticket to the problem that raised it, so that a repeat of
             the problem updates this ticket and its clearing closes it (see
@@ -156,6 +165,16 @@ class NewTicket:
             ``alert:<rule>:<key>`` for alerts, ``virus:<rule>:<asset>`` for antivirus
             alerts and ``service:<name>`` for a monitored service's failure tickets;
             there is no separate "service" field. ``None`` for ordinary tickets.
+        status: The status the ticket starts in (``new`` unless a rule maps another;
+            a ticket created ``closed`` is closed at once).
+        impact: Impact name, if a rule set one.
+        urgency: Urgency name, if a rule set one.
+        site: The customer's site, if a rule set one.
+        asset_ids: Every linked asset, ``asset_id`` first; given only one of the two,
+            the other follows from it.
+
+    .. versionchanged:: 0.5.0
+       ``status``, ``impact``, ``urgency``, ``site`` and ``asset_ids``.
     """
 
     summary: str
@@ -174,13 +193,21 @@ class NewTicket:
     asset_id: int | None = None
     custom_fields: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     alert_key: str | None = None
+    status: TicketStatus = attrs.field(default=TicketStatus.NEW, converter=TicketStatus)
+    impact: str | None = None
+    urgency: str | None = None
+    site: str | None = None
+    asset_ids: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        _link_assets(self)
 
 
 @attrs.frozen
 class Ticket:
     """A ticket (or opportunity) as stored.
 
-    The fields are those of :class:`NewTicket`, plus ``id``, ``status`` and timestamps.
+    The fields are those of :class:`NewTicket`, plus ``id`` and timestamps.
     """
 
     id: int
@@ -204,6 +231,13 @@ class Ticket:
     custom_fields: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     closed_at: dt.datetime | None = None
     alert_key: str | None = None
+    impact: str | None = None
+    urgency: str | None = None
+    site: str | None = None
+    asset_ids: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        _link_assets(self)
 
     @property
     def is_open(self) -> bool:

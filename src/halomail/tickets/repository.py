@@ -147,7 +147,15 @@ class Directory(Transactional, Protocol):
 
     def find_asset(self, field: str, value: str) -> Asset | None:
         """The asset whose ``field`` (``"tag"`` or a field name) equals ``value``
-        (case-insensitively), or ``None``."""
+        (case-insensitively), or ``None``.
+
+        Field names compare ignoring case, spaces and punctuation: ``"Serial Number"``
+        finds a field stored as ``serial_number`` (as inventory reports write it) or
+        ``SERIAL NUMBER``.
+
+        .. versionchanged:: 0.5.0
+           Field names compare ignoring case, spaces and punctuation.
+        """
 
     def save_asset(
         self, tag: str, fields: Mapping[str, str], *, customer_id: int | None = None
@@ -156,7 +164,8 @@ class Directory(Transactional, Protocol):
 
         The existing asset is the one :meth:`find_asset` finds by ``"tag"`` (compared
         case-insensitively); it keeps its id and the tag's spelling, and ``fields``
-        are merged over its fields (a name given replaces its value, the others stay).
+        are merged over its fields (a name given replaces its value, in any spelling
+        :meth:`find_asset` treats as the same field; the others stay).
         Afterwards :meth:`find_asset` finds it by its new field values, and no longer
         by values it dropped.
 
