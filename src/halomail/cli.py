@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from halomail import _cli_outbox, _cli_run, _cli_scale, app
+from halomail import _cli_check, _cli_outbox, _cli_run, _cli_scale, app
 from halomail._logformat import LOG_FORMATS, configure_logging
 from halomail._text import clean_text, redact_secrets
 from halomail._version import __version__
@@ -227,9 +227,9 @@ def _path(value: str) -> Path:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    # Build every backend, connecting to nothing: what `run` would refuse is refused here.
-    app.check_config(config)
+    config = _cli_check.load_reporting_every_error(args.config, json_output=args.json)
+    if config is None:  # every problem, each with its line, is printed already
+        return EXIT_USAGE
     enabled = [m.name for m in config.mailboxes if m.enabled]
     summary = (
         f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(enabled)} enabled, "
