@@ -228,8 +228,6 @@ class ImapConnector:
         self._pending: list[tuple[int, Disposition, int]] = []
         # (UIDVALIDITY, UIDNEXT) after the last read: wait_for_mail compares with it.
         self._mark: tuple[int, int] | None = None
-        #: How many emails the current fetch listed (``None`` before one): a progress total.
-        self.fetch_total: int | None = None
 
     def __repr__(self) -> str:
         return (
@@ -335,8 +333,7 @@ class ImapConnector:
         selected = self._require_selected()
         with self._io("search"):
             uids = self._search(client, selected)
-        log.debug("mailbox %s: %d emails in %s", self.name, len(uids), self.folder)
-        self.fetch_total = len(uids)
+        self.fetch_total = len(uids)  # what `halomail run` shows as its progress total
         limit = self.max_message_bytes
         for start in range(0, len(uids), self.batch_size):
             self._flush()
