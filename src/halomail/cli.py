@@ -1,7 +1,7 @@
 """The ``halomail`` command.
 
-Exit codes: 0 success; 1 some emails failed or were quarantined; 2 a usage or
-configuration error (the message names the key path). A bad configuration never
+Exit codes: 0 success; 1 some emails failed (for ``run``, as ``--fail-on`` says); 2 a
+usage or configuration error (the message names the key path). A bad configuration never
 ends in a traceback.
 
 What the command prints is safe on a terminal: escape sequences, control characters
