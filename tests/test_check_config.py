@@ -172,13 +172,13 @@ def test_check_config_and_run_refuse_it_with_the_key_path(
 
     for result in (checked, ran):
         assert result.returncode == 2, result.stderr
+        assert f"configuration error: {key_path}: " in result.stderr
         assert message in result.stderr
         assert "Traceback" not in result.stderr
-    # check-config names the file's line of each problem (#17); run, the first problem.
+    # check-config also names the file's line of each problem (#17).
     assert re.search(
         rf"^{re.escape(str(config))}:\d+: {re.escape(key_path)}: ", checked.stderr, re.M
     )
-    assert f"configuration error: {key_path}: " in ran.stderr
     assert "OK" not in checked.stdout
     assert not (tmp_path / "halomail.db").exists()  # run stopped before opening storage
 

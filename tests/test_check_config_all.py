@@ -109,7 +109,9 @@ def test_one_problem_reads_as_before_with_its_line(
     """A single mistake: the same message as always, now with its line; `run` exits 2 too."""
     path = _config(tmp_path, BAD.split('[[mailboxes]]\nname = "support"')[0])
     assert main(["-c", str(path), "check-config"]) == 2
-    err = capsys.readouterr().err
-    assert f"{path}:13: mailboxes[1].port: " in err
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"{path}:13: mailboxes[1].port: ")
+    assert err[1].startswith("halomail: configuration error: mailboxes[1].port: ")
+    assert len(err) == 2
     assert main(["-c", str(path), "run", "--once"]) == 2
     assert "configuration error: mailboxes[1].port: " in capsys.readouterr().err

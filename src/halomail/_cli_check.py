@@ -51,7 +51,14 @@ def load_reporting_every_error(path: str, *, json_output: bool) -> Config | None
                 print(json.dumps({"event": "error", **fields, "message": problem.message}))
             else:
                 print(clean_text(problem.located(path), multiline=True), file=sys.stderr)
-        count = len(exc.problems)
-        noun = "error" if count == 1 else "errors"
-        print(f"halomail: {count} configuration {noun} in {path}", file=sys.stderr)
+        print(_closing_line(exc, path), file=sys.stderr)
         return None
+
+
+def _closing_line(exc: ConfigErrors, path: str) -> str:
+    """One problem ends as every command says it; several, with how many."""
+    if len(exc.problems) > 1:
+        return f"halomail: {len(exc.problems)} configuration errors in {path}"
+    only = exc.problems[0]
+    where = f"{only.key_path}: " if only.key_path else ""
+    return clean_text(f"halomail: configuration error: {where}{only.message}", multiline=True)
