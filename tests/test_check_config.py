@@ -7,6 +7,7 @@ traceback and without connecting anywhere.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -174,6 +175,10 @@ def test_check_config_and_run_refuse_it_with_the_key_path(
         assert f"configuration error: {key_path}: " in result.stderr
         assert message in result.stderr
         assert "Traceback" not in result.stderr
+    # check-config also names the file's line of each problem (#17).
+    assert re.search(
+        rf"^{re.escape(str(config))}:\d+: {re.escape(key_path)}: ", checked.stderr, re.M
+    )
     assert "OK" not in checked.stdout
     assert not (tmp_path / "halomail.db").exists()  # run stopped before opening storage
 

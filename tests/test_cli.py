@@ -51,24 +51,25 @@ def _deliver(tmp_path: Path, name: str, raw: bytes) -> None:
 
 
 def _run_json(
-    config: Path, capsys: pytest.CaptureFixture[str]
+    config: Path, capsys: pytest.CaptureFixture[str], *options: str
 ) -> tuple[int, list[dict[str, object]]]:
     """Run once with --json; return the exit code and the per-email objects."""
-    code = main(["-c", str(config), "run", "--once", "--json"])
+    code = main(["-c", str(config), "run", "--once", "--json", *options])
     objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    return code, [o for o in objects if "event" not in o]
+    return code, [o for o in objects if o["event"] == "email"]
 
 
 def test_run_json_ends_with_each_mailbox_health(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`run --json` prints one object per email, then one "mailbox" object per mailbox."""
+    """`run --json` prints the emails, one "mailbox" object per mailbox, "sent", "summary"."""
     config = _setup(tmp_path)
     code = main(["-c", str(config), "run", "--once", "--json"])
     objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0
     health = [o for o in objects if o.get("event") == "mailbox"]
-    assert objects[-len(health) :] == health
+    assert objects[-len(health) - 2 : -2] == health
+    assert [o["event"] for o in objects[-2:]] == ["sent", "summary"]
     assert [(h["mailbox"], h["last_error"], h["consecutive_failures"]) for h in health] == [
         ("Support", None, 0)
     ]
@@ -163,10 +164,10 @@ def test_a_reply_with_the_tag_updates_and_a_stranger_does_not(
 def test_a_quarantined_email_makes_run_exit_1_and_is_listed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An email with no valid sender: `run` exits 1 and `quarantine` lists it with its reason."""
+    """No valid sender: `run --fail-on quarantine` exits 1, `quarantine` lists it with why."""
     config = _setup(tmp_path)
     _deliver(tmp_path, "1.a", make_email(sender="undisclosed-recipients:;"))
-    code, (entry,) = _run_json(config, capsys)
+    code, (entry,) = _run_json(config, capsys, "--fail-on", "quarantine")
     assert code == 1
     assert (entry["outcome"], entry["reason"]) == ("quarantined", "unparseable-sender")
     assert main(["-c", str(config), "quarantine", "--json"]) == 0

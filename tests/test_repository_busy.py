@@ -111,7 +111,7 @@ def _run(root: Path) -> tuple[subprocess.CompletedProcess[str], int, list[dict[s
         timeout=240,
     )
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    return result, int(waits.read_text()), [o for o in lines if "event" not in o]
+    return result, int(waits.read_text()), [o for o in lines if o["event"] == "email"]
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """The ``halomail`` command.
 
-Exit codes: 0 success; 1 some emails failed or were quarantined; 2 a usage or
-configuration error (the message names the key path). A bad configuration never
+Exit codes: 0 success; 1 some emails failed (for ``run``, as ``--fail-on`` says); 2 a
+usage or configuration error (the message names the key path). A bad configuration never
 ends in a traceback.
 
 What the command prints is safe on a terminal: escape sequences, control characters
@@ -29,22 +29,25 @@ from typing import Any, TextIO
 
 from halomail import (
     _cli_authorize,
+    _cli_check,
     _cli_outbox,
     _cli_quarantine,
     _cli_rules,
+    _cli_run,
     _cli_scale,
     _cli_services,
     _cli_tickets,
     _cli_unsent,
     app,
 )
-from halomail._text import RedactingFilter, clean_text, redact_secrets
+from halomail._logformat import LOG_FORMATS, configure_logging
+from halomail._text import clean_text, redact_secrets
 from halomail._version import __version__
 from halomail.backends.probe import Channel, probe_channel
 from halomail.config.loader import Config, load_config
 from halomail.errors import ConfigError, HalomailError
 from halomail.rules import PATTERN_BUDGET_MS, risky_patterns
-from halomail.runner import MailProcessor, Outcome, ProcessingOutcome, RunReport, Simulation
+from halomail.runner import MailProcessor, Outcome, Simulation
 from halomail.tickets.repository import TicketRepository
 
 __all__ = ["main"]
@@ -78,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``halomail`` command and return its exit code."""
     parser = _parser()
     args = parser.parse_args(_config_first(list(sys.argv[1:] if argv is None else argv)))
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose, args.log_format)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -119,19 +122,6 @@ def _reader_gone() -> int:
     return EXIT_PROBLEMS
 
 
-def _configure_logging(verbose: int) -> None:
-    """Warnings to stderr (``-v`` info, ``-vv`` debug), every line redacted and cleaned."""
-    handler = logging.StreamHandler(sys.stderr)
-    # A log line can quote a server's reply or an email's Message-ID: both are cleaned
-    # of terminal controls, and every URL's secrets are masked, whatever logger wrote it.
-    handler.addFilter(RedactingFilter(terminal=True))
-    logging.basicConfig(
-        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[handler],
-    )
-
-
 def _error(message: str) -> None:
     """``halomail: message`` on stderr, redacted and safe on a terminal."""
     print(f"halomail: {clean_text(redact_secrets(message), multiline=True)}", file=sys.stderr)
@@ -167,17 +157,17 @@ class _TerminalSafe(io.TextIOBase):
 
 
 def _config_first(argv: list[str]) -> list[str]:
-    """Move ``-c/--config`` to the front so it is accepted after the subcommand too."""
+    """Move ``-c/--config`` and ``--log-format`` to the front: accepted after the subcommand too."""
     moved: list[str] = []
     rest: list[str] = []
     index = 0
     while index < len(argv):
         arg = argv[index]
-        if arg in ("-c", "--config") and index + 1 < len(argv):
+        if arg in ("-c", "--config", "--log-format") and index + 1 < len(argv):
             moved += [arg, argv[index + 1]]
             index += 2
             continue
-        if arg.startswith("--config="):
+        if arg.startswith(("--config=", "--log-format=")):
             moved.append(arg)
         else:
             rest.append(arg)
@@ -191,6 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-c", "--config", default="halomail.toml", help="the configuration file")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="json: one object a line"
+    )
     parser.add_argument("--version", action="version", version=f"halomail {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -198,13 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("dir", nargs="?", type=_path, default=Path("halomail-quickstart"))
     quick.set_defaults(handler=_cmd_quickstart)
 
-    run = commands.add_parser("run", help="process every mailbox, then send the outbox")
-    run.add_argument("--once", action="store_true", help="one cycle, then exit")
-    run.add_argument("--json", action="store_true", help="one JSON object per email on stdout")
-    run.add_argument(
-        "--interval", type=_positive_seconds, default=60.0, help="seconds between cycles"
-    )
-    run.set_defaults(handler=_cmd_run)
+    _cli_run.register(commands)
 
     simulate = commands.add_parser("simulate", help="what would happen to these emails, and why")
     simulate.add_argument("files", nargs="+", type=_path, metavar="FILE.eml")
@@ -252,17 +239,6 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _positive_seconds(value: str) -> float:
-    """A finite number of seconds above 0."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {value}")
-    return seconds
-
-
 def _path(value: str) -> Path:
     """A path: not empty and without a NUL byte (which no file name can hold)."""
     if not value or "\0" in value:
@@ -274,9 +250,9 @@ def _path(value: str) -> Path:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    # Build every backend, connecting to nothing: what `run` would refuse is refused here.
-    app.check_config(config)
+    config = _cli_check.load_reporting_every_error(args.config, json_output=args.json)
+    if config is None:  # every problem, each with its line, is printed already
+        return EXIT_USAGE
     enabled = [m.name for m in config.mailboxes if m.enabled]
     summary = (
         f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(enabled)} enabled, "
@@ -367,94 +343,6 @@ def _cmd_send_test_email(args: argparse.Namespace) -> int:
     sent, route = app.send_test_email(config, args.mailbox, args.to)
     print(f"sent a test email to {args.to} via {route} (Message-ID <{sent.message_id}>)")
     return EXIT_OK
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    ok = True
-    # A long-running `run` serves metrics when [scale] metrics_port is set; one pass
-    # (--once) ends before anyone could scrape them.
-    serving = _cli_scale.metrics_served(None if args.once else config.scale)
-    with serving as counting, app.build_processor(config) as processor:
-        unsent = _cli_unsent.UnsentMail(processor)  # warns once: mail queued, never sent
-        if counting:
-            from halomail import metrics
-
-            metrics.observe(processor)
-        while True:
-            report = _run_cycle(processor, json_output=args.json)
-            unsent.report(json_output=args.json)
-            ok = ok and report.ok
-            if args.once:
-                break
-            # Mailboxes that can push (IMAP IDLE) end the wait early when mail arrives.
-            processor.wait_for_mail(max(1.0, args.interval))
-    return EXIT_OK if ok else EXIT_PROBLEMS
-
-
-def _run_cycle(processor: MailProcessor, *, json_output: bool) -> RunReport:
-    progress = _Progress(sys.stderr)
-
-    def show(outcome: ProcessingOutcome) -> None:
-        if json_output:
-            print(json.dumps(outcome.as_dict()), flush=True)
-        progress.tick(outcome)
-
-    report = processor.run_once(on_outcome=show)
-    progress.done()
-    for mailbox in report.mailboxes:
-        if mailbox.error or mailbox.note:
-            _error(f"mailbox {mailbox.name}: {mailbox.error or mailbox.note}")
-    if json_output:
-        # After the emails, one line per mailbox with its health ("event": "mailbox").
-        for health in processor.health():
-            print(json.dumps({"event": "mailbox", **health.as_dict()}), flush=True)
-    if not json_output:
-        _print_summary(report, sys.stdout)
-    return report
-
-
-def _print_summary(report: RunReport, out: TextIO) -> None:
-    counts: dict[str, int] = {}
-    for outcome in report.outcomes:
-        counts[outcome.outcome.value] = counts.get(outcome.outcome.value, 0) + 1
-    summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) or "no new email"
-    print(
-        f"{len(report.outcomes)} emails: {summary}; "
-        f"{report.sent.sent} sent, {report.sent.retrying} to retry, {report.sent.failed} failed",
-        file=out,
-    )
-    for outcome in report.outcomes:
-        if outcome.outcome in (Outcome.QUARANTINED, Outcome.RETRY):
-            print(
-                f"  {outcome.mailbox}: {outcome.message_id or outcome.ref}: "
-                f"{outcome.outcome.value} ({outcome.reason})",
-                file=out,
-            )
-
-
-class _Progress:
-    """A one-line counter on a terminal; silent when stderr is not a terminal."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._active = stream.isatty()
-        self._count = 0
-        self._last = 0.0
-
-    def tick(self, outcome: ProcessingOutcome) -> None:
-        self._count += 1
-        now = time.monotonic()
-        if self._active and now - self._last > 0.1:
-            self._last = now
-            self._stream.write(f"\r{outcome.mailbox}: {self._count} emails")
-            self._stream.flush()
-
-    def done(self) -> None:
-        if self._active and self._count:
-            self._stream.write(f"\r{' ' * 60}\r")
-            self._stream.flush()
-        self._count = 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -563,7 +451,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         os.utime(target, (base + index, base + index))
     print(f"Created {root}: halomail.toml, a Maildir inbox with {len(samples)} emails.\n")
     with app.build_processor(load_config(root / "halomail.toml")) as processor:
-        report = _run_cycle(processor, json_output=False)
+        cycle = _cli_run.run_cycle(processor)
         print()
         _cli_tickets.print_tickets(
             _cli_tickets.browsing(processor.repository).list_tickets(), sys.stdout
@@ -577,7 +465,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         f"  halomail -c {root / 'halomail.toml'} ticket 1\n"
         f"  halomail -c {root / 'halomail.toml'} run --once   # nothing new: each email once"
     )
-    return EXIT_OK if report.ok else EXIT_PROBLEMS
+    return EXIT_PROBLEMS if cycle.fails("error") else EXIT_OK
 
 
 @contextlib.contextmanager

@@ -597,17 +597,11 @@ class MailProcessor:
         The source is disposed of after the commit, on the calling thread (the
         mailbox's: connectors are not thread-safe).
         """
+        started = time.monotonic()
         outcome = self._unit.run(mailbox, fetched, self._writer)
         self._dispose(mailbox, fetched.ref, outcome.disposed_as)
         self._observers.outcome(mailbox.name, outcome)
-        log.info(
-            "%s %s %s ticket=%s reason=%s",
-            mailbox.name,
-            outcome.message_id or fetched.ref,
-            outcome.outcome.value,
-            outcome.ticket_id,
-            outcome.reason,
-        )
+        _log_outcome(outcome, time.monotonic() - started)
         return outcome
 
     def simulate(self, raw: bytes, mailbox: Mailbox | None = None) -> ProcessingOutcome:
@@ -746,3 +740,25 @@ class MailProcessor:
             len(refs),
         )
         return set(refs)
+
+
+def _log_outcome(outcome: ProcessingOutcome, seconds: float) -> None:
+    """One INFO line per email; its fields also travel as the record's extras (JSON logs)."""
+    fields = {
+        "mailbox": outcome.mailbox,
+        "source_id": outcome.ref,
+        "message_id": outcome.message_id,
+        "outcome": outcome.outcome.value,
+        "reason": outcome.reason.value if outcome.reason is not None else None,
+        "rule": outcome.rule,
+        "ticket_id": outcome.ticket_id,
+        "seconds": round(seconds, 3),
+    }
+    log.info(
+        "mailbox %s source %s: %s ticket=%s reason=%s rule=%s in %.3fs (Message-ID %s)",
+        *(fields[key] for key in ("mailbox", "source_id", "outcome", "ticket_id", "reason")),
+        fields["rule"],
+        seconds,
+        fields["message_id"],
+        extra=fields,
+    )

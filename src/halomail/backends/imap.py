@@ -333,7 +333,7 @@ class ImapConnector:
         selected = self._require_selected()
         with self._io("search"):
             uids = self._search(client, selected)
-        log.debug("mailbox %s: %d emails in %s", self.name, len(uids), self.folder)
+        self.fetch_total = len(uids)  # what `halomail run` shows as its progress total
         limit = self.max_message_bytes
         for start in range(0, len(uids), self.batch_size):
             self._flush()

@@ -129,6 +129,8 @@ class MaildirConnector:
         self.quarantine_folder = quarantine_folder
         self.max_message_bytes = max_message_bytes
         self._paths: dict[str, Path] = {}
+        #: How many emails the current fetch listed (``None`` before one): a progress total.
+        self.fetch_total: int | None = None
         if create:
             self._make_maildir(self.path)
 
@@ -143,6 +145,7 @@ class MaildirConnector:
         """
         entries = self._scan()
         self._paths = {key: path for _, key, path in entries}
+        self.fetch_total = len(entries)
         for _, key, path in entries:
             if key not in self._paths:  # acked while this iteration was running
                 continue

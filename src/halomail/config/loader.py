@@ -51,7 +51,7 @@ import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -60,6 +60,8 @@ from halomail._validate import (
     check_keys,
 )
 from halomail.backends import registry
+from halomail.config._collect import Collector, located
+from halomail.config._lines import KeyLines
 from halomail.config._read import (
     Context,
     array_of_tables,
@@ -108,6 +110,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A configuration file is a few kilobytes; refusing absurd sizes keeps a wrong path
 # (a log file, a database) from being read into memory whole.
@@ -249,7 +252,11 @@ def load_config(
         raise ConfigError("", f"{file}: invalid TOML: {_with_position(str(exc), text)}") from exc
     except RecursionError as exc:  # tomllib recurses per nesting level
         raise ConfigError("", f"{file}: invalid TOML: arrays or tables nest too deeply") from exc
-    config = parse_config(table, base_dir=file.parent, env=env)
+    try:
+        config = parse_config(table, base_dir=file.parent, env=env)
+    except ConfigError as exc:
+        # Each problem with its line in the file (tomllib gives values, not positions).
+        raise located(exc, KeyLines(text).line) from exc
     if require_mailbox:
         check_some_mailbox_enabled(config, file)
     return attrs.evolve(config, path=file)
@@ -313,60 +320,102 @@ def parse_config(
     """
     ctx = Context(Path(base_dir), os.environ if env is None else env)
     root = as_table(data, "")
-    check_keys(root, "", _TOP_KEYS)
-    storage = parse_storage(sub_table(root, "storage", ""), ctx)
-    outgoing_table = sub_table(root, "outgoing", "")
-    outgoing = parse_outgoing(outgoing_table, "outgoing", ctx, lenient=False)
+    # Each table is read even when one before it failed, so that every problem is
+    # reported at once; a table that needs a failed one is left out (see _collect).
+    found = Collector()
+    found.run(lambda: check_keys(root, "", _TOP_KEYS))
+    storage = found.run(lambda: parse_storage(sub_table(root, "storage", ""), ctx))
+    outgoing = found.run(lambda: _parse_top_outgoing(root, ctx))
+    mailboxes = found.run(lambda: parse_mailboxes(root, outgoing, ctx)) if outgoing else None
+    services = found.run(
+        lambda: services_from_config(array_of_tables(root, "services"), key_path="services")
+    )
+    ticket_templates = found.run(
+        lambda: ticket_templates_from_config(
+            array_of_tables(root, "ticket_templates"), key_path="ticket_templates"
+        )
+    )
+    rules = None
+    if services is not None and ticket_templates is not None:
+        rules = found.run(
+            lambda: rules_from_config(
+                array_of_tables(root, "rules"),
+                key_path="rules",
+                services=[service.name for service in services],
+                templates=[template.name for template in ticket_templates],
+                # Unknown when [[mailboxes]] failed: then a rule's mailbox is not checked.
+                mailboxes=None if mailboxes is None else [mailbox.name for mailbox in mailboxes],
+            )
+        )
+    processing = None
+    if outgoing is not None and storage is not None:
+        processing = found.run(
+            lambda: parse_processing(sub_table(root, "processing", ""), outgoing, storage)
+        )
+    limits = found.run(lambda: parse_limits(sub_table(root, "limits", "")))
+    message_groups = found.run(
+        lambda: message_groups_from_config(
+            array_of_tables(root, "message_groups"), key_path="message_groups"
+        )
+    )
+    teams = found.run(lambda: parse_teams(root))
+    agents = None
+    if teams is not None:
+        team_names = {team.name.casefold() for team in teams}
+        agents = found.run(lambda: parse_agents(root, team_names))
+    if outgoing is not None and mailboxes is not None:
+        if message_groups is not None and teams is not None:
+            found.run(lambda: check_message_groups(message_groups, outgoing, mailboxes, teams))
+        if teams:
+            found.run(lambda: _check_allowed_teams(mailboxes, teams))
+        if agents is not None:
+            found.run(lambda: _check_departments(mailboxes, agents))
+        found.run(lambda: _check_backends(outgoing, mailboxes, outgoing_written="outgoing" in root))
+    sms = found.run(lambda: parse_sms(root, ctx))
+    scale = found.run(lambda: parse_scale(sub_table(root, "scale", ""), ctx))
+    found.raise_any()
+    return Config(
+        sms=sms,
+        scale=scale,
+        message_groups=_read(message_groups),
+        agents=_read(agents),
+        teams=_read(teams),
+        storage=_read(storage),
+        outgoing=_read(outgoing),
+        mailboxes=_read(mailboxes),
+        rules=_read(rules),
+        services=_read(services),
+        ticket_templates=_read(ticket_templates),
+        processing=_read(processing),
+        limits=_read(limits),
+    )
+
+
+def _read(value: T | None) -> T:
+    """A table the collector read: ``None`` only for a failed one, and then it raised."""
+    assert value is not None, "a failed table was not reported"
+    return value
+
+
+def _parse_top_outgoing(root: Mapping[str, Any], ctx: Context) -> OutgoingSettings:
+    outgoing = parse_outgoing(sub_table(root, "outgoing", ""), "outgoing", ctx, lenient=False)
     if "outgoing" in root:
         # Without an [outgoing] table nothing is configured to send with, which is fine
         # (simulate, dry runs); a table that is present must be complete.
         check_outgoing_complete(outgoing, "outgoing")
-    mailboxes = parse_mailboxes(root, outgoing, ctx)
-    services = services_from_config(array_of_tables(root, "services"), key_path="services")
-    ticket_templates = ticket_templates_from_config(
-        array_of_tables(root, "ticket_templates"), key_path="ticket_templates"
-    )
-    rules = rules_from_config(
-        array_of_tables(root, "rules"),
-        key_path="rules",
-        services=[service.name for service in services],
-        templates=[template.name for template in ticket_templates],
-        mailboxes=[mailbox.name for mailbox in mailboxes],
-    )
-    processing = parse_processing(sub_table(root, "processing", ""), outgoing, storage)
-    limits = parse_limits(sub_table(root, "limits", ""))
-    message_groups = message_groups_from_config(
-        array_of_tables(root, "message_groups"), key_path="message_groups"
-    )
-    teams = parse_teams(root)
-    check_message_groups(message_groups, outgoing, mailboxes, teams)
+    return outgoing
+
+
+def _check_allowed_teams(mailboxes: Sequence[MailboxSettings], teams: Sequence[Team]) -> None:
+    """Every team a mailbox allows is a ``[[teams]]`` entry."""
     team_names = {team.name.casefold() for team in teams}
-    agents = parse_agents(root, team_names)
-    if teams:
-        for mailbox in mailboxes:
-            for index, team in enumerate(mailbox.allowed_teams):
-                if team.casefold() not in team_names:
-                    raise ConfigError(
-                        f"{mailbox.key_path}.allowed_teams[{index}]",
-                        f"no [[teams]] named {team!r}",
-                    )
-    _check_departments(mailboxes, agents)
-    _check_backends(outgoing, mailboxes, outgoing_written="outgoing" in root)
-    return Config(
-        sms=parse_sms(root, ctx),
-        scale=parse_scale(sub_table(root, "scale", ""), ctx),
-        message_groups=message_groups,
-        agents=agents,
-        teams=teams,
-        storage=storage,
-        outgoing=outgoing,
-        mailboxes=mailboxes,
-        rules=rules,
-        services=services,
-        ticket_templates=ticket_templates,
-        processing=processing,
-        limits=limits,
-    )
+    for mailbox in mailboxes:
+        for index, team in enumerate(mailbox.allowed_teams):
+            if team.casefold() not in team_names:
+                raise ConfigError(
+                    f"{mailbox.key_path}.allowed_teams[{index}]",
+                    f"no [[teams]] named {team!r}",
+                )
 
 
 def _check_departments(mailboxes: Sequence[MailboxSettings], agents: Sequence[Agent]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from halomail._validate import (
     describe,
     join_key,
 )
+from halomail.config._collect import Collector
 from halomail.config._read import (
     _ADDRESS,
     Context,
@@ -337,18 +339,27 @@ def parse_mailboxes(
         )
     mailboxes: list[MailboxSettings] = []
     seen: dict[str, int] = {}
+    found = Collector()  # every mailbox's problems, not only the first mailbox's
     for index, item in enumerate(raw):
         kp = f"mailboxes[{index}]"
-        mailbox = _parse_mailbox(as_table(item, kp), kp, outgoing, ctx)
+        table = found.run(functools.partial(as_table, item, kp))
+        if table is None:
+            continue
+        mailbox = found.run(functools.partial(_parse_mailbox, table, kp, outgoing, ctx))
+        if mailbox is None:
+            continue
         folded = mailbox.name.casefold()
         if folded in seen:
-            raise ConfigError(
-                f"{kp}.name",
-                f"duplicate mailbox name {mailbox.name!r} (also mailboxes[{seen[folded]}]); "
-                "names must be unique, ignoring case",
+            found.errors.append(
+                ConfigError(
+                    f"{kp}.name",
+                    f"duplicate mailbox name {mailbox.name!r} (also mailboxes[{seen[folded]}]); "
+                    "names must be unique, ignoring case",
+                )
             )
         seen[folded] = index
         mailboxes.append(mailbox)
+    found.raise_any()
     return tuple(mailboxes)
 
 

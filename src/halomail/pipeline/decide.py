@@ -213,7 +213,7 @@ def _decide_rest(
             )
         if mailbox.hijack == "quarantine":
             return Decision(Outcome.QUARANTINED, Reason.THREAD_HIJACK_SUSPECTED)
-        log.warning(
+        log.info(
             "mailbox %s: %s is unrelated to ticket %d; opening a new ticket",
             mailbox.name,
             email.sender.normalized,

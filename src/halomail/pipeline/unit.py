@@ -242,7 +242,7 @@ class UnitOfWork:
 
     def _quarantine_too_large(self, mailbox: Mailbox, fetched: FetchedMessage) -> ProcessingOutcome:
         key = f"{mailbox.name}\x1fref:{fetched.ref}:{fetched.size}"
-        detail = f"{fetched.size} bytes: over the limit; left in the mailbox unread"
+        detail = f"{fetched.size} bytes: over the limit; {_where_too_large_goes(mailbox)}"
         self._quarantine_once(
             key, NewQuarantine(mailbox.name, Reason.TOO_LARGE.value, b"", detail, dedupe_key=key)
         )
@@ -285,3 +285,17 @@ class UnitOfWork:
                 attempts.finish(repo, attempt)
         except DuplicateKeyError:
             pass  # another runner quarantined the same email first: the outcome stands
+
+
+def _where_too_large_goes(mailbox: Mailbox) -> str:
+    """Where a too-large email is once quarantined: its bytes were never read, so the
+    mailbox's copy is the only one, and the detail must say truly where it is.
+
+    A connector with a ``quarantine_folder`` (Maildir, IMAP, Graph, Gmail, EWS, the
+    folder connectors) moves it there on the quarantine disposition; one without
+    (POP3) leaves it where it was.
+    """
+    folder = getattr(mailbox.connector, "quarantine_folder", None)
+    if isinstance(folder, str) and folder:
+        return f"moved unread to the mailbox's {folder!r} folder"
+    return "left in the mailbox unread"
