@@ -15,6 +15,7 @@ The convention (documented in docs/development.md, "Docs that run"):
   for the document's later blocks, as it would in a reader's.
 * ``sh``: the block is a shell script, run by ``sh -e`` with the installed ``halomail``
   first on ``PATH``. ``console``: its ``$ `` lines are that script (the rest is output).
+* ``json``: sample output; it must be valid JSON (one document, or one per line).
 * ``text`` and unlabelled blocks are pictures and sample output: shown, never run.
 * ``<!-- not-run: reason -->`` on the line before a block skips it: the reason is
   required, and there may be at most :data:`MAX_NOT_RUN` of them. Any other language
@@ -25,6 +26,7 @@ The convention (documented in docs/development.md, "Docs that run"):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -57,7 +59,7 @@ ELSEWHERE: Mapping[str, str] = {
 MAX_NOT_RUN = 8
 #: Languages that are shown, never run: pictures and sample output.
 SHOWN = frozenset({"", "text"})
-RUN = frozenset({"python", "toml", "sh", "console"})
+RUN = frozenset({"python", "toml", "sh", "console", "json"})
 
 # A fence opens a line with ``` and a language word (or none), and a line of ``` closes it.
 _FENCE = re.compile(r"^```[ \t]*([\w+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -188,6 +190,16 @@ def _run_block(block: Block, folder: Path, env: dict[str, str]) -> str:
         if not failure:  # as a reader would: the fragment is now part of their halomail.toml
             shutil.copyfile(config, folder / "halomail.toml")
         return failure
+    if block.language == "json":  # sample output: one JSON document, or one per line
+        try:
+            json.loads(block.text)
+        except ValueError:
+            try:
+                for line in filter(None, block.text.splitlines()):
+                    json.loads(line)
+            except ValueError as exc:
+                return f"not JSON: {exc}"
+        return ""
     if block.language == "sh":
         return _run(["sh", "-e"], folder, env, stdin=block.text)
     assert block.language == "console"

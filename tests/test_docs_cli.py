@@ -16,7 +16,9 @@ import pytest
 from tests.conftest import make_email
 
 DOC = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
-BLOCKS = re.findall(r"^```sh\n(.*?)^```", DOC, re.MULTILINE | re.DOTALL)
+#: The operator's sections; the `run` section is tests/test_docs_cli_run.py's.
+TOOLS = re.sub(r"^## run\n.*?(?=^## )", "", DOC, flags=re.MULTILINE | re.DOTALL)
+BLOCKS = re.findall(r"^```sh\n(.*?)^```", TOOLS, re.MULTILINE | re.DOTALL)
 HALOMAIL = shutil.which("halomail", path=str(Path(sys.executable).parent))
 NO_SENDER = make_email(sender="undisclosed-recipients:;", message_id="<nosender@x.example>")
 
@@ -47,7 +49,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert _halomail("halomail quickstart", home).returncode == 0
     folder = home / "halomail-quickstart"
     (folder / "inbox" / "new" / "9.nosender").write_bytes(NO_SENDER)
-    ran = _halomail("halomail run --once", folder)
+    ran = _halomail("halomail run --once --fail-on quarantine", folder)
     assert ran.returncode == 1, ran.stderr  # the quarantined email
     assert "unparseable-sender" in ran.stdout
     return folder
