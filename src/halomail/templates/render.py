@@ -108,7 +108,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
     Variable("useremail", (), "The requester's email address."),
     Variable("userphone", (), "The requester's phone number (else their mobile)."),
     Variable("customername", ("clientname",), "The requester's customer (client)."),
-    Variable("sitename", (), "The customer's site, when the host application gives one."),
+    Variable("sitename", (), "The site: the host application's, else the one a rule mapped."),
     Variable("agentname", (), "The agent acting on the ticket, else the one assigned."),
     Variable("agentemail", (), "That agent's email address."),
     Variable("teamname", (), "The ticket's team."),
@@ -219,7 +219,7 @@ class TemplateValues:
             agent_name: The acting or assigned agent's name.
             agent_email: Their address (defaults to the ticket's agent).
             team_name: The team (defaults to the ticket's team).
-            site_name: The customer's site.
+            site_name: The customer's site (defaults to the site a rule set on the ticket).
             mailbox_name: The sending mailbox (defaults to the ticket's mailbox).
             ticket_url: The ticket's address in the helpdesk.
             tag: The subject tag, e.g. ``[ID:1234]``.
@@ -241,7 +241,7 @@ class TemplateValues:
             "useremail": ticket.user_email,
             "userphone": (user.phone or user.mobile or "") if user else "",
             "customername": customer.name if customer else (ticket.customer or ""),
-            "sitename": site_name,
+            "sitename": site_name or ticket.site or "",
             "agentname": agent_name,
             "agentemail": agent_email or ticket.agent or "",
             "teamname": team_name or ticket.team or "",
