@@ -9,6 +9,9 @@ or across the boundary between two values or two fields.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +19,7 @@ from hypothesis import strategies as st
 
 from halomail.inbound.models import Address, Attachment, InboundEmail
 from halomail.rules import EmailRule, RuleEngine, RuleType
-from halomail.rules._automaton import Automaton
+from halomail.rules._automaton import WINDOW, Automaton, utf8
 
 # One-byte, two-byte and four-byte characters, and the joining newline.
 ALPHABET = "aé😀\n"
@@ -153,3 +156,57 @@ def test_a_needle_is_not_found_across_two_recipients() -> None:
         decided = engine.evaluate(email, "Support")
         assert decided is not None
         assert decided.rule.name == "whole", scan
+
+
+# -- long texts are searched a window at a time --------------------------------------------
+
+
+def test_needles_across_window_boundaries_are_found_where_they_are() -> None:
+    """Needles straddling, starting and ending at every window edge: as `in` finds them."""
+    needles = ["edge", "é😀x", "zzzz", "q", "nothere"]
+    pieces = []
+    for window in range(1, 4):
+        edge = window * WINDOW
+        # "edge" straddles a boundary; "é😀x" (7 bytes) ends just past the next one.
+        pieces.append((edge - 2, "edge"))
+        pieces.append((edge + WINDOW - 4, "é😀x"))
+    text = list("." * (4 * WINDOW))
+    for offset, needle in pieces:
+        # Offsets count bytes of an ASCII filler, so only the multibyte needle shifts.
+        text[offset : offset + len(needle)] = needle
+    long_text = "".join(text) + "q"
+    automaton = Automaton(needles)
+    expected = {i for i, needle in enumerate(needles) if needle in long_text}
+    assert expected == {0, 1, 3}
+    assert automaton.find(long_text) == expected
+    split = WINDOW + 1
+    head = {i for i, needle in enumerate(needles) if needle in long_text[:split]}
+    assert automaton.find_split(long_text, split) == (head, expected)
+    data = utf8(long_text)
+    where = {(start, end) for position, start, end in automaton.matches(data) if position == 0}
+    starts = [i for i in range(len(data)) if data.startswith(b"edge", i)]
+    assert where == {(start, start + 4) for start in starts}
+    assert len(starts) == 3
+
+
+def test_a_repetitive_megabyte_is_searched_in_bounded_memory() -> None:
+    """1 MB of 'a' against 'a', 'aa', 'aaa': 3 million matches, never all held at once."""
+    # In a fresh process, so that its peak size (ru_maxrss, in KiB) is this search's.
+    script = """
+import json, resource
+from halomail.rules._automaton import Automaton
+automaton = Automaton(["a", "aa", "aaa", "b"])
+text = "a" * 1_000_000
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+found = automaton.find(text)
+head, whole = automaton.find_split(text, 10)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps([sorted(found), sorted(head), sorted(whole), grown * 1024]))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    found, head, whole, grown = json.loads(result.stdout)
+    assert found == head == whole == [0, 1, 2]
+    # Listing every match at once takes over 400 MB; a window's worth is a few MB.
+    assert grown < 40_000_000, f"grew {grown / 1e6:.0f} MB"

@@ -16,11 +16,14 @@ as they are (``surrogatepass``), on both sides.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import ahocorasick_rs
 
-__all__ = ["Automaton", "utf8"]
+__all__ = ["WINDOW", "Automaton", "utf8"]
+
+#: How many bytes of a text one call into the crate searches (see Automaton._windows).
+WINDOW = 1 << 14
 
 _ENCODING = "utf-8"
 _ERRORS = "surrogatepass"
@@ -44,7 +47,7 @@ class Automaton:
             ``ids`` and ``needles`` differ in length.
     """
 
-    __slots__ = ("_automaton", "_ids", "needles")
+    __slots__ = ("_automaton", "_ids", "_reach", "needles")
 
     def __init__(self, needles: Sequence[str], ids: Sequence[int] | None = None) -> None:
         self.needles: tuple[str, ...] = tuple(needles)
@@ -58,6 +61,8 @@ class Automaton:
         # The crate reports a needle by its position in the list; _ids maps it back
         # (None: the positions are the ids).
         self._ids: tuple[int, ...] | None = None if ids is None else tuple(ids)
+        # How far a match starting in one window may reach into the next.
+        self._reach = max((len(utf8(needle)) for needle in self.needles), default=1) - 1
         self._automaton = (
             ahocorasick_rs.BytesAhoCorasick([utf8(needle) for needle in self.needles])
             if self.needles
@@ -67,13 +72,26 @@ class Automaton:
     def __repr__(self) -> str:
         return f"Automaton({len(self.needles)} needles)"
 
-    def _matches(self, text: str) -> list[tuple[int, int, int]]:
-        """Every ``(needle position, start byte, end byte)``, overlapping ones included."""
-        if self._automaton is None:
-            return []
-        return self._automaton.find_matches_as_indexes(
-            text.encode(_ENCODING, _ERRORS), overlapping=True
-        )
+    def _windows(self, data: bytes) -> Iterator[tuple[int, list[tuple[int, int, int]]]]:
+        """The matches in ``data`` one window at a time: ``(offset, matches in it)``.
+
+        A short text is one window. A long one is searched :data:`WINDOW` bytes at a
+        time, each window reaching one needle's length into the next so that no match
+        is lost (one in the overlap is reported by both windows: every caller collects
+        sets). The crate lists every overlapping match, and a repetitive text (a
+        megabyte of ``a`` against the needles ``a`` and ``aa``) would otherwise make a
+        list of millions of tuples.
+        """
+        automaton = self._automaton
+        if automaton is None:
+            return
+        if len(data) <= WINDOW + self._reach:
+            yield 0, automaton.find_matches_as_indexes(data, overlapping=True)
+            return
+        view = memoryview(data)
+        for offset in range(0, len(data), WINDOW):
+            window = view[offset : offset + WINDOW + self._reach]
+            yield offset, automaton.find_matches_as_indexes(window, overlapping=True)
 
     def find(self, text: str) -> set[int]:
         """The ids of the needles that occur in ``text``.
@@ -85,19 +103,16 @@ class Automaton:
         Returns:
             A set of needle ids.
         """
-        # The hot path of rule evaluation: one call into the crate, no other.
-        automaton = self._automaton
-        if automaton is None:
-            return set()
-        matches = automaton.find_matches_as_indexes(
-            text.encode(_ENCODING, _ERRORS), overlapping=True
-        )
-        if self._ids is None:
-            return {match[0] for match in matches}
         ids = self._ids
-        return {ids[match[0]] for match in matches}
+        found: set[int] = set()
+        for _offset, matches in self._windows(text.encode(_ENCODING, _ERRORS)):
+            if ids is None:
+                found.update([match[0] for match in matches])
+            else:
+                found.update([ids[match[0]] for match in matches])
+        return found
 
-    def matches(self, data: bytes) -> list[tuple[int, int, int]]:
+    def matches(self, data: bytes) -> Iterator[tuple[int, int, int]]:
         """Every match in UTF-8 ``data``: ``(needle position, start byte, end byte)``.
 
         For callers that search several texts joined into one. Overlapping matches are
@@ -106,12 +121,15 @@ class Automaton:
         Args:
             data: The text to search, encoded with :func:`utf8`.
 
-        Returns:
-            The matches, by where they end.
+        Yields:
+            The matches, a window at a time (one in the overlap of two windows twice).
         """
-        if self._automaton is None:
-            return []
-        return self._automaton.find_matches_as_indexes(data, overlapping=True)
+        for offset, matches in self._windows(data):
+            if not offset:
+                yield from matches
+            else:
+                for position, start, end in matches:
+                    yield position, start + offset, end + offset
 
     def find_split(self, text: str, split: int) -> tuple[set[int], set[int]]:
         """One walk that answers for ``text[:split]`` and for the whole of ``text``.
@@ -124,10 +142,12 @@ class Automaton:
             The ids found in ``text[:split]`` and the ids found in ``text``.
         """
         ids = self._ids or range(len(self.needles))
-        matches = self._matches(text)
-        whole = {ids[position] for position, _start, _end in matches}
-        if not whole:
-            return set(), whole
         split_byte = len(utf8(text[:split]))
-        head = {ids[position] for position, _start, end in matches if end <= split_byte}
+        head: set[int] = set()
+        whole: set[int] = set()
+        for offset, matches in self._windows(utf8(text)):
+            whole.update([ids[position] for position, _start, _end in matches])
+            if offset < split_byte:
+                bound = split_byte - offset
+                head.update([ids[position] for position, _start, end in matches if end <= bound])
         return head, whole

@@ -721,14 +721,14 @@ class _Scanner:
             return False
         joined = "\n".join(texts)
         data = utf8(joined)
-        matches = automaton.matches(data)
-        if not matches:  # the usual case: no needle of any short field
-            return True
-        # ends[i]: where value i ends, with the "\n" that follows it, in bytes.
-        lengths = map(len, texts) if len(data) == len(joined) else map(len, map(utf8, texts))
-        ends = list(itertools.accumulate(length + 1 for length in lengths))
+        ends: list[int] = []
         postings = self.postings
-        for position, start, end in matches:
+        for position, start, end in automaton.matches(data):
+            if not ends:  # computed on the first match only: usually there is none
+                # ends[i]: where value i ends, with the "\n" that follows it, in bytes.
+                ascii_only = len(data) == len(joined)
+                lengths = map(len, texts) if ascii_only else map(len, map(utf8, texts))
+                ends = list(itertools.accumulate(length + 1 for length in lengths))
             value = bisect.bisect_right(ends, start)
             if end < ends[value]:  # not across the separator into the next value
                 satisfied.update(postings[owners[value]][position])
