@@ -744,6 +744,8 @@ class MailProcessor:
 
 def _log_outcome(outcome: ProcessingOutcome, seconds: float) -> None:
     """One INFO line per email; its fields also travel as the record's extras (JSON logs)."""
+    if not log.isEnabledFor(logging.INFO):
+        return  # the default level: nothing to build for every email
     fields = {
         "mailbox": outcome.mailbox,
         "source_id": outcome.ref,
@@ -756,7 +758,11 @@ def _log_outcome(outcome: ProcessingOutcome, seconds: float) -> None:
     }
     log.info(
         "mailbox %s source %s: %s ticket=%s reason=%s rule=%s in %.3fs (Message-ID %s)",
-        *(fields[key] for key in ("mailbox", "source_id", "outcome", "ticket_id", "reason")),
+        fields["mailbox"],
+        fields["source_id"],
+        fields["outcome"],
+        fields["ticket_id"],
+        fields["reason"],
         fields["rule"],
         seconds,
         fields["message_id"],
