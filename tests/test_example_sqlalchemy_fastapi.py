@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -261,5 +263,52 @@ def test_the_example_processes_a_maildir_into_its_database(tmp_path: Path) -> No
         summaries = {t.summary for t in repository.list_tickets()}
         assert summaries == {"Printer jammed", "New starter on Monday"}
         assert len(repository.due_outgoing(utcnow() + dt.timedelta(days=1))) == 2  # the acks
+    finally:
+        repository.close()
+
+
+# -- the documents that describe the example ---------------------------------------------
+
+DOCUMENTS = (
+    Path(__file__).parent.parent / "docs" / "sqlalchemy.md",
+    EXAMPLES / "sqlalchemy_fastapi" / "README.md",
+)
+
+
+def fenced_blocks(document: Path) -> list[tuple[str, str]]:
+    """Each fenced block of a Markdown document: its language and its text."""
+    found = re.findall(
+        r"^```(\w*)\n(.*?)^```", document.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL
+    )
+    return [(language, text) for language, text in found]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def test_the_documents_blocks_run_as_written(document: Path, tmp_path: Path) -> None:
+    """docs/sqlalchemy.md and the example's README: each python and sh block runs and succeeds."""
+    blocks = fenced_blocks(document)
+    assert blocks, document
+    assert {language for language, _ in blocks} <= {"python", "sh"}
+    deliver(tmp_path / "inbox", "1700000000.a", "Alice <alice@customer.example>", "Printer jammed")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(EXAMPLES), str(EXAMPLES.parent)]),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
+    for language, text in blocks:
+        command = [sys.executable, "-W", "error", "-c", text] if language == "python" else []
+        result = subprocess.run(
+            command or ["sh", "-e", "-c", text],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"{document.name}:\n{text}\n{result.stderr}"
+    repository = open_repository(tmp_path / "helpdesk.db")
+    try:
+        assert [t.summary for t in repository.list_tickets()] == ["Printer jammed"]
     finally:
         repository.close()
