@@ -114,6 +114,10 @@ def test_the_sdist_holds_what_a_user_needs_and_no_caches(dist: Path) -> None:
         assert f"src/halomail/{path}" in names, path
     assert "src/halomail/__init__.py" in names
     assert "tests/test_release.py" in names  # a user can run the tests from the sdist
+    assert "docs/repository.md" in names
+    assert "examples/sqlalchemy_fastapi/repository.py" in names
+    if (ROOT / "mkdocs.yml").is_file():  # the docs site builds from the sdist too
+        assert "mkdocs.yml" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if n.startswith((".venv", ".git/", "dist/"))]
 
