@@ -119,6 +119,8 @@ def test_get_tickets_lists_the_tickets_made_from_the_maildir(desk: Desk) -> None
     assert ticket["summary"] == "VPN is down"
     assert ticket["user_email"] == "alice@customer.example"
     assert ticket["status"] == "new"
+    assert desk.client.get("/tickets", params={"offset": 1}).json() == []
+    assert desk.client.get("/tickets", params={"limit": -1}).status_code == 422
 
 
 def test_an_agent_reply_is_recorded_queued_and_delivered_by_smtp(desk: Desk) -> None:

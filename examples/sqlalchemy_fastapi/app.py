@@ -15,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel
 
 from halomail import (
@@ -71,7 +72,10 @@ def create_app(repository: SQLAlchemyTicketRepository, processor: MailProcessor)
     app = FastAPI(title="Helpdesk")
 
     @app.get("/tickets")
-    def list_tickets(limit: int = 50, offset: int = 0) -> list[TicketOut]:
+    def list_tickets(
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[TicketOut]:
         """Tickets, newest first."""
         return [
             TicketOut(

@@ -950,8 +950,11 @@ def _domain_key(domain: str) -> str:
 
 
 def _domain_of(address: str) -> str | None:
+    """The lower-cased domain after the last ``@``, or ``None`` for an address without one."""
     local, at, domain = address.strip().lower().rpartition("@")
-    return domain.rstrip(".") or None if at and local else None
+    if not at or not local:
+        return None
+    return domain.rstrip(".") or None
 
 
 _SEPARATORS = re.compile(r"[\W_]+")
