@@ -113,7 +113,8 @@ def test_the_sdist_holds_what_a_user_needs_and_no_caches(dist: Path) -> None:
     for path in package_data_files():
         assert f"src/halomail/{path}" in names, path
     assert "src/halomail/__init__.py" in names
-    assert "tests/test_release.py" in names  # a user can run the tests from the sdist
+    # A user can run the suite from the sdist, as CI does (README's quick start).
+    assert {"tests/test_release.py", "scripts/test", ".ci/run"} <= names
     assert "docs/repository.md" in names
     assert "examples/sqlalchemy_fastapi/repository.py" in names
     if (ROOT / "mkdocs.yml").is_file():  # the docs site builds from the sdist too
