@@ -33,10 +33,12 @@ from halomail import (
     TicketRepository,
 )
 from halomail.backends.smtp import SmtpTransport
-from halomail.testing import AttemptLedgerContract, TicketRepositoryContract
 from halomail.tickets.models import utcnow
 from tests.conftest import make_email
 from tests.servers.smtp import SmtpServer
+
+pytest.register_assert_rewrite("halomail.testing")
+from halomail.testing import AttemptLedgerContract, TicketRepositoryContract  # noqa: E402
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 if str(EXAMPLES) not in sys.path:
