@@ -23,6 +23,9 @@ saw them, and a ticket deleted by the host must not take its mail history with i
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from django.db import models
 
 __all__ = [
@@ -41,9 +44,47 @@ __all__ = [
     "ServiceStatus",
     "State",
     "StoredFile",
+    "Text",
     "Ticket",
     "User",
 ]
+
+
+# PostgreSQL's text cannot hold NUL, which an email's text may (SQLite's can). On
+# PostgreSQL, NUL is stored as ESCAPE "0" and ESCAPE itself doubled, a private-use
+# character real mail almost never holds (as halomail's own PostgreSQL repository does):
+# text without either is stored as it is, so equal text stays equal in lookups.
+_ESCAPE = "\ue000"
+_ESCAPED = re.compile(f"{_ESCAPE}(.)", re.DOTALL)
+
+
+def _escape_nul(text: str) -> str:
+    if "\x00" not in text and _ESCAPE not in text:
+        return text
+    return text.replace(_ESCAPE, _ESCAPE * 2).replace("\x00", f"{_ESCAPE}0")
+
+
+def _unescape_nul(text: str) -> str:
+    if _ESCAPE not in text:
+        return text
+    return _ESCAPED.sub(lambda match: "\x00" if match[1] == "0" else match[1], text)
+
+
+class Text(models.TextField):
+    """A ``TextField`` that keeps NUL characters on PostgreSQL too (escaped there)."""
+
+    def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
+        """The value for the database: NUL escaped on PostgreSQL."""
+        value = super().get_db_prep_value(value, connection, prepared)
+        if isinstance(value, str) and connection.vendor == "postgresql":
+            return _escape_nul(value)
+        return value
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        """The value read back: NUL restored on PostgreSQL."""
+        if isinstance(value, str) and connection.vendor == "postgresql":
+            return _unescape_nul(value)
+        return value
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -59,28 +100,28 @@ class Ticket(models.Model):
     STATUSES = [("new", "new"), ("open", "open"), ("closed", "closed")]
     RECORDS = [("ticket", "ticket"), ("opportunity", "opportunity")]
 
-    summary = models.TextField()
-    details = models.TextField()
-    ticket_type = models.TextField()
-    user_email = models.TextField()
-    user_name = models.TextField(blank=True, default="")
-    mailbox = models.TextField(blank=True, default="")
-    record = models.TextField(choices=RECORDS, default="ticket")
-    customer = models.TextField(blank=True, null=True)
+    summary = Text()
+    details = Text()
+    ticket_type = Text()
+    user_email = Text()
+    user_name = Text(blank=True, default="")
+    mailbox = Text(blank=True, default="")
+    record = Text(choices=RECORDS, default="ticket")
+    customer = Text(blank=True, null=True)
     cc = models.JSONField(default=list, blank=True)
-    priority = models.TextField(blank=True, null=True)
-    category = models.TextField(blank=True, null=True)
-    team = models.TextField(blank=True, null=True)
-    agent = models.TextField(blank=True, null=True)
+    priority = Text(blank=True, null=True)
+    category = Text(blank=True, null=True)
+    team = Text(blank=True, null=True)
+    agent = Text(blank=True, null=True)
     # The first of asset_ids, kept apart as SQLite's schema keeps it.
     asset_id = models.BigIntegerField(blank=True, null=True)
     asset_ids = models.JSONField(default=list, blank=True)
     custom_fields = models.JSONField(default=dict, blank=True)
-    status = models.TextField(choices=STATUSES, default="new")
-    alert_key = models.TextField(blank=True, null=True)
-    impact = models.TextField(blank=True, null=True)
-    urgency = models.TextField(blank=True, null=True)
-    site = models.TextField(blank=True, null=True)
+    status = Text(choices=STATUSES, default="new")
+    alert_key = Text(blank=True, null=True)
+    impact = Text(blank=True, null=True)
+    urgency = Text(blank=True, null=True)
+    site = Text(blank=True, null=True)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     closed_at = models.DateTimeField(blank=True, null=True)
@@ -100,12 +141,12 @@ class Action(models.Model):
     """Something that happened on a ticket: an email in or out, a note, a status change."""
 
     ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="actions")
-    kind = models.TextField()
-    body = models.TextField()
-    from_address = models.TextField(blank=True, default="")
+    kind = Text()
+    body = Text()
+    from_address = Text(blank=True, default="")
     public = models.BooleanField(default=True)
     # Replies naming this Message-ID thread onto the ticket: looked up for every email.
-    message_id = models.TextField(blank=True, null=True, db_index=True)
+    message_id = Text(blank=True, null=True, db_index=True)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -120,11 +161,11 @@ class Attachment(models.Model):
 
     action = models.ForeignKey(Action, on_delete=models.CASCADE, related_name="attachments")
     position = models.IntegerField()
-    filename = models.TextField()
-    storage_name = models.TextField()
-    content_type = models.TextField()
+    filename = Text()
+    storage_name = Text()
+    content_type = Text()
     size = models.BigIntegerField()
-    content_id = models.TextField(blank=True, null=True)
+    content_id = Text(blank=True, null=True)
     inline = models.BooleanField(default=False)
     payload = models.BinaryField()
 
@@ -146,11 +187,11 @@ class Attachment(models.Model):
 class Customer(models.Model):
     """A customer (client) of the helpdesk, and the email domains it owns."""
 
-    name = models.TextField()
+    name = Text()
     # As given; CustomerDomain holds them folded, for the lookup.
     domains = models.JSONField(default=list, blank=True)
-    from_address = models.TextField(blank=True, null=True)
-    reply_address = models.TextField(blank=True, null=True)
+    from_address = Text(blank=True, null=True)
+    reply_address = Text(blank=True, null=True)
 
     class Meta:
         ordering = ["name", "id"]
@@ -162,7 +203,7 @@ class Customer(models.Model):
 class CustomerDomain(models.Model):
     """One domain of a customer, lower-cased: how a sender's domain finds its customer."""
 
-    domain = models.TextField()
+    domain = Text()
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="domain_rows")
 
     class Meta:
@@ -178,13 +219,13 @@ class CustomerDomain(models.Model):
 class User(models.Model):
     """An end user (requester) known to the helpdesk; not a Django login."""
 
-    email = models.TextField(unique=True)
-    name = models.TextField(blank=True, default="")
+    email = Text(unique=True)
+    name = Text(blank=True, default="")
     customer = models.ForeignKey(
         Customer, on_delete=models.SET_NULL, blank=True, null=True, related_name="users"
     )
-    phone = models.TextField(blank=True, null=True)
-    mobile = models.TextField(blank=True, null=True)
+    phone = Text(blank=True, null=True)
+    mobile = Text(blank=True, null=True)
 
     class Meta:
         ordering = ["email"]
@@ -197,9 +238,9 @@ class User(models.Model):
 class Asset(models.Model):
     """A configuration item tickets may be linked to."""
 
-    tag = models.TextField()
+    tag = Text()
     # The tag folded (case-insensitive lookups); AssetField indexes the fields the same way.
-    tag_key = models.TextField(db_index=True)
+    tag_key = Text(db_index=True)
     fields = models.JSONField(default=dict, blank=True)
     customer = models.ForeignKey(
         Customer, on_delete=models.SET_NULL, blank=True, null=True, related_name="assets"
@@ -215,8 +256,8 @@ class Asset(models.Model):
 class AssetField(models.Model):
     """One field of an asset, name and value folded: how find_asset finds it."""
 
-    name = models.TextField()
-    value_key = models.TextField()
+    name = Text()
+    value_key = Text()
     asset = models.ForeignKey(Asset, on_delete=models.CASCADE, related_name="field_rows")
 
     class Meta:
@@ -235,15 +276,15 @@ class StoredFile(models.Model):
 
     OWNERS = [("customer", "customer"), ("asset", "asset")]
 
-    owner = models.TextField(choices=OWNERS)
+    owner = Text(choices=OWNERS)
     owner_id = models.BigIntegerField()
-    filename = models.TextField()
-    storage_name = models.TextField()
-    content_type = models.TextField()
+    filename = Text()
+    storage_name = Text()
+    content_type = Text()
     size = models.BigIntegerField()
-    content_id = models.TextField(blank=True, null=True)
+    content_id = Text(blank=True, null=True)
     inline = models.BooleanField(default=False)
-    note = models.TextField(blank=True, default="")
+    note = Text(blank=True, default="")
     created_at = models.DateTimeField()
     payload = models.BinaryField()
 
@@ -263,9 +304,9 @@ class StoredFile(models.Model):
 class DedupeRecord(models.Model):
     """Proof that an email was handled, written in the transaction of its effect."""
 
-    key = models.TextField(primary_key=True)
-    sha256 = models.TextField()
-    outcome = models.TextField()
+    key = Text(primary_key=True)
+    sha256 = Text()
+    outcome = Text()
     ticket_id = models.BigIntegerField(blank=True, null=True)
     created_at = models.DateTimeField()
 
@@ -279,13 +320,13 @@ class DedupeRecord(models.Model):
 class QuarantineEntry(models.Model):
     """An email that could not be processed, kept whole with the reason."""
 
-    mailbox = models.TextField()
-    reason = models.TextField()
+    mailbox = Text()
+    reason = Text()
     raw = models.BinaryField()
     created_at = models.DateTimeField()
-    detail = models.TextField(blank=True, default="")
-    message_id = models.TextField(blank=True, null=True)
-    dedupe_key = models.TextField(blank=True, null=True)
+    detail = Text(blank=True, default="")
+    message_id = Text(blank=True, null=True)
+    dedupe_key = Text(blank=True, null=True)
 
     class Meta:
         ordering = ["-id"]
@@ -299,8 +340,8 @@ class QuarantineEntry(models.Model):
 class State(models.Model):
     """A small value the processor keeps between runs."""
 
-    key = models.TextField(primary_key=True)
-    value = models.TextField()
+    key = Text(primary_key=True)
+    value = Text()
 
     class Meta:
         ordering = ["key"]
@@ -312,8 +353,8 @@ class State(models.Model):
 class Lease(models.Model):
     """Who reads a mailbox (or sends the outbox) now, and until when."""
 
-    name = models.TextField(primary_key=True)
-    owner = models.TextField()
+    name = Text(primary_key=True)
+    owner = Text()
     held_until = models.DateTimeField()
 
     class Meta:
@@ -326,7 +367,7 @@ class Lease(models.Model):
 class Attempt(models.Model):
     """An email whose processing started and has not finished."""
 
-    key = models.TextField(primary_key=True)
+    key = Text(primary_key=True)
     count = models.IntegerField()
     first_at = models.DateTimeField()
     last_at = models.DateTimeField()
@@ -346,24 +387,24 @@ class OutboxMail(models.Model):
 
     STATUSES = [("pending", "pending"), ("sent", "sent"), ("failed", "failed")]
 
-    message_id = models.TextField(unique=True)
+    message_id = Text(unique=True)
     recipients = models.JSONField(default=list)
-    subject = models.TextField()
-    text = models.TextField()
-    mailbox = models.TextField(blank=True, default="")
-    kind = models.TextField()
+    subject = Text()
+    text = Text()
+    mailbox = Text(blank=True, default="")
+    kind = Text()
     ticket_id = models.BigIntegerField(blank=True, null=True, db_index=True)
-    html = models.TextField(blank=True, null=True)
-    in_reply_to = models.TextField(blank=True, null=True)
+    html = Text(blank=True, null=True)
+    in_reply_to = Text(blank=True, null=True)
     references = models.JSONField(default=list, blank=True)
     auto_submitted = models.BooleanField(default=True)
-    status = models.TextField(choices=STATUSES, default="pending")
+    status = Text(choices=STATUSES, default="pending")
     attempts = models.IntegerField(default=0)
     next_attempt_at = models.DateTimeField(blank=True, null=True)
-    last_error = models.TextField(blank=True, null=True)
+    last_error = Text(blank=True, null=True)
     sent_at = models.DateTimeField(blank=True, null=True)
     created_at = models.DateTimeField()
-    claimed_by = models.TextField(blank=True, null=True)
+    claimed_by = Text(blank=True, null=True)
     claimed_until = models.DateTimeField(blank=True, null=True)
 
     class Meta:
@@ -382,7 +423,7 @@ class OutboxMail(models.Model):
 class OutboxRecipient(models.Model):
     """One recipient of an outgoing email: what the acknowledgement throttle counts."""
 
-    address = models.TextField()
+    address = Text()
     created_at = models.DateTimeField()
     outbox = models.ForeignKey(OutboxMail, on_delete=models.CASCADE, related_name="recipient_rows")
     ticket_id = models.BigIntegerField(blank=True, null=True)
@@ -404,12 +445,12 @@ class ServiceStatus(models.Model):
 
     STATUSES = [("ok", "ok"), ("failed", "failed"), ("unknown", "unknown")]
 
-    service = models.TextField()
-    status = models.TextField(choices=STATUSES)
+    service = Text()
+    status = Text(choices=STATUSES)
     at = models.DateTimeField()
-    detail = models.TextField(blank=True, default="")
+    detail = Text(blank=True, default="")
     ticket_id = models.BigIntegerField(blank=True, null=True)
-    message_id = models.TextField(blank=True, null=True)
+    message_id = Text(blank=True, null=True)
 
     class Meta:
         ordering = ["service", "-at", "-id"]
