@@ -40,7 +40,7 @@ from halomail import _cli_outbox, _cli_quarantine
 from halomail.config.loader import Config
 from halomail.contrib.django import models
 from halomail.inbound.parse import parse_email
-from halomail.tickets.models import MAYBE_SENT
+from halomail.tickets.models import MAYBE_SENT, TicketStatus
 from halomail.tickets.repository import TicketRepository
 
 __all__ = [
@@ -75,20 +75,29 @@ def _action(**options: Any) -> Callable[[_Function], _Function]:
 
 
 @contextmanager
-def _halomail() -> Iterator[tuple[Config, TicketRepository]]:
-    """halomail's configuration (``settings.HALOMAIL``) over Django's database.
-
-    The configuration is the management commands' (:func:`conf.load`): its mailboxes,
-    rules and templates, with Django's database in place of its ``[storage]``.
-    """
-    # Imported here: the repository's modules need Django's settings, ready by now.
+def _halomail_repository() -> Iterator[TicketRepository]:
+    """The Django repository on the database ``settings.HALOMAIL`` names, closed after."""
+    # Imported here: the repository's modules need Django's apps, ready by now.
     from halomail.contrib.django import DjangoRepository, conf
 
     repository = DjangoRepository(conf.database_alias())
     try:
-        yield conf.load(), cast(TicketRepository, repository)
+        yield cast(TicketRepository, repository)
     finally:
         repository.close()
+
+
+@contextmanager
+def _halomail() -> Iterator[tuple[Config, TicketRepository]]:
+    """halomail's configuration (``settings.HALOMAIL``) over Django's database.
+
+    The configuration is the management commands' (``conf.load``): its mailboxes,
+    rules and templates, with Django's database in place of its ``[storage]``.
+    """
+    from halomail.contrib.django import conf
+
+    with _halomail_repository() as repository:
+        yield conf.load(), repository
 
 
 def _read_only(model_admin: admin.ModelAdmin) -> list[str]:
@@ -156,20 +165,57 @@ class TicketAdmin(admin.ModelAdmin):
         ),
         (
             "Links",
-            {
-                "classes": ("collapse",),
-                "fields": ("asset_id", "asset_ids", "custom_fields", "alert_key"),
-            },
+            {"fields": ("outgoing", "asset_id", "asset_ids", "custom_fields", "alert_key")},
         ),
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         """Everything but the helpdesk's own decisions."""
-        return [name for name in _read_only(self) if name not in self.editable]
+        return [name for name in [*_read_only(self), "outgoing"] if name not in self.editable]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Tickets are opened by email, through halomail's rules."""
         return False
+
+    def save_model(self, request: HttpRequest, obj: models.Ticket, form: Any, change: bool) -> None:
+        """Save the helpdesk's fields; a new status goes through halomail's ``set_status``.
+
+        The repository's ``set_status`` is what a run uses: it stamps ``updated_at``
+        and sets ``closed_at`` on closing (clears it on reopening), which a plain save of
+        the field would not.
+        """
+        status = obj.status
+        moved = change and "status" in form.changed_data
+        if moved:
+            obj.status = form.initial["status"]
+        super().save_model(request, obj, form, change)
+        if moved:
+            with _halomail_repository() as repository:
+                repository.set_status(obj.pk, TicketStatus(status))
+            obj.refresh_from_db()
+
+    @_display(description="outgoing mail")
+    def outgoing(self, ticket: models.Ticket) -> SafeString | str:
+        """The ticket's mail in the outbox, each with its state, linked to its page."""
+        mails = models.OutboxMail.objects.filter(ticket_id=ticket.pk).order_by("id")
+        if not mails:
+            return "-"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                '<li><a href="{}">#{} {}</a>: {}</li>',
+                (
+                    (
+                        reverse("admin:halomail_outboxmail_change", args=[mail.pk]),
+                        mail.pk,
+                        mail.subject,
+                        _outbox_state(mail),
+                    )
+                    for mail in mails
+                ),
+            ),
+        )
 
 
 # -- the quarantine --------------------------------------------------------------------
@@ -345,8 +391,7 @@ class OutboxMailAdmin(admin.ModelAdmin):
     @_display(description="state", ordering="status")
     def state(self, mail: models.OutboxMail) -> str:
         """``pending``, ``maybe sent``, ``sent`` or ``failed``, as ``halomail outbox`` says."""
-        maybe = mail.status != "sent" and (mail.last_error or "").startswith(MAYBE_SENT)
-        return "maybe sent" if maybe else mail.status
+        return _outbox_state(mail)
 
     @_display(description="to")
     def to(self, mail: models.OutboxMail) -> str:
@@ -357,7 +402,7 @@ class OutboxMailAdmin(admin.ModelAdmin):
     def retry(self, request: HttpRequest, queryset: QuerySet[models.OutboxMail]) -> None:
         """Queue the selected failed or pending mail again, due now (``halomail outbox retry``)."""
         ids = list(queryset.values_list("id", flat=True))
-        with _halomail() as (_config, repository):
+        with _halomail_repository() as repository:
             retried = _cli_outbox.retry(repository, ids)
         self.message_user(
             request, f"{len(retried)} emails queued again, due now: the next run sends them"
@@ -367,6 +412,12 @@ class OutboxMailAdmin(admin.ModelAdmin):
             self.message_user(
                 request, f"{skipped} not retried: sent already, or not failed", messages.WARNING
             )
+
+
+def _outbox_state(mail: models.OutboxMail) -> str:
+    """``maybe sent`` when the last attempt may have delivered it, else its status."""
+    maybe = mail.status != "sent" and (mail.last_error or "").startswith(MAYBE_SENT)
+    return "maybe sent" if maybe else str(mail.status)
 
 
 # -- monitored services ------------------------------------------------------------------
