@@ -52,6 +52,20 @@ for login in (None, "visitor", "clerk", "viewer", {admin!r}):
             "release_offered": 'value="release"' in response.content.decode("utf-8", "replace"),
         }}
     seen[login or "anonymous"] = answers
+
+# The superuser releases an email whose mailbox is no longer configured.
+with repo.transaction():
+    gone = repo.quarantine(NewQuarantine("Gone", "processing-error", {raw!r}, "boom"))
+client = Client()
+client.login(username={admin!r}, password={admin_pw!r})
+page = client.post(
+    pages["quarantine"], {{"action": "release", "_selected_action": [gone.id]}}, follow=True
+).content.decode()
+seen["release_gone"] = {{
+    "said": [line.strip() for line in page.splitlines() if "not released" in line],
+    "kept": repo.get_quarantine(gone.id) is not None,
+    "released": repo.get_state(f"quarantine-release:{{gone.id}}"),
+}}
 print(json.dumps(seen))
 """
 
@@ -105,3 +119,14 @@ def test_the_superuser_sees_every_page_and_gets_the_original_as_a_file(
     assert admin["original"]["body"] == RAW.decode("latin-1")
     assert str(admin["original"]["disposition"]).startswith('attachment; filename="quarantine-')
     assert admin["quarantine"]["release_offered"] is True
+
+
+def test_a_release_into_a_mailbox_no_longer_configured_says_so_and_keeps_it(
+    answers: dict[str, dict[str, dict[str, object]]],
+) -> None:
+    """Release of an email from mailbox "Gone": an error on the page, the entry untouched."""
+    outcome = answers["release_gone"]
+    (said,) = outcome["said"]
+    assert "not released" in str(said)
+    assert "no enabled mailbox named &#x27;Gone&#x27;" in str(said)
+    assert (outcome["kept"], outcome["released"]) == (True, None)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 
 import attrs
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -39,6 +39,7 @@ from django.utils.safestring import SafeString
 from halomail import _cli_outbox, _cli_quarantine
 from halomail.config.loader import Config
 from halomail.contrib.django import models
+from halomail.errors import ConfigError
 from halomail.inbound.parse import parse_email
 from halomail.tickets.models import MAYBE_SENT, TicketStatus
 from halomail.tickets.repository import TicketRepository
@@ -318,10 +319,17 @@ class QuarantineEntryAdmin(admin.ModelAdmin):
 
     @_action(description="Release: process again through the rules", permissions=["delete"])
     def release(self, request: HttpRequest, queryset: QuerySet[models.QuarantineEntry]) -> None:
-        """Process each selected email again, once, as ``halomail quarantine release`` does."""
-        with _halomail() as (config, repository):
-            for entry_id in queryset.order_by("id").values_list("id", flat=True):
-                self._release_one(request, config, repository, entry_id)
+        """Process each selected email again, once, as ``halomail quarantine release`` does.
+
+        A configuration the release cannot use (a file that does not load, a mailbox
+        no longer configured) is said on the page, and that email stays quarantined.
+        """
+        try:
+            with _halomail() as (config, repository):
+                for entry_id in queryset.order_by("id").values_list("id", flat=True):
+                    self._release_one(request, config, repository, entry_id)
+        except (ConfigError, ImproperlyConfigured) as exc:
+            self.message_user(request, f"nothing released: {exc}", messages.ERROR)
 
     def _release_one(
         self, request: HttpRequest, config: Config, repository: TicketRepository, entry_id: int
@@ -336,7 +344,11 @@ class QuarantineEntryAdmin(admin.ModelAdmin):
                 messages.ERROR,
             )
             return
-        record, again = _cli_quarantine.release(config, repository, entry)
+        try:
+            record, again = _cli_quarantine.release(config, repository, entry)
+        except ConfigError as exc:  # its mailbox is no longer configured, say
+            self.message_user(request, f"#{entry_id} not released: {exc}", messages.ERROR)
+            return
         level = messages.WARNING if again else messages.SUCCESS
         already = "was released already, nothing done: " if again else ""
         self.message_user(request, f"#{entry_id} {already}{_released_text_of(record)}", level)
