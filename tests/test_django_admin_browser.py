@@ -28,6 +28,9 @@ from tests.servers.django_site import ADMIN_PASSWORD, ADMIN_USER, DjangoSite, ru
 
 __all__ = ["browser"]  # the fixture, imported to be used here
 
+# A served project and a browser per test: about a minute and a half for the module.
+pytestmark = pytest.mark.slow
+
 PRINTER = (Path(__file__).parents[1] / "src/halomail/_quickstart/01-printer.eml").read_bytes()
 _numbers = itertools.count(1)
 

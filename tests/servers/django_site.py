@@ -90,8 +90,8 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": HERE / "site.db",
-        # The server and the tests' commands share the file: wait for each other's writes.
-        "OPTIONS": {"timeout": 30},
+        # The server and the tests' commands share the file: writers queue for the lock.
+        "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 30},
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
