@@ -274,7 +274,9 @@ def test_a_service_opens_on_its_status_timeline(site: DjangoSite, browser: WebDr
     )
     _login(browser, site)
     _open(browser, site, "servicestatus/")
-    browser.find_element(By.LINK_TEXT, "backup-nas").click()
+    row = browser.find_element(By.CSS_SELECTOR, ".halomail-services tr[data-service=backup-nas]")
+    assert row.text.split()[:2] == ["backup-nas", "ok"]  # the service, and its status now
+    row.find_element(By.LINK_TEXT, "backup-nas").click()
     bar = wait_for(browser, ec.presence_of_element_located((By.CSS_SELECTOR, ".halomail-timeline")))
     segments = bar.find_elements(By.CSS_SELECTOR, ".halomail-segment")  # type: ignore[attr-defined]
     assert [s.get_attribute("data-status") for s in segments] == ["ok", "failed", "ok"]

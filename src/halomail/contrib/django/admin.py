@@ -27,7 +27,7 @@ from typing import Any, TypeVar, cast
 import attrs
 from django.contrib import admin, messages
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -482,6 +482,13 @@ def timeline(entries: Sequence[models.ServiceStatus], now: dt.datetime) -> list[
     return segments
 
 
+def _latest_per_service() -> list[models.ServiceStatus]:
+    """Each service's latest report, by name: one query, however many services."""
+    latest = models.ServiceStatus.objects.filter(service=OuterRef("service")).order_by("-at", "-id")
+    rows = models.ServiceStatus.objects.filter(pk=Subquery(latest.values("pk")[:1]))
+    return list(rows.order_by("service"))
+
+
 class ServiceStatusAdmin(admin.ModelAdmin):
     """The statuses of monitored services; each service opens on its timeline."""
 
@@ -496,6 +503,18 @@ class ServiceStatusAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Statuses come from monitor emails."""
         return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """The reports, under a table of the services: each one's status now, linked."""
+        services = [
+            (entry, reverse("admin:halomail_servicestatus_timeline", args=[entry.service]))
+            for entry in _latest_per_service()
+        ]
+        context = {**(extra_context or {}), "halomail_services": services}
+        response: HttpResponse = super().changelist_view(request, extra_context=context)
+        return response
 
     @_display(description="service", ordering="service")
     def service_link(self, entry: models.ServiceStatus) -> SafeString:
