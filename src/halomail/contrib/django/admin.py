@@ -27,7 +27,8 @@ from typing import Any, TypeVar, cast
 import attrs
 from django.contrib import admin, messages
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import CharField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Cast, Concat, Length
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -42,7 +43,7 @@ from halomail.contrib.django import models
 from halomail.errors import ConfigError
 from halomail.inbound.parse import parse_email
 from halomail.tickets.models import MAYBE_SENT, TicketStatus
-from halomail.tickets.repository import TicketRepository
+from halomail.tickets.repository import QuarantineAdmin, TicketRepository
 
 __all__ = [
     "ActionInline",
@@ -58,6 +59,8 @@ __all__ = [
 _HEADERS_SHOWN = 60
 _HEADER_CHARS = 300
 _TEXT_CHARS = 4000
+# The ledger's key of a released entry's record, but its id.
+_RELEASE_PREFIX = _cli_quarantine.RELEASE_STATE.format(id="")
 # A service's timeline draws its latest statuses: enough for weeks of monitor emails.
 _TIMELINE_ENTRIES = 500
 
@@ -242,6 +245,20 @@ class QuarantineEntryAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[models.QuarantineEntry]:
+        """The entries, their size and release counted by the database, not their bytes.
+
+        The bytes (``raw``) load only when an entry's page reads them: a list of a
+        hundred entries never holds a hundred emails in memory.
+        """
+        released = models.State.objects.filter(
+            key=Concat(Value(_RELEASE_PREFIX), Cast(OuterRef("pk"), CharField()))
+        )
+        queryset: QuerySet[models.QuarantineEntry] = super().get_queryset(request)
+        return queryset.defer("raw").annotate(
+            raw_size=Length("raw"), release_state=Subquery(released.values("value")[:1])
+        )
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Only halomail quarantines an email."""
         return False
@@ -250,27 +267,24 @@ class QuarantineEntryAdmin(admin.ModelAdmin):
         """A quarantined email is evidence: it is viewed, released or deleted, never edited."""
         return False
 
-    @_display(description="size (bytes)")
+    @_display(description="size (bytes)", ordering="raw_size")
     def size(self, entry: models.QuarantineEntry) -> int:
         """How many bytes of the original were kept."""
-        return len(entry.raw or b"")
+        return int(entry.raw_size or 0)
 
     @_display(description="released")
     def released(self, entry: models.QuarantineEntry) -> str:
         """What came of its release, if it was released."""
-        state = models.State.objects.filter(
-            key=_cli_quarantine.RELEASE_STATE.format(id=entry.pk)
-        ).first()
-        return _released_text(state.value if state is not None else None)
+        return _released_text(entry.release_state)
 
     @_display(description="original bytes")
     def download(self, entry: models.QuarantineEntry) -> SafeString | str:
         """A link to the original email, byte for byte (an ``.eml`` file)."""
-        if not entry.raw:
+        if not entry.raw_size:
             return "not kept"
         url = reverse("admin:halomail_quarantineentry_download", args=[entry.pk])
         return format_html(
-            '<a href="{}" download>download the .eml ({} bytes)</a>', url, len(entry.raw)
+            '<a href="{}" download>download the .eml ({} bytes)</a>', url, entry.raw_size
         )
 
     @_display(description="original email")
@@ -334,7 +348,7 @@ class QuarantineEntryAdmin(admin.ModelAdmin):
     def _release_one(
         self, request: HttpRequest, config: Config, repository: TicketRepository, entry_id: int
     ) -> None:
-        entry = repository.get_quarantine(entry_id)  # type: ignore[attr-defined]
+        entry = cast(QuarantineAdmin, repository).get_quarantine(entry_id)
         if entry is None:
             return
         if not entry.raw and _cli_quarantine.release_record(repository, entry_id) is None:
