@@ -2,7 +2,8 @@
 
 The client runs inside the project's ``manage.py shell`` (``tests/servers/django_site.py``),
 so this test process never configures Django. Each case checks the answer a person of
-that kind gets: sent to the login page, refused, or shown the page.
+that kind gets: sent to the login page, refused, or shown the page; then what the
+superuser's *Release* does. Django's database is a SQLite file, then PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.servers.django_site import ADMIN_PASSWORD, ADMIN_USER, DjangoSite, make_site
+from tests.servers.postgres import PostgresServer
 
 PAGES = {
     "tickets": "/admin/halomail/ticket/",
@@ -19,11 +21,14 @@ PAGES = {
     "services": "/admin/halomail/servicestatus/",
     "timeline": "/admin/halomail/servicestatus/timeline/backup-nas/",
 }
-RAW = b"From: a@customer.example\r\nSubject: kept\r\n\r\nbody\r\n"
+RAW = (
+    b"From: a@customer.example\r\nSubject: Kept aside\r\n"
+    b"Message-ID: <kept@customer.example>\r\n\r\nbody\r\n"
+)
 
 # Seeds a quarantined email and a service status, then asks every page as each login.
 SCRIPT = """\
-import datetime as dt, json
+import datetime as dt, json, re
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from halomail.contrib.django.repository import DjangoRepository
@@ -53,6 +58,16 @@ for login in (None, "visitor", "clerk", "viewer", {admin!r}):
         }}
     seen[login or "anonymous"] = answers
 
+# The superuser releases the email: processed again, it opens a ticket, the list says so.
+client = Client()
+client.login(username={admin!r}, password={admin_pw!r})
+client.post(pages["quarantine"], {{"action": "release", "_selected_action": [entry.id]}})
+listed = client.get(pages["quarantine"]).content.decode()
+seen["release"] = {{
+    "listed": re.findall(r'<td class="field-released">([^<]*)</td>', listed),
+    "tickets": [t.summary for t in repo.list_tickets()],
+}}
+
 # The superuser releases an email whose mailbox is no longer configured.
 with repo.transaction():
     gone = repo.quarantine(NewQuarantine("Gone", "processing-error", {raw!r}, "boom"))
@@ -70,12 +85,22 @@ print(json.dumps(seen))
 """
 
 
-@pytest.fixture(scope="module")
-def answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, dict[str, object]]]:
-    """Every page's answer to anonymous, non-staff, staff, quarantine viewer and superuser."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def answers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, dict[str, object]]]:
+    """Every page's answer to anonymous, non-staff, staff, quarantine viewer and superuser,
+    with Django's database on SQLite, then on the session's PostgreSQL."""
+    database_url = None
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        if not server.running():
+            server.start()
+        database_url = server.new_database()
     site: DjangoSite = make_site(
         tmp_path_factory.mktemp("django-admin"),
         users=[("visitor", "pw", False), ("clerk", "pw", True), ("viewer", "pw", True)],
+        database_url=database_url,
     )
     script = SCRIPT.format(raw=RAW, pages=PAGES, admin=ADMIN_USER, admin_pw=ADMIN_PASSWORD)
     seen: dict[str, dict[str, dict[str, object]]] = site.python(script)
@@ -130,3 +155,13 @@ def test_a_release_into_a_mailbox_no_longer_configured_says_so_and_keeps_it(
     assert "not released" in str(said)
     assert "no enabled mailbox named &#x27;Gone&#x27;" in str(said)
     assert (outcome["kept"], outcome["released"]) == (True, None)
+
+
+def test_a_release_opens_a_ticket_and_the_list_says_which(
+    answers: dict[str, dict[str, dict[str, object]]],
+) -> None:
+    """Released by the superuser, the email opens a ticket; its row names that ticket."""
+    outcome = answers["release"]
+    (row,) = outcome["listed"]
+    assert "created ticket #1" in str(row)
+    assert outcome["tickets"] == ["Kept aside"]

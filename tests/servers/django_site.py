@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -142,8 +143,9 @@ class DjangoSite:
         url: The server's base address, ``http://127.0.0.1:PORT``.
     """
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path, port: int, *, database_url: str | None = None) -> None:
         self.root = root
+        self.database_url = database_url
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.inbox = root / "inbox"
@@ -152,7 +154,7 @@ class DjangoSite:
 
     def write(self, *, hijack: str = "quarantine") -> None:
         """Write the project's files; ``hijack`` is the mailbox's setting for strangers."""
-        (self.root / "site_settings.py").write_text(SETTINGS)
+        (self.root / "site_settings.py").write_text(SETTINGS + _database(self.database_url))
         (self.root / "site_urls.py").write_text(URLS)
         (self.root / "manage.py").write_text(MANAGE)
         self.configure(hijack=hijack)
@@ -235,20 +237,43 @@ class DjangoSite:
         self._server = None
 
 
+def _database(url: str | None) -> str:
+    """Settings lines putting the default database on PostgreSQL ``url`` (none for SQLite)."""
+    if url is None:
+        return ""
+    parts = urllib.parse.urlsplit(url)
+    database = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.path.lstrip("/"),
+        "USER": urllib.parse.unquote(parts.username or ""),
+        "PASSWORD": urllib.parse.unquote(parts.password or ""),
+        "HOST": parts.hostname or "127.0.0.1",
+        "PORT": str(parts.port or 5432),
+    }
+    return f"DATABASES = {{'default': {database!r}}}\n"
+
+
 def _free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def make_site(root: Path, *, users: Sequence[tuple[str, str, bool]] = ()) -> DjangoSite:
+def make_site(
+    root: Path,
+    *,
+    users: Sequence[tuple[str, str, bool]] = (),
+    database_url: str | None = None,
+) -> DjangoSite:
     """Write and migrate a project in ``root``, with the superuser and ``users``; not served.
 
     Args:
         root: An empty folder.
         users: More logins, as (username, password, is_staff).
+        database_url: An empty PostgreSQL database for Django's; ``None`` for a SQLite
+            file in ``root``.
     """
-    site = DjangoSite(root, _free_port())
+    site = DjangoSite(root, _free_port(), database_url=database_url)
     site.write()
     site.manage("migrate", "--noinput")
     site.manage(
