@@ -224,21 +224,30 @@ def test_release_opens_a_ticket_once_and_delete_forgets_another(
 
 
 def test_a_failed_outgoing_email_is_retried_then_sent(site: DjangoSite, browser: WebDriver) -> None:
-    """A failed email shows as failed with its error; Retry makes it pending; a run sends it."""
-    mail_id = site.python(
-        "import datetime as dt\n"
+    """Failed and maybe-sent mail show so, with their errors; Retry makes one due; a run sends."""
+    mail_id, maybe_id = site.python(
+        "import datetime as dt, json\n"
         "from halomail.contrib.django.repository import DjangoRepository\n"
         "from halomail.tickets.models import NewOutgoing, OutboxStatus\n"
         "repo = DjangoRepository()\n"
-        "with repo.transaction():\n"
-        "    mail = repo.enqueue_outgoing(NewOutgoing('<retry-1@helpdesk.example>',"
-        " ('bob@customer.example',), 'Your ticket was updated', 'Hello Bob', mailbox='Support'))\n"
+        "def queued(n, subject):\n"
+        "    with repo.transaction():\n"
+        "        return repo.enqueue_outgoing(NewOutgoing(f'<retry-{n}@helpdesk.example>',"
+        " ('bob@customer.example',), subject, 'Hello Bob', mailbox='Support')).id\n"
+        "failed, maybe = queued(1, 'Your ticket was updated'), queued(2, 'Your ticket is closed')\n"
         "now = dt.datetime.now(dt.UTC)\n"
         "repo.claim_outgoing(now, owner='test', lease=dt.timedelta(minutes=5))\n"
-        "repo.mark_outgoing(mail.id, OutboxStatus.FAILED, error='550 mailbox unavailable')\n"
-        "print(mail.id)"
+        "repo.mark_outgoing(failed, OutboxStatus.FAILED, error='550 mailbox unavailable')\n"
+        "repo.mark_outgoing(maybe, OutboxStatus.PENDING, error='maybe sent: no answer after DATA',"
+        " next_attempt_at=now + dt.timedelta(days=1))\n"
+        "print(json.dumps([failed, maybe]))"
     )
     _login(browser, site)
+    _open(browser, site, "outboxmail/?status__exact=pending")
+    maybe_row = browser.find_element(By.CSS_SELECTOR, f"input[value='{maybe_id}']")
+    maybe_text = maybe_row.find_element(By.XPATH, "./ancestor::tr").text
+    assert "maybe sent" in maybe_text
+    assert "no answer after DATA" in maybe_text
     _open(browser, site, "outboxmail/?status__exact=failed")
     row = _text(browser, "#result_list")
     assert "Your ticket was updated" in row
