@@ -226,4 +226,7 @@ def test_a_quarantined_email_keeps_its_bytes_in_the_row(repository: Any) -> None
 
 def test_the_migration_matches_the_models(django_databases: dict[str, Any]) -> None:
     """``makemigrations --check`` finds nothing to write: the models and 0001 agree."""
-    call_command("makemigrations", "halomail", check=True, dry_run=True, verbosity=0)
+    try:
+        call_command("makemigrations", "halomail", check=True, dry_run=True, verbosity=0)
+    finally:
+        connections.close_all()
