@@ -226,4 +226,27 @@ def test_a_quarantined_email_keeps_its_bytes_in_the_row(repository: Any) -> None
 
 def test_the_migration_matches_the_models(django_databases: dict[str, Any]) -> None:
     """``makemigrations --check`` finds nothing to write: the models and 0001 agree."""
-    call_command("makemigrations", "halomail", check=True, dry_run=True, verbosity=0)
+    try:
+        call_command("makemigrations", "halomail", check=True, dry_run=True, verbosity=0)
+    finally:
+        connections.close_all()
+
+
+@pytest.fixture
+def postgres_repository(django_postgres: str) -> Iterator[Any]:
+    """The repository on the ``postgres`` alias only, its tables empty."""
+    yield from _fresh(django_postgres)
+
+
+def test_a_connection_the_server_dropped_is_replaced_after_one_transient_error(
+    postgres_repository: Any, postgres: PostgresServer
+) -> None:
+    """The server ends the session (a restart): one call fails as transient, the next works."""
+    from halomail.errors import TransientRepositoryError
+
+    postgres_repository.set_state("before", "the restart")
+    dbname = settings.DATABASES[postgres_repository.using]["NAME"]
+    assert postgres.terminate_backends(dbname) >= 1
+    with pytest.raises(TransientRepositoryError):
+        postgres_repository.get_state("before")
+    assert postgres_repository.get_state("before") == "the restart"

@@ -139,10 +139,20 @@ class DjangoBase:
             self._local.in_transaction = False
 
     def _refresh(self) -> None:
-        """Drop a connection that broke (a server restart) so that Django opens a new one."""
+        """Drop a connection that broke (a server restart) so that Django opens a new one.
+
+        Not Django's ``close_if_unusable_or_obsolete``: with the default ``CONN_MAX_AGE``
+        of 0 it closes the connection every time (a request's end), and halomail's runs
+        and workers are long, with no requests.
+        """
         connection = connections[self._using]
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
+        # Inside the host's own atomic block, an error is the host's to handle.
+        suspect = connection.connection is not None and connection.errors_occurred
+        if suspect and not connection.in_atomic_block:
+            if connection.is_usable():
+                connection.errors_occurred = False
+            else:
+                connection.close()
         _close_with_thread(self._using, connection)
 
     @contextmanager
@@ -173,10 +183,14 @@ class DjangoBase:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """A write, all of it or nothing: a transaction of its own outside one, a savepoint
-        inside one (so that a write that fails leaves the transaction usable)."""
-        if not self._in_transaction:
-            self._refresh()
+        """A write, all of it or nothing: outside a transaction in an ``atomic`` block of its
+        own; inside one, part of it (a unique key taken is caught in a savepoint of its own,
+        :meth:`_savepoint`)."""
+        if self._in_transaction:
+            with self._translated():
+                yield
+            return
+        self._refresh()
         with self._translated(), transaction.atomic(using=self._using):
             yield
 

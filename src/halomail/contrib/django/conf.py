@@ -24,10 +24,12 @@ import attrs
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from halomail import app
 from halomail.config.loader import Config, load_config
 from halomail.config.processing import StorageSettings
+from halomail.runner import MailProcessor
 
-__all__ = ["REPOSITORY_FACTORY", "config_path", "database_alias", "load"]
+__all__ = ["REPOSITORY_FACTORY", "build_processor", "config_path", "database_alias", "load"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,17 @@ def load() -> Config:
         )
     storage = StorageSettings(url="memory://", sqlite_path=None, repository=REPOSITORY_FACTORY)
     return attrs.evolve(config, storage=storage)
+
+
+def build_processor() -> MailProcessor:
+    """A :class:`~halomail.MailProcessor` for ``settings.HALOMAIL``'s configuration on
+    Django's database (what an admin action or a view uses); close it when done.
+
+    Raises:
+        ImproperlyConfigured: When ``settings.HALOMAIL`` has no ``config``.
+        ConfigError: When the configuration file is invalid.
+    """
+    return app.build_processor(load())
 
 
 def _has_storage_table(path: Path) -> bool:
