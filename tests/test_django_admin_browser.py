@@ -23,10 +23,8 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select
 
 from tests.conftest import make_email
-from tests.servers.browser import browser, wait_for
+from tests.servers.browser import wait_for
 from tests.servers.django_site import ADMIN_PASSWORD, ADMIN_USER, DjangoSite, running_site
-
-__all__ = ["browser"]  # the fixture, imported to be used here
 
 # A served project and a browser per test: about a minute and a half for the module.
 pytestmark = pytest.mark.slow
