@@ -12,6 +12,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import django
@@ -250,3 +251,29 @@ def test_a_connection_the_server_dropped_is_replaced_after_one_transient_error(
     with pytest.raises(TransientRepositoryError):
         postgres_repository.get_state("before")
     assert postgres_repository.get_state("before") == "the restart"
+
+
+def test_settings_name_the_configuration_and_the_database(
+    django_databases: dict[str, Any], tmp_path: Path
+) -> None:
+    """HALOMAIL's config is loaded with Django's storage; its database names the alias used."""
+    from django.test.utils import override_settings
+
+    from halomail.contrib.django import conf
+    from halomail.contrib.django.repository import from_config
+
+    (tmp_path / "inbox").mkdir()
+    config_file = tmp_path / "halomail.toml"
+    config_file.write_text(
+        '[storage]\nurl = "sqlite:///elsewhere.db"\n\n[[mailboxes]]\nname = "Support"\n'
+        'connection = "maildir"\npath = "inbox"\n'
+    )
+    with override_settings(HALOMAIL={"config": str(config_file), "database": "postgres"}):
+        config = conf.load()
+        assert config.storage.repository == conf.REPOSITORY_FACTORY
+        assert config.storage.sqlite_path is None
+        assert from_config(config).using == "postgres"
+        assert [mailbox.name for mailbox in config.mailboxes] == ["Support"]
+    with override_settings(HALOMAIL={"config": str(config_file)}):
+        assert from_config(conf.load()).using == "default"
+    assert not (tmp_path / "elsewhere.db").exists()
