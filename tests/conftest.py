@@ -18,8 +18,10 @@ from halomail.tickets.sqlite import SQLiteTicketRepository
 
 # The real servers the tests start on loopback, and their fixtures (smtp_server,
 # smtp_server_factory, smtp_tls, token_endpoint, token_tls, dovecot, fault_proxy_factory,
-# postgres, postgres_url, redis_server, redis_broker, processes).
+# postgres, postgres_url, redis_server, redis_broker, processes), and a headless
+# Chromium (browser).
 pytest_plugins = (
+    "tests.servers.browser",
     "tests.servers.celery_workers",
     "tests.servers.dovecot",
     "tests.servers.fault_proxy",

@@ -37,6 +37,7 @@ EXTRAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("halomail.celery", ("celery",)),
     ("halomail.metrics", ("metrics",)),
     ("halomail.tickets._postgres_base", ("postgres",)),
+    ("halomail.contrib.django", ("django",)),
 )
 
 

@@ -47,6 +47,7 @@ BIN = Path(sys.executable).parent
 ELSEWHERE: Mapping[str, str] = {
     "README.md": "test_readme.py",
     "docs/cli.md": "test_docs_cli.py",
+    "docs/django.md": "test_django_docs.py",
     "docs/mailboxes.md": "test_docs_mailboxes.py",
     "docs/metrics.md": "test_docs_metrics.py",
     "docs/performance.md": "test_bench_real_mail.py",

@@ -21,7 +21,7 @@ from halomail.outbound.outbox import HALTS_STATE
 from halomail.tickets.models import OutboxMail, OutboxStatus, utcnow
 from halomail.tickets.repository import OutboxAdmin, TicketRepository
 
-__all__ = ["mail_json", "register"]
+__all__ = ["mail_json", "register", "retry", "state"]
 
 Opener = Callable[[argparse.Namespace], AbstractContextManager[TicketRepository]]
 
@@ -95,13 +95,30 @@ def _cmd_list(args: argparse.Namespace, *, opened: Opener) -> int:
     return EXIT_OK
 
 
+def retry(repository: TicketRepository, ids: Sequence[int] | None) -> Sequence[OutboxMail]:
+    """Queue failed (or waiting) mail again, due now, as ``halomail outbox retry`` does.
+
+    Args:
+        repository: The configured repository (an :class:`OutboxAdmin`).
+        ids: The emails to retry; ``None`` for every failed and pending one.
+
+    Returns:
+        The emails queued again (sent ones and unknown ids are not among them).
+
+    Raises:
+        ConfigError: The repository does not implement :class:`OutboxAdmin`.
+    """
+    retried = _admin(repository).retry_outgoing(utcnow(), ids=ids)
+    # The administrator says the configuration is fixed: no transport waits any more.
+    if _halts(repository):
+        repository.set_state(HALTS_STATE, "{}")
+    return retried
+
+
 def _cmd_retry(args: argparse.Namespace, *, opened: Opener) -> int:
     ids: Sequence[int] | None = None if args.all else args.ids
     with opened(args) as repository:
-        retried = _admin(repository).retry_outgoing(utcnow(), ids=ids)
-        # The administrator says the configuration is fixed: no transport waits any more.
-        if _halts(repository):
-            repository.set_state(HALTS_STATE, "{}")
+        retried = retry(repository, ids)
     print(f"{len(retried)} emails queued again, due now: the next run sends them")
     missing = sorted(set(ids or ()) - {mail.id for mail in retried})
     if missing:

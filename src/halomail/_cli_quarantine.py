@@ -35,7 +35,7 @@ from halomail.pipeline.results import ProcessingOutcome
 from halomail.tickets.models import DedupeRecord, QuarantineEntry, utcnow
 from halomail.tickets.repository import QuarantineAdmin, TicketRepository
 
-__all__ = ["RELEASE_STATE", "ReleasedDedupe", "register", "release_record"]
+__all__ = ["RELEASE_STATE", "ReleasedDedupe", "register", "release", "release_record"]
 
 Opener = Callable[[argparse.Namespace], AbstractContextManager[TicketRepository]]
 
@@ -319,13 +319,34 @@ def _release(args: argparse.Namespace, config: Config, repository: TicketReposit
     if entry is None:
         _error(f"no quarantined email {args.id}")
         return EXIT_PROBLEMS
-    earlier = release_record(repository, entry.id)
-    if earlier is not None:
-        _report(args, entry, earlier, again=True)
-        return EXIT_OK
-    if not entry.raw:
+    if not entry.raw and release_record(repository, entry.id) is None:
         _error(f"{entry.id}: the original was not kept, nothing to release: {entry.detail}")
         return EXIT_PROBLEMS
+    record, again = release(config, repository, entry)
+    _report(args, entry, record, again=again)
+    return EXIT_OK
+
+
+def release(
+    config: Config, repository: TicketRepository, entry: QuarantineEntry
+) -> tuple[dict[str, Any], bool]:
+    """Release quarantined ``entry``: process its bytes again, once, and record what came of it.
+
+    The release of ``halomail quarantine release``, for other front ends (the Django
+    admin's action) to share.
+
+    Args:
+        config: The configuration whose mailbox the entry came from.
+        repository: Where the entry, and the tickets, live.
+        entry: The quarantined email; its original bytes must have been kept.
+
+    Returns:
+        The release's record (``at``, ``outcome``, ``ticket_id``, ``reason``, ``rule``),
+        and whether it was released already (then nothing was done).
+    """
+    earlier = release_record(repository, entry.id)
+    if earlier is not None:
+        return earlier, True
     outcome = _process_again(config, repository, entry)
     record = {
         "at": utcnow().isoformat(),
@@ -335,8 +356,7 @@ def _release(args: argparse.Namespace, config: Config, repository: TicketReposit
         "rule": outcome.rule,
     }
     repository.set_state(RELEASE_STATE.format(id=entry.id), json.dumps(record))
-    _report(args, entry, record, again=False)
-    return EXIT_OK
+    return record, False
 
 
 def _process_again(

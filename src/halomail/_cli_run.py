@@ -37,10 +37,10 @@ import attrs
 from halomail import _cli_scale, _cli_unsent, app
 from halomail._cli_progress import Progress
 from halomail._text import clean_text, redact_secrets
-from halomail.config.loader import load_config
+from halomail.config.loader import Config, load_config
 from halomail.runner import MailProcessor, Outcome, ProcessingOutcome, RunReport
 
-__all__ = ["FAIL_ON", "Cycle", "register", "run_cycle"]
+__all__ = ["FAIL_ON", "Cycle", "register", "run_config", "run_cycle"]
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
 
@@ -155,7 +155,19 @@ class Cycle:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    return run_config(load_config(args.config), args)
+
+
+def run_config(config: Config, args: argparse.Namespace) -> int:
+    """``run`` on a loaded configuration (``manage.py halomail_run`` gives Django's storage).
+
+    Args:
+        config: The configuration.
+        args: ``once``, ``json``, ``interval`` and ``fail_on``, as ``run`` parses them.
+
+    Returns:
+        The exit status.
+    """
     failed = False
     stopping = _Termination()
     # A long-running `run` serves metrics when [scale] metrics_port is set; one pass

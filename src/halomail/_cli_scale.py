@@ -128,7 +128,12 @@ def _load(args: argparse.Namespace) -> tuple[Config, ModuleType, Any]:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    return run_worker(load_config(args.config), args)
+
+
+def run_worker(config: Config, args: argparse.Namespace) -> int:
+    """``worker`` on a loaded configuration (``manage.py halomail_worker`` gives Django's
+    storage); ``args`` holds ``concurrency``, ``hostname`` and ``loglevel``."""
     _integration().require_broker(config)  # refused before anything is served
     with metrics_served(config.scale, multiprocess=True):
         return _run_worker(args, config)
