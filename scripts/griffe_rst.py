@@ -13,6 +13,7 @@ checks the built site shows none of the reStructuredText.
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -69,7 +70,20 @@ def markdown(docstring: str) -> str:
 class RstToMarkdown(griffe.Extension):
     """Rewrites each object's docstring (see the module's docstring) as it is loaded."""
 
-    def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+    def on_instance(self, *, node: Any, obj: griffe.Object, **kwargs: Any) -> None:
         """Rewrite the docstring of ``obj``, read from source or by inspection."""
-        if obj.docstring is not None:
-            obj.docstring.value = markdown(obj.docstring.value)
+        if obj.docstring is None:
+            return
+        if isinstance(obj, griffe.Attribute) and _borrowed(obj.docstring.value, node):
+            obj.docstring = None
+            return
+        obj.docstring.value = markdown(obj.docstring.value)
+
+
+def _borrowed(docstring: str, node: Any) -> bool:
+    """Whether an inspected attribute's docstring is only its value's type's (``str(object=…``)."""
+    value = getattr(node, "obj", None)  # the runtime value, when griffe inspected it
+    if value is None or callable(value):
+        return False
+    own = getattr(type(value), "__doc__", None)
+    return isinstance(own, str) and docstring.strip() in {own.strip(), inspect.cleandoc(own)}
