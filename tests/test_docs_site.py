@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import griffe
 import pytest
 import yaml
 
@@ -177,6 +178,37 @@ def _extension() -> ModuleType:
 def test_the_extension_shows_rst_as_sphinx_would(written: str, shown: str) -> None:
     """Roles become code, version directives sentences, and '::' one colon."""
     assert _extension().markdown(written) == shown
+
+
+def test_an_attrs_class_gets_the_init_attrs_makes(tmp_path: Path) -> None:
+    """AttrsInit reads an attrs class's fields into __init__: aliases, factories, kw_only, init."""
+    (tmp_path / "shapes.py").write_text(
+        "from typing import ClassVar\n"
+        "import attrs\n\n"
+        "@attrs.frozen\n"
+        "class Base:\n"
+        "    name: str\n\n"
+        "@attrs.frozen(kw_only=True)\n"
+        "class Shape(Base):\n"
+        "    kinds: ClassVar[tuple[str, ...]] = ()\n"
+        "    sides: int = 3\n"
+        "    tags: list[str] = attrs.field(factory=list)\n"
+        "    _secret: str = attrs.field(alias='secret', default='x')\n"
+        "    cache: dict[str, int] = attrs.field(init=False)\n",
+        encoding="utf-8",
+    )
+    extension = _extension()
+    module = griffe.load(
+        "shapes", search_paths=[tmp_path], extensions=griffe.Extensions(extension.AttrsInit())
+    )
+    init = module["Shape"].members["__init__"]
+    shown = [(p.name, p.kind.value, str(p.default)) for p in init.parameters][1:]
+    assert shown == [
+        ("name", "positional or keyword", "None"),
+        ("sides", "keyword-only", "3"),
+        ("tags", "keyword-only", "list()"),
+        ("secret", "keyword-only", "'x'"),
+    ]
 
 
 def test_the_extension_reads_a_hostile_docstring_in_bounded_work() -> None:
