@@ -21,6 +21,8 @@ import griffe
 import pytest
 import yaml
 
+import halomail
+
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"
 
@@ -36,6 +38,10 @@ REFERENCE = {
     "reference/config": ("Config", "MailboxSettings", "StorageSettings"),
     "reference/testing": ("TicketRepositoryContract", "TransactionContract"),
     "reference/errors": ("RepositoryError", "DuplicateKeyError"),
+    "reference/mail": ("parse_email", "InboundEmail", "ParseLimits"),
+    "reference/connectors": ("MailboxConnector", "MaildirConnector", "MailTransport"),
+    "reference/rules": ("EmailRule", "RuleEngine", "ServiceDefinition", "Template"),
+    "reference/logging": ("RedactingFilter",),
 }
 # What reStructuredText would look like had it reached the page unconverted.
 RST_LEFT = re.compile(r":(?:class|meth|func|data|attr|mod|exc|obj):`|\.\. version\w+::")
@@ -125,6 +131,16 @@ def test_the_reference_documents_the_public_api(site: Path, page: str) -> None:
         assert name in text, f"{page} does not document {name}"
     assert not RST_LEFT.search(text), RST_LEFT.findall(text)[:5]
     assert not BORROWED.search(text), BORROWED.findall(text)[:5]
+
+
+def test_every_name_halomail_exports_is_in_the_reference(site: Path) -> None:
+    """Each name of halomail.__all__ has its entry (an anchor) on a reference page."""
+    anchors: set[str] = set()
+    for page in (site / "reference").rglob("*.html"):
+        anchors |= set(re.findall(r'id="(halomail\.[\w.]+)"', page.read_text(encoding="utf-8")))
+    names = [name for name in halomail.__all__ if name != "__version__"]
+    missing = [name for name in names if not any(a.endswith(f".{name}") for a in anchors)]
+    assert missing == []
 
 
 def test_ticket_email_reference_shows_its_arguments_and_reasons(site: Path) -> None:
