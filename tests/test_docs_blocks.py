@@ -54,6 +54,7 @@ ELSEWHERE: Mapping[str, str] = {
     "docs/repository.md": "test_repository_docs.py",
     "docs/rules.md": "test_docs_rules.py",
     "docs/scaling.md": "test_celery_docs.py",
+    "docs/sqlalchemy.md": "test_example_sqlalchemy_fastapi.py",
 }
 #: The most blocks that may be marked ``<!-- not-run: … -->`` in all the documents.
 MAX_NOT_RUN = 8
