@@ -165,13 +165,13 @@ class NewTicket:
             ``alert:<rule>:<key>`` for alerts, ``virus:<rule>:<asset>`` for antivirus
             alerts and ``service:<name>`` for a monitored service's failure tickets;
             there is no separate "service" field. ``None`` for ordinary tickets.
-        status: The status the ticket starts in (``new`` unless a rule maps another;
-            a ticket created ``closed`` is closed at once).
+        status (TicketStatus | str): The status the ticket starts in (``new`` unless a
+            rule maps another; a ticket created ``closed`` is closed at once).
         impact: Impact name, if a rule set one.
         urgency: Urgency name, if a rule set one.
         site: The customer's site, if a rule set one.
-        asset_ids: Every linked asset, ``asset_id`` first; given only one of the two,
-            the other follows from it.
+        asset_ids (Iterable[int]): Every linked asset, ``asset_id`` first; given only one
+            of the two, the other follows from it.
 
     .. versionchanged:: 0.5.0
        ``status``, ``impact``, ``urgency``, ``site`` and ``asset_ids``.
