@@ -359,6 +359,7 @@ class PostgresBase(SQLBase):
             with self._translated():
                 connection.execute("BEGIN")
             self._in_transaction, self._aborted = True, None
+            self._began_transaction()
             try:
                 yield
             except BaseException:

@@ -232,6 +232,7 @@ class SQLiteBase(SQLBase):
             with self._translated():
                 connection.execute("BEGIN IMMEDIATE")
             self._in_transaction, self._aborted = True, False
+            self._began_transaction()
             try:
                 yield
             except BaseException:
