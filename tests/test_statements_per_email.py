@@ -30,7 +30,7 @@ from halomail.tickets.sqlite import SQLiteTicketRepository
 from tests.conftest import LOOP_TOKEN, make_email
 from tests.servers.postgres import PostgresServer
 
-STATEMENTS_PER_NEW_EMAIL = 16
+STATEMENTS_PER_NEW_EMAIL = 14
 """Statements (not counting BEGIN/COMMIT) one ordinary new email costs today (18 before)."""
 
 COMMITS_PER_NEW_EMAIL = 2
