@@ -88,6 +88,7 @@ _PROCESSING_KEYS = (
     "outbox_claim_seconds",
     "unmatched_bounces",
     "undeliverable_days",
+    "batch_size",
 )
 
 
@@ -212,9 +213,12 @@ class ProcessingSettings:
             (logged), ``quarantine``, or ``ticket`` (never acknowledged).
         undeliverable_days: How many days an address our mail failed to reach for good
             (or that reported it as abuse) gets no acknowledgement.
+        batch_size: At most this many emails of a mailbox committed in one transaction
+            (group commit); each is disposed of only after that commit. 1 commits each
+            email on its own.
 
     .. versionchanged:: 0.3.0
-       ``unmatched_bounces`` and ``undeliverable_days``.
+       ``unmatched_bounces``, ``undeliverable_days`` and ``batch_size``.
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -235,6 +239,7 @@ class ProcessingSettings:
     outbox_claim_seconds: float = 300.0
     unmatched_bounces: str = "ignore"
     undeliverable_days: float = 30.0
+    batch_size: int = 1
 
 
 def parse_storage(table: Mapping[str, Any], ctx: Context) -> StorageSettings:
@@ -321,6 +326,7 @@ def parse_processing(
             table, "unmatched_bounces", kp, UNMATCHED_BOUNCES, default="ignore"
         ),
         undeliverable_days=_positive_number(table, "undeliverable_days", kp, default=30),
+        batch_size=_int(table, "batch_size", kp, default=1, minimum=1),
     )
 
 
