@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from halomail.backends.base import FetchedMessage
 from halomail.backends.local import MaildirConnector
 from halomail.backends.memory import MemoryConnector
-from halomail.errors import RepositoryError
+from halomail.errors import ConnectorError, RepositoryError
 from halomail.outbound.outbox import SenderIdentity
 from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets._sqlite_base import KILL_SWITCH_ENV
@@ -92,7 +93,7 @@ def test_five_emails_in_one_batch_cost_two_commits_and_each_is_one_acknowledged_
 
 
 def test_one_commit_per_email_without_batches(repository: SQLiteTicketRepository) -> None:
-    """With batch_size 1 (the default) each email commits its attempt and its outcome."""
+    """With batch_size 1 each email commits its attempt and its outcome on its own."""
     connector = MemoryConnector("Support", [_mail(n) for n in range(5)])
     processor = MailProcessor(repository, [Mailbox(connector)], _settings(1))
     assert _commits(repository, processor) == 2 * 5 + 2
@@ -107,6 +108,30 @@ def test_the_same_email_twice_in_one_batch_is_one_ticket(
     outcomes = [(o.outcome.value, o.reason.value if o.reason else None) for o in report.outcomes]
     assert outcomes == [("created", None), ("created", None), ("skipped", "duplicate")]
     assert len(repository.list_tickets()) == 2
+
+
+class Dropping(MemoryConnector):
+    """A mailbox whose connection is lost after three emails."""
+
+    def fetch(self) -> Iterator[FetchedMessage]:
+        """The first three emails, then a lost connection."""
+        for index, message in enumerate(super().fetch()):
+            if index == 3:
+                raise ConnectorError("connection reset")
+            yield message
+
+
+def test_a_fetch_that_breaks_midway_commits_the_emails_of_the_open_batch(
+    repository: SQLiteTicketRepository,
+) -> None:
+    """The three emails fetched before the connection broke are committed and disposed of
+    (their batch was not full yet); the mailbox's error is reported, the rest left."""
+    connector = Dropping("Support", [_mail(n) for n in range(5)])
+    report = MailProcessor(repository, [Mailbox(connector)], _settings(10)).run_once()
+    assert [o.outcome.value for o in report.outcomes] == ["created"] * 3
+    assert report.mailboxes[0].error == "ConnectorError: connection reset"
+    assert connector.processed == [_mail(n) for n in range(3)]
+    assert len(repository.list_tickets()) == 3
 
 
 class RefusesOneTicket(SQLiteTicketRepository):

@@ -43,7 +43,7 @@ from halomail.outbound.outbox import (
     server_wait,
 )
 from halomail.outbound.sms import SmsSettings
-from halomail.pipeline.batch import run_batch
+from halomail.pipeline.batch import run_batch, until_broken
 from halomail.pipeline.busy import PassStop, stops_the_pass
 from halomail.pipeline.context import Context, ThrottleWarnings
 from halomail.pipeline.handlers.service import act_on_silence
@@ -409,7 +409,8 @@ class MailProcessor:
             baseline = self._onboarding_baseline(mailbox)
             messages: Iterator[FetchedMessage] = iter(mailbox.connector.fetch())
             batch: list[FetchedMessage] = []
-            for fetched in messages:
+            broken: list[Exception] = []  # a fetch that failed midway, raised after the batch
+            for fetched in until_broken(messages, broken):
                 if (busy := stop.why()) is not None:
                     note = f"stopped: {busy}"
                     batch = []  # not begun: left in the mailbox for the next cycle
@@ -425,8 +426,10 @@ class MailProcessor:
                     batch = []
                     if error is not None:
                         break
-            if batch:
+            if batch:  # what was fetched before the end, or before the fetch broke
                 error = self._process_batch(mailbox, batch, outcomes, on_outcome, stop)
+            if broken:
+                raise broken[0]
         except TransientRepositoryError as exc:
             error = stop.repository_busy(mailbox.name, len(outcomes), exc)
         except Exception as exc:  # noqa: BLE001 - one broken mailbox must not stop the others

@@ -35,7 +35,7 @@ What is not ordinary goes one email at a time, through
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import attrs
 
@@ -51,7 +51,7 @@ from halomail.pipeline.results import ProcessingOutcome
 from halomail.pipeline.settings import Mailbox
 from halomail.pipeline.unit import Guard, UnitOfWork
 
-__all__ = ["run_batch"]
+__all__ = ["run_batch", "until_broken"]
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +154,14 @@ def _apply_all(
             outcomes.append(apply(ctx, mailbox, begun.fetched, email, key, fingerprint, decision))
             attempts.finish(ctx.repository, begun.attempt)
     return outcomes
+
+
+def until_broken(
+    messages: Iterator[FetchedMessage], broken: list[Exception]
+) -> Iterator[FetchedMessage]:
+    """``messages`` until the connector fails; the failure goes into ``broken``, so that
+    the emails fetched before it are committed (their batch) before it is reported."""
+    try:
+        yield from messages
+    except Exception as exc:  # noqa: BLE001 - re-raised by the caller after the batch
+        broken.append(exc)
