@@ -29,6 +29,7 @@ from halomail.outbound.outbox import SenderIdentity
 from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets._sqlite_base import KILL_SWITCH_ENV
 from halomail.tickets.models import NewTicket, Ticket
+from halomail.tickets.postgres import PostgreSQLTicketRepository
 from halomail.tickets.sqlite import SQLiteTicketRepository
 from tests.conftest import LOOP_TOKEN, make_email
 
@@ -108,6 +109,27 @@ def test_the_same_email_twice_in_one_batch_is_one_ticket(
     outcomes = [(o.outcome.value, o.reason.value if o.reason else None) for o in report.outcomes]
     assert outcomes == [("created", None), ("created", None), ("skipped", "duplicate")]
     assert len(repository.list_tickets()) == 2
+
+
+def test_a_batch_on_postgresql_is_one_ticket_and_one_acknowledgement_per_email(
+    postgres_url: str,
+) -> None:
+    """On PostgreSQL too a batch of five, one of them twice, commits four tickets with four
+    acknowledgements, and the copy is a duplicate."""
+    repository = PostgreSQLTicketRepository(postgres_url)
+    try:
+        emails = [_mail(n) for n in range(4)] + [_mail(2)]
+        connector = MemoryConnector("Support", emails)
+        report = MailProcessor(repository, [Mailbox(connector)], _settings(5)).run_once()
+        outcomes = [o.outcome.value for o in report.outcomes]
+        assert outcomes == ["created"] * 4 + ["skipped"]
+        assert sorted(t.summary for t in repository.list_tickets()) == [
+            f"Request {n}" for n in range(4)
+        ]
+        assert len(repository.list_outgoing()) == 4
+        assert len(connector.processed) == 5
+    finally:
+        repository.close()
 
 
 class Dropping(MemoryConnector):
