@@ -13,6 +13,8 @@ details. One render is all three parts.
   processor does, once per mail); the sandbox, the value escaping, the ``<br>`` for
   line breaks in HTML values and the one-line subject are all included.
 - **halomail + values**: the same, building the ``TemplateValues`` inside the loop.
+- **values only**: ``TemplateValues.for_ticket`` alone, what the processor builds once
+  per acknowledged email (no render).
 - **jinja2**: the same three templates written directly in Jinja2 syntax (each
   ``$name`` as ``{{ name }}``), compiled in a plain ``jinja2.Environment`` (autoescape
   for the HTML, the same whitespace options), rendered with ``Template.render(dict)``
@@ -84,6 +86,13 @@ def _halomail_with_values(renderer: TemplateRenderer) -> Callable[[], object]:
     return run
 
 
+def _values_only() -> Callable[[], object]:
+    def run() -> object:
+        return TemplateValues.for_ticket(TICKET, **VALUES_ARGS)
+
+    return run
+
+
 def _jinja(values: dict[str, str]) -> Callable[[], object]:
     subject, text, html = BUILT_IN[MessageKind.NEW_TICKET_LOGGED]
     assert html is not None
@@ -114,6 +123,7 @@ def main() -> None:
     contenders = {
         "halomail": _halomail(renderer, values),
         "halomail + values": _halomail_with_values(renderer),
+        "values only": _values_only(),
         "jinja2": _jinja(dict(values.values)),
     }
     for run in contenders.values():  # warm up: first renders fill caches

@@ -126,6 +126,23 @@ class TestTargets:
         template = Template(subject="Ticket $TicketID", text="Serial: $CF_Serial_Number")
         assert template.render(TemplateValues.for_ticket(ticket)).text == "Serial: CZC-1234"
 
+    def test_a_mapped_site_is_the_templates_sitename_unless_the_host_names_one(
+        self,
+        repository: TicketRepository,
+        connector: MemoryConnector,
+        transport: MemoryTransport,
+        settings: ProcessorSettings,
+    ) -> None:
+        """$SiteName is the site a rule mapped; the host's site_name still wins."""
+        body = "Site: Leeds office\n"
+        (outcome,) = _run(repository, connector, transport, settings, [HELP_FORM], _request(body))
+        ticket = repository.get_ticket(outcome.ticket_id)
+        assert ticket is not None
+        template = Template(subject="Ticket $TicketID", text="Site: $SiteName")
+        assert template.render(TemplateValues.for_ticket(ticket)).text == "Site: Leeds office"
+        chosen = TemplateValues.for_ticket(ticket, site_name="York")
+        assert template.render(chosen).text == "Site: York"
+
     @pytest.mark.parametrize("target", ["CF_", "CF_ Serial", "CF_Serial ", "Serial Number"])
     def test_a_custom_field_name_that_is_empty_or_padded_is_refused(self, target: str) -> None:
         """A target must be a known field or CF_ and a name without surrounding spaces."""

@@ -672,10 +672,7 @@ class MailProcessor:
     # -- outbox routing ---------------------------------------------------------
 
     def _mailbox_named(self, name: str) -> Mailbox | None:
-        for mailbox in self.mailboxes:
-            if mailbox.name == name:
-                return mailbox
-        return None
+        return next((mailbox for mailbox in self.mailboxes if mailbox.name == name), None)
 
     def _transport_for(self, mail: OutboxMail) -> MailTransport | None:
         mailbox = self._mailbox_named(mail.mailbox)
@@ -776,6 +773,8 @@ class MailProcessor:
 
 def _log_outcome(outcome: ProcessingOutcome, seconds: float) -> None:
     """One INFO line per email; its fields also travel as the record's extras (JSON logs)."""
+    if not log.isEnabledFor(logging.INFO):
+        return  # the default level: nothing to build for every email
     fields = {
         "mailbox": outcome.mailbox,
         "source_id": outcome.ref,
@@ -788,7 +787,11 @@ def _log_outcome(outcome: ProcessingOutcome, seconds: float) -> None:
     }
     log.info(
         "mailbox %s source %s: %s ticket=%s reason=%s rule=%s in %.3fs (Message-ID %s)",
-        *(fields[key] for key in ("mailbox", "source_id", "outcome", "ticket_id", "reason")),
+        fields["mailbox"],
+        fields["source_id"],
+        fields["outcome"],
+        fields["ticket_id"],
+        fields["reason"],
         fields["rule"],
         seconds,
         fields["message_id"],

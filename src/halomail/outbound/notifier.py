@@ -494,8 +494,16 @@ class Notifier:
         references: tuple[str, ...] | None = None,
     ) -> NewOutgoing | str:
         """The mail to queue, or the reason there is none."""
-        user = self.repository.find_user(ticket.user_email) if ticket.user_email else None
-        customer = self.repository.find_customer(ticket.user_email) if ticket.user_email else None
+        group = self._group(ticket, profile)
+        template = self.renderer.template(kind, group=group)
+        # The host's user and customer records are read only when the template shows
+        # what they hold (the default acknowledgement needs neither for most tickets).
+        reads = template.variables
+        email = ticket.user_email
+        wants_user = "userphone" in reads or ("username" in reads and not ticket.user_name)
+        user = self.repository.find_user(email) if email and wants_user else None
+        wants_customer = "customername" in reads
+        customer = self.repository.find_customer(email) if email and wants_customer else None
         assigned = self._agents.get((ticket.agent or "").lower())
         shown = agent or assigned
         values = TemplateValues.for_ticket(
@@ -511,9 +519,8 @@ class Notifier:
             tag=profile.tag(ticket.id),
             signature=profile.signature_for(agent),
         )
-        group = self._group(ticket, profile)
         try:
-            rendered: RenderedMessage = self.renderer.render(kind, values, group=group)
+            rendered: RenderedMessage = template.render(values)
         except TemplateError as exc:
             log.error(
                 "ticket %s: the %s template of group %r failed, nothing sent: %s",

@@ -33,8 +33,11 @@ classification criteria never looks at headers and never classifies the email.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, Literal
 
@@ -42,7 +45,7 @@ import attrs
 
 from halomail.inbound.classify import classify
 from halomail.inbound.models import Classification, InboundEmail
-from halomail.rules._automaton import Automaton
+from halomail.rules._automaton import Automaton, utf8
 from halomail.rules.extract import MAX_SCAN_CHARS, Extraction, extract, timeout_message
 from halomail.rules.models import CLASSIFICATIONS, EmailRule, HeaderMatch
 
@@ -66,15 +69,21 @@ _FIELDS: Final = 9
 _ADDRESS_FIELDS: Final = (_FROM, _TO, _CC)
 # The fields looked up in a dict of exact values rather than searched.
 _EXACT_FIELDS: Final = (*_ADDRESS_FIELDS, _CLASSIFICATION)
+# The short fields searched for "contains" needles; walked together in one call.
+_SHORT_FIELDS: Final = (_FROM, _TO, _CC, _SUBJECT, _ATTACHMENT)
 
-# Cost model for scan="auto", in units of roughly 1 ns, measured on CPython 3.11: the
-# automaton walk costs ~350 per call plus ~3.5 per character; `needle in text` ~100 per
-# call plus ~0.5 per character of text. Ties go to the automaton. Only speed depends on
-# this choice.
-_WALK_PER_CALL: Final = 350
-_WALK_PER_CHAR: Final = 3.5
+# Cost model for scan="auto", in units of roughly 1 ns, measured on CPython 3.11 (a
+# loaded machine; only the ratios matter): the automaton walk costs ~400 per call plus
+# ~1 per character (encoding to UTF-8 included); `needle in text` ~100 per call plus
+# ~0.5 per character of text. Ties go to the automaton. Only speed depends on this
+# choice.
+_WALK_PER_CALL: Final = 400
+_WALK_PER_CHAR: Final = 1.0
 _IN_PER_CALL: Final = 100
 _IN_PER_CHAR: Final = 0.5
+
+# How many mailboxes' lists of catch-all rules an engine keeps (one per mailbox name).
+_MAX_CACHED_MAILBOXES: Final = 1024
 
 
 @attrs.frozen
@@ -371,14 +380,13 @@ class RuleEngine:
         logger.debug(
             "rule engine: %s rules, %s needles, %s exact addresses",
             len(self._ordered),
-            len(self._needles),
+            self._needle_count,
             sum(len(table) for table in self._exact),
         )
 
     def _build_index(self) -> None:
-        needle_ids: dict[str, int] = {}
-        # contains[field]: needle id -> ids of the criteria it satisfies
-        contains: list[dict[int, list[int]]] = [{} for _ in range(_FIELDS)]
+        # contains[field]: needle -> ids of the criteria it satisfies, in first-seen order
+        contains: list[dict[str, list[int]]] = [{} for _ in range(_FIELDS)]
         exact: list[dict[str, list[int]]] = [{} for _ in range(_FIELDS)]
         # headers: header name -> (criterion id, the match) for every match naming it
         headers: dict[str, list[tuple[int, HeaderMatch]]] = {}
@@ -400,44 +408,36 @@ class RuleEngine:
                     for match in criterion.headers:
                         headers.setdefault(match.key, []).append((criterion_id, match))
                     continue
-                table: dict[Any, list[int]]
-                if criterion.exact:
-                    table = exact[criterion.field]
-                    keys: Iterable[Any] = criterion.needles
-                else:
-                    table = contains[criterion.field]
-                    keys = (needle_ids.setdefault(n, len(needle_ids)) for n in criterion.needles)
-                for key in dict.fromkeys(keys):  # a needle listed twice counts once
-                    table.setdefault(key, []).append(criterion_id)
-        needles = list(needle_ids)
-        self._needles = needles
-        self._contains = [{k: tuple(v) for k, v in table.items()} for table in contains]
+                table = (exact if criterion.exact else contains)[criterion.field]
+                for needle in dict.fromkeys(criterion.needles):  # listed twice counts once
+                    table.setdefault(needle, []).append(criterion_id)
         self._exact = [{k: tuple(v) for k, v in table.items()} for table in exact]
         self._headers = {k: tuple(v) for k, v in headers.items()}
-        self._field_needles = [
-            tuple((needle_id, needles[needle_id]) for needle_id in table) for table in contains
-        ]
         self._criterion_rank = tuple(criterion_rank)
         self._need = tuple(need)
-        self._catch_all = tuple(catch_all)
         self._used = frozenset(used)
-        # One automaton per field, so a long body is not searched for sender domains;
-        # the two body fields share one, walked once for both (see _scan_bodies).
-        self._automata: list[Automaton | None] = [None] * _FIELDS
-        if self._scan != "direct":
-            for fields in (
-                (_FROM,),
-                (_TO,),
-                (_CC,),
-                (_SUBJECT,),
-                (_BODY_NEW, _BODY_FULL),
-                (_ATTACHMENT,),
-            ):
-                ids = sorted({needle_id for field in fields for needle_id in contains[field]})
-                if ids:
-                    automaton = Automaton([needles[i] for i in ids], ids)
-                    for field in fields:
-                        self._automata[field] = automaton
+        # Catch-alls by mailbox: the ones a mailbox may use are merged once, on first use.
+        self._catch_all_any = tuple(r for r in catch_all if self._ordered[r].mailbox is None)
+        self._catch_all_by_mailbox: dict[str, list[int]] = {}
+        for rank in catch_all:
+            mailbox = self._ordered[rank].mailbox
+            if mailbox is not None:
+                self._catch_all_by_mailbox.setdefault(mailbox, []).append(rank)
+        self._catch_all_for: dict[str, tuple[int, ...]] = {}
+        # One scanner per field, so a long body is not searched for sender domains; the
+        # two body fields share one, walked once for both (see _scan_bodies).
+        self._scanners: list[_Scanner | None] = [None] * _FIELDS
+        for field in _SHORT_FIELDS:
+            if contains[field]:
+                self._scanners[field] = _Scanner({field: contains[field]}, self._scan)
+        short = {field: contains[field] for field in _SHORT_FIELDS if contains[field]}
+        self._short = _Scanner(short, self._scan) if len(short) > 1 else None
+        if contains[_BODY_NEW] or contains[_BODY_FULL]:
+            bodies = _Scanner(
+                {_BODY_NEW: contains[_BODY_NEW], _BODY_FULL: contains[_BODY_FULL]}, self._scan
+            )
+            self._scanners[_BODY_NEW] = self._scanners[_BODY_FULL] = bodies
+        self._needle_count = sum(len(table) for table in contains)
 
     def __repr__(self) -> str:
         disabled = sum(1 for compiled in self._ordered if not compiled.rule.enabled)
@@ -470,15 +470,22 @@ class RuleEngine:
            ``classification``.
         """
         view = _View(email, self._used, classification)
-        counts: dict[int, int] = {}
-        criterion_rank = self._criterion_rank
-        for criterion_id in self._satisfied(view):
-            rank = criterion_rank[criterion_id]
-            counts[rank] = counts.get(rank, 0) + 1
         need = self._need
-        candidates = sorted(rank for rank, count in counts.items() if count == need[rank])
+        # How many criteria of each rule hold; a rule whose criteria all hold is a
+        # candidate. Counting runs in C (Counter), over the criteria that hold only.
+        satisfied = self._satisfied(view)
+        candidates: list[int] = []
+        if satisfied:
+            counts = Counter(map(self._criterion_rank.__getitem__, satisfied))
+            candidates = sorted(rank for rank, count in counts.items() if count == need[rank])
         wanted = mailbox.lower()
-        for rank in heapq.merge(candidates, self._catch_all):
+        catch_all = self._catch_alls(wanted)
+        ranks = (
+            heapq.merge(candidates, catch_all)
+            if candidates and catch_all
+            else (candidates or catch_all)
+        )
+        for rank in ranks:
             compiled = self._ordered[rank]
             if compiled.mailbox is not None and compiled.mailbox != wanted:
                 continue
@@ -487,6 +494,16 @@ class RuleEngine:
                 continue
             return RuleMatch(compiled.rule, extraction)
         return None
+
+    def _catch_alls(self, mailbox: str) -> tuple[int, ...]:
+        """The ranks of the rules without criteria that apply to ``mailbox``, in order."""
+        found = self._catch_all_for.get(mailbox)
+        if found is None:
+            own = self._catch_all_by_mailbox.get(mailbox, ())
+            found = tuple(heapq.merge(self._catch_all_any, own))
+            if len(self._catch_all_for) < _MAX_CACHED_MAILBOXES:
+                self._catch_all_for[mailbox] = found
+        return found
 
     def evaluate_sequential(
         self,
@@ -585,52 +602,152 @@ class RuleEngine:
             found = view.header(key)
             if found:
                 satisfied.update(cid for cid, match in matches if _header_holds(match, found))
-        body_new = self._contains[_BODY_NEW]
-        body_full = self._contains[_BODY_FULL]
-        for field in (_FROM, _TO, _CC, _SUBJECT, _BODY_NEW, _BODY_FULL, _ATTACHMENT):
-            postings = self._contains[field]
-            if not postings:
-                continue
-            if field == _BODY_NEW and body_full:
-                continue  # both body fields are scanned together below
-            if field == _BODY_FULL and body_new:
-                found_new, found_full = self._scan_bodies(
-                    values[_BODY_NEW][0], values[_BODY_FULL][0]
-                )
-                _post(found_new, body_new, satisfied)
-                _post(found_full, body_full, satisfied)
-                continue
-            for text in values[field]:
-                _post(self._find(field, text), postings, satisfied)
+        if self._short is None or not self._short.walk_together(values, satisfied):
+            for field in _SHORT_FIELDS:
+                scanner = self._scanners[field]
+                if scanner is not None:
+                    postings = scanner.postings[field]
+                    for text in values[field]:
+                        for position in scanner.positions(text):
+                            satisfied.update(postings[position])
+        bodies = self._scanners[_BODY_NEW]
+        if bodies is not None:
+            self._scan_bodies(bodies, values, satisfied)
         return satisfied
 
-    def _use_automaton(self, field: int, length: int, needles: int) -> bool:
-        if self._automata[field] is None:
-            return False
-        if self._scan == "automaton":
-            return True
-        by_in = needles * (_IN_PER_CALL + _IN_PER_CHAR * length)
-        return by_in >= _WALK_PER_CALL + _WALK_PER_CHAR * length
+    @staticmethod
+    def _scan_bodies(bodies: _Scanner, values: list[tuple[str, ...]], satisfied: set[int]) -> None:
+        """Adds the body criteria that hold; one walk when the new text opens the whole."""
+        new_postings = bodies.postings[_BODY_NEW]
+        full_postings = bodies.postings[_BODY_FULL]
+        if not (values[_BODY_NEW] and values[_BODY_FULL]):
+            # Only one of the two body fields is tested.
+            field = _BODY_NEW if values[_BODY_NEW] else _BODY_FULL
+            postings = bodies.postings[field]
+            for position in bodies.positions(values[field][0]):
+                satisfied.update(postings[position])
+            return
+        new, full = values[_BODY_NEW][0], values[_BODY_FULL][0]
+        if full.startswith(new):
+            found_new, found_full = bodies.positions_split(full, len(new))
+        else:
+            found_new, found_full = bodies.positions(new), bodies.positions(full)
+        for position in found_new:
+            satisfied.update(new_postings[position])
+        for position in found_full:
+            satisfied.update(full_postings[position])
 
-    def _find(self, field: int, text: str) -> Iterable[int]:
-        automaton = self._automata[field]
-        if automaton is not None and self._use_automaton(
-            field, len(text), len(self._field_needles[field])
-        ):
+
+class _Scanner:
+    """Finds which "contains" needles of one field (or of both body fields) a text holds.
+
+    The needles are numbered by position; ``postings[field][position]`` are the ids of
+    the criteria of ``field`` a needle satisfies (empty for the other body field's
+    needles). Short texts against few needles are searched with ``in``, the rest by
+    walking the automaton (see the cost model above): both find the same needles.
+    """
+
+    __slots__ = (
+        "_always_walk",
+        "_automaton",
+        "_fields",
+        "_forced",
+        "_needle_counts",
+        "_walk_base",
+        "_walk_slope",
+        "needles",
+        "postings",
+    )
+
+    def __init__(self, tables: dict[int, dict[str, list[int]]], scan: ScanMode) -> None:
+        self.needles: tuple[str, ...] = tuple(
+            dict.fromkeys(needle for table in tables.values() for needle in table)
+        )
+        self.postings: dict[int, tuple[tuple[int, ...], ...]] = {
+            field: tuple(tuple(table.get(needle, ())) for needle in self.needles)
+            for field, table in tables.items()
+        }
+        count = len(self.needles)
+        self._needle_counts = {field: len(table) for field, table in tables.items()}
+        self._forced = scan == "automaton"
+        self._fields = tuple(tables)
+        # With this many needles in every field, one walk beats `in` whatever the texts.
+        self._always_walk = self._forced or all(
+            n * _IN_PER_CALL >= _WALK_PER_CALL and n * _IN_PER_CHAR >= _WALK_PER_CHAR
+            for n in self._needle_counts.values()
+        )
+        self._automaton = None if scan == "direct" else Automaton(self.needles)
+        # Walk when count * (IN_CALL + IN_CHAR * n) >= WALK_CALL + WALK_CHAR * n, that is
+        # when base + slope * n >= 0 for a text of n characters.
+        self._walk_base = count * _IN_PER_CALL - _WALK_PER_CALL
+        self._walk_slope = count * _IN_PER_CHAR - _WALK_PER_CHAR
+        if self._forced:
+            self._walk_base, self._walk_slope = 0, 0
+
+    def _walks(self, length: int) -> bool:
+        return self._automaton is not None and (self._walk_base + self._walk_slope * length >= 0)
+
+    def positions(self, text: str) -> Iterable[int]:
+        """The positions of the needles ``text`` holds."""
+        automaton = self._automaton
+        if automaton is not None and self._walk_base + self._walk_slope * len(text) >= 0:
             return automaton.find(text)
-        return [needle_id for needle_id, needle in self._field_needles[field] if needle in text]
+        return [position for position, needle in enumerate(self.needles) if needle in text]
 
-    def _scan_bodies(self, new: str, full: str) -> tuple[Iterable[int], Iterable[int]]:
-        automaton = self._automata[_BODY_FULL]
-        both = len(self._field_needles[_BODY_NEW]) + len(self._field_needles[_BODY_FULL])
-        if (
-            automaton is not None
-            and full.startswith(new)
-            and self._use_automaton(_BODY_FULL, len(full), both)
-        ):
-            # Usually the new text opens the whole text: one walk answers both.
-            return automaton.find_split(full, len(new))
-        return self._find(_BODY_NEW, new), self._find(_BODY_FULL, full)
+    def walk_together(self, values: list[tuple[str, ...]], satisfied: set[int]) -> bool:
+        """Walks every value of this scanner's fields at once, if that is the cheapest.
+
+        The values are joined into one text, and a match counts for a field only when
+        it lies wholly inside one of that field's values: the same needles as searching
+        each value alone, for one call into the automaton instead of one per value.
+
+        Args:
+            values: The email's values by field (see :class:`_View`).
+            satisfied: Where the ids of the criteria that hold are added.
+
+        Returns:
+            False, having done nothing, when testing each field on its own is cheaper.
+        """
+        automaton = self._automaton
+        if automaton is None:
+            return False
+        owners: list[int] = []
+        texts: list[str] = []
+        for field in self._fields:
+            for text in values[field]:
+                owners.append(field)
+                texts.append(text)
+        if not self._always_walk and not self._walk_cheaper(owners, texts):
+            return False
+        joined = "\n".join(texts)
+        data = utf8(joined)
+        ends: list[int] = []
+        postings = self.postings
+        for position, start, end in automaton.matches(data):
+            if not ends:  # computed on the first match only: usually there is none
+                # ends[i]: where value i ends, with the "\n" that follows it, in bytes.
+                ascii_only = len(data) == len(joined)
+                lengths = map(len, texts) if ascii_only else map(len, map(utf8, texts))
+                ends = list(itertools.accumulate(length + 1 for length in lengths))
+            value = bisect.bisect_right(ends, start)
+            if end < ends[value]:  # not across the separator into the next value
+                satisfied.update(postings[owners[value]][position])
+        return True
+
+    def _walk_cheaper(self, owners: list[int], texts: list[str]) -> bool:
+        counts = self._needle_counts
+        by_in = sum(
+            counts[field] * (_IN_PER_CALL + _IN_PER_CHAR * len(text))
+            for field, text in zip(owners, texts, strict=True)
+        )
+        total = sum(len(text) + 1 for text in texts)
+        return by_in >= _WALK_PER_CALL + _WALK_PER_CHAR * total
+
+    def positions_split(self, text: str, split: int) -> tuple[Iterable[int], Iterable[int]]:
+        """The positions found in ``text[:split]``, and in the whole of ``text``."""
+        if self._walks(len(text)) and self._automaton is not None:
+            return self._automaton.find_split(text, split)
+        return self.positions(text[:split]), self.positions(text)
 
 
 def _missing_reason(rule: EmailRule, extraction: Extraction) -> str:
@@ -639,10 +756,3 @@ def _missing_reason(rule: EmailRule, extraction: Extraction) -> str:
         if target in extraction.timed_out:
             return timeout_message(rule, target)
     return f"required field {extraction.missing_required[0]!r} not found"
-
-
-def _post(found: Iterable[int], postings: dict[int, tuple[int, ...]], satisfied: set[int]) -> None:
-    for needle_id in found:
-        hit = postings.get(needle_id)
-        if hit:
-            satisfied.update(hit)

@@ -108,7 +108,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
     Variable("useremail", (), "The requester's email address."),
     Variable("userphone", (), "The requester's phone number (else their mobile)."),
     Variable("customername", ("clientname",), "The requester's customer (client)."),
-    Variable("sitename", (), "The customer's site, when the host application gives one."),
+    Variable("sitename", (), "The site: the host application's, else the one a rule mapped."),
     Variable("agentname", (), "The agent acting on the ticket, else the one assigned."),
     Variable("agentemail", (), "That agent's email address."),
     Variable("teamname", (), "The ticket's team."),
@@ -148,11 +148,13 @@ def _header_value(value: str) -> str:
 
 def _normalized(values: Mapping[str, object]) -> Mapping[str, str]:
     out: dict[str, str] = {}
+    canonical_names = _NAMES.canonical
     for key, value in values.items():
-        canonical = _NAMES.resolve(key)
+        # for_ticket gives canonical names and strings: those skip the resolving.
+        canonical = key if key in canonical_names else _NAMES.resolve(key)
         if canonical is None:
             raise ValueError(f"{key!r} is not a template variable{hint(key, _NAMES.canonical)}")
-        out[canonical] = "" if value is None else str(value)
+        out[canonical] = value if type(value) is str else "" if value is None else str(value)
     return types.MappingProxyType(out)
 
 
@@ -219,7 +221,7 @@ class TemplateValues:
             agent_name: The acting or assigned agent's name.
             agent_email: Their address (defaults to the ticket's agent).
             team_name: The team (defaults to the ticket's team).
-            site_name: The customer's site.
+            site_name: The customer's site (defaults to the site a rule set on the ticket).
             mailbox_name: The sending mailbox (defaults to the ticket's mailbox).
             ticket_url: The ticket's address in the helpdesk.
             tag: The subject tag, e.g. ``[ID:1234]``.
@@ -241,7 +243,7 @@ class TemplateValues:
             "useremail": ticket.user_email,
             "userphone": (user.phone or user.mobile or "") if user else "",
             "customername": customer.name if customer else (ticket.customer or ""),
-            "sitename": site_name,
+            "sitename": site_name or ticket.site or "",
             "agentname": agent_name,
             "agentemail": agent_email or ticket.agent or "",
             "teamname": team_name or ticket.team or "",
@@ -329,6 +331,16 @@ class Template:
                 )
                 problem.__cause__ = exc
                 raise self._error(part, problem) from problem
+
+    @property
+    def variables(self) -> frozenset[str]:
+        """The canonical names of the variables its parts read (``cf_…`` for custom fields).
+
+        A value no part reads need not be looked up before rendering.
+
+        .. versionadded:: 0.6.0
+        """
+        return frozenset().union(*(part.variables for part in self._parts if part is not None))
 
     def _compile(self, part: str, source: str, env: Sandbox) -> Compiled:
         try:
@@ -568,13 +580,25 @@ class TemplateRenderer:
             TemplateError: The template failed with these values; send nothing.
             ValueError: ``kind`` is not a message kind.
         """
+        return self.template(kind, group=group).render(values)
+
+    def template(self, kind: MessageKind | str, *, group: str = "Default") -> Template:
+        """The ``kind`` template of ``group`` (of ``Default`` for an unknown group).
+
+        Its :attr:`Template.variables` tell which values a render will read.
+
+        Raises:
+            ValueError: ``kind`` is not a message kind.
+
+        .. versionadded:: 0.6.0
+        """
         template = self._table.get((group.casefold(), kind))
         if template is None:
             kind = MessageKind(kind)
             if group.casefold() not in self._groups:
                 log.warning("no message group %r: using %r", group, self._groups["default"].name)
             template = self._table[("default", kind)]
-        return template.render(values)
+        return template
 
 
 # -- configuration ------------------------------------------------------------------------

@@ -334,9 +334,12 @@ class Compiled:
     Args:
         template: The Jinja2 template, its loops and macros counting steps
             (:func:`~halomail.templates.budget.count_steps`).
+        variables: The canonical names of the catalogue and custom-field variables the
+            part reads: a value no part reads need not be looked up.
     """
 
     template: JinjaTemplate
+    variables: frozenset[str] = frozenset()
 
     def render(self, variables: dict[str, Any]) -> str:
         """The rendered text, within the budgets (any exception from the template propagates)."""
@@ -366,10 +369,17 @@ def compile_part(source: str, env: Sandbox) -> Compiled:
     try:
         tree = env.parse(translated)
         check(tree, env)
+        variables = _variables(tree, env)
         budget.count_steps(tree)
         template = env.from_string(tree)
     except TemplateSyntaxError as exc:
         raise Problem(f"syntax error: {exc.message}", exc.lineno) from exc
     except RecursionError as exc:  # `{{ {{ {{ …`: Jinja2's parser recurses per bracket
         raise Problem("syntax error: nested too deeply") from exc
-    return Compiled(template)
+    return Compiled(template, variables)
+
+
+def _variables(tree: nodes.Template, env: Sandbox) -> frozenset[str]:
+    """The canonical names of the variables ``tree`` reads (only by name: checked)."""
+    found = (env.names.resolve(name) for name in meta.find_undeclared_variables(tree))
+    return frozenset(name for name in found if name is not None)
