@@ -83,14 +83,15 @@ def test_five_emails_in_one_batch_cost_two_commits_and_each_is_one_acknowledged_
 ) -> None:
     """A batch of five commits its attempts once and its outcomes once (plus the lease's
     two), and every email is one ticket with its acknowledgement queued."""
-    connector = MemoryConnector("Support", [_mail(n) for n in range(5)])
+    emails = [_mail(n) for n in range(5)]  # built once: each carries the time as its Date
+    connector = MemoryConnector("Support", emails)
     processor = MailProcessor(repository, [Mailbox(connector)], _settings(5))
     assert _commits(repository, processor) == 2 + 2  # attempts, outcomes; lease taken, freed
     assert sorted(t.summary for t in repository.list_tickets()) == [
         f"Request {n}" for n in range(5)
     ]
     assert len(repository.list_outgoing()) == 5
-    assert connector.processed == [_mail(n) for n in range(5)]
+    assert connector.processed == emails
 
 
 def test_one_commit_per_email_without_batches(repository: SQLiteTicketRepository) -> None:
@@ -148,11 +149,12 @@ def test_a_fetch_that_breaks_midway_commits_the_emails_of_the_open_batch(
 ) -> None:
     """The three emails fetched before the connection broke are committed and disposed of
     (their batch was not full yet); the mailbox's error is reported, the rest left."""
-    connector = Dropping("Support", [_mail(n) for n in range(5)])
+    emails = [_mail(n) for n in range(5)]  # built once: each carries the time as its Date
+    connector = Dropping("Support", emails)
     report = MailProcessor(repository, [Mailbox(connector)], _settings(10)).run_once()
     assert [o.outcome.value for o in report.outcomes] == ["created"] * 3
     assert report.mailboxes[0].error == "ConnectorError: connection reset"
-    assert connector.processed == [_mail(n) for n in range(3)]
+    assert connector.processed == emails[:3]
     assert len(repository.list_tickets()) == 3
 
 
@@ -249,9 +251,13 @@ def _run_after_the_lease(config: Path) -> subprocess.CompletedProcess[str]:
         time.sleep(0.5)
 
 
-# An uninterrupted run costs between 130 and 160 statements: the two batches' attempts
-# and outcomes (every fourth statement), then the outbox sent (every twelfth).
-KILL_POINTS = [*range(2, 74, 4), *range(74, 160, 12)]
+# An uninterrupted run costs about 110 statements: the loop token and the lease (1-11),
+# the first batch's attempts (12-15) and outcomes (16-36: its reads, three inserts per
+# email, then the writes it kept and its COMMIT), the second batch's (37-55), then the
+# outbox sent (59-101). Every third statement, each step of a batch's end, and every
+# sixth of the sending.
+_BATCH_ENDS = {13, 14, 15, 32, 33, 34, 35, 36, 40, 51, 52, 53, 54, 55}
+KILL_POINTS = sorted({*range(2, 60, 3), *_BATCH_ENDS, *range(61, 102, 6)})
 
 
 @pytest.mark.parametrize("kill_at", KILL_POINTS)
@@ -263,7 +269,7 @@ def test_a_worker_killed_anywhere_in_a_batch_leaves_each_email_one_ticket_and_on
     the inbox is empty."""
     config = _setup(tmp_path / "desk")
     killed = _run(config, kill_at)
-    if kill_at < 130:  # past that, the run may have ended before the switch
+    if kill_at < 100:  # past that, the run may have ended before the switch
         assert killed.returncode == -signal.SIGKILL, killed.stderr
     again = _run_after_the_lease(config)
     assert again.returncode == 0, again.stderr

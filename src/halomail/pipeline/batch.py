@@ -34,8 +34,11 @@ What is not ordinary goes one email at a time, through
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 import attrs
 
@@ -44,14 +47,18 @@ from halomail.errors import TransientRepositoryError
 from halomail.inbound.models import InboundEmail
 from halomail.inbound.parse import parse_email
 from halomail.pipeline import attempts
+from halomail.pipeline.acknowledge import UNDELIVERABLE
 from halomail.pipeline.apply import apply
 from halomail.pipeline.attempts import Attempt
-from halomail.pipeline.decide import decide, dedupe_key
+from halomail.pipeline.context import Context
+from halomail.pipeline.decide import decide, dedupe_key, legacy_key
+from halomail.pipeline.loops import repeat_key
 from halomail.pipeline.results import ProcessingOutcome
 from halomail.pipeline.settings import Mailbox
 from halomail.pipeline.unit import Guard, UnitOfWork
+from halomail.tickets.models import BatchKeys
 
-__all__ = ["run_batch", "until_broken"]
+__all__ = ["Batches", "batch_keys", "run_batch", "until_broken"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +96,7 @@ def run_batch(
     except Exception as exc:  # noqa: BLE001 - nothing was begun: each email goes alone
         log.info("mailbox %s: batch not begun (%s); one email at a time", mailbox.name, exc)
         return [unit.run(mailbox, fetched, guard) for fetched in batch]
-    ordinary = [b for b in begun if b.ordinary]
+    ordinary = list(itertools.takewhile(lambda b: b.ordinary, begun))
     outcomes = _commit_together(unit, mailbox, ordinary, guard)
     for alone in begun[len(ordinary) :]:
         # The email whose attempt found an earlier one: alone, its attempt recorded.
@@ -105,15 +112,9 @@ def _begin(unit: UnitOfWork, mailbox: Mailbox, batch: Sequence[FetchedMessage]) 
     repository = unit.ctx.repository
     if not attempts.keeps_attempts(repository):
         return [_Begun(fetched, None) for fetched in batch]
-    now = unit.ctx.clock()
-    begun: list[_Begun] = []
     with repository.transaction():
-        for fetched in batch:
-            one = _Begun(fetched, attempts.begin(repository, mailbox.name, fetched, now))
-            begun.append(one)
-            if not one.ordinary:
-                break
-    return begun
+        begun = attempts.begin_many(repository, mailbox.name, batch, unit.ctx.clock())
+    return [_Begun(fetched, attempt) for fetched, attempt in zip(batch, begun, strict=False)]
 
 
 def _commit_together(
@@ -147,13 +148,81 @@ def _apply_all(
     """Decide and apply each email, and end its attempt, all in one transaction."""
     ctx = unit.ctx
     outcomes: list[ProcessingOutcome] = []
+    keyed = [(b, email, *dedupe_key(mailbox, email, b.fetched.raw)) for b, email in parsed]
     with ctx.repository.transaction():
-        for begun, email in parsed:
-            key, fingerprint = dedupe_key(mailbox, email, begun.fetched.raw)
+        prepare = getattr(ctx.repository, "prepare_batch", None)
+        if callable(prepare):
+            prepare(batch_keys(ctx, mailbox, [(email, key) for _, email, key, _ in keyed]))
+        for begun, email, key, fingerprint in keyed:
             decision = decide(ctx, mailbox, email, key, fingerprint)
             outcomes.append(apply(ctx, mailbox, begun.fetched, email, key, fingerprint, decision))
             attempts.finish(ctx.repository, begun.attempt)
     return outcomes
+
+
+def batch_keys(
+    ctx: Context, mailbox: Mailbox, emails: Sequence[tuple[InboundEmail, str]]
+) -> BatchKeys:
+    """What deciding ``emails`` (each with its dedupe key) will ask the repository: their
+    dedupe keys, the state of their content and their senders, their senders' mail."""
+    dedupe: list[str] = []
+    state: list[str] = []
+    senders: list[str] = []
+    for email, key in emails:
+        dedupe.append(key)
+        legacy = legacy_key(mailbox, email)
+        if legacy is not None:
+            dedupe.append(legacy)
+        if email.quarantine_reason or email.sender is None:
+            continue  # decided without the state or the sender's history
+        state.append(repeat_key(mailbox.name, email))
+        state.append(UNDELIVERABLE + email.sender.normalized)
+        senders.append(email.sender.normalized)
+    settings = ctx.settings
+    widest = max(settings.ack_throttle_window, settings.loop_window)
+    return BatchKeys(tuple(dedupe), tuple(state), tuple(senders), ctx.clock() - widest)
+
+
+class Batches:
+    """Gathers a mailbox's emails into batches bounded in count and in age.
+
+    A batch is ready when it holds ``size`` emails, or when its first email has waited
+    ``max_wait`` for the others: a slow mailbox (a server that hands over one email a
+    second) does not hold its first emails uncommitted for long. The age is checked as
+    each email arrives; the caller takes what is left when the mailbox has no more.
+
+    Args:
+        size: The most emails in one batch.
+        max_wait: The longest the first email of a batch waits for the rest.
+        clock: Seconds, monotonic (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        max_wait: dt.timedelta,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._size = size
+        self._max_wait = max_wait.total_seconds()
+        self._clock = clock
+        self._emails: list[FetchedMessage] = []
+        self._since = 0.0
+
+    def add(self, fetched: FetchedMessage) -> list[FetchedMessage] | None:
+        """Add ``fetched``; return the batch when it is ready (and start a new one)."""
+        now = self._clock()
+        if not self._emails:
+            self._since = now
+        self._emails.append(fetched)
+        if len(self._emails) >= self._size or now - self._since >= self._max_wait:
+            return self.take()
+        return None
+
+    def take(self) -> list[FetchedMessage]:
+        """The emails gathered so far (possibly none); the next batch starts empty."""
+        emails, self._emails = self._emails, []
+        return emails
 
 
 def until_broken(

@@ -362,6 +362,7 @@ class PostgresBase(SQLBase):
             self._began_transaction()
             try:
                 yield
+                self._flush_batch()
             except BaseException:
                 self._in_transaction = False
                 self._rollback_quietly(connection)

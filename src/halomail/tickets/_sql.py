@@ -133,6 +133,10 @@ class SQLBase:
     # touch it: one statement fewer per new email.
     _fresh_ticket: tuple[int, str, int] | None = None
 
+    def _flush_batch(self) -> None:
+        """Write what a batch kept for the commit (``_sql_batch``); the dialect calls it
+        inside the transaction, just before COMMIT."""
+
     def _began_transaction(self) -> None:
         """Count a transaction that has just begun (the dialect calls it after BEGIN)."""
         self._transactions += 1

@@ -262,6 +262,7 @@ class SQLiteBase(SQLBase):
             self._began_transaction()
             try:
                 yield
+                self._flush_batch()
             except BaseException:
                 self._in_transaction = False
                 self._rollback_quietly(connection)

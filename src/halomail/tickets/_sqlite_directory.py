@@ -22,7 +22,6 @@ from halomail.tickets._common import (
 )
 from halomail.tickets._sql import (
     Connection,
-    SQLBase,
     _inserted_id,
     _json_list,
     _json_map,
@@ -31,6 +30,7 @@ from halomail.tickets._sql import (
     _time,
     _tuple,
 )
+from halomail.tickets._sql_batch import BatchPart
 from halomail.tickets.models import (
     Asset,
     Customer,
@@ -62,6 +62,17 @@ _SQL_FIND_PERSON = (
     "SELECT u.id, u.email, u.name, u.customer_id, u.phone, u.mobile, "
     "c.id, c.name, c.domains, c.from_address, c.reply_address "
     "FROM (SELECT CAST(? AS TEXT) AS email, CAST(? AS TEXT) AS domain) AS q "
+    "LEFT JOIN users AS u ON u.email = q.email "
+    "LEFT JOIN customers AS c ON c.id = COALESCE(u.customer_id, "
+    "(SELECT customer_id FROM customer_domains WHERE domain = q.domain "
+    "ORDER BY customer_id LIMIT 1))"
+)
+# _SQL_FIND_PERSON for several addresses at once (``{questions}`` is a UNION ALL of
+# placeholder rows, the only thing formatted in).
+_SQL_FIND_PEOPLE = (
+    "SELECT q.email, u.id, u.email, u.name, u.customer_id, u.phone, u.mobile, "
+    "c.id, c.name, c.domains, c.from_address, c.reply_address "
+    "FROM ({questions}) AS q "
     "LEFT JOIN users AS u ON u.email = q.email "
     "LEFT JOIN customers AS c ON c.id = COALESCE(u.customer_id, "
     "(SELECT customer_id FROM customer_domains WHERE domain = q.domain "
@@ -138,7 +149,7 @@ Person = tuple[User | None, Customer | None]
 """A user (or none) and the customer an address belongs to (or none)."""
 
 
-class DirectoryPart(SQLBase):
+class DirectoryPart(BatchPart):
     """Users, customers and assets, their seeding, and files kept without a ticket."""
 
     # Who each address is, as read inside the open transaction (keyed by the address,
@@ -164,6 +175,28 @@ class DirectoryPart(SQLBase):
                 self._people_transaction = self._transactions
             memo[key] = (user, customer)
         return user, customer
+
+    def _read_people(self, addresses: tuple[str, ...]) -> None:
+        """Who each of ``addresses`` (keys) is, in one statement, kept for the transaction."""
+        memo = self._people if self._people_transaction == self._transactions else None
+        wanted = tuple(a for a in addresses if memo is None or a not in memo)
+        if not wanted:
+            return
+        # The question rows: the first casts the columns' types, the others follow them.
+        rows = " UNION ALL ".join(
+            ["SELECT CAST(? AS TEXT) AS email, CAST(? AS TEXT) AS domain"]
+            + ["SELECT ?, ?"] * (len(wanted) - 1)
+        )
+        sql = _SQL_FIND_PEOPLE.format(questions=rows)
+        values = [value for address in wanted for value in (address, domain_of(address))]
+        with self._reading() as connection:
+            found = connection.execute(sql, values).fetchall()
+        if memo is None:
+            memo = self._people = {}
+            self._people_transaction = self._transactions
+        for row in found:
+            user = None if row[1] is None else User(*row[1:7])
+            memo[row[0]] = (user, None if row[7] is None else _customer(row[7:]))
 
     def _forget_people(self) -> None:
         """Forget who addresses are: a user or a customer was just added."""
