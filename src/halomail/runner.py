@@ -43,7 +43,7 @@ from halomail.outbound.outbox import (
     server_wait,
 )
 from halomail.outbound.sms import SmsSettings
-from halomail.pipeline.batch import run_batch, until_broken
+from halomail.pipeline.batch import Batches, run_batch, until_broken
 from halomail.pipeline.busy import PassStop, stops_the_pass
 from halomail.pipeline.context import Context, ThrottleWarnings
 from halomail.pipeline.handlers.service import act_on_silence
@@ -408,25 +408,23 @@ class MailProcessor:
             self._ledger.restore_sync(mailbox)
             baseline = self._onboarding_baseline(mailbox)
             messages: Iterator[FetchedMessage] = iter(mailbox.connector.fetch())
-            batch: list[FetchedMessage] = []
+            batches = Batches(self.settings.batch_size, self.settings.batch_max_wait)
             broken: list[Exception] = []  # a fetch that failed midway, raised after the batch
             for fetched in until_broken(messages, broken):
                 if (busy := stop.why()) is not None:
                     note = f"stopped: {busy}"
-                    batch = []  # not begun: left in the mailbox for the next cycle
+                    batches.take()  # not begun: left in the mailbox for the next cycle
                     break
                 if lease is not None:
                     lease.renew_if_due()
                 if baseline is not None and fetched.ref in baseline:
                     left_alone += 1
                     continue
-                batch.append(fetched)
-                if len(batch) >= self.settings.batch_size:
+                if (batch := batches.add(fetched)) is not None:
                     error = self._process_batch(mailbox, batch, outcomes, on_outcome, stop)
-                    batch = []
                     if error is not None:
                         break
-            if batch:  # what was fetched before the end, or before the fetch broke
+            if batch := batches.take():  # what was fetched before the end, or the break
                 error = self._process_batch(mailbox, batch, outcomes, on_outcome, stop)
             if broken:
                 raise broken[0]
