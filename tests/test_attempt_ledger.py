@@ -63,15 +63,17 @@ class WithoutAttempts(InMemoryTicketRepository):
 
 
 def test_a_host_repository_without_attempts_processes_mail_as_before() -> None:
-    """No begin_attempt/finish_attempt: tickets are made, one transaction per email, no error."""
-    repository = WithoutAttempts()
+    """No begin_attempt/finish_attempt: tickets are made, one transaction per email without
+    batches and one per batch with them, no error."""
     emails = [make_email(subject=f"Request {n}", message_id=f"<r{n}@x.example>") for n in (1, 2)]
-    connector = MemoryConnector("Support", emails)
-    processor = MailProcessor(repository, [Mailbox(connector)], ProcessorSettings(loop_token="t"))
-    report = processor.run_once()
-    assert [o.outcome for o in report.outcomes] == [Outcome.CREATED, Outcome.CREATED]
-    assert repository.transactions == 2
-    assert sorted(t.summary for t in repository.list_tickets()) == ["Request 1", "Request 2"]
+    for batch_size, transactions in ((1, 2), (10, 1)):
+        repository = WithoutAttempts()
+        connector = MemoryConnector("Support", emails)
+        settings = ProcessorSettings(loop_token="t", batch_size=batch_size)
+        report = MailProcessor(repository, [Mailbox(connector)], settings).run_once()
+        assert [o.outcome for o in report.outcomes] == [Outcome.CREATED, Outcome.CREATED]
+        assert repository.transactions == transactions
+        assert sorted(t.summary for t in repository.list_tickets()) == ["Request 1", "Request 2"]
 
 
 def test_a_processed_email_leaves_no_attempt_behind(tmp_path: Path) -> None:

@@ -71,7 +71,12 @@ def test_bench_pipeline_short_measures_real_mail_first_in_interleaved_rounds(
     assert result.returncode == 0, result.stdout + result.stderr
     measured: dict[str, Any] = json.loads(report.read_text())
     names = [entry["name"] for entry in measured["corpora"]]
-    assert names == ["spamassassin", "generated", *(f"generated:{kind}" for kind in KINDS)]
+    assert names == [
+        "spamassassin",
+        "text-1kb",
+        "generated",
+        *(f"generated:{kind}" for kind in KINDS),
+    ]
     rounds = measured["rounds"]
     assert rounds >= 2  # a spread needs rounds
     for entry in measured["corpora"]:
@@ -90,6 +95,12 @@ def test_bench_pipeline_short_measures_real_mail_first_in_interleaved_rounds(
     assert "(A) compat32 + headers + parts" in result.stdout
     assert re.search(
         r"\(P\) halomail parse_email +[\d.]+ +[\d.]+x \[[\d.]+ - [\d.]+x\]", result.stdout
+    )
+    # The 1 KB text email's line: the pipeline's cost as a multiple of compat32's.
+    assert re.search(
+        r"a 1 KB text email: \(C\) costs [\d.]+x what compat32 parsing does "
+        r"\[[\d.]+ - [\d.]+x\] \(goal: within 5x\)",
+        result.stdout,
     )
 
 

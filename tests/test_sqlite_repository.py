@@ -771,10 +771,12 @@ class TestQueryPlans:
         "_SQL_COUNT_OUTGOING_FOR_TICKET": [
             "SEARCH outbox_recipients USING PRIMARY KEY (address=? AND created_at>?)"
         ],
-        "_SQL_FIND_USER": ["SEARCH users USING INDEX sqlite_autoindex_users_1 (email=?)"],
-        "_SQL_FIND_CUSTOMER": [
-            "SEARCH customers USING INTEGER PRIMARY KEY (rowid=?)",
-            "SEARCH users USING INDEX sqlite_autoindex_users_1 (email=?)",
+        # Its only scans read the one row of the address and domain it was given.
+        "_SQL_FIND_PERSON": [
+            "SCAN CONSTANT ROW",
+            "SCAN q",
+            "SEARCH u USING INDEX sqlite_autoindex_users_1 (email=?) LEFT-JOIN",
+            "SEARCH c USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN",
             "SEARCH customer_domains USING PRIMARY KEY (domain=?)",
         ],
         "_SQL_ASSET_BY_TAG": ["SEARCH assets USING INDEX assets_by_tag (tag_key=?)"],

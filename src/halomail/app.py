@@ -335,6 +335,8 @@ def _processor_settings(config: Config, repository: TicketRepository) -> Process
         outbox_claim=dt.timedelta(seconds=processing.outbox_claim_seconds),
         unmatched_bounces=processing.unmatched_bounces,
         undeliverable_for=dt.timedelta(days=processing.undeliverable_days),
+        batch_size=processing.batch_size,
+        batch_max_wait=dt.timedelta(milliseconds=processing.batch_max_ms),
     )
 
 

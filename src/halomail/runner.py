@@ -43,6 +43,7 @@ from halomail.outbound.outbox import (
     server_wait,
 )
 from halomail.outbound.sms import SmsSettings
+from halomail.pipeline.batch import Batches, run_batch, until_broken
 from halomail.pipeline.busy import PassStop, stops_the_pass
 from halomail.pipeline.context import Context, ThrottleWarnings
 from halomail.pipeline.handlers.service import act_on_silence
@@ -407,22 +408,26 @@ class MailProcessor:
             self._ledger.restore_sync(mailbox)
             baseline = self._onboarding_baseline(mailbox)
             messages: Iterator[FetchedMessage] = iter(mailbox.connector.fetch())
-            for fetched in messages:
+            batches = Batches(self.settings.batch_size, self.settings.batch_max_wait)
+            broken: list[Exception] = []  # a fetch that failed midway, raised after the batch
+            for fetched in until_broken(messages, broken):
                 if (busy := stop.why()) is not None:
                     note = f"stopped: {busy}"
+                    batches.take()  # not begun: left in the mailbox for the next cycle
                     break
                 if lease is not None:
                     lease.renew_if_due()
                 if baseline is not None and fetched.ref in baseline:
                     left_alone += 1
                     continue
-                outcome = self.process_message(mailbox, fetched)
-                outcomes.append(outcome)
-                if on_outcome is not None:
-                    on_outcome(outcome)
-                if stops_the_pass(outcome):
-                    error = stop.repository_busy(mailbox.name, len(outcomes), outcome.detail)
-                    break
+                if (batch := batches.add(fetched)) is not None:
+                    error = self._process_batch(mailbox, batch, outcomes, on_outcome, stop)
+                    if error is not None:
+                        break
+            if batch := batches.take():  # what was fetched before the end, or the break
+                error = self._process_batch(mailbox, batch, outcomes, on_outcome, stop)
+            if broken:
+                raise broken[0]
         except TransientRepositoryError as exc:
             error = stop.repository_busy(mailbox.name, len(outcomes), exc)
         except Exception as exc:  # noqa: BLE001 - one broken mailbox must not stop the others
@@ -604,6 +609,31 @@ class MailProcessor:
         _log_outcome(outcome, time.monotonic() - started)
         return outcome
 
+    def _process_batch(
+        self,
+        mailbox: Mailbox,
+        batch: Sequence[FetchedMessage],
+        outcomes: list[ProcessingOutcome],
+        on_outcome: Callable[[ProcessingOutcome], None] | None,
+        stop: PassStop,
+    ) -> str | None:
+        """Commit ``batch`` (:func:`~halomail.pipeline.batch.run_batch`), then dispose of
+        each email; returns why the pass stops (a busy repository), or ``None``."""
+        started = time.monotonic()
+        results = run_batch(self._unit, mailbox, batch, self._writer)
+        seconds = (time.monotonic() - started) / len(batch)
+        for fetched, outcome in zip(batch, results, strict=True):
+            self._dispose(mailbox, fetched.ref, outcome.disposed_as)
+            self._observers.outcome(mailbox.name, outcome)
+            _log_outcome(outcome, seconds)
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+        busy = next((o for o in results if stops_the_pass(o)), None)
+        if busy is None:
+            return None
+        return stop.repository_busy(mailbox.name, len(outcomes), busy.detail)
+
     def simulate(self, raw: bytes, mailbox: Mailbox | None = None) -> ProcessingOutcome:
         """What processing ``raw`` would do, and why; nothing is written or sent."""
         mailbox = mailbox or self.mailboxes[0]
@@ -640,10 +670,7 @@ class MailProcessor:
     # -- outbox routing ---------------------------------------------------------
 
     def _mailbox_named(self, name: str) -> Mailbox | None:
-        for mailbox in self.mailboxes:
-            if mailbox.name == name:
-                return mailbox
-        return None
+        return next((mailbox for mailbox in self.mailboxes if mailbox.name == name), None)
 
     def _transport_for(self, mail: OutboxMail) -> MailTransport | None:
         mailbox = self._mailbox_named(mail.mailbox)

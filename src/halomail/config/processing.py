@@ -88,6 +88,8 @@ _PROCESSING_KEYS = (
     "outbox_claim_seconds",
     "unmatched_bounces",
     "undeliverable_days",
+    "batch_size",
+    "batch_max_ms",
 )
 
 
@@ -212,9 +214,15 @@ class ProcessingSettings:
             (logged), ``quarantine``, or ``ticket`` (never acknowledged).
         undeliverable_days: How many days an address our mail failed to reach for good
             (or that reported it as abuse) gets no acknowledgement.
+        batch_size: At most this many emails of a mailbox committed in one transaction
+            (group commit); each is disposed of only after that commit. 1 commits each
+            email on its own. At most 1000.
+        batch_max_ms: A batch is committed once its first email has waited this many
+            milliseconds for the rest (checked as each email arrives, and when the
+            mailbox has no more), full or not.
 
     .. versionchanged:: 0.3.0
-       ``unmatched_bounces`` and ``undeliverable_days``.
+       ``unmatched_bounces``, ``undeliverable_days``, ``batch_size`` and ``batch_max_ms``.
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -235,6 +243,8 @@ class ProcessingSettings:
     outbox_claim_seconds: float = 300.0
     unmatched_bounces: str = "ignore"
     undeliverable_days: float = 30.0
+    batch_size: int = 1
+    batch_max_ms: float = 1000.0
 
 
 def parse_storage(table: Mapping[str, Any], ctx: Context) -> StorageSettings:
@@ -321,7 +331,22 @@ def parse_processing(
             table, "unmatched_bounces", kp, UNMATCHED_BOUNCES, default="ignore"
         ),
         undeliverable_days=_positive_number(table, "undeliverable_days", kp, default=30),
+        batch_size=_batch_size(table, kp),
+        batch_max_ms=_positive_number(table, "batch_max_ms", kp, default=1000),
     )
+
+
+MAX_BATCH_SIZE = 1000
+"""The largest ``batch_size``: a batch's reads name every email's keys in one statement."""
+
+
+def _batch_size(table: Mapping[str, Any], kp: str) -> int:
+    size = _int(table, "batch_size", kp, default=1, minimum=1)
+    if size > MAX_BATCH_SIZE:
+        raise ConfigError(
+            join_key(kp, "batch_size"), f"must be at most {MAX_BATCH_SIZE}, got {size}"
+        )
+    return size
 
 
 def _ticket_url(table: Mapping[str, Any], kp: str) -> str:

@@ -80,16 +80,31 @@ def _may_acknowledge(
     address = email.sender.normalized
     if still_marked(ctx, ctx.repository.get_state(UNDELIVERABLE + address)):
         return False, Reason.UNDELIVERABLE_SENDER
+    return _within_rate(ctx, address)
+
+
+def _within_rate(ctx: Context, address: str) -> tuple[bool, Reason | None]:
+    """Whether ``address`` may have one more acknowledgement under both throttles.
+
+    The wider window is counted first: when it holds fewer than the narrower window's
+    limit, so does the narrower one, and a sender writing now and then (nearly every
+    one) costs one count, not two.
+    """
     settings = ctx.settings
     now = ctx.clock()
     since = now - settings.ack_throttle_window
-    if ctx.repository.count_outgoing(to=address, since=since) >= settings.ack_throttle_count:
-        ctx.throttle_warnings.warn(address, now, since)
-        return False, Reason.ACKNOWLEDGEMENT_THROTTLED
     # The long window: a responder answering every acknowledgement within the rate above
     # would otherwise get one every minute, all day long.
     day = now - settings.loop_window
-    if ctx.repository.count_outgoing(to=address, since=day) >= settings.ack_daily_count:
+    wider = ctx.repository.count_outgoing(to=address, since=min(since, day))
+    if wider < settings.ack_throttle_count and wider < settings.ack_daily_count:
+        return True, None
+    in_window = wider if since <= day else ctx.repository.count_outgoing(to=address, since=since)
+    if in_window >= settings.ack_throttle_count:
+        ctx.throttle_warnings.warn(address, now, since)
+        return False, Reason.ACKNOWLEDGEMENT_THROTTLED
+    in_day = wider if day <= since else ctx.repository.count_outgoing(to=address, since=day)
+    if in_day >= settings.ack_daily_count:
         limit = (settings.ack_daily_count, settings.loop_window)
         ctx.throttle_warnings.warn(address, now, day, limit=limit)
         return False, Reason.ACKNOWLEDGEMENT_THROTTLED

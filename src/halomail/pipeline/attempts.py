@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -34,6 +35,7 @@ __all__ = [
     "CRASHES_BEFORE_QUARANTINE",
     "Attempt",
     "begin",
+    "begin_many",
     "finish",
     "keeps_attempts",
     "keys",
@@ -111,6 +113,46 @@ def begin(
             earlier,
         )
     return Attempt(key, quarantine_key, earlier)
+
+
+def begin_many(
+    repository: Any, mailbox: str, batch: Sequence[FetchedMessage], now: dt.datetime
+) -> list[Attempt | None]:
+    """:func:`begin` for each email of ``batch`` in order, inside the caller's transaction,
+    stopping after the first that is not ordinary (an earlier attempt, or quarantined
+    before): the emails behind it are not begun.
+
+    A repository with ``begin_attempts`` (:class:`~halomail.tickets.repository.GroupCommit`)
+    is asked once for the batch; any other, email by email.
+    """
+    if not keeps_attempts(repository):
+        return [None] * len(batch)
+    many = getattr(repository, "begin_attempts", None)
+    if not callable(many):
+        begun: list[Attempt | None] = []
+        for fetched in batch:
+            attempt = begin(repository, mailbox, fetched, now)
+            begun.append(attempt)
+            if attempt is not None and (attempt.earlier or attempt.quarantined_before):
+                break
+        return begun
+    pairs = [keys(mailbox, fetched.raw) for fetched in batch]
+    answers = many(pairs, now=now)
+    attempts: list[Attempt | None] = []
+    for fetched, (key, quarantine_key), earlier in zip(batch, pairs, answers, strict=False):
+        if earlier is None:
+            attempts.append(Attempt(key, quarantine_key, 0, quarantined_before=True))
+            continue
+        if earlier:
+            log.warning(
+                "mailbox %s ref %s: %d earlier attempt(s) at this email never finished "
+                "(the process ended while processing it)",
+                mailbox,
+                fetched.ref,
+                earlier,
+            )
+        attempts.append(Attempt(key, quarantine_key, int(earlier)))
+    return attempts
 
 
 def finish(repository: Any, attempt: Attempt | None) -> None:

@@ -158,9 +158,14 @@ class ProcessorSettings:
             (a new ticket, never acknowledged).
         undeliverable_for: How long an address whose mail failed for good (or that
             complained of abuse) gets no acknowledgement.
+        batch_size: At most this many emails of one mailbox are committed in one
+            transaction (:mod:`halomail.pipeline.batch`); each is disposed of in its
+            mailbox only after that commit. 1 commits every email on its own.
+        batch_max_wait: A batch is committed once its first email has waited this long
+            for the rest (checked as each email arrives, and at the mailbox's end).
 
     .. versionchanged:: 0.3.0
-       ``unmatched_bounces`` and ``undeliverable_for``.
+       ``unmatched_bounces``, ``undeliverable_for``, ``batch_size`` and ``batch_max_wait``.
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -193,4 +198,8 @@ class ProcessorSettings:
     )
     undeliverable_for: dt.timedelta = attrs.field(
         default=dt.timedelta(days=30), validator=attrs.validators.gt(dt.timedelta(0))
+    )
+    batch_size: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    batch_max_wait: dt.timedelta = attrs.field(
+        default=dt.timedelta(seconds=1), validator=attrs.validators.gt(dt.timedelta(0))
     )

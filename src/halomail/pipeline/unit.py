@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
 from halomail.backends.base import FetchedMessage
@@ -69,6 +70,37 @@ class UnitOfWork:
         # email's attempt begins.
         self._owed_attempts: set[str] = set()
 
+    @property
+    def owes_attempts(self) -> bool:
+        """True while attempt records the repository could not clear are waiting."""
+        return bool(self._owed_attempts)
+
+    def retry_later(
+        self,
+        mailbox: Mailbox,
+        begun: Sequence[tuple[FetchedMessage, Attempt | None]],
+        exc: TransientRepositoryError,
+        guard: Guard,
+    ) -> list[ProcessingOutcome]:
+        """``retry`` for each email of ``begun`` after a transient repository failure,
+        their attempts let go in one transaction (or owed, while the repository fails)."""
+        log.warning("mailbox %s: %d email(s) will be retried: %s", mailbox.name, len(begun), exc)
+        self._owed_attempts.update(
+            a.key for _, a in begun if a is not None and not a.crashed_too_often
+        )
+        with guard:
+            attempts.settle(self.ctx.repository, self._owed_attempts)
+        return [
+            ProcessingOutcome(
+                mailbox.name,
+                fetched.ref,
+                Outcome.RETRY,
+                reason=Reason.TRANSIENT_ERROR,
+                detail=str(exc)[:500],
+            )
+            for fetched, _ in begun
+        ]
+
     def run(
         self, mailbox: Mailbox, fetched: FetchedMessage, guard: Guard | None = None
     ) -> ProcessingOutcome:
@@ -93,13 +125,43 @@ class UnitOfWork:
                 attempt = attempts.begin(
                     self.ctx.repository, mailbox.name, fetched, self.ctx.clock()
                 )
+        except Exception as exc:  # noqa: BLE001 - handled as every failure of the email is
+            return self._failed(mailbox, fetched, guard, attempt, exc)
+        return self.run_begun(mailbox, fetched, guard, attempt)
+
+    def run_begun(
+        self, mailbox: Mailbox, fetched: FetchedMessage, guard: Guard, attempt: Attempt | None
+    ) -> ProcessingOutcome:
+        """:meth:`run` for an email whose attempt is recorded already; never raises.
+
+        Args:
+            mailbox: The mailbox it came from.
+            fetched: The email as the connector read it.
+            guard: Held around each use of the repository.
+            attempt: Its attempt, as :func:`~halomail.pipeline.attempts.begin` recorded it.
+        """
+        try:
             if attempt is not None and attempt.quarantined_before:
                 return self._crashed_before(mailbox, fetched)
             if attempt is not None and attempt.crashed_too_often:
                 with guard:
                     return self._quarantine_crashed(mailbox, fetched, attempt)
             return self._run(mailbox, fetched, guard, attempt)
-        except TransientRepositoryError as exc:
+        except Exception as exc:  # noqa: BLE001 - handled as every failure of the email is
+            return self._failed(mailbox, fetched, guard, attempt, exc)
+
+    def _failed(
+        self,
+        mailbox: Mailbox,
+        fetched: FetchedMessage,
+        guard: Guard,
+        attempt: Attempt | None,
+        exc: Exception,
+    ) -> ProcessingOutcome:
+        """The outcome of an email whose processing raised ``exc``: a transient repository
+        failure gives ``retry`` (the source is left untouched); anything else quarantines
+        the email with its reason."""
+        if isinstance(exc, TransientRepositoryError):
             log.warning("mailbox %s ref %s: will retry: %s", mailbox.name, fetched.ref, exc)
             with guard:
                 attempts.let_go(self.ctx.repository, attempt, self._owed_attempts)
@@ -110,10 +172,14 @@ class UnitOfWork:
                 reason=Reason.TRANSIENT_ERROR,
                 detail=str(exc)[:500],
             )
-        except Exception as exc:
-            log.exception("mailbox %s ref %s: processing failed", mailbox.name, fetched.ref)
-            with guard:
-                return self._quarantine_after_error(mailbox, fetched, exc, attempt)
+        log.error(
+            "mailbox %s ref %s: processing failed",
+            mailbox.name,
+            fetched.ref,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        with guard:
+            return self._quarantine_after_error(mailbox, fetched, exc, attempt)
 
     def simulate(self, mailbox: Mailbox, raw: bytes, email: InboundEmail) -> ProcessingOutcome:
         """What processing ``email`` would do, and why; nothing is written.

@@ -18,7 +18,9 @@ The suite is split by role, one class per role protocol
 :class:`OutboxStoreContract`, :class:`ServiceLogContract`, :class:`BrowsingContract`),
 plus :class:`TransactionContract` and :class:`ThreadingContract`;
 :class:`TicketRepositoryContract` combines them all. :class:`AttemptLedgerContract`
-is for the optional attempt ledger: add it when your repository keeps attempts.
+is for the optional attempt ledger: add it when your repository keeps attempts, and
+:class:`GroupCommitContract` for the optional group commit (``prepare_batch``,
+``begin_attempts``).
 ``pip install 'halomail[testing]'`` brings what it needs (pytest and hypothesis).
 
 Only test code imports this package (it imports pytest). For pytest's detailed
@@ -35,6 +37,7 @@ from __future__ import annotations
 from halomail.testing._base import CompleteRepository, ContractBase, SeedableRepository
 from halomail.testing.browsing import BrowsingContract
 from halomail.testing.directory import DirectoryContract
+from halomail.testing.group_commit import GroupCommitContract, GroupCommitRepository
 from halomail.testing.ledger import AttemptLedgerContract, AttemptRepository, IngestLedgerContract
 from halomail.testing.outbox import OutboxStoreContract
 from halomail.testing.outbox_admin import OutboxAdminContract
@@ -51,6 +54,8 @@ __all__ = [
     "CompleteRepository",
     "ContractBase",
     "DirectoryContract",
+    "GroupCommitContract",
+    "GroupCommitRepository",
     "IngestLedgerContract",
     "OutboxAdminContract",
     "OutboxStoreContract",

@@ -359,8 +359,10 @@ class PostgresBase(SQLBase):
             with self._translated():
                 connection.execute("BEGIN")
             self._in_transaction, self._aborted = True, None
+            self._began_transaction()
             try:
                 yield
+                self._flush_batch()
             except BaseException:
                 self._in_transaction = False
                 self._rollback_quietly(connection)

@@ -124,6 +124,38 @@ class SQLBase:
     # Makes failed and pending mail due again, all of it or the ids in :ids.
     _SQL_RETRY_OUTBOX: ClassVar[str]
 
+    # Set by the dialect: whether a transaction() block is open, and how many have begun
+    # (a number that tells one transaction from the next).
+    _in_transaction: bool = False
+    _transactions: int = 0
+    # The ticket created last inside a transaction: (id, its updated_at, which
+    # transaction). Its actions in the same transaction need not prove it exists, nor
+    # touch it: one statement fewer per new email.
+    _fresh_ticket: tuple[int, str, int] | None = None
+
+    def _flush_batch(self) -> None:
+        """Write what a batch kept for the commit (``_sql_batch``); the dialect calls it
+        inside the transaction, just before COMMIT."""
+
+    def _began_transaction(self) -> None:
+        """Count a transaction that has just begun (the dialect calls it after BEGIN)."""
+        self._transactions += 1
+
+    def _note_fresh_ticket(self, ticket_id: int, stamp: str) -> None:
+        """Remember a ticket created inside the open transaction at ``stamp``."""
+        if self._in_transaction:
+            self._fresh_ticket = (ticket_id, stamp, self._transactions)
+
+    def _fresh_stamp(self, ticket_id: int) -> str | None:
+        """When ``ticket_id`` was created, if the open transaction has just created it and
+        this is its first action: the ticket exists, and an action stamped then leaves its
+        ``updated_at`` as it is. Asked once per ticket (the answer is forgotten)."""
+        fresh, self._fresh_ticket = self._fresh_ticket, None
+        if not self._in_transaction or fresh is None:
+            return None
+        created_id, stamp, transaction = fresh
+        return stamp if (created_id, transaction) == (ticket_id, self._transactions) else None
+
     def _reading(self, *, snapshot: bool = False) -> AbstractContextManager[Connection]:
         """Hold the connection for a read; ``snapshot`` makes several statements see one state."""
         raise NotImplementedError

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import signal
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from halomail.tickets.models import (
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
+    "KILL_SWITCH_ENV",
     "MINIMUM_SQLITE",
     "SQLiteBase",
     "require_sqlite_version",
@@ -108,6 +110,30 @@ def require_sqlite_version(version: tuple[int, int, int]) -> None:
         )
 
 
+KILL_SWITCH_ENV: Final = "HALOMAIL_TEST_KILL_AFTER_STATEMENTS"
+"""For the crash tests only: when this environment variable holds a number *k*, the
+process kills itself (SIGKILL, as an out-of-memory kill or a power cut would end it)
+just before the *k*-th SQL statement a writable SQLite repository runs after it opens.
+Unset, nothing is installed and nothing is counted."""
+
+
+def _arm_kill_switch(connection: sqlite3.Connection) -> None:
+    """Install :data:`KILL_SWITCH_ENV`'s counter when the variable is set."""
+    value = os.environ.get(KILL_SWITCH_ENV, "")
+    if not value:
+        return
+    left = int(value)
+    log.warning("%s=%d: this process kills itself at that statement", KILL_SWITCH_ENV, left)
+
+    def count(statement: str) -> None:
+        nonlocal left
+        left -= 1
+        if left <= 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    connection.set_trace_callback(count)
+
+
 class SQLiteBase(SQLBase):
     """One SQLite connection behind a lock, its transactions, and the error translation.
 
@@ -160,6 +186,7 @@ class SQLiteBase(SQLBase):
                     log.warning("%s: WAL mode unavailable, journal mode is %s", self._path, mode)
                 connection.execute("PRAGMA synchronous = NORMAL")
                 migrate(connection)
+                _arm_kill_switch(connection)
         except sqlite3.Error as exc:
             connection.close()
             raise translate_error(exc, self._path) from exc
@@ -232,8 +259,10 @@ class SQLiteBase(SQLBase):
             with self._translated():
                 connection.execute("BEGIN IMMEDIATE")
             self._in_transaction, self._aborted = True, False
+            self._began_transaction()
             try:
                 yield
+                self._flush_batch()
             except BaseException:
                 self._in_transaction = False
                 self._rollback_quietly(connection)

@@ -22,7 +22,6 @@ from halomail.tickets._common import (
 )
 from halomail.tickets._sql import (
     Connection,
-    SQLBase,
     _inserted_id,
     _json_list,
     _json_map,
@@ -31,6 +30,7 @@ from halomail.tickets._sql import (
     _time,
     _tuple,
 )
+from halomail.tickets._sql_batch import BatchPart
 from halomail.tickets.models import (
     Asset,
     Customer,
@@ -54,13 +54,29 @@ _SQL_INSERT_USER = (
     "INSERT INTO users (email, name, customer_id, phone, mobile) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (email) DO NOTHING RETURNING id"
 )
-_SQL_FIND_USER = "SELECT id, email, name, customer_id, phone, mobile FROM users WHERE email = ?"
-# The customer of the user with this address, else the first customer owning its
-# domain: one statement, each lookup through its index.
-_SQL_FIND_CUSTOMER = (
-    "SELECT id, name, domains, from_address, reply_address FROM customers WHERE id = COALESCE("
-    "(SELECT customer_id FROM users WHERE email = ?), "
-    "(SELECT customer_id FROM customer_domains WHERE domain = ? ORDER BY customer_id LIMIT 1))"
+# The user with this address and its customer (the user's, else the first customer
+# owning the address's domain; each lookup through its index) in one
+# statement: a new email asks for both, once for its ticket and once for its
+# acknowledgement, and the transaction keeps the answer (see DirectoryPart._person).
+_SQL_FIND_PERSON = (
+    "SELECT u.id, u.email, u.name, u.customer_id, u.phone, u.mobile, "
+    "c.id, c.name, c.domains, c.from_address, c.reply_address "
+    "FROM (SELECT CAST(? AS TEXT) AS email, CAST(? AS TEXT) AS domain) AS q "
+    "LEFT JOIN users AS u ON u.email = q.email "
+    "LEFT JOIN customers AS c ON c.id = COALESCE(u.customer_id, "
+    "(SELECT customer_id FROM customer_domains WHERE domain = q.domain "
+    "ORDER BY customer_id LIMIT 1))"
+)
+# _SQL_FIND_PERSON for several addresses at once (``{questions}`` is a UNION ALL of
+# placeholder rows, the only thing formatted in).
+_SQL_FIND_PEOPLE = (
+    "SELECT q.email, u.id, u.email, u.name, u.customer_id, u.phone, u.mobile, "
+    "c.id, c.name, c.domains, c.from_address, c.reply_address "
+    "FROM ({questions}) AS q "
+    "LEFT JOIN users AS u ON u.email = q.email "
+    "LEFT JOIN customers AS c ON c.id = COALESCE(u.customer_id, "
+    "(SELECT customer_id FROM customer_domains WHERE domain = q.domain "
+    "ORDER BY customer_id LIMIT 1))"
 )
 _SQL_INSERT_ASSET = (
     "INSERT INTO assets (tag, tag_key, fields, customer_id) VALUES (?, ?, ?, ?) RETURNING id"
@@ -129,8 +145,62 @@ def _stored_file(row: Sequence[Any]) -> StoredFile:
     )
 
 
-class DirectoryPart(SQLBase):
+Person = tuple[User | None, Customer | None]
+"""A user (or none) and the customer an address belongs to (or none)."""
+
+
+class DirectoryPart(BatchPart):
     """Users, customers and assets, their seeding, and files kept without a ticket."""
+
+    # Who each address is, as read inside the open transaction (keyed by the address,
+    # then tagged with the transaction): a new email's ticket and its acknowledgement
+    # both ask, and the second answer costs no statement. A write to the people here
+    # forgets them all.
+    _people: dict[str, Person] | None = None
+    _people_transaction: int = -1
+
+    def _person(self, email: str) -> Person:
+        """The user with this address and its customer, read once per transaction."""
+        key = address_key(email)
+        memo = self._people if self._people_transaction == self._transactions else None
+        if self._in_transaction and memo is not None and key in memo:
+            return memo[key]
+        with self._reading() as connection:
+            row = connection.execute(_SQL_FIND_PERSON, (key, domain_of(email))).fetchone()
+        user = None if row is None or row[0] is None else User(*row[:6])
+        customer = None if row is None or row[6] is None else _customer(row[6:])
+        if self._in_transaction:
+            if memo is None:
+                memo = self._people = {}
+                self._people_transaction = self._transactions
+            memo[key] = (user, customer)
+        return user, customer
+
+    def _read_people(self, addresses: tuple[str, ...]) -> None:
+        """Who each of ``addresses`` (keys) is, in one statement, kept for the transaction."""
+        memo = self._people if self._people_transaction == self._transactions else None
+        wanted = tuple(a for a in addresses if memo is None or a not in memo)
+        if not wanted:
+            return
+        # The question rows: the first casts the columns' types, the others follow them.
+        rows = " UNION ALL ".join(
+            ["SELECT CAST(? AS TEXT) AS email, CAST(? AS TEXT) AS domain"]
+            + ["SELECT ?, ?"] * (len(wanted) - 1)
+        )
+        sql = _SQL_FIND_PEOPLE.format(questions=rows)
+        values = [value for address in wanted for value in (address, domain_of(address))]
+        with self._reading() as connection:
+            found = connection.execute(sql, values).fetchall()
+        if memo is None:
+            memo = self._people = {}
+            self._people_transaction = self._transactions
+        for row in found:
+            user = None if row[1] is None else User(*row[1:7])
+            memo[row[0]] = (user, None if row[7] is None else _customer(row[7:]))
+
+    def _forget_people(self) -> None:
+        """Forget who addresses are: a user or a customer was just added."""
+        self._people = None
 
     # -- people and things -----------------------------------------------------
 
@@ -154,6 +224,7 @@ class DirectoryPart(SQLBase):
             The customer with its id.
         """
         keys = tuple(dict.fromkeys(key for key in map(domain_key, domains) if key))
+        self._forget_people()
         with self._writing() as connection:
             customer_id = _inserted_id(
                 connection,
@@ -187,6 +258,7 @@ class DirectoryPart(SQLBase):
             RepositoryError: When a user with this address exists, or the customer does not.
         """
         key = address_key(email)
+        self._forget_people()
         with self._writing() as connection:
             self._require_customer(connection, customer_id)
             # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
@@ -279,17 +351,11 @@ class DirectoryPart(SQLBase):
 
     def find_user(self, email: str) -> User | None:
         """The user with this address (compared case-insensitively), or ``None``."""
-        with self._reading() as connection:
-            row = connection.execute(_SQL_FIND_USER, (address_key(email),)).fetchone()
-        return None if row is None else User(*row)
+        return self._person(email)[0]
 
     def find_customer(self, email: str) -> Customer | None:
         """The customer of the user with this address, else the customer owning its domain."""
-        with self._reading() as connection:
-            row = connection.execute(
-                _SQL_FIND_CUSTOMER, (address_key(email), domain_of(email))
-            ).fetchone()
-        return None if row is None else _customer(row)
+        return self._person(email)[1]
 
     def find_asset(self, field: str, value: str) -> Asset | None:
         """The asset whose ``field`` (``"tag"`` or a field name, compared as

@@ -16,11 +16,11 @@ from halomail.tickets._common import (
     to_utc,
 )
 from halomail.tickets._sql import (
-    SQLBase,
     _inserted_id,
     _parse_time,
     _time,
 )
+from halomail.tickets._sql_batch import BatchPart
 from halomail.tickets.models import (
     DedupeRecord,
     NewQuarantine,
@@ -111,13 +111,16 @@ def _quarantine_entry(row: Sequence[Any]) -> QuarantineEntry:
     )
 
 
-class LedgerPart(SQLBase):
+class LedgerPart(BatchPart):
     """Dedupe keys, quarantine, state, leases, attempts and the service log."""
 
     # -- exactly once ----------------------------------------------------------
 
     def get_dedupe(self, key: str) -> DedupeRecord | None:
         """The record for a dedupe key, or ``None`` if the email was never handled."""
+        known, record = self._batch_dedupe(key)
+        if known:
+            return record
         with self._reading() as connection:
             row = connection.execute(_SQL_GET_DEDUPE, (key,)).fetchone()
         if row is None:
@@ -137,6 +140,8 @@ class LedgerPart(SQLBase):
             record.ticket_id,
             _time(record.created_at),
         )
+        if self._keep_dedupe(record):
+            return
         with self._writing() as connection:
             # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
             if not connection.execute(_SQL_INSERT_DEDUPE, values).fetchall():
@@ -236,12 +241,17 @@ class LedgerPart(SQLBase):
 
     def get_state(self, key: str) -> str | None:
         """A value the processor keeps between runs, or ``None``."""
+        known, value = self._batch_state(key)
+        if known:
+            return value
         with self._reading() as connection:
             row = connection.execute(_SQL_GET_STATE, (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_state(self, key: str, value: str) -> None:
         """Keep a value between runs; written inside or outside a transaction."""
+        if self._keep_state(key, value):
+            return
         with self._writing() as connection:
             connection.execute(_SQL_SET_STATE, (key, value))
 
@@ -275,6 +285,7 @@ class LedgerPart(SQLBase):
 
         Outside a transaction it is committed on its own, before the email is parsed.
         """
+        self._flush_batch()  # a finished attempt the batch kept counts first
         with self._writing() as connection:
             # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
             stamp = _time(to_utc(now))
@@ -283,5 +294,7 @@ class LedgerPart(SQLBase):
 
     def finish_attempt(self, key: str) -> None:
         """Forget the attempts of ``key`` (inside the transaction that commits its outcome)."""
+        if self._keep_finished(key):
+            return
         with self._writing() as connection:
             connection.execute(_SQL_FINISH_ATTEMPT, (key,))

@@ -19,7 +19,6 @@ from halomail.tickets._common import (
 )
 from halomail.tickets._sql import (
     OUTBOX_COLUMNS,
-    SQLBase,
     _json_list,
     _opt_time,
     _parse_opt_time,
@@ -27,6 +26,7 @@ from halomail.tickets._sql import (
     _time,
     _tuple,
 )
+from halomail.tickets._sql_batch import BatchPart
 from halomail.tickets.models import (
     NewOutgoing,
     OutboxMail,
@@ -115,7 +115,7 @@ def _outbox_mail(row: Sequence[Any]) -> OutboxMail:
     )
 
 
-class OutboxPart(SQLBase):
+class OutboxPart(BatchPart):
     """Outgoing mail, its recipients (for the throttle), and claims."""
 
     # -- the outbox ------------------------------------------------------------
@@ -151,13 +151,12 @@ class OutboxPart(SQLBase):
             if not rows:
                 raise RepositoryError(f"outgoing Message-ID already queued: {new.message_id!r}")
             outbox_id = int(rows[0][0])
-            connection.executemany(
-                _SQL_INSERT_RECIPIENT,
-                (
-                    (address, stamp, outbox_id, new.ticket_id)
-                    for address in dict.fromkeys(map(address_key, new.to))
-                ),
-            )
+            recipients = [
+                (address, stamp, outbox_id, new.ticket_id)
+                for address in dict.fromkeys(map(address_key, new.to))
+            ]
+            if not self._keep_recipients(recipients):
+                connection.executemany(_SQL_INSERT_RECIPIENT, recipients)
         return OutboxMail(
             id=outbox_id,
             message_id=new.message_id,
@@ -263,6 +262,9 @@ class OutboxPart(SQLBase):
         """How many emails (any status) were queued to ``to`` (one of their recipients,
         compared case-insensitively) at or after ``since``, for one ticket when given."""
         address, start = address_key(to), _time(since)
+        if ticket_id is None and (known := self._batch_count(address, start)) is not None:
+            return known
+        self._flush_batch()  # recipients the batch kept are counted too
         with self._reading() as connection:
             if ticket_id is None:
                 row = connection.execute(_SQL_COUNT_OUTGOING, (address, start)).fetchone()

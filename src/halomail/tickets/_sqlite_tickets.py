@@ -157,6 +157,7 @@ class TicketsPart(SQLBase):
         now = self._now()
         closed_at = now if new.status is TicketStatus.CLOSED else None
         custom_fields = dict(new.custom_fields)
+        stamp = _time(now)
         with self._writing() as connection:
             ticket_id = _inserted_id(
                 connection,
@@ -167,8 +168,8 @@ class TicketsPart(SQLBase):
                     new.ticket_type,
                     new.user_email,
                     new.status.value,
-                    _time(now),
-                    _time(now),
+                    stamp,
+                    stamp,
                     new.user_name,
                     new.mailbox,
                     new.record.value,
@@ -188,6 +189,7 @@ class TicketsPart(SQLBase):
                     json.dumps(list(new.asset_ids)),
                 ),
             )
+            self._note_fresh_ticket(ticket_id, stamp)
         return Ticket(
             id=ticket_id,
             created_at=now,
@@ -204,11 +206,18 @@ class TicketsPart(SQLBase):
         Raises:
             RepositoryError: When the ticket does not exist.
         """
-        now = self._now()
-        stamp = _time(now)
         with self._writing() as connection:
+            # A ticket this transaction has just created exists and needs no touch: its
+            # first action is stamped with its creation time (one instant, one email).
+            fresh = self._fresh_stamp(new.ticket_id)
+            now = self._now() if fresh is None else _parse_time(fresh)
+            stamp = fresh or _time(now)
             # The UPDATE both touches the ticket and proves it exists.
-            if connection.execute(_SQL_TOUCH_TICKET, (stamp, new.ticket_id)).rowcount == 0:
+            touched = (
+                fresh is not None
+                or connection.execute(_SQL_TOUCH_TICKET, (stamp, new.ticket_id)).rowcount
+            )
+            if not touched:
                 raise RepositoryError(f"ticket {new.ticket_id} does not exist")
             action_id = _inserted_id(
                 connection,

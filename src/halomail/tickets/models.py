@@ -22,6 +22,7 @@ __all__ = [
     "Action",
     "ActionKind",
     "Asset",
+    "BatchKeys",
     "Customer",
     "DedupeRecord",
     "FileOwner",
@@ -574,3 +575,23 @@ class QuarantineEntry:
     detail: str = ""
     message_id: str | None = None
     dedupe_key: str | None = None
+
+
+@attrs.frozen
+class BatchKeys:
+    """What a batch of emails will ask the repository, so that it can ask once
+    (:class:`~halomail.tickets.repository.GroupCommit`).
+
+    Args:
+        dedupe: The dedupe keys the batch will look up.
+        state: The state keys it will read.
+        senders: The addresses it will count outgoing mail to and look up in the directory.
+        since: The earliest start of a count of outgoing mail it will make.
+
+    .. versionadded:: 0.3.0
+    """
+
+    dedupe: tuple[str, ...] = ()
+    state: tuple[str, ...] = ()
+    senders: tuple[str, ...] = ()
+    since: dt.datetime = attrs.field(factory=utcnow)

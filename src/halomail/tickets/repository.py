@@ -29,6 +29,7 @@ from typing import Protocol, runtime_checkable
 from halomail.tickets.models import (
     Action,
     Asset,
+    BatchKeys,
     Customer,
     DedupeRecord,
     FileOwner,
@@ -52,6 +53,7 @@ __all__ = [
     "AttemptLedger",
     "Browsing",
     "Directory",
+    "GroupCommit",
     "IngestLedger",
     "OutboxAdmin",
     "OutboxStore",
@@ -362,6 +364,42 @@ class AttemptLedger(Protocol):
 
         Called inside the transaction that commits the email's outcome, so the two
         are kept or lost together. A key with no attempts changes nothing.
+        """
+
+
+@runtime_checkable
+class GroupCommit(Protocol):
+    """**Protocol (optional):** a batch of emails in one transaction, asked at once.
+
+    With ``[processing] batch_size`` above 1, halomail commits several emails of a
+    mailbox in one transaction. A repository with these methods answers the batch's
+    questions in a few statements, and may keep its small writes for the commit; one
+    without them is asked email by email, as always. Either way the transaction
+    commits or rolls back as a whole.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def prepare_batch(self, keys: BatchKeys) -> None:
+        """Read what ``keys`` names for the open transaction; its answers and its writes
+        stay consistent with every other method until the transaction ends. A dedupe key
+        another runner records meanwhile may raise
+        :class:`~halomail.errors.DuplicateKeyError` when the transaction commits."""
+
+    def begin_attempts(
+        self, keys: Sequence[tuple[str, str]], *, now: dt.datetime
+    ) -> list[int | None]:
+        """:meth:`AttemptLedger.begin_attempt` for several emails, in order.
+
+        Args:
+            keys: Per email, its attempt key and its ``repeated-crash`` dedupe key.
+            now: When the attempts start (timezone-aware).
+
+        Returns:
+            Per email begun: how many earlier attempts never finished, or ``None`` when
+            its ``repeated-crash`` key is recorded (no attempt is then recorded). The
+            list stops after the first answer that is not 0; the emails behind it are
+            not begun.
         """
 
 

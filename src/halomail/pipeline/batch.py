@@ -1,0 +1,236 @@
+"""Group commit: several emails of one mailbox, one transaction for their outcomes.
+
+A durable commit costs more than most emails' statements, so a mailbox's emails are
+taken a batch at a time (``[processing] batch_size``):
+
+1. their attempt records (:mod:`halomail.pipeline.attempts`) are written in one
+   transaction and committed, before any of them is parsed;
+2. they are parsed, outside the repository's guard;
+3. each is decided and applied, in order, inside **one** transaction that also ends
+   their attempts, and that commits or rolls back as a whole;
+4. only then does the caller dispose of them in their mailbox.
+
+Exactly-once holds as it does for one email: the dedupe records are in the same
+transaction as the tickets, so a process that dies before the commit leaves nothing
+of the batch but its attempts, and the next run processes the emails again. Emails
+of one batch see each other (one connection, one transaction): the same email twice
+in a batch is a duplicate the second time.
+
+What is not ordinary goes one email at a time, through
+:meth:`~halomail.pipeline.unit.UnitOfWork.run_begun`, exactly as before batching:
+
+- an email whose attempt finds an earlier, unfinished one (the process ended while a
+  batch held it). It closes the batch, and the emails behind it are not begun yet: a
+  poison email ends the process alone next time and is quarantined after its second
+  crash, while the innocent emails of its batch are each counted once;
+- an email too large to read, or fetched again after its ``repeated-crash``
+  quarantine;
+- every email of a batch whose transaction failed (a parse error, a lost race with
+  another runner, a busy database, anything): the batch is rolled back and each email
+  is processed alone, so one bad email never takes its neighbours down with it.
+
+.. versionadded:: 0.3.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import attrs
+
+from halomail.backends.base import FetchedMessage
+from halomail.errors import TransientRepositoryError
+from halomail.inbound.models import InboundEmail
+from halomail.inbound.parse import parse_email
+from halomail.pipeline import attempts
+from halomail.pipeline.acknowledge import UNDELIVERABLE
+from halomail.pipeline.apply import apply
+from halomail.pipeline.attempts import Attempt
+from halomail.pipeline.context import Context
+from halomail.pipeline.decide import decide, dedupe_key, legacy_key
+from halomail.pipeline.loops import repeat_key
+from halomail.pipeline.results import ProcessingOutcome
+from halomail.pipeline.settings import Mailbox
+from halomail.pipeline.unit import Guard, UnitOfWork
+from halomail.tickets.models import BatchKeys
+
+__all__ = ["Batches", "batch_keys", "run_batch", "until_broken"]
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class _Begun:
+    """An email of the batch whose attempt is recorded."""
+
+    fetched: FetchedMessage
+    attempt: Attempt | None
+
+    @property
+    def ordinary(self) -> bool:
+        """True when nothing about its attempt asks for it to go alone."""
+        attempt = self.attempt
+        return attempt is None or (attempt.earlier == 0 and not attempt.quarantined_before)
+
+
+def run_batch(
+    unit: UnitOfWork, mailbox: Mailbox, batch: Sequence[FetchedMessage], guard: Guard
+) -> list[ProcessingOutcome]:
+    """Process ``batch`` (emails of ``mailbox``, in mailbox order) and commit their
+    outcomes, in one transaction when they are ordinary; never raises.
+
+    Returns:
+        One outcome per email, in order. The caller disposes of each email afterwards.
+    """
+    if len(batch) <= 1 or unit.owes_attempts or any(f.too_large for f in batch):
+        return [unit.run(mailbox, fetched, guard) for fetched in batch]
+    try:
+        with guard:
+            begun = _begin(unit, mailbox, batch)
+    except TransientRepositoryError as exc:
+        return unit.retry_later(mailbox, [(fetched, None) for fetched in batch], exc, guard)
+    except Exception as exc:  # noqa: BLE001 - nothing was begun: each email goes alone
+        log.info("mailbox %s: batch not begun (%s); one email at a time", mailbox.name, exc)
+        return [unit.run(mailbox, fetched, guard) for fetched in batch]
+    ordinary = list(itertools.takewhile(lambda b: b.ordinary, begun))
+    outcomes = _commit_together(unit, mailbox, ordinary, guard)
+    for alone in begun[len(ordinary) :]:
+        # The email whose attempt found an earlier one: alone, its attempt recorded.
+        outcomes.append(unit.run_begun(mailbox, alone.fetched, guard, alone.attempt))
+    for fetched in batch[len(begun) :]:
+        outcomes.append(unit.run(mailbox, fetched, guard))
+    return outcomes
+
+
+def _begin(unit: UnitOfWork, mailbox: Mailbox, batch: Sequence[FetchedMessage]) -> list[_Begun]:
+    """Record the batch's attempts in one transaction, stopping after the first email
+    that is not ordinary (it is processed alone; those behind it are not begun)."""
+    repository = unit.ctx.repository
+    if not attempts.keeps_attempts(repository):
+        return [_Begun(fetched, None) for fetched in batch]
+    with repository.transaction():
+        begun = attempts.begin_many(repository, mailbox.name, batch, unit.ctx.clock())
+    return [_Begun(fetched, attempt) for fetched, attempt in zip(batch, begun, strict=False)]
+
+
+def _commit_together(
+    unit: UnitOfWork, mailbox: Mailbox, begun: Sequence[_Begun], guard: Guard
+) -> list[ProcessingOutcome]:
+    """Parse, decide and apply ``begun`` in one transaction; on any failure roll it all
+    back and process each email alone."""
+    if not begun:
+        return []
+    try:
+        parsed = [(b, parse_email(b.fetched.raw, limits=unit.ctx.settings.limits)) for b in begun]
+        with guard:
+            return _apply_all(unit, mailbox, parsed)
+    except TransientRepositoryError as exc:
+        # A busy or unreachable database: alone, each email would wait for it again.
+        return unit.retry_later(mailbox, [(b.fetched, b.attempt) for b in begun], exc, guard)
+    except Exception as exc:  # noqa: BLE001 - rolled back: each email goes alone
+        log.info(
+            "mailbox %s: a batch of %d rolled back (%s: %s); one email at a time",
+            mailbox.name,
+            len(begun),
+            type(exc).__name__,
+            exc,
+        )
+        return [unit.run_begun(mailbox, b.fetched, guard, b.attempt) for b in begun]
+
+
+def _apply_all(
+    unit: UnitOfWork, mailbox: Mailbox, parsed: Sequence[tuple[_Begun, InboundEmail]]
+) -> list[ProcessingOutcome]:
+    """Decide and apply each email, and end its attempt, all in one transaction."""
+    ctx = unit.ctx
+    outcomes: list[ProcessingOutcome] = []
+    keyed = [(b, email, *dedupe_key(mailbox, email, b.fetched.raw)) for b, email in parsed]
+    with ctx.repository.transaction():
+        prepare = getattr(ctx.repository, "prepare_batch", None)
+        if callable(prepare):
+            prepare(batch_keys(ctx, mailbox, [(email, key) for _, email, key, _ in keyed]))
+        for begun, email, key, fingerprint in keyed:
+            decision = decide(ctx, mailbox, email, key, fingerprint)
+            outcomes.append(apply(ctx, mailbox, begun.fetched, email, key, fingerprint, decision))
+            attempts.finish(ctx.repository, begun.attempt)
+    return outcomes
+
+
+def batch_keys(
+    ctx: Context, mailbox: Mailbox, emails: Sequence[tuple[InboundEmail, str]]
+) -> BatchKeys:
+    """What deciding ``emails`` (each with its dedupe key) will ask the repository: their
+    dedupe keys, the state of their content and their senders, their senders' mail."""
+    dedupe: list[str] = []
+    state: list[str] = []
+    senders: list[str] = []
+    for email, key in emails:
+        dedupe.append(key)
+        legacy = legacy_key(mailbox, email)
+        if legacy is not None:
+            dedupe.append(legacy)
+        if email.quarantine_reason or email.sender is None:
+            continue  # decided without the state or the sender's history
+        state.append(repeat_key(mailbox.name, email))
+        state.append(UNDELIVERABLE + email.sender.normalized)
+        senders.append(email.sender.normalized)
+    settings = ctx.settings
+    widest = max(settings.ack_throttle_window, settings.loop_window)
+    return BatchKeys(tuple(dedupe), tuple(state), tuple(senders), ctx.clock() - widest)
+
+
+class Batches:
+    """Gathers a mailbox's emails into batches bounded in count and in age.
+
+    A batch is ready when it holds ``size`` emails, or when its first email has waited
+    ``max_wait`` for the others: a slow mailbox (a server that hands over one email a
+    second) does not hold its first emails uncommitted for long. The age is checked as
+    each email arrives; the caller takes what is left when the mailbox has no more.
+
+    Args:
+        size: The most emails in one batch.
+        max_wait: The longest the first email of a batch waits for the rest.
+        clock: Seconds, monotonic (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        max_wait: dt.timedelta,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._size = size
+        self._max_wait = max_wait.total_seconds()
+        self._clock = clock
+        self._emails: list[FetchedMessage] = []
+        self._since = 0.0
+
+    def add(self, fetched: FetchedMessage) -> list[FetchedMessage] | None:
+        """Add ``fetched``; return the batch when it is ready (and start a new one)."""
+        now = self._clock()
+        if not self._emails:
+            self._since = now
+        self._emails.append(fetched)
+        if len(self._emails) >= self._size or now - self._since >= self._max_wait:
+            return self.take()
+        return None
+
+    def take(self) -> list[FetchedMessage]:
+        """The emails gathered so far (possibly none); the next batch starts empty."""
+        emails, self._emails = self._emails, []
+        return emails
+
+
+def until_broken(
+    messages: Iterator[FetchedMessage], broken: list[Exception]
+) -> Iterator[FetchedMessage]:
+    """``messages`` until the connector fails; the failure goes into ``broken``, so that
+    the emails fetched before it are committed (their batch) before it is reported."""
+    try:
+        yield from messages
+    except Exception as exc:  # noqa: BLE001 - re-raised by the caller after the batch
+        broken.append(exc)
