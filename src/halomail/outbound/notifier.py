@@ -36,7 +36,7 @@ from halomail.outbound.outbox import MessageIdFactory
 from halomail.outbound.sms import SmsSettings, compose_sms, sms_address
 from halomail.services import ServiceDefinition
 from halomail.templates.render import MessageKind, RenderedMessage, TemplateRenderer, TemplateValues
-from halomail.tickets.models import NewOutgoing, OutboxMail, Ticket, utcnow
+from halomail.tickets.models import Action, NewAction, NewOutgoing, OutboxMail, Ticket, utcnow
 from halomail.tickets.repository import TicketRepository
 from halomail.tickets.staff import Agent, Team
 
@@ -126,10 +126,12 @@ class Notice:
         queued: The queued mail, or ``None`` when nothing was queued.
         reason: Why nothing was queued (``throttled``, ``no-recipient``,
             ``undeliverable``, ``template-failed: …``), or ``None``.
+        action: The action recorded with it (``ticket_email(action=…)``), or ``None``.
     """
 
     queued: OutboxMail | None
     reason: str | None = None
+    action: Action | None = None
 
     @property
     def sent(self) -> bool:
@@ -194,8 +196,17 @@ class Notifier:
         agent: str | None = None,
         mailbox: str | None = None,
         to: Sequence[str] | None = None,
+        action: NewAction | None = None,
     ) -> Notice:
         """Queue the email for a ticket event (update, closure, note, assignment …).
+
+        With ``action``, the agent's reply (or note) is recorded in the same transaction
+        as its email, so both are committed or neither: an exception from this call
+        leaves no action and no mail. The action is recorded even when no mail is queued
+        (a throttled address, no recipient, a template that failed): the agent's words
+        are kept and :attr:`Notice.reason` says why nothing went. When ``action`` gives
+        no ``message_id``, it takes the queued email's, so the customer's answer to that
+        email threads onto the ticket even without the subject's tag.
 
         Args:
             ticket_id: The ticket.
@@ -206,32 +217,45 @@ class Notifier:
                 sending restriction); ``None`` for mail the system sends.
             mailbox: The mailbox it is sent from; by default the ticket's.
             to: The recipients; by default the ticket's user.
+            action: An action of this ticket to record with the email, or ``None``.
 
         Returns:
-            The queued mail, or why nothing was queued.
+            The queued mail, or why nothing was queued; the recorded action.
 
         Raises:
             KeyError: No such ticket or mailbox.
             SendingRestrictedError: Neither the agent's team nor their department may send
                 from the mailbox.
+            ValueError: ``action`` is about another ticket.
         """
         kind = MessageKind(kind)
+        if action is not None and action.ticket_id != ticket_id:
+            raise ValueError(f"the action is about ticket {action.ticket_id}, not {ticket_id}")
         ticket, profile, acting = self._sending(ticket_id, mailbox, agent)
         recipients = tuple(dict.fromkeys(a.strip().lower() for a in (to or (ticket.user_email,))))
         recipients = tuple(a for a in recipients if a)
-        if not recipients:
-            return Notice(None, "no-recipient")
         with self.repository.transaction():
+            if not recipients:
+                return Notice(None, "no-recipient", self._record(action))
             for address in recipients:
                 if self._throttled(address, ticket.id):
                     log.warning("ticket %s: mail to %s throttled", ticket.id, address)
-                    return Notice(None, "throttled")
+                    return Notice(None, "throttled", self._record(action))
             new = self._compose(kind, ticket, profile, recipients, note=note, agent=acting)
             if isinstance(new, str):
-                return Notice(None, new)
+                return Notice(None, new, self._record(action))
+            recorded = self._record(action, message_id=new.message_id)
             queued = self.repository.enqueue_outgoing(new)
         log.info("ticket %s: %s queued to %s", ticket.id, kind.value, ",".join(recipients))
-        return Notice(queued)
+        return Notice(queued, action=recorded)
+
+    def _record(self, action: NewAction | None, message_id: str | None = None) -> Action | None:
+        """Add ``action`` in the open transaction, with ``message_id`` if it has none."""
+        if action is None:
+            return None
+        if action.message_id is None and message_id is not None:
+            action = attrs.evolve(action, message_id=message_id)
+        return self.repository.add_action(action)
 
     def sms(
         self,
