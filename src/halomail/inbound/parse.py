@@ -36,6 +36,7 @@ from itertools import compress
 
 from halomail.inbound import _addresses, _charsets, _headers, _mime
 from halomail.inbound._deferred import Deferred, Segment, has_text
+from halomail.inbound._envelope import Envelope
 from halomail.inbound.attachments import make_attachment
 from halomail.inbound.defects import (
     BOM_BEFORE_HEADERS,
@@ -184,6 +185,7 @@ class _Builder:
 
     def build(self, size: int, sha256: str) -> InboundEmail:
         top = _TopHeaders(self.root, self.defects)
+        envelope_defects_at = len(self.defects)
         self._walk()
         if not any(has_text(text) for _group, _kind, text in self.segments):
             self._use_named_text()
@@ -197,22 +199,15 @@ class _Builder:
             text=None,  # these three are worked out on first read (see _deferred)
             new_text=None,
             headers=None,
-            deferred=Deferred.of(self.segments, top.raw_headers),
+            deferred=Deferred.of(self.segments, top.raw_headers, top.envelope, envelope_defects_at),
             size=size,
             sha256=sha256,
             sender_unparseable=top.sender_unparseable,
-            reply_to=top.reply_to,
-            to=top.to,
-            cc=top.cc,
-            return_path=top.return_path,
-            date=top.date,
             html_source=self.html.replace("\x00", "") if self.html is not None else None,
             attachments=self._attachments(),
-            in_reply_to=top.in_reply_to,
-            references=top.references,
             embedded_message_ids=tuple(self.embedded),
             loop_markers=top.loop_markers,
-            defects=_unique(self.defects),
+            defects=tuple(dict.fromkeys(self.defects)),  # cut to MAX_DEFECTS when read
         )
 
     def _walk(self) -> None:
@@ -372,29 +367,12 @@ class _TopHeaders:
         self.subject = _headers.decode_value(subject) if subject is not None else ""
 
         self.sender, self.sender_unparseable = find_sender(first, defects)
-        self.to = _address_list(wanted.get("to", ()), defects)
-        self.cc = _address_list(wanted.get("cc", ()), defects)
-        self.reply_to = _address_list(wanted.get("reply-to", ()), defects)
-
-        self.return_path: str | None = None
-        if "return-path" in first:
-            self.return_path = _addresses.parse_path(first["return-path"])
-            if self.return_path is None:
-                defects.append("invalid-return-path")
-
         self.message_id: str | None = None
         if "message-id" in first:
             self.message_id = _headers.message_id(first["message-id"])
-            if self.message_id is None:
-                defects.append("invalid-message-id")
-        self.in_reply_to = _id_list(wanted.get("in-reply-to", ()))
-        self.references = _id_list(wanted.get("references", ()))
-
-        self.date = None
-        if "date" in first:
-            self.date = _headers.parse_date(first["date"])
-            if self.date is None:
-                defects.append("invalid-date")
+        # To, Cc, Reply-To, Return-Path, the threading ids and the date wait for their
+        # first read, and so do their defects (placed where these are listed).
+        self.envelope = Envelope(wanted, "message-id" in first and self.message_id is None)
 
 
 _WANTED_FIELDS = frozenset(
@@ -496,25 +474,6 @@ def find_sender(first: dict[str, str], defects: list[str]) -> tuple[Address | No
 def _first_address(raw: str) -> Address | None:
     addresses, _rejected = _addresses.parse_addresses(raw)
     return addresses[0] if addresses else _addresses.lenient_address(raw)
-
-
-def _address_list(raws: Iterable[str], defects: list[str]) -> tuple[Address, ...]:
-    found: dict[str, Address] = {}
-    for raw in raws:
-        addresses, rejected = _addresses.parse_addresses(raw)
-        if rejected:
-            defects.append("invalid-address")
-        for address in addresses:
-            found.setdefault(address.normalized, address)
-    return tuple(found.values())
-
-
-def _id_list(raws: Iterable[str]) -> tuple[str, ...]:
-    found: dict[str, None] = {}
-    for raw in raws:
-        for mid in _headers.message_ids(raw):
-            found.setdefault(mid, None)
-    return tuple(found)
 
 
 def _content_type(part: _mime.BoundedMessage, raw: str | None) -> tuple[str, dict[str, str]]:
