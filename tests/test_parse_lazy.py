@@ -146,6 +146,16 @@ def test_the_deferred_fields_defects_are_listed_where_parsing_found_them() -> No
     assert attrs.evolve(email, subject="changed").defects == expected
 
 
+def test_the_repr_shows_the_deferred_fields_as_read() -> None:
+    """A parsed email's repr shows its addresses, date and thread ids, not placeholders."""
+    shown = repr(parse_email(ENVELOPE))
+    assert "to=(Address(addr_spec='support@helpdesk.example'" in shown
+    assert "references=('b@x.example', 'a@x.example')" in shown
+    assert "return_path='bounces@customer.example'" in shown
+    assert "defects=('invalid-address', 'invalid-message-id', 'invalid-date'" in shown
+    assert ", _" not in shown  # no stored placeholder (`_to=()`) shown
+
+
 def test_header_lookups_decode_only_the_headers_asked_for() -> None:
     """Parsing decodes the subject and sender; a look-up decodes its own name only."""
     parsed: list[InboundEmail] = []

@@ -302,6 +302,12 @@ class InboundEmail:
             self._lazy["headers"] = index
         return index
 
+    def __repr__(self) -> str:
+        # Every shown field as read from outside: a deferred one is worked out, never
+        # shown as the empty value the parser left in its place.
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _SHOWN)
+        return f"InboundEmail({shown})"
+
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
@@ -326,6 +332,8 @@ class InboundEmail:
 
 #: The names compared, as read from outside (``text``, not the stored ``_text``).
 _COMPARED = tuple(field.name.lstrip("_") for field in attrs.fields(InboundEmail) if field.eq)
+#: The names ``repr`` shows, as read from outside.
+_SHOWN = tuple(field.name.lstrip("_") for field in attrs.fields(InboundEmail) if field.repr)
 
 
 @attrs.frozen
