@@ -54,10 +54,11 @@ def _run(words: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_doc_shows_only_the_short_benchmarks_the_suite_runs() -> None:
-    """The doc's commands are the pipeline and rules benchmarks in their short modes."""
+    """The doc's commands are the pipeline, rules and templates benchmarks, short modes."""
     assert _commands() == [
         ["python", "benchmarks/bench_pipeline.py", "--short"],
         ["python", "benchmarks/bench_rules.py", "--short"],
+        ["python", "benchmarks/bench_templates.py", "--short"],
     ]
 
 
@@ -65,7 +66,7 @@ def test_bench_pipeline_short_measures_real_mail_first_in_interleaved_rounds(
     tmp_path: Path,
 ) -> None:
     """Real mail first, then the generated mix and each kind; every pipeline every round."""
-    (command, _rules) = _commands()
+    (command, _rules, _templates) = _commands()
     report = tmp_path / "report.json"
     result = _run([*command, "--report", str(report)])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -106,7 +107,7 @@ def test_bench_pipeline_short_measures_real_mail_first_in_interleaved_rounds(
 
 def test_bench_rules_short_compares_10_and_10000_rules_on_real_mail() -> None:
     """The rules benchmark runs on 200 real emails first, round by round, engines agreeing."""
-    (_pipeline, command) = _commands()
+    (_pipeline, command, _templates) = _commands()
     result = _run(command)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("real mail (200 SpamAssassin emails)")
@@ -115,3 +116,16 @@ def test_bench_rules_short_compares_10_and_10000_rules_on_real_mail() -> None:
         result.stdout,
     )
     assert "MISMATCH" not in result.stderr
+
+
+def test_bench_templates_short_times_the_acknowledgement_in_interleaved_cpu_rounds() -> None:
+    """Every contender, the notifier's acknowledgement included, with its spread over rounds."""
+    (_pipeline, _rules, command) = _commands()
+    result = _run(command)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(
+        "default acknowledgement (subject + text + HTML), CPU time, 3 interleaved rounds"
+    )
+    for name in ("halomail", "halomail + values", "values only", "acknowledgement", "jinja2"):
+        line = re.escape(name) + r" +[\d.]+ \[[\d.]+ - [\d.]+\] +[\d.]+x \[[\d.]+ - [\d.]+x\]"
+        assert re.search("^" + line + "$", result.stdout, re.MULTILINE), name

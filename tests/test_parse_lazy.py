@@ -92,6 +92,70 @@ def test_reading_defects_works_out_the_deferred_fields_first() -> None:
     assert email.defects == ()
 
 
+ENVELOPE = (
+    b"From: Ann <ann@customer.example>\r\n"
+    b"To: support@helpdesk.example, not an address\r\n"
+    b"Cc: Bob <bob@customer.example>\r\n"
+    b"Return-Path: <bounces@customer.example>\r\n"
+    b"Message-ID: <>\r\n"
+    b"In-Reply-To: <a@x.example>\r\n"
+    b"References: <b@x.example> <a@x.example>\r\n"
+    b"Date: the day after tomorrow\r\n"
+    b"Content-Type: multipart/mixed\r\n\r\n"
+    b"No boundary, so the body is all there is.\r\n"
+)
+
+
+def test_addresses_thread_ids_and_the_date_are_parsed_on_first_read_once() -> None:
+    """Parsing reads only the sender; the first read of another field parses them all once."""
+    parsed: list[InboundEmail] = []
+    during_parse = calls_during(lambda: parsed.append(parse_email(ENVELOPE)))
+    assert during_parse["parse_addresses"] == 1  # the sender only
+    assert during_parse["parse_date"] == 0
+    assert during_parse["message_ids"] == 0
+    (email,) = parsed
+
+    reading = calls_during(lambda: email.cc)
+    assert reading["parse_addresses"] == 3  # To, Cc and Return-Path
+    assert reading["parse_date"] == 1
+    assert reading["message_ids"] == 2
+    again = calls_during(lambda: (email.to, email.date, email.references, email.defects))
+    assert again["parse_addresses"] == again["parse_date"] == again["message_ids"] == 0
+
+    assert [a.addr_spec for a in email.to] == ["support@helpdesk.example"]
+    assert [a.addr_spec for a in email.cc] == ["bob@customer.example"]
+    assert email.return_path == "bounces@customer.example"
+    assert email.in_reply_to == ("a@x.example",)
+    assert email.references == ("b@x.example", "a@x.example")
+    assert email.date is None
+
+
+def test_the_deferred_fields_defects_are_listed_where_parsing_found_them() -> None:
+    """Read first or last, the defects come in the order of the headers, then the body's."""
+    expected = (
+        "invalid-address",
+        "invalid-message-id",
+        "invalid-date",
+        "missing-boundary",
+        "multipart-invariant-violation",
+    )
+    assert parse_email(ENVELOPE).defects == expected
+    email = parse_email(ENVELOPE)
+    assert (email.to, email.date) == (email.to, None)
+    assert email.defects == expected
+    assert attrs.evolve(email, subject="changed").defects == expected
+
+
+def test_the_repr_shows_the_deferred_fields_as_read() -> None:
+    """A parsed email's repr shows its addresses, date and thread ids, not placeholders."""
+    shown = repr(parse_email(ENVELOPE))
+    assert "to=(Address(addr_spec='support@helpdesk.example'" in shown
+    assert "references=('b@x.example', 'a@x.example')" in shown
+    assert "return_path='bounces@customer.example'" in shown
+    assert "defects=('invalid-address', 'invalid-message-id', 'invalid-date'" in shown
+    assert ", _" not in shown  # no stored placeholder (`_to=()`) shown
+
+
 def test_header_lookups_decode_only_the_headers_asked_for() -> None:
     """Parsing decodes the subject and sender; a look-up decodes its own name only."""
     parsed: list[InboundEmail] = []

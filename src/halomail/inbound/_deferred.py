@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import attrs
 
@@ -35,6 +35,17 @@ log = logging.getLogger(__name__)
 #: is in none), its content type (``text/plain`` or ``text/html``) and its decoded text.
 Segment = tuple[int | None, str, str]
 _T = TypeVar("_T")
+
+
+class LazyFields(Protocol):
+    """What :class:`Deferred` holds of the fields parsed on first read
+    (:class:`halomail.inbound._envelope.Envelope`; not imported: it builds models)."""
+
+    def parsed(self) -> object:
+        """Itself, every field parsed."""
+
+    def defects(self) -> list[str]:
+        """What parsing the fields found wrong, in order."""
 
 
 @attrs.define(eq=False, repr=False)
@@ -55,15 +66,28 @@ class Deferred:
     _by_name: dict[str, list[str]] | None = attrs.field(init=False, default=None)
     _decoded: dict[str, list[str]] = attrs.field(init=False, factory=dict)
     _failures: list[str] = attrs.field(init=False, factory=list)
+    #: The address, threading and date fields, parsed on first read (``None``: given).
+    envelope: LazyFields | None = attrs.field(init=False, default=None)
+    # Where the envelope's defects go among those parsing found (see defects()).
+    _defects_at: int = attrs.field(init=False, default=0)
+    _all_defects: tuple[str, ...] | None = attrs.field(init=False, default=None)
 
     @classmethod
-    def of(cls, segments: Sequence[Segment], raw_headers: Sequence[tuple[str, str]]) -> Deferred:
+    def of(
+        cls,
+        segments: Sequence[Segment],
+        raw_headers: Sequence[tuple[str, str]],
+        envelope: LazyFields | None = None,
+        defects_at: int = 0,
+    ) -> Deferred:
         """The deferred fields of one parsed email.
 
         Args:
             segments: The inline text parts, in document order.
             raw_headers: The top-level headers as stored by the parser (name, raw
                 value), our internal ``X-Halomail-*`` headers already left out.
+            envelope: The address, threading and date fields, parsed on first read.
+            defects_at: Where the envelope's defects go among the email's own.
 
         Returns:
             Nothing computed yet.
@@ -71,7 +95,20 @@ class Deferred:
         deferred = cls()
         deferred._segments = segments
         deferred._raw = raw_headers
+        deferred.envelope = envelope
+        deferred._defects_at = defects_at
         return deferred
+
+    def defects(self, found: tuple[str, ...], limit: int) -> tuple[str, ...]:
+        """The email's defects: ``found`` by parsing, the envelope's in their place, then
+        the deferred steps' failures; without repeats, at most ``limit``."""
+        if self._all_defects is None:
+            failures = self.failures()
+            at = self._defects_at
+            envelope = self.envelope.defects() if self.envelope is not None else ()
+            every = (*found[:at], *envelope, *found[at:], *failures)
+            self._all_defects = tuple(dict.fromkeys(every))[:limit]
+        return self._all_defects
 
     def text(self) -> str:
         """The body text: each inline text part in order, one alternative per group."""

@@ -35,9 +35,11 @@ import re
 from collections.abc import Iterator
 from email.message import Message
 from email.policy import Policy, compat32
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
-from halomail.inbound import _headers
+from halomail.inbound import _field_caps, _headers
 from halomail.inbound._transfer import decode_transfer, decode_transfer_view
 from halomail.inbound.models import ParseLimits
 
@@ -56,36 +58,19 @@ __all__ = [
 ]
 
 _PARAM_FIELDS = frozenset({"content-type", "content-disposition"})
-_ADDRESS_FIELDS = frozenset(
-    {
-        "from",
-        "to",
-        "cc",
-        "bcc",
-        "reply-to",
-        "sender",
-        "return-path",
-        "resent-from",
-        "resent-to",
-        "resent-cc",
-        "resent-bcc",
-        "resent-sender",
-    }
-)
 # A run of empty parameters ("text/html ; ; ; ;", seen in real spam with 7,000 of
 # them) is harmless but quadratic for the stdlib's parameter parser: collapse it.
 _EMPTY_PARAMS = re.compile(r";[\s;]*;")
 # A field this short cannot exceed any count cap, so it skips those checks.
 _SHORT_FIELD = min(_headers.MAX_PARAMS, _headers.MAX_ENCODED_WORDS, _headers.MAX_ADDRESSES)
-_ADDRESS_TOKEN = re.compile(r'[,;(<"\\]')
-_AT_SIGN = re.compile("@")
-_ENCODED_WORD_START = re.compile(re.escape("=?"))
 _BOUNDARY_HINT = re.compile("boundary", re.IGNORECASE)
 _OPAQUE_TYPE = "application/x-halomail-opaque-message"
 # The stdlib's own test for a header line (email.feedparser.headerRE), in bytes.
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _BARE_CR = re.compile(rb"\r(?!\n)")
+_NAME = itemgetter(0)
+_VALUE = itemgetter(1)
 
 
 class LimitExceeded(Exception):
@@ -129,6 +114,8 @@ class BoundedMessage(Message):
         self._max_header_bytes = budget.limits.max_header_bytes
         self._depth = 0
         self._header_bytes = 0
+        self._index: dict[str, int] = {}
+        self._lower: list[str] = []
 
     def set_raw(self, name: str, value: str) -> None:
         """Store a header as parsed, unless it crosses a per-header cap.
@@ -150,7 +137,7 @@ class BoundedMessage(Message):
         Raises:
             LimitExceeded: as :meth:`set_raw`.
         """
-        added = sum(len(name) + len(value) for name, value in fields) + 2 * len(fields)
+        added = sum(map(len, chain.from_iterable(fields))) + 2 * len(fields)
         if (
             self._header_bytes + added > self._max_header_bytes
             or len(self._headers) + len(fields) > _headers.MAX_FIELDS
@@ -158,9 +145,17 @@ class BoundedMessage(Message):
             for name, value in fields:  # a limit is crossed: stop where set_raw would
                 self.set_raw(name, value)
             return
+        self._header_bytes += added
+        if _field_caps.within_count_caps("\x00".join(map(_VALUE, fields))):
+            # No field can be over a cap the whole block is within (counted in C): only
+            # a long Content-Type still has its boundary to check.
+            self._headers.extend(fields)
+            for name, value in fields:
+                if len(value) > _headers.MAX_BOUNDARY_CHARS and name.lower() == "content-type":
+                    self._check_long_field("content-type", value)
+            return
         # Within the block's limits, only a field longer than the shortest cap needs its
         # own checks (which may truncate it, in order, as set_raw would).
-        self._header_bytes += added
         short, check = _SHORT_FIELD, self._check_long_field
         self._headers.extend(
             [
@@ -168,6 +163,27 @@ class BoundedMessage(Message):
                 for name, value in fields
             ]
         )
+
+    def header_index(self) -> dict[str, int]:
+        """Where each field name (lower-cased) is first stored, built in C once.
+
+        Rebuilt when the number of stored fields changes (the parse only appends).
+        """
+        headers = self._headers
+        if len(self._lower) != len(headers):
+            self._lower = lower = list(map(str.lower, map(_NAME, headers)))
+            self._index = dict(zip(reversed(lower), range(len(lower) - 1, -1, -1), strict=True))
+        return self._index
+
+    def lower_names(self) -> list[str]:
+        """The stored field names, lower-cased, in order."""
+        self.header_index()
+        return self._lower
+
+    def first(self, name: str) -> str | None:
+        """The first stored raw value of the field ``name`` (lower-case), else ``None``."""
+        position = self.header_index().get(name)
+        return None if position is None else self._headers[position][1]
 
     def _check_long_field(self, lower: str, value: str) -> str:
         """Apply the size caps; only fields longer than every count cap need the rest.
@@ -178,7 +194,7 @@ class BoundedMessage(Message):
         """
         if self._header_bytes > self._max_header_bytes:
             raise LimitExceeded("headers-too-large")
-        cut = _field_cut(lower, value)
+        cut = _field_caps.field_cut(lower, value)
         if cut < len(value):
             value = value[:cut]
             self.defects.append(HeaderTruncatedDefect(lower))
@@ -218,7 +234,16 @@ class BoundedMessage(Message):
         ``message/delivery-status`` into header blocks); seeing an opaque type, it
         keeps the body as the part's payload instead.
         """
-        content_type = super().get_content_type()
+        raw = self.first("content-type")
+        if raw is None:
+            content_type = self.get_default_type()
+        elif raw.isascii():
+            # Message.get_content_type on a compat32 value, without its scan of the fields.
+            content_type = raw.partition(";")[0].strip().lower()
+            if content_type.count("/") != 1:
+                content_type = "text/plain"
+        else:  # 8-bit bytes: compat32 reads the value as a Header first
+            content_type = super().get_content_type()
         if self._budget.parsing and content_type.startswith("message/"):
             return _OPAQUE_TYPE
         return content_type
@@ -234,50 +259,6 @@ class HeaderTruncatedDefect(email.errors.MessageDefect):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.name = name[:60]
-
-
-def _field_cut(lower: str, value: str) -> int:
-    """Where a field over its caps is cut (``len(value)`` when it is within them).
-
-    The cut keeps at most :data:`~halomail.inbound._headers.MAX_FIELD_BYTES` and
-    :data:`~halomail.inbound._headers.MAX_ENCODED_WORDS` encoded words; an address
-    field keeps the whole addresses within :data:`~halomail.inbound._headers.MAX_ADDRESSES`
-    and :data:`~halomail.inbound._headers.MAX_ADDRESS_TOKENS`. It never splits an
-    encoded word or a UTF-8 character.
-    """
-    if (
-        len(value) <= _headers.MAX_FIELD_BYTES
-        and value.count("=?") <= _headers.MAX_ENCODED_WORDS
-        and (
-            lower not in _ADDRESS_FIELDS
-            or (
-                value.count("@") <= _headers.MAX_ADDRESSES
-                and len(_ADDRESS_TOKEN.findall(value)) <= _headers.MAX_ADDRESS_TOKENS
-            )
-        )
-    ):
-        return len(value)  # within every cap: the usual case, counted in C
-    cut = min(len(value), _headers.MAX_FIELD_BYTES)
-    cut = min(cut, _nth(_ENCODED_WORD_START, value, _headers.MAX_ENCODED_WORDS + 1, cut))
-    if lower in _ADDRESS_FIELDS:
-        cut = min(cut, _nth(_AT_SIGN, value, _headers.MAX_ADDRESSES + 1, cut))
-        cut = min(cut, _nth(_ADDRESS_TOKEN, value, _headers.MAX_ADDRESS_TOKENS + 1, cut))
-        if cut < len(value):
-            cut = max(value.rfind(",", 0, cut), 0)  # whole addresses only
-    if cut < len(value):
-        if value.rfind("=?", 0, cut) > value.rfind("?=", 0, cut):
-            cut = value.rfind("=?", 0, cut)  # no half encoded word
-        while cut > 0 and "\udc80" <= value[cut] <= "\udcbf":
-            cut -= 1  # a UTF-8 continuation byte (as a surrogate): back to its lead byte
-    return cut
-
-
-def _nth(pattern: re.Pattern[str], value: str, count: int, end: int) -> int:
-    """Where the ``count``-th match of ``pattern`` in ``value[:end]`` starts, else ``end``."""
-    for number, match in enumerate(pattern.finditer(value, 0, end), start=1):
-        if number == count:
-            return match.start()
-    return end
 
 
 class _EmptyParametersDefect(email.errors.MessageDefect):
@@ -323,14 +304,15 @@ def parse(data: bytes, limits: ParseLimits) -> BoundedMessage:
                     part.set_default_type("message/rfc822")
                 job.parent.attach(part)
             buffer, body, end = _read_head(part, job.buffer, job.start, job.end, limits)
-            if part.get_content_maintype() != "multipart":
+            content_type = part.get_content_type()
+            if not content_type.startswith("multipart/"):
                 if job.parent is not None:
                     # RFC 2046: the line break before a boundary belongs to the boundary.
                     end = _strip_eol(buffer, body, end)
                 part._payload = memoryview(buffer)[body:end]
                 continue
             children = _split_multipart(part, buffer, body, end)
-            digest = part.get_content_type() == "multipart/digest"
+            digest = content_type == "multipart/digest"
             pending.extend(reversed([_Pending(part, buffer, s, e, digest) for s, e in children]))
         if root.get_content_maintype() == "multipart" and not root.is_multipart():
             root.defects.append(email.errors.MultipartInvariantViolationDefect())
@@ -723,12 +705,9 @@ def first_headers(part: BoundedMessage, names: frozenset[str]) -> dict[str, str]
     Returns:
         The lower-cased names found, mapped to their raw values as stored.
     """
-    found: dict[str, str] = {}
-    for key, value in part._headers:
-        lower = key.lower()
-        if lower in names and lower not in found:
-            found[lower] = value
-    return found
+    index = part.header_index()
+    headers = part._headers
+    return {name: headers[index[name]][1] for name in names & index.keys()}
 
 
 def raw_payload(part: BoundedMessage) -> bytes | memoryview:

@@ -149,16 +149,16 @@ class InboundEmail:
     size: int
     sha256: str
     sender_unparseable: bool = False
-    reply_to: tuple[Address, ...] = ()
-    to: tuple[Address, ...] = ()
-    cc: tuple[Address, ...] = ()
-    return_path: str | None = None
-    date: dt.datetime | None = None
+    _reply_to: tuple[Address, ...] = attrs.field(default=(), alias="reply_to")
+    _to: tuple[Address, ...] = attrs.field(default=(), alias="to")
+    _cc: tuple[Address, ...] = attrs.field(default=(), alias="cc")
+    _return_path: str | None = attrs.field(default=None, alias="return_path")
+    _date: dt.datetime | None = attrs.field(default=None, alias="date")
     html_source: str | None = attrs.field(default=None, repr=False)
     _new_text: str | None = attrs.field(default="", alias="new_text", repr=False)
     attachments: tuple[Attachment, ...] = ()
-    in_reply_to: tuple[str, ...] = ()
-    references: tuple[str, ...] = ()
+    _in_reply_to: tuple[str, ...] = attrs.field(default=(), alias="in_reply_to")
+    _references: tuple[str, ...] = attrs.field(default=(), alias="references")
     embedded_message_ids: tuple[str, ...] = ()
     _headers: tuple[tuple[str, str], ...] | None = attrs.field(
         default=(), alias="headers", repr=False
@@ -172,6 +172,65 @@ class InboundEmail:
     # needs it) and the headers indexed by lower-cased name (classification and rules
     # ask for a dozen headers per email).
     _lazy: dict[str, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+
+    # The address, threading and date fields of a parsed email are parsed on first read
+    # (see halomail.inbound._envelope); the others were given as they are.
+
+    @property
+    def to(self) -> tuple[Address, ...]:
+        """To addresses."""
+        envelope = self._envelope()
+        value: tuple[Address, ...] = self._to if envelope is None else envelope.to
+        return value
+
+    @property
+    def cc(self) -> tuple[Address, ...]:
+        """Cc addresses."""
+        envelope = self._envelope()
+        value: tuple[Address, ...] = self._cc if envelope is None else envelope.cc
+        return value
+
+    @property
+    def reply_to(self) -> tuple[Address, ...]:
+        """Reply-To addresses."""
+        envelope = self._envelope()
+        value: tuple[Address, ...] = self._reply_to if envelope is None else envelope.reply_to
+        return value
+
+    @property
+    def return_path(self) -> str | None:
+        """The Return-Path addr-spec; ``""`` for the null path ``<>``; ``None`` if absent."""
+        envelope = self._envelope()
+        value: str | None = self._return_path if envelope is None else envelope.return_path
+        return value
+
+    @property
+    def date(self) -> dt.datetime | None:
+        """The Date header as an aware datetime, or ``None``."""
+        envelope = self._envelope()
+        value: dt.datetime | None = self._date if envelope is None else envelope.date
+        return value
+
+    @property
+    def in_reply_to(self) -> tuple[str, ...]:
+        """Message-IDs named by In-Reply-To (valid ones only)."""
+        envelope = self._envelope()
+        value: tuple[str, ...] = self._in_reply_to if envelope is None else envelope.in_reply_to
+        return value
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Message-IDs named by References (valid ones only)."""
+        envelope = self._envelope()
+        value: tuple[str, ...] = self._references if envelope is None else envelope.references
+        return value
+
+    def _envelope(self) -> Any:
+        """The parsed :class:`~halomail.inbound._envelope.Envelope`, or ``None``."""
+        deferred = self._deferred
+        if deferred is None or deferred.envelope is None:
+            return None
+        return deferred.envelope.parsed()
 
     @property
     def text(self) -> str:
@@ -203,10 +262,7 @@ class InboundEmail:
         """
         if self._deferred is None:
             return self._defects
-        failures = self._deferred.failures()
-        if not failures:
-            return self._defects
-        return tuple(dict.fromkeys((*self._defects, *failures)))[:MAX_DEFECTS]
+        return self._deferred.defects(self._defects, MAX_DEFECTS)
 
     @property
     def html(self) -> str | None:
@@ -246,6 +302,12 @@ class InboundEmail:
             self._lazy["headers"] = index
         return index
 
+    def __repr__(self) -> str:
+        # Every shown field as read from outside: a deferred one is worked out, never
+        # shown as the empty value the parser left in its place.
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _SHOWN)
+        return f"InboundEmail({shown})"
+
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
@@ -270,6 +332,8 @@ class InboundEmail:
 
 #: The names compared, as read from outside (``text``, not the stored ``_text``).
 _COMPARED = tuple(field.name.lstrip("_") for field in attrs.fields(InboundEmail) if field.eq)
+#: The names ``repr`` shows, as read from outside.
+_SHOWN = tuple(field.name.lstrip("_") for field in attrs.fields(InboundEmail) if field.repr)
 
 
 @attrs.frozen

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import operator
 import re
 import urllib.parse
 from collections.abc import Iterable
+from itertools import compress
 
 from halomail.inbound import _addresses, _charsets, _headers, _mime
 from halomail.inbound._deferred import Deferred, Segment, has_text
+from halomail.inbound._envelope import Envelope
 from halomail.inbound.attachments import make_attachment
 from halomail.inbound.defects import (
     BOM_BEFORE_HEADERS,
@@ -73,6 +76,7 @@ _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 _DEFECT_NAMES = {"NoBoundaryInMultipartDefect": "missing-boundary"}
 _UTF8_BOM = b"\xef\xbb\xbf"
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_VALUE = operator.itemgetter(1)
 
 
 def parse_email(raw: bytes, *, limits: ParseLimits = _DEFAULT_LIMITS) -> InboundEmail:
@@ -181,6 +185,7 @@ class _Builder:
 
     def build(self, size: int, sha256: str) -> InboundEmail:
         top = _TopHeaders(self.root, self.defects)
+        envelope_defects_at = len(self.defects)
         self._walk()
         if not any(has_text(text) for _group, _kind, text in self.segments):
             self._use_named_text()
@@ -194,22 +199,15 @@ class _Builder:
             text=None,  # these three are worked out on first read (see _deferred)
             new_text=None,
             headers=None,
-            deferred=Deferred.of(self.segments, top.raw_headers),
+            deferred=Deferred.of(self.segments, top.raw_headers, top.envelope, envelope_defects_at),
             size=size,
             sha256=sha256,
             sender_unparseable=top.sender_unparseable,
-            reply_to=top.reply_to,
-            to=top.to,
-            cc=top.cc,
-            return_path=top.return_path,
-            date=top.date,
             html_source=self.html.replace("\x00", "") if self.html is not None else None,
             attachments=self._attachments(),
-            in_reply_to=top.in_reply_to,
-            references=top.references,
             embedded_message_ids=tuple(self.embedded),
             loop_markers=top.loop_markers,
-            defects=_unique(self.defects),
+            defects=tuple(dict.fromkeys(self.defects)),  # cut to MAX_DEFECTS when read
         )
 
     def _walk(self) -> None:
@@ -352,51 +350,29 @@ class _TopHeaders:
     """
 
     def __init__(self, root: _mime.BoundedMessage, defects: list[str]) -> None:
-        wanted: dict[str, list[str]] = {}
-        internal = False
-        for name, raw in root._headers:
-            lower = name.lower()
-            if lower in _WANTED_FIELDS:
-                wanted.setdefault(lower, []).append(raw)
-            elif lower.startswith(INTERNAL_HEADER_PREFIX):
-                internal = True
-                wanted.setdefault(lower, []).append(raw)
-        first = {name: raws[0] for name, raws in wanted.items()}
-        # Our own headers (X-Halomail-*) never reach the email's headers; they are rare.
         headers = tuple(root._headers)
-        if internal:
+        lower = root.lower_names()
+        if any(map(_IS_INTERNAL, lower)):
+            # Our own headers (X-Halomail-*) never reach the email's headers; they are rare.
+            wanted = _wanted_fields(headers)
             headers = tuple(
                 h for h in headers if not h[0].lower().startswith(INTERNAL_HEADER_PREFIX)
             )
+        else:
+            wanted = _wanted_fields_indexed(root, lower)
+        first = {name: raws[0] for name, raws in wanted.items()}
         self.raw_headers = headers
         self.loop_markers = tuple(_headers.decode_value(raw) for raw in wanted.get(LOOP_HEADER, ()))
         subject = first.get("subject")
         self.subject = _headers.decode_value(subject) if subject is not None else ""
 
         self.sender, self.sender_unparseable = find_sender(first, defects)
-        self.to = _address_list(wanted.get("to", ()), defects)
-        self.cc = _address_list(wanted.get("cc", ()), defects)
-        self.reply_to = _address_list(wanted.get("reply-to", ()), defects)
-
-        self.return_path: str | None = None
-        if "return-path" in first:
-            self.return_path = _addresses.parse_path(first["return-path"])
-            if self.return_path is None:
-                defects.append("invalid-return-path")
-
         self.message_id: str | None = None
         if "message-id" in first:
             self.message_id = _headers.message_id(first["message-id"])
-            if self.message_id is None:
-                defects.append("invalid-message-id")
-        self.in_reply_to = _id_list(wanted.get("in-reply-to", ()))
-        self.references = _id_list(wanted.get("references", ()))
-
-        self.date = None
-        if "date" in first:
-            self.date = _headers.parse_date(first["date"])
-            if self.date is None:
-                defects.append("invalid-date")
+        # To, Cc, Reply-To, Return-Path, the threading ids and the date wait for their
+        # first read, and so do their defects (placed where these are listed).
+        self.envelope = Envelope(wanted, "message-id" in first and self.message_id is None)
 
 
 _WANTED_FIELDS = frozenset(
@@ -414,6 +390,34 @@ _WANTED_FIELDS = frozenset(
         "references",
     }
 )
+_IS_INTERNAL = operator.methodcaller("startswith", INTERNAL_HEADER_PREFIX)
+
+
+def _wanted_fields(headers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """The raw values of the wanted and internal fields, by lower-case name, in order."""
+    wanted: dict[str, list[str]] = {}
+    for name, raw in headers:
+        lower = name.lower()
+        if lower in _WANTED_FIELDS or lower.startswith(INTERNAL_HEADER_PREFIX):
+            wanted.setdefault(lower, []).append(raw)
+    return wanted
+
+
+def _wanted_fields_indexed(root: _mime.BoundedMessage, lower: list[str]) -> dict[str, list[str]]:
+    """:func:`_wanted_fields` without a Python loop over every field (real mail has dozens).
+
+    Each wanted name is found by the part's name index; the rare name that occurs more
+    than once has its values picked out in C.
+    """
+    index = root.header_index()
+    headers = root._headers
+    wanted: dict[str, list[str]] = {}
+    for name in _WANTED_FIELDS & index.keys():
+        if lower.count(name) == 1:
+            wanted[name] = [headers[index[name]][1]]
+        else:
+            wanted[name] = list(compress(map(_VALUE, headers), map(name.__eq__, lower)))
+    return wanted
 
 
 #: Where the sender is looked for once From holds no usable address, in order, with the
@@ -470,25 +474,6 @@ def find_sender(first: dict[str, str], defects: list[str]) -> tuple[Address | No
 def _first_address(raw: str) -> Address | None:
     addresses, _rejected = _addresses.parse_addresses(raw)
     return addresses[0] if addresses else _addresses.lenient_address(raw)
-
-
-def _address_list(raws: Iterable[str], defects: list[str]) -> tuple[Address, ...]:
-    found: dict[str, Address] = {}
-    for raw in raws:
-        addresses, rejected = _addresses.parse_addresses(raw)
-        if rejected:
-            defects.append("invalid-address")
-        for address in addresses:
-            found.setdefault(address.normalized, address)
-    return tuple(found.values())
-
-
-def _id_list(raws: Iterable[str]) -> tuple[str, ...]:
-    found: dict[str, None] = {}
-    for raw in raws:
-        for mid in _headers.message_ids(raw):
-            found.setdefault(mid, None)
-    return tuple(found)
 
 
 def _content_type(part: _mime.BoundedMessage, raw: str | None) -> tuple[str, dict[str, str]]:

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 
 import ahocorasick_rs
 
-__all__ = ["WINDOW", "Automaton", "utf8"]
+__all__ = ["LOWER_CASE_ASCII", "WINDOW", "Automaton", "folded_utf8", "utf8"]
 
 #: How many bytes of a text one call into the crate searches (see Automaton._windows).
 WINDOW = 1 << 14
@@ -29,9 +29,30 @@ _ENCODING = "utf-8"
 _ERRORS = "surrogatepass"
 
 
+#: The only characters beyond ASCII whose lower case holds an ASCII letter ("\u0130",
+#: capital I with a dot, lower-cases to "i" and a combining dot; the Kelvin sign to "k").
+LOWER_CASE_ASCII = ("\u0130", "\u212a")
+
+
 def utf8(text: str) -> bytes:
     """``text`` as the automaton searches it: UTF-8, lone surrogates kept."""
     return text.encode(_ENCODING, _ERRORS)
+
+
+def folded_utf8(text: str) -> bytes | None:
+    """What ASCII needles find in ``utf8(text.lower())``, without ``str.lower``.
+
+    ``bytes.lower`` lower-cases the ASCII letters only and leaves every byte of a
+    multibyte character alone, so an ASCII needle matches in ``utf8(text).lower()``
+    exactly where it matches in ``utf8(text.lower())``: the runs of ASCII characters are
+    the same in both. That holds unless a character outside ASCII lower-cases to an
+    ASCII letter (:data:`LOWER_CASE_ASCII`); then this returns ``None``. Lower-casing a
+    ``str`` that is not ASCII looks every character up in the Unicode tables; this
+    costs a copy and a pass in C.
+    """
+    if LOWER_CASE_ASCII[0] in text or LOWER_CASE_ASCII[1] in text:
+        return None
+    return utf8(text).lower()
 
 
 class Automaton:
@@ -103,9 +124,13 @@ class Automaton:
         Returns:
             A set of needle ids.
         """
+        return self.find_data(text.encode(_ENCODING, _ERRORS))
+
+    def find_data(self, data: bytes) -> set[int]:
+        """The ids of the needles that occur in UTF-8 ``data`` (see :meth:`find`)."""
         ids = self._ids
         found: set[int] = set()
-        for _offset, matches in self._windows(text.encode(_ENCODING, _ERRORS)):
+        for _offset, matches in self._windows(data):
             if ids is None:
                 found.update([match[0] for match in matches])
             else:
@@ -141,11 +166,14 @@ class Automaton:
         Returns:
             The ids found in ``text[:split]`` and the ids found in ``text``.
         """
+        return self.find_split_data(utf8(text), len(utf8(text[:split])))
+
+    def find_split_data(self, data: bytes, split_byte: int) -> tuple[set[int], set[int]]:
+        """:meth:`find_split` over UTF-8 ``data``, the prefix ending at ``split_byte``."""
         ids = self._ids or range(len(self.needles))
-        split_byte = len(utf8(text[:split]))
         head: set[int] = set()
         whole: set[int] = set()
-        for offset, matches in self._windows(utf8(text)):
+        for offset, matches in self._windows(data):
             whole.update([ids[position] for position, _start, _end in matches])
             if offset < split_byte:
                 bound = split_byte - offset

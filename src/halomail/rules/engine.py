@@ -45,7 +45,7 @@ import attrs
 
 from halomail.inbound.classify import classify
 from halomail.inbound.models import Classification, InboundEmail
-from halomail.rules._automaton import Automaton, utf8
+from halomail.rules._automaton import Automaton, folded_utf8, utf8
 from halomail.rules.extract import MAX_SCAN_CHARS, Extraction, extract, timeout_message
 from halomail.rules.models import CLASSIFICATIONS, EmailRule, HeaderMatch
 
@@ -279,10 +279,12 @@ def _criteria(rule: EmailRule) -> tuple[_Criterion, ...]:
 class _View:
     """The email's tested fields, lower-cased once; only the fields some rule tests.
 
-    Headers are read on demand, by name, each once.
+    Headers are read on demand, by name, each once. The bodies are kept as they are in
+    ``bodies`` and lower-cased only when read with :meth:`field`: ASCII needles search
+    them without it (:func:`~halomail.rules._automaton.folded_utf8`).
     """
 
-    __slots__ = ("_email", "_headers", "values")
+    __slots__ = ("_email", "_headers", "bodies", "values")
 
     def __init__(
         self,
@@ -299,10 +301,11 @@ class _View:
             values[_CC] = tuple(address.normalized for address in email.cc)
         if _SUBJECT in used:
             values[_SUBJECT] = (email.subject.lower(),)
+        bodies: dict[int, str] = {}
         if _BODY_NEW in used:
-            values[_BODY_NEW] = (email.new_text[:MAX_SCAN_CHARS].lower(),)
+            bodies[_BODY_NEW] = email.new_text[:MAX_SCAN_CHARS]
         if _BODY_FULL in used:
-            values[_BODY_FULL] = (email.text[:MAX_SCAN_CHARS].lower(),)
+            bodies[_BODY_FULL] = email.text[:MAX_SCAN_CHARS]
         if _ATTACHMENT in used:
             values[_ATTACHMENT] = tuple(a.filename.lower() for a in email.attachments)
         if _CLASSIFICATION in used:
@@ -310,8 +313,16 @@ class _View:
             found = classification if classification is not None else classify(email)
             values[_CLASSIFICATION] = tuple(f for f in found.flags if f in CLASSIFICATIONS)
         self.values = values
+        self.bodies = bodies
         self._email = email
         self._headers: dict[str, tuple[str, ...]] = {}
+
+    def field(self, field: int) -> tuple[str, ...]:
+        """The lower-cased values of ``field`` (a body is lower-cased on first read)."""
+        found = self.values[field]
+        if not found and field in self.bodies:
+            found = self.values[field] = (self.bodies[field].lower(),)
+        return found
 
     def header(self, key: str) -> tuple[str, ...]:
         """Every value of the header ``key`` (lower-cased name), lower-cased and bounded."""
@@ -332,7 +343,7 @@ def _header_holds(match: HeaderMatch, values: tuple[str, ...]) -> bool:
 def _holds(criterion: _Criterion, view: _View) -> bool:
     if criterion.field == _HEADER:
         return any(_header_holds(m, view.header(m.key)) for m in criterion.headers)
-    values = view.values[criterion.field]
+    values = view.field(criterion.field)
     if criterion.exact:
         return any(value in criterion.needles for value in values)
     return any(needle in value for value in values for needle in criterion.needles)
@@ -612,30 +623,23 @@ class RuleEngine:
                             satisfied.update(postings[position])
         bodies = self._scanners[_BODY_NEW]
         if bodies is not None:
-            self._scan_bodies(bodies, values, satisfied)
+            self._scan_bodies(bodies, view, satisfied)
         return satisfied
 
     @staticmethod
-    def _scan_bodies(bodies: _Scanner, values: list[tuple[str, ...]], satisfied: set[int]) -> None:
+    def _scan_bodies(bodies: _Scanner, view: _View, satisfied: set[int]) -> None:
         """Adds the body criteria that hold; one walk when the new text opens the whole."""
-        new_postings = bodies.postings[_BODY_NEW]
-        full_postings = bodies.postings[_BODY_FULL]
-        if not (values[_BODY_NEW] and values[_BODY_FULL]):
-            # Only one of the two body fields is tested.
-            field = _BODY_NEW if values[_BODY_NEW] else _BODY_FULL
+        if len(view.bodies) == 1:  # only one of the two body fields is tested
+            [field] = view.bodies
             postings = bodies.postings[field]
-            for position in bodies.positions(values[field][0]):
+            for position in bodies.body_positions(view, field):
                 satisfied.update(postings[position])
             return
-        new, full = values[_BODY_NEW][0], values[_BODY_FULL][0]
-        if full.startswith(new):
-            found_new, found_full = bodies.positions_split(full, len(new))
-        else:
-            found_new, found_full = bodies.positions(new), bodies.positions(full)
+        found_new, found_full = bodies.body_positions_both(view)
         for position in found_new:
-            satisfied.update(new_postings[position])
+            satisfied.update(bodies.postings[_BODY_NEW][position])
         for position in found_full:
-            satisfied.update(full_postings[position])
+            satisfied.update(bodies.postings[_BODY_FULL][position])
 
 
 class _Scanner:
@@ -648,6 +652,7 @@ class _Scanner:
     """
 
     __slots__ = (
+        "_all_ascii",
         "_always_walk",
         "_automaton",
         "_fields",
@@ -677,6 +682,7 @@ class _Scanner:
             for n in self._needle_counts.values()
         )
         self._automaton = None if scan == "direct" else Automaton(self.needles)
+        self._all_ascii = all(needle.isascii() for needle in self.needles)
         # Walk when count * (IN_CALL + IN_CHAR * n) >= WALK_CALL + WALK_CHAR * n, that is
         # when base + slope * n >= 0 for a text of n characters.
         self._walk_base = count * _IN_PER_CALL - _WALK_PER_CALL
@@ -742,6 +748,28 @@ class _Scanner:
         )
         total = sum(len(text) + 1 for text in texts)
         return by_in >= _WALK_PER_CALL + _WALK_PER_CHAR * total
+
+    def body_positions(self, view: _View, field: int) -> Iterable[int]:
+        """The positions of the needles the body ``field`` holds (lower-cased if need be)."""
+        data = self._folded(view.bodies[field])
+        if data is None or self._automaton is None:
+            return self.positions(view.field(field)[0])
+        return self._automaton.find_data(data)
+
+    def body_positions_both(self, view: _View) -> tuple[Iterable[int], Iterable[int]]:
+        """The positions the new text holds and those the full body holds."""
+        new, full = view.bodies[_BODY_NEW], view.bodies[_BODY_FULL]
+        data = self._folded(full) if full.startswith(new) else None
+        if data is not None and self._automaton is not None:
+            return self._automaton.find_split_data(data, len(utf8(new)))
+        new, full = view.field(_BODY_NEW)[0], view.field(_BODY_FULL)[0]
+        if full.startswith(new):
+            return self.positions_split(full, len(new))
+        return self.positions(new), self.positions(full)
+
+    def _folded(self, text: str) -> bytes | None:
+        """``text`` to walk without lower-casing it, when the needles and text allow."""
+        return folded_utf8(text) if self._all_ascii and self._walks(len(text)) else None
 
     def positions_split(self, text: str, split: int) -> tuple[Iterable[int], Iterable[int]]:
         """The positions found in ``text[:split]``, and in the whole of ``text``."""

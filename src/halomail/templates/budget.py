@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import re
 import string
 import time
@@ -75,8 +76,6 @@ _DIGITS: Final = re.compile(r"\d+")
 _MACRO_STEPS: Final = 100
 # The clock is read once per this many steps.
 _STEPS_PER_CLOCK_CHECK: Final = 1024
-# Joining this many chunks at a time keeps the per-chunk overhead of a long output small.
-_CHUNKS_PER_BLOCK: Final = 4096
 
 
 # -- steps and time -----------------------------------------------------------------------
@@ -152,19 +151,13 @@ def _step_of(value: nodes.Expr, lineno: int, weight: int) -> nodes.Filter:
 
 def capped(chunks: Iterable[str]) -> str:
     """The chunks joined, stopping as soon as they pass :data:`MAX_OUTPUT` characters."""
-    blocks: list[str] = []
-    pending: list[str] = []
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > MAX_OUTPUT:
-            raise SecurityError(f"the output is over the limit of {MAX_OUTPUT} characters")
-        pending.append(chunk)
-        if len(pending) >= _CHUNKS_PER_BLOCK:
-            blocks.append("".join(pending))
-            pending.clear()
-    blocks.append("".join(pending))
-    return "".join(blocks)
+    counted, kept = itertools.tee(chunks)
+    # In C, chunk by chunk: the running total, up to the first total over the cap (the
+    # render stops there) or the end; `kept` holds the chunks counted so far.
+    over = next(filter(MAX_OUTPUT.__lt__, itertools.accumulate(map(len, counted))), None)
+    if over is not None:
+        raise SecurityError(f"the output is over the limit of {MAX_OUTPUT} characters")
+    return "".join(kept)
 
 
 def _check_size(size: int, what: str) -> None:

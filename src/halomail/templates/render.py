@@ -262,8 +262,22 @@ class TemplateValues:
         for field, value in ticket.custom_fields.items():
             key = field_key(field)
             if len(key) > len("cf_"):  # a name of only punctuation cannot be written
-                values[key] = value
-        return cls({**values, **(extra or {})})
+                # Under the name a template reads it by, as the converter would put it.
+                values[_NAMES.resolve(key) or key] = (
+                    value if type(value) is str else "" if value is None else str(value)
+                )
+        if extra:
+            return cls({**values, **extra})
+        return cls._of_canonical(values)
+
+    @classmethod
+    def _of_canonical(cls, values: dict[str, str]) -> TemplateValues:
+        """Values already strings under their canonical names: built without the
+        converter's second pass over them (the values of every acknowledgement)."""
+        made = cls.__new__(cls)
+        object.__setattr__(made, "values", types.MappingProxyType(values))
+        made.__attrs_post_init__()
+        return made
 
 
 # -- templates ---------------------------------------------------------------------------
@@ -313,12 +327,15 @@ class Template:
     _parts: tuple[Compiled, Compiled, Compiled | None] = attrs.field(
         init=False, repr=False, eq=False
     )
+    _variables: frozenset[str] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         subject = self._compile("subject", self.subject, _TEXT)
         text = self._compile("text", self.text, _TEXT)
         html = None if self.html is None else self._compile("html", self.html, _HTML)
         object.__setattr__(self, "_parts", (subject, text, html))
+        read = frozenset().union(*(part.variables for part in self._parts if part is not None))
+        object.__setattr__(self, "_variables", read)
         sample = TemplateValues(SAMPLE)._variables
         for part, compiled in zip(_PARTS, self._parts, strict=True):
             if compiled is None:
@@ -340,7 +357,7 @@ class Template:
 
         .. versionadded:: 0.6.0
         """
-        return frozenset().union(*(part.variables for part in self._parts if part is not None))
+        return self._variables
 
     def _compile(self, part: str, source: str, env: Sandbox) -> Compiled:
         try:
