@@ -199,7 +199,7 @@ class ProcessorSettings:
     undeliverable_for: dt.timedelta = attrs.field(
         default=dt.timedelta(days=30), validator=attrs.validators.gt(dt.timedelta(0))
     )
-    batch_size: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    batch_size: int = attrs.field(default=10, validator=attrs.validators.ge(1))
     batch_max_wait: dt.timedelta = attrs.field(
         default=dt.timedelta(seconds=1), validator=attrs.validators.gt(dt.timedelta(0))
     )
