@@ -425,6 +425,8 @@ class MailProcessor:
                     if error is not None:
                         break
             if batch := batches.take():  # what was fetched before the end, or the break
+                if lease is not None:
+                    lease.renew_if_due()  # the listing's end may have kept it waiting
                 error = self._process_batch(mailbox, batch, outcomes, on_outcome, stop)
             if broken:
                 raise broken[0]

@@ -148,9 +148,10 @@ class ProcessorSettings:
             mailboxes behind 20 ms of latency take under 3x the slowest one alone
             (``benchmarks/bench_mailboxes.py``: 1.9x at 16, 5.4x at 4).
         mailbox_lease: How long a runner's lease on a mailbox lasts unless renewed (it is
-            renewed at a third of that while the mailbox is read). A runner that dies
-            holding it frees the mailbox after this long; shorter means a quicker
-            takeover, and it must outlast a third of the longest wait for one email.
+            renewed at a third of that as each email arrives and before each batch is
+            committed). A runner that dies holding it frees the mailbox after this long;
+            shorter means a quicker takeover, and it must outlast a third of the longest
+            wait for one email plus the processing of one batch.
         outbox_claim: How long a runner's claim on a batch of outgoing mail lasts; it
             must outlast sending one batch, or another runner may send the same mail.
         unmatched_bounces: What a bounce naming none of our mail becomes (often
