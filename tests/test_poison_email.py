@@ -57,6 +57,7 @@ CHILD = textwrap.dedent(
     """
     import os, sys
     import halomail.inbound.parse as parse
+    import halomail.pipeline.batch as batch
     import halomail.pipeline.unit as unit
 
     real_parse = parse.parse_email
@@ -71,7 +72,8 @@ CHILD = textwrap.dedent(
                 os._exit(137)
         return real_parse(raw, *args, **kwargs)
 
-    parse.parse_email = unit.parse_email = parse_or_die
+    # Every caller of the parser: one email alone (unit), or a batch of them (batch).
+    parse.parse_email = unit.parse_email = batch.parse_email = parse_or_die
     from halomail.cli import main
     sys.exit(main(sys.argv[1:]))
     """
