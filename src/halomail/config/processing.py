@@ -215,8 +215,8 @@ class ProcessingSettings:
         undeliverable_days: How many days an address our mail failed to reach for good
             (or that reported it as abuse) gets no acknowledgement.
         batch_size: At most this many emails of a mailbox committed in one transaction
-            (group commit); each is disposed of only after that commit. 1 commits each
-            email on its own. At most 1000.
+            (group commit; 10 by default); each is disposed of only after that commit.
+            1 commits each email on its own. At most 1000.
         batch_max_ms: A batch is committed once its first email has waited this many
             milliseconds for the rest (checked as each email arrives, and when the
             mailbox has no more), full or not.

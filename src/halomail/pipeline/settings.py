@@ -160,8 +160,8 @@ class ProcessorSettings:
         undeliverable_for: How long an address whose mail failed for good (or that
             complained of abuse) gets no acknowledgement.
         batch_size: At most this many emails of one mailbox are committed in one
-            transaction (:mod:`halomail.pipeline.batch`); each is disposed of in its
-            mailbox only after that commit. 1 commits every email on its own.
+            transaction (:mod:`halomail.pipeline.batch`; 10 by default); each is disposed
+            of in its mailbox only after that commit. 1 commits every email on its own.
         batch_max_wait: A batch is committed once its first email has waited this long
             for the rest (checked as each email arrives, and at the mailbox's end).
 
