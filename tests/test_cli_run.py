@@ -282,10 +282,11 @@ def test_the_long_running_mode_stamps_each_cycle_and_stops_on_sigterm_while_wait
     assert any("halomail: stopped on SIGTERM" in line for line in _wait_for(errors, _END, 0))
 
 
-def test_sigterm_mid_run_finishes_the_email_in_hand_and_loses_or_doubles_none(
+def test_sigterm_mid_run_finishes_the_batch_in_hand_and_loses_or_doubles_none(
     tmp_path: Path, child: Callable[..., _Child]
 ) -> None:
-    """SIGTERM after 40 of 300 emails: exit 0; resumed, it ends as one uninterrupted run."""
+    """SIGTERM after 40 of 300 emails: the batch in hand is committed, disposed of and
+    reported, exit 0; resumed, it ends as one uninterrupted run."""
     emails = _corpus(300)
     reference = _run(_setup(tmp_path / "reference", emails), "run", "--once", "--json")
     expected = {

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from halomail.app import build_processor
 from halomail.backends.base import FetchedMessage
 from halomail.backends.local import MaildirConnector
 from halomail.config import load_config
 from halomail.errors import ConfigError
 from halomail.pipeline.batch import Batches
+from halomail.pipeline.settings import ProcessorSettings
 from halomail.tickets.sqlite import SQLiteTicketRepository
 from tests.test_group_commit import CONFIG, HALOMAIL, _mail
 
@@ -78,6 +80,19 @@ def test_batch_max_ms_and_the_largest_batch_size_are_read_from_the_config(
     path.write_text(CONFIG.format(batch_size=1001))
     with pytest.raises(ConfigError, match=r"batch_size.*at most 1000"):
         load_config(path)
+
+
+def test_ten_emails_a_batch_is_the_default_everywhere(tmp_path: Path) -> None:
+    """No batch_size in halomail.toml: the config, its processor and ProcessorSettings say 10."""
+    MaildirConnector("Support", tmp_path / "inbox", create=True).close()
+    path = tmp_path / "halomail.toml"
+    path.write_text(CONFIG.format(batch_size=1).replace("batch_size = 1\n", ""))
+    config = load_config(path)
+    assert (config.processing.batch_size, config.processing.batch_max_ms) == (10, 1000)
+    with build_processor(config) as processor:
+        assert processor.settings.batch_size == 10
+        assert processor.settings.batch_max_wait == dt.timedelta(seconds=1)
+    assert ProcessorSettings(loop_token="t").batch_size == 10
 
 
 ROUNDS = 4

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+import attrs
 
 from halomail import Outcome
+from halomail.backends.base import FetchedMessage
 from halomail.backends.memory import MemoryConnector
 from halomail.runner import LEASE_TTL, Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
+from halomail.tickets.models import NewTicket, Ticket
 from tests.conftest import make_email
 
 START = dt.datetime(2026, 12, 6, 9, 0, tzinfo=dt.UTC)
@@ -101,7 +105,7 @@ def test_an_expired_lease_of_a_dead_runner_is_taken_over(settings: ProcessorSett
 
 
 def test_a_long_mailbox_renews_its_lease_while_it_is_read(settings: ProcessorSettings) -> None:
-    """Reading 12 emails over more than a lease's lifetime renews it; nothing is lost."""
+    """One email at a time, 12 emails over more than a lease's lifetime: renewed; none lost."""
     repository = LeasingRepository()
     # Twelve different emails: twelve copies of one would meet the loop cap (loop-suspected).
     emails = [
@@ -109,7 +113,8 @@ def test_a_long_mailbox_renews_its_lease_while_it_is_read(settings: ProcessorSet
     ]
     connector = MemoryConnector("Support", emails)
     clock = ticking(LEASE_TTL / 10)
-    processor = MailProcessor(repository, [Mailbox(connector)], settings, clock=clock)
+    one_at_a_time = attrs.evolve(settings, batch_size=1)
+    processor = MailProcessor(repository, [Mailbox(connector)], one_at_a_time, clock=clock)
     report = processor.run_once()
     assert [o.outcome for o in report.outcomes] == [Outcome.CREATED] * 12
     times = [at for _, _, at in repository.acquired]
@@ -119,10 +124,85 @@ def test_a_long_mailbox_renews_its_lease_while_it_is_read(settings: ProcessorSet
     assert repository.leases == {}
 
 
+class SlowServer(MemoryConnector):
+    """A mailbox whose server takes ``per_email`` to hand over each email, and
+    ``at_end`` to say there are no more; the time passes on ``clock``."""
+
+    def __init__(
+        self,
+        emails: list[bytes],
+        clock: SteppedClock,
+        per_email: dt.timedelta,
+        at_end: dt.timedelta,
+    ) -> None:
+        super().__init__("Support", emails)
+        self._clock = clock
+        self._per_email = per_email
+        self._at_end = at_end
+
+    def fetch(self) -> Iterator[FetchedMessage]:
+        """Each email after ``per_email``; the end of the listing after ``at_end``."""
+        for fetched in super().fetch():
+            self._clock.now += self._per_email
+            yield fetched
+        self._clock.now += self._at_end
+
+
+class SteppedClock:
+    """A clock that moves only when the mailbox's server makes us wait."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+class CreatingUnderLease(LeasingRepository):
+    """Records, as each ticket is created, how long the lease on Support has left."""
+
+    def __init__(self, clock: SteppedClock) -> None:
+        super().__init__()
+        self._clock = clock
+        self.lease_left: list[dt.timedelta] = []
+
+    def create_ticket(self, new: NewTicket) -> Ticket:
+        """Note the lease's remaining life, then create the ticket."""
+        _, expiry = self.leases["mailbox:Support"]
+        self.lease_left.append(expiry - self._clock())
+        return super().create_ticket(new)
+
+
+def test_a_long_mailbox_in_batches_is_committed_only_under_a_fresh_lease(
+    settings: ProcessorSettings,
+) -> None:
+    """Batches of 10, 25 emails over 2.5 leases and a slow end: renewed between batches,
+    every batch committed with two thirds of a lease ahead; none lost."""
+    assert settings.batch_size == 10  # the default
+    clock = SteppedClock()
+    repository = CreatingUnderLease(clock)
+    emails = [
+        make_email(subject=f"Problem {i}", message_id=f"<m{i}@customer.example>") for i in range(25)
+    ]
+    # The last batch (5 emails) waits half a lease for the listing's end before its commit.
+    connector = SlowServer(emails, clock, per_email=LEASE_TTL / 10, at_end=LEASE_TTL / 2)
+    processor = MailProcessor(repository, [Mailbox(connector)], settings, clock=clock)
+    report = processor.run_once()
+    assert [o.outcome for o in report.outcomes] == [Outcome.CREATED] * 25
+    times = [at for _, _, at in repository.acquired]
+    assert len(times) >= 4  # taken, then renewed as the reading went on
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert all(gap < LEASE_TTL for gap in gaps)  # never left to expire in between
+    assert len(repository.lease_left) == 25
+    assert all(left > LEASE_TTL * 2 / 3 for left in repository.lease_left)
+    assert repository.leases == {}
+    assert connector.remaining == []
+
+
 def test_a_mailbox_whose_lease_is_taken_over_stops_being_read(
     settings: ProcessorSettings,
 ) -> None:
-    """Another runner takes the lease mid-read: the mailbox stops, the rest of its mail waits."""
+    """One email at a time, the lease taken mid-read: the mailbox stops, the rest waits."""
     repository = LeasingRepository()
     connector = MemoryConnector(
         "Support", [make_email(message_id=f"<m{i}@customer.example>") for i in range(12)]
@@ -136,10 +216,43 @@ def test_a_mailbox_whose_lease_is_taken_over_stops_being_read(
         return original(name, owner, now=now, ttl=ttl)
 
     repository.acquire_lease = stolen_after_first  # type: ignore[method-assign]
-    processor = MailProcessor(repository, [Mailbox(connector)], settings, clock=clock)
+    one_at_a_time = attrs.evolve(settings, batch_size=1)
+    processor = MailProcessor(repository, [Mailbox(connector)], one_at_a_time, clock=clock)
     (report,) = processor.run_once().mailboxes
     assert report.error is not None
     assert "taken over" in report.error
     assert 0 < len(report.outcomes) < 12
     assert len(connector.remaining) == 12 - len(report.outcomes)
+    assert repository.leases["mailbox:Support"][0] == "thief:7"  # not released from under it
+
+
+def test_a_mailbox_read_in_batches_stops_at_a_batch_boundary_when_its_lease_is_taken(
+    settings: ProcessorSettings,
+) -> None:
+    """Batches of 10, the lease taken after the first batch committed: the mailbox stops;
+    the first batch is disposed of, the emails gathered since and the rest wait, untouched."""
+    clock = SteppedClock()
+    repository = LeasingRepository()
+    emails = [
+        make_email(subject=f"Problem {i}", message_id=f"<m{i}@customer.example>") for i in range(25)
+    ]
+    connector = SlowServer(emails, clock, per_email=LEASE_TTL / 10, at_end=dt.timedelta(0))
+    original = repository.acquire_lease
+
+    def stolen_once_a_batch_is_in(
+        name: str, owner: str, *, now: dt.datetime, ttl: dt.timedelta
+    ) -> bool:
+        if repository.list_tickets():  # a renewal after the first commit: someone else has it
+            repository.leases[name] = ("thief:7", now + ttl)
+        return original(name, owner, now=now, ttl=ttl)
+
+    repository.acquire_lease = stolen_once_a_batch_is_in  # type: ignore[method-assign]
+    processor = MailProcessor(repository, [Mailbox(connector)], settings, clock=clock)
+    (report,) = processor.run_once().mailboxes
+    assert report.error is not None
+    assert "taken over" in report.error
+    assert [o.outcome for o in report.outcomes] == [Outcome.CREATED] * 10  # the first batch
+    assert len(repository.list_tickets()) == 10
+    assert [ref for ref, _ in connector.acks] == [o.ref for o in report.outcomes]
+    assert len(connector.remaining) == 15
     assert repository.leases["mailbox:Support"][0] == "thief:7"  # not released from under it

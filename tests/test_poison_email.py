@@ -57,6 +57,7 @@ CHILD = textwrap.dedent(
     """
     import os, sys
     import halomail.inbound.parse as parse
+    import halomail.pipeline.batch as batch
     import halomail.pipeline.unit as unit
 
     real_parse = parse.parse_email
@@ -71,16 +72,20 @@ CHILD = textwrap.dedent(
                 os._exit(137)
         return real_parse(raw, *args, **kwargs)
 
-    parse.parse_email = unit.parse_email = parse_or_die
+    # Every caller of the parser: one email alone (unit), or a batch of them (batch).
+    parse.parse_email = unit.parse_email = batch.parse_email = parse_or_die
     from halomail.cli import main
     sys.exit(main(sys.argv[1:]))
     """
 )
 
 
-def _setup(root: Path, *, poison: bool = True) -> bytes:
-    """A Maildir with three good emails and, between them, the poison; its bytes."""
-    (root / "halomail.toml").write_text(CONFIG)
+def _setup(root: Path, *, poison: bool = True, batch_size: int | None = None) -> bytes:
+    """A Maildir with three good emails and, between them, the poison; its bytes.
+
+    ``batch_size``: the ``[processing]`` one, when not the default (10)."""
+    processing = "" if batch_size is None else f"\n[processing]\nbatch_size = {batch_size}\n"
+    (root / "halomail.toml").write_text(CONFIG + processing)
     for sub in ("cur", "new", "tmp"):
         (root / "inbox" / sub).mkdir(parents=True)
     bad = make_email(
@@ -134,11 +139,12 @@ def _acknowledgements(root: Path) -> int:
     return len(list((root / "outbox").glob("*.eml")))
 
 
+@pytest.mark.parametrize("batch_size", [None, 1], ids=["batches-of-10", "one-at-a-time"])
 def test_a_poison_email_costs_two_deaths_then_is_quarantined_and_the_rest_go_on(
-    tmp_path: Path,
+    tmp_path: Path, batch_size: int | None
 ) -> None:
     """Runs 1 and 2 die on it; run 3 quarantines it unparsed and makes 3 tickets; run 4 adds 0."""
-    poison = _setup(tmp_path)
+    poison = _setup(tmp_path, batch_size=batch_size)
     assert _run(tmp_path).returncode == 137
     _after_a_death(tmp_path)
     assert _run(tmp_path).returncode == 137

@@ -162,8 +162,9 @@ class _NoLeases(SQLiteTicketRepository):
     release_lease = None  # type: ignore[assignment]
 
 
-def test_the_email_whose_write_met_the_lock_is_the_only_one_attempted(tmp_path: Path) -> None:
-    """In-process, no leases: 1 of 20 emails attempted, retry; the other mailbox not read."""
+def _busy_pass(tmp_path: Path, settings: ProcessorSettings, attempted: int) -> None:
+    """Support (20 emails) meets the lock: only the first ``attempted`` are tried, each a
+    retry; Sales is not read; nothing is disposed of; unlocked, all 25 are created."""
     db = tmp_path / "halomail.db"
     first = MemoryConnector(
         "Support",
@@ -173,15 +174,14 @@ def test_the_email_whose_write_met_the_lock_is_the_only_one_attempted(tmp_path: 
         "Sales",
         [make_email(subject=f"Quote {n}", message_id=f"<t{n}@x.example>") for n in range(5)],
     )
-    settings = ProcessorSettings(loop_token="t", concurrent_mailboxes=1)
     with _NoLeases(db, busy_timeout=0.05) as repository:
         processor = MailProcessor(repository, [Mailbox(first), Mailbox(second)], settings)
         with _locked(db):
             report = processor.run_once()
-        assert [o.outcome for o in report.outcomes] == [Outcome.RETRY]
+        assert [o.outcome for o in report.outcomes] == [Outcome.RETRY] * attempted
         assert report.repository_busy is not None
         assert report.repository_busy.startswith(
-            "repository busy: stopped the pass after 1 email(s) of mailbox Support"
+            f"repository busy: stopped the pass after {attempted} email(s) of mailbox Support"
         )
         assert not report.ok
         assert report.mailboxes[1].skipped
@@ -191,3 +191,16 @@ def test_the_email_whose_write_met_the_lock_is_the_only_one_attempted(tmp_path: 
         again = processor.run_once()
         assert [o.outcome for o in again.outcomes] == [Outcome.CREATED] * 25
         assert again.ok
+
+
+def test_the_batch_whose_write_met_the_lock_is_the_only_one_attempted(tmp_path: Path) -> None:
+    """In-process, no leases, batches of 10: the first 10 of 20 emails retry, the rest wait."""
+    settings = ProcessorSettings(loop_token="t", concurrent_mailboxes=1)
+    assert settings.batch_size == 10  # the default
+    _busy_pass(tmp_path, settings, attempted=10)
+
+
+def test_the_email_whose_write_met_the_lock_is_the_only_one_attempted(tmp_path: Path) -> None:
+    """In-process, no leases, one email at a time: 1 of 20 emails attempted, the rest wait."""
+    settings = ProcessorSettings(loop_token="t", concurrent_mailboxes=1, batch_size=1)
+    _busy_pass(tmp_path, settings, attempted=1)

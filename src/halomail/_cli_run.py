@@ -10,7 +10,7 @@ What an operator sees:
 - with ``--json``, one object per line on stdout, each with an ``"event"``: ``email``
   per email, ``mailbox`` per mailbox (its health), ``sent`` for the outbox and
   ``summary`` to end the cycle;
-- on SIGTERM, the email in hand is finished (committed and disposed of), the run stops
+- on SIGTERM, the batch in hand is finished (committed and disposed of), the run stops
   with a message and exits 0: nothing is lost or done twice; the next run goes on.
 
 ``--fail-on`` decides the exit status: ``error`` (the default) exits 1 when a mailbox
@@ -86,7 +86,7 @@ class _Stopped(BaseException):
 
 
 class _Termination:
-    """Turns SIGTERM into a stop after the email in hand."""
+    """Turns SIGTERM into a stop after the batch of emails in hand."""
 
     def __init__(self) -> None:
         self.signal: str | None = None
@@ -210,7 +210,7 @@ def run_cycle(
     Args:
         processor: The processor to run.
         json_output: One JSON object per line on stdout instead of the summary.
-        stopping: Stops the cycle after the email in hand once SIGTERM arrived.
+        stopping: Stops the cycle after the batch in hand once SIGTERM arrived.
         stamped: Begin the summary line with the time (the long-running mode).
     """
     progress = Progress(sys.stderr, _listed(processor))
@@ -228,7 +228,7 @@ def run_cycle(
     try:
         report = processor.run_once(on_outcome=show)
     except _Stopped:
-        pass  # the email in hand is done; what the pass read so far is reported
+        pass  # the batch in hand is done; what the pass read so far is reported
     finally:
         progress.finish()
     cycle = Cycle(tuple(outcomes), report)

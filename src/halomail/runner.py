@@ -43,7 +43,7 @@ from halomail.outbound.outbox import (
     server_wait,
 )
 from halomail.outbound.sms import SmsSettings
-from halomail.pipeline.batch import Batches, run_batch, until_broken
+from halomail.pipeline.batch import Batches, report_each, run_batch, until_broken
 from halomail.pipeline.busy import PassStop, stops_the_pass
 from halomail.pipeline.context import Context, ThrottleWarnings
 from halomail.pipeline.handlers.service import act_on_silence
@@ -425,6 +425,8 @@ class MailProcessor:
                     if error is not None:
                         break
             if batch := batches.take():  # what was fetched before the end, or the break
+                if lease is not None:
+                    lease.renew_if_due()  # the listing's end may have kept it waiting
                 error = self._process_batch(mailbox, batch, outcomes, on_outcome, stop)
             if broken:
                 raise broken[0]
@@ -624,11 +626,12 @@ class MailProcessor:
         seconds = (time.monotonic() - started) / len(batch)
         for fetched, outcome in zip(batch, results, strict=True):
             self._dispose(mailbox, fetched.ref, outcome.disposed_as)
+        for outcome in results:
             self._observers.outcome(mailbox.name, outcome)
             _log_outcome(outcome, seconds)
             outcomes.append(outcome)
-            if on_outcome is not None:
-                on_outcome(outcome)
+        # All disposed of and counted before on_outcome may stop the pass (SIGTERM).
+        report_each(results, on_outcome)
         busy = next((o for o in results if stops_the_pass(o)), None)
         if busy is None:
             return None

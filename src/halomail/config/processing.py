@@ -215,8 +215,8 @@ class ProcessingSettings:
         undeliverable_days: How many days an address our mail failed to reach for good
             (or that reported it as abuse) gets no acknowledgement.
         batch_size: At most this many emails of a mailbox committed in one transaction
-            (group commit); each is disposed of only after that commit. 1 commits each
-            email on its own. At most 1000.
+            (group commit; 10 by default); each is disposed of only after that commit.
+            1 commits each email on its own. At most 1000.
         batch_max_ms: A batch is committed once its first email has waited this many
             milliseconds for the rest (checked as each email arrives, and when the
             mailbox has no more), full or not.
@@ -243,7 +243,7 @@ class ProcessingSettings:
     outbox_claim_seconds: float = 300.0
     unmatched_bounces: str = "ignore"
     undeliverable_days: float = 30.0
-    batch_size: int = 1
+    batch_size: int = 10
     batch_max_ms: float = 1000.0
 
 
@@ -341,7 +341,7 @@ MAX_BATCH_SIZE = 1000
 
 
 def _batch_size(table: Mapping[str, Any], kp: str) -> int:
-    size = _int(table, "batch_size", kp, default=1, minimum=1)
+    size = _int(table, "batch_size", kp, default=10, minimum=1)
     if size > MAX_BATCH_SIZE:
         raise ConfigError(
             join_key(kp, "batch_size"), f"must be at most {MAX_BATCH_SIZE}, got {size}"

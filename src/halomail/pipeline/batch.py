@@ -58,7 +58,7 @@ from halomail.pipeline.settings import Mailbox
 from halomail.pipeline.unit import Guard, UnitOfWork
 from halomail.tickets.models import BatchKeys
 
-__all__ = ["Batches", "batch_keys", "run_batch", "until_broken"]
+__all__ = ["Batches", "batch_keys", "report_each", "run_batch", "until_broken"]
 
 log = logging.getLogger(__name__)
 
@@ -234,3 +234,26 @@ def until_broken(
         yield from messages
     except Exception as exc:  # noqa: BLE001 - re-raised by the caller after the batch
         broken.append(exc)
+
+
+def report_each(
+    outcomes: Sequence[ProcessingOutcome],
+    on_outcome: Callable[[ProcessingOutcome], None] | None,
+) -> None:
+    """Call ``on_outcome`` with each outcome of a committed, disposed-of batch, in order.
+
+    A caller may stop the pass from ``on_outcome`` (SIGTERM, by raising). The stop waits
+    for the batch's end: every outcome is reported before the first exception raised is
+    raised again, so a pass stops between batches, with every email of the batch it
+    committed disposed of and reported.
+    """
+    if on_outcome is None:
+        return
+    stopped: BaseException | None = None
+    for outcome in outcomes:
+        try:
+            on_outcome(outcome)
+        except BaseException as exc:  # noqa: BLE001 - raised again once all are reported
+            stopped = stopped or exc
+    if stopped is not None:
+        raise stopped

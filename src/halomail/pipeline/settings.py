@@ -148,9 +148,10 @@ class ProcessorSettings:
             mailboxes behind 20 ms of latency take under 3x the slowest one alone
             (``benchmarks/bench_mailboxes.py``: 1.9x at 16, 5.4x at 4).
         mailbox_lease: How long a runner's lease on a mailbox lasts unless renewed (it is
-            renewed at a third of that while the mailbox is read). A runner that dies
-            holding it frees the mailbox after this long; shorter means a quicker
-            takeover, and it must outlast a third of the longest wait for one email.
+            renewed at a third of that as each email arrives and before each batch is
+            committed). A runner that dies holding it frees the mailbox after this long;
+            shorter means a quicker takeover, and it must outlast a third of the longest
+            wait for one email plus the processing of one batch.
         outbox_claim: How long a runner's claim on a batch of outgoing mail lasts; it
             must outlast sending one batch, or another runner may send the same mail.
         unmatched_bounces: What a bounce naming none of our mail becomes (often
@@ -159,8 +160,8 @@ class ProcessorSettings:
         undeliverable_for: How long an address whose mail failed for good (or that
             complained of abuse) gets no acknowledgement.
         batch_size: At most this many emails of one mailbox are committed in one
-            transaction (:mod:`halomail.pipeline.batch`); each is disposed of in its
-            mailbox only after that commit. 1 commits every email on its own.
+            transaction (:mod:`halomail.pipeline.batch`; 10 by default); each is disposed
+            of in its mailbox only after that commit. 1 commits every email on its own.
         batch_max_wait: A batch is committed once its first email has waited this long
             for the rest (checked as each email arrives, and at the mailbox's end).
 
@@ -199,7 +200,7 @@ class ProcessorSettings:
     undeliverable_for: dt.timedelta = attrs.field(
         default=dt.timedelta(days=30), validator=attrs.validators.gt(dt.timedelta(0))
     )
-    batch_size: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    batch_size: int = attrs.field(default=10, validator=attrs.validators.ge(1))
     batch_max_wait: dt.timedelta = attrs.field(
         default=dt.timedelta(seconds=1), validator=attrs.validators.gt(dt.timedelta(0))
     )
