@@ -12,7 +12,7 @@ environment variable (``refresh_token_env``) gets the ``export`` line to run ins
 Also here: the lines of ``check-config`` that say how each mailbox sends, since a
 mailbox signed in this way sends with that same sign-in.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

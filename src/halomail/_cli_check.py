@@ -5,7 +5,7 @@ A file with several mistakes is fixed in one pass: each problem is printed as
 can jump to), or with ``--json`` as an ``{"event": "error", ...}`` object, and the
 command exits 2.
 
-.. versionadded:: 0.5.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Kept apart from :mod:`halomail.cli`, which registers it, so the command module stays
 about the commands that process mail.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

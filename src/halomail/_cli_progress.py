@@ -6,7 +6,7 @@ the total when the mailboxes know it, the rate and the time left. Without a term
 INFO every :data:`LOG_EVERY_EMAILS` emails or :data:`LOG_EVERY_SECONDS` seconds,
 whichever comes first, so a long run shows it is alive in the log.
 
-.. versionadded:: 0.5.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

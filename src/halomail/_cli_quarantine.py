@@ -8,7 +8,7 @@ would make it a duplicate; released, it is decided under a key of its own
 second release finds the first one's record and creates nothing more. What came of
 the release is kept in the ledger's state (``quarantine-release:<id>``).
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

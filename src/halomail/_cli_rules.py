@@ -4,7 +4,7 @@ matches and what it does, and what becomes of an email no rule takes.
 Read from the rule model itself (:class:`~halomail.rules.EmailRule`), so a setting
 added to rules later is shown without changing this command.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

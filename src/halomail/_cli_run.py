@@ -17,7 +17,7 @@ What an operator sees:
 failed, an email was left for retry, the repository was busy or a transport refused
 its login; ``quarantine`` also when an email was quarantined; ``never`` always exits 0.
 
-.. versionadded:: 0.5.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Kept apart from :mod:`halomail.cli`, which registers them; Celery is imported only when
 one of them runs, so the rest of the command works without the ``celery`` extra.
 
-.. versionadded:: 0.4.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

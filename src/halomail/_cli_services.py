@@ -2,7 +2,7 @@
 
 Kept apart from :mod:`halomail.cli`, which registers it.
 
-.. versionadded:: 0.4.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

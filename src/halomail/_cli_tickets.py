@@ -3,7 +3,7 @@ one ticket with every field a rule can set and the mail sent about it.
 
 Kept apart from :mod:`halomail.cli`, which registers it.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

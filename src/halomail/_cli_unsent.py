@@ -5,7 +5,7 @@ acknowledgements are still queued in the outbox, in the email's transaction, but
 transport exists to send them. That is a valid set-up (another process may send), so
 it is a warning, never an error.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

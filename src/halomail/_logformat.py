@@ -6,7 +6,7 @@ line's ``mailbox``, ``source_id``, ``outcome``, ``reason``, ``rule``, ``seconds`
 The record has passed :class:`~halomail.RedactingFilter` first, and every structured
 string is redacted here too: a URL's password never reaches the shipper.
 
-.. versionadded:: 0.5.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

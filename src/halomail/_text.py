@@ -12,7 +12,7 @@ can use them:
   screen, ``ESC ] 0 ; … BEL`` retitles the window) and the Unicode bidi controls that
   make ``exe.jpg`` out of ``\u202egpj.exe``.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class RedactingFilter(logging.Filter):
         terminal: Also remove escape sequences and control characters (line breaks
             and tabs are kept), for a handler that writes to a terminal.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, *, terminal: bool = False) -> None:

@@ -236,9 +236,6 @@ def build_processor(
             report = processor.run_once()
         finally:
             processor.close()
-
-    .. versionchanged:: 0.2.0
-       Public (``halomail.build_processor``); ``repository`` may be left out.
     """
     with _closed_on_error() as opened:
         mailboxes = [build_mailbox(config, m) for m in config.mailboxes if m.enabled]
@@ -290,7 +287,7 @@ def instance_loop_token(repository: TicketRepository) -> str:
     the second worker's lease insert waits for the first transaction to end, and then
     reads the token the first one committed.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
     token = repository.get_state(LOOP_TOKEN_STATE)  # a read: no write lock to wait for
     if token is not None:

@@ -41,7 +41,7 @@ its mark can send a mail twice, under the same Message-ID; see ``docs/scaling.md
 and closes it when the process ends: a database connection is never shared across a
 fork.
 
-.. versionadded:: 0.4.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class DuplicateKeyError(RepositoryError):
     :meth:`~halomail.TicketRepository.record_dedupe` raises it (and the transaction is
     rolled back); the processor treats the email as a duplicate, never as a failure.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
 
@@ -146,7 +146,7 @@ class AmbiguousSendError(TransientTransportError):
     *maybe sent* and, before sending it again, asks a transport that can look among its
     sent mail (:class:`~halomail.backends.base.SentLookup`) whether it is there.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
 
@@ -164,7 +164,7 @@ class TransportConfigError(PermanentTransportError):
     mail with one login each. A subclass of :class:`PermanentTransportError`, so code
     that catches that still catches this.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
 

@@ -47,7 +47,7 @@ There is no histogram of pass durations: observers hear when a pass ends, not wh
 it began, and adding a clock to the pass is not worth the series (Prometheus's own
 scrape duration and the cycle's log line answer "is it slow?").
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class PrometheusObserver:
     Raises:
         ImportError: prometheus_client is not installed.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, repository: object | None = None) -> None:
@@ -240,7 +240,7 @@ def observe(processor: MailProcessor) -> PrometheusObserver:
     Call it once per processor (twice would count everything twice). The backlog is
     read from the processor's own repository.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
     observer = PrometheusObserver(processor.repository)
     processor.add_observer(observer)
@@ -290,7 +290,7 @@ def start_metrics_server(port: int, *, address: str = "127.0.0.1") -> MetricsSer
     Raises:
         OSError: The port is taken.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
     from prometheus_client import start_http_server
 
@@ -328,7 +328,7 @@ def prepare_multiprocess(directory: str | os.PathLike[str]) -> Path:
         RuntimeError: prometheus_client was already imported in single-process mode
             (children forked now would count in memory, where nobody sees it).
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
     values = _imported_values()
     if values is not None and not getattr(values.ValueClass, "_multiprocess", False):
@@ -355,7 +355,7 @@ def mark_process_dead(pid: int) -> None:
 
     Its counters still count; only its live gauges are dropped.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
     from prometheus_client import multiprocess
 

@@ -214,7 +214,7 @@ class MailProcessor:
         IDLE watchers are stopped: closing a mailbox's connector interrupts its wait,
         and each watcher thread is joined.
 
-        .. versionadded:: 0.2.0
+        .. versionadded:: 0.1.0
         """
         if self._closed.is_set():
             return
@@ -254,7 +254,7 @@ class MailProcessor:
 
         What it raises is logged and never stops processing.
 
-        .. versionadded:: 0.3.0
+        .. versionadded:: 0.1.0
         """
         self._observers.add(observer)
 

@@ -171,7 +171,7 @@ class ServiceAction(enum.StrEnum):
 
     The service's ticket is the open one with its alert key ``service:<name>``.
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.1.0
     """
 
     OPEN = "open"  # open a ticket, or add the email to the open one as a private note
@@ -226,10 +226,6 @@ class ServiceDefinition:
         ValueError: When ``name`` is blank or ``check_interval`` is not positive.
 
     .. versionadded:: 0.1.0
-
-    .. versionchanged:: 0.4.0
-       ``on_failure``, ``on_success``, ``on_unknown``, ``priority``, ``team``,
-       ``agent`` and ``reopen``.
     """
 
     name: str = attrs.field(validator=_non_blank)

@@ -82,8 +82,6 @@ class GmailTransport:
         ConfigError: An argument is invalid.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.3.0
-       Sends through the upload endpoint, never twice within a call; :meth:`was_sent`.
     """
 
     def __init__(

@@ -128,7 +128,7 @@ class Probeable(Protocol):
     an email's body, never sends, and never changes the mailbox. A backend without
     ``probe`` is reported as not testable, not as failed.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def probe(self) -> ProbeReport:
@@ -158,7 +158,7 @@ class SyncState(Protocol):
     the one before a pass that crashed, leads the next reader to every email still
     waiting.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def export_sync_state(self) -> str | None:
@@ -213,7 +213,7 @@ class SentLookup(Protocol):
     Cloud APIs (Graph, Gmail, EWS) keep what they sent; after an ambiguous outcome
     (:class:`~halomail.errors.AmbiguousSendError`) the outbox asks before sending again.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def was_sent(self, message_id: str) -> bool:

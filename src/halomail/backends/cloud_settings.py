@@ -4,7 +4,7 @@ Like :mod:`halomail.backends.settings`, and importing no client library: a confi
 naming ``office365``, ``google`` or ``ews`` is validated even where that backend's extra
 is not installed (building the backend then says which extra to install).
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

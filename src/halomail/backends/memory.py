@@ -161,8 +161,6 @@ class MemoryTransport:
                 raise TransientTransportError("451 try later")
 
         transport = MemoryTransport(fail_once)
-
-    .. versionchanged:: 0.3.0 ``after_delivery``, ``lookup`` and :meth:`was_sent`.
     """
 
     def __init__(

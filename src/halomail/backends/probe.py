@@ -6,7 +6,7 @@ default ``[outgoing]`` and each mailbox's override) and hands each to
 :meth:`~halomail.backends.base.Probeable.probe`, closes it, and turns the result or the
 error into a :class:`ProbeResult`: one line for a person, or one JSON object.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

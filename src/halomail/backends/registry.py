@@ -8,7 +8,7 @@ same entries. Adding a backend is adding a line here.
 Cloud backends are imported only when built, so validating a configuration never needs
 their client libraries; building one without its extra says which to install.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ configuration loader.
 
 Secrets (passwords, client secrets, tokens) are left out of every ``repr``.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

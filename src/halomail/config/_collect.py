@@ -7,7 +7,7 @@ its errors would only repeat the first). At the end, one error is raised as it w
 several are raised together as :class:`ConfigErrors`, which is a ``ConfigError`` too
 (naming the first), so code that catches ``ConfigError`` is unchanged.
 
-.. versionadded:: 0.5.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ for keys.
 The scan is linear in the file's size (which the loader bounds), and its patterns have
 no nested repetition: a hostile file costs no more than a long one.
 
-.. versionadded:: 0.5.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -222,9 +222,6 @@ def load_config(
         ConfigError: The file is missing, unreadable, not UTF-8, not TOML, or invalid,
             or (``require_mailbox``) enables no mailbox; the error names the key path
             (``""`` for the file as a whole).
-
-    .. versionchanged:: 0.3.0
-       A file with no enabled mailbox is an error, unless ``require_mailbox=False``.
     """
     file = Path(path).expanduser().absolute()
     try:

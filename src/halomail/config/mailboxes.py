@@ -280,7 +280,7 @@ class MailboxSettings:
         Raises:
             ConfigError: This connection has no API to send with.
 
-        .. versionadded:: 0.3.0
+        .. versionadded:: 0.1.0
         """
         transport = OWN_TRANSPORTS.get(self.connection)
         if transport is None:

@@ -115,9 +115,6 @@ class StorageSettings:
 
     Raises:
         ConfigError: ``url`` has an unsupported scheme.
-
-    .. versionchanged:: 0.2.0
-       ``repository``; PostgreSQL urls and ``password``.
     """
 
     url: str = attrs.field(default="sqlite:///halomail.db", repr=lambda url: repr(redact_url(url)))
@@ -220,9 +217,6 @@ class ProcessingSettings:
         batch_max_ms: A batch is committed once its first email has waited this many
             milliseconds for the rest (checked as each email arrives, and when the
             mailbox has no more), full or not.
-
-    .. versionchanged:: 0.3.0
-       ``unmatched_bounces``, ``undeliverable_days``, ``batch_size`` and ``batch_max_ms``.
     """
 
     loop_token: str = attrs.field(repr=False)

@@ -4,7 +4,7 @@ Only ``halomail worker``, ``halomail scheduler`` and :mod:`halomail.celery` read
 broker settings; ``halomail run`` ignores them. A file without ``[scale]`` loads as
 before (``Config.scale`` is ``None``).
 
-.. versionadded:: 0.4.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def loop_signature(loop_token: str, message_id: str) -> str:
     Returns:
         32 lower-case hex digits.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
     payload = _LOOP_CONTEXT + message_id.encode("utf-8", "surrogatepass")
     return hmac.new(loop_token.encode("utf-8"), payload, hashlib.sha256).hexdigest()[:32]

@@ -19,7 +19,7 @@ Every scan is bounded: a report part is read up to :data:`MAX_REPORT_BYTES`, the
 up to :data:`MAX_TEXT_CHARS` (and only above the returned message), at most
 :data:`MAX_RECIPIENTS` recipients are kept, and every pattern has bounded repeats.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -136,10 +136,6 @@ class InboundEmail:
             ``"mime-too-deep"``, ``"too-many-parts"``, ``"headers-too-large"``), or ``None``.
         deferred: Set by :func:`halomail.parse_email` only: how ``text``, ``new_text`` and
             ``headers`` are worked out on first read when they were passed as ``None``.
-
-    .. versionchanged:: 0.4.0
-       ``text``, ``new_text`` and ``headers`` of a parsed email are worked out on first
-       read (HTML to text, quote stripping, header decoding), then kept.
     """
 
     message_id: str | None
@@ -357,9 +353,6 @@ class Classification:
         spam: The spam filter upstream called it spam
             (:func:`~halomail.inbound.classify.spam_verdict`); never answered, whatever
             ``[processing] spam`` makes of it.
-
-    .. versionchanged:: 0.3.0
-       ``spam``.
     """
 
     auto_reply: bool = False

@@ -409,7 +409,7 @@ class Notifier:
         Raises:
             ValueError: The text is blank, or a channel is neither ``email`` nor ``sms``.
 
-        .. versionadded:: 0.4.0
+        .. versionadded:: 0.1.0
         """
         unknown = sorted(set(channels) - set(CHANNELS))
         if unknown or not channels:

@@ -273,8 +273,6 @@ class SendReport:
         throttled: One line per transport whose server asked us to wait (a
             ``retry_after``): nothing more is sent through it before the time the line
             names. Not a failure: the run stays ok.
-
-    .. versionchanged:: 0.3.0 ``halted``, ``maybe_sent``, ``throttled``.
     """
 
     sent: int = 0
@@ -323,7 +321,6 @@ class Outbox:
             one runner makes, never to two runners.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.2.0 claims mail before sending it (``lease``).
     """
 
     def __init__(
@@ -589,7 +586,7 @@ class TransportHalts:
         backoff: The delays between tries.
         clock: The current time.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(
@@ -648,7 +645,7 @@ class TransportHalts:
         """Record that ``name``'s server asked us to wait until ``until``; return when it
         may be tried again (a later halt already recorded is kept).
 
-        .. versionadded:: 0.3.0
+        .. versionadded:: 0.1.0
         """
         halts = self.load()
         count, known = halts.get(name, (0, until))
@@ -711,7 +708,7 @@ class SendIntents:
         repository: Where the keys live (``get_state``/``set_state``).
         clock: The current time.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, repository: TicketRepository, clock: Callable[[], dt.datetime]) -> None:

@@ -12,7 +12,7 @@
 and returns a :class:`~halomail.pipeline.results.ProcessingOutcome`. The runner
 (:class:`halomail.MailProcessor`) owns the threads and disposes of the source email.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

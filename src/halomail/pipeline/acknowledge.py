@@ -7,7 +7,7 @@ mark stops acknowledgements to that address for ``undeliverable_for`` (30 days b
 default); an empty value is a cleared mark. Marks written by 0.2 hold only the time,
 and expire the same way.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

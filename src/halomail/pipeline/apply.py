@@ -4,7 +4,7 @@ Called inside the unit's one transaction, so the ticket, its actions, the
 acknowledgement in the outbox and the dedupe record are committed together or
 not at all.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Only a repository with ``begin_attempt`` and ``finish_attempt``
 (:class:`~halomail.tickets.repository.AttemptLedger`) keeps the record; with any
 other, nothing here writes anything.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ What is not ordinary goes one email at a time, through
   another runner, a busy database, anything): the batch is rolled back and each email
   is processed alone, so one bad email never takes its neighbours down with it.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ A write that meets another connection's lock waits out the repository's busy tim
 long, so the runner stops every mailbox's pass after the first such failure and
 leaves the rest for the next cycle.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

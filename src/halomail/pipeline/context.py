@@ -1,6 +1,6 @@
 """What every step of the pipeline reads: the repository, the settings, the rules.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ name every classification it may meet (``spam``, ``bulk``, ``auto-reply``, ``bou
 Spam is never acknowledged, whatever took it: the classification forbids it, and its
 outcome carries the reason ``spam`` unless a more telling one applies.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ decide step, which hands the updated count to the apply step in the decision; it
 written with the ticket, in the unit's one transaction: one writer at a time, so two
 runners never both take the last place.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ change what the processor does, so whatever an observer raises is logged and
 swallowed: a broken metrics exporter never stops mail. :mod:`halomail.metrics`
 implements one for Prometheus; the processor itself knows nothing of Prometheus.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class ProcessorObserver(Protocol):
     call from several mailbox threads at once. Whatever a method raises is logged and
     ignored.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def on_outcome(self, mailbox: str, outcome: ProcessingOutcome) -> None:

@@ -3,7 +3,7 @@
 Shared by :mod:`~halomail.pipeline.apply` and the rule handlers; each function
 writes at most what its name says.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 :class:`~halomail.MailProcessor` returns these; ``halomail run`` prints them.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

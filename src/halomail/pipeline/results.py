@@ -43,7 +43,7 @@ class Reason(enum.StrEnum):
     The values are the strings logs, ``halomail run --json`` and stored quarantine
     entries have always carried; a :class:`Reason` compares equal to its string.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     # skipped
@@ -164,9 +164,6 @@ class Simulation:
         classification: What the email is (auto-reply, bounce, bulk, spam …), each flag
             with its reasons.
         acknowledgement: Whether it would be acknowledged, and why (not).
-
-    .. versionchanged:: 0.3.0
-       ``classification`` and ``acknowledgement``.
     """
 
     outcome: ProcessingOutcome
@@ -183,7 +180,7 @@ class AcknowledgementVerdict:
         would: True when an acknowledgement would be queued.
         reasons: In words: what allows it, or everything that stands in its way.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     would: bool

@@ -164,9 +164,6 @@ class ProcessorSettings:
             of in its mailbox only after that commit. 1 commits every email on its own.
         batch_max_wait: A batch is committed once its first email has waited this long
             for the rest (checked as each email arrives, and at the mailbox's end).
-
-    .. versionchanged:: 0.3.0
-       ``unmatched_bounces``, ``undeliverable_for``, ``batch_size`` and ``batch_max_wait``.
     """
 
     loop_token: str = attrs.field(repr=False)

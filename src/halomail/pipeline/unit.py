@@ -8,7 +8,7 @@ returns, because only then is the outcome committed. Before parsing, the unit
 records an attempt at the email (:mod:`halomail.pipeline.attempts`), so an email
 that ends the process is not parsed for ever.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ naming everything that stands in the way, so an administrator sees at once wheth
 missing acknowledgement is the mailbox's setting, a rule's, the email's classification
 (spam, auto-reply …) or a throttle.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

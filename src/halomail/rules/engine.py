@@ -476,9 +476,6 @@ class RuleEngine:
 
         Returns:
             The decision with its extraction, or None when no rule matches.
-
-        .. versionchanged:: 0.3.0
-           ``classification``.
         """
         view = _View(email, self._used, classification)
         need = self._need

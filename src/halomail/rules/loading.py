@@ -172,9 +172,6 @@ def rules_from_config(
             an unknown key (with a suggestion), a wrong type, a missing required key, a
             duplicate name, a bad regular expression, an unknown mailbox, service,
             template or alert rule, or an option the rule's type does not use.
-
-    .. versionchanged:: 0.5.0
-       ``mailboxes``.
     """
     checked: object = tables  # a TOML file can put anything under "rules"
     if isinstance(checked, str | bytes) or not isinstance(checked, Sequence):

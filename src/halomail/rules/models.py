@@ -230,9 +230,6 @@ class AssetMatch:
 
     Raises:
         ConfigError: When ``start`` or ``field`` is empty, or ``source`` is.
-
-    .. versionchanged:: 0.5.0
-       ``source``, and every place the tag appears.
     """
 
     start: str

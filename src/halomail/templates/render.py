@@ -355,7 +355,7 @@ class Template:
 
         A value no part reads need not be looked up before rendering.
 
-        .. versionadded:: 0.6.0
+        .. versionadded:: 0.1.0
         """
         return self._variables
 
@@ -607,7 +607,7 @@ class TemplateRenderer:
         Raises:
             ValueError: ``kind`` is not a message kind.
 
-        .. versionadded:: 0.6.0
+        .. versionadded:: 0.1.0
         """
         template = self._table.get((group.casefold(), kind))
         if template is None:

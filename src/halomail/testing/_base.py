@@ -31,7 +31,7 @@ class CompleteRepository(TicketRepository, Browsing, Protocol):
     the role's own methods and, where a role has no read of its own, through the
     :class:`~halomail.Browsing` listings.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
 
@@ -81,7 +81,7 @@ class ContractBase:
 
     See :class:`~halomail.testing.TicketRepositoryContract` for the fixture and hooks.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     clock_resolution: ClassVar[float] = 0.001

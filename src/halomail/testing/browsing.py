@@ -19,7 +19,7 @@ class BrowsingContract(ContractBase):
 
     Subclass it with a ``repository`` fixture, as :class:`TicketRepositoryContract`.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def test_list_tickets_is_newest_first_with_limit_and_offset(

@@ -23,7 +23,7 @@ class DirectoryContract(ContractBase):
 
     Subclass it with a ``repository`` fixture, as :class:`TicketRepositoryContract`.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def test_find_user_ignores_case_and_returns_every_field(
@@ -125,7 +125,7 @@ class DirectoryContract(ContractBase):
     ) -> None:
         """A field name is one field in any case or separators: "Serial Number" = serial_number.
 
-        .. versionadded:: 0.5.0
+        .. versionadded:: 0.1.0
         """
         self.seed(
             repository,
@@ -145,7 +145,7 @@ class DirectoryContract(ContractBase):
     ) -> None:
         """A field sent again spelt differently replaces the old value, which no longer finds it.
 
-        .. versionadded:: 0.5.0
+        .. versionadded:: 0.1.0
         """
         repository.save_asset("WS-1", {"Serial Number": "OLD-1", "Host name": "ws1"})
         asset, created = repository.save_asset("ws-1", {"serial_number": "NEW-2"})

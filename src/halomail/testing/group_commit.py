@@ -1,6 +1,6 @@
 """Contract tests for the optional :class:`~halomail.tickets.repository.GroupCommit`.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class GroupCommitRepository(CompleteRepository, AttemptLedger, GroupCommit, Prot
     """**Protocol:** what :class:`GroupCommitContract` reads: a complete repository that
     keeps attempts and answers batches.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
 
@@ -48,7 +48,7 @@ class GroupCommitContract(ContractBase):
     optional): subclass it too, with the same ``repository`` fixture, when your
     repository answers batches. It needs the attempt ledger and the ``seed`` hook.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def _answers(self, repository: GroupCommitRepository) -> tuple[object, ...]:

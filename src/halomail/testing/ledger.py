@@ -25,7 +25,7 @@ class IngestLedgerContract(ContractBase):
 
     Subclass it with a ``repository`` fixture, as :class:`TicketRepositoryContract`.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def test_get_dedupe_of_an_unknown_key_is_none(self, repository: CompleteRepository) -> None:
@@ -177,7 +177,7 @@ class IngestLedgerContract(ContractBase):
 class AttemptRepository(AttemptLedger, Transactional, Protocol):
     """**Protocol:** what :class:`AttemptLedgerContract` reads: attempts, in transactions.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
 
@@ -188,7 +188,7 @@ class AttemptLedgerContract:
     optional): subclass it too, with the same ``repository`` fixture, when your
     repository keeps attempts.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     KEY = "Support\x1fattempt:" + "ab" * 32

@@ -22,7 +22,7 @@ class OutboxStoreContract(ContractBase):
 
     Subclass it with a ``repository`` fixture, as :class:`TicketRepositoryContract`.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def test_enqueue_outgoing_round_trips_every_field_as_pending(

@@ -20,7 +20,7 @@ class OutboxAdminContract(ContractBase):
     when your repository implements the role (``halomail outbox`` needs it), with the
     same ``repository`` fixture.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def _queue(self, repository: CompleteRepository, count: int) -> list[int]:

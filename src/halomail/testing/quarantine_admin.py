@@ -19,7 +19,7 @@ class QuarantineAdminContract(ContractBase):
     when your repository implements the role (``halomail quarantine show``, ``export``,
     ``release`` and ``delete`` need it), with the same ``repository`` fixture.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def test_get_quarantine_returns_the_entry_with_its_bytes(

@@ -19,7 +19,7 @@ class ServiceLogContract(ContractBase):
 
     Subclass it with a ``repository`` fixture, as :class:`TicketRepositoryContract`.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def test_record_service_status_round_trips_every_field(

@@ -67,7 +67,7 @@ class ThreadingContract(ContractBase):
 
     Subclass it with a ``repository`` fixture, as :class:`TicketRepositoryContract`.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def test_a_repository_made_on_one_thread_works_from_another(

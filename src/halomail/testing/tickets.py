@@ -27,7 +27,7 @@ class TicketStoreContract(ContractBase):
 
     Subclass it with a ``repository`` fixture, as :class:`TicketRepositoryContract`.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def test_create_ticket_returns_a_new_open_ticket_with_an_id(
@@ -52,7 +52,7 @@ class TicketStoreContract(ContractBase):
     ) -> None:
         """Impact, urgency, site and several assets read back; asset_id is the first asset.
 
-        .. versionadded:: 0.5.0
+        .. versionadded:: 0.1.0
         """
         created = repository.create_ticket(
             self.new_ticket(impact="High", urgency="Low", site="Leeds", asset_ids=(7, 3, 9))
@@ -71,7 +71,7 @@ class TicketStoreContract(ContractBase):
     ) -> None:
         """A ticket created open is open; one created closed is closed at once.
 
-        .. versionadded:: 0.5.0
+        .. versionadded:: 0.1.0
         """
         opened = repository.create_ticket(self.new_ticket(status=TicketStatus.OPEN))
         closed = repository.create_ticket(self.new_ticket(status="closed"))

@@ -1,6 +1,6 @@
 """The transactions of the in-memory repository: an undo log over plain dicts.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The in-memory repository's :class:`~halomail.tickets.repository.QuarantineAdmin` role.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

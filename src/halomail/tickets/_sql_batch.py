@@ -14,7 +14,7 @@ so a batch sees its own writes as before. A dedupe key another runner recorded i
 meantime (PostgreSQL) is found at the flush: :class:`~halomail.errors.DuplicateKeyError`
 then leaves the transaction, which is rolled back.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -173,9 +173,6 @@ class NewTicket:
         site: The customer's site, if a rule set one.
         asset_ids (Iterable[int]): Every linked asset, ``asset_id`` first; given only one
             of the two, the other follows from it.
-
-    .. versionchanged:: 0.5.0
-       ``status``, ``impact``, ``urgency``, ``site`` and ``asset_ids``.
     """
 
     summary: str
@@ -502,16 +499,13 @@ MAYBE_SENT = "maybe sent: "
 raised :class:`~halomail.errors.AmbiguousSendError` (a timeout or a 5xx after the request
 reached the service). The mail stays ``pending``; :attr:`OutboxMail.maybe_sent` reads it.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 
 @attrs.frozen
 class OutboxMail:
-    """An outgoing email as stored, with its delivery state.
-
-    .. versionchanged:: 0.3.0 :attr:`maybe_sent`.
-    """
+    """An outgoing email as stored, with its delivery state."""
 
     id: int
     message_id: str
@@ -588,7 +582,7 @@ class BatchKeys:
         senders: The addresses it will count outgoing mail to and look up in the directory.
         since: The earliest start of a count of outgoing mail it will make.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     dedupe: tuple[str, ...] = ()

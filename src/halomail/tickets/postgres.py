@@ -2,7 +2,7 @@
 
 Needs the ``postgres`` extra: ``pip install 'halomail[postgres]'`` (psycopg 3).
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class PostgreSQLTicketRepository(TicketsPart, DirectoryPart, LedgerPart, OutboxP
         RepositoryError: When the login is refused, ``conninfo`` is invalid, or the
             database was written by a newer version of halomail.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     thread_safe: bool = True

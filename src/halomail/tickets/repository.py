@@ -74,7 +74,7 @@ class Transactional(Protocol):
     dedupe key, the ticket or action and the outbox rows land together, and only
     then is the source email disposed of.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def transaction(self) -> AbstractContextManager[None]:
@@ -90,7 +90,7 @@ class Transactional(Protocol):
 class TicketStore(Transactional, Protocol):
     """**Protocol:** tickets and their actions.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def get_ticket(self, ticket_id: int) -> Ticket | None:
@@ -138,7 +138,7 @@ class TicketStore(Transactional, Protocol):
 class Directory(Transactional, Protocol):
     """**Protocol:** the people and things mail is matched to, and files kept against them.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def find_user(self, email: str) -> User | None:
@@ -154,9 +154,6 @@ class Directory(Transactional, Protocol):
         Field names compare ignoring case, spaces and punctuation: ``"Serial Number"``
         finds a field stored as ``serial_number`` (as inventory reports write it) or
         ``SERIAL NUMBER``.
-
-        .. versionchanged:: 0.5.0
-           Field names compare ignoring case, spaces and punctuation.
         """
 
     def save_asset(
@@ -221,7 +218,7 @@ class IngestLedger(Transactional, Protocol):
     processed, state keeps small values between runs, and leases let one runner at
     a time read a mailbox.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def get_dedupe(self, key: str) -> DedupeRecord | None:
@@ -256,13 +253,13 @@ class IngestLedger(Transactional, Protocol):
             True when ``owner`` holds the lease now; False when another owner holds
             it until after ``now``.
 
-        .. versionadded:: 0.2.0
+        .. versionadded:: 0.1.0
         """
 
     def release_lease(self, name: str, owner: str) -> None:
         """Free the named lease if ``owner`` holds it; otherwise change nothing.
 
-        .. versionadded:: 0.2.0
+        .. versionadded:: 0.1.0
         """
 
 
@@ -270,7 +267,7 @@ class IngestLedger(Transactional, Protocol):
 class OutboxStore(Transactional, Protocol):
     """**Protocol:** outgoing mail, queued with its ticket and claimed before it is sent.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def enqueue_outgoing(self, new: NewOutgoing) -> OutboxMail:
@@ -287,7 +284,7 @@ class OutboxStore(Transactional, Protocol):
         renewed. Atomic: two callers at once never receive the same email.
         :meth:`mark_outgoing` clears the claim.
 
-        .. versionadded:: 0.2.0
+        .. versionadded:: 0.1.0
         """
 
     def mark_outgoing(
@@ -313,7 +310,7 @@ class OutboxStore(Transactional, Protocol):
 class ServiceLog(Transactional, Protocol):
     """**Protocol:** the history of monitored services' statuses.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def record_service_status(self, new: NewServiceStatus) -> ServiceStatusEntry:
@@ -343,7 +340,7 @@ class AttemptLedger(Protocol):
     again, and the mailbox moves on. A repository without these methods keeps
     working, but such an email kills every run that reaches it.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def begin_attempt(self, key: str, *, now: dt.datetime) -> int:
@@ -377,7 +374,7 @@ class GroupCommit(Protocol):
     without them is asked email by email, as always. Either way the transaction
     commits or rolls back as a whole.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def prepare_batch(self, keys: BatchKeys) -> None:
@@ -411,7 +408,7 @@ class Browsing(Protocol):
     ``quarantine`` commands need it; a host that embeds halomail and never runs
     those commands need not implement it. The shipped repositories implement it.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def list_tickets(self, *, limit: int = 100, offset: int = 0) -> Sequence[Ticket]:
@@ -459,7 +456,7 @@ class OutboxAdmin(Protocol):
     Not part of :class:`TicketRepository`: processing mail never calls it. The shipped
     repositories implement it; :class:`halomail.testing.OutboxAdminContract` checks it.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def list_outgoing(
@@ -470,10 +467,7 @@ class OutboxAdmin(Protocol):
         offset: int = 0,
         ticket_id: int | None = None,
     ) -> Sequence[OutboxMail]:
-        """Outgoing emails (of one status, of one ticket, when given), newest first.
-
-        .. versionchanged:: 0.3.0 ``ticket_id`` (what ``halomail ticket N`` shows).
-        """
+        """Outgoing emails (of one status, of one ticket, when given), newest first."""
 
     def retry_outgoing(
         self, now: dt.datetime, *, ids: Sequence[int] | None = None
@@ -499,7 +493,7 @@ class QuarantineAdmin(Protocol):
     Not part of :class:`TicketRepository`: processing mail never calls it. The shipped
     repositories implement it; :class:`halomail.testing.QuarantineAdminContract` checks it.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def get_quarantine(self, quarantine_id: int) -> QuarantineEntry | None:

@@ -10,7 +10,7 @@ server refuses the token, is the same everywhere and lives here:
 * :func:`login_with_token` tries a token and, when the server refuses it (not "try
   later"), invalidates the provider's cache and tries one fresh token, exactly once.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

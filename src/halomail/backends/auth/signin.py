@@ -12,7 +12,7 @@
 
 Nothing here logs a token or a code.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each handler keeps its rule type's decide (what a matching email means; reads on
 beside its apply (what is written). Adding a rule type means adding a handler here,
 not a branch in several modules.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ clearance (an ``off_alert`` rule, or an ``alert`` whose email reads as closing)
 closes it. Keys are kept apart per alert rule, so two monitoring systems that report
 the same host never close each other's tickets.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a rule type's handler does: decide what a matching email means, then write it.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``file_transfer``: the email's attachments are kept against an asset or a customer.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 These open a ticket like any other email, shaped by the rule (its type, fields,
 template), and are acknowledged unless the rule says not.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

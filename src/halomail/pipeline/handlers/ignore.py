@@ -1,6 +1,6 @@
 """``ignore``: the email is recorded and nothing else happens.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

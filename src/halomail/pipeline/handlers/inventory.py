@@ -1,6 +1,6 @@
 """``inventory``: a machine's inventory report creates or updates its asset.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

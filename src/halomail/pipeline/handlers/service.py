@@ -7,10 +7,7 @@ with the alert key ``service:<name>``; with ``reopen``, ``open`` reopens the las
 when it was closed. :func:`act_on_silence` does the same for a service that turned
 Unknown by staying silent (:meth:`~halomail.runner.MailProcessor.check_services`).
 
-.. versionadded:: 0.2.0
-
-.. versionchanged:: 0.4.0
-   Per-service actions.
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
