@@ -67,6 +67,18 @@ def test_the_version_is_the_release() -> None:
     assert __version__ == VERSION
 
 
+def test_the_changelog_describes_this_release() -> None:
+    """CHANGELOG.md's newest release is this version, dated, under an Unreleased section."""
+    text = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?$", text, re.MULTILINE)
+    assert headings[0] == ("Unreleased", "")
+    assert headings[1][0] == VERSION
+    assert headings[1][1], "the release heading carries its date"
+    release = text.split(f"## [{VERSION}]", 1)[1].split("\n## [", 1)[0]
+    assert "### Added" in release
+    assert f"[{VERSION}]: " in text, "the heading's link is defined at the end"
+
+
 def test_both_archives_are_named_for_the_version(dist: Path) -> None:
     """The build makes halomail-0.1.0.tar.gz and a pure-Python halomail-0.1.0 wheel."""
     assert the_sdist(dist).name == f"halomail-{VERSION}.tar.gz"
