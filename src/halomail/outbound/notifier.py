@@ -234,6 +234,8 @@ class Notifier:
         ticket, profile, acting = self._sending(ticket_id, mailbox, agent)
         recipients = tuple(dict.fromkeys(a.strip().lower() for a in (to or (ticket.user_email,))))
         recipients = tuple(a for a in recipients if a)
+        if not recipients and action is None:
+            return Notice(None, "no-recipient")  # nothing to write: no transaction
         with self.repository.transaction():
             if not recipients:
                 return Notice(None, "no-recipient", self._record(action))
