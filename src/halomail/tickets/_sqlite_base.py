@@ -15,6 +15,7 @@ import os
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,6 +118,40 @@ just before the *k*-th SQL statement a writable SQLite repository runs after it 
 Unset, nothing is installed and nothing is counted."""
 
 
+# How long one attempt to switch a new database to WAL waits before looking again.
+_WAL_POLL_MS: Final = 50
+
+
+def _enter_wal(connection: sqlite3.Connection, busy_timeout: float) -> str:
+    """Put the database in WAL mode, or find it there; return the journal mode.
+
+    Two processes opening a new database at once both see it in rollback mode. The
+    first converts it and keeps it open, and every connection to a WAL database holds
+    a shared lock on its file for as long as it is open, so the second's conversion
+    would wait for an exclusive lock it can never get until ``busy_timeout`` ran out
+    ("database is locked"), although the database is by then in the mode it asked for.
+    So each attempt waits only briefly and the mode is read again between attempts,
+    until ``busy_timeout`` has passed.
+    """
+    deadline = time.monotonic() + busy_timeout
+    connection.execute(f"PRAGMA busy_timeout = {_WAL_POLL_MS}")
+    try:
+        while True:
+            try:
+                mode = str(connection.execute("PRAGMA journal_mode").fetchone()[0])
+                if mode == "wal":
+                    return mode
+                return str(connection.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF
+                if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
+
+
 def _arm_kill_switch(connection: sqlite3.Connection) -> None:
     """Install :data:`KILL_SWITCH_ENV`'s counter when the variable is set."""
     value = os.environ.get(KILL_SWITCH_ENV, "")
@@ -181,7 +216,7 @@ class SQLiteBase(SQLBase):
                 connection.execute("PRAGMA query_only = ON")
                 self._check_version(connection)
             else:
-                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = _enter_wal(connection, busy_timeout)
                 if mode != "wal" and not memory:
                     log.warning("%s: WAL mode unavailable, journal mode is %s", self._path, mode)
                 connection.execute("PRAGMA synchronous = NORMAL")

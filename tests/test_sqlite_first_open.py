@@ -1,0 +1,81 @@
+"""Several processes opening one new SQLite database at the same moment all succeed.
+
+Two ``halomail run`` processes started together on a fresh install race to create
+``halomail.db``. Each opens it in rollback mode and asks for WAL. Once the first has
+converted it and holds it open (a WAL database's readers keep a shared lock on its
+file), the other's conversion can wait for a lock it will never get, or be refused at
+once by SQLite's deadlock avoidance: "database is locked", and a runner exiting 1
+although the database is by then in the mode it wanted. It happened in CI to
+``tests/test_group_commit_runners.py``. The repository now reads the mode again
+between short attempts.
+
+The race is timing-dependent. Before the fix, a script like this test failed once in 10
+rounds of 3 processes on a machine kept busy, and not in 40 other rounds, so this test
+can pass without the fix: it runs many rounds, each process holding its repository open
+for longer than its ``busy_timeout`` (so a wait for that lock fails), to make a
+regression likely to show.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from halomail.tickets.sqlite import SQLiteTicketRepository
+
+pytestmark = pytest.mark.slow
+
+PROCESSES = 4
+ROUNDS = 12
+BUSY_TIMEOUT = 1.0
+
+OPENER = """
+import sys, time
+from pathlib import Path
+from halomail.tickets.sqlite import SQLiteTicketRepository
+start, database = Path(sys.argv[1]), sys.argv[2]
+while not start.exists():
+    time.sleep(0.001)
+repository = SQLiteTicketRepository(database, busy_timeout=float(sys.argv[3]))
+time.sleep(float(sys.argv[3]) + 0.5)
+repository.close()
+"""
+
+
+def test_processes_opening_a_new_database_at_once_all_open_it_in_wal_mode(
+    tmp_path: Path,
+) -> None:
+    """Each round: PROCESSES processes wait for one signal, then open the same new file."""
+    for round_ in range(ROUNDS):
+        here = tmp_path / str(round_)
+        here.mkdir()
+        start, database = here / "start", here / "halomail.db"
+        openers = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, str(start), str(database), str(BUSY_TIMEOUT)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(PROCESSES)
+        ]
+        time.sleep(0.5)  # every interpreter started and waiting
+        start.touch()
+        for opener in openers:
+            _, stderr = opener.communicate(timeout=60)
+            assert opener.returncode == 0, f"round {round_}: {stderr}"
+        with SQLiteTicketRepository(database) as repository:
+            assert repository.list_tickets() == []
+        assert _journal_mode(database) == "wal"
+
+
+def _journal_mode(database: Path) -> str:
+    connection = sqlite3.connect(database)
+    try:
+        return str(connection.execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        connection.close()
