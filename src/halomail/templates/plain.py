@@ -86,12 +86,14 @@ class Plain:
             if value is _MISSING:
                 return None
             values[name] = value
-        out: list[str] = []
+        out = _Output()
         try:
             _emit(self.pieces, values, self.convert, out)
+        except _OverBudget:
+            pass  # `joined` raises the budget's error
         except Exception:  # noqa: BLE001 - Jinja2 renders it again and raises it, with its line
             return None
-        return budget.joined(out)
+        return budget.joined(out.chunks)
 
 
 def lookup(variables: Mapping[str, Any], name: str, resolve: Callable[[str], str | None]) -> Any:
@@ -104,14 +106,37 @@ def lookup(variables: Mapping[str, Any], name: str, resolve: Callable[[str], str
     return _MISSING if canonical is None else variables.get(canonical, "")
 
 
+class _OverBudget(Exception):
+    """The values printed so far already pass the output budget: stop converting."""
+
+
+class _Output:
+    """The chunks printed, and the characters of the values among them.
+
+    Printing a 25 MB value fifty times into HTML would escape 1.25 GB before the final
+    check; counting the values as they are printed stops at the first one past the budget,
+    as Jinja2's render does. (Literal text is bounded by the template itself.)
+    """
+
+    __slots__ = ("chunks", "values_size")
+
+    def __init__(self) -> None:
+        self.chunks: list[str] = []
+        self.values_size = 0
+
+
 def _emit(
-    pieces: Pieces, values: dict[str, Any], convert: Callable[[Any], str], out: list[str]
+    pieces: Pieces, values: dict[str, Any], convert: Callable[[Any], str], out: _Output
 ) -> None:
     for piece in pieces:
         if type(piece) is str:
-            out.append(piece)
+            out.chunks.append(piece)
         elif type(piece) is Value:
-            out.append(convert(values[piece.name]))
+            text = convert(values[piece.name])
+            out.chunks.append(text)
+            out.values_size += len(text)
+            if out.values_size > budget.MAX_OUTPUT:
+                raise _OverBudget
         else:
             assert type(piece) is Choice
             for name, body in piece.branches:
