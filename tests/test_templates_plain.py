@@ -177,7 +177,9 @@ def test_plain_parts_render_exactly_as_jinja2(
     body=_body(),
     html=st.booleans(),
     char=st.sampled_from("x<&"),
-    size=st.sampled_from([MAX_OUTPUT // 4 + 1, MAX_OUTPUT // 2 + 1, MAX_OUTPUT - 3, MAX_OUTPUT + 1]),
+    size=st.sampled_from(
+        [MAX_OUTPUT // 4 + 1, MAX_OUTPUT // 2 + 1, MAX_OUTPUT - 3, MAX_OUTPUT + 1]
+    ),
     name=st.sampled_from(["summary", "tag", "username", "signature", "cf_site"]),
 )
 def test_huge_values_meet_the_same_output_budget(
