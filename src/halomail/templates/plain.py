@@ -82,18 +82,18 @@ class Plain:
         """
         values = {}
         for name in self.names:
-            value = lookup(variables, name, self.resolve)
-            if value is _MISSING:
-                return None
+            value = variables.get(name, _MISSING)
+            if value is _MISSING:  # not under the name written: resolve it as the context does
+                value = lookup(variables, name, self.resolve)
+                if value is _MISSING:
+                    return None
             values[name] = value
-        out = _Output()
+        chunks: list[str] = []
         try:
-            _emit(self.pieces, values, self.convert, out)
-        except _OverBudget:
-            pass  # `joined` raises the budget's error
+            _emit(self.pieces, values, {}, self.convert, chunks)
         except Exception:  # noqa: BLE001 - Jinja2 renders it again and raises it, with its line
             return None
-        return budget.joined(out.chunks)
+        return budget.joined(chunks)
 
 
 def lookup(variables: Mapping[str, Any], name: str, resolve: Callable[[str], str | None]) -> Any:
@@ -106,45 +106,36 @@ def lookup(variables: Mapping[str, Any], name: str, resolve: Callable[[str], str
     return _MISSING if canonical is None else variables.get(canonical, "")
 
 
-class _OverBudget(Exception):
-    """The values printed so far already pass the output budget: stop converting."""
-
-
-class _Output:
-    """The chunks printed, and the characters of the values among them.
-
-    Printing a 25 MB value fifty times into HTML would escape 1.25 GB before the final
-    check; counting the values as they are printed stops at the first one past the budget,
-    as Jinja2's render does. (Literal text is bounded by the template itself.)
-    """
-
-    __slots__ = ("chunks", "values_size")
-
-    def __init__(self) -> None:
-        self.chunks: list[str] = []
-        self.values_size = 0
-
-
 def _emit(
-    pieces: Pieces, values: dict[str, Any], convert: Callable[[Any], str], out: _Output
+    pieces: Pieces,
+    values: dict[str, Any],
+    printed: dict[str, str],
+    convert: Callable[[Any], str],
+    chunks: list[str],
 ) -> None:
+    """Append what ``pieces`` print to ``chunks``.
+
+    Each value is converted (escaped) once per render and its text reused wherever it is
+    printed again: a 25 MB value printed fifty times into HTML is escaped once, not into
+    1.25 GB, before :func:`~halomail.templates.budget.joined` refuses the total.
+    """
     for piece in pieces:
         if type(piece) is str:
-            out.chunks.append(piece)
+            chunks.append(piece)
         elif type(piece) is Value:
-            text = convert(values[piece.name])
-            out.chunks.append(text)
-            out.values_size += len(text)
-            if out.values_size > budget.MAX_OUTPUT:
-                raise _OverBudget
+            name = piece.name
+            text = printed.get(name)
+            if text is None:
+                text = printed[name] = convert(values[name])
+            chunks.append(text)
         else:
             assert type(piece) is Choice
             for name, body in piece.branches:
                 if values[name]:
-                    _emit(body, values, convert, out)
+                    _emit(body, values, printed, convert, chunks)
                     break
             else:
-                _emit(piece.otherwise, values, convert, out)
+                _emit(piece.otherwise, values, printed, convert, chunks)
 
 
 # -- compiling ------------------------------------------------------------------------------
