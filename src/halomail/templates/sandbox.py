@@ -14,7 +14,12 @@ An administrator's template is compiled once, here, in three steps:
    size of what an operation builds (``'x' * 10**9``, ``2 ** 10**9``,
    ``'%(a)0999999999s' % {...}``, ``'x'.center(10**9)``, ``join``, ``replace`` …).
 
-Values are never template source: they reach Jinja2 only as context variables.
+A part that only prints and tests variables (``$name``, ``{% if name %}`` with ``elif``
+and ``else``: all the built-in templates) also gets a plain form, built from the same
+parsed tree, that renders by a join to the same text (:mod:`halomail.templates.plain`).
+
+Values are never template source: they reach Jinja2 only as context variables, and the
+plain form only prints and tests them.
 """
 
 from __future__ import annotations
