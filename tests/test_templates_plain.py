@@ -39,8 +39,9 @@ _WRITTEN = sorted(
 )
 _FIELDS = ("Serial Number", "serial_number", "Größe", "x²", "Site")
 # Literal text: HTML specials, CR and LF, spaces and tabs (whitespace control), `$` not
-# followed by a name, accents; no `{` so that only the generated markup is markup.
-_LITERAL = st.text(alphabet="<>&\"' \t\r\n$-.:}%#aé€", max_size=12)
+# followed by a name, braces, accents. A `{` next to generated markup may make a syntax
+# error (the example is rejected), never markup that compiles: `{{{ name }}` does not.
+_LITERAL = st.text(alphabet="<>&\"' \t\r\n$-.:{}%#aé€", max_size=12)
 _VALUE_TEXT = st.text(alphabet="<>&\"' \r\n\t{}%#$-*7aZé\u2028\x00", max_size=20)
 
 # A value as hosts pass them: text (with template syntax: values are values), None, numbers.
@@ -62,7 +63,15 @@ _PRINT = st.one_of(
     st.sampled_from(_FIELDS).map(lambda field: "$CF_" + field.replace(" ", "_")),
     st.sampled_from(_WRITTEN).map(lambda name: "$-" + name),  # an escape: literal `$name`
     st.sampled_from(_WRITTEN).map(lambda name: "{{ " + name + " }}"),
-    st.sampled_from(["{{ range }}", "{{cf_site}}", "{# a comment #}"]),
+    st.sampled_from(
+        [
+            "{{ range }}",
+            "{{cf_site}}",
+            "{{- summary -}}",
+            "{# a comment #}",
+            "{% raw %}{{ $summary }}{% endraw %}",
+        ]
+    ),
 )
 # Block tags with and without whitespace control, so that trim and lstrip are compared.
 _OPEN = st.sampled_from(["{% ", "{%- ", "{%+ "])
