@@ -66,6 +66,7 @@ _PRINT = st.one_of(
     st.sampled_from(
         [
             "{{ range }}",
+            "{{ self }}",  # Jinja2's own, not a context variable: the plain path defers
             "{{cf_site}}",
             "{{- summary -}}",
             "{# a comment #}",
@@ -220,6 +221,11 @@ def test_a_name_without_a_value_falls_back_to_jinja2_and_its_error() -> None:
     with pytest.raises(UndefinedError):
         compiled.render({})
     assert _assert_same(compiled, {})[:2] == ("error", UndefinedError)
+    special = compile_part("{% if self %}{{ self }}{% endif %}", _HTML)  # Jinja2's own name
+    assert _assert_same(special, TemplateValues({})._variables) == (
+        "text",
+        "&lt;TemplateReference None&gt;",
+    )
     with_globals = dict(_TEXT.globals)
     assert compiled.render(with_globals) == f"before {with_globals['range']} after"
 
