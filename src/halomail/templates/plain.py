@@ -3,7 +3,7 @@
 Most templates, the built-in ones included, are text with ``$variables`` and a few
 ``{% if name %}…{% elif name %}…{% else %}…{% endif %}``. For those, a render through
 Jinja2's sandbox (a context per render, generated code, the budgets' generators) costs
-several times what the result needs: the pieces joined. Such a part is compiled here,
+more than the result needs: the pieces joined. Such a part is compiled here,
 once, from the syntax tree Jinja2 parsed, into a :class:`Plain`: literal text (exactly
 the ``TemplateData`` Jinja2's lexer left, whitespace control and newlines already
 applied), values, and choices on a value's truth. It renders by a join, to the same
@@ -163,7 +163,7 @@ def from_tree(
     names: dict[str, None] = {}  # ordered, each once
     try:
         pieces = _pieces(tree.body, names)
-    except _NotPlain:
+    except (_NotPlain, RecursionError):  # ifs nested past Python's stack stay on Jinja2
         return None
     return Plain(_merged(pieces), tuple(names), _converter(finalize, html), resolve)
 
