@@ -126,6 +126,7 @@ def test_bench_templates_short_times_the_acknowledgement_in_interleaved_cpu_roun
     assert result.stdout.startswith(
         "default acknowledgement (subject + text + HTML), CPU time, 3 interleaved rounds"
     )
-    for name in ("halomail", "halomail + values", "values only", "acknowledgement", "jinja2"):
+    names = ("halomail", "halomail, Jinja2 path", "halomail + values", "values only")
+    for name in (*names, "acknowledgement", "jinja2"):
         line = re.escape(name) + r" +[\d.]+ \[[\d.]+ - [\d.]+\] +[\d.]+x \[[\d.]+ - [\d.]+x\]"
         assert re.search("^" + line + "$", result.stdout, re.MULTILINE), name

@@ -156,8 +156,19 @@ def capped(chunks: Iterable[str]) -> str:
     # render stops there) or the end; `kept` holds the chunks counted so far.
     over = next(filter(MAX_OUTPUT.__lt__, itertools.accumulate(map(len, counted))), None)
     if over is not None:
-        raise SecurityError(f"the output is over the limit of {MAX_OUTPUT} characters")
+        raise _output_over()
     return "".join(kept)
+
+
+def joined(chunks: list[str]) -> str:
+    """The chunks joined, if they hold at most :data:`MAX_OUTPUT` characters (as :func:`capped`)."""
+    if sum(map(len, chunks)) > MAX_OUTPUT:
+        raise _output_over()
+    return "".join(chunks)
+
+
+def _output_over() -> SecurityError:
+    return SecurityError(f"the output is over the limit of {MAX_OUTPUT} characters")
 
 
 def _check_size(size: int, what: str) -> None:

@@ -14,7 +14,12 @@ An administrator's template is compiled once, here, in three steps:
    size of what an operation builds (``'x' * 10**9``, ``2 ** 10**9``,
    ``'%(a)0999999999s' % {...}``, ``'x'.center(10**9)``, ``join``, ``replace`` …).
 
-Values are never template source: they reach Jinja2 only as context variables.
+A part that only prints and tests variables (``$name``, ``{% if name %}`` with ``elif``
+and ``else``: all the built-in templates) also gets a plain form, built from the same
+parsed tree, that renders by a join to the same text (:mod:`halomail.templates.plain`).
+
+Values are never template source: they reach Jinja2 only as context variables, and the
+plain form only prints and tests them.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 from markupsafe import Markup, escape
 
-from halomail.templates import budget
+from halomail.templates import budget, plain
+from halomail.templates.plain import Plain
 
 __all__: list[str] = []
 
@@ -340,9 +346,22 @@ class Compiled:
 
     template: JinjaTemplate
     variables: frozenset[str] = frozenset()
+    plain: Plain | None = None
 
     def render(self, variables: dict[str, Any]) -> str:
-        """The rendered text, within the budgets (any exception from the template propagates)."""
+        """The rendered text, within the budgets (any exception from the template propagates).
+
+        A part that only prints and tests variables renders without Jinja2, to the same
+        text (:mod:`halomail.templates.plain`); every other part, or render, with Jinja2.
+        """
+        if self.plain is not None:
+            rendered = self.plain.render(variables)
+            if rendered is not None:
+                return rendered
+        return self.render_jinja(variables)
+
+    def render_jinja(self, variables: dict[str, Any]) -> str:
+        """The rendered text, always through Jinja2 (what :meth:`render` must equal)."""
         # shared=True: `variables` already holds the globals; no copy per render.
         context = self.template.new_context(variables, shared=True)
         with budget.rendering():
@@ -371,12 +390,15 @@ def compile_part(source: str, env: Sandbox) -> Compiled:
         check(tree, env)
         variables = _variables(tree, env)
         budget.count_steps(tree)
+        fast = plain.from_tree(
+            tree, finalize=env.finalize, html=env.html, resolve=env.names.resolve
+        )
         template = env.from_string(tree)
     except TemplateSyntaxError as exc:
         raise Problem(f"syntax error: {exc.message}", exc.lineno) from exc
     except RecursionError as exc:  # `{{ {{ {{ …`: Jinja2's parser recurses per bracket
         raise Problem("syntax error: nested too deeply") from exc
-    return Compiled(template, variables)
+    return Compiled(template, variables, fast)
 
 
 def _variables(tree: nodes.Template, env: Sandbox) -> frozenset[str]:
