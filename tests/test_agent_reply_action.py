@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 from pathlib import Path
@@ -154,12 +155,11 @@ def test_an_outbox_the_database_refuses_rolls_the_reply_back(
         ticket_id = _ticket_from_alice(processor, connector)
         queued_before = _emails(repository, ticket_id)
         # A real database fault on the outbox table, from a second connection.
-        with sqlite3.connect(path) as other:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
             other.execute(
                 "CREATE TRIGGER refuse BEFORE INSERT ON outbox "
                 "BEGIN SELECT RAISE(ABORT, 'the outbox is closed'); END"
             )
-        other.close()
         with pytest.raises(RepositoryError):
             processor.notifier.ticket_email(
                 ticket_id, MessageKind.TICKET_UPDATE, note=REPLY, action=_reply(ticket_id)

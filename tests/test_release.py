@@ -9,6 +9,7 @@ versions, ``--no-index``) and run ``halomail quickstart`` from it.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import importlib.metadata
@@ -198,7 +199,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_quickstart_makes_tickets(
     quickstart = run([str(venv / "bin" / "halomail"), "quickstart", "qs"], cwd=tmp_path)
     assert "Printer on the 3rd floor is jamming" in quickstart.stdout
     assert "2 acknowledgements written" in quickstart.stdout
-    with sqlite3.connect(tmp_path / "qs" / "halomail.db") as database:
+    with contextlib.closing(sqlite3.connect(tmp_path / "qs" / "halomail.db")) as database:
         summaries = [row[0] for row in database.execute("SELECT summary FROM tickets")]
     assert "Printer on the 3rd floor is jamming" in summaries
     assert len(summaries) == 4
