@@ -758,11 +758,6 @@ class TestQueryPlans:
 
     EXPECTED: ClassVar[dict[str, list[str]]] = {
         "_SQL_GET_TICKET": ["SEARCH tickets USING INTEGER PRIMARY KEY (rowid=?)"],
-        "_SQL_TICKET_BY_MESSAGE_ID": [
-            "SEARCH tickets USING INTEGER PRIMARY KEY (rowid=?)",
-            "SEARCH actions USING INDEX actions_by_message_id (message_id=?)",
-            "SEARCH outbox USING INDEX sqlite_autoindex_outbox_1 (message_id=?)",
-        ],
         "_SQL_GET_DEDUPE": ["SEARCH dedupe USING INDEX sqlite_autoindex_dedupe_1 (key=?)"],
         "_SQL_DUE_OUTBOX": ["SCAN outbox USING INDEX outbox_pending"],
         "_SQL_COUNT_OUTGOING": [
@@ -835,3 +830,23 @@ class TestQueryPlans:
         assert not any("TEMP B-TREE" in step for step in plan), plan
         scans = [step for step in plan if step.startswith("SCAN")]
         assert scans == [s for s in self.EXPECTED[name] if s.startswith("SCAN")], plan
+
+    def test_the_message_id_lookup_reads_only_the_ids_given_through_indexes(
+        self, db: Path, repo: SQLiteTicketRepository
+    ) -> None:
+        """One statement for a References header's ids: each id through the actions' and
+        the outbox's index, the ticket by its key; the only scans are of the ids given,
+        and the only sort is of the tickets they found (at most one per id, LIMIT 1)."""
+        sql = _sqlite_tickets._sql_ticket_by_message_ids(3)
+        with raw(db) as connection:
+            plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", ("x",) * 3)]
+        for step in (
+            "SEARCH t USING INTEGER PRIMARY KEY (rowid=?)",
+            "SEARCH a USING INDEX actions_by_message_id (message_id=?)",
+            "SEARCH o USING INDEX sqlite_autoindex_outbox_1 (message_id=?)",
+        ):
+            assert step in plan, plan
+        assert [step for step in plan if step.startswith("SCAN")] == [
+            "SCAN 3 CONSTANT ROWS",
+            "SCAN w",
+        ], plan

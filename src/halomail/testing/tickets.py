@@ -324,6 +324,27 @@ class TicketStoreContract(ContractBase):
         assert second is not None
         assert second.id == by_action.id
 
+    def test_find_ticket_by_message_ids_reads_a_long_references_header(
+        self, repository: CompleteRepository
+    ) -> None:
+        """Of 1,200 ids (a long thread's References), where only the 900th and the
+        1,100th are known, the 900th's ticket wins, however the ids are batched."""
+        early = repository.create_ticket(self.new_ticket(summary="named first"))
+        late = repository.create_ticket(self.new_ticket(summary="named later"))
+        repository.add_action(
+            NewAction(late.id, ActionKind.EMAIL_IN, "x", message_id="id-1099@customer.example")
+        )
+        repository.enqueue_outgoing(
+            self.new_outgoing("id-899@customer.example", ticket_id=early.id)
+        )
+        ids = [f"id-{n}@customer.example" for n in range(1200)]
+        found = repository.find_ticket_by_message_ids(ids)
+        assert found is not None
+        assert found.id == early.id
+        found = repository.find_ticket_by_message_ids(ids[900:])
+        assert found is not None
+        assert found.id == late.id
+
     def test_find_ticket_by_unknown_or_no_message_ids_is_none(
         self, repository: CompleteRepository
     ) -> None:

@@ -5,6 +5,7 @@ The statements run on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -48,12 +49,31 @@ _TICKET_COLUMNS = (
     "closed_at, alert_key, impact, urgency, site, asset_ids"
 )
 _SQL_GET_TICKET = f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE id = ?"  # noqa: S608
-# One Message-ID: an action's first, else the outbox's; both through an index.
-_SQL_TICKET_BY_MESSAGE_ID = (
-    f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE id = COALESCE("  # noqa: S608
-    "(SELECT ticket_id FROM actions WHERE message_id = :id ORDER BY id LIMIT 1), "
-    "(SELECT ticket_id FROM outbox WHERE message_id = :id))"
-)
+# Message-IDs asked in one statement: a References header holds a few thousand at most
+# (the header limits), and 500 keeps far below SQLite's and PostgreSQL's parameter caps.
+_IDS_PER_LOOKUP = 500
+
+
+@functools.cache
+def _sql_ticket_by_message_ids(count: int) -> str:
+    """The ticket of the first of ``count`` Message-IDs that belongs to one, in one
+    statement (one round trip to PostgreSQL, not one per id).
+
+    Each id is matched as alone: its first action's ticket, else its outgoing email's,
+    both through an index; the ids' positions keep "the first id that matches wins".
+    """
+    wanted = ", ".join(f"({place}, ?)" for place in range(count))
+    columns = ", ".join(f"t.{column.strip()}" for column in _TICKET_COLUMNS.split(","))
+    return (
+        f"WITH wanted (place, message_id) AS (VALUES {wanted}) "  # noqa: S608
+        f"SELECT {columns} FROM wanted w JOIN tickets t ON t.id = COALESCE("
+        "(SELECT a.ticket_id FROM actions a WHERE a.message_id = w.message_id "
+        "ORDER BY a.id LIMIT 1), "
+        "(SELECT o.ticket_id FROM outbox o WHERE o.message_id = w.message_id)) "
+        "ORDER BY w.place LIMIT 1"
+    )
+
+
 _SQL_INSERT_TICKET = (
     "INSERT INTO tickets (summary, details, ticket_type, user_email, status, created_at, "
     "updated_at, user_name, mailbox, record, customer, cc, priority, category, team, agent, "
@@ -143,11 +163,11 @@ class TicketsPart(SQLBase):
     def find_ticket_by_message_ids(self, message_ids: Sequence[str]) -> Ticket | None:
         """The ticket that one of these Message-IDs belongs to (through an action or
         an outgoing email), or ``None``; the first id that matches wins."""
+        wanted = list(dict.fromkeys(message_ids))  # a repeated id is asked once
         with self._reading(snapshot=True) as connection:
-            # One indexed query per id keeps "first id wins" exact; References
-            # headers are short, and a repeated id is asked once.
-            for message_id in dict.fromkeys(message_ids):
-                row = connection.execute(_SQL_TICKET_BY_MESSAGE_ID, {"id": message_id}).fetchone()
+            for start in range(0, len(wanted), _IDS_PER_LOOKUP):
+                chunk = wanted[start : start + _IDS_PER_LOOKUP]
+                row = connection.execute(_sql_ticket_by_message_ids(len(chunk)), chunk).fetchone()
                 if row is not None:
                     return _ticket(row)
         return None
