@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Protocol, TypeVar
 
 import attrs
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 #: is in none), its content type (``text/plain`` or ``text/html``) and its decoded text.
 Segment = tuple[int | None, str, str]
 _T = TypeVar("_T")
+_VALUE = operator.itemgetter(1)
 
 
 class LazyFields(Protocol):
@@ -62,8 +65,10 @@ class Deferred:
     _text: str | None = attrs.field(init=False, default=None)
     _new_text: str | None = attrs.field(init=False, default=None)
     _headers: tuple[tuple[str, str], ...] | None = attrs.field(init=False, default=None)
-    # The raw values by lower-cased name, built on the first look-up, and the decoded ones.
-    _by_name: dict[str, list[str]] | None = attrs.field(init=False, default=None)
+    # The raw headers' names lower-cased, in order, and where each name is first found;
+    # built on the first look-up unless the parser gave them. Then the decoded values.
+    _lower: Sequence[str] | None = attrs.field(init=False, default=None)
+    _first: Mapping[str, int] = attrs.field(init=False, factory=dict)
     _decoded: dict[str, list[str]] = attrs.field(init=False, factory=dict)
     _failures: list[str] = attrs.field(init=False, factory=list)
     #: The address, threading and date fields, parsed on first read (``None``: given).
@@ -79,6 +84,7 @@ class Deferred:
         raw_headers: Sequence[tuple[str, str]],
         envelope: LazyFields | None = None,
         defects_at: int = 0,
+        names: tuple[Sequence[str], Mapping[str, int]] | None = None,
     ) -> Deferred:
         """The deferred fields of one parsed email.
 
@@ -88,6 +94,8 @@ class Deferred:
                 value), our internal ``X-Halomail-*`` headers already left out.
             envelope: The address, threading and date fields, parsed on first read.
             defects_at: Where the envelope's defects go among the email's own.
+            names: ``raw_headers``' names lower-cased and where each is first found,
+                when the parser has them (built in C); else built on first look-up.
 
         Returns:
             Nothing computed yet.
@@ -97,6 +105,8 @@ class Deferred:
         deferred._raw = raw_headers
         deferred.envelope = envelope
         deferred._defects_at = defects_at
+        if names is not None:
+            deferred._lower, deferred._first = names
         return deferred
 
     def defects(self, found: tuple[str, ...], limit: int) -> tuple[str, ...]:
@@ -135,18 +145,37 @@ class Deferred:
             self._headers = tuple((name, _headers.decode_value(raw)) for name, raw in self._raw)
         return self._headers
 
+    def header_names(self) -> AbstractSet[str]:
+        """The lower-cased names of the top-level headers."""
+        self._names()
+        return self._first.keys()
+
+    def _names(self) -> Sequence[str]:
+        """The raw headers' names, lower-cased, in order (and ``_first`` built)."""
+        names = self._lower
+        if names is None:
+            names = self._lower = [name.lower() for name, _ in self._raw]
+            self._first = {name: at for at, name in reversed(list(enumerate(names)))}
+        return names
+
     def header_values(self, lower: str) -> list[str]:
         """The decoded values of the headers called ``lower`` (lower-cased), in order.
 
         Only the headers asked for are decoded, each name once, on its first look-up.
+        A name is found through the index of first places, so the usual look-up (of a
+        name the email does not carry, or carries once) runs no Python loop over the
+        dozens of fields real mail has.
         """
         decoded = self._decoded.get(lower)
         if decoded is None:
-            if self._by_name is None:
-                self._by_name = {}
-                for name, raw in self._raw:
-                    self._by_name.setdefault(name.lower(), []).append(raw)
-            raws = self._by_name.get(lower, ())
+            names = self._names()
+            at = self._first.get(lower)
+            if at is None:
+                raws: list[str] = []
+            elif names.count(lower) == 1:
+                raws = [self._raw[at][1]]
+            else:
+                raws = list(itertools.compress(map(_VALUE, self._raw), map(lower.__eq__, names)))
             decoded = self._decoded[lower] = [_headers.decode_value(raw) for raw in raws]
         return decoded
 

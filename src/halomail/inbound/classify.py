@@ -252,8 +252,9 @@ def _auto_reply(email: InboundEmail, reasons: list[str]) -> bool:
     if auto_submitted and auto_submitted != "no":
         reasons.append(f"auto-submitted: {auto_submitted}")
         found = True
+    present = email._header_names()
     for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"):
-        value = email.header(name)
+        value = email.header(name) if name.lower() in present else None
         if value is not None and _token(value) not in {"no", "false", "0"}:
             reasons.append(f"auto-reply header: {name}")
             found = True
@@ -261,7 +262,7 @@ def _auto_reply(email: InboundEmail, reasons: list[str]) -> bool:
     if precedence == "auto_reply":
         reasons.append("precedence: auto_reply")
         found = True
-    if email.header("X-MS-Exchange-Generated-Message-Source") is not None:
+    if "x-ms-exchange-generated-message-source" in present:
         reasons.append("exchange generated message")
         found = True
     if _AUTO_SUBJECT.search(email.subject):
@@ -322,10 +323,11 @@ def _bounce(email: InboundEmail, reasons: list[str]) -> str:
         # delivery.
         reasons.append("bounce: multipart/report without a report-type")
         return ReportKind.DELIVERY
-    if email.header("X-Failed-Recipients") is not None:
+    present = email._header_names()
+    if "x-failed-recipients" in present:
         reasons.append("bounce: X-Failed-Recipients")
         return ReportKind.DELIVERY
-    if email.header("X-MS-Exchange-Message-Is-Ndr") is not None:
+    if "x-ms-exchange-message-is-ndr" in present:
         reasons.append("bounce: Exchange non-delivery report")
         return ReportKind.DELIVERY
     daemon = _daemon_sender(email)
@@ -399,8 +401,9 @@ def _bulk(email: InboundEmail, reasons: list[str]) -> bool:
     if precedence in _BULK_PRECEDENCE:
         reasons.append(f"precedence: {precedence}")
         found = True
+    present = email._header_names()
     for name in _LIST_HEADERS:
-        if email.header(name) is not None:
+        if name.lower() in present:
             reasons.append(f"list mail: {name}")
             found = True
             break
@@ -472,7 +475,10 @@ def spam_verdict(email: InboundEmail) -> list[str]:
         One reason per header that says spam, e.g. ``"spam: X-Spam-Flag: YES"``.
     """
     reasons: list[str] = []
+    present = email._header_names()
     for name, says_spam in _VERDICT_HEADERS:
+        if name.lower() not in present:  # most mail carries none: nothing is decoded
+            continue
         for value in email.header_all(name):
             value = value[:_VERDICT_CHARS].strip()
             if says_spam(value):

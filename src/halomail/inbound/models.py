@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -282,6 +283,13 @@ class InboundEmail:
     def header_all(self, name: str) -> list[str]:
         """Every top-level header called ``name`` (case-insensitive), in order."""
         return list(self._header_values(name.lower()))
+
+    def _header_names(self) -> AbstractSet[str]:
+        """The lower-cased names of the top-level headers the email carries: the cheap
+        way for classification to ask whether a header is there (nothing is decoded)."""
+        if self._headers is None and self._deferred is not None:
+            return self._deferred.header_names()
+        return self._headers_by_name().keys()
 
     def _header_values(self, lower: str) -> list[str]:
         if self._headers is None and self._deferred is not None:

@@ -199,7 +199,9 @@ class _Builder:
             text=None,  # these three are worked out on first read (see _deferred)
             new_text=None,
             headers=None,
-            deferred=Deferred.of(self.segments, top.raw_headers, top.envelope, envelope_defects_at),
+            deferred=Deferred.of(
+                self.segments, top.raw_headers, top.envelope, envelope_defects_at, top.names
+            ),
             size=size,
             sha256=sha256,
             sender_unparseable=top.sender_unparseable,
@@ -358,8 +360,10 @@ class _TopHeaders:
             headers = tuple(
                 h for h in headers if not h[0].lower().startswith(INTERNAL_HEADER_PREFIX)
             )
+            self.names: tuple[list[str], dict[str, int]] | None = None
         else:
             wanted = _wanted_fields_indexed(root, lower)
+            self.names = (lower, root.header_index())
         first = {name: raws[0] for name, raws in wanted.items()}
         self.raw_headers = headers
         self.loop_markers = tuple(_headers.decode_value(raw) for raw in wanted.get(LOOP_HEADER, ()))
