@@ -15,6 +15,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any, ClassVar, Protocol
 
 from halomail.errors import RepositoryError
@@ -85,11 +86,30 @@ def _parse_opt_time(text: str | None) -> dt.datetime | None:
 
 
 def _json_list(values: Sequence[str]) -> str:
-    return json.dumps(list(values))
+    """``json.dumps(list(values))``; strings are quoted by json's own C quoting, without
+    the encoder ``json.dumps`` builds on each call (processing stores a few per email)."""
+    items = list(values)
+    if all(type(item) is str for item in items):
+        return "[" + ", ".join(map(_quoted, items)) + "]"
+    return json.dumps(items)
 
 
 def _json_map(values: Mapping[str, str]) -> str:
-    return json.dumps(dict(values))
+    """``json.dumps(dict(values))``, quicker when every key and value is a string."""
+    items = dict(values)
+    if all(type(key) is str and type(value) is str for key, value in items.items()):
+        return (
+            "{"
+            + ", ".join(f"{_quoted(key)}: {_quoted(value)}" for key, value in items.items())
+            + "}"
+        )
+    return json.dumps(items)
+
+
+def _json_ints(values: Iterable[int]) -> str:
+    """``json.dumps(list(values))`` of ids: ``[]`` for none without the encoder."""
+    items = list(values)
+    return json.dumps(items) if items else "[]"
 
 
 def _tuple(text: str) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from halomail.tickets._common import (
 from halomail.tickets._sql import (
     SQLBase,
     _inserted_id,
+    _json_ints,
     _json_list,
     _json_map,
     _mapping,
@@ -206,7 +207,7 @@ class TicketsPart(SQLBase):
                     new.impact,
                     new.urgency,
                     new.site,
-                    json.dumps(list(new.asset_ids)),
+                    _json_ints(new.asset_ids),
                 ),
             )
             self._note_fresh_ticket(ticket_id, stamp)
