@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -321,55 +321,56 @@ class SQLiteBase(SQLBase):
         """Turn sqlite3's errors into ours, noting when SQLite aborted our transaction."""
         try:
             yield
-        except sqlite3.Error as exc:
-            connection = self._connection
-            # Some errors (a full disk, an I/O error) make SQLite roll back the
-            # whole transaction; later writes must not run in autocommit mode.
-            if self._in_transaction and connection is not None and not connection.in_transaction:
-                self._aborted = True
-            raise translate_error(exc, self._path) from exc
-        except UnicodeEncodeError as exc:
-            raise RepositoryError(
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            raise self._translation(exc) from exc
+
+    def _translation(self, exc: sqlite3.Error | UnicodeEncodeError) -> RepositoryError:
+        """Our error for ``exc``, raised inside a statement (see :meth:`_translated`)."""
+        if isinstance(exc, UnicodeEncodeError):
+            return RepositoryError(
                 f"{self._path}: text that is not valid Unicode cannot be stored ({exc.reason})"
-            ) from exc
+            )
+        connection = self._connection
+        # Some errors (a full disk, an I/O error) make SQLite roll back the
+        # whole transaction; later writes must not run in autocommit mode.
+        if self._in_transaction and connection is not None and not connection.in_transaction:
+            self._aborted = True
+        return translate_error(exc, self._path)
 
-    @contextmanager
-    def _reading(self, *, snapshot: bool = False) -> Iterator[sqlite3.Connection]:
+    def _reading(self, *, snapshot: bool = False) -> _Held:
         """Hold the lock for a read; ``snapshot`` makes several statements see one state."""
-        with self._lock:
-            connection = self._open()
-            self._check_not_aborted()
-            with self._translated():
-                if not snapshot or self._in_transaction:
-                    yield connection
-                    return
-                connection.execute("BEGIN")
-                try:
-                    yield connection
-                finally:
-                    # A read transaction has nothing to keep; ending it frees the snapshot.
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
+        return _Held(self, self._reading_alone if snapshot else None)
 
     @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """Hold the lock for a write; outside a transaction, run it in one of its own."""
-        with self._lock:
-            connection = self._open()
-            if self._in_transaction:
-                self._check_not_aborted()
-                with self._translated():
-                    yield connection
-                return
-            with self._translated():
-                connection.execute("BEGIN IMMEDIATE")
+    def _reading_alone(self) -> Iterator[sqlite3.Connection]:
+        """A snapshot read outside a transaction: its own read transaction."""
+        connection = self._open()
+        with self._translated():
+            connection.execute("BEGIN")
             try:
-                with self._translated():
-                    yield connection
-            except BaseException:
-                self._rollback_quietly(connection)
-                raise
-            self._commit(connection)
+                yield connection
+            finally:
+                # A read transaction has nothing to keep; ending it frees the snapshot.
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+
+    def _writing(self) -> _Held:
+        """Hold the lock for a write; outside a transaction, run it in one of its own."""
+        return _Held(self, self._writing_alone)
+
+    @contextmanager
+    def _writing_alone(self) -> Iterator[sqlite3.Connection]:
+        """A write outside a transaction: in one of its own."""
+        connection = self._open()
+        with self._translated():
+            connection.execute("BEGIN IMMEDIATE")
+        try:
+            with self._translated():
+                yield connection
+        except BaseException:
+            self._rollback_quietly(connection)
+            raise
+        self._commit(connection)
 
     def _check_not_aborted(self) -> None:
         if self._in_transaction and self._aborted:
@@ -433,3 +434,55 @@ class SQLiteBase(SQLBase):
             for start in range(0, len(view), _STREAMED_PAYLOAD_BYTES):
                 blob.write(view[start : start + _STREAMED_PAYLOAD_BYTES])
         return returned
+
+
+class _Held:
+    """The lock held for one read or write (:meth:`SQLiteBase._reading`, ``_writing``).
+
+    A class rather than a generator: processing enters one several times per email,
+    and inside a transaction (where every email's statements run) it only takes the
+    lock, checks the transaction is usable and translates errors. Outside one, it runs
+    ``alone`` (a snapshot read's or a write's own transaction) under the lock, or
+    nothing more for a plain read. Whether a transaction is open is read under the
+    lock: another thread's transaction holds it until it ends.
+    """
+
+    __slots__ = ("_alone", "_base", "_inner")
+
+    def __init__(
+        self,
+        base: SQLiteBase,
+        alone: Callable[[], AbstractContextManager[sqlite3.Connection]] | None,
+    ) -> None:
+        self._base = base
+        self._alone = alone
+        self._inner: AbstractContextManager[sqlite3.Connection] | None = None
+
+    def __enter__(self) -> sqlite3.Connection:
+        base = self._base
+        base._lock.acquire()
+        try:
+            connection = base._open()
+            base._check_not_aborted()
+            if base._in_transaction or self._alone is None:
+                return connection
+            self._inner = inner = self._alone()
+            return inner.__enter__()
+        except BaseException:
+            base._lock.release()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        base = self._base
+        try:
+            if self._inner is not None:
+                self._inner.__exit__(exc_type, exc, tb)
+            elif isinstance(exc, (sqlite3.Error, UnicodeEncodeError)):
+                raise base._translation(exc) from exc
+        finally:
+            base._lock.release()
