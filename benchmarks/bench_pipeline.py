@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import datetime as dt
 import email
 import functools
 import gc
@@ -158,6 +159,7 @@ def make_processor(
     rules: Sequence[EmailRule] = (),
     limits: Any = None,
     batch_size: int = 1,
+    batch_max_wait: dt.timedelta | None = None,
 ) -> tuple[MailProcessor, MemoryConnector]:
     """A processor reading ``messages`` from memory into ``repository``, acknowledging.
 
@@ -167,6 +169,8 @@ def make_processor(
         rules: The processor's rules.
         limits: ``ParseLimits`` overriding the default, or ``None``.
         batch_size: Emails committed per transaction (``[processing] batch_size``).
+        batch_max_wait: How long a batch's first email waits for the rest (``None``:
+            the default).
 
     Returns:
         The processor and its connector.
@@ -178,6 +182,7 @@ def make_processor(
         default_sender=SenderIdentity(corpus.HELPDESK, "Support"),
         batch_size=batch_size,
         **({"limits": limits} if limits is not None else {}),
+        **({"batch_max_wait": batch_max_wait} if batch_max_wait is not None else {}),
     )
     mailbox = Mailbox(connector, name=MAILBOX, send_acknowledgement=True)
     return MailProcessor(repository, [mailbox], settings, rules=rules), connector

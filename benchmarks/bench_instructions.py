@@ -1,0 +1,175 @@
+"""Instructions per email, counted by valgrind: ``bench_pipeline.py``'s ratios, not timed.
+
+Run it from the checkout (``apt-get install valgrind`` first)::
+
+    python benchmarks/bench_instructions.py              # 200 real + 200 1 KB emails
+    python benchmarks/bench_instructions.py --emails 100
+
+CPU time on a shared machine moves by a third from one round to the next; the number of
+instructions a run executes does not. So this script runs each of ``bench_pipeline.py``'s
+pipelines in a child process under callgrind (valgrind's tool that counts every
+instruction a process executes in user space), over the same emails:
+
+(A) compat32 parsing plus the headers and parts the pipeline reads (the baseline);
+(a) compat32 parsing alone;
+(P) ``halomail.parse_email``;
+(C) the whole ``MailProcessor`` into SQLite, acknowledgements queued, forty rules, in
+    batches of 10 (``bench_pipeline.make_processor``).
+
+Every child does the same set-up (imports, the emails loaded, each pipeline warmed up on
+other emails) and then runs one pipeline, or none: a pipeline's count is its child's
+count less the idle child's, divided by the number of emails, so imports and set-up
+cancel out. Hash randomization is fixed (``PYTHONHASHSEED=0``), and (C)'s batches are not
+cut by time (valgrind runs a process about fifty times slower). Printed: instructions
+per email of each pipeline, and each one's ratio to (A) and to (a) as instructions (1
+/ the ratio of counts, so that above 1 is cheaper, as throughput ratios read).
+
+An instruction is not a unit of time: a cache miss, a system call's kernel time and an
+``fsync`` cost nothing here, and SQLite's COMMIT is counted only for its user-space
+work. The figures are for comparing two versions of the code, or one pipeline with
+another, on the same emails; ``bench_pipeline.py``'s CPU-time ratios remain the
+measure of speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import email
+import gc
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from email import policy
+from pathlib import Path
+
+import real_mail
+from bench_pipeline import bench_rules, make_processor, one_kb_emails
+
+from halomail import SQLiteTicketRepository
+from halomail.inbound.parse import parse_email
+
+#: The pipelines, in the order they are printed.
+PIPELINES = {
+    "A": "(A) compat32 + headers + parts",
+    "a": "(a) compat32 parsing alone",
+    "P": "(P) halomail parse_email",
+    "C": "(C) halomail MailProcessor",
+}
+_WARM = 20  # emails each pipeline runs before the measured ones (other emails)
+
+
+def _emails(corpus: str, count: int) -> tuple[list[bytes], list[bytes]]:
+    """The measured emails and the warm-up ones, of ``corpus`` (``real`` or ``1kb``)."""
+    if corpus == "real":
+        emails = real_mail.load(count + _WARM)
+    else:
+        emails = one_kb_emails(count + _WARM)
+    return emails[_WARM:], emails[:_WARM]
+
+
+def _pipelines(corpus: str, directory: Path) -> dict[str, Callable[[Sequence[bytes]], object]]:
+    rules = bench_rules() if corpus == "real" else []
+    runs = iter(range(1_000))
+
+    def whole(messages: Sequence[bytes]) -> object:
+        repository = SQLiteTicketRepository(directory / f"run{next(runs)}.db")
+        processor, _ = make_processor(
+            repository, messages, rules=rules, batch_size=10, batch_max_wait=dt.timedelta(hours=1)
+        )
+        report = processor.run_once()
+        repository.close()
+        return report
+
+    def compat32(messages: Sequence[bytes]) -> object:
+        return [email.message_from_bytes(raw, policy=policy.compat32) for raw in messages]
+
+    return {
+        "A": real_mail.run_baseline,
+        "a": compat32,
+        "P": lambda messages: [parse_email(raw) for raw in messages],
+        "C": whole,
+    }
+
+
+def child(corpus: str, count: int, pipeline: str) -> None:
+    """Set up as every child does, then run ``pipeline`` over the emails (``-``: none)."""
+    logging.getLogger("halomail").setLevel(logging.ERROR)
+    measured, warm = _emails(corpus, count)
+    with tempfile.TemporaryDirectory() as folder:
+        pipelines = _pipelines(corpus, Path(folder))
+        for run in pipelines.values():
+            run(warm)
+        gc.collect()
+        if pipeline != "-":
+            pipelines[pipeline](measured)
+
+
+def count_instructions(corpus: str, count: int, pipeline: str) -> int:
+    """The instructions a child executes (callgrind's ``Collected`` total)."""
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        __file__,
+        "--child",
+        corpus,
+        str(count),
+        pipeline,
+    ]
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1].strip())
+    raise SystemExit(
+        f"callgrind printed no count for {pipeline} ({done.returncode}):\n{done.stderr}"
+    )
+
+
+def measure(corpus: str, count: int) -> dict[str, float]:
+    """Instructions per email of every pipeline over ``count`` emails of ``corpus``."""
+    idle = count_instructions(corpus, count, "-")
+    return {key: (count_instructions(corpus, count, key) - idle) / count for key in PIPELINES}
+
+
+def print_table(title: str, per_email: dict[str, float]) -> None:
+    """Instructions per email and the ratios to (A) and (a)."""
+    print()
+    print(title)
+    print(f"{'pipeline':<31} {'instructions/email':>18}  {'vs (A)':>7}  {'vs (a)':>7}")
+    for key, name in PIPELINES.items():
+        mine = per_email[key]
+        ratios = [per_email[base] / mine for base in ("A", "a")]
+        print(f"{name:<31} {mine:>18,.0f}  {ratios[0]:>6.2f}x  {ratios[1]:>6.2f}x")
+    print(f"(C) costs {per_email['C'] / per_email['a']:.1f}x the instructions of (a)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Count the real emails, then the 1 KB ones."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--emails", type=int, default=200, help="emails per corpus (200)")
+    parser.add_argument("--child", nargs=3, metavar=("CORPUS", "COUNT", "PIPELINE"))
+    args = parser.parse_args(argv)
+    if args.child:
+        corpus, count, pipeline = args.child
+        child(corpus, int(count), pipeline)
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    version = sys.version.split()[0]
+    print(f"instructions counted by callgrind, {args.emails} emails a corpus, Python {version}")
+    print_table(f"SpamAssassin corpus: {args.emails} emails", measure("real", args.emails))
+    print_table(f"1 KB text emails: {args.emails} emails", measure("1kb", args.emails))
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

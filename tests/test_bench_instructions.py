@@ -1,0 +1,51 @@
+"""#18: ``benchmarks/bench_instructions.py`` counts what bench_pipeline.py times.
+
+Its children run every pipeline over real and generated emails (checked here without
+valgrind, in a moment), and its count is the difference of two callgrind runs (checked
+once, with valgrind, on three emails: a pipeline that parses them executes more
+instructions than the idle child, and a plausible number per email).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "bench_instructions.py"
+
+
+@pytest.mark.parametrize("corpus", ["real", "1kb"])
+def test_every_pipeline_of_a_child_runs_over_the_emails(corpus: str) -> None:
+    """Each child (the idle one too) sets up, warms up and runs its pipeline cleanly."""
+    for pipeline in ("-", "A", "a", "P", "C"):
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), "--child", corpus, "3", pipeline],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, (pipeline, done.stderr)
+
+
+@pytest.mark.scale
+def test_a_count_is_a_pipelines_instructions_beyond_the_idle_child() -> None:
+    """Under callgrind, parsing three 1 KB emails costs more than the idle child, by
+    a plausible number of instructions per email (compat32 parses 1 KB in well under a
+    million)."""
+    assert shutil.which("valgrind"), "scripts/test installs valgrind"
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import bench_instructions
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    idle = bench_instructions.count_instructions("1kb", 3, "-")
+    parsed = bench_instructions.count_instructions("1kb", 3, "a")
+    per_email = (parsed - idle) / 3
+    assert 10_000 < per_email < 10_000_000, per_email
