@@ -15,8 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from jinja2.exceptions import SecurityError, UndefinedError
+from markupsafe import Markup
 
 from halomail.errors import TemplateError
+from halomail.templates import plain
 from halomail.templates.budget import MAX_OUTPUT
 from halomail.templates.defaults import SAMPLE
 from halomail.templates.render import (
@@ -29,7 +31,7 @@ from halomail.templates.render import (
     TemplateValues,
     default_message_group,
 )
-from halomail.templates.sandbox import Compiled, Problem, Sandbox, compile_part
+from halomail.templates.sandbox import Compiled, Problem, Sandbox, compile_part, translate
 
 # Names as administrators write them: canonical, aliases, any case, with underscores.
 _WRITTEN = sorted(
@@ -173,11 +175,11 @@ def test_plain_parts_render_exactly_as_jinja2(
     body: tuple[str, bool], html: bool, values: TemplateValues
 ) -> None:
     """Random $variable and if/elif/else templates render the same text with or without Jinja2."""
-    source, plain = body
+    source, is_plain = body
     compiled = _compiled(source, _HTML if html else _TEXT)
-    if plain:
+    if is_plain:
         assert compiled.plain is not None, source
-    else:
+    elif "{#" not in source:  # a `{` and a `#` in literal text may comment the rest out
         assert compiled.plain is None, source
     _assert_same(compiled, values._variables)
 
@@ -277,3 +279,160 @@ def test_an_over_budget_render_names_the_template_part() -> None:
     with pytest.raises(TemplateError, match="output is over the limit") as caught:
         template.render(TemplateValues({"details": "d" * (MAX_OUTPUT + 1)}))
     assert caught.value.template == "Big/new_ticket_logged.text"
+
+
+def _nested_ifs(depth: int) -> str:
+    """``depth`` ifs, each inside the one before, printing a value at the bottom."""
+    opened = "".join(f"{{% if {'summary' if n % 2 else 'tag'} %}}<{n}>" for n in range(depth))
+    return opened + "$summary$tag" + "{% endif %}" * depth
+
+
+@pytest.mark.parametrize("depth", [25, 60])
+@pytest.mark.parametrize("html", [False, True])
+def test_deeply_nested_ifs_render_as_jinja2(depth: int, html: bool) -> None:
+    """Ifs nested past Python's static block limit (20) still compile and render the same."""
+    compiled = compile_part(_nested_ifs(depth), _HTML if html else _TEXT)
+    assert compiled.plain is not None
+    for values in ({"summary": "<s>", "tag": "t"}, {"summary": "", "tag": "t"}, {}):
+        _assert_same(compiled, TemplateValues(values)._variables)
+    full = _assert_same(compiled, TemplateValues({"summary": "s", "tag": "t"})._variables)
+    assert full == ("text", "".join(f"<{n}>" for n in range(depth)) + "st")
+
+
+def test_ifs_nested_past_what_python_compiles_stay_on_jinja2() -> None:
+    """Generated code Python cannot compile (too many indentation levels) gives no plain form.
+
+    Jinja2's own generated code nests as deep and fails as well (from about 99 ifs): such
+    a part is refused either way, never rendered wrong.
+    """
+    tree = _HTML.parse(translate(_nested_ifs(200), _HTML.names))
+    assert plain.from_tree(tree, finalize=None, html=False, resolve=str) is None
+    assert plain.from_tree(tree, finalize=_HTML.finalize, html=True, resolve=str) is None
+
+
+@pytest.mark.parametrize("depth", [200, 5000])
+def test_generating_too_deep_a_part_fails_and_does_not_render(depth: int) -> None:
+    """Code for choices nested past Python's limits is refused by Python's compiler (or
+    this module's recursion), which :func:`~halomail.templates.plain.from_tree` catches."""
+    pieces: plain.Pieces = ("x", plain.Value("summary"))
+    for _ in range(depth):
+        pieces = (plain.Choice((("summary", pieces),), ()),)
+    with pytest.raises((SyntaxError, RecursionError, MemoryError)):
+        plain._generated(pieces, ("summary",), finalize=None, html=False, resolve=str)
+
+
+class _Loud:
+    """A value whose ``str`` raises, and counts its calls."""
+
+    calls = 0
+
+    def __str__(self) -> str:
+        _Loud.calls += 1
+        raise ValueError("no text")
+
+
+class _Counted:
+    """A value whose ``str`` counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __str__(self) -> str:
+        self.calls += 1
+        return "<c>"
+
+
+@pytest.mark.parametrize("html", [False, True])
+def test_a_value_printed_only_in_a_branch_not_taken_is_not_converted(html: bool) -> None:
+    """A value whose ``str`` raises renders, as in Jinja2, when its branch is not taken."""
+    compiled = compile_part(
+        "[{% if tag %}$summary{% elif username %}x$summary{% endif %}$tag]",
+        _HTML if html else _TEXT,
+    )
+    assert compiled.plain is not None
+    _Loud.calls = 0
+    untaken = {"tag": "", "username": "", "summary": _Loud()}
+    assert compiled.plain.render(untaken) == "[]"
+    assert _Loud.calls == 0
+    assert _assert_same(compiled, untaken) == ("text", "[]")
+    taken = {"tag": "", "username": "u", "summary": _Loud()}
+    assert compiled.plain.render(taken) is None  # Jinja2 renders it and raises its error
+    assert _assert_same(compiled, taken)[:3] == ("error", ValueError, "no text")
+
+
+@pytest.mark.parametrize("html", [False, True])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "$summary {% if tag %}$summary{% else %}$summary{% endif %} $summary",
+        "{% if tag %}$summary{% endif %}{% if username %}{% if tag %}$summary{% endif %}"
+        "{% else %}$summary{% endif %}$summary$summary",
+    ],
+)
+def test_each_value_is_converted_once_per_render(html: bool, source: str) -> None:
+    """A value printed many times, in branches or not, is converted once, and only once."""
+    compiled = compile_part(source, _HTML if html else _TEXT)
+    assert compiled.plain is not None
+    for tag in ("", "t"):
+        for username in ("", "u"):
+            value = _Counted()
+            variables = {"tag": tag, "username": username, "summary": value}
+            rendered = compiled.plain.render(variables)
+            assert value.calls == 1
+            assert ("text", rendered) == _assert_same(compiled, variables)
+
+
+def test_literal_text_is_printed_exactly_never_run() -> None:
+    """Quotes, backslashes, braces, triple quotes, newlines and NUL print as written."""
+    literal = (
+        "q\"u'o\\te \\\\ \\n \\x00 { } {} \"\"\" ''' \n\t\x00 é \u2028"
+        "\")\nimport os\nos._exit(1)\n(\" '+__import__('os')+' f\"{summary}\" %s"
+    )
+    for env in (_TEXT, _HTML):
+        compiled = compile_part(literal + "{{ summary }}" + literal, env)
+        assert compiled.plain is not None
+        variables = {"summary": "<v>"}
+        value = "&lt;v&gt;" if env is _HTML else "<v>"
+        assert compiled.plain.render(variables) == literal + value + literal
+        assert _assert_same(compiled, variables) == ("text", literal + value + literal)
+
+
+class _Html:
+    """A value with its own HTML form, as MarkupSafe's ``escape`` honours it."""
+
+    def __html__(self) -> str:
+        return "<i>own</i>"
+
+    def __str__(self) -> str:
+        return "<own>"
+
+
+class _Text(str):
+    """A ``str`` subclass: escaped as a ``str``, but not taken for exactly one."""
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a<b>&\"'",
+        "line\r\none\rtwo\n<three>",
+        Markup("<b>safe</b>"),
+        _Text("<sub>"),
+        _Html(),
+        7,
+        -1.5,
+        None,
+        True,
+        "",
+    ],
+)
+@pytest.mark.parametrize("html", [False, True])
+def test_every_kind_of_value_prints_as_jinja2_prints_it(value: Any, html: bool) -> None:
+    """Plain strings, Markup, str subclasses, ``__html__`` objects, numbers and None."""
+    compiled = compile_part(
+        "[$summary|{% if summary %}$summary{% endif %}]", _HTML if html else _TEXT
+    )
+    assert compiled.plain is not None
+    variables = {"summary": value}
+    outcome = _assert_same(compiled, variables)
+    assert outcome == ("text", compiled.plain.render(variables))

@@ -6,10 +6,13 @@ Jinja2's sandbox (a context per render, generated code, the budgets' generators)
 more than the result needs: the pieces joined. Such a part is compiled here,
 once, from the syntax tree Jinja2 parsed, into a :class:`Plain`: literal text (exactly
 the ``TemplateData`` Jinja2's lexer left, whitespace control and newlines already
-applied), values, and choices on a value's truth. It renders by a join, to the same
-characters as Jinja2's code:
+applied), values, and choices on a value's truth; and these into a Python function of
+the variables (generated source, with the text and the names in it only as ``repr()``
+literals: template text never becomes code) that lists the chunks and joins them, to
+the same characters as Jinja2's code:
 
-* a value prints as ``str(value)`` in text, ``escape(finalize(value))`` in HTML;
+* a value prints as ``str(value)`` in text, ``escape(finalize(value))`` in HTML,
+  converted once per render, where first printed on the branches taken;
 * a test is Python's truth of the value (an empty string is false);
 * a name is looked up as the sandbox's context does (:func:`lookup`);
 * the output budget (:data:`~halomail.templates.budget.MAX_OUTPUT`) is the same.
@@ -18,7 +21,8 @@ Anything else in the tree (a filter, a loop, a constant, ``not``…) keeps the p
 Jinja2, and so does any render this path cannot finish exactly as Jinja2 would (a name
 that resolves to nothing, which Jinja2 reports as undefined; an exception from a
 value's ``str``): :meth:`Plain.render` returns ``None`` and the caller renders with
-Jinja2, which raises the error it always raised. Values are never template source
+Jinja2, which raises the error it always raised. A part Python cannot compile (ifs
+nested past its parser's limits) stays on Jinja2 too. Values are never template source
 either way: they are only printed or tested.
 """
 
@@ -28,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
+import markupsafe
 from jinja2 import nodes
 from markupsafe import escape
 
@@ -37,6 +42,25 @@ __all__: list[str] = []
 
 # A name's value is missing: Jinja2 would make it a StrictUndefined and raise.
 _MISSING: Final = object()
+
+
+def _quoter() -> Callable[[str], str]:
+    """``escape``'s text for a ``str``, without the ``Markup`` around it.
+
+    ``escape(text)`` is ``Markup(_escape_inner(text))`` for a ``str``: the same
+    characters, and ``Markup()`` is most of its cost (about 0.5 µs a value). The chunks
+    are joined into a ``str`` anyway. MarkupSafe's ``_escape_inner`` is private: where it
+    is missing, or escapes otherwise than ``escape``, ``escape`` itself is used.
+    """
+    inner = getattr(markupsafe, "_escape_inner", None)
+    sample = "<a href='x'>\"&amp;\"</a> é"
+    if callable(inner) and type(inner(sample)) is str and inner(sample) == str(escape(sample)):
+        quote: Callable[[str], str] = inner
+        return quote
+    return escape
+
+
+_quote: Final = _quoter()
 
 
 @attrs.frozen
@@ -65,35 +89,31 @@ class Plain:
     Args:
         pieces: What it prints, in order.
         names: Every variable it reads, each once.
-        convert: A value as printed: ``str``, or escaped and finalized in HTML.
+        convert: A value as printed: ``str``, or escaped and finalized in HTML (what
+            ``code`` computes, inlined; in HTML a ``str`` is escaped without ``Markup``).
         resolve: The canonical variable of a name (the sandbox's ``Names.resolve``).
+        code: ``pieces`` compiled to a Python function (:func:`_generated`), which
+            :meth:`render` calls: what it returns.
     """
 
     pieces: Pieces
     names: tuple[str, ...]
     convert: Callable[[Any], str]
     resolve: Callable[[str], str | None]
+    code: Callable[[Mapping[str, Any]], str | None] = attrs.field(eq=False, repr=False)
 
     def render(self, variables: Mapping[str, Any]) -> str | None:
         """The part rendered with ``variables``, or ``None`` where Jinja2 must render it.
 
+        Every name is looked up first (:func:`lookup`; one that resolves to nothing gives
+        ``None``), then the pieces are printed: each value converted once, when first
+        printed on the branches taken, an exception from a test or a conversion giving
+        ``None``; then the chunks are joined within the budget.
+
         Raises:
             SecurityError: The output is over the budget (as Jinja2's render would be).
         """
-        values = {}
-        for name in self.names:
-            value = variables.get(name, _MISSING)
-            if value is _MISSING:  # not under the name written: resolve it as the context does
-                value = lookup(variables, name, self.resolve)
-                if value is _MISSING:
-                    return None
-            values[name] = value
-        chunks: list[str] = []
-        try:
-            _emit(self.pieces, values, {}, self.convert, chunks)
-        except Exception:  # noqa: BLE001 - Jinja2 renders it again and raises it, with its line
-            return None
-        return budget.joined(chunks)
+        return self.code(variables)
 
 
 def lookup(variables: Mapping[str, Any], name: str, resolve: Callable[[str], str | None]) -> Any:
@@ -104,38 +124,6 @@ def lookup(variables: Mapping[str, Any], name: str, resolve: Callable[[str], str
         return value
     canonical = resolve(name)
     return _MISSING if canonical is None else variables.get(canonical, "")
-
-
-def _emit(
-    pieces: Pieces,
-    values: dict[str, Any],
-    printed: dict[str, str],
-    convert: Callable[[Any], str],
-    chunks: list[str],
-) -> None:
-    """Append what ``pieces`` print to ``chunks``.
-
-    Each value is converted (escaped) once per render and its text reused wherever it is
-    printed again: a 25 MB value printed fifty times into HTML is escaped once, not into
-    1.25 GB, before :func:`~halomail.templates.budget.joined` refuses the total.
-    """
-    for piece in pieces:
-        if type(piece) is str:
-            chunks.append(piece)
-        elif type(piece) is Value:
-            name = piece.name
-            text = printed.get(name)
-            if text is None:
-                text = printed[name] = convert(values[name])
-            chunks.append(text)
-        else:
-            assert type(piece) is Choice
-            for name, body in piece.branches:
-                if values[name]:
-                    _emit(body, values, printed, convert, chunks)
-                    break
-            else:
-                _emit(piece.otherwise, values, printed, convert, chunks)
 
 
 # -- compiling ------------------------------------------------------------------------------
@@ -162,10 +150,15 @@ def from_tree(
     """
     names: dict[str, None] = {}  # ordered, each once
     try:
-        pieces = _pieces(tree.body, names)
-    except (_NotPlain, RecursionError):  # ifs nested past Python's stack stay on Jinja2
+        pieces = _merged(_pieces(tree.body, names))
+        code = _generated(pieces, tuple(names), finalize=finalize, html=html, resolve=resolve)
+    except _NotPlain:
         return None
-    return Plain(_merged(pieces), tuple(names), _converter(finalize, html), resolve)
+    except Exception:  # noqa: BLE001 - too deep for Python's parser or compiler: Jinja2's
+        # ifs nested past the stack (RecursionError), or past the indentation or the
+        # compiler's limits (SyntaxError, RecursionError, MemoryError): stay on Jinja2
+        return None
+    return Plain(pieces, tuple(names), _converter(finalize, html), resolve, code)
 
 
 def _converter(finalize: Callable[[Any], Any] | None, html: bool) -> Callable[[Any], str]:
@@ -223,3 +216,168 @@ def _merged(pieces: list[Piece]) -> Pieces:
                 continue
         out.append(piece)
     return tuple(out)
+
+
+# -- generating the code --------------------------------------------------------------------
+
+
+def _generated(
+    pieces: Pieces,
+    names: tuple[str, ...],
+    *,
+    finalize: Callable[[Any], Any] | None,
+    html: bool,
+    resolve: Callable[[str], str | None],
+) -> Callable[[Mapping[str, Any]], str | None]:
+    """``pieces`` compiled into a Python function of the variables (:meth:`Plain.render`).
+
+    Its source (:func:`_source`) holds literal text and variable names only as ``repr()``
+    literals: template text never becomes code. It runs in a namespace of its own, with
+    no builtins but the few it calls.
+
+    Raises:
+        SyntaxError, RecursionError, MemoryError: Python cannot compile it (ifs nested too
+            deeply).
+    """
+    if not html:
+        conversion = "str(v{})" if finalize is None else "str(finalize(v{}))"
+    elif finalize is None:  # escape(), without Markup() for a str (see _quoter)
+        conversion = "quote(v{0}) if type(v{0}) is str else escape(v{0})"
+    else:
+        conversion = "quote(f) if type(f := finalize(v{})) is str else escape(f)"
+    source = _source(pieces, names, conversion)
+    namespace: dict[str, Any] = {
+        "__builtins__": {},
+        "Exception": Exception,
+        "MISSING": _MISSING,
+        "escape": escape,
+        "finalize": finalize,
+        "joined": budget.joined,
+        "lookup": lookup,
+        "quote": _quote,
+        "resolve": resolve,
+        "str": str,
+        "type": type,
+    }
+    exec(compile(source, "<halomail plain template>", "exec"), namespace)  # noqa: S102
+    code: Callable[[Mapping[str, Any]], str | None] = namespace["render"]
+    return code
+
+
+def _source(pieces: Pieces, names: tuple[str, ...], conversion: str) -> str:
+    """The Python source of ``render(variables)`` for ``pieces``.
+
+    Variable ``i`` of ``names`` is the local ``v{i}``, its printed text ``t{i}``
+    (``conversion`` of ``v{i}``). Each text is converted where the value is first printed
+    on the branches taken, and reused after: a 25 MB value printed fifty times into HTML
+    is escaped once, not into 1.25 GB, before :func:`~halomail.templates.budget.joined`
+    refuses the total; a value printed only in a branch not taken is never converted (its
+    ``str`` may raise, where Jinja2 would not). Where a text may or may not have been
+    converted yet (printed in some earlier branch only), the code tests it.
+    """
+    index = {name: i for i, name in enumerate(names)}
+    body = _Body(index, conversion)
+    body.block(pieces, 2)
+    lines = ["def render(variables):", "    get = variables.get"]
+    for name, i in index.items():
+        lines += [
+            f"    v{i} = get({name!r}, MISSING)",
+            f"    if v{i} is MISSING:",
+            f"        v{i} = lookup(variables, {name!r}, resolve)",
+            f"        if v{i} is MISSING:",
+            "            return None",
+        ]
+    lines += [f"    t{i} = None" for i in sorted(body.tested)]
+    lines += ["    try:", *body.lines, "    except Exception:", "        return None"]
+    lines.append("    return joined(chunks)")
+    return "\n".join(lines) + "\n"
+
+
+@attrs.define
+class _Body:
+    """The statements that print pieces into the list ``chunks``, as they are generated.
+
+    Args:
+        index: Each variable's number (its locals ``v{i}`` and ``t{i}``).
+        conversion: A value's printed text, as an expression of ``v{i}``.
+        lines: The statements so far, indented.
+        done: The variables whose text is converted on every path to this point.
+        maybe: The variables whose text is converted on some path to this point.
+        tested: The variables whose text is tested (``t{i} is None``) somewhere: these
+            start as ``None``.
+        created: ``chunks`` is created: the first statement, at the top, creates it
+            (a choice at the top creates it empty first).
+    """
+
+    index: dict[str, int]
+    conversion: str
+    lines: list[str] = attrs.Factory(list)
+    done: frozenset[str] = frozenset()
+    maybe: frozenset[str] = frozenset()
+    tested: set[int] = attrs.Factory(set)
+    created: bool = False
+
+    def block(self, pieces: Pieces, depth: int) -> None:
+        """Add the statements of ``pieces`` at indentation ``depth``."""
+        pad = "    " * depth
+        start = len(self.lines)
+        run: list[str] = []  # the expressions of the pieces since the last choice
+        for piece in pieces:
+            if type(piece) is str:
+                run.append(repr(piece))
+            elif type(piece) is Value:
+                run.append(self.text(piece.name, pad))
+            else:
+                assert type(piece) is Choice
+                self.extend(run, pad)
+                run = []
+                self.choice(piece, depth)
+        self.extend(run, pad)
+        if len(self.lines) == start:
+            self.lines.append(pad + "pass")
+
+    def text(self, name: str, pad: str) -> str:
+        """The local holding ``name``'s printed text, converted first if it may not be yet."""
+        i = self.index[name]
+        value = self.conversion.format(i)
+        if name not in self.maybe:  # converted on no path to here
+            self.lines.append(f"{pad}t{i} = {value}")
+        elif name not in self.done:  # converted on some paths only
+            self.tested.add(i)
+            self.lines += [f"{pad}if t{i} is None:", f"{pad}    t{i} = {value}"]
+        self.done |= {name}
+        self.maybe |= {name}
+        return f"t{i}"
+
+    def extend(self, run: list[str], pad: str) -> None:
+        """Add the statement appending ``run`` to ``chunks`` (the first one creates it)."""
+        if not self.created:
+            self.lines.append(f"{pad}chunks = [{', '.join(run)}]")
+            self.created = True
+        elif len(run) == 1:
+            self.lines.append(f"{pad}chunks.append({run[0]})")
+        elif run:
+            self.lines.append(f"{pad}chunks += ({', '.join(run)})")
+
+    def choice(self, choice: Choice, depth: int) -> None:
+        """Add the ``if``/``elif``/``else`` of ``choice``."""
+        pad = "    " * depth
+        done, maybe = self.done, self.maybe
+        done_after: frozenset[str] | None = None
+        maybe_after = maybe
+        branches: list[tuple[str, Pieces]] = [
+            (f"{'if' if n == 0 else 'elif'} v{self.index[name]}:", body)
+            for n, (name, body) in enumerate(choice.branches)
+        ]
+        if choice.otherwise:
+            branches.append(("else:", choice.otherwise))
+        else:  # no else: the path past every test converts nothing
+            done_after = done
+        for head, body in branches:
+            self.done, self.maybe = done, maybe
+            self.lines.append(pad + head)
+            self.block(body, depth + 1)
+            done_after = self.done if done_after is None else done_after & self.done
+            maybe_after |= self.maybe
+        assert done_after is not None
+        self.done, self.maybe = done_after, maybe_after
