@@ -198,6 +198,15 @@ def test_v4_a_template_that_cannot_render_is_refused_at_load(source: str, reason
     assert reason in str(caught.value)
 
 
+@pytest.mark.parametrize("depth", [120, 400])
+def test_v4_ifs_nested_past_what_python_compiles_are_refused_at_load(depth: int) -> None:
+    """Jinja2 parses a hundred nested ifs, but Python will not compile the code it makes
+    of them: the template is refused with a reason, not an IndentationError."""
+    source = "{% if summary %}x" * depth + "{% endif %}" * depth
+    with pytest.raises(TemplateError, match="nested too deeply"):
+        Template("s", source, name="Deep/sms")
+
+
 def test_v4_nested_loops_are_stopped_by_the_output_cap() -> None:
     """Loops that would write 100 million characters stop at the cap with a TemplateError."""
     source = (

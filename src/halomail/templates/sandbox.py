@@ -396,7 +396,9 @@ def compile_part(source: str, env: Sandbox) -> Compiled:
         template = env.from_string(tree)
     except TemplateSyntaxError as exc:
         raise Problem(f"syntax error: {exc.message}", exc.lineno) from exc
-    except RecursionError as exc:  # `{{ {{ {{ …`: Jinja2's parser recurses per bracket
+    except (RecursionError, SyntaxError, MemoryError) as exc:
+        # `{{ {{ {{ …`: Jinja2's parser recurses per bracket; a hundred nested ifs make
+        # code Python's compiler refuses (too deeply indented or nested)
         raise Problem("syntax error: nested too deeply") from exc
     return Compiled(template, variables, fast)
 
