@@ -163,7 +163,8 @@ def _when(moment: dt.datetime) -> str:
     an acknowledgement's values together)."""
     if moment.tzinfo is not None:
         moment = moment.astimezone(dt.UTC)
-    return f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d} {moment.hour:02d}:{moment.minute:02d} UTC"
+    day = f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+    return f"{day} {moment.hour:02d}:{moment.minute:02d} UTC"
 
 
 @attrs.frozen
