@@ -37,6 +37,7 @@ import argparse
 import datetime as dt
 import email
 import gc
+import itertools
 import logging
 import os
 import shutil
@@ -74,7 +75,7 @@ def _emails(corpus: str, count: int) -> tuple[list[bytes], list[bytes]]:
 
 def _pipelines(corpus: str, directory: Path) -> dict[str, Callable[[Sequence[bytes]], object]]:
     rules = bench_rules() if corpus == "real" else []
-    runs = iter(range(1_000))
+    runs = itertools.count()
 
     def whole(messages: Sequence[bytes]) -> object:
         repository = SQLiteTicketRepository(directory / f"run{next(runs)}.db")

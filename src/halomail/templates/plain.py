@@ -89,17 +89,14 @@ class Plain:
     Args:
         pieces: What it prints, in order.
         names: Every variable it reads, each once.
-        convert: A value as printed: ``str``, or escaped and finalized in HTML (what
-            ``code`` computes, inlined; in HTML a ``str`` is escaped without ``Markup``).
-        resolve: The canonical variable of a name (the sandbox's ``Names.resolve``).
         code: ``pieces`` compiled to a Python function (:func:`_generated`), which
-            :meth:`render` calls: what it returns.
+            :meth:`render` calls: what it returns. A value prints as ``str(value)`` in
+            text, escaped and finalized in HTML (a ``str`` without ``Markup``); a name is
+            resolved as the sandbox's ``Names.resolve`` does.
     """
 
     pieces: Pieces
     names: tuple[str, ...]
-    convert: Callable[[Any], str]
-    resolve: Callable[[str], str | None]
     code: Callable[[Mapping[str, Any]], str | None] = attrs.field(eq=False, repr=False)
 
     def render(self, variables: Mapping[str, Any]) -> str | None:
@@ -158,16 +155,7 @@ def from_tree(
         # ifs nested past the stack (RecursionError), or past the indentation or the
         # compiler's limits (SyntaxError, RecursionError, MemoryError): stay on Jinja2
         return None
-    return Plain(pieces, tuple(names), _converter(finalize, html), resolve, code)
-
-
-def _converter(finalize: Callable[[Any], Any] | None, html: bool) -> Callable[[Any], str]:
-    # What Jinja2's generated code wraps a printed name in (`str(…)` or `escape(…)`).
-    if not html:
-        return str if finalize is None else lambda value: str(finalize(value))
-    if finalize is None:
-        return escape
-    return lambda value: escape(finalize(value))
+    return Plain(pieces, tuple(names), code)
 
 
 def _pieces(body: Iterable[nodes.Node], names: dict[str, None]) -> list[Piece]:
