@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from halomail.errors import RepositoryError, TransientRepositoryError
 from halomail.tickets._common import to_utc
 from halomail.tickets._pg_schema import migrate
-from halomail.tickets._sql import OUTBOX_COLUMNS, Connection, SQLBase, _inserted_id
+from halomail.tickets._sql import OUTBOX_COLUMNS, Connection, SQLBase
 from halomail.tickets.models import utcnow
 
 __all__ = [
@@ -490,4 +490,4 @@ class PostgresBase(SQLBase):
         payload: bytes,
     ) -> int:
         """INSERT a row whose last column is ``payload`` (bound as ``bytea``)."""
-        return _inserted_id(connection, sql, (*values, payload))
+        return self._inserted_id(connection, sql, (*values, payload))

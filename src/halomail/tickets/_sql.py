@@ -121,13 +121,12 @@ def _mapping(text: str) -> dict[str, str]:
     return loaded
 
 
-def _inserted_id(connection: Connection, sql: str, parameters: Any) -> int:
-    """Run an ``INSERT … RETURNING id`` and return the new row's id."""
+def _returned_id(connection: Connection, sql: str, parameters: Any) -> int | None:
+    """Run an ``INSERT … RETURNING id``: the new row's id, or ``None`` when its conflict
+    clause inserted nothing."""
     # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
     rows = connection.execute(sql, parameters).fetchall()
-    if not rows:  # pragma: no cover - an INSERT without a conflict clause returns its row
-        raise RepositoryError("the database did not report the new row's id")
-    return int(rows[0][0])
+    return int(rows[0][0]) if rows else None
 
 
 class SQLBase:
@@ -183,6 +182,19 @@ class SQLBase:
     def _writing(self) -> AbstractContextManager[Connection]:
         """Hold the connection for a write; outside a transaction, run it in one of its own."""
         raise NotImplementedError
+
+    def _insert(self, connection: Connection, sql: str, parameters: Any) -> int | None:
+        """Run ``sql``, an ``INSERT … RETURNING id``: the new row's id, or ``None`` when
+        its conflict clause inserted nothing. A dialect may run it another way."""
+        return _returned_id(connection, sql, parameters)
+
+    def _inserted_id(self, connection: Connection, sql: str, parameters: Any) -> int:
+        """Run ``sql``, an ``INSERT … RETURNING id`` without a conflict clause, and return
+        the new row's id."""
+        inserted = self._insert(connection, sql, parameters)
+        if inserted is None:  # pragma: no cover - an INSERT without a conflict clause inserts
+            raise RepositoryError("the database did not report the new row's id")
+        return inserted
 
     def _insert_with_payload(
         self,

@@ -22,7 +22,6 @@ from halomail.tickets._common import (
 )
 from halomail.tickets._sql import (
     Connection,
-    _inserted_id,
     _json_list,
     _json_map,
     _mapping,
@@ -226,7 +225,7 @@ class DirectoryPart(BatchPart):
         keys = tuple(dict.fromkeys(key for key in map(domain_key, domains) if key))
         self._forget_people()
         with self._writing() as connection:
-            customer_id = _inserted_id(
+            customer_id = self._inserted_id(
                 connection,
                 _SQL_INSERT_CUSTOMER,
                 (name, _json_list(keys), from_address, reply_address),
@@ -261,13 +260,11 @@ class DirectoryPart(BatchPart):
         self._forget_people()
         with self._writing() as connection:
             self._require_customer(connection, customer_id)
-            # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
-            rows = connection.execute(
-                _SQL_INSERT_USER, (key, name, customer_id, phone, mobile)
-            ).fetchall()
-            if not rows:
+            user_id = self._insert(
+                connection, _SQL_INSERT_USER, (key, name, customer_id, phone, mobile)
+            )
+            if user_id is None:
                 raise RepositoryError(f"a user with the address {key!r} already exists")
-            user_id = int(rows[0][0])
         return User(user_id, key, name, customer_id, phone, mobile)
 
     def add_asset(
@@ -291,11 +288,10 @@ class DirectoryPart(BatchPart):
             self._require_customer(connection, customer_id)
             return self._insert_asset(connection, tag, values, customer_id)
 
-    @staticmethod
     def _insert_asset(
-        connection: Connection, tag: str, values: dict[str, str], customer_id: int | None
+        self, connection: Connection, tag: str, values: dict[str, str], customer_id: int | None
     ) -> Asset:
-        asset_id = _inserted_id(
+        asset_id = self._inserted_id(
             connection, _SQL_INSERT_ASSET, (tag, fold(tag), _json_map(values), customer_id)
         )
         connection.executemany(

@@ -16,7 +16,6 @@ from halomail.tickets._common import (
     to_utc,
 )
 from halomail.tickets._sql import (
-    _inserted_id,
     _parse_time,
     _time,
 )
@@ -153,7 +152,7 @@ class LedgerPart(BatchPart):
         """Keep an email that could not be processed, with its reason and bytes."""
         now = self._now()
         with self._writing() as connection:
-            entry_id = _inserted_id(
+            entry_id = self._inserted_id(
                 connection,
                 _SQL_INSERT_QUARANTINE,
                 (
@@ -213,7 +212,7 @@ class LedgerPart(BatchPart):
             new.message_id,
         )
         with self._writing() as connection:
-            entry_id = _inserted_id(connection, _SQL_INSERT_SERVICE_STATUS, values)
+            entry_id = self._inserted_id(connection, _SQL_INSERT_SERVICE_STATUS, values)
         return ServiceStatusEntry(
             id=entry_id,
             service=new.service,

@@ -129,8 +129,8 @@ class OutboxPart(BatchPart):
         now = self._now()
         stamp = _time(now)
         with self._writing() as connection:
-            # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
-            rows = connection.execute(
+            outbox_id = self._insert(
+                connection,
                 _SQL_INSERT_OUTBOX,
                 (
                     new.message_id,
@@ -147,10 +147,9 @@ class OutboxPart(BatchPart):
                     _json_list(new.references),
                     int(new.auto_submitted),
                 ),
-            ).fetchall()
-            if not rows:
+            )
+            if outbox_id is None:
                 raise RepositoryError(f"outgoing Message-ID already queued: {new.message_id!r}")
-            outbox_id = int(rows[0][0])
             recipients = [
                 (address, stamp, outbox_id, new.ticket_id)
                 for address in dict.fromkeys(map(address_key, new.to))

@@ -18,7 +18,6 @@ from halomail.tickets._common import (
 )
 from halomail.tickets._sql import (
     SQLBase,
-    _inserted_id,
     _json_ints,
     _json_list,
     _json_map,
@@ -180,7 +179,7 @@ class TicketsPart(SQLBase):
         custom_fields = dict(new.custom_fields)
         stamp = _time(now)
         with self._writing() as connection:
-            ticket_id = _inserted_id(
+            ticket_id = self._inserted_id(
                 connection,
                 _SQL_INSERT_TICKET,
                 (
@@ -240,7 +239,7 @@ class TicketsPart(SQLBase):
             )
             if not touched:
                 raise RepositoryError(f"ticket {new.ticket_id} does not exist")
-            action_id = _inserted_id(
+            action_id = self._inserted_id(
                 connection,
                 _SQL_INSERT_ACTION,
                 (
