@@ -58,7 +58,14 @@ from halomail.pipeline.settings import Mailbox
 from halomail.pipeline.unit import Guard, UnitOfWork
 from halomail.tickets.models import BatchKeys
 
-__all__ = ["Batches", "batch_keys", "report_each", "run_batch", "until_broken"]
+__all__ = [
+    "Batches",
+    "batch_keys",
+    "content_key",
+    "report_each",
+    "run_batch",
+    "until_broken",
+]
 
 log = logging.getLogger(__name__)
 
@@ -149,33 +156,56 @@ def _apply_all(
     ctx = unit.ctx
     outcomes: list[ProcessingOutcome] = []
     keyed = [(b, email, *dedupe_key(mailbox, email, b.fetched.raw)) for b, email in parsed]
+    # Each email's content key (the loop cap's), worked out once for the batch's read
+    # and handed to its decision; a repository read email by email is asked lazily.
+    contents: list[str | None] = [None] * len(keyed)
     with ctx.repository.transaction():
         prepare = getattr(ctx.repository, "prepare_batch", None)
         if callable(prepare):
-            prepare(batch_keys(ctx, mailbox, [(email, key) for _, email, key, _ in keyed]))
-        for begun, email, key, fingerprint in keyed:
-            decision = decide(ctx, mailbox, email, key, fingerprint)
+            contents = [content_key(mailbox, email) for _, email, _, _ in keyed]
+            emails = [(email, key) for _, email, key, _ in keyed]
+            prepare(batch_keys(ctx, mailbox, emails, contents))
+        for (begun, email, key, fingerprint), content in zip(keyed, contents, strict=True):
+            decision = decide(ctx, mailbox, email, key, fingerprint, content_key=content)
             outcomes.append(apply(ctx, mailbox, begun.fetched, email, key, fingerprint, decision))
             attempts.finish(ctx.repository, begun.attempt)
     return outcomes
 
 
+def content_key(mailbox: Mailbox, email: InboundEmail) -> str | None:
+    """``email``'s content key (:func:`~halomail.pipeline.loops.repeat_key`), or ``None``
+    for an email decided without it (quarantined, or without a sender)."""
+    if email.quarantine_reason or email.sender is None:
+        return None
+    return repeat_key(mailbox.name, email)
+
+
 def batch_keys(
-    ctx: Context, mailbox: Mailbox, emails: Sequence[tuple[InboundEmail, str]]
+    ctx: Context,
+    mailbox: Mailbox,
+    emails: Sequence[tuple[InboundEmail, str]],
+    contents: Sequence[str | None],
 ) -> BatchKeys:
     """What deciding ``emails`` (each with its dedupe key) will ask the repository: their
-    dedupe keys, the state of their content and their senders, their senders' mail."""
+    dedupe keys, the state of their content and their senders, their senders' mail.
+
+    Args:
+        ctx: The processor's parts.
+        mailbox: The mailbox they came from.
+        emails: Each email, with its dedupe key.
+        contents: Each email's :func:`content_key`, in the same order.
+    """
     dedupe: list[str] = []
     state: list[str] = []
     senders: list[str] = []
-    for email, key in emails:
+    for (email, key), content in zip(emails, contents, strict=True):
         dedupe.append(key)
         legacy = legacy_key(mailbox, email)
         if legacy is not None:
             dedupe.append(legacy)
-        if email.quarantine_reason or email.sender is None:
+        if content is None or email.sender is None:
             continue  # decided without the state or the sender's history
-        state.append(repeat_key(mailbox.name, email))
+        state.append(content)
         state.append(UNDELIVERABLE + email.sender.normalized)
         senders.append(email.sender.normalized)
     settings = ctx.settings

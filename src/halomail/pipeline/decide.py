@@ -117,7 +117,13 @@ def _recorded_outcome(value: str) -> Outcome | None:
 
 
 def decide(
-    ctx: Context, mailbox: Mailbox, email: InboundEmail, key: str, fingerprint: str
+    ctx: Context,
+    mailbox: Mailbox,
+    email: InboundEmail,
+    key: str,
+    fingerprint: str,
+    *,
+    content_key: str | None = None,
 ) -> Decision:
     """What will happen to ``email``, and why; reads the repository, writes nothing.
 
@@ -127,6 +133,8 @@ def decide(
         email: The parsed email.
         key: Its dedupe key (:func:`dedupe_key`).
         fingerprint: Its content fingerprint (:func:`dedupe_key`).
+        content_key: Its :func:`~halomail.pipeline.loops.repeat_key`, when the caller
+            has it already (``None``: worked out if the loop cap needs it).
     """
     previous = ctx.repository.get_dedupe(key)
     if previous is None:
@@ -136,7 +144,7 @@ def decide(
         recorded = ctx.repository.get_dedupe(legacy) if legacy else None
         if recorded is not None:
             return recorded_duplicate(recorded)
-        return _decide(ctx, mailbox, email)
+        return _decide(ctx, mailbox, email, content_key)
     if previous.sha256 == fingerprint:
         return recorded_duplicate(previous)
     # The same Message-ID on another body: another email (a NAS or a UPS sending every
@@ -150,10 +158,12 @@ def decide(
         mailbox.name,
         email.message_id,
     )
-    return attrs.evolve(_decide(ctx, mailbox, email), dedupe_key=own_key)
+    return attrs.evolve(_decide(ctx, mailbox, email, content_key), dedupe_key=own_key)
 
 
-def _decide(ctx: Context, mailbox: Mailbox, email: InboundEmail) -> Decision:
+def _decide(
+    ctx: Context, mailbox: Mailbox, email: InboundEmail, content_key: str | None
+) -> Decision:
     """The decision for an email never seen before."""
     if email.quarantine_reason:
         return Decision(Outcome.QUARANTINED, Reason(email.quarantine_reason))
@@ -173,7 +183,7 @@ def _decide(ctx: Context, mailbox: Mailbox, email: InboundEmail) -> Decision:
             # The administrator named bounces in this rule: it takes them, not step 5.
             return handler.decide(ctx, mailbox, email, classification, match, None)
         return _decide_bounce(ctx, mailbox, email, classification)
-    decision = _decide_rest(ctx, mailbox, email, classification, match)
+    decision = _decide_rest(ctx, mailbox, email, classification, match, content_key)
     if classification.spam and decision.reason is None:
         # Spam is never acknowledged (the classification forbids it): say why.
         decision = attrs.evolve(decision, reason=Reason.SPAM)
@@ -196,6 +206,7 @@ def _decide_rest(
     email: InboundEmail,
     classification: Classification,
     match: RuleMatch | None,
+    content_key: str | None,
 ) -> Decision:
     """Steps 6 to 10: threading, loops, the matching rule, spam and bulk, a new ticket."""
     assert email.sender is not None
@@ -220,7 +231,9 @@ def _decide_rest(
             ticket.id,
         )
         reason = Reason.UNRELATED_SENDER
-    repeats = check_repeats(ctx, mailbox.name, email) if counts_repeats(handler) else None
+    repeats = None
+    if counts_repeats(handler):
+        repeats = check_repeats(ctx, mailbox.name, email, content_key)
     if repeats is not None and repeats.suspected:
         # The same email again and again from one sender: a responder answering us.
         return Decision(Outcome.IGNORED, Reason.LOOP_SUSPECTED)

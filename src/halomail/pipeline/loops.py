@@ -111,13 +111,23 @@ class RepeatCheck:
     state: tuple[str, str]
 
 
-def check_repeats(ctx: Context, mailbox: str, email: InboundEmail) -> RepeatCheck:
+def check_repeats(
+    ctx: Context, mailbox: str, email: InboundEmail, key: str | None = None
+) -> RepeatCheck:
     """Whether ``email``'s content is a suspected loop, and its count after one more ticket.
 
     Reads only; a suspected loop is warned about once per window.
+
+    Args:
+        ctx: The processor's parts.
+        mailbox: The mailbox's name.
+        email: The email.
+        key: Its :func:`repeat_key` in ``mailbox``, when the caller has it (``None``:
+            worked out here).
     """
     now = ctx.clock()
-    key = repeat_key(mailbox, email)
+    if key is None:
+        key = repeat_key(mailbox, email)
     counted = _current(ctx, key, now)
     if counted is None:
         updated = RepeatCount(now, 1)
