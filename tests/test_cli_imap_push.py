@@ -25,10 +25,12 @@ def _tickets(database: Path) -> list[str]:
         return []
 
 
-def test_mail_appended_while_run_waits_becomes_a_ticket_within_5_seconds(
+def test_mail_appended_while_run_waits_becomes_a_ticket_long_before_the_next_poll(
     dovecot: Dovecot, tmp_path: Path
 ) -> None:
-    """With a 60 s poll interval, IDLE makes `halomail run` ticket new mail in under 5 s."""
+    """With a 60 s poll interval, IDLE makes `halomail run` ticket new mail within
+    seconds. The bound is 20 s, a third of the interval: a loaded machine has taken
+    just over 5 s, and a run that only polled would take a minute."""
     account = dovecot.new_account()
     database = tmp_path / "halomail.db"
     config = tmp_path / "halomail.toml"
@@ -63,7 +65,7 @@ send_acknowledgement = false
         dovecot.append(account, make_email(subject="Pushed while waiting"))
         appended = time.monotonic()
         while "Pushed while waiting" not in _tickets(database):
-            assert time.monotonic() - appended < 5, "no ticket within 5 seconds of the append"
+            assert time.monotonic() - appended < 20, "no ticket within 20 seconds of the append"
             time.sleep(0.1)
         assert dovecot.messages(account) == []  # moved out of INBOX after the commit
     finally:
