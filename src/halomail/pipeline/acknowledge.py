@@ -61,14 +61,16 @@ def decide_new(
     reason: Reason | None,
     *,
     acknowledge: bool = True,
+    repeat_state: tuple[str, str] | None = None,
 ) -> Decision:
-    """A new ticket, acknowledged when the mailbox, the sender and the throttle allow."""
+    """A new ticket, acknowledged when the mailbox, the sender and the throttle allow
+    (``repeat_state``: what counts it towards the loop cap, see :class:`Decision`)."""
     may = False
     if acknowledge and mailbox.send_acknowledgement and email.sender is not None:
         may, why_not = _may_acknowledge(ctx, email, classification)
         if not may and why_not:
             reason = reason or why_not
-    return Decision(Outcome.CREATED, reason, acknowledge=may)
+    return Decision(Outcome.CREATED, reason, acknowledge=may, repeat_state=repeat_state)
 
 
 def _may_acknowledge(

@@ -231,12 +231,13 @@ def _decide_rest(
             ticket.id,
         )
         reason = Reason.UNRELATED_SENDER
-    repeats = None
+    state: tuple[str, str] | None = None  # what counts a new ticket towards the loop cap
     if counts_repeats(handler):
         repeats = check_repeats(ctx, mailbox.name, email, content_key)
-    if repeats is not None and repeats.suspected:
-        # The same email again and again from one sender: a responder answering us.
-        return Decision(Outcome.IGNORED, Reason.LOOP_SUSPECTED)
+        if repeats.suspected:
+            # The same email again and again from one sender: a responder answering us.
+            return Decision(Outcome.IGNORED, Reason.LOOP_SUSPECTED)
+        state = repeats.state
     if match is not None and handler is not None:
         decision = handler.decide(ctx, mailbox, email, classification, match, reason)
     elif classification.spam and ctx.settings.spam != "ticket":
@@ -244,10 +245,8 @@ def _decide_rest(
     elif classification.bulk and ctx.settings.bulk == "ignore":
         decision = Decision(Outcome.IGNORED, Reason.BULK)
     else:
-        decision = decide_new(ctx, mailbox, email, classification, reason)
-    if repeats is None:
-        return decision
-    return attrs.evolve(decision, repeat_state=repeats.state)
+        return decide_new(ctx, mailbox, email, classification, reason, repeat_state=state)
+    return decision if state is None else attrs.evolve(decision, repeat_state=state)
 
 
 def _decide_spam(setting: str) -> Decision:
