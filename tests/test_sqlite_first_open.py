@@ -11,9 +11,10 @@ between short attempts.
 
 The race is timing-dependent. Before the fix, a script like this test failed once in 10
 rounds of 3 processes on a machine kept busy, and not in 40 other rounds, so this test
-can pass without the fix: it runs many rounds, each process holding its repository open
-for longer than its ``busy_timeout`` (so a wait for that lock fails), to make a
-regression likely to show.
+can pass without the fix: it runs many rounds, three at a time, each process holding its
+repository open for longer than its ``busy_timeout`` (so a wait for that lock fails), to
+make a regression likely to show. With the old conversion put back, it failed in both of
+two runs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.slow
 
 PROCESSES = 4
 ROUNDS = 12
+AT_ONCE = 3  # rounds run side by side, on files of their own: a busier machine, and a shorter wait
 BUSY_TIMEOUT = 1.0
 
 OPENER = """
@@ -39,6 +41,7 @@ import sys, time
 from pathlib import Path
 from halomail.tickets.sqlite import SQLiteTicketRepository
 start, database = Path(sys.argv[1]), sys.argv[2]
+Path(sys.argv[4]).touch()  # imported and waiting
 while not start.exists():
     time.sleep(0.001)
 repository = SQLiteTicketRepository(database, busy_timeout=float(sys.argv[3]))
@@ -51,26 +54,46 @@ def test_processes_opening_a_new_database_at_once_all_open_it_in_wal_mode(
     tmp_path: Path,
 ) -> None:
     """Each round: PROCESSES processes wait for one signal, then open the same new file."""
-    for round_ in range(ROUNDS):
-        here = tmp_path / str(round_)
-        here.mkdir()
-        start, database = here / "start", here / "halomail.db"
-        openers = [
-            subprocess.Popen(
-                [sys.executable, "-c", OPENER, str(start), str(database), str(BUSY_TIMEOUT)],
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(PROCESSES)
-        ]
-        time.sleep(0.5)  # every interpreter started and waiting
+    for first in range(0, ROUNDS, AT_ONCE):
+        rounds = range(first, min(first + AT_ONCE, ROUNDS))
+        start = tmp_path / f"start-{first}"
+        databases = {}
+        openers = []
+        for round_ in rounds:
+            here = tmp_path / str(round_)
+            here.mkdir()
+            databases[round_] = database = here / "halomail.db"
+            openers += [
+                (
+                    round_,
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-c",
+                            OPENER,
+                            str(start),
+                            str(database),
+                            str(BUSY_TIMEOUT),
+                            str(tmp_path / f"ready-{round_}-{n}"),
+                        ],
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    ),
+                )
+                for n in range(PROCESSES)
+            ]
+        ready = [tmp_path / f"ready-{round_}-{n}" for round_ in rounds for n in range(PROCESSES)]
+        deadline = time.monotonic() + 60
+        while not all(path.exists() for path in ready) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until every interpreter has started and waits
         start.touch()
-        for opener in openers:
+        for round_, opener in openers:
             _, stderr = opener.communicate(timeout=60)
             assert opener.returncode == 0, f"round {round_}: {stderr}"
-        with SQLiteTicketRepository(database) as repository:
-            assert repository.list_tickets() == []
-        assert _journal_mode(database) == "wal"
+        for database in databases.values():
+            with SQLiteTicketRepository(database) as repository:
+                assert repository.list_tickets() == []
+            assert _journal_mode(database) == "wal"
 
 
 def _journal_mode(database: Path) -> str:
