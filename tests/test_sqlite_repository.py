@@ -741,6 +741,64 @@ class TestErrorTranslation:
         assert kinds == [RepositoryError, RepositoryError, RepositoryError]
 
 
+class TestNewIds:
+    """A new row's id comes from the cursor (no RETURNING): it must be the row's own, and
+    a conflict that inserts nothing must be told apart from an insert."""
+
+    def test_each_returned_id_reads_back_its_own_row(self, repo: SQLiteTicketRepository) -> None:
+        """Tickets, actions and outgoing mail made one after another, interleaved, each
+        come back by the id they were given (the three tables' ids run apart: an id read
+        from the wrong statement would not match)."""
+        for n in range(5):
+            repo.enqueue_outgoing(NewOutgoing(f"early{n}@h", ("a@customer.example",), "", "t"))
+        made = []
+        for n in range(3):
+            ticket = repo.create_ticket(new_ticket(f"Ticket {n}"))
+            repo.add_action(NewAction(ticket_id=ticket.id, kind=ActionKind.NOTE, body="Opened"))
+            action = repo.add_action(
+                NewAction(ticket_id=ticket.id, kind=ActionKind.NOTE, body=f"Note {n}")
+            )
+            mail = repo.enqueue_outgoing(
+                NewOutgoing(
+                    f"m{n}@h", ("a@customer.example",), f"Mail {n}", "t", ticket_id=ticket.id
+                )
+            )
+            made.append((ticket.id, action.id, mail.id))
+        assert made == [(1, 2, 6), (2, 4, 7), (3, 6, 8)]
+        subjects = {mail.id: mail.subject for mail in repo.list_outgoing()}
+        for n, (ticket_id, action_id, mail_id) in enumerate(made):
+            ticket = repo.get_ticket(ticket_id)
+            assert ticket is not None
+            assert ticket.summary == f"Ticket {n}"
+            assert [(a.id, a.body) for a in repo.list_actions(ticket_id)][1] == (
+                action_id,
+                f"Note {n}",
+            )
+            assert subjects[mail_id] == f"Mail {n}"
+
+    def test_a_message_id_queued_twice_is_refused_and_nothing_is_added(
+        self, repo: SQLiteTicketRepository
+    ) -> None:
+        """The second enqueue of one Message-ID raises, inside a transaction that stays
+        usable, and the outbox holds the first mail only."""
+        with repo.transaction():
+            first = repo.enqueue_outgoing(NewOutgoing("same@h", ("a@customer.example",), "s", "t"))
+            with pytest.raises(RepositoryError, match="already queued"):
+                repo.enqueue_outgoing(NewOutgoing("same@h", ("b@customer.example",), "s2", "t"))
+            other = repo.enqueue_outgoing(NewOutgoing("other@h", ("c@customer.example",), "s", "t"))
+        assert [m.id for m in repo.list_outgoing()] == [other.id, first.id]
+        assert other.id != first.id
+
+    def test_a_user_added_twice_is_refused(self, repo: SQLiteTicketRepository) -> None:
+        """The second user with one address raises; the first keeps its id and name."""
+        first = repo.add_user("alice@customer.example", "Alice")
+        with pytest.raises(RepositoryError, match="already exists"):
+            repo.add_user("Alice@Customer.example", "Someone else")
+        found = repo.find_user("alice@customer.example")
+        assert found is not None
+        assert (found.id, found.name) == (first.id, "Alice")
+
+
 def test_no_statement_binds_numbered_placeholders_to_a_sequence() -> None:
     """Statements that repeat a value name it (`:now`): `?1` with a sequence fails on 3.14."""
     statements = {

@@ -121,14 +121,6 @@ def _mapping(text: str) -> dict[str, str]:
     return loaded
 
 
-def _returned_id(connection: Connection, sql: str, parameters: Any) -> int | None:
-    """Run an ``INSERT … RETURNING id``: the new row's id, or ``None`` when its conflict
-    clause inserted nothing."""
-    # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
-    rows = connection.execute(sql, parameters).fetchall()
-    return int(rows[0][0]) if rows else None
-
-
 class SQLBase:
     """The dialect's seam: connections, transactions, payload inserts and the clock.
 
@@ -186,7 +178,9 @@ class SQLBase:
     def _insert(self, connection: Connection, sql: str, parameters: Any) -> int | None:
         """Run ``sql``, an ``INSERT … RETURNING id``: the new row's id, or ``None`` when
         its conflict clause inserted nothing. A dialect may run it another way."""
-        return _returned_id(connection, sql, parameters)
+        # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
+        rows = connection.execute(sql, parameters).fetchall()
+        return int(rows[0][0]) if rows else None
 
     def _inserted_id(self, connection: Connection, sql: str, parameters: Any) -> int:
         """Run ``sql``, an ``INSERT … RETURNING id`` without a conflict clause, and return
