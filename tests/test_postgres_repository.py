@@ -393,3 +393,43 @@ def test_an_outgoing_message_id_queued_twice_is_refused_inside_a_usable_transact
     with PostgreSQLTicketRepository(postgres_url) as repo:
         assert len(repo.list_tickets()) == 1
         assert [m.message_id for m in repo.list_outgoing()] == ["m1@x"]
+
+
+def test_a_command_left_waiting_for_its_answer_does_not_block_the_next_call(
+    postgres_url: str,
+) -> None:
+    """A statement that failed on its way out leaves libpq waiting for an answer that will
+    never come, and the next statement would be refused ("another command is already in
+    progress": seen once in CI, on the call after the server ended the session). The
+    repository starts that call on a new connection instead."""
+    with PostgreSQLTicketRepository(postgres_url) as repo:
+        connection = repo._connection
+        assert connection is not None
+        connection.pgconn.send_query(b"SELECT 1")  # sent; its answer is never read
+        assert repo.list_tickets() == []
+        assert repo._connection is not connection
+        assert connection.closed
+
+
+def test_a_command_left_waiting_inside_a_transaction_loses_the_transaction_only(
+    postgres_url: str,
+) -> None:
+    """Inside a transaction the same state is a lost session: the transaction raises a
+    transient error and commits nothing, and the next call works on a new connection."""
+    with PostgreSQLTicketRepository(postgres_url) as repo:
+
+        def lose_the_session_inside_a_transaction() -> None:
+            with repo.transaction():
+                repo.create_ticket(
+                    NewTicket(
+                        summary="Lost", details="d", ticket_type="Incident", user_email="a@b.c"
+                    )
+                )
+                connection = repo._connection
+                assert connection is not None
+                connection.pgconn.send_query(b"SELECT 1")
+                repo.list_tickets()
+
+        with pytest.raises(TransientRepositoryError):
+            lose_the_session_inside_a_transaction()
+        assert repo.list_tickets() == []

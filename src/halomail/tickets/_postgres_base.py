@@ -381,6 +381,16 @@ class PostgresBase(SQLBase):
         if self._closed:
             raise RepositoryError(f"{self._where}: the repository is closed")
         connection = self._connection
+        if (
+            connection is not None
+            and not connection.closed
+            and connection.info.transaction_status == TransactionStatus.ACTIVE
+        ):
+            # A command still waits for its answer, though none runs (the lock is ours):
+            # one failed on its way out as the server went away, and libpq would refuse
+            # the next ("another command is already in progress"). The session is lost.
+            log.warning("%s: the connection was left mid-command; starting anew", self._where)
+            connection.close()
         if connection is None or connection.closed:
             if self._in_transaction:
                 raise self._aborted or TransientRepositoryError(
