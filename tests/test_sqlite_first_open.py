@@ -57,37 +57,21 @@ def test_processes_opening_a_new_database_at_once_all_open_it_in_wal_mode(
     for first in range(0, ROUNDS, AT_ONCE):
         rounds = range(first, min(first + AT_ONCE, ROUNDS))
         start = tmp_path / f"start-{first}"
-        databases = {}
+        databases = {round_: tmp_path / str(round_) / "halomail.db" for round_ in rounds}
         openers = []
-        for round_ in rounds:
-            here = tmp_path / str(round_)
-            here.mkdir()
-            databases[round_] = database = here / "halomail.db"
-            openers += [
-                (
-                    round_,
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-c",
-                            OPENER,
-                            str(start),
-                            str(database),
-                            str(BUSY_TIMEOUT),
-                            str(tmp_path / f"ready-{round_}-{n}"),
-                        ],
-                        stderr=subprocess.PIPE,
-                        text=True,
-                    ),
-                )
-                for n in range(PROCESSES)
-            ]
-        ready = [tmp_path / f"ready-{round_}-{n}" for round_ in rounds for n in range(PROCESSES)]
+        for round_, database in databases.items():
+            database.parent.mkdir()
+            for n in range(PROCESSES):
+                ready = tmp_path / f"ready-{round_}-{n}"
+                command = [sys.executable, "-c", OPENER, str(start), str(database)]
+                command += [str(BUSY_TIMEOUT), str(ready)]
+                opener = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+                openers.append((round_, ready, opener))
         deadline = time.monotonic() + 60
-        while not all(path.exists() for path in ready) and time.monotonic() < deadline:
+        while not all(ready.exists() for _, ready, _ in openers) and time.monotonic() < deadline:
             time.sleep(0.01)  # until every interpreter has started and waits
         start.touch()
-        for round_, opener in openers:
+        for round_, _, opener in openers:
             _, stderr = opener.communicate(timeout=60)
             assert opener.returncode == 0, f"round {round_}: {stderr}"
         for database in databases.values():
