@@ -13,11 +13,13 @@ instruction a process executes in user space), over the same emails:
 (A) compat32 parsing plus the headers and parts the pipeline reads (the baseline);
 (a) compat32 parsing alone;
 (P) ``halomail.parse_email``;
+(F) the floor (``floor.py``): ``parse_email``, the text read, one SQLite row per email,
+    committed in batches of 10;
 (C) the whole ``MailProcessor`` into SQLite, acknowledgements queued, forty rules, in
     batches of 10 (``bench_pipeline.make_processor``).
 
 Every child does the same set-up (imports, the emails loaded, each pipeline warmed up on
-other emails, then each set up for the measured emails: (C)'s database made) and then
+other emails, then each set up for the measured emails: (F)'s and (C)'s databases made) and then
 runs one pipeline, or none: a pipeline's count is its child's count less the idle
 child's, divided by the number of emails, so imports and set-up cancel out. Hash
 randomization is fixed (``PYTHONHASHSEED=0``), and (C)'s batches are not cut by time
@@ -51,6 +53,7 @@ from pathlib import Path
 
 import real_mail
 from bench_pipeline import bench_rules, make_processor, one_kb_emails
+from floor import Floor
 
 from halomail import SQLiteTicketRepository
 from halomail.inbound.parse import parse_email
@@ -60,6 +63,7 @@ PIPELINES = {
     "A": "(A) compat32 + headers + parts",
     "a": "(a) compat32 parsing alone",
     "P": "(P) halomail parse_email",
+    "F": "(F) floor: parse + store",
     "C": "(C) halomail MailProcessor",
 }
 _WARM = 20  # emails each pipeline runs before the measured ones (other emails)
@@ -75,7 +79,7 @@ def _emails(corpus: str, count: int) -> tuple[list[bytes], list[bytes]]:
 
 
 def _pipelines(
-    corpus: str, directory: Path, repositories: list[SQLiteTicketRepository]
+    corpus: str, directory: Path, opened: list[SQLiteTicketRepository | Floor]
 ) -> dict[str, Callable[[Sequence[bytes]], Callable[[], object]]]:
     """Each pipeline's set-up: given the emails, it returns the run to count."""
     rules = bench_rules() if corpus == "real" else []
@@ -87,7 +91,7 @@ def _pipelines(
         # of the set-up, not of the emails. The run ends by closing the database, and
         # so with the checkpoint that writes the emails' pages into its file.
         repository = SQLiteTicketRepository(directory / f"run{next(runs)}.db")
-        repositories.append(repository)
+        opened.append(repository)
         processor, _ = make_processor(
             repository, messages, rules=rules, batch_size=10, batch_max_wait=dt.timedelta(hours=1)
         )
@@ -96,6 +100,17 @@ def _pipelines(
             report = processor.run_once()
             repository.close()
             return report
+
+        return run
+
+    def floor(messages: Sequence[bytes]) -> Callable[[], object]:
+        store = Floor(directory / f"floor{next(runs)}.db", 10)
+        opened.append(store)
+
+        def run() -> object:
+            stored = store.run(messages)
+            store.close()
+            return stored
 
         return run
 
@@ -111,6 +126,7 @@ def _pipelines(
         "A": each(real_mail.run_baseline),
         "a": each(compat32),
         "P": each(lambda messages: [parse_email(raw) for raw in messages]),
+        "F": floor,
         "C": whole,
     }
 
@@ -119,21 +135,21 @@ def child(corpus: str, count: int, pipeline: str) -> None:
     """Set up as every child does, then run ``pipeline`` over the emails (``-``: none).
 
     Every child, the idle one too, sets up every pipeline on the measured emails (and
-    so makes (C)'s database) before the one it runs: only the run differs.
+    so makes (F)'s and (C)'s databases) before the one it runs: only the run differs.
     """
     logging.getLogger("halomail").setLevel(logging.ERROR)
     measured, warm = _emails(corpus, count)
-    repositories: list[SQLiteTicketRepository] = []
+    opened: list[SQLiteTicketRepository | Floor] = []
     with tempfile.TemporaryDirectory() as folder:
-        pipelines = _pipelines(corpus, Path(folder), repositories)
+        pipelines = _pipelines(corpus, Path(folder), opened)
         for prepare in pipelines.values():
             prepare(warm)()
         runs = {key: prepare(measured) for key, prepare in pipelines.items()}
         gc.collect()
         if pipeline != "-":
             runs[pipeline]()
-        for repository in repositories:
-            repository.close()
+        for database in opened:
+            database.close()
 
 
 def count_instructions(corpus: str, count: int, pipeline: str) -> int:
@@ -175,6 +191,7 @@ def print_table(title: str, per_email: dict[str, float]) -> None:
         ratios = [per_email[base] / mine for base in ("A", "a")]
         print(f"{name:<31} {mine:>18,.0f}  {ratios[0]:>6.2f}x  {ratios[1]:>6.2f}x")
     print(f"(C) costs {per_email['C'] / per_email['a']:.1f}x the instructions of (a)")
+    print(f"(C) costs {per_email['C'] / per_email['F']:.2f}x the instructions of its floor (F)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Throughput of halomail on real mail, against the stdlib floor and a conventional pipeline.
+"""Throughput of halomail on real mail, against the stdlib, the floor and a conventional pipeline.
 
 Run it from the checkout::
 
@@ -22,6 +22,8 @@ one after another so that noise hits all alike:
     words, addresses, the date; text parts to ``str``, attachments to bytes);
 (a) ``email.message_from_bytes(raw, policy=compat32)`` alone, the old baseline;
 (P) ``halomail.parse_email`` alone;
+(F) **the floor** (``floor.py``): ``parse_email``, the text read, and one row per email
+    committed to SQLite in batches as (C) commits them, nothing else;
 (C) **halomail**: ``MailProcessor.run_once()`` over a ``MemoryConnector`` holding the
     corpus, a fresh ``SQLiteTicketRepository`` in a temporary directory, acknowledgements
     on (queued; no transport), forty rules that no email matches (the common case), and
@@ -30,6 +32,7 @@ one after another so that noise hits all alike:
 Printed per corpus: ms per email of each (CPU time, ``time.process_time``, the median
 round) and each one's throughput ratio to (A), and to (a): the median over the rounds,
 with the lowest and highest round. Ratios per round are what a loaded machine leaves meaningful.
+Then how many times (F)'s CPU time (C) takes: how far the whole pipeline is from its floor.
 
 Then, on the generated corpus only and unless ``--short``: (b) **conventional**, the
 pipeline helpdesks commonly write (``conventional.py``: ``policy.default``, bleach,
@@ -69,6 +72,7 @@ from typing import Any
 import corpus
 import real_mail
 from conventional import run_conventional
+from floor import Floor
 from timing import Timing, ratio_spread
 
 import halomail.inbound._deferred
@@ -480,6 +484,19 @@ def run_parse(messages: Sequence[bytes]) -> Timing:
     return timing.stop()
 
 
+def run_floor(messages: Sequence[bytes], directory: Path) -> Timing:
+    """The time of (F) over ``messages``, into a database made before the timer starts."""
+    floor = Floor(directory / "floor.db", BATCH_SIZE["value"])
+    gc.collect()
+    timing = Timing()
+    stored = floor.run(messages)
+    timing.stop()
+    floor.close()
+    if stored != len(messages):
+        raise RuntimeError(f"(F) stored {stored} of {len(messages)} emails")
+    return timing
+
+
 def run_baseline(messages: Sequence[bytes]) -> Timing:
     """The time of (A): compat32 parsing plus the headers and parts the pipeline reads."""
     gc.collect()
@@ -493,6 +510,7 @@ PIPELINES = {
     "A": "(A) compat32 + headers + parts",
     "a": "(a) compat32 parsing alone",
     "P": "(P) halomail parse_email",
+    "F": "(F) floor: parse + store",
     "C": "(C) halomail MailProcessor",
 }
 
@@ -507,6 +525,7 @@ def measure(
     run_parse(messages[:50])
     warm = directory / "warm"
     warm.mkdir()
+    run_floor(messages[:50], warm)
     _timing, outcomes = run_halomail(messages, warm, rules)
     for number in range(rounds):
         round_directory = directory / f"round{number}"
@@ -514,6 +533,7 @@ def measure(
         seconds["A"].append(run_baseline(messages).cpu)
         seconds["a"].append(run_compat32(messages).cpu)
         seconds["P"].append(run_parse(messages).cpu)
+        seconds["F"].append(run_floor(messages, round_directory).cpu)
         seconds["C"].append(run_halomail(messages, round_directory, rules)[0].cpu)
     return seconds, outcomes
 
@@ -534,6 +554,8 @@ def print_table(title: str, messages: Sequence[bytes], seconds: dict[str, list[f
             median, low, high = ratio_spread(seconds[baseline], seconds[key])
             columns.append(f"{median:>6.2f}x [{low:.2f} - {high:.2f}x]".rjust(29))
         print(f"{name:<31} {per_email:>8.3f}  {columns[0]}  {columns[1]}")
+    median, low, high = ratio_spread(seconds["C"], seconds["F"])  # (C)'s time / (F)'s
+    print(f"(C) takes {median:.2f}x the CPU time of its floor (F) [{low:.2f} - {high:.2f}x]")
 
 
 def _quiet_halomail() -> int:

@@ -81,7 +81,7 @@ def test_bench_pipeline_short_measures_real_mail_first_in_interleaved_rounds(
     rounds = measured["rounds"]
     assert rounds >= 2  # a spread needs rounds
     for entry in measured["corpora"]:
-        assert sorted(entry["cpu_seconds"]) == ["A", "C", "P", "a"]
+        assert sorted(entry["cpu_seconds"]) == ["A", "C", "F", "P", "a"]
         assert all(len(seconds) == rounds for seconds in entry["cpu_seconds"].values())
         assert all(s > 0 for seconds in entry["cpu_seconds"].values() for s in seconds)
         outcomes = entry["outcomes"]
@@ -97,6 +97,13 @@ def test_bench_pipeline_short_measures_real_mail_first_in_interleaved_rounds(
     assert re.search(
         r"\(P\) halomail parse_email +[\d.]+ +[\d.]+x \[[\d.]+ - [\d.]+x\]", result.stdout
     )
+    # Every corpus: how far (C) is from its floor, (F) parsing and storing each email.
+    floor_lines = re.findall(
+        r"^\(C\) takes [\d.]+x the CPU time of its floor \(F\) \[[\d.]+ - [\d.]+x\]$",
+        result.stdout,
+        re.MULTILINE,
+    )
+    assert len(floor_lines) == len(names)
     # The 1 KB text email's line: the pipeline's cost as a multiple of compat32's.
     assert re.search(
         r"a 1 KB text email: \(C\) costs [\d.]+x what compat32 parsing does "
