@@ -18,7 +18,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, delete, event, func, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -787,8 +787,7 @@ def _ticket(row: TicketRow) -> Ticket:
         impact=row.impact,
         urgency=row.urgency,
         site=row.site,
-        # The attrs converter (tuple) is typed loosely; the JSON column holds ints.
-        asset_ids=cast(Any, row.asset_ids),
+        asset_ids=row.asset_ids,
     )
 
 

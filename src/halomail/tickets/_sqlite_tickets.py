@@ -10,8 +10,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
-
 from halomail.errors import RepositoryError
 from halomail.tickets._common import (
     check_page,
@@ -210,13 +208,7 @@ class TicketsPart(SQLBase):
                 ),
             )
             self._note_fresh_ticket(ticket_id, stamp)
-        return Ticket(
-            id=ticket_id,
-            created_at=now,
-            updated_at=now,
-            closed_at=closed_at,
-            **attrs.asdict(new, recurse=False),
-        )
+        return Ticket.from_new(new, id=ticket_id, created_at=now, closed_at=closed_at)
 
     def add_action(self, new: NewAction) -> Action:
         """Add an action to a ticket, and touch the ticket's ``updated_at``.

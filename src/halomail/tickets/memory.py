@@ -163,12 +163,11 @@ class InMemoryTicketRepository(QuarantineAdminPart):
         """Create a ticket in ``new.status`` (``new`` by default) and return it with its id."""
         with self._writing():
             now = self._now()
-            ticket = Ticket(
+            ticket = Ticket.from_new(
+                new,
                 id=self._next_id("tickets"),
                 created_at=now,
-                updated_at=now,
                 closed_at=now if new.status is TicketStatus.CLOSED else None,
-                **attrs.asdict(new, recurse=False),
             )
             self._put(self._tickets, ticket.id, ticket)
             if new.alert_key is not None:

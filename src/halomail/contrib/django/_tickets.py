@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
-
 from halomail.contrib.django import models as m
 from halomail.contrib.django._base import DjangoBase, aware, opt_aware, payload
 from halomail.errors import RepositoryError
@@ -143,13 +141,7 @@ class TicketsPart(DjangoBase):
                 updated_at=now,
                 closed_at=closed_at,
             )
-        return Ticket(
-            id=row.pk,
-            created_at=now,
-            updated_at=now,
-            closed_at=closed_at,
-            **attrs.asdict(new, recurse=False),
-        )
+        return Ticket.from_new(new, id=row.pk, created_at=now, closed_at=closed_at)
 
     def add_action(self, new: NewAction) -> Action:
         """Add an action to a ticket, and touch the ticket's ``updated_at``.
