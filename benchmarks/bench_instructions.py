@@ -67,6 +67,7 @@ PIPELINES = {
     "C": "(C) halomail MailProcessor",
 }
 _WARM = 20  # emails each pipeline runs before the measured ones (other emails)
+_BATCH = 10  # emails per transaction, in (F) and (C) alike
 
 
 def _emails(corpus: str, count: int) -> tuple[list[bytes], list[bytes]]:
@@ -93,7 +94,11 @@ def _pipelines(
         repository = SQLiteTicketRepository(directory / f"run{next(runs)}.db")
         opened.append(repository)
         processor, _ = make_processor(
-            repository, messages, rules=rules, batch_size=10, batch_max_wait=dt.timedelta(hours=1)
+            repository,
+            messages,
+            rules=rules,
+            batch_size=_BATCH,
+            batch_max_wait=dt.timedelta(hours=1),
         )
 
         def run() -> object:
@@ -104,7 +109,7 @@ def _pipelines(
         return run
 
     def floor(messages: Sequence[bytes]) -> Callable[[], object]:
-        store = Floor(directory / f"floor{next(runs)}.db", 10)
+        store = Floor(directory / f"floor{next(runs)}.db", _BATCH)
         opened.append(store)
 
         def run() -> object:

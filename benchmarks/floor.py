@@ -45,15 +45,17 @@ class Floor:
         """Parse and store every email, committing each batch; returns the rows written."""
         execute = self._connection.execute
         size = self._batch_size
+        written = 0
         for start in range(0, len(messages), size):
             execute("BEGIN IMMEDIATE")
             for raw in messages[start : start + size]:
                 email = parse_email(raw)
                 sender = email.sender.normalized if email.sender is not None else None
-                execute(_INSERT, (email.message_id, sender, email.subject, email.text))
+                written += execute(
+                    _INSERT, (email.message_id, sender, email.subject, email.text)
+                ).rowcount
             execute("COMMIT")
-        (count,) = execute("SELECT count(*) FROM emails").fetchone()
-        return int(count)
+        return written
 
     def close(self) -> None:
         """Close the database (its last checkpoint writes the pages into the file)."""
