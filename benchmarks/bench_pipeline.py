@@ -24,6 +24,9 @@ one after another so that noise hits all alike:
 (P) ``halomail.parse_email`` alone;
 (F) **the floor** (``floor.py``): ``parse_email``, the text read, and one row per email
     committed to SQLite in batches as (C) commits them, nothing else;
+(M) **halomail in memory**: (C) below, but into an ``InMemoryTicketRepository``: what
+    halomail's own work costs when storing costs next to nothing (it must decide every
+    email as (C) does, or the run fails);
 (C) **halomail**: ``MailProcessor.run_once()`` over a ``MemoryConnector`` holding the
     corpus, a fresh ``SQLiteTicketRepository`` in a temporary directory, acknowledgements
     on (queued; no transport), forty rules that no email matches (the common case), and
@@ -32,7 +35,8 @@ one after another so that noise hits all alike:
 Printed per corpus: ms per email of each (CPU time, ``time.process_time``, the median
 round) and each one's throughput ratio to (A), and to (a): the median over the rounds,
 with the lowest and highest round. Ratios per round are what a loaded machine leaves meaningful.
-Then how many times (F)'s CPU time (C) takes: how far the whole pipeline is from its floor.
+Then how many times (F)'s CPU time (C) takes: how far the whole pipeline is from its floor;
+and (M)'s share of (C)'s time: what is left when storing is taken away.
 
 Then, on the generated corpus only and unless ``--short``: (b) **conventional**, the
 pipeline helpdesks commonly write (``conventional.py``: ``policy.default``, bleach,
@@ -87,6 +91,7 @@ import halomail.pipeline.unit
 import halomail.rules
 from halomail import (
     EmailRule,
+    InMemoryTicketRepository,
     Mailbox,
     MailProcessor,
     MemoryConnector,
@@ -157,7 +162,7 @@ def bench_rules() -> list[EmailRule]:
 
 
 def make_processor(
-    repository: SQLiteTicketRepository,
+    repository: SQLiteTicketRepository | InMemoryTicketRepository,
     messages: Sequence[bytes],
     *,
     rules: Sequence[EmailRule] = (),
@@ -214,10 +219,20 @@ def one_kb_emails(count: int) -> list[bytes]:
 
 
 def run_halomail(
-    messages: Sequence[bytes], directory: Path, rules: Sequence[EmailRule]
+    messages: Sequence[bytes],
+    directory: Path | None,
+    rules: Sequence[EmailRule],
 ) -> tuple[Timing, Counter[str]]:
-    """The time of one ``run_once`` over ``messages`` with a fresh repository, and outcomes."""
-    repository = SQLiteTicketRepository(directory / "halomail.db")
+    """The time of one ``run_once`` over ``messages`` with a fresh repository, and outcomes.
+
+    The repository is SQLite in ``directory``, (C); with ``directory=None`` it is the
+    in-memory one, (M).
+    """
+    repository: SQLiteTicketRepository | InMemoryTicketRepository
+    if directory is None:
+        repository = InMemoryTicketRepository()
+    else:
+        repository = SQLiteTicketRepository(directory / "halomail.db")
     processor, _connector = make_processor(
         repository, messages, rules=rules, batch_size=BATCH_SIZE["value"]
     )
@@ -511,6 +526,7 @@ PIPELINES = {
     "a": "(a) compat32 parsing alone",
     "P": "(P) halomail parse_email",
     "F": "(F) floor: parse + store",
+    "M": "(M) MailProcessor, in memory",
     "C": "(C) halomail MailProcessor",
 }
 
@@ -527,6 +543,9 @@ def measure(
     warm.mkdir()
     run_floor(messages[:50], warm)
     _timing, outcomes = run_halomail(messages, warm, rules)
+    _timing, in_memory = run_halomail(messages, None, rules)
+    if in_memory != outcomes:
+        raise RuntimeError(f"(M) decided otherwise than (C): {in_memory} != {outcomes}")
     for number in range(rounds):
         round_directory = directory / f"round{number}"
         round_directory.mkdir()
@@ -534,6 +553,7 @@ def measure(
         seconds["a"].append(run_compat32(messages).cpu)
         seconds["P"].append(run_parse(messages).cpu)
         seconds["F"].append(run_floor(messages, round_directory).cpu)
+        seconds["M"].append(run_halomail(messages, None, rules)[0].cpu)
         seconds["C"].append(run_halomail(messages, round_directory, rules)[0].cpu)
     return seconds, outcomes
 
@@ -556,6 +576,8 @@ def print_table(title: str, messages: Sequence[bytes], seconds: dict[str, list[f
         print(f"{name:<31} {per_email:>8.3f}  {columns[0]}  {columns[1]}")
     median, low, high = ratio_spread(seconds["C"], seconds["F"])  # (C)'s time / (F)'s
     print(f"(C) takes {median:.2f}x the CPU time of its floor (F) [{low:.2f} - {high:.2f}x]")
+    median, low, high = ratio_spread(seconds["M"], seconds["C"])  # (M)'s time / (C)'s
+    print(f"(M), storing in memory, takes {median:.0%} of (C)'s CPU time [{low:.0%} - {high:.0%}]")
 
 
 def _quiet_halomail() -> int:

@@ -81,7 +81,7 @@ def test_bench_pipeline_short_measures_real_mail_first_in_interleaved_rounds(
     rounds = measured["rounds"]
     assert rounds >= 2  # a spread needs rounds
     for entry in measured["corpora"]:
-        assert sorted(entry["cpu_seconds"]) == ["A", "C", "F", "P", "a"]
+        assert sorted(entry["cpu_seconds"]) == ["A", "C", "F", "M", "P", "a"]
         assert all(len(seconds) == rounds for seconds in entry["cpu_seconds"].values())
         assert all(s > 0 for seconds in entry["cpu_seconds"].values() for s in seconds)
         outcomes = entry["outcomes"]
@@ -104,6 +104,13 @@ def test_bench_pipeline_short_measures_real_mail_first_in_interleaved_rounds(
         re.MULTILINE,
     )
     assert len(floor_lines) == len(names)
+    # ... and what is left of (C) with the store in memory, (M), which decided alike.
+    memory_lines = re.findall(
+        r"^\(M\), storing in memory, takes \d+% of \(C\)'s CPU time \[\d+% - \d+%\]$",
+        result.stdout,
+        re.MULTILINE,
+    )
+    assert len(memory_lines) == len(names)
     # The 1 KB text email's line: the pipeline's cost as a multiple of compat32's.
     assert re.search(
         r"a 1 KB text email: \(C\) costs [\d.]+x what compat32 parsing does "
