@@ -50,6 +50,23 @@ def test_the_budget_counts_start_tags_and_characters() -> None:
     assert not html_over_budget("<b>x</b>" * MAX_HTML_ELEMENTS)
 
 
+def test_the_budget_and_the_rewrite_decide_exactly_at_their_limits() -> None:
+    """Each limit holds at its edge, where the checks skip counting what cannot pass it."""
+    # As many "<" as the element budget allows, the document no longer than that: within.
+    assert not html_over_budget("<" * MAX_HTML_ELEMENTS)
+    assert html_over_budget("<" * (MAX_HTML_ELEMENTS + 1))
+    # Up to 2,500 start tags go to the parser untouched; one more and it is rewritten
+    # (closed, so it no longer equals what came in).
+    assert bounded("<b>" * 2500) == "<b>" * 2500
+    assert bounded("<b>" * 2501) != "<b>" * 2501
+    many_ends = "</b>" * 3000 + "<b>" * 2500  # end tags open nothing
+    assert bounded(many_ends) == many_ends
+    # The shortest long tag: "<", a letter and 8,192 characters, the whole document. It
+    # never ends, so the rewrite drops it; one character shorter, it goes untouched.
+    assert bounded("<a" + "b" * 8192) == ""
+    assert bounded("<a" + "b" * 8191) == "<a" + "b" * 8191
+
+
 def test_text_past_the_budget_keeps_words_lines_and_entities() -> None:
     """Past the budget the text is still all there: blocks are lines, entities decoded."""
     html = (

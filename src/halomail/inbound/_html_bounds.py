@@ -53,19 +53,25 @@ _FAST_START_TAGS = 2500
 # other (40 s for 100,000 on one element); such a document is rewritten, which keeps
 # MAX_ATTRIBUTES of them. A long tag is usually an inline image; the rewrite keeps it.
 _LONG_TAG = re.compile(r"<[A-Za-z][^<>]{8192}")
+_LONG_TAG_CHARS = 8194  # the fewest characters _LONG_TAG can match
 
 
 def over_budget(html: str) -> bool:
     """Whether ``html`` is past the budget for a DOM: too many characters or start tags."""
     if len(html) > MAX_HTML_CHARS:
         return True
+    if len(html) <= MAX_HTML_ELEMENTS:  # too short to hold that many tags: no counting
+        return False
     return html.count("<") - html.count("</") > MAX_HTML_ELEMENTS
 
 
 def bounded(html: str) -> str:
     """``html`` itself when it is cheap to parse, else its depth-bounded rewrite."""
-    start_tags = html.count("<") - html.count("</")
-    if start_tags <= _FAST_START_TAGS and _LONG_TAG.search(html) is None:
+    # Each test is skipped when it cannot fail: a document with few "<" has few start
+    # tags, and one shorter than a long tag holds none.
+    opening = html.count("<")
+    few_tags = opening <= _FAST_START_TAGS or opening - html.count("</") <= _FAST_START_TAGS
+    if few_tags and (len(html) < _LONG_TAG_CHARS or _LONG_TAG.search(html) is None):
         return html
     return _flatten(html, MAX_DEPTH)
 
