@@ -7,9 +7,11 @@ import datetime as dt
 import hashlib
 import logging
 import re
+import string
 
 import pytest
 
+from halomail.inbound import _addresses
 from halomail.inbound.attachments import clean_filename, extension_for, storage_name
 from halomail.inbound.models import Address, InboundEmail, ParseLimits
 from halomail.inbound.parse import parse_email
@@ -492,6 +494,27 @@ def test_utf8_addresses_and_idn_domains_are_accepted() -> None:
     email = parse_email(message("From: Jörg <jörg@bücher.example>", "To: 用户@例子.广告"))
     assert email.sender == Address("jörg@bücher.example", "Jörg")
     assert email.to == (Address("用户@例子.广告"),)
+
+
+def test_a_domain_letter_is_an_ascii_letter_or_digit_or_any_character_past_latin_1() -> None:
+    """The domain classes, written as what they leave out, take exactly their characters:
+    every code point is tried, and each class also takes the hyphen (and the dot) it
+    names."""
+    letters = set(string.ascii_letters + string.digits)
+    classes = {
+        _addresses._LETTER: "",
+        _addresses._LETTER_OR_HYPHEN: "-",
+        _addresses._LETTER_HYPHEN_OR_DOT: "-.",
+    }
+    for pattern, extra in classes.items():
+        each = re.compile(pattern + "+")
+        everything = "".join(map(chr, range(0x110000)))
+        taken = "".join(match.group() for match in each.finditer(everything))
+        expected = "".join(c for c in everything if c in letters or c in extra or ord(c) > 0xA0)
+        assert taken == expected, pattern
+    sender = parse_email(message("From: a@ex-ample.bücher.example")).sender
+    assert sender == Address("a@ex-ample.bücher.example")
+    assert parse_email(message("From: a@ex_ample.example")).sender_unparseable
 
 
 def test_recipient_headers_repeat_and_merge_without_duplicates() -> None:
