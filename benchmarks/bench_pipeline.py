@@ -24,9 +24,9 @@ one after another so that noise hits all alike:
 (P) ``halomail.parse_email`` alone;
 (F) **the floor** (``floor.py``): ``parse_email``, the text read, and one row per email
     committed to SQLite in batches as (C) commits them, nothing else;
-(M) **halomail in memory**: (C) below, but into an ``InMemoryTicketRepository``: what
-    halomail's own work costs when storing costs next to nothing (it must decide every
-    email as (C) does, or the run fails);
+(M) **halomail in memory**: (C) below, but into an ``InMemoryTicketRepository``:
+    halomail's own work, with storing in Python dictionaries instead of SQLite (it must
+    decide every email as (C) does, or the run fails);
 (C) **halomail**: ``MailProcessor.run_once()`` over a ``MemoryConnector`` holding the
     corpus, a fresh ``SQLiteTicketRepository`` in a temporary directory, acknowledgements
     on (queued; no transport), forty rules that no email matches (the common case), and
