@@ -15,6 +15,7 @@ instruction a process executes in user space), over the same emails:
 (P) ``halomail.parse_email``;
 (F) the floor (``floor.py``): ``parse_email``, the text read, one SQLite row per email,
     committed in batches of 10;
+(M) (C) below, but into an ``InMemoryTicketRepository`` instead of SQLite;
 (C) the whole ``MailProcessor`` into SQLite, acknowledgements queued, forty rules, in
     batches of 10 (``bench_pipeline.make_processor``).
 
@@ -25,7 +26,8 @@ child's, divided by the number of emails, so imports and set-up cancel out. Hash
 randomization is fixed (``PYTHONHASHSEED=0``), and (C)'s batches are not cut by time
 (valgrind runs a process about fifty times slower). Printed: instructions per email of
 each pipeline, and each one's ratio to (A) and to (a) as instructions (1 / the ratio of
-counts, so that above 1 is cheaper, as throughput ratios read).
+counts, so that above 1 is cheaper, as throughput ratios read), then (C)'s count over
+(a)'s and (F)'s, and (M)'s share of (C)'s.
 
 An instruction is not a unit of time: a cache miss, a system call's kernel time and an
 ``fsync`` cost nothing here, and SQLite's COMMIT is counted only for its user-space
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import email
+import functools
 import gc
 import itertools
 import logging
@@ -55,7 +58,7 @@ import real_mail
 from bench_pipeline import bench_rules, make_processor, one_kb_emails
 from floor import Floor
 
-from halomail import SQLiteTicketRepository
+from halomail import InMemoryTicketRepository, SQLiteTicketRepository
 from halomail.inbound.parse import parse_email
 
 #: The pipelines, in the order they are printed.
@@ -64,6 +67,7 @@ PIPELINES = {
     "a": "(a) compat32 parsing alone",
     "P": "(P) halomail parse_email",
     "F": "(F) floor: parse + store",
+    "M": "(M) MailProcessor, in memory",
     "C": "(C) halomail MailProcessor",
 }
 _WARM = 20  # emails each pipeline runs before the measured ones (other emails)
@@ -79,19 +83,27 @@ def _emails(corpus: str, count: int) -> tuple[list[bytes], list[bytes]]:
     return emails[_WARM:], emails[:_WARM]
 
 
+#: What a child opens and closes at its end: the repositories and the floor's database.
+_Opened = SQLiteTicketRepository | InMemoryTicketRepository | Floor
+
+
 def _pipelines(
-    corpus: str, directory: Path, opened: list[SQLiteTicketRepository | Floor]
+    corpus: str, directory: Path, opened: list[_Opened]
 ) -> dict[str, Callable[[Sequence[bytes]], Callable[[], object]]]:
     """Each pipeline's set-up: given the emails, it returns the run to count."""
     rules = bench_rules() if corpus == "real" else []
     runs = itertools.count()
 
-    def whole(messages: Sequence[bytes]) -> Callable[[], object]:
+    def whole(messages: Sequence[bytes], *, in_memory: bool = False) -> Callable[[], object]:
         # The database is made here, outside the run (as bench_pipeline.py's timer
         # leaves it out): its schema costs some 16 million instructions, a fixed cost
         # of the set-up, not of the emails. The run ends by closing the database, and
         # so with the checkpoint that writes the emails' pages into its file.
-        repository = SQLiteTicketRepository(directory / f"run{next(runs)}.db")
+        repository: SQLiteTicketRepository | InMemoryTicketRepository
+        if in_memory:
+            repository = InMemoryTicketRepository()
+        else:
+            repository = SQLiteTicketRepository(directory / f"run{next(runs)}.db")
         opened.append(repository)
         processor, _ = make_processor(
             repository,
@@ -132,6 +144,7 @@ def _pipelines(
         "a": each(compat32),
         "P": each(lambda messages: [parse_email(raw) for raw in messages]),
         "F": floor,
+        "M": functools.partial(whole, in_memory=True),
         "C": whole,
     }
 
@@ -144,7 +157,7 @@ def child(corpus: str, count: int, pipeline: str) -> None:
     """
     logging.getLogger("halomail").setLevel(logging.ERROR)
     measured, warm = _emails(corpus, count)
-    opened: list[SQLiteTicketRepository | Floor] = []
+    opened: list[_Opened] = []
     with tempfile.TemporaryDirectory() as folder:
         pipelines = _pipelines(corpus, Path(folder), opened)
         for prepare in pipelines.values():
@@ -197,6 +210,9 @@ def print_table(title: str, per_email: dict[str, float]) -> None:
         print(f"{name:<31} {mine:>18,.0f}  {ratios[0]:>6.2f}x  {ratios[1]:>6.2f}x")
     print(f"(C) costs {per_email['C'] / per_email['a']:.1f}x the instructions of (a)")
     print(f"(C) costs {per_email['C'] / per_email['F']:.2f}x the instructions of its floor (F)")
+    print(
+        f"(M), storing in memory, costs {per_email['M'] / per_email['C']:.0%} of (C)'s instructions"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

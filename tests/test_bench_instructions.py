@@ -23,7 +23,7 @@ SCRIPT = ROOT / "benchmarks" / "bench_instructions.py"
 @pytest.mark.parametrize("corpus", ["real", "1kb"])
 def test_every_pipeline_of_a_child_runs_over_the_emails(corpus: str) -> None:
     """Each child (the idle one too) sets up, warms up and runs its pipeline cleanly."""
-    for pipeline in ("-", "A", "a", "P", "F", "C"):
+    for pipeline in ("-", "A", "a", "P", "F", "M", "C"):
         done = subprocess.run(
             [sys.executable, str(SCRIPT), "--child", corpus, "3", pipeline],
             cwd=ROOT,
