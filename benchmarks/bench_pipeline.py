@@ -24,6 +24,9 @@ one after another so that noise hits all alike:
 (P) ``halomail.parse_email`` alone;
 (F) **the floor** (``floor.py``): ``parse_email``, the text read, and one row per email
     committed to SQLite in batches as (C) commits them, nothing else;
+(S) **(C)'s SQL statements alone** (``statements.py``): every statement (C) ran, with
+    its parameters and in its order (recorded in an untimed run), replayed into a fresh
+    database with nothing between them: SQLite's own cost of what (C) stores;
 (M) **halomail in memory**: (C) below, but into an ``InMemoryTicketRepository``:
     halomail's own work, with storing in Python dictionaries instead of SQLite (it must
     decide every email as (C) does, or the run fails);
@@ -36,7 +39,9 @@ Printed per corpus: ms per email of each (CPU time, ``time.process_time``, the m
 round) and each one's throughput ratio to (A), and to (a): the median over the rounds,
 with the lowest and highest round. Ratios per round are what a loaded machine leaves meaningful.
 Then how many times (F)'s CPU time (C) takes: how far the whole pipeline is from its floor;
-and (M)'s share of (C)'s time: what is left when storing is taken away.
+(M)'s share of (C)'s time: what is left when storing is taken away; and the share of
+(P) + (S): parsing and storing with no Python between, the least any rework of (C)'s
+Python could reach while storing the same rows.
 
 Then, on the generated corpus only and unless ``--short``: (b) **conventional**, the
 pipeline helpdesks commonly write (``conventional.py``: ``policy.default``, bleach,
@@ -77,6 +82,7 @@ import corpus
 import real_mail
 from conventional import run_conventional
 from floor import Floor
+from statements import Call, Recorder, Replay
 from timing import Timing, ratio_spread
 
 import halomail.inbound._deferred
@@ -222,17 +228,22 @@ def run_halomail(
     messages: Sequence[bytes],
     directory: Path | None,
     rules: Sequence[EmailRule],
+    *,
+    record: list[Call] | None = None,
 ) -> tuple[Timing, Counter[str]]:
     """The time of one ``run_once`` over ``messages`` with a fresh repository, and outcomes.
 
     The repository is SQLite in ``directory``, (C); with ``directory=None`` it is the
-    in-memory one, (M).
+    in-memory one, (M). With ``record``, (C)'s SQL calls are appended to it for (S).
     """
     repository: SQLiteTicketRepository | InMemoryTicketRepository
+    recorder = None
     if directory is None:
         repository = InMemoryTicketRepository()
     else:
         repository = SQLiteTicketRepository(directory / "halomail.db")
+        if record is not None:
+            recorder = Recorder.attach(repository)
     processor, _connector = make_processor(
         repository, messages, rules=rules, batch_size=BATCH_SIZE["value"]
     )
@@ -240,6 +251,9 @@ def run_halomail(
     timing = Timing()
     report = processor.run_once()
     timing.stop()
+    if recorder is not None and record is not None:
+        record += recorder.calls
+        RECORDED_CHANGES["value"] = recorder.changes
     repository.close()
     outcomes = Counter(o.outcome.value for o in report.outcomes)
     outcomes["acknowledged"] = sum(o.acknowledged for o in report.outcomes)
@@ -512,6 +526,24 @@ def run_floor(messages: Sequence[bytes], directory: Path) -> Timing:
     return timing
 
 
+#: Rows (C)'s recorded calls changed: (S)'s replay must change as many.
+RECORDED_CHANGES = {"value": 0}
+
+
+def run_statements(calls: list[Call], directory: Path) -> Timing:
+    """The time of (S): (C)'s recorded calls replayed into a database made untimed."""
+    replay = Replay(directory / "statements.db")
+    gc.collect()
+    timing = Timing()
+    replay.run(calls)
+    timing.stop()
+    changes = replay.changes
+    replay.close()
+    if changes != RECORDED_CHANGES["value"]:
+        raise RuntimeError(f"(S) changed {changes} rows where (C) changed {RECORDED_CHANGES}")
+    return timing
+
+
 def run_baseline(messages: Sequence[bytes]) -> Timing:
     """The time of (A): compat32 parsing plus the headers and parts the pipeline reads."""
     gc.collect()
@@ -526,6 +558,7 @@ PIPELINES = {
     "a": "(a) compat32 parsing alone",
     "P": "(P) halomail parse_email",
     "F": "(F) floor: parse + store",
+    "S": "(S) (C)'s SQL statements alone",
     "M": "(M) MailProcessor, in memory",
     "C": "(C) halomail MailProcessor",
 }
@@ -542,7 +575,8 @@ def measure(
     warm = directory / "warm"
     warm.mkdir()
     run_floor(messages[:50], warm)
-    _timing, outcomes = run_halomail(messages, warm, rules)
+    calls: list[Call] = []
+    _timing, outcomes = run_halomail(messages, warm, rules, record=calls)
     _timing, in_memory = run_halomail(messages, None, rules)
     if in_memory != outcomes:
         raise RuntimeError(f"(M) decided otherwise than (C): {in_memory} != {outcomes}")
@@ -553,9 +587,15 @@ def measure(
         seconds["a"].append(run_compat32(messages).cpu)
         seconds["P"].append(run_parse(messages).cpu)
         seconds["F"].append(run_floor(messages, round_directory).cpu)
+        seconds["S"].append(run_statements(calls, round_directory).cpu)
         seconds["M"].append(run_halomail(messages, None, rules)[0].cpu)
         seconds["C"].append(run_halomail(messages, round_directory, rules)[0].cpu)
     return seconds, outcomes
+
+
+def parsing_and_statements(seconds: dict[str, list[float]]) -> list[float]:
+    """(P) + (S) per round: parsing, and storing with nothing between."""
+    return [p + s for p, s in zip(seconds["P"], seconds["S"], strict=True)]
 
 
 def print_table(title: str, messages: Sequence[bytes], seconds: dict[str, list[float]]) -> None:
@@ -578,6 +618,14 @@ def print_table(title: str, messages: Sequence[bytes], seconds: dict[str, list[f
     print(f"(C) takes {median:.2f}x the CPU time of its floor (F) [{low:.2f} - {high:.2f}x]")
     median, low, high = ratio_spread(seconds["M"], seconds["C"])  # (M)'s time / (C)'s
     print(f"(M), storing in memory, takes {median:.0%} of (C)'s CPU time [{low:.0%} - {high:.0%}]")
+    parse_and_store = parsing_and_statements(seconds)
+    median, low, high = ratio_spread(parse_and_store, seconds["C"])  # (P) + (S) over (C)
+    print(
+        f"(P) + (S), parsing and (C)'s statements with nothing between, take {median:.0%} "
+        f"of (C)'s CPU time [{low:.0%} - {high:.0%}]"
+    )
+    median, low, high = ratio_spread(seconds["a"], parse_and_store)  # (a) over (P) + (S)
+    print(f"(P) + (S) alone run at {median:.2f}x the throughput of (a) [{low:.2f} - {high:.2f}x]")
 
 
 def _quiet_halomail() -> int:
@@ -637,6 +685,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"a 1 KB text email: (C) costs {median:.1f}x what compat32 parsing "
                         f"does [{low:.1f} - {high:.1f}x] (goal: within 5x)"
+                    )
+                    parse_and_store = parsing_and_statements(seconds)
+                    median, low, high = ratio_spread(parse_and_store, seconds["a"])
+                    print(
+                        f"a 1 KB text email: (P) + (S) alone cost {median:.1f}x what compat32 "
+                        f"parsing does [{low:.1f} - {high:.1f}x]"
                     )
                 print("(C) outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
                 if outcomes[Outcome.RETRY.value]:

@@ -81,7 +81,7 @@ def test_bench_pipeline_short_measures_real_mail_first_in_interleaved_rounds(
     rounds = measured["rounds"]
     assert rounds >= 2  # a spread needs rounds
     for entry in measured["corpora"]:
-        assert sorted(entry["cpu_seconds"]) == ["A", "C", "F", "M", "P", "a"]
+        assert sorted(entry["cpu_seconds"]) == ["A", "C", "F", "M", "P", "S", "a"]
         assert all(len(seconds) == rounds for seconds in entry["cpu_seconds"].values())
         assert all(s > 0 for seconds in entry["cpu_seconds"].values() for s in seconds)
         outcomes = entry["outcomes"]
@@ -111,11 +111,25 @@ def test_bench_pipeline_short_measures_real_mail_first_in_interleaved_rounds(
         re.MULTILINE,
     )
     assert len(memory_lines) == len(names)
+    # ... and the share of parsing and (C)'s own statements replayed alone, (P) + (S),
+    # with their throughput against compat32's (the replay changed the rows (C) did, or
+    # the run would have failed).
+    replay_lines = re.findall(
+        r"^\(P\) \+ \(S\), parsing and \(C\)'s statements with nothing between, take "
+        r"\d+% of \(C\)'s CPU time \[\d+% - \d+%\]\n"
+        r"\(P\) \+ \(S\) alone run at [\d.]+x the throughput of \(a\) \[[\d.]+ - [\d.]+x\]$",
+        result.stdout,
+        re.MULTILINE,
+    )
+    assert len(replay_lines) == len(names)
     # The 1 KB text email's line: the pipeline's cost as a multiple of compat32's.
     assert re.search(
         r"a 1 KB text email: \(C\) costs [\d.]+x what compat32 parsing does "
-        r"\[[\d.]+ - [\d.]+x\] \(goal: within 5x\)",
+        r"\[[\d.]+ - [\d.]+x\] \(goal: within 5x\)\n"
+        r"a 1 KB text email: \(P\) \+ \(S\) alone cost [\d.]+x what compat32 parsing does "
+        r"\[[\d.]+ - [\d.]+x\]$",
         result.stdout,
+        re.MULTILINE,
     )
 
 
