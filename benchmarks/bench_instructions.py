@@ -15,6 +15,8 @@ instruction a process executes in user space), over the same emails:
 (P) ``halomail.parse_email``;
 (F) the floor (``floor.py``): ``parse_email``, the text read, one SQLite row per email,
     committed in batches of 10;
+(S) (C)'s SQL statements alone (``statements.py``): recorded once in this process, from
+    a run of (C) over the same emails, and replayed by the child into a fresh database;
 (M) (C) below, but into an ``InMemoryTicketRepository`` instead of SQLite;
 (C) the whole ``MailProcessor`` into SQLite, acknowledgements queued, forty rules, in
     batches of 10 (``bench_pipeline.make_processor``).
@@ -27,7 +29,7 @@ randomization is fixed (``PYTHONHASHSEED=0``), and (C)'s batches are not cut by 
 (valgrind runs a process about fifty times slower). Printed: instructions per email of
 each pipeline, and each one's ratio to (A) and to (a) as instructions (1 / the ratio of
 counts, so that above 1 is cheaper, as throughput ratios read), then (C)'s count over
-(a)'s and (F)'s, and (M)'s share of (C)'s.
+(a)'s and (F)'s, (M)'s share of (C)'s, and the share of (P) + (S).
 
 An instruction is not a unit of time: a cache miss, a system call's kernel time and an
 ``fsync`` cost nothing here, and SQLite's COMMIT is counted only for its user-space
@@ -46,6 +48,7 @@ import gc
 import itertools
 import logging
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -57,8 +60,9 @@ from pathlib import Path
 import real_mail
 from bench_pipeline import bench_rules, make_processor, one_kb_emails
 from floor import Floor
+from statements import Call, Recorder, Replay
 
-from halomail import InMemoryTicketRepository, SQLiteTicketRepository
+from halomail import InMemoryTicketRepository, MailProcessor, SQLiteTicketRepository
 from halomail.inbound.parse import parse_email
 
 #: The pipelines, in the order they are printed.
@@ -67,6 +71,7 @@ PIPELINES = {
     "a": "(a) compat32 parsing alone",
     "P": "(P) halomail parse_email",
     "F": "(F) floor: parse + store",
+    "S": "(S) (C)'s SQL statements alone",
     "M": "(M) MailProcessor, in memory",
     "C": "(C) halomail MailProcessor",
 }
@@ -84,15 +89,47 @@ def _emails(corpus: str, count: int) -> tuple[list[bytes], list[bytes]]:
 
 
 #: What a child opens and closes at its end: the repositories and the floor's database.
-_Opened = SQLiteTicketRepository | InMemoryTicketRepository | Floor
+_Opened = SQLiteTicketRepository | InMemoryTicketRepository | Floor | Replay
+
+
+def _processor(
+    corpus: str,
+    repository: SQLiteTicketRepository | InMemoryTicketRepository,
+    messages: Sequence[bytes],
+) -> MailProcessor:
+    """(C)'s processor over ``messages`` into ``repository``, its batches not cut by time."""
+    rules = bench_rules() if corpus == "real" else []
+    processor, _ = make_processor(
+        repository, messages, rules=rules, batch_size=_BATCH, batch_max_wait=dt.timedelta(hours=1)
+    )
+    return processor
+
+
+def record_statements(corpus: str, count: int, path: Path) -> None:
+    """Run (C) once over the measured emails, recording its SQL calls into ``path``
+    (a pickle of the calls and of the rows they changed) for the children's (S)."""
+    measured, _warm = _emails(corpus, count)
+    logger = logging.getLogger("halomail")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            repository = SQLiteTicketRepository(Path(folder) / "recorded.db")
+            recorder = Recorder.attach(repository)
+            _processor(corpus, repository, measured).run_once()
+            recorded = (recorder.calls, recorder.changes)
+            repository.close()
+    finally:
+        logger.setLevel(level)
+    path.write_bytes(pickle.dumps(recorded))
 
 
 def _pipelines(
-    corpus: str, directory: Path, opened: list[_Opened]
+    corpus: str, directory: Path, opened: list[_Opened], statements: Path
 ) -> dict[str, Callable[[Sequence[bytes]], Callable[[], object]]]:
     """Each pipeline's set-up: given the emails, it returns the run to count."""
-    rules = bench_rules() if corpus == "real" else []
     runs = itertools.count()
+    recorded: tuple[list[Call], int] = pickle.loads(statements.read_bytes())  # noqa: S301 - ours
 
     def whole(messages: Sequence[bytes], *, in_memory: bool = False) -> Callable[[], object]:
         # The database is made here, outside the run (as bench_pipeline.py's timer
@@ -105,13 +142,7 @@ def _pipelines(
         else:
             repository = SQLiteTicketRepository(directory / f"run{next(runs)}.db")
         opened.append(repository)
-        processor, _ = make_processor(
-            repository,
-            messages,
-            rules=rules,
-            batch_size=_BATCH,
-            batch_max_wait=dt.timedelta(hours=1),
-        )
+        processor = _processor(corpus, repository, messages)
 
         def run() -> object:
             report = processor.run_once()
@@ -131,6 +162,24 @@ def _pipelines(
 
         return run
 
+    def replay(messages: Sequence[bytes]) -> Callable[[], object]:
+        # The warm-up runs the recorded calls too: they are (C)'s on the measured
+        # emails, which a fresh database takes whatever the emails handed in.
+        del messages
+        database = Replay(directory / f"replay{next(runs)}.db")
+        opened.append(database)
+        calls, changes = recorded
+
+        def run() -> object:
+            database.run(calls)
+            replayed = database.changes
+            database.close()
+            if replayed != changes:
+                raise RuntimeError(f"(S) changed {replayed} rows, (C) {changes}")
+            return replayed
+
+        return run
+
     def compat32(messages: Sequence[bytes]) -> object:
         return [email.message_from_bytes(raw, policy=policy.compat32) for raw in messages]
 
@@ -144,22 +193,24 @@ def _pipelines(
         "a": each(compat32),
         "P": each(lambda messages: [parse_email(raw) for raw in messages]),
         "F": floor,
+        "S": replay,
         "M": functools.partial(whole, in_memory=True),
         "C": whole,
     }
 
 
-def child(corpus: str, count: int, pipeline: str) -> None:
+def child(corpus: str, count: int, pipeline: str, statements: Path) -> None:
     """Set up as every child does, then run ``pipeline`` over the emails (``-``: none).
 
     Every child, the idle one too, sets up every pipeline on the measured emails (and
-    so makes (F)'s and (C)'s databases) before the one it runs: only the run differs.
+    so makes (F)'s, (S)'s and (C)'s databases) before the one it runs: only the run
+    differs. ``statements`` holds the calls :func:`record_statements` recorded.
     """
     logging.getLogger("halomail").setLevel(logging.ERROR)
     measured, warm = _emails(corpus, count)
     opened: list[_Opened] = []
     with tempfile.TemporaryDirectory() as folder:
-        pipelines = _pipelines(corpus, Path(folder), opened)
+        pipelines = _pipelines(corpus, Path(folder), opened, statements)
         for prepare in pipelines.values():
             prepare(warm)()
         runs = {key: prepare(measured) for key, prepare in pipelines.items()}
@@ -170,7 +221,7 @@ def child(corpus: str, count: int, pipeline: str) -> None:
             database.close()
 
 
-def count_instructions(corpus: str, count: int, pipeline: str) -> int:
+def count_instructions(corpus: str, count: int, pipeline: str, statements: Path) -> int:
     """The instructions a child executes (callgrind's ``Collected`` total)."""
     command = [
         "valgrind",
@@ -182,6 +233,7 @@ def count_instructions(corpus: str, count: int, pipeline: str) -> int:
         corpus,
         str(count),
         pipeline,
+        str(statements),
     ]
     environment = {**os.environ, "PYTHONHASHSEED": "0"}
     done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
@@ -195,8 +247,14 @@ def count_instructions(corpus: str, count: int, pipeline: str) -> int:
 
 def measure(corpus: str, count: int) -> dict[str, float]:
     """Instructions per email of every pipeline over ``count`` emails of ``corpus``."""
-    idle = count_instructions(corpus, count, "-")
-    return {key: (count_instructions(corpus, count, key) - idle) / count for key in PIPELINES}
+    with tempfile.TemporaryDirectory() as folder:
+        statements = Path(folder) / "statements.pickle"
+        record_statements(corpus, count, statements)
+        idle = count_instructions(corpus, count, "-", statements)
+        return {
+            key: (count_instructions(corpus, count, key, statements) - idle) / count
+            for key in PIPELINES
+        }
 
 
 def print_table(title: str, per_email: dict[str, float]) -> None:
@@ -213,17 +271,22 @@ def print_table(title: str, per_email: dict[str, float]) -> None:
     print(
         f"(M), storing in memory, costs {per_email['M'] / per_email['C']:.0%} of (C)'s instructions"
     )
+    both = per_email["P"] + per_email["S"]
+    print(
+        f"(P) + (S), parsing and (C)'s statements alone, cost {both / per_email['C']:.0%} "
+        f"of (C)'s instructions, {both / per_email['a']:.1f}x (a)'s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Count the real emails, then the 1 KB ones."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--emails", type=int, default=200, help="emails per corpus (200)")
-    parser.add_argument("--child", nargs=3, metavar=("CORPUS", "COUNT", "PIPELINE"))
+    parser.add_argument("--child", nargs=4, metavar=("CORPUS", "COUNT", "PIPELINE", "STATEMENTS"))
     args = parser.parse_args(argv)
     if args.child:
-        corpus, count, pipeline = args.child
-        child(corpus, int(count), pipeline)
+        corpus, count, pipeline, statements = args.child
+        child(corpus, int(count), pipeline, Path(statements))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
