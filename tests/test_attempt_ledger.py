@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from halomail import Mailbox, MailProcessor, ProcessorSettings
+from halomail.backends.base import FetchedMessage
 from halomail.backends.memory import MemoryConnector
 from halomail.errors import RepositoryError, TransientRepositoryError
-from halomail.pipeline.attempts import keys
+from halomail.pipeline.attempts import begin_many, keys
 from halomail.pipeline.results import Outcome, Reason
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import NewTicket, Ticket
@@ -173,3 +174,32 @@ def test_an_email_caught_by_two_database_outages_is_not_taken_for_a_crash() -> N
     assert repository.list_quarantine() == []
     key, _ = keys("Support", raw)
     assert repository.begin_attempt(key, now=dt.datetime.now(dt.UTC)) == 0
+
+
+class OneByOne(InMemoryTicketRepository):
+    """A host repository with the ledger's two methods, but no ``begin_attempts``."""
+
+    begin_attempts = None  # type: ignore[assignment]  # the host wrote only the basics
+
+
+@pytest.mark.parametrize(
+    "kind", [InMemoryTicketRepository, OneByOne], ids=["batched", "one-by-one"]
+)
+def test_a_batch_is_begun_up_to_a_copy_of_an_email_it_holds(
+    kind: type[InMemoryTicketRepository],
+) -> None:
+    """Emails a, b, a again, c: only a and b are begun, each once, with no earlier
+    attempt; the copy and what follows it are left for after the batch's commit."""
+    repository = kind()
+    a, b, c = (make_email(message_id=f"<{n}@customer.example>") for n in "abc")
+    batch = [FetchedMessage(f"ref-{n}", raw, len(raw)) for n, raw in enumerate([a, b, a, c])]
+    now = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
+    with repository.transaction():
+        begun = begin_many(repository, "Support", batch, now)
+    assert [(attempt.key, attempt.earlier) for attempt in begun if attempt] == [
+        (keys("Support", a)[0], 0),
+        (keys("Support", b)[0], 0),
+    ]
+    assert len(begun) == 2
+    # Begun once: the next attempt at a finds exactly one unfinished before it.
+    assert repository.begin_attempt(keys("Support", a)[0], now=now) == 1

@@ -296,3 +296,36 @@ def test_a_worker_killed_anywhere_in_a_batch_leaves_each_email_one_ticket_and_on
     assert [p.name for sub in ("new", "cur") for p in (inbox / sub).iterdir()] == []
     sent = list((tmp_path / "desk" / "outbox").rglob("*"))
     assert len([p for p in sent if p.is_file()]) <= EMAILS  # never one ack twice
+
+
+@pytest.mark.parametrize("kill_at", [18, 22, 26])
+def test_a_copy_of_an_email_in_its_batch_does_not_count_as_a_crash(
+    tmp_path: Path, kill_at: int
+) -> None:
+    """A mailbox holding the same email twice (the very same bytes) in one batch, and a
+    worker killed once inside that batch's transaction: the next run is the email's
+    first retry, not its second crash, so nothing is quarantined; every request is one
+    ticket with one acknowledgement, and the copy a duplicate."""
+    config = _setup(tmp_path / "desk")
+    new = tmp_path / "desk" / "inbox" / "new"
+    # Delivered at the same instant, the copy sorts right behind its original: the
+    # first batch of four holds both.
+    original = new / "1700000001.M1P1.mx"
+    copy = new / "1700000001.M1P1.mx-copy"
+    copy.write_bytes(original.read_bytes())
+    os.utime(copy, ns=(original.stat().st_atime_ns, original.stat().st_mtime_ns))
+    killed = _run(config, kill_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    _expire_leases(tmp_path / "desk" / "halomail.db")
+    again = _run(config, None)
+    assert again.returncode == 0, again.stderr
+    with SQLiteTicketRepository(tmp_path / "desk" / "halomail.db") as repository:
+        quarantined = [(q.reason, q.message_id) for q in repository.list_quarantine()]
+        summaries = sorted(t.summary for t in repository.list_tickets())
+        acknowledged = sorted(m.ticket_id for m in repository.list_outgoing())
+        tickets = sorted(t.id for t in repository.list_tickets())
+    assert quarantined == []
+    assert summaries == [f"Request {n}" for n in range(EMAILS)]
+    assert acknowledged == tickets
+    inbox = tmp_path / "desk" / "inbox"
+    assert [p.name for sub in ("new", "cur") for p in (inbox / sub).iterdir()] == []

@@ -100,19 +100,34 @@ def begin(
     """
     if not keeps_attempts(repository):
         return None
-    key, quarantine_key = keys(mailbox, fetched.raw)
+    return _begin_one(repository, mailbox, fetched, now, keys(mailbox, fetched.raw))
+
+
+def _begin_one(
+    repository: Any,
+    mailbox: str,
+    fetched: FetchedMessage,
+    now: dt.datetime,
+    pair: tuple[str, str],
+) -> Attempt:
+    """:func:`begin`, the email's keys computed already."""
+    key, quarantine_key = pair
     if repository.get_dedupe(quarantine_key) is not None:
         return Attempt(key, quarantine_key, 0, quarantined_before=True)
     earlier = int(repository.begin_attempt(key, now=now))
     if earlier:
-        log.warning(
-            "mailbox %s ref %s: %d earlier attempt(s) at this email never finished "
-            "(the process ended while processing it)",
-            mailbox,
-            fetched.ref,
-            earlier,
-        )
+        _warn_unfinished(mailbox, fetched, earlier)
     return Attempt(key, quarantine_key, earlier)
+
+
+def _warn_unfinished(mailbox: str, fetched: FetchedMessage, earlier: int) -> None:
+    log.warning(
+        "mailbox %s ref %s: %d earlier attempt(s) at this email never finished "
+        "(the process ended while processing it)",
+        mailbox,
+        fetched.ref,
+        earlier,
+    )
 
 
 def begin_many(
@@ -122,21 +137,28 @@ def begin_many(
     stopping after the first that is not ordinary (an earlier attempt, or quarantined
     before): the emails behind it are not begun.
 
+    Nor is a copy of an email begun before it (the very same bytes, so the same attempt
+    key), or anything behind the copy: begun with its original, the copy's attempt would
+    be counted as the original's, and one crash of the batch would count as two. The
+    copy waits for the batch's commit and is processed alone, a duplicate.
+
     A repository with ``begin_attempts`` (:class:`~halomail.tickets.repository.GroupCommit`)
     is asked once for the batch; any other, email by email.
     """
     if not keeps_attempts(repository):
         return [None] * len(batch)
+    pairs = [keys(mailbox, fetched.raw) for fetched in batch]
+    distinct = _before_a_copy(pairs)
+    batch, pairs = batch[:distinct], pairs[:distinct]
     many = getattr(repository, "begin_attempts", None)
     if not callable(many):
         begun: list[Attempt | None] = []
-        for fetched in batch:
-            attempt = begin(repository, mailbox, fetched, now)
+        for fetched, pair in zip(batch, pairs, strict=True):
+            attempt = _begin_one(repository, mailbox, fetched, now, pair)
             begun.append(attempt)
-            if attempt is not None and (attempt.earlier or attempt.quarantined_before):
+            if attempt.earlier or attempt.quarantined_before:
                 break
         return begun
-    pairs = [keys(mailbox, fetched.raw) for fetched in batch]
     answers = many(pairs, now=now)
     attempts: list[Attempt | None] = []
     for fetched, (key, quarantine_key), earlier in zip(batch, pairs, answers, strict=False):
@@ -144,15 +166,19 @@ def begin_many(
             attempts.append(Attempt(key, quarantine_key, 0, quarantined_before=True))
             continue
         if earlier:
-            log.warning(
-                "mailbox %s ref %s: %d earlier attempt(s) at this email never finished "
-                "(the process ended while processing it)",
-                mailbox,
-                fetched.ref,
-                earlier,
-            )
+            _warn_unfinished(mailbox, fetched, earlier)
         attempts.append(Attempt(key, quarantine_key, int(earlier)))
     return attempts
+
+
+def _before_a_copy(pairs: Sequence[tuple[str, str]]) -> int:
+    """How many of ``pairs`` come before the first whose attempt key repeats an earlier one."""
+    seen: set[str] = set()
+    for index, (key, _quarantine_key) in enumerate(pairs):
+        if key in seen:
+            return index
+        seen.add(key)
+    return len(pairs)
 
 
 def finish(repository: Any, attempt: Attempt | None) -> None:

@@ -13,8 +13,11 @@ taken a batch at a time (``[processing] batch_size``):
 Exactly-once holds as it does for one email: the dedupe records are in the same
 transaction as the tickets, so a process that dies before the commit leaves nothing
 of the batch but its attempts, and the next run processes the emails again. Emails
-of one batch see each other (one connection, one transaction): the same email twice
-in a batch is a duplicate the second time.
+of one batch see each other (one connection, one transaction): a second email with
+the same Message-ID is a duplicate. A copy of the very same bytes ends the batch
+before it instead (its attempt would count as the original's, see
+:func:`~halomail.pipeline.attempts.begin_many`), and is processed alone after the
+commit, a duplicate too.
 
 What is not ordinary goes one email at a time, through
 :meth:`~halomail.pipeline.unit.UnitOfWork.run_begun`, exactly as before batching:
