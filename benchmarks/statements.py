@@ -6,7 +6,7 @@ much of (C) is SQLite's own work, :class:`Recorder` stands in for the repository
 connection during one untimed run of (C) and keeps every call: each statement with its
 parameters, in order, and what is written into a streamed BLOB. :class:`Replay` then
 runs exactly those calls on a fresh database with the repository's settings, with
-nothing between them, and checks that they changed as many rows as they did in (C).
+nothing between them, and fails unless they change as many rows as they did in (C).
 
 (P) + (S) is the least any pipeline can spend that parses as halomail does and stores
 these rows this way: what (C) spends beyond it is Python deciding what to store.
@@ -14,6 +14,7 @@ these rows this way: what (C) spends beyond it is Python deciding what to store.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,11 +22,19 @@ from typing import Any
 
 from halomail import SQLiteTicketRepository
 
-__all__ = ["Call", "Recorder", "Replay"]
+__all__ = ["Call", "Recorder", "Recording", "Replay"]
 
 #: One recorded call: ``("execute", sql, parameters)``, ``("executemany", sql, rows)``
 #: or ``("blob", table, column, rowid, offset, bytes)``.
 Call = tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    """What one recorded run asked of SQLite: its calls, and the rows they changed."""
+
+    calls: list[Call]
+    changes: int
 
 
 class _RecordingBlob:
@@ -70,10 +79,10 @@ class Recorder:
         repository._connection = recorder  # type: ignore[assignment]
         return recorder
 
-    @property
-    def changes(self) -> int:
-        """Rows the recorded calls inserted, updated or deleted."""
-        return self._connection.total_changes - self._changes_before
+    def recording(self) -> Recording:
+        """The calls kept so far, and the rows they inserted, updated or deleted (read it
+        before the repository closes its connection)."""
+        return Recording(list(self.calls), self._connection.total_changes - self._changes_before)
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         """Run one statement and keep it with a copy of its parameters."""
@@ -111,11 +120,15 @@ class Replay:
         self._connection.execute("PRAGMA synchronous = NORMAL")
         self._changes_before = self._connection.total_changes
 
-    def run(self, calls: list[Call]) -> None:
-        """Run ``calls`` in order, reading every result as the repository does."""
+    def run(self, recording: Recording) -> None:
+        """Run the recorded calls in order, reading every result as the repository does.
+
+        Raises:
+            RuntimeError: They changed another number of rows than in the recorded run.
+        """
         connection = self._connection
         execute = connection.execute
-        for call in calls:
+        for call in recording.calls:
             kind = call[0]
             if kind == "execute":
                 execute(call[1], call[2]).fetchall()
@@ -125,11 +138,9 @@ class Replay:
                 with connection.blobopen(call[1], call[2], call[3]) as blob:
                     blob.seek(call[4])
                     blob.write(call[5])
-
-    @property
-    def changes(self) -> int:
-        """Rows the replayed calls inserted, updated or deleted."""
-        return self._connection.total_changes - self._changes_before
+        changes = connection.total_changes - self._changes_before
+        if changes != recording.changes:
+            raise RuntimeError(f"the replay changed {changes} rows, the run {recording.changes}")
 
     def close(self) -> None:
         """Close the database."""
