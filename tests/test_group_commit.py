@@ -261,6 +261,24 @@ def _expire_leases(database: Path) -> None:
         connection.execute("UPDATE leases SET held_until = ?", (ran_out,))
 
 
+def _assert_a_clean_run_makes_each_request_once(config: Path) -> None:
+    """Run `halomail run --once` without the kill switch: every request is then exactly
+    one ticket with its acknowledgement, nothing is quarantined, the inbox is empty."""
+    again = _run(config, None)
+    assert again.returncode == 0, again.stderr
+    desk = config.parent
+    with SQLiteTicketRepository(desk / "halomail.db") as repository:
+        summaries = sorted(t.summary for t in repository.list_tickets())
+        acknowledged = sorted(m.ticket_id for m in repository.list_outgoing())
+        tickets = sorted(t.id for t in repository.list_tickets())
+        quarantined = [(q.reason, q.message_id) for q in repository.list_quarantine()]
+    assert summaries == [f"Request {n}" for n in range(EMAILS)]
+    assert acknowledged == tickets
+    assert quarantined == []
+    inbox = desk / "inbox"
+    assert [p.name for sub in ("new", "cur") for p in (inbox / sub).iterdir()] == []
+
+
 # An uninterrupted run costs about 110 statements: the loop token and the lease (1-11),
 # the first batch's attempts (12-15) and outcomes (16-36: its reads, three inserts per
 # email, then the writes it kept and its COMMIT), the second batch's (37-55), then the
@@ -282,18 +300,7 @@ def test_a_worker_killed_anywhere_in_a_batch_leaves_each_email_one_ticket_and_on
     if kill_at < 100:  # past that, the run may have ended before the switch
         assert killed.returncode == -signal.SIGKILL, killed.stderr
     _expire_leases(tmp_path / "desk" / "halomail.db")
-    again = _run(config, None)
-    assert again.returncode == 0, again.stderr
-    with SQLiteTicketRepository(tmp_path / "desk" / "halomail.db") as repository:
-        summaries = sorted(t.summary for t in repository.list_tickets())
-        acknowledged = sorted(m.ticket_id for m in repository.list_outgoing())
-        tickets = sorted(t.id for t in repository.list_tickets())
-        quarantined = repository.list_quarantine()
-    assert summaries == [f"Request {n}" for n in range(EMAILS)]
-    assert acknowledged == tickets
-    assert quarantined == []
-    inbox = tmp_path / "desk" / "inbox"
-    assert [p.name for sub in ("new", "cur") for p in (inbox / sub).iterdir()] == []
+    _assert_a_clean_run_makes_each_request_once(config)
     sent = list((tmp_path / "desk" / "outbox").rglob("*"))
     assert len([p for p in sent if p.is_file()]) <= EMAILS  # never one ack twice
 
@@ -317,15 +324,4 @@ def test_a_copy_of_an_email_in_its_batch_does_not_count_as_a_crash(
     killed = _run(config, kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     _expire_leases(tmp_path / "desk" / "halomail.db")
-    again = _run(config, None)
-    assert again.returncode == 0, again.stderr
-    with SQLiteTicketRepository(tmp_path / "desk" / "halomail.db") as repository:
-        quarantined = [(q.reason, q.message_id) for q in repository.list_quarantine()]
-        summaries = sorted(t.summary for t in repository.list_tickets())
-        acknowledged = sorted(m.ticket_id for m in repository.list_outgoing())
-        tickets = sorted(t.id for t in repository.list_tickets())
-    assert quarantined == []
-    assert summaries == [f"Request {n}" for n in range(EMAILS)]
-    assert acknowledged == tickets
-    inbox = tmp_path / "desk" / "inbox"
-    assert [p.name for sub in ("new", "cur") for p in (inbox / sub).iterdir()] == []
+    _assert_a_clean_run_makes_each_request_once(config)
