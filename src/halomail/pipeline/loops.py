@@ -76,9 +76,41 @@ def repeat_key(mailbox: str, email: InboundEmail) -> str:
     digest = hashlib.sha256()
     sender = email.sender.normalized if email.sender is not None else ""
     subject = " ".join(email.subject.casefold().split())
-    for part in (mailbox, sender, subject, email.text.strip()):
+    for part in (mailbox, sender, subject):
         digest.update(part.encode("utf-8", "replace") + b"\x00")
+    _hash_stripped(digest, email.text)
+    digest.update(b"\x00")
     return LOOP_STATE + digest.hexdigest()
+
+
+#: Characters of a text encoded (or stripped) at a time by :func:`_hash_stripped`.
+_CHUNK = 1 << 16
+
+
+def _hash_stripped(digest: hashlib._Hash, text: str) -> None:
+    """Feed ``text.strip()`` to ``digest`` as UTF-8 (unencodable characters as ``?``),
+    without a copy of the text: a 25 MB body costs a chunk of memory, not two copies.
+
+    The digest is the one of the whole stripped text encoded at once: UTF-8 encodes each
+    character on its own, and the ``replace`` handler turns each lone surrogate into one
+    ``?`` wherever a chunk ends.
+    """
+    start, end = 0, len(text)
+    # Leading and trailing whitespace, a chunk at a time (str.isspace's whitespace).
+    while start < end:
+        chunk = text[start : min(start + _CHUNK, end)]
+        kept = chunk.lstrip()
+        start += len(chunk) - len(kept)
+        if kept:
+            break
+    while end > start:
+        chunk = text[max(end - _CHUNK, start) : end]
+        kept = chunk.rstrip()
+        end -= len(chunk) - len(kept)
+        if kept:
+            break
+    for offset in range(start, end, _CHUNK):
+        digest.update(text[offset : min(offset + _CHUNK, end)].encode("utf-8", "replace"))
 
 
 def counts_repeats(handler: RuleHandler | None) -> bool:
