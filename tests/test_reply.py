@@ -5,10 +5,14 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from unittest import mock
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from halomail.inbound import reply
 from halomail.inbound._reply_patterns import MAX_MARKER_LINE
 from halomail.inbound.html import html_to_text
 from halomail.inbound.reply import _candidates, _cut, _new_text, strip_reply
@@ -550,3 +554,76 @@ def _new_text_line_by_line(lines: list[str]) -> str:
 def test_the_new_text_is_what_the_line_by_line_definition_gives(lines: list[str]) -> None:
     """Whole-text substitutions keep exactly the unquoted, right-trimmed lines."""
     assert _new_text(lines) == _new_text_line_by_line(lines)
+    assert reply._new_text_long("\n".join(lines)) == _new_text_line_by_line(lines)
+
+
+# -- long texts ----------------------------------------------------------------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lines=st.lists(
+        st.one_of(_LINES, st.text(alphabet=" \t>x:-\u00a0\u2028\u03a3\uff1a", max_size=8)),
+        max_size=14,
+    ),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    chunk=st.integers(min_value=0, max_value=40),
+)
+def test_a_long_text_is_stripped_as_a_short_one_is(
+    lines: list[str], newline: str, chunk: int
+) -> None:
+    """Read through _Lines and lower-cased a chunk at a time (the length where that
+    starts set down to a few characters), a text gives the same new text, candidate
+    lines and cut as split into a list."""
+    text = newline.join(lines)
+    normalized = text.replace("\r\n", "\n")
+    expected = (strip_reply(text), _candidates(normalized))
+    split = normalized.split("\n")
+    with mock.patch.object(reply, "_LONG_TEXT", chunk), mock.patch.object(reply, "_CHUNK", chunk):
+        assert (strip_reply(text), _candidates(normalized)) == expected
+        lines_read = reply._lines(normalized)
+        assert isinstance(lines_read, reply._Lines) or len(normalized) <= chunk
+        assert list(lines_read) == split
+        assert _cut(lines_read, expected[1]) == _cut(split, expected[1])
+        if isinstance(lines_read, reply._Lines):
+            for start in range(len(split) + 1):
+                for stop in range(start, len(split) + 1):
+                    assert lines_read.joined(start, stop) == "\n".join(split[start:stop])
+
+
+def test_the_lines_of_a_long_text_index_as_a_list_does() -> None:
+    """Negative indexes, slices with steps and an index past the end behave as a list's."""
+    text = "first\n\nthird\nlast"
+    lines, split = reply._Lines(text), text.split("\n")
+    assert len(lines) == len(split)
+    for index in range(-len(split), len(split)):
+        assert lines[index] == split[index]
+    assert lines[1:3] == split[1:3]
+    assert lines[::-2] == split[::-2]
+    with pytest.raises(IndexError):
+        lines[len(split)]
+
+
+def test_a_25_mb_text_without_history_is_its_own_new_text_with_no_copy() -> None:
+    """A long body with nothing to strip comes back as the same string, and reading it
+    costs a small part of its size (the line offsets, a chunk lower-cased at a time);
+    one that ends with a line break costs its trimmed copy, once."""
+    text = "The quick brown fox jumps over the lazy dog, again and again.\n" * 400_000
+    for body, most in ((text.rstrip(), 0.25), (text, 1.25)):
+        tracemalloc.start()
+        try:
+            new = strip_reply(body)
+            _current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert new == body.strip()
+        assert peak < most * len(body), f"peak {peak / len(body):.2f}x the text"
+    body = text.rstrip()
+    assert strip_reply(body) is body
+
+
+def test_history_under_a_25_mb_answer_is_still_cut() -> None:
+    """The attribution and quote after a long answer are found in a later chunk."""
+    answer = "Here is the full log you asked for, line by line.\n" * 500_000
+    history = "On Mon, 7 Dec 2026 at 09:00, Support <support@helpdesk.example> wrote:\n> Hi\n"
+    assert strip_reply(answer + history) == answer.strip()

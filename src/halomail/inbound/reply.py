@@ -23,7 +23,10 @@ are left alone. The words of every language live in
 :mod:`halomail.inbound._reply_patterns`.
 
 Every test runs on one line of bounded length and its few neighbours, and a one-pass
-filter picks the lines worth testing, so the cost stays linear in the text.
+filter picks the lines worth testing, so the cost stays linear in the text. A long text
+is never split into a list of its lines: it is lower-cased a chunk at a time, its lines
+are cut out one by one where a test looks at them (:class:`_Lines`), and a new text with
+nothing to remove is the text itself, so a 25 MB body costs no copy of itself here.
 
 .. versionadded:: 0.1.0
 """
@@ -32,6 +35,9 @@ from __future__ import annotations
 
 import bisect
 import re
+from array import array
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 from halomail.inbound import _reply_patterns as p
 
@@ -42,9 +48,69 @@ _DIGIT = re.compile(r"\d")
 _COLONS = (":", "\uff1a")  # Chinese and Japanese write a fullwidth one
 #: Where the text after a wrote word is looked for: no attribution puts more after it.
 _TAIL = 200
+#: Texts longer than this (in characters) are read through :class:`_Lines`; shorter
+#: ones are split into a list.
+_LONG_TEXT = 1 << 20
+#: How much of a text (in characters, whole lines) :func:`_candidates` lower-cases at once.
+_CHUNK = 1 << 18
+_NEWLINE = re.compile("\n")
 
 
-def _quotes_follow(lines: list[str], start: int) -> bool:
+class _Lines(Sequence[str]):
+    """The lines of a long text (split at ``\\n``), each cut out when it is read.
+
+    A list of the lines of a 25 MB text would cost about twice the text; this keeps the
+    offsets where lines start (4 bytes a line) and the text itself.
+    """
+
+    __slots__ = ("_starts", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._starts = array("I" if len(text) < 1 << 32 else "q", [0])
+        self._starts.extend(match.end() for match in _NEWLINE.finditer(text))
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def _line(self, index: int) -> str:
+        after = index + 1
+        end = self._starts[after] - 1 if after < len(self._starts) else len(self._text)
+        return self._text[self._starts[index] : end]
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self._line(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("line index out of range")
+        return self._line(index)
+
+    def __iter__(self) -> Iterator[str]:
+        return (self._line(i) for i in range(len(self)))
+
+    def joined(self, start: int, stop: int) -> str:
+        """``"\\n".join(self[start:stop])``, cut from the text in one piece (the text
+        itself for all of it)."""
+        if start >= stop:
+            return ""
+        end = self._starts[stop] - 1 if stop < len(self._starts) else len(self._text)
+        return self._text[self._starts[start] : end]
+
+
+def _lines(text: str) -> Sequence[str]:
+    """The lines of ``text``: a list, or for a long text a :class:`_Lines`."""
+    return _Lines(text) if len(text) > _LONG_TEXT else text.split("\n")
+
+
+def _quotes_follow(lines: Sequence[str], start: int) -> bool:
     """True when the first non-blank line of the next three from ``start`` is quoted."""
     following = [x for x in lines[start : start + 3] if x.strip()]
     return bool(following) and bool(_QUOTED.match(following[0]))
@@ -134,7 +200,7 @@ def _opens_dated(line: str) -> bool:
     return bool((p.LEAD.match(line) or p.DATE_FIRST.match(line)) and _DIGIT.search(line))
 
 
-def _attribution(lines: list[str], i: int) -> int:
+def _attribution(lines: Sequence[str], i: int) -> int:
     """How many lines (1 to 3) an attribution at ``lines[i]`` spans; 0 if none."""
     line = lines[i]
     if line.rstrip().endswith(_COLONS) and _is_attribution(line, _quotes_follow(lines, i + 1)):
@@ -183,7 +249,7 @@ def _header_kind(line: str) -> str | None:
     return match.lastgroup if match else None
 
 
-def _forwarded(lines: list[str], i: int, window: list[str]) -> bool:
+def _forwarded(lines: Sequence[str], i: int, window: list[str]) -> bool:
     """True when the header block at ``lines[i]`` is a forwarded or pasted message.
 
     It is one under a forward marker ("---------- Forwarded message ---------"), or
@@ -202,7 +268,7 @@ def _forwarded(lines: list[str], i: int, window: list[str]) -> bool:
     return False
 
 
-def _header_block(lines: list[str], i: int) -> bool:
+def _header_block(lines: Sequence[str], i: int) -> bool:
     """True when ``lines[i]`` starts an Outlook-style header block.
 
     The block begins with its sender or its date (Outlook writes ``From:`` first,
@@ -227,7 +293,7 @@ def _is_footer(stripped: str) -> bool:
     return bool(p.FOOTER_GATE.match(lowered) and p.FOOTER.match(lowered))
 
 
-def _marker(lines: list[str], i: int) -> tuple[bool, int]:
+def _marker(lines: Sequence[str], i: int) -> tuple[bool, int]:
     """Whether history or a signature starts at ``lines[i]``, and the attribution span."""
     line = lines[i]
     stripped = line.strip()
@@ -275,14 +341,25 @@ _ENDS_WITH_COLON = re.compile(r":[^\S\n]*(?=\n|\Z)")
 def _candidates(text: str) -> list[int]:
     """The indexes of the lines of ``text`` where :func:`_cut` may find something."""
     found: set[int] = set()
-    line, position = 0, 0
-    # A newline in front makes the first line start like every other. Lowercasing
-    # never adds or removes a newline, so line numbers are those of ``text``.
-    lowered = "\n" + text.lower()
-    for match in _STARTS_MARKER.finditer(lowered):
-        line += lowered.count("\n", position, match.start())
-        position = match.start()
-        found.add(line)
+    first_line, start = 0, 0
+    # Whole lines a chunk at a time: a marker starts a line, and a line ending in
+    # dashes is read to its end, so no match needs more than its own line.
+    while start < len(text):
+        stop = len(text)
+        if stop - start > _CHUNK:
+            stop = text.rfind("\n", start, start + _CHUNK) + 1
+        if stop <= start:  # one line longer than a chunk: the chunk is that line
+            stop = text.find("\n", start + _CHUNK) + 1 or len(text)
+        # A newline in front makes the first line start like every other. Lowercasing
+        # never adds or removes a newline, so line numbers are those of ``text``.
+        lowered = "\n" + text[start:stop].lower()
+        line, position = first_line, 0
+        for match in _STARTS_MARKER.finditer(lowered):
+            line += lowered.count("\n", position, match.start())
+            position = match.start()
+            found.add(line)
+        first_line += text.count("\n", start, stop)
+        start = stop
     line, position = 0, 0
     if "\uff1a" in text:  # a fullwidth colon (Chinese, Japanese)
         text = text.replace("\uff1a", ":")
@@ -296,7 +373,9 @@ def _candidates(text: str) -> list[int]:
     return sorted(found)
 
 
-def _cut(lines: list[str], candidates: list[int] | None = None, start: int = 0) -> tuple[int, int]:
+def _cut(
+    lines: Sequence[str], candidates: list[int] | None = None, start: int = 0
+) -> tuple[int, int]:
     """Where quoted history or the signature starts, and the attribution's span.
 
     Only the lines in ``candidates`` (all lines when ``None``) from ``start`` on are
@@ -313,15 +392,40 @@ def _cut(lines: list[str], candidates: list[int] | None = None, start: int = 0) 
 
 
 _BLANK_RUNS = re.compile(r"\n{3,}")
+# A quoted line with its line break, and the whitespace that ends a line (\s is
+# str.isspace's whitespace, as lstrip's and rstrip's).
+_QUOTED_LINE = re.compile(r"^[^\S\n]*>[^\n]*(?:\n|\Z)", re.MULTILINE)
+_TRAILING_SPACE = re.compile(r"[^\S\n]+(?=\n|\Z)")
 
 
-def _new_text(lines: list[str]) -> str:
+def _part(lines: Sequence[str], start: int, stop: int) -> str:
+    """The new text of ``lines[start:stop]`` (see :func:`_new_text`)."""
+    if isinstance(lines, _Lines):
+        return _new_text_long(lines.joined(start, stop))
+    return _new_text(lines[start:stop])
+
+
+def _new_text(lines: Sequence[str]) -> str:
     """The lines without quoted ones, each right-trimmed, as one trimmed text."""
     # The quote test runs only when some line may be quoted, and the blank-run
     # substitution only when there is a run: both are rare outside replies.
     if ">" in "\n".join(lines):
         lines = [line for line in lines if not line.lstrip().startswith(">")]
     text = "\n".join([line.rstrip() for line in lines]).strip()
+    return _fewer_blank_lines(text)
+
+
+def _new_text_long(text: str) -> str:
+    """:func:`_new_text` of ``text``'s lines, by substitutions over the whole text: no
+    list of its lines, and ``text`` itself when there is nothing to remove. (Slower than
+    the lines of a short text: a run of spaces between two words is tried too.)"""
+    if ">" in text:
+        # A quoted last line leaves its line break behind; the strip removes it.
+        text = _QUOTED_LINE.sub("", text)
+    return _fewer_blank_lines(_TRAILING_SPACE.sub("", text).strip())
+
+
+def _fewer_blank_lines(text: str) -> str:
     # Interleaved quotes leave runs of blank lines behind; keep at most one.
     return _BLANK_RUNS.sub("\n\n", text) if "\n\n\n" in text else text
 
@@ -342,10 +446,10 @@ def strip_reply(text: str) -> str:
     .. versionadded:: 0.1.0
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
+    lines = _lines(text)
     candidates = _candidates(text)
     cut, span = _cut(lines, candidates)
-    parts = [_new_text(lines[:cut])]
+    parts = [_part(lines, 0, cut)]
     # Under an attribution, unquoted text is the sender's: the answer of a
     # bottom-posted reply, or answers written between the quoted lines. Without
     # quoted lines below it (Yahoo indents its history), the rest is all history.
@@ -353,7 +457,7 @@ def strip_reply(text: str) -> str:
         while True:
             start = cut + span
             cut, span = _cut(lines, candidates, start)
-            parts.append(_new_text(lines[start:cut]))
+            parts.append(_part(lines, start, cut))
             # Mailing lists answer several people in turn, each under their own
             # attribution: go on past every one that quoted lines follow.
             if not (span and _quotes_follow(lines, cut + span)):
