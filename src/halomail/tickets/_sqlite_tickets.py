@@ -72,11 +72,13 @@ def _sql_ticket_by_message_ids(count: int) -> str:
     )
 
 
+# The details and an action's body may be a whole email's text: see _bound_text.
 _SQL_INSERT_TICKET = (
     "INSERT INTO tickets (summary, details, ticket_type, user_email, status, created_at, "
     "updated_at, user_name, mailbox, record, customer, cc, priority, category, team, agent, "
     "asset_id, custom_fields, alert_key, closed_at, impact, urgency, site, asset_ids) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    "VALUES (?, CAST(? AS TEXT), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "RETURNING id"
 )
 # The literal 'closed' (not a parameter) lets SQLite use the partial index of open
 # tickets with a key.
@@ -98,8 +100,36 @@ _SQL_LIST_TICKETS = (
 
 _SQL_INSERT_ACTION = (
     "INSERT INTO actions (ticket_id, kind, body, from_address, public, message_id, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    "VALUES (?, ?, CAST(? AS TEXT), ?, ?, ?, ?) RETURNING id"
 )
+
+#: Characters of a long text encoded at a time by :func:`_bound_text`.
+_ENCODE_CHUNK = 1 << 16
+
+
+def _bound_text(value: str) -> str | bytearray:
+    """``value`` as it is bound: itself, or for a long text beyond ASCII, its UTF-8 bytes
+    (which the statement casts back to TEXT, the bytes unchanged).
+
+    The sqlite3 module binds a str beyond ASCII through its UTF-8 form, which it keeps
+    on the str for the str's life, after an encoder buffer of up to three bytes a
+    character: for a 25 MB email's text, several times the body on top of the text.
+    Encoded here, a chunk at a time into a buffer of the exact size, the text costs its
+    UTF-8 size once, while the statement runs. An ASCII str is bound as it is stored.
+    """
+    if len(value) <= _ENCODE_CHUNK or value.isascii():
+        return value
+    chunks = range(0, len(value), _ENCODE_CHUNK)
+    size = sum(len(value[start : start + _ENCODE_CHUNK].encode()) for start in chunks)
+    encoded = bytearray(size)
+    position = 0
+    for start in chunks:
+        chunk = value[start : start + _ENCODE_CHUNK].encode()
+        encoded[position : position + len(chunk)] = chunk
+        position += len(chunk)
+    return encoded
+
+
 _SQL_INSERT_ATTACHMENT = (
     "INSERT INTO attachments (action_id, position, filename, storage_name, content_type, size, "
     "content_id, inline, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position"
@@ -182,7 +212,7 @@ class TicketsPart(SQLBase):
                 _SQL_INSERT_TICKET,
                 (
                     new.summary,
-                    new.details,
+                    _bound_text(new.details),
                     new.ticket_type,
                     new.user_email,
                     new.status.value,
@@ -237,7 +267,7 @@ class TicketsPart(SQLBase):
                 (
                     new.ticket_id,
                     new.kind.value,
-                    new.body,
+                    _bound_text(new.body),
                     new.from_address,
                     int(new.public),
                     new.message_id,
