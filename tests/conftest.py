@@ -70,6 +70,17 @@ def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ticke
     repo.close()
 
 
+def batch_settings(batch_size: int) -> ProcessorSettings:
+    """Processor settings with a known loop token and sender, committing ``batch_size``
+    emails per transaction."""
+    return ProcessorSettings(
+        loop_token=LOOP_TOKEN,
+        domain="helpdesk.example",
+        default_sender=SenderIdentity(HELPDESK, "Support"),
+        batch_size=batch_size,
+    )
+
+
 @pytest.fixture
 def settings() -> ProcessorSettings:
     """Processor settings with a known loop token and sender."""

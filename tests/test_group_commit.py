@@ -26,28 +26,18 @@ from halomail.backends.base import FetchedMessage
 from halomail.backends.local import MaildirConnector
 from halomail.backends.memory import MemoryConnector
 from halomail.errors import ConnectorError, RepositoryError
-from halomail.outbound.outbox import SenderIdentity
-from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
+from halomail.runner import Mailbox, MailProcessor
 from halomail.tickets._sql import _time
 from halomail.tickets._sqlite_base import KILL_SWITCH_ENV
 from halomail.tickets.models import NewTicket, Ticket
 from halomail.tickets.postgres import PostgreSQLTicketRepository
 from halomail.tickets.sqlite import SQLiteTicketRepository
-from tests.conftest import LOOP_TOKEN, make_email
+from tests.conftest import batch_settings, make_email
 
 pytestmark = pytest.mark.slow
 
 HALOMAIL = (sys.executable, "-m", "halomail.cli")
 HELPDESK = "support@helpdesk.example"
-
-
-def _settings(batch_size: int) -> ProcessorSettings:
-    return ProcessorSettings(
-        loop_token=LOOP_TOKEN,
-        domain="helpdesk.example",
-        default_sender=SenderIdentity(HELPDESK, "Support"),
-        batch_size=batch_size,
-    )
 
 
 def _mail(n: int) -> bytes:
@@ -87,7 +77,7 @@ def test_five_emails_in_one_batch_cost_two_commits_and_each_is_one_acknowledged_
     two), and every email is one ticket with its acknowledgement queued."""
     emails = [_mail(n) for n in range(5)]  # built once: each carries the time as its Date
     connector = MemoryConnector("Support", emails)
-    processor = MailProcessor(repository, [Mailbox(connector)], _settings(5))
+    processor = MailProcessor(repository, [Mailbox(connector)], batch_settings(5))
     assert _commits(repository, processor) == 2 + 2  # attempts, outcomes; lease taken, freed
     assert sorted(t.summary for t in repository.list_tickets()) == [
         f"Request {n}" for n in range(5)
@@ -99,7 +89,7 @@ def test_five_emails_in_one_batch_cost_two_commits_and_each_is_one_acknowledged_
 def test_one_commit_per_email_without_batches(repository: SQLiteTicketRepository) -> None:
     """With batch_size 1 each email commits its attempt and its outcome on its own."""
     connector = MemoryConnector("Support", [_mail(n) for n in range(5)])
-    processor = MailProcessor(repository, [Mailbox(connector)], _settings(1))
+    processor = MailProcessor(repository, [Mailbox(connector)], batch_settings(1))
     assert _commits(repository, processor) == 2 * 5 + 2
 
 
@@ -108,7 +98,7 @@ def test_the_same_email_twice_in_one_batch_is_one_ticket(
 ) -> None:
     """The second copy in the same transaction sees the first: a duplicate, disposed of."""
     connector = MemoryConnector("Support", [_mail(1), _mail(2), _mail(1)])
-    report = MailProcessor(repository, [Mailbox(connector)], _settings(5)).run_once()
+    report = MailProcessor(repository, [Mailbox(connector)], batch_settings(5)).run_once()
     outcomes = [(o.outcome.value, o.reason.value if o.reason else None) for o in report.outcomes]
     assert outcomes == [("created", None), ("created", None), ("skipped", "duplicate")]
     assert len(repository.list_tickets()) == 2
@@ -123,7 +113,7 @@ def test_a_batch_on_postgresql_is_one_ticket_and_one_acknowledgement_per_email(
     try:
         emails = [_mail(n) for n in range(4)] + [_mail(2)]
         connector = MemoryConnector("Support", emails)
-        report = MailProcessor(repository, [Mailbox(connector)], _settings(5)).run_once()
+        report = MailProcessor(repository, [Mailbox(connector)], batch_settings(5)).run_once()
         outcomes = [o.outcome.value for o in report.outcomes]
         assert outcomes == ["created"] * 4 + ["skipped"]
         assert sorted(t.summary for t in repository.list_tickets()) == [
@@ -153,7 +143,7 @@ def test_a_fetch_that_breaks_midway_commits_the_emails_of_the_open_batch(
     (their batch was not full yet); the mailbox's error is reported, the rest left."""
     emails = [_mail(n) for n in range(5)]  # built once: each carries the time as its Date
     connector = Dropping("Support", emails)
-    report = MailProcessor(repository, [Mailbox(connector)], _settings(10)).run_once()
+    report = MailProcessor(repository, [Mailbox(connector)], batch_settings(10)).run_once()
     assert [o.outcome.value for o in report.outcomes] == ["created"] * 3
     assert report.mailboxes[0].error == "ConnectorError: connection reset"
     assert connector.processed == emails[:3]
@@ -179,7 +169,7 @@ def test_a_poison_email_is_isolated_and_its_batch_is_committed_without_it(
     repository = RefusesOneTicket(tmp_path / "halomail.db")
     try:
         connector = MemoryConnector("Support", [_mail(n) for n in range(5)])
-        processor = MailProcessor(repository, [Mailbox(connector)], _settings(5))
+        processor = MailProcessor(repository, [Mailbox(connector)], batch_settings(5))
         report = processor.run_once()
         outcomes = [o.outcome.value for o in report.outcomes]
         assert outcomes == ["created", "created", "quarantined", "created", "created"]

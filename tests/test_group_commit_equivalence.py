@@ -28,15 +28,14 @@ from typing import Any, Protocol
 import pytest
 
 from halomail.backends.memory import MemoryConnector
-from halomail.outbound.outbox import SenderIdentity
 from halomail.rules.models import EmailRule, RuleType
-from halomail.runner import Mailbox, MailProcessor, ProcessorSettings, RunReport
+from halomail.runner import Mailbox, MailProcessor, RunReport
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import utcnow
 from halomail.tickets.postgres import PostgreSQLTicketRepository
 from halomail.tickets.repository import Browsing, TicketRepository
 from halomail.tickets.sqlite import SQLiteTicketRepository
-from tests.conftest import HELPDESK, LOOP_TOKEN, make_email
+from tests.conftest import batch_settings, make_email
 from tests.servers.postgres import PostgresServer
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -168,15 +167,6 @@ MAILBOXES: dict[str, tuple[Callable[[], list[bytes]], tuple[int, ...]]] = {
 }
 
 
-def _settings(batch_size: int) -> ProcessorSettings:
-    return ProcessorSettings(
-        loop_token=LOOP_TOKEN,
-        domain="helpdesk.example",
-        default_sender=SenderIdentity(HELPDESK, "Support"),
-        batch_size=batch_size,
-    )
-
-
 _CLOCK = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?([+-]\d\d:?\d\d| UTC)?")
 _OUR_IDS = re.compile(r"halomail\.[^>\s]+")
 
@@ -246,7 +236,7 @@ def _process(repository: Repository, emails: Sequence[bytes], batch_size: int) -
     processor = MailProcessor(
         repository,
         [Mailbox(connector, send_acknowledgement=True)],
-        _settings(batch_size),
+        batch_settings(batch_size),
         rules=[ALERTS],
     )
     report = processor.run_once()
