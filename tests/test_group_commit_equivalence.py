@@ -163,7 +163,7 @@ def _real_mail(count: int) -> list[bytes]:
 MAILBOXES: dict[str, tuple[Callable[[], list[bytes]], tuple[int, ...]]] = {
     # Twice over: the second pass meets every email recorded, by an earlier batch.
     "interdependent": (lambda: _interdependent() * 2, (3, 10)),
-    "real mail": (lambda: _real_mail(250), (10,)),
+    "real mail": (lambda: _real_mail(150), (10,)),
 }
 
 

@@ -560,7 +560,7 @@ def test_the_new_text_is_what_the_line_by_line_definition_gives(lines: list[str]
 # -- long texts ----------------------------------------------------------------------
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     lines=st.lists(
         st.one_of(_LINES, st.text(alphabet=" \t>x:-\u00a0\u2028\u03a3\uff1a", max_size=8)),
