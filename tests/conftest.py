@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from email.utils import format_datetime
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from halomail.backends.memory import MemoryConnector, MemoryTransport
+from halomail.inbound.models import ParseLimits
 from halomail.outbound.outbox import SenderIdentity
 from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
@@ -57,6 +59,28 @@ def make_email(
         lines.append(f"{name}: {value}")
     lines += ["MIME-Version: 1.0", 'Content-Type: text/plain; charset="utf-8"', ""]
     return ("\r\n".join(lines) + "\r\n" + body.replace("\n", "\r\n")).encode("utf-8")
+
+
+def spamassassin(count: int) -> list[Path]:
+    """The first ``count`` emails of the SpamAssassin corpus, in name order (easy ham
+    first); a missing corpus fails the test."""
+    folder = os.environ.get("HALOMAIL_CORPUS", "")
+    if not folder or not Path(folder).is_dir():
+        pytest.fail(f"HALOMAIL_CORPUS is not set to the SpamAssassin corpus folder ({folder!r})")
+    return sorted(Path(folder).glob("*.eml"))[:count]
+
+
+#: One line of the plain-text body of :func:`big_text_email`.
+TEXT_LINE = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+
+
+def big_text_email(line_break: bytes = b"\r\n") -> tuple[bytes, int]:
+    """An email whose plain-text body fills the default 25 MB message limit, and the
+    body's size."""
+    head = b"From: a@customer.example\r\nSubject: big\r\nContent-Type: text/plain\r\n\r\n"
+    line = TEXT_LINE.replace(b"\r\n", line_break)
+    body = line * ((ParseLimits().max_message_bytes - len(head)) // len(line))
+    return head + body, len(body)
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -19,7 +19,7 @@ from typing import TextIO
 
 import pytest
 
-from tests.conftest import make_email
+from tests.conftest import make_email, spamassassin
 
 HALOMAIL = (sys.executable, "-m", "halomail.cli")
 
@@ -42,14 +42,6 @@ send_acknowledgement = true
 
 _END = re.compile("(?!)")  # matches nothing: _wait_for reads to the end of the stream
 STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d \d+ emails: ")
-
-
-def _corpus(count: int) -> list[Path]:
-    """The first ``count`` emails of the SpamAssassin corpus (a missing corpus fails)."""
-    folder = os.environ.get("HALOMAIL_CORPUS", "")
-    if not folder or not Path(folder).is_dir():
-        pytest.fail(f"HALOMAIL_CORPUS is not set to the SpamAssassin corpus folder ({folder!r})")
-    return sorted(Path(folder).glob("*.eml"))[:count]
 
 
 def _setup(root: Path, emails: list[Path] | None = None, *, config: str = CONFIG) -> Path:
@@ -186,7 +178,7 @@ def test_on_a_terminal_the_progress_line_shows_the_total_rate_and_time_left(
 
 def test_without_a_terminal_progress_and_every_email_are_in_the_log(tmp_path: Path) -> None:
     """250 corpus emails, stderr piped: `progress: N/250` records and one INFO line per email."""
-    emails = _corpus(250)
+    emails = spamassassin(250)
     config = _setup(tmp_path, emails)
     result = _run(config, "-v", "run", "--once")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -204,7 +196,7 @@ def test_without_a_terminal_progress_and_every_email_are_in_the_log(tmp_path: Pa
 
 def test_log_format_json_gives_one_object_per_line_with_the_email_fields(tmp_path: Path) -> None:
     """`--log-format json`: every stderr line is a JSON object; each email's has its fields."""
-    config = _setup(tmp_path, _corpus(30))
+    config = _setup(tmp_path, spamassassin(30))
     result = _run(config, "-v", "run", "--once", "--log-format", "json")
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in result.stderr.splitlines()]
@@ -224,7 +216,7 @@ def test_log_format_json_gives_one_object_per_line_with_the_email_fields(tmp_pat
 
 def test_json_output_gives_every_line_an_event(tmp_path: Path) -> None:
     """`run --json`: email lines, then mailbox, sent and summary, each with its "event"."""
-    config = _setup(tmp_path, _corpus(12))
+    config = _setup(tmp_path, spamassassin(12))
     result = _run(config, "run", "--once", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     objects = [json.loads(line) for line in result.stdout.splitlines()]
@@ -270,7 +262,7 @@ def test_the_long_running_mode_stamps_each_cycle_and_stops_on_sigterm_while_wait
     tmp_path: Path, child: Callable[..., _Child]
 ) -> None:
     """Each cycle's line starts with its time; SIGTERM between cycles exits 0 with a message."""
-    config = _setup(tmp_path, _corpus(3))
+    config = _setup(tmp_path, spamassassin(3))
     running = child("-c", str(config), "run", "--interval", "1")
     errors = running.stderr()
     cycles = _wait_for(running.stdout(), STAMPED, 2)
@@ -287,7 +279,7 @@ def test_sigterm_mid_run_finishes_the_batch_in_hand_and_loses_or_doubles_none(
 ) -> None:
     """SIGTERM after 40 of 300 emails: the batch in hand is committed, disposed of and
     reported, exit 0; resumed, it ends as one uninterrupted run."""
-    emails = _corpus(300)
+    emails = spamassassin(300)
     reference = _run(_setup(tmp_path / "reference", emails), "run", "--once", "--json")
     expected = {
         o["source_id"]: o["outcome"]

@@ -18,7 +18,6 @@ batch and across batches, and an email to quarantine.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +34,7 @@ from halomail.tickets.models import utcnow
 from halomail.tickets.postgres import PostgreSQLTicketRepository
 from halomail.tickets.repository import Browsing, TicketRepository
 from halomail.tickets.sqlite import SQLiteTicketRepository
-from tests.conftest import batch_settings, make_email
+from tests.conftest import batch_settings, make_email, spamassassin
 from tests.servers.postgres import PostgresServer
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -151,12 +150,8 @@ def _too_deep() -> bytes:
 
 
 def _real_mail(count: int) -> list[bytes]:
-    folder = os.environ.get("HALOMAIL_CORPUS", "")
-    if not folder or not Path(folder).is_dir():
-        pytest.fail(f"HALOMAIL_CORPUS is not set to the SpamAssassin corpus folder ({folder!r})")
     # In name order: easy ham first, mailing-list threads whose replies follow each other.
-    paths = sorted(Path(folder).glob("*.eml"))[:count]
-    return [path.read_bytes() for path in paths]
+    return [path.read_bytes() for path in spamassassin(count)]
 
 
 #: Each mailbox, and the batch sizes it is compared at with ``batch_size = 1``.

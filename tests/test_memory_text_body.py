@@ -22,41 +22,28 @@ from pathlib import Path
 import pytest
 
 from halomail.backends.memory import MemoryConnector
-from halomail.inbound.models import ParseLimits
-from halomail.outbound.outbox import SenderIdentity
+from halomail.inbound.parse import parse_email
 from halomail.pipeline.loops import _hash_stripped, repeat_key
 from halomail.rules.models import EmailRule, RuleType
 from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
+from halomail.tickets.models import ActionKind, NewAction, NewTicket
 from halomail.tickets.sqlite import SQLiteTicketRepository
-from tests.conftest import HELPDESK, LOOP_TOKEN, make_email
+from tests.conftest import TEXT_LINE, big_text_email, make_email
 
 pytestmark = pytest.mark.slow
-
-LINE = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
-
-
-def _big_text_email() -> tuple[bytes, int]:
-    """An email whose plain-text body fills the default 25 MB message limit."""
-    head = (
-        b"From: Alice <alice@customer.example>\r\nTo: support@helpdesk.example\r\n"
-        b"Subject: Log file\r\nMessage-ID: <big-log@customer.example>\r\n"
-        b"Content-Type: text/plain\r\n\r\n"
-    )
-    body = LINE * ((ParseLimits().max_message_bytes - len(head)) // len(LINE))
-    return head + body, len(body)
 
 
 @pytest.mark.parametrize(
     ("scan_full_body", "most"), [(True, 2.0), (False, 2.1)], ids=["full body", "new text"]
 )
 def test_a_25_mb_text_email_becomes_a_ticket_under_twice_its_size(
-    tmp_path: Path, scan_full_body: bool, most: float
+    tmp_path: Path, settings: ProcessorSettings, scan_full_body: bool, most: float
 ) -> None:
     """The whole pipeline, with a body rule and an acknowledgement, peaks under 2x the
     body: the text is held once (and its copy while line breaks are normalised), never
     copied again to be hashed, scanned or stored; a rule on the new text adds the new
     text."""
-    raw, size = _big_text_email()
+    raw, size = big_text_email()
     repository = SQLiteTicketRepository(tmp_path / "halomail.db")
     rule = EmailRule(
         name="vendor outage",
@@ -64,11 +51,6 @@ def test_a_25_mb_text_email_becomes_a_ticket_under_twice_its_size(
         sequence=1,
         body=("service outage",),
         scan_full_body=scan_full_body,
-    )
-    settings = ProcessorSettings(
-        loop_token=LOOP_TOKEN,
-        domain="helpdesk.example",
-        default_sender=SenderIdentity(HELPDESK, "Support"),
     )
     connector = MemoryConnector("Support", [raw])
     processor = MailProcessor(
@@ -92,7 +74,7 @@ def test_a_25_mb_text_email_becomes_a_ticket_under_twice_its_size(
         assert outcome.outcome.value == "created"
         assert outcome.acknowledged
         [action] = repository.list_actions(outcome.ticket_id or 0)
-        assert len(action.body) == size - size // len(LINE)  # every CRLF became one LF
+        assert len(action.body) == size - size // len(TEXT_LINE)  # every CRLF became one LF
     finally:
         repository.close()
     growth = peak - before
@@ -126,8 +108,6 @@ def test_the_loop_key_is_the_one_earlier_versions_wrote() -> None:
     email = make_email(
         sender="Alice <alice@customer.example>", subject="  Printer   JAMS ", body="  Help!\n\n"
     )
-    from halomail.inbound.parse import parse_email
-
     digest = hashlib.sha256()
     for part in ("Support", "alice@customer.example", "printer jams", "Help!"):
         digest.update(part.encode() + b"\x00")
@@ -148,8 +128,6 @@ def test_a_long_text_beyond_ascii_is_stored_as_text_and_keeps_no_utf8_copy(
     """A ticket's details and an action's body of several MB beyond ASCII are stored as
     TEXT, equal to what was given, and the str is left as it was: no UTF-8 copy of it
     kept for its life, and at most its UTF-8 size (plus a chunk) allocated meanwhile."""
-    from halomail.tickets.models import ActionKind, NewAction, NewTicket
-
     repository = SQLiteTicketRepository(tmp_path / "halomail.db")
     try:
         utf8_size = len(text.encode())

@@ -28,6 +28,7 @@ from halomail.inbound.html import html_to_text
 from halomail.inbound.models import InboundEmail, ParseLimits
 from halomail.inbound.parse import parse_email
 from halomail.inbound.reply import strip_reply
+from tests.conftest import TEXT_LINE, big_text_email
 
 HTML_REPLY = (
     b"From: =?utf-8?q?Jos=C3=A9?= <jose@customer.example>\r\n"
@@ -322,20 +323,10 @@ def test_too_many_fields_stop_both_readings_alike() -> None:
 
 # -- memory ------------------------------------------------------------------------
 
-LINE = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
-
-
-def _big_text_email(line_break: bytes) -> tuple[bytes, int]:
-    """An email whose plain-text body fills the default 25 MB message limit."""
-    head = b"From: a@customer.example\r\nSubject: big\r\nContent-Type: text/plain\r\n\r\n"
-    line = LINE.replace(b"\r\n", line_break)
-    body = line * ((ParseLimits().max_message_bytes - len(head)) // len(line))
-    return head + body, len(body)
-
 
 def test_a_25_mb_text_body_peaks_at_under_twice_its_size() -> None:
     """Parsing a 25 MB CRLF text body and reading its text allocate < 2x the body."""
-    raw, size = _big_text_email(b"\r\n")
+    raw, size = big_text_email(b"\r\n")
     tracemalloc.start()
     try:
         email = parse_email(raw)
@@ -344,7 +335,7 @@ def test_a_25_mb_text_body_peaks_at_under_twice_its_size() -> None:
     finally:
         tracemalloc.stop()
     assert email.quarantine_reason is None
-    assert len(text) == size - size // len(LINE)  # every CRLF became one LF
+    assert len(text) == size - size // len(TEXT_LINE)  # every CRLF became one LF
     assert text.startswith("The quick brown fox")
     assert "\r" not in text
     assert peak < 2 * size, f"peak {peak / size:.2f}x the body"
@@ -352,7 +343,7 @@ def test_a_25_mb_text_body_peaks_at_under_twice_its_size() -> None:
 
 def test_a_25_mb_text_body_with_lf_line_breaks_is_never_copied() -> None:
     """With LF line breaks the text is the only copy: the peak stays near its size."""
-    raw, size = _big_text_email(b"\n")
+    raw, size = big_text_email(b"\n")
     tracemalloc.start()
     try:
         email = parse_email(raw)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import bisect
 import re
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import overload
 
 from halomail.inbound import _reply_patterns as p
@@ -92,9 +92,6 @@ class _Lines(Sequence[str]):
         if not 0 <= index < len(self):
             raise IndexError("line index out of range")
         return self._line(index)
-
-    def __iter__(self) -> Iterator[str]:
-        return (self._line(i) for i in range(len(self)))
 
     def joined(self, start: int, stop: int) -> str:
         """``"\\n".join(self[start:stop])``, cut from the text in one piece (the text
