@@ -516,6 +516,24 @@ _LINES = st.sampled_from(
         "On Nov 30, 2011, at 12:47 PM, Somebody <",
         "somebody@corp.example>",
         "Op 1 jan. 2024 om 10:00 heeft Alice <a@b.example> het volgende geschreven:",
+        "On Mon, 8 Jan 2024 at 10:00, Alice <alice@corp.example",
+        ">:",
+        "> wrote:",
+        "De : Alice <alice@corp.example>",
+        "Envoyé le : jeudi 15 décembre 2016 09:35",
+        "Objet :Facture",
+        "Message du : 12/12/2016 13:20",
+        "Sujet : Facture",
+        "-------- Oprindelig besked --------",
+        "Sent from TypeApp<http://www.typeapp.com/r>",
+        "_" * 47,
+        "cluster-users mailing list",
+        "> View ticket (http://helpdesk.example/tickets/50?action=view",
+        "_nonce=3dd518)",
+        " (http://helpdesk.example/c/YzOTYzMmE) >",
+        "> Could you check the invoice number on the PDF we sent you on Fri and",
+        "day?",
+        "port 8080",
     ]
 )
 
@@ -533,8 +551,18 @@ def test_testing_only_candidate_lines_cuts_where_testing_every_line_does(
 
 
 def _new_text_line_by_line(lines: list[str]) -> str:
-    """The plain definition of the new text: unquoted lines, right-trimmed, trimmed."""
-    kept = [line.rstrip() for line in lines if not line.lstrip().startswith(">")]
+    """The plain definition of the new text: unquoted lines, right-trimmed, trimmed,
+    without those between two quoted lines that continue the quoted line above."""
+
+    def quoted(k: int) -> bool:
+        return 0 <= k < len(lines) and lines[k].lstrip().startswith(">")
+
+    kept = [
+        line.rstrip()
+        for k, line in enumerate(lines)
+        if not quoted(k)
+        and not (quoted(k - 1) and quoted(k + 1) and reply._continues_quote(lines[k - 1], line))
+    ]
     text = "\n".join(kept).strip()
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")

@@ -187,7 +187,9 @@ HEADER_LABELS = {
         "gesendet",
         "datum",
         "envoyé",
+        "envoyé le",  # Outlook.com and Yahoo in French
         "date d'envoi",
+        "message du",  # French webmail ("Message du : 12/12/2016 13:20")
         "enviado",
         "enviado el",
         "enviada em",
@@ -264,6 +266,7 @@ HEADER_LABELS = {
         "subject",
         "betreff",
         "objet",
+        "sujet",
         "asunto",
         "oggetto",
         "assunto",
@@ -286,12 +289,13 @@ HEADER_LABELS = {
 }
 #: Which kind of header line a *lowercased* line is, by the group that matched; Outlook
 #: renders its HTML block as "*From:* Name" when read as text, French puts a space (or
-#: a no-break space) before the colon, and Chinese and Japanese may use "：". Matching
+#: a no-break space) before the colon (and Outlook.com then none after it: "Objet
+#: :Facture"), and Chinese and Japanese may use "：". Matching
 #: lowercased text with literal words lets the engine skip a word after one character.
 HEADER_LINE = re.compile(
     r"\s*\*?(?:"
     + "|".join(f"(?P<{kind}>{_literals(labels)})" for kind, labels in HEADER_LABELS.items())
-    + r")\s?(?::\*?(?:\s|$)|：)"
+    + r")(?:\s:\*?|:\*?(?:\s|$)|\s?：)"
 )
 
 #: Lines of a raw RFC 5322 header that no client's header block has: a header block
@@ -323,6 +327,7 @@ ORIGINAL_PHRASES = (
     "origineel bericht",
     "ursprungligt meddelande",
     "oprindelig meddelelse",
+    "oprindelig besked",
     "opprinnelig melding",
     "alkuperäinen viesti",
     "wiadomość oryginalna",
@@ -349,6 +354,12 @@ ORIGINAL_MESSAGE = re.compile(
 )
 #: Outlook's rule above its header block.
 RULE = re.compile(r"\s*_{20,}+\s*$")
+#: A rule of dashes or underscores, which clients (and people) put above a header block
+#: or an attribution: it belongs to the history below it.
+RULE_ABOVE = re.compile(r"\s*(?:_{10,}+|-{10,}+)\s*$")
+#: The line under the rule of a mailing list's footer: "riak-users mailing list"
+#: (Mailman 2), "users mailing list -- users@lists.example.org" (Mailman 3).
+LIST_FOOTER = re.compile(r"[^\n]{1,100}?\smailing\slist(?:\s+--\s+\S{1,200})?\s*$", re.I)
 #: "---------- Forwarded message ---------" and its translations, and Apple Mail's
 #: "Begin forwarded message:" (mutt adds "from <address>", a PGP signature escapes the
 #: first dash as "- "). What follows is content the helpdesk needs.
@@ -399,7 +410,8 @@ _REST = r"[^\n,;:!?<>()]{0,40}?\.?"
 FOOTER = re.compile(
     r"""(?:
         sent\ (?:from|via|with)\ (?:my|yahoo|aol|outlook|mail\ for|proton|samsung|the
-              |blackberry|windows)\b
+              |blackberry|windows|typeapp|bluemail|spark|airmail|newton|edison|mailspring
+              |aquamail|fairemail|k-9\ mail|superhuman|hey)\b
       | get\ outlook\ for | download\ outlook\ for
       | von\ meinem\ [^\n]{1,40}?\ gesendet
       | gesendet\ (?:von|mit|vom)\ | outlook\ für\ \S+\ (?:beziehen|herunterladen)

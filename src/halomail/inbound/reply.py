@@ -14,12 +14,14 @@ standard. :func:`strip_reply` looks for the earliest of them, line by line:
   ``________________________________`` rule followed by ``From:``, and its header block
   ``From: … Sent: … To: … Subject: …`` in any order and in any of those languages
   (``Von:/Gesendet:``, ``De :/Envoyé :``, ``От:/Отправлено:``, ``差出人:/送信日時:`` …);
-- the ``-- `` signature separator and mobile footers ("Sent from my iPhone", "Von
-  meinem iPhone gesendet", "Get Outlook for Android", "iPhoneから送信" …);
+- the ``-- `` signature separator, mobile footers ("Sent from my iPhone", "Von
+  meinem iPhone gesendet", "Get Outlook for Android", "iPhoneから送信" …) and a
+  mailing list's footer (Mailman's rule over "users mailing list");
 
-and drops every ``>`` quoted line. Forwarded messages are not history: the forwarded
-text is what the helpdesk needs, so forward markers and the header block under them
-are left alone. The words of every language live in
+and drops every ``>`` quoted line, and the end of a quoted line that a client wrapped
+again without its ``>`` (see :func:`_continues_quote`). Forwarded messages are not
+history: the forwarded text is what the helpdesk needs, so forward markers and the
+header block under them are left alone. The words of every language live in
 :mod:`halomail.inbound._reply_patterns`.
 
 Every test runs on one line of bounded length and its few neighbours, and a one-pass
@@ -209,8 +211,15 @@ def _attribution(lines: Sequence[str], i: int) -> int:
     if not _may_wrap(line):
         return 0
     second = lines[i + 1]
-    if not second.strip() or _QUOTED.match(second) or len(second) > p.MAX_MARKER_LINE // 2:
+    if not second.strip() or len(second) > p.MAX_MARKER_LINE // 2:
         return 0
+    if _QUOTED.match(second):
+        # Gmail wraps before the ">" closing the address: "… Bob <bob@example.com" over
+        # ">:" or "> wrote:". Any other quoted line is the history, not its attribution.
+        if not _closes_address(line, second):
+            return 0
+        joined = line.rstrip() + second.strip()
+        return 2 if _is_attribution(joined, _quotes_follow(lines, i + 2)) else 0
     if second.rstrip().endswith(_COLONS) and _is_attribution(second, _quotes_follow(lines, i + 2)):
         # An attribution complete on its own line (it opens with its date) is not the
         # end of a wrapped one: the line above it is the reply's last line. A name-only
@@ -225,14 +234,31 @@ def _attribution(lines: Sequence[str], i: int) -> int:
     if _is_attribution(joined, _quotes_follow(lines, i + 2)):
         return 2
     # Apple Mail wraps a long address onto a line of its own: "On …, Somebody <",
-    # "somebody@example.com>", "wrote:".
-    if joined.rstrip().endswith(">") and i + 2 < len(lines):
+    # "somebody@example.com>", "wrote:" (Gmail: "somebody@example.com", "> wrote:").
+    if i + 2 < len(lines):
         third = lines[i + 2].strip()
+        closing = _closes_address(joined, third)
         # Only a short third line counts: the candidate filter looks no further.
-        if third and len(lines[i + 2].rstrip()) <= _SHORT_LAST_LINE:
-            joined = f"{joined.rstrip()} {third}"
+        if (
+            third
+            and len(lines[i + 2].rstrip()) <= _SHORT_LAST_LINE
+            and (joined.rstrip().endswith(">") or closing)
+        ):
+            joined = joined.rstrip() + ("" if closing else " ") + third
             return 3 if _is_attribution(joined, _quotes_follow(lines, i + 3)) else 0
     return 0
+
+
+def _closes_address(line: str, following: str) -> bool:
+    """True when ``following`` opens with the ``>`` of an address ``line`` left open
+    ("… Bob <bob@example.com" over ">:"), and is short and ends with a colon."""
+    rest = following.strip()
+    return (
+        rest.startswith(">")
+        and len(rest) <= _SHORT_LAST_LINE
+        and rest.endswith(_COLONS)
+        and line.rfind("<") > line.rfind(">")
+    )
 
 
 def _header_kind(line: str) -> str | None:
@@ -301,8 +327,11 @@ def _marker(lines: Sequence[str], i: int) -> tuple[bool, int]:
     if p.ORIGINAL_MESSAGE.match(stripped) or _is_dashed_attribution(stripped):
         return True, 0
     if p.RULE.match(stripped):
+        # Outlook's rule above its header block, or a mailing list's footer under it.
         following = [x for x in lines[i + 1 : i + 4] if x.strip()]
-        return bool(following) and _header_kind(following[0]) == "from", 0
+        if not following or len(following[0]) > p.MAX_MARKER_LINE:
+            return False, 0
+        return _header_kind(following[0]) == "from" or bool(p.LIST_FOOTER.match(following[0])), 0
     if _header_block(lines, i):
         return True, 0
     span = _attribution(lines, i)
@@ -384,8 +413,20 @@ def _cut(
     for k in range(bisect.bisect_left(candidates, start), len(candidates)):
         found, span = _marker(lines, candidates[k])
         if found:
+            if not span and _header_kind(lines[candidates[k]]):
+                return _rule_above(lines, candidates[k], start), 0
             return candidates[k], span
     return len(lines), 0
+
+
+def _rule_above(lines: Sequence[str], i: int, start: int) -> int:
+    """Where the header block at ``lines[i]`` begins: the rule of dashes or underscores
+    above it (blank lines between), which belongs to the history, else ``i`` itself."""
+    for j in range(i - 1, max(start, i - 3) - 1, -1):
+        line = lines[j]
+        if line.strip():
+            return j if len(line) <= p.MAX_MARKER_LINE and p.RULE_ABOVE.match(line) else i
+    return i
 
 
 _BLANK_RUNS = re.compile(r"\n{3,}")
@@ -403,13 +444,58 @@ def _part(lines: Sequence[str], start: int, stop: int) -> str:
 
 
 def _new_text(lines: Sequence[str]) -> str:
-    """The lines without quoted ones, each right-trimmed, as one trimmed text."""
+    """The lines without quoted ones (nor the ends of quoted lines a client wrapped
+    again, see :func:`_continues_quote`), each right-trimmed, as one trimmed text."""
     # The quote test runs only when some line may be quoted, and the blank-run
     # substitution only when there is a run: both are rare outside replies.
     if ">" in "\n".join(lines):
-        lines = [line for line in lines if not line.lstrip().startswith(">")]
+        quoted = [line.lstrip().startswith(">") for line in lines]
+        lines = [
+            line
+            for k, line in enumerate(lines)
+            if not quoted[k]
+            and not (
+                0 < k < len(lines) - 1
+                and quoted[k - 1]
+                and quoted[k + 1]
+                and _continues_quote(lines[k - 1], line)
+            )
+        ]
     text = "\n".join([line.rstrip() for line in lines]).strip()
     return _fewer_blank_lines(text)
+
+
+# An unquoted line between two quoted ones, with the line above it.
+_BETWEEN_QUOTES = re.compile(r"^([^\S\n]*>[^\n]*\n)([^\n]*)\n(?=[^\S\n]*>)", re.MULTILINE)
+_SENTENCE_END = (".", "!", "?", ":", ";", ",")
+#: A quoted line at least this long may have been wrapped again by the client.
+_WRAPPED_QUOTE = 70
+
+
+def _continues_quote(above: str, line: str) -> bool:
+    """True when ``line``, unquoted between two quoted lines, is the end of the quoted
+    line ``above`` that a client wrapped again without its ``>``.
+
+    That is a link's end ("> View ticket (http://example.com/a" over "_b=1)"), a link
+    whose quote marker went to the end of the line ("(http://example.com/c) >"), or a
+    few words in lower case after a long quoted line that ends no sentence ("> … Nullam
+    pharetra d" over "ignissim odio?"). An answer written between quoted lines is none
+    of these: it starts a sentence, or sits under a line that ends one.
+    """
+    stripped = line.strip()
+    if not stripped or len(stripped) > _WRAPPED_QUOTE or stripped.startswith(">"):
+        return False
+    if " " not in stripped and above.count("(") > above.count(")"):
+        return True  # the rest of a link
+    if stripped.endswith(" >") and "://" in stripped:
+        return True
+    above = above.rstrip()
+    return (
+        len(above) >= _WRAPPED_QUOTE
+        and not above.endswith(_SENTENCE_END)
+        and stripped[0].islower()
+        and len(stripped.split()) <= 4
+    )
 
 
 def _new_text_long(text: str) -> str:
@@ -417,9 +503,17 @@ def _new_text_long(text: str) -> str:
     list of its lines, and ``text`` itself when there is nothing to remove. (Slower than
     the lines of a short text: a run of spaces between two words is tried too.)"""
     if ">" in text:
+        text = _BETWEEN_QUOTES.sub(_without_continuation, text)
         # A quoted last line leaves its line break behind; the strip removes it.
         text = _QUOTED_LINE.sub("", text)
     return _fewer_blank_lines(_TRAILING_SPACE.sub("", text).strip())
+
+
+def _without_continuation(match: re.Match[str]) -> str:
+    """The match of :data:`_BETWEEN_QUOTES` without its second line when that line
+    :func:`continues the quote <_continues_quote>` above it."""
+    above, line = match.group(1), match.group(2)
+    return above if _continues_quote(above, line) else match.group(0)
 
 
 def _fewer_blank_lines(text: str) -> str:
