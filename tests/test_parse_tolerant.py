@@ -316,7 +316,8 @@ def test_successive_inline_text_parts_are_joined_in_order() -> None:
 
 
 def test_an_alternative_inside_mixed_still_gives_one_alternative() -> None:
-    """multipart/alternative in mixed, then a footer: the plain alternative and the footer."""
+    """multipart/alternative in mixed, then a footer: the plain alternative and the footer;
+    the HTML view shows the alternative's HTML and the footer under it."""
     raw = mixed(
         b'Content-Type: multipart/alternative; boundary="alt"\r\n\r\n'
         b"--alt\r\nContent-Type: text/plain\r\n\r\nHello in plain\r\n"
@@ -326,7 +327,9 @@ def test_an_alternative_inside_mixed_still_gives_one_alternative() -> None:
     email = parse_email(raw)
     assert email.text == "Hello in plain\n\n-- \nlist footer"
     assert "Hello in HTML" not in email.text
-    assert email.html_source == "<p>Hello in HTML</p>"
+    assert email.html_source == (
+        '<p>Hello in HTML</p>\n<div style="white-space: pre-wrap">-- \nlist footer</div>'
+    )
 
 
 def test_an_alternative_with_an_empty_plain_part_reads_its_html() -> None:

@@ -292,6 +292,19 @@ _RFC2231_NAME = re.compile(r"([^*]+)\*(?:(\d{1,3})\*?|)$")
 _QUOTED_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?', re.DOTALL)
 
 
+_COMMENT = re.compile(r"\([^()]*\)")
+
+
+def without_comments(value: str) -> str:
+    """``value`` without its RFC 5322 comments (``(…)``, nested ones from the inside
+    out, a bounded number of passes), stripped."""
+    for _ in range(8):
+        value, found = _COMMENT.subn(" ", value)
+        if not found:
+            break
+    return value.strip()
+
+
 def parse_params(raw: str | None) -> tuple[str, dict[str, str]]:
     """Split a Content-Type or Content-Disposition value into its value and parameters.
 
@@ -311,6 +324,8 @@ def parse_params(raw: str | None) -> tuple[str, dict[str, str]]:
         return "", {}
     segments = _split_semicolons(prepare(raw))
     head = segments[0].strip().lower()
+    if "(" in head:  # "text/plain (comment)": an RFC 5322 comment is no part of the type
+        head = without_comments(head)
     plain: dict[str, str] = {}
     extended: dict[str, dict[int, tuple[str, bool]]] = {}
     for segment in segments[1:]:
@@ -332,6 +347,8 @@ def parse_params(raw: str | None) -> tuple[str, dict[str, str]]:
         if decoded is not None:
             # The RFC 2231 form is the precise one when a sender gives both.
             params[name] = decoded
+    if "(" in params.get("charset", ""):  # charset=utf-8 (comment); a name may hold "("
+        params["charset"] = without_comments(params["charset"])
     return head, params
 
 
@@ -457,6 +474,22 @@ _RFC5322_DATE = re.compile(
 )
 
 
+# A time on a 12-hour clock ("4:44:14 PM"), which the stdlib's parser would read as a
+# 24-hour time in the zone "PM".
+_TWELVE_HOUR = re.compile(r"\b(\d{1,2})(:\d{2}(?::\d{2})?)\s*([AaPp])\.?[Mm]\.?(?!\w)")
+
+
+def _to_24_hours(match: re.Match[str]) -> str:
+    """The time :data:`_TWELVE_HOUR` matched, on a 24-hour clock ("16:44:14")."""
+    hour = int(match.group(1))
+    if not 1 <= hour <= 12:
+        return match.group(0)
+    hour %= 12
+    if match.group(3) in "Pp":
+        hour += 12
+    return f"{hour:02d}{match.group(2)}"
+
+
 @functools.lru_cache(maxsize=64)
 def _zone(sign: str, hours: int, minutes: int) -> dt.tzinfo:
     if sign == "-" and hours == minutes == 0:
@@ -494,6 +527,7 @@ def parse_date(raw: str) -> dt.datetime | None:
                 )
             except ValueError:
                 return None
+    text = _TWELVE_HOUR.sub(_to_24_hours, text)
     try:
         parsed = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, OverflowError, IndexError):

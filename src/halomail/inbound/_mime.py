@@ -653,8 +653,11 @@ def drop_malformed_lines(data: bytes, limit: int) -> tuple[bytes, int]:
     ``From: a@b.example / broken / Subject: hi`` the Subject lands in the body. Mail
     clients read on. A malformed line is dropped when a header line precedes it and a
     field line follows it within :data:`MALFORMED_LOOKAHEAD_LINES` lines, before the
-    blank line that ends the block; otherwise it starts the body, as before. Each
-    decision reads a bounded number of lines of a block of at most ``limit`` bytes.
+    blank line that ends the block; otherwise it starts the body, as before. A line
+    opening with ``--`` is never dropped: it is the first boundary of a multipart whose
+    sender left out the blank line, and the field lines after it are its first part's
+    (reading on would lose that part). Each decision reads a bounded number of lines of
+    a block of at most ``limit`` bytes.
 
     Args:
         data: The raw message (after :func:`repair_head`).
@@ -670,7 +673,7 @@ def drop_malformed_lines(data: bytes, limit: int) -> tuple[bytes, int]:
     while True:
         # _HEADER_LINES and _LINE match everywhere (even the empty string).
         malformed = _HEADER_LINES.match(data, position, region_end).end()  # type: ignore[union-attr]
-        if malformed == 0 or malformed >= region_end:
+        if malformed == 0 or malformed >= region_end or data.startswith(b"--", malformed):
             break
         line_end = _LINE.match(data, malformed, region_end).end()  # type: ignore[union-attr]
         if not _field_follows(data, line_end, region_end):

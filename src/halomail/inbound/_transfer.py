@@ -18,6 +18,11 @@ _TRANSFER_ENCODING = re.compile(r"[\s;\"']+")
 _IDENTITY_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
 _UUENCODINGS = frozenset({"x-uuencode", "uuencode", "x-uue", "uue"})
 _BAD_QP = re.compile(rb"=(?![0-9A-Fa-f]{2}|[ \t]*(?:\r?\n|\r|$))")
+# A malformed "=", or the last of a run of them ending a line (an underline written
+# "==========" by an encoder that forgot to escape it): each stands for itself.
+_LITERAL_QP = re.compile(
+    rb"=(?![0-9A-Fa-f]{2}|[ \t]*(?:\r?\n|\r|$))|(?<==)=(?=[ \t]*(?:\r?\n|\r|$))"
+)
 
 
 def decode_transfer(
@@ -60,9 +65,10 @@ def _encoding_name(raw_encoding: str | None) -> str:
     """The lower-cased transfer encoding named by a raw header value (``""`` for none)."""
     if not raw_encoding:
         return ""
-    return next(
-        (t for t in _TRANSFER_ENCODING.split(_headers.prepare(raw_encoding).lower()) if t), ""
-    )
+    value = _headers.prepare(raw_encoding).lower()
+    if "(" in value:  # "(comment) base64"
+        value = _headers.without_comments(value)
+    return next((t for t in _TRANSFER_ENCODING.split(value) if t), "")
 
 
 def _undo(data: bytes | memoryview, encoding: str, defects: list[str]) -> bytes:
@@ -75,6 +81,8 @@ def _undo(data: bytes | memoryview, encoding: str, defects: list[str]) -> bytes:
     if encoding == "quoted-printable":
         if _BAD_QP.search(data):
             defects.append("invalid-quoted-printable")
+            # binascii reads "==" as one "=": escape every "=" that stands for itself.
+            data = _LITERAL_QP.sub(b"=3D", data)
         return binascii.a2b_qp(data)
     if encoding in _UUENCODINGS:
         return _decode_uu(bytes(data), defects)

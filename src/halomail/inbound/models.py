@@ -118,6 +118,8 @@ class InboundEmail:
         date: The Date header as an aware datetime, or ``None``.
         text: The whole plain-text body (derived from the HTML when there is no text part).
         html_source: The HTML body as sent (decoded, **not** sanitized), or ``None``.
+            A multipart/mixed showing several parts has their HTML joined in order,
+            a plain part escaped into a block that keeps its line breaks.
             Never show it: :attr:`html` is the safe version.
         new_text: The new part of a reply: ``text`` without quoted history and signature.
         attachments: Files, in the order they appear.

@@ -27,6 +27,8 @@ quarantined as ``unparseable``, so one hostile email never stops a mailbox.
 from __future__ import annotations
 
 import hashlib
+import html as _html
+import itertools
 import logging
 import operator
 import re
@@ -37,6 +39,7 @@ from itertools import compress
 from halomail.inbound import _addresses, _charsets, _headers, _mime
 from halomail.inbound._deferred import Deferred, Segment, has_text
 from halomail.inbound._envelope import Envelope
+from halomail.inbound._flowed import unflow
 from halomail.inbound.attachments import make_attachment
 from halomail.inbound.defects import (
     BOM_BEFORE_HEADERS,
@@ -189,6 +192,7 @@ class _Builder:
         self._walk()
         if not any(has_text(text) for _group, _kind, text in self.segments):
             self._use_named_text()
+        self.html = _html_view(self.segments)
         # The HTML is kept as sent; InboundEmail.html sanitizes it when asked for.
         if self.html is not None and html_over_budget(self.html):
             self.defects.append(HTML_OVER_BUDGET)  # its text and sanitized form: tags stripped
@@ -245,10 +249,10 @@ class _Builder:
         is_file = disposition == "attachment" or bool(name.strip())
         if content_type in _BODY_TYPES and not is_file:
             text = self._read_text(part, encoding, params.get("charset"))
+            if content_type == "text/plain" and params.get("format", "").lower() == "flowed":
+                text = unflow(text, delsp=params.get("delsp", "").lower() == "yes")
             group_id = id(group) if group is not None else None
             self.segments.append((group_id, content_type, text))
-            if content_type == "text/html" and self.html is None:
-                self.html = text
             return
         payload = _mime.decode_transfer(_mime.raw_payload(part), encoding, self.defects)
         if content_type in _BODY_TYPES and disposition != "attachment" and self.named_text is None:
@@ -277,8 +281,6 @@ class _Builder:
         content_type, payload, charset = self.named_text
         text = self._decode_text(payload, charset)
         self.segments.append((None, content_type, text))
-        if content_type == "text/html" and self.html is None:
-            self.html = text
 
     def _read_text(
         self, part: _mime.BoundedMessage, encoding: str | None, charset: str | None
@@ -478,6 +480,34 @@ def find_sender(first: dict[str, str], defects: list[str]) -> tuple[Address | No
 def _first_address(raw: str) -> Address | None:
     addresses, _rejected = _addresses.parse_addresses(raw)
     return addresses[0] if addresses else _addresses.lenient_address(raw)
+
+
+def _html_view(segments: list[Segment]) -> str | None:
+    """The HTML that shows the whole body, or ``None`` when no inline part is HTML.
+
+    Usually one part's HTML: that of the email, or of its multipart/alternative. When a
+    multipart/mixed shows several parts one after another (Apple Mail's HTML, image,
+    HTML; an antivirus banner in HTML above a plain-text message), their HTML is joined
+    in order, a plain part escaped into a block that keeps its line breaks, as the text
+    joins them (see :func:`halomail.inbound._deferred._join`).
+    """
+    pieces: list[tuple[bool, str]] = []  # (is HTML, content), in document order
+    for group, block in itertools.groupby(segments, key=operator.itemgetter(0)):
+        found = [(kind == "text/html", text) for _group, kind, text in block]
+        if group is not None and any(is_html for is_html, _text in found):
+            found = [piece for piece in found if piece[0]]  # of an alternative, its HTML
+        pieces.extend(piece for piece in found if piece[0] or has_text(piece[1]))
+    if not any(is_html for is_html, _text in pieces):
+        return None
+    if len(pieces) == 1:
+        return pieces[0][1]
+    return "\n".join(text if is_html else _plain_as_html(text) for is_html, text in pieces)
+
+
+def _plain_as_html(text: str) -> str:
+    """A plain-text part as HTML that shows it as written."""
+    shown = _html.escape(text.strip("\n"))
+    return f'<div style="white-space: pre-wrap">{shown}</div>'
 
 
 def _content_type(part: _mime.BoundedMessage, raw: str | None) -> tuple[str, dict[str, str]]:
