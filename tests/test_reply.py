@@ -534,6 +534,8 @@ _LINES = st.sampled_from(
         "> Could you check the invoice number on the PDF we sent you on Fri and",
         "day?",
         "port 8080",
+        "On Nov 21, 2014,",
+        "at 10:18,",
     ]
 )
 

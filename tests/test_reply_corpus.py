@@ -105,6 +105,7 @@ def test_quote_stripping_agrees_with_the_reply_corpus(request: pytest.FixtureReq
 #: whatever the agreement of the whole.
 SHAPES_FROM_OTHER_PARSERS = (
     "da-outlook-oprindelig-besked",
+    "en-apple-mail-attribution-date-split",
     "en-gmail-rewrapped-quote",
     "en-gmail-wrapped-address-attribution",
     "en-gmail-wrapped-address-wrote",
@@ -122,10 +123,10 @@ SHAPES_FROM_OTHER_PARSERS = (
 @pytest.mark.parametrize("name", SHAPES_FROM_OTHER_PARSERS)
 def test_shapes_other_parsers_fixtures_showed_are_stripped(name: str) -> None:
     """Outlook.com's "Envoyé le :" and "Objet :x", French webmail's "Message du :", a
-    Gmail attribution wrapped before its ">", a rule of dashes above a header block,
-    Danish "Oprindelig besked", TypeApp's footer, Mailman's list footer and quoted lines
-    a client wrapped again without their ">" are all cut; an answer in lower case
-    between quoted lines is kept."""
+    Gmail attribution wrapped before its ">", one wrapped after the comma of its date, a
+    rule of dashes above a header block, Danish "Oprindelig besked", TypeApp's footer,
+    Mailman's list footer and quoted lines a client wrapped again without their ">" are
+    all cut; an answer in lower case between quoted lines is kept."""
     (case,) = [case for case in load_cases() if case.name == name]
     assert strip_reply(case.reply) == case.expected
 

@@ -415,8 +415,26 @@ def _cut(
         if found:
             if not span and _header_kind(lines[candidates[k]]):
                 return _rule_above(lines, candidates[k], start), 0
+            if span and candidates[k] > start and _begins_above(lines, candidates[k], span):
+                return candidates[k] - 1, span + 1
             return candidates[k], span
     return len(lines), 0
+
+
+def _begins_above(lines: Sequence[str], i: int, span: int) -> bool:
+    """True when the attribution at ``lines[i]`` (``span`` lines) began on the line above,
+    cut after a comma ("On Nov 21, 2014," over "at 10:18," over "Bob <b@x> wrote:").
+
+    The line above must open like a dated attribution and end with a comma, and the
+    attribution found must not open like one itself: a reply's last line is never taken.
+    """
+    above = lines[i - 1]
+    if not above.rstrip().endswith(",") or len(above) > p.MAX_MARKER_LINE // 2:
+        return False
+    if not _opens_dated(above) or p.LEAD.match(lines[i]):
+        return False
+    joined = " ".join([above.strip(), *(line.strip() for line in lines[i : i + span])])
+    return _is_attribution(joined, _quotes_follow(lines, i + span))
 
 
 def _rule_above(lines: Sequence[str], i: int, start: int) -> int:
