@@ -78,6 +78,47 @@ SHAPES: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
         [],
     ),
     "google-groups-rejected.eml": ("list-error", None, []),
+    # Shapes sisimai's set of real bounces showed us missing (our own bytes again).
+    "sendmail-local-mailer-daemon-path.eml": (
+        "delivery-report",
+        "halomail.42.1234abcd5678ef90.aabbccddeeff@helpdesk.example",
+        [("ken.ito@carrier.example", "failed", "5.0.0")],
+    ),
+    "interscan-returned-message.eml": (
+        "delivery-report",
+        "halomail.43.aa00bb11cc22dd33.ee44ff556677@helpdesk.example",
+        [("mia.sato@customer.example", "failed", "5.1.1")],
+    ),
+    "sms-gateway-post-master.eml": (
+        "delivery-report",
+        "halomail.44.0011223344556677.8899aabbccdd@helpdesk.example",
+        [],
+    ),
+    "dragonfly-error-delivering.eml": (
+        "delivery-report",
+        "halomail.45.fedcba9876543210.0123456789ab@helpdesk.example",
+        [("rin.abe@example.jp", "failed", "5.0.0")],
+    ),
+    "sendmail-transcript.eml": (
+        "delivery-report",
+        "halomail.46.1029384756abcdef.a1b2c3d4e5f6@helpdesk.example",
+        [("tom.kay@example.net", "failed", "5.0.0")],
+    ),
+    "gmx-quoted-recipient.eml": (
+        "delivery-report",
+        "halomail.47.5566778899aabbcc.ddeeff001122@helpdesk.example",
+        [("ida.berg@gmx.example", "failed", "5.1.1")],
+    ),
+    "aol-dsn-blocks-without-blank-line.eml": (
+        "delivery-report",
+        "halomail.48.13579bdf2468ace0.0a1b2c3d4e5f@helpdesk.example",
+        [("amy.cole@aol.example", "failed", "5.2.2"), ("ben.cole@aol.example", "failed", "5.1.1")],
+    ),
+    "dsn-final-recipient-not-an-address.eml": (
+        "delivery-report",
+        "halomail.49.24680ace13579bdf.f0e1d2c3b4a5@helpdesk.example",
+        [("lea.moss@example.org", "failed", "5.0.0"), ("max.moss@example.org", "failed", "5.1.1")],
+    ),
     "majordomo-non-member.eml": (
         "list-error",
         "halomail.41.abab1212cdcd3434.efef5656a1a1@helpdesk.example",
@@ -457,7 +498,19 @@ def test_a_list_managers_request_to_its_administrator_is_not_a_list_error() -> N
             "Your message\n\n  Subject: Hello\n\ndid not reach the following recipient(s):\n\n"
             "ann@example.net on Mon, 1 Dec 2026 10:00:00 +0100\n"
             "    The recipient name is not recognized\n",
-            ("ann@example.net", "failed", ""),
+            ("ann@example.net", "failed", "5.0.0"),
+        ),
+        (
+            "Sorry, we were unable to deliver your message to the following address.\n\n"
+            "<ola@example.net>:\n550: <ola@example.net>: User unknown\n",
+            ("ola@example.net", "failed", "5.0.0"),
+        ),
+        ("   * kai@example.net\n   mailbox is full\n", ("kai@example.net", "failed", "")),
+        ("kai@example.net [User unknown]\n", ("kai@example.net", "failed", "5.0.0")),
+        ("Unknown user: kai@example.net\n", ("kai@example.net", "failed", "5.0.0")),
+        (
+            "<kai@example.net> (expanded from\n    <sales@example.net>): host mx said: 550 5.1.1\n",
+            ("kai@example.net", "failed", "5.1.1"),
         ),
         (
             "This is a warning message only.\n\nMessage delivery to 'joe@example.net' delayed\n"
@@ -480,6 +533,32 @@ def test_the_text_of_older_bounces_names_the_recipient(
     assert classify(email).bounce is True
     (recipient,) = read_report(email).recipients
     assert (recipient.address, recipient.action, recipient.status) == expected
+
+
+def test_every_complainant_of_an_abuse_report_is_named() -> None:
+    """A feedback report may repeat Original-Rcpt-To, once per person who complained."""
+    raw = _arf("halomail.50.aa@helpdesk.example", "pat.kim@mailbox.example").replace(
+        b"Original-Rcpt-To: <pat.kim@mailbox.example>",
+        b"Original-Rcpt-To: <pat.kim@mailbox.example>\r\n"
+        b"Original-Rcpt-To: <lou.kim@mailbox.example>",
+    )
+    email = parse_email(raw)
+    report = read_report(email, classify(email).bounce_kind)
+    assert [(r.address, r.action) for r in report.recipients] == [
+        ("pat.kim@mailbox.example", "complained"),
+        ("lou.kim@mailbox.example", "complained"),
+    ]
+
+
+def test_a_mail_admin_writing_from_postmaster_about_a_failure_is_a_person() -> None:
+    """ "550" in a new email from postmaster@ is a question for the helpdesk, not a bounce:
+    only in reply to our mail does a daemon's failure text make one."""
+    raw = make_email(
+        sender="postmaster@customer.example",
+        subject="Our mail to you fails",
+        body="Hello,\n550 5.7.1 is what your server answers us since Monday. Can you check?\n",
+    )
+    assert classify(parse_email(raw)).bounce is False
 
 
 def test_an_action_written_failure_reads_as_failed() -> None:

@@ -63,8 +63,9 @@ _BOUNCE_SUBJECT = re.compile(
     r"""^\s*(?:
         undeliver(?:ed|able)\ mail\ returned\ to\ sender
       | undeliverable\b | undelivered\ mail | undeliverable\ mail
-      | delivery\ status\ notification\ \((?:failure|delay)\)
-      | delivery\ status\ notification
+      | (?:mail\ )?delivery\ status\ notification
+      | mail\ could\ not\ be\ delivered | permanent\ delivery\ failure
+      | mail\ system\ error | failure\ delivery
       | delivery\ (?:has\ )?fail(?:ed|ure)
       | mail\ delivery\ (?:failed|failure|subsystem)
       | failure\ notice | returned\ mail | returned\ to\ sender
@@ -80,6 +81,7 @@ _NO_REPLY_LOCALS = frozenset(
         "mailer-daemon",
         "mailerdaemon",
         "postmaster",
+        "post_master",
         "noreply",
         "no-reply",
         "no_reply",
@@ -103,7 +105,21 @@ _NO_REPLY_PREFIXES = (
     "bounces-",
     "mailer-daemon",
 )
-_DAEMON_LOCALS = frozenset({"mailer-daemon", "mailerdaemon", "postmaster"})
+_DAEMON_LOCALS = frozenset(
+    {"mailer-daemon", "mailerdaemon", "mail-daemon", "maildaemon", "postmaster", "post_master"}
+)
+# Sendmail's local delivery writes the null sender as "Return-Path: <MAILER-DAEMON>".
+_DAEMON_PATH = re.compile(r"\s*<\s*(?:mailer-daemon|mailerdaemon)\s*>\s*", re.IGNORECASE)
+# A mail system's failure in the opening of a text: an SMTP reply code opening a line,
+# or the words of one.
+_FAILURE_TEXT = re.compile(
+    r"^[ \t]{0,8}[45]\d\d\b|user unknown|unknown user|no such (?:user|mailbox)"
+    r"|invalid (?:user|recipient|address)|could not be delivered|undeliverable",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FAILURE_SCAN = 2000
+# The returned message (or its headers) a mail system attaches to its notice.
+_RETURNED_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/global"})
 
 _LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post")
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
@@ -331,16 +347,31 @@ def _bounce(email: InboundEmail, reasons: list[str]) -> str:
         reasons.append("bounce: Exchange non-delivery report")
         return ReportKind.DELIVERY
     daemon = _daemon_sender(email)
-    automatic = email.return_path == "" or _token(email.header("Auto-Submitted")) not in {"", "no"}
+    null_path = email.return_path == "" or (
+        email.return_path is None
+        and _DAEMON_PATH.fullmatch((email.header("Return-Path") or "")[:_FROM_SCAN]) is not None
+    )
+    automatic = null_path or _token(email.header("Auto-Submitted")) not in {"", "no"}
     if _BOUNCE_SUBJECT.search(email.subject) and (daemon or automatic):
         # A bounce-like subject alone could be a person forwarding a bounce to ask for
         # help; it counts only from a mail daemon or with a null/automatic envelope.
         reasons.append("bounce: delivery failure subject from a mail system")
         return ReportKind.DELIVERY
-    if daemon and (email.return_path == "" or email.sender is None):
+    if daemon and (null_path or email.sender is None):
         # "MAILER-DAEMON <>" or "<MAILER-DAEMON>": a mail system's own notice; no
         # person writes from an address without a domain.
         reasons.append("bounce: mail daemon sender with a null return path")
+        return ReportKind.DELIVERY
+    if daemon and part_types & _RETURNED_TYPES:
+        # postmaster@ or mailer-daemon@ sending a message back (Trend Micro's
+        # InterScan, qmail behind a list's envelope): a notice about that message.
+        reasons.append("bounce: mail daemon sender returning a message")
+        return ReportKind.DELIVERY
+    if daemon and email.thread_ids and _FAILURE_TEXT.search(email.text[:_FAILURE_SCAN]):
+        # An SMS gateway's "550 - no such user here" in reply to our mail. Only a reply:
+        # a mail admin writing from postmaster@ about a failure opens a ticket, and one
+        # answering ours is a note on that ticket, never lost.
+        reasons.append("bounce: mail daemon sender reporting a failure in a reply")
         return ReportKind.DELIVERY
     if _list_error(email):
         reasons.append("bounce: mailing list manager error")

@@ -61,11 +61,12 @@ _RETURNED_TYPES = ("message/rfc822", "text/rfc822-headers", "message/global")
 
 # An addr-spec as bounces print it: no quotes, no comments, bounded on both sides.
 _ADDR = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
+_ADDR_ONLY = re.compile(_ADDR)
 # RFC 3463 enhanced status codes, then plain SMTP reply codes after the words that
 # introduce a server's answer ("said: 550", "returned '550", "(reason: 550").
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _SMTP_REPLY = re.compile(
-    r"(?:said:|returned\s'|reason:|error:|reply:|^)\s{0,4}([45])\d\d(?=[\s-])", re.I | re.M
+    r"(?:said:|returned\s'|reason:|error:|reply:|^)\s{0,4}([45])\d\d(?=[\s:-])", re.I | re.M
 )
 
 # Where the returned message starts in a text bounce: nothing below it is the report.
@@ -74,10 +75,16 @@ _RETURNED_MARKER = re.compile(
     r"|returned message|message headers|undelivered message)",
     re.I | re.M,
 )
-# A recipient on a line of its own (qmail, Exim, Sendmail), or at the head of Postfix's
-# "<addr>: host ... said:" paragraph.
+# A recipient opening a line: on its own (qmail, Exim, Sendmail), at the head of
+# Postfix's "<addr>: host ... said:" paragraph (its "(expanded from" may wrap), after a
+# bullet ("* addr", ActiveHunter's ">>> addr") or Sendmail's reply code ("550
+# <addr>... User unknown"), quoted (GMX: '"addr":'), or followed by the reason
+# ("addr [User unknown]", Zoho's "addr Invalid Address", Exchange 2003's "addr on
+# 4/29/01 11:34 PM").
 _RECIPIENT_LINE = re.compile(
-    rf"^[ \t]{{0,8}}<?({_ADDR})>?(?:[ \t]{{0,4}}\([^()\n]{{0,200}}\))?[ \t]{{0,4}}(?::|$)", re.M
+    rf"^[ \t]{{0,8}}(?:[*\u2022-][ \t]{{1,4}}|>>>[ \t]{{0,4}}|[45]\d\d[ -])?[<\"]?({_ADDR})[>\"]?"
+    r"(?=[ \t]|:|\.\.\.|$)",
+    re.M,
 )
 # A recipient in the fixed sentence of Exchange, Gmail and other notices.
 _RECIPIENT_PHRASE = re.compile(
@@ -85,7 +92,10 @@ _RECIPIENT_PHRASE = re.compile(
     rf"|could not be delivered to|delivery to the following recipients? failed[^\n]{{0,20}}"
     rf"|delivery has failed to these recipients or groups:"
     rf"|did not reach the following recipient\(?s?\)?:|addressed to"
-    rf"|unable to find user:|user unknown:|no such user:|message delivery to)"
+    rf"|unable to find user:|user unknown:|no such user:|message delivery to"
+    rf"|there was an error delivering your mail to|unable to deliver message to:?"
+    rf"|unknown user:|delivery failed:?|recipient:|mailbox is full:"
+    rf"|returned permanent errors?:)"
     rf"\s{{0,8}}['<]?({_ADDR})[>']?",
     re.I,
 )
@@ -95,7 +105,14 @@ _DELAY_WORDS = re.compile(
     re.I,
 )
 _SYSTEM_LOCALS = frozenset({"postmaster", "mailer-daemon", "mailerdaemon", "abuse"})
-_PERMANENT_WORDS = re.compile(r"permanent(?:ly)? (?:error|failure|fatal)|given up", re.I)
+_PERMANENT_WORDS = re.compile(
+    r"permanent(?:ly)? (?:error|failure|fatal)|given up|giving up|user unknown|unknown user"
+    r"|unknown recipient|not recognized|no mx record"
+    r"|no such (?:user|mailbox|recipient)|does not exist|doesn't exist"
+    r"|invalid (?:address|recipient)"
+    r"|could not be reached|mailbox unavailable|recipient rejected|address rejected",
+    re.I,
+)
 
 
 class ReportKind:
@@ -201,8 +218,14 @@ def read_report(email: InboundEmail, kind: str = ReportKind.DELIVERY) -> Deliver
 # -- RFC 3464 ---------------------------------------------------------------------------
 
 
+#: Fields a report may repeat, each time naming one more of the same thing.
+_LISTED_FIELDS = frozenset({"original-rcpt-to"})
+
+
 def _fields(payload: bytes) -> list[dict[str, str]]:
-    """The blocks of a report part, each as its fields (lower-case names, first wins)."""
+    """The blocks of a report part, each as its fields (lower-case names, first wins,
+    but for the :data:`_LISTED_FIELDS`, whose values are all kept); a second
+    ``Final-Recipient`` starts a block of its own."""
     text = payload[:MAX_REPORT_BYTES].decode("utf-8", "replace")
     blocks: list[dict[str, list[str]]] = []
     current: dict[str, list[str]] = {}
@@ -217,7 +240,14 @@ def _fields(payload: bytes) -> list[dict[str, str]]:
         elif ":" in line:
             field, _, value = line.partition(":")
             field = field.strip().lower()
-            if field in current:
+            if field == "final-recipient" and field in current:
+                # AOL writes its recipients' blocks with no blank line between them.
+                blocks.append(current)
+                current = {}
+            if field in _LISTED_FIELDS and field in current:
+                current[field].append(value.strip())  # every complainant (ARF)
+                name = field
+            elif field in current:
                 name = ""  # a repeated field keeps its first value, folded lines and all
             else:
                 current[field] = [value.strip()]
@@ -238,16 +268,26 @@ def _standard_recipients(email: InboundEmail) -> Iterator[RecipientStatus]:
         if part.content_type not in DELIVERY_STATUS_TYPES:
             continue
         for block in _fields(part.payload):
-            recipient = block.get("final-recipient") or block.get("original-recipient")
-            if not recipient:
+            address = _recipient_address(block)
+            if address is None:
                 continue  # the per-message block (Reporting-MTA, Arrival-Date …)
-            address = _after_type(recipient).strip("<>").strip().lower()
-            if "@" not in address:
-                continue
             diagnostic = _after_type(block.get("diagnostic-code", ""))[:_MAX_DIAGNOSTIC]
             status = _status(block.get("status", "")) or _status(diagnostic)
             action = _action(block.get("action", "")) or _guess(status)
             yield RecipientStatus(address, action, status, diagnostic)
+
+
+def _recipient_address(block: dict[str, str]) -> str | None:
+    """The recipient a report block names: its ``Final-Recipient`` when that is an
+    address, else its ``Original-Recipient``. A source route (``@relay:bob@x``) is read
+    as its address; a pipe command (``|/usr/bin/procmail``) or a bare domain is none."""
+    for field in ("final-recipient", "original-recipient"):
+        value = _after_type(block.get(field, "")).strip("<>").strip()
+        if value.startswith("@") and ":" in value:
+            value = value.rpartition(":")[2]
+        if _ADDR_ONLY.fullmatch(value):
+            return value.lower()
+    return None
 
 
 def _status(text: str) -> str:
