@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import html as _html
-import itertools
 import logging
 import operator
 import re
 import urllib.parse
 from collections.abc import Iterable
-from itertools import compress
+from itertools import compress, groupby
 
 from halomail.inbound import _addresses, _charsets, _headers, _mime
 from halomail.inbound._deferred import Deferred, Segment, has_text
@@ -492,7 +491,7 @@ def _html_view(segments: list[Segment]) -> str | None:
     joins them (see :func:`halomail.inbound._deferred._join`).
     """
     pieces: list[tuple[bool, str]] = []  # (is HTML, content), in document order
-    for group, block in itertools.groupby(segments, key=operator.itemgetter(0)):
+    for group, block in groupby(segments, key=operator.itemgetter(0)):
         found = [(kind == "text/html", text) for _group, kind, text in block]
         if group is not None and any(is_html for is_html, _text in found):
             found = [piece for piece in found if piece[0]]  # of an alternative, its HTML
