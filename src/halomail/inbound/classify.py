@@ -22,7 +22,7 @@ import hmac
 import re
 from collections.abc import Callable, Sequence
 
-from halomail.inbound.dsn import DELIVERY_STATUS_TYPES, ReportKind
+from halomail.inbound.dsn import DELIVERY_STATUS_TYPES, RETURNED_MESSAGE_TYPES, ReportKind
 from halomail.inbound.models import Classification, InboundEmail
 
 __all__ = ["classify", "loop_signature", "spam_verdict"]
@@ -118,8 +118,6 @@ _FAILURE_TEXT = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _FAILURE_SCAN = 2000
-# The returned message (or its headers) a mail system attaches to its notice.
-_RETURNED_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/global"})
 
 _LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post")
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
@@ -362,7 +360,7 @@ def _bounce(email: InboundEmail, reasons: list[str]) -> str:
         # person writes from an address without a domain.
         reasons.append("bounce: mail daemon sender with a null return path")
         return ReportKind.DELIVERY
-    if daemon and part_types & _RETURNED_TYPES:
+    if daemon and part_types & RETURNED_MESSAGE_TYPES:
         # postmaster@ or mailer-daemon@ sending a message back (Trend Micro's
         # InterScan, qmail behind a list's envelope): a notice about that message.
         reasons.append("bounce: mail daemon sender returning a message")

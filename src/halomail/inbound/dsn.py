@@ -39,6 +39,7 @@ __all__ = [
     "MAX_RECIPIENTS",
     "MAX_REPORT_BYTES",
     "MAX_TEXT_CHARS",
+    "RETURNED_MESSAGE_TYPES",
     "DeliveryReport",
     "RecipientStatus",
     "ReportKind",
@@ -57,7 +58,8 @@ MAX_RECIPIENTS = 100
 _MAX_DIAGNOSTIC = 300
 
 _FEEDBACK_TYPE = "message/feedback-report"
-_RETURNED_TYPES = ("message/rfc822", "text/rfc822-headers", "message/global")
+#: The MIME types of the returned message (or its headers) a bounce carries.
+RETURNED_MESSAGE_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/global"})
 
 # An addr-spec as bounces print it: no quotes, no comments, bounded on both sides.
 _ADDR = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
@@ -403,7 +405,7 @@ def _feedback_report(email: InboundEmail) -> DeliveryReport:
 def _returned_to(email: InboundEmail) -> Iterable[str]:
     """The ``To`` addresses of the returned message (its headers only, bounded)."""
     for part in email.attachments:
-        if part.content_type in _RETURNED_TYPES:
+        if part.content_type in RETURNED_MESSAGE_TYPES:
             parser = BytesHeaderParser(policy=compat32)
             headers = parser.parsebytes(part.payload[:MAX_REPORT_BYTES])
             values = [str(v) for v in headers.get_all("To", [])]
