@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from halomail.inbound import _flowed
 from halomail.inbound._flowed import unflow
@@ -149,6 +151,23 @@ def test_a_fixed_text_email_keeps_its_trailing_spaces_and_lines() -> None:
 def test_unflow_follows_rfc_3676(flowed: str, expected: str) -> None:
     """Quote depth, improperly flowed lines and space-stuffing, line by line."""
     assert unflow(flowed) == expected
+
+
+# Pieces an unquoted flowed text is made of: words, soft and hard breaks, stuffing, the
+# signature separator (which never flows) and a stuffed ">" (which is no quote).
+_UNQUOTED_PIECES = st.sampled_from(["a", "b", " ", "  ", "\n", " \n", "-", "-- ", " >", "\n-- \n"])
+
+
+@settings(max_examples=500)
+@given(st.lists(_UNQUOTED_PIECES, max_size=20).map("".join), st.booleans())
+@example("a  \n ", True)  # a soft space kept before a stuffed empty last line
+@example("x \n-- \nsig ", True)
+def test_unquoted_flowed_text_unflows_as_the_line_by_line_reading(text: str, delsp: bool) -> None:
+    """Text with no quoted line takes two substitutions instead of the loop over its
+    lines; they must give what the loop gives, delsp or not."""
+    if text.startswith(">") or "\n>" in text:
+        return  # a quoted line: only the loop reads those
+    assert _flowed._unflow_unquoted(text, delsp=delsp) == _flowed._unflow_lines(text, delsp=delsp)
 
 
 def test_a_flowed_text_past_the_bound_is_left_as_its_lines(

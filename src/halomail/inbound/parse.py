@@ -490,14 +490,14 @@ def _html_view(segments: list[Segment]) -> str | None:
     in order, a plain part escaped into a block that keeps its line breaks, as the text
     joins them (see :func:`halomail.inbound._deferred._join`).
     """
+    if not any(kind == "text/html" for _group, kind, _text in segments):
+        return None  # most mail: no HTML part, nothing to join
     pieces: list[tuple[bool, str]] = []  # (is HTML, content), in document order
     for group, block in groupby(segments, key=operator.itemgetter(0)):
         found = [(kind == "text/html", text) for _group, kind, text in block]
         if group is not None and any(is_html for is_html, _text in found):
             found = [piece for piece in found if piece[0]]  # of an alternative, its HTML
         pieces.extend(piece for piece in found if piece[0] or has_text(piece[1]))
-    if not any(is_html for is_html, _text in pieces):
-        return None
     if len(pieces) == 1:
         return pieces[0][1]
     return "\n".join(text if is_html else _plain_as_html(text) for is_html, text in pieces)
