@@ -235,6 +235,7 @@ class TestHappyPath:
             ack_throttle_window_minutes = 2.5
             max_send_attempts = 4
             domain = "Helpdesk.Example"
+            copies = "process"
 
             [limits]
             max_message_bytes = 1000
@@ -250,6 +251,8 @@ class TestHappyPath:
             4,
             "helpdesk.example",
         )
+        assert p.copies == "process"
+        assert _load(tmp_path, "").processing.copies == "skip"  # one ticket by default
         assert config.limits == ParseLimits(1000, 5, 6, 700)
 
     def test_relative_paths_are_relative_to_the_config_file_not_the_working_directory(
@@ -903,6 +906,12 @@ IMAP = '[[mailboxes]]\nname = "A"\nconnection = "imap"\nhost = "imap.example.com
             "processing.bulk",
             "expected one of 'ticket', 'ignore', got 'drop'",
             id="bulk",
+        ),
+        pytest.param(
+            '[processing]\ncopies = "merge"\n',
+            "processing.copies",
+            "expected one of 'skip', 'process', got 'merge'",
+            id="copies",
         ),
         pytest.param(
             '[processing]\ndomain = "not a domain"\n',

@@ -334,6 +334,7 @@ def _processor_settings(config: Config, repository: TicketRepository) -> Process
         undeliverable_for=dt.timedelta(days=processing.undeliverable_days),
         batch_size=processing.batch_size,
         batch_max_wait=dt.timedelta(milliseconds=processing.batch_max_ms),
+        copies=processing.copies,
     )
 
 

@@ -35,7 +35,7 @@ from halomail.config.outgoing import OutgoingSettings
 from halomail.errors import ConfigError
 from halomail.inbound.models import ParseLimits
 from halomail.outbound.sms import NUMBER_FORMATS, PIN_PLACEMENTS, SmsSettings
-from halomail.pipeline.settings import UNMATCHED_BOUNCES
+from halomail.pipeline.settings import COPIES, UNMATCHED_BOUNCES
 from halomail.templates.render import MessageGroup
 from halomail.tickets.staff import Agent, Team
 
@@ -90,6 +90,7 @@ _PROCESSING_KEYS = (
     "undeliverable_days",
     "batch_size",
     "batch_max_ms",
+    "copies",
 )
 
 
@@ -217,6 +218,8 @@ class ProcessingSettings:
         batch_max_ms: A batch is committed once its first email has waited this many
             milliseconds for the rest (checked as each email arrives, and when the
             mailbox has no more), full or not.
+        copies: An email sent to several of our mailboxes: ``skip`` (one ticket, the
+            other copies skipped as ``copy``) or ``process`` (each copy processed).
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -239,6 +242,7 @@ class ProcessingSettings:
     undeliverable_days: float = 30.0
     batch_size: int = 10
     batch_max_ms: float = 1000.0
+    copies: str = "skip"
 
 
 def parse_storage(table: Mapping[str, Any], ctx: Context) -> StorageSettings:
@@ -327,6 +331,7 @@ def parse_processing(
         undeliverable_days=_positive_number(table, "undeliverable_days", kp, default=30),
         batch_size=_batch_size(table, kp),
         batch_max_ms=_positive_number(table, "batch_max_ms", kp, default=1000),
+        copies=_choice(table, "copies", kp, COPIES, default="skip"),
     )
 
 

@@ -16,6 +16,7 @@ from halomail.inbound.dsn import DeliveryReport
 from halomail.inbound.models import Address, InboundEmail
 from halomail.pipeline.acknowledge import UNDELIVERABLE, mark_value
 from halomail.pipeline.context import Context
+from halomail.pipeline.decide import copy_key
 from halomail.pipeline.handlers import handler_for
 from halomail.pipeline.records import inbound_action, new_ticket, open_ticket, stored
 from halomail.pipeline.results import (
@@ -35,6 +36,11 @@ from halomail.tickets.models import (
 )
 
 __all__ = ["apply", "recorded_key"]
+
+#: Outcomes that changed the helpdesk: another mailbox's copy of such an email is skipped
+#: (``[processing] copies``). A copy of one ignored or quarantined here is decided in its
+#: own mailbox, whose rules may say otherwise.
+_COPIED_OUTCOMES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.CLOSED, Outcome.STATUS})
 
 
 def recorded_key(decision: Decision, key: str) -> str:
@@ -66,7 +72,7 @@ def apply(
             Outcome.SKIPPED,
             email.message_id,
             decision.previous_ticket_id,
-            reason=Reason.DUPLICATE,
+            reason=decision.reason,
             subject=email.subject,
             recorded=decision.recorded,
         )
@@ -81,6 +87,14 @@ def apply(
             ticket_id,
         )
     )
+    copy = copy_key(email, fingerprint) if ctx.settings.copies == "skip" else None
+    if copy is not None and decision.outcome in _COPIED_OUTCOMES:
+        # In the same transaction: a runner reading another mailbox at the same time
+        # that records the copy first makes this one raise DuplicateKeyError, and it
+        # is decided again (unit._lost_race) as a copy.
+        ctx.repository.record_dedupe(
+            DedupeRecord(copy, fingerprint, decision.outcome.value, ticket_id)
+        )
     return ProcessingOutcome(
         mailbox.name,
         fetched.ref,

@@ -54,7 +54,7 @@ from halomail.pipeline.acknowledge import UNDELIVERABLE
 from halomail.pipeline.apply import apply
 from halomail.pipeline.attempts import Attempt
 from halomail.pipeline.context import Context
-from halomail.pipeline.decide import decide, dedupe_key, legacy_key
+from halomail.pipeline.decide import copy_key, decide, dedupe_key, legacy_key
 from halomail.pipeline.loops import repeat_key
 from halomail.pipeline.results import ProcessingOutcome
 from halomail.pipeline.settings import Mailbox
@@ -166,7 +166,7 @@ def _apply_all(
         prepare = getattr(ctx.repository, "prepare_batch", None)
         if callable(prepare):
             contents = [content_key(mailbox, email) for _, email, _, _ in keyed]
-            emails = [(email, key) for _, email, key, _ in keyed]
+            emails = [(email, key, fingerprint) for _, email, key, fingerprint in keyed]
             prepare(batch_keys(ctx, mailbox, emails, contents))
         for (begun, email, key, fingerprint), content in zip(keyed, contents, strict=True):
             decision = decide(ctx, mailbox, email, key, fingerprint, content_key=content)
@@ -186,26 +186,31 @@ def content_key(mailbox: Mailbox, email: InboundEmail) -> str | None:
 def batch_keys(
     ctx: Context,
     mailbox: Mailbox,
-    emails: Sequence[tuple[InboundEmail, str]],
+    emails: Sequence[tuple[InboundEmail, str, str]],
     contents: Sequence[str | None],
 ) -> BatchKeys:
     """What deciding ``emails`` (each with its dedupe key) will ask the repository: their
-    dedupe keys, the state of their content and their senders, their senders' mail.
+    dedupe keys (and their copies' in other mailboxes), the state of their content and
+    their senders, their senders' mail.
 
     Args:
         ctx: The processor's parts.
         mailbox: The mailbox they came from.
-        emails: Each email, with its dedupe key.
+        emails: Each email, with its dedupe key and fingerprint.
         contents: Each email's :func:`content_key`, in the same order.
     """
     dedupe: list[str] = []
     state: list[str] = []
     senders: list[str] = []
-    for (email, key), content in zip(emails, contents, strict=True):
+    copies = ctx.settings.copies == "skip"
+    for (email, key, fingerprint), content in zip(emails, contents, strict=True):
         dedupe.append(key)
         legacy = legacy_key(mailbox, email)
         if legacy is not None:
             dedupe.append(legacy)
+        copy = copy_key(email, fingerprint) if copies else None
+        if copy is not None:
+            dedupe.append(copy)
         if content is None or email.sender is None:
             continue  # decided without the state or the sender's history
         state.append(content)

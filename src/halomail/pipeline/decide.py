@@ -54,9 +54,11 @@ from halomail.tickets.models import DedupeRecord, Ticket
 __all__ = [
     "classify_email",
     "collision_key",
+    "copy_key",
     "decide",
     "dedupe_key",
     "legacy_key",
+    "recorded_copy",
     "recorded_duplicate",
 ]
 
@@ -97,6 +99,31 @@ def legacy_key(mailbox: Mailbox, email: InboundEmail) -> str | None:
 def collision_key(key: str, fingerprint: str) -> str:
     """The dedupe key of an email that reuses another's Message-ID with another body."""
     return f"{key}\x1fcollision:{fingerprint}"
+
+
+def copy_key(email: InboundEmail, fingerprint: str) -> str | None:
+    """The key a copy of ``email`` in any of our mailboxes is recorded under, or ``None``
+    for an email without a Message-ID.
+
+    One email sent to two of our mailboxes (support@ and sales@ in one To) reaches each
+    with the same Message-ID and the same body, so the same fingerprint; its trace
+    headers differ, and the fingerprint leaves them out. An email without a Message-ID
+    is never taken for a copy: two devices sending the same alert text are two emails.
+    The key opens with the separator, so no mailbox's own key can look like it.
+    """
+    if not email.message_id:
+        return None
+    return f"\x1fcopy\x1fid:{email.message_id}\x1f{fingerprint}"
+
+
+def recorded_copy(record: DedupeRecord) -> Decision:
+    """A copy of an email another mailbox handled: skipped, and disposed of as that one."""
+    return Decision(
+        Outcome.SKIPPED,
+        Reason.COPY,
+        previous_ticket_id=record.ticket_id,
+        recorded=_recorded_outcome(record.outcome),
+    )
 
 
 def recorded_duplicate(record: DedupeRecord) -> Decision:
@@ -144,6 +171,17 @@ def decide(
         recorded = ctx.repository.get_dedupe(legacy) if legacy else None
         if recorded is not None:
             return recorded_duplicate(recorded)
+        copy = copy_key(email, fingerprint) if ctx.settings.copies == "skip" else None
+        recorded = ctx.repository.get_dedupe(copy) if copy else None
+        if recorded is not None:
+            log.info(
+                "mailbox %s: <%s> was handled in another mailbox (%s, ticket %s); a copy",
+                mailbox.name,
+                email.message_id,
+                recorded.outcome,
+                recorded.ticket_id,
+            )
+            return recorded_copy(recorded)
         return _decide(ctx, mailbox, email, content_key)
     if previous.sha256 == fingerprint:
         return recorded_duplicate(previous)

@@ -48,6 +48,7 @@ class Reason(enum.StrEnum):
 
     # skipped
     DUPLICATE = "duplicate"
+    COPY = "copy"  # the same email, handled in another mailbox ([processing] copies)
     OWN_MESSAGE = "own-message"
     # ignored
     RULE = "rule"
@@ -234,8 +235,9 @@ class Decision:
 
     @property
     def is_duplicate(self) -> bool:
-        """True when the email was handled before: nothing is written for it."""
-        return self.reason is Reason.DUPLICATE
+        """True when the email was handled before, in its mailbox or (a copy) in another:
+        nothing is written for it."""
+        return self.reason is Reason.DUPLICATE or self.reason is Reason.COPY
 
 
 # What an administrator reads next to a quarantined email.

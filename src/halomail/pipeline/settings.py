@@ -18,6 +18,7 @@ from halomail.outbound.outbox import Backoff, SenderIdentity
 from halomail.tickets.models import RecordKind
 
 __all__ = [
+    "COPIES",
     "DEFAULT_MAILBOX_LEASE",
     "SPAM_OUTCOMES",
     "UNMATCHED_BOUNCES",
@@ -29,6 +30,9 @@ __all__ = [
 SPAM_OUTCOMES = ("ticket", "ignore", "quarantine")
 #: What a bounce naming none of our mail may become (``unmatched_bounces``).
 UNMATCHED_BOUNCES = ("ignore", "quarantine", "ticket")
+#: What becomes of the copy of an email another mailbox handled (``copies``): skipped,
+#: or processed in each mailbox it reached.
+COPIES = ("skip", "process")
 
 
 @attrs.frozen
@@ -164,6 +168,13 @@ class ProcessorSettings:
             of in its mailbox only after that commit. 1 commits every email on its own.
         batch_max_wait: A batch is committed once its first email has waited this long
             for the rest (checked as each email arrives, and at the mailbox's end).
+        copies: What becomes of an email sent to several of our mailboxes (support@ and
+            sales@ in one To): ``"skip"`` (the default) makes one ticket, or one update,
+            of the copy handled first, and skips the others as ``copy``; ``"process"``
+            processes the copy in each mailbox, as if they were different emails.
+
+    .. versionchanged:: 0.3.0
+       ``copies``: an email sent to several mailboxes makes one ticket.
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -201,3 +212,4 @@ class ProcessorSettings:
     batch_max_wait: dt.timedelta = attrs.field(
         default=dt.timedelta(seconds=1), validator=attrs.validators.gt(dt.timedelta(0))
     )
+    copies: str = attrs.field(default="skip", validator=attrs.validators.in_(COPIES))

@@ -27,7 +27,14 @@ from halomail.pipeline import attempts
 from halomail.pipeline.apply import apply, recorded_key
 from halomail.pipeline.attempts import Attempt
 from halomail.pipeline.context import Context
-from halomail.pipeline.decide import classify_email, decide, dedupe_key, recorded_duplicate
+from halomail.pipeline.decide import (
+    classify_email,
+    copy_key,
+    decide,
+    dedupe_key,
+    recorded_copy,
+    recorded_duplicate,
+)
 from halomail.pipeline.results import Decision, Outcome, ProcessingOutcome, Reason, Simulation
 from halomail.pipeline.settings import Mailbox
 from halomail.pipeline.verdict import acknowledgement_verdict
@@ -274,10 +281,24 @@ class UnitOfWork:
         attempt: Attempt | None,
     ) -> ProcessingOutcome:
         """Another runner recorded ``contested`` first: a duplicate, disposed of as its
-        record says."""
+        record says. Or one reading another mailbox recorded this email's copy first:
+        a copy, disposed of as that one."""
         repo = self.ctx.repository
+        copy = copy_key(email, fingerprint) if self.ctx.settings.copies == "skip" else None
         with repo.transaction():
             winner = repo.get_dedupe(contested)
+            copied = repo.get_dedupe(copy) if winner is None and copy is not None else None
+        if copied is not None:
+            with repo.transaction():
+                attempts.finish(repo, attempt)
+            log.info(
+                "mailbox %s ref %s: a runner reading another mailbox recorded it first "
+                "(%s); a copy",
+                mailbox.name,
+                fetched.ref,
+                copied.outcome,
+            )
+            return apply(self.ctx, mailbox, fetched, email, key, fingerprint, recorded_copy(copied))
         if winner is not None and winner.sha256 not in ("", fingerprint):
             # Another email with the same Message-ID won the key: ours is not a duplicate
             # of it. Decided again, it is recorded under a key of its own.
