@@ -18,7 +18,6 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from email.policy import compat32
 from pathlib import Path
 
@@ -26,7 +25,6 @@ import pytest
 
 from halomail.backends.base import Disposition
 from halomail.backends.memory import MemoryConnector
-from halomail.errors import DuplicateKeyError
 from halomail.outbound.outbox import SenderIdentity
 from halomail.pipeline.results import Outcome, ProcessingOutcome, Reason
 from halomail.rules.models import EmailRule, RuleType
@@ -37,6 +35,7 @@ from halomail.tickets.postgres import PostgreSQLTicketRepository
 from halomail.tickets.repository import TicketRepository
 from halomail.tickets.sqlite import SQLiteTicketRepository
 from tests.conftest import LOOP_TOKEN, make_email
+from tests.racing import RaceLost
 
 MAILBOXES = ("Support", "Sales")
 
@@ -235,38 +234,15 @@ def test_a_copy_the_first_mailbox_ignored_is_decided_in_the_second(
     assert outcomes == {"Support": Outcome.IGNORED, "Sales": Outcome.CREATED}
 
 
-class CopyRecordedFirst(InMemoryTicketRepository):
-    """A repository where a runner reading the other mailbox records this email's copy
-    key just before our commit: ours raises :class:`DuplicateKeyError` and rolls back,
-    and the other runner's record is what the ledger holds."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._winner: DedupeRecord | None = None
-
-    def record_dedupe(self, record: DedupeRecord) -> None:
-        """Lose the race for the first copy key; record everything else as usual."""
-        if self._winner is None and record.key.startswith("\x1fcopy"):
-            self._winner = DedupeRecord(record.key, record.sha256, "created", 777)
-            raise DuplicateKeyError(f"dedupe key already recorded: {record.key!r}")
-        super().record_dedupe(record)
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Our transaction; the other runner's commit lands once ours has rolled back."""
-        try:
-            with super().transaction():
-                yield
-        finally:
-            if self._winner is not None and self.get_dedupe(self._winner.key) is None:
-                super().record_dedupe(self._winner)
-
-
 @pytest.mark.parametrize("batch_size", [1, 10])
 def test_losing_the_race_for_a_copy_to_another_runner_skips_ours(batch_size: int) -> None:
     """Our ticket is rolled back, and the email is ``copy`` of the other runner's ticket,
     disposed of as processed: never a processing error, never a second ticket."""
-    repository = CopyRecordedFirst()
+    # A runner reading the other mailbox records this email's copy key just before us.
+    repository = RaceLost(
+        lambda ours: DedupeRecord(ours.key, ours.sha256, "created", 777),
+        loses=lambda key: key.startswith("\x1fcopy"),
+    )
     desk = Desk(repository, batch_size=batch_size)
     desk.deliver({"Support": make_email(message_id="<raced@customer.example>")})
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from halomail.backends.memory import MemoryConnector
-from halomail.errors import DuplicateKeyError
 from halomail.inbound.parse import parse_email
 from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
@@ -30,6 +29,7 @@ from halomail.tickets.repository import TicketRepository
 from halomail.tickets.sqlite import SQLiteTicketRepository
 from tests.conftest import make_email
 from tests.maildesk import Desk
+from tests.racing import RaceLost
 
 NAS_ID = "<alert@nas.local>"
 _GET_DEDUPE = "SELECT key, sha256, outcome, ticket_id, created_at FROM dedupe WHERE key = ?"
@@ -181,37 +181,13 @@ def test_an_ordinary_new_email_costs_no_more_statements_than_before(desk: Desk) 
     assert dedupe_reads[1].startswith(_GET_DEDUPE.replace("?", "'\x1fcopy\x1fid:new@customer"))
 
 
-class WinnerWithAnotherBody(InMemoryTicketRepository):
-    """Another runner records a *different* email with the same Message-ID just before us."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lost: DedupeRecord | None = None
-
-    def record_dedupe(self, record: DedupeRecord) -> None:
-        """Lose the race for the first key once, to an email with another body."""
-        if self._lost is None:
-            self._lost = DedupeRecord(record.key, "another-body", "created", 777)
-            raise DuplicateKeyError(f"dedupe key already recorded: {record.key!r}")
-        super().record_dedupe(record)
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Our transaction; the winner's record lands once ours has rolled back."""
-        try:
-            with super().transaction():
-                yield
-        finally:
-            if self._lost is not None and self.get_dedupe(self._lost.key) is None:
-                super().record_dedupe(self._lost)
-
-
 def test_losing_the_race_to_another_email_with_the_same_message_id_still_opens_our_ticket(
     settings: ProcessorSettings,
 ) -> None:
     """When another runner records a different email under our Message-ID first, ours is
     decided again and opens its own ticket: never disposed of as the other's duplicate."""
-    repository = WinnerWithAnotherBody()
+    # Another runner records a *different* email with the same Message-ID first.
+    repository = RaceLost(lambda ours: DedupeRecord(ours.key, "another-body", "created", 777))
     connector = MemoryConnector("Support", [_nas_alert(1)])
     (outcome,) = MailProcessor(repository, [Mailbox(connector)], settings).run_once().outcomes
     assert (outcome.outcome.value, outcome.reason) == ("created", None)

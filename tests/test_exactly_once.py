@@ -8,9 +8,6 @@ says, never filed as processed when it was quarantined.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 
 from halomail import Disposition, Outcome, Reason
@@ -21,6 +18,7 @@ from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import DedupeRecord
 from halomail.tickets.repository import TicketRepository
 from tests.conftest import make_email
+from tests.racing import RaceLost
 
 # An email whose From header holds no address: quarantined as unparseable-sender.
 NO_SENDER = make_email(sender="nobody at all", message_id="<no-sender@customer.example>")
@@ -73,36 +71,6 @@ def test_an_email_left_behind_after_its_commit_is_disposed_of_as_first_recorded(
     assert len(repository.list_quarantine()) == (first is Outcome.QUARANTINED)
 
 
-class AnotherRunnerFirst(InMemoryTicketRepository):
-    """A repository where another runner commits the same dedupe key just before us.
-
-    Our ``record_dedupe`` raises :class:`DuplicateKeyError`, our transaction rolls
-    back, and the other runner's record (with its outcome) is what the ledger holds.
-    """
-
-    def __init__(self, winner_outcome: str) -> None:
-        super().__init__()
-        self.winner_outcome = winner_outcome
-        self._winner: DedupeRecord | None = None
-
-    def record_dedupe(self, record: DedupeRecord) -> None:
-        """Lose the race for the first key recorded; record the rest as usual."""
-        if self._winner is None:
-            self._winner = DedupeRecord(record.key, record.sha256, self.winner_outcome, 777)
-            raise DuplicateKeyError(f"dedupe key already recorded: {record.key!r}")
-        super().record_dedupe(record)
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Our transaction; the winner's commit lands once ours has rolled back."""
-        try:
-            with super().transaction():
-                yield
-        finally:
-            if self._winner is not None and self.get_dedupe(self._winner.key) is None:
-                super().record_dedupe(self._winner)
-
-
 @pytest.mark.parametrize(
     ("winner", "disposition"),
     [("created", Disposition.PROCESSED), ("quarantined", Disposition.QUARANTINED)],
@@ -111,7 +79,7 @@ def test_a_dedupe_key_conflict_at_commit_is_a_duplicate_never_a_processing_error
     settings: ProcessorSettings, winner: str, disposition: Disposition
 ) -> None:
     """DuplicateKeyError rolls back our ticket; skipped/duplicate, disposed as the winner says."""
-    repository = AnotherRunnerFirst(winner)
+    repository = RaceLost(lambda ours: DedupeRecord(ours.key, ours.sha256, winner, 777))
     connector = MemoryConnector("Support", [make_email()])
     processor = MailProcessor(repository, [Mailbox(connector)], settings)
     (outcome,) = processor.run_once().outcomes

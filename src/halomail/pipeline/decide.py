@@ -58,7 +58,6 @@ __all__ = [
     "decide",
     "dedupe_key",
     "legacy_key",
-    "recorded_copy",
     "recorded_duplicate",
 ]
 
@@ -116,21 +115,14 @@ def copy_key(email: InboundEmail, fingerprint: str) -> str | None:
     return f"\x1fcopy\x1fid:{email.message_id}\x1f{fingerprint}"
 
 
-def recorded_copy(record: DedupeRecord) -> Decision:
-    """A copy of an email another mailbox handled: skipped, and disposed of as that one."""
+def recorded_duplicate(record: DedupeRecord, reason: Reason = Reason.DUPLICATE) -> Decision:
+    """A duplicate of the email ``record`` was written for: disposed of as it says.
+
+    ``reason`` is :attr:`Reason.COPY` for a copy of an email another mailbox handled.
+    """
     return Decision(
         Outcome.SKIPPED,
-        Reason.COPY,
-        previous_ticket_id=record.ticket_id,
-        recorded=_recorded_outcome(record.outcome),
-    )
-
-
-def recorded_duplicate(record: DedupeRecord) -> Decision:
-    """A duplicate of the email ``record`` was written for: disposed of as it says."""
-    return Decision(
-        Outcome.SKIPPED,
-        Reason.DUPLICATE,
+        reason,
         previous_ticket_id=record.ticket_id,
         recorded=_recorded_outcome(record.outcome),
     )
@@ -181,7 +173,7 @@ def decide(
                 recorded.outcome,
                 recorded.ticket_id,
             )
-            return recorded_copy(recorded)
+            return recorded_duplicate(recorded, Reason.COPY)
         return _decide(ctx, mailbox, email, content_key)
     if previous.sha256 == fingerprint:
         return recorded_duplicate(previous)

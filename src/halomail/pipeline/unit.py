@@ -32,7 +32,6 @@ from halomail.pipeline.decide import (
     copy_key,
     decide,
     dedupe_key,
-    recorded_copy,
     recorded_duplicate,
 )
 from halomail.pipeline.results import Decision, Outcome, ProcessingOutcome, Reason, Simulation
@@ -298,7 +297,15 @@ class UnitOfWork:
                 fetched.ref,
                 copied.outcome,
             )
-            return apply(self.ctx, mailbox, fetched, email, key, fingerprint, recorded_copy(copied))
+            return apply(
+                self.ctx,
+                mailbox,
+                fetched,
+                email,
+                key,
+                fingerprint,
+                recorded_duplicate(copied, Reason.COPY),
+            )
         if winner is not None and winner.sha256 not in ("", fingerprint):
             # Another email with the same Message-ID won the key: ours is not a duplicate
             # of it. Decided again, it is recorded under a key of its own.
