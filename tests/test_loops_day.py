@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from halomail.backends.memory import MemoryConnector, MemoryTransport
@@ -211,10 +212,13 @@ def test_the_repeat_count_starts_again_when_the_window_has_passed(
 def test_the_same_email_to_two_mailboxes_counts_in_each(
     repo: TicketRepository, settings: ProcessorSettings, clock: Clock
 ) -> None:
-    """The cap is per mailbox: one email sent to Sales and Support is two contents."""
+    """The cap is per mailbox: one email sent to Sales and Support is two contents,
+    when each mailbox processes its copy (``copies = "process"``; by default the copy in
+    the second mailbox is skipped, see tests/test_copies_across_mailboxes.py)."""
     mailboxes = [MemoryConnector("Support"), MemoryConnector("Sales")]
+    each = attrs.evolve(settings, copies="process")
     processor = MailProcessor(
-        repo, [Mailbox(c) for c in mailboxes], settings, transport=MemoryTransport(), clock=clock
+        repo, [Mailbox(c) for c in mailboxes], each, transport=MemoryTransport(), clock=clock
     )
     for connector in mailboxes:
         responder = CrudeResponder(connector, numbered=False)
