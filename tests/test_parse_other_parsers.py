@@ -179,6 +179,32 @@ def test_a_flowed_text_past_the_bound_is_left_as_its_lines(
     assert unflow("one \ntwo") == "one two"
 
 
+# --- addresses in RFC 5322's obsolete syntax --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("from_", "address", "name"),
+    [
+        ("Joe <joe @ example.org>", "joe@example.org", "Joe"),
+        ("joe@ example.org", "joe@example.org", ""),
+        ('"Joe Bloggs" <joe . bloggs @ example . org>', "joe.bloggs@example.org", "Joe Bloggs"),
+    ],
+)
+def test_a_sender_in_obsolete_syntax_is_read_as_the_stdlib_reads_it(
+    from_: str, address: str, name: str
+) -> None:
+    """Spaces around the "@" and the dots of an address (RFC 5322 §4.4): the sender,
+    never an unparseable-sender quarantine."""
+    raw = (
+        f"From: {from_}\r\nMessage-ID: <obs@example.org>\r\n"
+        "Content-Type: text/plain\r\n\r\nHello\r\n"
+    ).encode()
+    email = parse_email(raw)
+    assert email.sender is not None
+    assert (email.sender.addr_spec, email.sender.display_name) == (address, name)
+    assert not email.sender_unparseable
+
+
 # --- the HTML of a multipart/mixed ----------------------------------------------------
 
 

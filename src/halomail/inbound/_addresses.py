@@ -308,8 +308,16 @@ def _to_address(entry: _Entry) -> Address | None:
         addr = "".join(entry.bare).strip()
         name = " ".join(entry.comments)
     if not valid_addr_spec(addr):
-        return None
+        # RFC 5322's obsolete syntax (section 4.4) allows spaces around the "@" and the
+        # dots of an addr-spec: "joe @ example.org" is joe@example.org, as the stdlib
+        # and mail clients read it.
+        addr = _OBSOLETE_SPACES.sub(r"\1", addr)
+        if not valid_addr_spec(addr):
+            return None
     return _named(addr, name)
+
+
+_OBSOLETE_SPACES = re.compile(r"\s*([@.])\s*")
 
 
 def _strip_route(addr: str) -> str:
