@@ -105,14 +105,15 @@ def copy_key(email: InboundEmail, fingerprint: str) -> str | None:
     for an email without a Message-ID.
 
     One email sent to two of our mailboxes (support@ and sales@ in one To) reaches each
-    with the same Message-ID and the same body, so the same fingerprint; its trace
-    headers differ, and the fingerprint leaves them out. An email without a Message-ID
-    is never taken for a copy: two devices sending the same alert text are two emails.
-    The key opens with the separator, so no mailbox's own key can look like it.
+    with the same Message-ID, subject, sender and body, so the same fingerprint (which
+    digests all four, see :func:`dedupe_key`); its trace headers differ, and the
+    fingerprint leaves them out. An email without a Message-ID is never taken for a
+    copy: two devices sending the same alert text are two emails. The key opens with
+    the separator, so no mailbox's own key can look like it.
     """
     if not email.message_id:
         return None
-    return f"\x1fcopy\x1fid:{email.message_id}\x1f{fingerprint}"
+    return f"\x1fcopy\x1f{fingerprint}"
 
 
 def recorded_duplicate(record: DedupeRecord, reason: Reason = Reason.DUPLICATE) -> Decision:

@@ -20,6 +20,7 @@ then leaves the transaction, which is rolled back.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import threading
 from collections.abc import Sequence
 
@@ -270,8 +271,12 @@ class BatchPart(SQLBase):
         batch = self._open_batch()
         if batch is None or not batch.pending:
             return
-        new_dedupe, batch.new_dedupe = list(batch.new_dedupe.values()), {}
-        new_state, batch.new_state = list(batch.new_state.items()), {}
+        # In key order: two batches writing some of the same keys (the copy key of an
+        # email two runners read from two mailboxes in opposite orders) then take their
+        # row locks in one order, so one waits for the other instead of deadlocking.
+        new_dedupe = sorted(batch.new_dedupe.values(), key=operator.attrgetter("key"))
+        new_state = sorted(batch.new_state.items())
+        batch.new_dedupe, batch.new_state = {}, {}
         recipients, batch.new_recipients = batch.new_recipients, []
         finished, batch.finished = list(batch.finished), {}
         with self._writing() as connection:
