@@ -132,6 +132,8 @@ class LedgerPart(BatchPart):
         Raises:
             DuplicateKeyError: When the key is already recorded.
         """
+        if self._keep_dedupe(record):
+            return  # written with the batch's others when it commits
         values = (
             record.key,
             record.sha256,
@@ -139,8 +141,6 @@ class LedgerPart(BatchPart):
             record.ticket_id,
             _time(record.created_at),
         )
-        if self._keep_dedupe(record):
-            return
         with self._writing() as connection:
             # fetchall, not fetchone: a RETURNING statement finishes only when read to the end.
             if not connection.execute(_SQL_INSERT_DEDUPE, values).fetchall():
