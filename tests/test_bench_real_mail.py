@@ -54,11 +54,13 @@ def _run(words: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_doc_shows_only_the_short_benchmarks_the_suite_runs() -> None:
-    """The doc's commands are the pipeline, rules and templates benchmarks, short modes."""
+    """The doc's commands are the pipeline, rules, templates and copy-key benchmarks,
+    short modes."""
     assert _commands() == [
         ["python", "benchmarks/bench_pipeline.py", "--short"],
         ["python", "benchmarks/bench_rules.py", "--short"],
         ["python", "benchmarks/bench_templates.py", "--short"],
+        ["python", "benchmarks/bench_copies.py", "--short"],
     ]
 
 
@@ -66,7 +68,7 @@ def test_bench_pipeline_short_measures_real_mail_first_in_interleaved_rounds(
     tmp_path: Path,
 ) -> None:
     """Real mail first, then the generated mix and each kind; every pipeline every round."""
-    (command, _rules, _templates) = _commands()
+    (command, _rules, _templates, _copies) = _commands()
     report = tmp_path / "report.json"
     result = _run([*command, "--report", str(report)])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -135,7 +137,7 @@ def test_bench_pipeline_short_measures_real_mail_first_in_interleaved_rounds(
 
 def test_bench_rules_short_compares_10_and_10000_rules_on_real_mail() -> None:
     """The rules benchmark runs on 200 real emails first, round by round, engines agreeing."""
-    (_pipeline, command, _templates) = _commands()
+    (_pipeline, command, _templates, _copies) = _commands()
     result = _run(command)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("real mail (200 SpamAssassin emails)")
@@ -148,7 +150,7 @@ def test_bench_rules_short_compares_10_and_10000_rules_on_real_mail() -> None:
 
 def test_bench_templates_short_times_the_acknowledgement_in_interleaved_cpu_rounds() -> None:
     """Every contender, the notifier's acknowledgement included, with its spread over rounds."""
-    (_pipeline, _rules, command) = _commands()
+    (_pipeline, _rules, command, _copies) = _commands()
     result = _run(command)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith(
@@ -158,3 +160,19 @@ def test_bench_templates_short_times_the_acknowledgement_in_interleaved_cpu_roun
     for name in (*names, "acknowledgement", "jinja2"):
         line = re.escape(name) + r" +[\d.]+ \[[\d.]+ - [\d.]+\] +[\d.]+x \[[\d.]+ - [\d.]+x\]"
         assert re.search("^" + line + "$", result.stdout, re.MULTILINE), name
+
+
+def test_bench_copies_short_times_both_settings_on_real_mail_first() -> None:
+    """Real mail, then 1 KB emails: each setting's ms per email and skip's time over
+    process's with its spread, both having decided every email alike."""
+    (_pipeline, _rules, _templates, command) = _commands()
+    result = _run(command)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("copy keys: CPU time, 3 interleaved rounds")
+    shape = (
+        r": 200 emails, ms per email: process [\d.]+, skip [\d.]+; skip takes [\d.]+x "
+        r"process's CPU time \[[\d.]+ - [\d.]+x over 3 rounds\]"
+    )
+    assert re.fullmatch(re.escape("real mail (SpamAssassin)") + shape, lines[1])
+    assert re.fullmatch(re.escape("1 KB text emails") + shape, lines[2])
