@@ -29,19 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import bench_pipeline
-import corpus
 import real_mail
 from timing import Timing, ratio_spread
 
-from halomail import (
-    EmailRule,
-    Mailbox,
-    MailProcessor,
-    MemoryConnector,
-    ProcessorSettings,
-    SenderIdentity,
-    SQLiteTicketRepository,
-)
+from halomail import EmailRule, SQLiteTicketRepository
 
 ROUNDS = 9
 EMAILS = 2_000
@@ -56,16 +47,13 @@ def run(
     """CPU seconds of one ``run_once`` over ``messages`` into a fresh SQLite file, and
     the outcomes."""
     repository = SQLiteTicketRepository(directory / f"{copies}.db")
-    settings = ProcessorSettings(
-        loop_token=bench_pipeline.LOOP_TOKEN,
-        domain="msp.example",
-        default_sender=SenderIdentity(corpus.HELPDESK, "Support"),
+    processor, _connector = bench_pipeline.make_processor(
+        repository,
+        messages,
+        rules=rules,
         batch_size=bench_pipeline.BATCH_SIZE["value"],
         copies=copies,
     )
-    connector = MemoryConnector(bench_pipeline.MAILBOX, messages)
-    mailbox = Mailbox(connector, name=bench_pipeline.MAILBOX, send_acknowledgement=True)
-    processor = MailProcessor(repository, [mailbox], settings, rules=rules)
     gc.collect()
     timing = Timing()
     report = processor.run_once()

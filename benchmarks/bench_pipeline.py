@@ -175,6 +175,7 @@ def make_processor(
     limits: Any = None,
     batch_size: int = 1,
     batch_max_wait: dt.timedelta | None = None,
+    copies: str = "skip",
 ) -> tuple[MailProcessor, MemoryConnector]:
     """A processor reading ``messages`` from memory into ``repository``, acknowledging.
 
@@ -186,6 +187,7 @@ def make_processor(
         batch_size: Emails committed per transaction (``[processing] batch_size``).
         batch_max_wait: How long a batch's first email waits for the rest (``None``:
             the default).
+        copies: ``[processing] copies`` (``bench_copies.py`` measures both).
 
     Returns:
         The processor and its connector.
@@ -196,6 +198,7 @@ def make_processor(
         domain="msp.example",
         default_sender=SenderIdentity(corpus.HELPDESK, "Support"),
         batch_size=batch_size,
+        copies=copies,
         **({"limits": limits} if limits is not None else {}),
         **({"batch_max_wait": batch_max_wait} if batch_max_wait is not None else {}),
     )
