@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -202,6 +203,32 @@ def test_another_body_under_the_same_message_id_is_not_a_copy(
     outcomes = desk.run()
 
     assert [o.outcome for o in outcomes] == [Outcome.CREATED, Outcome.CREATED]
+
+
+def test_a_reused_message_id_is_a_copy_when_its_body_reached_the_other_mailbox_first(
+    repository: TicketRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NAS sends every alert under one Message-ID to both mailboxes. Its second alert
+    reaching Sales first makes the ticket; in Support, where the Message-ID was seen on
+    the first alert's body, the second is found to be a copy as it is decided (not
+    after a ticket made, a conflict and a rollback)."""
+    desk = Desk(repository)
+    first = make_email(message_id="<nas@nas.example>", body="Disk 1 failed.\n")
+    second = make_email(message_id="<nas@nas.example>", body="Disk 2 failed.\n")
+    desk.deliver({"Support": _delivered(first, "Support")})
+    desk.run()
+    desk.deliver({"Sales": _delivered(second, "Sales")})
+    desk.run()
+    desk.deliver({"Support": _delivered(second, "Support")})
+
+    with caplog.at_level(logging.INFO, logger="halomail.pipeline"):
+        (outcome,) = desk.run()
+
+    assert (outcome.outcome, outcome.reason) == (Outcome.SKIPPED, Reason.COPY)
+    assert len(repository.list_tickets()) == 2
+    said = [record.getMessage() for record in caplog.records]
+    assert any("Support: <nas@nas.example> was handled in another mailbox" in m for m in said)
+    assert not any("recorded it first" in m or "rolled back" in m for m in said)
 
 
 def test_copies_process_makes_a_ticket_in_each_mailbox(repository: TicketRepository) -> None:

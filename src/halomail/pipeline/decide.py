@@ -164,17 +164,9 @@ def decide(
         recorded = ctx.repository.get_dedupe(legacy) if legacy else None
         if recorded is not None:
             return recorded_duplicate(recorded)
-        copy = copy_key(email, fingerprint) if ctx.settings.copies == "skip" else None
-        recorded = ctx.repository.get_dedupe(copy) if copy else None
-        if recorded is not None:
-            log.info(
-                "mailbox %s: <%s> was handled in another mailbox (%s, ticket %s); a copy",
-                mailbox.name,
-                email.message_id,
-                recorded.outcome,
-                recorded.ticket_id,
-            )
-            return recorded_duplicate(recorded, Reason.COPY)
+        copied = _copied(ctx, mailbox, email, fingerprint)
+        if copied is not None:
+            return copied
         return _decide(ctx, mailbox, email, content_key)
     if previous.sha256 == fingerprint:
         return recorded_duplicate(previous)
@@ -184,12 +176,35 @@ def decide(
     recorded = ctx.repository.get_dedupe(own_key)
     if recorded is not None:
         return recorded_duplicate(recorded)
+    # That other email may have reached another of our mailboxes first.
+    copied = _copied(ctx, mailbox, email, fingerprint)
+    if copied is not None:
+        return copied
     log.info(
         "mailbox %s: Message-ID <%s> seen before with another body; a new email",
         mailbox.name,
         email.message_id,
     )
     return attrs.evolve(_decide(ctx, mailbox, email, content_key), dedupe_key=own_key)
+
+
+def _copied(
+    ctx: Context, mailbox: Mailbox, email: InboundEmail, fingerprint: str
+) -> Decision | None:
+    """``email`` skipped as a ``copy`` when another mailbox handled it (``[processing]
+    copies = "skip"``), or ``None``."""
+    copy = copy_key(email, fingerprint) if ctx.settings.copies == "skip" else None
+    recorded = ctx.repository.get_dedupe(copy) if copy else None
+    if recorded is None:
+        return None
+    log.info(
+        "mailbox %s: <%s> was handled in another mailbox (%s, ticket %s); a copy",
+        mailbox.name,
+        email.message_id,
+        recorded.outcome,
+        recorded.ticket_id,
+    )
+    return recorded_duplicate(recorded, Reason.COPY)
 
 
 def _decide(
