@@ -87,7 +87,7 @@ def apply(
             ticket_id,
         )
     )
-    copy = copy_key(email, fingerprint) if ctx.settings.copies == "skip" else None
+    copy = copy_key(ctx, email, fingerprint)
     if copy is not None and decision.outcome in _COPIED_OUTCOMES:
         # In the same transaction: a runner reading another mailbox at the same time
         # that records the copy first makes this one raise DuplicateKeyError, and it

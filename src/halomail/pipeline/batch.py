@@ -202,13 +202,12 @@ def batch_keys(
     dedupe: list[str] = []
     state: list[str] = []
     senders: list[str] = []
-    copies = ctx.settings.copies == "skip"
     for (email, key, fingerprint), content in zip(emails, contents, strict=True):
         dedupe.append(key)
         legacy = legacy_key(mailbox, email)
         if legacy is not None:
             dedupe.append(legacy)
-        copy = copy_key(email, fingerprint) if copies else None
+        copy = copy_key(ctx, email, fingerprint)
         if copy is not None:
             dedupe.append(copy)
         if content is None or email.sender is None:

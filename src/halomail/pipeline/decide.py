@@ -100,9 +100,10 @@ def collision_key(key: str, fingerprint: str) -> str:
     return f"{key}\x1fcollision:{fingerprint}"
 
 
-def copy_key(email: InboundEmail, fingerprint: str) -> str | None:
+def copy_key(ctx: Context, email: InboundEmail, fingerprint: str) -> str | None:
     """The key a copy of ``email`` in any of our mailboxes is recorded under, or ``None``
-    for an email without a Message-ID.
+    for an email without a Message-ID, and when ``[processing] copies = "process"``
+    (each mailbox processes its copy: there is no such key to read or write).
 
     One email sent to two of our mailboxes (support@ and sales@ in one To) reaches each
     with the same Message-ID, subject, sender and body, so the same fingerprint (which
@@ -111,7 +112,7 @@ def copy_key(email: InboundEmail, fingerprint: str) -> str | None:
     copy: two devices sending the same alert text are two emails. The key opens with
     the separator, so no mailbox's own key can look like it.
     """
-    if not email.message_id:
+    if not email.message_id or ctx.settings.copies != "skip":
         return None
     return f"\x1fcopy\x1f{fingerprint}"
 
@@ -193,7 +194,7 @@ def _copied(
 ) -> Decision | None:
     """``email`` skipped as a ``copy`` when another mailbox handled it (``[processing]
     copies = "skip"``), or ``None``."""
-    copy = copy_key(email, fingerprint) if ctx.settings.copies == "skip" else None
+    copy = copy_key(ctx, email, fingerprint)
     recorded = ctx.repository.get_dedupe(copy) if copy else None
     if recorded is None:
         return None

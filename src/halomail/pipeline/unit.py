@@ -283,7 +283,7 @@ class UnitOfWork:
         record says. Or one reading another mailbox recorded this email's copy first:
         a copy, disposed of as that one."""
         repo = self.ctx.repository
-        copy = copy_key(email, fingerprint) if self.ctx.settings.copies == "skip" else None
+        copy = copy_key(self.ctx, email, fingerprint)
         with repo.transaction():
             winner = repo.get_dedupe(contested)
             copied = repo.get_dedupe(copy) if winner is None and copy is not None else None
