@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from halomail.inbound import reply
 from halomail.inbound._reply_patterns import MAX_MARKER_LINE
 from halomail.inbound.html import html_to_text
-from halomail.inbound.reply import _candidates, _cut, _new_text, strip_reply
+from halomail.inbound.reply import _above_quotes, _candidates, _cut, _new_text, strip_reply
 
 
 def test_gmail_attribution_and_quotes_are_removed() -> None:
@@ -296,6 +296,104 @@ def test_a_reply_line_that_looks_like_a_first_half_is_not_joined_either(above: s
         assert strip_reply(f"{above}\n{attribution}\n> q") == above
 
 
+@pytest.mark.parametrize(
+    "attribution",
+    [
+        "2011/4/7 Alice Martin <alice@example.com>",  # old Gmail, date first
+        "On Tue, Dec 1, 2026 at 10:00 AM, Alice <alice@example.com> wrote",
+        "On Monday 09 September 2002 09:51 pm, Alice Martin wrote",  # KMail
+        "Am 01.12.2026 um 10:00 schrieb Alice Martin",
+    ],
+)
+def test_an_attribution_without_its_colon_above_quoted_lines_is_cut(attribution: str) -> None:
+    """A dated attribution that lost its colon starts the history above quoted lines
+    (blank lines between or not), and only there: above the same text unquoted it is
+    content."""
+    for gap in ("\n", "\n\n", "\n\n\n"):
+        assert strip_reply(f"Fixed.\n\n{attribution}{gap}> Is it fixed?\n> Alice") == "Fixed."
+    unquoted = f"Fixed.\n\n{attribution}\n\nIs it fixed?"
+    assert strip_reply(unquoted) == unquoted
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "On Monday 3 I wrote",  # dated, but neither a time nor an address
+        "On the 3rd floor, Bob wrote",
+        "Alice Martin <alice@example.com>",  # an address, no date
+        "2011/4/7 Alice Martin <alice@example.com> wrote to us.",  # a sentence
+    ],
+)
+def test_a_line_above_quoted_lines_without_a_colon_is_content(line: str) -> None:
+    """Only an attribution's dated shape counts without its colon."""
+    assert strip_reply(f"Fixed.\n{line}\n> quoted\nanswer") == f"Fixed.\n{line}\nanswer"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "Works now. On Mon, Jan 1, 2024 at 10:00 AM, Bob <bob@x.com> wrote:\n> q",
+            "Works now.",
+        ),
+        (
+            "Hi,\n\nSure! On it. On Mon, Jan 1, 2024 at 10:00, Bob <b@x.com> wrote:\n> q",
+            "Hi,\n\nSure! On it.",
+        ),
+        ("Danke! Am 01.12.2026 um 10:00 schrieb Bob <bob@example.com>:\n> q", "Danke!"),
+        (
+            "Works. On Mon, Jan 1, 2024 at 10:00, Bob <b@x.com> wrote:\n> q\nAnd the fan too.",
+            "Works.\n\nAnd the fan too.",
+        ),
+    ],
+)
+def test_a_reply_sharing_its_line_with_the_attribution_keeps_its_sentences(
+    text: str, expected: str
+) -> None:
+    """Text flattened by another tool runs the reply's last sentence into the
+    attribution: the sentences before "On <date> … wrote:" are the reply's."""
+    assert strip_reply(text) == expected
+
+
+def _above_quotes_by_lines(text: str) -> frozenset[int]:
+    """What :func:`_above_quotes` finds, the plain way: line by line."""
+    lines = text.split("\n")
+    quoted = [line.lstrip(" \t").startswith(">") for line in lines]
+    found = set()
+    for i in range(len(lines)):
+        if quoted[i] and (i == 0 or not quoted[i - 1]):
+            for j in range(i - 1, max(-1, i - 4), -1):
+                if lines[j].strip():
+                    if reply._is_colonless_attribution(lines[j]):
+                        found.add(j)
+                    break
+    return frozenset(found)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "2011/4/7 Bob <b@x.example>",
+                "On 1 Jan 2024 10:00, Bob <b@x.example> wrote",
+                "> q",
+                ">",
+                "  > indented",
+                "",
+                " ",
+                "text",
+            ]
+        ),
+        max_size=14,
+    )
+)
+def test_the_lines_above_quotes_are_found_by_line_number(lines: list[str]) -> None:
+    """The skip-a-block-at-a-time search names the lines a line-by-line walk names."""
+    text = "\n".join(lines)
+    assert _above_quotes(text) == _above_quotes_by_lines(text)
+
+
 def test_an_attribution_wrapped_after_its_date_is_joined() -> None:
     """A dated first half and a name-only second half ("Bob <b@x> wrote:") are one."""
     text = "Done.\n\nOn Mon, 09 Sep 2002 12:05:55 PDT,\n\tRick <rick@lin12.example> wrote:\n\n> q"
@@ -385,6 +483,10 @@ def test_hostile_bodies_are_bounded_by_the_candidate_filter_and_the_line_cap() -
     assert strip_reply(quotes) == quotes.strip()
     dashes = ("-" * 76 + "\n--b-x\n") * 50_000
     assert _candidates(dashes) == []
+    # A flood of quote blocks: each block's line above is looked at once, and kept.
+    blocks = "x\n>\n" * 100_000
+    assert _above_quotes(blocks) == frozenset()
+    assert strip_reply(blocks) == "\n".join(["x"] * 100_000)
     ons = ("On " * 10_000 + "\n") * 10
     assert _candidates(ons) == []
     assert strip_reply(ons) == "\n".join(line.rstrip() for line in ons.splitlines())

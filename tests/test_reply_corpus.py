@@ -106,9 +106,12 @@ def test_quote_stripping_agrees_with_the_reply_corpus(request: pytest.FixtureReq
 SHAPES_FROM_OTHER_PARSERS = (
     "da-outlook-oprindelig-besked",
     "en-apple-mail-attribution-date-split",
+    "en-gmail-date-first-attribution-no-colon",
+    "en-gmail-joined-line-same-line",
     "en-gmail-rewrapped-quote",
     "en-gmail-wrapped-address-attribution",
     "en-gmail-wrapped-address-wrote",
+    "en-kmail-attribution-no-colon-bottom-posted",
     "en-mailman-list-footer",
     "en-mailman3-list-footer",
     "en-outlook-dash-rule-header-block",
@@ -125,8 +128,10 @@ def test_shapes_other_parsers_fixtures_showed_are_stripped(name: str) -> None:
     """Outlook.com's "Envoyé le :" and "Objet :x", French webmail's "Message du :", a
     Gmail attribution wrapped before its ">", one wrapped after the comma of its date, a
     rule of dashes above a header block, Danish "Oprindelig besked", TypeApp's footer,
-    Mailman's list footer and quoted lines a client wrapped again without their ">" are
-    all cut; an answer in lower case between quoted lines is kept."""
+    Mailman's list footer, quoted lines a client wrapped again without their ">", an
+    attribution without its colon above the quote (old Gmail's "2011/4/7 Name <a@b>",
+    "On <date>, Name wrote") and one sharing its line with the reply's last sentence
+    are all cut; an answer in lower case between quoted lines is kept."""
     (case,) = [case for case in load_cases() if case.name == name]
     assert strip_reply(case.reply) == case.expected
 

@@ -153,6 +153,9 @@ ADDRESS = re.compile(r"[^\s<>()\[\]@]@[^\s<>()\[\]@]")
 #: The address ending the line, as Gmail's attributions without a wrote word end:
 #: "… Bob <bob@example.com>:", "…, "Bob" <b@x>:".
 ADDRESS_AT_END = re.compile(r"@[^\s<>@]{1,255}>[^<>]{0,12}[:：]\s*$")
+#: An address in angle brackets closing the line, without a colon after it: old Gmail's
+#: "2011/4/7 Bob <bob@example.com>" above the quote.
+ADDRESS_CLOSES_LINE = re.compile(r"@[^\s<>@]{1,255}>\s*$")
 
 # --- Outlook's header block: "From: … Sent: … To: … Subject: …" ---------------------
 

@@ -9,7 +9,9 @@ standard. :func:`strip_reply` looks for the earliest of them, line by line:
   or not; the forms without a "wrote" (Gmail's date-first ``2016-03-03 17:21 GMT+01:00
   Name <a@b>:``, Russian, Japanese and Korean Gmail, Yandex, mail.ru); Thunderbird's
   undated ``<name> wrote:`` before quoted lines; Zoho's ``---- On … wrote ----`` and
-  Lotus Notes' ``Name/Org wrote on <date>:``;
+  Lotus Notes' ``Name/Org wrote on <date>:``; and, above quoted lines, the same
+  dated forms without their colon (old Gmail's ``2011/4/7 Name <a@b>``, ``On <date>,
+  <name> <a@b> wrote``);
 - Outlook's ``-----Original Message-----`` (and its translations), its
   ``________________________________`` rule followed by ``From:``, and its header block
   ``From: … Sent: … To: … Subject: …`` in any order and in any of those languages
@@ -149,6 +151,26 @@ def _is_attribution(candidate: str, quotes_follow: bool) -> bool:
     )
 
 
+def _is_colonless_attribution(line: str) -> bool:
+    """True when ``line``, which ends without a colon, is an attribution that lost it.
+
+    Only a dated one counts, and only above quoted lines (the caller checks): old
+    Gmail's date-first ``2011/4/7 Bob <bob@example.com>``, closed by its address, or
+    ``On <date>, Bob <bob@example.com> wrote``, whose "wrote" word ends it after a name
+    and with a time or an address. "On Monday I wrote" above a quote is a sentence.
+    """
+    stripped = line.rstrip()
+    if len(stripped) > p.MAX_MARKER_LINE or not _opens_dated(stripped):
+        return False
+    tail = stripped[-_TAIL:]
+    if p.ADDRESS_CLOSES_LINE.search(tail):
+        return True
+    wrote = _wrote(tail)
+    if wrote is None or not (stripped[:-_TAIL].strip() or wrote[0].strip()):
+        return False
+    return bool(p.TIME.search(stripped) or p.ADDRESS.search(stripped))
+
+
 def _wrote(tail: str) -> tuple[str, bool] | None:
     """The text before the "wrote" word in ``tail``, and whether a name or date follows.
 
@@ -199,10 +221,17 @@ def _opens_dated(line: str) -> bool:
     return bool((p.LEAD.match(line) or p.DATE_FIRST.match(line)) and _DIGIT.search(line))
 
 
-def _attribution(lines: Sequence[str], i: int) -> int:
-    """How many lines (1 to 3) an attribution at ``lines[i]`` spans; 0 if none."""
+def _attribution(lines: Sequence[str], i: int, colonless: frozenset[int]) -> int:
+    """How many lines (1 to 3) an attribution at ``lines[i]`` spans; 0 if none.
+
+    ``colonless`` holds the lines above quoted lines that are attributions without
+    their colon (:func:`_above_quotes`).
+    """
     line = lines[i]
-    if line.rstrip().endswith(_COLONS) and _is_attribution(line, _quotes_follow(lines, i + 1)):
+    if line.rstrip().endswith(_COLONS):
+        if _is_attribution(line, _quotes_follow(lines, i + 1)):
+            return 1
+    elif i in colonless:
         return 1
     # A wrapped attribution ends with a colon on the next line or the one after: a
     # cheap test before the others.
@@ -316,7 +345,7 @@ def _is_footer(stripped: str) -> bool:
     return bool(p.FOOTER_GATE.match(lowered) and p.FOOTER.match(lowered))
 
 
-def _marker(lines: Sequence[str], i: int) -> tuple[bool, int]:
+def _marker(lines: Sequence[str], i: int, colonless: frozenset[int]) -> tuple[bool, int]:
     """Whether history or a signature starts at ``lines[i]``, and the attribution span."""
     line = lines[i]
     stripped = line.strip()
@@ -334,7 +363,7 @@ def _marker(lines: Sequence[str], i: int) -> tuple[bool, int]:
         return _header_kind(following[0]) == "from" or bool(p.LIST_FOOTER.match(following[0])), 0
     if _header_block(lines, i):
         return True, 0
-    span = _attribution(lines, i)
+    span = _attribution(lines, i, colonless)
     return span > 0, span
 
 
@@ -364,9 +393,10 @@ _SHORT_LAST_LINE = 40
 _ENDS_WITH_COLON = re.compile(r":[^\S\n]*(?=\n|\Z)")
 
 
-def _candidates(text: str) -> list[int]:
-    """The indexes of the lines of ``text`` where :func:`_cut` may find something."""
-    found: set[int] = set()
+def _candidates(text: str, colonless: frozenset[int] = frozenset()) -> list[int]:
+    """The indexes of the lines of ``text`` where :func:`_cut` may find something
+    (``colonless``, from :func:`_above_quotes`, among them)."""
+    found: set[int] = set(colonless)
     first_line, start = 0, 0
     # Whole lines a chunk at a time: a marker starts a line, and a line ending in
     # dashes is read to its end, so no match needs more than its own line.
@@ -399,8 +429,46 @@ def _candidates(text: str) -> list[int]:
     return sorted(found)
 
 
+# The start of a quoted line, and of a line that is not quoted: the literal newline
+# lets the engine skip from line to line in C, a block of quotes at a time.
+_QUOTE_START = re.compile(r"\n[^\S\n]*>")
+_QUOTE_END = re.compile(r"\n(?![^\S\n]*>)")
+_QUOTED_FIRST = re.compile(r"[^\S\n]*>")
+
+
+def _above_quotes(text: str) -> frozenset[int]:
+    """The index of the last line above each block of quoted lines in ``text`` (blank
+    lines between skipped, at most two), when it is an attribution that lost its colon
+    (:func:`_is_colonless_attribution`): at most one line per block."""
+    if ">" not in text:
+        return frozenset()
+    above: set[int] = set()
+    line, position = 0, 0
+    if _QUOTED_FIRST.match(text):  # the text opens with a quote: no line above it
+        found = _QUOTE_END.search(text)
+        position = found.start() if found else len(text)
+        line = text.count("\n", 0, position)
+    while (match := _QUOTE_START.search(text, position)) is not None:
+        line += text.count("\n", position, match.start()) + 1  # the block's first line
+        end = match.start()
+        for j in range(line - 1, max(-1, line - 4), -1):
+            begin = text.rfind("\n", 0, end) + 1
+            if begin < end and not text[begin:end].isspace():
+                if end - begin <= p.MAX_MARKER_LINE and _is_colonless_attribution(text[begin:end]):
+                    above.add(j)
+                break
+            end = begin - 1
+        found = _QUOTE_END.search(text, match.end())
+        position = found.start() if found else len(text)
+        line += text.count("\n", match.end(), position)
+    return frozenset(above)
+
+
 def _cut(
-    lines: Sequence[str], candidates: list[int] | None = None, start: int = 0
+    lines: Sequence[str],
+    candidates: list[int] | None = None,
+    start: int = 0,
+    colonless: frozenset[int] = frozenset(),
 ) -> tuple[int, int]:
     """Where quoted history or the signature starts, and the attribution's span.
 
@@ -411,7 +479,7 @@ def _cut(
     if candidates is None:
         candidates = list(range(len(lines)))
     for k in range(bisect.bisect_left(candidates, start), len(candidates)):
-        found, span = _marker(lines, candidates[k])
+        found, span = _marker(lines, candidates[k], colonless)
         if found:
             if not span and _header_kind(lines[candidates[k]]):
                 return _rule_above(lines, candidates[k], start), 0
@@ -419,6 +487,35 @@ def _cut(
                 return candidates[k] - 1, span + 1
             return candidates[k], span
     return len(lines), 0
+
+
+# A sentence's end, then the space before what may be the attribution on the same line.
+_SENTENCE_THEN_SPACE = re.compile(r"[.!?][^\S\n]+(?=\S)")
+
+
+def _joined_reply(lines: Sequence[str], cut: int, span: int) -> str:
+    """The reply's last sentence when it shares its line with the attribution at ``cut``.
+
+    Text flattened from HTML by some tools runs the answer into the attribution:
+    ``Works now. On Mon, Jan 1, 2024 at 10:00 AM, Bob <b@x> wrote:``. The attribution is
+    the part after the last sentence end that opens like one ("On", "Am", "Le" … with a
+    date) and is one on its own; what comes before it is returned on its own line
+    (``"\n"`` first), and ``""`` when the line is all attribution.
+    """
+    if span != 1 or cut >= len(lines):
+        return ""
+    line = lines[cut]
+    if p.LEAD.match(line) or p.DATE_FIRST.match(line):
+        return ""  # an attribution from its start
+    quotes_follow = _quotes_follow(lines, cut + 1)
+    before = ""
+    for match in _SENTENCE_THEN_SPACE.finditer(line):
+        rest = line[match.end() :]
+        if p.LEAD.match(rest) and _DIGIT.search(rest) and _is_attribution(rest, quotes_follow):
+            before = line[: match.start() + 1].strip()
+    if not before:
+        return ""
+    return ("\n\n" if cut and not lines[cut - 1].strip() else "\n") + before
 
 
 def _begins_above(lines: Sequence[str], i: int, span: int) -> bool:
@@ -556,19 +653,20 @@ def strip_reply(text: str) -> str:
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = _lines(text)
-    candidates = _candidates(text)
-    cut, span = _cut(lines, candidates)
-    parts = [_part(lines, 0, cut)]
+    colonless = _above_quotes(text)
+    candidates = _candidates(text, colonless)
+    cut, span = _cut(lines, candidates, 0, colonless)
+    parts = [_part(lines, 0, cut) + _joined_reply(lines, cut, span)]
     # Under an attribution, unquoted text is the sender's: the answer of a
     # bottom-posted reply, or answers written between the quoted lines. Without
     # quoted lines below it (Yahoo indents its history), the rest is all history.
     if span and (not parts[0] or _quotes_follow(lines, cut + span)):
         while True:
             start = cut + span
-            cut, span = _cut(lines, candidates, start)
-            parts.append(_part(lines, start, cut))
+            cut, span = _cut(lines, candidates, start, colonless)
+            parts.append(_part(lines, start, cut) + _joined_reply(lines, cut, span))
             # Mailing lists answer several people in turn, each under their own
             # attribution: go on past every one that quoted lines follow.
             if not (span and _quotes_follow(lines, cut + span)):
                 break
-    return "\n\n".join(part for part in parts if part) or text.strip()
+    return "\n\n".join(part.strip() for part in parts if part.strip()) or text.strip()
