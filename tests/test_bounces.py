@@ -12,6 +12,7 @@ complained.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import textwrap
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import pytest
 from halomail.config import load_config
 from halomail.errors import ConfigError
 from halomail.inbound.classify import classify
-from halomail.inbound.dsn import MAX_RECIPIENTS, MAX_TEXT_CHARS, read_report
+from halomail.inbound.dsn import MAX_RECIPIENTS, MAX_TEXT_CHARS, read_report, ses_notification
 from halomail.inbound.parse import parse_email
 from halomail.pipeline.acknowledge import UNDELIVERABLE
 from halomail.templates.render import MessageKind
@@ -122,6 +123,34 @@ SHAPES: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
     "majordomo-non-member.eml": (
         "list-error",
         "halomail.41.abab1212cdcd3434.efef5656a1a1@helpdesk.example",
+        [],
+    ),
+    # Amazon SES's notifications as an SNS topic's email subscription sends them: the
+    # JSON alone (folded inside a string by SMTP's line limit), or in SNS's envelope.
+    "ses-sns-bounce.eml": (
+        "delivery-report",
+        "halomail.50.5050505050505050.505050505050@helpdesk.example",
+        [("jon.hale@customer.example", "failed", "5.1.1")],
+    ),
+    "ses-sns-json-complaint.eml": (
+        "feedback-report",
+        "halomail.51.5151515151515151.515151515151@helpdesk.example",
+        [("eva.moss@customer.example", "complained", "")],
+    ),
+    "ses-sns-delivery.eml": (
+        "delivery-report",
+        "halomail.52.5252525252525252.525252525252@helpdesk.example",
+        [("kai.lund@customer.example", "delivered", "2.0.0")],
+    ),
+    # KDDI (au) returns the message from no-reply@; fml alerts its admin to a loop.
+    "kddi-no-reply-returned-message.eml": (
+        "delivery-report",
+        "halomail.53.5353535353535353.535353535353@helpdesk.example",
+        [("yui.mori@x1234567890.au.example.jp", "failed", "")],
+    ),
+    "fml-loop-alert.eml": (
+        "list-error",
+        "halomail.54.5454545454545454.545454545454@helpdesk.example",
         [],
     ),
 }
@@ -416,6 +445,89 @@ def test_an_unmatched_abuse_report_is_ignored_like_an_unmatched_bounce(desk: Des
     desk.deliver((BOUNCES / "arf-abuse-report.eml").read_bytes())
     assert desk.run() == [("ignored", "bounce-unmatched", None)]
     assert _acknowledged(desk, "pat.kim@mailbox.example", 1) == (True, None)
+
+
+def _ses(notification: dict[str, object]) -> bytes:
+    """``notification`` as an SNS topic's email subscription mails it."""
+    return (
+        "From: AWS Notifications <no-reply@sns.amazonaws.com>\r\n"
+        "To: support@helpdesk.example\r\nSubject: AWS Notification Message\r\n"
+        f"Message-ID: <sns-{abs(hash(str(notification)))}@eu-west-1.amazonses.com>\r\n"
+        "Content-Type: text/plain; charset=UTF-8\r\n\r\n"
+        f"{json.dumps(notification)}\r\n\r\n--\r\nIf you wish to stop receiving notifications"
+        " from this topic, please click or visit the link below to unsubscribe:\r\n"
+    ).encode()
+
+
+def _ses_bounce(ours: str, address: str, bounce_type: str, status: str) -> dict[str, object]:
+    """An SES bounce notification of our mail ``ours`` to ``address``."""
+    return {
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": bounce_type,
+            "bouncedRecipients": [{"emailAddress": address, "status": status}],
+        },
+        "mail": {"headers": [{"name": "Message-ID", "value": f"<{ours}>"}]},
+    }
+
+
+def test_an_ses_bounce_from_sns_blocks_the_address_it_names(desk: Desk) -> None:
+    """An SES permanent bounce of our mail to Bob, emailed by SNS, is a private note on
+    the ticket and stops acknowledgements to Bob; a transient one to Alice blocks
+    nothing, and a complaint stops mail to whoever complained."""
+    ticket_id, ours = _ticket_with_mail_to_alice_and_bob(desk)
+    sent = len(desk.transport.sent)
+    desk.deliver(_ses(_ses_bounce(ours, BOB, "Permanent", "5.1.1")))
+    desk.deliver(_ses(_ses_bounce(ours, "alice@customer.example", "Transient", "")))
+    assert desk.run() == [("updated", "bounce", ticket_id)] * 2
+    assert len(desk.transport.sent) == sent  # never answered
+    notes = [a.body for a in desk.repository.list_actions(ticket_id)[-2:]]
+    assert f"{BOB}: failed (5.1.1)" in notes[0]
+    assert "alice@customer.example: failed (4.0.0)" in notes[1]
+    assert _acknowledged(desk, BOB, 1) == (False, "undeliverable-sender")
+    assert _acknowledged(desk, ALICE, 2) == (True, None)
+
+    complaint = {
+        "notificationType": "Complaint",
+        "complaint": {"complainedRecipients": [{"emailAddress": "alice@customer.example"}]},
+        "mail": {"commonHeaders": {"messageId": f"<{ours}>"}},
+    }
+    desk.deliver(_ses(complaint))
+    assert desk.run() == [("updated", "bounce", ticket_id)]
+    assert _acknowledged(desk, ALICE, 3) == (False, "undeliverable-sender")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "You have chosen to subscribe to the topic arn:aws:sns:eu-west-1:1:helpdesk.",
+        '{"notificationType": "Bounce", "bounce": ',  # cut short
+        '{"notificationType": "Received", "mail": {}}',  # not a delivery report
+        '{"Type": "Notification", "Message": "not json"}',
+        "[" * 100_000,  # deeper than the JSON parser goes
+        '{"notificationType": "Bounce", "x": "' + "a" * 300_000 + '"}',  # past the cap
+    ],
+)
+def test_other_mail_from_sns_is_no_bounce(text: str) -> None:
+    """SNS's subscription confirmation, or JSON that is cut, of another kind, nested too
+    deep or longer than :data:`MAX_SES_CHARS`, is an ordinary email from a no-reply
+    sender, read within its bound."""
+    email = parse_email(
+        "From: no-reply@sns.amazonaws.com\r\nTo: support@helpdesk.example\r\n"
+        f"Subject: AWS Notification Message\r\n\r\n{text}\r\n".encode()
+    )
+    assert ses_notification(email) is None
+    classification = classify(email)
+    assert (classification.bounce, classification.no_reply_sender) == (False, True)
+
+
+def test_an_ses_notification_from_another_sender_is_no_bounce() -> None:
+    """The JSON counts only from SNS: a person pasting one asks for help."""
+    notification = _ses_bounce("halomail.1.x@helpdesk.example", BOB, "Permanent", "5.1.1")
+    raw = _ses(notification).replace(b"no-reply@sns.amazonaws.com", b"ops@customer.example")
+    email = parse_email(raw)
+    assert ses_notification(email) is None
+    assert classify(email).bounce is False
 
 
 def test_a_list_managers_error_is_never_acknowledged(desk: Desk) -> None:

@@ -22,7 +22,14 @@ import hmac
 import re
 from collections.abc import Callable, Sequence
 
-from halomail.inbound.dsn import DELIVERY_STATUS_TYPES, RETURNED_MESSAGE_TYPES, ReportKind
+from halomail.inbound.dsn import (
+    DELIVERY_STATUS_TYPES,
+    RETURNED_MESSAGE_TYPES,
+    ReportKind,
+    ses_kind,
+    ses_message_id,
+    ses_notification,
+)
 from halomail.inbound.models import Classification, InboundEmail
 
 __all__ = ["classify", "loop_signature", "spam_verdict"]
@@ -142,7 +149,8 @@ _LIST_ERROR = re.compile(
       | non-?member\ (?:submission|post)
       | not\ (?:allowed|authori[sz]ed|permitted)\ to\ (?:post|send)
       | (?:do|does)\ not\ have\ permission\ to\ post | don't\ have\ permission\ to\ post
-      | majordomo\ results""",
+      | majordomo\ results
+      | loop\ alert | duplicated\ message-id""",
     re.IGNORECASE | re.VERBOSE,
 )
 # Mailman's notices to a list's administrator ("X post from Y requires approval"): work
@@ -365,6 +373,20 @@ def _bounce(email: InboundEmail, reasons: list[str]) -> str:
         # InterScan, qmail behind a list's envelope): a notice about that message.
         reasons.append("bounce: mail daemon sender returning a message")
         return ReportKind.DELIVERY
+    if (
+        part_types & RETURNED_MESSAGE_TYPES
+        and _no_reply_local(email)
+        and _FAILURE_TEXT.search(email.text[:_FAILURE_SCAN])
+    ):
+        # KDDI's "Could not be delivered to: <…>" from no-reply@, the message returned:
+        # a mail system's notice whatever its sender's name.
+        reasons.append("bounce: no-reply sender returning a message with a failure")
+        return ReportKind.DELIVERY
+    notification = ses_notification(email)
+    if notification is not None:
+        kind = notification.get("notificationType") or notification.get("eventType")
+        reasons.append(f"bounce: Amazon SES notification ({kind})")
+        return ses_kind(notification)
     if daemon and email.thread_ids and _FAILURE_TEXT.search(email.text[:_FAILURE_SCAN]):
         # An SMS gateway's "550 - no such user here" in reply to our mail. Only a reply:
         # a mail admin writing from postmaster@ about a failure opens a ticket, and one
@@ -412,6 +434,9 @@ def _list_error(email: InboundEmail) -> bool:
 
 
 def _bounced_message_id(email: InboundEmail) -> str | None:
+    notification = ses_notification(email)
+    if notification is not None:
+        return ses_message_id(notification)
     if email.embedded_message_ids:
         return email.embedded_message_ids[0]
     if email.thread_ids:
@@ -444,11 +469,16 @@ def _no_reply_sender(email: InboundEmail, reasons: list[str]) -> bool:
     if email.return_path == "":
         reasons.append("null return path <>")
         found = True
-    local = _sender_local(email)
-    if local and (local in _NO_REPLY_LOCALS or local.startswith(_NO_REPLY_PREFIXES)):
-        reasons.append(f"no-reply sender: {local}@")
+    if _no_reply_local(email):
+        reasons.append(f"no-reply sender: {_sender_local(email)}@")
         found = True
     return found
+
+
+def _no_reply_local(email: InboundEmail) -> bool:
+    """The sender's local part says nobody reads replies (``no-reply@``, ``postmaster@`` …)."""
+    local = _sender_local(email)
+    return bool(local) and (local in _NO_REPLY_LOCALS or local.startswith(_NO_REPLY_PREFIXES))
 
 
 # -- the upstream spam filter's verdict ------------------------------------------------

@@ -13,7 +13,9 @@ order of trust, from
    a line of its own or in a fixed phrase, with the status code beside it.
 
 An abuse feedback report (ARF, RFC 5965) names the recipient who complained: it is
-read here too, from ``Original-Rcpt-To`` or the returned message's ``To``.
+read here too, from ``Original-Rcpt-To`` or the returned message's ``To``. So is the
+JSON notification Amazon SES sends through an SNS topic's email subscription (a bounce,
+a complaint or a delivery, :func:`ses_notification`), whose recipients are named in it.
 
 Every scan is bounded: a report part is read up to :data:`MAX_REPORT_BYTES`, the text
 up to :data:`MAX_TEXT_CHARS` (and only above the returned message), at most
@@ -24,11 +26,13 @@ up to :data:`MAX_TEXT_CHARS` (and only above the returned message), at most
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
+from typing import Any
 
 import attrs
 
@@ -44,6 +48,7 @@ __all__ = [
     "RecipientStatus",
     "ReportKind",
     "read_report",
+    "ses_notification",
 ]
 
 #: The MIME types of an RFC 3464 (and RFC 6533) per-recipient report.
@@ -98,7 +103,7 @@ _RECIPIENT_PHRASE = re.compile(
     rf"|there was an error delivering your mail to|unable to deliver message to:?"
     rf"|unknown user:|delivery failed:?|recipient:|mailbox is full:"
     rf"|returned permanent errors?:)"
-    rf"\s{{0,8}}['<]?({_ADDR})[>']?",
+    rf":?\s{{0,8}}['<]?({_ADDR})[>']?",
     re.I,
 )
 _DELAY_WORDS = re.compile(
@@ -205,6 +210,9 @@ def read_report(email: InboundEmail, kind: str = ReportKind.DELIVERY) -> Deliver
     Returns:
         The report; its ``recipients`` are empty when nothing could be read reliably.
     """
+    notification = ses_notification(email)
+    if notification is not None:
+        return _ses_report(notification)
     if kind == ReportKind.FEEDBACK:
         return _feedback_report(email)
     if kind == ReportKind.LIST:
@@ -420,3 +428,123 @@ def _unique(recipients: list[RecipientStatus]) -> tuple[RecipientStatus, ...]:
     for recipient in recipients:
         seen.setdefault(recipient.address, recipient)
     return tuple(seen.values())[:MAX_RECIPIENTS]
+
+
+# -- Amazon SES notifications, as an SNS topic emails them -------------------------------
+
+#: The most of an SNS email's text read for its JSON (an SNS message is at most 256 KB).
+MAX_SES_CHARS = 256 * 1024
+_SNS_DOMAIN = "@sns.amazonaws.com"
+_SES_KINDS = {
+    "Bounce": ReportKind.DELIVERY,
+    "Complaint": ReportKind.FEEDBACK,
+    "Delivery": ReportKind.DELIVERY,
+}
+
+
+def ses_notification(email: InboundEmail) -> dict[str, Any] | None:
+    """The Amazon SES notification an email from Amazon SNS carries, or ``None``.
+
+    SES reports each bounce, complaint and delivery of the mail it sent to an SNS topic;
+    a topic's email subscription mails the notification's JSON (``email``), or SNS's
+    envelope around it (``email-json``), from ``no-reply@sns.amazonaws.com``. Only an
+    email from there whose text opens with a JSON object is read, at most
+    :data:`MAX_SES_CHARS` of it; anything else, or JSON that does not parse, is ``None``.
+
+    Args:
+        email: The parsed email.
+
+    Returns:
+        The notification (its ``notificationType``, or ``eventType`` for a
+        configuration set's events, is ``Bounce``, ``Complaint`` or ``Delivery``).
+
+    .. versionadded:: 0.2.0
+    """
+    if email.sender is None or not email.sender.normalized.endswith(_SNS_DOMAIN):
+        return None
+    text = email.text[:MAX_SES_CHARS]
+    start = text.find("{")
+    if start < 0 or text[:start].strip():
+        return None
+    try:
+        # Not strict: SMTP's line limit folds a long notification inside a string.
+        value, _ = json.JSONDecoder(strict=False).raw_decode(text, start)
+        if isinstance(value, dict) and isinstance(value.get("Message"), str):
+            value = json.loads(value["Message"][:MAX_SES_CHARS], strict=False)  # SNS's envelope
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+        return None
+    if not isinstance(value, dict) or _ses_type(value) not in _SES_KINDS:
+        return None
+    return value
+
+
+def ses_kind(notification: dict[str, Any]) -> str:
+    """The :class:`ReportKind` of an SES notification from :func:`ses_notification`."""
+    return _SES_KINDS[_ses_type(notification)]
+
+
+def ses_message_id(notification: dict[str, Any]) -> str | None:
+    """The Message-ID the reported mail was sent with, when the notification holds its
+    headers (SES's own ``messageId`` names SES's copy, not ours)."""
+    mail = _object(notification.get("mail"))
+    for header in _objects(mail.get("headers")):
+        if str(header.get("name", "")).lower() == "message-id":
+            return _bare_id(header.get("value"))
+    return _bare_id(_object(mail.get("commonHeaders")).get("messageId"))
+
+
+def _ses_type(notification: dict[str, Any]) -> str:
+    return str(notification.get("notificationType") or notification.get("eventType") or "")
+
+
+def _ses_report(notification: dict[str, Any]) -> DeliveryReport:
+    """Each recipient the notification names, with what happened to it."""
+    kind = _ses_type(notification)
+    recipients: list[RecipientStatus] = []
+    if kind == "Complaint":
+        complaint = _object(notification.get("complaint"))
+        for entry in _objects(complaint.get("complainedRecipients")):
+            if address := _address(entry.get("emailAddress")):
+                recipients.append(RecipientStatus(address, "complained"))
+        feedback_type = str(complaint.get("complaintFeedbackType") or "").lower()[:40]
+        return DeliveryReport(ReportKind.FEEDBACK, _unique(recipients), feedback_type)
+    if kind == "Delivery":
+        delivery = _object(notification.get("delivery"))
+        answer = str(delivery.get("smtpResponse") or "")[:_MAX_DIAGNOSTIC]
+        for value in delivery.get("recipients") or ():
+            if address := _address(value):
+                recipients.append(RecipientStatus(address, "delivered", "2.0.0", answer))
+        return DeliveryReport(ReportKind.DELIVERY, _unique(recipients))
+    bounce = _object(notification.get("bounce"))
+    # A transient bounce is SES giving up on a soft failure (a full mailbox): no block.
+    given = "5.0.0" if bounce.get("bounceType") == "Permanent" else "4.0.0"
+    for entry in _objects(bounce.get("bouncedRecipients")):
+        if address := _address(entry.get("emailAddress")):
+            status = _status(str(entry.get("status") or "")) or given
+            diagnostic = str(entry.get("diagnosticCode") or "")[:_MAX_DIAGNOSTIC]
+            recipients.append(RecipientStatus(address, "failed", status, diagnostic))
+    return DeliveryReport(ReportKind.DELIVERY, _unique(recipients))
+
+
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _objects(value: object) -> list[dict[str, Any]]:
+    items = value[:MAX_RECIPIENTS] if isinstance(value, list) else []
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _address(value: object) -> str | None:
+    """A JSON value that is an addr-spec, lower-cased; ``None`` for anything else."""
+    if isinstance(value, str) and _ADDR_ONLY.fullmatch(value.strip()):
+        return value.strip().lower()
+    return None
+
+
+def _bare_id(value: object) -> str | None:
+    """A Message-ID header's value without its angle brackets, if it is one."""
+    if not isinstance(value, str):
+        return None
+    bare = value.strip()[:255].removeprefix("<").removesuffix(">")
+    return bare if bare and "@" in bare and not any(c.isspace() for c in bare) else None
