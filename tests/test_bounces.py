@@ -153,6 +153,18 @@ SHAPES: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
         "halomail.54.5454545454545454.545454545454@helpdesk.example",
         [],
     ),
+    # A mail system's subject without a report part: Postfix's delay warning, Exim 3's
+    # failure (its "unknown host" a permanent failure).
+    "postfix-delayed-mail-subject.eml": (
+        "delivery-report",
+        "halomail.55.5555555555555555.555555555555@helpdesk.example",
+        [("lina.berg@customer.example", "delayed", "4.4.1")],
+    ),
+    "exim3-mail-failed-returning.eml": (
+        "delivery-report",
+        "halomail.56.5656565656565656.565656565656@helpdesk.example",
+        [("omar.sved@nohost.example", "failed", "5.0.0")],
+    ),
 }
 
 

@@ -79,6 +79,7 @@ _BOUNCE_SUBJECT = re.compile(
       | message\ not\ delivered | delivery\ notification:\ delivery\ has\ failed
       | unzustellbar | nicht\ zustellbar | non\ remis | non\ distribuable
       | no\ se\ puede\ entregar | onbestelbaar
+      | delayed\ mail | mail\ failed,\ returning
     )""",
     re.IGNORECASE | re.VERBOSE,
 )

@@ -114,7 +114,7 @@ _DELAY_WORDS = re.compile(
 _SYSTEM_LOCALS = frozenset({"postmaster", "mailer-daemon", "mailerdaemon", "abuse"})
 _PERMANENT_WORDS = re.compile(
     r"permanent(?:ly)? (?:error|failure|fatal)|given up|giving up|user unknown|unknown user"
-    r"|unknown recipient|not recognized|no mx record"
+    r"|unknown recipient|not recognized|no mx record|unknown host|host unknown"
     r"|no such (?:user|mailbox|recipient)|does not exist|doesn't exist"
     r"|invalid (?:address|recipient)"
     r"|could not be reached|mailbox unavailable|recipient rejected|address rejected",
