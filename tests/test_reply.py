@@ -345,6 +345,17 @@ def test_a_line_above_quoted_lines_without_a_colon_is_content(line: str) -> None
             "Works. On Mon, Jan 1, 2024 at 10:00, Bob <b@x.com> wrote:\n> q\nAnd the fan too.",
             "Works.\n\nAnd the fan too.",
         ),
+        ("reply On Wed, Apr 4, 2012 at 3:59 PM, bob@example.com wrote:\n> Hi", "reply"),
+        ("reply--- On Wed, Apr 4, 2012 at 3:59 PM, me@domain.com wrote:\n> Hi", "reply"),
+        (
+            "reply\nbla-bla - bla--- On Wed, Apr 4, 2012 at 3:59 PM, me@domain.com wrote:\n> Hi",
+            "reply\nbla-bla - bla",
+        ),
+        # The Bat! quotes with initials: "EL> On …" is a quoted attribution, no reply.
+        (
+            "Agreed.\n\nEL> On Sun, 11 Aug 2002 bob@example.com wrote:\n\n>> q\n\nEL> more",
+            "Agreed.\n\nEL> more",
+        ),
     ],
 )
 def test_a_reply_sharing_its_line_with_the_attribution_keeps_its_sentences(
@@ -353,6 +364,40 @@ def test_a_reply_sharing_its_line_with_the_attribution_keeps_its_sentences(
     """Text flattened by another tool runs the reply's last sentence into the
     attribution: the sentences before "On <date> … wrote:" are the reply's."""
     assert strip_reply(text) == expected
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "From: alice@example.com\nDate: Wed, 16 May 2012 00:15:02 -0600",
+        "Date: Wed, 16 May 2012 00:15:02 -0600\nTo: support@helpdesk.example",
+        "Von: alice@example.com\nDatum: Mittwoch, 16. Mai 2012 08:15",
+    ],
+)
+def test_a_header_block_of_a_dated_line_and_an_addressed_one_starts_the_history(
+    block: str,
+) -> None:
+    """Two header lines make a block when the date has its time and the sender (or the
+    recipient) an address."""
+    assert strip_reply(f"Fixed.\n\n{block}\n\nIs it fixed?") == "Fixed."
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "Date: Wednesday 3, October 2026\nTime: 7:00am",  # an appointment
+        "From: the front desk\nDate: Monday at 10:00",  # no address
+        "From: alice@example.com\nDate: Monday",  # no time
+        "To: bob@example.com\nDate: Wed, 16 May 2012 00:15:02 -0600\nFrom: alice@example.com",
+    ],
+)
+def test_two_header_lines_without_a_time_an_address_or_a_block_of_their_own_are_content(
+    block: str,
+) -> None:
+    """An appointment, a pair missing its address or time, and the end of a block that
+    opened with "To:" (a message pasted into the text) stay."""
+    text = f"Booked.\n\n{block}\n\nBring your badge."
+    assert strip_reply(text) == text
 
 
 def _above_quotes_by_lines(text: str) -> frozenset[int]:

@@ -118,6 +118,9 @@ SHAPES_FROM_OTHER_PARSERS = (
     "en-thunderbird-rewrapped-link",
     "en-trap-inline-lowercase-answer",
     "en-typeapp-mobile-footer",
+    "en-webmail-header-block-date-to",
+    "en-webmail-header-block-from-date",
+    "en-yahoo-joined-line-dashes",
     "fr-outlook-com-header-block",
     "fr-webmail-message-du-header-block",
 )
@@ -130,8 +133,9 @@ def test_shapes_other_parsers_fixtures_showed_are_stripped(name: str) -> None:
     rule of dashes above a header block, Danish "Oprindelig besked", TypeApp's footer,
     Mailman's list footer, quoted lines a client wrapped again without their ">", an
     attribution without its colon above the quote (old Gmail's "2011/4/7 Name <a@b>",
-    "On <date>, Name wrote") and one sharing its line with the reply's last sentence
-    are all cut; an answer in lower case between quoted lines is kept."""
+    "On <date>, Name wrote"), one sharing its line with the end of the reply, and a
+    header block of two lines (a dated "Date:" with an addressed "From:" or "To:") are
+    all cut; an answer in lower case between quoted lines is kept."""
     (case,) = [case for case in load_cases() if case.name == name]
     assert strip_reply(case.reply) == case.expected
 

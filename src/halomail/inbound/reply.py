@@ -333,10 +333,33 @@ def _header_block(lines: Sequence[str], i: int) -> bool:
         return False
     window = [x for x in lines[i + 1 : i + 9] if x.strip()][:6]
     kinds = {first} | {_header_kind(x) for x in window}
-    if not ({"from", "date"} <= kinds and kinds & {"to", "subject"}):
+    if not ({"from", "date"} <= kinds and kinds & {"to", "subject"}) and not _dated_pair(
+        lines, i, window
+    ):
         return False
     # A forwarded message's header block is content, not history.
     return not _forwarded(lines, i, window)
+
+
+def _dated_pair(lines: Sequence[str], i: int, window: Sequence[str]) -> bool:
+    """True when ``lines[i]`` and the next line make a two-line header block on their
+    own: a date with its time, and the sender or the recipient with an address ("From:
+    bob@example.com" over "Date: Wed, 16 May 2012 00:15:02 -0600", or "Date: …" over
+    "To: …"). An appointment's "Date: Wednesday 3, October 2011" over "Time: 7:00" is
+    not one, nor the end of a longer block that opened with "To:" or "Subject:" (a
+    message pasted into the text)."""
+    if not window or (i > 0 and _header_kind(lines[i - 1])):
+        return False
+    line = lines[i]
+    pair = {_header_kind(line): line, _header_kind(window[0]): window[0]}
+    date, other = pair.get("date"), pair.get("from") or pair.get("to")
+    return (
+        len(pair) == 2
+        and date is not None
+        and other is not None
+        and p.TIME.search(date) is not None
+        and p.ADDRESS.search(other) is not None
+    )
 
 
 def _is_footer(stripped: str) -> bool:
@@ -489,18 +512,23 @@ def _cut(
     return len(lines), 0
 
 
-# A sentence's end, then the space before what may be the attribution on the same line.
-_SENTENCE_THEN_SPACE = re.compile(r"[.!?][^\S\n]+(?=\S)")
+# Where an attribution may begin inside a line: after a sentence's end and its space,
+# after any space before a capital letter ("reply On Wed, …"), or where a run of dashes
+# begins ("reply--- On Wed, …").
+# A quote prefix of initials (The Bat!, some mailing list archives): "EL>", "bmn>>".
+_QUOTE_PREFIX = re.compile(r"[^\W\d_]{0,4}>+")
+_ATTRIBUTION_INSIDE = re.compile(r"(?<=[.!?])[^\S\n]+|[^\S\n]+(?=[^\W\d_])|(?<=[^\s-])(?=--)")
 
 
 def _joined_reply(lines: Sequence[str], cut: int, span: int) -> str:
-    """The reply's last sentence when it shares its line with the attribution at ``cut``.
+    """The end of the reply when it shares its line with the attribution at ``cut``.
 
     Text flattened from HTML by some tools runs the answer into the attribution:
-    ``Works now. On Mon, Jan 1, 2024 at 10:00 AM, Bob <b@x> wrote:``. The attribution is
-    the part after the last sentence end that opens like one ("On", "Am", "Le" … with a
-    date) and is one on its own; what comes before it is returned on its own line
-    (``"\n"`` first), and ``""`` when the line is all attribution.
+    ``Works now. On Mon, Jan 1, 2024 at 10:00 AM, Bob <b@x> wrote:``, ``reply On …``,
+    ``reply--- On … wrote:``. The attribution is the last part of the line that opens
+    like one (a capitalised "On", "Am", "Le" …, dashes allowed before it), holds a digit
+    and is one on its own; what comes before it is returned on its own line (``"\n"``
+    first), and ``""`` when the line is all attribution.
     """
     if span != 1 or cut >= len(lines):
         return ""
@@ -509,11 +537,17 @@ def _joined_reply(lines: Sequence[str], cut: int, span: int) -> str:
         return ""  # an attribution from its start
     quotes_follow = _quotes_follow(lines, cut + 1)
     before = ""
-    for match in _SENTENCE_THEN_SPACE.finditer(line):
+    for match in _ATTRIBUTION_INSIDE.finditer(line):
         rest = line[match.end() :]
-        if p.LEAD.match(rest) and _DIGIT.search(rest) and _is_attribution(rest, quotes_follow):
-            before = line[: match.start() + 1].strip()
-    if not before:
+        word = rest.lstrip("- ")
+        if (
+            word[:1].isupper()
+            and p.LEAD.match(rest)
+            and _DIGIT.search(rest)
+            and _is_attribution(rest, quotes_follow)
+        ):
+            before = line[: match.start()].strip().rstrip("-").rstrip()
+    if not before or _QUOTE_PREFIX.fullmatch(before):  # The Bat!'s quoted "EL> On …"
         return ""
     return ("\n\n" if cut and not lines[cut - 1].strip() else "\n") + before
 
