@@ -512,12 +512,11 @@ def _cut(
     return len(lines), 0
 
 
-# Where an attribution may begin inside a line: after a sentence's end and its space,
-# after any space before a capital letter ("reply On Wed, …"), or where a run of dashes
-# begins ("reply--- On Wed, …").
+# Where an attribution may begin inside a line: at the space before a letter ("Works
+# now. On Wed, …", "reply On Wed, …"), or where a run of dashes begins ("reply--- On").
+_ATTRIBUTION_INSIDE = re.compile(r"[^\S\n]+(?=[^\W\d_])|(?<=[^\s-])(?=--)")
 # A quote prefix of initials (The Bat!, some mailing list archives): "EL>", "bmn>>".
 _QUOTE_PREFIX = re.compile(r"[^\W\d_]{0,4}>+")
-_ATTRIBUTION_INSIDE = re.compile(r"(?<=[.!?])[^\S\n]+|[^\S\n]+(?=[^\W\d_])|(?<=[^\s-])(?=--)")
 
 
 def _joined_reply(lines: Sequence[str], cut: int, span: int) -> str:
