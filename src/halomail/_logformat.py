@@ -156,7 +156,9 @@ class BackgroundHandler(logging.Handler):
                 self.stream.write(text)
                 self.stream.flush()
                 return
-            data = text.encode(getattr(self.stream, "encoding", None) or "utf-8", "replace")
+            data = text.encode(
+                getattr(self.stream, "encoding", None) or "utf-8", "backslashreplace"
+            )
             while data:
                 data = data[os.write(self._fd, data) :]
         except (OSError, ValueError):  # the reader is gone, or the stream closed
