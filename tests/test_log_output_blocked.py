@@ -10,6 +10,7 @@ lock, and every other runner of the repository is "busy". The command's handler
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -58,7 +59,7 @@ def test_a_run_whose_stderr_nobody_reads_processes_every_email_and_exits(
         process.stderr.close()
     assert returncode == 0
     assert b"created ticket=" in written  # the lines that fitted in the pipe were written
-    with sqlite3.connect(desk / "halomail.db") as connection:
+    with contextlib.closing(sqlite3.connect(desk / "halomail.db")) as connection:
         (subjects,) = connection.execute(
             "SELECT COUNT(*) FROM tickets WHERE summary LIKE 'Scanner jam %'"
         ).fetchone()
