@@ -48,6 +48,8 @@ __all__ = [
     "RecipientStatus",
     "ReportKind",
     "read_report",
+    "ses_kind",
+    "ses_message_id",
     "ses_notification",
 ]
 
@@ -479,13 +481,19 @@ def ses_notification(email: InboundEmail) -> dict[str, Any] | None:
 
 
 def ses_kind(notification: dict[str, Any]) -> str:
-    """The :class:`ReportKind` of an SES notification from :func:`ses_notification`."""
+    """The :class:`ReportKind` of an SES notification from :func:`ses_notification`.
+
+    .. versionadded:: 0.2.0
+    """
     return _SES_KINDS[_ses_type(notification)]
 
 
 def ses_message_id(notification: dict[str, Any]) -> str | None:
     """The Message-ID the reported mail was sent with, when the notification holds its
-    headers (SES's own ``messageId`` names SES's copy, not ours)."""
+    headers (SES's own ``messageId`` names SES's copy, not ours).
+
+    .. versionadded:: 0.2.0
+    """
     mail = _object(notification.get("mail"))
     for header in _objects(mail.get("headers")):
         if str(header.get("name", "")).lower() == "message-id":
@@ -511,7 +519,8 @@ def _ses_report(notification: dict[str, Any]) -> DeliveryReport:
     if kind == "Delivery":
         delivery = _object(notification.get("delivery"))
         answer = str(delivery.get("smtpResponse") or "")[:_MAX_DIAGNOSTIC]
-        for value in delivery.get("recipients") or ():
+        listed = delivery.get("recipients")
+        for value in listed[:MAX_RECIPIENTS] if isinstance(listed, list) else ():
             if address := _address(value):
                 recipients.append(RecipientStatus(address, "delivered", "2.0.0", answer))
         return DeliveryReport(ReportKind.DELIVERY, _unique(recipients))
