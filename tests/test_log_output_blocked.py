@@ -14,9 +14,11 @@ import contextlib
 import io
 import logging
 import os
+import signal
 import sqlite3
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -153,20 +155,33 @@ def test_flush_waits_only_so_long_for_a_blocked_output() -> None:
     assert stream.getvalue() == "INFO stuck\n"
 
 
+def _exit_code_within_a_minute(pid: int) -> int | None:
+    """The exit code of child ``pid``, or ``None`` (the child killed) if it hangs."""
+    for _ in range(600):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_process_writes_through_a_thread_of_its_own(tmp_path: Path) -> None:
     """A process forked after the first record (a worker pool) has no writing thread of
-    its parent's: its records are written all the same."""
+    its parent's, and may be forked while that thread holds the handler's lock: its
+    records are written all the same, and it never waits on a lock nobody will free."""
     path = tmp_path / "log.txt"
     with path.open("w", encoding="utf-8") as stream:
         logger, handler = _handler(stream)  # type: ignore[arg-type]
         logger.info("parent")
         handler.flush()
-        pid = os.fork()
-        if pid == 0:  # the child: log, flush, and leave without running the parent's code
-            logger.info("child")
-            handler.flush()
-            os._exit(0)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        with handler._counting:  # as the writing thread holds it, now and then
+            pid = os.fork()
+            if pid == 0:  # the child: log, flush, and leave without the parent's code
+                logger.info("child")
+                handler.flush()
+                os._exit(0)
+        assert _exit_code_within_a_minute(pid) == 0
     assert path.read_text(encoding="utf-8").splitlines() == ["INFO parent", "INFO child"]

@@ -24,6 +24,7 @@ import queue
 import sys
 import threading
 import time
+import weakref
 from typing import TextIO
 
 from halomail._text import RedactingFilter, redact_secrets
@@ -103,6 +104,7 @@ class BackgroundHandler(logging.Handler):
         self._pid = -1  # no thread yet
         self._fd = _own_descriptor(stream)
         self._broken = False
+        _HANDLERS.add(self)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue ``record`` for the writing thread; never blocks (see the class)."""
@@ -134,6 +136,14 @@ class BackgroundHandler(logging.Handler):
             self._pid = os.getpid()
             threading.Thread(target=self._run, name="halomail-log", daemon=True).start()
 
+    def _forked(self) -> None:
+        """In a child just forked: a lock or queue the parent's threads held at the fork
+        would stay held for ever, so the child gets its own, and its own thread later."""
+        self._counting = threading.Lock()
+        self._queue = queue.Queue(self._capacity)
+        self._dropped = 0
+        self._pid = -1
+
     def _run(self) -> None:
         """The writing thread: each record in turn, after the count of any dropped."""
         while True:
@@ -163,6 +173,18 @@ class BackgroundHandler(logging.Handler):
                 data = data[os.write(self._fd, data) :]
         except (OSError, ValueError):  # the reader is gone, or the stream closed
             self._broken = True
+
+
+_HANDLERS: weakref.WeakSet[BackgroundHandler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_HANDLERS):
+        handler._forked()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _own_descriptor(stream: TextIO) -> int | None:
