@@ -109,6 +109,7 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_and_doubles_nothing(
         lambda: bool(_unfinished_polls(doomed)) and 0 < results.tickets() < emails,
         120,
         "the first worker in the middle of a poll",
+        doomed,
     )
     Processes.kill(doomed)
     taken = _unfinished_polls(doomed)
