@@ -97,7 +97,10 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_and_doubles_nothing(
     is told apart and checked: the maildir transport finds the file of that Message-ID
     and does not write it again.
     """
-    emails = 300
+    # The kill must land inside a poll. A quiet machine turned 300 emails into tickets
+    # between two looks 0.2 s apart (the polls were all over before the test saw one
+    # under way); 2,000 emails keep the polls going for seconds, looked at every 50 ms.
+    emails = 2000
     config = write_setup(tmp_path, redis_broker, mailboxes=5, emails=emails, storage=storage)
     env = broker_env(redis_broker)
     results = Results(tmp_path)
@@ -110,6 +113,7 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_and_doubles_nothing(
         120,
         "the first worker in the middle of a poll",
         doomed,
+        every=0.05,
     )
     Processes.kill(doomed)
     taken = _unfinished_polls(doomed)

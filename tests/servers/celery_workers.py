@@ -302,12 +302,18 @@ def assert_exactly_once(results: Results, emails: int) -> None:
     assert results.unsent() == set()
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, *watched: Started) -> None:
-    """Wait until ``check()`` is true; fail naming ``what`` after ``timeout`` seconds,
-    with the end of each ``watched`` process's output (what it was doing)."""
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    *watched: Started,
+    every: float = 0.2,
+) -> None:
+    """Wait until ``check()`` is true, asking every ``every`` seconds; fail naming
+    ``what`` after ``timeout`` seconds, with the end of each ``watched`` process's output."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             outputs = "".join(f"\n--- {one.name}:\n{one.output()[-3000:]}" for one in watched)
             pytest.fail(f"not within {timeout:.0f} s: {what}{outputs}")
-        time.sleep(0.2)
+        time.sleep(every)
