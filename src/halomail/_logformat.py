@@ -127,12 +127,11 @@ class BackgroundHandler(logging.Handler):
             self.stream.flush()
 
     def _start(self) -> None:
-        """Start the writing thread of this process (a fork has none of its parent's)."""
+        """Start the writing thread of this process (a fork has none of its parent's;
+        :meth:`_forked` gave the child its own queue)."""
         with self._counting:
             if self._pid == os.getpid():
                 return
-            self._queue = queue.Queue(self._capacity)
-            self._dropped = 0
             self._pid = os.getpid()
             threading.Thread(target=self._run, name="halomail-log", daemon=True).start()
 

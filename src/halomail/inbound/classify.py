@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from halomail.inbound.dsn import (
     DELIVERY_STATUS_TYPES,
@@ -29,6 +30,7 @@ from halomail.inbound.dsn import (
     ses_kind,
     ses_message_id,
     ses_notification,
+    ses_type,
 )
 from halomail.inbound.models import Classification, InboundEmail
 
@@ -214,8 +216,9 @@ def classify(
     tokens = tuple(t for t in (loop_token, *previous_loop_tokens) if t)
     own = _own_message(email, tokens, is_own_message_id, reasons)
     auto = _auto_reply(email, reasons)
-    bounce_kind = _bounce(email, reasons)
-    bounced_id = _bounced_message_id(email) if bounce_kind else None
+    notification = ses_notification(email)  # read once: both steps below need it
+    bounce_kind = _bounce(email, reasons, notification)
+    bounced_id = _bounced_message_id(email, notification) if bounce_kind else None
     bulk = _bulk(email, reasons)
     spam = spam_verdict(email)
     reasons.extend(spam)
@@ -318,8 +321,9 @@ def _sender_local(email: InboundEmail) -> str:
     return local.split("+", 1)[0]
 
 
-def _bounce(email: InboundEmail, reasons: list[str]) -> str:
-    """The kind of report ``email`` is (:class:`~halomail.inbound.dsn.ReportKind`), or ``""``."""
+def _bounce(email: InboundEmail, reasons: list[str], notification: dict[str, Any] | None) -> str:
+    """The kind of report ``email`` is (:class:`~halomail.inbound.dsn.ReportKind`), or
+    ``""``; ``notification`` is its Amazon SES notification, if it carries one."""
     content_type = (email.header("Content-Type") or "").lower()
     part_types = {att.content_type for att in email.attachments}
     if "feedback-report" in content_type or _FEEDBACK_TYPE in part_types:
@@ -383,10 +387,8 @@ def _bounce(email: InboundEmail, reasons: list[str]) -> str:
         # a mail system's notice whatever its sender's name.
         reasons.append("bounce: no-reply sender returning a message with a failure")
         return ReportKind.DELIVERY
-    notification = ses_notification(email)
     if notification is not None:
-        kind = notification.get("notificationType") or notification.get("eventType")
-        reasons.append(f"bounce: Amazon SES notification ({kind})")
+        reasons.append(f"bounce: Amazon SES notification ({ses_type(notification)})")
         return ses_kind(notification)
     if daemon and email.thread_ids and _FAILURE_TEXT.search(email.text[:_FAILURE_SCAN]):
         # An SMS gateway's "550 - no such user here" in reply to our mail. Only a reply:
@@ -434,8 +436,7 @@ def _list_error(email: InboundEmail) -> bool:
     )
 
 
-def _bounced_message_id(email: InboundEmail) -> str | None:
-    notification = ses_notification(email)
+def _bounced_message_id(email: InboundEmail, notification: dict[str, Any] | None) -> str | None:
     if notification is not None:
         return ses_message_id(notification)
     if email.embedded_message_ids:

@@ -51,6 +51,7 @@ __all__ = [
     "ses_kind",
     "ses_message_id",
     "ses_notification",
+    "ses_type",
 ]
 
 #: The MIME types of an RFC 3464 (and RFC 6533) per-recipient report.
@@ -475,7 +476,7 @@ def ses_notification(email: InboundEmail) -> dict[str, Any] | None:
             value = json.loads(value["Message"][:MAX_SES_CHARS], strict=False)  # SNS's envelope
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return None
-    if not isinstance(value, dict) or _ses_type(value) not in _SES_KINDS:
+    if not isinstance(value, dict) or ses_type(value) not in _SES_KINDS:
         return None
     return value
 
@@ -485,7 +486,7 @@ def ses_kind(notification: dict[str, Any]) -> str:
 
     .. versionadded:: 0.2.0
     """
-    return _SES_KINDS[_ses_type(notification)]
+    return _SES_KINDS[ses_type(notification)]
 
 
 def ses_message_id(notification: dict[str, Any]) -> str | None:
@@ -501,13 +502,18 @@ def ses_message_id(notification: dict[str, Any]) -> str | None:
     return _bare_id(_object(mail.get("commonHeaders")).get("messageId"))
 
 
-def _ses_type(notification: dict[str, Any]) -> str:
+def ses_type(notification: dict[str, Any]) -> str:
+    """What an SES notification reports: ``Bounce``, ``Complaint`` or ``Delivery`` (its
+    ``notificationType``, or a configuration set's ``eventType``).
+
+    .. versionadded:: 0.2.0
+    """
     return str(notification.get("notificationType") or notification.get("eventType") or "")
 
 
 def _ses_report(notification: dict[str, Any]) -> DeliveryReport:
     """Each recipient the notification names, with what happened to it."""
-    kind = _ses_type(notification)
+    kind = ses_type(notification)
     recipients: list[RecipientStatus] = []
     if kind == "Complaint":
         complaint = _object(notification.get("complaint"))
