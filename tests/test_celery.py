@@ -12,6 +12,7 @@ import pytest
 from halomail.celery import (
     CHECK_SERVICES,
     POLL_MAILBOX,
+    PURGE_LEDGER,
     SCHEDULE_POLLS,
     SEND_OUTBOX,
     beat_schedule,
@@ -154,7 +155,9 @@ def test_create_app_sets_late_acknowledgement_and_the_schedule(tmp_path: Path) -
     assert (conf.worker_prefetch_multiplier, conf.task_ignore_result) == (1, True)
     assert conf.broker_transport_options == {"visibility_timeout": 600}
     assert conf.task_default_queue == "halomail"
-    assert {POLL_MAILBOX, SEND_OUTBOX, CHECK_SERVICES, SCHEDULE_POLLS} <= set(app.tasks)
+    assert {POLL_MAILBOX, SEND_OUTBOX, CHECK_SERVICES, SCHEDULE_POLLS, PURGE_LEDGER} <= set(
+        app.tasks
+    )
     schedule = conf.beat_schedule
     assert schedule[SCHEDULE_POLLS]["schedule"] == 30
     assert schedule[SCHEDULE_POLLS]["options"] == {"expires": 30}
@@ -171,18 +174,19 @@ def test_beat_schedule_uses_defaults_for_a_host_file_without_scale(tmp_path: Pat
         SCHEDULE_POLLS: 60.0,
         SEND_OUTBOX: 10.0,
         CHECK_SERVICES: 60.0,
+        PURGE_LEDGER: 3600.0,
     }
 
 
 def test_tasks_are_registered_acknowledged_late_on_a_hosts_app(tmp_path: Path) -> None:
-    """register() puts the four tasks on the host's app only, acks_late and ignore_result."""
+    """register() puts the five tasks on the host's app only, acks_late and ignore_result."""
     import celery
 
     from halomail import load_config
 
     app = celery.Celery("host", broker="memory://", set_as_current=False)
     tasks = register(app, load_config(_config(tmp_path, "")))
-    for task in (tasks.poll_mailbox, tasks.send_outbox, tasks.check_services):
+    for task in (tasks.poll_mailbox, tasks.send_outbox, tasks.check_services, tasks.purge_ledger):
         assert task.acks_late is True
         assert task.reject_on_worker_lost is True
         assert task.ignore_result is True

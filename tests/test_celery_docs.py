@@ -161,6 +161,7 @@ def test_the_python_block_registers_the_tasks_on_a_hosts_app(
         "halomail.schedule_polls",
         "halomail.send_outbox",
         "halomail.check_services",
+        "halomail.purge_ledger",
     }
     repository = namespace["open_repository"]()
     try:

@@ -335,6 +335,11 @@ def _processor_settings(config: Config, repository: TicketRepository) -> Process
         batch_size=processing.batch_size,
         batch_max_wait=dt.timedelta(milliseconds=processing.batch_max_ms),
         copies=processing.copies,
+        ledger_retention=(
+            dt.timedelta(days=processing.ledger_retention_days)
+            if processing.ledger_retention_days
+            else None
+        ),
     )
 
 

@@ -27,6 +27,9 @@ The tasks, by their stable names:
 ``halomail.schedule_polls()``
     Enqueue one ``poll_mailbox`` per enabled mailbox, each expiring after one poll
     interval, so a backlog of polls never piles up behind a slow worker.
+``halomail.purge_ledger()``
+    Forget the ledger's old rows (:meth:`~halomail.MailProcessor.purge_ledger`) with
+    ``[processing] ledger_retention_days``; scheduled hourly, it purges once a day.
 
 **Running a task twice is safe, so tasks are acknowledged late.** A task is taken off
 the queue only when it ends (``acks_late``, ``reject_on_worker_lost``, one task
@@ -73,6 +76,7 @@ from halomail.tickets.repository import TicketRepository
 __all__ = [
     "CHECK_SERVICES",
     "POLL_MAILBOX",
+    "PURGE_LEDGER",
     "SCHEDULE_POLLS",
     "SEND_OUTBOX",
     "HalomailTasks",
@@ -89,6 +93,9 @@ POLL_MAILBOX = "halomail.poll_mailbox"
 SEND_OUTBOX = "halomail.send_outbox"
 CHECK_SERVICES = "halomail.check_services"
 SCHEDULE_POLLS = "halomail.schedule_polls"
+PURGE_LEDGER = "halomail.purge_ledger"
+#: How often the scheduler asks for a purge; the processor purges once a day at most.
+PURGE_INTERVAL_SECONDS = 3600.0
 
 #: A repository, or a callable that makes one (called once in each worker process).
 RepositorySource = TicketRepository | Callable[[], TicketRepository]
@@ -115,6 +122,7 @@ class HalomailTasks:
         send_outbox: The ``halomail.send_outbox`` task.
         check_services: The ``halomail.check_services`` task.
         schedule_polls: The ``halomail.schedule_polls`` task.
+        purge_ledger: The ``halomail.purge_ledger`` task.
     """
 
     def __init__(
@@ -143,10 +151,15 @@ class HalomailTasks:
         def schedule_polls() -> None:
             self._schedule_polls()
 
+        def purge_ledger() -> None:
+            with _until_next_round("ledger purge"):
+                self._purge_ledger()
+
         self.poll_mailbox = app.task(name=POLL_MAILBOX, **_TASK_OPTIONS)(poll_mailbox)
         self.send_outbox = app.task(name=SEND_OUTBOX, **_TASK_OPTIONS)(send_outbox)
         self.check_services = app.task(name=CHECK_SERVICES, **_TASK_OPTIONS)(check_services)
         self.schedule_polls = app.task(name=SCHEDULE_POLLS, **_TASK_OPTIONS)(schedule_polls)
+        self.purge_ledger = app.task(name=PURGE_LEDGER, **_TASK_OPTIONS)(purge_ledger)
 
     def processor(self) -> MailProcessor:
         """This process's processor, built on first use.
@@ -240,6 +253,13 @@ class HalomailTasks:
         checks = self.processor().check_services()
         unknown = sum(1 for check in checks if check.turned_unknown)
         log.info("services: %d checked, %d turned unknown", len(checks), unknown)
+
+    def _purge_ledger(self) -> None:
+        """Forget the ledger's old rows, once a day across every worker (safe to run
+        twice: a second run finds the day's purge begun, or nothing left to forget)."""
+        gone = self.processor().purge_ledger()
+        if gone:
+            log.info("ledger: %d old rows forgotten", gone)
 
     def _schedule_polls(self) -> None:
         """Enqueue one poll per enabled mailbox, each expiring after one poll interval.
@@ -352,13 +372,15 @@ def create_app(config: Config) -> celery.Celery:
 
 
 def beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
-    """The scheduler's entries: polls, the outbox and the service checks, each expiring
-    after its own interval so that a stopped worker pool does not come back to a pile."""
+    """The scheduler's entries: polls, the outbox, the service checks and the ledger's
+    purge, each expiring after its own interval so that a stopped worker pool does not
+    come back to a pile."""
     scale = _scale(config)
     every = {
         SCHEDULE_POLLS: scale.poll_interval_seconds,
         SEND_OUTBOX: scale.outbox_interval_seconds,
         CHECK_SERVICES: scale.service_check_interval_seconds,
+        PURGE_LEDGER: PURGE_INTERVAL_SECONDS,
     }
     return {
         name: {"task": name, "schedule": seconds, "options": {"expires": seconds}}

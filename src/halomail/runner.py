@@ -46,16 +46,17 @@ from halomail.outbound.sms import SmsSettings
 from halomail.pipeline.batch import Batches, report_each, run_batch, until_broken
 from halomail.pipeline.busy import PassStop, stops_the_pass
 from halomail.pipeline.context import Context, ThrottleWarnings
-from halomail.pipeline.handlers.service import act_on_silence
+from halomail.pipeline.handlers.service import check_silence
 from halomail.pipeline.observers import Observers, ProcessorObserver
 from halomail.pipeline.reports import MailboxHealth, MailboxReport, RunReport, ServiceCheck
 from halomail.pipeline.results import Outcome, ProcessingOutcome, Reason, Simulation
+from halomail.pipeline.retention import purge_when_due
 from halomail.pipeline.settings import DEFAULT_MAILBOX_LEASE, Mailbox, ProcessorSettings
 from halomail.pipeline.unit import UnitOfWork
 from halomail.rules import EmailRule, RuleEngine
-from halomail.services import ServiceDefinition, ServiceStatus, is_overdue
+from halomail.services import ServiceDefinition
 from halomail.templates.render import TemplateRenderer
-from halomail.tickets.models import NewServiceStatus, OutboxMail, utcnow
+from halomail.tickets.models import OutboxMail, utcnow
 from halomail.tickets.repository import TicketRepository
 from halomail.tickets.staff import Agent, Team
 from halomail.tickets.templates import TicketTemplate
@@ -310,7 +311,32 @@ class MailProcessor:
             return RunReport(mailboxes=reports, repository_busy=busy)
         services = self.check_services()
         sent = self.send_outbox()
+        self._purge_when_due()
         return RunReport(mailboxes=reports, sent=sent, services=services)
+
+    def purge_ledger(self, *, force: bool = False) -> int:
+        """Forget the ledger's rows older than :attr:`ProcessorSettings.ledger_retention`.
+
+        :meth:`run_once` calls it after the outbox is sent. It purges once a day at most
+        across the runners sharing the repository, unless ``force``, and returns the
+        rows that went; records of emails fetched again within the retention stay, as do
+        those of mailboxes whose mail stays (:mod:`halomail.pipeline.retention`).
+        Without retention or :class:`~halomail.tickets.repository.LedgerRetention`, it
+        does nothing. Raises :class:`TransientRepositoryError` when the repository is busy.
+
+        .. versionadded:: 0.3.0
+        """
+        with self._writer:
+            return purge_when_due(
+                self.repository, self.settings, self.mailboxes, self._clock(), force=force
+            )
+
+    def _purge_when_due(self) -> None:
+        """:meth:`purge_ledger`; a busy repository leaves it for the next cycle."""
+        try:
+            self.purge_ledger()
+        except TransientRepositoryError as exc:
+            log.warning("ledger: not purged this cycle, the repository is busy: %s", exc)
 
     def check_services(self) -> tuple[ServiceCheck, ...]:
         """Turn monitored services that stayed silent past their interval Unknown.
@@ -324,37 +350,8 @@ class MailProcessor:
         checks: list[ServiceCheck] = []
         for service in self._services.values():
             with self._writer:
-                checks.append(self._check_service(service, now))
+                checks.append(check_silence(self.repository, self.notifier, service, now))
         return tuple(checks)
-
-    def _check_service(self, service: ServiceDefinition, now: dt.datetime) -> ServiceCheck:
-        since_key = f"service:{service.name}:watching-since"
-        with self.repository.transaction():
-            since_text = self.repository.get_state(since_key)
-            if since_text is None:
-                self.repository.set_state(since_key, now.isoformat())
-                since = now
-            else:
-                since = dt.datetime.fromisoformat(since_text)
-            last = self.repository.last_service_status(service.name)
-            if not is_overdue(service, last, now, watching_since=since):
-                return ServiceCheck(service.name, last.status if last else None)
-            detail = f"no email within {service.check_interval}"
-            ticket_id = act_on_silence(self.repository, service, detail)
-            self.repository.record_service_status(
-                NewServiceStatus(
-                    service=service.name,
-                    status=ServiceStatus.UNKNOWN.value,
-                    at=now,
-                    detail=detail,
-                    ticket_id=ticket_id,
-                )
-            )
-            self.notifier.service_changed(service, ServiceStatus.UNKNOWN.value, detail, ticket_id)
-        log.warning(
-            "service %s is unknown: no email within %s", service.name, service.check_interval
-        )
-        return ServiceCheck(service.name, ServiceStatus.UNKNOWN.value, True, ticket_id)
 
     def process_mailbox(
         self, mailbox: Mailbox, *, on_outcome: Callable[[ProcessingOutcome], None] | None = None

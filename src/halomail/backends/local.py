@@ -499,6 +499,12 @@ class MboxConnector:
     def __repr__(self) -> str:
         return f"MboxConnector({self.name!r}, {str(self.path)!r})"
 
+    @property
+    def keeps_processed_mail(self) -> bool:
+        """True with ``processed="keep"``: the file keeps every email, so their dedupe
+        records must outlive any ledger retention (see :mod:`halomail.pipeline.retention`)."""
+        return self._action == "keep"
+
     def fetch(self) -> Iterator[FetchedMessage]:
         """Yield the file's messages in order, changing nothing.
 

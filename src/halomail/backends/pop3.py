@@ -258,6 +258,12 @@ class Pop3Connector:
                 continue
             yield FetchedMessage(ref=uid, raw=raw, size=size)
 
+    @property
+    def keeps_processed_mail(self) -> bool:
+        """True with ``leave_on_server``: the server keeps every email, so their dedupe
+        records must outlive any ledger retention (see :mod:`halomail.pipeline.retention`)."""
+        return self.leave_on_server
+
     def ack(self, ref: str, disposition: Disposition) -> None:
         """Mark the message for deletion (or remember it), per ``disposition``.
 

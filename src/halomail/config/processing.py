@@ -91,6 +91,7 @@ _PROCESSING_KEYS = (
     "batch_size",
     "batch_max_ms",
     "copies",
+    "ledger_retention_days",
 )
 
 
@@ -220,6 +221,9 @@ class ProcessingSettings:
             mailbox has no more), full or not.
         copies: An email sent to several of our mailboxes: ``skip`` (one ticket, the
             other copies skipped as ``copy``) or ``process`` (each copy processed).
+        ledger_retention_days: Forget the ledger's rows (dedupe records, attempts, the
+            sent mail the limits count) that are older than this many days and whose
+            emails were not fetched again since; 0 (the default) keeps them for ever.
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -243,6 +247,7 @@ class ProcessingSettings:
     batch_size: int = 10
     batch_max_ms: float = 1000.0
     copies: str = "skip"
+    ledger_retention_days: int = 0
 
 
 def parse_storage(table: Mapping[str, Any], ctx: Context) -> StorageSettings:
@@ -332,7 +337,26 @@ def parse_processing(
         batch_size=_batch_size(table, kp),
         batch_max_ms=_positive_number(table, "batch_max_ms", kp, default=1000),
         copies=_choice(table, "copies", kp, COPIES, default="skip"),
+        ledger_retention_days=_retention_days(table, kp),
     )
+
+
+def _retention_days(table: Mapping[str, Any], kp: str) -> int:
+    """``ledger_retention_days``: 0, or at least as long as the limits look back."""
+    days = _int(table, "ledger_retention_days", kp, default=0, minimum=0)
+    # Read after both windows were checked: they are positive numbers.
+    longest = max(
+        1.0,
+        float(table.get("loop_window_hours", 24)) / 24,
+        float(table.get("ack_throttle_window_minutes", 10)) / 1440,
+    )
+    if days and days < longest:
+        raise ConfigError(
+            join_key(kp, "ledger_retention_days"),
+            f"must be 0 (keep for ever) or at least {longest:g} days, the longest window the "
+            f"sending limits and the loop guard count back over; got {days}",
+        )
+    return days
 
 
 MAX_BATCH_SIZE = 1000

@@ -26,6 +26,7 @@ from halomail.pipeline.results import (
     ProcessingOutcome,
     Reason,
 )
+from halomail.pipeline.retention import mark_seen
 from halomail.pipeline.settings import Mailbox
 from halomail.tickets.models import (
     ActionKind,
@@ -65,7 +66,9 @@ def apply(
             rolls back and reports a duplicate).
     """
     if decision.is_duplicate:
-        # Handled before: nothing is written, and the source goes where the first copy went.
+        # Handled before: nothing is written (but the record's seen mark, with ledger
+        # retention), and the source goes where the first copy went.
+        mark_seen(ctx, decision.seen)
         return ProcessingOutcome(
             mailbox.name,
             fetched.ref,

@@ -127,6 +127,7 @@ def recorded_duplicate(record: DedupeRecord, reason: Reason = Reason.DUPLICATE) 
         reason,
         previous_ticket_id=record.ticket_id,
         recorded=_recorded_outcome(record.outcome),
+        seen=record,
     )
 
 

@@ -12,7 +12,7 @@ import attrs
 from halomail.inbound.dsn import DeliveryReport
 from halomail.inbound.models import Classification
 from halomail.rules import Explanation, RuleMatch
-from halomail.tickets.models import FileOwner, ServiceStatus, Ticket
+from halomail.tickets.models import DedupeRecord, FileOwner, ServiceStatus, Ticket
 
 __all__ = [
     "AcknowledgementVerdict",
@@ -215,6 +215,8 @@ class Decision:
         report: For a bounce, what it says of each recipient.
         clear_undeliverable: An address whose undeliverable mark this email clears (a
             person's reply from it proves that it receives mail again).
+        seen: For a duplicate, the dedupe record that found it (marked seen when
+            ledger retention is on).
     """
 
     outcome: Outcome
@@ -232,6 +234,7 @@ class Decision:
     dedupe_key: str | None = None
     report: DeliveryReport | None = None
     clear_undeliverable: str | None = None
+    seen: DedupeRecord | None = None
 
     @property
     def is_duplicate(self) -> bool:

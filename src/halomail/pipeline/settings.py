@@ -119,6 +119,9 @@ def _tag_pattern(subject_tag: str) -> re.Pattern[str]:
 DEFAULT_MAILBOX_LEASE = dt.timedelta(minutes=5)
 
 
+_ONE_DAY = dt.timedelta(days=1)
+
+
 @attrs.frozen
 class ProcessorSettings:
     """Settings that apply to every mailbox.
@@ -172,9 +175,17 @@ class ProcessorSettings:
             sales@ in one To): ``"skip"`` (the default) makes one ticket, or one update,
             of the copy handled first, and skips the others as ``copy``; ``"process"``
             processes the copy in each mailbox, as if they were different emails.
+        ledger_retention: With a repository that implements
+            :class:`~halomail.tickets.repository.LedgerRetention`, the ledger's rows
+            older than this are forgotten, once a day (:meth:`MailProcessor.purge_ledger`):
+            dedupe records whose emails were neither handled nor fetched again within
+            it (a mailbox with ``processed = "keep"`` keeps its own), attempts, and the
+            sent mail that the sending limits count. ``None`` (the default) keeps every
+            row. It must be at least a day, ``loop_window`` and ``ack_throttle_window``.
 
     .. versionchanged:: 0.3.0
        ``copies``: an email sent to several mailboxes makes one ticket.
+       ``ledger_retention``: the ledger stops growing.
     """
 
     loop_token: str = attrs.field(repr=False)
@@ -213,3 +224,13 @@ class ProcessorSettings:
         default=dt.timedelta(seconds=1), validator=attrs.validators.gt(dt.timedelta(0))
     )
     copies: str = attrs.field(default="skip", validator=attrs.validators.in_(COPIES))
+    ledger_retention: dt.timedelta | None = attrs.field(default=None)
+
+    @ledger_retention.validator
+    def _check_retention(self, _: attrs.Attribute[object], value: dt.timedelta | None) -> None:
+        # The sending limits and the loop guard count rows back over these windows.
+        if value is not None and value < max(_ONE_DAY, self.loop_window, self.ack_throttle_window):
+            raise ValueError(
+                "ledger_retention must be at least a day, loop_window and "
+                f"ack_throttle_window; got {value}"
+            )

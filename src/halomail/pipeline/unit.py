@@ -35,6 +35,7 @@ from halomail.pipeline.decide import (
     recorded_duplicate,
 )
 from halomail.pipeline.results import Decision, Outcome, ProcessingOutcome, Reason, Simulation
+from halomail.pipeline.retention import mark_seen
 from halomail.pipeline.settings import Mailbox
 from halomail.pipeline.verdict import acknowledgement_verdict
 from halomail.tickets.models import DedupeRecord, NewQuarantine
@@ -148,7 +149,7 @@ class UnitOfWork:
         """
         try:
             if attempt is not None and attempt.quarantined_before:
-                return self._crashed_before(mailbox, fetched)
+                return self._crashed_before(mailbox, fetched, guard, attempt)
             if attempt is not None and attempt.crashed_too_often:
                 with guard:
                     return self._quarantine_crashed(mailbox, fetched, attempt)
@@ -227,8 +228,15 @@ class UnitOfWork:
             mailbox.name, fetched.ref, Outcome.QUARANTINED, reason=Reason.REPEATED_CRASH
         )
 
-    def _crashed_before(self, mailbox: Mailbox, fetched: FetchedMessage) -> ProcessingOutcome:
-        """Quarantined as ``repeated-crash`` before and fetched again: not parsed, a duplicate."""
+    def _crashed_before(
+        self, mailbox: Mailbox, fetched: FetchedMessage, guard: Guard, attempt: Attempt
+    ) -> ProcessingOutcome:
+        """Quarantined as ``repeated-crash`` before and fetched again: not parsed, a
+        duplicate (its record marked seen, with ledger retention)."""
+        if self.ctx.settings.ledger_retention is not None:
+            repo = self.ctx.repository
+            with guard, repo.transaction():
+                mark_seen(self.ctx, repo.get_dedupe(attempt.quarantine_key))
         log.info(
             "mailbox %s ref %s: quarantined before as repeated-crash; a duplicate",
             mailbox.name,

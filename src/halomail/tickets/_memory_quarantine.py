@@ -1,14 +1,22 @@
-"""The in-memory repository's :class:`~halomail.tickets.repository.QuarantineAdmin` role.
+"""The in-memory repository's optional roles
+:class:`~halomail.tickets.repository.QuarantineAdmin` and
+:class:`~halomail.tickets.repository.LedgerRetention`.
 
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
 
-from halomail.tickets._memory_base import UndoLogStore
-from halomail.tickets.models import QuarantineEntry
+import datetime as dt
+from collections.abc import Sequence
 
-__all__ = ["QuarantineAdminPart"]
+import attrs
+
+from halomail.tickets._common import to_utc
+from halomail.tickets._memory_base import UndoLogStore
+from halomail.tickets.models import DedupeRecord, QuarantineEntry
+
+__all__ = ["QuarantineAdminPart", "RetentionPart"]
 
 
 class QuarantineAdminPart(UndoLogStore):
@@ -27,3 +35,35 @@ class QuarantineAdminPart(UndoLogStore):
             existed = quarantine_id in self._quarantine
             self._pop(self._quarantine, quarantine_id)
             return existed
+
+
+class RetentionPart(UndoLogStore):
+    """Old dedupe records forgotten (``[processing] ledger_retention_days``)."""
+
+    _dedupe: dict[str, DedupeRecord]  # filled by the repository
+
+    def touch_dedupe(self, key: str, *, now: dt.datetime) -> None:
+        """Mark the dedupe record ``key`` seen at ``now`` (its email was fetched again)."""
+        seen = to_utc(now)
+        with self._writing():
+            record = self._dedupe.get(key)
+            if record is not None and record.created_at < seen:
+                self._put(self._dedupe, key, attrs.evolve(record, created_at=seen))
+
+    def purge_ledger(
+        self, *, before: dt.datetime, keep: Sequence[str] = (), limit: int = 10_000
+    ) -> int:
+        """Forget at most ``limit`` dedupe records neither written nor seen since ``before``
+        (keys under a ``keep`` prefix stay). Attempts carry no time here: they stay."""
+        cutoff = to_utc(before)
+        prefixes = tuple(keep)
+        with self._writing():
+            old = [
+                key
+                for key, record in self._dedupe.items()
+                if record.created_at < cutoff and not key.startswith(prefixes)
+            ]
+            old.sort(key=lambda key: self._dedupe[key].created_at)
+            for key in old[:limit]:
+                self._pop(self._dedupe, key)
+            return min(len(old), limit)

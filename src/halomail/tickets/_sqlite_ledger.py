@@ -51,6 +51,29 @@ _SQL_INSERT_DEDUPE = (
     "ON CONFLICT (key) DO NOTHING RETURNING key"
 )
 
+# Seen again: the record's time moves on, so that retention keeps it (never back).
+_SQL_TOUCH_DEDUPE = "UPDATE dedupe SET created_at = ? WHERE key = ? AND created_at < ?"
+# Retention: at most ? old rows a table per statement, so no statement holds the write
+# lock for long. Row values in IN: SQLite 3.15 and PostgreSQL both take them.
+_SQL_PURGE_ATTEMPTS = (
+    "DELETE FROM attempts WHERE key IN (SELECT key FROM attempts WHERE last_at < ? LIMIT ?)"
+)
+_SQL_PURGE_RECIPIENTS = (
+    "DELETE FROM outbox_recipients WHERE (address, created_at, outbox_id) IN "
+    "(SELECT address, created_at, outbox_id FROM outbox_recipients WHERE created_at < ? "
+    "LIMIT ?)"
+)
+
+
+def _purge_dedupe_sql(kept: int) -> str:
+    """The statement forgetting old dedupe records but those under ``kept`` prefixes."""
+    spared = "".join(" AND substr(key, 1, ?) <> ?" for _ in range(kept))
+    return (
+        "DELETE FROM dedupe WHERE key IN (SELECT key FROM dedupe "  # noqa: S608
+        f"WHERE created_at < ?{spared} LIMIT ?)"
+    )
+
+
 _SQL_INSERT_QUARANTINE = (
     "INSERT INTO quarantine (mailbox, reason, raw, created_at, detail, message_id, dedupe_key) "
     "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
@@ -147,6 +170,28 @@ class LedgerPart(BatchPart):
                 # Nothing was written: the transaction stays usable, and the caller
                 # decides to roll it back.
                 raise DuplicateKeyError(f"dedupe key already recorded: {record.key[:200]!r}")
+
+    def touch_dedupe(self, key: str, *, now: dt.datetime) -> None:
+        """Mark the dedupe record ``key`` seen at ``now`` (its email was fetched again)."""
+        stamp = _time(now)
+        with self._writing() as connection:
+            connection.execute(_SQL_TOUCH_DEDUPE, (stamp, key, stamp))
+
+    def purge_ledger(
+        self, *, before: dt.datetime, keep: Sequence[str] = (), limit: int = 10_000
+    ) -> int:
+        """Forget at most ``limit`` rows a table older than ``before``: dedupe records
+        neither written nor seen since (but those under a ``keep`` prefix), attempts,
+        and the sent-mail rows the sending limits count. Committed on its own."""
+        cutoff = _time(before)
+        prefixes = [value for prefix in keep for value in (len(prefix), prefix)]
+        with self._writing() as connection:
+            gone = connection.execute(
+                _purge_dedupe_sql(len(keep)), (cutoff, *prefixes, limit)
+            ).rowcount
+            gone += connection.execute(_SQL_PURGE_ATTEMPTS, (cutoff, limit)).rowcount
+            gone += connection.execute(_SQL_PURGE_RECIPIENTS, (cutoff, limit)).rowcount
+        return int(gone)
 
     def quarantine(self, new: NewQuarantine) -> QuarantineEntry:
         """Keep an email that could not be processed, with its reason and bytes."""

@@ -26,7 +26,7 @@ from halomail.tickets._common import (
     merge_fields,
     to_utc,
 )
-from halomail.tickets._memory_quarantine import QuarantineAdminPart
+from halomail.tickets._memory_quarantine import QuarantineAdminPart, RetentionPart
 from halomail.tickets.models import (
     Action,
     Asset,
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from halomail.tickets.repository import (
         AttemptLedger,
         Browsing,
+        LedgerRetention,
         OutboxAdmin,
         QuarantineAdmin,
         TicketRepository,
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
 __all__ = ["InMemoryTicketRepository"]
 
 
-class InMemoryTicketRepository(QuarantineAdminPart):
+class InMemoryTicketRepository(QuarantineAdminPart, RetentionPart):
     """A :class:`~halomail.TicketRepository` that keeps everything in dicts, until the process ends.
 
     Transactions keep an undo log of the entries they change and replay it backwards
@@ -777,3 +778,4 @@ if TYPE_CHECKING:
     _outbox_admin: type[OutboxAdmin] = InMemoryTicketRepository
     _quarantine_admin: type[QuarantineAdmin] = InMemoryTicketRepository
     _attempts: type[AttemptLedger] = InMemoryTicketRepository
+    _retention: type[LedgerRetention] = InMemoryTicketRepository

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from halomail.tickets.repository import (
         AttemptLedger,
         Browsing,
+        LedgerRetention,
         OutboxAdmin,
         QuarantineAdmin,
         TicketRepository,
@@ -102,3 +103,4 @@ if TYPE_CHECKING:
     _outbox_admin: type[OutboxAdmin] = PostgreSQLTicketRepository
     _quarantine_admin: type[QuarantineAdmin] = PostgreSQLTicketRepository
     _attempts: type[AttemptLedger] = PostgreSQLTicketRepository
+    _retention: type[LedgerRetention] = PostgreSQLTicketRepository

@@ -15,6 +15,8 @@ union, and what :class:`~halomail.MailProcessor` takes:
 (``tickets``, ``quarantine``) need it; halomail's processing never calls it.
 :class:`AttemptLedger` is optional too: with it, an email that kills the process
 cannot block its mailbox (it is quarantined as ``repeated-crash``).
+:class:`LedgerRetention` is optional as well: with it, ``[processing]
+ledger_retention_days`` forgets the ledger's old rows instead of keeping them for ever.
 
 .. versionadded:: 0.1.0
 """
@@ -55,6 +57,7 @@ __all__ = [
     "Directory",
     "GroupCommit",
     "IngestLedger",
+    "LedgerRetention",
     "OutboxAdmin",
     "OutboxStore",
     "QuarantineAdmin",
@@ -397,6 +400,47 @@ class GroupCommit(Protocol):
             its ``repeated-crash`` key is recorded (no attempt is then recorded). The
             list stops after the first answer that is not 0; the emails behind it are
             not begun.
+        """
+
+
+@runtime_checkable
+class LedgerRetention(Protocol):
+    """**Protocol (optional):** the ledger's old rows forgotten, so that it stops growing.
+
+    Every email leaves a dedupe record, and every acknowledgement a row counted by the
+    sending limits; nothing removes them. With ``[processing] ledger_retention_days``
+    (:attr:`~halomail.ProcessorSettings.ledger_retention`) and a repository with these
+    methods, halomail forgets, once a day, the dedupe records that were neither written
+    nor seen within that many days, the attempts begun that long ago, and the rows of
+    mail sent that long ago. A record is *seen* when its email is fetched again (its
+    disposal failed, or it was put back): :meth:`touch_dedupe` keeps it, so an email
+    still in its mailbox is never processed twice. A repository without these methods
+    keeps every row, as before.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def touch_dedupe(self, key: str, *, now: dt.datetime) -> None:
+        """Mark the dedupe record ``key`` seen at ``now``: its email was fetched again.
+
+        It takes part in the open transaction. A key with no record changes nothing.
+        """
+
+    def purge_ledger(
+        self, *, before: dt.datetime, keep: Sequence[str] = (), limit: int = 10_000
+    ) -> int:
+        """Forget at most ``limit`` old rows of the ledger, oldest first.
+
+        Called outside any transaction; what it removes is committed on its own.
+
+        Args:
+            before: Rows recorded (or seen, for dedupe records) before this instant go.
+            keep: Key prefixes whose dedupe records stay whatever their age (the
+                mailboxes whose mail stays where it is, ``processed = "keep"``).
+            limit: At most this many rows per table.
+
+        Returns:
+            How many rows went.
         """
 
 

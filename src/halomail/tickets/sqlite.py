@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from halomail.tickets.repository import (
         AttemptLedger,
         Browsing,
+        LedgerRetention,
         OutboxAdmin,
         QuarantineAdmin,
         TicketRepository,
@@ -86,3 +87,4 @@ if TYPE_CHECKING:
     _outbox_admin: type[OutboxAdmin] = SQLiteTicketRepository
     _quarantine_admin: type[QuarantineAdmin] = SQLiteTicketRepository
     _attempts: type[AttemptLedger] = SQLiteTicketRepository
+    _retention: type[LedgerRetention] = SQLiteTicketRepository

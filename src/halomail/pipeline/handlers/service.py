@@ -12,16 +12,20 @@ Unknown by staying silent (:meth:`~halomail.runner.MailProcessor.check_services`
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import logging
 
 from halomail.inbound.models import Classification, InboundEmail
+from halomail.outbound.notifier import Notifier
 from halomail.pipeline.context import Context
 from halomail.pipeline.handlers.base import Applied, follow_up
 from halomail.pipeline.records import open_ticket, rule_ticket, service_key
+from halomail.pipeline.reports import ServiceCheck
 from halomail.pipeline.results import Decision, Outcome, Reason
 from halomail.pipeline.settings import Mailbox
 from halomail.rules import RuleMatch
-from halomail.services import ServiceAction, ServiceDefinition, judge
+from halomail.services import ServiceAction, ServiceDefinition, is_overdue, judge
 from halomail.tickets.models import (
     ActionKind,
     NewAction,
@@ -33,7 +37,9 @@ from halomail.tickets.models import (
 )
 from halomail.tickets.repository import TicketRepository
 
-__all__ = ["ServiceStatusHandler", "act_on_silence", "last_ticket_key"]
+__all__ = ["ServiceStatusHandler", "act_on_silence", "check_silence", "last_ticket_key"]
+
+log = logging.getLogger(__name__)
 
 
 def last_ticket_key(service: ServiceDefinition) -> str:
@@ -128,6 +134,38 @@ class ServiceStatusHandler:
             if previous is None or previous.status != status.value:
                 ctx.notifier.service_changed(service, status.value, email.subject, ticket_id)
         return ticket_id, acknowledged
+
+
+def check_silence(
+    repository: TicketRepository, notifier: Notifier, service: ServiceDefinition, now: dt.datetime
+) -> ServiceCheck:
+    """Turn ``service`` Unknown, once, when its last email is older than its checking
+    interval (watched from the first check on), doing its ``on_unknown`` action."""
+    since_key = f"service:{service.name}:watching-since"
+    with repository.transaction():
+        since_text = repository.get_state(since_key)
+        if since_text is None:
+            repository.set_state(since_key, now.isoformat())
+            since = now
+        else:
+            since = dt.datetime.fromisoformat(since_text)
+        last = repository.last_service_status(service.name)
+        if not is_overdue(service, last, now, watching_since=since):
+            return ServiceCheck(service.name, last.status if last else None)
+        detail = f"no email within {service.check_interval}"
+        ticket_id = act_on_silence(repository, service, detail)
+        repository.record_service_status(
+            NewServiceStatus(
+                service=service.name,
+                status=ServiceStatus.UNKNOWN.value,
+                at=now,
+                detail=detail,
+                ticket_id=ticket_id,
+            )
+        )
+        notifier.service_changed(service, ServiceStatus.UNKNOWN.value, detail, ticket_id)
+    log.warning("service %s is unknown: no email within %s", service.name, service.check_interval)
+    return ServiceCheck(service.name, ServiceStatus.UNKNOWN.value, True, ticket_id)
 
 
 def act_on_silence(
