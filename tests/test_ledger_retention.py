@@ -20,6 +20,8 @@ from halomail.backends.base import Disposition
 from halomail.backends.local import MboxConnector
 from halomail.backends.memory import MemoryConnector
 from halomail.errors import ConfigError, TransientConnectorError
+from halomail.pipeline import attempts
+from halomail.pipeline.results import Outcome, Reason
 from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
 from halomail.tickets.memory import InMemoryTicketRepository
 from halomail.tickets.models import DedupeRecord, NewOutgoing, NewTicket, utcnow
@@ -301,3 +303,27 @@ def test_the_configuration_key_refuses_what_would_lose_counts(
     naming the key."""
     with pytest.raises(ConfigError, match=message):
         load_config(_config(tmp_path, text))
+
+
+def test_a_repeated_crash_its_mailbox_cannot_let_go_stays_one_quarantine_entry(
+    tmp_path: Path,
+) -> None:
+    """An email that ended the process twice is quarantined as ``repeated-crash``; its
+    server refuses to move it, so every poll fetches it again and marks its record seen:
+    90 days on, with a 30-day retention, it is still that one entry, never parsed again."""
+    raw = make_email(subject="Poison", message_id="<poison@c.example>")
+    stuck = RefusingMoves("Stuck", [raw])
+    clock = Clock()
+    with SQLiteTicketRepository(tmp_path / "halomail.db") as repo:
+        attempt_key, _ = attempts.keys("Stuck", raw)
+        for _ in range(attempts.CRASHES_BEFORE_QUARANTINE):  # two deaths, as a kill leaves them
+            repo.begin_attempt(attempt_key, now=START)
+        processor = MailProcessor(repo, [Mailbox(stuck)], _settings(30), clock=clock)
+        (first,) = processor.run_once().mailboxes[0].outcomes
+        assert first.reason is Reason.REPEATED_CRASH
+        for _ in range(30):
+            clock.now += 3 * DAY
+            (again,) = processor.run_once().mailboxes[0].outcomes
+            assert (again.outcome, again.recorded) == (Outcome.SKIPPED, Outcome.QUARANTINED)
+        assert [entry.reason for entry in repo.list_quarantine()] == ["repeated-crash"]
+        assert _tickets(tmp_path / "halomail.db") == []
