@@ -132,7 +132,7 @@ def test_sql_repositories_forget_old_attempts_and_sent_mail_rows(
             repo.enqueue_outgoing(
                 NewOutgoing("<ack-1@h.example>", (ALICE,), "Re", "Logged.", ticket_id=ticket.id)
             )
-        repo._clock = lambda: START  # type: ignore[method-assign]
+        repo._clock = lambda: START
         with repo.transaction():
             repo.enqueue_outgoing(
                 NewOutgoing("<ack-2@h.example>", (ALICE,), "Re", "Again.", ticket_id=ticket.id)
