@@ -26,6 +26,7 @@ from halomail.tickets.models import DedupeRecord, NewTicket, utcnow
 from halomail.tickets.repository import (
     AttemptLedger,
     Browsing,
+    LedgerRetention,
     OutboxAdmin,
     QuarantineAdmin,
     TicketRepository,
@@ -36,6 +37,7 @@ from tests.servers.postgres import PostgresServer
 pytest.register_assert_rewrite("halomail.testing")
 from halomail.testing import (  # noqa: E402
     AttemptLedgerContract,
+    LedgerRetentionContract,
     OutboxAdminContract,
     QuarantineAdminContract,
     TicketRepositoryContract,
@@ -96,7 +98,11 @@ def _fresh(alias: str) -> Iterator[Any]:
 
 
 class TestDjangoRepositoryOnSQLite(
-    TicketRepositoryContract, AttemptLedgerContract, OutboxAdminContract, QuarantineAdminContract
+    TicketRepositoryContract,
+    AttemptLedgerContract,
+    OutboxAdminContract,
+    QuarantineAdminContract,
+    LedgerRetentionContract,
 ):
     """On SQLite: the whole contract, the optional roles included."""
 
@@ -107,7 +113,11 @@ class TestDjangoRepositoryOnSQLite(
 
 
 class TestDjangoRepositoryOnPostgreSQL(
-    TicketRepositoryContract, AttemptLedgerContract, OutboxAdminContract, QuarantineAdminContract
+    TicketRepositoryContract,
+    AttemptLedgerContract,
+    OutboxAdminContract,
+    QuarantineAdminContract,
+    LedgerRetentionContract,
 ):
     """On PostgreSQL: the whole contract, the optional roles included."""
 
@@ -127,8 +137,10 @@ def repository(request: pytest.FixtureRequest, django_databases: dict[str, Any])
 
 
 def test_it_offers_every_optional_role(repository: Any) -> None:
-    """Browsing, OutboxAdmin, QuarantineAdmin and AttemptLedger, as SQLite's repository does."""
-    for role in (TicketRepository, Browsing, OutboxAdmin, QuarantineAdmin, AttemptLedger):
+    """Browsing, OutboxAdmin, QuarantineAdmin, AttemptLedger and LedgerRetention, as
+    SQLite's repository does."""
+    roles = (TicketRepository, Browsing, OutboxAdmin, QuarantineAdmin, AttemptLedger)
+    for role in (*roles, LedgerRetention):
         assert isinstance(repository, role), role.__name__
 
 

@@ -20,7 +20,8 @@ plus :class:`TransactionContract` and :class:`ThreadingContract`;
 :class:`TicketRepositoryContract` combines them all. :class:`AttemptLedgerContract`
 is for the optional attempt ledger: add it when your repository keeps attempts, and
 :class:`GroupCommitContract` for the optional group commit (``prepare_batch``,
-``begin_attempts``).
+``begin_attempts``), and :class:`LedgerRetentionContract` for the optional ledger
+retention (``touch_dedupe``, ``purge_ledger``).
 ``pip install 'halomail[testing]'`` brings what it needs (pytest and hypothesis).
 
 Only test code imports this package (it imports pytest). For pytest's detailed
@@ -42,6 +43,7 @@ from halomail.testing.ledger import AttemptLedgerContract, AttemptRepository, In
 from halomail.testing.outbox import OutboxStoreContract
 from halomail.testing.outbox_admin import OutboxAdminContract
 from halomail.testing.quarantine_admin import QuarantineAdminContract
+from halomail.testing.retention import LedgerRetentionContract, RetentionRepository
 from halomail.testing.services import ServiceLogContract
 from halomail.testing.threads import ThreadingContract
 from halomail.testing.tickets import TicketStoreContract
@@ -57,9 +59,11 @@ __all__ = [
     "GroupCommitContract",
     "GroupCommitRepository",
     "IngestLedgerContract",
+    "LedgerRetentionContract",
     "OutboxAdminContract",
     "OutboxStoreContract",
     "QuarantineAdminContract",
+    "RetentionRepository",
     "SeedableRepository",
     "ServiceLogContract",
     "ThreadingContract",

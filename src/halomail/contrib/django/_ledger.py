@@ -87,6 +87,36 @@ class LedgerPart(DjangoBase):
                     f"dedupe key already recorded: {record.key[:200]!r}"
                 ) from None
 
+    def touch_dedupe(self, key: str, *, now: dt.datetime) -> None:
+        """Mark the dedupe record ``key`` seen at ``now`` (its email was fetched again)."""
+        seen = to_utc(now)
+        with self._writing():
+            m.DedupeRecord.objects.using(self._using).filter(key=key, created_at__lt=seen).update(
+                created_at=seen
+            )
+
+    def purge_ledger(
+        self, *, before: dt.datetime, keep: Sequence[str] = (), limit: int = 10_000
+    ) -> int:
+        """Forget at most ``limit`` rows a table older than ``before``: dedupe records
+        neither written nor seen since (but those under a ``keep`` prefix), attempts,
+        and the sent-mail rows the sending limits count. Committed on its own."""
+        cutoff = to_utc(before)
+        using = self._using
+        old = m.DedupeRecord.objects.using(using).filter(created_at__lt=cutoff)
+        for prefix in keep:
+            old = old.exclude(key__startswith=prefix)
+        with self._writing():
+            keys = list(old.order_by().values_list("key", flat=True)[:limit])
+            gone = m.DedupeRecord.objects.using(using).filter(key__in=keys).delete()[0]
+            attempts = m.Attempt.objects.using(using).filter(last_at__lt=cutoff)
+            keys = list(attempts.order_by().values_list("key", flat=True)[:limit])
+            gone += m.Attempt.objects.using(using).filter(key__in=keys).delete()[0]
+            sent = m.OutboxRecipient.objects.using(using).filter(created_at__lt=cutoff)
+            ids = list(sent.order_by().values_list("pk", flat=True)[:limit])
+            gone += m.OutboxRecipient.objects.using(using).filter(pk__in=ids).delete()[0]
+        return int(gone)
+
     # -- the quarantine ------------------------------------------------------------
 
     def quarantine(self, new: NewQuarantine) -> QuarantineEntry:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from halomail.tickets.repository import (
         AttemptLedger,
         Browsing,
+        LedgerRetention,
         OutboxAdmin,
         QuarantineAdmin,
         TicketRepository,
@@ -30,9 +31,10 @@ class DjangoRepository(TicketsPart, DirectoryPart, LedgerPart, OutboxPart):
 
     It implements every role halomail's SQLite repository does (the five of
     :class:`~halomail.TicketRepository`, :class:`~halomail.Browsing`,
-    :class:`~halomail.OutboxAdmin`, :class:`~halomail.QuarantineAdmin` and
-    :class:`~halomail.AttemptLedger`) and passes the whole contract suite on SQLite and
-    PostgreSQL.
+    :class:`~halomail.OutboxAdmin`, :class:`~halomail.QuarantineAdmin`,
+    :class:`~halomail.AttemptLedger` and
+    :class:`~halomail.tickets.repository.LedgerRetention`) and passes the whole contract
+    suite on SQLite and PostgreSQL.
 
     :meth:`transaction` is a :func:`django.db.transaction.atomic` block: everything of
     one email is committed together or not at all, and inside the host's own ``atomic``
@@ -79,3 +81,4 @@ if TYPE_CHECKING:
     _outbox_admin: type[OutboxAdmin] = DjangoRepository
     _quarantine_admin: type[QuarantineAdmin] = DjangoRepository
     _attempts: type[AttemptLedger] = DjangoRepository
+    _retention: type[LedgerRetention] = DjangoRepository
