@@ -46,7 +46,7 @@ def test_bench_retention_short_measures_both_corpora_then_a_large_file() -> None
     assert re.fullmatch(re.escape("real mail (SpamAssassin)") + shape, lines[1])
     assert re.fullmatch(re.escape("1 KB text emails") + shape, lines[2])
     assert re.fullmatch(
-        r"100,000 dedupe records, 40,000 past the retention: \d+ purge calls \(3 statements "
+        r"100,000 dedupe records, 40,000 past the retention: \d+ purge calls \(4 statements "
         r"each\), the longest [\d.]+ ms, the median [\d.]+ ms; [\d.]+ s CPU, [\d.]+ s wall in "
         r"all; a purge finding nothing took [\d.]+ ms",
         lines[3],

@@ -20,11 +20,15 @@ from halomail.backends.base import Disposition
 from halomail.backends.local import MboxConnector
 from halomail.backends.memory import MemoryConnector
 from halomail.errors import ConfigError, TransientConnectorError
+from halomail.inbound.parse import parse_email
+from halomail.outbound.outbox import SendIntents
 from halomail.pipeline import attempts
+from halomail.pipeline.loops import LOOP_STATE, repeat_key
 from halomail.pipeline.results import Outcome, Reason
 from halomail.runner import Mailbox, MailProcessor, ProcessorSettings
+from halomail.tickets._common import TIMED_STATE_PREFIXES
 from halomail.tickets.memory import InMemoryTicketRepository
-from halomail.tickets.models import NewOutgoing, NewTicket, utcnow
+from halomail.tickets.models import NewOutgoing, NewTicket, OutboxMail, OutboxStatus, utcnow
 from halomail.tickets.postgres import PostgreSQLTicketRepository
 from halomail.tickets.repository import LedgerRetention
 from halomail.tickets.sqlite import SQLiteTicketRepository
@@ -174,6 +178,11 @@ def test_an_email_its_mailbox_cannot_let_go_is_never_a_second_ticket(tmp_path: P
         # fetches it) and both records of the moved email were forgotten.
         assert _dedupe_rows(path) == 1
         assert repo.get_dedupe("Stuck\x1fid:stuck@c.example") is not None
+        # The loop guard's counts of both emails began 90 days ago: forgotten too.
+        assert repo.get_state(repeat_key("Stuck", parse_email(stuck.remaining[0]))) is None
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            loops = connection.execute("SELECT COUNT(*) FROM state WHERE key LIKE 'loop:%'")
+            assert loops.fetchone()[0] == 0
         # The purge ran on the day's first cycle only: a second today finds it done.
         assert processor.purge_ledger() == 0
 
@@ -208,9 +217,9 @@ def test_an_mbox_import_kept_in_place_keeps_its_records(tmp_path: Path) -> None:
         processor.run_once()
         clock.now += 365 * DAY
         assert _dedupe_rows(path) == 2
-        # The copy key goes (no mailbox keeps it), and the acknowledgement's row that
-        # the sending limits count; the import's own record stays.
-        assert processor.purge_ledger() == 2
+        # The copy key goes (no mailbox keeps it), the acknowledgement's row that the
+        # sending limits count, and the loop guard's count; the import's own record stays.
+        assert processor.purge_ledger() == 3
         assert _dedupe_rows(path) == 1
         assert repo.get_dedupe("Archive\x1fid:msg-1@customer.example") is not None
         processor.run_once()
@@ -293,3 +302,12 @@ def test_a_repeated_crash_its_mailbox_cannot_let_go_stays_one_quarantine_entry(
             assert (again.outcome, again.recorded) == (Outcome.SKIPPED, Outcome.QUARANTINED)
         assert [entry.reason for entry in repo.list_quarantine()] == ["repeated-crash"]
         assert _tickets(tmp_path / "halomail.db") == []
+
+
+def test_the_timed_state_prefixes_are_the_ones_halomail_writes() -> None:
+    """The loop guard's counts and the cloud send marks are written under the prefixes
+    retention forgets by their time."""
+    assert LOOP_STATE in TIMED_STATE_PREFIXES
+    pending = OutboxStatus.PENDING
+    mail = OutboxMail(1, "<ack-1@h.example>", (ALICE,), "Re", "Logged.", pending, START)
+    assert SendIntents.key(mail).startswith(TIMED_STATE_PREFIXES)

@@ -106,3 +106,26 @@ class LedgerRetentionContract:
             repository.purge_ledger(before=dt.datetime(2024, 5, 1, 2))
         with pytest.raises(ValueError, match="naive"):
             repository.touch_dedupe(self.OLD, now=dt.datetime(2024, 5, 1, 2))
+
+    def test_expired_loop_counts_and_send_marks_go_and_other_state_stays(
+        self, repository: RetentionRepository
+    ) -> None:
+        """A loop count whose window began 40 days ago and a cloud send begun 40 days ago
+        go; yesterday's stay, and so do state rows of other kinds (a mailbox's start, an
+        undeliverable mark) and a timed row whose value holds no time."""
+        old, recent = (T0 - 40 * DAY).isoformat(), (T0 - DAY).isoformat()
+        rows = {
+            "loop:" + "ab" * 32: f"3 {old}",
+            "loop:" + "cd" * 32: f"1 {recent}",
+            "loop:" + "ef" * 32: "unreadable",
+            "outbox-sending:<ack-1@helpdesk.example>": old,
+            "outbox-sending:<ack-2@helpdesk.example>": recent,
+            "mailbox:Support:start": old,
+            "undeliverable:alice@customer.example": f"{old} permanent",
+        }
+        with repository.transaction():
+            for key, value in rows.items():
+                repository.set_state(key, value)
+        assert repository.purge_ledger(before=T0 - 30 * DAY) == 2
+        left = {key for key in rows if repository.get_state(key) is not None}
+        assert left == set(rows) - {"loop:" + "ab" * 32, "outbox-sending:<ack-1@helpdesk.example>"}

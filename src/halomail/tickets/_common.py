@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Final, Literal
 
 __all__ = [
+    "TIMED_STATE_PREFIXES",
     "address_key",
     "check_page",
     "domain_key",
@@ -21,8 +22,20 @@ __all__ = [
     "file_owner",
     "fold",
     "merge_fields",
+    "state_time",
     "to_utc",
 ]
+
+#: The state keys whose rows ledger retention forgets once their time has passed: the
+#: loop guard's counts (``"<count> <ISO start of the window>"``) and the marks of sends
+#: begun through a cloud API (``"<ISO time>"``). The time is what follows the value's
+#: first space, or the whole value.
+TIMED_STATE_PREFIXES = ("loop:", "outbox-sending:")
+
+
+def state_time(value: str) -> str:
+    """The ISO time a timed state value holds (see :data:`TIMED_STATE_PREFIXES`)."""
+    return value.partition(" ")[2] if " " in value else value
 
 
 def to_utc(value: dt.datetime) -> dt.datetime:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from halomail.tickets._common import to_utc
+from halomail.tickets._common import TIMED_STATE_PREFIXES, state_time, to_utc
 from halomail.tickets._memory_base import UndoLogStore
 from halomail.tickets.models import DedupeRecord, QuarantineEntry
 
@@ -41,6 +41,7 @@ class RetentionPart(UndoLogStore):
     """Old dedupe records forgotten (``[processing] ledger_retention_days``)."""
 
     _dedupe: dict[str, DedupeRecord]  # filled by the repository
+    _state: dict[str, str]
 
     def touch_dedupe(self, key: str, *, now: dt.datetime) -> None:
         """Mark the dedupe record ``key`` seen at ``now`` (its email was fetched again)."""
@@ -54,7 +55,8 @@ class RetentionPart(UndoLogStore):
         self, *, before: dt.datetime, keep: Sequence[str] = (), limit: int = 10_000
     ) -> int:
         """Forget at most ``limit`` dedupe records neither written nor seen since ``before``
-        (keys under a ``keep`` prefix stay). Attempts carry no time here: they stay."""
+        (keys under a ``keep`` prefix stay), and as many timed state rows (loop counts,
+        cloud send marks) whose time has passed. Attempts carry no time here: they stay."""
         cutoff = to_utc(before)
         prefixes = tuple(keep)
         with self._writing():
@@ -62,8 +64,22 @@ class RetentionPart(UndoLogStore):
                 key
                 for key, record in self._dedupe.items()
                 if record.created_at < cutoff and not key.startswith(prefixes)
-            ]
-            old.sort(key=lambda key: self._dedupe[key].created_at)
-            for key in old[:limit]:
+            ][:limit]
+            for key in old:
                 self._pop(self._dedupe, key)
-            return min(len(old), limit)
+            timed = [
+                key
+                for key, value in self._state.items()
+                if key.startswith(TIMED_STATE_PREFIXES) and _before(state_time(value), cutoff)
+            ][:limit]
+            for key in timed:
+                self._pop(self._state, key)
+            return len(old) + len(timed)
+
+
+def _before(text: str, cutoff: dt.datetime) -> bool:
+    """True when ``text`` is an ISO time with its zone before ``cutoff``."""
+    try:
+        return to_utc(dt.datetime.fromisoformat(text)) < cutoff
+    except ValueError:  # not a time with its zone: left alone
+        return False

@@ -244,6 +244,7 @@ class PostgresBase(SQLBase):
 
     _SQL_CLAIM_OUTBOX = _SQL_CLAIM_OUTBOX
     _SQL_RETRY_OUTBOX = _SQL_RETRY_OUTBOX
+    _SQL_STATE_TIME = "substr(value, strpos(value, ' ') + 1)"
 
     def __init__(
         self,

@@ -134,6 +134,9 @@ class SQLBase:
     _SQL_CLAIM_OUTBOX: ClassVar[str]
     # Makes failed and pending mail due again, all of it or the ids in :ids.
     _SQL_RETRY_OUTBOX: ClassVar[str]
+    # The text after a state value's first space, or the whole value (the time of a
+    # timed state row, _common.TIMED_STATE_PREFIXES): SQLite says instr, PostgreSQL strpos.
+    _SQL_STATE_TIME: ClassVar[str]
 
     # Set by the dialect: whether a transaction() block is open, and how many have begun
     # (a number that tells one transaction from the next).

@@ -12,6 +12,7 @@ from typing import Any
 
 from halomail.errors import DuplicateKeyError
 from halomail.tickets._common import (
+    TIMED_STATE_PREFIXES,
     check_page,
     to_utc,
 )
@@ -62,6 +63,24 @@ _SQL_PURGE_RECIPIENTS = (
     "DELETE FROM outbox_recipients WHERE (address, created_at, outbox_id) IN "
     "(SELECT address, created_at, outbox_id FROM outbox_recipients WHERE created_at < ? "
     "LIMIT ?)"
+)
+
+
+def _purge_state_sql(state_time: str) -> str:
+    """The statement forgetting timed state rows (``TIMED_STATE_PREFIXES``) whose time
+    has passed; each prefix is a range of the primary key, ``? <= key < ?``."""
+    ranges = " OR ".join("(key >= ? AND key < ?)" for _ in TIMED_STATE_PREFIXES)
+    return (
+        "DELETE FROM state WHERE key IN (SELECT key FROM state "  # noqa: S608
+        f"WHERE ({ranges}) AND {state_time} < ? LIMIT ?)"
+    )
+
+
+#: The key ranges of :data:`TIMED_STATE_PREFIXES`: each prefix, and the text just past it.
+_TIMED_RANGES = tuple(
+    bound
+    for prefix in TIMED_STATE_PREFIXES
+    for bound in (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
 )
 
 
@@ -182,7 +201,8 @@ class LedgerPart(BatchPart):
     ) -> int:
         """Forget at most ``limit`` rows a table older than ``before``: dedupe records
         neither written nor seen since (but those under a ``keep`` prefix), attempts,
-        and the sent-mail rows the sending limits count. Committed on its own."""
+        the sent-mail rows the sending limits count, and the timed state rows (loop
+        counts, cloud send marks). Committed on its own."""
         cutoff = _time(before)
         prefixes = [value for prefix in keep for value in (len(prefix), prefix)]
         with self._writing() as connection:
@@ -191,6 +211,9 @@ class LedgerPart(BatchPart):
             ).rowcount
             gone += connection.execute(_SQL_PURGE_ATTEMPTS, (cutoff, limit)).rowcount
             gone += connection.execute(_SQL_PURGE_RECIPIENTS, (cutoff, limit)).rowcount
+            gone += connection.execute(
+                _purge_state_sql(self._SQL_STATE_TIME), (*_TIMED_RANGES, cutoff, limit)
+            ).rowcount
         return int(gone)
 
     def quarantine(self, new: NewQuarantine) -> QuarantineEntry:

@@ -429,12 +429,18 @@ class LedgerRetention(Protocol):
     def purge_ledger(
         self, *, before: dt.datetime, keep: Sequence[str] = (), limit: int = 10_000
     ) -> int:
-        """Forget at most ``limit`` old rows of the ledger, oldest first.
+        """Forget at most ``limit`` old rows a table of the ledger.
+
+        The rows: dedupe records, attempts, the sent mail the sending limits count, and
+        the state rows whose key starts with ``loop:`` (valued ``"<count> <ISO time>"``)
+        or ``outbox-sending:`` (valued ``"<ISO time>"``), by the time after the value's
+        first space.
 
         Called outside any transaction; what it removes is committed on its own.
 
         Args:
-            before: Rows recorded (or seen, for dedupe records) before this instant go.
+            before: Rows recorded (or seen, for dedupe records) before this instant go;
+                a timed state row, when its time is before it.
             keep: Key prefixes whose dedupe records stay whatever their age (the
                 mailboxes whose mail stays where it is, ``processed = "keep"``).
             limit: At most this many rows per table.

@@ -74,6 +74,7 @@ class SQLiteTicketRepository(TicketsPart, DirectoryPart, LedgerPart, OutboxPart,
 
     _SQL_CLAIM_OUTBOX = _SQL_CLAIM_OUTBOX
     _SQL_RETRY_OUTBOX = _SQL_RETRY_OUTBOX
+    _SQL_STATE_TIME = "substr(value, instr(value, ' ') + 1)"
 
     thread_safe: bool = True
     """Concurrent calls from several threads are safe: one lock guards the connection,

@@ -7,12 +7,13 @@ import datetime as dt
 from collections.abc import Sequence
 
 from django.db import IntegrityError
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet, Value
+from django.db.models.functions import StrIndex, Substr
 
 from halomail.contrib.django import models as m
 from halomail.contrib.django._base import DjangoBase, aware, payload
 from halomail.errors import DuplicateKeyError
-from halomail.tickets._common import check_page, to_utc
+from halomail.tickets._common import TIMED_STATE_PREFIXES, check_page, to_utc
 from halomail.tickets.models import (
     DedupeRecord,
     NewQuarantine,
@@ -48,6 +49,22 @@ def _service_status(row: m.ServiceStatus) -> ServiceStatusEntry:
         detail=row.detail,
         ticket_id=row.ticket_id,
         message_id=row.message_id,
+    )
+
+
+def _timed_state(using: str, cutoff: dt.datetime) -> QuerySet[m.State]:
+    """The timed state rows (``TIMED_STATE_PREFIXES``) whose time is before ``cutoff``:
+    the text after the value's first space (or the whole value), compared as stored."""
+    prefixes = Q()
+    for prefix in TIMED_STATE_PREFIXES:
+        prefixes |= Q(key__startswith=prefix)
+    stamp = Substr("value", StrIndex("value", Value(" ")) + 1)
+    return (
+        m.State.objects.using(using)
+        .filter(prefixes)
+        .annotate(stamp=stamp)
+        .filter(stamp__lt=cutoff.isoformat(timespec="microseconds"))
+        .order_by()
     )
 
 
@@ -100,7 +117,8 @@ class LedgerPart(DjangoBase):
     ) -> int:
         """Forget at most ``limit`` rows a table older than ``before``: dedupe records
         neither written nor seen since (but those under a ``keep`` prefix), attempts,
-        and the sent-mail rows the sending limits count. Committed on its own."""
+        the sent-mail rows the sending limits count, and the timed state rows (loop
+        counts, cloud send marks). Committed on its own."""
         cutoff = to_utc(before)
         using = self._using
         old = m.DedupeRecord.objects.using(using).filter(created_at__lt=cutoff)
@@ -115,6 +133,8 @@ class LedgerPart(DjangoBase):
             sent = m.OutboxRecipient.objects.using(using).filter(created_at__lt=cutoff)
             ids = list(sent.order_by().values_list("pk", flat=True)[:limit])
             gone += m.OutboxRecipient.objects.using(using).filter(pk__in=ids).delete()[0]
+            keys = list(_timed_state(using, cutoff).values_list("key", flat=True)[:limit])
+            gone += m.State.objects.using(using).filter(key__in=keys).delete()[0]
         return int(gone)
 
     # -- the quarantine ------------------------------------------------------------
