@@ -80,6 +80,11 @@ class MailboxConnector(Protocol):
     already gone (a crash between the commit and the ack means the same email is
     fetched again; its dedupe key then makes it a no-op).
 
+    A connector whose processed mail stays where it is (it never moves or deletes it)
+    should say so with a ``keeps_processed_mail`` attribute that is true: with
+    ``[processing] ledger_retention_days``, its emails' dedupe records are then kept
+    for ever, since every poll may fetch them again (:mod:`halomail.pipeline.retention`).
+
     .. versionadded:: 0.1.0
     """
 
