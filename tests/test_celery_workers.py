@@ -9,7 +9,9 @@ middle of a batch or Redis restarts with tasks queued. PostgreSQL's own faults a
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -100,6 +102,8 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_and_doubles_nothing(
     # The kill must land inside a poll. A quiet machine turned 300 emails into tickets
     # between two looks 0.2 s apart (the polls were all over before the test saw one
     # under way); 2,000 emails keep the polls going for seconds, looked at every 50 ms.
+    # Each look freezes the worker first (SIGSTOP), so what it sees is what is killed:
+    # a poll cannot end between the look and the kill.
     emails = 2000
     config = write_setup(tmp_path, redis_broker, mailboxes=5, emails=emails, storage=storage)
     env = broker_env(redis_broker)
@@ -107,14 +111,14 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_and_doubles_nothing(
     doomed = processes.worker("doomed", config, env, concurrency=2)
     processes.scheduler(config, env)
 
-    # Kill only once the worker is inside a poll and the batch is under way.
-    wait_until(
-        lambda: bool(_unfinished_polls(doomed)) and 0 < results.tickets() < emails,
-        120,
-        "the first worker in the middle of a poll",
-        doomed,
-        every=0.05,
-    )
+    def frozen_mid_poll() -> bool:
+        os.killpg(doomed.process.pid, signal.SIGSTOP)
+        if _unfinished_polls(doomed) and 0 < results.tickets() < emails:
+            return True  # left frozen for the kill
+        os.killpg(doomed.process.pid, signal.SIGCONT)
+        return False
+
+    wait_until(frozen_mid_poll, 120, "the first worker in the middle of a poll", doomed, every=0.05)
     Processes.kill(doomed)
     taken = _unfinished_polls(doomed)
     made_before_kill = results.tickets()
