@@ -5,38 +5,20 @@ figure must be printed in its place."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.test_bench_real_mail import _run
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
 
 
 def test_bench_retention_short_measures_both_corpora_then_a_large_file() -> None:
     """Three lines of figures after the heading: real mail, 1 KB emails, 100,000 rows."""
-    process = subprocess.Popen(
-        [sys.executable, "benchmarks/bench_retention.py", "--short"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"bench_retention.py --short did not finish within 600 s:\n{out}\n{err}")
-    assert process.returncode == 0, out + err
-    lines = out.splitlines()
+    result = _run(["python", "benchmarks/bench_retention.py", "--short"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
     assert lines[0].startswith("ledger retention: CPU time, 3 interleaved rounds")
     shape = (
         r": 200 emails left \d+ ledger rows; ms per email: processing [\d.]+, purging "
