@@ -103,22 +103,27 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_and_doubles_nothing(
     # between two looks 0.2 s apart (the polls were all over before the test saw one
     # under way); 2,000 emails keep the polls going for seconds, looked at every 50 ms.
     # Each look freezes the worker first (SIGSTOP), so what it sees is what is killed:
-    # a poll cannot end between the look and the kill.
+    # a poll cannot end between the look and the kill. The tickets are counted through a
+    # repository opened before any freeze: opening one takes the schema's migration
+    # lock, which a worker frozen while opening its own would hold.
     emails = 2000
     config = write_setup(tmp_path, redis_broker, mailboxes=5, emails=emails, storage=storage)
     env = broker_env(redis_broker)
     results = Results(tmp_path)
-    doomed = processes.worker("doomed", config, env, concurrency=2)
-    processes.scheduler(config, env)
+    with results.repository() as repository:
+        doomed = processes.worker("doomed", config, env, concurrency=2)
+        processes.scheduler(config, env)
 
-    def frozen_mid_poll() -> bool:
-        os.killpg(doomed.process.pid, signal.SIGSTOP)
-        if _unfinished_polls(doomed) and 0 < results.tickets() < emails:
-            return True  # left frozen for the kill
-        os.killpg(doomed.process.pid, signal.SIGCONT)
-        return False
+        def frozen_mid_poll() -> bool:
+            os.killpg(doomed.process.pid, signal.SIGSTOP)
+            made = len(repository.list_tickets(limit=emails))
+            if _unfinished_polls(doomed) and 0 < made < emails:
+                return True  # left frozen for the kill
+            os.killpg(doomed.process.pid, signal.SIGCONT)
+            return False
 
-    wait_until(frozen_mid_poll, 120, "the first worker in the middle of a poll", doomed, every=0.05)
+        midway = "the first worker in the middle of a poll"
+        wait_until(frozen_mid_poll, 120, midway, doomed, every=0.05)
     Processes.kill(doomed)
     taken = _unfinished_polls(doomed)
     made_before_kill = results.tickets()

@@ -243,7 +243,8 @@ class Results:
         )
 
     @contextlib.contextmanager
-    def _repository(self) -> Iterator[Any]:
+    def repository(self) -> Iterator[Any]:
+        """The configuration's repository, open until the block ends."""
         repository = open_repository(load_config(self.root / "halomail.toml", env=_NO_SECRETS))
         try:
             yield repository
@@ -252,7 +253,7 @@ class Results:
 
     def ticket_summaries(self) -> Counter[str]:
         """How many tickets carry each summary."""
-        with self._repository() as repository:
+        with self.repository() as repository:
             return Counter(t.summary for t in repository.list_tickets(limit=1_000_000))
 
     def tickets(self) -> int:
@@ -261,7 +262,7 @@ class Results:
 
     def unsent(self) -> set[str]:
         """Message-IDs of acknowledgements the outbox has not marked sent."""
-        with self._repository() as repository:
+        with self.repository() as repository:
             return {
                 mail.message_id
                 for status in (OutboxStatus.PENDING, OutboxStatus.FAILED)
