@@ -311,6 +311,8 @@ def parse_processing(
         raise ConfigError(
             f"{kp}.domain", f"expected a domain name like 'example.com', got {domain!r}"
         )
+    throttle_minutes = _positive_number(table, "ack_throttle_window_minutes", kp, default=10)
+    loop_hours = _positive_number(table, "loop_window_hours", kp, default=24)
     return ProcessingSettings(
         loop_token=loop_token,
         previous_loop_tokens=tuple(previous),
@@ -318,12 +320,10 @@ def parse_processing(
         bulk=_choice(table, "bulk", kp, BULK, default="ticket"),
         spam=_choice(table, "spam", kp, SPAM, default="ticket"),
         ack_throttle_count=_int(table, "ack_throttle_count", kp, default=10, minimum=1),
-        ack_throttle_window_minutes=_positive_number(
-            table, "ack_throttle_window_minutes", kp, default=10
-        ),
+        ack_throttle_window_minutes=throttle_minutes,
         ack_daily_count=_int(table, "ack_daily_count", kp, default=30, minimum=1),
         loop_repeat_count=_int(table, "loop_repeat_count", kp, default=3, minimum=1),
-        loop_window_hours=_positive_number(table, "loop_window_hours", kp, default=24),
+        loop_window_hours=loop_hours,
         max_send_attempts=_int(table, "max_send_attempts", kp, default=8, minimum=1),
         domain=domain.lower(),
         concurrent_mailboxes=_int(table, "concurrent_mailboxes", kp, default=16, minimum=1),
@@ -337,19 +337,16 @@ def parse_processing(
         batch_size=_batch_size(table, kp),
         batch_max_ms=_positive_number(table, "batch_max_ms", kp, default=1000),
         copies=_choice(table, "copies", kp, COPIES, default="skip"),
-        ledger_retention_days=_retention_days(table, kp),
+        ledger_retention_days=_retention_days(
+            table, kp, max(1.0, loop_hours / 24, throttle_minutes / 1440)
+        ),
     )
 
 
-def _retention_days(table: Mapping[str, Any], kp: str) -> int:
-    """``ledger_retention_days``: 0, or at least as long as the limits look back."""
+def _retention_days(table: Mapping[str, Any], kp: str, longest: float) -> int:
+    """``ledger_retention_days``: 0, or at least ``longest`` days, the longest window the
+    sending limits and the loop guard count back over."""
     days = _int(table, "ledger_retention_days", kp, default=0, minimum=0)
-    # Read after both windows were checked: they are positive numbers.
-    longest = max(
-        1.0,
-        float(table.get("loop_window_hours", 24)) / 24,
-        float(table.get("ack_throttle_window_minutes", 10)) / 1440,
-    )
     if days and days < longest:
         raise ConfigError(
             join_key(kp, "ledger_retention_days"),

@@ -30,8 +30,8 @@ class LedgerRetentionContract:
 
     Not part of :class:`~halomail.testing.TicketRepositoryContract` (the role is
     optional): subclass it too, with the same ``repository`` fixture, when your
-    repository forgets old ledger rows. Every case writes dedupe records only, so the
-    counts ``purge_ledger`` returns are theirs.
+    repository forgets old ledger rows. Every case writes dedupe records and state only,
+    so the counts ``purge_ledger`` returns are theirs.
 
     .. versionadded:: 0.3.0
     """

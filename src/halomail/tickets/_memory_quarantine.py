@@ -38,7 +38,8 @@ class QuarantineAdminPart(UndoLogStore):
 
 
 class RetentionPart(UndoLogStore):
-    """Old dedupe records forgotten (``[processing] ledger_retention_days``)."""
+    """Old dedupe records and timed state rows forgotten (``[processing]
+    ledger_retention_days``)."""
 
     _dedupe: dict[str, DedupeRecord]  # filled by the repository
     _state: dict[str, str]

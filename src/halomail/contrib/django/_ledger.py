@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import IntegrityError
 from django.db.models import F, Q, QuerySet, Value
@@ -64,8 +65,13 @@ def _timed_state(using: str, cutoff: dt.datetime) -> QuerySet[m.State]:
         .filter(prefixes)
         .annotate(stamp=stamp)
         .filter(stamp__lt=cutoff.isoformat(timespec="microseconds"))
-        .order_by()
     )
+
+
+def _delete_first(rows: QuerySet[Any], limit: int) -> int:
+    """Delete at most ``limit`` of ``rows`` (in no order); returns how many went."""
+    ids = list(rows.order_by().values_list("pk", flat=True)[:limit])
+    return int(rows.model.objects.using(rows.db).filter(pk__in=ids).delete()[0])
 
 
 class LedgerPart(DjangoBase):
@@ -121,21 +127,17 @@ class LedgerPart(DjangoBase):
         counts, cloud send marks). Committed on its own."""
         cutoff = to_utc(before)
         using = self._using
-        old = m.DedupeRecord.objects.using(using).filter(created_at__lt=cutoff)
+        dedupe = m.DedupeRecord.objects.using(using).filter(created_at__lt=cutoff)
         for prefix in keep:
-            old = old.exclude(key__startswith=prefix)
+            dedupe = dedupe.exclude(key__startswith=prefix)
+        old: tuple[QuerySet[Any], ...] = (
+            dedupe,
+            m.Attempt.objects.using(using).filter(last_at__lt=cutoff),
+            m.OutboxRecipient.objects.using(using).filter(created_at__lt=cutoff),
+            _timed_state(using, cutoff),
+        )
         with self._writing():
-            keys = list(old.order_by().values_list("key", flat=True)[:limit])
-            gone = m.DedupeRecord.objects.using(using).filter(key__in=keys).delete()[0]
-            attempts = m.Attempt.objects.using(using).filter(last_at__lt=cutoff)
-            keys = list(attempts.order_by().values_list("key", flat=True)[:limit])
-            gone += m.Attempt.objects.using(using).filter(key__in=keys).delete()[0]
-            sent = m.OutboxRecipient.objects.using(using).filter(created_at__lt=cutoff)
-            ids = list(sent.order_by().values_list("pk", flat=True)[:limit])
-            gone += m.OutboxRecipient.objects.using(using).filter(pk__in=ids).delete()[0]
-            keys = list(_timed_state(using, cutoff).values_list("key", flat=True)[:limit])
-            gone += m.State.objects.using(using).filter(key__in=keys).delete()[0]
-        return int(gone)
+            return sum(_delete_first(rows, limit) for rows in old)
 
     # -- the quarantine ------------------------------------------------------------
 
